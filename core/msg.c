@@ -1,0 +1,179 @@
+/* The message envelope: allocation (header and body in one block) and the
+ * strict wire codec for the 24-byte header frame. */
+#include <kin/msg.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <msgpack.h>
+
+#define KNOWN_FLAGS (KIN_MSG_DEAD | KIN_MSG_CANCEL)
+
+kin_err
+kin_msg_new(kin_msg **out, size_t len)
+{
+    if (len > SIZE_MAX - sizeof(kin_msg))
+        return -ENOMEM;
+    kin_msg *m = malloc(sizeof *m + len);
+    if (!m)
+        return -ENOMEM;
+    memset(m, 0, sizeof *m);
+    m->len = len;
+    m->body = (uint8_t *)(m + 1);
+    *out = m;
+    return KIN_OK;
+}
+
+kin_err
+kin_msg_new_copy(kin_msg **out, const void *body, size_t len)
+{
+    kin_err e = kin_msg_new(out, len);
+    if (e == KIN_OK && len)
+        memcpy((*out)->body, body, len);
+    return e;
+}
+
+void
+kin_msg_destroy(kin_msg **m)
+{
+    if (m && *m) {
+        free(*m);
+        *m = NULL;
+    }
+}
+
+static void
+put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t
+get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+/* Layout: magic u16 | version u8 | flags u8 | dst | src | auth | handle |
+ * reply_to (u32 each), all little-endian. */
+void
+kin_msg_header_encode(const kin_msg *m, uint8_t out[KIN_HDR_SIZE])
+{
+    out[0] = (uint8_t)KIN_MAGIC;
+    out[1] = (uint8_t)(KIN_MAGIC >> 8);
+    out[2] = KIN_PROTO_VERSION;
+    out[3] = (uint8_t)m->flags;
+    put32(out + 4, m->dst);
+    put32(out + 8, m->src);
+    put32(out + 12, m->auth);
+    put32(out + 16, m->handle);
+    put32(out + 20, m->reply_to);
+}
+
+kin_err
+kin_msg_header_decode(kin_msg *m, const void *hdr, size_t len)
+{
+    const uint8_t *p = hdr;
+    if (len < 4)
+        return KIN_ESHORT;
+    if ((p[0] | p[1] << 8) != KIN_MAGIC)
+        return KIN_EBADMAGIC;
+    if (p[2] != KIN_PROTO_VERSION)
+        return KIN_EBADVERSION;
+    if (len < KIN_HDR_SIZE)
+        return KIN_ESHORT;
+    if (len > KIN_HDR_SIZE || (p[3] & ~KNOWN_FLAGS))
+        return KIN_EBADMSG;
+    m->flags = p[3];
+    m->dst = get32(p + 4);
+    m->src = get32(p + 8);
+    m->auth = get32(p + 12);
+    m->handle = get32(p + 16);
+    m->reply_to = get32(p + 20);
+    return KIN_OK;
+}
+
+kin_err
+kin_msg_decode(kin_msg **out, const void *hdr, size_t hdr_len,
+               const void *body, size_t body_len, size_t max_size)
+{
+    kin_msg h;
+    kin_err e = kin_msg_header_decode(&h, hdr, hdr_len);
+    if (e)
+        return e;
+    if (body_len > (max_size ? max_size : KIN_MAX_MSG_DEFAULT))
+        return KIN_ETOOBIG;
+    kin_msg *m;
+    if ((e = kin_msg_new_copy(&m, body, body_len)))
+        return e;
+    m->flags = h.flags;
+    m->dst = h.dst;
+    m->src = h.src;
+    m->auth = h.auth;
+    m->handle = h.handle;
+    m->reply_to = h.reply_to;
+    *out = m;
+    return KIN_OK;
+}
+
+kin_err
+kin_msg_new_dead(kin_msg **out, const kin_msg *orig, uint32_t from_ctx,
+                 kin_err reason, const char *text)
+{
+    if (!text)
+        text = kin_strerror(reason);
+    size_t tlen = strlen(text);
+    if (tlen > 1024)
+        tlen = 1024;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_int64(&pk, reason);
+    msgpack_pack_str_with_body(&pk, text, tlen);
+    kin_err e = kin_msg_new_copy(out, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    if (e)
+        return e;
+    (*out)->flags = KIN_MSG_DEAD;
+    (*out)->dst = orig->src;
+    (*out)->src = from_ctx;
+    (*out)->auth = from_ctx;
+    (*out)->handle = orig->reply_to;
+    return KIN_OK;
+}
+
+kin_err
+kin_msg_dead_reason(const kin_msg *m, kin_err *reason, const char **text,
+                    size_t *text_len)
+{
+    if (!(m->flags & KIN_MSG_DEAD))
+        return -EINVAL;
+    msgpack_zone zone;
+    msgpack_zone_init(&zone, 256);
+    msgpack_object o;
+    size_t off = 0;
+    kin_err e = KIN_EBADMSG;
+    if (msgpack_unpack((const char *)m->body, m->len, &off, &zone, &o) ==
+            MSGPACK_UNPACK_SUCCESS &&
+        o.type == MSGPACK_OBJECT_ARRAY && o.via.array.size == 2 &&
+        o.via.array.ptr[0].type == MSGPACK_OBJECT_NEGATIVE_INTEGER &&
+        o.via.array.ptr[1].type == MSGPACK_OBJECT_STR) {
+        if (reason)
+            *reason = (kin_err)o.via.array.ptr[0].via.i64;
+        /* Strings reference the body, so they outlive the zone. */
+        if (text)
+            *text = o.via.array.ptr[1].via.str.ptr;
+        if (text_len)
+            *text_len = o.via.array.ptr[1].via.str.size;
+        e = KIN_OK;
+    }
+    msgpack_zone_destroy(&zone);
+    return e;
+}

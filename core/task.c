@@ -1,0 +1,112 @@
+/* Task records and the calling thread's current task. */
+#include "core/task.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static _Thread_local kin_task *self;
+
+uint64_t
+kin__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void
+kin__task_init(kin_task *t, uint32_t ctx, uint32_t id, const char *name)
+{
+    memset(t, 0, sizeof *t);
+    t->ctx = ctx;
+    t->id = id;
+    snprintf(t->name, sizeof t->name, "%s", name ? name : "");
+    pthread_mutex_init(&t->mu, NULL);
+    t->created_ns = kin__now_ns();
+    atomic_store(&t->state, KIN_TASK_PENDING);
+}
+
+void
+kin__task_fini(kin_task *t)
+{
+    pthread_mutex_destroy(&t->mu);
+}
+
+kin_task *
+kin__task_set_self(kin_task *t)
+{
+    kin_task *old = self;
+    self = t;
+    return old;
+}
+
+kin_task *
+kin_task_self(void)
+{
+    return self;
+}
+
+bool
+kin_task_cancelled(void)
+{
+    return kin__task_cancel_pending(self);
+}
+
+bool
+kin__task_cancel_pending(kin_task *t)
+{
+    return t && atomic_load_explicit(&t->cancel, memory_order_acquire);
+}
+
+void
+kin__task_wait_begin(kin_task *t, void (*wake)(void *), void *obj,
+                     const char *what)
+{
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->mu);
+    t->wake = wake;
+    t->wake_obj = obj;
+    t->wait_what = what;
+    t->wait_since_ns = kin__now_ns();
+    atomic_store(&t->state, KIN_TASK_WAITING);
+    pthread_mutex_unlock(&t->mu);
+}
+
+void
+kin__task_wait_end(kin_task *t)
+{
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->mu);
+    t->wake = NULL;
+    t->wake_obj = NULL;
+    t->wait_what = NULL;
+    atomic_store(&t->state, KIN_TASK_RUNNING);
+    pthread_mutex_unlock(&t->mu);
+}
+
+void
+kin__task_cancel(kin_task *t, uint32_t by_ctx, uint32_t by_task)
+{
+    pthread_mutex_lock(&t->mu);
+    if (!atomic_load(&t->cancel)) {
+        t->cancelled_by_ctx = by_ctx;
+        t->cancelled_by_task = by_task;
+    }
+    /* Set the flag before waking: a waiter checks it under its own lock
+     * after registering wake, so it either sees the flag or gets woken. */
+    atomic_store_explicit(&t->cancel, true, memory_order_release);
+    if (t->wake)
+        t->wake(t->wake_obj);
+    pthread_mutex_unlock(&t->mu);
+}
+
+const char *
+kin_task_state_name(kin_task_state s)
+{
+    static const char *names[] = {"pending", "running",   "waiting",
+                                  "done",    "failed",    "cancelled"};
+    return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "?";
+}

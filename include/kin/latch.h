@@ -1,0 +1,75 @@
+/* Latches and selects: the thread-safe queues every receiver is built on.
+ *
+ * A latch is an unbounded FIFO of messages with blocking get and a timeout;
+ * closing it wakes every waiter. A select waits on several latches at once
+ * (mitogen's Select). A get from a kin task is a blocking point: cancelling
+ * the task wakes it with KIN_ECANCELLED. */
+#ifndef KIN_LATCH_H
+#define KIN_LATCH_H
+
+#include <stdbool.h>
+
+#include <kin/defs.h>
+#include <kin/err.h>
+#include <kin/msg.h>
+
+typedef struct kin_latch kin_latch;
+typedef struct kin_select kin_select;
+
+/* A new, open, empty latch. Errors: -ENOMEM. Any thread. */
+KIN_EXPORT kin_err kin_latch_new(kin_latch **out);
+
+/* Closes the latch, frees messages still queued, frees it and sets *l to
+ * NULL. NULL-safe. No thread may be waiting on it or putting to it. */
+KIN_EXPORT void kin_latch_destroy(kin_latch **l);
+
+/* Appends *m and takes ownership (sets *m to NULL) on success. Wakes one
+ * waiter, or the select the latch belongs to. Errors: KIN_ECLOSED (the
+ * latch is closed; *m is untouched and still the caller's). Any thread. */
+KIN_EXPORT kin_err kin_latch_put(kin_latch *l, kin_msg **m);
+
+/* Removes the oldest message into *out (caller owns it), waiting up to
+ * timeout_ms (KIN_FOREVER: no limit, 0: poll). Messages queued before a close
+ * are still returned. Errors: KIN_ETIMEOUT, KIN_ECLOSED (closed and empty),
+ * KIN_ECANCELLED (the calling kin task was cancelled). Any thread. */
+KIN_EXPORT kin_err kin_latch_get(kin_latch *l, int timeout_ms, kin_msg **out);
+
+/* Closes the latch: later puts fail with KIN_ECLOSED and every waiter wakes.
+ * Idempotent. Any thread. */
+KIN_EXPORT void kin_latch_close(kin_latch *l);
+
+/* Whether the latch is closed. Any thread. */
+KIN_EXPORT bool kin_latch_closed(kin_latch *l);
+
+/* Number of queued messages (a snapshot). Any thread. */
+KIN_EXPORT size_t kin_latch_size(kin_latch *l);
+
+/* A new select. A oneshot select forgets a latch once it has yielded one
+ * message from it (gathering one reply per call); a persistent one keeps
+ * every latch until it is removed. Errors: -ENOMEM. Any thread. */
+KIN_EXPORT kin_err kin_select_new(kin_select **out, bool oneshot);
+
+/* Detaches every latch (latches are not freed), frees the select and sets
+ * *s to NULL. NULL-safe. No thread may be waiting on it. */
+KIN_EXPORT void kin_select_destroy(kin_select **s);
+
+/* Adds l with a caller-chosen tag returned by kin_select_get. The select does
+ * not own l; l must stay alive until removed or the select is destroyed.
+ * Messages already queued in l count. Errors: KIN_EEXISTS (l already belongs
+ * to a select), -ENOMEM. Any thread. */
+KIN_EXPORT kin_err kin_select_add(kin_select *s, kin_latch *l, void *tag);
+
+/* Removes l from s. Errors: -ENOENT if l is not in s. Any thread. */
+KIN_EXPORT kin_err kin_select_remove(kin_select *s, kin_latch *l);
+
+/* Number of latches in s. Any thread. */
+KIN_EXPORT size_t kin_select_count(kin_select *s);
+
+/* Returns the next message from any member latch, oldest latch-order first,
+ * waiting up to timeout_ms. *tag (optional) receives the latch's tag.
+ * Errors: KIN_ETIMEOUT, KIN_ECLOSED (no members left, or every member is
+ * closed and empty), KIN_ECANCELLED (calling task cancelled). Any thread. */
+KIN_EXPORT kin_err kin_select_get(kin_select *s, int timeout_ms,
+                                  kin_msg **out, void **tag);
+
+#endif

@@ -1,0 +1,79 @@
+/* The message envelope and its wire codec.
+ *
+ * On the wire a message is two ZMQ frames (after any routing frame): a fixed
+ * 24-byte little-endian header and a msgpack body. See docs/protocol.md. */
+#ifndef KIN_MSG_H
+#define KIN_MSG_H
+
+#include <kin/defs.h>
+#include <kin/err.h>
+
+#define KIN_MAGIC 0x4E4Bu /* "KN" as little-endian bytes */
+#define KIN_PROTO_VERSION 1u
+#define KIN_HDR_SIZE 24u
+#define KIN_MAX_MSG_DEFAULT (64u << 20) /* 64 MiB */
+
+enum kin_msg_flag {
+    KIN_MSG_DEAD = 1u << 0, /* body is [code, reason]: delivery failed */
+    KIN_MSG_CANCEL = 1u << 1, /* reserved for the call layer */
+};
+
+/* A message. Header fields are plain data; body points into the same
+ * allocation (len bytes, not NUL-terminated). Created with kin_msg_new*,
+ * released with kin_msg_destroy; whoever holds the pointer owns it. */
+typedef struct kin_msg {
+    uint32_t flags;
+    uint32_t dst;      /* destination context id */
+    uint32_t src;      /* sending context id */
+    uint32_t auth;     /* context id whose authority the message carries */
+    uint32_t handle;   /* handle at the destination */
+    uint32_t reply_to; /* handle at src for replies, 0 for none */
+    size_t len;
+    uint8_t *body;
+} kin_msg;
+
+/* A new message with an uninitialised body of len bytes; header fields zero.
+ * Errors: -ENOMEM. Any thread. */
+KIN_EXPORT kin_err kin_msg_new(kin_msg **out, size_t len);
+
+/* A new message whose body is a copy of len bytes at body (body may be NULL
+ * when len is 0). Errors: -ENOMEM. Any thread. */
+KIN_EXPORT kin_err kin_msg_new_copy(kin_msg **out, const void *body,
+                                    size_t len);
+
+/* Frees *m (NULL-safe) and sets *m to NULL. */
+KIN_EXPORT void kin_msg_destroy(kin_msg **m);
+
+/* Writes the 24-byte wire header of m to out. Any thread. */
+KIN_EXPORT void kin_msg_header_encode(const kin_msg *m,
+                                      uint8_t out[KIN_HDR_SIZE]);
+
+/* Parses a wire header into m's header fields (m's body is untouched).
+ * Errors: KIN_ESHORT (fewer than 24 bytes), KIN_EBADMSG (more than 24 bytes
+ * or unknown flags), KIN_EBADMAGIC, KIN_EBADVERSION. On error m is
+ * unchanged. Any thread. */
+KIN_EXPORT kin_err kin_msg_header_decode(kin_msg *m, const void *hdr,
+                                         size_t len);
+
+/* Decodes a header frame and a body frame into a new message. Bodies over
+ * max_size bytes fail with KIN_ETOOBIG (0 means KIN_MAX_MSG_DEFAULT); header
+ * errors as kin_msg_header_decode. On error *out is untouched. Any thread. */
+KIN_EXPORT kin_err kin_msg_decode(kin_msg **out, const void *hdr,
+                                  size_t hdr_len, const void *body,
+                                  size_t body_len, size_t max_size);
+
+/* A dead message answering orig: addressed to orig's src and reply_to, from
+ * from_ctx, flagged KIN_MSG_DEAD, body the msgpack array [reason, text].
+ * text may be NULL (kin_strerror(reason) is used). Errors: -ENOMEM. */
+KIN_EXPORT kin_err kin_msg_new_dead(kin_msg **out, const kin_msg *orig,
+                                    uint32_t from_ctx, kin_err reason,
+                                    const char *text);
+
+/* Reads the reason of a dead message. text (optional) receives a pointer
+ * into m's body, text_len its length (not NUL-terminated). Errors:
+ * -EINVAL when m is not flagged dead, KIN_EBADMSG when its body is not
+ * [int, str]. */
+KIN_EXPORT kin_err kin_msg_dead_reason(const kin_msg *m, kin_err *reason,
+                                       const char **text, size_t *text_len);
+
+#endif
