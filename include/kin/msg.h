@@ -13,6 +13,20 @@
 #define KIN_HDR_SIZE 24u
 #define KIN_MAX_MSG_DEFAULT (64u << 20) /* 64 MiB */
 
+/* Reserved handles (below KIN_HANDLE_DYNAMIC). */
+enum kin_handle {
+    KIN_HANDLE_HELLO = 1,       /* child -> parent: link is up */
+    KIN_HANDLE_CALL = 2,        /* call a function by name */
+    KIN_HANDLE_CANCEL = 3,      /* cancel a running call task */
+    KIN_HANDLE_MONITOR = 4,     /* monitor queries */
+    KIN_HANDLE_ADD_ROUTE = 5,   /* a subtree appeared */
+    KIN_HANDLE_DEL_ROUTE = 6,   /* a subtree disappeared */
+    KIN_HANDLE_ALLOCATE_ID = 7, /* ask the master for a block of ids */
+    KIN_HANDLE_SHUTDOWN = 8,    /* parent -> child: shut down */
+    KIN_HANDLE_PING = 9,        /* echo */
+    KIN_HANDLE_DYNAMIC = 1000,  /* first dynamically allocated handle */
+};
+
 enum kin_msg_flag {
     KIN_MSG_DEAD = 1u << 0, /* body is [code, reason]: delivery failed */
     KIN_MSG_CANCEL = 1u << 1, /* reserved for the call layer */
