@@ -1,1 +1,356 @@
-/* placeholder */
+/* The broker thread: a libuv loop with a locked defer queue woken by
+ * uv_async, ZMQ sockets watched through their ZMQ_FD, and a stop that gives
+ * pending work a grace period before it forces. */
+#include "broker/broker.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zmq.h>
+
+#include "core/log_internal.h"
+#include "core/task.h"
+
+/* Input drained from one socket per loop turn before others get a go. */
+#define DRAIN_BUDGET 512
+
+typedef struct job {
+    kin__defer_fn fn;
+    void *arg;
+    void *data;
+    struct job *next;
+} job;
+
+struct kin__watch {
+    kin__broker *b;
+    void *sock;
+    kin__readable_fn fn;
+    void *arg;
+    uv_poll_t poll;
+    bool starved; /* budget ran out with input left */
+    kin__watch *next;
+};
+
+struct kin__broker {
+    uv_loop_t loop;
+    uv_async_t wake;
+    uv_prepare_t recheck; /* re-drains sockets before the loop blocks */
+    uv_idle_t spin;       /* keeps the loop from blocking while starved */
+    uv_timer_t grace;
+    pthread_t thread;
+    pthread_mutex_t mu; /* guards the job queue and stopping */
+    job *head, *tail;
+    atomic_bool stopping;
+    bool forced;
+    int grace_ms;
+    int holds;
+    kin__stop_fn on_stop;
+    void *on_stop_arg;
+    kin__watch *watches;
+};
+
+static void
+drain_socket(kin__watch *w)
+{
+    w->starved = false;
+    for (int n = 0; n < DRAIN_BUDGET; n++) {
+        uint32_t ev = 0;
+        size_t sz = sizeof ev;
+        if (zmq_getsockopt(w->sock, ZMQ_EVENTS, &ev, &sz) ||
+            !(ev & ZMQ_POLLIN))
+            return;
+        w->fn(w->sock, w->arg);
+    }
+    w->starved = true;
+}
+
+static void
+on_poll(uv_poll_t *p, int status, int events)
+{
+    drain_socket(p->data);
+}
+
+static bool
+run_jobs(kin__broker *b)
+{
+    pthread_mutex_lock(&b->mu);
+    job *j = b->head;
+    b->head = b->tail = NULL;
+    pthread_mutex_unlock(&b->mu);
+    bool any = j != NULL;
+    while (j) {
+        job *next = j->next;
+        j->fn(j->arg, j->data);
+        free(j);
+        j = next;
+    }
+    return any;
+}
+
+static void
+maybe_finish(kin__broker *b)
+{
+    if (!atomic_load(&b->stopping))
+        return;
+    pthread_mutex_lock(&b->mu);
+    bool idle = !b->head && b->holds == 0;
+    pthread_mutex_unlock(&b->mu);
+    if (idle || b->forced)
+        uv_stop(&b->loop);
+}
+
+static void
+on_wake(uv_async_t *a)
+{
+    kin__broker *b = a->data;
+    run_jobs(b);
+    maybe_finish(b);
+}
+
+static void
+on_spin(uv_idle_t *i)
+{
+    /* Being active keeps the loop from blocking in its poll while a socket
+     * still has input; on_recheck does the draining. */
+    kin__broker *b = i->data;
+    bool starved = false;
+    for (kin__watch *w = b->watches; w; w = w->next)
+        starved |= w->starved;
+    if (!starved)
+        uv_idle_stop(i);
+}
+
+static void
+on_recheck(uv_prepare_t *p)
+{
+    kin__broker *b = p->data;
+    bool starved = false;
+    for (kin__watch *w = b->watches; w; w = w->next) {
+        drain_socket(w);
+        starved |= w->starved;
+    }
+    if (starved)
+        uv_idle_start(&b->spin, on_spin);
+    maybe_finish(b);
+}
+
+static void
+on_grace(uv_timer_t *t)
+{
+    kin__broker *b = t->data;
+    KIN_WARN("broker: grace period of %d ms over, forcing stop", b->grace_ms);
+    b->forced = true;
+    uv_stop(&b->loop);
+}
+
+static void
+begin_stop(void *arg, void *unused)
+{
+    kin__broker *b = arg;
+    if (b->on_stop)
+        b->on_stop(b->on_stop_arg);
+    uv_timer_start(&b->grace, on_grace, (uint64_t)b->grace_ms, 0);
+}
+
+static void
+on_closed(uv_handle_t *h)
+{
+    if (h->type == UV_POLL)
+        free(h->data); /* the kin__watch */
+}
+
+static void
+close_handle(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, on_closed);
+}
+
+static void *
+thread_main(void *arg)
+{
+    kin__broker *b = arg;
+    kin__task_set_self(NULL);
+    uv_run(&b->loop, UV_RUN_DEFAULT);
+    /* Work deferred before the stop still runs (it is non-blocking broker
+     * work and may own memory); then every handle is closed, including
+     * watches the owner left behind. */
+    while (run_jobs(b))
+        ;
+    uv_walk(&b->loop, close_handle, NULL);
+    uv_run(&b->loop, UV_RUN_DEFAULT);
+    while (run_jobs(b))
+        ;
+    uv_loop_close(&b->loop);
+    return NULL;
+}
+
+kin_err
+kin__broker_new(kin__broker **out, kin__stop_fn on_stop, void *arg)
+{
+    kin__broker *b = calloc(1, sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    int rc = uv_loop_init(&b->loop);
+    if (rc) {
+        free(b);
+        return rc;
+    }
+    pthread_mutex_init(&b->mu, NULL);
+    b->on_stop = on_stop;
+    b->on_stop_arg = arg;
+    uv_async_init(&b->loop, &b->wake, on_wake);
+    b->wake.data = b;
+    uv_prepare_init(&b->loop, &b->recheck);
+    b->recheck.data = b;
+    uv_prepare_start(&b->recheck, on_recheck);
+    uv_idle_init(&b->loop, &b->spin);
+    b->spin.data = b;
+    uv_timer_init(&b->loop, &b->grace);
+    b->grace.data = b;
+    rc = pthread_create(&b->thread, NULL, thread_main, b);
+    if (rc) {
+        uv_walk(&b->loop, close_handle, NULL);
+        uv_run(&b->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&b->loop);
+        pthread_mutex_destroy(&b->mu);
+        free(b);
+        return -rc;
+    }
+    *out = b;
+    return KIN_OK;
+}
+
+static kin_err
+push(kin__broker *b, kin__defer_fn fn, void *arg, void *data, bool stop)
+{
+    job *j = malloc(sizeof *j);
+    if (!j)
+        return -ENOMEM;
+    j->fn = fn;
+    j->arg = arg;
+    j->data = data;
+    j->next = NULL;
+    pthread_mutex_lock(&b->mu);
+    if (atomic_load(&b->stopping)) {
+        pthread_mutex_unlock(&b->mu);
+        free(j);
+        return KIN_ESHUTDOWN;
+    }
+    if (stop)
+        atomic_store(&b->stopping, true);
+    bool was_empty = !b->head;
+    if (b->tail)
+        b->tail->next = j;
+    else
+        b->head = j;
+    b->tail = j;
+    pthread_mutex_unlock(&b->mu);
+    /* uv_async_send coalesces, but skipping it when a wake is already due
+     * saves a syscall per message under load. */
+    if (was_empty)
+        uv_async_send(&b->wake);
+    return KIN_OK;
+}
+
+kin_err
+kin__broker_defer(kin__broker *b, kin__defer_fn fn, void *arg, void *data)
+{
+    return push(b, fn, arg, data, false);
+}
+
+void
+kin__broker_destroy(kin__broker **bp, int grace_ms)
+{
+    if (!bp || !*bp)
+        return;
+    kin__broker *b = *bp;
+    b->grace_ms = grace_ms < 0 ? 0 : grace_ms;
+    push(b, begin_stop, b, NULL, true);
+    pthread_join(b->thread, NULL);
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+    *bp = NULL;
+}
+
+bool
+kin__broker_on_thread(const kin__broker *b)
+{
+    return pthread_equal(pthread_self(), b->thread);
+}
+
+uv_loop_t *
+kin__broker_loop(kin__broker *b)
+{
+    return &b->loop;
+}
+
+void
+kin__broker_hold(kin__broker *b)
+{
+    pthread_mutex_lock(&b->mu);
+    b->holds++;
+    pthread_mutex_unlock(&b->mu);
+}
+
+void
+kin__broker_release(kin__broker *b)
+{
+    pthread_mutex_lock(&b->mu);
+    b->holds--;
+    pthread_mutex_unlock(&b->mu);
+    maybe_finish(b);
+}
+
+bool
+kin__broker_stopping(const kin__broker *b)
+{
+    return atomic_load(&b->stopping);
+}
+
+kin_err
+kin__broker_watch(kin__broker *b, void *sock, kin__readable_fn fn, void *arg,
+                  kin__watch **out)
+{
+    int fd;
+    size_t sz = sizeof fd;
+    if (zmq_getsockopt(sock, ZMQ_FD, &fd, &sz))
+        return -errno;
+    kin__watch *w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->b = b;
+    w->sock = sock;
+    w->fn = fn;
+    w->arg = arg;
+    int rc = uv_poll_init(&b->loop, &w->poll, fd);
+    if (rc) {
+        free(w);
+        return rc;
+    }
+    w->poll.data = w;
+    uv_poll_start(&w->poll, UV_READABLE, on_poll);
+    w->next = b->watches;
+    b->watches = w;
+    *out = w;
+    return KIN_OK;
+}
+
+void
+kin__broker_unwatch(kin__watch **wp)
+{
+    if (!wp || !*wp)
+        return;
+    kin__watch *w = *wp;
+    for (kin__watch **p = &w->b->watches; *p; p = &(*p)->next) {
+        if (*p == w) {
+            *p = w->next;
+            break;
+        }
+    }
+    uv_close((uv_handle_t *)&w->poll, on_closed);
+    *wp = NULL;
+}

@@ -8,7 +8,7 @@
 
 #include <msgpack.h>
 
-#define KNOWN_FLAGS (KIN_MSG_DEAD | KIN_MSG_CANCEL)
+#define KNOWN_FLAGS (KIN_MSG_DEAD | KIN_MSG_CANCEL | KIN_MSG_ERROR)
 
 kin_err
 kin_msg_new(kin_msg **out, size_t len)

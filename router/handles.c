@@ -1,1 +1,168 @@
-/* placeholder */
+/* The handle registry: which latch or broker-thread handler receives the
+ * messages addressed to each handle of this context, and under which policy.
+ * Also local delivery and dead replies. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/log_internal.h"
+#include "router/node_impl.h"
+
+kin_err
+kin__handles_add(kin_node *n, const kin__handler *h, uint32_t *handle)
+{
+    kin__handler *copy = malloc(sizeof *copy);
+    if (!copy)
+        return -ENOMEM;
+    *copy = *h;
+    pthread_mutex_lock(&n->hmu);
+    uint32_t id = h->handle;
+    if (!id) {
+        do {
+            id = n->next_handle++;
+            if (n->next_handle == 0)
+                n->next_handle = KIN_HANDLE_DYNAMIC;
+        } while (kin__u32map_has(&n->handles, id));
+    } else if (kin__u32map_has(&n->handles, id)) {
+        pthread_mutex_unlock(&n->hmu);
+        free(copy);
+        return KIN_EEXISTS;
+    }
+    copy->handle = id;
+    int rc = kin__u32map_put(&n->handles, id, copy);
+    pthread_mutex_unlock(&n->hmu);
+    if (rc) {
+        free(copy);
+        return rc;
+    }
+    if (handle)
+        *handle = id;
+    return KIN_OK;
+}
+
+void
+kin__handles_remove(kin_node *n, uint32_t handle)
+{
+    pthread_mutex_lock(&n->hmu);
+    free(kin__u32map_del(&n->handles, handle));
+    pthread_mutex_unlock(&n->hmu);
+}
+
+bool
+kin__is_ancestor_or_self(kin_node *n, uint32_t id)
+{
+    if (id == n->id)
+        return true;
+    for (int i = 0; i < n->n_ancestors; i++)
+        if (n->ancestors[i] == id)
+            return true;
+    return false;
+}
+
+static bool
+allowed(kin_node *n, const kin__handler *h, const kin_msg *m)
+{
+    switch (h->policy) {
+    case KIN_POLICY_ANY:
+        return true;
+    case KIN_POLICY_PARENT:
+        return kin__is_ancestor_or_self(n, m->auth);
+    case KIN_POLICY_CHILD:
+        /* children is broker-only; a child's link id equals its id and a
+         * route to it through itself marks a direct child. */
+        return m->auth == m->src && m->auth != n->id &&
+               (uintptr_t)kin__u32map_get(&n->routes, m->auth) ==
+                   (uintptr_t)m->auth + 1;
+    }
+    return false;
+}
+
+void
+kin__reply_dead(kin_node *n, kin_msg *m, kin_err reason, const char *text)
+{
+    /* Never answer a dead message or one that wants no reply: that is how
+     * dead-message storms start. */
+    if ((m->flags & KIN_MSG_DEAD) || !m->reply_to) {
+        atomic_fetch_add(&n->stats.dropped, 1);
+        KIN_DEBUG("dropped message %u->%u handle %u: %s", m->src, m->dst,
+                  m->handle, kin_strerror(reason));
+        kin_msg_destroy(&m);
+        return;
+    }
+    kin_msg *d;
+    if (kin_msg_new_dead(&d, m, n->id, reason, text) == KIN_OK) {
+        atomic_fetch_add(&n->stats.dead_sent, 1);
+        if (d->dst == n->id)
+            kin__deliver(n, d);
+        else if (kin__broker_on_thread(n->broker))
+            kin__route(n, d);
+        else
+            kin_node_send(n, &d), kin_msg_destroy(&d);
+    }
+    kin_msg_destroy(&m);
+}
+
+void
+kin__deliver(kin_node *n, kin_msg *m)
+{
+    pthread_mutex_lock(&n->hmu);
+    kin__handler *h = kin__u32map_get(&n->handles, m->handle);
+    if (!h) {
+        pthread_mutex_unlock(&n->hmu);
+        char why[64];
+        snprintf(why, sizeof why, "unknown handle %u in context %u",
+                 m->handle, n->id);
+        kin__reply_dead(n, m, KIN_ENOHANDLE, why);
+        return;
+    }
+    if (!allowed(n, h, m)) {
+        pthread_mutex_unlock(&n->hmu);
+        char why[96];
+        snprintf(why, sizeof why,
+                 "context %u refused handle %u to context %u by policy",
+                 n->id, m->handle, m->auth);
+        kin__reply_dead(n, m, KIN_EREFUSED, why);
+        return;
+    }
+    atomic_fetch_add(&n->stats.delivered, 1);
+    if (h->latch) {
+        /* Put under hmu so the receiver cannot be freed meanwhile. */
+        kin_err e = kin_latch_put(h->latch, &m);
+        pthread_mutex_unlock(&n->hmu);
+        if (e)
+            kin__reply_dead(n, m, KIN_ENOHANDLE, "receiver closed");
+        return;
+    }
+    kin__handle_fn fn = h->fn;
+    void *arg = h->arg;
+    pthread_mutex_unlock(&n->hmu);
+    fn(n, m, arg);
+}
+
+void
+kin__handles_peer_gone(kin_node *n, const uint32_t *ids, size_t count)
+{
+    pthread_mutex_lock(&n->hmu);
+    uint32_t key;
+    void *val;
+    for (size_t it = 0; kin__u32map_next(&n->handles, &it, &key, &val);) {
+        kin__handler *h = val;
+        if (!h->latch || h->respondent == KIN_NO_CTX)
+            continue;
+        for (size_t i = 0; i < count; i++) {
+            if (ids[i] != h->respondent)
+                continue;
+            kin_msg fake = {.src = n->id, .reply_to = h->handle};
+            kin_msg *d;
+            char why[64];
+            snprintf(why, sizeof why, "context %u is gone", ids[i]);
+            if (kin_msg_new_dead(&d, &fake, ids[i], KIN_EPEERGONE, why) ==
+                KIN_OK) {
+                if (kin_latch_put(h->latch, &d))
+                    kin_msg_destroy(&d);
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&n->hmu);
+}

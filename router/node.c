@@ -1,1 +1,487 @@
-/* placeholder */
+/* kin_node's public face: creating a context (master or child), its runtime
+ * directory and endpoint, sending from any thread, receivers, id blocks and
+ * shutdown. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <msgpack.h>
+
+#include "core/log_internal.h"
+#include "core/task.h"
+#include "router/call_impl.h"
+#include "router/node_impl.h"
+
+#define ID_BLOCK 64u
+
+struct kin_receiver {
+    kin_node *node;
+    uint32_t handle;
+    uint32_t respondent;
+    kin_latch *latch;
+};
+
+/* --- runtime directory ----------------------------------------------------- */
+
+/* $XDG_RUNTIME_DIR/kin or /tmp/kin-UID, created 0700; refused when it exists
+ * with another owner or looser permissions. */
+static kin_err
+runtime_dir(char *out, size_t size)
+{
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    int len = xdg && *xdg ? snprintf(out, size, "%s/kin", xdg)
+                          : snprintf(out, size, "/tmp/kin-%u", getuid());
+    if (len < 0 || (size_t)len >= size)
+        return -ENAMETOOLONG;
+    if (mkdir(out, 0700) && errno != EEXIST)
+        return -errno;
+    struct stat st;
+    if (lstat(out, &st))
+        return -errno;
+    if (!S_ISDIR(st.st_mode) || st.st_uid != getuid() ||
+        (st.st_mode & 0077)) {
+        KIN_ERROR("runtime directory %s must be a 0700 directory owned by "
+                  "uid %u",
+                  out, getuid());
+        return -EACCES;
+    }
+    return KIN_OK;
+}
+
+/* --- waiting helpers ------------------------------------------------------- */
+
+static void
+deadline_in(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+typedef struct sync_call {
+    kin_node *n;
+    kin_err result;
+    bool done;
+} sync_call;
+
+static void
+open_job(void *arg, void *unused)
+{
+    sync_call *s = arg;
+    kin_err e = kin__router_open(s->n);
+    pthread_mutex_lock(&s->n->mu);
+    s->result = e;
+    s->done = true;
+    pthread_cond_broadcast(&s->n->cond);
+    pthread_mutex_unlock(&s->n->mu);
+}
+
+/* --- system handlers ------------------------------------------------------- */
+
+static void
+reply_ids(kin_node *n, const kin_msg *req, uint32_t a, uint32_t b)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_uint32(&pk, a);
+    msgpack_pack_uint32(&pk, b);
+    kin_msg *r;
+    if (kin_msg_new_copy(&r, sb.data, sb.size) == KIN_OK) {
+        r->dst = req->src;
+        r->handle = req->reply_to;
+        kin_node_send(n, &r);
+        kin_msg_destroy(&r);
+    }
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* Master only: hands out a block of context ids. */
+static void
+on_allocate_id(kin_node *n, kin_msg *m, void *arg)
+{
+    pthread_mutex_lock(&n->mu);
+    uint32_t first = n->id_next;
+    n->id_next += ID_BLOCK;
+    pthread_mutex_unlock(&n->mu);
+    reply_ids(n, m, first, ID_BLOCK);
+    kin_msg_destroy(&m);
+}
+
+static void
+on_ping(kin_node *n, kin_msg *m, void *arg)
+{
+    if (m->reply_to) {
+        kin_msg *r;
+        if (kin_msg_new_copy(&r, m->body, m->len) == KIN_OK) {
+            r->dst = m->src;
+            r->handle = m->reply_to;
+            kin_node_send(n, &r);
+            kin_msg_destroy(&r);
+        }
+    }
+    kin_msg_destroy(&m);
+}
+
+static kin_err
+add_system(kin_node *n, uint32_t handle, kin_policy policy, kin__handle_fn fn)
+{
+    kin__handler h = {.handle = handle,
+                      .policy = policy,
+                      .respondent = KIN_NO_CTX,
+                      .fn = fn,
+                      .arg = NULL};
+    return kin__handles_add(n, &h, NULL);
+}
+
+/* --- lifecycle ------------------------------------------------------------- */
+
+static void
+on_stop(void *arg)
+{
+    kin_node *n = arg;
+    KIN_DEBUG("context %u stopping", n->id);
+}
+
+kin_err
+kin_node_new(kin_node **out, const kin_node_opts *opts)
+{
+    kin_node_opts none = {0};
+    if (!opts)
+        opts = &none;
+    if (opts->parent_endpoint &&
+        (opts->id == KIN_MASTER_ID || opts->id == opts->parent_id ||
+         strlen(opts->parent_endpoint) >= 256))
+        return -EINVAL;
+    kin_node *n = calloc(1, sizeof *n);
+    if (!n)
+        return -ENOMEM;
+    n->has_parent = opts->parent_endpoint != NULL;
+    n->id = n->has_parent ? opts->id : KIN_MASTER_ID;
+    n->parent_id = opts->parent_id;
+    if (n->has_parent)
+        snprintf(n->parent_endpoint, sizeof n->parent_endpoint, "%s",
+                 opts->parent_endpoint);
+    if (opts->name)
+        snprintf(n->name, sizeof n->name, "%s", opts->name);
+    else if (n->has_parent)
+        snprintf(n->name, sizeof n->name, "ctx-%u", n->id);
+    else
+        snprintf(n->name, sizeof n->name, "master");
+    n->max_msg = opts->max_msg_size ? opts->max_msg_size : KIN_MAX_MSG_DEFAULT;
+    n->connect_timeout_ms =
+        opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 30000;
+    n->next_handle = KIN_HANDLE_DYNAMIC;
+    n->id_next = 1;
+    pthread_mutex_init(&n->mu, NULL);
+    pthread_cond_init(&n->cond, NULL);
+    pthread_mutex_init(&n->hmu, NULL);
+
+    kin_err e = KIN_OK;
+    if (opts->bind) {
+        snprintf(n->endpoint, sizeof n->endpoint, "%s", opts->bind);
+    } else {
+        char dir[160];
+        if ((e = runtime_dir(dir, sizeof dir)))
+            goto fail;
+        snprintf(n->ipc_path, sizeof n->ipc_path, "%s/%d-%u.sock", dir,
+                 (int)getpid(), n->id);
+        unlink(n->ipc_path); /* a stale socket of a recycled pid */
+        snprintf(n->endpoint, sizeof n->endpoint, "ipc://%s", n->ipc_path);
+    }
+
+    if ((e = add_system(n, KIN_HANDLE_PING, KIN_POLICY_ANY, on_ping)))
+        goto fail;
+    if (!n->has_parent &&
+        (e = add_system(n, KIN_HANDLE_ALLOCATE_ID, KIN_POLICY_ANY,
+                        on_allocate_id)))
+        goto fail;
+    if ((e = kin__calls_start(n, opts->workers > 0 ? opts->workers : 4)))
+        goto fail;
+    if ((e = kin__broker_new(&n->broker, on_stop, n)))
+        goto fail;
+
+    sync_call s = {.n = n};
+    if ((e = kin__broker_defer(n->broker, open_job, &s, NULL)))
+        goto fail;
+    pthread_mutex_lock(&n->mu);
+    while (!s.done)
+        pthread_cond_wait(&n->cond, &n->mu);
+    e = s.result;
+    if (!e && n->has_parent) {
+        struct timespec dl;
+        deadline_in(&dl, n->connect_timeout_ms);
+        while (!n->up_ready && !e)
+            if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT)
+                e = n->up_ready ? KIN_OK : KIN_ETIMEOUT;
+        if (e)
+            KIN_ERROR("context %u: parent %u at %s did not answer HELLO in "
+                      "%d ms",
+                      n->id, n->parent_id, n->parent_endpoint,
+                      n->connect_timeout_ms);
+    }
+    pthread_mutex_unlock(&n->mu);
+    if (e)
+        goto fail;
+    *out = n;
+    return KIN_OK;
+fail:
+    kin_node_destroy(&n);
+    return e;
+}
+
+void
+kin_node_destroy(kin_node **np)
+{
+    if (!np || !*np)
+        return;
+    kin_node *n = *np;
+    kin__calls_stop(n);
+    kin__broker_destroy(&n->broker, 1000);
+    kin__router_close(n);
+    kin__calls_free(n);
+    if (n->ipc_path[0])
+        unlink(n->ipc_path);
+    uint32_t key;
+    void *val;
+    for (size_t it = 0; kin__u32map_next(&n->handles, &it, &key, &val);)
+        free(val);
+    for (size_t it = 0; kin__u32map_next(&n->children, &it, &key, &val);)
+        free(val);
+    kin__u32map_fini(&n->handles);
+    kin__u32map_fini(&n->children);
+    kin__u32map_fini(&n->routes);
+    kin__u32map_fini(&n->fds);
+    kin__u32map_fini(&n->ready);
+    pthread_mutex_destroy(&n->mu);
+    pthread_cond_destroy(&n->cond);
+    pthread_mutex_destroy(&n->hmu);
+    free(n);
+    *np = NULL;
+}
+
+uint32_t
+kin_node_id(const kin_node *n)
+{
+    return n->id;
+}
+
+const char *
+kin_node_name(const kin_node *n)
+{
+    return n->name;
+}
+
+const char *
+kin_node_endpoint(const kin_node *n)
+{
+    return n->endpoint;
+}
+
+kin_err
+kin_node_wait_child(kin_node *n, uint32_t id, int timeout_ms)
+{
+    struct timespec dl;
+    deadline_in(&dl, timeout_ms < 0 ? 86400 * 1000 : timeout_ms);
+    kin_err e = KIN_OK;
+    pthread_mutex_lock(&n->mu);
+    while (!kin__u32map_has(&n->ready, id) && !e)
+        if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT)
+            e = kin__u32map_has(&n->ready, id) ? KIN_OK : KIN_ETIMEOUT;
+    pthread_mutex_unlock(&n->mu);
+    return e;
+}
+
+/* --- sending --------------------------------------------------------------- */
+
+static void
+route_job(void *node, void *msg)
+{
+    kin__route(node, msg);
+}
+
+kin_err
+kin_node_send(kin_node *n, kin_msg **mp)
+{
+    kin_msg *m = *mp;
+    if (m->len > n->max_msg)
+        return KIN_ETOOBIG;
+    m->src = n->id;
+    m->auth = n->id;
+    if (m->dst == n->id) {
+        *mp = NULL;
+        kin__deliver(n, m);
+        return KIN_OK;
+    }
+    kin_err e = kin__broker_defer(n->broker, route_job, n, m);
+    if (e == KIN_OK)
+        *mp = NULL;
+    return e;
+}
+
+void
+kin_node_stats_get(kin_node *n, kin_node_stats *out)
+{
+    out->forged = atomic_load(&n->stats.forged);
+    out->malformed = atomic_load(&n->stats.malformed);
+    out->dead_sent = atomic_load(&n->stats.dead_sent);
+    out->dropped = atomic_load(&n->stats.dropped);
+    out->routed = atomic_load(&n->stats.routed);
+    out->delivered = atomic_load(&n->stats.delivered);
+}
+
+/* --- receivers ------------------------------------------------------------- */
+
+kin_err
+kin_receiver_new(kin_receiver **out, kin_node *n, uint32_t handle,
+                 kin_policy policy, uint32_t respondent)
+{
+    if (policy > KIN_POLICY_CHILD)
+        return -EINVAL;
+    kin_receiver *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    kin_err e = kin_latch_new(&r->latch);
+    if (e) {
+        free(r);
+        return e;
+    }
+    kin__handler h = {.handle = handle,
+                      .policy = policy,
+                      .respondent = respondent,
+                      .latch = r->latch};
+    if ((e = kin__handles_add(n, &h, &r->handle))) {
+        kin_latch_destroy(&r->latch);
+        free(r);
+        return e;
+    }
+    r->node = n;
+    r->respondent = respondent;
+    *out = r;
+    return KIN_OK;
+}
+
+void
+kin_receiver_destroy(kin_receiver **rp)
+{
+    if (!rp || !*rp)
+        return;
+    kin_receiver *r = *rp;
+    kin__handles_remove(r->node, r->handle);
+    kin_latch_destroy(&r->latch);
+    free(r);
+    *rp = NULL;
+}
+
+void
+kin__receiver_target(kin_receiver *r, kin_node **n, uint32_t *respondent)
+{
+    *n = r->node;
+    *respondent = r->respondent;
+}
+
+uint32_t
+kin_receiver_handle(const kin_receiver *r)
+{
+    return r->handle;
+}
+
+kin_latch *
+kin_receiver_latch(kin_receiver *r)
+{
+    return r->latch;
+}
+
+kin_err
+kin_msg_check_dead(kin_msg **m)
+{
+    if (!((*m)->flags & KIN_MSG_DEAD))
+        return KIN_OK;
+    kin_err reason = KIN_EBADMSG;
+    kin_msg_dead_reason(*m, &reason, NULL, NULL);
+    kin_msg_destroy(m);
+    return reason;
+}
+
+kin_err
+kin_receiver_get(kin_receiver *r, int timeout_ms, kin_msg **out)
+{
+    kin_msg *m;
+    kin_err e = kin_latch_get(r->latch, timeout_ms, &m);
+    if (e)
+        return e;
+    if ((e = kin_msg_check_dead(&m)))
+        return e;
+    *out = m;
+    return KIN_OK;
+}
+
+/* --- ids ------------------------------------------------------------------- */
+
+kin_err
+kin_node_alloc_id(kin_node *n, uint32_t *id)
+{
+    pthread_mutex_lock(&n->mu);
+    if (!n->has_parent || n->id_next < n->id_end) {
+        *id = n->id_next++;
+        pthread_mutex_unlock(&n->mu);
+        return KIN_OK;
+    }
+    pthread_mutex_unlock(&n->mu);
+
+    kin_receiver *r;
+    kin_err e = kin_receiver_new(&r, n, 0, KIN_POLICY_ANY, KIN_MASTER_ID);
+    if (e)
+        return e;
+    kin_msg *m;
+    if ((e = kin_msg_new(&m, 0))) {
+        kin_receiver_destroy(&r);
+        return e;
+    }
+    m->dst = KIN_MASTER_ID;
+    m->handle = KIN_HANDLE_ALLOCATE_ID;
+    m->reply_to = r->handle;
+    if ((e = kin_node_send(n, &m))) {
+        kin_msg_destroy(&m);
+        kin_receiver_destroy(&r);
+        return e;
+    }
+    kin_msg *reply = NULL;
+    e = kin_receiver_get(r, n->connect_timeout_ms, &reply);
+    kin_receiver_destroy(&r);
+    if (e)
+        return e;
+    uint32_t first = 0, count = 0;
+    msgpack_zone z;
+    msgpack_zone_init(&z, 128);
+    msgpack_object o1, o2;
+    size_t off = 0;
+    if (msgpack_unpack((const char *)reply->body, reply->len, &off, &z, &o1) ==
+            MSGPACK_UNPACK_SUCCESS &&
+        msgpack_unpack((const char *)reply->body, reply->len, &off, &z, &o2) ==
+            MSGPACK_UNPACK_SUCCESS &&
+        o1.type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+        o2.type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        first = (uint32_t)o1.via.u64;
+        count = (uint32_t)o2.via.u64;
+    }
+    msgpack_zone_destroy(&z);
+    kin_msg_destroy(&reply);
+    if (!count)
+        return KIN_EBADMSG;
+    pthread_mutex_lock(&n->mu);
+    n->id_next = first + 1;
+    n->id_end = first + count;
+    pthread_mutex_unlock(&n->mu);
+    *id = first;
+    return KIN_OK;
+}

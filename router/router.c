@@ -1,1 +1,654 @@
-/* placeholder */
+/* The broker-thread side of a context: its sockets, the receive path with
+ * frame validation and the reverse-path check, routing by destination,
+ * HELLO and route announcements, and link loss. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <msgpack.h>
+#include <zmq.h>
+
+#include "core/log_internal.h"
+#include "router/node_impl.h"
+#include "router/zctx.h"
+
+#define LINK(id) ((void *)(uintptr_t)((id) + 1u))
+#define UNLINK(p) ((uint32_t)((uintptr_t)(p)-1u))
+
+/* --- sending -------------------------------------------------------------- */
+
+static int
+send_frames(void *sock, const uint32_t *rid, const kin_msg *m)
+{
+    uint8_t hdr[KIN_HDR_SIZE];
+    kin_msg_header_encode(m, hdr);
+    if (rid) {
+        uint8_t r[4] = {(uint8_t)*rid, (uint8_t)(*rid >> 8),
+                        (uint8_t)(*rid >> 16), (uint8_t)(*rid >> 24)};
+        if (zmq_send(sock, r, 4, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+            return -errno;
+    }
+    if (zmq_send(sock, hdr, sizeof hdr, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return -errno;
+    if (zmq_send(sock, m->body, m->len, ZMQ_DONTWAIT) < 0)
+        return -errno;
+    return 0;
+}
+
+static void
+send_down(kin_node *n, uint32_t child, kin_msg *m)
+{
+    int rc = send_frames(n->down, &child, m);
+    if (rc) {
+        char why[80];
+        snprintf(why, sizeof why, "context %u cannot reach %u: %s", n->id,
+                 m->dst, zmq_strerror(-rc));
+        kin__reply_dead(n, m, rc == -EHOSTUNREACH ? KIN_EPEERGONE : rc, why);
+        return;
+    }
+    atomic_fetch_add(&n->stats.routed, 1);
+    kin_msg_destroy(&m);
+}
+
+static void
+send_up(kin_node *n, kin_msg *m)
+{
+    int rc = send_frames(n->up, NULL, m);
+    if (rc) {
+        kin__reply_dead(n, m, KIN_EPEERGONE, "parent link unavailable");
+        return;
+    }
+    atomic_fetch_add(&n->stats.routed, 1);
+    kin_msg_destroy(&m);
+}
+
+void
+kin__route(kin_node *n, kin_msg *m)
+{
+    if (m->dst == n->id) {
+        kin__deliver(n, m);
+        return;
+    }
+    void *via = kin__u32map_get(&n->routes, m->dst);
+    if (via) {
+        send_down(n, UNLINK(via), m);
+        return;
+    }
+    if (n->up && !n->parent_lost) {
+        send_up(n, m);
+        return;
+    }
+    char why[64];
+    snprintf(why, sizeof why, "no route to context %u from %u", m->dst,
+             n->id);
+    kin__reply_dead(n, m, KIN_ENOROUTE, why);
+}
+
+/* A system message with a msgpack array of ids as its body. */
+static kin_msg *
+ids_msg(kin_node *n, uint32_t dst, uint32_t handle, const uint32_t *ids,
+        size_t count)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, (uint32_t)count);
+    for (size_t i = 0; i < count; i++)
+        msgpack_pack_uint32(&pk, ids[i]);
+    kin_msg *m = NULL;
+    if (kin_msg_new_copy(&m, sb.data, sb.size) == KIN_OK) {
+        m->dst = dst;
+        m->src = m->auth = n->id;
+        m->handle = handle;
+    }
+    msgpack_sbuffer_destroy(&sb);
+    return m;
+}
+
+/* Reads a body that is an array of ids; returns the count or -1. */
+static int
+read_ids(const kin_msg *m, uint32_t *ids, int max)
+{
+    msgpack_zone z;
+    msgpack_zone_init(&z, 256);
+    msgpack_object o;
+    size_t off = 0;
+    int count = -1;
+    if (msgpack_unpack((const char *)m->body, m->len, &off, &z, &o) ==
+            MSGPACK_UNPACK_SUCCESS &&
+        o.type == MSGPACK_OBJECT_ARRAY) {
+        count = 0;
+        for (uint32_t i = 0; i < o.via.array.size && count < max; i++) {
+            msgpack_object *e = &o.via.array.ptr[i];
+            if (e->type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+                e->via.u64 > UINT32_MAX) {
+                count = -1;
+                break;
+            }
+            ids[count++] = (uint32_t)e->via.u64;
+        }
+    }
+    msgpack_zone_destroy(&z);
+    return count;
+}
+
+/* Announces ids to the parent (ADD_ROUTE / DEL_ROUTE). */
+static void
+announce_up(kin_node *n, uint32_t handle, const uint32_t *ids, size_t count)
+{
+    if (!n->up || n->parent_lost || !count)
+        return;
+    kin_msg *m = ids_msg(n, n->parent_id, handle, ids, count);
+    if (m)
+        send_up(n, m);
+}
+
+/* Tells every child except `except` that ids are gone. */
+static void
+announce_down(kin_node *n, const uint32_t *ids, size_t count, uint32_t except)
+{
+    uint32_t child;
+    for (size_t it = 0; kin__u32map_next(&n->children, &it, &child, NULL);) {
+        if (child == except)
+            continue;
+        kin_msg *m = ids_msg(n, child, KIN_HANDLE_DEL_ROUTE, ids, count);
+        if (m)
+            send_down(n, child, m);
+    }
+}
+
+static void
+forget_ids(kin_node *n, const uint32_t *ids, size_t count, uint32_t from)
+{
+    kin__handles_peer_gone(n, ids, count);
+    announce_up(n, KIN_HANDLE_DEL_ROUTE, ids, count);
+    announce_down(n, ids, count, from);
+}
+
+void
+kin__router_link_down(kin_node *n, uint32_t child)
+{
+    kin__child *c = kin__u32map_del(&n->children, child);
+    if (!c)
+        return;
+    if (c->fd >= 0)
+        kin__u32map_del(&n->fds, (uint32_t)c->fd + 1);
+    free(c);
+    /* The child and everything routed through it. */
+    size_t cap = 16, count = 0;
+    uint32_t *ids = malloc(cap * sizeof *ids);
+    uint32_t id;
+    void *via;
+    for (size_t it = 0; ids && kin__u32map_next(&n->routes, &it, &id, &via);) {
+        if (UNLINK(via) != child)
+            continue;
+        if (count == cap) {
+            uint32_t *bigger = realloc(ids, 2 * cap * sizeof *ids);
+            if (!bigger)
+                break;
+            ids = bigger;
+            cap *= 2;
+        }
+        ids[count++] = id;
+    }
+    for (size_t i = 0; i < count; i++)
+        kin__u32map_del(&n->routes, ids[i]);
+    KIN_INFO("context %u: link to child %u down (%zu contexts gone)", n->id,
+             child, count);
+    pthread_mutex_lock(&n->mu);
+    kin__u32map_del(&n->ready, child);
+    pthread_mutex_unlock(&n->mu);
+    if (ids)
+        forget_ids(n, ids, count, child);
+    free(ids);
+}
+
+/* --- system handlers ------------------------------------------------------- */
+
+static void
+hello_from_child(kin_node *n, uint32_t link, int fd, kin_msg *m)
+{
+    kin__child *c = kin__u32map_get(&n->children, link);
+    void *via = kin__u32map_get(&n->routes, link);
+    if (via && UNLINK(via) != link) {
+        /* An id already living elsewhere in the subtree. */
+        atomic_fetch_add(&n->stats.forged, 1);
+        KIN_WARN("context %u: HELLO from %u, which is routed via %u", n->id,
+                 link, UNLINK(via));
+        kin_msg_destroy(&m);
+        return;
+    }
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c || kin__u32map_put(&n->children, link, c)) {
+            free(c);
+            kin_msg_destroy(&m);
+            return;
+        }
+        c->id = link;
+        c->fd = -1;
+    }
+    if (fd >= 0 && c->fd != fd) {
+        if (c->fd >= 0)
+            kin__u32map_del(&n->fds, (uint32_t)c->fd + 1);
+        c->fd = fd;
+        kin__u32map_put(&n->fds, (uint32_t)fd + 1, LINK(link));
+    }
+    kin__u32map_put(&n->routes, link, LINK(link));
+
+    /* Answer with our id and ancestors, so the child knows its authority
+     * chain, then tell the tree above. */
+    uint32_t chain[KIN_MAX_DEPTH + 1];
+    chain[0] = n->id;
+    int depth = n->n_ancestors < KIN_MAX_DEPTH ? n->n_ancestors : 0;
+    memcpy(chain + 1, n->ancestors, (size_t)depth * sizeof *chain);
+    kin_msg *ack = ids_msg(n, link, KIN_HANDLE_HELLO, chain, 1 + depth);
+    if (ack)
+        send_down(n, link, ack);
+    announce_up(n, KIN_HANDLE_ADD_ROUTE, &link, 1);
+
+    pthread_mutex_lock(&n->mu);
+    kin__u32map_put(&n->ready, link, LINK(link));
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mu);
+    kin_msg_destroy(&m);
+}
+
+static void
+hello_from_parent(kin_node *n, kin_msg *m)
+{
+    uint32_t chain[KIN_MAX_DEPTH];
+    int count = read_ids(m, chain, KIN_MAX_DEPTH);
+    kin_msg_destroy(&m);
+    if (count < 1) {
+        atomic_fetch_add(&n->stats.malformed, 1);
+        return;
+    }
+    pthread_mutex_lock(&n->mu);
+    memcpy(n->ancestors, chain, (size_t)count * sizeof *chain);
+    n->n_ancestors = count;
+    n->up_ready = true;
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mu);
+}
+
+static void
+add_route(kin_node *n, uint32_t link, kin_msg *m)
+{
+    uint32_t ids[256];
+    int count = read_ids(m, ids, 256);
+    kin_msg_destroy(&m);
+    if (count < 0) {
+        atomic_fetch_add(&n->stats.malformed, 1);
+        return;
+    }
+    int ok = 0;
+    for (int i = 0; i < count; i++) {
+        void *via = kin__u32map_get(&n->routes, ids[i]);
+        if (ids[i] == n->id || kin__is_ancestor_or_self(n, ids[i]) ||
+            (via && UNLINK(via) != link)) {
+            atomic_fetch_add(&n->stats.forged, 1);
+            continue;
+        }
+        kin__u32map_put(&n->routes, ids[i], LINK(link));
+        ids[ok++] = ids[i];
+    }
+    announce_up(n, KIN_HANDLE_ADD_ROUTE, ids, (size_t)ok);
+}
+
+static void
+del_route(kin_node *n, uint32_t link, bool from_parent, kin_msg *m)
+{
+    uint32_t ids[256];
+    int count = read_ids(m, ids, 256);
+    kin_msg_destroy(&m);
+    if (count < 0) {
+        atomic_fetch_add(&n->stats.malformed, 1);
+        return;
+    }
+    int ok = 0;
+    for (int i = 0; i < count; i++) {
+        void *via = kin__u32map_get(&n->routes, ids[i]);
+        if (from_parent ? via != NULL : (!via || UNLINK(via) != link))
+            continue; /* not the sender's to withdraw */
+        if (!from_parent)
+            kin__u32map_del(&n->routes, ids[i]);
+        ids[ok++] = ids[i];
+    }
+    if (from_parent) {
+        kin__handles_peer_gone(n, ids, (size_t)ok);
+        announce_down(n, ids, (size_t)ok, UINT32_MAX);
+    } else {
+        forget_ids(n, ids, (size_t)ok, link);
+    }
+}
+
+/* --- receiving ------------------------------------------------------------- */
+
+/* Reads one multipart message of up to `want` frames. Returns the frame
+ * count, or -1 when it had a different count (the rest is drained). */
+static int
+recv_frames(void *sock, zmq_msg_t *f, int want)
+{
+    int got = 0;
+    int more = 1;
+    while (more) {
+        zmq_msg_t *dst = got < want ? &f[got] : NULL;
+        zmq_msg_t spare;
+        if (!dst) {
+            zmq_msg_init(&spare);
+            dst = &spare;
+        } else {
+            zmq_msg_init(dst);
+        }
+        if (zmq_msg_recv(dst, sock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(dst);
+            if (got == 0)
+                return 0;
+            break; /* cannot happen mid-message; be safe */
+        }
+        more = zmq_msg_more(dst);
+        if (dst == &spare)
+            zmq_msg_close(&spare);
+        got++;
+    }
+    if (got != want) {
+        for (int i = 0; i < got && i < want; i++)
+            zmq_msg_close(&f[i]);
+        return -1;
+    }
+    return got;
+}
+
+static void
+close_frames(zmq_msg_t *f, int count)
+{
+    for (int i = 0; i < count; i++)
+        zmq_msg_close(&f[i]);
+}
+
+/* Validates header and size; answers oversized bodies with a dead reply. */
+static kin_msg *
+decode(kin_node *n, zmq_msg_t *hdr, zmq_msg_t *body)
+{
+    kin_msg *m = NULL;
+    kin_err e = kin_msg_decode(&m, zmq_msg_data(hdr), zmq_msg_size(hdr),
+                               zmq_msg_data(body), zmq_msg_size(body),
+                               n->max_msg);
+    if (e == KIN_ETOOBIG) {
+        kin_msg h = {0};
+        kin_msg_header_decode(&h, zmq_msg_data(hdr), zmq_msg_size(hdr));
+        kin_msg *empty;
+        if (kin_msg_new(&empty, 0) == KIN_OK) {
+            *empty = (kin_msg){.flags = h.flags, .dst = h.dst, .src = h.src,
+                               .auth = h.auth, .handle = h.handle,
+                               .reply_to = h.reply_to, .body = empty->body};
+            char why[96];
+            snprintf(why, sizeof why,
+                     "message of %zu bytes over the limit of %zu at context "
+                     "%u",
+                     zmq_msg_size(body), n->max_msg, n->id);
+            kin__reply_dead(n, empty, KIN_ETOOBIG, why);
+        }
+        return NULL;
+    }
+    if (e) {
+        atomic_fetch_add(&n->stats.malformed, 1);
+        KIN_DEBUG("context %u: malformed message: %s", n->id,
+                  kin_strerror(e));
+        return NULL;
+    }
+    return m;
+}
+
+/* Whether id lives in the subtree behind child link `link`. */
+static bool
+behind(kin_node *n, uint32_t id, uint32_t link)
+{
+    void *via = kin__u32map_get(&n->routes, id);
+    return via && UNLINK(via) == link;
+}
+
+static void
+on_down(void *sock, void *arg)
+{
+    kin_node *n = arg;
+    zmq_msg_t f[3];
+    int got = recv_frames(sock, f, 3);
+    if (got == 0)
+        return;
+    if (got < 0 || zmq_msg_size(&f[0]) != 4) {
+        if (got > 0)
+            close_frames(f, got);
+        atomic_fetch_add(&n->stats.malformed, 1);
+        return;
+    }
+    const uint8_t *r = zmq_msg_data(&f[0]);
+    uint32_t link = (uint32_t)r[0] | (uint32_t)r[1] << 8 |
+                    (uint32_t)r[2] << 16 | (uint32_t)r[3] << 24;
+    int fd = zmq_msg_get(&f[1], ZMQ_SRCFD);
+    kin_msg *m = decode(n, &f[1], &f[2]);
+    close_frames(f, 3);
+    if (!m)
+        return;
+
+    if (m->handle == KIN_HANDLE_HELLO && m->dst == n->id) {
+        if (m->src != link || m->auth != link) {
+            atomic_fetch_add(&n->stats.forged, 1);
+            kin_msg_destroy(&m);
+            return;
+        }
+        hello_from_child(n, link, fd, m);
+        return;
+    }
+    /* Reverse-path check: a link speaks only for its own subtree. */
+    if (!kin__u32map_has(&n->children, link) || !behind(n, m->src, link) ||
+        !behind(n, m->auth, link)) {
+        atomic_fetch_add(&n->stats.forged, 1);
+        KIN_DEBUG("context %u: dropped message claiming %u/%u from link %u",
+                  n->id, m->src, m->auth, link);
+        kin_msg_destroy(&m);
+        return;
+    }
+    if (m->dst == n->id && m->src == link) {
+        if (m->handle == KIN_HANDLE_ADD_ROUTE) {
+            add_route(n, link, m);
+            return;
+        }
+        if (m->handle == KIN_HANDLE_DEL_ROUTE) {
+            del_route(n, link, false, m);
+            return;
+        }
+    }
+    kin__route(n, m);
+}
+
+static void
+on_up(void *sock, void *arg)
+{
+    kin_node *n = arg;
+    zmq_msg_t f[2];
+    int got = recv_frames(sock, f, 2);
+    if (got == 0)
+        return;
+    if (got < 0) {
+        atomic_fetch_add(&n->stats.malformed, 1);
+        return;
+    }
+    kin_msg *m = decode(n, &f[0], &f[1]);
+    close_frames(f, 2);
+    if (!m)
+        return;
+    /* From above, nobody may speak for us or our subtree. */
+    if (m->src == n->id || kin__u32map_has(&n->routes, m->src)) {
+        atomic_fetch_add(&n->stats.forged, 1);
+        kin_msg_destroy(&m);
+        return;
+    }
+    if (m->dst == n->id && m->src == n->parent_id) {
+        if (m->handle == KIN_HANDLE_HELLO) {
+            hello_from_parent(n, m);
+            return;
+        }
+        if (m->handle == KIN_HANDLE_DEL_ROUTE) {
+            del_route(n, n->parent_id, true, m);
+            return;
+        }
+    }
+    kin__route(n, m);
+}
+
+/* Socket monitor events: 2 frames, the first u16 event + u32 value. */
+static bool
+read_event(void *sock, uint16_t *event, uint32_t *value)
+{
+    zmq_msg_t f[2];
+    int got = recv_frames(sock, f, 2);
+    if (got != 2)
+        return false;
+    bool ok = zmq_msg_size(&f[0]) >= 6;
+    if (ok) {
+        const uint8_t *p = zmq_msg_data(&f[0]);
+        memcpy(event, p, 2);
+        memcpy(value, p + 2, 4);
+    }
+    close_frames(f, 2);
+    return ok;
+}
+
+static void
+on_down_event(void *sock, void *arg)
+{
+    kin_node *n = arg;
+    uint16_t ev;
+    uint32_t fd;
+    if (!read_event(sock, &ev, &fd) || ev != ZMQ_EVENT_DISCONNECTED)
+        return;
+    void *link = kin__u32map_get(&n->fds, fd + 1);
+    if (link)
+        kin__router_link_down(n, UNLINK(link));
+}
+
+static void
+on_up_event(void *sock, void *arg)
+{
+    kin_node *n = arg;
+    uint16_t ev;
+    uint32_t fd;
+    if (!read_event(sock, &ev, &fd) || ev != ZMQ_EVENT_DISCONNECTED ||
+        n->parent_lost)
+        return;
+    n->parent_lost = true;
+    KIN_WARN("context %u: lost the link to its parent %u", n->id,
+             n->parent_id);
+    /* Everything not in our subtree is unreachable now. */
+    uint32_t ids[KIN_MAX_DEPTH + 1];
+    ids[0] = n->parent_id;
+    int count = 1;
+    for (int i = 0; i < n->n_ancestors && count < KIN_MAX_DEPTH + 1; i++)
+        if (n->ancestors[i] != n->parent_id)
+            ids[count++] = n->ancestors[i];
+    kin__handles_peer_gone(n, ids, (size_t)count);
+    if (n->on_parent_lost)
+        n->on_parent_lost(n, n->on_parent_lost_arg);
+}
+
+/* --- sockets --------------------------------------------------------------- */
+
+static void *
+monitor_pair(kin_node *n, void *sock, const char *tag)
+{
+    char ep[96];
+    snprintf(ep, sizeof ep, "inproc://kin-mon-%p-%s", (void *)n, tag);
+    if (zmq_socket_monitor(sock, ep, ZMQ_EVENT_DISCONNECTED))
+        return NULL;
+    void *pair = zmq_socket(kin__zctx(), ZMQ_PAIR);
+    if (pair && zmq_connect(pair, ep)) {
+        zmq_close(pair);
+        return NULL;
+    }
+    return pair;
+}
+
+static void
+set_int(void *sock, int opt, int v)
+{
+    zmq_setsockopt(sock, opt, &v, sizeof v);
+}
+
+kin_err
+kin__router_open(kin_node *n)
+{
+    void *ctx = kin__zctx();
+    kin_err e = KIN_OK;
+    n->down = zmq_socket(ctx, ZMQ_ROUTER);
+    if (!n->down)
+        return -errno;
+    set_int(n->down, ZMQ_ROUTER_MANDATORY, 1);
+    set_int(n->down, ZMQ_SNDHWM, 0);
+    set_int(n->down, ZMQ_RCVHWM, 0);
+    set_int(n->down, ZMQ_LINGER, 200);
+    if (zmq_bind(n->down, n->endpoint)) {
+        e = -errno;
+        KIN_ERROR("context %u: cannot bind %s: %s", n->id, n->endpoint,
+                  zmq_strerror(errno));
+        return e;
+    }
+    size_t sz = sizeof n->endpoint;
+    zmq_getsockopt(n->down, ZMQ_LAST_ENDPOINT, n->endpoint, &sz);
+    if (!(n->down_mon = monitor_pair(n, n->down, "down")))
+        return -errno;
+    if ((e = kin__broker_watch(n->broker, n->down, on_down, n, &n->w_down)) ||
+        (e = kin__broker_watch(n->broker, n->down_mon, on_down_event, n,
+                               &n->w_down_mon)))
+        return e;
+
+    if (!n->has_parent)
+        return KIN_OK;
+    n->up = zmq_socket(ctx, ZMQ_DEALER);
+    if (!n->up)
+        return -errno;
+    uint8_t rid[4] = {(uint8_t)n->id, (uint8_t)(n->id >> 8),
+                      (uint8_t)(n->id >> 16), (uint8_t)(n->id >> 24)};
+    zmq_setsockopt(n->up, ZMQ_ROUTING_ID, rid, sizeof rid);
+    set_int(n->up, ZMQ_SNDHWM, 0);
+    set_int(n->up, ZMQ_RCVHWM, 0);
+    set_int(n->up, ZMQ_LINGER, 200);
+    if (!(n->up_mon = monitor_pair(n, n->up, "up")))
+        return -errno;
+    if ((e = kin__broker_watch(n->broker, n->up, on_up, n, &n->w_up)) ||
+        (e = kin__broker_watch(n->broker, n->up_mon, on_up_event, n,
+                               &n->w_up_mon)))
+        return e;
+    if (zmq_connect(n->up, n->parent_endpoint)) {
+        return -errno;
+    }
+    kin_msg *hello = ids_msg(n, n->parent_id, KIN_HANDLE_HELLO, &n->id, 1);
+    if (!hello)
+        return -ENOMEM;
+    send_up(n, hello);
+    return KIN_OK;
+}
+
+void
+kin__router_close(kin_node *n)
+{
+    /* The broker has closed the watches with the rest of its handles. */
+    n->w_up = n->w_down = n->w_up_mon = n->w_down_mon = NULL;
+    if (n->up) {
+        zmq_socket_monitor(n->up, NULL, 0);
+        zmq_close(n->up);
+    }
+    if (n->down) {
+        zmq_socket_monitor(n->down, NULL, 0);
+        zmq_close(n->down);
+    }
+    if (n->up_mon)
+        zmq_close(n->up_mon);
+    if (n->down_mon)
+        zmq_close(n->down_mon);
+    n->up = n->down = n->up_mon = n->down_mon = NULL;
+}

@@ -1,0 +1,67 @@
+/* The broker: one I/O thread per context running a libuv loop. It owns every
+ * ZMQ socket of the context (watched through uv_poll on ZMQ_FD), runs timers,
+ * and runs work deferred from other threads. Internal to kin. */
+#ifndef KIN_BROKER_H
+#define KIN_BROKER_H
+
+#include <stdbool.h>
+
+#include <uv.h>
+
+#include <kin/err.h>
+
+typedef struct kin__broker kin__broker;
+typedef struct kin__watch kin__watch;
+
+typedef void (*kin__defer_fn)(void *arg, void *data);
+
+/* Called when sock has a message ready; must receive at most one message
+ * with ZMQ_DONTWAIT. Broker thread. */
+typedef void (*kin__readable_fn)(void *sock, void *arg);
+
+/* Called on the broker thread when a stop begins, before the grace period
+ * starts, so the owner can wind down (notify peers, close sockets). */
+typedef void (*kin__stop_fn)(void *arg);
+
+/* A new broker whose thread is running. on_stop (optional) is called once on
+ * the broker thread when kin__broker_stop begins. Errors: -ENOMEM, -errno
+ * from thread or loop creation. Any thread. */
+kin_err kin__broker_new(kin__broker **out, kin__stop_fn on_stop, void *arg);
+
+/* Stops the broker: calls on_stop, then runs the loop until there is no
+ * deferred work and no holds, or grace_ms has passed (then forces), closes
+ * every handle and joins the thread. Then frees it; *b = NULL. NULL-safe.
+ * Any thread but the broker's. */
+void kin__broker_destroy(kin__broker **b, int grace_ms);
+
+/* Runs fn(arg, data) on the broker thread, in order with other deferred calls.
+ * Errors: KIN_ESHUTDOWN once a stop has begun (fn will never run), -ENOMEM.
+ * Any thread (from the broker thread it still defers). */
+kin_err kin__broker_defer(kin__broker *b, kin__defer_fn fn, void *arg,
+                          void *data);
+
+/* Whether the calling thread is b's broker thread. */
+bool kin__broker_on_thread(const kin__broker *b);
+
+/* b's loop, for timers and polls. Broker thread only. */
+uv_loop_t *kin__broker_loop(kin__broker *b);
+
+/* Pending work the stop waits for (up to its grace period): hold before
+ * starting it, release when done. Broker thread only. */
+void kin__broker_hold(kin__broker *b);
+void kin__broker_release(kin__broker *b);
+
+/* Whether a stop has begun. Any thread. */
+bool kin__broker_stopping(const kin__broker *b);
+
+/* Watches a ZMQ socket: fn runs while the socket has input (ZMQ_FD is
+ * edge-triggered, so the broker re-checks ZMQ_EVENTS after every loop turn).
+ * Errors: -errno. Broker thread only. */
+kin_err kin__broker_watch(kin__broker *b, void *sock, kin__readable_fn fn,
+                          void *arg, kin__watch **out);
+
+/* Stops watching (the socket is not closed); *w = NULL. NULL-safe. Broker
+ * thread only. */
+void kin__broker_unwatch(kin__watch **w);
+
+#endif

@@ -1,0 +1,125 @@
+/* Calling functions by name in other contexts.
+ *
+ * A function is exported under a name ("math.add") with a policy, in every
+ * context of the program (exports are process-wide, so a child running the
+ * same executable serves the same functions). Each incoming call runs as a
+ * task on the callee's worker pool.
+ *
+ *   static kin_err add(kin_call *c, void *arg) {
+ *       int64_t a, b;
+ *       kin_err e = kin_call_args(c, "II", &a, &b);
+ *       return e ? e : kin_call_return(c, "I", a + b);
+ *   }
+ *   kin_export("math.add", add, NULL, KIN_POLICY_PARENT);
+ *   ...
+ *   kin_msg *reply;
+ *   kin_err e = kin_call_sync(node, child, "math.add", 1000, &reply,
+ *                             "II", 2, 3);
+ *   int64_t sum;
+ *   if (!e) e = kin_msg_unpack(reply, "I", &sum);
+ *   kin_msg_destroy(&reply);
+ */
+#ifndef KIN_CALL_H
+#define KIN_CALL_H
+
+#include <kin/defs.h>
+#include <kin/err.h>
+#include <kin/msg.h>
+#include <kin/node.h>
+#include <kin/pack.h>
+
+/* One incoming call, as seen by the function serving it. Valid only during
+ * that function's run. */
+typedef struct kin_call kin_call;
+
+/* A served function. Return KIN_OK after kin_call_return (or with no
+ * results), or an error: kin_call_fail's result, or any kin_err (the caller
+ * then sees KIN_EREMOTE carrying that code and its kin_strerror text). */
+typedef kin_err (*kin_fn)(kin_call *c, void *arg);
+
+/* Exports fn under name (up to 63 bytes) in every context of this process.
+ * Errors: KIN_EEXISTS (name taken), -EINVAL (bad name or policy), -ENOMEM.
+ * Any thread; export before kin_init so children have it too. */
+KIN_EXPORT kin_err kin_export(const char *name, kin_fn fn, void *arg,
+                              kin_policy policy);
+
+/* Reads the call's arguments with a kin_unpack picture. Errors as
+ * kin_unpack. Worker thread of the call. */
+KIN_EXPORT kin_err kin_call_args(kin_call *c, const char *picture, ...);
+
+/* The arguments' reader, for msgpack-c users. */
+KIN_EXPORT kin_reader *kin_call_reader(kin_call *c);
+
+/* Appends results with a kin_pack picture. Errors as kin_pack. */
+KIN_EXPORT kin_err kin_call_return(kin_call *c, const char *picture, ...);
+
+/* The result buffer, for msgpack-c users (kin_buf_packer). */
+KIN_EXPORT kin_buf *kin_call_result(kin_call *c);
+
+/* Makes the call fail with code and a message; returns KIN_EREMOTE so a
+ * function can `return kin_call_fail(c, ...)`. */
+KIN_EXPORT kin_err kin_call_fail(kin_call *c, int code, const char *fmt, ...)
+    KIN_PRINTF(3, 4);
+
+/* The calling context's id, and the node serving the call. */
+KIN_EXPORT uint32_t kin_call_caller(const kin_call *c);
+KIN_EXPORT kin_node *kin_call_node(kin_call *c);
+
+/* Calls fn in context ctx and waits up to timeout_ms (KIN_FOREVER: no limit)
+ * for its reply; arguments packed with picture. On success *reply holds
+ * the results (read them with kin_msg_unpack; the caller frees it).
+ * Errors: KIN_ETIMEOUT and KIN_ECANCELLED (both send CANCEL to the remote
+ * task; a late reply is discarded), KIN_EPEERGONE, KIN_ENOROUTE,
+ * KIN_ETOOBIG, and from the callee KIN_EREFUSED, KIN_ENOFUNC and
+ * KIN_EREMOTE: for those three *reply holds the error (read it with
+ * kin_call_error); otherwise *reply is NULL. Any thread. */
+KIN_EXPORT kin_err kin_call_sync(kin_node *n, uint32_t ctx, const char *fn,
+                                 int timeout_ms, kin_msg **reply,
+                                 const char *picture, ...);
+
+/* Starts a call and returns at once with a receiver for its reply (bound to
+ * ctx, so it gets KIN_EPEERGONE if ctx goes away). Wait with kin_call_wait,
+ * or add kin_receiver_latch(*out) to a kin_select and pass what it yields
+ * to kin_call_result_of. Destroying the receiver discards a late reply;
+ * call kin_call_cancel first to stop the remote task. Errors: as kin_node_send, -ENOMEM. Any thread. */
+KIN_EXPORT kin_err kin_call_async(kin_node *n, uint32_t ctx, const char *fn,
+                                  kin_receiver **out, const char *picture,
+                                  ...);
+
+/* Waits up to timeout_ms for the reply of an async call. Errors as
+ * kin_call_sync, except that a timeout here cancels nothing (call
+ * kin_call_cancel or destroy the receiver). Any thread. */
+KIN_EXPORT kin_err kin_call_wait(kin_receiver *r, int timeout_ms,
+                                 kin_msg **reply);
+
+/* Interprets a reply taken from a receiver's latch (e.g. by kin_select_get):
+ * dead messages become their reason (and are freed), error replies give
+ * their kind (KIN_EREMOTE, KIN_EREFUSED, KIN_ENOFUNC) and stay in *reply. */
+KIN_EXPORT kin_err kin_call_result_of(kin_msg **reply);
+
+/* Asks the callee to cancel the call behind r (cooperative: the remote task
+ * sees it at its next kin blocking point or kin_task_cancelled()). Its reply,
+ * KIN_ECANCELLED or a result that won the race, still arrives on r. */
+KIN_EXPORT kin_err kin_call_cancel(kin_receiver *r);
+
+/* Calls fn in ctx with no reply wanted. Errors: as kin_node_send. */
+KIN_EXPORT kin_err kin_call_nowait(kin_node *n, uint32_t ctx, const char *fn,
+                                   const char *picture, ...);
+
+/* What a failed call said. message and function are NUL-terminated copies
+ * truncated to their buffers. */
+typedef struct kin_remote_error {
+    int code;          /* the callee's kin_err */
+    uint32_t ctx;      /* the context the function ran in */
+    char function[64]; /* the function's name */
+    char message[256];
+} kin_remote_error;
+
+/* Decodes an error reply. Errors: -EINVAL (not an error reply),
+ * KIN_EBADMSG. */
+KIN_EXPORT kin_err kin_call_error(const kin_msg *reply, kin_remote_error *out);
+
+/* kin_unpack over a message's body. */
+KIN_EXPORT kin_err kin_msg_unpack(const kin_msg *m, const char *picture, ...);
+
+#endif

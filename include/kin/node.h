@@ -1,0 +1,122 @@
+/* A context: one kin_node per process. It owns the broker thread, the link to
+ * its parent (a ZMQ DEALER whose routing id is the context id) and the ROUTER
+ * its children connect to, routes messages through the tree, and delivers
+ * messages for it to receivers by handle. */
+#ifndef KIN_NODE_H
+#define KIN_NODE_H
+
+#include <stdbool.h>
+
+#include <kin/defs.h>
+#include <kin/err.h>
+#include <kin/latch.h>
+#include <kin/msg.h>
+
+typedef struct kin_node kin_node;
+typedef struct kin_receiver kin_receiver;
+
+/* Who may send to a handle, judged by the message's auth_id. */
+typedef enum kin_policy {
+    KIN_POLICY_PARENT = 0, /* auth is this context or one of its ancestors */
+    KIN_POLICY_ANY = 1,    /* anyone */
+    KIN_POLICY_CHILD = 2,  /* an immediate child, sending for itself */
+} kin_policy;
+
+/* Context id of the master. */
+#define KIN_MASTER_ID 0u
+/* "No particular context" for a receiver's respondent. */
+#define KIN_NO_CTX UINT32_MAX
+
+typedef struct kin_node_opts {
+    const char *name; /* shown by the monitor; default "master"/"ctx-ID" */
+    /* Child contexts: the parent's endpoint, the parent's id and this
+     * context's id. NULL endpoint: a master (id 0). */
+    const char *parent_endpoint;
+    uint32_t parent_id;
+    uint32_t id;
+    /* Where children connect: NULL binds ipc:// in the per-user runtime
+     * directory (0700); "tcp://127.0.0.1:*" and the like on request. */
+    const char *bind;
+    size_t max_msg_size;   /* bytes of body; 0: KIN_MAX_MSG_DEFAULT */
+    int workers;           /* worker pool size; 0: 4 */
+    int connect_timeout_ms; /* children: wait for the parent; 0: 30000 */
+} kin_node_opts;
+
+/* Counters, for tests and the monitor. */
+typedef struct kin_node_stats {
+    uint64_t forged;    /* dropped: failed the reverse-path check */
+    uint64_t malformed; /* dropped: bad frames (magic, version, sizes) */
+    uint64_t dead_sent; /* dead replies generated here */
+    uint64_t dropped;   /* undeliverable and no reply_to to tell */
+    uint64_t routed;    /* messages forwarded to another link */
+    uint64_t delivered; /* messages delivered to local handles */
+} kin_node_stats;
+
+/* Creates a context and starts its broker thread. A master binds its ROUTER;
+ * a child also connects to its parent and returns once the parent has
+ * answered its HELLO. Errors: KIN_ETIMEOUT (parent silent for
+ * connect_timeout_ms), -EINVAL (bad options), -errno from ZMQ or the runtime
+ * directory (e.g. -EACCES when it is not 0700 and ours). Any thread. */
+KIN_EXPORT kin_err kin_node_new(kin_node **out, const kin_node_opts *opts);
+
+/* Shuts the context down (children are told to stop, pending work gets a
+ * grace period of one second), joins its threads, frees it, *n = NULL.
+ * NULL-safe. Not from a kin thread of the same node. */
+KIN_EXPORT void kin_node_destroy(kin_node **n);
+
+KIN_EXPORT uint32_t kin_node_id(const kin_node *n);
+KIN_EXPORT const char *kin_node_name(const kin_node *n);
+
+/* The endpoint children connect to (owned by n). */
+KIN_EXPORT const char *kin_node_endpoint(const kin_node *n);
+
+/* Allocates a context id unique in the whole tree (the master hands out
+ * blocks). Errors: whatever the call to the master fails with. Any thread. */
+KIN_EXPORT kin_err kin_node_alloc_id(kin_node *n, uint32_t *id);
+
+/* Waits until the child with context id `id` has said HELLO (the link is up).
+ * Errors: KIN_ETIMEOUT. Any thread. */
+KIN_EXPORT kin_err kin_node_wait_child(kin_node *n, uint32_t id,
+                                       int timeout_ms);
+
+/* Sends *m: src and auth are set to this context; dst, handle and reply_to
+ * are the caller's. Takes ownership on success (*m = NULL). Errors:
+ * KIN_ETOOBIG (body over the maximum size), KIN_ESHUTDOWN. Delivery
+ * failures come back later as dead messages to reply_to. Any thread. */
+KIN_EXPORT kin_err kin_node_send(kin_node *n, kin_msg **m);
+
+/* A snapshot of n's counters. Any thread. */
+KIN_EXPORT void kin_node_stats_get(kin_node *n, kin_node_stats *out);
+
+/* A receiver: a handle whose messages queue in a latch. handle 0 allocates a
+ * dynamic handle (>= KIN_HANDLE_DYNAMIC). When respondent is a context id,
+ * the receiver gets a dead message (KIN_EPEERGONE) as soon as that
+ * context's route disappears. Errors: KIN_EEXISTS (handle taken), -EINVAL,
+ * -ENOMEM. Any thread. */
+KIN_EXPORT kin_err kin_receiver_new(kin_receiver **out, kin_node *n,
+                                    uint32_t handle, kin_policy policy,
+                                    uint32_t respondent);
+
+/* Unregisters the handle (later messages to it get a dead reply "unknown
+ * handle"), frees queued messages and the receiver; *r = NULL. NULL-safe.
+ * No thread may be waiting on it. */
+KIN_EXPORT void kin_receiver_destroy(kin_receiver **r);
+
+KIN_EXPORT uint32_t kin_receiver_handle(const kin_receiver *r);
+
+/* The receiver's latch, to add to a kin_select. Owned by r. */
+KIN_EXPORT kin_latch *kin_receiver_latch(kin_receiver *r);
+
+/* Next message, waiting up to timeout_ms. A dead message is consumed and
+ * turned into its reason: KIN_EPEERGONE, KIN_ENOROUTE, KIN_ENOHANDLE,
+ * KIN_EREFUSED, KIN_ETOOBIG...; latch errors as kin_latch_get. On success
+ * the caller owns *out. Any thread. */
+KIN_EXPORT kin_err kin_receiver_get(kin_receiver *r, int timeout_ms,
+                                    kin_msg **out);
+
+/* Turns a message taken from a receiver's latch (e.g. via kin_select_get)
+ * into the receiver's result: a dead message is destroyed and its reason
+ * returned, anything else is KIN_OK and left alone. */
+KIN_EXPORT kin_err kin_msg_check_dead(kin_msg **m);
+
+#endif

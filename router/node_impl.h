@@ -1,0 +1,116 @@
+/* The inside of a kin_node, shared by the router's files. Fields marked
+ * "broker" are touched only on the broker thread. */
+#ifndef KIN_ROUTER_NODE_IMPL_H
+#define KIN_ROUTER_NODE_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <kin/node.h>
+
+#include "broker/broker.h"
+#include "core/u32map.h"
+
+#define KIN_MAX_DEPTH 64
+
+typedef struct kin__handler kin__handler;
+
+/* A broker-thread handler for a reserved handle; takes ownership of m. */
+typedef void (*kin__handle_fn)(kin_node *n, kin_msg *m, void *arg);
+
+struct kin__handler {
+    uint32_t handle;
+    kin_policy policy;
+    uint32_t respondent;
+    kin_latch *latch;  /* receivers */
+    kin__handle_fn fn; /* or a broker-thread handler */
+    void *arg;
+};
+
+typedef struct kin__child {
+    uint32_t id;
+    int fd; /* the connection's fd on our ROUTER, -1 until known */
+} kin__child;
+
+struct kin_node {
+    uint32_t id;
+    uint32_t parent_id;
+    bool has_parent;
+    char name[64];
+    size_t max_msg;
+    int connect_timeout_ms;
+    char endpoint[256];
+    char parent_endpoint[256];
+    char ipc_path[200]; /* unlinked at destroy; empty for tcp */
+    kin__broker *broker;
+
+    /* broker */
+    void *up;       /* DEALER to the parent, or NULL */
+    void *down;     /* ROUTER children connect to */
+    void *down_mon; /* PAIR receiving down's monitor events */
+    void *up_mon;
+    kin__watch *w_up, *w_down, *w_down_mon, *w_up_mon;
+    kin__u32map routes;   /* dst id -> next-hop child id + 1 */
+    kin__u32map children; /* child id -> kin__child */
+    kin__u32map fds;      /* fd + 1 -> child id + 1 */
+    bool parent_lost;
+
+    /* Set once the parent's HELLO answer arrived (under mu). */
+    uint32_t ancestors[KIN_MAX_DEPTH];
+    int n_ancestors;
+
+    pthread_mutex_t mu; /* guards ready, up_ready, id block */
+    pthread_cond_t cond;
+    kin__u32map ready; /* children whose HELLO arrived */
+    bool up_ready;
+    uint32_t id_next, id_end;
+
+    pthread_mutex_t hmu; /* guards handles, next_handle */
+    kin__u32map handles; /* handle -> kin__handler */
+    uint32_t next_handle;
+
+    void (*on_parent_lost)(kin_node *n, void *arg);
+    void *on_parent_lost_arg;
+
+    struct {
+        atomic_uint_fast64_t forged, malformed, dead_sent, dropped, routed,
+            delivered;
+    } stats;
+
+    struct kin__calls *calls; /* the RPC layer (call.c) */
+};
+
+/* Registers a handler (latch or fn). Errors: KIN_EEXISTS, -ENOMEM. */
+kin_err kin__handles_add(kin_node *n, const kin__handler *h, uint32_t *handle);
+void kin__handles_remove(kin_node *n, uint32_t handle);
+
+/* Delivers m (dst == this node) to its handle, or answers with a dead
+ * message. Takes ownership. Any thread. */
+void kin__deliver(kin_node *n, kin_msg *m);
+
+/* Puts a dead message for every receiver bound to one of ids. Any thread. */
+void kin__handles_peer_gone(kin_node *n, const uint32_t *ids, size_t count);
+
+/* Routes m toward its dst (broker thread). Takes ownership. */
+void kin__route(kin_node *n, kin_msg *m);
+
+/* Answers m with a dead message (if it wants replies) and frees it. */
+void kin__reply_dead(kin_node *n, kin_msg *m, kin_err reason,
+                     const char *text);
+
+/* Broker thread: sets up sockets. Closing happens after the broker thread
+ * has ended (its loop closed the watches). */
+kin_err kin__router_open(kin_node *n);
+void kin__router_close(kin_node *n);
+
+/* Broker thread: a child's link is gone (socket disconnect or process
+ * exit); idempotent. */
+void kin__router_link_down(kin_node *n, uint32_t child);
+
+/* The node and respondent a receiver was made with. */
+void kin__receiver_target(kin_receiver *r, kin_node **n, uint32_t *respondent);
+
+/* Whether id is this node, or an ancestor of it. */
+bool kin__is_ancestor_or_self(kin_node *n, uint32_t id);
+
+#endif
