@@ -156,17 +156,18 @@ begin_stop(void *arg, void *unused)
 }
 
 static void
-on_closed(uv_handle_t *h)
+free_watch(uv_handle_t *h)
 {
-    if (h->type == UV_POLL)
-        free(h->data); /* the kin__watch */
+    free(h->data);
 }
 
+/* Handles other than watches belong to their creators (timers, child
+ * process polls), who must not touch them once the broker is gone. */
 static void
 close_handle(uv_handle_t *h, void *arg)
 {
     if (!uv_is_closing(h))
-        uv_close(h, on_closed);
+        uv_close(h, NULL);
 }
 
 static void *
@@ -180,6 +181,9 @@ thread_main(void *arg)
      * watches the owner left behind. */
     while (run_jobs(b))
         ;
+    for (kin__watch *w = b->watches; w; w = w->next)
+        uv_close((uv_handle_t *)&w->poll, free_watch);
+    b->watches = NULL;
     uv_walk(&b->loop, close_handle, NULL);
     uv_run(&b->loop, UV_RUN_DEFAULT);
     while (run_jobs(b))
@@ -351,6 +355,6 @@ kin__broker_unwatch(kin__watch **wp)
             break;
         }
     }
-    uv_close((uv_handle_t *)&w->poll, on_closed);
+    uv_close((uv_handle_t *)&w->poll, free_watch);
     *wp = NULL;
 }

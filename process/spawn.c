@@ -1,1 +1,615 @@
-/* placeholder */
+/* Local child contexts: fork + exec from the broker thread (so the child's
+ * PR_SET_PDEATHSIG is tied to a thread that lives as long as the context),
+ * readiness by HELLO, exit noticed through a pidfd on the broker's loop,
+ * stdout/stderr captured line by line, and terminate-then-kill. */
+#include <kin/process.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log_internal.h"
+#include "core/task.h"
+#include "router/node_impl.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+#define TAIL_SIZE 2048 /* bytes of stderr kept for error reports */
+#define LINE_MAX_LEN 4096
+
+extern char **environ;
+
+typedef struct outpipe {
+    kin_child *c;
+    int fd;
+    bool is_err;
+    uv_poll_t poll;
+    bool polling;
+    char line[LINE_MAX_LEN];
+    size_t len;
+} outpipe;
+
+struct kin_child {
+    kin_node *node;
+    uint32_t id;
+    char name[64];
+    pid_t pid;
+    int pidfd;
+    int stop_timeout_ms;
+    uv_poll_t exit_poll;
+    bool exit_polling;
+    outpipe out, err;
+    /* under node->mu */
+    bool exited;
+    int status;
+    char tail[TAIL_SIZE]; /* ring of the last stderr bytes */
+    size_t tail_pos, tail_len;
+    kin_child *next; /* in the node's list */
+};
+
+/* --- output capture ---------------------------------------------------------- */
+
+static void
+tail_append(kin_child *c, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        c->tail[c->tail_pos] = s[i];
+        c->tail_pos = (c->tail_pos + 1) % TAIL_SIZE;
+        if (c->tail_len < TAIL_SIZE)
+            c->tail_len++;
+    }
+}
+
+static void
+emit_line(outpipe *p)
+{
+    kin_child *c = p->c;
+    if (p->is_err) {
+        pthread_mutex_lock(&c->node->mu);
+        tail_append(c, p->line, p->len);
+        tail_append(c, "\n", 1);
+        pthread_mutex_unlock(&c->node->mu);
+    }
+    kin_log_emit(p->is_err ? KIN_LOG_WARNING : KIN_LOG_INFO, c->name,
+                 (int)c->id, "[%s %u %s] %.*s", c->name, c->id,
+                 p->is_err ? "stderr" : "stdout", (int)p->len, p->line);
+    p->len = 0;
+}
+
+static void
+stop_pipe(outpipe *p)
+{
+    if (p->polling) {
+        uv_close((uv_handle_t *)&p->poll, NULL);
+        p->polling = false;
+    }
+    if (p->fd >= 0) {
+        close(p->fd);
+        p->fd = -1;
+    }
+}
+
+/* Reads what is there; lines longer than the buffer are split. */
+static void
+drain_pipe(outpipe *p)
+{
+    char buf[4096];
+    for (;;) {
+        ssize_t got = read(p->fd, buf, sizeof buf);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            if (got == 0 || errno != EAGAIN) {
+                if (p->len)
+                    emit_line(p);
+                stop_pipe(p);
+            }
+            return;
+        }
+        for (ssize_t i = 0; i < got; i++) {
+            if (buf[i] == '\n') {
+                emit_line(p);
+                continue;
+            }
+            p->line[p->len++] = buf[i];
+            if (p->len == sizeof p->line)
+                emit_line(p);
+        }
+    }
+}
+
+static void
+on_output(uv_poll_t *h, int status, int events)
+{
+    drain_pipe(h->data);
+}
+
+static void
+watch_pipe(kin_child *c, outpipe *p, int fd, bool is_err)
+{
+    p->c = c;
+    p->fd = fd;
+    p->is_err = is_err;
+    if (uv_poll_init(kin__broker_loop(c->node->broker), &p->poll, fd) == 0) {
+        p->poll.data = p;
+        p->polling = true;
+        uv_poll_start(&p->poll, UV_READABLE | UV_DISCONNECT, on_output);
+    }
+}
+
+/* --- exit ----------------------------------------------------------------- */
+
+static void
+reaped(kin_child *c, int status)
+{
+    kin_node *n = c->node;
+    if (c->exit_polling) {
+        uv_close((uv_handle_t *)&c->exit_poll, NULL);
+        c->exit_polling = false;
+    }
+    /* Whatever the child wrote last still counts. */
+    if (c->out.fd >= 0)
+        drain_pipe(&c->out);
+    if (c->err.fd >= 0)
+        drain_pipe(&c->err);
+    if (WIFSIGNALED(status))
+        KIN_INFO("child %s (%u, pid %d) killed by signal %d", c->name, c->id,
+                 (int)c->pid, WTERMSIG(status));
+    else
+        KIN_INFO("child %s (%u, pid %d) exited with %d", c->name, c->id,
+                 (int)c->pid, WEXITSTATUS(status));
+    /* Callers waiting on it learn now, not after some heartbeat. */
+    kin__router_link_down(n, c->id);
+    pthread_mutex_lock(&n->mu);
+    c->exited = true;
+    c->status = status;
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mu);
+}
+
+static void
+on_exit_ready(uv_poll_t *h, int status, int events)
+{
+    kin_child *c = h->data;
+    siginfo_t si = {0};
+    if (waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED | WNOHANG) || !si.si_pid)
+        return;
+    int st = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0)
+                                      : si.si_status & 0x7f;
+    close(c->pidfd);
+    c->pidfd = -1;
+    reaped(c, st);
+}
+
+/* --- fork + exec ------------------------------------------------------------- */
+
+typedef struct spawn_req {
+    kin_child *c;
+    const char *path;
+    char *const *argv;
+    char **envp;
+    kin_err result;
+    bool done;
+} spawn_req;
+
+static void
+child_side(spawn_req *r, pid_t parent, int errfd, int out_w, int err_w)
+{
+    /* Only async-signal-safe calls between fork and exec. */
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127); /* the parent died before prctl took effect */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    dup2(out_w, STDOUT_FILENO);
+    dup2(err_w, STDERR_FILENO);
+    execve(r->path, r->argv, r->envp);
+    int e = errno;
+    if (write(errfd, &e, sizeof e) < 0)
+        _exit(126);
+    _exit(127);
+}
+
+static void
+spawn_job(void *arg, void *unused)
+{
+    spawn_req *r = arg;
+    kin_child *c = r->c;
+    kin_node *n = c->node;
+    int ep[2] = {-1, -1}, op[2] = {-1, -1}, xp[2] = {-1, -1};
+    kin_err e = KIN_OK;
+    if (pipe2(ep, O_CLOEXEC) || pipe2(op, O_CLOEXEC) || pipe2(xp, O_CLOEXEC)) {
+        e = -errno;
+        goto out;
+    }
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        e = -errno;
+        goto out;
+    }
+    if (pid == 0)
+        child_side(r, parent, ep[1], op[1], xp[1]);
+    close(ep[1]);
+    close(op[1]);
+    close(xp[1]);
+    ep[1] = op[1] = xp[1] = -1;
+    int child_errno = 0;
+    ssize_t got;
+    do
+        got = read(ep[0], &child_errno, sizeof child_errno);
+    while (got < 0 && errno == EINTR);
+    if (got == (ssize_t)sizeof child_errno) {
+        waitpid(pid, NULL, 0);
+        e = -child_errno;
+        goto out;
+    }
+    c->pid = pid;
+    c->pidfd = pidfd_open(pid, 0);
+    if (c->pidfd < 0) {
+        e = -errno;
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        goto out;
+    }
+    fcntl(op[0], F_SETFL, O_NONBLOCK);
+    fcntl(xp[0], F_SETFL, O_NONBLOCK);
+    watch_pipe(c, &c->out, op[0], false);
+    watch_pipe(c, &c->err, xp[0], true);
+    op[0] = xp[0] = -1;
+    uv_poll_init(kin__broker_loop(n->broker), &c->exit_poll, c->pidfd);
+    c->exit_poll.data = c;
+    c->exit_polling = true;
+    uv_poll_start(&c->exit_poll, UV_READABLE, on_exit_ready);
+out:
+    for (int i = 0; i < 2; i++) {
+        if (ep[i] >= 0)
+            close(ep[i]);
+        if (op[i] >= 0)
+            close(op[i]);
+        if (xp[i] >= 0)
+            close(xp[i]);
+    }
+    pthread_mutex_lock(&n->mu);
+    r->result = e;
+    r->done = true;
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mu);
+}
+
+static char **
+child_env(kin_node *n, kin_child *c)
+{
+    size_t count = 0;
+    while (environ[count])
+        count++;
+    char **env = calloc(count + 8, sizeof *env);
+    if (!env)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < count; i++)
+        if (strncmp(environ[i], "KIN_CHILD_", 10))
+            env[k++] = strdup(environ[i]);
+    char buf[512];
+#define ADD(...)                                                               \
+    do {                                                                       \
+        snprintf(buf, sizeof buf, __VA_ARGS__);                                \
+        env[k++] = strdup(buf);                                                \
+    } while (0)
+    ADD("KIN_CHILD_ENDPOINT=%s", n->endpoint);
+    ADD("KIN_CHILD_PARENT_ID=%u", n->id);
+    ADD("KIN_CHILD_ID=%u", c->id);
+    ADD("KIN_CHILD_NAME=%s", c->name);
+    ADD("KIN_CHILD_MAX_MSG=%zu", n->max_msg);
+#undef ADD
+    for (size_t i = 0; i < k; i++) {
+        if (!env[i]) {
+            for (size_t j = 0; j < k; j++)
+                free(env[j]);
+            free(env);
+            return NULL;
+        }
+    }
+    return env;
+}
+
+static void
+free_env(char **env)
+{
+    for (size_t i = 0; env && env[i]; i++)
+        free(env[i]);
+    free(env);
+}
+
+/* --- the node's list of children --------------------------------------------- */
+
+static void stop_all(kin_node *n);
+
+static void
+list_add(kin_node *n, kin_child *c)
+{
+    pthread_mutex_lock(&n->mu);
+    c->next = n->procs;
+    n->procs = c;
+    n->before_destroy = stop_all;
+    pthread_mutex_unlock(&n->mu);
+}
+
+static void
+list_remove(kin_node *n, kin_child *c)
+{
+    pthread_mutex_lock(&n->mu);
+    for (kin_child **p = (kin_child **)&n->procs; *p; p = &(*p)->next) {
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&n->mu);
+}
+
+/* Before the node goes: stop every child still running (their handles
+ * live on the node's loop). The kin_child objects stay the user's. */
+static void
+stop_all(kin_node *n)
+{
+    for (;;) {
+        pthread_mutex_lock(&n->mu);
+        kin_child *c = n->procs;
+        pthread_mutex_unlock(&n->mu);
+        if (!c)
+            return;
+        kin_child_stop(c, NULL);
+        list_remove(n, c);
+        c->node = NULL;
+    }
+}
+
+/* --- public ------------------------------------------------------------------ */
+
+static void
+deadline_after(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+kin_err
+kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
+{
+    *out = NULL;
+    kin_spawn_opts none = {0};
+    if (!opts)
+        opts = &none;
+    kin_child *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->node = n;
+    c->pidfd = c->out.fd = c->err.fd = -1;
+    c->stop_timeout_ms = opts->stop_timeout_ms > 0 ? opts->stop_timeout_ms
+                                                   : 2000;
+    kin_err e = kin_node_alloc_id(n, &c->id);
+    if (e) {
+        free(c);
+        return e;
+    }
+    if (opts->name)
+        snprintf(c->name, sizeof c->name, "%s", opts->name);
+    else
+        snprintf(c->name, sizeof c->name, "ctx-%u", c->id);
+
+    char self[4096];
+    const char *path = opts->program;
+    char *self_argv[2] = {NULL, NULL};
+    char *const *argv = opts->argv;
+    if (!path) {
+        ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (len < 0) {
+            free(c);
+            return -errno;
+        }
+        self[len] = 0;
+        path = self;
+    }
+    if (!argv) {
+        self_argv[0] = (char *)(opts->program ? opts->program : c->name);
+        argv = self_argv;
+    }
+    spawn_req r = {.c = c, .path = path, .argv = argv};
+    if (!(r.envp = child_env(n, c))) {
+        free(c);
+        return -ENOMEM;
+    }
+    if ((e = kin__broker_defer(n->broker, spawn_job, &r, NULL))) {
+        free_env(r.envp);
+        free(c);
+        return e;
+    }
+    int timeout = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms
+                                               : 30000;
+    struct timespec dl;
+    deadline_after(&dl, timeout);
+    pthread_mutex_lock(&n->mu);
+    while (!r.done)
+        pthread_cond_wait(&n->cond, &n->mu);
+    e = r.result;
+    while (!e && !kin__u32map_has(&n->ready, c->id) && !c->exited)
+        if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT)
+            break;
+    if (!e && !kin__u32map_has(&n->ready, c->id))
+        e = c->exited ? KIN_ESPAWN : KIN_ETIMEOUT;
+    pthread_mutex_unlock(&n->mu);
+    free_env(r.envp);
+    if (e) {
+        char tail[1024] = "";
+        if (c->pid > 0) {
+            list_add(n, c);
+            kin_child_stop(c, NULL);
+            kin_child_stderr_tail(c, tail, sizeof tail);
+            kin_child_destroy(&c);
+        } else {
+            free(c);
+        }
+        if (opts->errbuf && opts->errbuf_size)
+            snprintf(opts->errbuf, opts->errbuf_size, "%s: %s%s%s", path,
+                     kin_strerror(e), *tail ? "; stderr: " : "", tail);
+        KIN_ERROR("spawning %s failed: %s%s%s", path, kin_strerror(e),
+                  *tail ? "; stderr: " : "", tail);
+        return e;
+    }
+    list_add(n, c);
+    *out = c;
+    return KIN_OK;
+}
+
+uint32_t
+kin_child_id(const kin_child *c)
+{
+    return c->id;
+}
+
+pid_t
+kin_child_pid(const kin_child *c)
+{
+    return c->pid;
+}
+
+const char *
+kin_child_name(const kin_child *c)
+{
+    return c->name;
+}
+
+bool
+kin_child_exited(kin_child *c)
+{
+    if (!c->node)
+        return true;
+    pthread_mutex_lock(&c->node->mu);
+    bool e = c->exited;
+    pthread_mutex_unlock(&c->node->mu);
+    return e;
+}
+
+kin_err
+kin_child_wait(kin_child *c, int timeout_ms, int *status)
+{
+    kin_node *n = c->node;
+    if (!n) {
+        if (status)
+            *status = c->status;
+        return KIN_OK;
+    }
+    struct timespec dl;
+    deadline_after(&dl, timeout_ms < 0 ? 86400000 : timeout_ms);
+    pthread_mutex_lock(&n->mu);
+    while (!c->exited)
+        if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT)
+            break;
+    kin_err e = c->exited ? KIN_OK : KIN_ETIMEOUT;
+    if (!e && status)
+        *status = c->status;
+    pthread_mutex_unlock(&n->mu);
+    return e;
+}
+
+kin_err
+kin_child_stop(kin_child *c, int *status)
+{
+    kin_node *n = c->node;
+    if (!n || kin_child_exited(c))
+        return kin_child_wait(c, 0, status);
+    uint64_t start = kin__now_ns();
+    /* Ask nicely over the wire, and by SIGTERM to its process group. */
+    kin_msg *m;
+    if (kin_msg_new(&m, 0) == KIN_OK) {
+        m->dst = c->id;
+        m->handle = KIN_HANDLE_SHUTDOWN;
+        if (kin_node_send(n, &m))
+            kin_msg_destroy(&m);
+    }
+    if (kin_child_wait(c, c->stop_timeout_ms / 4, status) == KIN_OK)
+        return KIN_OK;
+    kill(-c->pid, SIGTERM);
+    kill(c->pid, SIGTERM);
+    int spent = (int)((kin__now_ns() - start) / 1000000u);
+    int left = c->stop_timeout_ms - spent;
+    if (kin_child_wait(c, left > 0 ? left : 0, status) == KIN_OK)
+        return KIN_OK;
+    KIN_WARN("child %s (%u, pid %d) ignored SIGTERM for %d ms: SIGKILL",
+             c->name, c->id, (int)c->pid, c->stop_timeout_ms);
+    kill(-c->pid, SIGKILL);
+    kill(c->pid, SIGKILL);
+    return kin_child_wait(c, KIN_FOREVER, status);
+}
+
+size_t
+kin_child_stderr_tail(kin_child *c, char *buf, size_t size)
+{
+    if (!size)
+        return 0;
+    pthread_mutex_t *mu = c->node ? &c->node->mu : NULL;
+    if (mu)
+        pthread_mutex_lock(mu);
+    size_t len = c->tail_len < size - 1 ? c->tail_len : size - 1;
+    size_t start = (c->tail_pos + TAIL_SIZE - len) % TAIL_SIZE;
+    for (size_t i = 0; i < len; i++)
+        buf[i] = c->tail[(start + i) % TAIL_SIZE];
+    buf[len] = 0;
+    if (mu)
+        pthread_mutex_unlock(mu);
+    return len;
+}
+
+static void
+close_handles_job(void *arg, void *unused)
+{
+    kin_child *c = arg;
+    stop_pipe(&c->out);
+    stop_pipe(&c->err);
+    kin_node *n = c->node;
+    pthread_mutex_lock(&n->mu);
+    c->node = NULL; /* marks the job done */
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mu);
+}
+
+void
+kin_child_destroy(kin_child **cp)
+{
+    if (!cp || !*cp)
+        return;
+    kin_child *c = *cp;
+    kin_node *n = c->node;
+    if (n) {
+        kin_child_stop(c, NULL);
+        list_remove(n, c);
+        /* Close the pipe polls on the broker thread, then free. */
+        if (kin__broker_defer(n->broker, close_handles_job, c, NULL) ==
+            KIN_OK) {
+            pthread_mutex_lock(&n->mu);
+            while (c->node)
+                pthread_cond_wait(&n->cond, &n->mu);
+            pthread_mutex_unlock(&n->mu);
+        }
+    }
+    free(c);
+    *cp = NULL;
+}

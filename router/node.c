@@ -13,6 +13,7 @@
 
 #include "core/log_internal.h"
 #include "core/task.h"
+#include "kin/call.h"
 #include "router/call_impl.h"
 #include "router/node_impl.h"
 
@@ -245,6 +246,8 @@ kin_node_destroy(kin_node **np)
     if (!np || !*np)
         return;
     kin_node *n = *np;
+    if (n->before_destroy)
+        n->before_destroy(n);
     kin__calls_stop(n);
     kin__broker_destroy(&n->broker, 1000);
     kin__router_close(n);
@@ -461,20 +464,7 @@ kin_node_alloc_id(kin_node *n, uint32_t *id)
     if (e)
         return e;
     uint32_t first = 0, count = 0;
-    msgpack_zone z;
-    msgpack_zone_init(&z, 128);
-    msgpack_object o1, o2;
-    size_t off = 0;
-    if (msgpack_unpack((const char *)reply->body, reply->len, &off, &z, &o1) ==
-            MSGPACK_UNPACK_SUCCESS &&
-        msgpack_unpack((const char *)reply->body, reply->len, &off, &z, &o2) ==
-            MSGPACK_UNPACK_SUCCESS &&
-        o1.type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
-        o2.type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        first = (uint32_t)o1.via.u64;
-        count = (uint32_t)o2.via.u64;
-    }
-    msgpack_zone_destroy(&z);
+    kin_msg_unpack(reply, "uu", &first, &count);
     kin_msg_destroy(&reply);
     if (!count)
         return KIN_EBADMSG;

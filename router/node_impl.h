@@ -69,6 +69,10 @@ struct kin_node {
     kin__u32map handles; /* handle -> kin__handler */
     uint32_t next_handle;
 
+    /* The process layer's hooks: stop child processes before the node
+     * goes; react to SHUTDOWN from the parent. */
+    void (*before_destroy)(kin_node *n);
+    void *procs; /* the process layer's list of children */
     void (*on_parent_lost)(kin_node *n, void *arg);
     void *on_parent_lost_arg;
 

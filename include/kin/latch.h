@@ -20,22 +20,30 @@ typedef struct kin_select kin_select;
 KIN_EXPORT kin_err kin_latch_new(kin_latch **out);
 
 /* Closes the latch, frees messages still queued, frees it and sets *l to
- * NULL. NULL-safe. No thread may be waiting on it or putting to it. */
+ * NULL. NULL-safe. If l still belongs to a select it is removed from it
+ * first (that select must not be destroyed concurrently). No thread may be
+ * waiting on it or putting to it. */
 KIN_EXPORT void kin_latch_destroy(kin_latch **l);
 
 /* Appends *m and takes ownership (sets *m to NULL) on success. Wakes one
- * waiter, or the select the latch belongs to. Errors: KIN_ECLOSED (the
- * latch is closed; *m is untouched and still the caller's). Any thread. */
+ * waiter, and the select the latch belongs to. Errors (*m is then untouched
+ * and still the caller's): KIN_ECLOSED (the latch is closed), -ENOMEM
+ * (growing the queue failed), -EINVAL (l, m or *m NULL). Any thread. */
 KIN_EXPORT kin_err kin_latch_put(kin_latch *l, kin_msg **m);
 
 /* Removes the oldest message into *out (caller owns it), waiting up to
- * timeout_ms (KIN_FOREVER: no limit, 0: poll). Messages queued before a close
- * are still returned. Errors: KIN_ETIMEOUT, KIN_ECLOSED (closed and empty),
- * KIN_ECANCELLED (the calling kin task was cancelled). Any thread. */
+ * timeout_ms (KIN_FOREVER or any negative value: no limit, 0: poll).
+ * Messages queued before a close are still returned. Errors: KIN_ETIMEOUT,
+ * KIN_ECLOSED (closed and empty), KIN_ECANCELLED (the calling kin task was
+ * cancelled), -EINVAL (l or out NULL). Precedence when several apply: a
+ * queued message always wins (even over a pending cancellation), then
+ * KIN_ECLOSED, then KIN_ECANCELLED, then KIN_ETIMEOUT; a poll of an empty
+ * queue from a cancelled task returns KIN_ECANCELLED. Any thread. */
 KIN_EXPORT kin_err kin_latch_get(kin_latch *l, int timeout_ms, kin_msg **out);
 
-/* Closes the latch: later puts fail with KIN_ECLOSED and every waiter wakes.
- * Idempotent. Any thread. */
+/* Closes the latch: later puts fail with KIN_ECLOSED and every waiter
+ * wakes, including a select the latch belongs to. NULL-safe, idempotent.
+ * Any thread. */
 KIN_EXPORT void kin_latch_close(kin_latch *l);
 
 /* Whether the latch is closed. Any thread. */
@@ -56,19 +64,25 @@ KIN_EXPORT void kin_select_destroy(kin_select **s);
 /* Adds l with a caller-chosen tag returned by kin_select_get. The select does
  * not own l; l must stay alive until removed or the select is destroyed.
  * Messages already queued in l count. Errors: KIN_EEXISTS (l already belongs
- * to a select), -ENOMEM. Any thread. */
+ * to a select, this one included), -ENOMEM, -EINVAL (s or l NULL). Any
+ * thread. */
 KIN_EXPORT kin_err kin_select_add(kin_select *s, kin_latch *l, void *tag);
 
-/* Removes l from s. Errors: -ENOENT if l is not in s. Any thread. */
+/* Removes l from s (l is not freed; its queued messages stay in it).
+ * Errors: -ENOENT if l is not in s, -EINVAL (s or l NULL). Any thread. */
 KIN_EXPORT kin_err kin_select_remove(kin_select *s, kin_latch *l);
 
 /* Number of latches in s. Any thread. */
 KIN_EXPORT size_t kin_select_count(kin_select *s);
 
-/* Returns the next message from any member latch, oldest latch-order first,
- * waiting up to timeout_ms. *tag (optional) receives the latch's tag.
- * Errors: KIN_ETIMEOUT, KIN_ECLOSED (no members left, or every member is
- * closed and empty), KIN_ECANCELLED (calling task cancelled). Any thread. */
+/* Returns the next message from any member latch, waiting up to
+ * timeout_ms (as kin_latch_get). Members are tried round-robin in the order
+ * they were added, starting with the oldest; each call starts after the
+ * latch that last yielded, so a busy latch cannot starve the others. *tag
+ * (optional) receives the latch's tag. Errors: KIN_ETIMEOUT, KIN_ECLOSED
+ * (no members left, or every member is closed and empty), KIN_ECANCELLED
+ * (calling task cancelled), -EINVAL (s or out NULL); precedence as for
+ * kin_latch_get. Any thread. */
 KIN_EXPORT kin_err kin_select_get(kin_select *s, int timeout_ms,
                                   kin_msg **out, void **tag);
 

@@ -25,15 +25,20 @@
  *   m             const void *, size_t                one already-encoded
  *                                                     msgpack object, as is
  *
+ * 'a' and 'M' write only the header: its items may follow in the same call or
+ * in later ones, and nothing checks that they do. 's', 'S' and 'B' take at
+ * most 2^32-1 bytes (msgpack's limit); 'S' and 'B' accept NULL with length 0.
+ *
  *   unpack        argument(s)
  *   i             int *        (KIN_ETYPE if out of range)
- *   I             int64_t *
+ *   I             int64_t *    (KIN_ETYPE if above INT64_MAX)
  *   u             unsigned *   (KIN_ETYPE if negative or out of range)
  *   U             uint64_t *
- *   d             double *     (ints are converted)
+ *   d             double *     (float32, float64; ints are converted)
  *   b             bool *
  *   s             char **      malloc'd NUL-terminated copy, caller frees;
- *                              nil gives NULL
+ *                              nil gives NULL; a str holding a NUL byte is
+ *                              KIN_ETYPE (it would be cut short; use 'S')
  *   S             const char **, size_t *   borrowed (see kin_reader)
  *   B             const void **, size_t *   borrowed
  *   n             (none)       expects nil
@@ -43,6 +48,10 @@
  *   m             const void **, size_t *   the next whole object, raw
  *                              msgpack bytes, borrowed
  *   ?             (none)       skips the next object
+ *
+ * After 'a' or 'M' the next picture characters, in this call or later ones,
+ * read the elements; when they run out, reading goes on in the enclosing
+ * array or map, or at the next top-level object.
  */
 #ifndef KIN_PACK_H
 #define KIN_PACK_H
@@ -70,8 +79,10 @@ KIN_EXPORT void kin_buf_release(kin_buf *b);
 
 /* Appends one msgpack object per picture character (table above). On error b
  * keeps its length from before the call. Errors: -EINVAL (unknown picture
- * character, or an 'a'/'M' header not followed by enough items), -ENOMEM.
- * Any thread (one buffer per thread at a time). */
+ * character, NULL b or picture, NULL 'S'/'B' pointer with a length, 'm'
+ * bytes that are not exactly one msgpack object), KIN_ETOOBIG (a string or
+ * bin over 2^32-1 bytes, an 'm' object nested deeper than msgpack-c's limit
+ * of 32), -ENOMEM. Any thread (one buffer per thread at a time). */
 KIN_EXPORT kin_err kin_pack(kin_buf *b, const char *picture, ...);
 KIN_EXPORT kin_err kin_vpack(kin_buf *b, const char *picture, va_list ap);
 
@@ -88,32 +99,41 @@ typedef struct kin_reader {
     size_t off; /* offset of the next top-level object */
     msgpack_zone zone;
     /* Open arrays and maps whose elements are being read. */
-    struct {
+    struct kin_reader_frame {
         const msgpack_object *items; /* arrays: elements */
         const msgpack_object_kv *kv; /* maps: key/value pairs */
         uint32_t n;                  /* items left (maps: 2 per pair) */
         uint32_t i;                  /* next item index */
+        size_t off; /* byte offset of the next item, for 'm' */
     } stack[16];
     int depth;
 } kin_reader;
 
-/* Starts reading len bytes at data (not copied). Any thread. */
+/* Starts reading len bytes at data (not copied). Cannot fail: scratch
+ * memory is allocated by the first read. Any thread. */
 KIN_EXPORT void kin_reader_init(kin_reader *r, const void *data, size_t len);
 
-/* Frees r's scratch memory. NULL-safe. */
+/* Frees r's scratch memory and leaves r reading an empty body. NULL-safe;
+ * releasing twice is harmless. */
 KIN_EXPORT void kin_reader_release(kin_reader *r);
 
 /* Reads one value per picture character (table above). Errors: KIN_ETYPE
  * (a value has another type), KIN_ESHORT (the body ends early), KIN_EBADMSG
- * (the bytes are not msgpack), -EINVAL (unknown picture character), -ENOMEM.
- * On error the reader's position is unspecified; values already stored stay
- * stored ('s' copies made before the error are freed and set to NULL). */
+ * (the bytes are not msgpack), -EINVAL (unknown picture character, checked
+ * before anything is read; NULL r or picture), KIN_ETOOBIG (an object nested
+ * deeper than msgpack-c's limit of 32, more than 16 arrays/maps open at once
+ * in r, or sizes msgpack-c cannot allocate for), -ENOMEM. On error the
+ * reader's position is unspecified; values already stored stay stored ('s'
+ * copies made in this call before the error are freed and set to NULL).
+ * Any thread (one reader per thread at a time). */
 KIN_EXPORT kin_err kin_unpack(kin_reader *r, const char *picture, ...);
 KIN_EXPORT kin_err kin_vunpack(kin_reader *r, const char *picture,
                                va_list ap);
 
-/* Reads the next object into *obj for msgpack-c users. obj's pointers stay
- * valid until kin_reader_release. Errors as kin_unpack. */
+/* Reads the next object into *obj for msgpack-c users: the next element if
+ * an array or map is open (as kin_unpack would), else the next top-level
+ * object. obj's arrays and maps stay valid until kin_reader_release, its
+ * strings and bins while the data does. Errors as kin_unpack. */
 KIN_EXPORT kin_err kin_reader_next(kin_reader *r, msgpack_object *obj);
 
 /* Whether every object has been read (and no array/map is open). */

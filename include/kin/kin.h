@@ -1,0 +1,16 @@
+/* kin: multi-process services over ZeroMQ. The umbrella header. */
+#ifndef KIN_KIN_H
+#define KIN_KIN_H
+
+#include <kin/call.h>
+#include <kin/defs.h>
+#include <kin/err.h>
+#include <kin/latch.h>
+#include <kin/log.h>
+#include <kin/msg.h>
+#include <kin/node.h>
+#include <kin/pack.h>
+#include <kin/process.h>
+#include <kin/task.h>
+
+#endif

@@ -1,0 +1,83 @@
+/* Child contexts as processes: spawning a local child (fork + exec of this
+ * executable or another program), waiting for it, stopping it with
+ * terminate-then-kill, and kin_init, which turns the program into a serving
+ * child when its parent started it. */
+#ifndef KIN_PROCESS_H
+#define KIN_PROCESS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include <kin/defs.h>
+#include <kin/err.h>
+#include <kin/node.h>
+
+/* A child exiting with this code asks for an emergency stop of the whole
+ * tree; it is reported as KIN_EEMERGENCY and never restarted. */
+#define KIN_EXIT_EMERGENCY 86
+
+typedef struct kin_child kin_child;
+
+typedef struct kin_spawn_opts {
+    const char *name;    /* default "ctx-ID" */
+    const char *program; /* NULL: this executable (/proc/self/exe) */
+    /* argv for program (argv[0] included), NULL-terminated; NULL: {program}
+     * or, for this executable, the running program's own argv[0]. */
+    char *const *argv;
+    int connect_timeout_ms; /* HELLO must arrive within; 0: 30000 */
+    int stop_timeout_ms;    /* SIGTERM to SIGKILL; 0: 2000 */
+    /* Optional: on failure, a description ending with the tail of the
+     * child's stderr. */
+    char *errbuf;
+    size_t errbuf_size;
+} kin_spawn_opts;
+
+/* Initialises kin for this program. Started by a kin parent (the
+ * environment says so), it connects to the parent, serves calls and never
+ * returns: the process exits when the parent asks it to stop or the link to
+ * the parent is lost. Otherwise it creates the master context (opts may be
+ * NULL) into *out and returns. Export functions before calling it. Errors:
+ * as kin_node_new. Main thread, once. */
+KIN_EXPORT kin_err kin_init(kin_node **out, const kin_node_opts *opts);
+
+/* Whether this process was started as a kin child. Any thread. */
+KIN_EXPORT bool kin_is_child(void);
+
+/* Starts a child context and returns once its HELLO arrived. The child's
+ * ids, the parent endpoint and its settings travel in its environment,
+ * never in argv. Errors: -ENOENT / -EACCES (program missing or not
+ * executable: at once), KIN_ESPAWN (the child exited before HELLO; the
+ * message logged carries the tail of its stderr),
+ * KIN_ETIMEOUT (no HELLO within connect_timeout_ms; the child is killed);
+ * opts->errbuf then says why, with the child's last stderr lines.
+ * On error *out is NULL and no process remains. Any thread except n's
+ * broker thread. */
+KIN_EXPORT kin_err kin_spawn(kin_node *n, const kin_spawn_opts *opts,
+                             kin_child **out);
+
+KIN_EXPORT uint32_t kin_child_id(const kin_child *c);
+KIN_EXPORT pid_t kin_child_pid(const kin_child *c);
+KIN_EXPORT const char *kin_child_name(const kin_child *c);
+
+/* Waits up to timeout_ms for the child to exit. *status (optional) gets a
+ * wait status (WIFEXITED / WIFSIGNALED apply). Errors: KIN_ETIMEOUT. Any
+ * thread. */
+KIN_EXPORT kin_err kin_child_wait(kin_child *c, int timeout_ms, int *status);
+
+/* Whether the child has exited (and been reaped). Any thread. */
+KIN_EXPORT bool kin_child_exited(kin_child *c);
+
+/* Stops the child: asks it over the wire and sends SIGTERM to its process
+ * group, then SIGKILL once stop_timeout_ms has passed since the start, and
+ * reaps it. Returns when it is gone. *status as kin_child_wait. Any
+ * thread. */
+KIN_EXPORT kin_err kin_child_stop(kin_child *c, int *status);
+
+/* The last lines the child wrote to stderr (up to size bytes, NUL-
+ * terminated); returns the length. Any thread. */
+KIN_EXPORT size_t kin_child_stderr_tail(kin_child *c, char *buf, size_t size);
+
+/* Stops the child if it still runs and frees it; *c = NULL. NULL-safe. */
+KIN_EXPORT void kin_child_destroy(kin_child **c);
+
+#endif

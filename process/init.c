@@ -1,0 +1,90 @@
+/* kin_init: the same executable serves as master and as child. Started by a
+ * kin parent (KIN_CHILD_* in the environment) it becomes a serving child
+ * that exits when told to stop or when its parent link is lost. */
+#include <kin/process.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log_internal.h"
+#include "router/node_impl.h"
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static int stop_reason; /* 0 while serving */
+
+static void
+request_stop(int reason)
+{
+    pthread_mutex_lock(&mu);
+    if (!stop_reason)
+        stop_reason = reason;
+    pthread_cond_broadcast(&cond);
+    pthread_mutex_unlock(&mu);
+}
+
+/* Broker thread: only the parent may ask (policy PARENT on the handle). */
+static void
+on_shutdown(kin_node *n, kin_msg *m, void *arg)
+{
+    kin_msg_destroy(&m);
+    request_stop(1);
+}
+
+static void
+on_parent_lost(kin_node *n, void *arg)
+{
+    request_stop(2);
+}
+
+bool
+kin_is_child(void)
+{
+    return getenv("KIN_CHILD_ENDPOINT") != NULL;
+}
+
+static uint32_t
+env_u32(const char *name)
+{
+    const char *v = getenv(name);
+    return v ? (uint32_t)strtoul(v, NULL, 10) : 0;
+}
+
+kin_err
+kin_init(kin_node **out, const kin_node_opts *opts)
+{
+    if (!kin_is_child())
+        return kin_node_new(out, opts);
+
+    kin_node_opts o = opts ? *opts : (kin_node_opts){0};
+    o.parent_endpoint = getenv("KIN_CHILD_ENDPOINT");
+    o.parent_id = env_u32("KIN_CHILD_PARENT_ID");
+    o.id = env_u32("KIN_CHILD_ID");
+    o.name = getenv("KIN_CHILD_NAME");
+    o.max_msg_size = env_u32("KIN_CHILD_MAX_MSG");
+    o.bind = NULL;
+    kin_node *n;
+    kin_err e = kin_node_new(&n, &o);
+    if (e) {
+        fprintf(stderr, "kin child %u: cannot reach parent at %s: %s\n", o.id,
+                o.parent_endpoint, kin_strerror(e));
+        exit(1);
+    }
+    kin__handler h = {.handle = KIN_HANDLE_SHUTDOWN,
+                      .policy = KIN_POLICY_PARENT,
+                      .respondent = KIN_NO_CTX,
+                      .fn = on_shutdown};
+    kin__handles_add(n, &h, NULL);
+    n->on_parent_lost = on_parent_lost;
+
+    pthread_mutex_lock(&mu);
+    while (!stop_reason)
+        pthread_cond_wait(&cond, &mu);
+    int reason = stop_reason;
+    pthread_mutex_unlock(&mu);
+    kin_node_destroy(&n);
+    exit(reason == 1 ? 0 : 3);
+}

@@ -1,0 +1,398 @@
+/* Calls between real processes: results, remote errors, policies, nested
+ * calls, many concurrent calls, a callee killed mid-call, timeouts with late
+ * replies, and cancellation reaching the remote task. The test binary is
+ * also the child program (kin_init serves when started as a child). */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "integration/harness.h"
+
+static kin_node *master;
+
+/* --- functions served by every context ------------------------------------ */
+
+static kin_err
+add(kin_call *c, void *arg)
+{
+    int64_t a, b;
+    kin_err e = kin_call_args(c, "II", &a, &b);
+    return e ? e : kin_call_return(c, "I", a + b);
+}
+
+static kin_err
+fail_fn(kin_call *c, void *arg)
+{
+    return kin_call_fail(c, -EDOM, "cannot do that: %d", 42);
+}
+
+static kin_err
+getpid_fn(kin_call *c, void *arg)
+{
+    return kin_call_return(c, "i", (int)getpid());
+}
+
+/* Blocks in a kin blocking point until cancelled (or 30 s). */
+static kin_err
+block(kin_call *c, void *arg)
+{
+    kin_latch *l;
+    kin_latch_new(&l);
+    kin_msg *m = NULL;
+    kin_err e = kin_latch_get(l, 30000, &m);
+    kin_latch_destroy(&l);
+    return e;
+}
+
+static kin_err
+sleep_ms(kin_call *c, void *arg)
+{
+    int ms;
+    kin_err e = kin_call_args(c, "i", &ms);
+    if (e)
+        return e;
+    usleep((useconds_t)ms * 1000);
+    return kin_call_return(c, "i", ms);
+}
+
+/* Calls a function in the caller's parent from inside a call. */
+static kin_err
+call_parent(kin_call *c, void *arg)
+{
+    const char *fn;
+    size_t len;
+    kin_err e = kin_call_args(c, "S", &fn, &len);
+    if (e)
+        return e;
+    char name[64];
+    snprintf(name, sizeof name, "%.*s", (int)len, fn);
+    kin_msg *r = NULL;
+    e = kin_call_sync(kin_call_node(c), kin_call_caller(c), name, 5000, &r,
+                      "II", 40, 2);
+    int64_t v = 0;
+    if (!e)
+        e = kin_msg_unpack(r, "I", &v);
+    kin_msg_destroy(&r);
+    return kin_call_return(c, "iI", e, v);
+}
+
+/* Spawns a grandchild and calls add in it (nested tree). */
+static kin_err
+spawn_and_add(kin_call *c, void *arg)
+{
+    kin_child *gc;
+    kin_err e = kin_spawn(kin_call_node(c), NULL, &gc);
+    if (e)
+        return kin_call_fail(c, e, "spawn: %s", kin_strerror(e));
+    kin_msg *r = NULL;
+    e = kin_call_sync(kin_call_node(c), kin_child_id(gc), "t.add", 5000, &r,
+                      "II", 20, 22);
+    int64_t v = 0;
+    if (!e)
+        e = kin_msg_unpack(r, "I", &v);
+    kin_msg_destroy(&r);
+    kin_child_destroy(&gc);
+    return e ? kin_call_fail(c, e, "%s", kin_strerror(e))
+             : kin_call_return(c, "I", v);
+}
+
+static void
+export_all(void)
+{
+    kin_export("t.add", add, NULL, KIN_POLICY_PARENT);
+    kin_export("t.add_any", add, NULL, KIN_POLICY_ANY);
+    kin_export("t.fail", fail_fn, NULL, KIN_POLICY_PARENT);
+    kin_export("t.getpid", getpid_fn, NULL, KIN_POLICY_PARENT);
+    kin_export("t.block", block, NULL, KIN_POLICY_PARENT);
+    kin_export("t.sleep", sleep_ms, NULL, KIN_POLICY_PARENT);
+    kin_export("t.call_parent", call_parent, NULL, KIN_POLICY_PARENT);
+    kin_export("t.spawn_and_add", spawn_and_add, NULL, KIN_POLICY_PARENT);
+}
+
+/* --- tests ----------------------------------------------------------------- */
+
+static int
+setup(void **state)
+{
+    kin_child *c;
+    kin_err e = kin_spawn(master, NULL, &c);
+    if (e) {
+        fprintf(stderr, "spawn: %s\n", kin_strerror(e));
+        return -1;
+    }
+    *state = c;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    kin_child *c = *state;
+    kin_child_destroy(&c);
+    return 0;
+}
+
+static void
+add_returns_the_sum(void **state)
+{
+    kin_child *c = *state;
+    kin_msg *r;
+    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.add", 5000, &r,
+                                   "II", 2, 3),
+                     KIN_OK);
+    int64_t sum = 0;
+    assert_int_equal(kin_msg_unpack(r, "I", &sum), KIN_OK);
+    assert_int_equal(sum, 5);
+    kin_msg_destroy(&r);
+
+    /* The function really ran in the child process. */
+    int pid = 0;
+    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.getpid", 5000,
+                                   &r, NULL),
+                     KIN_OK);
+    assert_int_equal(kin_msg_unpack(r, "i", &pid), KIN_OK);
+    assert_int_equal(pid, kin_child_pid(c));
+    kin_msg_destroy(&r);
+}
+
+static void
+errors_are_told_apart(void **state)
+{
+    kin_child *c = *state;
+    uint32_t id = kin_child_id(c);
+    kin_msg *r = NULL;
+    assert_int_equal(kin_call_sync(master, id, "t.fail", 5000, &r, NULL),
+                     KIN_EREMOTE);
+    assert_non_null(r);
+    kin_remote_error info;
+    assert_int_equal(kin_call_error(r, &info), KIN_OK);
+    assert_int_equal(info.code, -EDOM);
+    assert_int_equal(info.ctx, id);
+    assert_string_equal(info.function, "t.fail");
+    assert_string_equal(info.message, "cannot do that: 42");
+    kin_msg_destroy(&r);
+
+    assert_int_equal(kin_call_sync(master, id, "t.nope", 5000, &r, NULL),
+                     KIN_ENOFUNC);
+    kin_msg_destroy(&r);
+    assert_int_equal(kin_call_sync(master, 9999, "t.add", 5000, &r, "II", 1,
+                                   2),
+                     KIN_ENOROUTE);
+    assert_null(r);
+    /* Wrong argument types come back as the callee's type error. */
+    assert_int_equal(kin_call_sync(master, id, "t.add", 5000, &r, "s", "x"),
+                     KIN_EREMOTE);
+    assert_int_equal(kin_call_error(r, &info), KIN_OK);
+    assert_int_equal(info.code, KIN_ETYPE);
+    kin_msg_destroy(&r);
+}
+
+static void
+nested_calls_follow_policy(void **state)
+{
+    kin_child *c = *state;
+    kin_msg *r = NULL;
+    int err = 0;
+    int64_t v = 0;
+    /* The child calls the master back: allowed for an ANY function... */
+    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.call_parent",
+                                   5000, &r, "s", "t.add_any"),
+                     KIN_OK);
+    assert_int_equal(kin_msg_unpack(r, "iI", &err, &v), KIN_OK);
+    assert_int_equal(err, KIN_OK);
+    assert_int_equal(v, 42);
+    kin_msg_destroy(&r);
+    /* ...refused for a PARENT function: the child is not the master's
+     * ancestor. */
+    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.call_parent",
+                                   5000, &r, "s", "t.add"),
+                     KIN_OK);
+    assert_int_equal(kin_msg_unpack(r, "iI", &err, &v), KIN_OK);
+    assert_int_equal(err, KIN_EREFUSED);
+    kin_msg_destroy(&r);
+}
+
+static void
+grandchild_is_routed_through_child(void **state)
+{
+    kin_child *c = *state;
+    kin_msg *r = NULL;
+    kin_err e = kin_call_sync(master, kin_child_id(c), "t.spawn_and_add",
+                              20000, &r, NULL);
+    if (!r || (r->flags & KIN_MSG_ERROR)) {
+        kin_remote_error info;
+        if (r && !kin_call_error(r, &info))
+            print_error("remote: %s\n", info.message);
+    }
+    assert_int_equal(e, KIN_OK);
+    int64_t v = 0;
+    assert_int_equal(kin_msg_unpack(r, "I", &v), KIN_OK);
+    assert_int_equal(v, 42);
+    kin_msg_destroy(&r);
+}
+
+static void
+thousand_concurrent_calls_all_answered(void **state)
+{
+    kin_child *c = *state;
+    enum { N = 1000 };
+    kin_receiver **rs = calloc(N, sizeof *rs);
+    kin_select *sel;
+    assert_int_equal(kin_select_new(&sel, true), KIN_OK);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(kin_call_async(master, kin_child_id(c), "t.add",
+                                        &rs[i], "II", (int64_t)i, 1000),
+                         KIN_OK);
+        assert_int_equal(kin_select_add(sel, kin_receiver_latch(rs[i]),
+                                        (void *)(intptr_t)i),
+                         KIN_OK);
+    }
+    int seen = 0;
+    char *got = calloc(N, 1);
+    for (int k = 0; k < N; k++) {
+        kin_msg *m;
+        void *tag;
+        assert_int_equal(kin_select_get(sel, 10000, &m, &tag), KIN_OK);
+        assert_int_equal(kin_call_result_of(&m), KIN_OK);
+        int64_t v;
+        assert_int_equal(kin_msg_unpack(m, "I", &v), KIN_OK);
+        int i = (int)(intptr_t)tag;
+        assert_int_equal(v, i + 1000);
+        assert_false(got[i]);
+        got[i] = 1;
+        seen++;
+        kin_msg_destroy(&m);
+    }
+    assert_int_equal(seen, N);
+    kin_select_destroy(&sel);
+    for (int i = 0; i < N; i++)
+        kin_receiver_destroy(&rs[i]);
+    free(rs);
+    free(got);
+}
+
+static void
+killed_callee_gives_peer_gone_quickly(void **state)
+{
+    kin_child *c = *state;
+    kin_receiver *r;
+    assert_int_equal(kin_call_async(master, kin_child_id(c), "t.block", &r,
+                                    NULL),
+                     KIN_OK);
+    /* Make sure the call is running before the kill. */
+    kin_msg *pong;
+    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.add", 5000,
+                                   &pong, "II", 1, 1),
+                     KIN_OK);
+    kin_msg_destroy(&pong);
+    double t0 = harness_now_ms();
+    kill(kin_child_pid(c), SIGKILL);
+    kin_msg *m = NULL;
+    assert_int_equal(kin_call_wait(r, 5000, &m), KIN_EPEERGONE);
+    double dt = harness_now_ms() - t0;
+    print_message("peer gone after %.1f ms\n", dt);
+    assert_true(dt < 100.0);
+    kin_receiver_destroy(&r);
+    int status = 0;
+    assert_int_equal(kin_child_wait(c, 5000, &status), KIN_OK);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+}
+
+static void
+timeout_then_late_reply_is_discarded(void **state)
+{
+    kin_child *c = *state;
+    kin_msg *r = NULL;
+    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.sleep", 50, &r,
+                                   "i", 300),
+                     KIN_ETIMEOUT);
+    assert_null(r);
+    /* The late reply arrives meanwhile and is dropped; the next call gets
+     * its own answer, not the stale one. */
+    usleep(400 * 1000);
+    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.add", 5000, &r,
+                                   "II", 7, 8),
+                     KIN_OK);
+    int64_t v = 0;
+    assert_int_equal(kin_msg_unpack(r, "I", &v), KIN_OK);
+    assert_int_equal(v, 15);
+    kin_msg_destroy(&r);
+}
+
+static void
+cancel_reaches_remote_task(void **state)
+{
+    kin_child *c = *state;
+    kin_receiver *r;
+    assert_int_equal(kin_call_async(master, kin_child_id(c), "t.block", &r,
+                                    NULL),
+                     KIN_OK);
+    kin_msg *m = NULL;
+    /* Still running after a while: nothing else ends it. */
+    assert_int_equal(kin_call_wait(r, 200, &m), KIN_ETIMEOUT);
+    double t0 = harness_now_ms();
+    assert_int_equal(kin_call_cancel(r), KIN_OK);
+    /* The remote task wakes from its blocking point with KIN_ECANCELLED
+     * and says so in its reply, long before its 30 s wait would end. */
+    assert_int_equal(kin_call_wait(r, 5000, &m), KIN_ECANCELLED);
+    assert_true(harness_now_ms() - t0 < 5000);
+    kin_receiver_destroy(&r);
+}
+
+static void
+fire_and_forget_runs(void **state)
+{
+    kin_child *c = *state;
+    /* No reply wanted: the call still runs (the next call shows the child
+     * served it without error and is still healthy). */
+    assert_int_equal(kin_call_nowait(master, kin_child_id(c), "t.add", "II",
+                                     1, 2),
+                     KIN_OK);
+    kin_msg *r;
+    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.add", 5000, &r,
+                                   "II", 1, 1),
+                     KIN_OK);
+    kin_msg_destroy(&r);
+}
+
+int
+main(void)
+{
+    export_all();
+    harness_log_setup();
+    kin_err e = kin_init(&master, NULL);
+    if (e) {
+        fprintf(stderr, "kin_init: %s\n", kin_strerror(e));
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(add_returns_the_sum, setup, teardown),
+        cmocka_unit_test_setup_teardown(errors_are_told_apart, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(nested_calls_follow_policy, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(grandchild_is_routed_through_child,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(thousand_concurrent_calls_all_answered,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(killed_callee_gives_peer_gone_quickly,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(timeout_then_late_reply_is_discarded,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(cancel_reaches_remote_task, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(fire_and_forget_runs, setup, teardown),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    kin_node_destroy(&master);
+    return rc;
+}
