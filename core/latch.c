@@ -1,1 +1,260 @@
-/* placeholder */
+/* Latches: a mutex, a condition variable and a growable ring of messages.
+ * put and get allocate nothing in the steady state: the ring doubles when
+ * full and shrinks back once a large burst has drained. */
+#include "core/latch_impl.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/task.h"
+
+#define RING_MIN 8     /* slots of a new latch */
+#define RING_KEEP 1024 /* an emptied ring larger than this shrinks */
+
+/* take() result meaning "nothing to return yet: block". */
+#define MUST_WAIT 1
+
+int
+kin__cond_init_monotonic(pthread_cond_t *cv) {
+    pthread_condattr_t attr;
+    int rc = pthread_condattr_init(&attr);
+    if (rc)
+        return -rc;
+    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (!rc)
+        rc = pthread_cond_init(cv, &attr);
+    pthread_condattr_destroy(&attr);
+    return -rc;
+}
+
+uint64_t
+kin__deadline_ns(int timeout_ms) {
+    if (timeout_ms < 0)
+        return UINT64_MAX;
+    if (timeout_ms == 0)
+        return 0;
+    return kin__now_ns() + (uint64_t)timeout_ms * 1000000u;
+}
+
+bool
+kin__deadline_passed(uint64_t deadline) {
+    return deadline == 0 ||
+           (deadline != UINT64_MAX && kin__now_ns() >= deadline);
+}
+
+void
+kin__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
+                     uint64_t deadline) {
+    if (deadline == UINT64_MAX) {
+        pthread_cond_wait(cv, mu);
+        return;
+    }
+    struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000u),
+                          .tv_nsec = (long)(deadline % 1000000000u)};
+    pthread_cond_timedwait(cv, mu, &ts);
+}
+
+kin_err
+kin_latch_new(kin_latch **out) {
+    if (!out)
+        return -EINVAL;
+    kin_latch *l = calloc(1, sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    l->ring = malloc(RING_MIN * sizeof *l->ring);
+    if (!l->ring) {
+        free(l);
+        return -ENOMEM;
+    }
+    l->cap = RING_MIN;
+    int rc = pthread_mutex_init(&l->mu, NULL);
+    if (rc) {
+        free(l->ring);
+        free(l);
+        return -rc;
+    }
+    rc = kin__cond_init_monotonic(&l->cv);
+    if (rc) {
+        pthread_mutex_destroy(&l->mu);
+        free(l->ring);
+        free(l);
+        return rc;
+    }
+    *out = l;
+    return KIN_OK;
+}
+
+void
+kin_latch_destroy(kin_latch **lp) {
+    if (!lp || !*lp)
+        return;
+    kin_latch *l = *lp;
+
+    /* A member would leave a dangling pointer in its select's list. */
+    pthread_mutex_lock(&l->mu);
+    kin_select *s = l->sel;
+    pthread_mutex_unlock(&l->mu);
+    if (s)
+        kin_select_remove(s, l);
+
+    for (size_t i = 0; i < l->len; i++) {
+        kin_msg *m = l->ring[(l->head + i) & (l->cap - 1)];
+        kin_msg_destroy(&m);
+    }
+    free(l->ring);
+    pthread_cond_destroy(&l->cv);
+    pthread_mutex_destroy(&l->mu);
+    free(l);
+    *lp = NULL;
+}
+
+/* Doubles a full ring. The full ring wraps at head, so the wrapped prefix
+ * [0, head) moves to just past the old end to keep the messages contiguous
+ * modulo the new capacity. */
+static int
+grow(kin_latch *l) {
+    if (l->cap > SIZE_MAX / 2 / sizeof *l->ring)
+        return -ENOMEM;
+    size_t cap = l->cap * 2;
+    kin_msg **ring = realloc(l->ring, cap * sizeof *ring);
+    if (!ring)
+        return -ENOMEM;
+    memcpy(ring + l->cap, ring, l->head * sizeof *ring);
+    l->ring = ring;
+    l->cap = cap;
+    return 0;
+}
+
+kin_msg *
+kin__latch_pop(kin_latch *l) {
+    kin_msg *m = l->ring[l->head];
+    l->head = (l->head + 1) & (l->cap - 1);
+    if (--l->len == 0) {
+        l->head = 0;
+        if (l->cap > RING_KEEP) {
+            /* Give a drained burst's memory back; on failure keep it. */
+            kin_msg **ring = realloc(l->ring, RING_MIN * sizeof *ring);
+            if (ring) {
+                l->ring = ring;
+                l->cap = RING_MIN;
+            }
+        }
+    }
+    return m;
+}
+
+kin_err
+kin_latch_put(kin_latch *l, kin_msg **m) {
+    if (!l || !m || !*m)
+        return -EINVAL;
+    pthread_mutex_lock(&l->mu);
+    if (l->closed) {
+        pthread_mutex_unlock(&l->mu);
+        return KIN_ECLOSED;
+    }
+    if (l->len == l->cap) {
+        int rc = grow(l);
+        if (rc) {
+            pthread_mutex_unlock(&l->mu);
+            return rc;
+        }
+    }
+    l->ring[(l->head + l->len) & (l->cap - 1)] = *m;
+    l->len++;
+    *m = NULL;
+    if (l->waiters)
+        pthread_cond_signal(&l->cv);
+    if (l->sel)
+        kin__select_notify(l->sel);
+    pthread_mutex_unlock(&l->mu);
+    return KIN_OK;
+}
+
+/* One look at the latch, mu held: a result for get, or MUST_WAIT. The order
+ * of the checks is the documented precedence: a queued message, then
+ * closed, then cancelled, then timed out. */
+static int
+take(kin_latch *l, kin_task *t, uint64_t deadline, kin_msg **out) {
+    if (l->len) {
+        *out = kin__latch_pop(l);
+        return KIN_OK;
+    }
+    if (l->closed)
+        return KIN_ECLOSED;
+    if (kin__task_cancel_pending(t))
+        return KIN_ECANCELLED;
+    if (kin__deadline_passed(deadline))
+        return KIN_ETIMEOUT;
+    return MUST_WAIT;
+}
+
+/* Called by kin__task_cancel with the task's mu held (lock order 1 then 3).
+ * Broadcast: the latch's other waiters go back to sleep. */
+static void
+latch_wake(void *obj) {
+    kin_latch *l = obj;
+    pthread_mutex_lock(&l->mu);
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
+kin_err
+kin_latch_get(kin_latch *l, int timeout_ms, kin_msg **out) {
+    if (!l || !out)
+        return -EINVAL;
+    kin_task *t = kin_task_self();
+
+    /* Fast path: no clock read and no task bookkeeping. */
+    pthread_mutex_lock(&l->mu);
+    int rc = take(l, t, 0, out);
+    pthread_mutex_unlock(&l->mu);
+    if (rc != KIN_ETIMEOUT || timeout_ms == 0)
+        return rc;
+
+    /* Register before looking again: a cancel from now on either is seen by
+     * take() or wakes the wait below (kin__task_cancel sets the flag first
+     * and latch_wake takes mu, which the waiter holds until it sleeps). */
+    uint64_t deadline = kin__deadline_ns(timeout_ms);
+    kin__task_wait_begin(t, latch_wake, l, "receiver");
+    pthread_mutex_lock(&l->mu);
+    while ((rc = take(l, t, deadline, out)) == MUST_WAIT) {
+        l->waiters++;
+        kin__cond_wait_until(&l->cv, &l->mu, deadline);
+        l->waiters--;
+    }
+    pthread_mutex_unlock(&l->mu);
+    kin__task_wait_end(t);
+    return rc;
+}
+
+void
+kin_latch_close(kin_latch *l) {
+    if (!l)
+        return;
+    pthread_mutex_lock(&l->mu);
+    if (!l->closed) {
+        l->closed = true;
+        pthread_cond_broadcast(&l->cv);
+        if (l->sel)
+            kin__select_notify(l->sel);
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+bool
+kin_latch_closed(kin_latch *l) {
+    pthread_mutex_lock(&l->mu);
+    bool closed = l->closed;
+    pthread_mutex_unlock(&l->mu);
+    return closed;
+}
+
+size_t
+kin_latch_size(kin_latch *l) {
+    pthread_mutex_lock(&l->mu);
+    size_t n = l->len;
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}

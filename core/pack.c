@@ -1,1 +1,701 @@
-/* placeholder */
+/* Picture-string packing and reading of msgpack bodies (kin/pack.h): a
+ * growable buffer with a msgpack-c packer that appends to it, and a reader
+ * that walks top-level objects and the arrays and maps opened inside them. */
+#include <kin/pack.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PACK_CHARS "iIudbsSBnaMm"
+#define UNPACK_CHARS "iIudbsSBnaMm?"
+
+/* Bodies are mostly small; msgpack-c grows the zone past this as needed. */
+#define ZONE_CHUNK 1024
+
+#define DEPTH_MAX ((int)(sizeof((kin_reader *)0)->stack / sizeof(struct kin_reader_frame)))
+
+void
+kin_buf_init(kin_buf *b)
+{
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+}
+
+void
+kin_buf_release(kin_buf *b)
+{
+    if (!b)
+        return;
+    free(b->data);
+    kin_buf_init(b);
+}
+
+static kin_err
+reserve(kin_buf *b, size_t n)
+{
+    if (n <= b->cap - b->len)
+        return KIN_OK;
+    if (n > SIZE_MAX - b->len)
+        return -ENOMEM;
+    size_t need = b->len + n;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    char *data = realloc(b->data, cap);
+    if (!data)
+        return -ENOMEM;
+    b->data = data;
+    b->cap = cap;
+    return KIN_OK;
+}
+
+/* msgpack-c's write callback: 0 on success, and any other value is passed
+ * back by the msgpack_pack_* call that wrote. */
+static int
+append(void *data, const char *buf, size_t len)
+{
+    kin_buf *b = data;
+    /* Empty str and bin bodies arrive here too, possibly with buf NULL,
+     * which memcpy must not be given. */
+    if (len == 0)
+        return 0;
+    if (reserve(b, len) != KIN_OK)
+        return -1;
+    memcpy(b->data + b->len, buf, len);
+    b->len += len;
+    return 0;
+}
+
+void
+kin_buf_packer(kin_buf *b, msgpack_packer *pk)
+{
+    msgpack_packer_init(pk, b, append);
+}
+
+/* msgpack_unpack's failures as kin codes. NOMEM also stands for objects
+ * nested deeper than msgpack-c's fixed stack of 32, and for sizes too big to
+ * allocate, which hostile input can claim in a few bytes: both are limits
+ * of what kin reads rather than a broken process. */
+static kin_err
+unpack_error(msgpack_unpack_return ret)
+{
+    switch (ret) {
+    case MSGPACK_UNPACK_CONTINUE:
+        return KIN_ESHORT;
+    case MSGPACK_UNPACK_PARSE_ERROR:
+        return KIN_EBADMSG;
+    default:
+        return KIN_ETOOBIG;
+    }
+}
+
+static bool
+unpacked(msgpack_unpack_return ret)
+{
+    return ret == MSGPACK_UNPACK_SUCCESS || ret == MSGPACK_UNPACK_EXTRA_BYTES;
+}
+
+/* 'm' bytes go into the body unparsed, so a mistake would only surface when
+ * the receiver fails to read the whole body; check them here instead. */
+static kin_err
+check_one_object(const void *p, size_t len)
+{
+    if (!p && len)
+        return -EINVAL;
+    msgpack_zone zone;
+    if (!msgpack_zone_init(&zone, ZONE_CHUNK))
+        return -ENOMEM;
+    msgpack_object obj;
+    size_t off = 0;
+    msgpack_unpack_return ret = msgpack_unpack(p, len, &off, &zone, &obj);
+    msgpack_zone_destroy(&zone);
+    if (ret == MSGPACK_UNPACK_SUCCESS)
+        return KIN_OK;
+    if (ret == MSGPACK_UNPACK_NOMEM_ERROR)
+        return KIN_ETOOBIG;
+    return -EINVAL;
+}
+
+static kin_err
+pack_raw(msgpack_packer *pk, char type, const void *p, size_t len)
+{
+    if (!p && len)
+        return -EINVAL;
+    /* msgpack-c would silently truncate the length in the header. */
+    if (len > UINT32_MAX)
+        return KIN_ETOOBIG;
+    int rc;
+    if (type == 'B')
+        rc = msgpack_pack_bin(pk, len) || msgpack_pack_bin_body(pk, p, len);
+    else
+        rc = msgpack_pack_str(pk, len) || msgpack_pack_str_body(pk, p, len);
+    return rc ? -ENOMEM : KIN_OK;
+}
+
+static kin_err
+pack_one(msgpack_packer *pk, char c, va_list *ap)
+{
+    int rc = 0;
+    switch (c) {
+    case 'i':
+        rc = msgpack_pack_int(pk, va_arg(*ap, int));
+        break;
+    case 'I':
+        rc = msgpack_pack_int64(pk, va_arg(*ap, int64_t));
+        break;
+    case 'u':
+        rc = msgpack_pack_unsigned_int(pk, va_arg(*ap, unsigned));
+        break;
+    case 'U':
+        rc = msgpack_pack_uint64(pk, va_arg(*ap, uint64_t));
+        break;
+    case 'd':
+        rc = msgpack_pack_double(pk, va_arg(*ap, double));
+        break;
+    case 'b':
+        rc = va_arg(*ap, int) ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+        break;
+    case 's': {
+        const char *s = va_arg(*ap, const char *);
+        if (!s) {
+            rc = msgpack_pack_nil(pk);
+            break;
+        }
+        return pack_raw(pk, 'S', s, strlen(s));
+    }
+    case 'S':
+    case 'B': {
+        const void *p = va_arg(*ap, const void *);
+        size_t len = va_arg(*ap, size_t);
+        return pack_raw(pk, c, p, len);
+    }
+    case 'n':
+        rc = msgpack_pack_nil(pk);
+        break;
+    case 'a':
+        rc = msgpack_pack_array(pk, va_arg(*ap, uint32_t));
+        break;
+    case 'M':
+        rc = msgpack_pack_map(pk, va_arg(*ap, uint32_t));
+        break;
+    case 'm': {
+        const void *p = va_arg(*ap, const void *);
+        size_t len = va_arg(*ap, size_t);
+        kin_err e = check_one_object(p, len);
+        if (e != KIN_OK)
+            return e;
+        rc = append(pk->data, p, len);
+        break;
+    }
+    }
+    return rc ? -ENOMEM : KIN_OK;
+}
+
+kin_err
+kin_vpack(kin_buf *b, const char *picture, va_list ap)
+{
+    /* Checked up front so that a typo costs no half-packed work. */
+    if (!b || !picture || picture[strspn(picture, PACK_CHARS)])
+        return -EINVAL;
+    msgpack_packer pk;
+    kin_buf_packer(b, &pk);
+    size_t len0 = b->len;
+    /* A va_list parameter may be an array type, whose address is not a
+     * va_list *; a local copy's address is. */
+    va_list args;
+    va_copy(args, ap);
+    kin_err e = KIN_OK;
+    for (const char *p = picture; *p && e == KIN_OK; p++)
+        e = pack_one(&pk, *p, &args);
+    va_end(args);
+    if (e != KIN_OK)
+        b->len = len0;
+    return e;
+}
+
+kin_err
+kin_pack(kin_buf *b, const char *picture, ...)
+{
+    va_list ap;
+    va_start(ap, picture);
+    kin_err e = kin_vpack(b, picture, ap);
+    va_end(ap);
+    return e;
+}
+
+void
+kin_reader_init(kin_reader *r, const void *data, size_t len)
+{
+    /* A zeroed zone (chunk_size 0) means "not made yet": see zone_ready. */
+    memset(r, 0, sizeof *r);
+    r->data = data;
+    r->len = len;
+}
+
+void
+kin_reader_release(kin_reader *r)
+{
+    if (!r)
+        return;
+    if (r->zone.chunk_size)
+        msgpack_zone_destroy(&r->zone);
+    memset(r, 0, sizeof *r);
+}
+
+/* kin_reader_init cannot fail, so the zone is made by the first read. */
+static kin_err
+zone_ready(kin_reader *r)
+{
+    if (r->zone.chunk_size)
+        return KIN_OK;
+    if (!msgpack_zone_init(&r->zone, ZONE_CHUNK)) {
+        memset(&r->zone, 0, sizeof r->zone);
+        return -ENOMEM;
+    }
+    return KIN_OK;
+}
+
+/* Takes the next item: the next element of the innermost open array or map,
+ * or else the next top-level object, whose bytes begin at *start. A nested
+ * item is taken from the top-level object msgpack-c already parsed. */
+static kin_err
+take(kin_reader *r, msgpack_object *obj, size_t *start)
+{
+    if (r->depth > 0) {
+        struct kin_reader_frame *f = &r->stack[r->depth - 1];
+        *start = f->off;
+        if (f->kv)
+            *obj = f->i % 2 ? f->kv[f->i / 2].val : f->kv[f->i / 2].key;
+        else
+            *obj = f->items[f->i];
+        f->i++;
+        f->n--;
+        return KIN_OK;
+    }
+    if (r->off >= r->len)
+        return KIN_ESHORT;
+    kin_err e = zone_ready(r);
+    if (e != KIN_OK)
+        return e;
+    /* msgpack_unpack leaves str and bin pointing into r->data: that is what
+     * makes 'S', 'B' and 'm' borrowed rather than copied. */
+    size_t off = r->off;
+    msgpack_unpack_return ret =
+        msgpack_unpack(r->data, r->len, &off, &r->zone, obj);
+    if (!unpacked(ret))
+        return unpack_error(ret);
+    *start = r->off;
+    r->off = off;
+    return KIN_OK;
+}
+
+/* Where the item just taken, beginning at start, ends. A top-level object's
+ * end is known from parsing it; msgpack_object records no byte offsets, so a
+ * nested item is parsed again by itself to find its end. */
+static kin_err
+item_end(kin_reader *r, size_t start, size_t *end)
+{
+    if (r->depth == 0) {
+        *end = r->off;
+        return KIN_OK;
+    }
+    msgpack_object obj;
+    *end = start;
+    msgpack_unpack_return ret =
+        msgpack_unpack(r->data, r->len, end, &r->zone, &obj);
+    return unpacked(ret) ? KIN_OK : unpack_error(ret);
+}
+
+/* The item just taken ends at end: reading goes on after it, and the arrays
+ * and maps it was the last item of are closed, each ending there too. */
+static void
+close_to(kin_reader *r, size_t end)
+{
+    while (r->depth > 0) {
+        struct kin_reader_frame *f = &r->stack[r->depth - 1];
+        f->off = end;
+        if (f->n > 0)
+            return;
+        r->depth--;
+    }
+}
+
+/* Moves past the item just taken, which is not being opened. */
+static kin_err
+pass(kin_reader *r, size_t start)
+{
+    size_t end;
+    kin_err e = item_end(r, start, &end);
+    if (e == KIN_OK)
+        close_to(r, end);
+    return e;
+}
+
+static kin_err
+take_pass(kin_reader *r, msgpack_object *obj, size_t *start)
+{
+    kin_err e = take(r, obj, start);
+    return e == KIN_OK ? pass(r, *start) : e;
+}
+
+/* msgpack-c tells where a container's bytes begin but not where its first
+ * element does, so 'm' on elements needs the header's length. */
+static size_t
+header_len(unsigned char c)
+{
+    switch (c) {
+    case 0xdc: /* array 16 */
+    case 0xde: /* map 16 */
+        return 3;
+    case 0xdd: /* array 32 */
+    case 0xdf: /* map 32 */
+        return 5;
+    default: /* fixarray, fixmap */
+        return 1;
+    }
+}
+
+/* Opens the array or map just taken, at start, so that the next items read
+ * its elements. */
+static kin_err
+open_container(kin_reader *r, const msgpack_object *obj, size_t start)
+{
+    bool map = obj->type == MSGPACK_OBJECT_MAP;
+    uint32_t n = map ? obj->via.map.size : obj->via.array.size;
+    /* A frame counts a map's keys and values together. */
+    if (map && n > UINT32_MAX / 2)
+        return KIN_ETOOBIG;
+    if (map)
+        n *= 2;
+    size_t first = start + header_len((unsigned char)r->data[start]);
+    if (n == 0) {
+        close_to(r, first);
+        return KIN_OK;
+    }
+    /* Frames whose last item this is have nothing more to read; closing them
+     * now lets chains of one-element containers go deeper than the stack. */
+    while (r->depth > 0 && r->stack[r->depth - 1].n == 0)
+        r->depth--;
+    if (r->depth == DEPTH_MAX)
+        return KIN_ETOOBIG;
+    struct kin_reader_frame *f = &r->stack[r->depth++];
+    f->items = map ? NULL : obj->via.array.ptr;
+    f->kv = map ? obj->via.map.ptr : NULL;
+    f->n = n;
+    f->i = 0;
+    f->off = first;
+    return KIN_OK;
+}
+
+/* Reads an array ('a') or map ('M') header and opens it. On a type error
+ * the value is passed over so the reader stays in step. */
+static kin_err
+read_container(kin_reader *r, msgpack_object_type type, uint32_t *size)
+{
+    msgpack_object obj;
+    size_t start;
+    kin_err e = take(r, &obj, &start);
+    if (e != KIN_OK)
+        return e;
+    if (obj.type != type) {
+        e = pass(r, start);
+        return e == KIN_OK ? KIN_ETYPE : e;
+    }
+    e = open_container(r, &obj, start);
+    if (e == KIN_OK)
+        *size = type == MSGPACK_OBJECT_MAP ? obj.via.map.size
+                                           : obj.via.array.size;
+    return e;
+}
+
+static kin_err
+to_int64(const msgpack_object *obj, int64_t *v)
+{
+    if (obj->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        *v = obj->via.i64;
+        return KIN_OK;
+    }
+    if (obj->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+        obj->via.u64 <= INT64_MAX) {
+        *v = (int64_t)obj->via.u64;
+        return KIN_OK;
+    }
+    return KIN_ETYPE;
+}
+
+static kin_err
+to_uint64(const msgpack_object *obj, uint64_t max, uint64_t *v)
+{
+    if (obj->type != MSGPACK_OBJECT_POSITIVE_INTEGER || obj->via.u64 > max)
+        return KIN_ETYPE;
+    *v = obj->via.u64;
+    return KIN_OK;
+}
+
+static kin_err
+to_double(const msgpack_object *obj, double *v)
+{
+    switch (obj->type) {
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        *v = obj->via.f64;
+        return KIN_OK;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        *v = (double)obj->via.u64;
+        return KIN_OK;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        *v = (double)obj->via.i64;
+        return KIN_OK;
+    default:
+        return KIN_ETYPE;
+    }
+}
+
+static kin_err
+to_strdup(const msgpack_object *obj, char **out)
+{
+    if (obj->type == MSGPACK_OBJECT_NIL) {
+        *out = NULL;
+        return KIN_OK;
+    }
+    if (obj->type != MSGPACK_OBJECT_STR)
+        return KIN_ETYPE;
+    const char *p = obj->via.str.ptr;
+    uint32_t len = obj->via.str.size;
+    /* A C string cannot hold it whole, and a shortened one could pass a
+     * check its full value would fail. */
+    if (memchr(p, 0, len))
+        return KIN_ETYPE;
+    char *s = malloc((size_t)len + 1);
+    if (!s)
+        return -ENOMEM;
+    memcpy(s, p, len);
+    s[len] = '\0';
+    *out = s;
+    return KIN_OK;
+}
+
+/* Reads one picture character's value. Outputs are fetched before reading so
+ * that the arguments stay in step whatever happens. */
+static kin_err
+unpack_one(kin_reader *r, char c, va_list *ap)
+{
+    msgpack_object obj;
+    size_t start;
+    kin_err e;
+    int64_t i64;
+    uint64_t u64;
+    switch (c) {
+    case 'i': {
+        int *out = va_arg(*ap, int *);
+        if ((e = take_pass(r, &obj, &start)) != KIN_OK ||
+            (e = to_int64(&obj, &i64)) != KIN_OK)
+            return e;
+        if (i64 < INT_MIN || i64 > INT_MAX)
+            return KIN_ETYPE;
+        *out = (int)i64;
+        return KIN_OK;
+    }
+    case 'I': {
+        int64_t *out = va_arg(*ap, int64_t *);
+        if ((e = take_pass(r, &obj, &start)) != KIN_OK ||
+            (e = to_int64(&obj, &i64)) != KIN_OK)
+            return e;
+        *out = i64;
+        return KIN_OK;
+    }
+    case 'u': {
+        unsigned *out = va_arg(*ap, unsigned *);
+        if ((e = take_pass(r, &obj, &start)) != KIN_OK ||
+            (e = to_uint64(&obj, UINT_MAX, &u64)) != KIN_OK)
+            return e;
+        *out = (unsigned)u64;
+        return KIN_OK;
+    }
+    case 'U': {
+        uint64_t *out = va_arg(*ap, uint64_t *);
+        if ((e = take_pass(r, &obj, &start)) != KIN_OK ||
+            (e = to_uint64(&obj, UINT64_MAX, &u64)) != KIN_OK)
+            return e;
+        *out = u64;
+        return KIN_OK;
+    }
+    case 'd': {
+        double *out = va_arg(*ap, double *);
+        if ((e = take_pass(r, &obj, &start)) != KIN_OK)
+            return e;
+        return to_double(&obj, out);
+    }
+    case 'b': {
+        bool *out = va_arg(*ap, bool *);
+        if ((e = take_pass(r, &obj, &start)) != KIN_OK)
+            return e;
+        if (obj.type != MSGPACK_OBJECT_BOOLEAN)
+            return KIN_ETYPE;
+        *out = obj.via.boolean;
+        return KIN_OK;
+    }
+    case 's': {
+        char **out = va_arg(*ap, char **);
+        if ((e = take_pass(r, &obj, &start)) != KIN_OK)
+            return e;
+        return to_strdup(&obj, out);
+    }
+    case 'S': {
+        const char **out = va_arg(*ap, const char **);
+        size_t *len = va_arg(*ap, size_t *);
+        if ((e = take_pass(r, &obj, &start)) != KIN_OK)
+            return e;
+        if (obj.type != MSGPACK_OBJECT_STR)
+            return KIN_ETYPE;
+        *out = obj.via.str.ptr;
+        *len = obj.via.str.size;
+        return KIN_OK;
+    }
+    case 'B': {
+        const void **out = va_arg(*ap, const void **);
+        size_t *len = va_arg(*ap, size_t *);
+        if ((e = take_pass(r, &obj, &start)) != KIN_OK)
+            return e;
+        if (obj.type != MSGPACK_OBJECT_BIN)
+            return KIN_ETYPE;
+        *out = obj.via.bin.ptr;
+        *len = obj.via.bin.size;
+        return KIN_OK;
+    }
+    case 'n':
+        if ((e = take_pass(r, &obj, &start)) != KIN_OK)
+            return e;
+        return obj.type == MSGPACK_OBJECT_NIL ? KIN_OK : KIN_ETYPE;
+    case 'a':
+        return read_container(r, MSGPACK_OBJECT_ARRAY, va_arg(*ap, uint32_t *));
+    case 'M':
+        return read_container(r, MSGPACK_OBJECT_MAP, va_arg(*ap, uint32_t *));
+    case 'm': {
+        const void **out = va_arg(*ap, const void **);
+        size_t *len = va_arg(*ap, size_t *);
+        size_t end;
+        if ((e = take(r, &obj, &start)) != KIN_OK ||
+            (e = item_end(r, start, &end)) != KIN_OK)
+            return e;
+        close_to(r, end);
+        *out = r->data + start;
+        *len = end - start;
+        return KIN_OK;
+    }
+    default: /* '?' */
+        return take_pass(r, &obj, &start);
+    }
+}
+
+/* After an error, frees the 's' copies made by the first n picture
+ * characters, walking the arguments again from the start. */
+static void
+free_copies(const char *picture, size_t n, va_list *ap)
+{
+    for (size_t k = 0; k < n; k++) {
+        switch (picture[k]) {
+        case 's': {
+            char **s = va_arg(*ap, char **);
+            free(*s);
+            *s = NULL;
+            break;
+        }
+        case 'i':
+            (void)va_arg(*ap, int *);
+            break;
+        case 'I':
+            (void)va_arg(*ap, int64_t *);
+            break;
+        case 'u':
+            (void)va_arg(*ap, unsigned *);
+            break;
+        case 'U':
+            (void)va_arg(*ap, uint64_t *);
+            break;
+        case 'd':
+            (void)va_arg(*ap, double *);
+            break;
+        case 'b':
+            (void)va_arg(*ap, bool *);
+            break;
+        case 'S':
+            (void)va_arg(*ap, const char **);
+            (void)va_arg(*ap, size_t *);
+            break;
+        case 'B':
+        case 'm':
+            (void)va_arg(*ap, const void **);
+            (void)va_arg(*ap, size_t *);
+            break;
+        case 'a':
+        case 'M':
+            (void)va_arg(*ap, uint32_t *);
+            break;
+        }
+    }
+}
+
+kin_err
+kin_vunpack(kin_reader *r, const char *picture, va_list ap)
+{
+    /* Checked up front so that a typo leaves the reader where it was. */
+    if (!r || !picture || picture[strspn(picture, UNPACK_CHARS)])
+        return -EINVAL;
+    va_list args, again;
+    va_copy(args, ap);
+    va_copy(again, ap);
+    kin_err e = KIN_OK;
+    size_t k;
+    for (k = 0; picture[k]; k++) {
+        e = unpack_one(r, picture[k], &args);
+        if (e != KIN_OK)
+            break;
+    }
+    if (e != KIN_OK)
+        free_copies(picture, k, &again);
+    va_end(again);
+    va_end(args);
+    return e;
+}
+
+kin_err
+kin_unpack(kin_reader *r, const char *picture, ...)
+{
+    va_list ap;
+    va_start(ap, picture);
+    kin_err e = kin_vunpack(r, picture, ap);
+    va_end(ap);
+    return e;
+}
+
+kin_err
+kin_reader_next(kin_reader *r, msgpack_object *obj)
+{
+    if (!r || !obj)
+        return -EINVAL;
+    size_t start;
+    return take_pass(r, obj, &start);
+}
+
+bool
+kin_reader_done(const kin_reader *r)
+{
+    return r->depth == 0 && r->off >= r->len;
+}
+
+kin_err
+kin_unpack_buf(const void *data, size_t len, const char *picture, ...)
+{
+    kin_reader r;
+    kin_reader_init(&r, data, len);
+    va_list ap;
+    va_start(ap, picture);
+    kin_err e = kin_vunpack(&r, picture, ap);
+    va_end(ap);
+    kin_reader_release(&r);
+    return e;
+}

@@ -331,6 +331,15 @@ kin_node_send(kin_node *n, kin_msg **mp)
     return e;
 }
 
+kin_err
+kin__node_send_raw(kin_node *n, kin_msg **mp)
+{
+    kin_err e = kin__broker_defer(n->broker, route_job, n, *mp);
+    if (e == KIN_OK)
+        *mp = NULL;
+    return e;
+}
+
 void
 kin_node_stats_get(kin_node *n, kin_node_stats *out)
 {

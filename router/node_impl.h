@@ -114,6 +114,10 @@ void kin__router_link_down(kin_node *n, uint32_t child);
 /* The node and respondent a receiver was made with. */
 void kin__receiver_target(kin_receiver *r, kin_node **n, uint32_t *respondent);
 
+/* Routes *m as is, src and auth included (tests forge messages with it).
+ * Takes ownership on success. Any thread. */
+kin_err kin__node_send_raw(kin_node *n, kin_msg **m);
+
 /* Whether id is this node, or an ancestor of it. */
 bool kin__is_ancestor_or_self(kin_node *n, uint32_t id);
 
