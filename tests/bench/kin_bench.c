@@ -1,0 +1,6 @@
+/* placeholder */
+int
+main(void)
+{
+    return 0;
+}
