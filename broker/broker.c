@@ -59,8 +59,7 @@ drain_socket(kin__watch *w)
     for (int n = 0; n < DRAIN_BUDGET; n++) {
         uint32_t ev = 0;
         size_t sz = sizeof ev;
-        if (zmq_getsockopt(w->sock, ZMQ_EVENTS, &ev, &sz) ||
-            !(ev & ZMQ_POLLIN))
+        if (zmq_getsockopt(w->sock, ZMQ_EVENTS, &ev, &sz) || !(ev & ZMQ_POLLIN))
             return;
         w->fn(w->sock, w->arg);
     }

@@ -45,11 +45,11 @@ kin_log_level_name(kin_log_level level)
 }
 
 void
-kin_log_stderr(kin_log_level level, const char *file, int line,
-               const char *msg, void *arg)
+kin_log_stderr(kin_log_level level, const char *file, int line, const char *msg,
+               void *arg)
 {
-    fprintf(stderr, "kin %s %s:%d: %s\n", kin_log_level_name(level), file,
-            line, msg);
+    fprintf(stderr, "kin %s %s:%d: %s\n", kin_log_level_name(level), file, line,
+            msg);
 }
 
 int

@@ -4,10 +4,13 @@
 
 #include <kin/log.h>
 
-#define KIN_DEBUG(...) kin_log_emit(KIN_LOG_DEBUG, __FILE__, __LINE__, __VA_ARGS__)
-#define KIN_INFO(...) kin_log_emit(KIN_LOG_INFO, __FILE__, __LINE__, __VA_ARGS__)
+#define KIN_DEBUG(...)                                                         \
+    kin_log_emit(KIN_LOG_DEBUG, __FILE__, __LINE__, __VA_ARGS__)
+#define KIN_INFO(...)                                                          \
+    kin_log_emit(KIN_LOG_INFO, __FILE__, __LINE__, __VA_ARGS__)
 #define KIN_WARN(...)                                                          \
     kin_log_emit(KIN_LOG_WARNING, __FILE__, __LINE__, __VA_ARGS__)
-#define KIN_ERROR(...) kin_log_emit(KIN_LOG_ERROR, __FILE__, __LINE__, __VA_ARGS__)
+#define KIN_ERROR(...)                                                         \
+    kin_log_emit(KIN_LOG_ERROR, __FILE__, __LINE__, __VA_ARGS__)
 
 #endif

@@ -99,8 +99,8 @@ kin_msg_header_decode(kin_msg *m, const void *hdr, size_t len)
 }
 
 kin_err
-kin_msg_decode(kin_msg **out, const void *hdr, size_t hdr_len,
-               const void *body, size_t body_len, size_t max_size)
+kin_msg_decode(kin_msg **out, const void *hdr, size_t hdr_len, const void *body,
+               size_t body_len, size_t max_size)
 {
     kin_msg h;
     kin_err e = kin_msg_header_decode(&h, hdr, hdr_len);

@@ -8,13 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PACK_CHARS "iIudbsSBnaMm"
-#define UNPACK_CHARS "iIudbsSBnaMm?"
+#define PACK_CHARS "iIuUdbsSBnaMm"
+#define UNPACK_CHARS "iIuUdbsSBnaMm?"
 
 /* Bodies are mostly small; msgpack-c grows the zone past this as needed. */
 #define ZONE_CHUNK 1024
 
-#define DEPTH_MAX ((int)(sizeof((kin_reader *)0)->stack / sizeof(struct kin_reader_frame)))
+#define DEPTH_MAX                                                              \
+    ((int)(sizeof((kin_reader *)0)->stack / sizeof(struct kin_reader_frame)))
 
 void
 kin_buf_init(kin_buf *b)
@@ -406,8 +407,8 @@ read_container(kin_reader *r, msgpack_object_type type, uint32_t *size)
     }
     e = open_container(r, &obj, start);
     if (e == KIN_OK)
-        *size = type == MSGPACK_OBJECT_MAP ? obj.via.map.size
-                                           : obj.via.array.size;
+        *size =
+            type == MSGPACK_OBJECT_MAP ? obj.via.map.size : obj.via.array.size;
     return e;
 }
 
@@ -454,6 +455,10 @@ to_double(const msgpack_object *obj, double *v)
     }
 }
 
+/* msgpack-c gives an empty str a NULL pointer; 'S' and 'B' results go to
+ * memcpy and the like, where NULL is undefined even with length 0. */
+static const char empty[1] = "";
+
 static kin_err
 to_strdup(const msgpack_object *obj, char **out)
 {
@@ -467,12 +472,13 @@ to_strdup(const msgpack_object *obj, char **out)
     uint32_t len = obj->via.str.size;
     /* A C string cannot hold it whole, and a shortened one could pass a
      * check its full value would fail. */
-    if (memchr(p, 0, len))
+    if (len && memchr(p, 0, len))
         return KIN_ETYPE;
     char *s = malloc((size_t)len + 1);
     if (!s)
         return -ENOMEM;
-    memcpy(s, p, len);
+    if (len)
+        memcpy(s, p, len);
     s[len] = '\0';
     *out = s;
     return KIN_OK;
@@ -551,8 +557,8 @@ unpack_one(kin_reader *r, char c, va_list *ap)
             return e;
         if (obj.type != MSGPACK_OBJECT_STR)
             return KIN_ETYPE;
-        *out = obj.via.str.ptr;
         *len = obj.via.str.size;
+        *out = *len ? obj.via.str.ptr : empty;
         return KIN_OK;
     }
     case 'B': {
@@ -562,8 +568,8 @@ unpack_one(kin_reader *r, char c, va_list *ap)
             return e;
         if (obj.type != MSGPACK_OBJECT_BIN)
             return KIN_ETYPE;
-        *out = obj.via.bin.ptr;
         *len = obj.via.bin.size;
+        *out = *len ? obj.via.bin.ptr : empty;
         return KIN_OK;
     }
     case 'n':

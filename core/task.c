@@ -106,7 +106,7 @@ kin__task_cancel(kin_task *t, uint32_t by_ctx, uint32_t by_task)
 const char *
 kin_task_state_name(kin_task_state s)
 {
-    static const char *names[] = {"pending", "running",   "waiting",
-                                  "done",    "failed",    "cancelled"};
+    static const char *names[] = {"pending", "running", "waiting",
+                                  "done",    "failed",  "cancelled"};
     return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "?";
 }

@@ -124,8 +124,8 @@ kin__u32map_del(kin__u32map *m, uint32_t key)
             break;
         size_t home = slot_of(m->keys[j], m->cap);
         /* Move j to hole unless its home lies cyclically in (hole, j]. */
-        bool in_range = hole <= j ? (home > hole && home <= j)
-                                  : (home > hole || home <= j);
+        bool in_range =
+            hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
         if (!in_range) {
             m->keys[hole] = m->keys[j];
             m->vals[hole] = m->vals[j];

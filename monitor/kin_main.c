@@ -18,8 +18,8 @@ usage(FILE *f)
 {
     fprintf(f, "usage: kin COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        fprintf(f, "  %-14s %s\n  %-14s   %s\n", cmds[i].name, cmds[i].args,
-                "", cmds[i].help);
+        fprintf(f, "  %-14s %s\n  %-14s   %s\n", cmds[i].name, cmds[i].args, "",
+                cmds[i].help);
     fprintf(f, "\nEvery command takes --help; most take --json.\n");
 }
 

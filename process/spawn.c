@@ -57,7 +57,8 @@ struct kin_child {
     kin_child *next; /* in the node's list */
 };
 
-/* --- output capture ---------------------------------------------------------- */
+/* --- output capture ----------------------------------------------------------
+ */
 
 static void
 tail_append(kin_child *c, const char *s, size_t len)
@@ -191,7 +192,8 @@ on_exit_ready(uv_poll_t *h, int status, int events)
     reaped(c, st);
 }
 
-/* --- fork + exec ------------------------------------------------------------- */
+/* --- fork + exec -------------------------------------------------------------
+ */
 
 typedef struct spawn_req {
     kin_child *c;
@@ -333,7 +335,8 @@ free_env(char **env)
     free(env);
 }
 
-/* --- the node's list of children --------------------------------------------- */
+/* --- the node's list of children ---------------------------------------------
+ */
 
 static void stop_all(kin_node *n);
 
@@ -377,7 +380,8 @@ stop_all(kin_node *n)
     }
 }
 
-/* --- public ------------------------------------------------------------------ */
+/* --- public ------------------------------------------------------------------
+ */
 
 static void
 deadline_after(struct timespec *ts, int ms)
@@ -403,8 +407,8 @@ kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         return -ENOMEM;
     c->node = n;
     c->pidfd = c->out.fd = c->err.fd = -1;
-    c->stop_timeout_ms = opts->stop_timeout_ms > 0 ? opts->stop_timeout_ms
-                                                   : 2000;
+    c->stop_timeout_ms =
+        opts->stop_timeout_ms > 0 ? opts->stop_timeout_ms : 2000;
     kin_err e = kin_node_alloc_id(n, &c->id);
     if (e) {
         free(c);
@@ -442,8 +446,8 @@ kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         free(c);
         return e;
     }
-    int timeout = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms
-                                               : 30000;
+    int timeout =
+        opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 30000;
     struct timespec dl;
     deadline_after(&dl, timeout);
     pthread_mutex_lock(&n->mu);

@@ -62,8 +62,8 @@ kin_call_async(kin_node *n, uint32_t ctx, const char *fn, kin_receiver **out,
 }
 
 kin_err
-kin_call_nowait(kin_node *n, uint32_t ctx, const char *fn,
-                const char *picture, ...)
+kin_call_nowait(kin_node *n, uint32_t ctx, const char *fn, const char *picture,
+                ...)
 {
     va_list ap;
     va_start(ap, picture);
@@ -118,8 +118,8 @@ kin_call_cancel(kin_receiver *r)
         return -EINVAL;
     kin_task *self = kin_task_self();
     kin_buf b = {0};
-    kin_err e = kin_pack(&b, "uu", kin_receiver_handle(r),
-                         self ? self->id : 0u);
+    kin_err e =
+        kin_pack(&b, "uu", kin_receiver_handle(r), self ? self->id : 0u);
     kin_msg *m = NULL;
     if (!e)
         e = kin_msg_new_copy(&m, b.data, b.len);

@@ -110,8 +110,8 @@ kin__deliver(kin_node *n, kin_msg *m)
     if (!h) {
         pthread_mutex_unlock(&n->hmu);
         char why[64];
-        snprintf(why, sizeof why, "unknown handle %u in context %u",
-                 m->handle, n->id);
+        snprintf(why, sizeof why, "unknown handle %u in context %u", m->handle,
+                 n->id);
         kin__reply_dead(n, m, KIN_ENOHANDLE, why);
         return;
     }
@@ -119,8 +119,8 @@ kin__deliver(kin_node *n, kin_msg *m)
         pthread_mutex_unlock(&n->hmu);
         char why[96];
         snprintf(why, sizeof why,
-                 "context %u refused handle %u to context %u by policy",
-                 n->id, m->handle, m->auth);
+                 "context %u refused handle %u to context %u by policy", n->id,
+                 m->handle, m->auth);
         kin__reply_dead(n, m, KIN_EREFUSED, why);
         return;
     }

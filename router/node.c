@@ -26,7 +26,8 @@ struct kin_receiver {
     kin_latch *latch;
 };
 
-/* --- runtime directory ----------------------------------------------------- */
+/* --- runtime directory -----------------------------------------------------
+ */
 
 /* $XDG_RUNTIME_DIR/kin or /tmp/kin-UID, created 0700; refused when it exists
  * with another owner or looser permissions. */
@@ -43,8 +44,7 @@ runtime_dir(char *out, size_t size)
     struct stat st;
     if (lstat(out, &st))
         return -errno;
-    if (!S_ISDIR(st.st_mode) || st.st_uid != getuid() ||
-        (st.st_mode & 0077)) {
+    if (!S_ISDIR(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 0077)) {
         KIN_ERROR("runtime directory %s must be a 0700 directory owned by "
                   "uid %u",
                   out, getuid());
@@ -53,7 +53,8 @@ runtime_dir(char *out, size_t size)
     return KIN_OK;
 }
 
-/* --- waiting helpers ------------------------------------------------------- */
+/* --- waiting helpers -------------------------------------------------------
+ */
 
 static void
 deadline_in(struct timespec *ts, int ms)
@@ -85,7 +86,8 @@ open_job(void *arg, void *unused)
     pthread_mutex_unlock(&s->n->mu);
 }
 
-/* --- system handlers ------------------------------------------------------- */
+/* --- system handlers -------------------------------------------------------
+ */
 
 static void
 reply_ids(kin_node *n, const kin_msg *req, uint32_t a, uint32_t b)
@@ -144,7 +146,8 @@ add_system(kin_node *n, uint32_t handle, kin_policy policy, kin__handle_fn fn)
     return kin__handles_add(n, &h, NULL);
 }
 
-/* --- lifecycle ------------------------------------------------------------- */
+/* --- lifecycle -------------------------------------------------------------
+ */
 
 static void
 on_stop(void *arg)
@@ -202,9 +205,8 @@ kin_node_new(kin_node **out, const kin_node_opts *opts)
 
     if ((e = add_system(n, KIN_HANDLE_PING, KIN_POLICY_ANY, on_ping)))
         goto fail;
-    if (!n->has_parent &&
-        (e = add_system(n, KIN_HANDLE_ALLOCATE_ID, KIN_POLICY_ANY,
-                        on_allocate_id)))
+    if (!n->has_parent && (e = add_system(n, KIN_HANDLE_ALLOCATE_ID,
+                                          KIN_POLICY_ANY, on_allocate_id)))
         goto fail;
     if ((e = kin__calls_start(n, opts->workers > 0 ? opts->workers : 4)))
         goto fail;
@@ -304,7 +306,8 @@ kin_node_wait_child(kin_node *n, uint32_t id, int timeout_ms)
     return e;
 }
 
-/* --- sending --------------------------------------------------------------- */
+/* --- sending ---------------------------------------------------------------
+ */
 
 static void
 route_job(void *node, void *msg)
@@ -351,7 +354,8 @@ kin_node_stats_get(kin_node *n, kin_node_stats *out)
     out->delivered = atomic_load(&n->stats.delivered);
 }
 
-/* --- receivers ------------------------------------------------------------- */
+/* --- receivers -------------------------------------------------------------
+ */
 
 kin_err
 kin_receiver_new(kin_receiver **out, kin_node *n, uint32_t handle,
@@ -437,7 +441,8 @@ kin_receiver_get(kin_receiver *r, int timeout_ms, kin_msg **out)
     return KIN_OK;
 }
 
-/* --- ids ------------------------------------------------------------------- */
+/* --- ids -------------------------------------------------------------------
+ */
 
 kin_err
 kin_node_alloc_id(kin_node *n, uint32_t *id)

@@ -99,8 +99,7 @@ void kin__handles_peer_gone(kin_node *n, const uint32_t *ids, size_t count);
 void kin__route(kin_node *n, kin_msg *m);
 
 /* Answers m with a dead message (if it wants replies) and frees it. */
-void kin__reply_dead(kin_node *n, kin_msg *m, kin_err reason,
-                     const char *text);
+void kin__reply_dead(kin_node *n, kin_msg *m, kin_err reason, const char *text);
 
 /* Broker thread: sets up sockets. Closing happens after the broker thread
  * has ended (its loop closed the watches). */

@@ -11,12 +11,14 @@
 #include "router/call_impl.h"
 #include "router/node_impl.h"
 
-typedef struct export {
+typedef struct export
+{
     char name[64];
     kin_fn fn;
     void *arg;
     kin_policy policy;
-} export;
+}
+export;
 
 static struct {
     pthread_rwlock_t lock;
@@ -92,7 +94,8 @@ find_export(const char *name, size_t len, export *out)
     return found;
 }
 
-/* --- the function's view ---------------------------------------------------- */
+/* --- the function's view ----------------------------------------------------
+ */
 
 kin_err
 kin_call_args(kin_call *c, const char *picture, ...)
@@ -149,7 +152,8 @@ kin_call_node(kin_call *c)
     return c->node;
 }
 
-/* --- replies ---------------------------------------------------------------- */
+/* --- replies ----------------------------------------------------------------
+ */
 
 static void
 send_reply(kin_node *n, const kin_msg *req, uint32_t flags, kin_buf *body)
@@ -186,7 +190,8 @@ reply_error(kin_node *n, const kin_msg *req, int code, const char *text,
     kin_buf_release(&b);
 }
 
-/* --- the pool --------------------------------------------------------------- */
+/* --- the pool ---------------------------------------------------------------
+ */
 
 static void
 link_active(struct kin__calls *cs, kin_call *c)
@@ -235,16 +240,16 @@ run_call(kin_node *n, kin_msg *m)
         reply_error(n, m, KIN_ENOFUNC, why, name, name_len);
         goto done;
     }
-    bool ok = x.policy == KIN_POLICY_ANY ||
-              (x.policy == KIN_POLICY_PARENT &&
-               kin__is_ancestor_or_self(n, m->auth)) ||
-              (x.policy == KIN_POLICY_CHILD && m->auth == m->src &&
-               m->auth != n->id);
+    bool ok =
+        x.policy == KIN_POLICY_ANY ||
+        (x.policy == KIN_POLICY_PARENT &&
+         kin__is_ancestor_or_self(n, m->auth)) ||
+        (x.policy == KIN_POLICY_CHILD && m->auth == m->src && m->auth != n->id);
     if (!ok) {
         char why[128];
         snprintf(why, sizeof why,
-                 "context %u may not call '%s' in context %u (policy)",
-                 m->auth, x.name, n->id);
+                 "context %u may not call '%s' in context %u (policy)", m->auth,
+                 x.name, n->id);
         reply_error(n, m, KIN_EREFUSED, why, name, name_len);
         goto done;
     }

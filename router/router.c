@@ -81,8 +81,7 @@ kin__route(kin_node *n, kin_msg *m)
         return;
     }
     char why[64];
-    snprintf(why, sizeof why, "no route to context %u from %u", m->dst,
-             n->id);
+    snprintf(why, sizeof why, "no route to context %u from %u", m->dst, n->id);
     kin__reply_dead(n, m, KIN_ENOROUTE, why);
 }
 
@@ -206,7 +205,8 @@ kin__router_link_down(kin_node *n, uint32_t child)
     free(ids);
 }
 
-/* --- system handlers ------------------------------------------------------- */
+/* --- system handlers -------------------------------------------------------
+ */
 
 static void
 hello_from_child(kin_node *n, uint32_t link, int fd, kin_msg *m)
@@ -326,7 +326,8 @@ del_route(kin_node *n, uint32_t link, bool from_parent, kin_msg *m)
     }
 }
 
-/* --- receiving ------------------------------------------------------------- */
+/* --- receiving -------------------------------------------------------------
+ */
 
 /* Reads one multipart message of up to `want` frames. Returns the frame
  * count, or -1 when it had a different count (the rest is drained). */
@@ -375,17 +376,21 @@ static kin_msg *
 decode(kin_node *n, zmq_msg_t *hdr, zmq_msg_t *body)
 {
     kin_msg *m = NULL;
-    kin_err e = kin_msg_decode(&m, zmq_msg_data(hdr), zmq_msg_size(hdr),
-                               zmq_msg_data(body), zmq_msg_size(body),
-                               n->max_msg);
+    kin_err e =
+        kin_msg_decode(&m, zmq_msg_data(hdr), zmq_msg_size(hdr),
+                       zmq_msg_data(body), zmq_msg_size(body), n->max_msg);
     if (e == KIN_ETOOBIG) {
         kin_msg h = {0};
         kin_msg_header_decode(&h, zmq_msg_data(hdr), zmq_msg_size(hdr));
         kin_msg *empty;
         if (kin_msg_new(&empty, 0) == KIN_OK) {
-            *empty = (kin_msg){.flags = h.flags, .dst = h.dst, .src = h.src,
-                               .auth = h.auth, .handle = h.handle,
-                               .reply_to = h.reply_to, .body = empty->body};
+            *empty = (kin_msg){.flags = h.flags,
+                               .dst = h.dst,
+                               .src = h.src,
+                               .auth = h.auth,
+                               .handle = h.handle,
+                               .reply_to = h.reply_to,
+                               .body = empty->body};
             char why[96];
             snprintf(why, sizeof why,
                      "message of %zu bytes over the limit of %zu at context "
@@ -397,8 +402,7 @@ decode(kin_node *n, zmq_msg_t *hdr, zmq_msg_t *body)
     }
     if (e) {
         atomic_fetch_add(&n->stats.malformed, 1);
-        KIN_DEBUG("context %u: malformed message: %s", n->id,
-                  kin_strerror(e));
+        KIN_DEBUG("context %u: malformed message: %s", n->id, kin_strerror(e));
         return NULL;
     }
     return m;
@@ -542,8 +546,7 @@ on_up_event(void *sock, void *arg)
         n->parent_lost)
         return;
     n->parent_lost = true;
-    KIN_WARN("context %u: lost the link to its parent %u", n->id,
-             n->parent_id);
+    KIN_WARN("context %u: lost the link to its parent %u", n->id, n->parent_id);
     /* Everything not in our subtree is unreachable now. */
     uint32_t ids[KIN_MAX_DEPTH + 1];
     ids[0] = n->parent_id;
@@ -556,7 +559,8 @@ on_up_event(void *sock, void *arg)
         n->on_parent_lost(n, n->on_parent_lost_arg);
 }
 
-/* --- sockets --------------------------------------------------------------- */
+/* --- sockets ---------------------------------------------------------------
+ */
 
 static void *
 monitor_pair(kin_node *n, void *sock, const char *tag)

@@ -81,10 +81,10 @@ KIN_EXPORT kin_err kin_call_sync(kin_node *n, uint32_t ctx, const char *fn,
  * ctx, so it gets KIN_EPEERGONE if ctx goes away). Wait with kin_call_wait,
  * or add kin_receiver_latch(*out) to a kin_select and pass what it yields
  * to kin_call_result_of. Destroying the receiver discards a late reply;
- * call kin_call_cancel first to stop the remote task. Errors: as kin_node_send, -ENOMEM. Any thread. */
+ * call kin_call_cancel first to stop the remote task. Errors: as kin_node_send,
+ * -ENOMEM. Any thread. */
 KIN_EXPORT kin_err kin_call_async(kin_node *n, uint32_t ctx, const char *fn,
-                                  kin_receiver **out, const char *picture,
-                                  ...);
+                                  kin_receiver **out, const char *picture, ...);
 
 /* Waits up to timeout_ms for the reply of an async call. Errors as
  * kin_call_sync, except that a timeout here cancels nothing (call

@@ -83,7 +83,7 @@ KIN_EXPORT size_t kin_select_count(kin_select *s);
  * (no members left, or every member is closed and empty), KIN_ECANCELLED
  * (calling task cancelled), -EINVAL (s or out NULL); precedence as for
  * kin_latch_get. Any thread. */
-KIN_EXPORT kin_err kin_select_get(kin_select *s, int timeout_ms,
-                                  kin_msg **out, void **tag);
+KIN_EXPORT kin_err kin_select_get(kin_select *s, int timeout_ms, kin_msg **out,
+                                  void **tag);
 
 #endif

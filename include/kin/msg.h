@@ -28,7 +28,7 @@ enum kin_handle {
 };
 
 enum kin_msg_flag {
-    KIN_MSG_DEAD = 1u << 0, /* body is [code, reason]: delivery failed */
+    KIN_MSG_DEAD = 1u << 0,   /* body is [code, reason]: delivery failed */
     KIN_MSG_CANCEL = 1u << 1, /* reserved */
     KIN_MSG_ERROR = 1u << 2,  /* call reply: [code, message, ctx, fn] */
 };

@@ -37,8 +37,8 @@ typedef struct kin_node_opts {
     /* Where children connect: NULL binds ipc:// in the per-user runtime
      * directory (0700); "tcp://127.0.0.1:*" and the like on request. */
     const char *bind;
-    size_t max_msg_size;   /* bytes of body; 0: KIN_MAX_MSG_DEFAULT */
-    int workers;           /* worker pool size; 0: 4 */
+    size_t max_msg_size;    /* bytes of body; 0: KIN_MAX_MSG_DEFAULT */
+    int workers;            /* worker pool size; 0: 4 */
     int connect_timeout_ms; /* children: wait for the parent; 0: 30000 */
 } kin_node_opts;
 

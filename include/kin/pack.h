@@ -25,7 +25,7 @@
  *   m             const void *, size_t                one already-encoded
  *                                                     msgpack object, as is
  *
- * 'a' and 'M' write only the header: its items may follow in the same call or
+ * 'a' and 'M' write only the header: their items may follow in the same call or
  * in later ones, and nothing checks that they do. 's', 'S' and 'B' take at
  * most 2^32-1 bytes (msgpack's limit); 'S' and 'B' accept NULL with length 0.
  *
@@ -39,8 +39,9 @@
  *   s             char **      malloc'd NUL-terminated copy, caller frees;
  *                              nil gives NULL; a str holding a NUL byte is
  *                              KIN_ETYPE (it would be cut short; use 'S')
- *   S             const char **, size_t *   borrowed (see kin_reader)
- *   B             const void **, size_t *   borrowed
+ *   S             const char **, size_t *   borrowed (see kin_reader);
+ *                              never NULL, even when empty
+ *   B             const void **, size_t *   borrowed; never NULL
  *   n             (none)       expects nil
  *   a             uint32_t *   array size; the next items read its elements
  *   M             uint32_t *   map size; the next 2*size items read its
@@ -104,7 +105,7 @@ typedef struct kin_reader {
         const msgpack_object_kv *kv; /* maps: key/value pairs */
         uint32_t n;                  /* items left (maps: 2 per pair) */
         uint32_t i;                  /* next item index */
-        size_t off; /* byte offset of the next item, for 'm' */
+        size_t off;                  /* byte offset of the next item, for 'm' */
     } stack[16];
     int depth;
 } kin_reader;
@@ -127,8 +128,7 @@ KIN_EXPORT void kin_reader_release(kin_reader *r);
  * copies made in this call before the error are freed and set to NULL).
  * Any thread (one reader per thread at a time). */
 KIN_EXPORT kin_err kin_unpack(kin_reader *r, const char *picture, ...);
-KIN_EXPORT kin_err kin_vunpack(kin_reader *r, const char *picture,
-                               va_list ap);
+KIN_EXPORT kin_err kin_vunpack(kin_reader *r, const char *picture, va_list ap);
 
 /* Reads the next object into *obj for msgpack-c users: the next element if
  * an array or map is open (as kin_unpack would), else the next top-level

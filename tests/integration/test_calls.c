@@ -118,7 +118,8 @@ export_all(void)
     kin_export("t.spawn_and_add", spawn_and_add, NULL, KIN_POLICY_PARENT);
 }
 
-/* --- tests ----------------------------------------------------------------- */
+/* --- tests -----------------------------------------------------------------
+ */
 
 static int
 setup(void **state)
@@ -146,9 +147,9 @@ add_returns_the_sum(void **state)
 {
     kin_child *c = *state;
     kin_msg *r;
-    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.add", 5000, &r,
-                                   "II", 2, 3),
-                     KIN_OK);
+    assert_int_equal(
+        kin_call_sync(master, kin_child_id(c), "t.add", 5000, &r, "II", 2, 3),
+        KIN_OK);
     int64_t sum = 0;
     assert_int_equal(kin_msg_unpack(r, "I", &sum), KIN_OK);
     assert_int_equal(sum, 5);
@@ -156,9 +157,9 @@ add_returns_the_sum(void **state)
 
     /* The function really ran in the child process. */
     int pid = 0;
-    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.getpid", 5000,
-                                   &r, NULL),
-                     KIN_OK);
+    assert_int_equal(
+        kin_call_sync(master, kin_child_id(c), "t.getpid", 5000, &r, NULL),
+        KIN_OK);
     assert_int_equal(kin_msg_unpack(r, "i", &pid), KIN_OK);
     assert_int_equal(pid, kin_child_pid(c));
     kin_msg_destroy(&r);
@@ -184,8 +185,7 @@ errors_are_told_apart(void **state)
     assert_int_equal(kin_call_sync(master, id, "t.nope", 5000, &r, NULL),
                      KIN_ENOFUNC);
     kin_msg_destroy(&r);
-    assert_int_equal(kin_call_sync(master, 9999, "t.add", 5000, &r, "II", 1,
-                                   2),
+    assert_int_equal(kin_call_sync(master, 9999, "t.add", 5000, &r, "II", 1, 2),
                      KIN_ENOROUTE);
     assert_null(r);
     /* Wrong argument types come back as the callee's type error. */
@@ -226,8 +226,8 @@ grandchild_is_routed_through_child(void **state)
 {
     kin_child *c = *state;
     kin_msg *r = NULL;
-    kin_err e = kin_call_sync(master, kin_child_id(c), "t.spawn_and_add",
-                              20000, &r, NULL);
+    kin_err e = kin_call_sync(master, kin_child_id(c), "t.spawn_and_add", 20000,
+                              &r, NULL);
     if (!r || (r->flags & KIN_MSG_ERROR)) {
         kin_remote_error info;
         if (r && !kin_call_error(r, &info))
@@ -252,9 +252,9 @@ thousand_concurrent_calls_all_answered(void **state)
         assert_int_equal(kin_call_async(master, kin_child_id(c), "t.add",
                                         &rs[i], "II", (int64_t)i, 1000),
                          KIN_OK);
-        assert_int_equal(kin_select_add(sel, kin_receiver_latch(rs[i]),
-                                        (void *)(intptr_t)i),
-                         KIN_OK);
+        assert_int_equal(
+            kin_select_add(sel, kin_receiver_latch(rs[i]), (void *)(intptr_t)i),
+            KIN_OK);
     }
     int seen = 0;
     char *got = calloc(N, 1);
@@ -285,9 +285,8 @@ killed_callee_gives_peer_gone_quickly(void **state)
 {
     kin_child *c = *state;
     kin_receiver *r;
-    assert_int_equal(kin_call_async(master, kin_child_id(c), "t.block", &r,
-                                    NULL),
-                     KIN_OK);
+    assert_int_equal(
+        kin_call_async(master, kin_child_id(c), "t.block", &r, NULL), KIN_OK);
     /* Make sure the call is running before the kill. */
     kin_msg *pong;
     assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.add", 5000,
@@ -312,16 +311,16 @@ timeout_then_late_reply_is_discarded(void **state)
 {
     kin_child *c = *state;
     kin_msg *r = NULL;
-    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.sleep", 50, &r,
-                                   "i", 300),
-                     KIN_ETIMEOUT);
+    assert_int_equal(
+        kin_call_sync(master, kin_child_id(c), "t.sleep", 50, &r, "i", 300),
+        KIN_ETIMEOUT);
     assert_null(r);
     /* The late reply arrives meanwhile and is dropped; the next call gets
      * its own answer, not the stale one. */
     usleep(400 * 1000);
-    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.add", 5000, &r,
-                                   "II", 7, 8),
-                     KIN_OK);
+    assert_int_equal(
+        kin_call_sync(master, kin_child_id(c), "t.add", 5000, &r, "II", 7, 8),
+        KIN_OK);
     int64_t v = 0;
     assert_int_equal(kin_msg_unpack(r, "I", &v), KIN_OK);
     assert_int_equal(v, 15);
@@ -333,9 +332,8 @@ cancel_reaches_remote_task(void **state)
 {
     kin_child *c = *state;
     kin_receiver *r;
-    assert_int_equal(kin_call_async(master, kin_child_id(c), "t.block", &r,
-                                    NULL),
-                     KIN_OK);
+    assert_int_equal(
+        kin_call_async(master, kin_child_id(c), "t.block", &r, NULL), KIN_OK);
     kin_msg *m = NULL;
     /* Still running after a while: nothing else ends it. */
     assert_int_equal(kin_call_wait(r, 200, &m), KIN_ETIMEOUT);
@@ -354,13 +352,12 @@ fire_and_forget_runs(void **state)
     kin_child *c = *state;
     /* No reply wanted: the call still runs (the next call shows the child
      * served it without error and is still healthy). */
-    assert_int_equal(kin_call_nowait(master, kin_child_id(c), "t.add", "II",
-                                     1, 2),
-                     KIN_OK);
+    assert_int_equal(
+        kin_call_nowait(master, kin_child_id(c), "t.add", "II", 1, 2), KIN_OK);
     kin_msg *r;
-    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.add", 5000, &r,
-                                   "II", 1, 1),
-                     KIN_OK);
+    assert_int_equal(
+        kin_call_sync(master, kin_child_id(c), "t.add", 5000, &r, "II", 1, 1),
+        KIN_OK);
     kin_msg_destroy(&r);
 }
 
@@ -376,8 +373,7 @@ main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(add_returns_the_sum, setup, teardown),
-        cmocka_unit_test_setup_teardown(errors_are_told_apart, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(errors_are_told_apart, setup, teardown),
         cmocka_unit_test_setup_teardown(nested_calls_follow_policy, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(grandchild_is_routed_through_child,
