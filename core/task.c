@@ -24,6 +24,7 @@ kin__task_init(kin_task *t, uint32_t ctx, uint32_t id, const char *name)
     snprintf(t->name, sizeof t->name, "%s", name ? name : "");
     pthread_mutex_init(&t->mu, NULL);
     t->created_ns = kin__now_ns();
+    t->await_ctx = UINT32_MAX;
     atomic_store(&t->state, KIN_TASK_PENDING);
 }
 
@@ -84,6 +85,19 @@ kin__task_wait_end(kin_task *t)
     t->wake_obj = NULL;
     t->wait_what = NULL;
     atomic_store(&t->state, KIN_TASK_RUNNING);
+    pthread_mutex_unlock(&t->mu);
+}
+
+void
+kin__task_await_call(kin_task *t, uint32_t ctx, uint32_t handle,
+                     const char *fn)
+{
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->mu);
+    t->await_ctx = ctx;
+    t->await_handle = handle;
+    snprintf(t->await_fn, sizeof t->await_fn, "%s", fn ? fn : "");
     pthread_mutex_unlock(&t->mu);
 }
 

@@ -12,19 +12,34 @@ struct kin_task {
     uint32_t ctx; /* context the task lives in */
     uint32_t id;
     char name[48];
-    const char *fn; /* function name for call tasks, static or owned below */
-    uint32_t caller_ctx, caller_task;
+    char fn[48]; /* function symbol: the exported name for call tasks */
+    /* Creation chain: for call tasks the calling ctx:task and the reply
+     * handle the caller waits on; else where the task was created. */
+    uint32_t caller_ctx, caller_task, caller_handle;
+    const char *created_file;
+    int created_line;
+    bool persistent;
+    int tid; /* kernel thread id while running, 0 otherwise */
     _Atomic int state;
     atomic_bool cancel;
     uint32_t cancelled_by_ctx, cancelled_by_task;
     uint64_t created_ns, started_ns, ended_ns;
+    int result; /* kin_err the task ended with */
 
-    pthread_mutex_t mu; /* guards the wait fields */
+    pthread_mutex_t mu; /* guards the wait and await fields */
     void (*wake)(void *obj);
     void *wake_obj;
     const char *wait_what;
     uint64_t wait_since_ns;
+    /* A call this task waits for: ctx and reply handle (0: none). */
+    uint32_t await_ctx, await_handle;
+    char await_fn[48];
 };
+
+/* Records what call t waits for (ctx:handle running fn), or clears it
+ * (ctx KIN_NO_CTX). t may be NULL. */
+void kin__task_await_call(kin_task *t, uint32_t ctx, uint32_t handle,
+                          const char *fn);
 
 /* Initialises t's lock and times; the caller fills identity fields. */
 void kin__task_init(kin_task *t, uint32_t ctx, uint32_t id, const char *name);

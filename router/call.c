@@ -15,9 +15,10 @@ static kin_err
 send_call(kin_node *n, uint32_t ctx, const char *fn, uint32_t reply_to,
           const char *picture, va_list ap)
 {
-    kin_task *self = kin_task_self();
+    kin_task *self = kin__adopt_begin(n);
     kin_buf b = {0};
     kin_err e = kin_pack(&b, "su", fn, self ? self->id : 0u);
+    kin__adopt_end(self);
     if (!e && picture && *picture)
         e = kin_vpack(&b, picture, ap);
     kin_msg *m = NULL;
@@ -91,12 +92,21 @@ kin_call_result_of(kin_msg **reply)
     return KIN_EREMOTE;
 }
 
-kin_err
-kin_call_wait(kin_receiver *r, int timeout_ms, kin_msg **reply)
+/* Waits for r's reply as the calling thread's task, recording the awaited
+ * call (ctx:handle, fn) for the monitor's await graph. */
+static kin_err
+wait_reply(kin_receiver *r, int timeout_ms, kin_msg **reply, const char *fn)
 {
     *reply = NULL;
+    kin_node *n;
+    uint32_t ctx;
+    kin__receiver_target(r, &n, &ctx);
+    kin_task *t = kin__adopt_begin(n);
+    kin__task_await_call(t, ctx, kin_receiver_handle(r), fn);
     kin_msg *m;
     kin_err e = kin_latch_get(kin_receiver_latch(r), timeout_ms, &m);
+    kin__task_await_call(t, KIN_NO_CTX, 0, NULL);
+    kin__adopt_end(t);
     if (e)
         return e;
     e = kin_call_result_of(&m);
@@ -109,6 +119,12 @@ kin_call_wait(kin_receiver *r, int timeout_ms, kin_msg **reply)
 }
 
 kin_err
+kin_call_wait(kin_receiver *r, int timeout_ms, kin_msg **reply)
+{
+    return wait_reply(r, timeout_ms, reply, NULL);
+}
+
+kin_err
 kin_call_cancel(kin_receiver *r)
 {
     kin_node *n = NULL;
@@ -116,7 +132,8 @@ kin_call_cancel(kin_receiver *r)
     kin__receiver_target(r, &n, &ctx);
     if (ctx == KIN_NO_CTX)
         return -EINVAL;
-    kin_task *self = kin_task_self();
+    kin_task *self = kin__adopt_begin(n);
+    kin__adopt_end(self);
     kin_buf b = {0};
     kin_err e =
         kin_pack(&b, "uu", kin_receiver_handle(r), self ? self->id : 0u);
@@ -145,7 +162,7 @@ kin_call_sync(kin_node *n, uint32_t ctx, const char *fn, int timeout_ms,
     va_end(ap);
     if (e)
         return e;
-    e = kin_call_wait(r, timeout_ms, reply);
+    e = wait_reply(r, timeout_ms, reply, fn);
     if (e == KIN_ETIMEOUT || e == KIN_ECANCELLED)
         kin_call_cancel(r);
     /* Destroying the receiver unregisters its handle: a late reply gets

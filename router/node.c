@@ -189,6 +189,14 @@ kin_node_new(kin_node **out, const kin_node_opts *opts)
     pthread_mutex_init(&n->mu, NULL);
     pthread_cond_init(&n->cond, NULL);
     pthread_mutex_init(&n->hmu, NULL);
+    n->started_ns = kin__now_ns();
+    if (kin__tasktab_init(&n->tasks, n->id, opts->task_history)) {
+        pthread_mutex_destroy(&n->mu);
+        pthread_cond_destroy(&n->cond);
+        pthread_mutex_destroy(&n->hmu);
+        free(n);
+        return -ENOMEM;
+    }
 
     kin_err e = KIN_OK;
     if (opts->bind) {
@@ -267,6 +275,8 @@ kin_node_destroy(kin_node **np)
     kin__u32map_fini(&n->routes);
     kin__u32map_fini(&n->fds);
     kin__u32map_fini(&n->ready);
+    kin__adopt_forget_all();
+    kin__tasktab_fini(&n->tasks);
     pthread_mutex_destroy(&n->mu);
     pthread_cond_destroy(&n->cond);
     pthread_mutex_destroy(&n->hmu);

@@ -9,6 +9,7 @@
 #include <kin/node.h>
 
 #include "broker/broker.h"
+#include "core/tasktab.h"
 #include "core/u32map.h"
 
 #define KIN_MAX_DEPTH 64
@@ -82,6 +83,8 @@ struct kin_node {
     } stats;
 
     struct kin__calls *calls; /* the RPC layer (call.c) */
+    kin__tasktab tasks;       /* live and terminated tasks */
+    uint64_t started_ns;
 };
 
 /* Registers a handler (latch or fn). Errors: KIN_EEXISTS, -ENOMEM. */
@@ -116,6 +119,14 @@ void kin__receiver_target(kin_receiver *r, kin_node **n, uint32_t *respondent);
 /* Routes *m as is, src and auth included (tests forge messages with it).
  * Takes ownership on success. Any thread. */
 kin_err kin__node_send_raw(kin_node *n, kin_msg **m);
+
+/* Adopts the calling application thread as a task of n (once) and makes it
+ * the thread's current task until kin__adopt_end; a thread that already
+ * runs a task keeps it. May return NULL (out of memory). Any thread. */
+kin_task *kin__adopt_begin(kin_node *n);
+void kin__adopt_end(kin_task *t);
+/* Called by kin_node_destroy: forget every adopted record. */
+void kin__adopt_forget_all(void);
 
 /* Whether id is this node, or an ancestor of it. */
 bool kin__is_ancestor_or_self(kin_node *n, uint32_t id);

@@ -5,9 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/log_internal.h"
 #include "core/task.h"
+#include "core/tasktab.h"
 #include "router/call_impl.h"
 #include "router/node_impl.h"
 
@@ -31,19 +33,15 @@ struct kin_call {
     kin_msg *msg;
     kin_reader reader;
     kin_buf result;
-    kin_task task;
+    kin_task *task;
     int fail_code;
     char fail_msg[256];
-    struct kin_call *next, *prev; /* in calls->active */
 };
 
 struct kin__calls {
     kin_latch *queue; /* incoming CALL messages */
     pthread_t *threads;
     int workers;
-    pthread_mutex_t mu; /* guards active, next_task */
-    kin_call *active;
-    uint32_t next_task;
 };
 
 kin_err
@@ -190,39 +188,11 @@ reply_error(kin_node *n, const kin_msg *req, int code, const char *text,
     kin_buf_release(&b);
 }
 
-/* --- the pool ---------------------------------------------------------------
- */
-
-static void
-link_active(struct kin__calls *cs, kin_call *c)
-{
-    pthread_mutex_lock(&cs->mu);
-    c->task.id = ++cs->next_task;
-    c->next = cs->active;
-    c->prev = NULL;
-    if (cs->active)
-        cs->active->prev = c;
-    cs->active = c;
-    pthread_mutex_unlock(&cs->mu);
-}
-
-static void
-unlink_active(struct kin__calls *cs, kin_call *c)
-{
-    pthread_mutex_lock(&cs->mu);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        cs->active = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    pthread_mutex_unlock(&cs->mu);
-}
+/* --- the pool --- */
 
 static void
 run_call(kin_node *n, kin_msg *m)
 {
-    struct kin__calls *cs = n->calls;
     kin_call c = {.node = n, .msg = m};
     kin_reader_init(&c.reader, m->body, m->len);
     const char *name = NULL;
@@ -254,31 +224,36 @@ run_call(kin_node *n, kin_msg *m)
         goto done;
     }
 
-    kin__task_init(&c.task, n->id, 0, x.name);
-    c.task.fn = x.name;
-    c.task.caller_ctx = m->src;
-    c.task.caller_task = caller_task;
-    link_active(cs, &c);
-    kin_task *prev = kin__task_set_self(&c.task);
-    c.task.started_ns = kin__now_ns();
-    atomic_store(&c.task.state, KIN_TASK_RUNNING);
+    c.task = kin__tasktab_add(&n->tasks, x.name, x.name);
+    if (!c.task) {
+        reply_error(n, m, -ENOMEM, "out of memory", name, name_len);
+        goto done;
+    }
+    kin_task *t = c.task;
+    t->caller_ctx = m->src;
+    t->caller_task = caller_task;
+    t->caller_handle = m->reply_to;
+    t->tid = gettid();
+    kin_task *prev = kin__task_set_self(t);
+    t->started_ns = kin__now_ns();
+    atomic_store(&t->state, KIN_TASK_RUNNING);
     kin_err e = x.fn(&c, x.arg);
-    c.task.ended_ns = kin__now_ns();
+    t->ended_ns = kin__now_ns();
+    t->tid = 0;
     kin__task_set_self(prev);
-    bool cancelled = atomic_load(&c.task.cancel);
-    unlink_active(cs, &c);
+    bool cancelled = atomic_load(&t->cancel);
 
     if (e == KIN_OK && !c.fail_code) {
-        atomic_store(&c.task.state, KIN_TASK_DONE);
+        kin__tasktab_end(&n->tasks, t, KIN_TASK_DONE, KIN_OK);
         send_reply(n, m, 0, &c.result);
     } else {
-        atomic_store(&c.task.state,
-                     cancelled ? KIN_TASK_CANCELLED : KIN_TASK_FAILED);
         int code = c.fail_code ? c.fail_code : e;
+        kin__tasktab_end(&n->tasks, t,
+                         cancelled ? KIN_TASK_CANCELLED : KIN_TASK_FAILED,
+                         code);
         const char *text = c.fail_code ? c.fail_msg : kin_strerror(e);
         reply_error(n, m, code, text, x.name, strlen(x.name));
     }
-    kin__task_fini(&c.task);
 done:
     kin_reader_release(&c.reader);
     kin_buf_release(&c.result);
@@ -311,14 +286,17 @@ on_cancel(kin_node *n, kin_msg *m, void *arg)
 {
     uint32_t handle = 0, by_task = 0;
     if (kin_unpack_buf(m->body, m->len, "uu", &handle, &by_task) == KIN_OK) {
-        struct kin__calls *cs = n->calls;
-        pthread_mutex_lock(&cs->mu);
-        for (kin_call *c = cs->active; c; c = c->next)
-            if (c->msg->src == m->src && c->msg->reply_to == handle)
-                kin__task_cancel(&c->task, m->src, by_task);
-        pthread_mutex_unlock(&cs->mu);
-        /* A call still queued is dropped when its worker sees the cancel
-         * mark: not tracked yet (see docs/calls.md). */
+        kin__tasktab *tab = &n->tasks;
+        pthread_mutex_lock(&tab->mu);
+        void *val;
+        for (size_t it = 0; kin__u32map_next(&tab->live, &it, NULL, &val);) {
+            kin_task *t = val;
+            if (t->caller_ctx == m->src && t->caller_handle == handle)
+                kin__task_cancel(t, m->src, by_task);
+        }
+        pthread_mutex_unlock(&tab->mu);
+        /* A call still queued when its CANCEL arrives is not marked: it
+         * runs, and its caller has stopped listening (docs/calls.md). */
     }
     kin_msg_destroy(&m);
 }
@@ -330,7 +308,6 @@ kin__calls_start(kin_node *n, int workers)
     if (!cs)
         return -ENOMEM;
     n->calls = cs;
-    pthread_mutex_init(&cs->mu, NULL);
     kin_err e = kin_latch_new(&cs->queue);
     if (e)
         return e;
@@ -363,10 +340,12 @@ kin__calls_stop(kin_node *n)
     if (!cs || !cs->queue)
         return;
     kin_latch_close(cs->queue);
-    pthread_mutex_lock(&cs->mu);
-    for (kin_call *c = cs->active; c; c = c->next)
-        kin__task_cancel(&c->task, n->id, 0);
-    pthread_mutex_unlock(&cs->mu);
+    kin__tasktab *tab = &n->tasks;
+    pthread_mutex_lock(&tab->mu);
+    void *val;
+    for (size_t it = 0; kin__u32map_next(&tab->live, &it, NULL, &val);)
+        kin__task_cancel(val, n->id, 0);
+    pthread_mutex_unlock(&tab->mu);
     for (int i = 0; i < cs->workers; i++)
         pthread_join(cs->threads[i], NULL);
     cs->workers = 0;
@@ -380,7 +359,6 @@ kin__calls_free(kin_node *n)
         return;
     kin_latch_destroy(&cs->queue);
     free(cs->threads);
-    pthread_mutex_destroy(&cs->mu);
     free(cs);
     n->calls = NULL;
 }

@@ -40,6 +40,7 @@ typedef struct kin_node_opts {
     size_t max_msg_size;    /* bytes of body; 0: KIN_MAX_MSG_DEFAULT */
     int workers;            /* worker pool size; 0: 4 */
     int connect_timeout_ms; /* children: wait for the parent; 0: 30000 */
+    size_t task_history;    /* terminated tasks kept for the monitor; 0: 1000 */
 } kin_node_opts;
 
 /* Counters, for tests and the monitor. */
