@@ -17,7 +17,8 @@
 #define MUST_WAIT 1
 
 int
-kin__cond_init_monotonic(pthread_cond_t *cv) {
+kin__cond_init_monotonic(pthread_cond_t *cv)
+{
     pthread_condattr_t attr;
     int rc = pthread_condattr_init(&attr);
     if (rc)
@@ -30,7 +31,8 @@ kin__cond_init_monotonic(pthread_cond_t *cv) {
 }
 
 uint64_t
-kin__deadline_ns(int timeout_ms) {
+kin__deadline_ns(int timeout_ms)
+{
     if (timeout_ms < 0)
         return UINT64_MAX;
     if (timeout_ms == 0)
@@ -39,14 +41,15 @@ kin__deadline_ns(int timeout_ms) {
 }
 
 bool
-kin__deadline_passed(uint64_t deadline) {
+kin__deadline_passed(uint64_t deadline)
+{
     return deadline == 0 ||
            (deadline != UINT64_MAX && kin__now_ns() >= deadline);
 }
 
 void
-kin__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
-                     uint64_t deadline) {
+kin__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t deadline)
+{
     if (deadline == UINT64_MAX) {
         pthread_cond_wait(cv, mu);
         return;
@@ -57,7 +60,8 @@ kin__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
 }
 
 kin_err
-kin_latch_new(kin_latch **out) {
+kin_latch_new(kin_latch **out)
+{
     if (!out)
         return -EINVAL;
     kin_latch *l = calloc(1, sizeof *l);
@@ -87,7 +91,8 @@ kin_latch_new(kin_latch **out) {
 }
 
 void
-kin_latch_destroy(kin_latch **lp) {
+kin_latch_destroy(kin_latch **lp)
+{
     if (!lp || !*lp)
         return;
     kin_latch *l = *lp;
@@ -114,7 +119,8 @@ kin_latch_destroy(kin_latch **lp) {
  * [0, head) moves to just past the old end to keep the messages contiguous
  * modulo the new capacity. */
 static int
-grow(kin_latch *l) {
+grow(kin_latch *l)
+{
     if (l->cap > SIZE_MAX / 2 / sizeof *l->ring)
         return -ENOMEM;
     size_t cap = l->cap * 2;
@@ -128,7 +134,8 @@ grow(kin_latch *l) {
 }
 
 kin_msg *
-kin__latch_pop(kin_latch *l) {
+kin__latch_pop(kin_latch *l)
+{
     kin_msg *m = l->ring[l->head];
     l->head = (l->head + 1) & (l->cap - 1);
     if (--l->len == 0) {
@@ -146,7 +153,8 @@ kin__latch_pop(kin_latch *l) {
 }
 
 kin_err
-kin_latch_put(kin_latch *l, kin_msg **m) {
+kin_latch_put(kin_latch *l, kin_msg **m)
+{
     if (!l || !m || !*m)
         return -EINVAL;
     pthread_mutex_lock(&l->mu);
@@ -176,7 +184,8 @@ kin_latch_put(kin_latch *l, kin_msg **m) {
  * of the checks is the documented precedence: a queued message, then
  * closed, then cancelled, then timed out. */
 static int
-take(kin_latch *l, kin_task *t, uint64_t deadline, kin_msg **out) {
+take(kin_latch *l, kin_task *t, uint64_t deadline, kin_msg **out)
+{
     if (l->len) {
         *out = kin__latch_pop(l);
         return KIN_OK;
@@ -193,7 +202,8 @@ take(kin_latch *l, kin_task *t, uint64_t deadline, kin_msg **out) {
 /* Called by kin__task_cancel with the task's mu held (lock order 1 then 3).
  * Broadcast: the latch's other waiters go back to sleep. */
 static void
-latch_wake(void *obj) {
+latch_wake(void *obj)
+{
     kin_latch *l = obj;
     pthread_mutex_lock(&l->mu);
     pthread_cond_broadcast(&l->cv);
@@ -201,7 +211,8 @@ latch_wake(void *obj) {
 }
 
 kin_err
-kin_latch_get(kin_latch *l, int timeout_ms, kin_msg **out) {
+kin_latch_get(kin_latch *l, int timeout_ms, kin_msg **out)
+{
     if (!l || !out)
         return -EINVAL;
     kin_task *t = kin_task_self();
@@ -230,7 +241,8 @@ kin_latch_get(kin_latch *l, int timeout_ms, kin_msg **out) {
 }
 
 void
-kin_latch_close(kin_latch *l) {
+kin_latch_close(kin_latch *l)
+{
     if (!l)
         return;
     pthread_mutex_lock(&l->mu);
@@ -244,7 +256,8 @@ kin_latch_close(kin_latch *l) {
 }
 
 bool
-kin_latch_closed(kin_latch *l) {
+kin_latch_closed(kin_latch *l)
+{
     pthread_mutex_lock(&l->mu);
     bool closed = l->closed;
     pthread_mutex_unlock(&l->mu);
@@ -252,7 +265,8 @@ kin_latch_closed(kin_latch *l) {
 }
 
 size_t
-kin_latch_size(kin_latch *l) {
+kin_latch_size(kin_latch *l)
+{
     pthread_mutex_lock(&l->mu);
     size_t n = l->len;
     pthread_mutex_unlock(&l->mu);

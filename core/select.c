@@ -9,7 +9,8 @@
 #include "core/task.h"
 
 void
-kin__select_notify(kin_select *s) {
+kin__select_notify(kin_select *s)
+{
     pthread_mutex_lock(&s->wake_mu);
     s->gen++;
     if (s->waiters)
@@ -18,7 +19,8 @@ kin__select_notify(kin_select *s) {
 }
 
 kin_err
-kin_select_new(kin_select **out, bool oneshot) {
+kin_select_new(kin_select **out, bool oneshot)
+{
     if (!out)
         return -EINVAL;
     kin_select *s = calloc(1, sizeof *s);
@@ -50,7 +52,8 @@ kin_select_new(kin_select **out, bool oneshot) {
 /* Takes l out of s's list and clears its membership. s->lock and l->mu
  * held. */
 static void
-unlink_member(kin_select *s, kin_latch *l) {
+unlink_member(kin_select *s, kin_latch *l)
+{
     if (s->cursor == l) /* the next member, wrapping; none if l was alone */
         s->cursor = l->next ? l->next : s->head == l ? NULL : s->head;
     if (l->prev)
@@ -68,7 +71,8 @@ unlink_member(kin_select *s, kin_latch *l) {
 }
 
 void
-kin_select_destroy(kin_select **sp) {
+kin_select_destroy(kin_select **sp)
+{
     if (!sp || !*sp)
         return;
     kin_select *s = *sp;
@@ -91,7 +95,8 @@ kin_select_destroy(kin_select **sp) {
 }
 
 kin_err
-kin_select_add(kin_select *s, kin_latch *l, void *tag) {
+kin_select_add(kin_select *s, kin_latch *l, void *tag)
+{
     if (!s || !l)
         return -EINVAL;
     pthread_mutex_lock(&s->lock);
@@ -121,7 +126,8 @@ kin_select_add(kin_select *s, kin_latch *l, void *tag) {
 }
 
 kin_err
-kin_select_remove(kin_select *s, kin_latch *l) {
+kin_select_remove(kin_select *s, kin_latch *l)
+{
     if (!s || !l)
         return -EINVAL;
     pthread_mutex_lock(&s->lock);
@@ -138,7 +144,8 @@ kin_select_remove(kin_select *s, kin_latch *l) {
 }
 
 size_t
-kin_select_count(kin_select *s) {
+kin_select_count(kin_select *s)
+{
     pthread_mutex_lock(&s->lock);
     size_t n = s->count;
     pthread_mutex_unlock(&s->lock);
@@ -149,7 +156,8 @@ kin_select_count(kin_select *s) {
  * Returns KIN_OK with a message, KIN_ECLOSED when there is nothing left to
  * wait for, or KIN_ETIMEOUT when a wait could help. */
 static kin_err
-scan(kin_select *s, kin_msg **out, void **tag) {
+scan(kin_select *s, kin_msg **out, void **tag)
+{
     pthread_mutex_lock(&s->lock);
     kin_latch *l = s->cursor;
     bool all_closed = true;
@@ -159,11 +167,12 @@ scan(kin_select *s, kin_msg **out, void **tag) {
             *out = kin__latch_pop(l);
             if (tag)
                 *tag = l->tag;
+            /* The next call starts after l. next is l only when l is the
+             * sole member, and then a oneshot select is left empty. */
             kin_latch *next = l->next ? l->next : s->head;
             if (s->oneshot)
-                unlink_member(s, l); /* moves the cursor past l */
-            else
-                s->cursor = next;
+                unlink_member(s, l);
+            s->cursor = s->count ? next : NULL;
             pthread_mutex_unlock(&l->mu);
             pthread_mutex_unlock(&s->lock);
             return KIN_OK;
@@ -179,12 +188,14 @@ scan(kin_select *s, kin_msg **out, void **tag) {
 /* Called by kin__task_cancel with the task's mu held (lock order 1 then 4).
  * Bumping the generation makes the waiter rescan and then see the flag. */
 static void
-select_wake(void *obj) {
+select_wake(void *obj)
+{
     kin__select_notify(obj);
 }
 
 static uint64_t
-generation(kin_select *s) {
+generation(kin_select *s)
+{
     pthread_mutex_lock(&s->wake_mu);
     uint64_t g = s->gen;
     pthread_mutex_unlock(&s->wake_mu);
@@ -192,7 +203,8 @@ generation(kin_select *s) {
 }
 
 kin_err
-kin_select_get(kin_select *s, int timeout_ms, kin_msg **out, void **tag) {
+kin_select_get(kin_select *s, int timeout_ms, kin_msg **out, void **tag)
+{
     if (!s || !out)
         return -EINVAL;
     kin_task *t = kin_task_self();

@@ -94,12 +94,22 @@ kin__reply_dead(kin_node *n, kin_msg *m, kin_err reason, const char *text)
         atomic_fetch_add(&n->stats.dead_sent, 1);
         if (d->dst == n->id)
             kin__deliver(n, d);
-        else if (kin__broker_on_thread(n->broker))
-            kin__route(n, d);
         else
-            kin_node_send(n, &d), kin_msg_destroy(&d);
+            kin__reply_send(n, d);
     }
     kin_msg_destroy(&m);
+}
+
+void
+kin__reply_send(kin_node *n, kin_msg *m)
+{
+    m->src = m->auth = n->id;
+    if (kin__broker_on_thread(n->broker)) {
+        kin__route(n, m);
+    } else if (kin_node_send(n, &m)) {
+        atomic_fetch_add(&n->stats.dropped, 1);
+        kin_msg_destroy(&m);
+    }
 }
 
 void

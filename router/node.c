@@ -14,6 +14,7 @@
 #include "core/log_internal.h"
 #include "core/task.h"
 #include "kin/call.h"
+#include "monitor/service.h"
 #include "router/call_impl.h"
 #include "router/node_impl.h"
 
@@ -31,8 +32,8 @@ struct kin_receiver {
 
 /* $XDG_RUNTIME_DIR/kin or /tmp/kin-UID, created 0700; refused when it exists
  * with another owner or looser permissions. */
-static kin_err
-runtime_dir(char *out, size_t size)
+kin_err
+kin__runtime_dir(char *out, size_t size)
 {
     const char *xdg = getenv("XDG_RUNTIME_DIR");
     int len = xdg && *xdg ? snprintf(out, size, "%s/kin", xdg)
@@ -170,6 +171,7 @@ kin_node_new(kin_node **out, const kin_node_opts *opts)
     if (!n)
         return -ENOMEM;
     n->has_parent = opts->parent_endpoint != NULL;
+    n->is_operator = n->has_parent && opts->operator_link;
     n->id = n->has_parent ? opts->id : KIN_MASTER_ID;
     n->parent_id = opts->parent_id;
     if (n->has_parent)
@@ -199,11 +201,13 @@ kin_node_new(kin_node **out, const kin_node_opts *opts)
     }
 
     kin_err e = KIN_OK;
-    if (opts->bind) {
+    if (n->is_operator) {
+        /* binds nothing */
+    } else if (opts->bind) {
         snprintf(n->endpoint, sizeof n->endpoint, "%s", opts->bind);
     } else {
         char dir[160];
-        if ((e = runtime_dir(dir, sizeof dir)))
+        if ((e = kin__runtime_dir(dir, sizeof dir)))
             goto fail;
         snprintf(n->ipc_path, sizeof n->ipc_path, "%s/%d-%u.sock", dir,
                  (int)getpid(), n->id);
@@ -217,6 +221,8 @@ kin_node_new(kin_node **out, const kin_node_opts *opts)
                                           KIN_POLICY_ANY, on_allocate_id)))
         goto fail;
     if ((e = kin__calls_start(n, opts->workers > 0 ? opts->workers : 4)))
+        goto fail;
+    if ((e = kin__monitor_start(n)))
         goto fail;
     if ((e = kin__broker_new(&n->broker, on_stop, n)))
         goto fail;
@@ -262,6 +268,7 @@ kin_node_destroy(kin_node **np)
     kin__broker_destroy(&n->broker, 1000);
     kin__router_close(n);
     kin__calls_free(n);
+    kin__monitor_free(n);
     if (n->ipc_path[0])
         unlink(n->ipc_path);
     uint32_t key;

@@ -30,18 +30,21 @@ struct kin__handler {
 
 typedef struct kin__child {
     uint32_t id;
-    int fd; /* the connection's fd on our ROUTER, -1 until known */
+    int fd;        /* the connection's fd on our ROUTER, -1 until known */
+    bool is_operator; /* a kin command attached over ipc, not a context */
 } kin__child;
 
 struct kin_node {
     uint32_t id;
     uint32_t parent_id;
     bool has_parent;
+    bool is_operator; /* attached by the kin command: no children */
     char name[64];
     size_t max_msg;
     int connect_timeout_ms;
     char endpoint[256];
     char parent_endpoint[256];
+    char log_endpoint[256]; /* where log publishers connect ("" for none) */
     char ipc_path[200]; /* unlinked at destroy; empty for tcp */
     kin__broker *broker;
 
@@ -84,6 +87,7 @@ struct kin_node {
 
     struct kin__calls *calls; /* the RPC layer (call.c) */
     kin__tasktab tasks;       /* live and terminated tasks */
+    struct kin__monitor *monitor;
     uint64_t started_ns;
 };
 
@@ -97,6 +101,10 @@ void kin__deliver(kin_node *n, kin_msg *m);
 
 /* Puts a dead message for every receiver bound to one of ids. Any thread. */
 void kin__handles_peer_gone(kin_node *n, const uint32_t *ids, size_t count);
+
+/* Sends m from this context (src and auth set here) from any thread,
+ * routing directly when on the broker thread. Takes ownership. */
+void kin__reply_send(kin_node *n, kin_msg *m);
 
 /* Routes m toward its dst (broker thread). Takes ownership. */
 void kin__route(kin_node *n, kin_msg *m);
@@ -127,6 +135,11 @@ kin_task *kin__adopt_begin(kin_node *n);
 void kin__adopt_end(kin_task *t);
 /* Called by kin_node_destroy: forget every adopted record. */
 void kin__adopt_forget_all(void);
+
+/* The per-user runtime directory ($XDG_RUNTIME_DIR/kin or /tmp/kin-UID),
+ * created 0700 if missing. Errors: -EACCES when it is not ours or not
+ * 0700, -errno. */
+kin_err kin__runtime_dir(char *out, size_t size);
 
 /* Whether id is this node, or an ancestor of it. */
 bool kin__is_ancestor_or_self(kin_node *n, uint32_t id);

@@ -211,6 +211,16 @@ kin__router_link_down(kin_node *n, uint32_t child)
 static void
 hello_from_child(kin_node *n, uint32_t link, int fd, kin_msg *m)
 {
+    /* Body [id] for a context, [id, 1] for an operator (the kin command),
+     * accepted only on ipc endpoints, whose 0700 directory admits only
+     * this user. */
+    uint32_t body[2] = {0, 0};
+    bool as_operator = read_ids(m, body, 2) == 2 && body[1] == 1;
+    if (as_operator && !n->ipc_path[0]) {
+        atomic_fetch_add(&n->stats.forged, 1);
+        kin_msg_destroy(&m);
+        return;
+    }
     kin__child *c = kin__u32map_get(&n->children, link);
     void *via = kin__u32map_get(&n->routes, link);
     if (via && UNLINK(via) != link) {
@@ -231,6 +241,7 @@ hello_from_child(kin_node *n, uint32_t link, int fd, kin_msg *m)
         c->id = link;
         c->fd = -1;
     }
+    c->is_operator = as_operator;
     if (fd >= 0 && c->fd != fd) {
         if (c->fd >= 0)
             kin__u32map_del(&n->fds, (uint32_t)c->fd + 1);
@@ -448,9 +459,11 @@ on_down(void *sock, void *arg)
         hello_from_child(n, link, fd, m);
         return;
     }
-    /* Reverse-path check: a link speaks only for its own subtree. */
-    if (!kin__u32map_has(&n->children, link) || !behind(n, m->src, link) ||
-        !behind(n, m->auth, link)) {
+    /* Reverse-path check: a link speaks only for its own subtree (an
+     * operator may also carry this context's authority). */
+    kin__child *c = kin__u32map_get(&n->children, link);
+    if (!c || !behind(n, m->src, link) ||
+        !(behind(n, m->auth, link) || (c->is_operator && m->auth == n->id))) {
         atomic_fetch_add(&n->stats.forged, 1);
         KIN_DEBUG("context %u: dropped message claiming %u/%u from link %u",
                   n->id, m->src, m->auth, link);
@@ -588,6 +601,8 @@ kin__router_open(kin_node *n)
 {
     void *ctx = kin__zctx();
     kin_err e = KIN_OK;
+    if (n->is_operator)
+        goto up; /* an operator has no children */
     n->down = zmq_socket(ctx, ZMQ_ROUTER);
     if (!n->down)
         return -errno;
@@ -610,6 +625,7 @@ kin__router_open(kin_node *n)
                                &n->w_down_mon)))
         return e;
 
+up:
     if (!n->has_parent)
         return KIN_OK;
     n->up = zmq_socket(ctx, ZMQ_DEALER);
@@ -630,7 +646,9 @@ kin__router_open(kin_node *n)
     if (zmq_connect(n->up, n->parent_endpoint)) {
         return -errno;
     }
-    kin_msg *hello = ids_msg(n, n->parent_id, KIN_HANDLE_HELLO, &n->id, 1);
+    uint32_t hello_ids[2] = {n->id, 1};
+    kin_msg *hello = ids_msg(n, n->parent_id, KIN_HANDLE_HELLO, hello_ids,
+                             n->is_operator ? 2 : 1);
     if (!hello)
         return -ENOMEM;
     send_up(n, hello);

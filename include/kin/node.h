@@ -41,6 +41,10 @@ typedef struct kin_node_opts {
     int workers;            /* worker pool size; 0: 4 */
     int connect_timeout_ms; /* children: wait for the parent; 0: 30000 */
     size_t task_history;    /* terminated tasks kept for the monitor; 0: 1000 */
+    /* Attach to parent_endpoint as an operator (what the kin command
+     * does): the context carries the parent's authority for monitor
+     * requests, binds nothing and has no children. ipc endpoints only. */
+    bool operator_link;
 } kin_node_opts;
 
 /* Counters, for tests and the monitor. */

@@ -13,10 +13,19 @@
 #include <kin/node.h>
 
 /* A child exiting with this code asks for an emergency stop of the whole
- * tree; it is reported as KIN_EEMERGENCY and never restarted. */
+ * tree (see kin_emergency_stop); it is reported as KIN_EEMERGENCY and never
+ * restarted. */
 #define KIN_EXIT_EMERGENCY 86
 
 typedef struct kin_child kin_child;
+
+/* Told that a child exited: status is a wait status (WIFEXITED /
+ * WIFSIGNALED apply). Runs on the parent node's broker thread once the
+ * child is reaped, before kin_child_wait callers wake, so it must be quick:
+ * note the fact and wake a thread of your own. It must not block, call
+ * kin_spawn, kin_child_stop, kin_child_wait or kin_child_destroy. Never
+ * called for a kin_spawn that failed. */
+typedef void (*kin_child_exit_fn)(kin_child *c, int status, void *arg);
 
 typedef struct kin_spawn_opts {
     const char *name;    /* default "ctx-ID" */
@@ -30,6 +39,8 @@ typedef struct kin_spawn_opts {
      * child's stderr. */
     char *errbuf;
     size_t errbuf_size;
+    kin_child_exit_fn on_exit; /* optional, see kin_child_exit_fn */
+    void *on_exit_arg;
 } kin_spawn_opts;
 
 /* Initialises kin for this program. Started by a kin parent (the

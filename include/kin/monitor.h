@@ -1,0 +1,98 @@
+/* The task monitor: every context answers MONITOR requests on its broker
+ * thread (so it answers while every worker is blocked). This header is the
+ * C API for the same queries the kin command makes: the tasks of any
+ * context in the tree, its terminated tasks, a task's stack, cancel, and
+ * custom commands. Requests and replies are documented in docs/monitor.md. */
+#ifndef KIN_MONITOR_H
+#define KIN_MONITOR_H
+
+#include <kin/defs.h>
+#include <kin/err.h>
+#include <kin/node.h>
+#include <kin/pack.h>
+#include <kin/task.h>
+
+/* One task as the monitor reports it. */
+typedef struct kin_task_info {
+    uint32_t ctx, id;
+    char name[48];
+    char fn[48];
+    kin_task_state state;
+    bool persistent;
+    /* Who created it: for call tasks the calling ctx:task and the reply
+     * handle the caller waits on (0 for none). */
+    uint32_t caller_ctx, caller_task, caller_handle;
+    double age_ms; /* since it started (or was created) */
+    /* What it waits on now: "" when running, else "receiver", "select",
+     * "call", ... and for how long. */
+    char waiting[16];
+    double wait_ms;
+    /* The call it waits for: ctx and reply handle (await_ctx KIN_NO_CTX:
+     * none) and the function's name. */
+    uint32_t await_ctx, await_handle;
+    char await_fn[48];
+    /* Terminated tasks only. */
+    int result;
+    uint32_t cancelled_by_ctx, cancelled_by_task;
+    double ended_ago_ms;
+} kin_task_info;
+
+/* One stack frame. */
+typedef struct kin_frame_info {
+    uint64_t addr;
+    char fn[128];
+    char file[192];
+    int line;
+} kin_frame_info;
+
+/* Asks context ctx for its live tasks (filter: substring of name or
+ * function, NULL for all; persistent_only: only persistent tasks). On
+ * success *tasks is a malloc'd array of *count entries (free with free()).
+ * Errors: those of a call (KIN_ETIMEOUT, KIN_ENOROUTE, KIN_EPEERGONE ...).
+ * Any thread. */
+KIN_EXPORT kin_err kin_monitor_ps(kin_node *n, uint32_t ctx,
+                                  const char *filter, bool persistent_only,
+                                  int timeout_ms, kin_task_info **tasks,
+                                  size_t *count);
+
+/* Terminated tasks of ctx, oldest first, as kin_monitor_ps. */
+KIN_EXPORT kin_err kin_monitor_ps_terminated(kin_node *n, uint32_t ctx,
+                                             int timeout_ms,
+                                             kin_task_info **tasks,
+                                             size_t *count);
+
+/* The current stack of task's thread in ctx (captured now). *frames is a
+ * malloc'd array (free()). Errors: -ENOENT (no such live task), -ESRCH
+ * (the task is not on a thread right now), -ETIMEDOUT (its thread did not
+ * answer the stack signal), -ENOTSUP (stacks disabled in that context),
+ * and call errors. Any thread. */
+KIN_EXPORT kin_err kin_monitor_where(kin_node *n, uint32_t ctx, uint32_t task,
+                                     int timeout_ms, kin_frame_info **frames,
+                                     size_t *count);
+
+/* Requests cancellation of a live task in ctx on behalf of the calling
+ * thread's task. Errors: -ENOENT (no such live task), call errors. */
+KIN_EXPORT kin_err kin_monitor_cancel(kin_node *n, uint32_t ctx,
+                                      uint32_t task, int timeout_ms);
+
+/* A custom monitor command: appends its text output to out; args is the
+ * rest of the command line ("" when none). Runs on the broker thread: it
+ * must be quick and must not block. Return KIN_OK or an error (its text is
+ * shown). */
+typedef kin_err (*kin_monitor_fn)(const char *args, kin_buf *out, void *arg);
+
+/* Registers a custom command in n's monitor, shown by help. Errors:
+ * KIN_EEXISTS, -EINVAL (empty or built-in name), -ENOMEM. Any thread. */
+KIN_EXPORT kin_err kin_monitor_command(kin_node *n, const char *name,
+                                       const char *help, kin_monitor_fn fn,
+                                       void *arg);
+
+/* Sends one monitor request (msgpack [cmd, {args}]) to ctx and returns the
+ * reply map's bytes in *reply (the caller frees it). The kin command is
+ * built on this; see docs/monitor.md. Errors: those of a call, and the
+ * "error" of the reply as KIN_EREMOTE. Any thread. */
+KIN_EXPORT kin_err kin_monitor_request(kin_node *n, uint32_t ctx,
+                                       const kin_buf *request, int timeout_ms,
+                                       kin_msg **reply);
+
+#endif

@@ -1,0 +1,242 @@
+/* The C API for monitor queries (include/kin/monitor.h): requests as calls
+ * to the MONITOR handle of any context, replies decoded into structs. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <kin/call.h>
+#include <kin/monitor.h>
+
+#include "router/node_impl.h"
+
+kin_err
+kin_monitor_request(kin_node *n, uint32_t ctx, const kin_buf *request,
+                    int timeout_ms, kin_msg **reply)
+{
+    *reply = NULL;
+    kin_receiver *r;
+    kin_err e = kin_receiver_new(&r, n, 0, KIN_POLICY_ANY, ctx);
+    if (e)
+        return e;
+    kin_msg *m;
+    if ((e = kin_msg_new_copy(&m, request->data, request->len))) {
+        kin_receiver_destroy(&r);
+        return e;
+    }
+    m->dst = ctx;
+    m->handle = KIN_HANDLE_MONITOR;
+    m->reply_to = kin_receiver_handle(r);
+    if ((e = kin_node_send(n, &m))) {
+        kin_msg_destroy(&m);
+        kin_receiver_destroy(&r);
+        return e;
+    }
+    e = kin_receiver_get(r, timeout_ms, reply);
+    kin_receiver_destroy(&r);
+    if (e)
+        return e;
+    /* An error reply is a map whose first key is "error". */
+    kin_reader rd;
+    kin_reader_init(&rd, (*reply)->body, (*reply)->len);
+    uint32_t pairs;
+    const char *k;
+    size_t klen;
+    if (kin_unpack(&rd, "MS", &pairs, &k, &klen) == KIN_OK && klen == 5 &&
+        !memcmp(k, "error", 5))
+        e = KIN_EREMOTE;
+    kin_reader_release(&rd);
+    return e;
+}
+
+/* The code of an error reply ({"error": text, "code": n}). */
+static kin_err
+error_code(const kin_msg *reply)
+{
+    int code = KIN_EREMOTE;
+    kin_msg_unpack(reply, "M??Si", &(uint32_t){0}, &(const char *){0},
+                   &(size_t){0}, &code);
+    return code ? code : KIN_EREMOTE;
+}
+
+static kin_err
+request(kin_node *n, uint32_t ctx, int timeout_ms, kin_msg **reply,
+        const char *cmd, const char *picture, ...)
+{
+    kin_buf b = {0};
+    kin_err e = kin_pack(&b, "s", cmd);
+    if (!e && picture) {
+        va_list ap;
+        va_start(ap, picture);
+        e = kin_vpack(&b, picture, ap);
+        va_end(ap);
+    }
+    if (!e)
+        e = kin_monitor_request(n, ctx, &b, timeout_ms, reply);
+    kin_buf_release(&b);
+    if (e == KIN_EREMOTE) {
+        e = error_code(*reply);
+        kin_msg_destroy(reply);
+    }
+    return e;
+}
+
+/* Finds key in the reply map and leaves the reader on its value. */
+static kin_err
+seek(kin_reader *rd, const char *key)
+{
+    uint32_t pairs;
+    kin_err e = kin_unpack(rd, "M", &pairs);
+    for (uint32_t i = 0; !e && i < pairs; i++) {
+        const char *k;
+        size_t len;
+        if ((e = kin_unpack(rd, "S", &k, &len)))
+            break;
+        if (len == strlen(key) && !memcmp(k, key, len))
+            return KIN_OK;
+        e = kin_unpack(rd, "?");
+    }
+    return e ? e : KIN_EBADMSG;
+}
+
+static void
+copy(char *dst, size_t size, const char *s, size_t len)
+{
+    if (len >= size)
+        len = size - 1;
+    memcpy(dst, s, len);
+    dst[len] = 0;
+}
+
+static kin_err
+read_tasks(const kin_msg *reply, bool ended, uint32_t ctx,
+           kin_task_info **out, size_t *count)
+{
+    kin_reader rd;
+    kin_reader_init(&rd, reply->body, reply->len);
+    uint32_t n = 0;
+    kin_err e = seek(&rd, "tasks");
+    if (!e)
+        e = kin_unpack(&rd, "a", &n);
+    kin_task_info *ts = e ? NULL : calloc(n ? n : 1, sizeof *ts);
+    if (!e && !ts)
+        e = -ENOMEM;
+    for (uint32_t i = 0; !e && i < n; i++) {
+        kin_task_info *t = &ts[i];
+        const char *name, *fn, *waiting, *afn;
+        size_t nl, fl, wl, al;
+        uint32_t fields;
+        int state;
+        t->ctx = ctx;
+        t->await_ctx = KIN_NO_CTX;
+        if (!ended) {
+            e = kin_unpack(&rd, "auSSibuuudSduuS", &fields, &t->id, &name,
+                           &nl, &fn, &fl, &state, &t->persistent,
+                           &t->caller_ctx, &t->caller_task, &t->caller_handle,
+                           &t->age_ms, &waiting, &wl, &t->wait_ms,
+                           &t->await_ctx, &t->await_handle, &afn, &al);
+            if (!e) {
+                copy(t->waiting, sizeof t->waiting, waiting, wl);
+                copy(t->await_fn, sizeof t->await_fn, afn, al);
+            }
+        } else {
+            e = kin_unpack(&rd, "auSSibuuiuudd", &fields, &t->id, &name, &nl,
+                           &fn, &fl, &state, &t->persistent, &t->caller_ctx,
+                           &t->caller_task, &t->result, &t->cancelled_by_ctx,
+                           &t->cancelled_by_task, &t->age_ms,
+                           &t->ended_ago_ms);
+        }
+        if (!e) {
+            copy(t->name, sizeof t->name, name, nl);
+            copy(t->fn, sizeof t->fn, fn, fl);
+            t->state = (kin_task_state)state;
+        }
+    }
+    kin_reader_release(&rd);
+    if (e) {
+        free(ts);
+        return e == -ENOMEM ? e : KIN_EBADMSG;
+    }
+    *out = ts;
+    *count = n;
+    return KIN_OK;
+}
+
+kin_err
+kin_monitor_ps(kin_node *n, uint32_t ctx, const char *filter,
+               bool persistent_only, int timeout_ms, kin_task_info **tasks,
+               size_t *count)
+{
+    kin_msg *reply;
+    kin_err e = request(n, ctx, timeout_ms, &reply, "ps", "Msssb", 2,
+                        "filter", filter ? filter : "", "persistent",
+                        (int)persistent_only);
+    if (e)
+        return e;
+    e = read_tasks(reply, false, ctx, tasks, count);
+    kin_msg_destroy(&reply);
+    return e;
+}
+
+kin_err
+kin_monitor_ps_terminated(kin_node *n, uint32_t ctx, int timeout_ms,
+                          kin_task_info **tasks, size_t *count)
+{
+    kin_msg *reply;
+    kin_err e = request(n, ctx, timeout_ms, &reply, "ps-terminated", NULL);
+    if (e)
+        return e;
+    e = read_tasks(reply, true, ctx, tasks, count);
+    kin_msg_destroy(&reply);
+    return e;
+}
+
+kin_err
+kin_monitor_where(kin_node *n, uint32_t ctx, uint32_t task, int timeout_ms,
+                  kin_frame_info **frames, size_t *count)
+{
+    kin_msg *reply;
+    kin_err e =
+        request(n, ctx, timeout_ms, &reply, "where", "Msu", 1, "task", task);
+    if (e)
+        return e;
+    kin_reader rd;
+    kin_reader_init(&rd, reply->body, reply->len);
+    uint32_t nf = 0;
+    e = seek(&rd, "frames");
+    if (!e)
+        e = kin_unpack(&rd, "a", &nf);
+    kin_frame_info *fs = e ? NULL : calloc(nf ? nf : 1, sizeof *fs);
+    if (!e && !fs)
+        e = -ENOMEM;
+    for (uint32_t i = 0; !e && i < nf; i++) {
+        uint32_t four;
+        const char *fn, *file;
+        size_t fl, il;
+        e = kin_unpack(&rd, "aUSSi", &four, &fs[i].addr, &fn, &fl, &file, &il,
+                       &fs[i].line);
+        if (!e) {
+            copy(fs[i].fn, sizeof fs[i].fn, fn, fl);
+            copy(fs[i].file, sizeof fs[i].file, file, il);
+        }
+    }
+    kin_reader_release(&rd);
+    kin_msg_destroy(&reply);
+    if (e) {
+        free(fs);
+        return e == -ENOMEM ? e : KIN_EBADMSG;
+    }
+    *frames = fs;
+    *count = nf;
+    return KIN_OK;
+}
+
+kin_err
+kin_monitor_cancel(kin_node *n, uint32_t ctx, uint32_t task, int timeout_ms)
+{
+    kin_msg *reply;
+    kin_err e =
+        request(n, ctx, timeout_ms, &reply, "cancel", "Msu", 1, "task", task);
+    kin_msg_destroy(&reply);
+    return e;
+}

@@ -1,0 +1,607 @@
+/* The MONITOR service: decodes [cmd, {args}] requests on the broker thread
+ * and answers with msgpack maps built straight from the task table (see
+ * docs/monitor.md). Read-only commands are open to the whole tree;
+ * cancel, signal and custom commands need parent authority. */
+#include "monitor/service.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <kin/monitor.h>
+
+#include "core/log_internal.h"
+#include "monitor/stack.h"
+#include "router/node_impl.h"
+
+typedef struct custom {
+    char name[32];
+    char help[128];
+    kin_monitor_fn fn;
+    void *arg;
+    struct custom *next;
+} custom;
+
+struct kin__monitor {
+    pthread_mutex_t mu;
+    custom *commands;
+};
+
+typedef struct req {
+    char cmd[32];
+    char filter[64];
+    char args[256];
+    char signal[16];
+    bool persistent;
+    uint32_t task;
+} req;
+
+static const struct {
+    const char *name, *help;
+    bool mutates;
+} builtins[] = {
+    {"help", "list commands", false},
+    {"info", "this context: id, name, pid, children, tasks, rss", false},
+    {"ps", "live tasks [filter] [persistent]", false},
+    {"ps-terminated", "recently terminated tasks", false},
+    {"where", "current stack of a task's thread [task]", false},
+    {"where-terminated", "how a terminated task ended [task]", false},
+    {"stacktrace", "stacks of every thread of this context", false},
+    {"cancel", "cancel a task [task]", true},
+    {"signal", "send a signal to this context's process [signal]", true},
+};
+
+static double
+ms_since(uint64_t now, uint64_t then)
+{
+    return then && now > then ? (double)(now - then) / 1e6 : 0.0;
+}
+
+static void
+pack_str(msgpack_packer *pk, const char *s)
+{
+    msgpack_pack_str_with_body(pk, s, strlen(s));
+}
+
+static void
+pack_key(msgpack_packer *pk, const char *k)
+{
+    pack_str(pk, k);
+}
+
+/* --- requests --- */
+
+static void
+copy_s(char *dst, size_t size, const char *s, size_t len)
+{
+    snprintf(dst, size, "%.*s", (int)(len < size ? len : size - 1), s);
+}
+
+static kin_err
+parse(const kin_msg *m, req *r)
+{
+    memset(r, 0, sizeof *r);
+    kin_reader rd;
+    kin_reader_init(&rd, m->body, m->len);
+    const char *s;
+    size_t len;
+    uint32_t pairs = 0;
+    kin_err e = kin_unpack(&rd, "S", &s, &len);
+    if (!e)
+        copy_s(r->cmd, sizeof r->cmd, s, len);
+    if (!e && !kin_reader_done(&rd))
+        e = kin_unpack(&rd, "M", &pairs);
+    for (uint32_t i = 0; !e && i < pairs; i++) {
+        const char *k;
+        size_t klen;
+        if ((e = kin_unpack(&rd, "S", &k, &klen)))
+            break;
+        char key[32];
+        copy_s(key, sizeof key, k, klen);
+        if (!strcmp(key, "filter") || !strcmp(key, "args") ||
+            !strcmp(key, "signal")) {
+            if ((e = kin_unpack(&rd, "S", &s, &len)))
+                break;
+            if (key[0] == 'f')
+                copy_s(r->filter, sizeof r->filter, s, len);
+            else if (key[0] == 'a')
+                copy_s(r->args, sizeof r->args, s, len);
+            else
+                copy_s(r->signal, sizeof r->signal, s, len);
+        } else if (!strcmp(key, "persistent")) {
+            e = kin_unpack(&rd, "b", &r->persistent);
+        } else if (!strcmp(key, "task")) {
+            e = kin_unpack(&rd, "u", &r->task);
+        } else {
+            e = kin_unpack(&rd, "?");
+        }
+    }
+    kin_reader_release(&rd);
+    return e;
+}
+
+/* --- commands --- */
+
+static void
+pack_live(msgpack_packer *pk, kin_task *t, uint64_t now)
+{
+    pthread_mutex_lock(&t->mu);
+    msgpack_pack_array(pk, 14);
+    msgpack_pack_uint32(pk, t->id);
+    pack_str(pk, t->name);
+    pack_str(pk, t->fn);
+    msgpack_pack_int(pk, atomic_load(&t->state));
+    if (t->persistent)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+    msgpack_pack_uint32(pk, t->caller_ctx);
+    msgpack_pack_uint32(pk, t->caller_task);
+    msgpack_pack_uint32(pk, t->caller_handle);
+    msgpack_pack_double(
+        pk, ms_since(now, t->started_ns ? t->started_ns : t->created_ns));
+    pack_str(pk, t->wait_what ? t->wait_what : "");
+    msgpack_pack_double(pk, t->wait_what ? ms_since(now, t->wait_since_ns)
+                                         : 0.0);
+    msgpack_pack_uint32(pk, t->await_ctx);
+    msgpack_pack_uint32(pk, t->await_handle);
+    pack_str(pk, t->await_fn);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static bool
+matches(const kin_task *t, const req *r)
+{
+    if (r->persistent && !t->persistent)
+        return false;
+    return !r->filter[0] || strstr(t->name, r->filter) ||
+           strstr(t->fn, r->filter);
+}
+
+static void
+cmd_ps(kin_node *n, const req *r, msgpack_packer *pk)
+{
+    kin__tasktab *tab = &n->tasks;
+    uint64_t now = kin__now_ns();
+    pthread_mutex_lock(&tab->mu);
+    uint32_t count = 0;
+    void *val;
+    for (size_t it = 0; kin__u32map_next(&tab->live, &it, NULL, &val);)
+        count += matches(val, r);
+    msgpack_pack_map(pk, 2);
+    pack_key(pk, "ctx");
+    msgpack_pack_uint32(pk, n->id);
+    pack_key(pk, "tasks");
+    msgpack_pack_array(pk, count);
+    for (size_t it = 0; kin__u32map_next(&tab->live, &it, NULL, &val);)
+        if (matches(val, r))
+            pack_live(pk, val, now);
+    pthread_mutex_unlock(&tab->mu);
+}
+
+static void
+pack_ended(msgpack_packer *pk, const kin__ended *e, uint64_t now)
+{
+    msgpack_pack_array(pk, 12);
+    msgpack_pack_uint32(pk, e->id);
+    pack_str(pk, e->name);
+    pack_str(pk, e->fn);
+    msgpack_pack_int(pk, e->state);
+    if (e->persistent)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+    msgpack_pack_uint32(pk, e->caller_ctx);
+    msgpack_pack_uint32(pk, e->caller_task);
+    msgpack_pack_int(pk, e->result);
+    msgpack_pack_uint32(pk, e->cancelled_by_ctx);
+    msgpack_pack_uint32(pk, e->cancelled_by_task);
+    msgpack_pack_double(pk, ms_since(e->ended_ns, e->started_ns
+                                                      ? e->started_ns
+                                                      : e->created_ns));
+    msgpack_pack_double(pk, ms_since(now, e->ended_ns));
+}
+
+static const kin__ended *
+ended_at(const kin__tasktab *tab, size_t i)
+{
+    if (i < tab->kept_len)
+        return &tab->kept[i];
+    i -= tab->kept_len;
+    return &tab->ring[(tab->ring_head + i) % tab->ring_cap];
+}
+
+static void
+cmd_ps_terminated(kin_node *n, const req *r, msgpack_packer *pk)
+{
+    kin__tasktab *tab = &n->tasks;
+    uint64_t now = kin__now_ns();
+    pthread_mutex_lock(&tab->mu);
+    size_t total = tab->kept_len + tab->ring_len;
+    uint32_t count = 0;
+    for (size_t i = 0; i < total; i++) {
+        const kin__ended *e = ended_at(tab, i);
+        count += (!r->task || e->id == r->task) &&
+                 (!r->filter[0] || strstr(e->name, r->filter) ||
+                  strstr(e->fn, r->filter));
+    }
+    msgpack_pack_map(pk, 2);
+    pack_key(pk, "ctx");
+    msgpack_pack_uint32(pk, n->id);
+    pack_key(pk, "tasks");
+    msgpack_pack_array(pk, count);
+    for (size_t i = 0; i < total; i++) {
+        const kin__ended *e = ended_at(tab, i);
+        if ((!r->task || e->id == r->task) &&
+            (!r->filter[0] || strstr(e->name, r->filter) ||
+             strstr(e->fn, r->filter)))
+            pack_ended(pk, e, now);
+    }
+    pthread_mutex_unlock(&tab->mu);
+}
+
+static void
+pack_frames(msgpack_packer *pk, const kin__frame *f, int count)
+{
+    msgpack_pack_array(pk, (uint32_t)(count > 0 ? count : 0));
+    for (int i = 0; i < count; i++) {
+        msgpack_pack_array(pk, 4);
+        msgpack_pack_uint64(pk, f[i].addr);
+        pack_str(pk, f[i].fn);
+        pack_str(pk, f[i].file);
+        msgpack_pack_int(pk, f[i].line);
+    }
+}
+
+static void
+pack_error(msgpack_packer *pk, int code, const char *text)
+{
+    msgpack_pack_map(pk, 2);
+    pack_key(pk, "error");
+    pack_str(pk, text);
+    pack_key(pk, "code");
+    msgpack_pack_int(pk, code);
+}
+
+static void
+cmd_where(kin_node *n, const req *r, msgpack_packer *pk)
+{
+    kin__tasktab *tab = &n->tasks;
+    pthread_mutex_lock(&tab->mu);
+    kin_task *t = kin__u32map_get(&tab->live, r->task);
+    int tid = t ? t->tid : 0;
+    uint32_t caller_ctx = t ? t->caller_ctx : 0;
+    uint32_t caller_task = t ? t->caller_task : 0;
+    char name[48] = "";
+    if (t)
+        memcpy(name, t->name, sizeof name);
+    pthread_mutex_unlock(&tab->mu);
+    if (!t) {
+        char why[64];
+        snprintf(why, sizeof why, "no live task %u:%u", n->id, r->task);
+        pack_error(pk, -ENOENT, why);
+        return;
+    }
+    if (!tid) {
+        pack_error(pk, -ESRCH, "the task is not on a thread right now");
+        return;
+    }
+    kin__frame frames[KIN_STACK_MAX];
+    int count = kin__stack_capture(tid, frames, KIN_STACK_MAX, 500);
+    if (count < 0) {
+        pack_error(pk, count, kin_strerror(count));
+        return;
+    }
+    msgpack_pack_map(pk, 5);
+    pack_key(pk, "ctx");
+    msgpack_pack_uint32(pk, n->id);
+    pack_key(pk, "task");
+    msgpack_pack_uint32(pk, r->task);
+    pack_key(pk, "name");
+    pack_str(pk, name);
+    pack_key(pk, "chain");
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_uint32(pk, caller_ctx);
+    msgpack_pack_uint32(pk, caller_task);
+    pack_key(pk, "frames");
+    pack_frames(pk, frames, count);
+}
+
+static void
+cmd_stacktrace(kin_node *n, msgpack_packer *pk)
+{
+    int tids[256];
+    int count = 0;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)getpid());
+    DIR *d = opendir(path);
+    struct dirent *de;
+    while (d && (de = readdir(d)) && count < 256)
+        if (de->d_name[0] != '.')
+            tids[count++] = atoi(de->d_name);
+    if (d)
+        closedir(d);
+    int self = gettid();
+    msgpack_pack_map(pk, 2);
+    pack_key(pk, "ctx");
+    msgpack_pack_uint32(pk, n->id);
+    pack_key(pk, "threads");
+    msgpack_pack_array(pk, (uint32_t)count);
+    for (int i = 0; i < count; i++) {
+        char comm[32] = "";
+        snprintf(path, sizeof path, "/proc/%d/task/%d/comm", (int)getpid(),
+                 tids[i]);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            if (fgets(comm, sizeof comm, f))
+                comm[strcspn(comm, "\n")] = 0;
+            fclose(f);
+        }
+        kin__frame frames[KIN_STACK_MAX];
+        int nf = tids[i] == self
+                     ? 0
+                     : kin__stack_capture(tids[i], frames, KIN_STACK_MAX, 200);
+        msgpack_pack_array(pk, 4);
+        msgpack_pack_int(pk, tids[i]);
+        pack_str(pk, tids[i] == self ? "kin-broker" : comm);
+        msgpack_pack_int(pk, nf < 0 ? nf : 0);
+        pack_frames(pk, frames, nf);
+    }
+}
+
+static void
+cmd_info(kin_node *n, msgpack_packer *pk)
+{
+    long rss_kib = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[128];
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6))
+            rss_kib = atol(line + 6);
+    if (f)
+        fclose(f);
+    pthread_mutex_lock(&n->tasks.mu);
+    uint32_t live = (uint32_t)n->tasks.live.len;
+    pthread_mutex_unlock(&n->tasks.mu);
+    msgpack_pack_map(pk, 10);
+    pack_key(pk, "id");
+    msgpack_pack_uint32(pk, n->id);
+    pack_key(pk, "name");
+    pack_str(pk, n->name);
+    pack_key(pk, "pid");
+    msgpack_pack_int(pk, (int)getpid());
+    pack_key(pk, "parent");
+    if (n->has_parent)
+        msgpack_pack_uint32(pk, n->parent_id);
+    else
+        msgpack_pack_nil(pk);
+    pack_key(pk, "children");
+    uint32_t nchild = 0;
+    void *val;
+    uint32_t id;
+    for (size_t it = 0; kin__u32map_next(&n->children, &it, &id, &val);)
+        nchild += !((kin__child *)val)->is_operator;
+    msgpack_pack_array(pk, nchild);
+    for (size_t it = 0; kin__u32map_next(&n->children, &it, &id, &val);)
+        if (!((kin__child *)val)->is_operator)
+            msgpack_pack_uint32(pk, id);
+    pack_key(pk, "tasks");
+    msgpack_pack_uint32(pk, live);
+    pack_key(pk, "rss_kib");
+    msgpack_pack_long(pk, rss_kib);
+    pack_key(pk, "uptime_ms");
+    msgpack_pack_double(pk, ms_since(kin__now_ns(), n->started_ns));
+    pack_key(pk, "endpoint");
+    pack_str(pk, n->endpoint);
+    pack_key(pk, "log_endpoint");
+    pack_str(pk, n->log_endpoint);
+}
+
+static void
+cmd_help(kin_node *n, msgpack_packer *pk)
+{
+    struct kin__monitor *mon = n->monitor;
+    pthread_mutex_lock(&mon->mu);
+    uint32_t count = sizeof builtins / sizeof builtins[0];
+    for (custom *c = mon->commands; c; c = c->next)
+        count++;
+    msgpack_pack_map(pk, 1);
+    pack_key(pk, "commands");
+    msgpack_pack_array(pk, count);
+    for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++) {
+        msgpack_pack_array(pk, 3);
+        pack_str(pk, builtins[i].name);
+        pack_str(pk, builtins[i].help);
+        msgpack_pack_false(pk);
+    }
+    for (custom *c = mon->commands; c; c = c->next) {
+        msgpack_pack_array(pk, 3);
+        pack_str(pk, c->name);
+        pack_str(pk, c->help);
+        msgpack_pack_true(pk);
+    }
+    pthread_mutex_unlock(&mon->mu);
+}
+
+static int
+signal_number(const char *name)
+{
+    static const struct {
+        const char *name;
+        int sig;
+    } sigs[] = {{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT},
+                {"KILL", SIGKILL}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
+                {"TERM", SIGTERM}, {"CONT", SIGCONT}, {"STOP", SIGSTOP}};
+    if (!strncmp(name, "SIG", 3))
+        name += 3;
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        if (!strcmp(name, sigs[i].name))
+            return sigs[i].sig;
+    int n = atoi(name);
+    return n > 0 && n < NSIG ? n : 0;
+}
+
+static void
+ok_reply(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 1);
+    pack_key(pk, "ok");
+    msgpack_pack_true(pk);
+}
+
+static bool
+run_custom(kin_node *n, const req *r, msgpack_packer *pk, kin_buf *out)
+{
+    struct kin__monitor *mon = n->monitor;
+    pthread_mutex_lock(&mon->mu);
+    custom *c = mon->commands;
+    while (c && strcmp(c->name, r->cmd))
+        c = c->next;
+    kin_monitor_fn fn = c ? c->fn : NULL;
+    void *arg = c ? c->arg : NULL;
+    pthread_mutex_unlock(&mon->mu);
+    if (!fn)
+        return false;
+    kin_buf text = {0};
+    kin_err e = fn(r->args, &text, arg);
+    if (e) {
+        char why[300];
+        snprintf(why, sizeof why, "%.*s%s%s", (int)text.len,
+                 text.data ? text.data : "", text.len ? ": " : "",
+                 kin_strerror(e));
+        pack_error(pk, e, why);
+    } else {
+        msgpack_pack_map(pk, 1);
+        pack_key(pk, "output");
+        msgpack_pack_str_with_body(pk, text.data ? text.data : "", text.len);
+    }
+    kin_buf_release(&text);
+    (void)out;
+    return true;
+}
+
+static void
+on_monitor(kin_node *n, kin_msg *m, void *arg)
+{
+    req r;
+    kin_buf out = {0};
+    msgpack_packer pk;
+    kin_buf_packer(&out, &pk);
+    bool authority = kin__is_ancestor_or_self(n, m->auth);
+    if (parse(m, &r)) {
+        pack_error(&pk, KIN_EBADMSG, "malformed monitor request");
+    } else if (!strcmp(r.cmd, "help")) {
+        cmd_help(n, &pk);
+    } else if (!strcmp(r.cmd, "info")) {
+        cmd_info(n, &pk);
+    } else if (!strcmp(r.cmd, "ps")) {
+        cmd_ps(n, &r, &pk);
+    } else if (!strcmp(r.cmd, "ps-terminated") ||
+               !strcmp(r.cmd, "where-terminated")) {
+        cmd_ps_terminated(n, &r, &pk);
+    } else if (!strcmp(r.cmd, "where")) {
+        cmd_where(n, &r, &pk);
+    } else if (!strcmp(r.cmd, "stacktrace")) {
+        cmd_stacktrace(n, &pk);
+    } else if (!authority) {
+        char why[96];
+        snprintf(why, sizeof why,
+                 "'%s' needs the authority of an ancestor of context %u",
+                 r.cmd, n->id);
+        pack_error(&pk, KIN_EREFUSED, why);
+    } else if (!strcmp(r.cmd, "cancel")) {
+        if (kin__tasktab_cancel(&n->tasks, r.task, m->src, 0))
+            pack_error(&pk, -ENOENT, "no such live task");
+        else
+            ok_reply(&pk);
+    } else if (!strcmp(r.cmd, "signal")) {
+        int sig = signal_number(r.signal);
+        if (!sig)
+            pack_error(&pk, -EINVAL, "unknown signal");
+        else if (kill(getpid(), sig))
+            pack_error(&pk, -errno, strerror(errno));
+        else
+            ok_reply(&pk);
+    } else if (!run_custom(n, &r, &pk, &out)) {
+        char why[64];
+        snprintf(why, sizeof why, "unknown command '%s' (try help)", r.cmd);
+        pack_error(&pk, -EINVAL, why);
+    }
+    if (m->reply_to) {
+        kin_msg *reply;
+        if (kin_msg_new_copy(&reply, out.data, out.len) == KIN_OK) {
+            reply->dst = m->src;
+            reply->handle = m->reply_to;
+            kin__reply_send(n, reply);
+        }
+    }
+    kin_buf_release(&out);
+    kin_msg_destroy(&m);
+}
+
+kin_err
+kin__monitor_start(kin_node *n)
+{
+    struct kin__monitor *mon = calloc(1, sizeof *mon);
+    if (!mon)
+        return -ENOMEM;
+    pthread_mutex_init(&mon->mu, NULL);
+    n->monitor = mon;
+    kin__stack_install();
+    kin__handler h = {.handle = KIN_HANDLE_MONITOR,
+                      .policy = KIN_POLICY_ANY,
+                      .respondent = KIN_NO_CTX,
+                      .fn = on_monitor};
+    return kin__handles_add(n, &h, NULL);
+}
+
+void
+kin__monitor_free(kin_node *n)
+{
+    struct kin__monitor *mon = n->monitor;
+    if (!mon)
+        return;
+    for (custom *c = mon->commands; c;) {
+        custom *next = c->next;
+        free(c);
+        c = next;
+    }
+    pthread_mutex_destroy(&mon->mu);
+    free(mon);
+    n->monitor = NULL;
+}
+
+kin_err
+kin_monitor_command(kin_node *n, const char *name, const char *help,
+                    kin_monitor_fn fn, void *arg)
+{
+    if (!name || !*name || strlen(name) >= 32 || !fn || strchr(name, ' '))
+        return -EINVAL;
+    for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++)
+        if (!strcmp(builtins[i].name, name))
+            return -EINVAL;
+    struct kin__monitor *mon = n->monitor;
+    custom *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    snprintf(c->name, sizeof c->name, "%s", name);
+    snprintf(c->help, sizeof c->help, "%s", help ? help : "");
+    c->fn = fn;
+    c->arg = arg;
+    pthread_mutex_lock(&mon->mu);
+    for (custom *o = mon->commands; o; o = o->next) {
+        if (!strcmp(o->name, name)) {
+            pthread_mutex_unlock(&mon->mu);
+            free(c);
+            return KIN_EEXISTS;
+        }
+    }
+    c->next = mon->commands;
+    mon->commands = c;
+    pthread_mutex_unlock(&mon->mu);
+    return KIN_OK;
+}

@@ -1,0 +1,187 @@
+/* On-demand stack capture (see stack.h): the target thread unwinds itself
+ * in a signal handler into a shared slot; the requester symbolizes. */
+#define UNW_LOCAL_ONLY
+#include "monitor/stack.h"
+
+#include <elfutils/libdwfl.h>
+#include <errno.h>
+#include <libunwind.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct {
+    pthread_mutex_t mu; /* one capture at a time */
+    sem_t done;
+    atomic_int target; /* tid expected to answer, 0 when none */
+    void *ips[KIN_STACK_MAX];
+    int count;
+} slot = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static int install_rc;
+
+int
+kin__stack_signal(void)
+{
+    const char *v = getenv("KIN_STACK_SIGNAL");
+    int sig = v ? atoi(v) : 0;
+    return sig > 0 && sig < NSIG ? sig : SIGRTMIN + 3;
+}
+
+bool
+kin__stack_enabled(void)
+{
+    const char *v = getenv("KIN_NO_STACKS");
+    return !(v && *v && strcmp(v, "0"));
+}
+
+/* Async-signal-safe: local unwinding and sem_post only. */
+static void
+on_signal(int sig, siginfo_t *si, void *uc)
+{
+    int saved = errno;
+    if (atomic_load(&slot.target) == (int)syscall(SYS_gettid)) {
+        slot.count = unw_backtrace(slot.ips, KIN_STACK_MAX);
+        atomic_store(&slot.target, 0);
+        sem_post(&slot.done);
+    }
+    errno = saved;
+}
+
+static void
+install(void)
+{
+    sem_init(&slot.done, 0, 0);
+    struct sigaction sa = {0};
+    sa.sa_sigaction = on_signal;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    install_rc = sigaction(kin__stack_signal(), &sa, NULL) ? -errno : 0;
+}
+
+int
+kin__stack_install(void)
+{
+    if (!kin__stack_enabled())
+        return -ENOTSUP;
+    pthread_once(&once, install);
+    return install_rc;
+}
+
+static char *debuginfo_path;
+static const Dwfl_Callbacks dwfl_cbs = {
+    .find_elf = dwfl_linux_proc_find_elf,
+    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .debuginfo_path = &debuginfo_path,
+};
+
+static void
+symbolize(Dwfl *dwfl, uintptr_t addr, kin__frame *f)
+{
+    f->addr = addr;
+    snprintf(f->fn, sizeof f->fn, "??");
+    f->file[0] = 0;
+    f->line = 0;
+    if (!dwfl)
+        return;
+    /* Return addresses point after the call: look up the call itself. */
+    Dwarf_Addr pc = addr ? addr - 1 : 0;
+    Dwfl_Module *mod = dwfl_addrmodule(dwfl, pc);
+    if (!mod)
+        return;
+    const char *name = dwfl_module_addrname(mod, pc);
+    if (name)
+        snprintf(f->fn, sizeof f->fn, "%s", name);
+    Dwfl_Line *line = dwfl_module_getsrc(mod, pc);
+    if (line) {
+        int lineno = 0;
+        const char *file =
+            dwfl_lineinfo(line, NULL, &lineno, NULL, NULL, NULL);
+        if (file) {
+            snprintf(f->file, sizeof f->file, "%s", file);
+            f->line = lineno;
+        }
+    } else {
+        const char *modname =
+            dwfl_module_info(mod, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+        if (modname)
+            snprintf(f->file, sizeof f->file, "%s", modname);
+    }
+}
+
+int
+kin__stack_capture(int tid, kin__frame *frames, int max, int timeout_ms)
+{
+    if (!kin__stack_enabled())
+        return -ENOTSUP;
+    int rc = kin__stack_install();
+    if (rc)
+        return rc;
+    void *ips[KIN_STACK_MAX];
+    int count;
+    pthread_mutex_lock(&slot.mu);
+    while (sem_trywait(&slot.done) == 0)
+        ; /* a late answer from an earlier timed-out capture */
+    atomic_store(&slot.target, tid);
+    if (syscall(SYS_tgkill, getpid(), tid, kin__stack_signal())) {
+        rc = -errno;
+        atomic_store(&slot.target, 0);
+        pthread_mutex_unlock(&slot.mu);
+        return rc;
+    }
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_nsec += (long)timeout_ms * 1000000L;
+    dl.tv_sec += dl.tv_nsec / 1000000000L;
+    dl.tv_nsec %= 1000000000L;
+    while ((rc = sem_timedwait(&slot.done, &dl)) && errno == EINTR)
+        ;
+    if (rc) {
+        /* If the handler runs later it finds no target and does nothing. */
+        int expected = tid;
+        if (!atomic_compare_exchange_strong(&slot.target, &expected, 0)) {
+            sem_wait(&slot.done); /* it answered just now */
+            rc = 0;
+        } else {
+            pthread_mutex_unlock(&slot.mu);
+            return -ETIMEDOUT;
+        }
+    }
+    count = slot.count;
+    memcpy(ips, slot.ips, (size_t)count * sizeof *ips);
+    pthread_mutex_unlock(&slot.mu);
+
+    Dwfl *dwfl = dwfl_begin(&dwfl_cbs);
+    if (dwfl) {
+        dwfl_report_begin(dwfl);
+        if (dwfl_linux_proc_report(dwfl, getpid()) != 0 ||
+            dwfl_report_end(dwfl, NULL, NULL) != 0) {
+            dwfl_end(dwfl);
+            dwfl = NULL;
+        }
+    }
+    /* Skip the handler's own frames: up to and including the signal
+     * trampoline (the frame after on_signal). */
+    int skip = 0;
+    for (int i = 0; i < count && i < 4; i++) {
+        kin__frame f;
+        symbolize(dwfl, (uintptr_t)ips[i], &f);
+        if (!strcmp(f.fn, "__restore_rt") || strstr(f.fn, "on_signal"))
+            skip = i + 1;
+    }
+    int n = 0;
+    for (int i = skip; i < count && n < max; i++)
+        symbolize(dwfl, (uintptr_t)ips[i], &frames[n++]);
+    if (dwfl)
+        dwfl_end(dwfl);
+    return n;
+}
