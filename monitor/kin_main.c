@@ -7,6 +7,25 @@
 #include "monitor/cli.h"
 
 static const kin__cli_cmd cmds[] = {
+    {"ls", "[--json]", "masters running on this host", kin__cli_ls},
+    {"tree", "PID", "context tree: id, name, pid, tasks, rss, uptime",
+     kin__cli_tree},
+    {"ps", "PID [-c CTX] [-f TEXT] [-p]", "task table over the tree",
+     kin__cli_ps},
+    {"pstree", "PID", "await tree across contexts; a cycle exits 1",
+     kin__cli_pstree},
+    {"where", "PID CTX:TASK", "a task's current stack, file:line",
+     kin__cli_where},
+    {"ps-terminated", "PID [-c CTX]", "recently terminated tasks",
+     kin__cli_ps_terminated},
+    {"where-terminated", "PID CTX:TASK",
+     "how a terminated task ended, who cancelled it",
+     kin__cli_where_terminated},
+    {"cancel", "PID CTX:TASK", "cancel a task", kin__cli_cancel},
+    {"signal", "PID CTX SIGNAME", "signal a context's process",
+     kin__cli_signal},
+    {"stacktrace", "PID CTX", "stacks of every thread of a context",
+     kin__cli_stacktrace},
     {"logs", "PID [-l LEVEL] [-c CTX] [-g TEXT] [-f] [--json]",
      "show the log records of a running tree", kin__cli_logs},
     {"log-forwarder", "--backend EP --frontend EP",
@@ -18,7 +37,7 @@ usage(FILE *f)
 {
     fprintf(f, "usage: kin COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        fprintf(f, "  %-14s %s\n  %-14s   %s\n", cmds[i].name, cmds[i].args, "",
+        fprintf(f, "  %-17s %s\n  %-17s   %s\n", cmds[i].name, cmds[i].args, "",
                 cmds[i].help);
     fprintf(f, "\nEvery command takes --help; most take --json.\n");
 }

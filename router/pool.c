@@ -190,69 +190,83 @@ reply_error(kin_node *n, const kin_msg *req, int code, const char *text,
 
 /* --- the pool --- */
 
+static bool
+allowed(kin_node *n, const export *x, const kin_msg *m)
+{
+    switch (x->policy) {
+    case KIN_POLICY_ANY:
+        return true;
+    case KIN_POLICY_PARENT:
+        return kin__is_ancestor_or_self(n, m->auth);
+    case KIN_POLICY_CHILD:
+        return m->auth == m->src && m->auth != n->id;
+    }
+    return false;
+}
+
+/* Runs one call whose task was registered (pending) on arrival. */
 static void
 run_call(kin_node *n, kin_msg *m)
 {
-    kin_call c = {.node = n, .msg = m};
+    kin_task *t = m->local;
+    kin_call c = {.node = n, .msg = m, .task = t};
     kin_reader_init(&c.reader, m->body, m->len);
-    const char *name = NULL;
+    const char *name = "";
     size_t name_len = 0;
     uint32_t caller_task = 0;
     export x;
+    int state = KIN_TASK_FAILED;
+    kin_err e = KIN_OK;
+    char why[160];
     if (kin_unpack(&c.reader, "Su", &name, &name_len, &caller_task)) {
-        reply_error(n, m, KIN_EBADMSG, "malformed call", "", 0);
-        goto done;
-    }
-    if (!find_export(name, name_len, &x)) {
-        char why[128];
+        e = KIN_EBADMSG;
+        snprintf(why, sizeof why, "malformed call");
+    } else if (!find_export(name, name_len, &x)) {
+        e = KIN_ENOFUNC;
         snprintf(why, sizeof why, "no function '%.*s' in context %u",
                  (int)(name_len < 64 ? name_len : 64), name, n->id);
-        reply_error(n, m, KIN_ENOFUNC, why, name, name_len);
-        goto done;
-    }
-    bool ok =
-        x.policy == KIN_POLICY_ANY ||
-        (x.policy == KIN_POLICY_PARENT &&
-         kin__is_ancestor_or_self(n, m->auth)) ||
-        (x.policy == KIN_POLICY_CHILD && m->auth == m->src && m->auth != n->id);
-    if (!ok) {
-        char why[128];
+    } else if (!allowed(n, &x, m)) {
+        e = KIN_EREFUSED;
         snprintf(why, sizeof why,
-                 "context %u may not call '%s' in context %u (policy)", m->auth,
-                 x.name, n->id);
-        reply_error(n, m, KIN_EREFUSED, why, name, name_len);
+                 "context %u may not call '%s' in context %u (policy)",
+                 m->auth, x.name, n->id);
+    }
+    pthread_mutex_lock(&t->mu);
+    snprintf(t->name, sizeof t->name, "%.*s", (int)name_len, name);
+    snprintf(t->fn, sizeof t->fn, "%.*s", (int)name_len, name);
+    t->caller_task = caller_task;
+    pthread_mutex_unlock(&t->mu);
+    if (!e && atomic_load(&t->cancel)) {
+        /* Cancelled while queued: never runs. */
+        e = KIN_ECANCELLED;
+        state = KIN_TASK_CANCELLED;
+        snprintf(why, sizeof why, "cancelled before it started");
+    }
+    if (e) {
+        reply_error(n, m, e, why, name, name_len);
+        kin__tasktab_end(&n->tasks, t, state, e);
         goto done;
     }
 
-    c.task = kin__tasktab_add(&n->tasks, x.name, x.name);
-    if (!c.task) {
-        reply_error(n, m, -ENOMEM, "out of memory", name, name_len);
-        goto done;
-    }
-    kin_task *t = c.task;
-    t->caller_ctx = m->src;
-    t->caller_task = caller_task;
-    t->caller_handle = m->reply_to;
     t->tid = gettid();
     kin_task *prev = kin__task_set_self(t);
     t->started_ns = kin__now_ns();
     atomic_store(&t->state, KIN_TASK_RUNNING);
-    kin_err e = x.fn(&c, x.arg);
+    e = x.fn(&c, x.arg);
     t->ended_ns = kin__now_ns();
     t->tid = 0;
     kin__task_set_self(prev);
     bool cancelled = atomic_load(&t->cancel);
-
     if (e == KIN_OK && !c.fail_code) {
         kin__tasktab_end(&n->tasks, t, KIN_TASK_DONE, KIN_OK);
         send_reply(n, m, 0, &c.result);
     } else {
         int code = c.fail_code ? c.fail_code : e;
+        const char *text = c.fail_code ? c.fail_msg : kin_strerror(e);
+        reply_error(n, m, code, text, x.name, strlen(x.name));
         kin__tasktab_end(&n->tasks, t,
                          cancelled ? KIN_TASK_CANCELLED : KIN_TASK_FAILED,
                          code);
-        const char *text = c.fail_code ? c.fail_msg : kin_strerror(e);
-        reply_error(n, m, code, text, x.name, strlen(x.name));
     }
 done:
     kin_reader_release(&c.reader);
@@ -275,8 +289,20 @@ worker_main(void *arg)
 static void
 on_call(kin_node *n, kin_msg *m, void *arg)
 {
-    if (kin_latch_put(n->calls->queue, &m))
+    /* Registered now, so ps and the await graph see queued calls too (a
+     * full pool is how cross-process deadlocks happen). */
+    kin_task *t = kin__tasktab_add(&n->tasks, "call", "");
+    if (!t) {
+        kin__reply_dead(n, m, -ENOMEM, "out of memory for the call");
+        return;
+    }
+    t->caller_ctx = m->src;
+    t->caller_handle = m->reply_to;
+    m->local = t;
+    if (kin_latch_put(n->calls->queue, &m)) {
+        kin__tasktab_end(&n->tasks, t, KIN_TASK_FAILED, KIN_ESHUTDOWN);
         kin__reply_dead(n, m, KIN_ESHUTDOWN, "context is shutting down");
+    }
 }
 
 /* CANCEL body: the reply handle of the call to cancel, and the cancelling
@@ -295,8 +321,6 @@ on_cancel(kin_node *n, kin_msg *m, void *arg)
                 kin__task_cancel(t, m->src, by_task);
         }
         pthread_mutex_unlock(&tab->mu);
-        /* A call still queued when its CANCEL arrives is not marked: it
-         * runs, and its caller has stopped listening (docs/calls.md). */
     }
     kin_msg_destroy(&m);
 }

@@ -45,6 +45,7 @@ typedef struct kin_msg {
     uint32_t reply_to; /* handle at src for replies, 0 for none */
     size_t len;
     uint8_t *body;
+    void *local; /* scratch for the layer holding the message; not sent */
 } kin_msg;
 
 /* A new message with an uninitialised body of len bytes; header fields zero.

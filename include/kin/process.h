@@ -1,7 +1,8 @@
 /* Child contexts as processes: spawning a local child (fork + exec of this
  * executable or another program), waiting for it, stopping it with
- * terminate-then-kill, and kin_init, which turns the program into a serving
- * child when its parent started it. */
+ * terminate-then-kill, the emergency stop of a whole tree, and kin_init,
+ * which turns the program into a serving child when its parent started it.
+ * Supervision (restarts) is in kin/supervisor.h. */
 #ifndef KIN_PROCESS_H
 #define KIN_PROCESS_H
 
@@ -34,7 +35,7 @@ typedef struct kin_spawn_opts {
      * or, for this executable, the running program's own argv[0]. */
     char *const *argv;
     int connect_timeout_ms; /* HELLO must arrive within; 0: 30000 */
-    int stop_timeout_ms;    /* SIGTERM to SIGKILL; 0: 2000 */
+    int stop_timeout_ms;    /* stop request to SIGKILL; 0: 2000 */
     /* Optional: on failure, a description ending with the tail of the
      * child's stderr. */
     char *errbuf;
@@ -45,8 +46,9 @@ typedef struct kin_spawn_opts {
 
 /* Initialises kin for this program. Started by a kin parent (the
  * environment says so), it connects to the parent, serves calls and never
- * returns: the process exits when the parent asks it to stop or the link to
- * the parent is lost. Otherwise it creates the master context (opts may be
+ * returns: the process exits with 0 when the parent asks it to stop, with 3
+ * when the link to the parent is lost, and with KIN_EXIT_EMERGENCY after an
+ * emergency stop (its own children are stopped first). Otherwise it creates the master context (opts may be
  * NULL) into *out and returns. Export functions before calling it. Errors:
  * as kin_node_new. Main thread, once. */
 KIN_EXPORT kin_err kin_init(kin_node **out, const kin_node_opts *opts);
@@ -56,39 +58,71 @@ KIN_EXPORT bool kin_is_child(void);
 
 /* Starts a child context and returns once its HELLO arrived. The child's
  * ids, the parent endpoint and its settings travel in its environment,
- * never in argv. Errors: -ENOENT / -EACCES (program missing or not
- * executable: at once), KIN_ESPAWN (the child exited before HELLO; the
- * message logged carries the tail of its stderr),
- * KIN_ETIMEOUT (no HELLO within connect_timeout_ms; the child is killed);
- * opts->errbuf then says why, with the child's last stderr lines.
- * On error *out is NULL and no process remains. Any thread except n's
- * broker thread. */
+ * never in argv. The child runs in a process group of its own, dies with
+ * SIGKILL if the thread that forked it (n's broker thread) dies, and its
+ * stdout/stderr lines go to the diagnostics hook tagged with its name and
+ * id. Errors: -ENOENT / -EACCES (program missing or not executable: at
+ * once), KIN_ESPAWN (the child exited before HELLO), KIN_ETIMEOUT (no
+ * HELLO within connect_timeout_ms; the child is stopped), KIN_EEMERGENCY
+ * (n is in an emergency stop), -EDEADLK (called on n's broker thread),
+ * -ENOMEM, -errno from fork/pipe/pidfd_open. opts->errbuf then says why,
+ * ending with the child's last stderr lines. On error *out is NULL, no
+ * process remains and on_exit never runs. On success the caller owns *out
+ * (kin_child_destroy). Any thread except n's broker thread. */
 KIN_EXPORT kin_err kin_spawn(kin_node *n, const kin_spawn_opts *opts,
                              kin_child **out);
 
+/* The child's context id, pid and name (owned by c). Any thread. */
 KIN_EXPORT uint32_t kin_child_id(const kin_child *c);
 KIN_EXPORT pid_t kin_child_pid(const kin_child *c);
 KIN_EXPORT const char *kin_child_name(const kin_child *c);
 
-/* Waits up to timeout_ms for the child to exit. *status (optional) gets a
- * wait status (WIFEXITED / WIFSIGNALED apply). Errors: KIN_ETIMEOUT. Any
- * thread. */
+/* Waits up to timeout_ms (KIN_FOREVER: no limit) for the child to exit and
+ * be reaped. *status (optional) gets its wait status. Errors: KIN_ETIMEOUT;
+ * KIN_EEMERGENCY when it exited with KIN_EXIT_EMERGENCY (*status is set
+ * too). Any thread except the parent's broker thread. */
 KIN_EXPORT kin_err kin_child_wait(kin_child *c, int timeout_ms, int *status);
 
-/* Whether the child has exited (and been reaped). Any thread. */
+/* Whether the child has exited and been reaped. Any thread. */
 KIN_EXPORT bool kin_child_exited(kin_child *c);
 
-/* Stops the child: asks it over the wire and sends SIGTERM to its process
- * group, then SIGKILL once stop_timeout_ms has passed since the start, and
- * reaps it. Returns when it is gone. *status as kin_child_wait. Any
- * thread. */
+/* Stops the child: asks it over the wire (when its link is up) and, after
+ * a quarter of stop_timeout_ms, sends SIGTERM to its process group; once
+ * stop_timeout_ms has passed since the call, SIGKILL; then reaps it.
+ * Returns when it is gone. *status and errors as kin_child_wait (never
+ * KIN_ETIMEOUT). Any thread except the parent's broker thread. */
 KIN_EXPORT kin_err kin_child_stop(kin_child *c, int *status);
 
 /* The last lines the child wrote to stderr (up to size bytes, NUL-
  * terminated); returns the length. Any thread. */
 KIN_EXPORT size_t kin_child_stderr_tail(kin_child *c, char *buf, size_t size);
 
-/* Stops the child if it still runs and frees it; *c = NULL. NULL-safe. */
+/* Stops the child if it still runs and frees it; *c = NULL. NULL-safe.
+ * May follow kin_node_destroy of its parent node (the child was stopped
+ * then). Any thread except the parent's broker thread. */
 KIN_EXPORT void kin_child_destroy(kin_child **c);
+
+/* Emergency stop of the whole tree. n trips (once; it stays tripped):
+ * every child process of n gets SIGTERM to its process group at once and
+ * SIGKILL after its stop_timeout_ms, n's supervisors stop their children
+ * and never restart them, and kin_spawn on n fails with KIN_EEMERGENCY.
+ * When n is a serving child (kin_init), it then exits with
+ * KIN_EXIT_EMERGENCY, which trips its parent in turn, and so on up to the
+ * master, whose application learns it from kin_emergency_stopped /
+ * kin_emergency_wait (and its supervisors' events). A child of n exiting
+ * with KIN_EXIT_EMERGENCY trips n the same way. Returns once the stop is
+ * under way. Errors: KIN_ESHUTDOWN (n is being destroyed), -ENOMEM. Any
+ * thread. */
+KIN_EXPORT kin_err kin_emergency_stop(kin_node *n);
+
+/* Whether n has tripped; *origin (optional) gets the id of the child whose
+ * KIN_EXIT_EMERGENCY tripped it, or n's own id for kin_emergency_stop. Any
+ * thread. */
+KIN_EXPORT bool kin_emergency_stopped(kin_node *n, uint32_t *origin);
+
+/* Waits up to timeout_ms (KIN_FOREVER: no limit) until n has tripped and
+ * every child process of n has exited. Errors: KIN_ETIMEOUT. Any thread
+ * except n's broker thread. */
+KIN_EXPORT kin_err kin_emergency_wait(kin_node *n, int timeout_ms);
 
 #endif

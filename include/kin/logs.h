@@ -1,0 +1,319 @@
+/* Structured logs from every context of a tree. An application logs a
+ * message with typed key/value fields; its context's publisher sends the
+ * record to the tree's log forwarder, and subscribers (kin logs, a file
+ * sink, your own code) read them by minimum level and context.
+ *
+ *   KIN_LOGI("request done", KIN_F("path", path), KIN_F("status", 200),
+ *            KIN_F("ms", 1.5));
+ *   KIN_LOGW("disk almost full");
+ *   KIN_LOGF(KIN_LOG_ERROR, "cannot open %s: %s", path, strerror(errno));
+ *
+ * A record is produced only when some subscriber wants its level: the
+ * publisher learns the subscriptions from the forwarder, and a disabled
+ * level costs one relaxed atomic load and a compare, with no formatting.
+ * Records carry wall and monotonic time, level, context id and name, pid,
+ * task id, file:line and a sequence number per (publisher, level, context)
+ * stream, so loss anywhere is reported, never silent: a full queue in the
+ * publisher becomes a "dropped N records" record, and a subscriber turns
+ * holes in sequence numbers into gap records. See docs/logs.md. */
+#ifndef KIN_LOGS_H
+#define KIN_LOGS_H
+
+#include <stdbool.h>
+
+#include <kin/defs.h>
+#include <kin/err.h>
+#include <kin/log.h>
+#include <kin/node.h>
+#include <kin/pack.h>
+
+/* --- fields ---------------------------------------------------------------- */
+
+typedef enum kin_field_type {
+    KIN_FIELD_END = 0, /* terminates a field list */
+    KIN_FIELD_INT,
+    KIN_FIELD_UINT,
+    KIN_FIELD_DOUBLE,
+    KIN_FIELD_BOOL,
+    KIN_FIELD_STR,
+    KIN_FIELD_NIL,
+} kin_field_type;
+
+/* One typed key/value field. Built with KIN_F and friends when logging;
+ * filled by kin_logsub_next when reading (strings are then NUL-terminated
+ * and len is exact). */
+typedef struct kin_field {
+    const char *key;
+    kin_field_type type;
+    union {
+        int64_t i;
+        uint64_t u;
+        double d;
+        bool b;
+        struct {
+            const char *p;
+            size_t len; /* SIZE_MAX: NUL-terminated, measured if logged */
+        } s;
+    } v;
+} kin_field;
+
+static inline kin_field
+kin__f_int(const char *k, int64_t v)
+{
+    kin_field f = {k, KIN_FIELD_INT, {.i = v}};
+    return f;
+}
+static inline kin_field
+kin__f_uint(const char *k, uint64_t v)
+{
+    kin_field f = {k, KIN_FIELD_UINT, {.u = v}};
+    return f;
+}
+static inline kin_field
+kin__f_dbl(const char *k, double v)
+{
+    kin_field f = {k, KIN_FIELD_DOUBLE, {.d = v}};
+    return f;
+}
+static inline kin_field
+kin__f_bool(const char *k, bool v)
+{
+    kin_field f = {k, KIN_FIELD_BOOL, {.b = v}};
+    return f;
+}
+static inline kin_field
+kin__f_strn(const char *k, const char *p, size_t len)
+{
+    kin_field f = {k, p ? KIN_FIELD_STR : KIN_FIELD_NIL, {.i = 0}};
+    f.v.s.p = p;
+    f.v.s.len = len;
+    return f;
+}
+static inline kin_field
+kin__f_str(const char *k, const char *s)
+{
+    return kin__f_strn(k, s, (size_t)-1);
+}
+
+/* A field whose type follows v's C type: strings (char *, NULL logs nil),
+ * floating point (double), bool, unsigned integers (uint), any other
+ * integer (int). A pointer of another type does not compile. The key must
+ * stay valid during the logging call only. */
+#define KIN_F(k, v)                                                            \
+    _Generic((v),                                                              \
+        char *: kin__f_str,                                                    \
+        const char *: kin__f_str,                                              \
+        float: kin__f_dbl,                                                     \
+        double: kin__f_dbl,                                                    \
+        long double: kin__f_dbl,                                               \
+        _Bool: kin__f_bool,                                                    \
+        unsigned char: kin__f_uint,                                            \
+        unsigned short: kin__f_uint,                                           \
+        unsigned int: kin__f_uint,                                             \
+        unsigned long: kin__f_uint,                                            \
+        unsigned long long: kin__f_uint,                                       \
+        default: kin__f_int)((k), (v))
+/* Explicit field types. */
+#define KIN_FSTR(k, s) kin__f_str((k), (s))
+#define KIN_FSTRN(k, p, n) kin__f_strn((k), (p), (n))
+#define KIN_FINT(k, v) kin__f_int((k), (v))
+#define KIN_FUINT(k, v) kin__f_uint((k), (v))
+#define KIN_FDBL(k, v) kin__f_dbl((k), (v))
+#define KIN_FBOOL(k, v) kin__f_bool((k), (v))
+
+/* --- logging --------------------------------------------------------------- */
+
+/* The lowest level currently produced (INT_MAX: none). Read it through
+ * kin_logs_enabled; it is written by kin only. */
+KIN_EXPORT extern int kin__logs_min;
+
+/* Whether a record at level would be produced: some subscriber wants it,
+ * the floor set by kin_logs_set_level allows it, and this process has a
+ * publisher. One relaxed atomic load. Any thread. */
+static inline bool
+kin_logs_enabled(int level)
+{
+    return level >= __atomic_load_n(&kin__logs_min, __ATOMIC_RELAXED);
+}
+
+/* Logs msg with the fields of the KIN_FIELD_END-terminated list fields
+ * (NULL: none) through this process's current publisher (the most recently
+ * started node's). Copies everything it needs before returning. Never
+ * blocks on I/O: when the publisher's queue is full the record is dropped
+ * and counted, and a "dropped N records" record follows once there is
+ * room. Strings longer than 16 KiB are cut. Any thread. */
+KIN_EXPORT void kin_logs_emit(int level, const char *file, int line,
+                              const char *msg, const kin_field *fields);
+
+/* As kin_logs_emit with a printf-formatted message and no fields. */
+KIN_EXPORT void kin_logs_emitf(int level, const char *file, int line,
+                               const char *fmt, ...) KIN_PRINTF(4, 5);
+
+/* KIN_LOG(level, msg, fields...): logs msg (a string, not a format) with
+ * up to any number of KIN_F fields; the arguments are not evaluated when
+ * the level is disabled. */
+#define KIN_LOG(level, ...) KIN__LOG((level), __VA_ARGS__, KIN__FEND)
+#define KIN_LOGD(...) KIN_LOG(KIN_LOG_DEBUG, __VA_ARGS__)
+#define KIN_LOGI(...) KIN_LOG(KIN_LOG_INFO, __VA_ARGS__)
+#define KIN_LOGW(...) KIN_LOG(KIN_LOG_WARNING, __VA_ARGS__)
+#define KIN_LOGE(...) KIN_LOG(KIN_LOG_ERROR, __VA_ARGS__)
+#define KIN_LOGC(...) KIN_LOG(KIN_LOG_CRITICAL, __VA_ARGS__)
+/* KIN_LOGF(level, fmt, ...): a printf-formatted message, no fields. */
+#define KIN_LOGF(level, ...)                                                   \
+    do {                                                                       \
+        if (kin_logs_enabled(level))                                           \
+            kin_logs_emitf((level), __FILE__, __LINE__, __VA_ARGS__);          \
+    } while (0)
+
+#define KIN__FEND ((kin_field){NULL, KIN_FIELD_END, {.i = 0}})
+#define KIN__LOG(level, msg, ...)                                              \
+    do {                                                                       \
+        if (kin_logs_enabled(level))                                           \
+            kin_logs_emit((level), __FILE__, __LINE__, (msg),                  \
+                          (const kin_field[]){__VA_ARGS__});                   \
+    } while (0)
+
+/* A floor under every subscription: records below level are never
+ * produced in this process, whatever subscribers ask (default: none, i.e.
+ * KIN_LOG_DEBUG and up may be). Any thread. */
+KIN_EXPORT void kin_logs_set_level(int level);
+
+/* The endpoint of the forwarder that n's records go to (publishers
+ * connect there; children inherit it), or NULL when n has no publisher.
+ * Owned by n. */
+KIN_EXPORT const char *kin_logs_backend(const kin_node *n);
+
+/* The endpoint subscribers connect to when n runs the embedded forwarder
+ * (a master without opts.log_endpoint), else NULL. Owned by n. */
+KIN_EXPORT const char *kin_logs_frontend(const kin_node *n);
+
+/* --- records --------------------------------------------------------------- */
+
+typedef enum kin_logrec_kind {
+    KIN_LOGREC_LOG = 0,     /* logged by the application */
+    KIN_LOGREC_DROPPED = 1, /* the publisher's queue dropped `count` records */
+    KIN_LOGREC_STDOUT = 2,  /* a line a child process wrote to stdout */
+    KIN_LOGREC_STDERR = 3,  /* a line a child process wrote to stderr */
+    KIN_LOGREC_GAP = 4,     /* subscriber side: `count` records never came */
+} kin_logrec_kind;
+
+/* A record as a subscriber reads it. Strings are NUL-terminated. */
+typedef struct kin_logrec {
+    kin_logrec_kind kind;
+    int level;
+    uint64_t seq;     /* in its (pub, level, ctx) stream, from 1 */
+    uint32_t pub;     /* publisher instance (random per start) */
+    uint32_t pub_ctx; /* context whose publisher sent it */
+    uint32_t ctx;     /* context it is about (a child for STDOUT/STDERR) */
+    const char *ctx_name;
+    int pid;       /* 0 when unknown (child output lines) */
+    uint32_t task; /* kin task id in ctx, 0 outside tasks */
+    uint64_t wall_ns, mono_ns;
+    const char *file;
+    int line;
+    const char *msg;
+    size_t msg_len;
+    const kin_field *fields;
+    size_t n_fields;
+    /* DROPPED: records dropped. GAP: records lost; seq is the first lost
+     * one and before_join says the loss precedes the first record of the
+     * stream this subscriber saw (it joined late). */
+    uint64_t count;
+    bool before_join;
+} kin_logrec;
+
+/* "log", "dropped", "stdout", "stderr", "gap". */
+KIN_EXPORT const char *kin_logrec_kind_name(kin_logrec_kind kind);
+
+#define KIN_LOGFMT_COLOR 1u /* ANSI colors */
+#define KIN_LOGFMT_DATE 2u  /* full date, not only the time of day */
+
+/* Formats r as one human line (no newline): time, level, ctx:name[pid],
+ * task, file:line, message, then key=value fields, in aligned columns.
+ * Writes at most size bytes including the NUL (size 0: measures); returns
+ * the length the whole line needs, like snprintf. Any thread. */
+KIN_EXPORT size_t kin_logrec_format(const kin_logrec *r, unsigned flags,
+                                    char *buf, size_t size);
+
+/* Appends r to out as one JSON object (no newline; schema in docs/logs.md).
+ * Invalid UTF-8 becomes U+FFFD. Errors: -ENOMEM. Any thread. */
+KIN_EXPORT kin_err kin_logrec_json(const kin_logrec *r, kin_buf *out);
+
+/* Parses "debug", "info", "warning"/"warn", "error", "critical" or a
+ * number. Errors: -EINVAL. */
+KIN_EXPORT kin_err kin_log_level_parse(const char *s, int *level);
+
+/* --- subscribers ----------------------------------------------------------- */
+
+typedef struct kin_logsub kin_logsub;
+
+typedef struct kin_logsub_opts {
+    const char *endpoint; /* the forwarder's frontend (kin_logs_frontend) */
+    int min_level;        /* records below are not sent to us; 0: all */
+    /* Only these contexts (records about them, child output included);
+     * NULL or 0: every context. At most 64. */
+    const uint32_t *ctxs;
+    size_t n_ctxs;
+    int rcvhwm; /* records queued before loss; 0: 10000 */
+} kin_logsub_opts;
+
+/* Connects a subscriber. Subscriptions travel to every publisher, which
+ * then filter at the source; that takes a moment (slow joiner), so records
+ * logged right after this call may not be seen. Errors: -EINVAL (no
+ * endpoint, too many contexts), -errno from ZMQ (bad endpoint), -ENOMEM.
+ * The thread that uses it owns it (one thread at a time). */
+KIN_EXPORT kin_err kin_logsub_new(kin_logsub **out,
+                                  const kin_logsub_opts *opts);
+
+/* The next record or gap, waiting up to timeout_ms (KIN_FOREVER: no
+ * limit). A hole in a stream's sequence numbers comes out as a
+ * KIN_LOGREC_GAP record before the record that revealed it. *out is owned
+ * by s and valid until the next call or destroy. Malformed messages are
+ * skipped and counted. Errors: KIN_ETIMEOUT, KIN_ECANCELLED (the calling
+ * kin task was cancelled), -errno. */
+KIN_EXPORT kin_err kin_logsub_next(kin_logsub *s, int timeout_ms,
+                                   const kin_logrec **out);
+
+typedef struct kin_logsub_stats {
+    uint64_t records;   /* records returned (gaps excluded) */
+    uint64_t gaps;      /* gap records returned */
+    uint64_t lost;      /* records they account for */
+    uint64_t dropped;   /* sum of DROPPED records' counts */
+    uint64_t malformed; /* messages skipped */
+} kin_logsub_stats;
+
+KIN_EXPORT void kin_logsub_stats_get(const kin_logsub *s,
+                                     kin_logsub_stats *out);
+
+/* Disconnects and frees s; *s = NULL. NULL-safe. */
+KIN_EXPORT void kin_logsub_destroy(kin_logsub **s);
+
+/* --- sinks ----------------------------------------------------------------- */
+
+/* A sink: a thread that subscribes and writes every record as a line to a
+ * file descriptor, as text (kin_logrec_format) or JSON (kin_logrec_json).
+ * A master can also get one through kin_node_opts.log_file. */
+typedef struct kin_logsink kin_logsink;
+
+typedef enum kin_logsink_format {
+    KIN_LOGSINK_TEXT = 0,
+    KIN_LOGSINK_JSON = 1,
+} kin_logsink_format;
+
+typedef struct kin_logsink_opts {
+    const char *endpoint; /* the forwarder's frontend */
+    int fd;               /* not closed by the sink */
+    kin_logsink_format format;
+    int min_level; /* 0: all */
+    unsigned text_flags; /* KIN_LOGFMT_* for TEXT */
+} kin_logsink_opts;
+
+/* Starts a sink. Errors: as kin_logsub_new, -errno from pthread_create. */
+KIN_EXPORT kin_err kin_logsink_new(kin_logsink **out,
+                                   const kin_logsink_opts *opts);
+
+/* Writes what has arrived, stops the thread and frees the sink; *s = NULL.
+ * NULL-safe. */
+KIN_EXPORT void kin_logsink_destroy(kin_logsink **s);
+
+#endif

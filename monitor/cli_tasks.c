@@ -1,0 +1,857 @@
+/* kin ls, tree, ps, pstree, where, ps-terminated, where-terminated, cancel,
+ * signal and stacktrace: the operator's view of a running tree. Each prints
+ * a table, or JSON with --json. */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <kin/call.h>
+#include <kin/monitor.h>
+
+#include "monitor/cli.h"
+#include "router/node_impl.h"
+
+#define TIMEOUT_MS 3000
+
+static void
+fmt_ms(char *out, size_t size, double ms)
+{
+    if (ms < 1000)
+        snprintf(out, size, "%.0fms", ms);
+    else if (ms < 120000)
+        snprintf(out, size, "%.1fs", ms / 1000);
+    else if (ms < 7200000)
+        snprintf(out, size, "%.0fm", ms / 60000);
+    else
+        snprintf(out, size, "%.1fh", ms / 3600000);
+}
+
+static void
+print_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (s)
+        puts(s);
+    free(s);
+    json_decref(j);
+}
+
+/* Common options: PID first, then flags. Returns the index after PID or -1
+ * after printing usage. */
+typedef struct opts {
+    int pid;
+    bool json;
+    bool persistent;
+    bool has_ctx;
+    uint32_t ctx;
+    const char *filter;
+    const char *args[4];
+    int nargs;
+} opts;
+
+static int
+parse(int argc, char **argv, const char *usage, int want_args, opts *o)
+{
+    memset(o, 0, sizeof *o);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            printf("usage: kin %s %s\n", argv[0], usage);
+            return 1;
+        } else if (!strcmp(a, "--json")) {
+            o->json = true;
+        } else if (!strcmp(a, "-p") || !strcmp(a, "--persistent")) {
+            o->persistent = true;
+        } else if ((!strcmp(a, "-c") || !strcmp(a, "--ctx")) && i + 1 < argc) {
+            o->has_ctx = true;
+            o->ctx = (uint32_t)strtoul(argv[++i], NULL, 10);
+        } else if ((!strcmp(a, "-f") || !strcmp(a, "--filter")) &&
+                   i + 1 < argc) {
+            o->filter = argv[++i];
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "kin %s: unknown option %s\nusage: kin %s %s\n",
+                    argv[0], a, argv[0], usage);
+            return 2;
+        } else if (!o->pid) {
+            char *end;
+            long pid = strtol(a, &end, 10);
+            if (*end || pid <= 0) {
+                fprintf(stderr, "kin %s: '%s' is not a pid\n", argv[0], a);
+                return 2;
+            }
+            o->pid = (int)pid;
+        } else if (o->nargs < 4) {
+            o->args[o->nargs++] = a;
+        }
+    }
+    if (!o->pid || o->nargs < want_args) {
+        fprintf(stderr, "usage: kin %s %s\n", argv[0], usage);
+        return 2;
+    }
+    return 0;
+}
+
+/* --- ls ------------------------------------------------------------------ */
+
+int
+kin__cli_ls(int argc, char **argv)
+{
+    bool json = argc > 1 && !strcmp(argv[1], "--json");
+    if (argc > 1 && !json) {
+        printf("usage: kin ls [--json]\n  masters running on this host\n");
+        return strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? 2 : 0;
+    }
+    char dir[160];
+    if (kin__runtime_dir(dir, sizeof dir)) {
+        fprintf(stderr, "kin ls: no runtime directory\n");
+        return 2;
+    }
+    DIR *d = opendir(dir);
+    if (!d)
+        return 2;
+    json_t *arr = json_array();
+    if (!json)
+        printf("%-8s %-16s %8s %9s  %s\n", "PID", "NAME", "CONTEXTS",
+               "UPTIME", "ENDPOINT");
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        int pid;
+        unsigned id;
+        char tail[8];
+        if (sscanf(de->d_name, "%d-%u.%7s", &pid, &id, tail) != 3 || id != 0 ||
+            strcmp(tail, "sock"))
+            continue;
+        if (kill(pid, 0) && errno == ESRCH) {
+            /* A master that died without cleaning up. */
+            char path[400];
+            snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+            unlink(path);
+            continue;
+        }
+        kin_node *n;
+        if (kin__cli_attach(pid, &n))
+            continue;
+        kin__cli_info_t *all;
+        size_t count;
+        if (kin__cli_contexts(n, &all, &count) == KIN_OK) {
+            char up[32];
+            fmt_ms(up, sizeof up, all[0].uptime_ms);
+            if (json)
+                json_array_append_new(
+                    arr, json_pack("{s:i,s:s,s:i,s:f,s:s}", "pid", pid, "name",
+                                   all[0].name, "contexts", (int)count,
+                                   "uptime_ms", all[0].uptime_ms, "endpoint",
+                                   all[0].endpoint));
+            else
+                printf("%-8d %-16s %8zu %9s  %s\n", pid, all[0].name, count,
+                       up, all[0].endpoint);
+            free(all);
+        }
+        kin_node_destroy(&n);
+    }
+    closedir(d);
+    if (json)
+        print_json(arr);
+    else
+        json_decref(arr);
+    return 0;
+}
+
+/* --- tree ---------------------------------------------------------------- */
+
+int
+kin__cli_tree(int argc, char **argv)
+{
+    opts o;
+    int rc = parse(argc, argv,
+                   "PID [--json]\n  the context tree: id, name, pid, tasks, "
+                   "rss, uptime",
+                   0, &o);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    kin_node *n;
+    if (kin__cli_attach(o.pid, &n))
+        return 2;
+    kin__cli_info_t *all;
+    size_t count;
+    kin_err e = kin__cli_contexts(n, &all, &count);
+    kin_node_destroy(&n);
+    if (e) {
+        fprintf(stderr, "kin tree: %s\n", kin_strerror(e));
+        return 2;
+    }
+    json_t *arr = json_array();
+    if (!o.json)
+        printf("%-28s %7s %6s %9s %8s\n", "CONTEXT", "PID", "TASKS", "RSS",
+               "UPTIME");
+    /* Depth-first print from the breadth-first list. */
+    int *stack = malloc(count * sizeof *stack);
+    int top = 0;
+    stack[top++] = 0;
+    while (top) {
+        kin__cli_info_t *c = &all[stack[--top]];
+        char label[64], up[32];
+        snprintf(label, sizeof label, "%*s%u %s", c->depth * 2, "", c->id,
+                 c->name);
+        fmt_ms(up, sizeof up, c->uptime_ms);
+        if (o.json)
+            json_array_append_new(
+                arr, json_pack("{s:i,s:s,s:i,s:o,s:i,s:I,s:f}", "id", c->id,
+                               "name", c->name, "pid", c->pid, "parent",
+                               c->depth ? json_integer(c->parent) : json_null(),
+                               "tasks", c->tasks, "rss_kib",
+                               (json_int_t)c->rss_kib, "uptime_ms",
+                               c->uptime_ms));
+        else
+            printf("%-28s %7d %6u %7.1fMi %8s\n", label, c->pid, c->tasks,
+                   (double)c->rss_kib / 1024.0, up);
+        for (size_t i = count; i-- > 0;)
+            if (all[i].depth == c->depth + 1 && all[i].parent == c->id)
+                stack[top++] = (int)i;
+    }
+    free(stack);
+    free(all);
+    if (o.json)
+        print_json(arr);
+    else
+        json_decref(arr);
+    return 0;
+}
+
+/* --- ps / pstree ----------------------------------------------------------- */
+
+typedef struct row {
+    kin_task_info t;
+    const kin__cli_info_t *c;
+    int next; /* the task this one awaits, -1 for none */
+    int mark;
+} row;
+
+/* Tasks of the tree (or one context). */
+static int
+collect(kin_node *n, const opts *o, kin__cli_info_t **ctxs, size_t *nctx,
+        row **rows, size_t *nrows)
+{
+    kin_err e = kin__cli_contexts(n, ctxs, nctx);
+    if (e) {
+        fprintf(stderr, "kin: cannot list contexts: %s\n", kin_strerror(e));
+        return 2;
+    }
+    size_t cap = 64, len = 0;
+    row *rs = malloc(cap * sizeof *rs);
+    bool found = !o->has_ctx;
+    for (size_t i = 0; i < *nctx; i++) {
+        kin__cli_info_t *c = &(*ctxs)[i];
+        if (o->has_ctx && c->id != o->ctx)
+            continue;
+        found = true;
+        kin_task_info *ts;
+        size_t count;
+        if ((e = kin_monitor_ps(n, c->id, o->filter, o->persistent, TIMEOUT_MS,
+                                &ts, &count))) {
+            fprintf(stderr, "kin: context %u: %s\n", c->id, kin_strerror(e));
+            continue;
+        }
+        for (size_t k = 0; k < count; k++) {
+            if (len == cap) {
+                cap *= 2;
+                rs = realloc(rs, cap * sizeof *rs);
+            }
+            rs[len++] = (row){.t = ts[k], .c = c, .next = -1};
+        }
+        free(ts);
+    }
+    if (!found) {
+        fprintf(stderr, "kin: no context %u in this tree\n", o->ctx);
+        free(rs);
+        free(*ctxs);
+        return 2;
+    }
+    /* Await edges: a task waiting on (ctx, reply handle) awaits the call
+     * task in ctx whose caller is that task's context and handle. */
+    for (size_t i = 0; i < len; i++) {
+        kin_task_info *a = &rs[i].t;
+        if (a->await_ctx == KIN_NO_CTX || !a->await_handle)
+            continue;
+        for (size_t k = 0; k < len; k++) {
+            kin_task_info *b = &rs[k].t;
+            if (b->ctx == a->await_ctx && b->caller_ctx == a->ctx &&
+                b->caller_handle == a->await_handle) {
+                rs[i].next = (int)k;
+                break;
+            }
+        }
+    }
+    *rows = rs;
+    *nrows = len;
+    return 0;
+}
+
+static void
+describe_wait(const row *r, char *out, size_t size)
+{
+    const kin_task_info *t = &r->t;
+    char w[32];
+    fmt_ms(w, sizeof w, t->wait_ms);
+    if (t->await_ctx != KIN_NO_CTX)
+        snprintf(out, size, "call %s in ctx %u (%s)",
+                 t->await_fn[0] ? t->await_fn : "?", t->await_ctx, w);
+    else if (t->waiting[0])
+        snprintf(out, size, "%s (%s)", t->waiting, w);
+    else
+        snprintf(out, size, "-");
+}
+
+static json_t *
+task_json(const row *r, const row *rows)
+{
+    const kin_task_info *t = &r->t;
+    json_t *j = json_pack(
+        "{s:s,s:i,s:i,s:s,s:s,s:s,s:s,s:b,s:f,s:s,s:f}", "task", "", "ctx",
+        t->ctx, "id", t->id, "context", r->c->name, "name", t->name, "fn",
+        t->fn, "state", kin_task_state_name(t->state), "persistent",
+        t->persistent, "age_ms", t->age_ms, "waiting", t->waiting, "wait_ms",
+        t->wait_ms);
+    char id[32];
+    snprintf(id, sizeof id, "%u:%u", t->ctx, t->id);
+    json_object_set_new(j, "task", json_string(id));
+    if (t->caller_ctx || t->caller_task) {
+        snprintf(id, sizeof id, "%u:%u", t->caller_ctx, t->caller_task);
+        json_object_set_new(j, "caller", json_string(id));
+    }
+    if (t->await_ctx != KIN_NO_CTX) {
+        json_object_set_new(j, "await_ctx", json_integer(t->await_ctx));
+        json_object_set_new(j, "await_fn", json_string(t->await_fn));
+        if (r->next >= 0) {
+            const kin_task_info *b = &rows[r->next].t;
+            snprintf(id, sizeof id, "%u:%u", b->ctx, b->id);
+            json_object_set_new(j, "awaits", json_string(id));
+        }
+    }
+    return j;
+}
+
+int
+kin__cli_ps(int argc, char **argv)
+{
+    opts o;
+    int rc = parse(argc, argv,
+                   "PID [-c CTX] [-f TEXT] [-p] [--json]\n  tasks of every "
+                   "context (or CTX); -f filters by name or function, -p "
+                   "shows persistent tasks only",
+                   0, &o);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    kin_node *n;
+    if (kin__cli_attach(o.pid, &n))
+        return 2;
+    kin__cli_info_t *ctxs;
+    size_t nctx, nrows;
+    row *rows;
+    rc = collect(n, &o, &ctxs, &nctx, &rows, &nrows);
+    kin_node_destroy(&n);
+    if (rc)
+        return rc;
+    json_t *arr = json_array();
+    if (!o.json)
+        printf("%-9s %-12s %-20s %-18s %-9s %7s  %s\n", "TASK", "CONTEXT",
+               "NAME", "FUNCTION", "STATE", "AGE", "WAITING");
+    for (size_t i = 0; i < nrows; i++) {
+        const kin_task_info *t = &rows[i].t;
+        if (o.json) {
+            json_array_append_new(arr, task_json(&rows[i], rows));
+            continue;
+        }
+        char id[24], age[16], wait[96];
+        snprintf(id, sizeof id, "%u:%u", t->ctx, t->id);
+        fmt_ms(age, sizeof age, t->age_ms);
+        describe_wait(&rows[i], wait, sizeof wait);
+        printf("%-9s %-12.12s %-20.20s %-18.18s %-9s %7s  %s\n", id,
+               rows[i].c->name, t->name, t->fn[0] ? t->fn : "-",
+               kin_task_state_name(t->state), age, wait);
+    }
+    if (o.json)
+        print_json(arr);
+    else
+        json_decref(arr);
+    free(rows);
+    free(ctxs);
+    return 0;
+}
+
+static void
+label(const row *r, char *out, size_t size)
+{
+    snprintf(out, size, "%u:%u %s", r->t.ctx, r->t.id, r->t.name);
+}
+
+int
+kin__cli_pstree(int argc, char **argv)
+{
+    opts o;
+    int rc = parse(argc, argv,
+                   "PID [--json]\n  await tree across contexts; a cycle is a "
+                   "deadlock: printed, exit status 1",
+                   0, &o);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    kin_node *n;
+    if (kin__cli_attach(o.pid, &n))
+        return 2;
+    kin__cli_info_t *ctxs;
+    size_t nctx, nrows;
+    row *rows;
+    rc = collect(n, &o, &ctxs, &nctx, &rows, &nrows);
+    kin_node_destroy(&n);
+    if (rc)
+        return rc;
+
+    /* Each task awaits at most one other: follow the chain from every
+     * task; meeting a task of the current walk again closes a cycle. */
+    json_t *cycles = json_array();
+    int ncycles = 0;
+    for (size_t i = 0; i < nrows; i++) {
+        int stamp = (int)i + 1;
+        int k = (int)i;
+        while (k >= 0 && !rows[k].mark) {
+            rows[k].mark = stamp;
+            k = rows[k].next;
+        }
+        if (k < 0 || rows[k].mark != stamp)
+            continue;
+        /* k starts a new cycle. */
+        json_t *cyc = json_array();
+        char text[2048] = "", l[96];
+        int j = k;
+        do {
+            label(&rows[j], l, sizeof l);
+            json_array_append_new(cyc, json_string(l));
+            strncat(text, l, sizeof text - strlen(text) - 1);
+            strncat(text, " → ", sizeof text - strlen(text) - 1);
+            rows[j].mark = -1; /* report each cycle once */
+            j = rows[j].next;
+        } while (j != k);
+        label(&rows[k], l, sizeof l);
+        strncat(text, l, sizeof text - strlen(text) - 1);
+        json_array_append_new(cycles, cyc);
+        if (!o.json) {
+            if (!ncycles)
+                printf("ERROR: await graph contains cycles\n");
+            printf("  cycle: %s\n", text);
+        }
+        ncycles++;
+    }
+
+    /* Trees: roots are tasks nobody awaits; each line shows what it awaits
+     * next, across contexts. */
+    bool *awaited = calloc(nrows ? nrows : 1, sizeof *awaited);
+    for (size_t i = 0; i < nrows; i++)
+        if (rows[i].next >= 0)
+            awaited[rows[i].next] = true;
+    json_t *trees = json_array();
+    for (size_t i = 0; i < nrows; i++) {
+        if (awaited[i])
+            continue;
+        json_t *chain = json_array();
+        int depth = 0;
+        for (int k = (int)i; k >= 0 && depth < 64; k = rows[k].next, depth++) {
+            char l[96], wait[96];
+            label(&rows[k], l, sizeof l);
+            describe_wait(&rows[k], wait, sizeof wait);
+            json_array_append_new(chain, task_json(&rows[k], rows));
+            if (!o.json)
+                printf("%*s%s%s [%s, pid %d] %s\n", depth * 4, "",
+                       depth ? "└── " : "", l, rows[k].c->name,
+                       rows[k].c->pid, wait);
+        }
+        json_array_append_new(trees, chain);
+    }
+    free(awaited);
+    if (o.json) {
+        json_t *j = json_pack("{s:o,s:o}", "trees", trees, "cycles", cycles);
+        print_json(j);
+    } else {
+        json_decref(trees);
+        json_decref(cycles);
+    }
+    free(rows);
+    free(ctxs);
+    return ncycles ? 1 : 0;
+}
+
+/* --- where / terminated -------------------------------------------------- */
+
+int
+kin__cli_where(int argc, char **argv)
+{
+    opts o;
+    int rc = parse(argc, argv,
+                   "PID CTX:TASK [--json]\n  the current stack of a task's "
+                   "thread (function and file:line) and who created it",
+                   1, &o);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    uint32_t ctx, task;
+    if (kin__cli_parse_task(o.args[0], &ctx, &task))
+        return 2;
+    kin_node *n;
+    if (kin__cli_attach(o.pid, &n))
+        return 2;
+    kin_frame_info *fs;
+    size_t count;
+    kin_err e = kin_monitor_where(n, ctx, task, TIMEOUT_MS, &fs, &count);
+    kin_task_info *ts = NULL;
+    size_t nts = 0;
+    if (!e)
+        kin_monitor_ps(n, ctx, NULL, false, TIMEOUT_MS, &ts, &nts);
+    kin_node_destroy(&n);
+    if (e) {
+        fprintf(stderr, "kin where: task %u:%u: %s\n", ctx, task,
+                e == -ENOENT ? "no such live task" : kin_strerror(e));
+        return 2;
+    }
+    const kin_task_info *t = NULL;
+    for (size_t i = 0; i < nts; i++)
+        if (ts[i].id == task)
+            t = &ts[i];
+    json_t *frames = json_array();
+    if (!o.json && t) {
+        printf("task %u:%u %s (%s)", ctx, task, t->name,
+               kin_task_state_name(t->state));
+        if (t->caller_ctx || t->caller_task)
+            printf(", called by %u:%u", t->caller_ctx, t->caller_task);
+        printf("\n");
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (o.json)
+            json_array_append_new(
+                frames, json_pack("{s:I,s:s,s:s,s:i}", "addr",
+                                  (json_int_t)fs[i].addr, "fn", fs[i].fn,
+                                  "file", fs[i].file, "line", fs[i].line));
+        else if (fs[i].line)
+            printf("  #%-2zu %s at %s:%d\n", i, fs[i].fn, fs[i].file,
+                   fs[i].line);
+        else
+            printf("  #%-2zu %s (%s)\n", i, fs[i].fn, fs[i].file);
+    }
+    if (o.json) {
+        json_t *j = json_pack("{s:i,s:i,s:o}", "ctx", ctx, "task", task,
+                              "frames", frames);
+        if (t && (t->caller_ctx || t->caller_task)) {
+            char id[32];
+            snprintf(id, sizeof id, "%u:%u", t->caller_ctx, t->caller_task);
+            json_object_set_new(j, "caller", json_string(id));
+        }
+        print_json(j);
+    } else {
+        json_decref(frames);
+    }
+    free(fs);
+    free(ts);
+    return 0;
+}
+
+static void
+print_terminated(const kin_task_info *t, bool json, json_t *arr)
+{
+    char id[32], by[32] = "", dur[16], ago[16];
+    snprintf(id, sizeof id, "%u:%u", t->ctx, t->id);
+    if (t->state == KIN_TASK_CANCELLED)
+        snprintf(by, sizeof by, "%u:%u", t->cancelled_by_ctx,
+                 t->cancelled_by_task);
+    if (json) {
+        json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:i,s:s,s:f,s:f}", "task", id,
+                              "name", t->name, "fn", t->fn, "state",
+                              kin_task_state_name(t->state), "result",
+                              t->result, "error",
+                              t->result ? kin_strerror(t->result) : "",
+                              "duration_ms", t->age_ms, "ended_ago_ms",
+                              t->ended_ago_ms);
+        if (by[0])
+            json_object_set_new(j, "cancelled_by", json_string(by));
+        json_array_append_new(arr, j);
+        return;
+    }
+    fmt_ms(dur, sizeof dur, t->age_ms);
+    fmt_ms(ago, sizeof ago, t->ended_ago_ms);
+    printf("%-9s %-20.20s %-10s %7s %7s  %s%s%s\n", id, t->name,
+           kin_task_state_name(t->state), dur, ago,
+           t->result ? kin_strerror(t->result) : "",
+           by[0] ? " cancelled by " : "", by);
+}
+
+int
+kin__cli_ps_terminated(int argc, char **argv)
+{
+    opts o;
+    int rc = parse(argc, argv,
+                   "PID [-c CTX] [--json]\n  recently terminated tasks and "
+                   "how they ended",
+                   0, &o);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    kin_node *n;
+    if (kin__cli_attach(o.pid, &n))
+        return 2;
+    kin__cli_info_t *ctxs;
+    size_t nctx;
+    if (kin__cli_contexts(n, &ctxs, &nctx)) {
+        kin_node_destroy(&n);
+        return 2;
+    }
+    json_t *arr = json_array();
+    if (!o.json)
+        printf("%-9s %-20s %-10s %7s %7s  %s\n", "TASK", "NAME", "STATE",
+               "RAN", "AGO", "RESULT");
+    for (size_t i = 0; i < nctx; i++) {
+        if (o.has_ctx && ctxs[i].id != o.ctx)
+            continue;
+        kin_task_info *ts;
+        size_t count;
+        if (kin_monitor_ps_terminated(n, ctxs[i].id, TIMEOUT_MS, &ts, &count))
+            continue;
+        for (size_t k = 0; k < count; k++)
+            print_terminated(&ts[k], o.json, arr);
+        free(ts);
+    }
+    kin_node_destroy(&n);
+    free(ctxs);
+    if (o.json)
+        print_json(arr);
+    else
+        json_decref(arr);
+    return 0;
+}
+
+int
+kin__cli_where_terminated(int argc, char **argv)
+{
+    opts o;
+    int rc = parse(argc, argv,
+                   "PID CTX:TASK [--json]\n  how a terminated task ended, and "
+                   "who cancelled it (and what that task is doing)",
+                   1, &o);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    uint32_t ctx, task;
+    if (kin__cli_parse_task(o.args[0], &ctx, &task))
+        return 2;
+    kin_node *n;
+    if (kin__cli_attach(o.pid, &n))
+        return 2;
+    kin_task_info *ts = NULL;
+    size_t count = 0;
+    kin_err e = kin_monitor_ps_terminated(n, ctx, TIMEOUT_MS, &ts, &count);
+    const kin_task_info *t = NULL;
+    for (size_t i = 0; !e && i < count; i++)
+        if (ts[i].id == task)
+            t = &ts[i];
+    if (e || !t) {
+        fprintf(stderr, "kin where-terminated: %u:%u: %s\n", ctx, task,
+                e ? kin_strerror(e) : "not in the termination history");
+        free(ts);
+        kin_node_destroy(&n);
+        return 2;
+    }
+    json_t *arr = json_array();
+    print_terminated(t, o.json, arr);
+    /* The canceller chain: who cancelled, and that task's own state. */
+    if (t->state == KIN_TASK_CANCELLED) {
+        uint32_t bc = t->cancelled_by_ctx, bt = t->cancelled_by_task;
+        kin_task_info *live = NULL;
+        size_t nlive = 0;
+        if (bt && !kin_monitor_ps(n, bc, NULL, false, TIMEOUT_MS, &live,
+                                  &nlive)) {
+            for (size_t i = 0; i < nlive; i++) {
+                if (live[i].id != bt)
+                    continue;
+                if (o.json) {
+                    json_array_append_new(
+                        arr, json_pack("{s:s,s:s}", "canceller",
+                                       live[i].name, "state",
+                                       kin_task_state_name(live[i].state)));
+                } else {
+                    printf("  cancelled by %u:%u %s (%s)", bc, bt,
+                           live[i].name, kin_task_state_name(live[i].state));
+                    if (live[i].caller_ctx || live[i].caller_task)
+                        printf(", itself called by %u:%u",
+                               live[i].caller_ctx, live[i].caller_task);
+                    printf("\n");
+                }
+            }
+        } else if (!o.json) {
+            printf("  cancelled by %u:%u%s\n", bc, bt,
+                   bt ? "" : " (an operator or the context itself)");
+        }
+        free(live);
+    }
+    kin_node_destroy(&n);
+    free(ts);
+    if (o.json)
+        print_json(arr);
+    else
+        json_decref(arr);
+    return 0;
+}
+
+/* --- cancel / signal / stacktrace ------------------------------------------ */
+
+int
+kin__cli_cancel(int argc, char **argv)
+{
+    opts o;
+    int rc = parse(argc, argv,
+                   "PID CTX:TASK\n  cancel a task (it sees it at its next kin "
+                   "blocking point)",
+                   1, &o);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    uint32_t ctx, task;
+    if (kin__cli_parse_task(o.args[0], &ctx, &task))
+        return 2;
+    kin_node *n;
+    if (kin__cli_attach(o.pid, &n))
+        return 2;
+    kin_err e = kin_monitor_cancel(n, ctx, task, TIMEOUT_MS);
+    kin_node_destroy(&n);
+    if (e) {
+        fprintf(stderr, "kin cancel: %u:%u: %s\n", ctx, task,
+                e == -ENOENT ? "no such live task" : kin_strerror(e));
+        return 2;
+    }
+    if (o.json)
+        printf("{\"cancelled\": \"%u:%u\"}\n", ctx, task);
+    else
+        printf("cancel requested for %u:%u\n", ctx, task);
+    return 0;
+}
+
+static int
+simple_request(kin_node *n, uint32_t ctx, const char *cmd, const char *key,
+               const char *val, kin_msg **reply)
+{
+    kin_buf b = {0};
+    if (key)
+        kin_pack(&b, "sMss", cmd, 1, key, val);
+    else
+        kin_pack(&b, "s", cmd);
+    kin_err e = kin_monitor_request(n, ctx, &b, TIMEOUT_MS, reply);
+    kin_buf_release(&b);
+    return e;
+}
+
+static void
+print_error_reply(const char *what, kin_err e, kin_msg *reply)
+{
+    const char *text = NULL;
+    size_t len = 0;
+    if (reply && kin_msg_unpack(reply, "M?S", &(uint32_t){0}, &text, &len))
+        text = NULL;
+    if (text)
+        fprintf(stderr, "kin %s: %.*s\n", what, (int)len, text);
+    else
+        fprintf(stderr, "kin %s: %s\n", what, kin_strerror(e));
+}
+
+int
+kin__cli_signal(int argc, char **argv)
+{
+    opts o;
+    int rc = parse(argc, argv,
+                   "PID CTX SIGNAME\n  send a signal (TERM, INT, USR1, ...) to "
+                   "the process of context CTX",
+                   2, &o);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    uint32_t ctx = (uint32_t)strtoul(o.args[0], NULL, 10);
+    kin_node *n;
+    if (kin__cli_attach(o.pid, &n))
+        return 2;
+    kin_msg *reply = NULL;
+    kin_err e = simple_request(n, ctx, "signal", "signal", o.args[1], &reply);
+    kin_node_destroy(&n);
+    if (e) {
+        print_error_reply("signal", e, reply);
+        kin_msg_destroy(&reply);
+        return 2;
+    }
+    kin_msg_destroy(&reply);
+    printf("sent %s to context %u\n", o.args[1], ctx);
+    return 0;
+}
+
+int
+kin__cli_stacktrace(int argc, char **argv)
+{
+    opts o;
+    int rc = parse(argc, argv,
+                   "PID CTX [--json]\n  the stacks of every thread of context "
+                   "CTX",
+                   1, &o);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    uint32_t ctx = (uint32_t)strtoul(o.args[0], NULL, 10);
+    kin_node *n;
+    if (kin__cli_attach(o.pid, &n))
+        return 2;
+    kin_msg *reply = NULL;
+    kin_err e = simple_request(n, ctx, "stacktrace", NULL, NULL, &reply);
+    kin_node_destroy(&n);
+    if (e) {
+        print_error_reply("stacktrace", e, reply);
+        kin_msg_destroy(&reply);
+        return 2;
+    }
+    kin_reader rd;
+    kin_reader_init(&rd, reply->body, reply->len);
+    uint32_t pairs, nthreads = 0;
+    e = kin_unpack(&rd, "M??S?Sa", &pairs, &(const char *){0}, &(size_t){0},
+                   &(const char *){0}, &(size_t){0}, &nthreads);
+    json_t *arr = json_array();
+    for (uint32_t i = 0; !e && i < nthreads; i++) {
+        uint32_t four, nf;
+        int tid, err;
+        const char *name;
+        size_t nl;
+        if ((e = kin_unpack(&rd, "aiSia", &four, &tid, &name, &nl, &err, &nf)))
+            break;
+        json_t *frames = json_array();
+        if (!o.json)
+            printf("thread %d (%.*s)%s%s\n", tid, (int)nl, name,
+                   err ? ": " : "", err ? kin_strerror(err) : "");
+        for (uint32_t f = 0; !e && f < nf; f++) {
+            uint64_t addr;
+            const char *fn, *file;
+            size_t fl, il;
+            int line;
+            if ((e = kin_unpack(&rd, "aUSSi", &four, &addr, &fn, &fl, &file,
+                                &il, &line)))
+                break;
+            if (o.json)
+                json_array_append_new(
+                    frames, json_pack("{s:s%,s:s%,s:i}", "fn", fn, fl, "file",
+                                      file, il, "line", line));
+            else if (line)
+                printf("  #%-2u %.*s at %.*s:%d\n", f, (int)fl, fn, (int)il,
+                       file, line);
+            else
+                printf("  #%-2u %.*s (%.*s)\n", f, (int)fl, fn, (int)il, file);
+        }
+        json_array_append_new(arr, json_pack("{s:i,s:s%,s:o}", "tid", tid,
+                                             "name", name, nl, "frames",
+                                             frames));
+    }
+    kin_reader_release(&rd);
+    kin_msg_destroy(&reply);
+    if (o.json)
+        print_json(arr);
+    else
+        json_decref(arr);
+    return e ? 2 : 0;
+}
