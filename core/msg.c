@@ -3,6 +3,7 @@
 #include <kin/msg.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -125,6 +126,8 @@ kin_err
 kin_msg_new_dead(kin_msg **out, const kin_msg *orig, uint32_t from_ctx,
                  kin_err reason, const char *text)
 {
+    if (reason >= 0)
+        reason = KIN_EBADMSG; /* a dead message always carries an error */
     if (!text)
         text = kin_strerror(reason);
     size_t tlen = strlen(text);
@@ -149,31 +152,91 @@ kin_msg_new_dead(kin_msg **out, const kin_msg *orig, uint32_t from_ctx,
     return KIN_OK;
 }
 
+/* Reads a msgpack integer at *p; only the encodings a negative code can
+ * use. Returns false on anything else. */
+static bool
+read_code(const uint8_t **p, const uint8_t *end, int64_t *v)
+{
+    const uint8_t *q = *p;
+    if (q >= end)
+        return false;
+    uint8_t t = *q++;
+    int bytes = t == 0xd0 ? 1 : t == 0xd1 ? 2 : t == 0xd2 ? 4 : t == 0xd3 ? 8
+                                                                           : 0;
+    if (t >= 0xe0) {
+        *v = (int8_t)t; /* negative fixint */
+    } else if (bytes) {
+        if (end - q < bytes)
+            return false;
+        uint64_t u = 0;
+        for (int i = 0; i < bytes; i++)
+            u = u << 8 | q[i];
+        /* Sign-extend from the encoded width. */
+        int shift = 64 - 8 * bytes;
+        *v = (int64_t)(u << shift) >> shift;
+        q += bytes;
+    } else {
+        return false;
+    }
+    *p = q;
+    return true;
+}
+
+/* Reads a msgpack str header at *p: its length. */
+static bool
+read_str(const uint8_t **p, const uint8_t *end, size_t *len)
+{
+    const uint8_t *q = *p;
+    if (q >= end)
+        return false;
+    uint8_t t = *q++;
+    size_t n;
+    if ((t & 0xe0) == 0xa0) {
+        n = t & 0x1f;
+    } else if (t >= 0xd9 && t <= 0xdb) {
+        int bytes = 1 << (t - 0xd9);
+        if (end - q < bytes)
+            return false;
+        n = 0;
+        for (int i = 0; i < bytes; i++)
+            n = n << 8 | q[i];
+        q += bytes;
+    } else {
+        return false;
+    }
+    if ((size_t)(end - q) < n)
+        return false;
+    *len = n;
+    *p = q;
+    return true;
+}
+
 kin_err
 kin_msg_dead_reason(const kin_msg *m, kin_err *reason, const char **text,
                     size_t *text_len)
 {
     if (!(m->flags & KIN_MSG_DEAD))
         return -EINVAL;
-    msgpack_zone zone;
-    msgpack_zone_init(&zone, 256);
-    msgpack_object o;
-    size_t off = 0;
-    kin_err e = KIN_EBADMSG;
-    if (msgpack_unpack((const char *)m->body, m->len, &off, &zone, &o) ==
-            MSGPACK_UNPACK_SUCCESS &&
-        o.type == MSGPACK_OBJECT_ARRAY && o.via.array.size == 2 &&
-        o.via.array.ptr[0].type == MSGPACK_OBJECT_NEGATIVE_INTEGER &&
-        o.via.array.ptr[1].type == MSGPACK_OBJECT_STR) {
-        if (reason)
-            *reason = (kin_err)o.via.array.ptr[0].via.i64;
-        /* Strings reference the body, so they outlive the zone. */
-        if (text)
-            *text = o.via.array.ptr[1].via.str.ptr;
-        if (text_len)
-            *text_len = o.via.array.ptr[1].via.str.size;
-        e = KIN_OK;
+    /* Parsed by hand: the body is tiny and fixed-shape, and msgpack-c would
+     * reserve memory for whatever element count a peer claims. */
+    const uint8_t *p = m->body, *end = m->body + m->len;
+    int64_t code;
+    size_t len;
+    if (m->len < 1 || *p++ != 0x92 || !read_code(&p, end, &code) ||
+        code >= 0 || code < INT32_MIN) {
+        return KIN_EBADMSG;
     }
-    msgpack_zone_destroy(&zone);
-    return e;
+    const uint8_t *str = p;
+    if (!read_str(&p, end, &len))
+        return KIN_EBADMSG;
+    str = p;
+    if (p + len != end)
+        return KIN_EBADMSG; /* trailing bytes */
+    if (reason)
+        *reason = (kin_err)code;
+    if (text)
+        *text = (const char *)str;
+    if (text_len)
+        *text_len = len;
+    return KIN_OK;
 }

@@ -14,7 +14,8 @@
  * the body frame. Each frame gets its own exact-size allocation so the
  * sanitizer sees any read past either one. */
 int
-LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
     if (size < 2)
         return 0;
     size_t hdr_len = data[0] & 0x3f;

@@ -23,7 +23,8 @@
 #define SETTLE_MS 50   /* gap before asserting a waiter still waits */
 
 static kin_msg *
-msg(uint32_t id) {
+msg(uint32_t id)
+{
     kin_msg *m = NULL;
     assert_int_equal(kin_msg_new(&m, 0), KIN_OK);
     m->handle = id;
@@ -31,7 +32,8 @@ msg(uint32_t id) {
 }
 
 static void
-put(kin_latch *l, uint32_t id) {
+put(kin_latch *l, uint32_t id)
+{
     kin_msg *m = msg(id);
     assert_int_equal(kin_latch_put(l, &m), KIN_OK);
     assert_null(m);
@@ -39,7 +41,8 @@ put(kin_latch *l, uint32_t id) {
 
 /* Gets one message without waiting and checks its id. */
 static void
-expect(kin_latch *l, uint32_t id) {
+expect(kin_latch *l, uint32_t id)
+{
     kin_msg *m = NULL;
     assert_int_equal(kin_latch_get(l, 0, &m), KIN_OK);
     assert_non_null(m);
@@ -48,18 +51,21 @@ expect(kin_latch *l, uint32_t id) {
 }
 
 static void
-sleep_ms(int ms) {
+sleep_ms(int ms)
+{
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
     nanosleep(&ts, NULL);
 }
 
 static uint64_t
-elapsed_ms(uint64_t since_ns) {
+elapsed_ms(uint64_t since_ns)
+{
     return (kin__now_ns() - since_ns) / 1000000u;
 }
 
 static unsigned
-latch_waiters(kin_latch *l) {
+latch_waiters(kin_latch *l)
+{
     pthread_mutex_lock(&l->mu);
     unsigned n = l->waiters;
     pthread_mutex_unlock(&l->mu);
@@ -67,7 +73,8 @@ latch_waiters(kin_latch *l) {
 }
 
 static unsigned
-select_waiters(kin_select *s) {
+select_waiters(kin_select *s)
+{
     pthread_mutex_lock(&s->wake_mu);
     unsigned n = s->waiters;
     pthread_mutex_unlock(&s->wake_mu);
@@ -76,7 +83,8 @@ select_waiters(kin_select *s) {
 
 /* Waits until n threads are blocked on l (or s), failing after WAIT_MS. */
 static void
-await_latch_waiters(kin_latch *l, unsigned n) {
+await_latch_waiters(kin_latch *l, unsigned n)
+{
     uint64_t t0 = kin__now_ns();
     while (latch_waiters(l) < n) {
         if (elapsed_ms(t0) > WAIT_MS)
@@ -86,7 +94,8 @@ await_latch_waiters(kin_latch *l, unsigned n) {
 }
 
 static void
-await_select_waiters(kin_select *s, unsigned n) {
+await_select_waiters(kin_select *s, unsigned n)
+{
     uint64_t t0 = kin__now_ns();
     while (select_waiters(s) < n) {
         if (elapsed_ms(t0) > WAIT_MS)
@@ -96,7 +105,8 @@ await_select_waiters(kin_select *s, unsigned n) {
 }
 
 static void
-join_within(pthread_t th, int ms) {
+join_within(pthread_t th, int ms)
+{
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += ms / 1000;
@@ -126,7 +136,8 @@ struct getter {
 };
 
 static void *
-getter_main(void *arg) {
+getter_main(void *arg)
+{
     struct getter *g = arg;
     if (g->as_task)
         kin__task_set_self(&g->task);
@@ -140,7 +151,8 @@ getter_main(void *arg) {
 }
 
 static void
-getter_start(struct getter *g, kin_latch *l, kin_select *sel, bool as_task) {
+getter_start(struct getter *g, kin_latch *l, kin_select *sel, bool as_task)
+{
     memset(g, 0, sizeof *g);
     g->l = l;
     g->sel = sel;
@@ -155,7 +167,8 @@ getter_start(struct getter *g, kin_latch *l, kin_select *sel, bool as_task) {
 /* Joins the getter; g->rc, g->m and g->tag are then the caller's to read
  * (and g->m to free). */
 static void
-getter_finish(struct getter *g) {
+getter_finish(struct getter *g)
+{
     join_within(g->th, WAIT_MS);
     if (g->as_task)
         kin__task_fini(&g->task);
@@ -163,18 +176,11 @@ getter_finish(struct getter *g) {
 
 /* ---- latch ---- */
 
+/* Interleaved puts and gets of growing batches, so the ring is full while
+ * wrapped around when it has to grow. */
 static void
-put_get_keeps_fifo_order(void **state) {
-    kin_latch *l = NULL;
-    assert_int_equal(kin_latch_new(&l), KIN_OK);
-    for (uint32_t i = 0; i < 100; i++)
-        put(l, i);
-    assert_int_equal(kin_latch_size(l), 100);
-    for (uint32_t i = 0; i < 100; i++)
-        expect(l, i);
-    assert_int_equal(kin_latch_size(l), 0);
-
-    /* Grow while the ring wraps around: order must survive the move. */
+put_get_interleaved(kin_latch *l)
+{
     uint32_t next_put = 0, next_get = 0;
     for (int round = 0; round < 6; round++) {
         for (int i = 0; i < 5 + round * 7; i++)
@@ -184,12 +190,31 @@ put_get_keeps_fifo_order(void **state) {
     }
     while (next_get < next_put)
         expect(l, next_get++);
+    assert_int_equal(kin_latch_size(l), 0);
+}
+
+static void
+put_get_keeps_fifo_order(void **state)
+{
+    kin_latch *l = NULL;
+    assert_int_equal(kin_latch_new(&l), KIN_OK);
+    put_get_interleaved(l);
+
+    /* A burst far beyond the ring's size, then the same again once the
+     * drained ring has shrunk back. */
+    for (uint32_t i = 0; i < 5000; i++)
+        put(l, i);
+    assert_int_equal(kin_latch_size(l), 5000);
+    for (uint32_t i = 0; i < 5000; i++)
+        expect(l, i);
+    put_get_interleaved(l);
     kin_latch_destroy(&l);
     assert_null(l);
 }
 
 static void
-get_times_out(void **state) {
+get_times_out(void **state)
+{
     kin_latch *l = NULL;
     assert_int_equal(kin_latch_new(&l), KIN_OK);
     kin_msg *m = NULL;
@@ -203,7 +228,8 @@ get_times_out(void **state) {
 }
 
 static void
-poll_returns_at_once(void **state) {
+poll_returns_at_once(void **state)
+{
     kin_latch *l = NULL;
     assert_int_equal(kin_latch_new(&l), KIN_OK);
     kin_msg *m = NULL;
@@ -218,7 +244,26 @@ poll_returns_at_once(void **state) {
 }
 
 static void
-close_wakes_every_waiter(void **state) {
+get_wakes_on_put_from_another_thread(void **state)
+{
+    kin_latch *l = NULL;
+    assert_int_equal(kin_latch_new(&l), KIN_OK);
+    struct getter g;
+    getter_start(&g, l, NULL, false);
+    await_latch_waiters(l, 1);
+    sleep_ms(SETTLE_MS);
+    assert_false(atomic_load(&g.done));
+    put(l, 5);
+    getter_finish(&g);
+    assert_int_equal(g.rc, KIN_OK);
+    assert_int_equal(g.m->handle, 5);
+    kin_msg_destroy(&g.m);
+    kin_latch_destroy(&l);
+}
+
+static void
+close_wakes_every_waiter(void **state)
+{
     kin_latch *l = NULL;
     assert_int_equal(kin_latch_new(&l), KIN_OK);
     struct getter g[4];
@@ -238,7 +283,8 @@ close_wakes_every_waiter(void **state) {
 }
 
 static void
-close_keeps_queued_messages(void **state) {
+close_keeps_queued_messages(void **state)
+{
     kin_latch *l = NULL;
     assert_int_equal(kin_latch_new(&l), KIN_OK);
     put(l, 1);
@@ -256,7 +302,8 @@ close_keeps_queued_messages(void **state) {
 }
 
 static void
-put_after_close_leaves_message_with_caller(void **state) {
+put_after_close_leaves_message_with_caller(void **state)
+{
     kin_latch *l = NULL;
     assert_int_equal(kin_latch_new(&l), KIN_OK);
     kin_latch_close(l);
@@ -271,7 +318,8 @@ put_after_close_leaves_message_with_caller(void **state) {
 }
 
 static void
-bad_arguments_are_errors(void **state) {
+bad_arguments_are_errors(void **state)
+{
     kin_latch *l = NULL;
     assert_int_equal(kin_latch_new(&l), KIN_OK);
     kin_msg *m = NULL;
@@ -285,7 +333,8 @@ bad_arguments_are_errors(void **state) {
 }
 
 static void
-destroy_frees_queued_messages(void **state) {
+destroy_frees_queued_messages(void **state)
+{
     /* Under ASan a leak here fails the run. */
     kin_latch *l = NULL;
     assert_int_equal(kin_latch_new(&l), KIN_OK);
@@ -303,6 +352,7 @@ destroy_frees_queued_messages(void **state) {
 struct pc {
     kin_latch *l;
     atomic_uint seen[PRODUCERS * PER_PRODUCER];
+    atomic_uint received;
     atomic_bool out_of_order;
 };
 
@@ -312,7 +362,8 @@ struct producer {
 };
 
 static void *
-producer_main(void *arg) {
+producer_main(void *arg)
+{
     struct producer *p = arg;
     for (uint32_t i = 0; i < PER_PRODUCER; i++) {
         kin_msg *m = NULL;
@@ -327,7 +378,8 @@ producer_main(void *arg) {
 }
 
 static void *
-consumer_main(void *arg) {
+consumer_main(void *arg)
+{
     struct pc *pc = arg;
     int64_t last[PRODUCERS];
     for (int i = 0; i < PRODUCERS; i++)
@@ -339,13 +391,15 @@ consumer_main(void *arg) {
             atomic_store(&pc->out_of_order, true);
         last[m->src] = m->handle;
         atomic_fetch_add(&pc->seen[m->handle], 1);
+        atomic_fetch_add(&pc->received, 1);
         kin_msg_destroy(&m);
     }
     return NULL;
 }
 
 static void
-producers_and_consumers_deliver_each_message_once(void **state) {
+producers_and_consumers_deliver_each_message_once(void **state)
+{
     struct pc *pc = calloc(1, sizeof *pc);
     assert_non_null(pc);
     assert_int_equal(kin_latch_new(&pc->l), KIN_OK);
@@ -360,7 +414,14 @@ producers_and_consumers_deliver_each_message_once(void **state) {
     }
     for (int i = 0; i < PRODUCERS; i++)
         join_within(prod[i], 60000);
-    /* Close only after every put: consumers drain, then see KIN_ECLOSED. */
+    /* Every message reaches a consumer blocked in get, not just the ones
+     * that close would flush out. */
+    uint64_t t0 = kin__now_ns();
+    while (atomic_load(&pc->received) < PRODUCERS * PER_PRODUCER) {
+        if (elapsed_ms(t0) > 60000)
+            fail_msg("only %u messages received", atomic_load(&pc->received));
+        sleep_ms(1);
+    }
     kin_latch_close(pc->l);
     for (int i = 0; i < CONSUMERS; i++)
         join_within(cons[i], 60000);
@@ -377,7 +438,8 @@ producers_and_consumers_deliver_each_message_once(void **state) {
 /* ---- select ---- */
 
 static void
-select_gets_from_each_latch_with_its_tag(void **state) {
+select_gets_from_each_latch_with_its_tag(void **state)
+{
     kin_latch *l[3];
     int tags[3];
     kin_select *s = NULL;
@@ -410,7 +472,8 @@ select_gets_from_each_latch_with_its_tag(void **state) {
 }
 
 static void
-select_is_round_robin(void **state) {
+select_is_round_robin(void **state)
+{
     kin_latch *a = NULL, *b = NULL;
     kin_select *s = NULL;
     assert_int_equal(kin_latch_new(&a), KIN_OK);
@@ -438,7 +501,8 @@ select_is_round_robin(void **state) {
 }
 
 static void
-oneshot_select_forgets_latch_after_one_message(void **state) {
+oneshot_select_forgets_latch_after_one_message(void **state)
+{
     kin_latch *a = NULL, *b = NULL;
     kin_select *s = NULL;
     assert_int_equal(kin_latch_new(&a), KIN_OK);
@@ -478,7 +542,39 @@ oneshot_select_forgets_latch_after_one_message(void **state) {
 }
 
 static void
-select_wakes_on_put_from_another_thread(void **state) {
+oneshot_select_continues_after_the_yielding_latch(void **state)
+{
+    kin_latch *l[3];
+    kin_select *s = NULL;
+    assert_int_equal(kin_select_new(&s, true), KIN_OK);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(kin_latch_new(&l[i]), KIN_OK);
+        assert_int_equal(kin_select_add(s, l[i], l[i]), KIN_OK);
+    }
+    put(l[1], 1);
+    put(l[2], 2);
+    kin_msg *m = NULL;
+    void *tag = NULL;
+    assert_int_equal(kin_select_get(s, 0, &m, &tag), KIN_OK);
+    assert_ptr_equal(tag, l[1]);
+    kin_msg_destroy(&m);
+    /* l[0] now has a message too, but l[2] comes first in the rotation. */
+    put(l[0], 0);
+    assert_int_equal(kin_select_get(s, 0, &m, &tag), KIN_OK);
+    assert_ptr_equal(tag, l[2]);
+    kin_msg_destroy(&m);
+    assert_int_equal(kin_select_get(s, 0, &m, &tag), KIN_OK);
+    assert_ptr_equal(tag, l[0]);
+    kin_msg_destroy(&m);
+    assert_int_equal(kin_select_get(s, 0, &m, &tag), KIN_ECLOSED);
+    kin_select_destroy(&s);
+    for (int i = 0; i < 3; i++)
+        kin_latch_destroy(&l[i]);
+}
+
+static void
+select_wakes_on_put_from_another_thread(void **state)
+{
     kin_latch *l[3];
     kin_select *s = NULL;
     assert_int_equal(kin_select_new(&s, false), KIN_OK);
@@ -503,7 +599,8 @@ select_wakes_on_put_from_another_thread(void **state) {
 }
 
 static void
-select_times_out(void **state) {
+select_times_out(void **state)
+{
     kin_latch *l = NULL;
     kin_select *s = NULL;
     assert_int_equal(kin_latch_new(&l), KIN_OK);
@@ -521,7 +618,8 @@ select_times_out(void **state) {
 }
 
 static void
-select_returns_closed_when_members_closed(void **state) {
+select_returns_closed_when_members_closed(void **state)
+{
     kin_select *s = NULL;
     kin_msg *m = NULL;
     assert_int_equal(kin_select_new(&s, false), KIN_OK);
@@ -556,7 +654,8 @@ select_returns_closed_when_members_closed(void **state) {
 }
 
 static void
-removing_last_member_wakes_select(void **state) {
+removing_last_member_wakes_select(void **state)
+{
     kin_latch *l = NULL;
     kin_select *s = NULL;
     assert_int_equal(kin_latch_new(&l), KIN_OK);
@@ -574,7 +673,8 @@ removing_last_member_wakes_select(void **state) {
 }
 
 static void
-latch_joins_one_select_at_a_time(void **state) {
+latch_joins_one_select_at_a_time(void **state)
+{
     kin_latch *l = NULL;
     kin_select *s1 = NULL, *s2 = NULL;
     assert_int_equal(kin_latch_new(&l), KIN_OK);
@@ -609,7 +709,8 @@ struct churn {
 };
 
 static void *
-churn_putter(void *arg) {
+churn_putter(void *arg)
+{
     struct churn *c = arg;
     while (!atomic_load(&c->stop)) {
         kin_msg *m = NULL;
@@ -624,7 +725,8 @@ churn_putter(void *arg) {
 }
 
 static void
-membership_changes_race_puts(void **state) {
+membership_changes_race_puts(void **state)
+{
     struct churn c = {0};
     assert_int_equal(kin_latch_new(&c.l), KIN_OK);
     pthread_t th;
@@ -652,7 +754,8 @@ membership_changes_race_puts(void **state) {
 /* ---- cancellation ---- */
 
 static void
-assert_waits_for(kin_task *t, const char *what) {
+assert_waits_for(kin_task *t, const char *what)
+{
     pthread_mutex_lock(&t->mu);
     const char *w = t->wait_what;
     pthread_mutex_unlock(&t->mu);
@@ -662,7 +765,8 @@ assert_waits_for(kin_task *t, const char *what) {
 }
 
 static void
-cancel_wakes_latch_get(void **state) {
+cancel_wakes_latch_get(void **state)
+{
     kin_latch *l = NULL;
     assert_int_equal(kin_latch_new(&l), KIN_OK);
     struct getter g;
@@ -684,7 +788,8 @@ cancel_wakes_latch_get(void **state) {
 }
 
 static void
-cancel_wakes_select_get(void **state) {
+cancel_wakes_select_get(void **state)
+{
     kin_latch *l = NULL;
     kin_select *s = NULL;
     assert_int_equal(kin_latch_new(&l), KIN_OK);
@@ -705,7 +810,8 @@ cancel_wakes_select_get(void **state) {
 }
 
 static void
-queued_message_beats_pending_cancel(void **state) {
+queued_message_beats_pending_cancel(void **state)
+{
     kin_latch *l = NULL;
     kin_select *s = NULL;
     kin_latch *sl = NULL;
@@ -742,11 +848,13 @@ queued_message_beats_pending_cancel(void **state) {
 }
 
 int
-main(void) {
+main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(put_get_keeps_fifo_order),
         cmocka_unit_test(get_times_out),
         cmocka_unit_test(poll_returns_at_once),
+        cmocka_unit_test(get_wakes_on_put_from_another_thread),
         cmocka_unit_test(close_wakes_every_waiter),
         cmocka_unit_test(close_keeps_queued_messages),
         cmocka_unit_test(put_after_close_leaves_message_with_caller),
@@ -756,6 +864,7 @@ main(void) {
         cmocka_unit_test(select_gets_from_each_latch_with_its_tag),
         cmocka_unit_test(select_is_round_robin),
         cmocka_unit_test(oneshot_select_forgets_latch_after_one_message),
+        cmocka_unit_test(oneshot_select_continues_after_the_yielding_latch),
         cmocka_unit_test(select_wakes_on_put_from_another_thread),
         cmocka_unit_test(select_times_out),
         cmocka_unit_test(select_returns_closed_when_members_closed),

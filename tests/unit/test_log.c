@@ -24,7 +24,8 @@ typedef struct record {
 
 static void
 recorder(kin_log_level level, const char *file, int line, const char *msg,
-         void *arg) {
+         void *arg)
+{
     record *r = arg;
     r->calls++;
     r->level = level;
@@ -46,7 +47,8 @@ typedef struct capture {
 } capture;
 
 static void
-capture_start(capture *c) {
+capture_start(capture *c)
+{
     fflush(stdout);
     fflush(stderr);
     c->tmp = tmpfile();
@@ -60,7 +62,8 @@ capture_start(capture *c) {
 
 /* Restores fd 1 and 2; returns what was written (caller frees). */
 static char *
-capture_stop(capture *c) {
+capture_stop(capture *c)
+{
     fflush(stdout);
     fflush(stderr);
     dup2(c->saved_out, 1);
@@ -80,14 +83,16 @@ capture_stop(capture *c) {
 }
 
 static int
-reset(void **state) {
+reset(void **state)
+{
     kin_log_set_handler(NULL, NULL, KIN_LOG_DEBUG);
     return 0;
 }
 
 /* Runs first, before any handler was ever set: the library's default. */
 static void
-silent_by_default(void **state) {
+silent_by_default(void **state)
+{
     for (size_t i = 0; i < NLEVELS; i++)
         assert_false(kin_log_enabled(all_levels[i]));
 
@@ -101,7 +106,8 @@ silent_by_default(void **state) {
 }
 
 static void
-handler_receives_the_record(void **state) {
+handler_receives_the_record(void **state)
+{
     record r = {0};
     kin_log_set_handler(recorder, &r, KIN_LOG_DEBUG);
     kin_log_emit(KIN_LOG_WARNING, "router/node.c", 42, "peer %u gone: %s", 7u,
@@ -120,7 +126,8 @@ handler_receives_the_record(void **state) {
 }
 
 static void
-long_messages_are_truncated_safely(void **state) {
+long_messages_are_truncated_safely(void **state)
+{
     record r = {0};
     kin_log_set_handler(recorder, &r, KIN_LOG_DEBUG);
     char big[4000];
@@ -135,7 +142,8 @@ long_messages_are_truncated_safely(void **state) {
 }
 
 static void
-records_below_min_level_are_dropped(void **state) {
+records_below_min_level_are_dropped(void **state)
+{
     record r = {0};
     kin_log_set_handler(recorder, &r, KIN_LOG_WARNING);
 
@@ -165,7 +173,8 @@ records_below_min_level_are_dropped(void **state) {
 }
 
 static void
-null_handler_turns_logging_off(void **state) {
+null_handler_turns_logging_off(void **state)
+{
     record r = {0};
     kin_log_set_handler(recorder, &r, KIN_LOG_DEBUG);
     kin_log_emit(KIN_LOG_INFO, "a.c", 1, "on");
@@ -190,7 +199,8 @@ null_handler_turns_logging_off(void **state) {
 }
 
 static void
-new_handler_replaces_old(void **state) {
+new_handler_replaces_old(void **state)
+{
     record a = {0}, b = {0};
     kin_log_set_handler(recorder, &a, KIN_LOG_DEBUG);
     kin_log_set_handler(recorder, &b, KIN_LOG_DEBUG);
@@ -201,7 +211,8 @@ new_handler_replaces_old(void **state) {
 }
 
 static void
-stderr_handler_prints_one_line(void **state) {
+stderr_handler_prints_one_line(void **state)
+{
     kin_log_set_handler(kin_log_stderr, NULL, KIN_LOG_DEBUG);
     capture c;
     capture_start(&c);
@@ -212,7 +223,8 @@ stderr_handler_prints_one_line(void **state) {
 }
 
 static void
-level_names(void **state) {
+level_names(void **state)
+{
     assert_string_equal(kin_log_level_name(KIN_LOG_DEBUG), "debug");
     assert_string_equal(kin_log_level_name(KIN_LOG_INFO), "info");
     assert_string_equal(kin_log_level_name(KIN_LOG_WARNING), "warning");
@@ -221,7 +233,8 @@ level_names(void **state) {
 }
 
 int
-main(void) {
+main(void)
+{
     const struct CMUnitTest tests[] = {
         /* First: it checks the state before any handler is set. */
         cmocka_unit_test(silent_by_default),

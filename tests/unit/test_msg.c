@@ -19,7 +19,8 @@
 
 /* A header every decoder accepts: magic, version 1, no flags, zero ids. */
 static void
-valid_header(uint8_t h[KIN_HDR_SIZE]) {
+valid_header(uint8_t h[KIN_HDR_SIZE])
+{
     memset(h, 0, KIN_HDR_SIZE);
     h[0] = 'K';
     h[1] = 'N';
@@ -31,7 +32,8 @@ static uint8_t sentinel_body[1];
 /* A message whose header fields hold a recognisable pattern, so a decoder
  * that writes anything on error is caught. */
 static kin_msg
-sentinel_msg(void) {
+sentinel_msg(void)
+{
     kin_msg m;
     memset(&m, 0xA5, sizeof m);
     m.flags = 0x5A5A5A5A;
@@ -47,7 +49,8 @@ sentinel_msg(void) {
 
 /* Decodes hdr[0..len) expecting err, with the output message unchanged. */
 static void
-expect_reject(const uint8_t *hdr, size_t len, kin_err err) {
+expect_reject(const uint8_t *hdr, size_t len, kin_err err)
+{
     kin_msg m = sentinel_msg();
     kin_msg before = m;
     kin_err got = kin_msg_header_decode(&m, hdr, len);
@@ -63,7 +66,8 @@ expect_reject(const uint8_t *hdr, size_t len, kin_err err) {
 }
 
 static void
-round_trip(const kin_msg *in) {
+round_trip(const kin_msg *in)
+{
     uint8_t wire[KIN_HDR_SIZE];
     kin_msg_header_encode(in, wire);
     kin_msg out = sentinel_msg();
@@ -80,7 +84,8 @@ round_trip(const kin_msg *in) {
 }
 
 static void
-header_round_trips_extreme_values(void **state) {
+header_round_trips_extreme_values(void **state)
+{
     const uint32_t ext[] = {0, 1, 0x80000000u, UINT32_MAX};
     const uint32_t flags[] = {0, KIN_MSG_DEAD, KIN_MSG_CANCEL, KIN_MSG_ERROR,
                               KNOWN_FLAGS};
@@ -114,7 +119,8 @@ header_round_trips_extreme_values(void **state) {
 }
 
 static void
-header_layout_is_fixed(void **state) {
+header_layout_is_fixed(void **state)
+{
     kin_msg m = {.flags = KIN_MSG_DEAD | KIN_MSG_ERROR,
                  .dst = 0x04030201u,
                  .src = 0x14131211u,
@@ -151,7 +157,8 @@ header_layout_is_fixed(void **state) {
 }
 
 static void
-frames_under_four_bytes_are_short(void **state) {
+frames_under_four_bytes_are_short(void **state)
+{
     uint8_t h[KIN_HDR_SIZE];
     valid_header(h);
     expect_reject(h, 0, KIN_ESHORT);
@@ -166,7 +173,8 @@ frames_under_four_bytes_are_short(void **state) {
 }
 
 static void
-wrong_magic_is_rejected(void **state) {
+wrong_magic_is_rejected(void **state)
+{
     uint8_t h[KIN_HDR_SIZE];
     const uint8_t bad[][2] = {{'N', 'K'}, {'K', 0},   {0, 'N'},
                               {0, 0},     {'k', 'n'}, {0xFF, 0xFF}};
@@ -179,7 +187,8 @@ wrong_magic_is_rejected(void **state) {
 }
 
 static void
-wrong_version_is_rejected(void **state) {
+wrong_version_is_rejected(void **state)
+{
     uint8_t h[KIN_HDR_SIZE];
     const uint8_t bad[] = {0, 2, 3, 0x81, 0xFF};
     for (size_t i = 0; i < sizeof bad; i++) {
@@ -190,7 +199,8 @@ wrong_version_is_rejected(void **state) {
 }
 
 static void
-truncated_header_is_short(void **state) {
+truncated_header_is_short(void **state)
+{
     uint8_t h[KIN_HDR_SIZE];
     valid_header(h);
     for (size_t len = 4; len < KIN_HDR_SIZE; len++)
@@ -198,7 +208,8 @@ truncated_header_is_short(void **state) {
 }
 
 static void
-overlong_header_is_bad(void **state) {
+overlong_header_is_bad(void **state)
+{
     uint8_t h[64];
     memset(h, 0, sizeof h);
     valid_header(h);
@@ -208,7 +219,8 @@ overlong_header_is_bad(void **state) {
 }
 
 static void
-unknown_flags_are_rejected(void **state) {
+unknown_flags_are_rejected(void **state)
+{
     uint8_t h[KIN_HDR_SIZE];
     for (int bit = 0; bit < 8; bit++) {
         if (KNOWN_FLAGS & (1u << bit))
@@ -231,7 +243,8 @@ unknown_flags_are_rejected(void **state) {
 }
 
 static void
-decode_builds_a_message(void **state) {
+decode_builds_a_message(void **state)
+{
     uint8_t h[KIN_HDR_SIZE];
     kin_msg src = {.flags = KIN_MSG_CANCEL,
                    .dst = 5,
@@ -266,7 +279,8 @@ decode_builds_a_message(void **state) {
 }
 
 static void
-decode_enforces_max_size(void **state) {
+decode_enforces_max_size(void **state)
+{
     uint8_t h[KIN_HDR_SIZE];
     valid_header(h);
     uint8_t body[101];
@@ -299,7 +313,8 @@ decode_enforces_max_size(void **state) {
 }
 
 static void
-max_size_zero_means_default(void **state) {
+max_size_zero_means_default(void **state)
+{
     uint8_t h[KIN_HDR_SIZE];
     valid_header(h);
     size_t big = (size_t)KIN_MAX_MSG_DEFAULT + 1;
@@ -328,7 +343,8 @@ max_size_zero_means_default(void **state) {
 }
 
 static void
-new_messages_start_zeroed(void **state) {
+new_messages_start_zeroed(void **state)
+{
     kin_msg *m = NULL;
     assert_int_equal(kin_msg_new_copy(&m, NULL, 0), KIN_OK);
     assert_non_null(m);
@@ -361,7 +377,8 @@ new_messages_start_zeroed(void **state) {
 }
 
 static kin_msg
-call_from(uint32_t src, uint32_t reply_to) {
+call_from(uint32_t src, uint32_t reply_to)
+{
     return (kin_msg){.dst = 3,
                      .src = src,
                      .auth = src,
@@ -370,7 +387,8 @@ call_from(uint32_t src, uint32_t reply_to) {
 }
 
 static void
-dead_message_answers_the_sender(void **state) {
+dead_message_answers_the_sender(void **state)
+{
     kin_msg orig = call_from(42, 1234);
     kin_msg *d = NULL;
     assert_int_equal(
@@ -424,7 +442,8 @@ dead_message_answers_the_sender(void **state) {
 }
 
 static void
-dead_message_default_text_is_strerror(void **state) {
+dead_message_default_text_is_strerror(void **state)
+{
     const kin_err codes[] = {KIN_EPEERGONE, KIN_ETOOBIG, KIN_ENOHANDLE,
                              -ENOENT};
     kin_msg orig = call_from(9, KIN_HANDLE_DYNAMIC + 1);
@@ -446,7 +465,8 @@ dead_message_default_text_is_strerror(void **state) {
 }
 
 static void
-dead_reason_of_live_message_is_einval(void **state) {
+dead_reason_of_live_message_is_einval(void **state)
+{
     kin_msg *d = NULL;
     kin_msg orig = call_from(2, 3);
     assert_int_equal(kin_msg_new_dead(&d, &orig, 1, KIN_ETIMEOUT, NULL),
@@ -462,7 +482,8 @@ dead_reason_of_live_message_is_einval(void **state) {
 }
 
 static void
-dead_reason_rejects_garbage_body(void **state) {
+dead_reason_rejects_garbage_body(void **state)
+{
     static const struct {
         const char *bytes;
         size_t len;
@@ -493,7 +514,8 @@ dead_reason_rejects_garbage_body(void **state) {
 }
 
 static void
-destroy_is_null_safe_and_nulls(void **state) {
+destroy_is_null_safe_and_nulls(void **state)
+{
     kin_msg_destroy(NULL);
     kin_msg *m = NULL;
     kin_msg_destroy(&m);
@@ -507,7 +529,8 @@ destroy_is_null_safe_and_nulls(void **state) {
 }
 
 int
-main(void) {
+main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(header_round_trips_extreme_values),
         cmocka_unit_test(header_layout_is_fixed),
