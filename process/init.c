@@ -1,6 +1,7 @@
 /* kin_init: the same executable serves as master and as child. Started by a
  * kin parent (KIN_CHILD_* in the environment) it becomes a serving child
- * that exits when told to stop or when its parent link is lost. */
+ * that exits when told to stop, when its parent link is lost, or after an
+ * emergency stop (with KIN_EXIT_EMERGENCY, so the parent trips too). */
 #include <kin/process.h>
 
 #include <errno.h>
@@ -10,17 +11,20 @@
 #include <unistd.h>
 
 #include "core/log_internal.h"
+#include "process/procs.h"
 #include "router/node_impl.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
-static int stop_reason; /* 0 while serving */
+enum { SERVING, STOP_ASKED, PARENT_LOST, EMERGENCY };
+static int stop_reason = SERVING;
 
 static void
 request_stop(int reason)
 {
     pthread_mutex_lock(&mu);
-    if (!stop_reason)
+    /* An emergency wins over a plain stop: the parent must hear of it. */
+    if (stop_reason == SERVING || reason == EMERGENCY)
         stop_reason = reason;
     pthread_cond_broadcast(&cond);
     pthread_mutex_unlock(&mu);
@@ -31,13 +35,20 @@ static void
 on_shutdown(kin_node *n, kin_msg *m, void *arg)
 {
     kin_msg_destroy(&m);
-    request_stop(1);
+    request_stop(STOP_ASKED);
 }
 
 static void
 on_parent_lost(kin_node *n, void *arg)
 {
-    request_stop(2);
+    request_stop(PARENT_LOST);
+}
+
+/* Broker thread, from a trip: the children are already being stopped. */
+static void
+on_emergency(void)
+{
+    request_stop(EMERGENCY);
 }
 
 bool
@@ -79,12 +90,18 @@ kin_init(kin_node **out, const kin_node_opts *opts)
                       .fn = on_shutdown};
     kin__handles_add(n, &h, NULL);
     n->on_parent_lost = on_parent_lost;
+    kin__procs_on_trip_exit(n, on_emergency);
 
     pthread_mutex_lock(&mu);
-    while (!stop_reason)
+    while (stop_reason == SERVING)
         pthread_cond_wait(&cond, &mu);
-    int reason = stop_reason;
     pthread_mutex_unlock(&mu);
+    /* Stops this context's children (and supervisors) before it goes. */
     kin_node_destroy(&n);
-    exit(reason == 1 ? 0 : 3);
+    pthread_mutex_lock(&mu);
+    int reason = stop_reason; /* an emergency may have come meanwhile */
+    pthread_mutex_unlock(&mu);
+    exit(reason == STOP_ASKED  ? 0
+         : reason == EMERGENCY ? KIN_EXIT_EMERGENCY
+                               : 3);
 }

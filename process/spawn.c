@@ -1,7 +1,8 @@
 /* Local child contexts: fork + exec from the broker thread (so the child's
  * PR_SET_PDEATHSIG is tied to a thread that lives as long as the context),
  * readiness by HELLO, exit noticed through a pidfd on the broker's loop,
- * stdout/stderr captured line by line, and terminate-then-kill. */
+ * stdout/stderr captured line by line, terminate-then-kill, and the
+ * node-wide emergency stop. */
 #include <kin/process.h>
 
 #include <errno.h>
@@ -18,6 +19,7 @@
 
 #include "core/log_internal.h"
 #include "core/task.h"
+#include "process/procs.h"
 #include "router/node_impl.h"
 
 #ifndef P_PIDFD
@@ -44,13 +46,16 @@ struct kin_child {
     uint32_t id;
     char name[64];
     pid_t pid;
-    int pidfd;
+    int pidfd; /* broker thread; -1 once reaped */
     int stop_timeout_ms;
+    kin_child_exit_fn on_exit;
+    void *on_exit_arg;
     uv_poll_t exit_poll;
     bool exit_polling;
     outpipe out, err;
     /* under node->mu */
-    bool exited;
+    bool armed;  /* kin_spawn handed it out: on_exit may run */
+    bool exited; /* reaped and on_exit done: waiters may go */
     int status;
     char tail[TAIL_SIZE]; /* ring of the last stderr bytes */
     size_t tail_pos, tail_len;
@@ -148,6 +153,232 @@ watch_pipe(kin_child *c, outpipe *p, int fd, bool is_err)
     }
 }
 
+/* --- signals ------------------------------------------------------------- */
+
+/* Broker thread. While the child is unreaped its pid (and so its process
+ * group id) cannot be reused, and the broker thread is the one that reaps:
+ * signalling from here cannot hit a stranger. */
+static void
+signal_now(kin_child *c, int sig)
+{
+    if (c->pidfd < 0)
+        return;
+    kill(-c->pid, sig);
+    pidfd_send_signal(c->pidfd, sig, NULL, 0);
+}
+
+typedef struct sig_req {
+    kin_child *c;
+    int sig;
+    bool done;
+} sig_req;
+
+static void
+signal_job(void *arg, void *unused)
+{
+    sig_req *r = arg;
+    kin_node *n = r->c->node;
+    signal_now(r->c, r->sig);
+    pthread_mutex_lock(&n->mu);
+    r->done = true;
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mu);
+}
+
+/* Signals the child from the broker thread and waits until it is sent. */
+static void
+signal_sync(kin_child *c, int sig)
+{
+    kin_node *n = c->node;
+    sig_req r = {.c = c, .sig = sig};
+    if (kin__broker_defer(n->broker, signal_job, &r, NULL))
+        return;
+    pthread_mutex_lock(&n->mu);
+    while (!r.done)
+        pthread_cond_wait(&n->cond, &n->mu);
+    pthread_mutex_unlock(&n->mu);
+}
+
+/* --- emergency stop ------------------------------------------------------ */
+
+static void procs_destroy(kin_node *n);
+
+kin__procs *
+kin__procs_of(kin_node *n)
+{
+    pthread_mutex_lock(&n->mu);
+    if (!n->procs) {
+        kin__procs *p = calloc(1, sizeof *p);
+        if (p) {
+            n->procs = p;
+            n->before_destroy = procs_destroy;
+        }
+    }
+    kin__procs *p = n->procs;
+    pthread_mutex_unlock(&n->mu);
+    return p;
+}
+
+static bool
+is_emergency(int status)
+{
+    return WIFEXITED(status) && WEXITSTATUS(status) == KIN_EXIT_EMERGENCY;
+}
+
+static void
+on_kill_timer(uv_timer_t *t)
+{
+    kin_node *n = t->data;
+    kin__procs *p = n->procs;
+    pthread_mutex_lock(&n->mu);
+    for (kin_child *c = p->children; c; c = c->next)
+        if (c->pidfd >= 0) {
+            KIN_WARN("emergency stop: child %s (%u, pid %d) still there "
+                     "after %d ms: SIGKILL",
+                     c->name, c->id, (int)c->pid, p->kill_after_ms);
+            signal_now(c, SIGKILL);
+        }
+    pthread_mutex_unlock(&n->mu);
+}
+
+/* Broker thread. Terminates every child now and kills the stragglers
+ * later; tells the watchers (supervisors) and, in a serving child, kin_init,
+ * which then exits with KIN_EXIT_EMERGENCY so the parent trips in turn. */
+static void
+trip(kin_node *n, uint32_t origin)
+{
+    kin__procs *p = n->procs;
+    if (!p)
+        return;
+    pthread_mutex_lock(&n->mu);
+    if (p->tripped || p->timer_live < 0) {
+        pthread_mutex_unlock(&n->mu);
+        return;
+    }
+    p->tripped = true;
+    p->origin = origin;
+    int kill_after = 0;
+    for (kin_child *c = p->children; c; c = c->next) {
+        if (c->pidfd < 0)
+            continue;
+        signal_now(c, SIGTERM);
+        if (c->stop_timeout_ms > kill_after)
+            kill_after = c->stop_timeout_ms;
+    }
+    for (kin__watcher *w = p->watchers; w; w = w->next)
+        w->on_trip(w->arg);
+    void (*exit_hook)(void) = p->on_trip_exit;
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mu);
+    KIN_ERROR("context %u: emergency stop (origin %u)", n->id, origin);
+    if (exit_hook)
+        exit_hook();
+    if (kill_after) {
+        if (!p->timer_live) {
+            uv_timer_init(kin__broker_loop(n->broker), &p->kill_timer);
+            p->kill_timer.data = n;
+            p->timer_live = 1;
+        }
+        p->kill_after_ms = kill_after;
+        uv_timer_start(&p->kill_timer, on_kill_timer, (uint64_t)kill_after, 0);
+    }
+}
+
+static void
+trip_job(void *node, void *origin)
+{
+    trip(node, (uint32_t)(uintptr_t)origin);
+}
+
+kin_err
+kin_emergency_stop(kin_node *n)
+{
+    if (!kin__procs_of(n))
+        return -ENOMEM;
+    return kin__broker_defer(n->broker, trip_job, n, (void *)(uintptr_t)n->id);
+}
+
+bool
+kin_emergency_stopped(kin_node *n, uint32_t *origin)
+{
+    pthread_mutex_lock(&n->mu);
+    kin__procs *p = n->procs;
+    bool tripped = p && p->tripped;
+    if (tripped && origin)
+        *origin = p->origin;
+    pthread_mutex_unlock(&n->mu);
+    return tripped;
+}
+
+static void deadline_after(struct timespec *ts, int ms);
+
+kin_err
+kin_emergency_wait(kin_node *n, int timeout_ms)
+{
+    struct timespec dl;
+    deadline_after(&dl, timeout_ms < 0 ? 86400000 : timeout_ms);
+    kin_err e = KIN_OK;
+    pthread_mutex_lock(&n->mu);
+    for (;;) {
+        kin__procs *p = n->procs;
+        bool done = p && p->tripped;
+        for (kin_child *c = done ? p->children : NULL; c; c = c->next)
+            done &= c->exited;
+        if (done)
+            break;
+        if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT) {
+            e = KIN_ETIMEOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&n->mu);
+    return e;
+}
+
+kin_err
+kin__procs_watch(kin_node *n, kin__watcher *w)
+{
+    kin__procs *p = kin__procs_of(n);
+    if (!p)
+        return -ENOMEM;
+    pthread_mutex_lock(&n->mu);
+    w->next = p->watchers;
+    p->watchers = w;
+    bool tripped = p->tripped;
+    pthread_mutex_unlock(&n->mu);
+    if (tripped)
+        w->on_trip(w->arg);
+    return KIN_OK;
+}
+
+void
+kin__procs_unwatch(kin_node *n, kin__watcher *w)
+{
+    pthread_mutex_lock(&n->mu);
+    kin__procs *p = n->procs;
+    for (kin__watcher **q = p ? &p->watchers : NULL; q && *q; q = &(*q)->next) {
+        if (*q == w) {
+            *q = w->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&n->mu);
+}
+
+void
+kin__procs_on_trip_exit(kin_node *n, void (*fn)(void))
+{
+    kin__procs *p = kin__procs_of(n);
+    if (!p)
+        return;
+    pthread_mutex_lock(&n->mu);
+    p->on_trip_exit = fn;
+    bool tripped = p->tripped;
+    pthread_mutex_unlock(&n->mu);
+    if (tripped)
+        fn();
+}
+
 /* --- exit ----------------------------------------------------------------- */
 
 static void
@@ -172,8 +403,17 @@ reaped(kin_child *c, int status)
     /* Callers waiting on it learn now, not after some heartbeat. */
     kin__router_link_down(n, c->id);
     pthread_mutex_lock(&n->mu);
-    c->exited = true;
     c->status = status;
+    bool armed = c->armed;
+    pthread_mutex_unlock(&n->mu);
+    if (is_emergency(status))
+        trip(n, c->id);
+    /* Before waiters wake, so whoever stops and frees the child knows the
+     * callback is over. */
+    if (armed && c->on_exit)
+        c->on_exit(c, status, c->on_exit_arg);
+    pthread_mutex_lock(&n->mu);
+    c->exited = true;
     pthread_cond_broadcast(&n->cond);
     pthread_mutex_unlock(&n->mu);
 }
@@ -183,6 +423,14 @@ on_exit_ready(uv_poll_t *h, int status, int events)
 {
     kin_child *c = h->data;
     siginfo_t si = {0};
+    /* Look first without reaping: while the zombie holds the pid, its
+     * process group id is still ours to signal, so nothing it left in its
+     * group (helpers it forked) outlives it. */
+    if (waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED | WNOHANG | WNOWAIT) ||
+        !si.si_pid)
+        return;
+    kill(-c->pid, SIGKILL);
+    si = (siginfo_t){0};
     if (waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED | WNOHANG) || !si.si_pid)
         return;
     int st = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0)
@@ -212,6 +460,12 @@ child_side(spawn_req *r, pid_t parent, int errfd, int out_w, int err_w)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
         _exit(127); /* the parent died before prctl took effect */
+    /* Ignored signals survive exec: start the program from defaults. */
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -230,8 +484,15 @@ spawn_job(void *arg, void *unused)
     spawn_req *r = arg;
     kin_child *c = r->c;
     kin_node *n = c->node;
+    kin__procs *p = n->procs;
     int ep[2] = {-1, -1}, op[2] = {-1, -1}, xp[2] = {-1, -1};
     kin_err e = KIN_OK;
+    /* Checked here, where trips happen: a child forked after this point
+     * is on the list a trip walks. */
+    if (p->tripped) {
+        e = KIN_EEMERGENCY;
+        goto out;
+    }
     if (pipe2(ep, O_CLOEXEC) || pipe2(op, O_CLOEXEC) || pipe2(xp, O_CLOEXEC)) {
         e = -errno;
         goto out;
@@ -258,14 +519,15 @@ spawn_job(void *arg, void *unused)
         e = -child_errno;
         goto out;
     }
-    c->pid = pid;
-    c->pidfd = pidfd_open(pid, 0);
-    if (c->pidfd < 0) {
+    int pidfd = pidfd_open(pid, 0);
+    if (pidfd < 0) {
         e = -errno;
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         goto out;
     }
+    c->pid = pid;
+    c->pidfd = pidfd;
     fcntl(op[0], F_SETFL, O_NONBLOCK);
     fcntl(xp[0], F_SETFL, O_NONBLOCK);
     watch_pipe(c, &c->out, op[0], false);
@@ -285,6 +547,10 @@ out:
             close(xp[i]);
     }
     pthread_mutex_lock(&n->mu);
+    if (c->pid > 0) {
+        c->next = p->children;
+        p->children = c;
+    }
     r->result = e;
     r->done = true;
     pthread_cond_broadcast(&n->cond);
@@ -338,46 +604,124 @@ free_env(char **env)
 /* --- the node's list of children ---------------------------------------------
  */
 
-static void stop_all(kin_node *n);
-
-static void
-list_add(kin_node *n, kin_child *c)
-{
-    pthread_mutex_lock(&n->mu);
-    c->next = n->procs;
-    n->procs = c;
-    n->before_destroy = stop_all;
-    pthread_mutex_unlock(&n->mu);
-}
-
 static void
 list_remove(kin_node *n, kin_child *c)
 {
     pthread_mutex_lock(&n->mu);
-    for (kin_child **p = (kin_child **)&n->procs; *p; p = &(*p)->next) {
-        if (*p == c) {
-            *p = c->next;
+    kin__procs *p = n->procs;
+    for (kin_child **q = p ? &p->children : NULL; q && *q; q = &(*q)->next) {
+        if (*q == c) {
+            *q = c->next;
             break;
         }
     }
     pthread_mutex_unlock(&n->mu);
 }
 
-/* Before the node goes: stop every child still running (their handles
- * live on the node's loop). The kin_child objects stay the user's. */
 static void
-stop_all(kin_node *n)
+close_handles_job(void *arg, void *unused)
 {
-    for (;;) {
+    kin_child *c = arg;
+    stop_pipe(&c->out);
+    stop_pipe(&c->err);
+    kin_node *n = c->node;
+    pthread_mutex_lock(&n->mu);
+    c->node = NULL; /* marks the job done */
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mu);
+}
+
+/* Takes an exited child off its node: its pipe polls are closed on the
+ * broker thread, and c->node becomes NULL. */
+static void
+detach(kin_child *c)
+{
+    kin_node *n = c->node;
+    list_remove(n, c);
+    if (kin__broker_defer(n->broker, close_handles_job, c, NULL) == KIN_OK) {
         pthread_mutex_lock(&n->mu);
-        kin_child *c = n->procs;
+        while (c->node)
+            pthread_cond_wait(&n->cond, &n->mu);
         pthread_mutex_unlock(&n->mu);
-        if (!c)
-            return;
-        kin_child_stop(c, NULL);
-        list_remove(n, c);
+    } else {
         c->node = NULL;
     }
+}
+
+typedef struct close_req {
+    kin__procs *p;
+    kin_node *n;
+    bool done;
+} close_req;
+
+static void
+close_done(close_req *r)
+{
+    pthread_mutex_lock(&r->n->mu);
+    r->done = true;
+    pthread_cond_broadcast(&r->n->cond);
+    pthread_mutex_unlock(&r->n->mu);
+}
+
+static void
+on_timer_closed(uv_handle_t *h)
+{
+    close_done(h->data);
+}
+
+/* Broker thread: closes the emergency timer; from now on trips do
+ * nothing (timer_live -1), since the state is about to go. */
+static void
+close_timer_job(void *arg, void *unused)
+{
+    close_req *r = arg;
+    bool live = r->p->timer_live > 0;
+    r->p->timer_live = -1;
+    if (!live) {
+        close_done(r);
+        return;
+    }
+    r->p->kill_timer.data = r;
+    uv_close((uv_handle_t *)&r->p->kill_timer, on_timer_closed);
+}
+
+/* The node's before_destroy: quiesce the supervisors (they stop their own
+ * children), stop every child left, newest first, then free the state.
+ * The kin_child objects stay their owners'. */
+static void
+procs_destroy(kin_node *n)
+{
+    kin__procs *p = n->procs;
+    for (;;) {
+        pthread_mutex_lock(&n->mu);
+        kin__watcher *w = p->watchers;
+        if (w)
+            p->watchers = w->next;
+        pthread_mutex_unlock(&n->mu);
+        if (!w)
+            break;
+        w->quiesce(w->arg);
+    }
+    for (;;) {
+        pthread_mutex_lock(&n->mu);
+        kin_child *c = p->children;
+        pthread_mutex_unlock(&n->mu);
+        if (!c)
+            break;
+        kin_child_stop(c, NULL);
+        detach(c);
+    }
+    close_req r = {.p = p, .n = n};
+    if (kin__broker_defer(n->broker, close_timer_job, &r, NULL) == KIN_OK) {
+        pthread_mutex_lock(&n->mu);
+        while (!r.done)
+            pthread_cond_wait(&n->cond, &n->mu);
+        pthread_mutex_unlock(&n->mu);
+    }
+    pthread_mutex_lock(&n->mu);
+    n->procs = NULL;
+    pthread_mutex_unlock(&n->mu);
+    free(p);
 }
 
 /* --- public ------------------------------------------------------------------
@@ -402,6 +746,13 @@ kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     kin_spawn_opts none = {0};
     if (!opts)
         opts = &none;
+    if (kin__broker_on_thread(n->broker))
+        return -EDEADLK;
+    kin__procs *p = kin__procs_of(n);
+    if (!p)
+        return -ENOMEM;
+    if (kin_emergency_stopped(n, NULL))
+        return KIN_EEMERGENCY;
     kin_child *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
@@ -409,6 +760,8 @@ kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     c->pidfd = c->out.fd = c->err.fd = -1;
     c->stop_timeout_ms =
         opts->stop_timeout_ms > 0 ? opts->stop_timeout_ms : 2000;
+    c->on_exit = opts->on_exit;
+    c->on_exit_arg = opts->on_exit_arg;
     kin_err e = kin_node_alloc_id(n, &c->id);
     if (e) {
         free(c);
@@ -457,20 +810,26 @@ kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     while (!e && !kin__u32map_has(&n->ready, c->id) && !c->exited)
         if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT)
             break;
-    if (!e && !kin__u32map_has(&n->ready, c->id))
+    if (!e && kin__u32map_has(&n->ready, c->id) && !c->exited)
+        c->armed = true; /* from here on, its exit is reported */
+    else if (!e)
         e = c->exited ? KIN_ESPAWN : KIN_ETIMEOUT;
+    if (e && p->tripped)
+        e = KIN_EEMERGENCY;
     pthread_mutex_unlock(&n->mu);
     free_env(r.envp);
     if (e) {
         char tail[1024] = "";
         if (c->pid > 0) {
-            list_add(n, c);
             kin_child_stop(c, NULL);
             kin_child_stderr_tail(c, tail, sizeof tail);
             kin_child_destroy(&c);
         } else {
             free(c);
         }
+        size_t len = strlen(tail);
+        while (len && tail[len - 1] == '\n')
+            tail[--len] = 0;
         if (opts->errbuf && opts->errbuf_size)
             snprintf(opts->errbuf, opts->errbuf_size, "%s: %s%s%s", path,
                      kin_strerror(e), *tail ? "; stderr: " : "", tail);
@@ -478,7 +837,6 @@ kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
                   *tail ? "; stderr: " : "", tail);
         return e;
     }
-    list_add(n, c);
     *out = c;
     return KIN_OK;
 }
@@ -504,32 +862,36 @@ kin_child_name(const kin_child *c)
 bool
 kin_child_exited(kin_child *c)
 {
-    if (!c->node)
+    kin_node *n = c->node;
+    if (!n)
         return true;
-    pthread_mutex_lock(&c->node->mu);
+    pthread_mutex_lock(&n->mu);
     bool e = c->exited;
-    pthread_mutex_unlock(&c->node->mu);
+    pthread_mutex_unlock(&n->mu);
     return e;
+}
+
+static kin_err
+exit_result(const kin_child *c, int *status)
+{
+    if (status)
+        *status = c->status;
+    return is_emergency(c->status) ? KIN_EEMERGENCY : KIN_OK;
 }
 
 kin_err
 kin_child_wait(kin_child *c, int timeout_ms, int *status)
 {
     kin_node *n = c->node;
-    if (!n) {
-        if (status)
-            *status = c->status;
-        return KIN_OK;
-    }
+    if (!n)
+        return exit_result(c, status);
     struct timespec dl;
     deadline_after(&dl, timeout_ms < 0 ? 86400000 : timeout_ms);
     pthread_mutex_lock(&n->mu);
     while (!c->exited)
         if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT)
             break;
-    kin_err e = c->exited ? KIN_OK : KIN_ETIMEOUT;
-    if (!e && status)
-        *status = c->status;
+    kin_err e = c->exited ? exit_result(c, status) : KIN_ETIMEOUT;
     pthread_mutex_unlock(&n->mu);
     return e;
 }
@@ -541,26 +903,30 @@ kin_child_stop(kin_child *c, int *status)
     if (!n || kin_child_exited(c))
         return kin_child_wait(c, 0, status);
     uint64_t start = kin__now_ns();
-    /* Ask nicely over the wire, and by SIGTERM to its process group. */
+    kin_err e;
+    pthread_mutex_lock(&n->mu);
+    bool linked = kin__u32map_has(&n->ready, c->id);
+    pthread_mutex_unlock(&n->mu);
+    /* Ask nicely over the wire first, if it ever got that far. */
     kin_msg *m;
-    if (kin_msg_new(&m, 0) == KIN_OK) {
+    if (linked && kin_msg_new(&m, 0) == KIN_OK) {
         m->dst = c->id;
         m->handle = KIN_HANDLE_SHUTDOWN;
         if (kin_node_send(n, &m))
             kin_msg_destroy(&m);
+        e = kin_child_wait(c, c->stop_timeout_ms / 4, status);
+        if (e != KIN_ETIMEOUT)
+            return e;
     }
-    if (kin_child_wait(c, c->stop_timeout_ms / 4, status) == KIN_OK)
-        return KIN_OK;
-    kill(-c->pid, SIGTERM);
-    kill(c->pid, SIGTERM);
+    signal_sync(c, SIGTERM);
     int spent = (int)((kin__now_ns() - start) / 1000000u);
     int left = c->stop_timeout_ms - spent;
-    if (kin_child_wait(c, left > 0 ? left : 0, status) == KIN_OK)
-        return KIN_OK;
+    e = kin_child_wait(c, left > 0 ? left : 0, status);
+    if (e != KIN_ETIMEOUT)
+        return e;
     KIN_WARN("child %s (%u, pid %d) ignored SIGTERM for %d ms: SIGKILL",
              c->name, c->id, (int)c->pid, c->stop_timeout_ms);
-    kill(-c->pid, SIGKILL);
-    kill(c->pid, SIGKILL);
+    signal_sync(c, SIGKILL);
     return kin_child_wait(c, KIN_FOREVER, status);
 }
 
@@ -582,37 +948,15 @@ kin_child_stderr_tail(kin_child *c, char *buf, size_t size)
     return len;
 }
 
-static void
-close_handles_job(void *arg, void *unused)
-{
-    kin_child *c = arg;
-    stop_pipe(&c->out);
-    stop_pipe(&c->err);
-    kin_node *n = c->node;
-    pthread_mutex_lock(&n->mu);
-    c->node = NULL; /* marks the job done */
-    pthread_cond_broadcast(&n->cond);
-    pthread_mutex_unlock(&n->mu);
-}
-
 void
 kin_child_destroy(kin_child **cp)
 {
     if (!cp || !*cp)
         return;
     kin_child *c = *cp;
-    kin_node *n = c->node;
-    if (n) {
+    if (c->node) {
         kin_child_stop(c, NULL);
-        list_remove(n, c);
-        /* Close the pipe polls on the broker thread, then free. */
-        if (kin__broker_defer(n->broker, close_handles_job, c, NULL) ==
-            KIN_OK) {
-            pthread_mutex_lock(&n->mu);
-            while (c->node)
-                pthread_cond_wait(&n->cond, &n->mu);
-            pthread_mutex_unlock(&n->mu);
-        }
+        detach(c);
     }
     free(c);
     *cp = NULL;

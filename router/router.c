@@ -382,34 +382,23 @@ close_frames(zmq_msg_t *f, int count)
         zmq_msg_close(&f[i]);
 }
 
-/* Validates header and size; answers oversized bodies with a dead reply. */
+/* Validates header and size. An oversized body comes back as its header with
+ * an empty body and *big set to the body's size: it is answered with a dead
+ * reply only once the caller has checked where it came from. */
 static kin_msg *
-decode(kin_node *n, zmq_msg_t *hdr, zmq_msg_t *body)
+decode(kin_node *n, zmq_msg_t *hdr, zmq_msg_t *body, size_t *big)
 {
+    *big = 0;
     kin_msg *m = NULL;
     kin_err e =
         kin_msg_decode(&m, zmq_msg_data(hdr), zmq_msg_size(hdr),
                        zmq_msg_data(body), zmq_msg_size(body), n->max_msg);
     if (e == KIN_ETOOBIG) {
-        kin_msg h = {0};
-        kin_msg_header_decode(&h, zmq_msg_data(hdr), zmq_msg_size(hdr));
-        kin_msg *empty;
-        if (kin_msg_new(&empty, 0) == KIN_OK) {
-            *empty = (kin_msg){.flags = h.flags,
-                               .dst = h.dst,
-                               .src = h.src,
-                               .auth = h.auth,
-                               .handle = h.handle,
-                               .reply_to = h.reply_to,
-                               .body = empty->body};
-            char why[96];
-            snprintf(why, sizeof why,
-                     "message of %zu bytes over the limit of %zu at context "
-                     "%u",
-                     zmq_msg_size(body), n->max_msg, n->id);
-            kin__reply_dead(n, empty, KIN_ETOOBIG, why);
-        }
-        return NULL;
+        if (kin_msg_new(&m, 0))
+            return NULL;
+        kin_msg_header_decode(m, zmq_msg_data(hdr), zmq_msg_size(hdr));
+        *big = zmq_msg_size(body);
+        return m;
     }
     if (e) {
         atomic_fetch_add(&n->stats.malformed, 1);
@@ -417,6 +406,16 @@ decode(kin_node *n, zmq_msg_t *hdr, zmq_msg_t *body)
         return NULL;
     }
     return m;
+}
+
+static void
+reply_too_big(kin_node *n, kin_msg *m, size_t size)
+{
+    char why[96];
+    snprintf(why, sizeof why,
+             "message of %zu bytes over the limit of %zu at context %u", size,
+             n->max_msg, n->id);
+    kin__reply_dead(n, m, KIN_ETOOBIG, why);
 }
 
 /* Whether id lives in the subtree behind child link `link`. */
@@ -445,13 +444,17 @@ on_down(void *sock, void *arg)
     uint32_t link = (uint32_t)r[0] | (uint32_t)r[1] << 8 |
                     (uint32_t)r[2] << 16 | (uint32_t)r[3] << 24;
     int fd = zmq_msg_get(&f[1], ZMQ_SRCFD);
-    kin_msg *m = decode(n, &f[1], &f[2]);
+    size_t big;
+    kin_msg *m = decode(n, &f[1], &f[2], &big);
     close_frames(f, 3);
     if (!m)
         return;
 
-    if (m->handle == KIN_HANDLE_HELLO && m->dst == n->id) {
-        if (m->src != link || m->auth != link) {
+    if (m->handle == KIN_HANDLE_HELLO && m->dst == n->id && !big) {
+        /* A link is named after the id it claims; this context's own id
+         * and its ancestors' can never be a child's. */
+        if (m->src != link || m->auth != link ||
+            kin__is_ancestor_or_self(n, link)) {
             atomic_fetch_add(&n->stats.forged, 1);
             kin_msg_destroy(&m);
             return;
@@ -468,6 +471,10 @@ on_down(void *sock, void *arg)
         KIN_DEBUG("context %u: dropped message claiming %u/%u from link %u",
                   n->id, m->src, m->auth, link);
         kin_msg_destroy(&m);
+        return;
+    }
+    if (big) {
+        reply_too_big(n, m, big);
         return;
     }
     if (m->dst == n->id && m->src == link) {
@@ -495,7 +502,8 @@ on_up(void *sock, void *arg)
         atomic_fetch_add(&n->stats.malformed, 1);
         return;
     }
-    kin_msg *m = decode(n, &f[0], &f[1]);
+    size_t big;
+    kin_msg *m = decode(n, &f[0], &f[1], &big);
     close_frames(f, 2);
     if (!m)
         return;
@@ -503,6 +511,10 @@ on_up(void *sock, void *arg)
     if (m->src == n->id || kin__u32map_has(&n->routes, m->src)) {
         atomic_fetch_add(&n->stats.forged, 1);
         kin_msg_destroy(&m);
+        return;
+    }
+    if (big) {
+        reply_too_big(n, m, big);
         return;
     }
     if (m->dst == n->id && m->src == n->parent_id) {
@@ -578,8 +590,13 @@ on_up_event(void *sock, void *arg)
 static void *
 monitor_pair(kin_node *n, void *sock, const char *tag)
 {
+    /* Named by a counter, not by n's address: a node allocated where a
+     * destroyed one lived would find that one's inproc endpoint still
+     * bound (ZMQ releases it asynchronously) and fail with EADDRINUSE. */
+    static atomic_uint seq;
     char ep[96];
-    snprintf(ep, sizeof ep, "inproc://kin-mon-%p-%s", (void *)n, tag);
+    snprintf(ep, sizeof ep, "inproc://kin-mon-%u-%u-%s",
+             atomic_fetch_add(&seq, 1), n->id, tag);
     if (zmq_socket_monitor(sock, ep, ZMQ_EVENT_DISCONNECTED))
         return NULL;
     void *pair = zmq_socket(kin__zctx(), ZMQ_PAIR);

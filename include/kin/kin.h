@@ -11,6 +11,7 @@
 #include <kin/node.h>
 #include <kin/pack.h>
 #include <kin/process.h>
+#include <kin/supervisor.h>
 #include <kin/task.h>
 
 #endif

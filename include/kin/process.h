@@ -48,9 +48,9 @@ typedef struct kin_spawn_opts {
  * environment says so), it connects to the parent, serves calls and never
  * returns: the process exits with 0 when the parent asks it to stop, with 3
  * when the link to the parent is lost, and with KIN_EXIT_EMERGENCY after an
- * emergency stop (its own children are stopped first). Otherwise it creates the master context (opts may be
- * NULL) into *out and returns. Export functions before calling it. Errors:
- * as kin_node_new. Main thread, once. */
+ * emergency stop (its own children are stopped first). Otherwise it creates the
+ * master context (opts may be NULL) into *out and returns. Export functions
+ * before calling it. Errors: as kin_node_new. Main thread, once. */
 KIN_EXPORT kin_err kin_init(kin_node **out, const kin_node_opts *opts);
 
 /* Whether this process was started as a kin child. Any thread. */

@@ -82,12 +82,12 @@ typedef struct kin_child_spec {
 
 /* What happened, for kin_supervisor_opts.on_event. */
 typedef enum kin_sup_event_kind {
-    KIN_SUP_CHILD_STARTED = 0, /* child started (restart > 0: a restart) */
-    KIN_SUP_CHILD_EXITED = 1,  /* child exited on its own; status set */
-    KIN_SUP_CHILD_STOPPED = 2, /* child stopped by the supervisor */
-    KIN_SUP_START_FAILED = 3,  /* a (re)start failed; error set */
-    KIN_SUP_GAVE_UP = 4,       /* intensity exceeded; children stopped */
-    KIN_SUP_EMERGENCY_STOP = 5, /* emergency stop; children stopped */
+    KIN_SUP_EV_STARTED = 0,      /* child started (restart > 0: a restart) */
+    KIN_SUP_EV_EXITED = 1,       /* child exited on its own; status set */
+    KIN_SUP_EV_STOPPED = 2,      /* child stopped by the supervisor */
+    KIN_SUP_EV_START_FAILED = 3, /* a (re)start failed; error set */
+    KIN_SUP_EV_GAVE_UP = 4,      /* intensity exceeded; children stopped */
+    KIN_SUP_EV_EMERGENCY = 5,    /* emergency stop; children stopped */
 } kin_sup_event_kind;
 
 typedef struct kin_sup_event {
@@ -128,12 +128,12 @@ typedef struct kin_child_info {
     char name[64];
     kin_child_state state;
     kin_restart restart;
-    uint32_t id;       /* context id of the running (or last) process */
-    pid_t pid;         /* 0 unless RUNNING */
-    unsigned restarts; /* times it was started again */
-    bool exited;       /* whether it has exited at least once; then: */
-    int last_status;   /* wait status of its last exit */
-    bool emergency;    /* its last exit was KIN_EXIT_EMERGENCY */
+    uint32_t id;        /* context id of the running (or last) process */
+    pid_t pid;          /* 0 unless RUNNING */
+    unsigned restarts;  /* times it was started again */
+    bool exited;        /* whether it has exited at least once; then: */
+    int last_status;    /* wait status of its last exit */
+    bool emergency;     /* its last exit was KIN_EXIT_EMERGENCY */
     kin_err last_error; /* last failed start, KIN_OK if none */
 } kin_child_info;
 

@@ -1,6 +1,1033 @@
-/* placeholder */
-int
-main(void)
+/* kin-bench: kin's call, spawn and memory figures next to a raw libzmq
+ * DEALER/ROUTER baseline taken in the same run, interleaved in rounds so
+ * that load on the machine hits both alike. Prints a table, or one JSON
+ * object with --json; reports, never fails on timings. The executable is
+ * also every peer it starts: a raw zmq echo peer when run as
+ * `kin-bench --zmq-peer ENDPOINT`, a kin child when kin_init says so. */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include <kin/kin.h>
+
+#define PAYLOAD 64      /* bytes per message / call argument */
+#define RID_MAX 256     /* a ZMQ routing id is at most 255 bytes */
+#define IO_TIMEOUT 5000 /* ms: any single wait longer than this is a fault */
+#define ROUNDS 10       /* latency rounds, alternating zmq / kin / kin 2-hop */
+#define PIPE_ROUNDS 4   /* throughput rounds, alternating likewise */
+
+/* Which kin figures to measure (--only); each comes with its baseline
+ * unless --no-zmq. */
+enum phase {
+    PH_RTT = 1 << 0,   /* call round trip, one hop */
+    PH_RTT2 = 1 << 1,  /* call round trip, two hops */
+    PH_PIPE = 1 << 2,  /* pipelined calls */
+    PH_SPAWN = 1 << 3, /* spawn-to-first-call, idle RSS, fan-out */
+    PH_ALL = (1 << 4) - 1,
+};
+
+typedef struct config {
+    bool json;
+    bool quick;
+    bool zmq; /* measure the raw zmq baseline */
+    unsigned phases;
+    int samples;   /* round trips per latency figure */
+    int warmup;    /* round trips before the latency figures */
+    int pipelined; /* messages / calls per throughput figure */
+    int window;    /* outstanding messages / calls */
+    int spawns;    /* spawn-to-first-call repetitions */
+    int fanout;    /* children in the fan-out figure */
+    char self[PATH_MAX];
+} config;
+
+/* Every figure; NAN when it was not measured or its measurement failed. */
+typedef struct results {
+    double zmq_rtt_us, zmq_rtt_p99_us, zmq_msgs_per_s;
+    double zmq_spawn_first_ms, zmq_spawn100_ms, zmq_peer_rss_kib;
+    double call_rtt_us, call_rtt_p99_us, call2_rtt_us, call2_rtt_p99_us;
+    double calls_per_s, calls_per_s_select;
+    double spawn_ms, spawn_first_call_ms;
+    double idle_rss_kib, idle_rss_anon_kib, idle_rss_file_kib, idle_threads;
+    double spawn100_ms, spawn100_start_ms, spawn100_stop_ms;
+} results;
+
+/* Every figure by its JSON key, in output order. */
+static const struct figure {
+    const char *key;
+    size_t off;
+} figures[] = {
+    {"zmq_rtt_us", offsetof(results, zmq_rtt_us)},
+    {"zmq_rtt_p99_us", offsetof(results, zmq_rtt_p99_us)},
+    {"zmq_msgs_per_s", offsetof(results, zmq_msgs_per_s)},
+    {"zmq_spawn_first_ms", offsetof(results, zmq_spawn_first_ms)},
+    {"zmq_spawn100_ms", offsetof(results, zmq_spawn100_ms)},
+    {"zmq_peer_rss_kib", offsetof(results, zmq_peer_rss_kib)},
+    {"call_rtt_us", offsetof(results, call_rtt_us)},
+    {"call_rtt_p99_us", offsetof(results, call_rtt_p99_us)},
+    {"call2_rtt_us", offsetof(results, call2_rtt_us)},
+    {"call2_rtt_p99_us", offsetof(results, call2_rtt_p99_us)},
+    {"calls_per_s", offsetof(results, calls_per_s)},
+    {"calls_per_s_select", offsetof(results, calls_per_s_select)},
+    {"spawn_ms", offsetof(results, spawn_ms)},
+    {"spawn_first_call_ms", offsetof(results, spawn_first_call_ms)},
+    {"idle_rss_kib", offsetof(results, idle_rss_kib)},
+    {"idle_rss_anon_kib", offsetof(results, idle_rss_anon_kib)},
+    {"idle_rss_file_kib", offsetof(results, idle_rss_file_kib)},
+    {"idle_threads", offsetof(results, idle_threads)},
+    {"spawn100_ms", offsetof(results, spawn100_ms)},
+    {"spawn100_start_ms", offsetof(results, spawn100_start_ms)},
+    {"spawn100_stop_ms", offsetof(results, spawn100_stop_ms)},
+};
+#define N_FIGURES (sizeof figures / sizeof figures[0])
+
+static double *
+figure(results *r, size_t i)
 {
+    return (double *)((char *)r + figures[i].off);
+}
+
+/* --- clocks and statistics ------------------------------------------------ */
+
+static uint64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The q-quantile (nearest rank) of v[], which it sorts. */
+static double
+quantile(uint64_t *v, size_t n, double q)
+{
+    if (!n)
+        return NAN;
+    qsort(v, n, sizeof *v, cmp_u64);
+    return (double)v[(size_t)(q * (double)(n - 1) + 0.5)];
+}
+
+/* --- processes ------------------------------------------------------------ */
+
+/* One field of /proc/PID/status (kB for sizes, a count for Threads); NAN if
+ * absent. */
+static double
+proc_status(pid_t pid, const char *field)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NAN;
+    size_t len = strlen(field);
+    double v = NAN;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, field, len) && line[len] == ':') {
+            v = strtod(line + len + 1, NULL);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+/* Starts this executable as a raw zmq peer connecting to endpoint. */
+static pid_t
+start_peer(const config *cfg, const char *endpoint)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid; /* -1 on error */
+    /* Only async-signal-safe calls between fork and exec. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127);
+    char *argv[] = {"kin-bench", "--zmq-peer", (char *)endpoint, NULL};
+    execv(cfg->self, argv);
+    _exit(127);
+}
+
+/* Waits up to timeout_ms for pid to exit, then kills it; always reaps. */
+static void
+reap(pid_t pid, int timeout_ms)
+{
+    if (pid <= 0)
+        return;
+    int fd = pidfd_open(pid, 0);
+    int rc = -1;
+    if (fd >= 0) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        do
+            rc = poll(&p, 1, timeout_ms);
+        while (rc < 0 && errno == EINTR);
+        close(fd);
+    }
+    if (rc <= 0)
+        kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+}
+
+/* --- the raw zmq peer ------------------------------------------------------
+ */
+
+/* DEALER: says hello, echoes every message, stops at an empty one. */
+static int
+zmq_peer(const char *endpoint)
+{
+    void *ctx = zmq_ctx_new();
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int timeout = 30000, linger = 1000;
+    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    int rc = 1;
+    if (zmq_connect(s, endpoint) || zmq_send(s, "H", 1, 0) != 1)
+        goto out;
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, s, 0) < 0) {
+            zmq_msg_close(&m);
+            break;
+        }
+        if (zmq_msg_size(&m) == 0) {
+            zmq_msg_close(&m);
+            rc = 0;
+            break;
+        }
+        if (zmq_msg_send(&m, s, 0) < 0) {
+            zmq_msg_close(&m);
+            break;
+        }
+    }
+out:
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    return rc;
+}
+
+/* --- the raw zmq side (a ROUTER bound here, like a kin parent's) -----------
+ */
+
+typedef struct zpeer {
+    pid_t pid;
+    uint8_t rid[RID_MAX];
+    size_t rid_len;
+} zpeer;
+
+typedef struct zbench {
+    void *ctx;
+    void *router;
+    char dir[64];
+    char endpoint[128];
+} zbench;
+
+/* One message from a peer: [rid][body], body up to cap bytes. Returns the
+ * body size or -1. */
+static int
+zrecv(zbench *z, uint8_t *rid, size_t *rid_len, void *body, size_t cap)
+{
+    int n = zmq_recv(z->router, rid, RID_MAX, 0);
+    if (n < 0)
+        return -1;
+    *rid_len = (size_t)n;
+    int more = 0;
+    size_t sz = sizeof more;
+    zmq_getsockopt(z->router, ZMQ_RCVMORE, &more, &sz);
+    if (!more)
+        return -1;
+    return zmq_recv(z->router, body, cap, 0);
+}
+
+static int
+zsend(zbench *z, const zpeer *p, const void *body, size_t len)
+{
+    if (zmq_send(z->router, p->rid, p->rid_len, ZMQ_SNDMORE) < 0 ||
+        zmq_send(z->router, body, len, 0) < 0)
+        return -1;
     return 0;
+}
+
+static int
+zbench_open(zbench *z)
+{
+    snprintf(z->dir, sizeof z->dir, "/tmp/kin-bench-XXXXXX");
+    if (!mkdtemp(z->dir)) {
+        z->dir[0] = 0;
+        return -1;
+    }
+    snprintf(z->endpoint, sizeof z->endpoint, "ipc://%s/zmq.sock", z->dir);
+    z->ctx = zmq_ctx_new();
+    z->router = z->ctx ? zmq_socket(z->ctx, ZMQ_ROUTER) : NULL;
+    if (!z->router)
+        return -1;
+    int one = 1, timeout = IO_TIMEOUT, linger = 0;
+    zmq_setsockopt(z->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(z->router, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(z->router, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(z->router, ZMQ_LINGER, &linger, sizeof linger);
+    return zmq_bind(z->router, z->endpoint);
+}
+
+static void
+zbench_close(zbench *z)
+{
+    if (z->router)
+        zmq_close(z->router);
+    if (z->ctx)
+        zmq_ctx_term(z->ctx);
+    z->router = z->ctx = NULL;
+    if (z->dir[0]) {
+        char path[128];
+        snprintf(path, sizeof path, "%s/zmq.sock", z->dir);
+        unlink(path);
+        rmdir(z->dir);
+        z->dir[0] = 0;
+    }
+}
+
+/* Starts a peer and waits for its hello (which carries its routing id). */
+static int
+zpeer_start(const config *cfg, zbench *z, zpeer *p)
+{
+    *p = (zpeer){0};
+    if ((p->pid = start_peer(cfg, z->endpoint)) < 0)
+        return -1;
+    char h;
+    return zrecv(z, p->rid, &p->rid_len, &h, 1) == 1 ? 0 : -1;
+}
+
+/* Asks the peer to stop (if it said hello), kills it otherwise, reaps. */
+static void
+zpeer_stop(zbench *z, zpeer *p)
+{
+    if (p->pid <= 0)
+        return;
+    bool asked = p->rid_len && zsend(z, p, "", 0) == 0;
+    reap(p->pid, asked ? IO_TIMEOUT : 0);
+    p->pid = 0;
+}
+
+static int
+zping(zbench *z, const zpeer *p, uint8_t *buf)
+{
+    uint8_t rid[RID_MAX];
+    size_t rid_len;
+    if (zsend(z, p, buf, PAYLOAD) ||
+        zrecv(z, rid, &rid_len, buf, PAYLOAD) != PAYLOAD)
+        return -1;
+    return 0;
+}
+
+/* --- functions served by every kin context ---------------------------------
+ */
+
+/* A child's grandchild, kept between calls (one per child process). */
+typedef struct grandchild {
+    pthread_mutex_t mu;
+    kin_child *c;
+} grandchild;
+
+static kin_err
+echo(kin_call *c, void *arg)
+{
+    const void *p;
+    size_t len;
+    kin_err e = kin_call_args(c, "B", &p, &len);
+    return e ? e : kin_call_return(c, "B", p, len);
+}
+
+static kin_err
+spawn_grandchild(kin_call *c, void *arg)
+{
+    grandchild *g = arg;
+    pthread_mutex_lock(&g->mu);
+    kin_err e = g->c ? KIN_EEXISTS : kin_spawn(kin_call_node(c), NULL, &g->c);
+    uint32_t id = e ? 0 : kin_child_id(g->c);
+    pthread_mutex_unlock(&g->mu);
+    if (e)
+        return kin_call_fail(c, e, "spawn: %s", kin_strerror(e));
+    return kin_call_return(c, "u", id);
+}
+
+static kin_err
+stop_grandchild(kin_call *c, void *arg)
+{
+    grandchild *g = arg;
+    pthread_mutex_lock(&g->mu);
+    kin_child_destroy(&g->c);
+    pthread_mutex_unlock(&g->mu);
+    return KIN_OK;
+}
+
+/* --- one run ----------------------------------------------------------------
+ */
+
+/* What the figures are measured against. */
+typedef struct bench {
+    const config *cfg;
+    results *res;
+    kin_node *master;
+    kin_child *child; /* serves the call figures */
+    uint32_t gc;      /* its grandchild, 0 if none */
+    zbench z;
+    zpeer peer; /* echoes the baseline's round trips */
+    uint8_t payload[PAYLOAD];
+} bench;
+
+/* The three kinds of round trip, measured alternately. */
+enum { M_ZMQ, M_KIN, M_KIN2, M_COUNT };
+
+static kin_err
+call_echo(kin_node *n, uint32_t ctx, const uint8_t *payload)
+{
+    kin_msg *r = NULL;
+    kin_err e = kin_call_sync(n, ctx, "bench.echo", IO_TIMEOUT, &r, "B",
+                              payload, (size_t)PAYLOAD);
+    kin_msg_destroy(&r);
+    return e;
+}
+
+/* zmq failures as kin_err: zmq sets errno. */
+static kin_err
+zerr(void)
+{
+    return errno ? -errno : -EIO;
+}
+
+static kin_err
+round_trip(bench *b, int method)
+{
+    switch (method) {
+    case M_ZMQ:
+        return zping(&b->z, &b->peer, b->payload) ? zerr() : KIN_OK;
+    case M_KIN:
+        return call_echo(b->master, kin_child_id(b->child), b->payload);
+    default:
+        return call_echo(b->master, b->gc, b->payload);
+    }
+}
+
+/* The echo comes back intact. */
+static kin_err
+check_echo(kin_node *n, uint32_t ctx, const uint8_t *payload)
+{
+    kin_msg *r = NULL;
+    kin_err e = kin_call_sync(n, ctx, "bench.echo", IO_TIMEOUT, &r, "B",
+                              payload, (size_t)PAYLOAD);
+    const void *back = NULL;
+    size_t len = 0;
+    if (!e)
+        e = kin_msg_unpack(r, "B", &back, &len);
+    if (!e && (len != PAYLOAD || memcmp(back, payload, len)))
+        e = KIN_EBADMSG;
+    kin_msg_destroy(&r);
+    return e;
+}
+
+static const char *method_names[M_COUNT] = {"zmq round trip", "call",
+                                            "two-hop call"};
+
+static kin_err
+run_latency(bench *b)
+{
+    const config *cfg = b->cfg;
+    bool on[M_COUNT] = {cfg->zmq, cfg->phases & PH_RTT, cfg->phases & PH_RTT2};
+    uint64_t *ns[M_COUNT] = {NULL};
+    size_t n = (size_t)cfg->samples;
+    kin_err e = KIN_OK;
+    int m, cur = M_KIN;
+    for (m = 0; m < M_COUNT && !e; m++)
+        if (on[m] && !(ns[m] = malloc(n * sizeof *ns[m])))
+            e = -ENOMEM;
+    if (!e && on[M_KIN])
+        e = check_echo(b->master, kin_child_id(b->child), b->payload);
+    if (!e && on[M_KIN2]) {
+        cur = M_KIN2;
+        e = check_echo(b->master, b->gc, b->payload);
+    }
+    for (m = 0; m < M_COUNT && !e; m++)
+        for (int i = 0; on[m] && i < cfg->warmup && !e; i++)
+            e = round_trip(b, cur = m);
+    /* Rounds, so that a burst of load on the machine hits every method. */
+    size_t per = n / ROUNDS;
+    for (int r = 0; r < ROUNDS && !e; r++) {
+        size_t from = (size_t)r * per, to = r == ROUNDS - 1 ? n : from + per;
+        for (m = 0; m < M_COUNT && !e; m++)
+            for (size_t i = from; on[m] && i < to && !e; i++) {
+                uint64_t t0 = now_ns();
+                e = round_trip(b, cur = m);
+                ns[m][i] = now_ns() - t0;
+            }
+    }
+    if (e) {
+        fprintf(stderr, "kin-bench: %s: %s\n", method_names[cur],
+                kin_strerror(e));
+    } else {
+        double *med[M_COUNT] = {&b->res->zmq_rtt_us, &b->res->call_rtt_us,
+                                &b->res->call2_rtt_us};
+        double *p99[M_COUNT] = {&b->res->zmq_rtt_p99_us,
+                                &b->res->call_rtt_p99_us,
+                                &b->res->call2_rtt_p99_us};
+        for (m = 0; m < M_COUNT; m++) {
+            if (!on[m])
+                continue;
+            *med[m] = quantile(ns[m], n, 0.5) / 1e3;
+            *p99[m] = quantile(ns[m], n, 0.99) / 1e3;
+        }
+    }
+    for (m = 0; m < M_COUNT; m++)
+        free(ns[m]);
+    return e;
+}
+
+/* total messages with up to `window` in flight, answered by the peer.
+ * Returns 0 or -1 (errno set by zmq). */
+static int
+zmq_pipelined(bench *b, int total, uint64_t *ns)
+{
+    uint8_t buf[PAYLOAD], rid[RID_MAX];
+    size_t rid_len;
+    memcpy(buf, b->payload, sizeof buf);
+    int window = b->cfg->window < total ? b->cfg->window : total;
+    int sent = 0, got = 0;
+    uint64_t t0 = now_ns();
+    for (; sent < window; sent++)
+        if (zsend(&b->z, &b->peer, buf, PAYLOAD))
+            return -1;
+    while (got < total) {
+        if (zrecv(&b->z, rid, &rid_len, buf, PAYLOAD) != PAYLOAD)
+            return -1;
+        got++;
+        if (sent < total) {
+            if (zsend(&b->z, &b->peer, buf, PAYLOAD))
+                return -1;
+            sent++;
+        }
+    }
+    *ns += now_ns() - t0;
+    return 0;
+}
+
+/* total calls with up to `window` in flight, waiting for the oldest
+ * first. */
+static kin_err
+kin_pipelined(bench *b, int total, uint64_t *ns)
+{
+    int window = b->cfg->window < total ? b->cfg->window : total;
+    kin_receiver **ring = calloc((size_t)window, sizeof *ring);
+    if (!ring)
+        return -ENOMEM;
+    uint32_t ctx = kin_child_id(b->child);
+    kin_err e = KIN_OK;
+    int issued = 0, done = 0;
+    uint64_t t0 = now_ns();
+    for (; issued < window && !e; issued++)
+        e = kin_call_async(b->master, ctx, "bench.echo", &ring[issued], "B",
+                           b->payload, (size_t)PAYLOAD);
+    for (int head = 0; done < total && !e; head = (head + 1) % window) {
+        kin_msg *m = NULL;
+        e = kin_call_wait(ring[head], IO_TIMEOUT, &m);
+        kin_msg_destroy(&m);
+        kin_receiver_destroy(&ring[head]);
+        done++;
+        if (!e && issued < total) {
+            e = kin_call_async(b->master, ctx, "bench.echo", &ring[head], "B",
+                               b->payload, (size_t)PAYLOAD);
+            issued++;
+        }
+    }
+    *ns += now_ns() - t0;
+    for (int i = 0; i < window; i++)
+        kin_receiver_destroy(&ring[i]);
+    free(ring);
+    return e;
+}
+
+/* The same through one oneshot kin_select over every call in flight. */
+static kin_err
+kin_pipelined_select(bench *b, int total, uint64_t *ns)
+{
+    int window = b->cfg->window < total ? b->cfg->window : total;
+    kin_receiver **slot = calloc((size_t)window, sizeof *slot);
+    kin_select *sel = NULL;
+    kin_err e = slot ? kin_select_new(&sel, true) : -ENOMEM;
+    uint32_t ctx = kin_child_id(b->child);
+    int issued = 0, done = 0;
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < window && !e; i++, issued++) {
+        e = kin_call_async(b->master, ctx, "bench.echo", &slot[i], "B",
+                           b->payload, (size_t)PAYLOAD);
+        if (!e)
+            e = kin_select_add(sel, kin_receiver_latch(slot[i]),
+                               (void *)(intptr_t)i);
+    }
+    while (done < total && !e) {
+        kin_msg *m = NULL;
+        void *tag = NULL;
+        if ((e = kin_select_get(sel, IO_TIMEOUT, &m, &tag)))
+            break;
+        e = kin_call_result_of(&m);
+        kin_msg_destroy(&m);
+        int i = (int)(intptr_t)tag;
+        kin_receiver_destroy(&slot[i]);
+        done++;
+        if (!e && issued < total) {
+            e = kin_call_async(b->master, ctx, "bench.echo", &slot[i], "B",
+                               b->payload, (size_t)PAYLOAD);
+            if (!e)
+                e = kin_select_add(sel, kin_receiver_latch(slot[i]), tag);
+            issued++;
+        }
+    }
+    *ns += now_ns() - t0;
+    kin_select_destroy(&sel);
+    for (int i = 0; slot && i < window; i++)
+        kin_receiver_destroy(&slot[i]);
+    free(slot);
+    return e;
+}
+
+static kin_err
+run_throughput(bench *b)
+{
+    const config *cfg = b->cfg;
+    int per = cfg->pipelined / PIPE_ROUNDS;
+    if (per < 1)
+        per = 1;
+    uint64_t zns = 0, kns = 0, sns = 0;
+    kin_err e = KIN_OK;
+    for (int r = 0; r < PIPE_ROUNDS && !e; r++) {
+        if (cfg->zmq && zmq_pipelined(b, per, &zns))
+            e = zerr();
+        if (!e)
+            e = kin_pipelined(b, per, &kns);
+        if (!e)
+            e = kin_pipelined_select(b, per, &sns);
+    }
+    if (e) {
+        fprintf(stderr, "kin-bench: pipelined: %s\n", kin_strerror(e));
+        return e;
+    }
+    double total = (double)per * PIPE_ROUNDS;
+    if (cfg->zmq)
+        b->res->zmq_msgs_per_s = total / ((double)zns / 1e9);
+    b->res->calls_per_s = total / ((double)kns / 1e9);
+    b->res->calls_per_s_select = total / ((double)sns / 1e9);
+    return 0;
+}
+
+/* Start, hello, one round trip: the raw counterpart of spawn-to-first-call. */
+static int
+zmq_spawn_first(bench *b, uint64_t *ns)
+{
+    zpeer p;
+    uint8_t buf[PAYLOAD] = {0};
+    uint64_t t0 = now_ns();
+    int rc = zpeer_start(b->cfg, &b->z, &p) || zping(&b->z, &p, buf) ? -1 : 0;
+    *ns = now_ns() - t0;
+    zpeer_stop(&b->z, &p);
+    return rc;
+}
+
+/* kin_spawn, then the first call; the idle child's memory after it. */
+static kin_err
+kin_spawn_first(bench *b, uint64_t *spawn_ns, uint64_t *first_ns, uint64_t *rss)
+{
+    kin_child *c = NULL;
+    uint64_t t0 = now_ns();
+    kin_err e = kin_spawn(b->master, NULL, &c);
+    *spawn_ns = now_ns() - t0;
+    if (!e)
+        e = call_echo(b->master, kin_child_id(c), b->payload);
+    *first_ns = now_ns() - t0;
+    if (!e) {
+        /* Idle: it started and answered one call, nothing since. */
+        pid_t pid = kin_child_pid(c);
+        *rss = (uint64_t)proc_status(pid, "VmRSS");
+        b->res->idle_rss_anon_kib = proc_status(pid, "RssAnon");
+        b->res->idle_rss_file_kib = proc_status(pid, "RssFile");
+        b->res->idle_threads = proc_status(pid, "Threads");
+    }
+    kin_child_destroy(&c);
+    return e;
+}
+
+/* Starts fanout peers, waits for every hello, stops and reaps them all. */
+static int
+zmq_fanout(bench *b)
+{
+    int count = b->cfg->fanout;
+    zpeer *ps = calloc((size_t)count, sizeof *ps);
+    if (!ps)
+        return -1;
+    int rc = 0, started = 0;
+    uint64_t t0 = now_ns();
+    for (; started < count; started++)
+        if ((ps[started].pid = start_peer(b->cfg, b->z.endpoint)) < 0) {
+            rc = -1;
+            break;
+        }
+    /* Hellos arrive in any order; only their routing ids matter (for the
+     * stop), not which pid each belongs to. */
+    for (int i = 0; i < started && !rc; i++) {
+        char h;
+        if (zrecv(&b->z, ps[i].rid, &ps[i].rid_len, &h, 1) != 1)
+            rc = -1;
+    }
+    for (int i = 0; i < started; i++)
+        if (ps[i].rid_len && zsend(&b->z, &ps[i], "", 0))
+            ps[i].rid_len = 0;
+    for (int i = 0; i < started; i++)
+        reap(ps[i].pid, rc || !ps[i].rid_len ? 0 : IO_TIMEOUT);
+    if (!rc)
+        b->res->zmq_spawn100_ms = (double)(now_ns() - t0) / 1e6;
+    free(ps);
+    return rc;
+}
+
+/* kin_spawn fanout children one after the other, then destroy them. */
+static kin_err
+kin_fanout(bench *b)
+{
+    int count = b->cfg->fanout;
+    kin_child **kids = calloc((size_t)count, sizeof *kids);
+    if (!kids)
+        return -ENOMEM;
+    kin_err e = KIN_OK;
+    int started = 0;
+    uint64_t t0 = now_ns();
+    for (; started < count && !e; started++)
+        e = kin_spawn(b->master, NULL, &kids[started]);
+    uint64_t t1 = now_ns();
+    for (int i = 0; i < started; i++)
+        kin_child_destroy(&kids[i]);
+    uint64_t t2 = now_ns();
+    if (!e) {
+        b->res->spawn100_start_ms = (double)(t1 - t0) / 1e6;
+        b->res->spawn100_stop_ms = (double)(t2 - t1) / 1e6;
+        b->res->spawn100_ms = (double)(t2 - t0) / 1e6;
+    }
+    free(kids);
+    return e;
+}
+
+static kin_err
+run_spawns(bench *b)
+{
+    const config *cfg = b->cfg;
+    size_t k = (size_t)cfg->spawns;
+    uint64_t *zns = calloc(k, sizeof *zns);
+    uint64_t *spawn_ns = calloc(k, sizeof *spawn_ns);
+    uint64_t *first_ns = calloc(k, sizeof *first_ns);
+    uint64_t *rss = calloc(k, sizeof *rss);
+    kin_err e = zns && spawn_ns && first_ns && rss ? KIN_OK : -ENOMEM;
+    const char *what = "spawn-to-first-call";
+    for (size_t i = 0; i < k && !e; i++) {
+        if (cfg->zmq && zmq_spawn_first(b, &zns[i])) {
+            what = "zmq peer start";
+            e = zerr();
+        } else {
+            e = kin_spawn_first(b, &spawn_ns[i], &first_ns[i], &rss[i]);
+        }
+    }
+    if (!e && cfg->zmq && zmq_fanout(b)) {
+        what = "zmq fan-out";
+        e = zerr();
+    }
+    if (!e && (e = kin_fanout(b)))
+        what = "fan-out";
+    if (e) {
+        fprintf(stderr, "kin-bench: %s: %s\n", what, kin_strerror(e));
+    } else {
+        if (cfg->zmq)
+            b->res->zmq_spawn_first_ms = quantile(zns, k, 0.5) / 1e6;
+        b->res->spawn_ms = quantile(spawn_ns, k, 0.5) / 1e6;
+        b->res->spawn_first_call_ms = quantile(first_ns, k, 0.5) / 1e6;
+        b->res->idle_rss_kib = quantile(rss, k, 0.5);
+    }
+    free(rss);
+    free(first_ns);
+    free(spawn_ns);
+    free(zns);
+    return e;
+}
+
+/* Sets up the peers the phases need, runs the phases, tears everything
+ * down (every process started here is reaped). */
+static int
+run(const config *cfg, results *res)
+{
+    bench b = {.cfg = cfg, .res = res};
+    memset(b.payload, 'k', sizeof b.payload);
+    bool calls = cfg->phases & (PH_RTT | PH_RTT2 | PH_PIPE);
+    bool zpeer = cfg->zmq && (cfg->phases & (PH_RTT | PH_RTT2 | PH_PIPE));
+    int rc = 1;
+    kin_err e = kin_init(&b.master, NULL);
+    if (e) {
+        fprintf(stderr, "kin-bench: kin_init: %s\n", kin_strerror(e));
+        return 1;
+    }
+    if (cfg->zmq && zbench_open(&b.z)) {
+        fprintf(stderr, "kin-bench: zmq bind %s: %s\n", b.z.endpoint,
+                zmq_strerror(errno));
+        goto out;
+    }
+    if (zpeer && zpeer_start(cfg, &b.z, &b.peer)) {
+        fprintf(stderr, "kin-bench: the zmq peer did not say hello\n");
+        goto out;
+    }
+    if (calls && (e = kin_spawn(b.master, NULL, &b.child))) {
+        fprintf(stderr, "kin-bench: spawn: %s\n", kin_strerror(e));
+        goto out;
+    }
+    if (cfg->phases & PH_RTT2) {
+        kin_msg *r = NULL;
+        e = kin_call_sync(b.master, kin_child_id(b.child),
+                          "bench.spawn_grandchild", 30000, &r, NULL);
+        if (!e)
+            e = kin_msg_unpack(r, "u", &b.gc);
+        kin_msg_destroy(&r);
+        if (e) {
+            fprintf(stderr, "kin-bench: grandchild: %s\n", kin_strerror(e));
+            goto out;
+        }
+    }
+    if ((cfg->phases & (PH_RTT | PH_RTT2)) && run_latency(&b))
+        goto out;
+    if (zpeer)
+        res->zmq_peer_rss_kib = proc_status(b.peer.pid, "VmRSS");
+    if ((cfg->phases & PH_PIPE) && run_throughput(&b))
+        goto out;
+    if ((cfg->phases & PH_SPAWN) && run_spawns(&b))
+        goto out;
+    rc = 0;
+out:
+    zpeer_stop(&b.z, &b.peer);
+    zbench_close(&b.z);
+    if (b.gc) {
+        kin_msg *r = NULL;
+        kin_call_sync(b.master, kin_child_id(b.child), "bench.stop_grandchild",
+                      30000, &r, NULL);
+        kin_msg_destroy(&r);
+    }
+    kin_child_destroy(&b.child);
+    /* Stops and reaps any child still running. */
+    kin_node_destroy(&b.master);
+    return rc;
+}
+
+/* --- output ------------------------------------------------------------------
+ */
+
+static void
+print_json(const config *cfg, results *r)
+{
+    printf("{\"quick\":%s,\"samples\":%d,\"pipelined\":%d,\"window\":%d,"
+           "\"spawns\":%d,\"fanout\":%d,\"payload\":%d",
+           cfg->quick ? "true" : "false", cfg->samples, cfg->pipelined,
+           cfg->window, cfg->spawns, cfg->fanout, PAYLOAD);
+    for (size_t i = 0; i < N_FIGURES; i++) {
+        double v = *figure(r, i);
+        if (isnan(v))
+            printf(",\"%s\":null", figures[i].key);
+        else
+            printf(",\"%s\":%.3f", figures[i].key, v);
+    }
+    printf("}\n");
+}
+
+/* One table row. A goal is either a ratio to the baseline (goal_ratio) or
+ * a bound on the figure itself (goal_abs, a minimum when `more`). */
+static void
+row(const char *name, double kin, double base, double goal_ratio,
+    double goal_abs, bool more)
+{
+    double ratio = kin / base;
+    char goal[32] = "";
+    const char *verdict = "";
+    if (!isnan(goal_ratio)) {
+        snprintf(goal, sizeof goal, "<= %.1fx", goal_ratio);
+        if (!isnan(ratio))
+            verdict = ratio <= goal_ratio ? "ok" : "MISS";
+    } else if (!isnan(goal_abs)) {
+        snprintf(goal, sizeof goal, "%s %.0f", more ? ">=" : "<=", goal_abs);
+        if (!isnan(kin))
+            verdict =
+                (more ? kin >= goal_abs : kin <= goal_abs) ? "ok" : "MISS";
+    }
+    printf("%-28s %11.1f %11.1f %7.2fx  %-10s %s\n", name, kin, base, ratio,
+           goal, verdict);
+}
+
+static void
+print_table(const config *cfg, const results *r)
+{
+    printf("kin-bench%s: %d round trips per latency figure, %d pipelined "
+           "(window %d), %d-byte payload, %d spawns, %d-child fan-out\n\n",
+           cfg->quick ? " --quick" : "", cfg->samples, cfg->pipelined,
+           cfg->window, PAYLOAD, cfg->spawns, cfg->fanout);
+    printf("%-28s %11s %11s %8s  %-10s %s\n", "figure", "kin", "raw zmq",
+           "ratio", "goal", "");
+    row("call rtt median (us)", r->call_rtt_us, r->zmq_rtt_us, 1.5, NAN, false);
+    row("call rtt p99 (us)", r->call_rtt_p99_us, r->zmq_rtt_p99_us, NAN, NAN,
+        false);
+    row("2-hop call rtt median (us)", r->call2_rtt_us, r->zmq_rtt_us, 2.5, NAN,
+        false);
+    row("2-hop call rtt p99 (us)", r->call2_rtt_p99_us, r->zmq_rtt_p99_us, NAN,
+        NAN, false);
+    row("pipelined calls/s", r->calls_per_s, r->zmq_msgs_per_s, NAN, 250000,
+        true);
+    row("pipelined calls/s (select)", r->calls_per_s_select, r->zmq_msgs_per_s,
+        NAN, 250000, true);
+    row("spawn-to-first-call (ms)", r->spawn_first_call_ms,
+        r->zmq_spawn_first_ms, NAN, 5, false);
+    row("idle child RSS (KiB)", r->idle_rss_kib, r->zmq_peer_rss_kib, NAN, 4096,
+        false);
+    row("100 children (ms)", r->spawn100_ms, r->zmq_spawn100_ms, NAN, 1000,
+        false);
+    printf("\nkin_spawn alone %.2f ms; idle child: anon %.0f KiB, file %.0f "
+           "KiB, %.0f threads; %d children: start %.0f ms, stop %.0f ms\n",
+           r->spawn_ms, r->idle_rss_anon_kib, r->idle_rss_file_kib,
+           r->idle_threads, cfg->fanout, r->spawn100_start_ms,
+           r->spawn100_stop_ms);
+}
+
+/* --- main --------------------------------------------------------------------
+ */
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: kin-bench [--quick] [--json] [--samples N] [--no-zmq] "
+               "[--only rtt,rtt2,pipe,spawn]\n");
+}
+
+static unsigned
+parse_phases(const char *list)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } names[] = {{"rtt", PH_RTT},
+                 {"rtt2", PH_RTT2},
+                 {"pipe", PH_PIPE},
+                 {"spawn", PH_SPAWN}};
+    unsigned bits = 0;
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", list);
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t;
+         t = strtok_r(NULL, ",", &save)) {
+        unsigned bit = 0;
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (!strcmp(t, names[i].name))
+                bit = names[i].bit;
+        if (!bit)
+            return 0;
+        bits |= bit;
+    }
+    return bits;
+}
+
+static int
+parse_args(int argc, char **argv, config *cfg)
+{
+    *cfg = (config){.zmq = true,
+                    .phases = PH_ALL,
+                    .samples = 20000,
+                    .warmup = 2000,
+                    .pipelined = 200000,
+                    .window = 256,
+                    .spawns = 20,
+                    .fanout = 100};
+    int samples = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) {
+            cfg->json = true;
+        } else if (!strcmp(argv[i], "--quick")) {
+            cfg->quick = true;
+        } else if (!strcmp(argv[i], "--no-zmq")) {
+            cfg->zmq = false;
+        } else if (!strcmp(argv[i], "--samples") && i + 1 < argc) {
+            if ((samples = atoi(argv[++i])) < ROUNDS)
+                return -1;
+        } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+            if (!(cfg->phases = parse_phases(argv[++i])))
+                return -1;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            exit(0);
+        } else {
+            return -1;
+        }
+    }
+    if (cfg->quick) {
+        cfg->samples = 1000;
+        cfg->warmup = 200;
+        cfg->pipelined = 10000;
+        cfg->spawns = 3;
+    }
+    if (samples)
+        cfg->samples = samples;
+    ssize_t len = readlink("/proc/self/exe", cfg->self, sizeof cfg->self - 1);
+    if (len < 0)
+        return -1;
+    cfg->self[len] = 0;
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc == 3 && !strcmp(argv[1], "--zmq-peer"))
+        return zmq_peer(argv[2]);
+
+    /* Every context serves these. A kin child never returns from kin_init,
+     * so g lives as long as the process does. */
+    grandchild g = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    kin_export("bench.echo", echo, NULL, KIN_POLICY_PARENT);
+    kin_export("bench.spawn_grandchild", spawn_grandchild, &g,
+               KIN_POLICY_PARENT);
+    kin_export("bench.stop_grandchild", stop_grandchild, &g, KIN_POLICY_PARENT);
+    if (kin_is_child()) {
+        kin_node *n;
+        return kin_init(&n, NULL) ? 1 : 0;
+    }
+
+    config cfg;
+    if (parse_args(argc, argv, &cfg)) {
+        usage(stderr);
+        return 2;
+    }
+    results res;
+    for (size_t i = 0; i < N_FIGURES; i++)
+        *figure(&res, i) = NAN;
+    int rc = run(&cfg, &res);
+    if (cfg.json)
+        print_json(&cfg, &res);
+    else
+        print_table(&cfg, &res);
+    return rc;
 }

@@ -500,6 +500,11 @@ dead_reason_rejects_garbage_body(void **state)
         {"\xa5hello", 6},                     /* a bare string */
         {"\x92\xcb\0\0\0\0\0\0\0\0\xa0", 11}, /* code is a float */
         {"\x92\xff\xa1x\x00", 5},             /* trailing bytes */
+        /* The fuzzer's finds: codes that truncate to KIN_OK or positive. */
+        {"\x92\xd3\xff\xff\xff\xff\0\0\0\0\xa0", 11}, /* -2^32 */
+        {"\x92\x05\xa0", 3},                          /* positive code */
+        {"\x92\x00\xa0", 3},                          /* KIN_OK */
+        {"\xdd\xff\xff\xff\xff", 5},                  /* huge array claim */
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         kin_msg *m = NULL;
