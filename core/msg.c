@@ -161,8 +161,11 @@ read_code(const uint8_t **p, const uint8_t *end, int64_t *v)
     if (q >= end)
         return false;
     uint8_t t = *q++;
-    int bytes = t == 0xd0 ? 1 : t == 0xd1 ? 2 : t == 0xd2 ? 4 : t == 0xd3 ? 8
-                                                                           : 0;
+    int bytes = t == 0xd0   ? 1
+                : t == 0xd1 ? 2
+                : t == 0xd2 ? 4
+                : t == 0xd3 ? 8
+                            : 0;
     if (t >= 0xe0) {
         *v = (int8_t)t; /* negative fixint */
     } else if (bytes) {
@@ -222,8 +225,8 @@ kin_msg_dead_reason(const kin_msg *m, kin_err *reason, const char **text,
     const uint8_t *p = m->body, *end = m->body + m->len;
     int64_t code;
     size_t len;
-    if (m->len < 1 || *p++ != 0x92 || !read_code(&p, end, &code) ||
-        code >= 0 || code < INT32_MIN) {
+    if (m->len < 1 || *p++ != 0x92 || !read_code(&p, end, &code) || code >= 0 ||
+        code < INT32_MIN) {
         return KIN_EBADMSG;
     }
     const uint8_t *str = p;

@@ -3,6 +3,8 @@
  * that walks top-level objects and the arrays and maps opened inside them. */
 #include <kin/pack.h>
 
+#include "core/pack_internal.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -99,6 +101,124 @@ unpacked(msgpack_unpack_return ret)
     return ret == MSGPACK_UNPACK_SUCCESS || ret == MSGPACK_UNPACK_EXTRA_BYTES;
 }
 
+/* Whether the bytes at p hold one complete msgpack object whose every
+ * array and map claims no more elements than bytes remain. msgpack-c
+ * reserves memory for the claimed count before reading the elements, so a
+ * 5-byte body claiming 2^32 elements would ask for ~100 GiB: peers' bodies
+ * are checked with this first. Returns the object's length, or 0. */
+size_t
+kin__msgpack_scan(const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    size_t pos = 0;
+    uint64_t pending = 1;
+    while (pending) {
+        if (pos >= len)
+            return 0;
+        uint8_t t = p[pos++];
+        pending--;
+        uint64_t items = 0, skip = 0;
+        int lenbytes = 0;
+        if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3)
+            continue;
+        if (t <= 0x8f) {
+            items = 2u * (t & 0x0f);
+        } else if (t <= 0x9f) {
+            items = t & 0x0f;
+        } else if (t <= 0xbf) {
+            skip = t & 0x1f;
+        } else {
+            switch (t) {
+            case 0xc4:
+            case 0xd9:
+                lenbytes = 1;
+                break;
+            case 0xc5:
+            case 0xda:
+                lenbytes = 2;
+                break;
+            case 0xc6:
+            case 0xdb:
+                lenbytes = 4;
+                break;
+            case 0xc7:
+                lenbytes = 1;
+                skip = 1;
+                break; /* ext8: + type */
+            case 0xc8:
+                lenbytes = 2;
+                skip = 1;
+                break;
+            case 0xc9:
+                lenbytes = 4;
+                skip = 1;
+                break;
+            case 0xcc:
+            case 0xd0:
+                skip = 1;
+                break;
+            case 0xcd:
+            case 0xd1:
+                skip = 2;
+                break;
+            case 0xca:
+            case 0xce:
+            case 0xd2:
+                skip = 4;
+                break;
+            case 0xcb:
+            case 0xcf:
+            case 0xd3:
+                skip = 8;
+                break;
+            case 0xd4:
+                skip = 2;
+                break; /* fixext: type + data */
+            case 0xd5:
+                skip = 3;
+                break;
+            case 0xd6:
+                skip = 5;
+                break;
+            case 0xd7:
+                skip = 9;
+                break;
+            case 0xd8:
+                skip = 17;
+                break;
+            case 0xdc:
+            case 0xde:
+                lenbytes = 2;
+                break;
+            case 0xdd:
+            case 0xdf:
+                lenbytes = 4;
+                break;
+            default:
+                return SIZE_MAX; /* 0xc1: never used */
+            }
+        }
+        if (lenbytes) {
+            if (len - pos < (size_t)lenbytes)
+                return 0;
+            uint64_t n = 0;
+            for (int i = 0; i < lenbytes; i++)
+                n = n << 8 | p[pos + i];
+            pos += (size_t)lenbytes;
+            if (t >= 0xdc)
+                items = t >= 0xde ? 2 * n : n;
+            else
+                skip += n;
+        }
+        /* Every element takes at least one byte. */
+        if (items > len - pos || skip > len - pos)
+            return 0;
+        pending += items;
+        pos += (size_t)skip;
+    }
+    return pos;
+}
+
 /* 'm' bytes go into the body unparsed, so a mistake would only surface when
  * the receiver fails to read the whole body; check them here instead. */
 static kin_err
@@ -106,6 +226,8 @@ check_one_object(const void *p, size_t len)
 {
     if (!p && len)
         return -EINVAL;
+    if (kin__msgpack_scan(p, len) != len)
+        return -EINVAL; /* truncated, trailing bytes, or not msgpack */
     msgpack_zone zone;
     if (!msgpack_zone_init(&zone, ZONE_CHUNK))
         return -ENOMEM;
@@ -284,6 +406,11 @@ take(kin_reader *r, msgpack_object *obj, size_t *start)
     /* msgpack_unpack leaves str and bin pointing into r->data: that is what
      * makes 'S', 'B' and 'm' borrowed rather than copied. */
     size_t off = r->off;
+    size_t scanned = kin__msgpack_scan(r->data + off, r->len - off);
+    if (scanned == SIZE_MAX)
+        return KIN_EBADMSG;
+    if (!scanned)
+        return KIN_ESHORT;
     msgpack_unpack_return ret =
         msgpack_unpack(r->data, r->len, &off, &r->zone, obj);
     if (!unpacked(ret))

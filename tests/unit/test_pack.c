@@ -1090,11 +1090,23 @@ nesting_limits(void **state)
     /* 33 is past msgpack-c's parser stack. */
     body[32] = (char)0x91;
     body[33] = 0x07;
-    EXPECT_UNPACK(KIN_ETOOBIG, body, "a", &n);
+    expect_unpack(KIN_ETOOBIG, body, 34, "a", &n);
     msgpack_object obj;
     kin_reader_init(&r, body, 34);
     assert_int_equal(kin_reader_next(&r, &obj), KIN_ETOOBIG);
     kin_reader_release(&r);
+}
+
+static void
+huge_claims_are_refused_without_allocating(void **state)
+{
+    /* 5 bytes claiming 2^32-1 elements: msgpack-c would reserve ~100 GiB
+     * (and ASan would abort); the scan refuses first. */
+    uint32_t n = 0;
+    EXPECT_UNPACK(KIN_ESHORT, "\xdd\xff\xff\xff\xff", "a", &n);
+    EXPECT_UNPACK(KIN_ESHORT, "\xdf\xff\xff\xff\xff", "M", &n);
+    EXPECT_UNPACK(KIN_ESHORT, "\x92\xdd\x7f\xff\xff\xff", "a", &n);
+    EXPECT_UNPACK(KIN_EBADMSG, "\xc1", "?");
 }
 
 static void
@@ -1166,6 +1178,7 @@ main(void)
         cmocka_unit_test(s_copies_are_freed_when_a_later_value_fails),
         cmocka_unit_test(reader_stack_holds_sixteen_open_arrays),
         cmocka_unit_test(nesting_limits),
+        cmocka_unit_test(huge_claims_are_refused_without_allocating),
         cmocka_unit_test(unpack_buf_reads_and_releases),
         cmocka_unit_test(reader_release_is_null_safe_and_repeatable),
     };

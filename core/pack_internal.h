@@ -1,0 +1,13 @@
+/* Internals of the pack helper shared with the router. */
+#ifndef KIN_CORE_PACK_INTERNAL_H
+#define KIN_CORE_PACK_INTERNAL_H
+
+#include <stddef.h>
+
+/* Checks that data holds one complete msgpack object whose arrays and maps
+ * claim no more elements than bytes remain (so msgpack-c will not reserve
+ * memory for a peer's made-up count). Returns the object's length, 0 when
+ * the bytes end too early, SIZE_MAX for a byte msgpack never uses. */
+size_t kin__msgpack_scan(const void *data, size_t len);
+
+#endif
