@@ -117,6 +117,12 @@ kin__task_cancel(kin_task *t, uint32_t by_ctx, uint32_t by_task)
     pthread_mutex_unlock(&t->mu);
 }
 
+uint32_t
+kin_task_id(const kin_task *t)
+{
+    return t->id;
+}
+
 const char *
 kin_task_state_name(kin_task_state s)
 {

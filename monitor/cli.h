@@ -24,6 +24,7 @@ typedef struct kin__cli_info_t {
     char name[64];
     int pid;
     uint32_t tasks;
+    int workers;
     int64_t rss_kib;
     double uptime_ms;
     char endpoint[256];

@@ -98,11 +98,13 @@ kin__cli_info(kin_node *n, uint32_t ctx, kin__cli_info_t *info)
             char *dst = key[0] == 'n'   ? info->name
                         : key[0] == 'e' ? info->endpoint
                                         : info->log_endpoint;
-            size_t cap = key[0] == 'n' ? sizeof info->name
-                                       : sizeof info->endpoint;
+            size_t cap =
+                key[0] == 'n' ? sizeof info->name : sizeof info->endpoint;
             snprintf(dst, cap, "%.*s", (int)sl, s);
         } else if (!strcmp(key, "pid")) {
             e = kin_unpack(&rd, "i", &info->pid);
+        } else if (!strcmp(key, "workers")) {
+            e = kin_unpack(&rd, "i", &info->workers);
         } else if (!strcmp(key, "tasks")) {
             e = kin_unpack(&rd, "u", &info->tasks);
         } else if (!strcmp(key, "rss_kib")) {
@@ -144,13 +146,11 @@ kin__cli_attach(int pid, kin_node **out)
     kin_node *n;
     kin_err e = attach_to(pid, &n);
     if (e == -ESRCH) {
-        fprintf(stderr, "kin: process %d is not a kin context of yours\n",
-                pid);
+        fprintf(stderr, "kin: process %d is not a kin context of yours\n", pid);
         return e;
     }
     if (e) {
-        fprintf(stderr, "kin: cannot attach to %d: %s\n", pid,
-                kin_strerror(e));
+        fprintf(stderr, "kin: cannot attach to %d: %s\n", pid, kin_strerror(e));
         return e;
     }
     kin__cli_info_t master;
@@ -164,8 +164,8 @@ kin__cli_attach(int pid, kin_node **out)
         /* Operate from the master: every context is below it. */
         kin_node_destroy(&n);
         if ((e = attach_to(master.pid, &n))) {
-            fprintf(stderr, "kin: cannot attach to master %d: %s\n",
-                    master.pid, kin_strerror(e));
+            fprintf(stderr, "kin: cannot attach to master %d: %s\n", master.pid,
+                    kin_strerror(e));
             return e;
         }
     }
@@ -232,8 +232,7 @@ kin__cli_parse_task(const char *s, uint32_t *ctx, uint32_t *task)
     unsigned c, t;
     char extra;
     if (sscanf(s, "%u:%u%c", &c, &t, &extra) != 2) {
-        fprintf(stderr, "kin: '%s' is not a task id (CTX:TASK, e.g. 1:7)\n",
-                s);
+        fprintf(stderr, "kin: '%s' is not a task id (CTX:TASK, e.g. 1:7)\n", s);
         return -EINVAL;
     }
     *ctx = c;

@@ -117,8 +117,8 @@ kin__cli_ls(int argc, char **argv)
         return 2;
     json_t *arr = json_array();
     if (!json)
-        printf("%-8s %-16s %8s %9s  %s\n", "PID", "NAME", "CONTEXTS",
-               "UPTIME", "ENDPOINT");
+        printf("%-8s %-16s %8s %9s  %s\n", "PID", "NAME", "CONTEXTS", "UPTIME",
+               "ENDPOINT");
     struct dirent *de;
     while ((de = readdir(d))) {
         int pid;
@@ -144,13 +144,13 @@ kin__cli_ls(int argc, char **argv)
             fmt_ms(up, sizeof up, all[0].uptime_ms);
             if (json)
                 json_array_append_new(
-                    arr, json_pack("{s:i,s:s,s:i,s:f,s:s}", "pid", pid, "name",
-                                   all[0].name, "contexts", (int)count,
-                                   "uptime_ms", all[0].uptime_ms, "endpoint",
-                                   all[0].endpoint));
+                    arr,
+                    json_pack("{s:i,s:s,s:i,s:f,s:s}", "pid", pid, "name",
+                              all[0].name, "contexts", (int)count, "uptime_ms",
+                              all[0].uptime_ms, "endpoint", all[0].endpoint));
             else
-                printf("%-8d %-16s %8zu %9s  %s\n", pid, all[0].name, count,
-                       up, all[0].endpoint);
+                printf("%-8d %-16s %8zu %9s  %s\n", pid, all[0].name, count, up,
+                       all[0].endpoint);
             free(all);
         }
         kin_node_destroy(&n);
@@ -202,12 +202,12 @@ kin__cli_tree(int argc, char **argv)
         fmt_ms(up, sizeof up, c->uptime_ms);
         if (o.json)
             json_array_append_new(
-                arr, json_pack("{s:i,s:s,s:i,s:o,s:i,s:I,s:f}", "id", c->id,
-                               "name", c->name, "pid", c->pid, "parent",
-                               c->depth ? json_integer(c->parent) : json_null(),
-                               "tasks", c->tasks, "rss_kib",
-                               (json_int_t)c->rss_kib, "uptime_ms",
-                               c->uptime_ms));
+                arr,
+                json_pack("{s:i,s:s,s:i,s:o,s:i,s:I,s:f}", "id", c->id, "name",
+                          c->name, "pid", c->pid, "parent",
+                          c->depth ? json_integer(c->parent) : json_null(),
+                          "tasks", c->tasks, "rss_kib", (json_int_t)c->rss_kib,
+                          "uptime_ms", c->uptime_ms));
         else
             printf("%-28s %7d %6u %7.1fMi %8s\n", label, c->pid, c->tasks,
                    (double)c->rss_kib / 1024.0, up);
@@ -224,12 +224,14 @@ kin__cli_tree(int argc, char **argv)
     return 0;
 }
 
-/* --- ps / pstree ----------------------------------------------------------- */
+/* --- ps / pstree -----------------------------------------------------------
+ */
 
 typedef struct row {
     kin_task_info t;
     const kin__cli_info_t *c;
-    int next; /* the task this one awaits, -1 for none */
+    int next;       /* the task this one awaits, -1 for none */
+    bool pool_edge; /* next holds the only worker this task waits for */
     int mark;
 } row;
 
@@ -288,6 +290,24 @@ collect(kin_node *n, const opts *o, kin__cli_info_t **ctxs, size_t *nctx,
             }
         }
     }
+    /* A queued call in a context whose single worker is busy waits for
+     * the task holding that worker: the edge that closes A -> B -> A
+     * deadlocks. With several workers no single task holds the pool, so
+     * no edge is drawn (docs/monitor.md). */
+    for (size_t i = 0; i < len; i++) {
+        if (rs[i].t.state != KIN_TASK_PENDING || rs[i].c->workers != 1)
+            continue;
+        for (size_t k = 0; k < len; k++) {
+            const kin_task_info *b = &rs[k].t;
+            if (k != i && b->ctx == rs[i].t.ctx && !b->persistent &&
+                (b->state == KIN_TASK_RUNNING ||
+                 b->state == KIN_TASK_WAITING)) {
+                rs[i].next = (int)k;
+                rs[i].pool_edge = true;
+                break;
+            }
+        }
+    }
     *rows = rs;
     *nrows = len;
     return 0;
@@ -299,7 +319,9 @@ describe_wait(const row *r, char *out, size_t size)
     const kin_task_info *t = &r->t;
     char w[32];
     fmt_ms(w, sizeof w, t->wait_ms);
-    if (t->await_ctx != KIN_NO_CTX)
+    if (r->pool_edge)
+        snprintf(out, size, "queued: the only worker is busy");
+    else if (t->await_ctx != KIN_NO_CTX)
         snprintf(out, size, "call %s in ctx %u (%s)",
                  t->await_fn[0] ? t->await_fn : "?", t->await_ctx, w);
     else if (t->waiting[0])
@@ -312,12 +334,12 @@ static json_t *
 task_json(const row *r, const row *rows)
 {
     const kin_task_info *t = &r->t;
-    json_t *j = json_pack(
-        "{s:s,s:i,s:i,s:s,s:s,s:s,s:s,s:b,s:f,s:s,s:f}", "task", "", "ctx",
-        t->ctx, "id", t->id, "context", r->c->name, "name", t->name, "fn",
-        t->fn, "state", kin_task_state_name(t->state), "persistent",
-        t->persistent, "age_ms", t->age_ms, "waiting", t->waiting, "wait_ms",
-        t->wait_ms);
+    json_t *j =
+        json_pack("{s:s,s:i,s:i,s:s,s:s,s:s,s:s,s:b,s:f,s:s,s:f}", "task", "",
+                  "ctx", t->ctx, "id", t->id, "context", r->c->name, "name",
+                  t->name, "fn", t->fn, "state", kin_task_state_name(t->state),
+                  "persistent", t->persistent, "age_ms", t->age_ms, "waiting",
+                  t->waiting, "wait_ms", t->wait_ms);
     char id[32];
     snprintf(id, sizeof id, "%u:%u", t->ctx, t->id);
     json_object_set_new(j, "task", json_string(id));
@@ -325,6 +347,8 @@ task_json(const row *r, const row *rows)
         snprintf(id, sizeof id, "%u:%u", t->caller_ctx, t->caller_task);
         json_object_set_new(j, "caller", json_string(id));
     }
+    if (t->created_at[0])
+        json_object_set_new(j, "created_at", json_string(t->created_at));
     if (t->await_ctx != KIN_NO_CTX) {
         json_object_set_new(j, "await_ctx", json_integer(t->await_ctx));
         json_object_set_new(j, "await_fn", json_string(t->await_fn));
@@ -467,8 +491,8 @@ kin__cli_pstree(int argc, char **argv)
             json_array_append_new(chain, task_json(&rows[k], rows));
             if (!o.json)
                 printf("%*s%s%s [%s, pid %d] %s\n", depth * 4, "",
-                       depth ? "└── " : "", l, rows[k].c->name,
-                       rows[k].c->pid, wait);
+                       depth ? "└── " : "", l, rows[k].c->name, rows[k].c->pid,
+                       wait);
         }
         json_array_append_new(trees, chain);
     }
@@ -524,8 +548,11 @@ kin__cli_where(int argc, char **argv)
     if (!o.json && t) {
         printf("task %u:%u %s (%s)", ctx, task, t->name,
                kin_task_state_name(t->state));
+        if (t->created_at[0])
+            printf(", created at %s", t->created_at);
         if (t->caller_ctx || t->caller_task)
-            printf(", called by %u:%u", t->caller_ctx, t->caller_task);
+            printf(", %s by %u:%u", t->created_at[0] ? "spawned" : "called",
+                   t->caller_ctx, t->caller_task);
         printf("\n");
     }
     for (size_t i = 0; i < count; i++) {
@@ -566,13 +593,11 @@ print_terminated(const kin_task_info *t, bool json, json_t *arr)
         snprintf(by, sizeof by, "%u:%u", t->cancelled_by_ctx,
                  t->cancelled_by_task);
     if (json) {
-        json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:i,s:s,s:f,s:f}", "task", id,
-                              "name", t->name, "fn", t->fn, "state",
-                              kin_task_state_name(t->state), "result",
-                              t->result, "error",
-                              t->result ? kin_strerror(t->result) : "",
-                              "duration_ms", t->age_ms, "ended_ago_ms",
-                              t->ended_ago_ms);
+        json_t *j = json_pack(
+            "{s:s,s:s,s:s,s:s,s:i,s:s,s:f,s:f}", "task", id, "name", t->name,
+            "fn", t->fn, "state", kin_task_state_name(t->state), "result",
+            t->result, "error", t->result ? kin_strerror(t->result) : "",
+            "duration_ms", t->age_ms, "ended_ago_ms", t->ended_ago_ms);
         if (by[0])
             json_object_set_new(j, "cancelled_by", json_string(by));
         json_array_append_new(arr, j);
@@ -607,8 +632,8 @@ kin__cli_ps_terminated(int argc, char **argv)
     }
     json_t *arr = json_array();
     if (!o.json)
-        printf("%-9s %-20s %-10s %7s %7s  %s\n", "TASK", "NAME", "STATE",
-               "RAN", "AGO", "RESULT");
+        printf("%-9s %-20s %-10s %7s %7s  %s\n", "TASK", "NAME", "STATE", "RAN",
+               "AGO", "RESULT");
     for (size_t i = 0; i < nctx; i++) {
         if (o.has_ctx && ctxs[i].id != o.ctx)
             continue;
@@ -666,22 +691,22 @@ kin__cli_where_terminated(int argc, char **argv)
         uint32_t bc = t->cancelled_by_ctx, bt = t->cancelled_by_task;
         kin_task_info *live = NULL;
         size_t nlive = 0;
-        if (bt && !kin_monitor_ps(n, bc, NULL, false, TIMEOUT_MS, &live,
-                                  &nlive)) {
+        if (bt &&
+            !kin_monitor_ps(n, bc, NULL, false, TIMEOUT_MS, &live, &nlive)) {
             for (size_t i = 0; i < nlive; i++) {
                 if (live[i].id != bt)
                     continue;
                 if (o.json) {
                     json_array_append_new(
-                        arr, json_pack("{s:s,s:s}", "canceller",
-                                       live[i].name, "state",
-                                       kin_task_state_name(live[i].state)));
+                        arr,
+                        json_pack("{s:s,s:s}", "canceller", live[i].name,
+                                  "state", kin_task_state_name(live[i].state)));
                 } else {
-                    printf("  cancelled by %u:%u %s (%s)", bc, bt,
-                           live[i].name, kin_task_state_name(live[i].state));
+                    printf("  cancelled by %u:%u %s (%s)", bc, bt, live[i].name,
+                           kin_task_state_name(live[i].state));
                     if (live[i].caller_ctx || live[i].caller_task)
-                        printf(", itself called by %u:%u",
-                               live[i].caller_ctx, live[i].caller_task);
+                        printf(", itself called by %u:%u", live[i].caller_ctx,
+                               live[i].caller_task);
                     printf("\n");
                 }
             }
@@ -700,7 +725,8 @@ kin__cli_where_terminated(int argc, char **argv)
     return 0;
 }
 
-/* --- cancel / signal / stacktrace ------------------------------------------ */
+/* --- cancel / signal / stacktrace ------------------------------------------
+ */
 
 int
 kin__cli_cancel(int argc, char **argv)
@@ -834,18 +860,18 @@ kin__cli_stacktrace(int argc, char **argv)
                                 &il, &line)))
                 break;
             if (o.json)
-                json_array_append_new(
-                    frames, json_pack("{s:s%,s:s%,s:i}", "fn", fn, fl, "file",
-                                      file, il, "line", line));
+                json_array_append_new(frames, json_pack("{s:s%,s:s%,s:i}", "fn",
+                                                        fn, fl, "file", file,
+                                                        il, "line", line));
             else if (line)
                 printf("  #%-2u %.*s at %.*s:%d\n", f, (int)fl, fn, (int)il,
                        file, line);
             else
                 printf("  #%-2u %.*s (%.*s)\n", f, (int)fl, fn, (int)il, file);
         }
-        json_array_append_new(arr, json_pack("{s:i,s:s%,s:o}", "tid", tid,
-                                             "name", name, nl, "frames",
-                                             frames));
+        json_array_append_new(arr,
+                              json_pack("{s:i,s:s%,s:o}", "tid", tid, "name",
+                                        name, nl, "frames", frames));
     }
     kin_reader_release(&rd);
     kin_msg_destroy(&reply);

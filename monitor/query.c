@@ -109,8 +109,8 @@ copy(char *dst, size_t size, const char *s, size_t len)
 }
 
 static kin_err
-read_tasks(const kin_msg *reply, bool ended, uint32_t ctx,
-           kin_task_info **out, size_t *count)
+read_tasks(const kin_msg *reply, bool ended, uint32_t ctx, kin_task_info **out,
+           size_t *count)
 {
     kin_reader rd;
     kin_reader_init(&rd, reply->body, reply->len);
@@ -123,28 +123,28 @@ read_tasks(const kin_msg *reply, bool ended, uint32_t ctx,
         e = -ENOMEM;
     for (uint32_t i = 0; !e && i < n; i++) {
         kin_task_info *t = &ts[i];
-        const char *name, *fn, *waiting, *afn;
-        size_t nl, fl, wl, al;
+        const char *name, *fn, *waiting, *afn, *at;
+        size_t nl, fl, wl, al, atl;
         uint32_t fields;
         int state;
         t->ctx = ctx;
         t->await_ctx = KIN_NO_CTX;
         if (!ended) {
-            e = kin_unpack(&rd, "auSSibuuudSduuS", &fields, &t->id, &name,
-                           &nl, &fn, &fl, &state, &t->persistent,
-                           &t->caller_ctx, &t->caller_task, &t->caller_handle,
-                           &t->age_ms, &waiting, &wl, &t->wait_ms,
-                           &t->await_ctx, &t->await_handle, &afn, &al);
+            e = kin_unpack(&rd, "auSSibuuudSduuSS", &fields, &t->id, &name, &nl,
+                           &fn, &fl, &state, &t->persistent, &t->caller_ctx,
+                           &t->caller_task, &t->caller_handle, &t->age_ms,
+                           &waiting, &wl, &t->wait_ms, &t->await_ctx,
+                           &t->await_handle, &afn, &al, &at, &atl);
             if (!e) {
                 copy(t->waiting, sizeof t->waiting, waiting, wl);
                 copy(t->await_fn, sizeof t->await_fn, afn, al);
+                copy(t->created_at, sizeof t->created_at, at, atl);
             }
         } else {
             e = kin_unpack(&rd, "auSSibuuiuudd", &fields, &t->id, &name, &nl,
                            &fn, &fl, &state, &t->persistent, &t->caller_ctx,
                            &t->caller_task, &t->result, &t->cancelled_by_ctx,
-                           &t->cancelled_by_task, &t->age_ms,
-                           &t->ended_ago_ms);
+                           &t->cancelled_by_task, &t->age_ms, &t->ended_ago_ms);
         }
         if (!e) {
             copy(t->name, sizeof t->name, name, nl);
@@ -168,9 +168,9 @@ kin_monitor_ps(kin_node *n, uint32_t ctx, const char *filter,
                size_t *count)
 {
     kin_msg *reply;
-    kin_err e = request(n, ctx, timeout_ms, &reply, "ps", "Msssb", 2,
-                        "filter", filter ? filter : "", "persistent",
-                        (int)persistent_only);
+    kin_err e =
+        request(n, ctx, timeout_ms, &reply, "ps", "Msssb", 2, "filter",
+                filter ? filter : "", "persistent", (int)persistent_only);
     if (e)
         return e;
     e = read_tasks(reply, false, ctx, tasks, count);

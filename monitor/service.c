@@ -16,6 +16,7 @@
 
 #include "core/log_internal.h"
 #include "monitor/stack.h"
+#include "router/call_impl.h"
 #include "router/node_impl.h"
 
 typedef struct custom {
@@ -130,7 +131,7 @@ static void
 pack_live(msgpack_packer *pk, kin_task *t, uint64_t now)
 {
     pthread_mutex_lock(&t->mu);
-    msgpack_pack_array(pk, 14);
+    msgpack_pack_array(pk, 15);
     msgpack_pack_uint32(pk, t->id);
     pack_str(pk, t->name);
     pack_str(pk, t->fn);
@@ -145,11 +146,15 @@ pack_live(msgpack_packer *pk, kin_task *t, uint64_t now)
     msgpack_pack_double(
         pk, ms_since(now, t->started_ns ? t->started_ns : t->created_ns));
     pack_str(pk, t->wait_what ? t->wait_what : "");
-    msgpack_pack_double(pk, t->wait_what ? ms_since(now, t->wait_since_ns)
-                                         : 0.0);
+    msgpack_pack_double(pk,
+                        t->wait_what ? ms_since(now, t->wait_since_ns) : 0.0);
     msgpack_pack_uint32(pk, t->await_ctx);
     msgpack_pack_uint32(pk, t->await_handle);
     pack_str(pk, t->await_fn);
+    char at[256] = "";
+    if (t->created_file)
+        snprintf(at, sizeof at, "%s:%d", t->created_file, t->created_line);
+    pack_str(pk, at);
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -200,9 +205,9 @@ pack_ended(msgpack_packer *pk, const kin__ended *e, uint64_t now)
     msgpack_pack_int(pk, e->result);
     msgpack_pack_uint32(pk, e->cancelled_by_ctx);
     msgpack_pack_uint32(pk, e->cancelled_by_task);
-    msgpack_pack_double(pk, ms_since(e->ended_ns, e->started_ns
-                                                      ? e->started_ns
-                                                      : e->created_ns));
+    msgpack_pack_double(
+        pk,
+        ms_since(e->ended_ns, e->started_ns ? e->started_ns : e->created_ns));
     msgpack_pack_double(pk, ms_since(now, e->ended_ns));
 }
 
@@ -367,7 +372,9 @@ cmd_info(kin_node *n, msgpack_packer *pk)
     pthread_mutex_lock(&n->tasks.mu);
     uint32_t live = (uint32_t)n->tasks.live.len;
     pthread_mutex_unlock(&n->tasks.mu);
-    msgpack_pack_map(pk, 10);
+    msgpack_pack_map(pk, 11);
+    pack_key(pk, "workers");
+    msgpack_pack_int(pk, kin__calls_workers(n));
     pack_key(pk, "id");
     msgpack_pack_uint32(pk, n->id);
     pack_key(pk, "name");
@@ -510,8 +517,8 @@ on_monitor(kin_node *n, kin_msg *m, void *arg)
     } else if (!authority) {
         char why[96];
         snprintf(why, sizeof why,
-                 "'%s' needs the authority of an ancestor of context %u",
-                 r.cmd, n->id);
+                 "'%s' needs the authority of an ancestor of context %u", r.cmd,
+                 n->id);
         pack_error(&pk, KIN_EREFUSED, why);
     } else if (!strcmp(r.cmd, "cancel")) {
         if (kin__tasktab_cancel(&n->tasks, r.task, m->src, 0))

@@ -104,8 +104,7 @@ symbolize(Dwfl *dwfl, uintptr_t addr, kin__frame *f)
     Dwfl_Line *line = dwfl_module_getsrc(mod, pc);
     if (line) {
         int lineno = 0;
-        const char *file =
-            dwfl_lineinfo(line, NULL, &lineno, NULL, NULL, NULL);
+        const char *file = dwfl_lineinfo(line, NULL, &lineno, NULL, NULL, NULL);
         if (file) {
             snprintf(f->file, sizeof f->file, "%s", file);
             f->line = lineno;

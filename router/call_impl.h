@@ -9,5 +9,7 @@ kin_err kin__calls_start(kin_node *n, int workers);
 /* Stops taking calls, cancels running ones and joins the workers. */
 void kin__calls_stop(kin_node *n);
 void kin__calls_free(kin_node *n);
+/* The worker pool's size. */
+int kin__calls_workers(kin_node *n);
 
 #endif

@@ -228,8 +228,8 @@ run_call(kin_node *n, kin_msg *m)
     } else if (!allowed(n, &x, m)) {
         e = KIN_EREFUSED;
         snprintf(why, sizeof why,
-                 "context %u may not call '%s' in context %u (policy)",
-                 m->auth, x.name, n->id);
+                 "context %u may not call '%s' in context %u (policy)", m->auth,
+                 x.name, n->id);
     }
     pthread_mutex_lock(&t->mu);
     snprintf(t->name, sizeof t->name, "%.*s", (int)name_len, name);
@@ -274,13 +274,88 @@ done:
     kin_msg_destroy(&m);
 }
 
+/* A task spawned in this context: a local message (handle 0) whose body
+ * carries the function and its argument. */
+typedef struct job {
+    kin_task_fn fn;
+    void *arg;
+} job;
+
+static void
+run_job(kin_node *n, kin_msg *m)
+{
+    kin_task *t = m->local;
+    job j;
+    memcpy(&j, m->body, sizeof j);
+    kin_msg_destroy(&m);
+    if (atomic_load(&t->cancel)) {
+        kin__tasktab_end(&n->tasks, t, KIN_TASK_CANCELLED, KIN_ECANCELLED);
+        return;
+    }
+    t->tid = gettid();
+    kin_task *prev = kin__task_set_self(t);
+    t->started_ns = kin__now_ns();
+    atomic_store(&t->state, KIN_TASK_RUNNING);
+    kin_err e = j.fn(j.arg);
+    t->ended_ns = kin__now_ns();
+    t->tid = 0;
+    kin__task_set_self(prev);
+    int state = e == KIN_OK ? KIN_TASK_DONE
+                : e == KIN_ECANCELLED || atomic_load(&t->cancel)
+                    ? KIN_TASK_CANCELLED
+                    : KIN_TASK_FAILED;
+    kin__tasktab_end(&n->tasks, t, state, e);
+}
+
+kin_err
+kin_task_spawn_at(kin_node *n, const kin_task_opts *opts, kin_task_fn fn,
+                  void *arg, uint32_t *id, const char *file, int line)
+{
+    if (!fn)
+        return -EINVAL;
+    kin_msg *m;
+    kin_err e = kin_msg_new(&m, sizeof(job));
+    if (e)
+        return e;
+    job j = {fn, arg};
+    memcpy(m->body, &j, sizeof j);
+    const char *name = opts && opts->name ? opts->name : "task";
+    kin_task *t = kin__tasktab_add(&n->tasks, name, "");
+    if (!t) {
+        kin_msg_destroy(&m);
+        return -ENOMEM;
+    }
+    t->persistent = opts && opts->persistent;
+    t->created_file = file;
+    t->created_line = line;
+    kin_task *parent = kin_task_self();
+    if (parent) {
+        t->caller_ctx = parent->ctx;
+        t->caller_task = parent->id;
+    }
+    uint32_t tid = t->id;
+    m->local = t;
+    if ((e = kin_latch_put(n->calls->queue, &m))) {
+        kin__tasktab_end(&n->tasks, t, KIN_TASK_FAILED, KIN_ESHUTDOWN);
+        kin_msg_destroy(&m);
+        return KIN_ESHUTDOWN;
+    }
+    if (id)
+        *id = tid;
+    return KIN_OK;
+}
+
 static void *
 worker_main(void *arg)
 {
     kin_node *n = arg;
     kin_msg *m;
-    while (kin_latch_get(n->calls->queue, KIN_FOREVER, &m) == KIN_OK)
-        run_call(n, m);
+    while (kin_latch_get(n->calls->queue, KIN_FOREVER, &m) == KIN_OK) {
+        if (m->handle == 0)
+            run_job(n, m);
+        else
+            run_call(n, m);
+    }
     return NULL;
 }
 
@@ -373,6 +448,12 @@ kin__calls_stop(kin_node *n)
     for (int i = 0; i < cs->workers; i++)
         pthread_join(cs->threads[i], NULL);
     cs->workers = 0;
+}
+
+int
+kin__calls_workers(kin_node *n)
+{
+    return n->calls ? n->calls->workers : 0;
 }
 
 void

@@ -22,6 +22,7 @@ typedef struct kin_task_info {
     /* Who created it: for call tasks the calling ctx:task and the reply
      * handle the caller waits on (0 for none). */
     uint32_t caller_ctx, caller_task, caller_handle;
+    char created_at[128]; /* file:line of kin_task_spawn, "" for calls */
     double age_ms; /* since it started (or was created) */
     /* What it waits on now: "" when running, else "receiver", "select",
      * "call", ... and for how long. */

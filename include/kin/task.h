@@ -29,6 +29,30 @@ KIN_EXPORT kin_task *kin_task_self(void);
  * own. False outside a task. Any thread. */
 KIN_EXPORT bool kin_task_cancelled(void);
 
+typedef struct kin_node kin_node;
+
+/* A task's body; its return value is the task's result (KIN_OK, or the
+ * error it failed with; KIN_ECANCELLED ends it as cancelled). */
+typedef kin_err (*kin_task_fn)(void *arg);
+
+typedef struct kin_task_opts {
+    const char *name; /* shown by the monitor */
+    bool persistent;  /* kept in the termination history forever */
+} kin_task_opts;
+
+/* Runs fn(arg) as a new task on n's worker pool; *id (optional) receives
+ * its task id. The task records where it was created (use the macro
+ * kin_task_spawn so file:line are filled in). Errors: KIN_ESHUTDOWN,
+ * -ENOMEM. Any thread. */
+KIN_EXPORT kin_err kin_task_spawn_at(kin_node *n, const kin_task_opts *opts,
+                                     kin_task_fn fn, void *arg, uint32_t *id,
+                                     const char *file, int line);
+#define kin_task_spawn(n, opts, fn, arg, id)                                   \
+    kin_task_spawn_at(n, opts, fn, arg, id, __FILE__, __LINE__)
+
+/* The id of a task (unique within its context). */
+KIN_EXPORT uint32_t kin_task_id(const kin_task *t);
+
 /* "pending", "running", ... */
 KIN_EXPORT const char *kin_task_state_name(kin_task_state s);
 
