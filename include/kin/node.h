@@ -45,6 +45,10 @@ typedef struct kin_node_opts {
      * does): the context carries the parent's authority for monitor
      * requests, binds nothing and has no children. ipc endpoints only. */
     bool operator_link;
+    /* Where this context publishes log records (the forwarder's XSUB
+     * endpoint). NULL: a master embeds its own forwarder; children are
+     * told their tree's endpoint by their parent. */
+    const char *log_endpoint;
 } kin_node_opts;
 
 /* Counters, for tests and the monitor. */

@@ -36,6 +36,7 @@ typedef struct kin_spawn_opts {
     char *const *argv;
     int connect_timeout_ms; /* HELLO must arrive within; 0: 30000 */
     int stop_timeout_ms;    /* stop request to SIGKILL; 0: 2000 */
+    int workers;            /* the child's worker pool size; 0: default */
     /* Optional: on failure, a description ending with the tail of the
      * child's stderr. */
     char *errbuf;
