@@ -72,6 +72,25 @@ append(void *data, const char *buf, size_t len)
     return 0;
 }
 
+kin_err
+kin_buf_printf(kin_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -EINVAL;
+    kin_err e = reserve(b, (size_t)n + 1);
+    if (e)
+        return e;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return KIN_OK;
+}
+
 void
 kin_buf_packer(kin_buf *b, msgpack_packer *pk)
 {

@@ -16,6 +16,7 @@
 #include "kin/call.h"
 #include "monitor/service.h"
 #include "router/call_impl.h"
+#include "router/logs_impl.h"
 #include "router/node_impl.h"
 
 #define ID_BLOCK 64u
@@ -249,6 +250,8 @@ kin_node_new(kin_node **out, const kin_node_opts *opts)
     pthread_mutex_unlock(&n->mu);
     if (e)
         goto fail;
+    if ((e = kin__logs_start(n, opts)))
+        goto fail;
     *out = n;
     return KIN_OK;
 fail:
@@ -265,6 +268,7 @@ kin_node_destroy(kin_node **np)
     if (n->before_destroy)
         n->before_destroy(n);
     kin__calls_stop(n);
+    kin__logs_stop(n);
     kin__broker_destroy(&n->broker, 1000);
     kin__router_close(n);
     kin__calls_free(n);
@@ -339,7 +343,8 @@ kin_node_send(kin_node *n, kin_msg **mp)
     if (m->len > n->max_msg)
         return KIN_ETOOBIG;
     m->src = n->id;
-    m->auth = n->id;
+    /* An operator acts with the authority of the context it attached to. */
+    m->auth = n->is_operator ? n->parent_id : n->id;
     if (m->dst == n->id) {
         *mp = NULL;
         kin__deliver(n, m);

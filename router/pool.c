@@ -361,12 +361,37 @@ worker_main(void *arg)
 
 /* Broker thread: queue the call for the pool (no decoding here, so the
  * broker never waits on user data). */
+/* The function name at the head of a CALL body (a msgpack str), read
+ * without allocating; "call" when it is not there. */
+static void
+call_name(const kin_msg *m, char *out, size_t size)
+{
+    const uint8_t *p = m->body, *end = m->body + m->len;
+    size_t len = 0;
+    bool ok = p < end;
+    if (ok && (*p & 0xe0) == 0xa0) {
+        len = *p++ & 0x1f;
+    } else if (ok && *p == 0xd9 && end - p >= 2) {
+        len = p[1];
+        p += 2;
+    } else {
+        ok = false;
+    }
+    if (!ok || (size_t)(end - p) < len) {
+        snprintf(out, size, "call");
+        return;
+    }
+    snprintf(out, size, "%.*s", (int)len, (const char *)p);
+}
+
 static void
 on_call(kin_node *n, kin_msg *m, void *arg)
 {
     /* Registered now, so ps and the await graph see queued calls too (a
      * full pool is how cross-process deadlocks happen). */
-    kin_task *t = kin__tasktab_add(&n->tasks, "call", "");
+    char fn[48];
+    call_name(m, fn, sizeof fn);
+    kin_task *t = kin__tasktab_add(&n->tasks, fn, fn);
     if (!t) {
         kin__reply_dead(n, m, -ENOMEM, "out of memory for the call");
         return;

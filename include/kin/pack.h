@@ -87,6 +87,11 @@ KIN_EXPORT void kin_buf_release(kin_buf *b);
 KIN_EXPORT kin_err kin_pack(kin_buf *b, const char *picture, ...);
 KIN_EXPORT kin_err kin_vpack(kin_buf *b, const char *picture, va_list ap);
 
+/* Appends printf-formatted text (no NUL) to b: for text outputs such as
+ * custom monitor commands. Errors: -ENOMEM. */
+KIN_EXPORT kin_err kin_buf_printf(kin_buf *b, const char *fmt, ...)
+    KIN_PRINTF(2, 3);
+
 /* A msgpack packer that writes into b, for those who want msgpack-c's own
  * API: msgpack_pack_int(&pk, 1) and so on append to b. */
 KIN_EXPORT void kin_buf_packer(kin_buf *b, msgpack_packer *pk);

@@ -1,0 +1,431 @@
+/* The monitor across real processes, through the kin command: the await
+ * chain A -> B -> C across three contexts, a deadlock reported as a cycle,
+ * where naming the blocking function and file:line, cancel plus
+ * where-terminated, ps answering while every worker is busy, and the C API
+ * for the same queries. The test binary is also the child program. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <kin/monitor.h>
+
+#include "integration/harness.h"
+
+static kin_node *master;
+
+/* --- served functions ------------------------------------------------------
+ */
+
+/* Blocks at a kin blocking point until cancelled (or 30 s). */
+static kin_err
+block(kin_call *c, void *arg)
+{
+    kin_latch *l;
+    kin_latch_new(&l);
+    kin_msg *m = NULL;
+    kin_err e = kin_latch_get(l, 30000, &m); /* BLOCK_LINE */
+    kin_latch_destroy(&l);
+    return e;
+}
+
+/* chain(ids...): calls chain in the first id with the rest, or block. */
+static kin_err
+chain(kin_call *c, void *arg)
+{
+    uint32_t n = 0, ids[8];
+    kin_err e = kin_call_args(c, "a", &n);
+    for (uint32_t i = 0; !e && i < n && i < 8; i++)
+        e = kin_call_args(c, "u", &ids[i]);
+    if (e)
+        return e;
+    kin_msg *r = NULL;
+    if (n == 1)
+        e = kin_call_sync(kin_call_node(c), ids[0], "t.block", 30000, &r, NULL);
+    else if (n == 2)
+        e = kin_call_sync(kin_call_node(c), ids[0], "t.chain", 30000, &r, "au",
+                          1, ids[1]);
+    else
+        e = kin_call_sync(kin_call_node(c), ids[0], "t.chain", 30000, &r, "auu",
+                          2, ids[1], ids[2]);
+    kin_msg_destroy(&r);
+    return e;
+}
+
+/* Calls t.echo back in the caller: with one worker each, A -> B -> A. */
+static kin_err
+call_back(kin_call *c, void *arg)
+{
+    kin_msg *r = NULL;
+    kin_err e = kin_call_sync(kin_call_node(c), kin_call_caller(c), "t.echo",
+                              30000, &r, NULL);
+    kin_msg_destroy(&r);
+    return e;
+}
+
+static kin_err
+ping_via(kin_call *c, void *arg)
+{
+    uint32_t peer;
+    kin_err e = kin_call_args(c, "u", &peer);
+    kin_msg *r = NULL;
+    if (!e)
+        e = kin_call_sync(kin_call_node(c), peer, "t.call_back", 30000, &r,
+                          NULL);
+    kin_msg_destroy(&r);
+    return e;
+}
+
+static kin_err
+echo(kin_call *c, void *arg)
+{
+    return KIN_OK;
+}
+
+/* --- helpers ------------------------------------------------------------- */
+
+/* Runs `kin ARGS...` and returns its stdout (malloc'd) and exit status. */
+static char *
+run_kin(int *status, const char *fmt, ...)
+{
+    char args[512], cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "%s %s", KIN_CLI, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t cap = 65536, len = 0;
+    char *out = malloc(cap);
+    size_t got;
+    while ((got = fread(out + len, 1, cap - len - 1, p)) > 0) {
+        len += got;
+        if (len + 1 == cap)
+            out = realloc(out, cap *= 2);
+    }
+    out[len] = 0;
+    int st = pclose(p);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return out;
+}
+
+/* Waits until `kin ps` shows a task running fn in ctx (deadline 10 s). */
+static void
+wait_task(uint32_t ctx, const char *fn, const char *state)
+{
+    double end = harness_now_ms() + 10000;
+    for (;;) {
+        kin_task_info *ts;
+        size_t count;
+        bool found = false;
+        if (kin_monitor_ps(master, ctx, fn, false, 2000, &ts, &count) ==
+            KIN_OK) {
+            for (size_t i = 0; i < count; i++)
+                found |= !strcmp(ts[i].fn, fn) &&
+                         !strcmp(kin_task_state_name(ts[i].state), state);
+            free(ts);
+        }
+        if (found)
+            return;
+        if (harness_now_ms() > end)
+            fail_msg("no %s task %s in ctx %u", state, fn, ctx);
+        usleep(5000);
+    }
+}
+
+typedef struct tree {
+    kin_child *c[3];
+} tree;
+
+static int
+spawn3(void **state)
+{
+    tree *t = calloc(1, sizeof *t);
+    kin_spawn_opts o = {.workers = 1};
+    for (int i = 0; i < 3; i++)
+        if (kin_spawn(master, &o, &t->c[i]))
+            return -1;
+    *state = t;
+    return 0;
+}
+
+static int
+stop3(void **state)
+{
+    tree *t = *state;
+    for (int i = 0; i < 3; i++)
+        kin_child_destroy(&t->c[i]);
+    free(t);
+    return 0;
+}
+
+/* --- tests -----------------------------------------------------------------
+ */
+
+typedef struct caller {
+    pthread_t thread;
+    uint32_t a, b, c;
+    kin_err result;
+} caller;
+
+/* An application thread blocked in a call: adopted as a task, it heads
+ * the await chain in the master. */
+static void *
+call_chain(void *arg)
+{
+    caller *cl = arg;
+    kin_msg *m = NULL;
+    cl->result = kin_call_sync(master, cl->a, "t.chain", 30000, &m, "auu", 2,
+                               cl->b, cl->c);
+    kin_msg_destroy(&m);
+    return NULL;
+}
+
+static void
+pstree_shows_chain_across_three_processes(void **state)
+{
+    tree *t = *state;
+    uint32_t a = kin_child_id(t->c[0]), b = kin_child_id(t->c[1]),
+             c = kin_child_id(t->c[2]);
+    caller cl = {.a = a, .b = b, .c = c};
+    assert_int_equal(pthread_create(&cl.thread, NULL, call_chain, &cl), 0);
+    wait_task(c, "t.block", "waiting");
+
+    int st;
+    char *out = run_kin(&st, "pstree %d", (int)getpid());
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    /* One chain: main (master) -> t.chain (A) -> t.chain (B) -> t.block
+     * (C), each on its own deeper line. */
+    char want[4][64];
+    snprintf(want[0], sizeof want[0], "0:%s", "");
+    snprintf(want[1], sizeof want[1], "└── %u:", a);
+    snprintf(want[2], sizeof want[2], "    └── %u:", b);
+    snprintf(want[3], sizeof want[3], "        └── %u:", c);
+    const char *p = out;
+    for (int i = 0; i < 4; i++) {
+        p = strstr(p, want[i]);
+        if (!p)
+            fail_msg("missing '%s' in order", want[i]);
+    }
+    assert_non_null(strstr(p, "t.block"));
+    assert_non_null(strstr(p, "receiver"));
+    free(out);
+
+    /* The C API sees the same: C's task waits, called from B. */
+    kin_task_info *ts;
+    size_t count;
+    assert_int_equal(
+        kin_monitor_ps(master, c, "t.block", false, 2000, &ts, &count), KIN_OK);
+    assert_int_equal(count, 1);
+    assert_int_equal(ts[0].caller_ctx, b);
+    assert_string_equal(ts[0].waiting, "receiver");
+    uint32_t block_id = ts[0].id;
+    free(ts);
+
+    /* kin where names the function and the file:line it blocks at. */
+    out = run_kin(&st, "where %d %u:%u", (int)getpid(), c, block_id);
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(out, "block at "));
+    assert_non_null(strstr(out, "test_monitor.c:"));
+    assert_non_null(strstr(out, "kin_latch_get"));
+    free(out);
+
+    /* kin cancel ends it; where-terminated says it was cancelled and by
+     * whom (the operator), and the whole chain unwinds. */
+    out = run_kin(&st, "cancel %d %u:%u", (int)getpid(), c, block_id);
+    assert_int_equal(st, 0);
+    free(out);
+    pthread_join(cl.thread, NULL);
+    /* The chain unwinds: C's cancellation comes back up as cancelled. */
+    assert_int_equal(cl.result, KIN_ECANCELLED);
+    out = run_kin(&st, "where-terminated %d %u:%u", (int)getpid(), c, block_id);
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(out, "cancelled"));
+    assert_non_null(strstr(out, "cancelled by "));
+    free(out);
+}
+
+static void
+timeout_cancel_names_the_cancelling_task(void **state)
+{
+    tree *t = *state;
+    uint32_t c = kin_child_id(t->c[2]);
+    kin_msg *m = NULL;
+    /* The master's own thread times out: its CANCEL names the master's
+     * adopted task, which where-terminated then shows. */
+    assert_int_equal(kin_call_sync(master, c, "t.block", 300, &m, NULL),
+                     KIN_ETIMEOUT);
+    kin_task_info *ts = NULL;
+    size_t count = 0;
+    double end = harness_now_ms() + 10000;
+    const kin_task_info *done = NULL;
+    while (!done && harness_now_ms() < end) {
+        free(ts);
+        ts = NULL;
+        assert_int_equal(
+            kin_monitor_ps_terminated(master, c, 2000, &ts, &count), KIN_OK);
+        for (size_t i = 0; i < count; i++)
+            if (!strcmp(ts[i].fn, "t.block") &&
+                ts[i].state == KIN_TASK_CANCELLED)
+                done = &ts[i];
+        if (!done)
+            usleep(5000);
+    }
+    assert_non_null(done);
+    assert_int_equal(done->cancelled_by_ctx, 0);
+    assert_true(done->cancelled_by_task != 0);
+    char id[32];
+    snprintf(id, sizeof id, "%u:%u", c, done->id);
+    free(ts);
+    int st;
+    char *out = run_kin(&st, "where-terminated %d %s", (int)getpid(), id);
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(out, "cancelled by 0:"));
+    assert_non_null(strstr(out, "main"));
+    free(out);
+}
+
+static void
+deadlock_is_reported_as_cycle(void **state)
+{
+    tree *t = *state;
+    uint32_t a = kin_child_id(t->c[0]), b = kin_child_id(t->c[1]);
+    /* A's only worker calls B, whose only worker calls back into A: the
+     * call queues behind A's worker forever. */
+    kin_receiver *r;
+    assert_int_equal(kin_call_async(master, a, "t.ping_via", &r, "u", b),
+                     KIN_OK);
+    wait_task(a, "t.echo", "pending");
+    int st;
+    char *out = run_kin(&st, "pstree %d", (int)getpid());
+    print_message("%s", out);
+    assert_int_equal(st, 1);
+    assert_non_null(strstr(out, "ERROR: await graph contains cycles"));
+    char want[64];
+    snprintf(want, sizeof want, "%u:", a);
+    const char *cyc = strstr(out, "cycle: ");
+    assert_non_null(cyc);
+    assert_non_null(strstr(cyc, want));
+    snprintf(want, sizeof want, "→ %u:", b);
+    assert_non_null(strstr(cyc, want));
+    assert_non_null(strstr(cyc, "t.ping_via"));
+    assert_non_null(strstr(cyc, "t.call_back"));
+    free(out);
+
+    out = run_kin(&st, "pstree %d --json", (int)getpid());
+    assert_int_equal(st, 1);
+    assert_non_null(strstr(out, "\"cycles\""));
+    free(out);
+    /* The master's wait ends with a timeout; the children are torn down
+     * by the fixture. */
+    kin_call_cancel(r);
+    kin_receiver_destroy(&r);
+}
+
+static void
+ps_answers_while_every_worker_is_blocked(void **state)
+{
+    tree *t = *state;
+    uint32_t c = kin_child_id(t->c[2]);
+    kin_receiver *r;
+    assert_int_equal(kin_call_async(master, c, "t.block", &r, NULL), KIN_OK);
+    wait_task(c, "t.block", "waiting");
+    int st;
+    double t0 = harness_now_ms();
+    char *out = run_kin(&st, "ps %d -c %u", (int)getpid(), c);
+    double dt = harness_now_ms() - t0;
+    print_message("%s(kin ps took %.1f ms)\n", out, dt);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(out, "t.block"));
+    assert_non_null(strstr(out, "waiting"));
+    free(out);
+    out = run_kin(&st, "ps %d --json", (int)getpid());
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(out, "\"fn\": \"t.block\""));
+    free(out);
+    /* Errors are clear and non-zero. */
+    out = run_kin(&st, "ps 1");
+    assert_int_equal(st, 2);
+    free(out);
+    out = run_kin(&st, "where %d 99:1", (int)getpid());
+    assert_int_equal(st, 2);
+    free(out);
+    out = run_kin(&st, "where %d nonsense", (int)getpid());
+    assert_int_equal(st, 2);
+    free(out);
+    kin_call_cancel(r);
+    kin_msg *m = NULL;
+    kin_call_wait(r, 10000, &m);
+    kin_msg_destroy(&m);
+    kin_receiver_destroy(&r);
+}
+
+static kin_err
+hello_cmd(const char *args, kin_buf *out, void *arg)
+{
+    return kin_buf_printf(out, "hello from the master (%s)", args);
+}
+
+static void
+tree_and_custom_commands(void **state)
+{
+    tree *t = *state;
+    int st;
+    char *out = run_kin(&st, "tree %d", (int)getpid());
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    char want[64];
+    for (int i = 0; i < 3; i++) {
+        snprintf(want, sizeof want, "%d", (int)kin_child_pid(t->c[i]));
+        assert_non_null(strstr(out, want));
+    }
+    free(out);
+    /* `kin ls` lists this master. */
+    out = run_kin(&st, "ls");
+    snprintf(want, sizeof want, "%d", (int)getpid());
+    assert_non_null(strstr(out, want));
+    free(out);
+}
+
+int
+main(void)
+{
+    kin_export("t.block", block, NULL, KIN_POLICY_ANY);
+    kin_export("t.chain", chain, NULL, KIN_POLICY_ANY);
+    kin_export("t.call_back", call_back, NULL, KIN_POLICY_ANY);
+    kin_export("t.ping_via", ping_via, NULL, KIN_POLICY_ANY);
+    kin_export("t.echo", echo, NULL, KIN_POLICY_ANY);
+    harness_log_setup();
+    if (kin_init(&master, NULL)) {
+        fprintf(stderr, "kin_init failed\n");
+        return 1;
+    }
+    kin_monitor_command(master, "hello", "says hello", hello_cmd, NULL);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            pstree_shows_chain_across_three_processes, spawn3, stop3),
+        cmocka_unit_test_setup_teardown(
+            timeout_cancel_names_the_cancelling_task, spawn3, stop3),
+        cmocka_unit_test_setup_teardown(deadlock_is_reported_as_cycle, spawn3,
+                                        stop3),
+        cmocka_unit_test_setup_teardown(
+            ps_answers_while_every_worker_is_blocked, spawn3, stop3),
+        cmocka_unit_test_setup_teardown(tree_and_custom_commands, spawn3,
+                                        stop3),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    kin_node_destroy(&master);
+    return rc;
+}
