@@ -203,3 +203,24 @@ kin_msg_unpack(const kin_msg *m, const char *picture, ...)
     kin_reader_release(&r);
     return e;
 }
+
+kin_err
+kin_send(kin_node *n, uint32_t ctx, uint32_t handle, const char *picture, ...)
+{
+    kin_buf b = {0};
+    va_list ap;
+    va_start(ap, picture);
+    kin_err e = picture ? kin_vpack(&b, picture, ap) : KIN_OK;
+    va_end(ap);
+    kin_msg *m = NULL;
+    if (!e)
+        e = kin_msg_new_copy(&m, b.data, b.len);
+    kin_buf_release(&b);
+    if (e)
+        return e;
+    m->dst = ctx;
+    m->handle = handle;
+    if ((e = kin_node_send(n, &m)))
+        kin_msg_destroy(&m);
+    return e;
+}

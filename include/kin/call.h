@@ -106,6 +106,18 @@ KIN_EXPORT kin_err kin_call_cancel(kin_receiver *r);
 KIN_EXPORT kin_err kin_call_nowait(kin_node *n, uint32_t ctx, const char *fn,
                                    const char *picture, ...);
 
+/* Streams: a receiver handed to another context becomes a sender there.
+ * Pass its address as call arguments (its context id and
+ * kin_receiver_handle, e.g. "uu"); the other side sends to it with
+ * kin_send. Make the receiver with KIN_POLICY_ANY (or CHILD when only
+ * children stream to it). */
+
+/* Sends one message packed with picture to handle in context ctx (no reply
+ * wanted). Errors: as kin_node_send; delivery failures are dropped, since
+ * nobody waits for a reply. Any thread. */
+KIN_EXPORT kin_err kin_send(kin_node *n, uint32_t ctx, uint32_t handle,
+                            const char *picture, ...);
+
 /* What a failed call said. message and function are NUL-terminated copies
  * truncated to their buffers. */
 typedef struct kin_remote_error {

@@ -105,9 +105,24 @@ spawn_and_add(kin_call *c, void *arg)
              : kin_call_return(c, "I", v);
 }
 
+/* Streams count numbers back to the caller's receiver, then a nil end. */
+static kin_err
+stream(kin_call *c, void *arg)
+{
+    uint32_t ctx, handle;
+    int count;
+    kin_err e = kin_call_args(c, "uui", &ctx, &handle, &count);
+    for (int i = 0; !e && i < count; i++)
+        e = kin_send(kin_call_node(c), ctx, handle, "i", i * i);
+    if (!e)
+        e = kin_send(kin_call_node(c), ctx, handle, "n");
+    return e;
+}
+
 static void
 export_all(void)
 {
+    kin_export("t.stream", stream, NULL, KIN_POLICY_PARENT);
     kin_export("t.add", add, NULL, KIN_POLICY_PARENT);
     kin_export("t.add_any", add, NULL, KIN_POLICY_ANY);
     kin_export("t.fail", fail_fn, NULL, KIN_POLICY_PARENT);
@@ -361,6 +376,38 @@ fire_and_forget_runs(void **state)
     kin_msg_destroy(&r);
 }
 
+static void
+child_streams_results_back(void **state)
+{
+    kin_child *c = *state;
+    kin_receiver *stream_to;
+    assert_int_equal(kin_receiver_new(&stream_to, master, 0, KIN_POLICY_CHILD,
+                                      kin_child_id(c)),
+                     KIN_OK);
+    kin_msg *r;
+    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.stream", 5000,
+                                   &r, "uui", kin_node_id(master),
+                                   kin_receiver_handle(stream_to), 100),
+                     KIN_OK);
+    kin_msg_destroy(&r);
+    /* Every item, in order, then the end marker; each carries the child's
+     * id as its source. */
+    for (int i = 0; i < 100; i++) {
+        kin_msg *m;
+        assert_int_equal(kin_receiver_get(stream_to, 5000, &m), KIN_OK);
+        assert_int_equal(m->src, kin_child_id(c));
+        int v = -1;
+        assert_int_equal(kin_msg_unpack(m, "i", &v), KIN_OK);
+        assert_int_equal(v, i * i);
+        kin_msg_destroy(&m);
+    }
+    kin_msg *end;
+    assert_int_equal(kin_receiver_get(stream_to, 5000, &end), KIN_OK);
+    assert_int_equal(kin_msg_unpack(end, "n"), KIN_OK);
+    kin_msg_destroy(&end);
+    kin_receiver_destroy(&stream_to);
+}
+
 int
 main(void)
 {
@@ -387,6 +434,8 @@ main(void)
         cmocka_unit_test_setup_teardown(cancel_reaches_remote_task, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(fire_and_forget_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(child_streams_results_back, setup,
+                                        teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     kin_node_destroy(&master);
