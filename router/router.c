@@ -11,6 +11,7 @@
 #include <zmq.h>
 
 #include "core/log_internal.h"
+#include "core/pack_internal.h"
 #include "router/node_impl.h"
 #include "router/zctx.h"
 
@@ -116,7 +117,8 @@ read_ids(const kin_msg *m, uint32_t *ids, int max)
     msgpack_object o;
     size_t off = 0;
     int count = -1;
-    if (msgpack_unpack((const char *)m->body, m->len, &off, &z, &o) ==
+    if (kin__msgpack_scan(m->body, m->len) == m->len &&
+        msgpack_unpack((const char *)m->body, m->len, &off, &z, &o) ==
             MSGPACK_UNPACK_SUCCESS &&
         o.type == MSGPACK_OBJECT_ARRAY) {
         count = 0;

@@ -111,8 +111,7 @@ roundtrip(kin_node *n, uint32_t dst, uint32_t handle, size_t size, int wait_ms,
     kin_receiver_destroy(&r);
 }
 
-/* --- the echo server every role runs ---------------------------------------
- */
+/* --- the echo server every role runs -------------------------------------- */
 
 typedef struct echo {
     kin_node *n;
@@ -171,8 +170,7 @@ echo_stop(echo *es)
         kin_receiver_destroy(&es->r[i]);
 }
 
-/* --- functions every process serves ----------------------------------------
- */
+/* --- functions every process serves --------------------------------------- */
 
 static atomic_int blocked;              /* calls waiting in t.block etc. */
 static _Atomic(kin_receiver *) watched; /* t.watch's receiver */
@@ -294,6 +292,8 @@ call_nowait_fn(kin_call *c, void *arg)
     const char *fn;
     size_t len;
     kin_err e = kin_call_args(c, "uSu", &dst, &fn, &len, &count);
+    if (e)
+        return e;
     char name[64];
     snprintf(name, sizeof name, "%.*s", (int)len, fn);
     for (unsigned i = 0; i < count && !e; i++)
@@ -323,8 +323,7 @@ export_all(void)
     kin_export("t.add", add_fn, NULL, KIN_POLICY_PARENT);
 }
 
-/* --- a role: one context of the tree in its own process --------------------
- */
+/* --- a role: one context of the tree in its own process ------------------- */
 
 static uint32_t
 env_u32(const char *name)
@@ -372,8 +371,7 @@ role_main(const char *role)
     return 0;
 }
 
-/* --- processes the test starts ---------------------------------------------
- */
+/* --- processes the test starts -------------------------------------------- */
 
 typedef struct proc {
     pid_t pid;
@@ -463,17 +461,20 @@ reap(proc *p, int timeout_ms)
     return true;
 }
 
-/* Stops every role: SIGTERM (and SIGCONT for a stopped one), then SIGKILL
- * for any still there after 10 s. Fails if a role did not exit cleanly
- * (a crash, or ASan's report in a role) unless the test killed it. */
+/* Stops every role: SIGTERM, then SIGKILL for any still there after 10 s.
+ * Fails if a role did not exit cleanly (a crash, or ASan's report in a
+ * role) unless the test killed it. */
 static int
 stop_procs(void)
 {
     int rc = 0;
     for (int i = n_procs - 1; i >= 0; i--) {
         if (!procs[i].reaped) {
-            kill(procs[i].pid, SIGTERM);
+            /* SIGCONT first, for a role the test stopped: sent after
+             * SIGTERM it could discard the SIGSTOP with which LeakSanitizer,
+             * at the role's exit, stops threads to scan them, and hang it. */
             kill(procs[i].pid, SIGCONT);
+            kill(procs[i].pid, SIGTERM);
         }
     }
     for (int i = n_procs - 1; i >= 0; i--) {
@@ -525,8 +526,7 @@ kill_all(void)
     remove_dir();
 }
 
-/* --- the tree fixture -------------------------------------------------------
- */
+/* --- the tree fixture ----------------------------------------------------- */
 
 typedef struct tree_cfg {
     size_t a_max; /* A's message size limit; 0: the default */
@@ -655,8 +655,7 @@ fail:
     return -1;
 }
 
-/* --- helpers for the tests --------------------------------------------------
- */
+/* --- helpers for the tests ------------------------------------------------ */
 
 static void
 remote_stats(uint32_t id, kin_node_stats *s)
@@ -748,8 +747,7 @@ send_request(uint32_t dst, uint32_t handle, uint32_t reply_to, size_t size)
     assert_int_equal(kin_node_send(fx.master, &m), KIN_OK);
 }
 
-/* --- 1. routing through the tree --------------------------------------------
- */
+/* --- 1. routing through the tree ------------------------------------------ */
 
 static void
 siblings_talk_through_the_tree(void **state)
@@ -840,8 +838,7 @@ select_gathers_replies_from_two_processes(void **state)
     kin_receiver_destroy(&from_b);
 }
 
-/* --- 2. the reverse-path check ----------------------------------------------
- */
+/* --- 2. the reverse-path check -------------------------------------------- */
 
 static void
 forged_src_is_dropped_and_counted(void **state)
@@ -888,8 +885,7 @@ forged_src_is_dropped_and_counted(void **state)
     kin_receiver_destroy(&sink);
 }
 
-/* --- 3. a dead subtree ------------------------------------------------------
- */
+/* --- 3. a dead subtree ---------------------------------------------------- */
 
 typedef struct waiter {
     const char *what;
@@ -998,8 +994,7 @@ killed_subtree_wakes_every_waiter_quickly(void **state)
     kin_receiver_destroy(&call_b);
 }
 
-/* --- 4. refusals get the specific dead reply --------------------------------
- */
+/* --- 4. refusals get the specific dead reply ------------------------------ */
 
 static void
 refusals_are_specific_and_harmless(void **state)
@@ -1023,7 +1018,7 @@ refusals_are_specific_and_harmless(void **state)
     /* Too big for A (4 KiB limit), from its child, from above on the way
      * to A1, and from a sibling subtree; the limit itself passes. */
     expect_rt(ID_A1, ID_A, H_ECHO, SMALL_MAX + 1, KIN_ETOOBIG, ID_A);
-    expect_rt(KIN_MASTER_ID, ID_A1, H_ECHO, SMALL_MAX + 904, KIN_ETOOBIG, ID_A);
+    expect_rt(KIN_MASTER_ID, ID_A1, H_ECHO, 5000, KIN_ETOOBIG, ID_A);
     expect_rt(ID_B, ID_A, H_ECHO, 5000, KIN_ETOOBIG, ID_A);
     expect_rt(ID_A1, ID_A, H_ECHO, SMALL_MAX, KIN_OK, ID_A);
     expect_rt(KIN_MASTER_ID, ID_A1, H_ECHO, SMALL_MAX, KIN_OK, ID_A1);
@@ -1066,8 +1061,7 @@ refusals_are_specific_and_harmless(void **state)
     expect_rt(KIN_MASTER_ID, ID_A, H_ECHO, 64, KIN_OK, ID_A);
 }
 
-/* --- 5. garbage on the master's ROUTER
- * ---------------------------------------- */
+/* --- 5. garbage on the master's ROUTER ------------------------------------ */
 
 typedef struct part {
     const void *p;
@@ -1270,8 +1264,7 @@ garbage_does_not_crash_or_stall_the_master(void **state)
     kin_receiver_destroy(&sink);
 }
 
-/* --- 6. shutdown with work in flight -----------------------------------------
- */
+/* --- 6. shutdown with work in flight -------------------------------------- */
 
 static char
 proc_state(pid_t pid)
