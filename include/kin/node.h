@@ -47,8 +47,14 @@ typedef struct kin_node_opts {
     bool operator_link;
     /* Where this context publishes log records (the forwarder's XSUB
      * endpoint). NULL: a master embeds its own forwarder; children are
-     * told their tree's endpoint by their parent. */
+     * told their tree's endpoint by their parent. "" turns this context's
+     * logs off. See kin/logs.h. */
     const char *log_endpoint;
+    /* Master with the embedded forwarder: also append every record at
+     * log_file_level (0: KIN_LOG_INFO) and above to this file, one JSON
+     * object per line (created 0600). NULL: no file. */
+    const char *log_file;
+    int log_file_level;
 } kin_node_opts;
 
 /* Counters, for tests and the monitor. */
@@ -68,9 +74,12 @@ typedef struct kin_node_stats {
  * directory (e.g. -EACCES when it is not 0700 and ours). Any thread. */
 KIN_EXPORT kin_err kin_node_new(kin_node **out, const kin_node_opts *opts);
 
-/* Shuts the context down (children are told to stop, pending work gets a
- * grace period of one second), joins its threads, frees it, *n = NULL.
- * NULL-safe. Not from a kin thread of the same node. */
+/* Shuts the context down: child processes are stopped, running tasks are
+ * cancelled and the worker pool joined (a task stuck in user code that
+ * never reaches a kin blocking point or polls kin_task_cancelled() delays
+ * this), then the broker gets a grace period of one second for pending
+ * sends. Frees n, *n = NULL. NULL-safe. Receivers made on n must be
+ * destroyed first. Not from a kin thread of the same node. */
 KIN_EXPORT void kin_node_destroy(kin_node **n);
 
 KIN_EXPORT uint32_t kin_node_id(const kin_node *n);
