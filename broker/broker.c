@@ -1,6 +1,6 @@
-/* The broker thread: a libuv loop with a locked defer queue woken by
- * uv_async, ZMQ sockets watched through their ZMQ_FD, and a stop that gives
- * pending work a grace period before it forces. */
+/* The broker thread: a libuv loop with a locked defer queue woken through
+ * an eventfd, ZMQ sockets watched through their ZMQ_FD, and a stop that
+ * gives pending work a grace period before it forces. */
 #include "broker/broker.h"
 
 #include <errno.h>
@@ -8,6 +8,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <zmq.h>
 
@@ -31,12 +33,16 @@ struct kin__watch {
     void *arg;
     uv_poll_t poll;
     bool starved; /* budget ran out with input left */
+    bool dirty;   /* used since its last drain: its ZMQ_FD edge may be gone */
     kin__watch *next;
 };
 
 struct kin__broker {
     uv_loop_t loop;
-    uv_async_t wake;
+    /* A plain eventfd rather than uv_async: uv_async_send's handshake makes
+     * the woken loop spin until the sender has finished. */
+    int wake_fd;
+    uv_poll_t wake;
     uv_prepare_t recheck; /* re-drains sockets before the loop blocks */
     uv_idle_t spin;       /* keeps the loop from blocking while starved */
     uv_timer_t grace;
@@ -56,6 +62,7 @@ static void
 drain_socket(kin__watch *w)
 {
     w->starved = false;
+    w->dirty = false;
     for (int n = 0; n < DRAIN_BUDGET; n++) {
         uint32_t ev = 0;
         size_t sz = sizeof ev;
@@ -102,9 +109,14 @@ maybe_finish(kin__broker *b)
 }
 
 static void
-on_wake(uv_async_t *a)
+on_wake(uv_poll_t *p, int status, int events)
 {
-    kin__broker *b = a->data;
+    kin__broker *b = p->data;
+    /* Reset the eventfd before taking the queue: a job pushed after the
+     * take finds the queue empty and writes it again. */
+    uint64_t n;
+    if (read(b->wake_fd, &n, sizeof n) < 0 && errno != EAGAIN)
+        KIN_WARN("broker: eventfd read: %s", strerror(errno));
     run_jobs(b);
     maybe_finish(b);
 }
@@ -127,8 +139,11 @@ on_recheck(uv_prepare_t *p)
 {
     kin__broker *b = p->data;
     bool starved = false;
+    /* Only sockets used since their last drain can hold input whose
+     * ZMQ_FD edge was consumed; the others wake the loop on their own. */
     for (kin__watch *w = b->watches; w; w = w->next) {
-        drain_socket(w);
+        if (w->dirty || w->starved)
+            drain_socket(w);
         starved |= w->starved;
     }
     if (starved)
@@ -205,8 +220,18 @@ kin__broker_new(kin__broker **out, kin__stop_fn on_stop, void *arg)
     pthread_mutex_init(&b->mu, NULL);
     b->on_stop = on_stop;
     b->on_stop_arg = arg;
-    uv_async_init(&b->loop, &b->wake, on_wake);
+    b->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (b->wake_fd < 0 || uv_poll_init(&b->loop, &b->wake, b->wake_fd)) {
+        int err = b->wake_fd < 0 ? -errno : -EINVAL;
+        if (b->wake_fd >= 0)
+            close(b->wake_fd);
+        uv_loop_close(&b->loop);
+        pthread_mutex_destroy(&b->mu);
+        free(b);
+        return err;
+    }
     b->wake.data = b;
+    uv_poll_start(&b->wake, UV_READABLE, on_wake);
     uv_prepare_init(&b->loop, &b->recheck);
     b->recheck.data = b;
     uv_prepare_start(&b->recheck, on_recheck);
@@ -219,6 +244,7 @@ kin__broker_new(kin__broker **out, kin__stop_fn on_stop, void *arg)
         uv_walk(&b->loop, close_handle, NULL);
         uv_run(&b->loop, UV_RUN_DEFAULT);
         uv_loop_close(&b->loop);
+        close(b->wake_fd);
         pthread_mutex_destroy(&b->mu);
         free(b);
         return -rc;
@@ -252,10 +278,13 @@ push(kin__broker *b, kin__defer_fn fn, void *arg, void *data, bool stop)
         b->head = j;
     b->tail = j;
     pthread_mutex_unlock(&b->mu);
-    /* uv_async_send coalesces, but skipping it when a wake is already due
-     * saves a syscall per message under load. */
-    if (was_empty)
-        uv_async_send(&b->wake);
+    /* A wake is already due when the queue was not empty: skipping the
+     * write saves a syscall per message under load. */
+    if (was_empty) {
+        uint64_t one = 1;
+        while (write(b->wake_fd, &one, sizeof one) < 0 && errno == EINTR)
+            ;
+    }
     return KIN_OK;
 }
 
@@ -274,6 +303,7 @@ kin__broker_destroy(kin__broker **bp, int grace_ms)
     b->grace_ms = grace_ms < 0 ? 0 : grace_ms;
     push(b, begin_stop, b, NULL, true);
     pthread_join(b->thread, NULL);
+    close(b->wake_fd);
     pthread_mutex_destroy(&b->mu);
     free(b);
     *bp = NULL;
@@ -335,11 +365,19 @@ kin__broker_watch(kin__broker *b, void *sock, kin__readable_fn fn, void *arg,
         return rc;
     }
     w->poll.data = w;
+    w->dirty = true;
     uv_poll_start(&w->poll, UV_READABLE, on_poll);
     w->next = b->watches;
     b->watches = w;
     *out = w;
     return KIN_OK;
+}
+
+void
+kin__broker_touch(kin__watch *w)
+{
+    if (w)
+        w->dirty = true;
 }
 
 void

@@ -60,6 +60,11 @@ bool kin__broker_stopping(const kin__broker *b);
 kin_err kin__broker_watch(kin__broker *b, void *sock, kin__readable_fn fn,
                           void *arg, kin__watch **out);
 
+/* Marks w's socket as used (sent on): the broker re-checks its input
+ * before the loop next blocks, since the send may have consumed the
+ * ZMQ_FD edge. Broker thread only. */
+void kin__broker_touch(kin__watch *w);
+
 /* Stops watching (the socket is not closed); *w = NULL. NULL-safe. Broker
  * thread only. */
 void kin__broker_unwatch(kin__watch **w);

@@ -42,6 +42,7 @@ static void
 send_down(kin_node *n, uint32_t child, kin_msg *m)
 {
     int rc = send_frames(n->down, &child, m);
+    kin__broker_touch(n->w_down);
     if (rc) {
         char why[80];
         snprintf(why, sizeof why, "context %u cannot reach %u: %s", n->id,
@@ -57,6 +58,7 @@ static void
 send_up(kin_node *n, kin_msg *m)
 {
     int rc = send_frames(n->up, NULL, m);
+    kin__broker_touch(n->w_up);
     if (rc) {
         kin__reply_dead(n, m, KIN_EPEERGONE, "parent link unavailable");
         return;
