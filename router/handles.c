@@ -2,6 +2,7 @@
  * messages addressed to each handle of this context, and under which policy.
  * Also local delivery and dead replies. */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -15,6 +16,7 @@ kin__handles_add(kin_node *n, const kin__handler *h, uint32_t *handle)
     if (!copy)
         return -ENOMEM;
     *copy = *h;
+    atomic_init(&copy->refs, 1);
     pthread_mutex_lock(&n->hmu);
     uint32_t id = h->handle;
     if (!id) {
@@ -44,8 +46,14 @@ void
 kin__handles_remove(kin_node *n, uint32_t handle)
 {
     pthread_mutex_lock(&n->hmu);
-    free(kin__u32map_del(&n->handles, handle));
+    kin__handler *h = kin__u32map_del(&n->handles, handle);
     pthread_mutex_unlock(&n->hmu);
+    if (!h)
+        return;
+    /* A delivery may still be putting into the latch: it is short. */
+    while (atomic_load(&h->refs) > 1)
+        sched_yield();
+    free(h);
 }
 
 bool
@@ -136,9 +144,12 @@ kin__deliver(kin_node *n, kin_msg *m)
     }
     atomic_fetch_add(&n->stats.delivered, 1);
     if (h->latch) {
-        /* Put under hmu so the receiver cannot be freed meanwhile. */
-        kin_err e = kin_latch_put(h->latch, &m);
+        /* The reference keeps the receiver alive without holding hmu
+         * across the put, which may wake (and yield to) its reader. */
+        atomic_fetch_add(&h->refs, 1);
         pthread_mutex_unlock(&n->hmu);
+        kin_err e = kin_latch_put(h->latch, &m);
+        atomic_fetch_sub(&h->refs, 1);
         if (e)
             kin__reply_dead(n, m, KIN_ENOHANDLE, "receiver closed");
         return;

@@ -227,6 +227,9 @@ kin_node_new(kin_node **out, const kin_node_opts *opts)
         goto fail;
     if ((e = kin__broker_new(&n->broker, on_stop, n)))
         goto fail;
+    /* Before the router opens: calls served at once may log. */
+    if ((e = kin__logs_start(n, opts)))
+        goto fail;
 
     sync_call s = {.n = n};
     if ((e = kin__broker_defer(n->broker, open_job, &s, NULL)))
@@ -249,8 +252,6 @@ kin_node_new(kin_node **out, const kin_node_opts *opts)
     }
     pthread_mutex_unlock(&n->mu);
     if (e)
-        goto fail;
-    if ((e = kin__logs_start(n, opts)))
         goto fail;
     *out = n;
     return KIN_OK;
@@ -348,6 +349,12 @@ kin_node_send(kin_node *n, kin_msg **mp)
     if (m->dst == n->id) {
         *mp = NULL;
         kin__deliver(n, m);
+        return KIN_OK;
+    }
+    if (kin__broker_on_thread(n->broker)) {
+        /* System handlers answer from the broker: no hop to ourselves. */
+        *mp = NULL;
+        kin__route(n, m);
         return KIN_OK;
     }
     kin_err e = kin__broker_defer(n->broker, route_job, n, m);

@@ -20,6 +20,7 @@ typedef struct kin__handler kin__handler;
 typedef void (*kin__handle_fn)(kin_node *n, kin_msg *m, void *arg);
 
 struct kin__handler {
+    atomic_int refs; /* 1 for the table, +1 per delivery in progress */
     uint32_t handle;
     kin_policy policy;
     uint32_t respondent;
@@ -45,6 +46,7 @@ struct kin_node {
     char endpoint[256];
     char parent_endpoint[256];
     char log_endpoint[256]; /* where log publishers connect ("" for none) */
+    struct kin__logs *logs; /* the log publisher (logpub.c), or NULL */
     char ipc_path[200]; /* unlinked at destroy; empty for tcp */
     kin__broker *broker;
 
