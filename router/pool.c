@@ -13,18 +13,17 @@
 #include "router/call_impl.h"
 #include "router/node_impl.h"
 
-typedef struct export
-{
+typedef struct exported {
     char name[64];
     kin_fn fn;
     void *arg;
     kin_policy policy;
-}
-export;
+    bool on_broker; /* kin_export_inline: runs on the broker thread */
+} exported;
 
 static struct {
     pthread_rwlock_t lock;
-    export *items;
+    exported *items;
     size_t len, cap;
 } exports = {.lock = PTHREAD_RWLOCK_INITIALIZER};
 
@@ -44,8 +43,9 @@ struct kin__calls {
     int workers;
 };
 
-kin_err
-kin_export(const char *name, kin_fn fn, void *arg, kin_policy policy)
+static kin_err
+add_export(const char *name, kin_fn fn, void *arg, kin_policy policy,
+           bool on_broker)
 {
     if (!name || !*name || strlen(name) >= 64 || !fn ||
         policy > KIN_POLICY_CHILD)
@@ -57,7 +57,7 @@ kin_export(const char *name, kin_fn fn, void *arg, kin_policy policy)
             e = KIN_EEXISTS;
     if (!e && exports.len == exports.cap) {
         size_t cap = exports.cap ? exports.cap * 2 : 16;
-        export *items = realloc(exports.items, cap * sizeof *items);
+        exported *items = realloc(exports.items, cap * sizeof *items);
         if (items) {
             exports.items = items;
             exports.cap = cap;
@@ -66,18 +66,31 @@ kin_export(const char *name, kin_fn fn, void *arg, kin_policy policy)
         }
     }
     if (!e) {
-        export *x = &exports.items[exports.len++];
+        exported *x = &exports.items[exports.len++];
         snprintf(x->name, sizeof x->name, "%s", name);
         x->fn = fn;
         x->arg = arg;
         x->policy = policy;
+        x->on_broker = on_broker;
     }
     pthread_rwlock_unlock(&exports.lock);
     return e;
 }
 
+kin_err
+kin_export(const char *name, kin_fn fn, void *arg, kin_policy policy)
+{
+    return add_export(name, fn, arg, policy, false);
+}
+
+kin_err
+kin_export_inline(const char *name, kin_fn fn, void *arg, kin_policy policy)
+{
+    return add_export(name, fn, arg, policy, true);
+}
+
 static bool
-find_export(const char *name, size_t len, export *out)
+find_export(const char *name, size_t len, exported *out)
 {
     bool found = false;
     pthread_rwlock_rdlock(&exports.lock);
@@ -191,7 +204,7 @@ reply_error(kin_node *n, const kin_msg *req, int code, const char *text,
 /* --- the pool --- */
 
 static bool
-allowed(kin_node *n, const export *x, const kin_msg *m)
+allowed(kin_node *n, const exported *x, const kin_msg *m)
 {
     switch (x->policy) {
     case KIN_POLICY_ANY:
@@ -214,7 +227,7 @@ run_call(kin_node *n, kin_msg *m)
     const char *name = "";
     size_t name_len = 0;
     uint32_t caller_task = 0;
-    export x;
+    exported x;
     int state = KIN_TASK_FAILED;
     kin_err e = KIN_OK;
     char why[160];
@@ -399,6 +412,12 @@ on_call(kin_node *n, kin_msg *m, void *arg)
     t->caller_ctx = m->src;
     t->caller_handle = m->reply_to;
     m->local = t;
+    exported x;
+    if (find_export(fn, strlen(fn), &x) && x.on_broker) {
+        /* Promised not to block: no hand-off to a worker and back. */
+        run_call(n, m);
+        return;
+    }
     if (kin_latch_put(n->calls->queue, &m)) {
         kin__tasktab_end(&n->tasks, t, KIN_TASK_FAILED, KIN_ESHUTDOWN);
         kin__reply_dead(n, m, KIN_ESHUTDOWN, "context is shutting down");

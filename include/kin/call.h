@@ -39,9 +39,19 @@ typedef kin_err (*kin_fn)(kin_call *c, void *arg);
 
 /* Exports fn under name (up to 63 bytes) in every context of this process.
  * Errors: KIN_EEXISTS (name taken), -EINVAL (bad name or policy), -ENOMEM.
- * Any thread; export before kin_init so children have it too. */
+ * Any thread; export before kin_init so children have it too. The
+ * function runs on the worker pool and may block and make calls. */
 KIN_EXPORT kin_err kin_export(const char *name, kin_fn fn, void *arg,
                               kin_policy policy);
+
+/* Like kin_export, for a function that promises to be quick and never to
+ * block: it runs on the callee's broker thread, saving the hand-off to a
+ * worker and back (about a third of a call's round trip). It must not wait
+ * on anything (no kin_call_sync, no receiver gets, no locks held long, no
+ * I/O that may block): while it runs the context routes nothing and its
+ * monitor does not answer. It still shows in the monitor as a task. */
+KIN_EXPORT kin_err kin_export_inline(const char *name, kin_fn fn, void *arg,
+                                     kin_policy policy);
 
 /* Reads the call's arguments with a kin_unpack picture. Errors as
  * kin_unpack. Worker thread of the call. */

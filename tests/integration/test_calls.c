@@ -123,6 +123,7 @@ static void
 export_all(void)
 {
     kin_export("t.stream", stream, NULL, KIN_POLICY_PARENT);
+    kin_export_inline("t.add_inline", add, NULL, KIN_POLICY_PARENT);
     kin_export("t.add", add, NULL, KIN_POLICY_PARENT);
     kin_export("t.add_any", add, NULL, KIN_POLICY_ANY);
     kin_export("t.fail", fail_fn, NULL, KIN_POLICY_PARENT);
@@ -178,6 +179,43 @@ add_returns_the_sum(void **state)
     assert_int_equal(kin_msg_unpack(r, "i", &pid), KIN_OK);
     assert_int_equal(pid, kin_child_pid(c));
     kin_msg_destroy(&r);
+}
+
+static void
+inline_functions_answer_from_the_broker(void **state)
+{
+    kin_child *c = *state;
+    kin_msg *r;
+    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.add_inline",
+                                   5000, &r, "II", 40, 2),
+                     KIN_OK);
+    int64_t sum = 0;
+    assert_int_equal(kin_msg_unpack(r, "I", &sum), KIN_OK);
+    assert_int_equal(sum, 42);
+    kin_msg_destroy(&r);
+    /* Same errors as any call: a type error comes back as remote. */
+    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.add_inline",
+                                   5000, &r, "s", "x"),
+                     KIN_EREMOTE);
+    kin_msg_destroy(&r);
+    /* It still answers while every worker is busy (that is the point). */
+    kin_receiver *busy[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(kin_call_async(master, kin_child_id(c), "t.sleep",
+                                        &busy[i], "i", 3000),
+                         KIN_OK);
+    double t0 = harness_now_ms();
+    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.add_inline",
+                                   5000, &r, "II", 1, 2),
+                     KIN_OK);
+    assert_true(harness_now_ms() - t0 < 2500); /* the workers take 3 s */
+    kin_msg_destroy(&r);
+    for (int i = 0; i < 4; i++) {
+        kin_msg *m = NULL;
+        assert_int_equal(kin_call_wait(busy[i], 5000, &m), KIN_OK);
+        kin_msg_destroy(&m);
+        kin_receiver_destroy(&busy[i]);
+    }
 }
 
 static void
@@ -420,6 +458,8 @@ main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(add_returns_the_sum, setup, teardown),
+        cmocka_unit_test_setup_teardown(inline_functions_answer_from_the_broker,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(errors_are_told_apart, setup, teardown),
         cmocka_unit_test_setup_teardown(nested_calls_follow_policy, setup,
                                         teardown),
