@@ -1,9 +1,6 @@
 /* kin-bench: kin's call, spawn and memory figures next to a raw libzmq
- * DEALER/ROUTER baseline taken in the same run, interleaved in rounds so
- * that load on the machine hits both alike. Prints a table, or one JSON
- * object with --json; reports, never fails on timings. The executable is
- * also every peer it starts: a raw zmq echo peer when run as
- * `kin-bench --zmq-peer ENDPOINT`, a kin child when kin_init says so. */
+ * baseline taken in the same run (docs/performance.md). The executable is
+ * also its peers: a zmq echo peer (--zmq-peer EP) and a kin child. */
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -25,11 +22,11 @@
 
 #include <kin/kin.h>
 
-#define PAYLOAD 64      /* bytes per message / call argument */
-#define RID_MAX 256     /* a ZMQ routing id is at most 255 bytes */
-#define IO_TIMEOUT 5000 /* ms: any single wait longer than this is a fault */
-#define ROUNDS 10       /* latency rounds, alternating zmq / kin / kin 2-hop */
-#define PIPE_ROUNDS 4   /* throughput rounds, alternating likewise */
+#define PAYLOAD 64       /* bytes per message / call argument */
+#define RID_MAX 256      /* a ZMQ routing id is at most 255 bytes */
+#define IO_TIMEOUT 5000  /* ms: any single wait longer than this is a fault */
+#define PIPE_ROUNDS 10   /* throughput rounds: zmq, kin, kin select */
+#define FANOUT_THREADS 8 /* threads starting (and stopping) the fan-out */
 
 /* Which kin figures to measure (--only); each comes with its baseline
  * unless --no-zmq. */
@@ -47,6 +44,7 @@ typedef struct config {
     bool zmq; /* measure the raw zmq baseline */
     unsigned phases;
     int samples;   /* round trips per latency figure */
+    int rounds;    /* latency rounds: zmq, kin, kin 2-hop take turns */
     int warmup;    /* round trips before the latency figures */
     int pipelined; /* messages / calls per throughput figure */
     int window;    /* outstanding messages / calls */
@@ -63,7 +61,8 @@ typedef struct results {
     double calls_per_s, calls_per_s_select;
     double spawn_ms, spawn_first_call_ms;
     double idle_rss_kib, idle_rss_anon_kib, idle_rss_file_kib, idle_threads;
-    double spawn100_ms, spawn100_start_ms, spawn100_stop_ms;
+    double idle_pss_kib, idle_uss_kib;
+    double spawn100_ms, spawn100_start_ms, spawn100_stop_ms, spawn100_seq_ms;
 } results;
 
 /* Every figure by its JSON key, in output order. */
@@ -89,9 +88,12 @@ static const struct figure {
     {"idle_rss_anon_kib", offsetof(results, idle_rss_anon_kib)},
     {"idle_rss_file_kib", offsetof(results, idle_rss_file_kib)},
     {"idle_threads", offsetof(results, idle_threads)},
+    {"idle_pss_kib", offsetof(results, idle_pss_kib)},
+    {"idle_uss_kib", offsetof(results, idle_uss_kib)},
     {"spawn100_ms", offsetof(results, spawn100_ms)},
     {"spawn100_start_ms", offsetof(results, spawn100_start_ms)},
     {"spawn100_stop_ms", offsetof(results, spawn100_stop_ms)},
+    {"spawn100_seq_ms", offsetof(results, spawn100_seq_ms)},
 };
 #define N_FIGURES (sizeof figures / sizeof figures[0])
 
@@ -151,6 +153,31 @@ proc_status(pid_t pid, const char *field)
     return v;
 }
 
+/* Proportional and unique (private) set size in kB from
+ * /proc/PID/smaps_rollup: what a process costs once shared libraries are
+ * split among their users, and what its exit would free. */
+static void
+proc_pss_uss(pid_t pid, double *pss, double *uss)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
+    FILE *f = fopen(path, "r");
+    *pss = *uss = NAN;
+    if (!f)
+        return;
+    double priv = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "Pss:", 4))
+            *pss = strtod(line + 4, NULL);
+        else if (!strncmp(line, "Private_Clean:", 14))
+            priv += strtod(line + 14, NULL);
+        else if (!strncmp(line, "Private_Dirty:", 14))
+            priv += strtod(line + 14, NULL);
+    }
+    fclose(f);
+    *uss = priv;
+}
+
 /* Starts this executable as a raw zmq peer connecting to endpoint. */
 static pid_t
 start_peer(const config *cfg, const char *endpoint)
@@ -189,8 +216,7 @@ reap(pid_t pid, int timeout_ms)
         ;
 }
 
-/* --- the raw zmq peer ------------------------------------------------------
- */
+/* --- the raw zmq peer ----------------------------------------------------- */
 
 /* DEALER: says hello, echoes every message, stops at an empty one. */
 static int
@@ -227,8 +253,7 @@ out:
     return rc;
 }
 
-/* --- the raw zmq side (a ROUTER bound here, like a kin parent's) -----------
- */
+/* --- the raw zmq side (a ROUTER bound here, like a kin parent's) ---------- */
 
 typedef struct zpeer {
     pid_t pid;
@@ -340,8 +365,7 @@ zping(zbench *z, const zpeer *p, uint8_t *buf)
     return 0;
 }
 
-/* --- functions served by every kin context ---------------------------------
- */
+/* --- functions served by every kin context -------------------------------- */
 
 /* A child's grandchild, kept between calls (one per child process). */
 typedef struct grandchild {
@@ -381,8 +405,7 @@ stop_grandchild(kin_call *c, void *arg)
     return KIN_OK;
 }
 
-/* --- one run ----------------------------------------------------------------
- */
+/* --- one run -------------------------------------------------------------- */
 
 /* What the figures are measured against. */
 typedef struct bench {
@@ -471,9 +494,10 @@ run_latency(bench *b)
         for (int i = 0; on[m] && i < cfg->warmup && !e; i++)
             e = round_trip(b, cur = m);
     /* Rounds, so that a burst of load on the machine hits every method. */
-    size_t per = n / ROUNDS;
-    for (int r = 0; r < ROUNDS && !e; r++) {
-        size_t from = (size_t)r * per, to = r == ROUNDS - 1 ? n : from + per;
+    int rounds = cfg->rounds;
+    size_t per = n / (size_t)rounds;
+    for (int r = 0; r < rounds && !e; r++) {
+        size_t from = (size_t)r * per, to = r == rounds - 1 ? n : from + per;
         for (m = 0; m < M_COUNT && !e; m++)
             for (size_t i = from; on[m] && i < to && !e; i++) {
                 uint64_t t0 = now_ns();
@@ -638,15 +662,18 @@ run_throughput(bench *b)
     return 0;
 }
 
-/* Start, hello, one round trip: the raw counterpart of spawn-to-first-call. */
+/* Start, hello, one round trip: the raw counterpart of spawn-to-first-call;
+ * the peer's memory after it. */
 static int
-zmq_spawn_first(bench *b, uint64_t *ns)
+zmq_spawn_first(bench *b, uint64_t *ns, uint64_t *rss)
 {
     zpeer p;
     uint8_t buf[PAYLOAD] = {0};
     uint64_t t0 = now_ns();
     int rc = zpeer_start(b->cfg, &b->z, &p) || zping(&b->z, &p, buf) ? -1 : 0;
     *ns = now_ns() - t0;
+    if (!rc)
+        *rss = (uint64_t)proc_status(p.pid, "VmRSS");
     zpeer_stop(&b->z, &p);
     return rc;
 }
@@ -669,6 +696,7 @@ kin_spawn_first(bench *b, uint64_t *spawn_ns, uint64_t *first_ns, uint64_t *rss)
         b->res->idle_rss_anon_kib = proc_status(pid, "RssAnon");
         b->res->idle_rss_file_kib = proc_status(pid, "RssFile");
         b->res->idle_threads = proc_status(pid, "Threads");
+        proc_pss_uss(pid, &b->res->idle_pss_kib, &b->res->idle_uss_kib);
     }
     kin_child_destroy(&c);
     return e;
@@ -707,28 +735,82 @@ zmq_fanout(bench *b)
     return rc;
 }
 
-/* kin_spawn fanout children one after the other, then destroy them. */
+/* A slice of the fan-out, started and stopped by one thread. */
+typedef struct slice {
+    kin_node *master;
+    kin_child **kids;
+    int count;
+    int started;
+    kin_err e;
+    pthread_t thread;
+    bool joinable;
+} slice;
+
+static void *
+slice_start(void *arg)
+{
+    slice *s = arg;
+    for (; s->started < s->count && !s->e; s->started++)
+        s->e = kin_spawn(s->master, NULL, &s->kids[s->started]);
+    if (s->e)
+        s->started--; /* the failed one left nothing behind */
+    return NULL;
+}
+
+static void *
+slice_stop(void *arg)
+{
+    slice *s = arg;
+    for (int i = 0; i < s->started; i++)
+        kin_child_destroy(&s->kids[i]);
+    return NULL;
+}
+
+/* Runs fn on every slice, each on its own thread (or this one if a thread
+ * cannot be had), and waits for all. */
+static void
+on_slices(slice *ss, int n, void *(*fn)(void *))
+{
+    for (int i = 0; i < n; i++)
+        ss[i].joinable = pthread_create(&ss[i].thread, NULL, fn, &ss[i]) == 0;
+    for (int i = 0; i < n; i++) {
+        if (ss[i].joinable)
+            pthread_join(ss[i].thread, NULL);
+        else
+            fn(&ss[i]);
+    }
+}
+
+/* Starts `fanout` children from `threads` threads at once (kin_spawn waits
+ * for each HELLO, so one thread alone starts them one after the other),
+ * then destroys them likewise; *start_ms and *stop_ms get the two phases. */
 static kin_err
-kin_fanout(bench *b)
+kin_fanout(bench *b, int threads, double *start_ms, double *stop_ms)
 {
     int count = b->cfg->fanout;
     kin_child **kids = calloc((size_t)count, sizeof *kids);
-    if (!kids)
+    slice *ss = calloc((size_t)threads, sizeof *ss);
+    if (!kids || !ss) {
+        free(kids);
+        free(ss);
         return -ENOMEM;
-    kin_err e = KIN_OK;
-    int started = 0;
-    uint64_t t0 = now_ns();
-    for (; started < count && !e; started++)
-        e = kin_spawn(b->master, NULL, &kids[started]);
-    uint64_t t1 = now_ns();
-    for (int i = 0; i < started; i++)
-        kin_child_destroy(&kids[i]);
-    uint64_t t2 = now_ns();
-    if (!e) {
-        b->res->spawn100_start_ms = (double)(t1 - t0) / 1e6;
-        b->res->spawn100_stop_ms = (double)(t2 - t1) / 1e6;
-        b->res->spawn100_ms = (double)(t2 - t0) / 1e6;
     }
+    for (int i = 0, from = 0; i < threads; i++) {
+        int n = count / threads + (i < count % threads);
+        ss[i] = (slice){.master = b->master, .kids = kids + from, .count = n};
+        from += n;
+    }
+    uint64_t t0 = now_ns();
+    on_slices(ss, threads, slice_start);
+    uint64_t t1 = now_ns();
+    on_slices(ss, threads, slice_stop);
+    uint64_t t2 = now_ns();
+    kin_err e = KIN_OK;
+    for (int i = 0; i < threads && !e; i++)
+        e = ss[i].e;
+    *start_ms = (double)(t1 - t0) / 1e6;
+    *stop_ms = (double)(t2 - t1) / 1e6;
+    free(ss);
     free(kids);
     return e;
 }
@@ -742,10 +824,11 @@ run_spawns(bench *b)
     uint64_t *spawn_ns = calloc(k, sizeof *spawn_ns);
     uint64_t *first_ns = calloc(k, sizeof *first_ns);
     uint64_t *rss = calloc(k, sizeof *rss);
-    kin_err e = zns && spawn_ns && first_ns && rss ? KIN_OK : -ENOMEM;
+    uint64_t *zrss = calloc(k, sizeof *zrss);
+    kin_err e = zns && spawn_ns && first_ns && rss && zrss ? KIN_OK : -ENOMEM;
     const char *what = "spawn-to-first-call";
     for (size_t i = 0; i < k && !e; i++) {
-        if (cfg->zmq && zmq_spawn_first(b, &zns[i])) {
+        if (cfg->zmq && zmq_spawn_first(b, &zns[i], &zrss[i])) {
             what = "zmq peer start";
             e = zerr();
         } else {
@@ -756,17 +839,27 @@ run_spawns(bench *b)
         what = "zmq fan-out";
         e = zerr();
     }
-    if (!e && (e = kin_fanout(b)))
+    double start = NAN, stop = NAN, seq_start = NAN, seq_stop = NAN;
+    if (!e && (e = kin_fanout(b, FANOUT_THREADS, &start, &stop)))
         what = "fan-out";
+    if (!e && (e = kin_fanout(b, 1, &seq_start, &seq_stop)))
+        what = "sequential fan-out";
     if (e) {
         fprintf(stderr, "kin-bench: %s: %s\n", what, kin_strerror(e));
     } else {
-        if (cfg->zmq)
+        if (cfg->zmq) {
             b->res->zmq_spawn_first_ms = quantile(zns, k, 0.5) / 1e6;
+            b->res->zmq_peer_rss_kib = quantile(zrss, k, 0.5);
+        }
         b->res->spawn_ms = quantile(spawn_ns, k, 0.5) / 1e6;
         b->res->spawn_first_call_ms = quantile(first_ns, k, 0.5) / 1e6;
         b->res->idle_rss_kib = quantile(rss, k, 0.5);
+        b->res->spawn100_ms = start + stop;
+        b->res->spawn100_start_ms = start;
+        b->res->spawn100_stop_ms = stop;
+        b->res->spawn100_seq_ms = seq_start + seq_stop;
     }
+    free(zrss);
     free(rss);
     free(first_ns);
     free(spawn_ns);
@@ -816,8 +909,6 @@ run(const config *cfg, results *res)
     }
     if ((cfg->phases & (PH_RTT | PH_RTT2)) && run_latency(&b))
         goto out;
-    if (zpeer)
-        res->zmq_peer_rss_kib = proc_status(b.peer.pid, "VmRSS");
     if ((cfg->phases & PH_PIPE) && run_throughput(&b))
         goto out;
     if ((cfg->phases & PH_SPAWN) && run_spawns(&b))
@@ -838,8 +929,7 @@ out:
     return rc;
 }
 
-/* --- output ------------------------------------------------------------------
- */
+/* --- output --------------------------------------------------------------- */
 
 static void
 print_json(const config *cfg, results *r)
@@ -907,20 +997,23 @@ print_table(const config *cfg, const results *r)
         false);
     row("100 children (ms)", r->spawn100_ms, r->zmq_spawn100_ms, NAN, 1000,
         false);
-    printf("\nkin_spawn alone %.2f ms; idle child: anon %.0f KiB, file %.0f "
-           "KiB, %.0f threads; %d children: start %.0f ms, stop %.0f ms\n",
+    row("100 children, 1 thread (ms)", r->spawn100_seq_ms, r->zmq_spawn100_ms,
+        NAN, 1000, false);
+    printf("\nkin_spawn alone %.2f ms. Idle child: anon %.0f KiB, file %.0f "
+           "KiB, PSS %.0f KiB, USS %.0f KiB, %.0f threads. %d children from "
+           "%d threads: start %.0f ms, stop %.0f ms.\n",
            r->spawn_ms, r->idle_rss_anon_kib, r->idle_rss_file_kib,
-           r->idle_threads, cfg->fanout, r->spawn100_start_ms,
-           r->spawn100_stop_ms);
+           r->idle_pss_kib, r->idle_uss_kib, r->idle_threads, cfg->fanout,
+           FANOUT_THREADS, r->spawn100_start_ms, r->spawn100_stop_ms);
 }
 
-/* --- main --------------------------------------------------------------------
- */
+/* --- main ----------------------------------------------------------------- */
 
 static void
 usage(FILE *f)
 {
-    fprintf(f, "usage: kin-bench [--quick] [--json] [--samples N] [--no-zmq] "
+    fprintf(f, "usage: kin-bench [--quick] [--json] [--samples N] [--rounds N] "
+               "[--no-zmq] "
                "[--only rtt,rtt2,pipe,spawn]\n");
 }
 
@@ -957,8 +1050,9 @@ parse_args(int argc, char **argv, config *cfg)
     *cfg = (config){.zmq = true,
                     .phases = PH_ALL,
                     .samples = 20000,
+                    .rounds = 20,
                     .warmup = 2000,
-                    .pipelined = 200000,
+                    .pipelined = 100000,
                     .window = 256,
                     .spawns = 20,
                     .fanout = 100};
@@ -971,7 +1065,10 @@ parse_args(int argc, char **argv, config *cfg)
         } else if (!strcmp(argv[i], "--no-zmq")) {
             cfg->zmq = false;
         } else if (!strcmp(argv[i], "--samples") && i + 1 < argc) {
-            if ((samples = atoi(argv[++i])) < ROUNDS)
+            if ((samples = atoi(argv[++i])) < 1)
+                return -1;
+        } else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) {
+            if ((cfg->rounds = atoi(argv[++i])) < 1)
                 return -1;
         } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
             if (!(cfg->phases = parse_phases(argv[++i])))
