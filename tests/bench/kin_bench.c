@@ -58,6 +58,7 @@ typedef struct results {
     double zmq_rtt_us, zmq_rtt_p99_us, zmq_msgs_per_s;
     double zmq_spawn_first_ms, zmq_spawn100_ms, zmq_peer_rss_kib;
     double call_rtt_us, call_rtt_p99_us, call2_rtt_us, call2_rtt_p99_us;
+    double icall_rtt_us, icall_rtt_p99_us, icall2_rtt_us, icall2_rtt_p99_us;
     double calls_per_s, calls_per_s_select;
     double spawn_ms, spawn_first_call_ms;
     double idle_rss_kib, idle_rss_anon_kib, idle_rss_file_kib, idle_threads;
@@ -80,6 +81,10 @@ static const struct figure {
     {"call_rtt_p99_us", offsetof(results, call_rtt_p99_us)},
     {"call2_rtt_us", offsetof(results, call2_rtt_us)},
     {"call2_rtt_p99_us", offsetof(results, call2_rtt_p99_us)},
+    {"icall_rtt_us", offsetof(results, icall_rtt_us)},
+    {"icall_rtt_p99_us", offsetof(results, icall_rtt_p99_us)},
+    {"icall2_rtt_us", offsetof(results, icall2_rtt_us)},
+    {"icall2_rtt_p99_us", offsetof(results, icall2_rtt_p99_us)},
     {"calls_per_s", offsetof(results, calls_per_s)},
     {"calls_per_s_select", offsetof(results, calls_per_s_select)},
     {"spawn_ms", offsetof(results, spawn_ms)},
@@ -419,15 +424,18 @@ typedef struct bench {
     uint8_t payload[PAYLOAD];
 } bench;
 
-/* The three kinds of round trip, measured alternately. */
-enum { M_ZMQ, M_KIN, M_KIN2, M_COUNT };
+/* The kinds of round trip, measured alternately: the baseline, a call on
+ * the callee's worker pool and one served on its broker thread
+ * (kin_export_inline), each over one hop and two. */
+enum { M_ZMQ, M_KIN, M_KIN2, M_KINI, M_KIN2I, M_COUNT };
 
 static kin_err
-call_echo(kin_node *n, uint32_t ctx, const uint8_t *payload)
+call_echo(kin_node *n, uint32_t ctx, const uint8_t *payload, bool on_broker)
 {
     kin_msg *r = NULL;
-    kin_err e = kin_call_sync(n, ctx, "bench.echo", IO_TIMEOUT, &r, "B",
-                              payload, (size_t)PAYLOAD);
+    kin_err e =
+        kin_call_sync(n, ctx, on_broker ? "bench.echo_inline" : "bench.echo",
+                      IO_TIMEOUT, &r, "B", payload, (size_t)PAYLOAD);
     kin_msg_destroy(&r);
     return e;
 }
@@ -446,9 +454,11 @@ round_trip(bench *b, int method)
     case M_ZMQ:
         return zping(&b->z, &b->peer, b->payload) ? zerr() : KIN_OK;
     case M_KIN:
-        return call_echo(b->master, kin_child_id(b->child), b->payload);
+    case M_KINI:
+        return call_echo(b->master, kin_child_id(b->child), b->payload,
+                         method == M_KINI);
     default:
-        return call_echo(b->master, b->gc, b->payload);
+        return call_echo(b->master, b->gc, b->payload, method == M_KIN2I);
     }
 }
 
@@ -470,13 +480,15 @@ check_echo(kin_node *n, uint32_t ctx, const uint8_t *payload)
 }
 
 static const char *method_names[M_COUNT] = {"zmq round trip", "call",
-                                            "two-hop call"};
+                                            "two-hop call", "inline call",
+                                            "two-hop inline call"};
 
 static kin_err
 run_latency(bench *b)
 {
     const config *cfg = b->cfg;
-    bool on[M_COUNT] = {cfg->zmq, cfg->phases & PH_RTT, cfg->phases & PH_RTT2};
+    bool on[M_COUNT] = {cfg->zmq, cfg->phases & PH_RTT, cfg->phases & PH_RTT2,
+                        cfg->phases & PH_RTT, cfg->phases & PH_RTT2};
     uint64_t *ns[M_COUNT] = {NULL};
     size_t n = (size_t)cfg->samples;
     kin_err e = KIN_OK;
@@ -510,10 +522,12 @@ run_latency(bench *b)
                 kin_strerror(e));
     } else {
         double *med[M_COUNT] = {&b->res->zmq_rtt_us, &b->res->call_rtt_us,
-                                &b->res->call2_rtt_us};
-        double *p99[M_COUNT] = {&b->res->zmq_rtt_p99_us,
-                                &b->res->call_rtt_p99_us,
-                                &b->res->call2_rtt_p99_us};
+                                &b->res->call2_rtt_us, &b->res->icall_rtt_us,
+                                &b->res->icall2_rtt_us};
+        double *p99[M_COUNT] = {
+            &b->res->zmq_rtt_p99_us, &b->res->call_rtt_p99_us,
+            &b->res->call2_rtt_p99_us, &b->res->icall_rtt_p99_us,
+            &b->res->icall2_rtt_p99_us};
         for (m = 0; m < M_COUNT; m++) {
             if (!on[m])
                 continue;
@@ -687,7 +701,7 @@ kin_spawn_first(bench *b, uint64_t *spawn_ns, uint64_t *first_ns, uint64_t *rss)
     kin_err e = kin_spawn(b->master, NULL, &c);
     *spawn_ns = now_ns() - t0;
     if (!e)
-        e = call_echo(b->master, kin_child_id(c), b->payload);
+        e = call_echo(b->master, kin_child_id(c), b->payload, false);
     *first_ns = now_ns() - t0;
     if (!e) {
         /* Idle: it started and answered one call, nothing since. */
@@ -987,6 +1001,10 @@ print_table(const config *cfg, const results *r)
         false);
     row("2-hop call rtt p99 (us)", r->call2_rtt_p99_us, r->zmq_rtt_p99_us, NAN,
         NAN, false);
+    row("inline call rtt median (us)", r->icall_rtt_us, r->zmq_rtt_us, 1.5, NAN,
+        false);
+    row("2-hop inline call rtt (us)", r->icall2_rtt_us, r->zmq_rtt_us, 2.5, NAN,
+        false);
     row("pipelined calls/s", r->calls_per_s, r->zmq_msgs_per_s, NAN, 250000,
         true);
     row("pipelined calls/s (select)", r->calls_per_s_select, r->zmq_msgs_per_s,
@@ -1105,6 +1123,7 @@ main(int argc, char **argv)
      * so g lives as long as the process does. */
     grandchild g = {.mu = PTHREAD_MUTEX_INITIALIZER};
     kin_export("bench.echo", echo, NULL, KIN_POLICY_PARENT);
+    kin_export_inline("bench.echo_inline", echo, NULL, KIN_POLICY_PARENT);
     kin_export("bench.spawn_grandchild", spawn_grandchild, &g,
                KIN_POLICY_PARENT);
     kin_export("bench.stop_grandchild", stop_grandchild, &g, KIN_POLICY_PARENT);
