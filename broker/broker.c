@@ -2,6 +2,7 @@
  * an eventfd, ZMQ sockets watched through their ZMQ_FD, and a stop that
  * gives pending work a grace period before it forces. */
 #include "broker/broker.h"
+#include "core/sync.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -217,7 +218,7 @@ kin__broker_new(kin__broker **out, kin__stop_fn on_stop, void *arg)
         free(b);
         return rc;
     }
-    pthread_mutex_init(&b->mu, NULL);
+    kin__mutex_init_fast(&b->mu);
     b->on_stop = on_stop;
     b->on_stop_arg = arg;
     b->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -2,6 +2,7 @@
  * put and get allocate nothing in the steady state: the ring doubles when
  * full and shrinks back once a large burst has drained. */
 #include "core/latch_impl.h"
+#include "core/sync.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -73,7 +74,7 @@ kin_latch_new(kin_latch **out)
         return -ENOMEM;
     }
     l->cap = RING_MIN;
-    int rc = pthread_mutex_init(&l->mu, NULL);
+    int rc = kin__mutex_init_fast(&l->mu);
     if (rc) {
         free(l->ring);
         free(l);

@@ -1,11 +1,22 @@
 /* Task records and the calling thread's current task. */
 #include "core/task.h"
+#include "core/sync.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static _Thread_local kin_task *self;
+static _Thread_local int tid;
+
+int
+kin__gettid(void)
+{
+    if (!tid)
+        tid = gettid();
+    return tid;
+}
 
 uint64_t
 kin__now_ns(void)
@@ -89,8 +100,7 @@ kin__task_wait_end(kin_task *t)
 }
 
 void
-kin__task_await_call(kin_task *t, uint32_t ctx, uint32_t handle,
-                     const char *fn)
+kin__task_await_call(kin_task *t, uint32_t ctx, uint32_t handle, const char *fn)
 {
     if (!t)
         return;

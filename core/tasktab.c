@@ -1,6 +1,7 @@
 /* The task table: live tasks in a hash map, terminated ones in a ring (see
  * tasktab.h). */
 #include "core/tasktab.h"
+#include "core/sync.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -15,7 +16,7 @@ kin__tasktab_init(kin__tasktab *tab, uint32_t ctx, size_t history)
     tab->ring = calloc(tab->ring_cap, sizeof *tab->ring);
     if (!tab->ring)
         return -ENOMEM;
-    pthread_mutex_init(&tab->mu, NULL);
+    kin__mutex_init_fast(&tab->mu);
     return 0;
 }
 

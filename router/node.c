@@ -12,6 +12,7 @@
 #include <msgpack.h>
 
 #include "core/log_internal.h"
+#include "core/sync.h"
 #include "core/task.h"
 #include "kin/call.h"
 #include "monitor/service.h"
@@ -191,7 +192,7 @@ kin_node_new(kin_node **out, const kin_node_opts *opts)
     n->id_next = 1;
     pthread_mutex_init(&n->mu, NULL);
     pthread_cond_init(&n->cond, NULL);
-    pthread_mutex_init(&n->hmu, NULL);
+    kin__mutex_init_fast(&n->hmu);
     n->started_ns = kin__now_ns();
     if (kin__tasktab_init(&n->tasks, n->id, opts->task_history)) {
         pthread_mutex_destroy(&n->mu);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/log_internal.h"
+#include "core/sync.h"
 #include "core/task.h"
 #include "core/tasktab.h"
 #include "router/call_impl.h"
@@ -261,7 +262,7 @@ run_call(kin_node *n, kin_msg *m)
         goto done;
     }
 
-    t->tid = gettid();
+    t->tid = kin__gettid();
     kin_task *prev = kin__task_set_self(t);
     t->started_ns = kin__now_ns();
     atomic_store(&t->state, KIN_TASK_RUNNING);
@@ -305,7 +306,7 @@ run_job(kin_node *n, kin_msg *m)
         kin__tasktab_end(&n->tasks, t, KIN_TASK_CANCELLED, KIN_ECANCELLED);
         return;
     }
-    t->tid = gettid();
+    t->tid = kin__gettid();
     kin_task *prev = kin__task_set_self(t);
     t->started_ns = kin__now_ns();
     atomic_store(&t->state, KIN_TASK_RUNNING);

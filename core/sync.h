@@ -1,0 +1,24 @@
+/* Small synchronisation helpers shared by kin's modules. */
+#ifndef KIN_CORE_SYNC_H
+#define KIN_CORE_SYNC_H
+
+#include <pthread.h>
+
+/* A mutex for short critical sections on hot paths (queues, tables): it
+ * spins briefly before sleeping, which saves the futex wait/wake pair when
+ * the holder is about to release it. Returns 0 or an errno value. */
+static inline int
+kin__mutex_init_fast(pthread_mutex_t *m)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+    int rc = pthread_mutex_init(m, &a);
+    pthread_mutexattr_destroy(&a);
+    return rc;
+}
+
+/* The calling thread's kernel id, cached (gettid is a system call). */
+int kin__gettid(void);
+
+#endif
