@@ -36,6 +36,10 @@ typedef struct kin__cli_info_t {
 /* Attaches to the tree pid belongs to (as an operator of its master);
  * prints a clear message and returns an error when it cannot. */
 int kin__cli_attach(int pid, kin_node **out);
+/* The same for a link kept while kin__cli_attach links come and go (kin
+ * monitor): one per process. Each attachment has an operator id of its
+ * own, since a master refuses an id it has not yet seen leave. */
+int kin__cli_attach_held(int pid, kin_node **out);
 int kin__cli_info(kin_node *n, uint32_t ctx, kin__cli_info_t *info);
 /* Every context of the tree, master first, breadth first (free()). */
 int kin__cli_contexts(kin_node *n, kin__cli_info_t **out, size_t *count);
@@ -55,6 +59,9 @@ int kin__cli_where_terminated(int argc, char **argv);
 int kin__cli_cancel(int argc, char **argv);
 int kin__cli_signal(int argc, char **argv);
 int kin__cli_stacktrace(int argc, char **argv);
+
+/* monitor/cli_monitor.c */
+int kin__cli_monitor(int argc, char **argv);
 
 /* logs and log-forwarder (monitor/cli_logs.c) */
 int kin__cli_logs(int argc, char **argv);

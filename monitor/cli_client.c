@@ -4,9 +4,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <kin/call.h>
@@ -17,7 +21,26 @@
 
 #define TIMEOUT_MS 3000
 
-/* The socket of pid's context: "<pid>-<id>.sock". */
+/* Whether something listens at the unix socket path. A context killed
+ * without cleaning up leaves its socket file behind, and pids come round
+ * again, so "<pid>-<id>.sock" may be a dead context's. */
+static bool
+listening(const char *path)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof a.sun_path)
+        return true; /* cannot tell: let the attach try */
+    memcpy(a.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return true;
+    bool yes = !connect(fd, (struct sockaddr *)&a, sizeof a) ||
+               (errno != ECONNREFUSED && errno != ENOENT);
+    close(fd);
+    return yes;
+}
+
+/* The socket of pid's context: "<pid>-<id>.sock" with a listener. */
 static kin_err
 find_socket(int pid, char *path, size_t size, uint32_t *ctx)
 {
@@ -33,21 +56,24 @@ find_socket(int pid, char *path, size_t size, uint32_t *ctx)
     while ((de = readdir(d))) {
         int p;
         unsigned id;
-        char tail[8];
-        if (sscanf(de->d_name, "%d-%u.%7s", &p, &id, tail) == 3 && p == pid &&
-            !strcmp(tail, "sock")) {
-            snprintf(path, size, "ipc://%s/%s", dir, de->d_name);
-            *ctx = id;
-            e = KIN_OK;
-            break;
-        }
+        char tail[8], file[512];
+        if (sscanf(de->d_name, "%d-%u.%7s", &p, &id, tail) != 3 || p != pid ||
+            strcmp(tail, "sock"))
+            continue;
+        snprintf(file, sizeof file, "%s/%s", dir, de->d_name);
+        if (!listening(file))
+            continue;
+        snprintf(path, size, "ipc://%s", file);
+        *ctx = id;
+        e = KIN_OK;
+        break;
     }
     closedir(d);
     return e;
 }
 
 static kin_err
-attach_to(int pid, kin_node **out)
+attach_to(int pid, uint32_t id, kin_node **out)
 {
     char ep[256];
     uint32_t ctx = 0;
@@ -58,7 +84,7 @@ attach_to(int pid, kin_node **out)
         .name = "kin",
         .parent_endpoint = ep,
         .parent_id = ctx,
-        .id = 0x80000000u | (uint32_t)getpid(),
+        .id = id,
         .operator_link = true,
         .workers = 1,
         .connect_timeout_ms = TIMEOUT_MS,
@@ -69,82 +95,49 @@ attach_to(int pid, kin_node **out)
 int
 kin__cli_info(kin_node *n, uint32_t ctx, kin__cli_info_t *info)
 {
-    kin_buf b = {0};
-    kin_pack(&b, "s", "info");
-    kin_msg *reply;
-    kin_err e = kin_monitor_request(n, ctx, &b, TIMEOUT_MS, &reply);
-    kin_buf_release(&b);
-    if (e) {
-        kin_msg_destroy(&reply);
+    kin_ctx_info ci;
+    kin_err e = kin_monitor_info(n, ctx, TIMEOUT_MS, &ci);
+    if (e)
         return e;
-    }
     memset(info, 0, sizeof *info);
-    info->id = ctx;
-    kin_reader rd;
-    kin_reader_init(&rd, reply->body, reply->len);
-    uint32_t pairs;
-    e = kin_unpack(&rd, "M", &pairs);
-    for (uint32_t i = 0; !e && i < pairs; i++) {
-        const char *k, *s;
-        size_t kl, sl;
-        if ((e = kin_unpack(&rd, "S", &k, &kl)))
-            break;
-        char key[32];
-        snprintf(key, sizeof key, "%.*s", (int)kl, k);
-        if (!strcmp(key, "name") || !strcmp(key, "endpoint") ||
-            !strcmp(key, "log_endpoint")) {
-            if ((e = kin_unpack(&rd, "S", &s, &sl)))
-                break;
-            char *dst = key[0] == 'n'   ? info->name
-                        : key[0] == 'e' ? info->endpoint
-                                        : info->log_endpoint;
-            size_t cap =
-                key[0] == 'n' ? sizeof info->name : sizeof info->endpoint;
-            snprintf(dst, cap, "%.*s", (int)sl, s);
-        } else if (!strcmp(key, "pid")) {
-            e = kin_unpack(&rd, "i", &info->pid);
-        } else if (!strcmp(key, "workers")) {
-            e = kin_unpack(&rd, "i", &info->workers);
-        } else if (!strcmp(key, "tasks")) {
-            e = kin_unpack(&rd, "u", &info->tasks);
-        } else if (!strcmp(key, "rss_kib")) {
-            e = kin_unpack(&rd, "I", &info->rss_kib);
-        } else if (!strcmp(key, "uptime_ms")) {
-            e = kin_unpack(&rd, "d", &info->uptime_ms);
-        } else if (!strcmp(key, "parent")) {
-            msgpack_object o;
-            if (!(e = kin_reader_next(&rd, &o)))
-                info->parent = o.type == MSGPACK_OBJECT_POSITIVE_INTEGER
-                                   ? (uint32_t)o.via.u64
-                                   : KIN_NO_CTX;
-        } else if (!strcmp(key, "children")) {
-            uint32_t nc;
-            if ((e = kin_unpack(&rd, "a", &nc)))
-                break;
-            for (uint32_t c = 0; !e && c < nc; c++) {
-                uint32_t id;
-                e = kin_unpack(&rd, "u", &id);
-                if (!e && info->n_children < KIN_CLI_MAX_CHILDREN)
-                    info->children[info->n_children++] = id;
-            }
-        } else {
-            e = kin_unpack(&rd, "?");
-        }
-    }
-    kin_reader_release(&rd);
-    kin_msg_destroy(&reply);
-    return e ? KIN_EBADMSG : KIN_OK;
+    info->id = ci.id;
+    info->parent = ci.parent;
+    snprintf(info->name, sizeof info->name, "%s", ci.name);
+    info->pid = ci.pid;
+    info->tasks = ci.tasks;
+    info->workers = ci.workers;
+    info->rss_kib = ci.rss_kib;
+    info->uptime_ms = ci.uptime_ms;
+    snprintf(info->endpoint, sizeof info->endpoint, "%s", ci.endpoint);
+    snprintf(info->log_endpoint, sizeof info->log_endpoint, "%s",
+             ci.log_endpoint);
+    for (int i = 0; i < ci.n_children && i < KIN_CLI_MAX_CHILDREN; i++)
+        info->children[info->n_children++] = ci.children[i];
+    return KIN_OK;
 }
 
-int
-kin__cli_attach(int pid, kin_node **out)
+/* Operator ids: one per attachment, so an attachment held open (the
+ * interactive monitor) and the short ones its commands make never share
+ * an id: top bit set, then the pid, then a sequence number. */
+static atomic_uint attach_seq;
+
+static uint32_t
+operator_id(void)
 {
+    unsigned seq = atomic_fetch_add(&attach_seq, 1) & 0xffu;
+    return 0x80000000u | ((uint32_t)getpid() & 0x3fffffu) << 8 | seq;
+}
+
+static kin_err
+attach(int pid, bool held, kin_node **out)
+{
+    (void)held; /* every attachment gets its own id, held or not */
     if (pid <= 0 || (kill(pid, 0) && errno == ESRCH)) {
         fprintf(stderr, "kin: no process %d\n", pid);
         return -ESRCH;
     }
     kin_node *n;
-    kin_err e = attach_to(pid, &n);
+    kin_err e = attach_to(pid, operator_id(), &n);
     if (e == -ESRCH) {
         fprintf(stderr, "kin: process %d is not a kin context of yours\n", pid);
         return e;
@@ -163,7 +156,7 @@ kin__cli_attach(int pid, kin_node **out)
     if (master.pid != pid) {
         /* Operate from the master: every context is below it. */
         kin_node_destroy(&n);
-        if ((e = attach_to(master.pid, &n))) {
+        if ((e = attach_to(master.pid, operator_id(), &n))) {
             fprintf(stderr, "kin: cannot attach to master %d: %s\n", master.pid,
                     kin_strerror(e));
             return e;
@@ -171,6 +164,18 @@ kin__cli_attach(int pid, kin_node **out)
     }
     *out = n;
     return KIN_OK;
+}
+
+int
+kin__cli_attach(int pid, kin_node **out)
+{
+    return attach(pid, false, out);
+}
+
+int
+kin__cli_attach_held(int pid, kin_node **out)
+{
+    return attach(pid, true, out);
 }
 
 int

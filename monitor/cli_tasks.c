@@ -837,8 +837,9 @@ kin__cli_stacktrace(int argc, char **argv)
     kin_reader rd;
     kin_reader_init(&rd, reply->body, reply->len);
     uint32_t pairs, nthreads = 0;
-    e = kin_unpack(&rd, "M??S?Sa", &pairs, &(const char *){0}, &(size_t){0},
-                   &(const char *){0}, &(size_t){0}, &nthreads);
+    /* {"ctx": id, "threads": [...]} */
+    e = kin_unpack(&rd, "M??Sa", &pairs, &(const char *){0}, &(size_t){0},
+                   &nthreads);
     json_t *arr = json_array();
     for (uint32_t i = 0; !e && i < nthreads; i++) {
         uint32_t four, nf;
@@ -879,5 +880,8 @@ kin__cli_stacktrace(int argc, char **argv)
         print_json(arr);
     else
         json_decref(arr);
+    if (e)
+        fprintf(stderr, "kin stacktrace: bad reply from context %u: %s\n", ctx,
+                kin_strerror(e));
     return e ? 2 : 0;
 }

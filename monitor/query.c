@@ -240,3 +240,67 @@ kin_monitor_cancel(kin_node *n, uint32_t ctx, uint32_t task, int timeout_ms)
     kin_msg_destroy(&reply);
     return e;
 }
+
+kin_err
+kin_monitor_info(kin_node *n, uint32_t ctx, int timeout_ms, kin_ctx_info *info)
+{
+    kin_msg *reply;
+    kin_err e = request(n, ctx, timeout_ms, &reply, "info", NULL);
+    if (e)
+        return e;
+    memset(info, 0, sizeof *info);
+    info->id = ctx;
+    info->parent = KIN_NO_CTX;
+    kin_reader rd;
+    kin_reader_init(&rd, reply->body, reply->len);
+    uint32_t pairs;
+    e = kin_unpack(&rd, "M", &pairs);
+    for (uint32_t i = 0; !e && i < pairs; i++) {
+        const char *k, *s;
+        size_t kl, sl;
+        if ((e = kin_unpack(&rd, "S", &k, &kl)))
+            break;
+        char key[32];
+        copy(key, sizeof key, k, kl);
+        if (!strcmp(key, "name")) {
+            if (!(e = kin_unpack(&rd, "S", &s, &sl)))
+                copy(info->name, sizeof info->name, s, sl);
+        } else if (!strcmp(key, "endpoint")) {
+            if (!(e = kin_unpack(&rd, "S", &s, &sl)))
+                copy(info->endpoint, sizeof info->endpoint, s, sl);
+        } else if (!strcmp(key, "log_endpoint")) {
+            if (!(e = kin_unpack(&rd, "S", &s, &sl)))
+                copy(info->log_endpoint, sizeof info->log_endpoint, s, sl);
+        } else if (!strcmp(key, "pid")) {
+            e = kin_unpack(&rd, "i", &info->pid);
+        } else if (!strcmp(key, "workers")) {
+            e = kin_unpack(&rd, "i", &info->workers);
+        } else if (!strcmp(key, "tasks")) {
+            e = kin_unpack(&rd, "u", &info->tasks);
+        } else if (!strcmp(key, "rss_kib")) {
+            e = kin_unpack(&rd, "I", &info->rss_kib);
+        } else if (!strcmp(key, "uptime_ms")) {
+            e = kin_unpack(&rd, "d", &info->uptime_ms);
+        } else if (!strcmp(key, "parent")) {
+            msgpack_object o;
+            if (!(e = kin_reader_next(&rd, &o)) &&
+                o.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                info->parent = (uint32_t)o.via.u64;
+        } else if (!strcmp(key, "children")) {
+            uint32_t nc;
+            if ((e = kin_unpack(&rd, "a", &nc)))
+                break;
+            for (uint32_t c = 0; !e && c < nc; c++) {
+                uint32_t id;
+                e = kin_unpack(&rd, "u", &id);
+                if (!e && info->n_children < 256)
+                    info->children[info->n_children++] = id;
+            }
+        } else {
+            e = kin_unpack(&rd, "?");
+        }
+    }
+    kin_reader_release(&rd);
+    kin_msg_destroy(&reply);
+    return e ? KIN_EBADMSG : KIN_OK;
+}

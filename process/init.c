@@ -76,6 +76,8 @@ kin_init(kin_node **out, const kin_node_opts *opts)
     o.id = env_u32("KIN_CHILD_ID");
     o.name = getenv("KIN_CHILD_NAME");
     o.max_msg_size = env_u32("KIN_CHILD_MAX_MSG");
+    o.workers = (int)env_u32("KIN_CHILD_WORKERS");
+    o.log_endpoint = getenv("KIN_CHILD_LOG_ENDPOINT");
     o.bind = NULL;
     kin_node *n;
     kin_err e = kin_node_new(&n, &o);

@@ -20,6 +20,7 @@
 #include "core/log_internal.h"
 #include "core/task.h"
 #include "process/procs.h"
+#include "router/logs_impl.h"
 #include "router/node_impl.h"
 
 #ifndef P_PIDFD
@@ -48,11 +49,16 @@ struct kin_child {
     pid_t pid;
     int pidfd; /* broker thread; -1 once reaped */
     int stop_timeout_ms;
+    int workers; /* the child's pool size, 0: its default */
     kin_child_exit_fn on_exit;
     void *on_exit_arg;
     uv_poll_t exit_poll;
     bool exit_polling;
     outpipe out, err;
+    uv_timer_t kill_timer; /* SIGKILL after SIGTERM, on the broker */
+    bool timer_made;
+    int handles;    /* broker: libuv handles not yet closed */
+    bool detaching; /* broker: close_handles_job ran */
     /* under node->mu */
     bool armed;  /* kin_spawn handed it out: on_exit may run */
     bool exited; /* reaped and on_exit done: waiters may go */
@@ -89,14 +95,34 @@ emit_line(outpipe *p)
     kin_log_emit(p->is_err ? KIN_LOG_WARNING : KIN_LOG_INFO, c->name,
                  (int)c->id, "[%s %u %s] %.*s", c->name, c->id,
                  p->is_err ? "stderr" : "stdout", (int)p->len, p->line);
+    kin__logs_child_line(c->node, c->id, c->name, p->is_err, p->line, p->len);
     p->len = 0;
+}
+
+/* --- handle lifetimes ----------------------------------------------------- */
+
+/* A kin_child holds libuv handles; its memory may go only once every one
+ * of them has finished closing (their close callbacks ran). */
+static void handle_closed(kin_child *c);
+
+static void
+on_pipe_closed(uv_handle_t *h)
+{
+    outpipe *p = h->data;
+    handle_closed(p->c);
+}
+
+static void
+on_child_handle_closed(uv_handle_t *h)
+{
+    handle_closed(h->data);
 }
 
 static void
 stop_pipe(outpipe *p)
 {
     if (p->polling) {
-        uv_close((uv_handle_t *)&p->poll, NULL);
+        uv_close((uv_handle_t *)&p->poll, on_pipe_closed);
         p->polling = false;
     }
     if (p->fd >= 0) {
@@ -149,6 +175,7 @@ watch_pipe(kin_child *c, outpipe *p, int fd, bool is_err)
     if (uv_poll_init(kin__broker_loop(c->node->broker), &p->poll, fd) == 0) {
         p->poll.data = p;
         p->polling = true;
+        c->handles++;
         uv_poll_start(&p->poll, UV_READABLE | UV_DISCONNECT, on_output);
     }
 }
@@ -167,36 +194,72 @@ signal_now(kin_child *c, int sig)
     pidfd_send_signal(c->pidfd, sig, NULL, 0);
 }
 
-typedef struct sig_req {
+static void
+on_kill_timer(uv_timer_t *t)
+{
+    kin_child *c = t->data;
+    if (c->pidfd < 0)
+        return;
+    KIN_WARN("child %s (%u, pid %d) still there after SIGTERM and its "
+             "stop timeout (%d ms): SIGKILL",
+             c->name, c->id, (int)c->pid, c->stop_timeout_ms);
+    signal_now(c, SIGKILL);
+}
+
+/* Broker thread: SIGTERM now and SIGKILL in kill_after_ms, by a timer on
+ * this loop, so the kill is not late by a thread's wake-up. An earlier
+ * kill already planned stays. */
+static void
+terminate(kin_child *c, int kill_after_ms)
+{
+    if (c->pidfd < 0 || c->detaching)
+        return;
+    signal_now(c, SIGTERM);
+    if (!c->timer_made) {
+        uv_timer_init(kin__broker_loop(c->node->broker), &c->kill_timer);
+        c->kill_timer.data = c;
+        c->timer_made = true;
+        c->handles++;
+    }
+    uint64_t after = kill_after_ms > 0 ? (uint64_t)kill_after_ms : 0;
+    if (uv_is_active((uv_handle_t *)&c->kill_timer) &&
+        uv_timer_get_due_in(&c->kill_timer) <= after)
+        return;
+    uv_timer_start(&c->kill_timer, on_kill_timer, after, 0);
+}
+
+typedef struct term_req {
     kin_child *c;
-    int sig;
+    int kill_after_ms;
     bool done;
-} sig_req;
+} term_req;
 
 static void
-signal_job(void *arg, void *unused)
+terminate_job(void *arg, void *unused)
 {
-    sig_req *r = arg;
+    term_req *r = arg;
     kin_node *n = r->c->node;
-    signal_now(r->c, r->sig);
+    terminate(r->c, r->kill_after_ms);
     pthread_mutex_lock(&n->mu);
     r->done = true;
     pthread_cond_broadcast(&n->cond);
     pthread_mutex_unlock(&n->mu);
 }
 
-/* Signals the child from the broker thread and waits until it is sent. */
-static void
-signal_sync(kin_child *c, int sig)
+/* terminate() from another thread; returns once it ran, so the caller may
+ * free the child afterwards. False when the broker is shutting down. */
+static bool
+terminate_sync(kin_child *c, int kill_after_ms)
 {
     kin_node *n = c->node;
-    sig_req r = {.c = c, .sig = sig};
-    if (kin__broker_defer(n->broker, signal_job, &r, NULL))
-        return;
+    term_req r = {.c = c, .kill_after_ms = kill_after_ms};
+    if (kin__broker_defer(n->broker, terminate_job, &r, NULL))
+        return false;
     pthread_mutex_lock(&n->mu);
     while (!r.done)
         pthread_cond_wait(&n->cond, &n->mu);
     pthread_mutex_unlock(&n->mu);
+    return true;
 }
 
 /* --- emergency stop ------------------------------------------------------ */
@@ -225,46 +288,22 @@ is_emergency(int status)
     return WIFEXITED(status) && WEXITSTATUS(status) == KIN_EXIT_EMERGENCY;
 }
 
-static void
-on_kill_timer(uv_timer_t *t)
-{
-    kin_node *n = t->data;
-    kin__procs *p = n->procs;
-    pthread_mutex_lock(&n->mu);
-    for (kin_child *c = p->children; c; c = c->next)
-        if (c->pidfd >= 0) {
-            KIN_WARN("emergency stop: child %s (%u, pid %d) still there "
-                     "after %d ms: SIGKILL",
-                     c->name, c->id, (int)c->pid, p->kill_after_ms);
-            signal_now(c, SIGKILL);
-        }
-    pthread_mutex_unlock(&n->mu);
-}
-
 /* Broker thread. Terminates every child now and kills the stragglers
  * later; tells the watchers (supervisors) and, in a serving child, kin_init,
  * which then exits with KIN_EXIT_EMERGENCY so the parent trips in turn. */
 static void
 trip(kin_node *n, uint32_t origin)
 {
-    kin__procs *p = n->procs;
-    if (!p)
-        return;
     pthread_mutex_lock(&n->mu);
-    if (p->tripped || p->timer_live < 0) {
+    kin__procs *p = n->procs; /* NULL once the node's destroy is through */
+    if (!p || p->tripped) {
         pthread_mutex_unlock(&n->mu);
         return;
     }
     p->tripped = true;
     p->origin = origin;
-    int kill_after = 0;
-    for (kin_child *c = p->children; c; c = c->next) {
-        if (c->pidfd < 0)
-            continue;
-        signal_now(c, SIGTERM);
-        if (c->stop_timeout_ms > kill_after)
-            kill_after = c->stop_timeout_ms;
-    }
+    for (kin_child *c = p->children; c; c = c->next)
+        terminate(c, c->stop_timeout_ms);
     for (kin__watcher *w = p->watchers; w; w = w->next)
         w->on_trip(w->arg);
     void (*exit_hook)(void) = p->on_trip_exit;
@@ -273,15 +312,6 @@ trip(kin_node *n, uint32_t origin)
     KIN_ERROR("context %u: emergency stop (origin %u)", n->id, origin);
     if (exit_hook)
         exit_hook();
-    if (kill_after) {
-        if (!p->timer_live) {
-            uv_timer_init(kin__broker_loop(n->broker), &p->kill_timer);
-            p->kill_timer.data = n;
-            p->timer_live = 1;
-        }
-        p->kill_after_ms = kill_after;
-        uv_timer_start(&p->kill_timer, on_kill_timer, (uint64_t)kill_after, 0);
-    }
 }
 
 static void
@@ -386,9 +416,11 @@ reaped(kin_child *c, int status)
 {
     kin_node *n = c->node;
     if (c->exit_polling) {
-        uv_close((uv_handle_t *)&c->exit_poll, NULL);
+        uv_close((uv_handle_t *)&c->exit_poll, on_child_handle_closed);
         c->exit_polling = false;
     }
+    if (c->timer_made)
+        uv_timer_stop(&c->kill_timer);
     /* Whatever the child wrote last still counts. */
     if (c->out.fd >= 0)
         drain_pipe(&c->out);
@@ -402,16 +434,23 @@ reaped(kin_child *c, int status)
                  (int)c->pid, WEXITSTATUS(status));
     /* Callers waiting on it learn now, not after some heartbeat. */
     kin__router_link_down(n, c->id);
+    /* A child that was killed could not remove its socket file. */
+    char dir[160], sock[256];
+    if (kin__runtime_dir(dir, sizeof dir) == KIN_OK &&
+        snprintf(sock, sizeof sock, "%s/%d-%u.sock", dir, (int)c->pid, c->id) <
+            (int)sizeof sock)
+        unlink(sock);
     pthread_mutex_lock(&n->mu);
     c->status = status;
     bool armed = c->armed;
     pthread_mutex_unlock(&n->mu);
-    if (is_emergency(status))
-        trip(n, c->id);
-    /* Before waiters wake, so whoever stops and frees the child knows the
-     * callback is over. */
+    /* The owner hears of the exit before the trip it may cause, so a
+     * supervisor books the exit first; and before waiters wake, so whoever
+     * stops and frees the child knows the callback is over. */
     if (armed && c->on_exit)
         c->on_exit(c, status, c->on_exit_arg);
+    if (is_emergency(status))
+        trip(n, c->id);
     pthread_mutex_lock(&n->mu);
     c->exited = true;
     pthread_cond_broadcast(&n->cond);
@@ -536,6 +575,7 @@ spawn_job(void *arg, void *unused)
     uv_poll_init(kin__broker_loop(n->broker), &c->exit_poll, c->pidfd);
     c->exit_poll.data = c;
     c->exit_polling = true;
+    c->handles++;
     uv_poll_start(&c->exit_poll, UV_READABLE, on_exit_ready);
 out:
     for (int i = 0; i < 2; i++) {
@@ -563,7 +603,7 @@ child_env(kin_node *n, kin_child *c)
     size_t count = 0;
     while (environ[count])
         count++;
-    char **env = calloc(count + 8, sizeof *env);
+    char **env = calloc(count + 16, sizeof *env);
     if (!env)
         return NULL;
     size_t k = 0;
@@ -581,6 +621,9 @@ child_env(kin_node *n, kin_child *c)
     ADD("KIN_CHILD_ID=%u", c->id);
     ADD("KIN_CHILD_NAME=%s", c->name);
     ADD("KIN_CHILD_MAX_MSG=%zu", n->max_msg);
+    ADD("KIN_CHILD_WORKERS=%d", c->workers);
+    if (n->log_endpoint[0])
+        ADD("KIN_CHILD_LOG_ENDPOINT=%s", n->log_endpoint);
 #undef ADD
     for (size_t i = 0; i < k; i++) {
         if (!env[i]) {
@@ -619,16 +662,34 @@ list_remove(kin_node *n, kin_child *c)
 }
 
 static void
+handle_closed(kin_child *c)
+{
+    if (--c->handles || !c->detaching)
+        return;
+    kin_node *n = c->node;
+    pthread_mutex_lock(&n->mu);
+    c->node = NULL; /* detach() may go on */
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mu);
+}
+
+/* Broker thread: closes the child's handles; the last close callback
+ * tells detach() (at once if none is open). */
+static void
 close_handles_job(void *arg, void *unused)
 {
     kin_child *c = arg;
+    c->detaching = true;
+    c->handles++; /* held while closing, so no callback finishes early */
     stop_pipe(&c->out);
     stop_pipe(&c->err);
-    kin_node *n = c->node;
-    pthread_mutex_lock(&n->mu);
-    c->node = NULL; /* marks the job done */
-    pthread_cond_broadcast(&n->cond);
-    pthread_mutex_unlock(&n->mu);
+    if (c->exit_polling) { /* not reaped: only after a failed stop */
+        uv_close((uv_handle_t *)&c->exit_poll, on_child_handle_closed);
+        c->exit_polling = false;
+    }
+    if (c->timer_made && !uv_is_closing((uv_handle_t *)&c->kill_timer))
+        uv_close((uv_handle_t *)&c->kill_timer, on_child_handle_closed);
+    handle_closed(c);
 }
 
 /* Takes an exited child off its node: its pipe polls are closed on the
@@ -646,43 +707,6 @@ detach(kin_child *c)
     } else {
         c->node = NULL;
     }
-}
-
-typedef struct close_req {
-    kin__procs *p;
-    kin_node *n;
-    bool done;
-} close_req;
-
-static void
-close_done(close_req *r)
-{
-    pthread_mutex_lock(&r->n->mu);
-    r->done = true;
-    pthread_cond_broadcast(&r->n->cond);
-    pthread_mutex_unlock(&r->n->mu);
-}
-
-static void
-on_timer_closed(uv_handle_t *h)
-{
-    close_done(h->data);
-}
-
-/* Broker thread: closes the emergency timer; from now on trips do
- * nothing (timer_live -1), since the state is about to go. */
-static void
-close_timer_job(void *arg, void *unused)
-{
-    close_req *r = arg;
-    bool live = r->p->timer_live > 0;
-    r->p->timer_live = -1;
-    if (!live) {
-        close_done(r);
-        return;
-    }
-    r->p->kill_timer.data = r;
-    uv_close((uv_handle_t *)&r->p->kill_timer, on_timer_closed);
 }
 
 /* The node's before_destroy: quiesce the supervisors (they stop their own
@@ -710,13 +734,6 @@ procs_destroy(kin_node *n)
             break;
         kin_child_stop(c, NULL);
         detach(c);
-    }
-    close_req r = {.p = p, .n = n};
-    if (kin__broker_defer(n->broker, close_timer_job, &r, NULL) == KIN_OK) {
-        pthread_mutex_lock(&n->mu);
-        while (!r.done)
-            pthread_cond_wait(&n->cond, &n->mu);
-        pthread_mutex_unlock(&n->mu);
     }
     pthread_mutex_lock(&n->mu);
     n->procs = NULL;
@@ -789,7 +806,12 @@ kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         self_argv[0] = (char *)(opts->program ? opts->program : c->name);
         argv = self_argv;
     }
-    spawn_req r = {.c = c, .path = path, .argv = argv};
+    /* This executable is run through the magic link, not by its name: a
+     * binary replaced on disk (rebuilt, upgraded) still starts the same
+     * program as the parent runs. */
+    spawn_req r = {
+        .c = c, .path = opts->program ? path : "/proc/self/exe", .argv = argv};
+    c->workers = opts->workers > 0 ? opts->workers : 0;
     if (!(r.envp = child_env(n, c))) {
         free(c);
         return -ENOMEM;
@@ -918,15 +940,13 @@ kin_child_stop(kin_child *c, int *status)
         if (e != KIN_ETIMEOUT)
             return e;
     }
-    signal_sync(c, SIGTERM);
+    /* SIGTERM now, SIGKILL by the broker's timer at the deadline. */
     int spent = (int)((kin__now_ns() - start) / 1000000u);
     int left = c->stop_timeout_ms - spent;
-    e = kin_child_wait(c, left > 0 ? left : 0, status);
-    if (e != KIN_ETIMEOUT)
-        return e;
-    KIN_WARN("child %s (%u, pid %d) ignored SIGTERM for %d ms: SIGKILL",
-             c->name, c->id, (int)c->pid, c->stop_timeout_ms);
-    signal_sync(c, SIGKILL);
+    if (!terminate_sync(c, left > 0 ? left : 0))
+        return kin_child_wait(c, c->stop_timeout_ms, status) == KIN_ETIMEOUT
+                   ? KIN_ESHUTDOWN
+                   : exit_result(c, status);
     return kin_child_wait(c, KIN_FOREVER, status);
 }
 

@@ -43,6 +43,7 @@ vcall_async(kin_node *n, uint32_t ctx, const char *fn, kin_receiver **out,
     kin_err e = kin_receiver_new(&r, n, 0, KIN_POLICY_ANY, ctx);
     if (e)
         return e;
+    kin__receiver_set_fn(r, fn);
     if ((e = send_call(n, ctx, fn, kin_receiver_handle(r), picture, ap))) {
         kin_receiver_destroy(&r);
         return e;
@@ -102,7 +103,8 @@ wait_reply(kin_receiver *r, int timeout_ms, kin_msg **reply, const char *fn)
     uint32_t ctx;
     kin__receiver_target(r, &n, &ctx);
     kin_task *t = kin__adopt_begin(n);
-    kin__task_await_call(t, ctx, kin_receiver_handle(r), fn);
+    kin__task_await_call(t, ctx, kin_receiver_handle(r),
+                         fn ? fn : kin__receiver_fn(r));
     kin_msg *m;
     kin_err e = kin_latch_get(kin_receiver_latch(r), timeout_ms, &m);
     kin__task_await_call(t, KIN_NO_CTX, 0, NULL);

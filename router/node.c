@@ -27,6 +27,7 @@ struct kin_receiver {
     uint32_t handle;
     uint32_t respondent;
     kin_latch *latch;
+    char fn[48]; /* the function a call's reply comes from, for the monitor */
 };
 
 /* --- runtime directory -----------------------------------------------------
@@ -433,6 +434,18 @@ kin__receiver_target(kin_receiver *r, kin_node **n, uint32_t *respondent)
 {
     *n = r->node;
     *respondent = r->respondent;
+}
+
+const char *
+kin__receiver_fn(kin_receiver *r)
+{
+    return r->fn;
+}
+
+void
+kin__receiver_set_fn(kin_receiver *r, const char *fn)
+{
+    snprintf(r->fn, sizeof r->fn, "%s", fn ? fn : "");
 }
 
 uint32_t

@@ -31,7 +31,7 @@ struct kin__handler {
 
 typedef struct kin__child {
     uint32_t id;
-    int fd;        /* the connection's fd on our ROUTER, -1 until known */
+    int fd;           /* the connection's fd on our ROUTER, -1 until known */
     bool is_operator; /* a kin command attached over ipc, not a context */
 } kin__child;
 
@@ -47,7 +47,7 @@ struct kin_node {
     char parent_endpoint[256];
     char log_endpoint[256]; /* where log publishers connect ("" for none) */
     struct kin__logs *logs; /* the log publisher (logpub.c), or NULL */
-    char ipc_path[200]; /* unlinked at destroy; empty for tcp */
+    char ipc_path[200];     /* unlinked at destroy; empty for tcp */
     kin__broker *broker;
 
     /* broker */
@@ -125,6 +125,9 @@ void kin__router_link_down(kin_node *n, uint32_t child);
 
 /* The node and respondent a receiver was made with. */
 void kin__receiver_target(kin_receiver *r, kin_node **n, uint32_t *respondent);
+/* The function whose reply a call's receiver waits for ("" if none). */
+const char *kin__receiver_fn(kin_receiver *r);
+void kin__receiver_set_fn(kin_receiver *r, const char *fn);
 
 /* Routes *m as is, src and auth included (tests forge messages with it).
  * Takes ownership on success. Any thread. */

@@ -7,6 +7,7 @@
 #include <kin/err.h>
 #include <kin/latch.h>
 #include <kin/log.h>
+#include <kin/logs.h>
 #include <kin/msg.h>
 #include <kin/node.h>
 #include <kin/pack.h>

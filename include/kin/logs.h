@@ -27,7 +27,8 @@
 #include <kin/node.h>
 #include <kin/pack.h>
 
-/* --- fields ---------------------------------------------------------------- */
+/* --- fields ----------------------------------------------------------------
+ */
 
 typedef enum kin_field_type {
     KIN_FIELD_END = 0, /* terminates a field list */
@@ -121,7 +122,8 @@ kin__f_str(const char *k, const char *s)
 #define KIN_FDBL(k, v) kin__f_dbl((k), (v))
 #define KIN_FBOOL(k, v) kin__f_bool((k), (v))
 
-/* --- logging --------------------------------------------------------------- */
+/* --- logging ---------------------------------------------------------------
+ */
 
 /* The lowest level currently produced (INT_MAX: none). Read it through
  * kin_logs_enabled; it is written by kin only. */
@@ -187,7 +189,8 @@ KIN_EXPORT const char *kin_logs_backend(const kin_node *n);
  * (a master without opts.log_endpoint), else NULL. Owned by n. */
 KIN_EXPORT const char *kin_logs_frontend(const kin_node *n);
 
-/* --- records --------------------------------------------------------------- */
+/* --- records ---------------------------------------------------------------
+ */
 
 typedef enum kin_logrec_kind {
     KIN_LOGREC_LOG = 0,     /* logged by the application */
@@ -201,7 +204,12 @@ typedef enum kin_logrec_kind {
 typedef struct kin_logrec {
     kin_logrec_kind kind;
     int level;
-    uint64_t seq;     /* in its (pub, level, ctx) stream, from 1 */
+    /* Number in its (pub, level bucket, ctx) stream, from 1; a DROPPED
+     * record has none of its own and carries the last one sent. */
+    uint64_t seq;
+    /* Records of this stream the publisher dropped so far (cumulative), so
+     * a lost "dropped" record is made up for by the next record. */
+    uint64_t drops;
     uint32_t pub;     /* publisher instance (random per start) */
     uint32_t pub_ctx; /* context whose publisher sent it */
     uint32_t ctx;     /* context it is about (a child for STDOUT/STDERR) */
@@ -215,9 +223,12 @@ typedef struct kin_logrec {
     size_t msg_len;
     const kin_field *fields;
     size_t n_fields;
-    /* DROPPED: records dropped. GAP: records lost; seq is the first lost
-     * one and before_join says the loss precedes the first record of the
-     * stream this subscriber saw (it joined late). */
+    /* DROPPED: records dropped since the last drop this subscriber was
+     * told of (a subscriber also makes DROPPED records up when a record's
+     * drops grew and the publisher's own notice was lost). GAP: records
+     * lost; seq is the first lost one and before_join says the loss
+     * precedes the first record of the stream this subscriber saw (it
+     * joined late). */
     uint64_t count;
     bool before_join;
 } kin_logrec;
@@ -243,7 +254,8 @@ KIN_EXPORT kin_err kin_logrec_json(const kin_logrec *r, kin_buf *out);
  * number. Errors: -EINVAL. */
 KIN_EXPORT kin_err kin_log_level_parse(const char *s, int *level);
 
-/* --- subscribers ----------------------------------------------------------- */
+/* --- subscribers -----------------------------------------------------------
+ */
 
 typedef struct kin_logsub kin_logsub;
 
@@ -288,7 +300,8 @@ KIN_EXPORT void kin_logsub_stats_get(const kin_logsub *s,
 /* Disconnects and frees s; *s = NULL. NULL-safe. */
 KIN_EXPORT void kin_logsub_destroy(kin_logsub **s);
 
-/* --- sinks ----------------------------------------------------------------- */
+/* --- sinks -----------------------------------------------------------------
+ */
 
 /* A sink: a thread that subscribes and writes every record as a line to a
  * file descriptor, as text (kin_logrec_format) or JSON (kin_logrec_json).
@@ -304,7 +317,7 @@ typedef struct kin_logsink_opts {
     const char *endpoint; /* the forwarder's frontend */
     int fd;               /* not closed by the sink */
     kin_logsink_format format;
-    int min_level; /* 0: all */
+    int min_level;       /* 0: all */
     unsigned text_flags; /* KIN_LOGFMT_* for TEXT */
 } kin_logsink_opts;
 

@@ -23,7 +23,7 @@ typedef struct kin_task_info {
      * handle the caller waits on (0 for none). */
     uint32_t caller_ctx, caller_task, caller_handle;
     char created_at[128]; /* file:line of kin_task_spawn, "" for calls */
-    double age_ms; /* since it started (or was created) */
+    double age_ms;        /* since it started (or was created) */
     /* What it waits on now: "" when running, else "receiver", "select",
      * "call", ... and for how long. */
     char waiting[16];
@@ -46,15 +46,35 @@ typedef struct kin_frame_info {
     int line;
 } kin_frame_info;
 
+/* What a context says about itself. */
+typedef struct kin_ctx_info {
+    uint32_t id;
+    uint32_t parent; /* KIN_NO_CTX at the master */
+    char name[64];
+    int pid;
+    uint32_t tasks; /* live tasks */
+    int workers;    /* worker pool size */
+    int64_t rss_kib;
+    double uptime_ms;
+    char endpoint[256];     /* where its children connect */
+    char log_endpoint[256]; /* where its log records go */
+    uint32_t children[256]; /* its child contexts (operators excluded) */
+    int n_children;
+} kin_ctx_info;
+
+/* Asks context ctx about itself. Errors: those of a call, KIN_EBADMSG.
+ * Any thread. */
+KIN_EXPORT kin_err kin_monitor_info(kin_node *n, uint32_t ctx, int timeout_ms,
+                                    kin_ctx_info *out);
+
 /* Asks context ctx for its live tasks (filter: substring of name or
  * function, NULL for all; persistent_only: only persistent tasks). On
  * success *tasks is a malloc'd array of *count entries (free with free()).
  * Errors: those of a call (KIN_ETIMEOUT, KIN_ENOROUTE, KIN_EPEERGONE ...).
  * Any thread. */
-KIN_EXPORT kin_err kin_monitor_ps(kin_node *n, uint32_t ctx,
-                                  const char *filter, bool persistent_only,
-                                  int timeout_ms, kin_task_info **tasks,
-                                  size_t *count);
+KIN_EXPORT kin_err kin_monitor_ps(kin_node *n, uint32_t ctx, const char *filter,
+                                  bool persistent_only, int timeout_ms,
+                                  kin_task_info **tasks, size_t *count);
 
 /* Terminated tasks of ctx, oldest first, as kin_monitor_ps. */
 KIN_EXPORT kin_err kin_monitor_ps_terminated(kin_node *n, uint32_t ctx,
@@ -73,8 +93,8 @@ KIN_EXPORT kin_err kin_monitor_where(kin_node *n, uint32_t ctx, uint32_t task,
 
 /* Requests cancellation of a live task in ctx on behalf of the calling
  * thread's task. Errors: -ENOENT (no such live task), call errors. */
-KIN_EXPORT kin_err kin_monitor_cancel(kin_node *n, uint32_t ctx,
-                                      uint32_t task, int timeout_ms);
+KIN_EXPORT kin_err kin_monitor_cancel(kin_node *n, uint32_t ctx, uint32_t task,
+                                      int timeout_ms);
 
 /* A custom monitor command: appends its text output to out; args is the
  * rest of the command line ("" when none). Runs on the broker thread: it

@@ -89,9 +89,11 @@ KIN_EXPORT bool kin_child_exited(kin_child *c);
 
 /* Stops the child: asks it over the wire (when its link is up) and, after
  * a quarter of stop_timeout_ms, sends SIGTERM to its process group; once
- * stop_timeout_ms has passed since the call, SIGKILL; then reaps it.
- * Returns when it is gone. *status and errors as kin_child_wait (never
- * KIN_ETIMEOUT). Any thread except the parent's broker thread. */
+ * stop_timeout_ms has passed since the call, a broker timer sends SIGKILL;
+ * then it is reaped (with whatever it left in its process group). Returns
+ * when it is gone. *status and errors as kin_child_wait, never
+ * KIN_ETIMEOUT; KIN_ESHUTDOWN if the node is being destroyed meanwhile.
+ * Any thread except the parent's broker thread. */
 KIN_EXPORT kin_err kin_child_stop(kin_child *c, int *status);
 
 /* The last lines the child wrote to stderr (up to size bytes, NUL-

@@ -17,7 +17,9 @@
  *
  * All starting, stopping and restarting happens on the supervisor's own
  * thread; the exit of a child reaches it through a quick notification from
- * the node's broker thread. */
+ * the node's broker thread. A child exiting with KIN_EXIT_EMERGENCY is
+ * never restarted: it trips the node's emergency stop (kin/process.h) and
+ * every supervisor of the node stops its children for good. */
 #ifndef KIN_SUPERVISOR_H
 #define KIN_SUPERVISOR_H
 
@@ -92,10 +94,10 @@ typedef enum kin_sup_event_kind {
 
 typedef struct kin_sup_event {
     kin_sup_event_kind kind;
-    const char *child; /* the child's name, NULL for the last two kinds */
+    const char *child; /* the child's name; NULL for GAVE_UP, EMERGENCY */
     uint32_t id;       /* its context id */
     pid_t pid;
-    int status;        /* wait status for CHILD_EXITED / CHILD_STOPPED */
+    int status;        /* EXITED, STOPPED: the wait status */
     kin_err error;     /* START_FAILED: why */
     unsigned restarts; /* the child's restart count after this event */
 } kin_sup_event;
@@ -110,8 +112,9 @@ typedef void (*kin_sup_event_fn)(kin_supervisor *s, const kin_sup_event *ev,
 typedef struct kin_supervisor_opts {
     kin_strategy strategy;
     /* Intensity: more than `intensity` restarts within `period_ms` and
-     * the supervisor gives up (KIN_SUP_GAVE_UP). 0: 3 in 5000 ms. A
-     * failed restart attempt counts as a restart. */
+     * the supervisor gives up (KIN_SUP_GAVE_UP). 0: 3 and 5000 ms. A
+     * failed restart attempt counts as a restart; a restart of several
+     * children at once (one_for_all, rest_for_one) counts once. */
     int intensity;
     int period_ms;
     /* Delay before a restart: backoff_ms doubled for each earlier restart
@@ -139,18 +142,21 @@ typedef struct kin_child_info {
 
 /* Creates a supervisor for children of n (opts may be NULL: one_for_one
  * with the defaults) and starts its thread; no child runs until
- * kin_supervisor_start. Errors: -EINVAL (bad strategy or negative
- * intensity/period), -ENOMEM, -errno from pthread_create. The caller owns
- * *out and must destroy it before n. Any thread. */
+ * kin_supervisor_start. If n is (or later is) in an emergency stop, the
+ * supervisor goes to KIN_SUP_EMERGENCY. Errors: -EINVAL (bad strategy,
+ * negative intensity, period or backoff_max), -ENOMEM, -errno from
+ * pthread_create. The caller owns *out; destroy it before n where you
+ * can (see kin_supervisor_destroy). Any thread. */
 KIN_EXPORT kin_err kin_supervisor_new(kin_supervisor **out, kin_node *n,
                                       const kin_supervisor_opts *opts);
 
-/* Appends a child spec (copied). When the supervisor runs, the child is
- * started at once and the call returns its start's result (the spec stays
- * either way, in state RESTARTING if the start failed). Errors: -EINVAL
- * (no name, name too long, bad restart type), KIN_EEXISTS (name taken),
- * -ENOMEM, a start error as kin_spawn, KIN_EEMERGENCY, -EDEADLK (from the
- * supervisor's own thread). Any thread. */
+/* Appends a child spec (copied); it starts after the ones added before.
+ * When the supervisor runs, the child is started at once and the call
+ * returns that start's result; as with OTP's start_child, a spec whose
+ * start failed is not kept. Errors: -EINVAL (no name, name too long, bad
+ * restart type), KIN_EEXISTS (name taken), -ENOMEM, a start error as
+ * kin_spawn, KIN_EEMERGENCY, KIN_ESHUTDOWN (the node was destroyed),
+ * -EDEADLK (from the supervisor's own thread). Any thread. */
 KIN_EXPORT kin_err kin_supervisor_add(kin_supervisor *s,
                                       const kin_child_spec *spec);
 
@@ -160,7 +166,8 @@ KIN_EXPORT kin_err kin_supervisor_add(kin_supervisor *s,
  * kin_child_info.last_error says it too). Starting a RUNNING supervisor
  * does nothing; a STOPPED or GAVE_UP one starts afresh (restart counts and
  * history kept, intensity window cleared). Errors: as kin_spawn,
- * KIN_EEMERGENCY (after an emergency stop), -EDEADLK. Any thread. */
+ * KIN_EEMERGENCY (after an emergency stop), KIN_ESHUTDOWN (the node was
+ * destroyed), -EDEADLK. Any thread. */
 KIN_EXPORT kin_err kin_supervisor_start(kin_supervisor *s);
 
 /* Stops every child in reverse order (each with terminate-then-kill and
@@ -181,8 +188,8 @@ KIN_EXPORT kin_err kin_supervisor_child(kin_supervisor *s, const char *name,
 KIN_EXPORT kin_err kin_supervisor_child_at(kin_supervisor *s, size_t index,
                                            kin_child_info *out);
 
-/* A counter that goes up with every event (the same moments on_event
- * sees, after the state has changed). Any thread. */
+/* A counter that goes up with every event, once on_event has returned
+ * (and at the end of a kin_supervisor_stop). Any thread. */
 KIN_EXPORT uint64_t kin_supervisor_changes(kin_supervisor *s);
 
 /* Waits up to timeout_ms (KIN_FOREVER: no limit) until the change counter
@@ -197,9 +204,10 @@ KIN_EXPORT const char *kin_supervisor_state_name(kin_supervisor_state st);
 KIN_EXPORT const char *kin_child_state_name(kin_child_state st);
 
 /* Stops the children (as kin_supervisor_stop), ends the thread and frees
- * the supervisor; *s = NULL. NULL-safe. Not from its own thread (on_event).
- * If the node was destroyed first (a serving child's node goes when its
- * parent stops it), the children were stopped then and this only frees. */
+ * the supervisor; *s = NULL. NULL-safe. Not from its own thread (on_event:
+ * it then logs and does nothing). If the node was destroyed first (a
+ * serving child's node goes when its parent stops it), the node's destroy
+ * stopped the children and ended the thread, and this only frees. */
 KIN_EXPORT void kin_supervisor_destroy(kin_supervisor **s);
 
 #endif

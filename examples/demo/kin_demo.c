@@ -1,0 +1,596 @@
+/* kin-demo: a small multi-process service, end to end. The master starts a
+ * supervised tree of workers (one of them with workers of its own), fans
+ * prime-counting jobs out to them, gets results streamed back, shows the
+ * workers' logs and a progress bar, kills a worker on purpose and retries
+ * its lost job after the supervisor restarted it, then prints the tree,
+ * the tasks and a summary. The same executable is every worker. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <kin/kin.h>
+#include <kin/logs.h>
+#include <kin/monitor.h>
+#include <kin/supervisor.h>
+
+#define N_WORKERS 3   /* worker-1, worker-2 and hub (with two leaves) */
+#define CALL_MS 20000 /* generous: jobs take milliseconds */
+
+static bool color;
+
+static const char *
+c(const char *code)
+{
+    return color ? code : "";
+}
+#define BOLD c("\033[1m")
+#define DIM c("\033[2m")
+#define GREEN c("\033[32m")
+#define YELLOW c("\033[33m")
+#define CYAN c("\033[36m")
+#define RESET c("\033[0m")
+
+static double
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* --- the workers' side -----------------------------------------------------
+ */
+
+static bool
+is_prime(uint64_t n)
+{
+    if (n < 2)
+        return false;
+    for (uint64_t d = 2; d * d <= n; d++)
+        if (n % d == 0)
+            return false;
+    return true;
+}
+
+static uint64_t
+count_primes(uint64_t lo, uint64_t hi)
+{
+    uint64_t count = 0;
+    for (uint64_t n = lo; n < hi; n++)
+        count += is_prime(n);
+    return count;
+}
+
+/* demo.count(lo, hi) -> number of primes in [lo, hi). A context with
+ * children of its own (the hub) splits the range between them. */
+static uint32_t leaves[2];
+static int n_leaves;
+
+static kin_err
+count_fn(kin_call *call, void *arg)
+{
+    uint64_t lo, hi;
+    kin_err e = kin_call_args(call, "UU", &lo, &hi);
+    if (e)
+        return e;
+    double t0 = now_ms();
+    uint64_t total = 0;
+    if (n_leaves) {
+        /* Fan out further down the tree and gather both halves. */
+        uint64_t mid = lo + (hi - lo) / 2;
+        kin_receiver *r[2];
+        uint64_t part[2][2] = {{lo, mid}, {mid, hi}};
+        for (int i = 0; i < 2; i++)
+            if ((e = kin_call_async(kin_call_node(call), leaves[i],
+                                    "demo.count", &r[i], "UU", part[i][0],
+                                    part[i][1])))
+                return e;
+        for (int i = 0; i < 2; i++) {
+            kin_msg *m = NULL;
+            uint64_t v = 0;
+            kin_err w = kin_call_wait(r[i], CALL_MS, &m);
+            if (!w)
+                w = kin_msg_unpack(m, "U", &v);
+            kin_msg_destroy(&m);
+            kin_receiver_destroy(&r[i]);
+            if (w)
+                return kin_call_fail(call, w, "leaf %u: %s", leaves[i],
+                                     kin_strerror(w));
+            total += v;
+        }
+    } else {
+        total = count_primes(lo, hi);
+    }
+    KIN_LOGD("counted", KIN_F("lo", lo), KIN_F("hi", hi),
+             KIN_F("primes", total), KIN_F("ms", now_ms() - t0));
+    return kin_call_return(call, "U", total);
+}
+
+/* demo.job(id, lo, hi, to_ctx, to_handle): counts and streams the result
+ * [id, primes, ms] back to the master's receiver (a sender). */
+static kin_err
+job_fn(kin_call *call, void *arg)
+{
+    uint32_t id, to_ctx, to_handle;
+    uint64_t lo, hi;
+    kin_err e =
+        kin_call_args(call, "uUUuu", &id, &lo, &hi, &to_ctx, &to_handle);
+    if (e)
+        return e;
+    double t0 = now_ms();
+    kin_msg *m = NULL;
+    uint64_t primes = 0;
+    /* Through our own demo.count, so a hub fans out to its leaves. */
+    e = kin_call_sync(kin_call_node(call), kin_node_id(kin_call_node(call)),
+                      "demo.count", CALL_MS, &m, "UU", lo, hi);
+    if (!e)
+        e = kin_msg_unpack(m, "U", &primes);
+    kin_msg_destroy(&m);
+    if (e)
+        return e;
+    double ms = now_ms() - t0;
+    KIN_LOGI("job done", KIN_F("job", id), KIN_F("primes", primes),
+             KIN_F("ms", (int)ms));
+    return kin_send(kin_call_node(call), to_ctx, to_handle, "uUd", id, primes,
+                    ms);
+}
+
+/* demo.grow(n): the hub starts n leaves of its own. */
+static kin_child *leaf_child[2];
+
+static kin_err
+grow_fn(kin_call *call, void *arg)
+{
+    int n;
+    kin_err e = kin_call_args(call, "i", &n);
+    for (int i = 0; !e && i < n && i < 2; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "leaf-%d", i + 1);
+        kin_spawn_opts o = {.name = name};
+        if ((e = kin_spawn(kin_call_node(call), &o, &leaf_child[i])))
+            return kin_call_fail(call, e, "spawning %s: %s", name,
+                                 kin_strerror(e));
+        leaves[i] = kin_child_id(leaf_child[i]);
+        n_leaves = i + 1;
+        KIN_LOGI("leaf started", KIN_F("leaf", name),
+                 KIN_F("pid", (int)kin_child_pid(leaf_child[i])));
+    }
+    return e;
+}
+
+/* --- the master's side -----------------------------------------------------
+ */
+
+typedef struct job {
+    uint32_t id;
+    uint64_t lo, hi;
+    int worker;         /* index it runs on, -1 when queued */
+    kin_receiver *call; /* the job call in flight */
+    bool done;
+    int tries;
+} job;
+
+typedef struct demo {
+    kin_node *node;
+    kin_supervisor *sup;
+    kin_receiver *results;
+    kin_select *sel;
+    kin_logsub *logs;
+    job *jobs;
+    int n_jobs, done, retried;
+    int busy[N_WORKERS];       /* job index or -1 */
+    uint32_t ctx[N_WORKERS];   /* current context id, 0 while down */
+    uint32_t lost[N_WORKERS];  /* a context id seen to die */
+    int per_worker[N_WORKERS]; /* jobs finished */
+    uint64_t primes;
+    double t0, job_ms;
+    bool killed;
+    bool tty;
+    int bar_shown;
+} demo;
+
+static const char *worker_names[N_WORKERS] = {"worker-1", "worker-2", "hub"};
+
+static void
+clear_bar(demo *d)
+{
+    if (d->tty && d->bar_shown) {
+        fprintf(stderr, "\r\033[K");
+        d->bar_shown = 0;
+    }
+}
+
+static void
+say(demo *d, const char *fmt, ...)
+{
+    clear_bar(d);
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+}
+
+static void
+draw_bar(demo *d)
+{
+    if (!d->tty)
+        return;
+    int width = 30, full = d->n_jobs ? d->done * width / d->n_jobs : 0;
+    char bar[64];
+    for (int i = 0; i < width; i++)
+        bar[i] = i < full ? '#' : '.';
+    bar[width] = 0;
+    fprintf(stderr, "\r\033[K  [%s] %d/%d jobs  %.1fs", bar, d->done, d->n_jobs,
+            (now_ms() - d->t0) / 1e3);
+    d->bar_shown = 1;
+}
+
+/* Prints the log records that arrived (workers' logs, child output). */
+static void
+show_logs(demo *d)
+{
+    const kin_logrec *r;
+    while (d->logs && kin_logsub_next(d->logs, 0, &r) == KIN_OK) {
+        char line[1024];
+        kin_logrec_format(r, color ? KIN_LOGFMT_COLOR : 0, line, sizeof line);
+        clear_bar(d);
+        printf("  %s%s%s\n", DIM, line, RESET);
+    }
+}
+
+static void
+on_event(kin_supervisor *s, const kin_sup_event *ev, void *arg)
+{
+    demo *d = arg;
+    if (ev->kind == KIN_SUP_EV_STARTED && ev->restarts)
+        say(d, "%ssupervisor: restarted %s as context %u (pid %d)%s\n", YELLOW,
+            ev->child, ev->id, (int)ev->pid, RESET);
+    else if (ev->kind == KIN_SUP_EV_EXITED)
+        say(d, "%ssupervisor: %s (context %u) exited: %s %d%s\n", YELLOW,
+            ev->child, ev->id, WIFSIGNALED(ev->status) ? "signal" : "status",
+            WIFSIGNALED(ev->status) ? WTERMSIG(ev->status)
+                                    : WEXITSTATUS(ev->status),
+            RESET);
+}
+
+static kin_err
+dispatch(demo *d, int w)
+{
+    for (int i = 0; i < d->n_jobs; i++) {
+        job *j = &d->jobs[i];
+        if (j->done || j->worker >= 0)
+            continue;
+        kin_err e = kin_call_async(
+            d->node, d->ctx[w], "demo.job", &j->call, "uUUuu", j->id, j->lo,
+            j->hi, kin_node_id(d->node), kin_receiver_handle(d->results));
+        if (e)
+            return e;
+        kin_select_add(d->sel, kin_receiver_latch(j->call), j);
+        j->worker = w;
+        j->tries++;
+        d->busy[w] = i;
+        return KIN_OK;
+    }
+    return KIN_OK;
+}
+
+/* A worker came back from the supervisor: note its new context. */
+static void
+refresh_workers(demo *d)
+{
+    for (int w = 0; w < N_WORKERS; w++) {
+        kin_child_info info;
+        if (kin_supervisor_child(d->sup, worker_names[w], &info) == KIN_OK &&
+            info.state == KIN_CHILD_RUNNING && info.id != d->ctx[w] &&
+            info.id != d->lost[w]) {
+            d->ctx[w] = info.id;
+            if (w == 2) {
+                kin_msg *m = NULL;
+                kin_call_sync(d->node, info.id, "demo.grow", CALL_MS, &m, "i",
+                              2);
+                kin_msg_destroy(&m);
+            }
+        }
+    }
+}
+
+static void
+print_tree(demo *d, uint32_t ctx, int depth)
+{
+    kin_ctx_info info;
+    if (kin_monitor_info(d->node, ctx, 2000, &info))
+        return;
+    char label[96];
+    snprintf(label, sizeof label, "%*s%s%s", depth > 1 ? (depth - 1) * 4 : 0,
+             "", depth ? "└── " : "", info.name);
+    printf("  %s%-22s%s context %-3u pid %-7d %2u tasks  %5.1f MiB\n", BOLD,
+           label, RESET, info.id, info.pid, info.tasks,
+           (double)info.rss_kib / 1024.0);
+    for (int i = 0; i < info.n_children; i++)
+        print_tree(d, info.children[i], depth + 1);
+}
+
+static void
+print_ps(demo *d, uint32_t ctx)
+{
+    kin_ctx_info info;
+    if (kin_monitor_info(d->node, ctx, 2000, &info))
+        return;
+    kin_task_info *ts;
+    size_t n;
+    if (kin_monitor_ps(d->node, ctx, NULL, false, 2000, &ts, &n) == KIN_OK) {
+        for (size_t i = 0; i < n; i++) {
+            char wait[64] = "";
+            if (ts[i].await_ctx != KIN_NO_CTX)
+                snprintf(wait, sizeof wait, "awaits %s in context %u",
+                         ts[i].await_fn, ts[i].await_ctx);
+            else if (ts[i].waiting[0])
+                snprintf(wait, sizeof wait, "waits on a %s", ts[i].waiting);
+            char id[24];
+            snprintf(id, sizeof id, "%u:%u", ctx, ts[i].id);
+            printf("  %-8s %-10s %-12s %-9s %s\n", id, info.name, ts[i].name,
+                   kin_task_state_name(ts[i].state), wait);
+        }
+        free(ts);
+    }
+    for (int i = 0; i < info.n_children; i++)
+        print_ps(d, info.children[i]);
+}
+
+/* Takes one streamed result or finished call; returns false on timeout. */
+static bool
+step(demo *d)
+{
+    kin_msg *m;
+    /* Results stream in on their own receiver. */
+    while (kin_receiver_get(d->results, 0, &m) == KIN_OK) {
+        uint32_t id;
+        uint64_t primes;
+        double ms;
+        if (kin_msg_unpack(m, "uUd", &id, &primes, &ms) == KIN_OK &&
+            id < (uint32_t)d->n_jobs && !d->jobs[id].done) {
+            d->jobs[id].done = true;
+            d->done++;
+            d->primes += primes;
+            d->job_ms += ms;
+            d->per_worker[d->jobs[id].worker]++;
+        }
+        kin_msg_destroy(&m);
+    }
+    void *tag;
+    kin_err e = kin_select_get(d->sel, 20, &m, &tag);
+    if (e == KIN_ETIMEOUT || e == KIN_ECLOSED)
+        return false;
+    job *j = tag;
+    int w = j->worker;
+    e = kin_call_result_of(&m);
+    kin_msg_destroy(&m);
+    kin_receiver_destroy(&j->call);
+    d->busy[w] = -1;
+    if (e) {
+        /* Its worker went away mid-job: queue it again. */
+        say(d, "%smaster: job %u lost on %s (%s); it will be retried%s\n",
+            YELLOW, j->id, worker_names[w], kin_strerror(e), RESET);
+        j->worker = -1;
+        if (d->ctx[w])
+            d->lost[w] = d->ctx[w];
+        d->ctx[w] = 0;
+        d->retried++;
+    }
+    return true;
+}
+
+static int
+run(demo *d, int n_jobs, uint64_t limit, bool linger)
+{
+    d->n_jobs = n_jobs;
+    d->jobs = calloc((size_t)n_jobs, sizeof *d->jobs);
+    uint64_t span = limit / (uint64_t)n_jobs;
+    for (int i = 0; i < n_jobs; i++)
+        d->jobs[i] = (job){.id = (uint32_t)i,
+                           .lo = (uint64_t)i * span,
+                           .hi = (uint64_t)(i + 1) * span,
+                           .worker = -1};
+    kin_receiver_new(&d->results, d->node, 0, KIN_POLICY_ANY, KIN_NO_CTX);
+    kin_select_new(&d->sel, true);
+
+    kin_logsub_opts lo = {.endpoint = kin_logs_frontend(d->node),
+                          .min_level = KIN_LOG_INFO};
+    if (lo.endpoint)
+        kin_logsub_new(&d->logs, &lo);
+
+    say(d, "%sStarting the tree%s (a supervisor, one_for_one):\n", BOLD, RESET);
+    kin_supervisor_opts so = {.strategy = KIN_ONE_FOR_ONE,
+                              .intensity = 5,
+                              .period_ms = 10000,
+                              .on_event = on_event,
+                              .arg = d};
+    kin_err e = kin_supervisor_new(&d->sup, d->node, &so);
+    for (int w = 0; !e && w < N_WORKERS; w++) {
+        kin_child_spec spec = {.name = worker_names[w],
+                               .restart = KIN_RESTART_PERMANENT};
+        e = kin_supervisor_add(d->sup, &spec);
+    }
+    if (!e)
+        e = kin_supervisor_start(d->sup);
+    if (e) {
+        fprintf(stderr, "kin-demo: starting the workers: %s\n",
+                kin_strerror(e));
+        return 1;
+    }
+    for (int w = 0; w < N_WORKERS; w++)
+        d->busy[w] = -1;
+    refresh_workers(d);
+    print_tree(d, kin_node_id(d->node), 0);
+
+    say(d,
+        "\n%sFanning out %d jobs%s (count the primes below %llu; "
+        "results stream back over a sender):\n",
+        BOLD, n_jobs, RESET, (unsigned long long)limit);
+    d->t0 = now_ms();
+    bool shown_ps = false;
+    while (d->done < d->n_jobs) {
+        refresh_workers(d);
+        for (int w = 0; w < N_WORKERS; w++)
+            if (d->ctx[w] && d->busy[w] < 0)
+                dispatch(d, w);
+        step(d);
+        show_logs(d);
+        if (!d->killed && d->done >= d->n_jobs / 3) {
+            kin_child_info info;
+            kin_supervisor_child(d->sup, "worker-2", &info);
+            say(d,
+                "%smaster: killing worker-2 (pid %d) on purpose, "
+                "mid-job%s\n",
+                YELLOW, (int)info.pid, RESET);
+            kill(info.pid, SIGKILL);
+            d->killed = true;
+        }
+        if (!shown_ps && d->done >= d->n_jobs / 2) {
+            say(d,
+                "\n%sTasks right now, in every process%s (what `kin ps "
+                "%d` shows):\n",
+                BOLD, RESET, (int)getpid());
+            print_ps(d, kin_node_id(d->node));
+            printf("\n");
+            shown_ps = true;
+        }
+        draw_bar(d);
+        if (now_ms() - d->t0 > 50000) {
+            say(d, "kin-demo: giving up after 50 s\n");
+            break;
+        }
+    }
+    double wall = now_ms() - d->t0;
+    show_logs(d);
+    clear_bar(d);
+
+    printf("\n%sThe tree now%s (worker-2 is a new process):\n", BOLD, RESET);
+    print_tree(d, kin_node_id(d->node), 0);
+
+    unsigned restarts = 0;
+    for (int w = 0; w < N_WORKERS; w++) {
+        kin_child_info info;
+        if (kin_supervisor_child(d->sup, worker_names[w], &info) == KIN_OK)
+            restarts += info.restarts;
+    }
+    printf("\n%sSummary%s\n", BOLD, RESET);
+    printf("  %s%d/%d jobs done%s, %llu primes below %llu\n", GREEN, d->done,
+           d->n_jobs, RESET, (unsigned long long)d->primes,
+           (unsigned long long)limit);
+    printf("  wall time %.2f s, work time %.2f s (%.1fx parallel)\n",
+           wall / 1e3, d->job_ms / 1e3, wall > 0 ? d->job_ms / wall : 0);
+    printf("  jobs per worker:");
+    for (int w = 0; w < N_WORKERS; w++)
+        printf(" %s %d%s", worker_names[w], d->per_worker[w],
+               w + 1 < N_WORKERS ? "," : "\n");
+    printf("  worker restarts: %u, jobs retried after a loss: %d\n", restarts,
+           d->retried);
+
+    if (linger) {
+        printf("\n%sStill running%s (pid %d). In another terminal try:\n", BOLD,
+               RESET, (int)getpid());
+        const char *cmds[] = {"tree", "ps", "pstree", "logs", "monitor"};
+        for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+            printf("  %skin %s %d%s\n", CYAN, cmds[i], (int)getpid(), RESET);
+        printf("Press Ctrl-C to stop.\n");
+        fflush(stdout);
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGTERM);
+        int sig;
+        sigwait(&set, &sig);
+        printf("\nstopping\n");
+    }
+
+    for (int i = 0; i < d->n_jobs; i++)
+        kin_receiver_destroy(&d->jobs[i].call);
+    kin_select_destroy(&d->sel);
+    kin_receiver_destroy(&d->results);
+    kin_supervisor_destroy(&d->sup);
+    kin_logsub_destroy(&d->logs);
+    free(d->jobs);
+    return d->done == d->n_jobs ? 0 : 1;
+}
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: kin-demo [--linger] [--jobs N] [--limit N] "
+               "[--no-color]\n"
+               "  Runs a small supervised tree of worker processes, fans jobs "
+               "out to them,\n"
+               "  kills one on purpose and shows the restart, then prints a "
+               "summary.\n"
+               "  --linger   stay up afterwards and print kin commands to try\n"
+               "  --jobs N   number of jobs (default 60)\n"
+               "  --limit N  count primes below N (default 24000000)\n");
+}
+
+int
+main(int argc, char **argv)
+{
+    kin_export("demo.count", count_fn, NULL, KIN_POLICY_PARENT);
+    kin_export("demo.job", job_fn, NULL, KIN_POLICY_PARENT);
+    kin_export("demo.grow", grow_fn, NULL, KIN_POLICY_PARENT);
+
+    bool linger = false;
+    int jobs = 60;
+    uint64_t limit = 24000000;
+    color = isatty(STDOUT_FILENO);
+    for (int i = 1; !kin_is_child() && i < argc; i++) {
+        if (!strcmp(argv[i], "--linger")) {
+            linger = true;
+        } else if (!strcmp(argv[i], "--no-color")) {
+            color = false;
+        } else if (!strcmp(argv[i], "--jobs") && i + 1 < argc) {
+            jobs = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
+            limit = strtoull(argv[++i], NULL, 10);
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (jobs < 3 || jobs > 10000 || limit < (uint64_t)jobs) {
+        fprintf(stderr, "kin-demo: need 3 <= jobs <= 10000 and limit >= "
+                        "jobs\n");
+        return 2;
+    }
+    if (linger) {
+        /* Taken by sigwait at the end, on this thread only. */
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+    }
+
+    demo d = {.tty = isatty(STDERR_FILENO)};
+    kin_node_opts o = {.name = "master"};
+    kin_err e = kin_init(&d.node, &o); /* a worker never comes back */
+    if (e) {
+        fprintf(stderr, "kin-demo: %s\n", kin_strerror(e));
+        return 1;
+    }
+    printf("%skin demo%s: this master (pid %d) starts worker processes, "
+           "calls functions in them by name,\nsupervises them and watches "
+           "every task. Everything below is real processes and sockets.\n\n",
+           BOLD, RESET, (int)getpid());
+    int rc = run(&d, jobs, limit, linger);
+    kin_node_destroy(&d.node);
+    return rc;
+}

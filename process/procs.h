@@ -1,0 +1,47 @@
+/* The process layer's per-node state, shared by spawn.c, init.c and
+ * supervisor.c: the node's child processes, its emergency-stop latch, and
+ * the watchers (supervisors) that must hear about a trip or a node going. */
+#ifndef KIN_PROCESS_PROCS_H
+#define KIN_PROCESS_PROCS_H
+
+#include <stdbool.h>
+
+#include <kin/process.h>
+
+typedef struct kin__watcher kin__watcher;
+
+/* Someone to tell about the node's life: on_trip runs on the broker thread
+ * under the node's mu (it may only take its own leaf lock and signal);
+ * quiesce runs on the thread destroying the node, without locks held, and
+ * must stop the watcher's children and threads. */
+struct kin__watcher {
+    void (*on_trip)(void *arg);
+    void (*quiesce)(void *arg);
+    void *arg;
+    kin__watcher *next;
+};
+
+typedef struct kin__procs {
+    kin_child *children; /* newest first */
+    kin__watcher *watchers;
+    bool tripped;
+    uint32_t origin; /* who tripped it: a child's id, or the node's own */
+    /* init.c: a serving child turns a trip into its own exit. */
+    void (*on_trip_exit)(void);
+} kin__procs;
+
+/* The node's process state, created on first use (and with it the node's
+ * before_destroy hook). NULL only when out of memory. Any thread; takes
+ * n->mu. */
+kin__procs *kin__procs_of(kin_node *n);
+
+/* Registers / unregisters a watcher. If the node has already tripped,
+ * on_trip runs at once on the calling thread. Any thread. */
+kin_err kin__procs_watch(kin_node *n, kin__watcher *w);
+void kin__procs_unwatch(kin_node *n, kin__watcher *w);
+
+/* Sets the hook a serving child (kin_init) uses to exit on a trip; runs it
+ * at once if the node has already tripped. */
+void kin__procs_on_trip_exit(kin_node *n, void (*fn)(void));
+
+#endif

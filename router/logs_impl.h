@@ -1,0 +1,118 @@
+/* The logs subsystem's private interface: a node's publisher (logpub.c),
+ * the forwarder device (logfwd.c) and the subscriber internals the
+ * forwarder's file sink uses (logsub.c). */
+#ifndef KIN_ROUTER_LOGS_IMPL_H
+#define KIN_ROUTER_LOGS_IMPL_H
+
+#include <stdbool.h>
+
+#include <kin/logs.h>
+
+#include "core/logrec.h"
+#include "router/node_impl.h"
+
+/* --- the node's publisher (logpub.c) ---------------------------------------
+ */
+
+/* Starts n's logs: for a master without opts->log_endpoint the embedded
+ * forwarder (and opts->log_file's sink), then, unless logs are off
+ * (log_endpoint "", an operator link, or a child given no endpoint), the
+ * publisher, which becomes the process's current one. Sets
+ * n->log_endpoint and n->logs. Errors: -EINVAL (bad endpoint), -errno
+ * (binding, opening log_file), -ENOMEM. Called by kin_node_new once the
+ * broker runs. */
+kin_err kin__logs_start(kin_node *n, const kin_node_opts *opts);
+
+/* Sends what is queued, closes the publisher on the broker thread, stops
+ * the forwarder and sink; n->logs = NULL. NULL-safe (n->logs may be NULL).
+ * Called by kin_node_destroy while the broker still runs. */
+void kin__logs_stop(kin_node *n);
+
+/* A line (without its newline) a child process wrote to stdout or stderr,
+ * published as a record about that child (kind STDOUT at INFO, STDERR at
+ * WARNING). Any thread; meant for the broker thread's pipe reader. */
+void kin__logs_child_line(kin_node *n, uint32_t child_id,
+                          const char *child_name, bool is_stderr,
+                          const char *line, size_t len);
+
+/* Publisher counters, per level bucket (debug .. critical). */
+typedef struct kin__logs_stats {
+    uint64_t sent[KIN__LOG_BUCKETS];     /* handed to the socket */
+    uint64_t unwanted[KIN__LOG_BUCKETS]; /* produced, no subscription: kept */
+    uint64_t dropped[KIN__LOG_BUCKETS];  /* queue full */
+    uint64_t notices;                    /* "dropped N" records sent */
+    uint64_t blocked;                    /* socket at its high-water mark */
+    int min_level;                       /* lowest level produced now */
+    bool synced; /* the forwarder's subscription set is known */
+} kin__logs_stats;
+
+/* A snapshot; zeros when n has no publisher. Any thread. */
+void kin__logs_stats_get(kin_node *n, kin__logs_stats *out);
+
+/* Bytes waiting in n's publisher queue, and its capacity (0 and 0 without
+ * a publisher). Producers that would rather wait than lose records (the
+ * benchmark) look at it. Any thread. */
+void kin__logs_backlog(kin_node *n, size_t *used, size_t *cap);
+
+/* While held, the publisher sends nothing and its queue fills (tests use
+ * it to overflow the queue deterministically). Any thread. */
+void kin__logs_hold(kin_node *n, bool hold);
+
+/* Process-wide settings for nodes started afterwards; 0 keeps a default. */
+typedef struct kin__logs_tuning {
+    size_t queue_bytes;  /* per publisher queue (x2 buffers); 512 KiB */
+    int pub_hwm;         /* publisher socket; 10000 */
+    int fwd_hwm;         /* forwarder, each direction; 10000 */
+    int sync_timeout_ms; /* wait for the forwarder's subscriptions; 2000 */
+    int fwd_lossless;    /* 1: the embedded forwarder is lossless */
+} kin__logs_tuning;
+
+void kin__logs_tune(const kin__logs_tuning *t);
+
+/* --- the forwarder (logfwd.c) ----------------------------------------------
+ */
+
+typedef struct kin__logfwd kin__logfwd;
+
+typedef struct kin__logfwd_opts {
+    const char *backend;  /* publishers connect: XSUB binds here */
+    const char *frontend; /* subscribers connect: XPUB binds here */
+    int hwm;              /* 0: 10000 */
+    /* Wait for the slowest subscriber instead of dropping its records:
+     * pressure then reaches the publishers' queues, which drop and report
+     * (for archival subscribers and the benchmark; one stuck subscriber
+     * holds up the tree's logs). */
+    bool lossless;
+    /* Optional sink fed inside the process, set up before the first record
+     * can flow, so it misses nothing (fd < 0: none). */
+    int sink_fd;
+    kin_logsink_format sink_format;
+    int sink_level;
+} kin__logfwd_opts;
+
+typedef struct kin__logfwd_stats {
+    uint64_t records;       /* forwarded to subscribers */
+    uint64_t subscriptions; /* (un)subscribe messages forwarded upstream */
+} kin__logfwd_stats;
+
+/* Binds both sides and starts the forwarder thread. Wildcard endpoints
+ * (tcp://host:*) are resolved: read them back with the accessors.
+ * Errors: -EINVAL, -errno from ZMQ (e.g. -EADDRINUSE), -ENOMEM. */
+kin_err kin__logfwd_start(kin__logfwd **out, const kin__logfwd_opts *opts);
+const char *kin__logfwd_backend(const kin__logfwd *f);
+const char *kin__logfwd_frontend(const kin__logfwd *f);
+void kin__logfwd_stats_get(const kin__logfwd *f, kin__logfwd_stats *out);
+
+/* Stops the thread (with a sink, after letting in-flight records settle
+ * for a moment), closes the sockets and the sink; *f = NULL. NULL-safe. */
+void kin__logfwd_stop(kin__logfwd **f);
+
+/* --- subscriber internals (logsub.c) ---------------------------------------
+ */
+
+/* A sink subscribed to everything at endpoint (the forwarder's capture
+ * socket), filtering by opts->min_level itself. Connected before it
+ * returns. */
+kin_err kin__logsink_new_all(kin_logsink **out, const kin_logsink_opts *opts);
+
+#endif

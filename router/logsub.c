@@ -1,0 +1,447 @@
+/* Log subscribers: a SUB socket on the forwarder's frontend subscribed by
+ * level (and context) topics, sequence tracking per (publisher, level,
+ * context) stream that turns holes into gap records, and sinks, threads
+ * that write what a subscriber reads to a file descriptor. */
+#include "router/logs_impl.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "core/task.h"
+#include "router/zctx.h"
+
+#define MAX_CTXS 64
+#define TASK_SLICE_MS 100 /* how often a waiting kin task checks cancel */
+
+typedef struct stream {
+    uint32_t pub, ctx;
+    uint8_t bucket;
+    bool used, seen;
+    uint64_t last;  /* highest record number accounted for */
+    uint64_t drops; /* publisher's drops accounted for */
+} stream;
+
+struct kin_logsub {
+    void *sock;
+    int min_level;
+    kin__logdec dec;
+    /* What the last message turned into: a gap, a drop, the record. */
+    const kin_logrec *queue[3];
+    int qhead, qlen;
+    kin_logrec gap, drop;
+    char gap_name[64], drop_name[64], drop_msg[64], notice_msg[64];
+    stream *streams;
+    size_t cap, len;
+    kin_logsub_stats st;
+};
+
+/* --- streams ---------------------------------------------------------------
+ */
+
+static size_t
+stream_hash(uint32_t pub, uint32_t ctx, uint8_t bucket)
+{
+    uint64_t h = ((uint64_t)pub << 32 | ctx) * 0x9e3779b97f4a7c15ull;
+    h ^= (uint64_t)bucket * 0xc2b2ae3d27d4eb4full;
+    return (size_t)(h ^ (h >> 29));
+}
+
+static stream *
+stream_find(kin_logsub *s, uint32_t pub, uint32_t ctx, uint8_t bucket)
+{
+    if (s->len * 2 >= s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 64;
+        stream *t = calloc(cap, sizeof *t);
+        if (!t)
+            return NULL;
+        for (size_t i = 0; i < s->cap; i++) {
+            if (!s->streams[i].used)
+                continue;
+            const stream *o = &s->streams[i];
+            size_t j = stream_hash(o->pub, o->ctx, o->bucket) & (cap - 1);
+            while (t[j].used)
+                j = (j + 1) & (cap - 1);
+            t[j] = *o;
+        }
+        free(s->streams);
+        s->streams = t;
+        s->cap = cap;
+    }
+    size_t j = stream_hash(pub, ctx, bucket) & (s->cap - 1);
+    while (s->streams[j].used) {
+        stream *x = &s->streams[j];
+        if (x->pub == pub && x->ctx == ctx && x->bucket == bucket)
+            return x;
+        j = (j + 1) & (s->cap - 1);
+    }
+    stream *x = &s->streams[j];
+    *x = (stream){pub, ctx, bucket, true, false, 0, 0};
+    s->len++;
+    return x;
+}
+
+/* --- subscribers -----------------------------------------------------------
+ */
+
+static kin_err
+subscribe(void *sock, int bucket, const uint32_t *ctx)
+{
+    unsigned char t[KIN__LOG_TOPIC_LEN];
+    kin__log_topic(t, bucket, ctx ? *ctx : 0);
+    return zmq_setsockopt(sock, ZMQ_SUBSCRIBE, t, ctx ? KIN__LOG_TOPIC_LEN : 1)
+               ? -errno
+               : KIN_OK;
+}
+
+static kin_err
+sub_new(kin_logsub **out, const kin_logsub_opts *o, bool all)
+{
+    if (!o || !o->endpoint || o->n_ctxs > MAX_CTXS || (o->n_ctxs && !o->ctxs))
+        return -EINVAL;
+    kin_logsub *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->min_level = o->min_level;
+    kin__logdec_init(&s->dec);
+    kin_err e = KIN_OK;
+    s->sock = zmq_socket(kin__zctx(), ZMQ_SUB);
+    if (!s->sock) {
+        e = -errno;
+        goto fail;
+    }
+    int hwm = o->rcvhwm > 0 ? o->rcvhwm : 10000, zero = 0;
+    zmq_setsockopt(s->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(s->sock, ZMQ_LINGER, &zero, sizeof zero);
+    /* Subscribe before connecting: the subscriptions then go out with the
+     * connection itself. */
+    if (all) {
+        if (zmq_setsockopt(s->sock, ZMQ_SUBSCRIBE, "", 0))
+            e = -errno;
+    } else {
+        for (int b = kin__log_bucket(o->min_level); !e && b < KIN__LOG_BUCKETS;
+             b++) {
+            if (!o->n_ctxs)
+                e = subscribe(s->sock, b, NULL);
+            for (size_t i = 0; !e && i < o->n_ctxs; i++)
+                e = subscribe(s->sock, b, &o->ctxs[i]);
+        }
+    }
+    if (!e && zmq_connect(s->sock, o->endpoint))
+        e = -errno;
+    if (e)
+        goto fail;
+    *out = s;
+    return KIN_OK;
+fail:
+    kin_logsub_destroy(&s);
+    return e;
+}
+
+kin_err
+kin_logsub_new(kin_logsub **out, const kin_logsub_opts *opts)
+{
+    return sub_new(out, opts, false);
+}
+
+void
+kin_logsub_destroy(kin_logsub **sp)
+{
+    if (!sp || !*sp)
+        return;
+    kin_logsub *s = *sp;
+    if (s->sock)
+        zmq_close(s->sock);
+    kin__logdec_fini(&s->dec);
+    free(s->streams);
+    free(s);
+    *sp = NULL;
+}
+
+void
+kin_logsub_stats_get(const kin_logsub *s, kin_logsub_stats *out)
+{
+    *out = s->st;
+}
+
+/* What a record implies beside itself, in the order a reader should see
+ * it: records lost before it (a gap), records the publisher dropped that
+ * nobody was told of yet (a made-up DROPPED record, or the publisher's
+ * notice with its count made exact). Queues them, then the record unless
+ * it is below min_level or a notice with nothing new. */
+static void
+account(kin_logsub *s, kin_logrec *r)
+{
+    uint8_t bucket = (uint8_t)kin__log_bucket(r->level);
+    bool notice = r->kind == KIN_LOGREC_DROPPED;
+    bool shown = r->level >= s->min_level;
+    s->qhead = s->qlen = 0;
+    stream *x = stream_find(s, r->pub, r->ctx, bucket);
+    if (!x) {
+        if (shown)
+            s->queue[s->qlen++] = r;
+        return;
+    }
+    bool first = !x->seen;
+    x->seen = true;
+    /* A notice carries the number of the last record before it. */
+    uint64_t before = notice ? r->seq : r->seq - 1;
+    if (before > x->last) {
+        kin_logrec *g = &s->gap;
+        memset(g, 0, sizeof *g);
+        g->kind = KIN_LOGREC_GAP;
+        g->level = kin__log_bucket_level(bucket);
+        g->seq = x->last + 1;
+        g->count = before - x->last;
+        g->before_join = first;
+        g->pub = r->pub;
+        g->pub_ctx = r->pub_ctx;
+        g->ctx = r->ctx;
+        snprintf(s->gap_name, sizeof s->gap_name, "%s", r->ctx_name);
+        g->ctx_name = s->gap_name;
+        g->pid = r->pid;
+        g->wall_ns = r->wall_ns;
+        g->mono_ns = r->mono_ns;
+        g->file = g->msg = "";
+        s->st.gaps++;
+        s->st.lost += g->count;
+        s->queue[s->qlen++] = g;
+    }
+    if (r->seq > x->last)
+        x->last = r->seq;
+    if (first) /* drops before we joined were someone else's news */
+        x->drops =
+            notice && r->drops >= r->count ? r->drops - r->count : r->drops;
+    uint64_t delta = r->drops > x->drops ? r->drops - x->drops : 0;
+    if (r->drops > x->drops)
+        x->drops = r->drops;
+    if (notice) {
+        if (!delta)
+            return;
+        r->count = delta;
+        snprintf(s->notice_msg, sizeof s->notice_msg, "dropped %llu records",
+                 (unsigned long long)delta);
+        r->msg = s->notice_msg;
+        r->msg_len = strlen(s->notice_msg);
+        s->st.dropped += delta;
+        s->st.records++;
+        s->queue[s->qlen++] = r;
+        return;
+    }
+    if (delta) {
+        /* The publisher's notice was lost; this record tells the tale. */
+        kin_logrec *d = &s->drop;
+        memset(d, 0, sizeof *d);
+        d->kind = KIN_LOGREC_DROPPED;
+        d->level = kin__log_bucket_level(bucket);
+        d->seq = r->seq - 1;
+        d->drops = r->drops;
+        d->count = delta;
+        d->pub = r->pub;
+        d->pub_ctx = r->pub_ctx;
+        d->ctx = r->ctx;
+        snprintf(s->drop_name, sizeof s->drop_name, "%s", r->ctx_name);
+        d->ctx_name = s->drop_name;
+        d->pid = r->pid;
+        d->wall_ns = r->wall_ns;
+        d->mono_ns = r->mono_ns;
+        d->file = "";
+        snprintf(s->drop_msg, sizeof s->drop_msg, "dropped %llu records",
+                 (unsigned long long)delta);
+        d->msg = s->drop_msg;
+        d->msg_len = strlen(s->drop_msg);
+        s->st.dropped += delta;
+        s->queue[s->qlen++] = d;
+    }
+    if (shown) {
+        s->st.records++;
+        s->queue[s->qlen++] = r;
+    }
+}
+
+kin_err
+kin_logsub_next(kin_logsub *s, int timeout_ms, const kin_logrec **out)
+{
+    kin_task *t = kin_task_self();
+    uint64_t deadline = timeout_ms < 0
+                            ? UINT64_MAX
+                            : kin__now_ns() + (uint64_t)timeout_ms * 1000000u;
+    for (;;) {
+        if (s->qhead < s->qlen) {
+            *out = s->queue[s->qhead++];
+            return KIN_OK;
+        }
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, s->sock, ZMQ_DONTWAIT) >= 0) {
+            const kin_logrec *r;
+            kin_err e = kin__logdec_decode(&s->dec, zmq_msg_data(&m),
+                                           zmq_msg_size(&m), &r);
+            zmq_msg_close(&m);
+            if (e)
+                s->st.malformed++;
+            else
+                account(s, &s->dec.rec);
+            continue;
+        }
+        int err = errno;
+        zmq_msg_close(&m);
+        if (err != EAGAIN && err != EINTR)
+            return -err;
+        if (kin__task_cancel_pending(t))
+            return KIN_ECANCELLED;
+        uint64_t now = kin__now_ns();
+        if (now >= deadline)
+            return KIN_ETIMEOUT;
+        long wait = deadline == UINT64_MAX
+                        ? -1
+                        : (long)((deadline - now + 999999u) / 1000000u);
+        if (t && (wait < 0 || wait > TASK_SLICE_MS))
+            wait = TASK_SLICE_MS;
+        zmq_pollitem_t it = {s->sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, wait) < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
+/* --- sinks -----------------------------------------------------------------
+ */
+
+struct kin_logsink {
+    pthread_t thread;
+    kin_logsub *sub;
+    kin_logsink_opts o;
+    atomic_bool stop;
+};
+
+static void
+write_all(int fd, kin_buf *b)
+{
+    size_t off = 0;
+    while (off < b->len) {
+        ssize_t n = write(fd, b->data + off, b->len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* nowhere to report it: the sink is the reporter */
+        off += (size_t)n;
+    }
+    b->len = 0;
+}
+
+static void
+append_line(kin_logsink *k, kin_buf *b, const kin_logrec *r)
+{
+    if (k->o.format == KIN_LOGSINK_JSON) {
+        if (kin_logrec_json(r, b))
+            return;
+    } else {
+        size_t need = kin_logrec_format(r, k->o.text_flags, NULL, 0) + 1;
+        if (b->len + need + 1 > b->cap) {
+            size_t cap = b->cap ? b->cap : 4096;
+            while (cap < b->len + need + 1)
+                cap *= 2;
+            char *p = realloc(b->data, cap);
+            if (!p)
+                return;
+            b->data = p;
+            b->cap = cap;
+        }
+        b->len += kin_logrec_format(r, k->o.text_flags, b->data + b->len, need);
+    }
+    if (b->len + 1 > b->cap) {
+        char *p = realloc(b->data, b->len + 64);
+        if (!p)
+            return;
+        b->data = p;
+        b->cap = b->len + 64;
+    }
+    b->data[b->len++] = '\n';
+}
+
+static void *
+sink_main(void *arg)
+{
+    kin_logsink *k = arg;
+    kin_buf b;
+    kin_buf_init(&b);
+    for (;;) {
+        bool stop = atomic_load(&k->stop);
+        /* Write as soon as nothing more is waiting. */
+        int timeout = b.len ? 0 : stop ? 20 : 100;
+        const kin_logrec *r;
+        kin_err e = kin_logsub_next(k->sub, timeout, &r);
+        if (e) {
+            if (b.len)
+                write_all(k->o.fd, &b);
+            else if (stop)
+                break;
+            continue;
+        }
+        if (r->level < k->o.min_level)
+            continue;
+        append_line(k, &b, r);
+        if (b.len >= 64 * 1024)
+            write_all(k->o.fd, &b);
+    }
+    kin_buf_release(&b);
+    return NULL;
+}
+
+static kin_err
+sink_new(kin_logsink **out, const kin_logsink_opts *o, bool all)
+{
+    if (!o || o->fd < 0)
+        return -EINVAL;
+    kin_logsink *k = calloc(1, sizeof *k);
+    if (!k)
+        return -ENOMEM;
+    k->o = *o;
+    kin_logsub_opts so = {.endpoint = o->endpoint,
+                          .min_level = o->min_level,
+                          .rcvhwm = all ? 100000 : 0};
+    kin_err e = sub_new(&k->sub, &so, all);
+    if (e) {
+        free(k);
+        return e;
+    }
+    k->o.endpoint = NULL; /* not needed any more, and not ours */
+    int rc = pthread_create(&k->thread, NULL, sink_main, k);
+    if (rc) {
+        kin_logsub_destroy(&k->sub);
+        free(k);
+        return -rc;
+    }
+    *out = k;
+    return KIN_OK;
+}
+
+kin_err
+kin_logsink_new(kin_logsink **out, const kin_logsink_opts *opts)
+{
+    return sink_new(out, opts, false);
+}
+
+kin_err
+kin__logsink_new_all(kin_logsink **out, const kin_logsink_opts *opts)
+{
+    return sink_new(out, opts, true);
+}
+
+void
+kin_logsink_destroy(kin_logsink **kp)
+{
+    if (!kp || !*kp)
+        return;
+    kin_logsink *k = *kp;
+    atomic_store(&k->stop, true);
+    pthread_join(k->thread, NULL);
+    kin_logsub_destroy(&k->sub);
+    free(k);
+    *kp = NULL;
+}

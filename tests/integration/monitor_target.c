@@ -1,0 +1,107 @@
+/* The tree tests/integration/test_monitor_tui.sh looks at with kin monitor:
+ * a master with one child blocked in a call and a custom command "hello".
+ * Prints its pid once the call is blocked and lives until stdin closes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <kin/kin.h>
+#include <kin/monitor.h>
+
+/* Blocks at a kin blocking point until cancelled (or 60 s). */
+static kin_err
+block(kin_call *c, void *arg)
+{
+    (void)c;
+    (void)arg;
+    kin_latch *l;
+    kin_err e = kin_latch_new(&l);
+    if (e)
+        return e;
+    kin_msg *m = NULL;
+    e = kin_latch_get(l, 60000, &m);
+    kin_msg_destroy(&m);
+    kin_latch_destroy(&l);
+    return e;
+}
+
+static kin_err
+hello(const char *args, kin_buf *out, void *arg)
+{
+    (void)args;
+    (void)arg;
+    return kin_buf_printf(out, "hello from the target");
+}
+
+static double
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Whether ctx shows fn waiting. */
+static bool
+blocked(kin_node *n, uint32_t ctx, const char *fn)
+{
+    kin_task_info *ts;
+    size_t count;
+    bool found = false;
+    if (kin_monitor_ps(n, ctx, fn, false, 2000, &ts, &count))
+        return false;
+    for (size_t i = 0; i < count; i++)
+        found |= !strcmp(ts[i].fn, fn) && ts[i].state == KIN_TASK_WAITING;
+    free(ts);
+    return found;
+}
+
+int
+main(void)
+{
+    kin_export("t.block", block, NULL, KIN_POLICY_ANY);
+    kin_node *master;
+    kin_err e = kin_init(&master, NULL); /* a child serves and never returns */
+    if (e) {
+        fprintf(stderr, "monitor_target: kin_init: %s\n", kin_strerror(e));
+        return 1;
+    }
+    int rc = 1;
+    kin_child *child = NULL;
+    kin_receiver *r = NULL;
+    kin_spawn_opts o = {.name = "worker", .workers = 1};
+    if ((e = kin_monitor_command(master, "hello", "says hello", hello, NULL)) ||
+        (e = kin_spawn(master, &o, &child)) ||
+        (e = kin_call_async(master, kin_child_id(child), "t.block", &r,
+                            NULL))) {
+        fprintf(stderr, "monitor_target: %s\n", kin_strerror(e));
+        goto out;
+    }
+    double end = now_ms() + 10000;
+    while (!blocked(master, kin_child_id(child), "t.block")) {
+        if (now_ms() > end) {
+            fprintf(stderr, "monitor_target: the call never blocked\n");
+            goto out;
+        }
+        usleep(5000);
+    }
+    printf("%d\n", (int)getpid());
+    fflush(stdout);
+    char buf[256];
+    while (read(STDIN_FILENO, buf, sizeof buf) > 0)
+        ;
+    rc = 0;
+out:
+    if (r) {
+        kin_call_cancel(r);
+        kin_msg *m = NULL;
+        kin_call_wait(r, 5000, &m);
+        kin_msg_destroy(&m);
+        kin_receiver_destroy(&r);
+    }
+    kin_child_destroy(&child);
+    kin_node_destroy(&master);
+    return rc;
+}

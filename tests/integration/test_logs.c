@@ -1,0 +1,756 @@
+/* Structured logs across real processes: identity and fields of a
+ * grandchild's records, filtering at the publisher, exact loss accounting
+ * when the publisher's queue or a subscriber overflows, gaps shown to late
+ * joiners, child output lines, the master's JSON file sink, `kin logs` and
+ * the standalone `kin log-forwarder`. The binary is also the child program.
+ * Subscriptions take a while to reach publishers, so tests publish probes
+ * until one arrives rather than sleeping. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "core/task.h"
+#include "integration/harness.h"
+#include "router/logs_impl.h"
+
+#define PROBE_DEADLINE_MS 15000
+
+static kin_node *master;
+static char log_file[256];
+
+/* --- functions served by every context ------------------------------------ */
+
+static kin_child *grandchild;
+
+/* Logs count records at level with one field of each type; returns the
+ * source line and the task id the records carry. */
+static kin_err
+log_fn(kin_call *c, void *arg)
+{
+    int level, count;
+    char *msg = NULL;
+    kin_err e = kin_call_args(c, "iis", &level, &count, &msg);
+    if (e)
+        return e;
+    kin_task *t = kin_task_self();
+    int line = 0;
+    for (int k = 0; k < count; k++) {
+        line = __LINE__ + 1;
+        KIN_LOG(level, msg, KIN_F("k", k), KIN_F("s", "text"),
+                KIN_F("u", (unsigned)7), KIN_F("d", 2.5), KIN_F("b", (_Bool)1),
+                KIN_FSTR("n", NULL), KIN_F("neg", -3));
+    }
+    free(msg);
+    return kin_call_return(c, "iu", line, t ? t->id : 0u);
+}
+
+static kin_err
+flood_fn(kin_call *c, void *arg)
+{
+    int count;
+    bool hold;
+    kin_err e = kin_call_args(c, "ib", &count, &hold);
+    if (e)
+        return e;
+    if (hold)
+        kin__logs_hold(kin_call_node(c), true);
+    for (int i = 0; i < count; i++)
+        KIN_LOGI("flood", KIN_F("i", i));
+    if (hold)
+        kin__logs_hold(kin_call_node(c), false);
+    return kin_call_return(c, "i", count);
+}
+
+static kin_err
+stats_fn(kin_call *c, void *arg)
+{
+    kin__logs_stats s;
+    kin__logs_stats_get(kin_call_node(c), &s);
+    kin_err e = kin_call_return(c, "a", 3 * KIN__LOG_BUCKETS);
+    for (int b = 0; !e && b < KIN__LOG_BUCKETS; b++)
+        e = kin_call_return(c, "UUU", s.sent[b], s.unwanted[b], s.dropped[b]);
+    return e ? e : kin_call_return(c, "Uib", s.notices, s.min_level, s.synced);
+}
+
+static kin_err
+output_fn(kin_call *c, void *arg)
+{
+    char *text = NULL;
+    bool to_stderr;
+    kin_err e = kin_call_args(c, "sb", &text, &to_stderr);
+    if (e)
+        return e;
+    FILE *f = to_stderr ? stderr : stdout;
+    fprintf(f, "%s\n", text);
+    fflush(f);
+    free(text);
+    return KIN_OK;
+}
+
+static kin_err
+spawn_gc_fn(kin_call *c, void *arg)
+{
+    kin_spawn_opts o = {.name = "gc"};
+    kin_err e = kin_spawn(kin_call_node(c), &o, &grandchild);
+    if (e)
+        return kin_call_fail(c, e, "spawn: %s", kin_strerror(e));
+    return kin_call_return(c, "ui", kin_child_id(grandchild),
+                           (int)kin_child_pid(grandchild));
+}
+
+static kin_err
+reap_gc_fn(kin_call *c, void *arg)
+{
+    kin_child_destroy(&grandchild);
+    return KIN_OK;
+}
+
+static void
+export_all(void)
+{
+    kin_export("l.log", log_fn, NULL, KIN_POLICY_PARENT);
+    kin_export("l.flood", flood_fn, NULL, KIN_POLICY_PARENT);
+    kin_export("l.stats", stats_fn, NULL, KIN_POLICY_PARENT);
+    kin_export("l.output", output_fn, NULL, KIN_POLICY_PARENT);
+    kin_export("l.spawn_gc", spawn_gc_fn, NULL, KIN_POLICY_PARENT);
+    kin_export("l.reap_gc", reap_gc_fn, NULL, KIN_POLICY_PARENT);
+}
+
+/* --- helpers ----------------------------------------------------------------
+ */
+
+typedef struct pstats {
+    uint64_t sent[KIN__LOG_BUCKETS], unwanted[KIN__LOG_BUCKETS],
+        dropped[KIN__LOG_BUCKETS], notices;
+    int min_level;
+    bool synced;
+} pstats;
+
+static void
+get_stats(uint32_t ctx, pstats *p)
+{
+    kin_msg *r = NULL;
+    assert_int_equal(kin_call_sync(master, ctx, "l.stats", 5000, &r, ""),
+                     KIN_OK);
+    kin_reader rd;
+    kin_reader_init(&rd, r->body, r->len);
+    uint32_t n;
+    assert_int_equal(kin_unpack(&rd, "a", &n), KIN_OK);
+    for (int b = 0; b < KIN__LOG_BUCKETS; b++)
+        assert_int_equal(kin_unpack(&rd, "UUU", &p->sent[b], &p->unwanted[b],
+                                    &p->dropped[b]),
+                         KIN_OK);
+    assert_int_equal(
+        kin_unpack(&rd, "Uib", &p->notices, &p->min_level, &p->synced), KIN_OK);
+    kin_reader_release(&rd);
+    kin_msg_destroy(&r);
+}
+
+/* Logs through l.log in ctx; returns the line of the logging statement. */
+static int
+log_in(uint32_t ctx, int level, int count, const char *msg, uint32_t *task)
+{
+    kin_msg *r = NULL;
+    assert_int_equal(
+        kin_call_sync(master, ctx, "l.log", 5000, &r, "iis", level, count, msg),
+        KIN_OK);
+    int line = 0;
+    uint32_t t = 0;
+    assert_int_equal(kin_msg_unpack(r, "iu", &line, &t), KIN_OK);
+    kin_msg_destroy(&r);
+    if (task)
+        *task = t;
+    return line;
+}
+
+/* What a subscriber saw of one context's records. */
+typedef struct tally {
+    uint32_t ctx;
+    const char *marker; /* stop reading once a LOG record says this */
+    bool seen;
+    uint64_t flood, probes, others, dropped, notices, lost, gaps,
+        lost_before_join, info, stderr_lines;
+    const kin_logrec *first; /* first item read, copied below */
+    kin_logrec_kind first_kind;
+    uint64_t first_seq, first_count;
+    bool first_before_join;
+    bool have_first;
+} tally;
+
+/* Reads until t->marker arrives or nothing came for quiet_ms. */
+static void
+read_into(kin_logsub *s, tally *t, int quiet_ms)
+{
+    const kin_logrec *r;
+    while (!t->seen && kin_logsub_next(s, quiet_ms, &r) == KIN_OK) {
+        if (r->ctx != t->ctx)
+            continue;
+        if (!t->have_first) {
+            t->have_first = true;
+            t->first_kind = r->kind;
+            t->first_seq = r->seq;
+            t->first_count = r->count;
+            t->first_before_join = r->before_join;
+        }
+        switch (r->kind) {
+        case KIN_LOGREC_GAP:
+            t->gaps++;
+            if (r->before_join)
+                t->lost_before_join += r->count;
+            else
+                t->lost += r->count;
+            break;
+        case KIN_LOGREC_DROPPED:
+            t->notices++;
+            t->dropped += r->count;
+            break;
+        case KIN_LOGREC_STDERR:
+            t->stderr_lines++;
+            break;
+        default:
+            if (r->level >= KIN_LOG_INFO && r->level < KIN_LOG_WARNING)
+                t->info++;
+            if (!strcmp(r->msg, "flood"))
+                t->flood++;
+            else if (t->marker && !strncmp(r->msg, "probe", 5))
+                t->probes++;
+            else
+                t->others++;
+            if (t->marker && !strcmp(r->msg, t->marker))
+                t->seen = true;
+            break;
+        }
+    }
+}
+
+/* Logs `marker` (a "probe..." message) in ctx until s has seen it. Returns
+ * how many probes were logged. */
+static int
+probe(kin_logsub *s, uint32_t ctx, int level, const char *marker, tally *t)
+{
+    t->ctx = ctx;
+    t->marker = marker;
+    t->seen = false;
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    int sent = 0;
+    while (!t->seen && harness_now_ms() < end) {
+        log_in(ctx, level, 1, marker, NULL);
+        sent++;
+        read_into(s, t, 30);
+    }
+    assert_true(t->seen);
+    return sent;
+}
+
+static kin_logsub *
+subscribe(int level, uint32_t ctx, int hwm)
+{
+    kin_logsub_opts o = {.endpoint = kin_logs_frontend(master),
+                         .min_level = level,
+                         .ctxs = ctx != KIN_NO_CTX ? &ctx : NULL,
+                         .n_ctxs = ctx != KIN_NO_CTX,
+                         .rcvhwm = hwm};
+    kin_logsub *s = NULL;
+    assert_int_equal(kin_logsub_new(&s, &o), KIN_OK);
+    return s;
+}
+
+static kin_child *
+spawn(const char *name)
+{
+    kin_spawn_opts o = {.name = name};
+    kin_child *c = NULL;
+    assert_int_equal(kin_spawn(master, &o, &c), KIN_OK);
+    return c;
+}
+
+/* Waits until ctx's publisher produces exactly from `level` up. */
+static void
+wait_min_level(uint32_t ctx, int level)
+{
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    pstats p;
+    do {
+        get_stats(ctx, &p);
+        if (p.synced && p.min_level == level)
+            return;
+        usleep(2000);
+    } while (harness_now_ms() < end);
+    fail_msg("ctx %u: min level %d, wanted %d", ctx, p.min_level, level);
+}
+
+/* --- tests -----------------------------------------------------------------
+ */
+
+static void
+grandchild_record_has_identity_and_fields(void **state)
+{
+    kin_child *c = spawn("child");
+    kin_msg *r = NULL;
+    assert_int_equal(
+        kin_call_sync(master, kin_child_id(c), "l.spawn_gc", 10000, &r, ""),
+        KIN_OK);
+    uint32_t gc = 0;
+    int gc_pid = 0;
+    assert_int_equal(kin_msg_unpack(r, "ui", &gc, &gc_pid), KIN_OK);
+    kin_msg_destroy(&r);
+
+    kin_logsub *s = subscribe(KIN_LOG_INFO, KIN_NO_CTX, 0);
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    bool found = false;
+    while (!found && harness_now_ms() < end) {
+        uint32_t task = 0;
+        double before_ms = (double)time(NULL) * 1e3;
+        int line = log_in(gc, KIN_LOG_INFO, 1, "hello from gc", &task);
+        const kin_logrec *x;
+        while (!found && kin_logsub_next(s, 30, &x) == KIN_OK) {
+            if (x->kind != KIN_LOGREC_LOG || strcmp(x->msg, "hello from gc"))
+                continue;
+            found = true;
+            assert_int_equal(x->ctx, gc);
+            assert_string_equal(x->ctx_name, "gc");
+            assert_int_equal(x->pid, gc_pid);
+            assert_int_equal(x->pub_ctx, gc);
+            assert_int_equal(x->level, KIN_LOG_INFO);
+            assert_true(task != 0);
+            assert_int_equal(x->task, task);
+            assert_non_null(strstr(x->file, "test_logs.c"));
+            assert_int_equal(x->line, line);
+            assert_true(x->seq >= 1);
+            assert_true(x->mono_ns > 0);
+            double wall_ms = (double)x->wall_ns / 1e6;
+            assert_true(wall_ms > before_ms - 60000 &&
+                        wall_ms < before_ms + 60000);
+            assert_int_equal(x->n_fields, 7);
+            const kin_field *f = x->fields;
+            assert_string_equal(f[0].key, "k");
+            assert_int_equal(f[0].type, KIN_FIELD_INT);
+            assert_int_equal(f[0].v.i, 0);
+            assert_string_equal(f[1].key, "s");
+            assert_int_equal(f[1].type, KIN_FIELD_STR);
+            assert_string_equal(f[1].v.s.p, "text");
+            assert_int_equal(f[1].v.s.len, 4);
+            assert_int_equal(f[2].type, KIN_FIELD_INT); /* uint 7 */
+            assert_int_equal(f[2].v.i, 7);
+            assert_int_equal(f[3].type, KIN_FIELD_DOUBLE);
+            assert_true(f[3].v.d == 2.5);
+            assert_int_equal(f[4].type, KIN_FIELD_BOOL);
+            assert_true(f[4].v.b);
+            assert_int_equal(f[5].type, KIN_FIELD_NIL);
+            assert_int_equal(f[6].type, KIN_FIELD_INT);
+            assert_int_equal(f[6].v.i, -3);
+        }
+    }
+    assert_true(found);
+    kin_logsub_destroy(&s);
+    assert_int_equal(
+        kin_call_sync(master, kin_child_id(c), "l.reap_gc", 10000, &r, ""),
+        KIN_OK);
+    kin_msg_destroy(&r);
+    kin_child_destroy(&c);
+}
+
+static void
+warning_subscriber_gets_no_info_and_none_is_sent(void **state)
+{
+    kin_child *c = spawn("quiet");
+    uint32_t id = kin_child_id(c);
+    kin_logsub *w = subscribe(KIN_LOG_WARNING, id, 0);
+    tally t = {0};
+    probe(w, id, KIN_LOG_WARNING, "probe-w", &t);
+    /* Only this subscriber (and the file sink at ERROR) is left: the
+     * child's publisher must have turned INFO off at the source. */
+    wait_min_level(id, KIN_LOG_WARNING);
+    pstats p0, p1;
+    get_stats(id, &p0);
+    log_in(id, KIN_LOG_INFO, 200, "info that nobody wants", NULL);
+    memset(&t, 0, sizeof t);
+    probe(w, id, KIN_LOG_WARNING, "probe-w2", &t);
+    get_stats(id, &p1);
+    assert_int_equal(t.info, 0);
+    assert_int_equal(t.others, 0);
+    assert_int_equal(p1.sent[1], p0.sent[1]);
+    assert_int_equal(p1.unwanted[1], p0.unwanted[1]);
+    assert_true(p1.sent[2] > p0.sent[2]);
+
+    /* The same records do flow once someone asks for INFO: the test above
+     * can tell the difference. */
+    kin_logsub *i = subscribe(KIN_LOG_INFO, id, 0);
+    wait_min_level(id, KIN_LOG_INFO);
+    log_in(id, KIN_LOG_INFO, 200, "info that is wanted", NULL);
+    get_stats(id, &p1);
+    assert_true(p1.sent[1] >= p0.sent[1] + 200);
+    kin_logsub_destroy(&i);
+    kin_logsub_destroy(&w);
+    kin_child_destroy(&c);
+}
+
+/* The publisher's queue overflows (it is held while records are logged):
+ * every record is either received or counted in a DROPPED record. */
+static void
+queue_overflow_is_counted_exactly(void **state)
+{
+    kin_child *c = spawn("flooder");
+    uint32_t id = kin_child_id(c);
+    kin_logsub *s = subscribe(KIN_LOG_INFO, id, 1000000);
+    tally t = {0};
+    probe(s, id, KIN_LOG_INFO, "probe-sync", &t);
+    pstats p0, p1;
+    get_stats(id, &p0);
+
+    const int n = 20000;
+    kin_msg *r = NULL;
+    assert_int_equal(
+        kin_call_sync(master, id, "l.flood", 30000, &r, "ib", n, true), KIN_OK);
+    kin_msg_destroy(&r);
+    memset(&t, 0, sizeof t);
+    int probes = probe(s, id, KIN_LOG_INFO, "probe-end", &t);
+    get_stats(id, &p1);
+
+    assert_true(t.dropped > 0);
+    assert_int_equal(t.dropped, p1.dropped[1] - p0.dropped[1]);
+    assert_int_equal(t.lost, 0);
+    assert_int_equal((uint64_t)n + (uint64_t)probes,
+                     t.flood + t.probes + t.dropped + t.lost);
+    kin_logsub_destroy(&s);
+    kin_child_destroy(&c);
+}
+
+/* A subscriber that does not keep up loses records at the forwarder's
+ * high-water mark; sequence gaps account for every one of them. */
+static void
+subscriber_overflow_is_counted_exactly(void **state)
+{
+    kin_child *c = spawn("flooder2");
+    uint32_t id = kin_child_id(c);
+    kin_logsub *s = subscribe(KIN_LOG_INFO, id, 100);
+    tally t = {0};
+    probe(s, id, KIN_LOG_INFO, "probe-sync", &t);
+    pstats p0, p1;
+    get_stats(id, &p0);
+
+    const int n = 60000;
+    kin_msg *r = NULL;
+    assert_int_equal(
+        kin_call_sync(master, id, "l.flood", 60000, &r, "ib", n, false),
+        KIN_OK);
+    kin_msg_destroy(&r);
+    /* Not reading meanwhile: wait until the publisher has dealt with all
+     * of it (sent or dropped). */
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    do {
+        get_stats(id, &p1);
+        if (p1.sent[1] + p1.dropped[1] - p0.sent[1] - p0.dropped[1] >=
+            (uint64_t)n)
+            break;
+        usleep(5000);
+    } while (harness_now_ms() < end);
+    memset(&t, 0, sizeof t);
+    int probes = probe(s, id, KIN_LOG_INFO, "probe-end", &t);
+    get_stats(id, &p1);
+
+    assert_true(t.lost > 0);
+    assert_int_equal(t.dropped, p1.dropped[1] - p0.dropped[1]);
+    assert_int_equal((uint64_t)n + (uint64_t)probes,
+                     t.flood + t.probes + t.dropped + t.lost);
+    kin_logsub_destroy(&s);
+    kin_child_destroy(&c);
+}
+
+static void
+late_joiner_sees_the_gap(void **state)
+{
+    kin_child *c = spawn("chatty");
+    uint32_t id = kin_child_id(c);
+    kin_logsub *early = subscribe(KIN_LOG_INFO, id, 0);
+    tally t = {0};
+    probe(early, id, KIN_LOG_INFO, "probe-early", &t);
+    log_in(id, KIN_LOG_INFO, 100, "before the late one", NULL);
+
+    kin_logsub *late = subscribe(KIN_LOG_INFO, id, 0);
+    tally l = {0};
+    probe(late, id, KIN_LOG_INFO, "probe-late", &l);
+    /* The first thing it hears about is what it missed. */
+    assert_true(l.have_first);
+    assert_int_equal(l.first_kind, KIN_LOGREC_GAP);
+    assert_true(l.first_before_join);
+    assert_int_equal(l.first_seq, 1);
+    assert_true(l.first_count >= 100 + 1);
+    assert_int_equal(l.lost, 0);
+    kin_logsub_destroy(&late);
+    kin_logsub_destroy(&early);
+    kin_child_destroy(&c);
+}
+
+static void
+child_output_lines_arrive_tagged(void **state)
+{
+    kin_child *c = spawn("noisy");
+    uint32_t id = kin_child_id(c);
+    kin_logsub *s = subscribe(KIN_LOG_INFO, id, 0);
+    bool got_err = false, got_out = false;
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    while (!(got_err && got_out) && harness_now_ms() < end) {
+        kin_msg *r = NULL;
+        assert_int_equal(kin_call_sync(master, id, "l.output", 5000, &r, "sb",
+                                       "to stderr: boom", true),
+                         KIN_OK);
+        kin_msg_destroy(&r);
+        assert_int_equal(kin_call_sync(master, id, "l.output", 5000, &r, "sb",
+                                       "to stdout: hi", false),
+                         KIN_OK);
+        kin_msg_destroy(&r);
+        const kin_logrec *x;
+        while (kin_logsub_next(s, 30, &x) == KIN_OK) {
+            if (x->kind != KIN_LOGREC_STDERR && x->kind != KIN_LOGREC_STDOUT)
+                continue;
+            assert_int_equal(x->ctx, id);
+            assert_string_equal(x->ctx_name, "noisy");
+            assert_int_equal(x->pub_ctx, kin_node_id(master));
+            if (x->kind == KIN_LOGREC_STDERR) {
+                assert_string_equal(x->msg, "to stderr: boom");
+                assert_int_equal(x->level, KIN_LOG_WARNING);
+                got_err = true;
+            } else {
+                assert_string_equal(x->msg, "to stdout: hi");
+                assert_int_equal(x->level, KIN_LOG_INFO);
+                got_out = true;
+            }
+        }
+    }
+    assert_true(got_err && got_out);
+    kin_logsub_destroy(&s);
+    kin_child_destroy(&c);
+}
+
+/* The master's file sink gets ERROR records of the whole tree from the
+ * start, with no subscriber and no probing. */
+static void
+file_sink_writes_json_lines(void **state)
+{
+    kin_child *c = spawn("failing");
+    log_in(kin_child_id(c), KIN_LOG_ERROR, 1, "it broke", NULL);
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    bool found = false;
+    while (!found && harness_now_ms() < end) {
+        FILE *f = fopen(log_file, "r");
+        assert_non_null(f);
+        char line[8192];
+        while (!found && fgets(line, sizeof line, f)) {
+            json_error_t err;
+            json_t *o = json_loads(line, 0, &err);
+            assert_non_null(o);
+            const char *msg = json_string_value(json_object_get(o, "msg"));
+            if (msg && !strcmp(msg, "it broke")) {
+                found = true;
+                assert_string_equal(
+                    json_string_value(json_object_get(o, "ctx_name")),
+                    "failing");
+                assert_int_equal(json_integer_value(json_object_get(o, "ctx")),
+                                 kin_child_id(c));
+                assert_string_equal(
+                    json_string_value(json_object_get(o, "level")), "error");
+                json_t *fields = json_object_get(o, "fields");
+                assert_string_equal(
+                    json_string_value(json_object_get(fields, "s")), "text");
+                assert_true(json_real_value(json_object_get(fields, "d")) ==
+                            2.5);
+                assert_true(json_is_null(json_object_get(fields, "n")));
+            }
+            /* Nothing below the sink's level. */
+            assert_true(json_integer_value(json_object_get(o, "levelno")) >=
+                        KIN_LOG_ERROR);
+            json_decref(o);
+        }
+        fclose(f);
+        if (!found)
+            usleep(5000);
+    }
+    assert_true(found);
+    kin_child_destroy(&c);
+}
+
+/* --- the kin command -------------------------------------------------------
+ */
+
+typedef struct proc {
+    pid_t pid;
+    int out; /* its stdout */
+} proc;
+
+static proc
+run_cli(char *const argv[])
+{
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(p[1], STDOUT_FILENO);
+        execv(KIN_CLI_PATH, argv);
+        _exit(127);
+    }
+    close(p[1]);
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    return (proc){pid, p[0]};
+}
+
+/* Appends what the process wrote so far to buf. */
+static void
+read_out(proc *p, char *buf, size_t size)
+{
+    size_t len = strlen(buf);
+    ssize_t n;
+    while (len + 1 < size && (n = read(p->out, buf + len, size - 1 - len)) > 0)
+        len += (size_t)n;
+    buf[len] = 0;
+}
+
+static int
+stop_proc(proc *p)
+{
+    kill(p->pid, SIGINT);
+    int status = 0;
+    double end = harness_now_ms() + 5000;
+    while (waitpid(p->pid, &status, WNOHANG) == 0) {
+        if (harness_now_ms() > end) {
+            kill(p->pid, SIGKILL);
+            waitpid(p->pid, &status, 0);
+            break;
+        }
+        usleep(2000);
+    }
+    close(p->out);
+    return status;
+}
+
+static void
+kin_logs_follows_with_json(void **state)
+{
+    kin_child *c = spawn("watched");
+    uint32_t id = kin_child_id(c);
+    char ctx[16];
+    snprintf(ctx, sizeof ctx, "%u", id);
+    char *argv[] = {"kin",
+                    "logs",
+                    "0",
+                    "--endpoint",
+                    (char *)kin_logs_frontend(master),
+                    "-l",
+                    "warning",
+                    "-c",
+                    ctx,
+                    "-f",
+                    "--json",
+                    NULL};
+    proc p = run_cli(argv);
+    static char out[1 << 16];
+    out[0] = 0;
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    while (!strstr(out, "cli probe") && harness_now_ms() < end) {
+        log_in(id, KIN_LOG_INFO, 1, "cli info", NULL);
+        log_in(id, KIN_LOG_WARNING, 1, "cli probe", NULL);
+        usleep(20000);
+        read_out(&p, out, sizeof out);
+    }
+    int status = stop_proc(&p);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_non_null(strstr(out, "cli probe"));
+    assert_null(strstr(out, "cli info"));
+    /* Every line is a JSON object about the watched context. */
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        json_error_t err;
+        json_t *o = json_loads(line, 0, &err);
+        assert_non_null(o);
+        assert_int_equal(json_integer_value(json_object_get(o, "ctx")), id);
+        json_decref(o);
+    }
+    kin_child_destroy(&c);
+}
+
+static void
+standalone_forwarder_carries_records(void **state)
+{
+    char dir[160], back[256], front[256];
+    assert_int_equal(kin__runtime_dir(dir, sizeof dir), KIN_OK);
+    snprintf(back, sizeof back, "ipc://%s/test-logs-%d-in.sock", dir,
+             (int)getpid());
+    snprintf(front, sizeof front, "ipc://%s/test-logs-%d-out.sock", dir,
+             (int)getpid());
+    char *argv[] = {"kin",        "log-forwarder", "--backend", back,
+                    "--frontend", front,           NULL};
+    proc fwd = run_cli(argv);
+
+    kin_node_opts o = {.name = "standalone",
+                       .bind = "tcp://127.0.0.1:*",
+                       .log_endpoint = back};
+    kin_node *n = NULL;
+    assert_int_equal(kin_node_new(&n, &o), KIN_OK);
+    assert_null(kin_logs_frontend(n));
+    assert_string_equal(kin_logs_backend(n), back);
+    kin_logsub_opts so = {.endpoint = front, .min_level = KIN_LOG_WARNING};
+    kin_logsub *s = NULL;
+    assert_int_equal(kin_logsub_new(&s, &so), KIN_OK);
+    bool found = false;
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    while (!found && harness_now_ms() < end) {
+        /* n is the newest node: it is this process's publisher now. */
+        KIN_LOGW("through the standalone forwarder", KIN_F("x", 1));
+        const kin_logrec *r;
+        while (!found && kin_logsub_next(s, 30, &r) == KIN_OK)
+            found = r->kind == KIN_LOGREC_LOG &&
+                    !strcmp(r->ctx_name, "standalone") &&
+                    !strcmp(r->msg, "through the standalone forwarder");
+    }
+    assert_true(found);
+    kin_logsub_destroy(&s);
+    kin_node_destroy(&n);
+    int status = stop_proc(&fwd);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+int
+main(void)
+{
+    export_all();
+    harness_log_setup();
+    snprintf(log_file, sizeof log_file, "/tmp/kin-test-logs-%d.jsonl",
+             (int)getpid());
+    kin_node_opts o = {.log_file = log_file, .log_file_level = KIN_LOG_ERROR};
+    kin_err e = kin_init(&master, &o);
+    if (e) {
+        fprintf(stderr, "kin_init: %s\n", kin_strerror(e));
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(grandchild_record_has_identity_and_fields),
+        cmocka_unit_test(warning_subscriber_gets_no_info_and_none_is_sent),
+        cmocka_unit_test(queue_overflow_is_counted_exactly),
+        cmocka_unit_test(subscriber_overflow_is_counted_exactly),
+        cmocka_unit_test(late_joiner_sees_the_gap),
+        cmocka_unit_test(child_output_lines_arrive_tagged),
+        cmocka_unit_test(file_sink_writes_json_lines),
+        cmocka_unit_test(kin_logs_follows_with_json),
+        cmocka_unit_test(standalone_forwarder_carries_records),
+    };
+    if (getenv("KIN_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("KIN_TEST_FILTER"));
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    kin_node_destroy(&master);
+    if (!getenv("KIN_TEST_KEEP"))
+        unlink(log_file);
+    return rc;
+}
