@@ -80,18 +80,14 @@ kin_init(kin_node **out, const kin_node_opts *opts)
     o.log_endpoint = getenv("KIN_CHILD_LOG_ENDPOINT");
     o.bind = NULL;
     kin_node *n;
-    kin_err e = kin_node_new(&n, &o);
+    kin__node_hooks hooks = {.on_shutdown = on_shutdown,
+                             .on_parent_lost = on_parent_lost};
+    kin_err e = kin__node_new_with(&n, &o, &hooks);
     if (e) {
         fprintf(stderr, "kin child %u: cannot reach parent at %s: %s\n", o.id,
                 o.parent_endpoint, kin_strerror(e));
         exit(1);
     }
-    kin__handler h = {.handle = KIN_HANDLE_SHUTDOWN,
-                      .policy = KIN_POLICY_PARENT,
-                      .respondent = KIN_NO_CTX,
-                      .fn = on_shutdown};
-    kin__handles_add(n, &h, NULL);
-    n->on_parent_lost = on_parent_lost;
     kin__procs_on_trip_exit(n, on_emergency);
 
     pthread_mutex_lock(&mu);

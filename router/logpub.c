@@ -216,7 +216,8 @@ enqueue_locked(struct kin__logs *p, int bucket, kin_logrec_kind kind,
         en->kind = (uint8_t)kind;
         en->name_len = (uint8_t)name_len;
         en->pad = 0;
-        memcpy(en + 1, name, name_len);
+        if (name_len)
+            memcpy(en + 1, name, name_len);
         memcpy((char *)(en + 1) + name_len, body, len);
         p->active_len += need;
     }

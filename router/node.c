@@ -163,6 +163,13 @@ on_stop(void *arg)
 kin_err
 kin_node_new(kin_node **out, const kin_node_opts *opts)
 {
+    return kin__node_new_with(out, opts, NULL);
+}
+
+kin_err
+kin__node_new_with(kin_node **out, const kin_node_opts *opts,
+                   const kin__node_hooks *hooks)
+{
     kin_node_opts none = {0};
     if (!opts)
         opts = &none;
@@ -220,6 +227,13 @@ kin_node_new(kin_node **out, const kin_node_opts *opts)
 
     if ((e = add_system(n, KIN_HANDLE_PING, KIN_POLICY_ANY, on_ping)))
         goto fail;
+    /* Hooks go in before HELLO: a parent may ask us to stop at once. */
+    if (hooks && hooks->on_shutdown &&
+        (e = add_system(n, KIN_HANDLE_SHUTDOWN, KIN_POLICY_PARENT,
+                        hooks->on_shutdown)))
+        goto fail;
+    if (hooks && hooks->on_parent_lost)
+        n->on_parent_lost = hooks->on_parent_lost;
     if (!n->has_parent && (e = add_system(n, KIN_HANDLE_ALLOCATE_ID,
                                           KIN_POLICY_ANY, on_allocate_id)))
         goto fail;

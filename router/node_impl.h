@@ -93,6 +93,16 @@ struct kin_node {
     uint64_t started_ns;
 };
 
+/* What kin_init needs in place before the child says HELLO. */
+typedef struct kin__node_hooks {
+    kin__handle_fn on_shutdown; /* SHUTDOWN from the parent */
+    void (*on_parent_lost)(kin_node *n, void *arg);
+} kin__node_hooks;
+
+/* kin_node_new with hooks installed before the parent can reach us. */
+kin_err kin__node_new_with(kin_node **out, const kin_node_opts *opts,
+                           const kin__node_hooks *hooks);
+
 /* Registers a handler (latch or fn). Errors: KIN_EEXISTS, -ENOMEM. */
 kin_err kin__handles_add(kin_node *n, const kin__handler *h, uint32_t *handle);
 void kin__handles_remove(kin_node *n, uint32_t handle);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -597,6 +598,8 @@ run_cli(char *const argv[])
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        /* Gone with the test, even when an assertion cut it short. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(p[1], STDOUT_FILENO);
         execv(KIN_CLI_PATH, argv);
         _exit(127);
