@@ -11,8 +11,7 @@
 
 #include "core/logrec.h"
 
-/* --- human lines -----------------------------------------------------------
- */
+/* --- human lines ---------------------------------------------------------- */
 
 typedef struct out {
     char *buf;
@@ -270,8 +269,7 @@ kin_logrec_format(const kin_logrec *r, unsigned flags, char *buf, size_t size)
     return o.len;
 }
 
-/* --- JSON ------------------------------------------------------------------
- */
+/* --- JSON ----------------------------------------------------------------- */
 
 static int
 bput(kin_buf *b, const char *s, size_t n)

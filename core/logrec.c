@@ -11,8 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* --- levels and topics -----------------------------------------------------
- */
+/* --- levels and topics ---------------------------------------------------- */
 
 int
 kin__log_bucket(int level)
@@ -105,8 +104,7 @@ kin_logrec_kind_name(kin_logrec_kind kind)
     return (unsigned)kind < sizeof names / sizeof names[0] ? names[kind] : "?";
 }
 
-/* --- encoding --------------------------------------------------------------
- */
+/* --- encoding ------------------------------------------------------------- */
 
 void
 kin__lbuf_init(kin__lbuf *b)
@@ -328,8 +326,7 @@ kin__logrec_head(char *out, int bucket, uint64_t seq, uint32_t pub,
     return b.len;
 }
 
-/* --- decoding --------------------------------------------------------------
- */
+/* --- decoding ------------------------------------------------------------- */
 
 typedef struct cur {
     const unsigned char *p, *end;

@@ -49,8 +49,7 @@ static const char logs_usage[] =
     "Lost records are reported where they were lost, as '!! lost N' lines\n"
     "(and '~~ N ... before this subscriber joined' for earlier ones).\n";
 
-/* --- filtering -------------------------------------------------------------
- */
+/* --- filtering ------------------------------------------------------------ */
 
 static bool
 contains(const char *s, size_t len, const char *needle)
@@ -91,8 +90,7 @@ matches(const kin_logrec *r, const char *grep)
     return false;
 }
 
-/* --- output ----------------------------------------------------------------
- */
+/* --- output --------------------------------------------------------------- */
 
 /* A JSON string; bytes that are not UTF-8 become '?'. */
 static json_t *
@@ -213,8 +211,19 @@ print_record(const kin_logrec *r, bool json, unsigned flags)
     return rc >= 0 && fflush(stdout) == 0;
 }
 
-/* --- kin logs --------------------------------------------------------------
- */
+/* --- kin logs ------------------------------------------------------------- */
+
+/* Where publishers connect is no place to subscribe; an embedded
+ * forwarder's frontend sits next to its backend (router/logpub.c names
+ * them), so a backend endpoint is turned into the frontend. */
+static void
+frontend_of(char *ep, size_t size)
+{
+    static const char in[] = "-logs-in.sock", out[] = "-logs.sock";
+    size_t len = strlen(ep), n = sizeof in - 1;
+    if (!strncmp(ep, "ipc://", 6) && len > n && !strcmp(ep + len - n, in))
+        snprintf(ep + len - n, size - (len - n), "%s", out);
+}
 
 static int
 parse_ctxs(const char *s, uint32_t *ctxs, size_t *n)
@@ -325,6 +334,7 @@ kin__cli_logs(int argc, char **argv)
                     pid, kin_strerror(e));
             return 2;
         }
+        frontend_of(ep, sizeof ep);
     }
     unsigned flags = 0;
     if (!strcmp(color, "always") ||
@@ -378,17 +388,21 @@ kin__cli_logs(int argc, char **argv)
     return rc;
 }
 
-/* --- kin log-forwarder -----------------------------------------------------
- */
+/* --- kin log-forwarder ---------------------------------------------------- */
 
 static const char fwd_usage[] =
-    "usage: kin log-forwarder --backend EP --frontend EP [--hwm N]\n"
+    "usage: kin log-forwarder --backend EP --frontend EP [--hwm N] "
+    "[--lossless]\n"
     "\n"
     "Runs a log forwarder until SIGINT or SIGTERM.\n"
-    "  --backend EP   where publishers connect: give it to the tree's master\n"
-    "                 as kin_node_opts.log_endpoint (e.g. tcp://*:5555)\n"
+    "  --backend EP   where publishers connect (e.g. tcp://*:5555); give the\n"
+    "                 tree's master kin_node_opts.log_endpoint =\n"
+    "                 tcp://HOST:5555\n"
     "  --frontend EP  where subscribers connect (kin logs --endpoint EP)\n"
     "  --hwm N        records queued per peer before loss (default 10000)\n"
+    "  --lossless     wait for slow subscribers instead of dropping their\n"
+    "                 records (then the publishers' queues fill and drop,\n"
+    "                 reported as usual; one stuck subscriber holds all up)\n"
     "Prints the bound endpoints (wildcards resolved) on stdout.\n";
 
 int
@@ -398,6 +412,7 @@ kin__cli_log_forwarder(int argc, char **argv)
         {"backend", required_argument, NULL, 'b'},
         {"frontend", required_argument, NULL, 'f'},
         {"hwm", required_argument, NULL, 'H'},
+        {"lossless", no_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -414,6 +429,9 @@ kin__cli_log_forwarder(int argc, char **argv)
             break;
         case 'H':
             o.hwm = atoi(optarg);
+            break;
+        case 'L':
+            o.lossless = true;
             break;
         case 'h':
             fputs(fwd_usage, stdout);

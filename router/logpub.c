@@ -66,6 +66,7 @@ struct kin__logs {
     int pid;
     kin__logfwd *fwd; /* embedded forwarder (master) */
     int sink_fd;
+    kin__logs_tuning tune; /* g_tune when it started */
 
     /* Under g_mu. */
     char *active;
@@ -115,8 +116,7 @@ static int g_floor = INT_MIN;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static kin__logs_tuning g_tune = {512 * 1024, 10000, 10000, 2000, 0};
 
-/* --- the process-wide switch -----------------------------------------------
- */
+/* --- the process-wide switch ---------------------------------------------- */
 
 static void
 update_min_locked(void)
@@ -169,8 +169,7 @@ kin__logs_tune(const kin__logs_tuning *t)
     pthread_mutex_unlock(&g_mu);
 }
 
-/* --- logging threads --------------------------------------------------------
- */
+/* --- logging threads ------------------------------------------------------ */
 
 static void
 count_drop_locked(struct kin__logs *p, uint32_t ctx, int bucket)
@@ -321,8 +320,7 @@ kin__logs_child_line(kin_node *n, uint32_t child_id, const char *child_name,
     kin__lbuf_fini(&b);
 }
 
-/* --- broker thread: sending ------------------------------------------------
- */
+/* --- broker thread: sending ----------------------------------------------- */
 
 static bool
 wanted(const struct kin__logs *p, const unsigned char *topic)
@@ -616,7 +614,7 @@ on_sync_timeout(uv_timer_t *t)
     struct kin__logs *p = t->data;
     KIN_WARN("logs: no subscription set from the forwarder at %s within "
              "%d ms; going on with what arrived",
-             p->n->log_endpoint, g_tune.sync_timeout_ms);
+             p->n->log_endpoint, p->tune.sync_timeout_ms);
     set_synced(p);
 }
 
@@ -675,8 +673,7 @@ on_subscription(void *sock, void *arg)
     zmq_msg_close(&m);
 }
 
-/* --- start and stop --------------------------------------------------------
- */
+/* --- start and stop ------------------------------------------------------- */
 
 static void
 job_finish(struct kin__logs *p, kin_err e)
@@ -694,7 +691,7 @@ open_job(void *arg, void *unused)
     struct kin__logs *p = arg;
     kin_node *n = p->n;
     kin_err e = KIN_OK;
-    int hwm = g_tune.pub_hwm, one = 1, zero = 0;
+    int hwm = p->tune.pub_hwm, one = 1, zero = 0;
     p->sock = zmq_socket(kin__zctx(), ZMQ_XPUB);
     if (!p->sock) {
         job_finish(p, -errno);
@@ -720,7 +717,7 @@ open_job(void *arg, void *unused)
     uv_timer_init(loop, &p->retry_timer);
     p->retry_timer.data = p;
     uv_timer_start(&p->sync_timer, on_sync_timeout,
-                   (uint64_t)g_tune.sync_timeout_ms, 0);
+                   (uint64_t)p->tune.sync_timeout_ms, 0);
     job_finish(p, KIN_OK);
 }
 
@@ -850,8 +847,8 @@ start_forwarder(struct kin__logs *p, const kin_node_opts *opts)
         return e;
     kin__logfwd_opts fo = {.backend = back,
                            .frontend = front,
-                           .hwm = g_tune.fwd_hwm,
-                           .lossless = g_tune.fwd_lossless > 0,
+                           .hwm = p->tune.fwd_hwm,
+                           .lossless = p->tune.fwd_lossless > 0,
                            .sink_fd = -1};
     if (opts->log_file) {
         p->sink_fd = open(opts->log_file,
@@ -890,8 +887,9 @@ kin__logs_start(kin_node *n, const kin_node_opts *opts)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cond, NULL);
     pthread_mutex_lock(&g_mu);
-    p->cap = g_tune.queue_bytes;
+    p->tune = g_tune;
     pthread_mutex_unlock(&g_mu);
+    p->cap = p->tune.queue_bytes;
     p->active = malloc(p->cap);
     p->draining = malloc(p->cap);
     kin_err e = p->active && p->draining ? KIN_OK : -ENOMEM;

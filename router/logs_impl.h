@@ -11,8 +11,7 @@
 #include "core/logrec.h"
 #include "router/node_impl.h"
 
-/* --- the node's publisher (logpub.c) ---------------------------------------
- */
+/* --- the node's publisher (logpub.c) -------------------------------------- */
 
 /* Starts n's logs: for a master without opts->log_endpoint the embedded
  * forwarder (and opts->log_file's sink), then, unless logs are off
@@ -69,8 +68,7 @@ typedef struct kin__logs_tuning {
 
 void kin__logs_tune(const kin__logs_tuning *t);
 
-/* --- the forwarder (logfwd.c) ----------------------------------------------
- */
+/* --- the forwarder (logfwd.c) --------------------------------------------- */
 
 typedef struct kin__logfwd kin__logfwd;
 
@@ -107,8 +105,7 @@ void kin__logfwd_stats_get(const kin__logfwd *f, kin__logfwd_stats *out);
  * for a moment), closes the sockets and the sink; *f = NULL. NULL-safe. */
 void kin__logfwd_stop(kin__logfwd **f);
 
-/* --- subscriber internals (logsub.c) ---------------------------------------
- */
+/* --- subscriber internals (logsub.c) -------------------------------------- */
 
 /* A sink subscribed to everything at endpoint (the forwarder's capture
  * socket), filtering by opts->min_level itself. Connected before it

@@ -41,8 +41,7 @@ struct kin_logsub {
     kin_logsub_stats st;
 };
 
-/* --- streams ---------------------------------------------------------------
- */
+/* --- streams -------------------------------------------------------------- */
 
 static size_t
 stream_hash(uint32_t pub, uint32_t ctx, uint8_t bucket)
@@ -86,8 +85,7 @@ stream_find(kin_logsub *s, uint32_t pub, uint32_t ctx, uint8_t bucket)
     return x;
 }
 
-/* --- subscribers -----------------------------------------------------------
- */
+/* --- subscribers ---------------------------------------------------------- */
 
 static kin_err
 subscribe(void *sock, int bucket, const uint32_t *ctx)
@@ -309,8 +307,7 @@ kin_logsub_next(kin_logsub *s, int timeout_ms, const kin_logrec **out)
     }
 }
 
-/* --- sinks -----------------------------------------------------------------
- */
+/* --- sinks ---------------------------------------------------------------- */
 
 struct kin_logsink {
     pthread_t thread;

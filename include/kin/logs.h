@@ -27,8 +27,7 @@
 #include <kin/node.h>
 #include <kin/pack.h>
 
-/* --- fields ----------------------------------------------------------------
- */
+/* --- fields --------------------------------------------------------------- */
 
 typedef enum kin_field_type {
     KIN_FIELD_END = 0, /* terminates a field list */
@@ -122,8 +121,7 @@ kin__f_str(const char *k, const char *s)
 #define KIN_FDBL(k, v) kin__f_dbl((k), (v))
 #define KIN_FBOOL(k, v) kin__f_bool((k), (v))
 
-/* --- logging ---------------------------------------------------------------
- */
+/* --- logging -------------------------------------------------------------- */
 
 /* The lowest level currently produced (INT_MAX: none). Read it through
  * kin_logs_enabled; it is written by kin only. */
@@ -152,8 +150,9 @@ KIN_EXPORT void kin_logs_emitf(int level, const char *file, int line,
                                const char *fmt, ...) KIN_PRINTF(4, 5);
 
 /* KIN_LOG(level, msg, fields...): logs msg (a string, not a format) with
- * up to any number of KIN_F fields; the arguments are not evaluated when
- * the level is disabled. */
+ * KIN_F fields (at most 32 are kept); level is evaluated once, msg and the
+ * fields not at all when the level is disabled. C only (_Generic and
+ * compound literals). */
 #define KIN_LOG(level, ...) KIN__LOG((level), __VA_ARGS__, KIN__FEND)
 #define KIN_LOGD(...) KIN_LOG(KIN_LOG_DEBUG, __VA_ARGS__)
 #define KIN_LOGI(...) KIN_LOG(KIN_LOG_INFO, __VA_ARGS__)
@@ -163,15 +162,17 @@ KIN_EXPORT void kin_logs_emitf(int level, const char *file, int line,
 /* KIN_LOGF(level, fmt, ...): a printf-formatted message, no fields. */
 #define KIN_LOGF(level, ...)                                                   \
     do {                                                                       \
-        if (kin_logs_enabled(level))                                           \
-            kin_logs_emitf((level), __FILE__, __LINE__, __VA_ARGS__);          \
+        int kin__lvl_ = (level);                                               \
+        if (kin_logs_enabled(kin__lvl_))                                       \
+            kin_logs_emitf(kin__lvl_, __FILE__, __LINE__, __VA_ARGS__);        \
     } while (0)
 
 #define KIN__FEND ((kin_field){NULL, KIN_FIELD_END, {.i = 0}})
 #define KIN__LOG(level, msg, ...)                                              \
     do {                                                                       \
-        if (kin_logs_enabled(level))                                           \
-            kin_logs_emit((level), __FILE__, __LINE__, (msg),                  \
+        int kin__lvl_ = (level);                                               \
+        if (kin_logs_enabled(kin__lvl_))                                       \
+            kin_logs_emit(kin__lvl_, __FILE__, __LINE__, (msg),                \
                           (const kin_field[]){__VA_ARGS__});                   \
     } while (0)
 
@@ -182,15 +183,15 @@ KIN_EXPORT void kin_logs_set_level(int level);
 
 /* The endpoint of the forwarder that n's records go to (publishers
  * connect there; children inherit it), or NULL when n has no publisher.
- * Owned by n. */
+ * Owned by n. Any thread. */
 KIN_EXPORT const char *kin_logs_backend(const kin_node *n);
 
 /* The endpoint subscribers connect to when n runs the embedded forwarder
- * (a master without opts.log_endpoint), else NULL. Owned by n. */
+ * (a master without opts.log_endpoint), else NULL. Owned by n. Any
+ * thread. */
 KIN_EXPORT const char *kin_logs_frontend(const kin_node *n);
 
-/* --- records ---------------------------------------------------------------
- */
+/* --- records -------------------------------------------------------------- */
 
 typedef enum kin_logrec_kind {
     KIN_LOGREC_LOG = 0,     /* logged by the application */
@@ -233,7 +234,7 @@ typedef struct kin_logrec {
     bool before_join;
 } kin_logrec;
 
-/* "log", "dropped", "stdout", "stderr", "gap". */
+/* "log", "dropped", "stdout", "stderr", "gap" (static). Any thread. */
 KIN_EXPORT const char *kin_logrec_kind_name(kin_logrec_kind kind);
 
 #define KIN_LOGFMT_COLOR 1u /* ANSI colors */
@@ -250,12 +251,11 @@ KIN_EXPORT size_t kin_logrec_format(const kin_logrec *r, unsigned flags,
  * Invalid UTF-8 becomes U+FFFD. Errors: -ENOMEM. Any thread. */
 KIN_EXPORT kin_err kin_logrec_json(const kin_logrec *r, kin_buf *out);
 
-/* Parses "debug", "info", "warning"/"warn", "error", "critical" or a
- * number. Errors: -EINVAL. */
+/* Parses "debug", "info", "warning"/"warn", "error", "critical"/"crit"
+ * (any case) or a number from 0 to 1000. Errors: -EINVAL. Any thread. */
 KIN_EXPORT kin_err kin_log_level_parse(const char *s, int *level);
 
-/* --- subscribers -----------------------------------------------------------
- */
+/* --- subscribers ---------------------------------------------------------- */
 
 typedef struct kin_logsub kin_logsub;
 
@@ -294,14 +294,15 @@ typedef struct kin_logsub_stats {
     uint64_t malformed; /* messages skipped */
 } kin_logsub_stats;
 
+/* What s returned so far. The thread that uses s. */
 KIN_EXPORT void kin_logsub_stats_get(const kin_logsub *s,
                                      kin_logsub_stats *out);
 
-/* Disconnects and frees s; *s = NULL. NULL-safe. */
+/* Disconnects and frees s; *s = NULL. NULL-safe. The thread that uses s,
+ * not while it waits in kin_logsub_next. */
 KIN_EXPORT void kin_logsub_destroy(kin_logsub **s);
 
-/* --- sinks -----------------------------------------------------------------
- */
+/* --- sinks ---------------------------------------------------------------- */
 
 /* A sink: a thread that subscribes and writes every record as a line to a
  * file descriptor, as text (kin_logrec_format) or JSON (kin_logrec_json).
@@ -321,12 +322,14 @@ typedef struct kin_logsink_opts {
     unsigned text_flags; /* KIN_LOGFMT_* for TEXT */
 } kin_logsink_opts;
 
-/* Starts a sink. Errors: as kin_logsub_new, -errno from pthread_create. */
+/* Starts a sink; the fd stays the caller's and must outlive the sink.
+ * Errors: -EINVAL (fd < 0), as kin_logsub_new, -errno from pthread_create.
+ * Any thread. */
 KIN_EXPORT kin_err kin_logsink_new(kin_logsink **out,
                                    const kin_logsink_opts *opts);
 
 /* Writes what has arrived, stops the thread and frees the sink; *s = NULL.
- * NULL-safe. */
+ * NULL-safe. Any thread but the sink's. */
 KIN_EXPORT void kin_logsink_destroy(kin_logsink **s);
 
 #endif

@@ -42,8 +42,7 @@ now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* --- the publishers (kin children) -----------------------------------------
- */
+/* --- the publishers (kin children) ---------------------------------------- */
 
 /* Logs count records as fast as the pipeline takes them: a producer that
  * outruns the publisher waits while its queue is more than half full,
@@ -81,8 +80,7 @@ probe(kin_call *c, void *arg)
     return KIN_OK;
 }
 
-/* --- the subscriber --------------------------------------------------------
- */
+/* --- the subscriber ------------------------------------------------------- */
 
 typedef struct counts {
     uint64_t bench, probes, dropped, lost;
@@ -253,10 +251,12 @@ run_kin(const config *cfg, kin_node *master, kin_result *res)
     pthread_mutex_unlock(&s.mu);
     res->seconds = last - t0;
     res->records_per_s = res->seconds > 0 ? res->received / res->seconds : 0;
-    /* Lost probes show up in the gaps too. */
+    /* Gaps count lost probes too (same streams): what is left unexplained
+     * once probes are counted on both sides is unreported loss. */
     res->unreported =
         (int64_t)(res->logged + probes_logged) -
         (int64_t)(res->received + probes_got + res->dropped + res->lost);
+    res->lost -= probes_logged - probes_got; /* the bench records' share */
     res->ok = true;
 stop:
     pthread_mutex_lock(&s.mu);
@@ -270,8 +270,7 @@ out:
     pthread_mutex_destroy(&s.mu);
 }
 
-/* --- raw libzmq baseline ---------------------------------------------------
- */
+/* --- raw libzmq baseline -------------------------------------------------- */
 
 /* Publisher process: XPUB (so it can wait for the subscription) with
  * NODROP and blocking sends, so nothing is lost. */
@@ -394,8 +393,7 @@ run_zmq(const config *cfg)
     return got == want && last > first ? (double)(got - 1) / (last - first) : 0;
 }
 
-/* --- main ------------------------------------------------------------------
- */
+/* --- main ----------------------------------------------------------------- */
 
 static void
 usage(FILE *f)

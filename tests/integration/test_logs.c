@@ -128,8 +128,7 @@ export_all(void)
     kin_export("l.reap_gc", reap_gc_fn, NULL, KIN_POLICY_PARENT);
 }
 
-/* --- helpers ----------------------------------------------------------------
- */
+/* --- helpers -------------------------------------------------------------- */
 
 typedef struct pstats {
     uint64_t sent[KIN__LOG_BUCKETS], unwanted[KIN__LOG_BUCKETS],
@@ -291,8 +290,7 @@ wait_min_level(uint32_t ctx, int level)
     fail_msg("ctx %u: min level %d, wanted %d", ctx, p.min_level, level);
 }
 
-/* --- tests -----------------------------------------------------------------
- */
+/* --- tests ---------------------------------------------------------------- */
 
 static void
 grandchild_record_has_identity_and_fields(void **state)
@@ -390,7 +388,10 @@ warning_subscriber_gets_no_info_and_none_is_sent(void **state)
     kin_logsub *i = subscribe(KIN_LOG_INFO, id, 0);
     wait_min_level(id, KIN_LOG_INFO);
     log_in(id, KIN_LOG_INFO, 200, "info that is wanted", NULL);
-    get_stats(id, &p1);
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    do /* sent a moment after they were logged */
+        get_stats(id, &p1);
+    while (p1.sent[1] < p0.sent[1] + 200 && harness_now_ms() < end);
     assert_true(p1.sent[1] >= p0.sent[1] + 200);
     kin_logsub_destroy(&i);
     kin_logsub_destroy(&w);
@@ -478,6 +479,15 @@ late_joiner_sees_the_gap(void **state)
     tally t = {0};
     probe(early, id, KIN_LOG_INFO, "probe-early", &t);
     log_in(id, KIN_LOG_INFO, 100, "before the late one", NULL);
+    /* Logged is not yet sent: wait until they went past the forwarder. */
+    int before = 0;
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    const kin_logrec *r;
+    while (before < 100 && harness_now_ms() < end)
+        if (kin_logsub_next(early, 100, &r) == KIN_OK &&
+            r->kind == KIN_LOGREC_LOG && !strcmp(r->msg, "before the late one"))
+            before++;
+    assert_int_equal(before, 100);
 
     kin_logsub *late = subscribe(KIN_LOG_INFO, id, 0);
     tally l = {0};
@@ -582,8 +592,7 @@ file_sink_writes_json_lines(void **state)
     kin_child_destroy(&c);
 }
 
-/* --- the kin command -------------------------------------------------------
- */
+/* --- the kin command ------------------------------------------------------ */
 
 typedef struct proc {
     pid_t pid;
