@@ -185,14 +185,14 @@ kin__cli_log_endpoint(int pid, char *ep, size_t size)
     kin_err e = kin__cli_attach(pid, &n);
     if (e)
         return e;
-    kin__cli_info_t master;
-    e = kin__cli_info(n, KIN_MASTER_ID, &master);
+    kin_ctx_info master;
+    e = kin_monitor_info(n, KIN_MASTER_ID, TIMEOUT_MS, &master);
     kin_node_destroy(&n);
     if (e)
         return e;
-    if (!master.log_endpoint[0])
-        return KIN_ENOROUTE;
-    snprintf(ep, size, "%s", master.log_endpoint);
+    if (!master.log_frontend[0])
+        return KIN_ENOROUTE; /* logs go to a standalone forwarder */
+    snprintf(ep, size, "%s", master.log_frontend);
     return KIN_OK;
 }
 

@@ -296,6 +296,8 @@ run_custom(mon *m, const char *name, const char *args)
     if (e) {
         if (text)
             fprintf(stderr, "%s: %.*s\n", name, (int)len, text);
+        else if (kill(m->pid, 0) && errno == ESRCH)
+            fprintf(stderr, "%s: the master %d is gone\n", name, m->pid);
         else
             fprintf(stderr, "%s: context %u: %s\n", name, m->ctx,
                     kin_strerror(e));

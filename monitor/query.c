@@ -268,6 +268,9 @@ kin_monitor_info(kin_node *n, uint32_t ctx, int timeout_ms, kin_ctx_info *info)
         } else if (!strcmp(key, "endpoint")) {
             if (!(e = kin_unpack(&rd, "S", &s, &sl)))
                 copy(info->endpoint, sizeof info->endpoint, s, sl);
+        } else if (!strcmp(key, "log_frontend")) {
+            if (!(e = kin_unpack(&rd, "S", &s, &sl)))
+                copy(info->log_frontend, sizeof info->log_frontend, s, sl);
         } else if (!strcmp(key, "log_endpoint")) {
             if (!(e = kin_unpack(&rd, "S", &s, &sl)))
                 copy(info->log_endpoint, sizeof info->log_endpoint, s, sl);

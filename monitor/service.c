@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <kin/logs.h>
 #include <kin/monitor.h>
 
 #include "core/log_internal.h"
@@ -372,7 +373,7 @@ cmd_info(kin_node *n, msgpack_packer *pk)
     pthread_mutex_lock(&n->tasks.mu);
     uint32_t live = (uint32_t)n->tasks.live.len;
     pthread_mutex_unlock(&n->tasks.mu);
-    msgpack_pack_map(pk, 11);
+    msgpack_pack_map(pk, 12);
     pack_key(pk, "workers");
     msgpack_pack_int(pk, kin__calls_workers(n));
     pack_key(pk, "id");
@@ -406,6 +407,9 @@ cmd_info(kin_node *n, msgpack_packer *pk)
     pack_str(pk, n->endpoint);
     pack_key(pk, "log_endpoint");
     pack_str(pk, n->log_endpoint);
+    pack_key(pk, "log_frontend");
+    const char *front = kin_logs_frontend(n);
+    pack_str(pk, front ? front : "");
 }
 
 static void

@@ -58,6 +58,8 @@ typedef struct kin_ctx_info {
     double uptime_ms;
     char endpoint[256];     /* where its children connect */
     char log_endpoint[256]; /* where its log records go */
+    char log_frontend[256]; /* where subscribers connect ("" unless it runs
+                               the tree's embedded forwarder) */
     uint32_t children[256]; /* its child contexts (operators excluded) */
     int n_children;
 } kin_ctx_info;
