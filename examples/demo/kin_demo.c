@@ -312,9 +312,13 @@ print_tree(demo *d, uint32_t ctx, int depth)
     char label[96];
     snprintf(label, sizeof label, "%*s%s%s", depth > 1 ? (depth - 1) * 4 : 0,
              "", depth ? "└── " : "", info.name);
-    printf("  %s%-22s%s context %-3u pid %-7d %2u tasks  %5.1f MiB\n", BOLD,
-           label, RESET, info.id, info.pid, info.tasks,
-           (double)info.rss_kib / 1024.0);
+    /* Pad by characters, not bytes: the tree lines are UTF-8. */
+    int width = 0;
+    for (const char *p = label; *p; p++)
+        width += ((unsigned char)*p & 0xc0) != 0x80;
+    printf("  %s%s%s%*s context %-3u pid %-7d %2u tasks  %5.1f MiB\n", BOLD,
+           label, RESET, width < 22 ? 22 - width : 0, "", info.id, info.pid,
+           info.tasks, (double)info.rss_kib / 1024.0);
     for (int i = 0; i < info.n_children; i++)
         print_tree(d, info.children[i], depth + 1);
 }
