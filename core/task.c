@@ -2,6 +2,7 @@
 #include "core/task.h"
 #include "core/sync.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -125,6 +126,55 @@ kin__task_cancel(kin_task *t, uint32_t by_ctx, uint32_t by_task)
     if (t->wake)
         t->wake(t->wake_obj);
     pthread_mutex_unlock(&t->mu);
+}
+
+typedef struct sleeper {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+} sleeper;
+
+/* Called with the task's lock held when it is cancelled. */
+static void
+wake_sleeper(void *obj)
+{
+    sleeper *s = obj;
+    pthread_mutex_lock(&s->mu);
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+}
+
+kin_err
+kin_task_sleep(int ms)
+{
+    kin_task *t = self;
+    sleeper s;
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&s.cond, &a);
+    pthread_condattr_destroy(&a);
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += ms / 1000;
+    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    kin__task_wait_begin(t, wake_sleeper, &s, "sleep");
+    kin_err e = KIN_OK;
+    pthread_mutex_lock(&s.mu);
+    /* The flag is checked under s.mu, which the waker takes: no lost
+     * wake-up. */
+    while (!(e = kin__task_cancel_pending(t) ? KIN_ECANCELLED : KIN_OK))
+        if (pthread_cond_timedwait(&s.cond, &s.mu, &dl) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&s.mu);
+    kin__task_wait_end(t);
+    pthread_cond_destroy(&s.cond);
+    pthread_mutex_destroy(&s.mu);
+    return e;
 }
 
 uint32_t

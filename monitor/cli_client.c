@@ -118,26 +118,29 @@ kin__cli_info(kin_node *n, uint32_t ctx, kin__cli_info_t *info)
 
 /* Operator ids: one per attachment, so an attachment held open (the
  * interactive monitor) and the short ones its commands make never share
- * an id: top bit set, then the pid, then a sequence number. */
+ * an id: top bit set, then the pid, then a sequence number. The held one
+ * has 255 to itself; the others wrap round 0..254 (a master refuses an id
+ * still attached, so the held one must never come round again). */
+#define HELD_SEQ 0xffu
 static atomic_uint attach_seq;
 
 static uint32_t
-operator_id(void)
+operator_id(bool held)
 {
-    unsigned seq = atomic_fetch_add(&attach_seq, 1) & 0xffu;
+    unsigned seq =
+        held ? HELD_SEQ : atomic_fetch_add(&attach_seq, 1) % HELD_SEQ;
     return 0x80000000u | ((uint32_t)getpid() & 0x3fffffu) << 8 | seq;
 }
 
 static kin_err
 attach(int pid, bool held, kin_node **out)
 {
-    (void)held; /* every attachment gets its own id, held or not */
     if (pid <= 0 || (kill(pid, 0) && errno == ESRCH)) {
         fprintf(stderr, "kin: no process %d\n", pid);
         return -ESRCH;
     }
     kin_node *n;
-    kin_err e = attach_to(pid, operator_id(), &n);
+    kin_err e = attach_to(pid, operator_id(false), &n);
     if (e == -ESRCH) {
         fprintf(stderr, "kin: process %d is not a kin context of yours\n", pid);
         return e;
@@ -153,10 +156,18 @@ attach(int pid, bool held, kin_node **out)
         kin_node_destroy(&n);
         return e;
     }
-    if (master.pid != pid) {
-        /* Operate from the master: every context is below it. */
-        kin_node_destroy(&n);
-        if ((e = attach_to(master.pid, operator_id(), &n))) {
+    if (master.pid != pid || held) {
+        /* Operate from the master, every context is below it, with a new
+         * id (the held one, or another: the tree may still route the old
+         * one through pid's context). The old link goes once the new one
+         * is up, so the master cannot give the new one the old one's fd
+         * while it has yet to see that one close (it tells links' ends
+         * apart by fd). */
+        kin_node *first = n;
+        n = NULL;
+        e = attach_to(master.pid, operator_id(held), &n);
+        kin_node_destroy(&first);
+        if (e) {
             fprintf(stderr, "kin: cannot attach to master %d: %s\n", master.pid,
                     kin_strerror(e));
             return e;

@@ -8,6 +8,7 @@
 #include <kin/call.h>
 #include <kin/monitor.h>
 
+#include "core/task.h"
 #include "router/node_impl.h"
 
 kin_err
@@ -235,8 +236,11 @@ kin_err
 kin_monitor_cancel(kin_node *n, uint32_t ctx, uint32_t task, int timeout_ms)
 {
     kin_msg *reply;
-    kin_err e =
-        request(n, ctx, timeout_ms, &reply, "cancel", "Msu", 1, "task", task);
+    /* The cancelling task goes along, for the victim's record. */
+    kin_task *self = kin__adopt_begin(n);
+    kin__adopt_end(self);
+    kin_err e = request(n, ctx, timeout_ms, &reply, "cancel", "Msusu", 2,
+                        "task", task, "by", self ? self->id : 0u);
     kin_msg_destroy(&reply);
     return e;
 }

@@ -40,6 +40,7 @@ typedef struct req {
     char signal[16];
     bool persistent;
     uint32_t task;
+    uint32_t by; /* cancel: the requesting task in the sender's context */
 } req;
 
 static const struct {
@@ -118,6 +119,8 @@ parse(const kin_msg *m, req *r)
             e = kin_unpack(&rd, "b", &r->persistent);
         } else if (!strcmp(key, "task")) {
             e = kin_unpack(&rd, "u", &r->task);
+        } else if (!strcmp(key, "by")) {
+            e = kin_unpack(&rd, "u", &r->by);
         } else {
             e = kin_unpack(&rd, "?");
         }
@@ -525,7 +528,7 @@ on_monitor(kin_node *n, kin_msg *m, void *arg)
                  n->id);
         pack_error(&pk, KIN_EREFUSED, why);
     } else if (!strcmp(r.cmd, "cancel")) {
-        if (kin__tasktab_cancel(&n->tasks, r.task, m->src, 0))
+        if (kin__tasktab_cancel(&n->tasks, r.task, m->src, r.by))
             pack_error(&pk, -ENOENT, "no such live task");
         else
             ok_reply(&pk);

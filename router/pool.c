@@ -257,8 +257,10 @@ run_call(kin_node *n, kin_msg *m)
         snprintf(why, sizeof why, "cancelled before it started");
     }
     if (e) {
-        reply_error(n, m, e, why, name, name_len);
+        /* Ended before the reply, so a caller that then asks for the
+         * terminated tasks finds it. */
         kin__tasktab_end(&n->tasks, t, state, e);
+        reply_error(n, m, e, why, name, name_len);
         goto done;
     }
 
@@ -277,10 +279,10 @@ run_call(kin_node *n, kin_msg *m)
     } else {
         int code = c.fail_code ? c.fail_code : e;
         const char *text = c.fail_code ? c.fail_msg : kin_strerror(e);
-        reply_error(n, m, code, text, x.name, strlen(x.name));
         kin__tasktab_end(&n->tasks, t,
                          cancelled ? KIN_TASK_CANCELLED : KIN_TASK_FAILED,
                          code);
+        reply_error(n, m, code, text, x.name, strlen(x.name));
     }
 done:
     kin_reader_release(&c.reader);

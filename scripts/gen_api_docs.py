@@ -433,9 +433,6 @@ NOTES = {
         "freed too). `*m` must not be NULL. Any thread.",
     ],
     # call
-    "kin_call": [
-        "One incoming call (opaque), handed to the function that serves it.",
-    ],
     "kin_fn": [
         ("Not every code becomes `KIN_EREMOTE` for the caller: "
          "`KIN_EREFUSED`, `KIN_ENOFUNC`, `KIN_ECANCELLED` and `KIN_ETOOBIG` "
@@ -1032,10 +1029,11 @@ def escape(s):
     return s
 
 
-def wrap(text, indent=""):
+def wrap(text, indent="", first=""):
     """Markdown prose wrapped at 79 columns (breaks only at spaces)."""
-    return textwrap.fill(text, width=79, subsequent_indent=indent,
-                         break_long_words=False, break_on_hyphens=False)
+    return textwrap.fill(text, width=79, initial_indent=first,
+                         subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False)
 
 
 def comment_md(lines):
@@ -1054,8 +1052,9 @@ def comment_md(lines):
             while code and not code[-1].strip():
                 code.pop()
             ind = min(len(l) - len(l.lstrip()) for l in code if l.strip())
-            blocks.append("```\n" + "\n".join(l[ind:] for l in code) +
-                          "\n```")
+            body = "\n".join(l[ind:] for l in code)
+            lang = "c" if re.search(r"[;{}]\s*$", body, re.M) else ""
+            blocks.append("```" + lang + "\n" + body + "\n```")
             code.clear()
 
     for l in lines:
@@ -1235,6 +1234,8 @@ def render_group(group, module, all_items, out, lint):
         (d.kind == "pp" and "/*" in d.text) or d.trailing for d in group.decls)
     if comment_text:
         out.append(comment_text + "\n")
+    if not comment_text and not trailing_documented and public:
+        out.append("*The header has no comment above this declaration.*\n")
     elif not trailing_documented and public:
         lint.append("%s:%d: no comment above %s" %
                     (os.path.relpath(group_path(module), ROOT),
@@ -1255,8 +1256,6 @@ def render_group(group, module, all_items, out, lint):
                            (cname, ("`%s`" % val) if val else "",
                             prose(text).replace("|", "\\|")))
             out.append("")
-    if not comment_text and not trailing_documented and public:
-        out.append("*The header has no comment above this declaration.*\n")
     where = " ".join(
         [comment_prose(comment_lines(group.comment.text))
          if group.comment else ""] +
@@ -1277,7 +1276,7 @@ def render_group(group, module, all_items, out, lint):
     if notes:
         out.append("**Notes** (from the implementation):\n")
         for t in notes:
-            out.append("- " + wrap(t, "  "))
+            out.append(wrap(t, "  ", "- "))
         out.append("")
 
 
@@ -1326,9 +1325,11 @@ def render_module(module, title, index):
         if g.comment:
             comment_summary = prose(first_sentence(
                 comment_prose(comment_lines(g.comment.text))))
+        group_summary = comment_summary or next(
+            (note_summary(n) for n, _ in public if note_summary(n)), "")
         for n, k in public:
             # notes are markdown already; comments need prose()
-            summary = comment_summary or note_summary(n)
+            summary = comment_summary or note_summary(n) or group_summary
             out.append("| [`%s`](#%s) | %s | %s |" %
                        (n, anchor, k, summary.replace("|", "\\|")))
             index.append((n.replace("enum ", ""), module, anchor, k))
@@ -1343,7 +1344,7 @@ def render_module(module, title, index):
         out.append("## Reference\n")
     for kind, e in entries:
         if kind == "section":
-            out.append("## %s\n" % e[:1].upper() + e[1:] + "\n")
+            out.append("## %s\n" % (e[:1].upper() + e[1:]))
         elif kind == "prose":
             out.append(comment_md(comment_lines(e.text)) + "\n")
         else:
@@ -1355,9 +1356,10 @@ def render_module(module, title, index):
 
     if internal:
         out.append("## Internal names in this header\n")
-        out.append("These names start with `kin__`/`KIN__`: they are visible "
-                   "only because macros or inline functions above need them. "
-                   "Do not use them; they may change at any time.\n")
+        out.append(wrap("These names start with `kin__` or `KIN__`: they "
+                        "are visible only because macros or inline functions "
+                        "above need them. Do not use them; they may change at "
+                        "any time.") + "\n")
         for g in internal:
             for d in g.decls:
                 if d.kind == "decl" and "{" in d.text and "static inline" in \
@@ -1371,7 +1373,7 @@ def render_module(module, title, index):
                     out.append("- `%s`" % code)
             notes = [t for n, _ in g.names() for t in NOTES.get(n, [])]
             for t in notes:
-                out.append("  " + t)
+                out.append(wrap(t, "  ", "  "))
         out.append("")
 
     out.append("---\n")
@@ -1402,14 +1404,14 @@ Include everything with `#include <kin/kin.h>` (it does not include
 [docs/protocol.md](../protocol.md).
 """)
     out.append("## Modules\n")
-    out.append("| header | page | what |\n|---|---|---|")
+    out.append("| header | page | what | includes |\n|---|---|---|---|")
     for m, title, what in MODULES:
-        out.append("| `<kin/%s.h>` | [%s](%s.md) | %s |" % (m, title, m, what))
+        with open(os.path.join(INCLUDE, m + ".h"), encoding="utf-8") as f:
+            uses = re.findall(r"#\s*include\s*<kin/(\w+)\.h>", f.read())
+        uses = [u for u in uses if u != "defs"]
+        out.append("| `<kin/%s.h>` | [%s](%s.md) | %s | %s |" %
+                   (m, title, m, what, ", ".join(uses) or "-"))
     out.append("")
-    out.append("The modules depend on each other in this order (a header "
-               "includes only those before it): err, msg, latch, pack, log, "
-               "task, node, call, process, supervisor, monitor, logs.\n")
-
     # defs.h
     path, overview, entries, items = parse_header("defs")
     out.append("## Shared definitions: `<kin/defs.h>`\n")
@@ -1426,7 +1428,7 @@ Include everything with `#include <kin/kin.h>` (it does not include
             out.append(comment_md(comment_lines(g.comment.text)) + "\n")
         for n in names:
             for t in DEFS_NOTES.get(n, []):
-                out.append(t + "\n")
+                out.append(wrap(t) + "\n")
         for n in names:
             index.append((n, "README", gh_anchor(", ".join(names)), "macro"))
 

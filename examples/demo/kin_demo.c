@@ -475,6 +475,16 @@ run(demo *d, int n_jobs, uint64_t limit, bool linger)
         }
     }
     double wall = now_ms() - d->t0;
+    /* With few jobs the work can finish before worker-2 is back: wait for
+     * the supervisor (with a deadline) so the tree below shows it. */
+    for (double end = now_ms() + 10000; now_ms() < end;) {
+        uint64_t seen = kin_supervisor_changes(d->sup);
+        kin_child_info info;
+        if (kin_supervisor_child(d->sup, "worker-2", &info) == KIN_OK &&
+            info.restarts > 0 && info.state == KIN_CHILD_RUNNING)
+            break;
+        kin_supervisor_wait(d->sup, seen, 200, NULL);
+    }
     show_logs(d);
     clear_bar(d);
 

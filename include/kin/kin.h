@@ -8,6 +8,7 @@
 #include <kin/latch.h>
 #include <kin/log.h>
 #include <kin/logs.h>
+#include <kin/monitor.h>
 #include <kin/msg.h>
 #include <kin/node.h>
 #include <kin/pack.h>

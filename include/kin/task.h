@@ -50,6 +50,12 @@ KIN_EXPORT kin_err kin_task_spawn_at(kin_node *n, const kin_task_opts *opts,
 #define kin_task_spawn(n, opts, fn, arg, id)                                   \
     kin_task_spawn_at(n, opts, fn, arg, id, __FILE__, __LINE__)
 
+/* Sleeps for ms milliseconds at a kin blocking point: the monitor shows
+ * the task waiting on a "sleep", and cancelling the task ends the sleep at
+ * once. Errors: KIN_ECANCELLED. Any thread (outside a task it is a plain,
+ * uncancellable sleep). */
+KIN_EXPORT kin_err kin_task_sleep(int ms);
+
 /* The id of a task (unique within its context). */
 KIN_EXPORT uint32_t kin_task_id(const kin_task *t);
 

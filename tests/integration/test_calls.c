@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include <kin/monitor.h>
+
 #include "integration/harness.h"
 
 static kin_node *master;
@@ -51,6 +53,12 @@ block(kin_call *c, void *arg)
     kin_err e = kin_latch_get(l, 30000, &m);
     kin_latch_destroy(&l);
     return e;
+}
+
+static kin_err
+nap(kin_call *c, void *arg)
+{
+    return kin_task_sleep(30000);
 }
 
 static kin_err
@@ -123,6 +131,7 @@ static void
 export_all(void)
 {
     kin_export("t.stream", stream, NULL, KIN_POLICY_PARENT);
+    kin_export("t.nap", nap, NULL, KIN_POLICY_PARENT);
     kin_export_inline("t.add_inline", add, NULL, KIN_POLICY_PARENT);
     kin_export("t.add", add, NULL, KIN_POLICY_PARENT);
     kin_export("t.add_any", add, NULL, KIN_POLICY_ANY);
@@ -400,6 +409,36 @@ cancel_reaches_remote_task(void **state)
 }
 
 static void
+task_sleep_is_a_cancellable_blocking_point(void **state)
+{
+    kin_child *c = *state;
+    kin_receiver *r;
+    assert_int_equal(kin_call_async(master, kin_child_id(c), "t.nap", &r, NULL),
+                     KIN_OK);
+    /* The monitor shows it asleep. */
+    double end = harness_now_ms() + 5000;
+    bool asleep = false;
+    while (!asleep && harness_now_ms() < end) {
+        kin_task_info *ts;
+        size_t n;
+        if (kin_monitor_ps(master, kin_child_id(c), "t.nap", false, 2000, &ts,
+                           &n) == KIN_OK) {
+            asleep = n == 1 && !strcmp(ts[0].waiting, "sleep");
+            free(ts);
+        }
+        if (!asleep)
+            usleep(2000);
+    }
+    assert_true(asleep);
+    double t0 = harness_now_ms();
+    assert_int_equal(kin_call_cancel(r), KIN_OK);
+    kin_msg *m = NULL;
+    assert_int_equal(kin_call_wait(r, 10000, &m), KIN_ECANCELLED);
+    assert_true(harness_now_ms() - t0 < 10000); /* not its 30 s */
+    kin_receiver_destroy(&r);
+}
+
+static void
 fire_and_forget_runs(void **state)
 {
     kin_child *c = *state;
@@ -474,6 +513,8 @@ main(void)
         cmocka_unit_test_setup_teardown(cancel_reaches_remote_task, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(fire_and_forget_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            task_sleep_is_a_cancellable_blocking_point, setup, teardown),
         cmocka_unit_test_setup_teardown(child_streams_results_back, setup,
                                         teardown),
     };
