@@ -1,6 +1,7 @@
 /* The C API for monitor queries (include/kin/monitor.h): requests as calls
  * to the MONITOR handle of any context, replies decoded into structs. */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,32 @@
 
 #include "core/task.h"
 #include "router/node_impl.h"
+
+/* Whether a reply is an error: a map whose first key is "error". Read from
+ * its first bytes, since a kin_reader parses the whole top-level map first:
+ * for a ps reply of 10,000 tasks that took as long as decoding it. */
+static bool
+is_error_reply(const kin_msg *m)
+{
+    const uint8_t *p = m->body, *end = m->body + m->len;
+    if (p == end)
+        return false;
+    if (*p >= 0x80 && *p <= 0x8f) /* fixmap */
+        p += 1;
+    else if (*p == 0xde) /* map 16 */
+        p += 3;
+    else if (*p == 0xdf) /* map 32 */
+        p += 5;
+    else
+        return false;
+    if (p < end && *p == 0xa5) /* fixstr of 5 */
+        p += 1;
+    else if (end - p >= 2 && p[0] == 0xd9 && p[1] == 5) /* str 8 */
+        p += 2;
+    else
+        return false;
+    return end - p >= 5 && !memcmp(p, "error", 5);
+}
 
 kin_err
 kin_monitor_request(kin_node *n, uint32_t ctx, const kin_buf *request,
@@ -37,17 +64,7 @@ kin_monitor_request(kin_node *n, uint32_t ctx, const kin_buf *request,
     kin_receiver_destroy(&r);
     if (e)
         return e;
-    /* An error reply is a map whose first key is "error". */
-    kin_reader rd;
-    kin_reader_init(&rd, (*reply)->body, (*reply)->len);
-    uint32_t pairs;
-    const char *k;
-    size_t klen;
-    if (kin_unpack(&rd, "MS", &pairs, &k, &klen) == KIN_OK && klen == 5 &&
-        !memcmp(k, "error", 5))
-        e = KIN_EREMOTE;
-    kin_reader_release(&rd);
-    return e;
+    return is_error_reply(*reply) ? KIN_EREMOTE : KIN_OK;
 }
 
 /* The code of an error reply ({"error": text, "code": n}). */
@@ -109,49 +126,132 @@ copy(char *dst, size_t size, const char *s, size_t len)
     dst[len] = 0;
 }
 
+/* Fields of a reply's task row, from msgpack-c's objects; false when the
+ * field has another type. */
+static bool
+obj_u32(const msgpack_object *o, uint32_t *v)
+{
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > UINT32_MAX)
+        return false;
+    *v = (uint32_t)o->via.u64;
+    return true;
+}
+
+static bool
+obj_int(const msgpack_object *o, int *v)
+{
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT_MAX)
+        *v = (int)o->via.u64;
+    else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER &&
+             o->via.i64 >= INT_MIN)
+        *v = (int)o->via.i64;
+    else
+        return false;
+    return true;
+}
+
+static bool
+obj_double(const msgpack_object *o, double *v)
+{
+    if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
+        *v = o->via.f64;
+    else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        *v = (double)o->via.u64;
+    else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        *v = (double)o->via.i64;
+    else
+        return false;
+    return true;
+}
+
+static bool
+obj_bool(const msgpack_object *o, bool *v)
+{
+    if (o->type != MSGPACK_OBJECT_BOOLEAN)
+        return false;
+    *v = o->via.boolean;
+    return true;
+}
+
+static bool
+obj_str(const msgpack_object *o, char *dst, size_t size)
+{
+    if (o->type != MSGPACK_OBJECT_STR)
+        return false;
+    copy(dst, size, o->via.str.size ? o->via.str.ptr : "", o->via.str.size);
+    return true;
+}
+
+/* One row of ps (live) or ps-terminated (ended); see docs/monitor.md. */
+static bool
+read_row(const msgpack_object *row, bool ended, kin_task_info *t)
+{
+    if (row->type != MSGPACK_OBJECT_ARRAY ||
+        row->via.array.size < (ended ? 12u : 15u))
+        return false;
+    const msgpack_object *f = row->via.array.ptr;
+    int state = 0;
+    bool ok = obj_u32(&f[0], &t->id) &&
+              obj_str(&f[1], t->name, sizeof t->name) &&
+              obj_str(&f[2], t->fn, sizeof t->fn) && obj_int(&f[3], &state) &&
+              obj_bool(&f[4], &t->persistent) &&
+              obj_u32(&f[5], &t->caller_ctx) &&
+              obj_u32(&f[6], &t->caller_task);
+    t->state = (kin_task_state)state;
+    if (!ok)
+        return false;
+    if (ended)
+        return obj_int(&f[7], &t->result) &&
+               obj_u32(&f[8], &t->cancelled_by_ctx) &&
+               obj_u32(&f[9], &t->cancelled_by_task) &&
+               obj_double(&f[10], &t->age_ms) &&
+               obj_double(&f[11], &t->ended_ago_ms);
+    return obj_u32(&f[7], &t->caller_handle) &&
+           obj_double(&f[8], &t->age_ms) &&
+           obj_str(&f[9], t->waiting, sizeof t->waiting) &&
+           obj_double(&f[10], &t->wait_ms) && obj_u32(&f[11], &t->await_ctx) &&
+           obj_u32(&f[12], &t->await_handle) &&
+           obj_str(&f[13], t->await_fn, sizeof t->await_fn) &&
+           obj_str(&f[14], t->created_at, sizeof t->created_at);
+}
+
+/* The reply is parsed once (kin_reader_next on the whole map, which also
+ * checks the claimed sizes) and the rows are read from msgpack-c's objects:
+ * kin_unpack re-parses each field it passes, which made decoding a ps of
+ * 10,000 tasks cost more than answering it (docs/performance.md). */
 static kin_err
 read_tasks(const kin_msg *reply, bool ended, uint32_t ctx, kin_task_info **out,
            size_t *count)
 {
     kin_reader rd;
     kin_reader_init(&rd, reply->body, reply->len);
+    msgpack_object root;
+    const msgpack_object *rows = NULL;
     uint32_t n = 0;
-    kin_err e = seek(&rd, "tasks");
-    if (!e)
-        e = kin_unpack(&rd, "a", &n);
+    bool found = false;
+    kin_err e = kin_reader_next(&rd, &root);
+    if (!e && root.type != MSGPACK_OBJECT_MAP)
+        e = KIN_EBADMSG;
+    for (uint32_t i = 0; !e && !found && i < root.via.map.size; i++) {
+        const msgpack_object_kv *kv = &root.via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 5 &&
+            !memcmp(kv->key.via.str.ptr, "tasks", 5) &&
+            kv->val.type == MSGPACK_OBJECT_ARRAY) {
+            rows = kv->val.via.array.ptr;
+            n = kv->val.via.array.size;
+            found = true;
+        }
+    }
+    if (!e && !found)
+        e = KIN_EBADMSG; /* no "tasks" array */
     kin_task_info *ts = e ? NULL : calloc(n ? n : 1, sizeof *ts);
     if (!e && !ts)
         e = -ENOMEM;
     for (uint32_t i = 0; !e && i < n; i++) {
-        kin_task_info *t = &ts[i];
-        const char *name, *fn, *waiting, *afn, *at;
-        size_t nl, fl, wl, al, atl;
-        uint32_t fields;
-        int state;
-        t->ctx = ctx;
-        t->await_ctx = KIN_NO_CTX;
-        if (!ended) {
-            e = kin_unpack(&rd, "auSSibuuudSduuSS", &fields, &t->id, &name, &nl,
-                           &fn, &fl, &state, &t->persistent, &t->caller_ctx,
-                           &t->caller_task, &t->caller_handle, &t->age_ms,
-                           &waiting, &wl, &t->wait_ms, &t->await_ctx,
-                           &t->await_handle, &afn, &al, &at, &atl);
-            if (!e) {
-                copy(t->waiting, sizeof t->waiting, waiting, wl);
-                copy(t->await_fn, sizeof t->await_fn, afn, al);
-                copy(t->created_at, sizeof t->created_at, at, atl);
-            }
-        } else {
-            e = kin_unpack(&rd, "auSSibuuiuudd", &fields, &t->id, &name, &nl,
-                           &fn, &fl, &state, &t->persistent, &t->caller_ctx,
-                           &t->caller_task, &t->result, &t->cancelled_by_ctx,
-                           &t->cancelled_by_task, &t->age_ms, &t->ended_ago_ms);
-        }
-        if (!e) {
-            copy(t->name, sizeof t->name, name, nl);
-            copy(t->fn, sizeof t->fn, fn, fl);
-            t->state = (kin_task_state)state;
-        }
+        ts[i].ctx = ctx;
+        ts[i].await_ctx = KIN_NO_CTX;
+        if (!read_row(&rows[i], ended, &ts[i]))
+            e = KIN_EBADMSG;
     }
     kin_reader_release(&rd);
     if (e) {

@@ -154,9 +154,6 @@ side of the same protocol the `kin` command speaks ([kin(1)](../kin.1)):
 ask any context of the tree about itself, its live and terminated tasks, a
 task's stack; cancel a task; register custom commands. The wire format is
 in [docs/monitor.md](../monitor.md).
-
-`<kin/kin.h>` does not include this header: include `<kin/monitor.h>`
-yourself.
 """,
     "logs": """\
 Application logs with typed key/value fields, from every context of a tree,
@@ -341,6 +338,13 @@ NOTES = {
         "the spawning task (if any) as its creator, which `kin where` shows. "
         "It is queued on the same FIFO as incoming calls: with every worker "
         "busy it stays `pending`.",
+    ],
+    "kin_task_sleep": [
+        "A negative `ms` (`KIN_FOREVER` included) does not sleep at all. An "
+        "application thread is not adopted by this call: outside a kin call "
+        "it has no task, so its sleep is neither shown by the monitor nor "
+        "cancellable. A task whose cancellation is already pending gets "
+        "`KIN_ECANCELLED` at once.",
     ],
     "kin_task_id": ["Any thread, while the task is live."],
     "kin_task_state_name": ["Static string, \"?\" for unknown values; any thread."],
@@ -620,11 +624,10 @@ NOTES = {
         "`-ENOTSUP`) are returned as they are.",
     ],
     "kin_monitor_cancel": [
-        ("The canceller recorded in the target is the requesting context "
-         "with task 0 (monitor/service.c), not the calling thread's task. "
-         "Also fails with `KIN_EREFUSED` when this context does not carry "
-         "the authority of the target or of one of its ancestors. Any "
-         "thread.", r"on behalf of the calling thread's task"),
+        "The calling thread is adopted as a task for the request, and that "
+        "task (in this context) is recorded as the canceller. Also fails "
+        "with `KIN_EREFUSED` when this context does not carry the authority "
+        "of the target or of one of its ancestors. Any thread.",
     ],
     "kin_monitor_fn": [
         "On an error return, the reply's error text is the output so far, "
@@ -986,6 +989,21 @@ def enum_constants(item):
     return out
 
 
+def enum_values(rows):
+    """Fills in the implicit values of enumerators (previous + 1, from 0)
+    where the previous value is a plain integer."""
+    out, nxt = [], 0
+    for name, val, text in rows:
+        if not val and nxt is not None:
+            val = str(nxt)
+        try:
+            nxt = int(val, 0) + 1
+        except ValueError:
+            nxt = None
+        out.append((name, val, text))
+    return out
+
+
 def err_map(items):
     """[(name, value, message)] from KIN_ERR_MAP."""
     for it in items:
@@ -1030,10 +1048,12 @@ def escape(s):
 
 
 def wrap(text, indent="", first=""):
-    """Markdown prose wrapped at 79 columns (breaks only at spaces)."""
-    return textwrap.fill(text, width=79, initial_indent=first,
+    """Markdown prose wrapped at 79 columns (breaks only at spaces, never
+    inside a code span)."""
+    held = re.sub(r"`[^`]*`", lambda m: m.group(0).replace(" ", "\0"), text)
+    return textwrap.fill(held, width=79, initial_indent=first,
                          subsequent_indent=indent, break_long_words=False,
-                         break_on_hyphens=False)
+                         break_on_hyphens=False).replace("\0", " ")
 
 
 def comment_md(lines):
@@ -1226,7 +1246,6 @@ def render_group(group, module, all_items, out, lint):
     out.append("### %s\n" % heading_for(group))
     code = "\n".join(display_code(d) for d in group.decls)
     out.append("```c\n%s\n```\n" % code)
-    kinds = sorted({k for _, k in names})
     comment_text = None
     if group.comment:
         comment_text = comment_md(comment_lines(group.comment.text))
@@ -1236,7 +1255,6 @@ def render_group(group, module, all_items, out, lint):
         out.append(comment_text + "\n")
     if not comment_text and not trailing_documented and public:
         out.append("*The header has no comment above this declaration.*\n")
-    elif not trailing_documented and public:
         lint.append("%s:%d: no comment above %s" %
                     (os.path.relpath(group_path(module), ROOT),
                      group.decls[0].line, ", ".join(public)))
@@ -1249,12 +1267,16 @@ def render_group(group, module, all_items, out, lint):
                 out.append("| constant | value | `kin_strerror` |\n"
                            "|---|---|---|")
             else:
-                rows = enum_constants(d)
+                rows = enum_values(enum_constants(d))
                 out.append("| constant | value | meaning |\n|---|---|---|")
+            with_text = any(text for _, _, text in rows)
+            if not with_text:
+                out[-1] = "| constant | value |\n|---|---|"
             for cname, val, text in rows:
-                out.append("| `%s` | %s | %s |" %
-                           (cname, ("`%s`" % val) if val else "",
-                            prose(text).replace("|", "\\|")))
+                cells = ["`%s`" % cname, ("`%s`" % val) if val else ""]
+                if with_text:
+                    cells.append(prose(text).replace("|", "\\|"))
+                out.append("| " + " | ".join(cells) + " |")
             out.append("")
     where = " ".join(
         [comment_prose(comment_lines(group.comment.text))
@@ -1297,6 +1319,12 @@ def group_path(module):
     return _paths[module]
 
 
+def umbrella_modules():
+    """The headers <kin/kin.h> includes."""
+    with open(os.path.join(INCLUDE, "kin.h"), encoding="utf-8") as f:
+        return set(re.findall(r"#\s*include\s*<kin/(\w+)\.h>", f.read()))
+
+
 def render_module(module, title, index):
     path, overview, entries, items = parse_header(module)
     _paths[module] = path
@@ -1304,8 +1332,8 @@ def render_module(module, title, index):
     lint = []
     out = [GENERATED.format(src=rel), ""]
     out.append("# %s: %s\n" % (module, title))
-    umbrella = "" if module == "monitor" else \
-        " (also included by `<kin/kin.h>`)"
+    umbrella = " (also included by `<kin/kin.h>`)" if \
+        module in umbrella_modules() else " (not included by `<kin/kin.h>`)"
     out.append("`#include <kin/%s.h>`%s\n" % (module, umbrella))
     out.append(INTRO[module].rstrip() + "\n")
 
@@ -1387,6 +1415,13 @@ def render_module(module, title, index):
 def render_index(index):
     out = [GENERATED.format(src="include/kin/*.h"), ""]
     out.append("# kin API reference\n")
+    missing = [m for m, _, _ in MODULES if m not in umbrella_modules()]
+    if missing:
+        umbrella = ("Include everything with `#include <kin/kin.h>`, except "
+                    "%s, which it does not include. " %
+                    ", ".join("`<kin/%s.h>`" % m for m in missing))
+    else:
+        umbrella = "Include everything with `#include <kin/kin.h>`. "
     out.append("""\
 One page per public header of `include/kin/`. Each page starts with a short
 introduction, then gives every function, type, enum and macro of the header:
@@ -1396,13 +1431,12 @@ the implementation where it does more than, or something other than, the
 comment says. The pages are generated by `scripts/gen_api_docs.py` from the
 headers; run it after changing a header's comments.
 
-Include everything with `#include <kin/kin.h>` (it does not include
-`<kin/monitor.h>`; include that one yourself), and link with
-`pkg-config --cflags --libs kin`. The `kin` command is described in
-[kin(1)](../kin.1) (`man -l docs/kin.1`), the threads and the call path in
-[docs/design.md](../design.md), the wire format in
-[docs/protocol.md](../protocol.md).
 """)
+    out.append(wrap(
+        umbrella + "Link with `pkg-config --cflags --libs kin`. The `kin` "
+        "command is described in [kin(1)](../kin.1) (`man -l docs/kin.1`), "
+        "the threads and the call path in [docs/design.md](../design.md), "
+        "the wire format in [docs/protocol.md](../protocol.md).") + "\n")
     out.append("## Modules\n")
     out.append("| header | page | what | includes |\n|---|---|---|---|")
     for m, title, what in MODULES:
@@ -1462,7 +1496,8 @@ DEFS_NOTES = {
         "log subscribers wait without limit; the waits on child processes, "
         "supervisors and HELLO (`kin_child_wait`, `kin_emergency_wait`, "
         "`kin_supervisor_wait`, `kin_node_wait_child`) give up after 24 "
-        "hours with `KIN_ETIMEOUT`.",
+        "hours with `KIN_ETIMEOUT`. `kin_task_sleep` is not a wait with a "
+        "timeout: a negative duration does not sleep.",
     ],
 }
 
@@ -1479,11 +1514,8 @@ def generate():
     pages[os.path.join(OUT, "README.md")] = render_index(index)
     # notes that name nothing declared
     declared = {n for n, _, _, _ in index}
-    for _, module, anchor, _ in index:
-        pass
     for key in NOTES:
-        if key not in declared and not key.startswith("kin__") and \
-                key not in ("kin_err",):
+        if key not in declared and not key.startswith("kin__"):
             lint.append("scripts/gen_api_docs.py: NOTES entry '%s' names no "
                         "public declaration" % key)
     return pages, lint

@@ -1,0 +1,798 @@
+/* kin-monitor-bench: what the task monitor costs (docs/performance.md,
+ * "Monitor"): `kin ps` and `kin pstree` over a context with 10,000 live
+ * tasks and `kin ps` over a tree of 50 contexts, end to end (the kin
+ * command, spawn to exit) and through the C API, and what task tracing adds
+ * to a call round trip. The executable is also its kin children. */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <spawn.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <kin/kin.h>
+
+#include "core/sync.h"
+#include "core/task.h"
+#include "core/tasktab.h"
+
+#ifndef KIN_CLI
+#error "KIN_CLI must name the kin command (tests/bench/CMakeLists.txt)"
+#endif
+
+#define IO_TIMEOUT 10000   /* ms: any single wait longer than this is a fault */
+#define CLI_TIMEOUT 30000  /* ms: a kin command run longer than this is killed */
+#define BLOCK_MS 600000    /* how long the blocker waits unless cancelled */
+#define PAYLOAD 64         /* bytes echoed per call in the round trip */
+#define TRACE_ROUNDS 5     /* microbenchmark rounds (median of) */
+#define MAX_CONTEXTS 256   /* kin_ctx_info.children holds 256 */
+
+extern char **environ;
+
+typedef struct config {
+    bool json, quick;
+    bool hold; /* keep the task context up until stdin closes (profiling) */
+    int tasks;    /* live tasks in the big context */
+    int contexts; /* contexts in the tree, the master included */
+    int runs;     /* kin command runs per figure (median of) */
+    int api_runs; /* C API runs per figure (median of) */
+    int samples;  /* call round trips */
+    int warmup;
+    int trace_iters; /* add+end pairs per microbenchmark round */
+} config;
+
+/* Every figure; NAN when it was not measured or its measurement failed. */
+typedef struct results {
+    double ps_10k_cli_ms, ps_10k_api_ms, ps_tree50_cli_ms, ps_tree50_api_ms;
+    double pstree_10k_cli_ms, trace_ns_per_call, call_rtt_us, trace_pct;
+    double trace_full_ns_per_call, trace_full_pct;
+    double ps_idle_cli_ms, ps_10k_reply_kib, ps_10k_lines, pstree_10k_lines;
+    double ps_tree50_lines;
+} results;
+
+static const struct figure {
+    const char *key;
+    size_t off;
+} figures[] = {
+    {"ps_10k_cli_ms", offsetof(results, ps_10k_cli_ms)},
+    {"ps_10k_api_ms", offsetof(results, ps_10k_api_ms)},
+    {"ps_tree50_cli_ms", offsetof(results, ps_tree50_cli_ms)},
+    {"ps_tree50_api_ms", offsetof(results, ps_tree50_api_ms)},
+    {"pstree_10k_cli_ms", offsetof(results, pstree_10k_cli_ms)},
+    {"trace_ns_per_call", offsetof(results, trace_ns_per_call)},
+    {"call_rtt_us", offsetof(results, call_rtt_us)},
+    {"trace_pct", offsetof(results, trace_pct)},
+    {"trace_full_ns_per_call", offsetof(results, trace_full_ns_per_call)},
+    {"trace_full_pct", offsetof(results, trace_full_pct)},
+    {"ps_idle_cli_ms", offsetof(results, ps_idle_cli_ms)},
+    {"ps_10k_reply_kib", offsetof(results, ps_10k_reply_kib)},
+    {"ps_10k_lines", offsetof(results, ps_10k_lines)},
+    {"pstree_10k_lines", offsetof(results, pstree_10k_lines)},
+    {"ps_tree50_lines", offsetof(results, ps_tree50_lines)},
+};
+#define N_FIGURES (sizeof figures / sizeof figures[0])
+
+static double *
+figure(results *r, size_t i)
+{
+    return (double *)((char *)r + figures[i].off);
+}
+
+/* --- clocks and statistics ------------------------------------------------ */
+
+static uint64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median of v[] (which it sorts), NAN when empty. */
+static double
+median(uint64_t *v, size_t n)
+{
+    if (!n)
+        return NAN;
+    qsort(v, n, sizeof *v, cmp_u64);
+    return n % 2 ? (double)v[n / 2]
+                 : ((double)v[n / 2 - 1] + (double)v[n / 2]) / 2;
+}
+
+/* --- the served functions (every context) --------------------------------- */
+
+/* Waits at a kin blocking point until cancelled: holds the only worker of
+ * a workers=1 context while the calls behind it stay queued (pending). */
+static kin_err
+block(kin_call *c, void *arg)
+{
+    kin_latch *l;
+    kin_err e = kin_latch_new(&l);
+    if (e)
+        return e;
+    kin_msg *m = NULL;
+    e = kin_latch_get(l, BLOCK_MS, &m);
+    kin_msg_destroy(&m);
+    kin_latch_destroy(&l);
+    return e;
+}
+
+static kin_err
+echo(kin_call *c, void *arg)
+{
+    const void *p = NULL;
+    size_t len = 0;
+    kin_err e = kin_call_args(c, "B", &p, &len);
+    return e ? e : kin_call_return(c, "B", p, len);
+}
+
+static kin_err
+nop(kin_call *c, void *arg)
+{
+    return KIN_OK;
+}
+
+/* --- the kin command, end to end ------------------------------------------ */
+
+/* Waits up to timeout_ms for pid to exit, then kills it; always reaps.
+ * Returns the wait status, or -1. */
+static int
+reap(pid_t pid, int timeout_ms)
+{
+    int fd = pidfd_open(pid, 0), rc = -1, status = -1;
+    if (fd >= 0) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        do
+            rc = poll(&p, 1, timeout_ms);
+        while (rc < 0 && errno == EINTR);
+        close(fd);
+    }
+    if (rc <= 0)
+        kill(pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    return rc <= 0 ? -1 : status;
+}
+
+/* Runs `kin ARGS...` with stdout into a pipe that is read to the end, and
+ * times it from spawn to exit. *lines gets the lines it printed. Returns
+ * its exit status, or -1 when it could not run or ran past CLI_TIMEOUT. */
+static int
+run_cli(const char *cmd, pid_t target, uint64_t *ns, size_t *lines)
+{
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)target);
+    char *argv[] = {"kin", (char *)cmd, pid, NULL};
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC))
+        return -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
+    pid_t child;
+    uint64_t t0 = now_ns();
+    /* posix_spawn (vfork-like in glibc): no copy of this process's page
+     * tables, so the figure is kin's and not the bench's. */
+    int rc = posix_spawn(&child, KIN_CLI, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    if (rc) {
+        close(fds[0]);
+        errno = rc;
+        return -1;
+    }
+    char buf[65536];
+    size_t nl = 0;
+    uint64_t deadline = t0 + (uint64_t)CLI_TIMEOUT * 1000000u;
+    for (;;) {
+        uint64_t now = now_ns();
+        if (now >= deadline)
+            break;
+        struct pollfd p = {.fd = fds[0], .events = POLLIN};
+        int left = (int)((deadline - now) / 1000000u) + 1;
+        if (poll(&p, 1, left) < 0 && errno != EINTR)
+            break;
+        ssize_t got = read(fds[0], buf, sizeof buf);
+        if (got < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (got <= 0)
+            break;
+        for (ssize_t i = 0; i < got; i++)
+            nl += buf[i] == '\n';
+    }
+    close(fds[0]);
+    uint64_t now = now_ns();
+    int left = now < deadline ? (int)((deadline - now) / 1000000u) : 0;
+    int status = reap(child, left);
+    *ns = now_ns() - t0;
+    *lines = nl;
+    if (status < 0 || !WIFEXITED(status))
+        return -1;
+    return WEXITSTATUS(status);
+}
+
+/* Median of `runs` runs of `kin CMD PID` (exit status 0 each, at least
+ * min_lines lines of output). */
+static kin_err
+time_cli(const config *cfg, const char *cmd, size_t min_lines, double *ms,
+         double *lines_out)
+{
+    uint64_t *ns = calloc((size_t)cfg->runs, sizeof *ns);
+    if (!ns)
+        return -ENOMEM;
+    kin_err e = KIN_OK;
+    size_t lines = 0;
+    for (int i = 0; i < cfg->runs && !e; i++) {
+        int st = run_cli(cmd, getpid(), &ns[i], &lines);
+        if (st != 0) {
+            fprintf(stderr, "kin-monitor-bench: kin %s: %s %d\n", cmd,
+                    st < 0 ? "failed or timed out" : "exit status", st);
+            e = KIN_EREMOTE;
+        } else if (lines < min_lines) {
+            fprintf(stderr,
+                    "kin-monitor-bench: kin %s printed %zu lines, expected "
+                    "at least %zu\n",
+                    cmd, lines, min_lines);
+            e = KIN_EBADMSG;
+        }
+    }
+    if (!e) {
+        *ms = median(ns, (size_t)cfg->runs) / 1e6;
+        if (lines_out)
+            *lines_out = (double)lines;
+    }
+    free(ns);
+    return e;
+}
+
+/* --- the C API ------------------------------------------------------------ */
+
+/* kin_monitor_ps of one context; *count gets how many tasks it has. */
+static kin_err
+api_ps(kin_node *n, uint32_t ctx, size_t *count)
+{
+    kin_task_info *ts = NULL;
+    kin_err e = kin_monitor_ps(n, ctx, NULL, false, IO_TIMEOUT, &ts, count);
+    free(ts);
+    return e;
+}
+
+/* What `kin ps` asks over the C API: every context's info, found breadth
+ * first from the master, then every context's tasks. *tasks gets the
+ * total. */
+static kin_err
+api_ps_tree(kin_node *n, size_t *nctx, size_t *tasks)
+{
+    uint32_t ids[MAX_CONTEXTS];
+    size_t len = 1;
+    ids[0] = KIN_MASTER_ID;
+    kin_ctx_info *info = malloc(sizeof *info);
+    kin_err e = info ? KIN_OK : -ENOMEM;
+    for (size_t i = 0; i < len && !e; i++) {
+        if ((e = kin_monitor_info(n, ids[i], IO_TIMEOUT, info)))
+            break;
+        for (int c = 0; c < info->n_children && len < MAX_CONTEXTS; c++)
+            ids[len++] = info->children[c];
+    }
+    free(info);
+    *tasks = 0;
+    for (size_t i = 0; i < len && !e; i++) {
+        size_t count = 0;
+        e = api_ps(n, ids[i], &count);
+        *tasks += count;
+    }
+    *nctx = len;
+    return e;
+}
+
+/* --- 1. a context with `tasks` live tasks ---------------------------------- */
+
+typedef struct big {
+    kin_child *child;
+    uint32_t id;
+    kin_receiver *blocker;
+    kin_receiver **queued;
+    int nqueued;
+} big;
+
+/* Waits until ctx has `want` live tasks (deadline IO_TIMEOUT). */
+static kin_err
+wait_tasks(kin_node *n, uint32_t ctx, uint32_t want, uint32_t *have)
+{
+    uint64_t end = now_ns() + (uint64_t)IO_TIMEOUT * 1000000u;
+    kin_ctx_info *info = malloc(sizeof *info);
+    if (!info)
+        return -ENOMEM;
+    kin_err e;
+    for (;;) {
+        e = kin_monitor_info(n, ctx, IO_TIMEOUT, info);
+        *have = e ? 0 : info->tasks;
+        if (e || *have >= want)
+            break;
+        if (now_ns() > end) {
+            e = KIN_ETIMEOUT;
+            break;
+        }
+        usleep(2000);
+    }
+    free(info);
+    return e;
+}
+
+/* Waits until the blocker holds the child's only worker (deadline
+ * IO_TIMEOUT). */
+static kin_err
+wait_blocked(kin_node *n, uint32_t ctx)
+{
+    uint64_t end = now_ns() + (uint64_t)IO_TIMEOUT * 1000000u;
+    for (;;) {
+        kin_task_info *ts = NULL;
+        size_t count = 0;
+        bool waiting = false;
+        kin_err e = kin_monitor_ps(n, ctx, "mbench.block", false, IO_TIMEOUT,
+                                   &ts, &count);
+        for (size_t i = 0; !e && i < count; i++)
+            waiting |= ts[i].state == KIN_TASK_WAITING;
+        free(ts);
+        if (e)
+            return e;
+        if (waiting)
+            return KIN_OK;
+        if (now_ns() > end)
+            return KIN_ETIMEOUT;
+        usleep(1000);
+    }
+}
+
+/* A child with one worker, blocked, and tasks-1 calls queued behind it. */
+static kin_err
+big_start(const config *cfg, kin_node *master, big *b)
+{
+    kin_spawn_opts o = {.name = "big", .workers = 1};
+    kin_err e = kin_spawn(master, &o, &b->child);
+    if (e)
+        return e;
+    b->id = kin_child_id(b->child);
+    if ((e = kin_call_async(master, b->id, "mbench.block", &b->blocker, NULL)))
+        return e;
+    if ((e = wait_blocked(master, b->id)))
+        return e;
+    int want = cfg->tasks - 1;
+    b->queued = calloc((size_t)want, sizeof *b->queued);
+    if (!b->queued)
+        return -ENOMEM;
+    for (; b->nqueued < want && !e; b->nqueued++)
+        e = kin_call_async(master, b->id, "mbench.nop",
+                           &b->queued[b->nqueued], NULL);
+    if (e) {
+        b->nqueued--;
+        return e;
+    }
+    uint32_t have = 0;
+    e = wait_tasks(master, b->id, (uint32_t)cfg->tasks, &have);
+    if (e || have != (uint32_t)cfg->tasks) {
+        fprintf(stderr,
+                "kin-monitor-bench: context %u has %u live tasks, expected "
+                "%d\n",
+                b->id, have, cfg->tasks);
+        return e ? e : KIN_EBADMSG;
+    }
+    return KIN_OK;
+}
+
+/* Cancels the blocker (the queued calls then run and end), drops every
+ * receiver and stops the child. */
+static void
+big_stop(big *b)
+{
+    if (b->blocker)
+        kin_call_cancel(b->blocker);
+    kin_receiver_destroy(&b->blocker);
+    for (int i = 0; i < b->nqueued; i++)
+        kin_receiver_destroy(&b->queued[i]);
+    free(b->queued);
+    b->queued = NULL;
+    kin_child_destroy(&b->child);
+}
+
+static kin_err
+run_big(const config *cfg, kin_node *master, results *res)
+{
+    big b = {0};
+    kin_err e = big_start(cfg, master, &b);
+    const char *what = "setting up the task context";
+    if (!e) {
+        /* The size of what one ps of that context sends. */
+        kin_buf req = {0};
+        kin_msg *reply = NULL;
+        e = kin_pack(&req, "s", "ps");
+        if (!e)
+            e = kin_monitor_request(master, b.id, &req, IO_TIMEOUT, &reply);
+        if (!e)
+            res->ps_10k_reply_kib = (double)reply->len / 1024.0;
+        kin_msg_destroy(&reply);
+        kin_buf_release(&req);
+    }
+    if (!e && cfg->hold) {
+        /* For profiling the kin command against this context. */
+        fprintf(stderr,
+                "kin-monitor-bench: context %u holds %d tasks; try `%s ps "
+                "%d`; close stdin (Ctrl-D) to go on\n",
+                b.id, cfg->tasks, KIN_CLI, (int)getpid());
+        char line[64];
+        while (fgets(line, sizeof line, stdin))
+            ;
+    }
+    uint64_t *ns = calloc((size_t)cfg->api_runs, sizeof *ns);
+    if (!e && !ns)
+        e = -ENOMEM;
+    for (int i = 0; i < cfg->api_runs && !e; i++) {
+        size_t count = 0;
+        uint64_t t0 = now_ns();
+        e = api_ps(master, b.id, &count);
+        ns[i] = now_ns() - t0;
+        if (!e && count != (size_t)cfg->tasks)
+            e = KIN_EBADMSG;
+        what = "kin_monitor_ps";
+    }
+    if (!e)
+        res->ps_10k_api_ms = median(ns, (size_t)cfg->api_runs) / 1e6;
+    free(ns);
+    /* `kin ps` prints a header and one line per task of the tree (the
+     * master's own tasks included). */
+    if (!e && (e = time_cli(cfg, "ps", (size_t)cfg->tasks + 1,
+                            &res->ps_10k_cli_ms, &res->ps_10k_lines)))
+        what = "kin ps";
+    /* `kin pstree` prints at least one line per task (each queued call is
+     * a root whose chain ends at the blocker). */
+    if (!e && (e = time_cli(cfg, "pstree", (size_t)cfg->tasks,
+                            &res->pstree_10k_cli_ms, &res->pstree_10k_lines)))
+        what = "kin pstree";
+    if (e)
+        fprintf(stderr, "kin-monitor-bench: %d tasks: %s: %s\n", cfg->tasks,
+                what, kin_strerror(e));
+    big_stop(&b);
+    return e;
+}
+
+/* --- 2. a tree of contexts, and the call round trip ------------------------ */
+
+static kin_err
+call_rtt(const config *cfg, kin_node *master, uint32_t ctx, double *us)
+{
+    uint8_t payload[PAYLOAD];
+    memset(payload, 'k', sizeof payload);
+    int total = cfg->warmup + cfg->samples;
+    uint64_t *ns = calloc((size_t)cfg->samples, sizeof *ns);
+    if (!ns)
+        return -ENOMEM;
+    kin_err e = KIN_OK;
+    for (int i = 0; i < total && !e; i++) {
+        kin_msg *r = NULL;
+        uint64_t t0 = now_ns();
+        e = kin_call_sync(master, ctx, "mbench.echo", IO_TIMEOUT, &r, "B",
+                          payload, sizeof payload);
+        uint64_t t1 = now_ns();
+        const void *p = NULL;
+        size_t len = 0;
+        if (!e && i == 0 &&
+            (kin_msg_unpack(r, "B", &p, &len) || len != PAYLOAD ||
+             memcmp(p, payload, PAYLOAD)))
+            e = KIN_EBADMSG;
+        kin_msg_destroy(&r);
+        if (i >= cfg->warmup)
+            ns[i - cfg->warmup] = t1 - t0;
+    }
+    if (!e)
+        *us = median(ns, (size_t)cfg->samples) / 1e3;
+    free(ns);
+    return e;
+}
+
+static kin_err
+run_tree(const config *cfg, kin_node *master, results *res)
+{
+    int nkids = cfg->contexts - 1;
+    kin_child **kids = calloc((size_t)nkids, sizeof *kids);
+    uint64_t *ns = calloc((size_t)cfg->api_runs, sizeof *ns);
+    kin_err e = kids && ns ? KIN_OK : -ENOMEM;
+    const char *what = "spawn";
+    int started = 0;
+    for (; started < nkids && !e; started++)
+        e = kin_spawn(master, NULL, &kids[started]);
+    if (e)
+        started--;
+    if (!e && (e = call_rtt(cfg, master, kin_child_id(kids[0]),
+                            &res->call_rtt_us)))
+        what = "call round trip";
+    for (int i = 0; i < cfg->api_runs && !e; i++) {
+        size_t nctx = 0, tasks = 0;
+        uint64_t t0 = now_ns();
+        e = api_ps_tree(master, &nctx, &tasks);
+        ns[i] = now_ns() - t0;
+        if (!e && nctx != (size_t)cfg->contexts)
+            e = KIN_EBADMSG;
+        what = "kin_monitor_info + kin_monitor_ps over the tree";
+    }
+    if (!e)
+        res->ps_tree50_api_ms = median(ns, (size_t)cfg->api_runs) / 1e6;
+    if (!e && (e = time_cli(cfg, "ps", 2, &res->ps_tree50_cli_ms,
+                            &res->ps_tree50_lines)))
+        what = "kin ps";
+    if (e)
+        fprintf(stderr, "kin-monitor-bench: %d contexts: %s: %s\n",
+                cfg->contexts, what, kin_strerror(e));
+    for (int i = 0; i < started; i++)
+        kin_child_destroy(&kids[i]);
+    free(ns);
+    free(kids);
+    return e;
+}
+
+/* --- 3. the cost of tracing ------------------------------------------------ */
+
+/* What the call path does for a task record besides add and end, done here
+ * the same way: on_call reads the name, run_call renames the record under
+ * its lock and stamps it, and the caller's thread records what it awaits
+ * and that it waits (router/pool.c, router/call.c, core/latch.c). */
+static void
+trace_extras(kin_task *t, kin_task *caller)
+{
+    char fn[48];
+    snprintf(fn, sizeof fn, "%.*s", 11, "mbench.echo");
+    pthread_mutex_lock(&t->mu);
+    snprintf(t->name, sizeof t->name, "%.*s", 11, fn);
+    snprintf(t->fn, sizeof t->fn, "%.*s", 11, fn);
+    pthread_mutex_unlock(&t->mu);
+    t->tid = kin__gettid();
+    kin_task *prev = kin__task_set_self(t);
+    t->started_ns = kin__now_ns();
+    atomic_store(&t->state, KIN_TASK_RUNNING);
+    t->ended_ns = kin__now_ns();
+    t->tid = 0;
+    kin__task_set_self(prev);
+    kin__task_await_call(caller, 1, 1000, "mbench.echo");
+    kin__task_wait_begin(caller, NULL, NULL, "receiver");
+    kin__task_wait_end(caller);
+    kin__task_await_call(caller, KIN_NO_CTX, 0, NULL);
+}
+
+/* ns per call of kin__tasktab_add + kin__tasktab_end (full: with the
+ * extras above), median of TRACE_ROUNDS rounds. */
+static kin_err
+trace_cost(const config *cfg, bool full, double *ns_per_call)
+{
+    kin__tasktab tab;
+    if (kin__tasktab_init(&tab, 1, 0))
+        return -ENOMEM;
+    kin_task *caller = kin__tasktab_add(&tab, "main", "");
+    kin_err e = caller ? KIN_OK : -ENOMEM;
+    uint64_t ns[TRACE_ROUNDS];
+    for (int r = 0; r < TRACE_ROUNDS && !e; r++) {
+        uint64_t t0 = now_ns();
+        for (int i = 0; i < cfg->trace_iters; i++) {
+            kin_task *t = kin__tasktab_add(&tab, "mbench.echo", "mbench.echo");
+            if (!t) {
+                e = -ENOMEM;
+                break;
+            }
+            t->caller_ctx = 1;
+            t->caller_handle = 1000;
+            if (full)
+                trace_extras(t, caller);
+            kin__tasktab_end(&tab, t, KIN_TASK_DONE, KIN_OK);
+        }
+        ns[r] = now_ns() - t0;
+    }
+    if (!e)
+        *ns_per_call = median(ns, TRACE_ROUNDS) / cfg->trace_iters;
+    kin__tasktab_fini(&tab); /* frees caller, still live */
+    return e;
+}
+
+/* --- the run -------------------------------------------------------------- */
+
+static int
+run(const config *cfg, results *res)
+{
+    kin_node *master = NULL;
+    kin_err e = kin_init(&master, NULL);
+    if (e) {
+        fprintf(stderr, "kin-monitor-bench: kin_init: %s\n", kin_strerror(e));
+        return 1;
+    }
+    int rc = 1;
+    if ((e = trace_cost(cfg, false, &res->trace_ns_per_call)) ||
+        (e = trace_cost(cfg, true, &res->trace_full_ns_per_call))) {
+        fprintf(stderr, "kin-monitor-bench: tracing: %s\n", kin_strerror(e));
+        goto out;
+    }
+    /* The floor: the kin command over the master alone. */
+    if (time_cli(cfg, "ps", 1, &res->ps_idle_cli_ms, NULL))
+        goto out;
+    if (run_big(cfg, master, res))
+        goto out;
+    if (run_tree(cfg, master, res))
+        goto out;
+    res->trace_pct = res->trace_ns_per_call / (res->call_rtt_us * 1e3) * 100;
+    res->trace_full_pct =
+        res->trace_full_ns_per_call / (res->call_rtt_us * 1e3) * 100;
+    rc = 0;
+out:
+    /* Stops and reaps any child still running. */
+    kin_node_destroy(&master);
+    return rc;
+}
+
+/* --- output --------------------------------------------------------------- */
+
+static void
+print_json(const config *cfg, results *r)
+{
+    printf("{\"quick\":%s,\"tasks\":%d,\"contexts\":%d,\"runs\":%d,"
+           "\"api_runs\":%d,\"samples\":%d",
+           cfg->quick ? "true" : "false", cfg->tasks, cfg->contexts, cfg->runs,
+           cfg->api_runs, cfg->samples);
+    for (size_t i = 0; i < N_FIGURES; i++) {
+        double v = *figure(r, i);
+        if (isnan(v))
+            printf(",\"%s\":null", figures[i].key);
+        else
+            printf(",\"%s\":%.3f", figures[i].key, v);
+    }
+    printf("}\n");
+}
+
+/* One table row; goal NAN: reported, not judged. */
+static void
+row(const char *name, double v, double goal)
+{
+    char g[16] = "";
+    const char *verdict = "";
+    if (!isnan(goal)) {
+        snprintf(g, sizeof g, "<= %g", goal);
+        if (!isnan(v))
+            verdict = v <= goal ? "ok" : "MISS";
+    }
+    printf("%-40s %12.3f  %-10s %s\n", name, v, g, verdict);
+}
+
+static void
+print_table(const config *cfg, const results *r)
+{
+    char name[64];
+    printf("kin-monitor-bench%s: %d live tasks, %d contexts, median of %d "
+           "kin runs / %d API runs, %d round trips\n\n",
+           cfg->quick ? " --quick" : "", cfg->tasks, cfg->contexts, cfg->runs,
+           cfg->api_runs, cfg->samples);
+    printf("%-40s %12s  %-10s %s\n", "figure", "value", "goal", "");
+    snprintf(name, sizeof name, "kin ps, %d tasks (ms)", cfg->tasks);
+    row(name, r->ps_10k_cli_ms, 50);
+    snprintf(name, sizeof name, "kin_monitor_ps, %d tasks (ms)", cfg->tasks);
+    row(name, r->ps_10k_api_ms, NAN);
+    snprintf(name, sizeof name, "kin pstree, %d tasks (ms)", cfg->tasks);
+    row(name, r->pstree_10k_cli_ms, NAN);
+    snprintf(name, sizeof name, "kin ps, %d contexts (ms)", cfg->contexts);
+    row(name, r->ps_tree50_cli_ms, 200);
+    snprintf(name, sizeof name, "info + ps API, %d contexts (ms)",
+             cfg->contexts);
+    row(name, r->ps_tree50_api_ms, NAN);
+    row("kin ps, master alone (ms)", r->ps_idle_cli_ms, NAN);
+    row("task add+end (ns/call)", r->trace_ns_per_call, NAN);
+    row("all task tracing of a call (ns/call)", r->trace_full_ns_per_call,
+        NAN);
+    row("call rtt median (us)", r->call_rtt_us, NAN);
+    row("task add+end / call rtt (%)", r->trace_pct, 5);
+    row("all tracing / call rtt (%)", r->trace_full_pct, 5);
+    printf("\nps reply for %d tasks: %.0f KiB; kin ps printed %.0f lines, kin "
+           "pstree %.0f, kin ps over %d contexts %.0f.\n",
+           cfg->tasks, r->ps_10k_reply_kib, r->ps_10k_lines,
+           r->pstree_10k_lines, cfg->contexts, r->ps_tree50_lines);
+}
+
+/* --- main ----------------------------------------------------------------- */
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: kin-monitor-bench [--quick] [--json] [--tasks N] "
+               "[--contexts N] [--runs N] [--hold]\n");
+}
+
+static int
+parse_args(int argc, char **argv, config *cfg)
+{
+    *cfg = (config){.tasks = 10000,
+                    .contexts = 50,
+                    .runs = 7,
+                    .api_runs = 15,
+                    .samples = 5000,
+                    .warmup = 500,
+                    .trace_iters = 1000000};
+    int tasks = 0, contexts = 0, runs = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) {
+            cfg->json = true;
+        } else if (!strcmp(argv[i], "--quick")) {
+            cfg->quick = true;
+        } else if (!strcmp(argv[i], "--hold")) {
+            cfg->hold = true;
+        } else if (!strcmp(argv[i], "--tasks") && i + 1 < argc) {
+            if ((tasks = atoi(argv[++i])) < 2)
+                return -1;
+        } else if (!strcmp(argv[i], "--contexts") && i + 1 < argc) {
+            contexts = atoi(argv[++i]);
+            if (contexts < 2 || contexts > MAX_CONTEXTS)
+                return -1;
+        } else if (!strcmp(argv[i], "--runs") && i + 1 < argc) {
+            if ((runs = atoi(argv[++i])) < 1)
+                return -1;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            exit(0);
+        } else {
+            return -1;
+        }
+    }
+    if (cfg->quick) {
+        *cfg = (config){.json = cfg->json,
+                        .quick = true,
+                        .hold = cfg->hold,
+                        .tasks = 1000,
+                        .contexts = 6,
+                        .runs = 3,
+                        .api_runs = 5,
+                        .samples = 500,
+                        .warmup = 100,
+                        .trace_iters = 100000};
+    }
+    if (tasks)
+        cfg->tasks = tasks;
+    if (contexts)
+        cfg->contexts = contexts;
+    if (runs)
+        cfg->runs = runs;
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    /* Every context serves these; a kin child never returns from kin_init. */
+    kin_export("mbench.block", block, NULL, KIN_POLICY_PARENT);
+    kin_export("mbench.echo", echo, NULL, KIN_POLICY_PARENT);
+    kin_export("mbench.nop", nop, NULL, KIN_POLICY_PARENT);
+    if (kin_is_child()) {
+        kin_node *n;
+        return kin_init(&n, NULL) ? 1 : 0;
+    }
+    config cfg;
+    if (parse_args(argc, argv, &cfg)) {
+        usage(stderr);
+        return 2;
+    }
+    results res;
+    for (size_t i = 0; i < N_FIGURES; i++)
+        *figure(&res, i) = NAN;
+    int rc = run(&cfg, &res);
+    if (cfg.json)
+        print_json(&cfg, &res);
+    else
+        print_table(&cfg, &res);
+    return rc;
+}
