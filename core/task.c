@@ -167,9 +167,12 @@ kin_task_sleep(int ms)
     pthread_mutex_lock(&s.mu);
     /* The flag is checked under s.mu, which the waker takes: no lost
      * wake-up. */
-    while (!(e = kin__task_cancel_pending(t) ? KIN_ECANCELLED : KIN_OK))
-        if (pthread_cond_timedwait(&s.cond, &s.mu, &dl) == ETIMEDOUT)
+    while (!(e = kin__task_cancel_pending(t) ? KIN_ECANCELLED : KIN_OK)) {
+        if (ms < 0)
+            pthread_cond_wait(&s.cond, &s.mu); /* until cancelled */
+        else if (pthread_cond_timedwait(&s.cond, &s.mu, &dl) == ETIMEDOUT)
             break;
+    }
     pthread_mutex_unlock(&s.mu);
     kin__task_wait_end(t);
     pthread_cond_destroy(&s.cond);

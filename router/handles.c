@@ -67,6 +67,17 @@ kin__is_ancestor_or_self(kin_node *n, uint32_t id)
     return false;
 }
 
+bool
+kin__is_child(kin_node *n, uint32_t id)
+{
+    /* ready holds the direct children whose HELLO arrived (under mu, so
+     * any thread may ask; the routes map is the broker's alone). */
+    pthread_mutex_lock(&n->mu);
+    bool yes = id != n->id && kin__u32map_has(&n->ready, id);
+    pthread_mutex_unlock(&n->mu);
+    return yes;
+}
+
 static bool
 allowed(kin_node *n, const kin__handler *h, const kin_msg *m)
 {
@@ -76,11 +87,7 @@ allowed(kin_node *n, const kin__handler *h, const kin_msg *m)
     case KIN_POLICY_PARENT:
         return kin__is_ancestor_or_self(n, m->auth);
     case KIN_POLICY_CHILD:
-        /* children is broker-only; a child's link id equals its id and a
-         * route to it through itself marks a direct child. */
-        return m->auth == m->src && m->auth != n->id &&
-               (uintptr_t)kin__u32map_get(&n->routes, m->auth) ==
-                   (uintptr_t)m->auth + 1;
+        return m->auth == m->src && kin__is_child(n, m->auth);
     }
     return false;
 }

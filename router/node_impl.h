@@ -156,6 +156,10 @@ void kin__adopt_forget_all(void);
  * 0700, -errno. */
 kin_err kin__runtime_dir(char *out, size_t size);
 
+/* Whether id is an immediate child of this node (its link is up). Any
+ * thread. */
+bool kin__is_child(kin_node *n, uint32_t id);
+
 /* Whether id is this node, or an ancestor of it. */
 bool kin__is_ancestor_or_self(kin_node *n, uint32_t id);
 

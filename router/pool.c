@@ -213,7 +213,7 @@ allowed(kin_node *n, const exported *x, const kin_msg *m)
     case KIN_POLICY_PARENT:
         return kin__is_ancestor_or_self(n, m->auth);
     case KIN_POLICY_CHILD:
-        return m->auth == m->src && m->auth != n->id;
+        return m->auth == m->src && kin__is_child(n, m->auth);
     }
     return false;
 }

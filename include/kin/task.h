@@ -50,7 +50,8 @@ KIN_EXPORT kin_err kin_task_spawn_at(kin_node *n, const kin_task_opts *opts,
 #define kin_task_spawn(n, opts, fn, arg, id)                                   \
     kin_task_spawn_at(n, opts, fn, arg, id, __FILE__, __LINE__)
 
-/* Sleeps for ms milliseconds at a kin blocking point: the monitor shows
+/* Sleeps for ms milliseconds (KIN_FOREVER: until cancelled) at a kin
+ * blocking point: the monitor shows
  * the task waiting on a "sleep", and cancelling the task ends the sleep at
  * once. Errors: KIN_ECANCELLED. Any thread (outside a task it is a plain,
  * uncancellable sleep). */

@@ -135,6 +135,7 @@ export_all(void)
     kin_export_inline("t.add_inline", add, NULL, KIN_POLICY_PARENT);
     kin_export("t.add", add, NULL, KIN_POLICY_PARENT);
     kin_export("t.add_any", add, NULL, KIN_POLICY_ANY);
+    kin_export("t.add_child", add, NULL, KIN_POLICY_CHILD);
     kin_export("t.fail", fail_fn, NULL, KIN_POLICY_PARENT);
     kin_export("t.getpid", getpid_fn, NULL, KIN_POLICY_PARENT);
     kin_export("t.block", block, NULL, KIN_POLICY_PARENT);
@@ -280,6 +281,19 @@ nested_calls_follow_policy(void **state)
                      KIN_OK);
     assert_int_equal(kin_msg_unpack(r, "iI", &err, &v), KIN_OK);
     assert_int_equal(err, KIN_EREFUSED);
+    kin_msg_destroy(&r);
+    /* CHILD: the master's immediate child may call it... */
+    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.call_parent",
+                                   5000, &r, "s", "t.add_child"),
+                     KIN_OK);
+    assert_int_equal(kin_msg_unpack(r, "iI", &err, &v), KIN_OK);
+    assert_int_equal(err, KIN_OK);
+    assert_int_equal(v, 42);
+    kin_msg_destroy(&r);
+    /* ...but the parent may not call the child's. */
+    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.add_child", 5000,
+                                   &r, "II", 1, 2),
+                     KIN_EREFUSED);
     kin_msg_destroy(&r);
 }
 
