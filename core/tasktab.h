@@ -40,8 +40,7 @@ int kin__tasktab_init(kin__tasktab *tab, uint32_t ctx, size_t history);
 void kin__tasktab_fini(kin__tasktab *tab);
 
 /* A new registered task (state pending). NULL on -ENOMEM. Any thread. */
-kin_task *kin__tasktab_add(kin__tasktab *tab, const char *name,
-                           const char *fn);
+kin_task *kin__tasktab_add(kin__tasktab *tab, const char *name, const char *fn);
 
 /* Ends t: unregisters it, records it in the history with its final state
  * and result, frees it. Any thread. */

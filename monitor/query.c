@@ -195,8 +195,7 @@ read_row(const msgpack_object *row, bool ended, kin_task_info *t)
               obj_str(&f[1], t->name, sizeof t->name) &&
               obj_str(&f[2], t->fn, sizeof t->fn) && obj_int(&f[3], &state) &&
               obj_bool(&f[4], &t->persistent) &&
-              obj_u32(&f[5], &t->caller_ctx) &&
-              obj_u32(&f[6], &t->caller_task);
+              obj_u32(&f[5], &t->caller_ctx) && obj_u32(&f[6], &t->caller_task);
     t->state = (kin_task_state)state;
     if (!ok)
         return false;
@@ -206,8 +205,7 @@ read_row(const msgpack_object *row, bool ended, kin_task_info *t)
                obj_u32(&f[9], &t->cancelled_by_task) &&
                obj_double(&f[10], &t->age_ms) &&
                obj_double(&f[11], &t->ended_ago_ms);
-    return obj_u32(&f[7], &t->caller_handle) &&
-           obj_double(&f[8], &t->age_ms) &&
+    return obj_u32(&f[7], &t->caller_handle) && obj_double(&f[8], &t->age_ms) &&
            obj_str(&f[9], t->waiting, sizeof t->waiting) &&
            obj_double(&f[10], &t->wait_ms) && obj_u32(&f[11], &t->await_ctx) &&
            obj_u32(&f[12], &t->await_handle) &&

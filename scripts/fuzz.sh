@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer target for the message decoder with clang and runs it
-# for the given number of seconds (default 60).
+# Builds the libFuzzer targets (the message decoder, the log record decoder)
+# with clang and runs each for the given number of seconds (default 60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 secs=${1:-60}
 CC=clang cmake -S . -B build-fuzz -DKIN_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build-fuzz -j "$(nproc)" --target fuzz_msg
+cmake --build build-fuzz -j "$(nproc)" --target fuzz_msg fuzz_logrec
 # Seeds: byte 0 = header length (24), byte 1 = size limit (0 = default),
 # then a header frame and a body frame. msgpack-c is not instrumented, so
 # well-formed bodies (a call, dead messages with the code packed as int16 and as
@@ -23,3 +23,7 @@ printf "\030\040KN\001\001${ids}\350\003\000\000\000\000\000\000\222\323\377\377
 build-fuzz/tests/fuzz/fuzz_msg -max_total_time="$secs" -print_final_stats=1 \
     -artifact_prefix=build-fuzz/artifacts/ build-fuzz/corpus build-fuzz/seeds \
     2>&1 | tail -n 15
+mkdir -p build-fuzz/corpus-logrec
+build-fuzz/tests/fuzz/fuzz_logrec -max_total_time="$secs" -print_final_stats=1 \
+    -artifact_prefix=build-fuzz/artifacts/ build-fuzz/corpus-logrec \
+    2>&1 | tail -n 6

@@ -28,18 +28,19 @@
 #error "KIN_CLI must name the kin command (tests/bench/CMakeLists.txt)"
 #endif
 
-#define IO_TIMEOUT 10000   /* ms: any single wait longer than this is a fault */
-#define CLI_TIMEOUT 30000  /* ms: a kin command run longer than this is killed */
-#define BLOCK_MS 600000    /* how long the blocker waits unless cancelled */
-#define PAYLOAD 64         /* bytes echoed per call in the round trip */
-#define TRACE_ROUNDS 5     /* microbenchmark rounds (median of) */
-#define MAX_CONTEXTS 256   /* kin_ctx_info.children holds 256 */
+#define IO_TIMEOUT 10000  /* ms: any single wait longer than this is a fault */
+#define CLI_TIMEOUT 30000 /* ms: a kin command run longer than this is killed  \
+                           */
+#define BLOCK_MS 600000   /* how long the blocker waits unless cancelled */
+#define PAYLOAD 64        /* bytes echoed per call in the round trip */
+#define TRACE_ROUNDS 5    /* microbenchmark rounds (median of) */
+#define MAX_CONTEXTS 256  /* kin_ctx_info.children holds 256 */
 
 extern char **environ;
 
 typedef struct config {
     bool json, quick;
-    bool hold; /* keep the task context up until stdin closes (profiling) */
+    bool hold;    /* keep the task context up until stdin closes (profiling) */
     int tasks;    /* live tasks in the big context */
     int contexts; /* contexts in the tree, the master included */
     int runs;     /* kin command runs per figure (median of) */
@@ -300,7 +301,8 @@ api_ps_tree(kin_node *n, size_t *nctx, size_t *tasks)
     return e;
 }
 
-/* --- 1. a context with `tasks` live tasks ---------------------------------- */
+/* --- 1. a context with `tasks` live tasks ----------------------------------
+ */
 
 typedef struct big {
     kin_child *child;
@@ -377,8 +379,8 @@ big_start(const config *cfg, kin_node *master, big *b)
     if (!b->queued)
         return -ENOMEM;
     for (; b->nqueued < want && !e; b->nqueued++)
-        e = kin_call_async(master, b->id, "mbench.nop",
-                           &b->queued[b->nqueued], NULL);
+        e = kin_call_async(master, b->id, "mbench.nop", &b->queued[b->nqueued],
+                           NULL);
     if (e) {
         b->nqueued--;
         return e;
@@ -470,7 +472,8 @@ run_big(const config *cfg, kin_node *master, results *res)
     return e;
 }
 
-/* --- 2. a tree of contexts, and the call round trip ------------------------ */
+/* --- 2. a tree of contexts, and the call round trip ------------------------
+ */
 
 static kin_err
 call_rtt(const config *cfg, kin_node *master, uint32_t ctx, double *us)
@@ -517,8 +520,8 @@ run_tree(const config *cfg, kin_node *master, results *res)
         e = kin_spawn(master, NULL, &kids[started]);
     if (e)
         started--;
-    if (!e && (e = call_rtt(cfg, master, kin_child_id(kids[0]),
-                            &res->call_rtt_us)))
+    if (!e &&
+        (e = call_rtt(cfg, master, kin_child_id(kids[0]), &res->call_rtt_us)))
         what = "call round trip";
     for (int i = 0; i < cfg->api_runs && !e; i++) {
         size_t nctx = 0, tasks = 0;
@@ -544,7 +547,8 @@ run_tree(const config *cfg, kin_node *master, results *res)
     return e;
 }
 
-/* --- 3. the cost of tracing ------------------------------------------------ */
+/* --- 3. the cost of tracing ------------------------------------------------
+ */
 
 /* What the call path does for a task record besides add and end, done here
  * the same way: on_call reads the name, run_call renames the record under
@@ -694,8 +698,7 @@ print_table(const config *cfg, const results *r)
     row(name, r->ps_tree50_api_ms, NAN);
     row("kin ps, master alone (ms)", r->ps_idle_cli_ms, NAN);
     row("task add+end (ns/call)", r->trace_ns_per_call, NAN);
-    row("all task tracing of a call (ns/call)", r->trace_full_ns_per_call,
-        NAN);
+    row("all task tracing of a call (ns/call)", r->trace_full_ns_per_call, NAN);
     row("call rtt median (us)", r->call_rtt_us, NAN);
     row("task add+end / call rtt (%)", r->trace_pct, 5);
     row("all tracing / call rtt (%)", r->trace_full_pct, 5);
