@@ -3,6 +3,7 @@
 #define KIN_CORE_SYNC_H
 
 #include <pthread.h>
+#include <time.h>
 
 /* A mutex for short critical sections on hot paths (queues, tables): it
  * spins briefly before sleeping, which saves the futex wait/wake pair when
@@ -17,6 +18,10 @@ kin__mutex_init_fast(pthread_mutex_t *m)
     pthread_mutexattr_destroy(&a);
     return rc;
 }
+
+/* Sets *ts to ms milliseconds from now on clock, for timed waits
+ * (pthread_cond_timedwait uses CLOCK_REALTIME unless told otherwise). */
+void kin__deadline(struct timespec *ts, clockid_t clock, int ms);
 
 /* The calling thread's kernel id, cached (gettid is a system call). */
 int kin__gettid(void);

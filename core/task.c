@@ -11,6 +11,18 @@
 static _Thread_local kin_task *self;
 static _Thread_local int tid;
 
+void
+kin__deadline(struct timespec *ts, clockid_t clock, int ms)
+{
+    clock_gettime(clock, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
 int
 kin__gettid(void)
 {
@@ -155,13 +167,7 @@ kin_task_sleep(int ms)
     pthread_cond_init(&s.cond, &a);
     pthread_condattr_destroy(&a);
     struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += ms / 1000;
-    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    kin__deadline(&dl, CLOCK_MONOTONIC, ms > 0 ? ms : 0);
     kin__task_wait_begin(t, wake_sleeper, &s, "sleep");
     kin_err e = KIN_OK;
     pthread_mutex_lock(&s.mu);

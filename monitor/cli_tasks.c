@@ -486,30 +486,34 @@ kin__cli_pstree(int argc, char **argv)
     for (size_t i = 0; i < nrows; i++)
         if (rows[i].next >= 0)
             awaited[rows[i].next] = true;
-    json_t *trees = json_array();
+    /* The JSON is built only for --json: a task object per hop is most of
+     * the work with thousands of tasks (docs/performance.md). */
+    json_t *trees = o.json ? json_array() : NULL;
     for (size_t i = 0; i < nrows; i++) {
         if (awaited[i])
             continue;
-        json_t *chain = json_array();
+        json_t *chain = o.json ? json_array() : NULL;
         int depth = 0;
         for (int k = (int)i; k >= 0 && depth < 64; k = rows[k].next, depth++) {
+            if (o.json) {
+                json_array_append_new(chain, task_json(&rows[k], rows));
+                continue;
+            }
             char l[96], wait[96];
             label(&rows[k], l, sizeof l);
             describe_wait(&rows[k], wait, sizeof wait);
-            json_array_append_new(chain, task_json(&rows[k], rows));
-            if (!o.json)
-                printf("%*s%s%s [%s, pid %d] %s\n", depth * 4, "",
-                       depth ? "└── " : "", l, rows[k].c->name, rows[k].c->pid,
-                       wait);
+            printf("%*s%s%s [%s, pid %d] %s\n", depth * 4, "",
+                   depth ? "└── " : "", l, rows[k].c->name, rows[k].c->pid,
+                   wait);
         }
-        json_array_append_new(trees, chain);
+        if (o.json)
+            json_array_append_new(trees, chain);
     }
     free(awaited);
     if (o.json) {
         json_t *j = json_pack("{s:o,s:o}", "trees", trees, "cycles", cycles);
         print_json(j);
     } else {
-        json_decref(trees);
         json_decref(cycles);
     }
     free(rows);

@@ -9,6 +9,7 @@
 #include <kin/call.h>
 #include <kin/monitor.h>
 
+#include "core/pack_internal.h"
 #include "core/task.h"
 #include "router/node_impl.h"
 
@@ -213,32 +214,77 @@ read_row(const msgpack_object *row, bool ended, kin_task_info *t)
            obj_str(&f[14], t->created_at, sizeof t->created_at);
 }
 
-/* The reply is parsed once (kin_reader_next on the whole map, which also
- * checks the claimed sizes) and the rows are read from msgpack-c's objects:
- * kin_unpack re-parses each field it passes, which made decoding a ps of
- * 10,000 tasks cost more than answering it (docs/performance.md). */
+/* The array or map header at p (map: a map's): how many items it claims
+ * and its length in bytes; false for anything else. */
+static bool
+header(const uint8_t *p, const uint8_t *end, bool map, uint32_t *n,
+       size_t *len)
+{
+    uint8_t fix = map ? 0x80 : 0x90, h16 = map ? 0xde : 0xdc,
+            h32 = map ? 0xdf : 0xdd;
+    if (p < end && (*p & 0xf0) == fix) {
+        *n = *p & 0x0fu;
+        *len = 1;
+    } else if (end - p >= 3 && *p == h16) {
+        *n = (uint32_t)p[1] << 8 | p[2];
+        *len = 3;
+    } else if (end - p >= 5 && *p == h32) {
+        *n = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 |
+             (uint32_t)p[3] << 8 | p[4];
+        *len = 5;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* The next object at *off into zone, *off moved past it. */
+static bool
+next_object(const kin_msg *m, size_t *off, msgpack_zone *zone,
+            msgpack_object *obj)
+{
+    msgpack_unpack_return ret =
+        msgpack_unpack((const char *)m->body, m->len, off, zone, obj);
+    return ret == MSGPACK_UNPACK_SUCCESS || ret == MSGPACK_UNPACK_EXTRA_BYTES;
+}
+
+/* The reply is read one row at a time through a small zone that is reused:
+ * kin_unpack parses the whole top-level map before its first item and then
+ * re-parses every field it passes, which made decoding a ps of 10,000 tasks
+ * cost more than answering it (docs/performance.md, "Monitor"). */
 static kin_err
 read_tasks(const kin_msg *reply, bool ended, uint32_t ctx, kin_task_info **out,
            size_t *count)
 {
-    kin_reader rd;
-    kin_reader_init(&rd, reply->body, reply->len);
-    msgpack_object root;
-    const msgpack_object *rows = NULL;
-    uint32_t n = 0;
+    const uint8_t *end = reply->body + reply->len;
+    size_t len = 0, off;
+    uint32_t pairs = 0, n = 0;
+    /* Every claimed count checked first, so that msgpack-c never reserves
+     * memory for a made-up one. */
+    if (kin__msgpack_scan(reply->body, reply->len) != reply->len ||
+        !header(reply->body, end, true, &pairs, &len))
+        return KIN_EBADMSG;
+    off = len;
+    msgpack_zone zone;
+    if (!msgpack_zone_init(&zone, 4096))
+        return -ENOMEM;
+    kin_err e = KIN_OK;
     bool found = false;
-    kin_err e = kin_reader_next(&rd, &root);
-    if (!e && root.type != MSGPACK_OBJECT_MAP)
-        e = KIN_EBADMSG;
-    for (uint32_t i = 0; !e && !found && i < root.via.map.size; i++) {
-        const msgpack_object_kv *kv = &root.via.map.ptr[i];
-        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 5 &&
-            !memcmp(kv->key.via.str.ptr, "tasks", 5) &&
-            kv->val.type == MSGPACK_OBJECT_ARRAY) {
-            rows = kv->val.via.array.ptr;
-            n = kv->val.via.array.size;
-            found = true;
+    for (uint32_t i = 0; !e && !found && i < pairs; i++) {
+        msgpack_object key, val;
+        if (!next_object(reply, &off, &zone, &key)) {
+            e = KIN_EBADMSG;
+        } else if (key.type == MSGPACK_OBJECT_STR && key.via.str.size == 5 &&
+                   !memcmp(key.via.str.ptr, "tasks", 5)) {
+            found = header(reply->body + off, end, false, &n, &len);
+            if (found)
+                off += len; /* at the first row */
+            else
+                e = KIN_EBADMSG; /* "tasks" is not an array */
+        } else if (!next_object(reply, &off, &zone, &val)) {
+            e = KIN_EBADMSG;
         }
+        msgpack_zone_clear(&zone);
     }
     if (!e && !found)
         e = KIN_EBADMSG; /* no "tasks" array */
@@ -246,15 +292,18 @@ read_tasks(const kin_msg *reply, bool ended, uint32_t ctx, kin_task_info **out,
     if (!e && !ts)
         e = -ENOMEM;
     for (uint32_t i = 0; !e && i < n; i++) {
+        msgpack_object row;
         ts[i].ctx = ctx;
         ts[i].await_ctx = KIN_NO_CTX;
-        if (!read_row(&rows[i], ended, &ts[i]))
+        if (!next_object(reply, &off, &zone, &row) ||
+            !read_row(&row, ended, &ts[i]))
             e = KIN_EBADMSG;
+        msgpack_zone_clear(&zone);
     }
-    kin_reader_release(&rd);
+    msgpack_zone_destroy(&zone);
     if (e) {
         free(ts);
-        return e == -ENOMEM ? e : KIN_EBADMSG;
+        return e;
     }
     *out = ts;
     *count = n;

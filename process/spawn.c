@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/log_internal.h"
+#include "core/sync.h"
 #include "core/task.h"
 #include "process/procs.h"
 #include "router/logs_impl.h"
@@ -340,13 +341,11 @@ kin_emergency_stopped(kin_node *n, uint32_t *origin)
     return tripped;
 }
 
-static void deadline_after(struct timespec *ts, int ms);
-
 kin_err
 kin_emergency_wait(kin_node *n, int timeout_ms)
 {
     struct timespec dl;
-    deadline_after(&dl, timeout_ms < 0 ? 86400000 : timeout_ms);
+    kin__deadline(&dl, CLOCK_REALTIME, timeout_ms < 0 ? 86400000 : timeout_ms);
     kin_err e = KIN_OK;
     pthread_mutex_lock(&n->mu);
     for (;;) {
@@ -744,18 +743,6 @@ procs_destroy(kin_node *n)
 /* --- public ------------------------------------------------------------------
  */
 
-static void
-deadline_after(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 kin_err
 kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
 {
@@ -824,7 +811,7 @@ kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     int timeout =
         opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 30000;
     struct timespec dl;
-    deadline_after(&dl, timeout);
+    kin__deadline(&dl, CLOCK_REALTIME, timeout);
     pthread_mutex_lock(&n->mu);
     while (!r.done)
         pthread_cond_wait(&n->cond, &n->mu);
@@ -908,7 +895,7 @@ kin_child_wait(kin_child *c, int timeout_ms, int *status)
     if (!n)
         return exit_result(c, status);
     struct timespec dl;
-    deadline_after(&dl, timeout_ms < 0 ? 86400000 : timeout_ms);
+    kin__deadline(&dl, CLOCK_REALTIME, timeout_ms < 0 ? 86400000 : timeout_ms);
     pthread_mutex_lock(&n->mu);
     while (!c->exited)
         if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT)

@@ -10,29 +10,45 @@
 #include "router/call_impl.h"
 #include "router/node_impl.h"
 
+/* Sends the body packed in b (unless packing failed with e) to
+ * ctx:handle, and releases b. */
+static kin_err
+send_buf(kin_node *n, kin_buf *b, kin_err e, uint32_t ctx, uint32_t handle,
+         uint32_t reply_to)
+{
+    kin_msg *m = NULL;
+    if (!e)
+        e = kin_msg_new_copy(&m, b->data, b->len);
+    kin_buf_release(b);
+    if (e)
+        return e;
+    m->dst = ctx;
+    m->handle = handle;
+    m->reply_to = reply_to;
+    if ((e = kin_node_send(n, &m)))
+        kin_msg_destroy(&m);
+    return e;
+}
+
+/* The calling thread's task id (adopting the thread if need be). */
+static uint32_t
+self_id(kin_node *n)
+{
+    kin_task *self = kin__adopt_begin(n);
+    kin__adopt_end(self);
+    return self ? self->id : 0u;
+}
+
 /* Builds and sends a CALL to ctx; reply_to 0 wants no reply. */
 static kin_err
 send_call(kin_node *n, uint32_t ctx, const char *fn, uint32_t reply_to,
           const char *picture, va_list ap)
 {
-    kin_task *self = kin__adopt_begin(n);
     kin_buf b = {0};
-    kin_err e = kin_pack(&b, "su", fn, self ? self->id : 0u);
-    kin__adopt_end(self);
+    kin_err e = kin_pack(&b, "su", fn, self_id(n));
     if (!e && picture && *picture)
         e = kin_vpack(&b, picture, ap);
-    kin_msg *m = NULL;
-    if (!e)
-        e = kin_msg_new_copy(&m, b.data, b.len);
-    kin_buf_release(&b);
-    if (e)
-        return e;
-    m->dst = ctx;
-    m->handle = KIN_HANDLE_CALL;
-    m->reply_to = reply_to;
-    if ((e = kin_node_send(n, &m)))
-        kin_msg_destroy(&m);
-    return e;
+    return send_buf(n, &b, e, ctx, KIN_HANDLE_CALL, reply_to);
 }
 
 static kin_err
@@ -134,22 +150,9 @@ kin_call_cancel(kin_receiver *r)
     kin__receiver_target(r, &n, &ctx);
     if (ctx == KIN_NO_CTX)
         return -EINVAL;
-    kin_task *self = kin__adopt_begin(n);
-    kin__adopt_end(self);
     kin_buf b = {0};
-    kin_err e =
-        kin_pack(&b, "uu", kin_receiver_handle(r), self ? self->id : 0u);
-    kin_msg *m = NULL;
-    if (!e)
-        e = kin_msg_new_copy(&m, b.data, b.len);
-    kin_buf_release(&b);
-    if (e)
-        return e;
-    m->dst = ctx;
-    m->handle = KIN_HANDLE_CANCEL;
-    if ((e = kin_node_send(n, &m)))
-        kin_msg_destroy(&m);
-    return e;
+    kin_err e = kin_pack(&b, "uu", kin_receiver_handle(r), self_id(n));
+    return send_buf(n, &b, e, ctx, KIN_HANDLE_CANCEL, 0);
 }
 
 kin_err
@@ -214,15 +217,5 @@ kin_send(kin_node *n, uint32_t ctx, uint32_t handle, const char *picture, ...)
     va_start(ap, picture);
     kin_err e = picture ? kin_vpack(&b, picture, ap) : KIN_OK;
     va_end(ap);
-    kin_msg *m = NULL;
-    if (!e)
-        e = kin_msg_new_copy(&m, b.data, b.len);
-    kin_buf_release(&b);
-    if (e)
-        return e;
-    m->dst = ctx;
-    m->handle = handle;
-    if ((e = kin_node_send(n, &m)))
-        kin_msg_destroy(&m);
-    return e;
+    return send_buf(n, &b, e, ctx, handle, 0);
 }

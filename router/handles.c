@@ -78,10 +78,10 @@ kin__is_child(kin_node *n, uint32_t id)
     return yes;
 }
 
-static bool
-allowed(kin_node *n, const kin__handler *h, const kin_msg *m)
+bool
+kin__policy_allows(kin_node *n, kin_policy policy, const kin_msg *m)
 {
-    switch (h->policy) {
+    switch (policy) {
     case KIN_POLICY_ANY:
         return true;
     case KIN_POLICY_PARENT:
@@ -140,7 +140,7 @@ kin__deliver(kin_node *n, kin_msg *m)
         kin__reply_dead(n, m, KIN_ENOHANDLE, why);
         return;
     }
-    if (!allowed(n, h, m)) {
+    if (!kin__policy_allows(n, h->policy, m)) {
         pthread_mutex_unlock(&n->hmu);
         char why[96];
         snprintf(why, sizeof why,

@@ -60,18 +60,6 @@ kin__runtime_dir(char *out, size_t size)
 /* --- waiting helpers -------------------------------------------------------
  */
 
-static void
-deadline_in(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 typedef struct sync_call {
     kin_node *n;
     kin_err result;
@@ -256,7 +244,7 @@ kin__node_new_with(kin_node **out, const kin_node_opts *opts,
     e = s.result;
     if (!e && n->has_parent) {
         struct timespec dl;
-        deadline_in(&dl, n->connect_timeout_ms);
+        kin__deadline(&dl, CLOCK_REALTIME, n->connect_timeout_ms);
         while (!n->up_ready && !e)
             if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT)
                 e = n->up_ready ? KIN_OK : KIN_ETIMEOUT;
@@ -334,7 +322,8 @@ kin_err
 kin_node_wait_child(kin_node *n, uint32_t id, int timeout_ms)
 {
     struct timespec dl;
-    deadline_in(&dl, timeout_ms < 0 ? 86400 * 1000 : timeout_ms);
+    kin__deadline(&dl, CLOCK_REALTIME,
+                  timeout_ms < 0 ? 86400 * 1000 : timeout_ms);
     kin_err e = KIN_OK;
     pthread_mutex_lock(&n->mu);
     while (!kin__u32map_has(&n->ready, id) && !e)

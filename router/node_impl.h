@@ -156,6 +156,10 @@ void kin__adopt_forget_all(void);
  * 0700, -errno. */
 kin_err kin__runtime_dir(char *out, size_t size);
 
+/* Whether m's authority passes policy here (handles and exported
+ * functions share the rules). Any thread. */
+bool kin__policy_allows(kin_node *n, kin_policy policy, const kin_msg *m);
+
 /* Whether id is an immediate child of this node (its link is up). Any
  * thread. */
 bool kin__is_child(kin_node *n, uint32_t id);

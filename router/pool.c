@@ -204,20 +204,6 @@ reply_error(kin_node *n, const kin_msg *req, int code, const char *text,
 
 /* --- the pool --- */
 
-static bool
-allowed(kin_node *n, const exported *x, const kin_msg *m)
-{
-    switch (x->policy) {
-    case KIN_POLICY_ANY:
-        return true;
-    case KIN_POLICY_PARENT:
-        return kin__is_ancestor_or_self(n, m->auth);
-    case KIN_POLICY_CHILD:
-        return m->auth == m->src && kin__is_child(n, m->auth);
-    }
-    return false;
-}
-
 /* Runs one call whose task was registered (pending) on arrival. */
 static void
 run_call(kin_node *n, kin_msg *m)
@@ -239,7 +225,7 @@ run_call(kin_node *n, kin_msg *m)
         e = KIN_ENOFUNC;
         snprintf(why, sizeof why, "no function '%.*s' in context %u",
                  (int)(name_len < 64 ? name_len : 64), name, n->id);
-    } else if (!allowed(n, &x, m)) {
+    } else if (!kin__policy_allows(n, x.policy, m)) {
         e = KIN_EREFUSED;
         snprintf(why, sizeof why,
                  "context %u may not call '%s' in context %u (policy)", m->auth,

@@ -18,6 +18,7 @@ tmp=$(mktemp -d)
 sock=kin-test-$$
 session=kin-test-$$
 tpid=
+pane_pid=
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
@@ -27,6 +28,12 @@ tm() { tmux -L "$sock" -f "$tmp/tmux.conf" "$@" 7>&-; }
 
 cleanup() {
     local rc=$?
+    # The pane's process group (kin monitor, and an ASan leak checker's
+    # tracer) goes with it, even if it hangs on its way out.
+    if [ -n "$pane_pid" ] &&
+        [ "$(tm display-message -p -t "$session" '#{pane_dead}' 2>/dev/null)" = 0 ]; then
+        kill -KILL -- "-$pane_pid" 2>/dev/null
+    fi
     tmux -L "$sock" kill-server >/dev/null 2>&1
     exec 7>&- # EOF on the target's stdin: it exits on its own
     if [ -n "$tpid" ]; then
@@ -115,6 +122,7 @@ cmd=$(printf 'env XDG_STATE_HOME=%q %q monitor %q; echo $? >%q' \
     "$tmp/state" "$kin" "$pid" "$tmp/status")
 tm new-session -d -s "$session" -x 200 -y 50 "$cmd" ||
     fail "tmux new-session failed"
+pane_pid=$(tm display-message -p -t "$session" '#{pane_pid}')
 wait_prompt "the prompt" "^kin $pid>\$"
 
 # Tab completes a command name: "he" is ambiguous (help, hello: the
