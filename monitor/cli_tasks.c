@@ -260,13 +260,23 @@ collect(kin_node *n, const opts *o, kin__cli_info_t **ctxs, size_t *nctx,
             fprintf(stderr, "kin: context %u: %s\n", c->id, kin_strerror(e));
             continue;
         }
-        for (size_t k = 0; k < count; k++) {
-            if (len == cap) {
-                cap *= 2;
-                rs = realloc(rs, cap * sizeof *rs);
+        /* Room for the whole context at once: one realloc, not one per
+         * doubling of a 10,000-row table. */
+        if (len + count > cap) {
+            size_t want = cap;
+            while (want < len + count)
+                want *= 2;
+            row *more = realloc(rs, want * sizeof *rs);
+            if (!more) {
+                fprintf(stderr, "kin: context %u: out of memory\n", c->id);
+                free(ts);
+                continue;
             }
-            rs[len++] = (row){.t = ts[k], .c = c, .next = -1};
+            rs = more;
+            cap = want;
         }
+        for (size_t k = 0; k < count; k++)
+            rs[len++] = (row){.t = ts[k], .c = c, .next = -1};
         free(ts);
     }
     if (!found) {

@@ -77,6 +77,10 @@ kin__adopt_begin(kin_node *n)
 void
 kin__adopt_end(kin_task *t)
 {
-    if (t && t == me.task)
+    if (t && t == me.task) {
+        /* An application thread lives on after a cancel: the cancel ends
+         * the one blocking call it interrupted, not every later one. */
+        atomic_store(&t->cancel, false);
         kin__task_set_self(NULL);
+    }
 }
