@@ -247,6 +247,11 @@ collect(kin_node *n, const opts *o, kin__cli_info_t **ctxs, size_t *nctx,
     }
     size_t cap = 64, len = 0;
     row *rs = malloc(cap * sizeof *rs);
+    if (!rs) {
+        fprintf(stderr, "kin: out of memory\n");
+        free(*ctxs);
+        return 2;
+    }
     bool found = !o->has_ctx;
     for (size_t i = 0; i < *nctx; i++) {
         kin__cli_info_t *c = &(*ctxs)[i];

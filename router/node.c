@@ -290,6 +290,7 @@ kin_node_destroy(kin_node **np)
     kin__u32map_fini(&n->children);
     kin__u32map_fini(&n->routes);
     kin__u32map_fini(&n->fds);
+    kin__u32map_fini(&n->stale_fds);
     kin__u32map_fini(&n->ready);
     kin__adopt_forget_all();
     kin__tasktab_fini(&n->tasks);

@@ -56,9 +56,10 @@ struct kin_node {
     void *down_mon; /* PAIR receiving down's monitor events */
     void *up_mon;
     kin__watch *w_up, *w_down, *w_down_mon, *w_up_mon;
-    kin__u32map routes;   /* dst id -> next-hop child id + 1 */
-    kin__u32map children; /* child id -> kin__child */
-    kin__u32map fds;      /* fd + 1 -> child id + 1 */
+    kin__u32map routes;    /* dst id -> next-hop child id + 1 */
+    kin__u32map children;  /* child id -> kin__child */
+    kin__u32map fds;       /* fd + 1 -> child id + 1 */
+    kin__u32map stale_fds; /* fd + 1 -> DISCONNECTED events to ignore */
     bool parent_lost;
 
     /* Set once the parent's HELLO answer arrived (under mu). */

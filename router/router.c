@@ -249,6 +249,17 @@ hello_from_child(kin_node *n, uint32_t link, int fd, kin_msg *m)
     if (fd >= 0 && c->fd != fd) {
         if (c->fd >= 0)
             kin__u32map_del(&n->fds, (uint32_t)c->fd + 1);
+        void *prev = kin__u32map_get(&n->fds, (uint32_t)fd + 1);
+        if (prev && UNLINK(prev) != link) {
+            /* The fd was reused: its earlier connection has closed and
+             * its DISCONNECTED event, still queued on the monitor socket,
+             * must not be taken for this link's. */
+            uintptr_t stale =
+                (uintptr_t)kin__u32map_get(&n->stale_fds, (uint32_t)fd + 1);
+            kin__u32map_put(&n->stale_fds, (uint32_t)fd + 1,
+                            (void *)(stale + 1));
+            kin__router_link_down(n, UNLINK(prev));
+        }
         c->fd = fd;
         kin__u32map_put(&n->fds, (uint32_t)fd + 1, LINK(link));
     }
@@ -560,6 +571,15 @@ on_down_event(void *sock, void *arg)
     uint32_t fd;
     if (!read_event(sock, &ev, &fd) || ev != ZMQ_EVENT_DISCONNECTED)
         return;
+    uintptr_t stale = (uintptr_t)kin__u32map_get(&n->stale_fds, fd + 1);
+    if (stale) {
+        /* The old connection of a reused fd (see hello_from_child). */
+        if (stale > 1)
+            kin__u32map_put(&n->stale_fds, fd + 1, (void *)(stale - 1));
+        else
+            kin__u32map_del(&n->stale_fds, fd + 1);
+        return;
+    }
     void *link = kin__u32map_get(&n->fds, fd + 1);
     if (link)
         kin__router_link_down(n, UNLINK(link));
