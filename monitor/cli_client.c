@@ -48,6 +48,16 @@ find_socket(int pid, char *path, size_t size, uint32_t *ctx)
     kin_err e = kin__runtime_dir(dir, sizeof dir);
     if (e)
         return e;
+    /* Most often pid is a master: look at its socket before scanning the
+     * directory, which costs milliseconds once dead contexts have left
+     * thousands of files there (docs/performance.md, "Monitor"). */
+    char file[512];
+    snprintf(file, sizeof file, "%s/%d-0.sock", dir, pid);
+    if (!access(file, F_OK) && listening(file)) {
+        snprintf(path, size, "ipc://%s", file);
+        *ctx = KIN_MASTER_ID;
+        return KIN_OK;
+    }
     DIR *d = opendir(dir);
     if (!d)
         return -errno;
@@ -56,7 +66,7 @@ find_socket(int pid, char *path, size_t size, uint32_t *ctx)
     while ((de = readdir(d))) {
         int p;
         unsigned id;
-        char tail[8], file[512];
+        char tail[8];
         if (sscanf(de->d_name, "%d-%u.%7s", &p, &id, tail) != 3 || p != pid ||
             strcmp(tail, "sock"))
             continue;

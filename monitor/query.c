@@ -217,8 +217,7 @@ read_row(const msgpack_object *row, bool ended, kin_task_info *t)
 /* The array or map header at p (map: a map's): how many items it claims
  * and its length in bytes; false for anything else. */
 static bool
-header(const uint8_t *p, const uint8_t *end, bool map, uint32_t *n,
-       size_t *len)
+header(const uint8_t *p, const uint8_t *end, bool map, uint32_t *n, size_t *len)
 {
     uint8_t fix = map ? 0x80 : 0x90, h16 = map ? 0xde : 0xdc,
             h32 = map ? 0xdf : 0xdd;
@@ -229,8 +228,8 @@ header(const uint8_t *p, const uint8_t *end, bool map, uint32_t *n,
         *n = (uint32_t)p[1] << 8 | p[2];
         *len = 3;
     } else if (end - p >= 5 && *p == h32) {
-        *n = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 |
-             (uint32_t)p[3] << 8 | p[4];
+        *n = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 |
+             p[4];
         *len = 5;
     } else {
         return false;

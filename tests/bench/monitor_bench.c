@@ -28,9 +28,8 @@
 #error "KIN_CLI must name the kin command (tests/bench/CMakeLists.txt)"
 #endif
 
-#define IO_TIMEOUT 10000  /* ms: any single wait longer than this is a fault */
-#define CLI_TIMEOUT 30000 /* ms: a kin command run longer than this is killed  \
-                           */
+#define IO_TIMEOUT 10000  /* ms: a single wait longer than this is a fault */
+#define CLI_TIMEOUT 30000 /* ms: a kin command still running is killed */
 #define BLOCK_MS 600000   /* how long the blocker waits unless cancelled */
 #define PAYLOAD 64        /* bytes echoed per call in the round trip */
 #define TRACE_ROUNDS 5    /* microbenchmark rounds (median of) */
@@ -170,9 +169,10 @@ reap(pid_t pid, int timeout_ms)
     return rc <= 0 ? -1 : status;
 }
 
-/* Runs `kin ARGS...` with stdout into a pipe that is read to the end, and
+/* Runs `kin CMD PID` with stdout into a pipe that is read to the end, and
  * times it from spawn to exit. *lines gets the lines it printed. Returns
- * its exit status, or -1 when it could not run or ran past CLI_TIMEOUT. */
+ * its exit status, or -1 when it could not run or ran past CLI_TIMEOUT
+ * (then it is killed; it is always reaped). */
 static int
 run_cli(const char *cmd, pid_t target, uint64_t *ns, size_t *lines)
 {
