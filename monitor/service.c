@@ -356,7 +356,7 @@ cmd_stacktrace(kin_node *n, msgpack_packer *pk)
                      : kin__stack_capture(tids[i], frames, KIN_STACK_MAX, 200);
         msgpack_pack_array(pk, 4);
         msgpack_pack_int(pk, tids[i]);
-        pack_str(pk, tids[i] == self ? "kin-broker" : comm);
+        pack_str(pk, comm);
         msgpack_pack_int(pk, nf < 0 ? nf : 0);
         pack_frames(pk, frames, nf);
     }

@@ -651,6 +651,8 @@ kin_supervisor_new(kin_supervisor **out, kin_node *n,
     kin_err e = kin__procs_watch(n, &s->watcher);
     if (!e) {
         int rc = pthread_create(&s->thread, NULL, sup_main, s);
+        if (!rc)
+            pthread_setname_np(s->thread, "kin-supervisor");
         if (rc) {
             kin__procs_unwatch(n, &s->watcher);
             e = -rc;

@@ -252,6 +252,8 @@ kin__logfwd_start(kin__logfwd **out, const kin__logfwd_opts *opts)
     pthread_cond_init(&f->cond, NULL);
     atomic_store(&f->last_ns, kin__now_ns());
     int rc = pthread_create(&f->thread, NULL, fwd_main, f);
+    if (!rc)
+        pthread_setname_np(f->thread, "kin-logfwd");
     if (rc) {
         pthread_mutex_destroy(&f->mu);
         pthread_cond_destroy(&f->cond);

@@ -409,6 +409,8 @@ sink_new(kin_logsink **out, const kin_logsink_opts *o, bool all)
     }
     k->o.endpoint = NULL; /* not needed any more, and not ours */
     int rc = pthread_create(&k->thread, NULL, sink_main, k);
+    if (!rc)
+        pthread_setname_np(k->thread, "kin-logsink");
     if (rc) {
         kin_logsub_destroy(&k->sub);
         free(k);

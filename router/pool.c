@@ -458,6 +458,8 @@ kin__calls_start(kin_node *n, int workers)
         return -ENOMEM;
     for (int i = 0; i < workers; i++) {
         int rc = pthread_create(&cs->threads[i], NULL, worker_main, n);
+        if (!rc)
+            pthread_setname_np(cs->threads[i], "kin-worker");
         if (rc)
             return -rc;
         cs->workers++;
