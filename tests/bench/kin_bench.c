@@ -59,7 +59,7 @@ typedef struct results {
     double zmq_spawn_first_ms, zmq_spawn100_ms, zmq_peer_rss_kib;
     double call_rtt_us, call_rtt_p99_us, call2_rtt_us, call2_rtt_p99_us;
     double icall_rtt_us, icall_rtt_p99_us, icall2_rtt_us, icall2_rtt_p99_us;
-    double calls_per_s, calls_per_s_select;
+    double calls_per_s, calls_per_s_select, calls_per_s_inline;
     double spawn_ms, spawn_first_call_ms;
     double idle_rss_kib, idle_rss_anon_kib, idle_rss_file_kib, idle_threads;
     double idle_pss_kib, idle_uss_kib;
@@ -87,6 +87,7 @@ static const struct figure {
     {"icall2_rtt_p99_us", offsetof(results, icall2_rtt_p99_us)},
     {"calls_per_s", offsetof(results, calls_per_s)},
     {"calls_per_s_select", offsetof(results, calls_per_s_select)},
+    {"calls_per_s_inline", offsetof(results, calls_per_s_inline)},
     {"spawn_ms", offsetof(results, spawn_ms)},
     {"spawn_first_call_ms", offsetof(results, spawn_first_call_ms)},
     {"idle_rss_kib", offsetof(results, idle_rss_kib)},
@@ -571,7 +572,7 @@ zmq_pipelined(bench *b, int total, uint64_t *ns)
 /* total calls with up to `window` in flight, waiting for the oldest
  * first. */
 static kin_err
-kin_pipelined(bench *b, int total, uint64_t *ns)
+kin_pipelined_fn(bench *b, const char *fn, int total, uint64_t *ns)
 {
     int window = b->cfg->window < total ? b->cfg->window : total;
     kin_receiver **ring = calloc((size_t)window, sizeof *ring);
@@ -582,8 +583,8 @@ kin_pipelined(bench *b, int total, uint64_t *ns)
     int issued = 0, done = 0;
     uint64_t t0 = now_ns();
     for (; issued < window && !e; issued++)
-        e = kin_call_async(b->master, ctx, "bench.echo", &ring[issued], "B",
-                           b->payload, (size_t)PAYLOAD);
+        e = kin_call_async(b->master, ctx, fn, &ring[issued], "B", b->payload,
+                           (size_t)PAYLOAD);
     for (int head = 0; done < total && !e; head = (head + 1) % window) {
         kin_msg *m = NULL;
         e = kin_call_wait(ring[head], IO_TIMEOUT, &m);
@@ -591,8 +592,8 @@ kin_pipelined(bench *b, int total, uint64_t *ns)
         kin_receiver_destroy(&ring[head]);
         done++;
         if (!e && issued < total) {
-            e = kin_call_async(b->master, ctx, "bench.echo", &ring[head], "B",
-                               b->payload, (size_t)PAYLOAD);
+            e = kin_call_async(b->master, ctx, fn, &ring[head], "B", b->payload,
+                               (size_t)PAYLOAD);
             issued++;
         }
     }
@@ -601,6 +602,12 @@ kin_pipelined(bench *b, int total, uint64_t *ns)
         kin_receiver_destroy(&ring[i]);
     free(ring);
     return e;
+}
+
+static kin_err
+kin_pipelined(bench *b, int total, uint64_t *ns)
+{
+    return kin_pipelined_fn(b, "bench.echo", total, ns);
 }
 
 /* The same through one oneshot kin_select over every call in flight. */
@@ -654,7 +661,7 @@ run_throughput(bench *b)
     int per = cfg->pipelined / PIPE_ROUNDS;
     if (per < 1)
         per = 1;
-    uint64_t zns = 0, kns = 0, sns = 0;
+    uint64_t zns = 0, kns = 0, sns = 0, ins = 0;
     kin_err e = KIN_OK;
     for (int r = 0; r < PIPE_ROUNDS && !e; r++) {
         if (cfg->zmq && zmq_pipelined(b, per, &zns))
@@ -663,6 +670,8 @@ run_throughput(bench *b)
             e = kin_pipelined(b, per, &kns);
         if (!e)
             e = kin_pipelined_select(b, per, &sns);
+        if (!e)
+            e = kin_pipelined_fn(b, "bench.echo_inline", per, &ins);
     }
     if (e) {
         fprintf(stderr, "kin-bench: pipelined: %s\n", kin_strerror(e));
@@ -673,6 +682,7 @@ run_throughput(bench *b)
         b->res->zmq_msgs_per_s = total / ((double)zns / 1e9);
     b->res->calls_per_s = total / ((double)kns / 1e9);
     b->res->calls_per_s_select = total / ((double)sns / 1e9);
+    b->res->calls_per_s_inline = total / ((double)ins / 1e9);
     return 0;
 }
 
@@ -1008,6 +1018,8 @@ print_table(const config *cfg, const results *r)
     row("pipelined calls/s", r->calls_per_s, r->zmq_msgs_per_s, NAN, 250000,
         true);
     row("pipelined calls/s (select)", r->calls_per_s_select, r->zmq_msgs_per_s,
+        NAN, 250000, true);
+    row("pipelined inline calls/s", r->calls_per_s_inline, r->zmq_msgs_per_s,
         NAN, 250000, true);
     row("spawn-to-first-call (ms)", r->spawn_first_call_ms,
         r->zmq_spawn_first_ms, NAN, 5, false);
