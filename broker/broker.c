@@ -64,13 +64,12 @@ drain_socket(kin__watch *w)
 {
     w->starved = false;
     w->dirty = false;
-    for (int n = 0; n < DRAIN_BUDGET; n++) {
-        uint32_t ev = 0;
-        size_t sz = sizeof ev;
-        if (zmq_getsockopt(w->sock, ZMQ_EVENTS, &ev, &sz) || !(ev & ZMQ_POLLIN))
+    /* Receive until EAGAIN: a receive that finds nothing has processed the
+     * socket's commands (re-arming ZMQ_FD's edge) as a ZMQ_EVENTS query
+     * would, without costing one more query per message. */
+    for (int n = 0; n < DRAIN_BUDGET; n++)
+        if (!w->fn(w->sock, w->arg))
             return;
-        w->fn(w->sock, w->arg);
-    }
     w->starved = true;
 }
 

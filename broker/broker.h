@@ -15,9 +15,10 @@ typedef struct kin__watch kin__watch;
 
 typedef void (*kin__defer_fn)(void *arg, void *data);
 
-/* Called when sock has a message ready; must receive at most one message
- * with ZMQ_DONTWAIT. Broker thread. */
-typedef void (*kin__readable_fn)(void *sock, void *arg);
+/* Called while sock may have input: receives at most one message with
+ * ZMQ_DONTWAIT and returns whether there was one (false on EAGAIN, which
+ * ends the drain). Broker thread. */
+typedef bool (*kin__readable_fn)(void *sock, void *arg);
 
 /* Called on the broker thread when a stop begins, before the grace period
  * starts, so the owner can wind down (notify peers, close sockets). */

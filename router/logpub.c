@@ -647,7 +647,7 @@ sub_change(struct kin__logs *p, bool add, const unsigned char *t, size_t len)
     p->subs[p->n_subs++] = (sub){copy, len};
 }
 
-static void
+static bool
 on_subscription(void *sock, void *arg)
 {
     struct kin__logs *p = arg;
@@ -655,7 +655,7 @@ on_subscription(void *sock, void *arg)
     zmq_msg_init(&m);
     if (zmq_msg_recv(&m, sock, ZMQ_DONTWAIT) < 0) {
         zmq_msg_close(&m);
-        return;
+        return false; /* nothing there */
     }
     const unsigned char *d = zmq_msg_data(&m);
     size_t size = zmq_msg_size(&m);
@@ -671,6 +671,7 @@ on_subscription(void *sock, void *arg)
         }
     }
     zmq_msg_close(&m);
+    return true;
 }
 
 /* --- start and stop ------------------------------------------------------- */

@@ -441,19 +441,19 @@ behind(kin_node *n, uint32_t id, uint32_t link)
     return via && UNLINK(via) == link;
 }
 
-static void
+static bool
 on_down(void *sock, void *arg)
 {
     kin_node *n = arg;
     zmq_msg_t f[3];
     int got = recv_frames(sock, f, 3);
     if (got == 0)
-        return;
+        return false; /* nothing there */
     if (got < 0 || zmq_msg_size(&f[0]) != 4) {
         if (got > 0)
             close_frames(f, got);
         atomic_fetch_add(&n->stats.malformed, 1);
-        return;
+        return true;
     }
     const uint8_t *r = zmq_msg_data(&f[0]);
     uint32_t link = (uint32_t)r[0] | (uint32_t)r[1] << 8 |
@@ -463,7 +463,7 @@ on_down(void *sock, void *arg)
     kin_msg *m = decode(n, &f[1], &f[2], &big);
     close_frames(f, 3);
     if (!m)
-        return;
+        return true;
 
     if (m->handle == KIN_HANDLE_HELLO && m->dst == n->id && !big) {
         /* A link is named after the id it claims; this context's own id
@@ -472,10 +472,10 @@ on_down(void *sock, void *arg)
             kin__is_ancestor_or_self(n, link)) {
             atomic_fetch_add(&n->stats.forged, 1);
             kin_msg_destroy(&m);
-            return;
+            return true;
         }
         hello_from_child(n, link, fd, m);
-        return;
+        return true;
     }
     /* Reverse-path check: a link speaks only for its own subtree (an
      * operator may also carry this context's authority). */
@@ -486,73 +486,76 @@ on_down(void *sock, void *arg)
         KIN_DEBUG("context %u: dropped message claiming %u/%u from link %u",
                   n->id, m->src, m->auth, link);
         kin_msg_destroy(&m);
-        return;
+        return true;
     }
     if (big) {
         reply_too_big(n, m, big);
-        return;
+        return true;
     }
     if (m->dst == n->id && m->src == link) {
         if (m->handle == KIN_HANDLE_ADD_ROUTE) {
             add_route(n, link, m);
-            return;
+            return true;
         }
         if (m->handle == KIN_HANDLE_DEL_ROUTE) {
             del_route(n, link, false, m);
-            return;
+            return true;
         }
     }
     kin__route(n, m);
+    return true;
 }
 
-static void
+static bool
 on_up(void *sock, void *arg)
 {
     kin_node *n = arg;
     zmq_msg_t f[2];
     int got = recv_frames(sock, f, 2);
     if (got == 0)
-        return;
+        return false; /* nothing there */
     if (got < 0) {
         atomic_fetch_add(&n->stats.malformed, 1);
-        return;
+        return true;
     }
     size_t big;
     kin_msg *m = decode(n, &f[0], &f[1], &big);
     close_frames(f, 2);
     if (!m)
-        return;
+        return true;
     /* From above, nobody may speak for us or our subtree. */
     if (m->src == n->id || kin__u32map_has(&n->routes, m->src)) {
         atomic_fetch_add(&n->stats.forged, 1);
         kin_msg_destroy(&m);
-        return;
+        return true;
     }
     if (big) {
         reply_too_big(n, m, big);
-        return;
+        return true;
     }
     if (m->dst == n->id && m->src == n->parent_id) {
         if (m->handle == KIN_HANDLE_HELLO) {
             hello_from_parent(n, m);
-            return;
+            return true;
         }
         if (m->handle == KIN_HANDLE_DEL_ROUTE) {
             del_route(n, n->parent_id, true, m);
-            return;
+            return true;
         }
     }
     kin__route(n, m);
+    return true;
 }
 
-/* Socket monitor events: 2 frames, the first u16 event + u32 value. */
-static bool
+/* Socket monitor events: 2 frames, the first u16 event + u32 value.
+ * Returns 1 for an event, 0 when nothing was there, -1 for anything else. */
+static int
 read_event(void *sock, uint16_t *event, uint32_t *value)
 {
     zmq_msg_t f[2];
     int got = recv_frames(sock, f, 2);
     if (got != 2)
-        return false;
+        return got == 0 ? 0 : -1;
     bool ok = zmq_msg_size(&f[0]) >= 6;
     if (ok) {
         const uint8_t *p = zmq_msg_data(&f[0]);
@@ -560,17 +563,18 @@ read_event(void *sock, uint16_t *event, uint32_t *value)
         memcpy(value, p + 2, 4);
     }
     close_frames(f, 2);
-    return ok;
+    return ok ? 1 : -1;
 }
 
-static void
+static bool
 on_down_event(void *sock, void *arg)
 {
     kin_node *n = arg;
     uint16_t ev;
     uint32_t fd;
-    if (!read_event(sock, &ev, &fd) || ev != ZMQ_EVENT_DISCONNECTED)
-        return;
+    int got = read_event(sock, &ev, &fd);
+    if (got <= 0 || ev != ZMQ_EVENT_DISCONNECTED)
+        return got != 0;
     uintptr_t stale = (uintptr_t)kin__u32map_get(&n->stale_fds, fd + 1);
     if (stale) {
         /* The old connection of a reused fd (see hello_from_child). */
@@ -578,22 +582,23 @@ on_down_event(void *sock, void *arg)
             kin__u32map_put(&n->stale_fds, fd + 1, (void *)(stale - 1));
         else
             kin__u32map_del(&n->stale_fds, fd + 1);
-        return;
+        return true;
     }
     void *link = kin__u32map_get(&n->fds, fd + 1);
     if (link)
         kin__router_link_down(n, UNLINK(link));
+    return true;
 }
 
-static void
+static bool
 on_up_event(void *sock, void *arg)
 {
     kin_node *n = arg;
     uint16_t ev;
     uint32_t fd;
-    if (!read_event(sock, &ev, &fd) || ev != ZMQ_EVENT_DISCONNECTED ||
-        n->parent_lost)
-        return;
+    int got = read_event(sock, &ev, &fd);
+    if (got <= 0 || ev != ZMQ_EVENT_DISCONNECTED || n->parent_lost)
+        return got != 0;
     n->parent_lost = true;
     KIN_WARN("context %u: lost the link to its parent %u", n->id, n->parent_id);
     /* Everything not in our subtree is unreachable now. */
@@ -606,6 +611,7 @@ on_up_event(void *sock, void *arg)
     kin__handles_peer_gone(n, ids, (size_t)count);
     if (n->on_parent_lost)
         n->on_parent_lost(n, n->on_parent_lost_arg);
+    return true;
 }
 
 /* --- sockets ---------------------------------------------------------------
