@@ -743,6 +743,44 @@ procs_destroy(kin_node *n)
 /* --- public ------------------------------------------------------------------
  */
 
+/* The argv of `sudo -n -u USER --preserve-env=KIN_CHILD_... -- PATH ARGS`:
+ * sudo resets the environment, and the child's ids and endpoints travel
+ * there, never in argv. Errors: -EACCES (this context's endpoint is a
+ * private ipc one), -E2BIG (too many arguments), -EINVAL (bad user). */
+static kin_err
+sudo_command(kin_node *n, const char *user, const char *path, char *const *argv,
+             char **out, size_t max)
+{
+    if (!*user || strchr(user, '/') || user[0] == '-')
+        return -EINVAL;
+    if (n->ipc_path[0]) {
+        KIN_ERROR("a child running as %s cannot reach %s (a 0700 directory "
+                  "of this user): bind this context on tcp "
+                  "(kin_node_opts.bind) to start children as other users",
+                  user, n->endpoint);
+        return -EACCES;
+    }
+    static char preserve[] =
+        "--preserve-env=KIN_CHILD_ENDPOINT,KIN_CHILD_PARENT_ID,KIN_CHILD_ID,"
+        "KIN_CHILD_NAME,KIN_CHILD_MAX_MSG,KIN_CHILD_WORKERS,"
+        "KIN_CHILD_LOG_ENDPOINT";
+    size_t k = 0;
+    out[k++] = "sudo";
+    out[k++] = "-n"; /* never prompt: fail at once without a password */
+    out[k++] = "-u";
+    out[k++] = (char *)user;
+    out[k++] = preserve;
+    out[k++] = "--";
+    out[k++] = (char *)path;
+    for (size_t i = 1; argv && argv[i]; i++) {
+        if (k + 1 >= max)
+            return -E2BIG;
+        out[k++] = argv[i];
+    }
+    out[k] = NULL;
+    return KIN_OK;
+}
+
 kin_err
 kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
 {
@@ -798,6 +836,17 @@ kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
      * program as the parent runs. */
     spawn_req r = {
         .c = c, .path = opts->program ? path : "/proc/self/exe", .argv = argv};
+    char *sudo_argv[64];
+    if (opts->user) {
+        if ((e = sudo_command(n, opts->user, path, argv, sudo_argv,
+                              sizeof sudo_argv / sizeof *sudo_argv))) {
+            free(c);
+            return e;
+        }
+        /* sudo execs the program by name: the magic link would be sudo's. */
+        r.path = "/usr/bin/sudo";
+        r.argv = sudo_argv;
+    }
     c->workers = opts->workers > 0 ? opts->workers : 0;
     if (!(r.envp = child_env(n, c))) {
         free(c);

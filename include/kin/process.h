@@ -37,6 +37,11 @@ typedef struct kin_spawn_opts {
     int connect_timeout_ms; /* HELLO must arrive within; 0: 30000 */
     int stop_timeout_ms;    /* stop request to SIGKILL; 0: 2000 */
     int workers;            /* the child's worker pool size; 0: default */
+    /* Run the child as this user, through `sudo -n -u USER` (the sudo
+     * factory). The parent must be bound on tcp (kin_node_opts.bind): the
+     * default ipc endpoint lives in a 0700 directory another user cannot
+     * enter. NULL: this user. */
+    const char *user;
     /* Optional: on failure, a description ending with the tail of the
      * child's stderr. */
     char *errbuf;
