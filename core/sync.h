@@ -23,6 +23,25 @@ kin__mutex_init_fast(pthread_mutex_t *m)
  * (pthread_cond_timedwait uses CLOCK_REALTIME unless told otherwise). */
 void kin__deadline(struct timespec *ts, clockid_t clock, int ms);
 
+/* For waits that may be KIN_FOREVER (ms < 0): NULL, else *ts set as
+ * kin__deadline(ts, CLOCK_REALTIME, ms) and ts returned. */
+static inline const struct timespec *
+kin__deadline_or_forever(struct timespec *ts, int ms)
+{
+    if (ms < 0)
+        return NULL;
+    kin__deadline(ts, CLOCK_REALTIME, ms);
+    return ts;
+}
+
+/* pthread_cond_timedwait, or pthread_cond_wait when dl is NULL. */
+static inline int
+kin__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m,
+                     const struct timespec *dl)
+{
+    return dl ? pthread_cond_timedwait(c, m, dl) : pthread_cond_wait(c, m);
+}
+
 /* The calling thread's kernel id, cached (gettid is a system call). */
 int kin__gettid(void);
 

@@ -344,8 +344,8 @@ kin_emergency_stopped(kin_node *n, uint32_t *origin)
 kin_err
 kin_emergency_wait(kin_node *n, int timeout_ms)
 {
-    struct timespec dl;
-    kin__deadline(&dl, CLOCK_REALTIME, timeout_ms < 0 ? 86400000 : timeout_ms);
+    struct timespec ts;
+    const struct timespec *dl = kin__deadline_or_forever(&ts, timeout_ms);
     kin_err e = KIN_OK;
     pthread_mutex_lock(&n->mu);
     for (;;) {
@@ -355,7 +355,7 @@ kin_emergency_wait(kin_node *n, int timeout_ms)
             done &= c->exited;
         if (done)
             break;
-        if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT) {
+        if (kin__cond_wait_until(&n->cond, &n->mu, dl) == ETIMEDOUT) {
             e = KIN_ETIMEOUT;
             break;
         }
@@ -943,11 +943,11 @@ kin_child_wait(kin_child *c, int timeout_ms, int *status)
     kin_node *n = c->node;
     if (!n)
         return exit_result(c, status);
-    struct timespec dl;
-    kin__deadline(&dl, CLOCK_REALTIME, timeout_ms < 0 ? 86400000 : timeout_ms);
+    struct timespec ts;
+    const struct timespec *dl = kin__deadline_or_forever(&ts, timeout_ms);
     pthread_mutex_lock(&n->mu);
     while (!c->exited)
-        if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT)
+        if (kin__cond_wait_until(&n->cond, &n->mu, dl) == ETIMEDOUT)
             break;
     kin_err e = c->exited ? exit_result(c, status) : KIN_ETIMEOUT;
     pthread_mutex_unlock(&n->mu);

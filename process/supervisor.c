@@ -856,12 +856,13 @@ kin_err
 kin_supervisor_wait(kin_supervisor *s, uint64_t since, int timeout_ms,
                     uint64_t *now)
 {
-    uint64_t dl = now_ns() +
-                  (uint64_t)(timeout_ms < 0 ? 86400000 : timeout_ms) * 1000000u;
-    struct timespec ts = to_timespec(dl);
+    struct timespec ts = to_timespec(
+        now_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000u);
     pthread_mutex_lock(&s->mu);
     while (s->changes <= since)
-        if (pthread_cond_timedwait(&s->cond, &s->mu, &ts) == ETIMEDOUT)
+        if (timeout_ms < 0)
+            pthread_cond_wait(&s->cond, &s->mu);
+        else if (pthread_cond_timedwait(&s->cond, &s->mu, &ts) == ETIMEDOUT)
             break;
     kin_err e = s->changes > since ? KIN_OK : KIN_ETIMEOUT;
     if (now)

@@ -322,13 +322,12 @@ kin_node_endpoint(const kin_node *n)
 kin_err
 kin_node_wait_child(kin_node *n, uint32_t id, int timeout_ms)
 {
-    struct timespec dl;
-    kin__deadline(&dl, CLOCK_REALTIME,
-                  timeout_ms < 0 ? 86400 * 1000 : timeout_ms);
+    struct timespec ts;
+    const struct timespec *dl = kin__deadline_or_forever(&ts, timeout_ms);
     kin_err e = KIN_OK;
     pthread_mutex_lock(&n->mu);
     while (!kin__u32map_has(&n->ready, id) && !e)
-        if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT)
+        if (kin__cond_wait_until(&n->cond, &n->mu, dl) == ETIMEDOUT)
             e = kin__u32map_has(&n->ready, id) ? KIN_OK : KIN_ETIMEOUT;
     pthread_mutex_unlock(&n->mu);
     return e;
