@@ -36,8 +36,8 @@ kin__deadline_or_forever(struct timespec *ts, int ms)
 
 /* pthread_cond_timedwait, or pthread_cond_wait when dl is NULL. */
 static inline int
-kin__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m,
-                     const struct timespec *dl)
+kin__cond_wait_dl(pthread_cond_t *c, pthread_mutex_t *m,
+                  const struct timespec *dl)
 {
     return dl ? pthread_cond_timedwait(c, m, dl) : pthread_cond_wait(c, m);
 }

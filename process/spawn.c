@@ -355,7 +355,7 @@ kin_emergency_wait(kin_node *n, int timeout_ms)
             done &= c->exited;
         if (done)
             break;
-        if (kin__cond_wait_until(&n->cond, &n->mu, dl) == ETIMEDOUT) {
+        if (kin__cond_wait_dl(&n->cond, &n->mu, dl) == ETIMEDOUT) {
             e = KIN_ETIMEOUT;
             break;
         }
@@ -947,7 +947,7 @@ kin_child_wait(kin_child *c, int timeout_ms, int *status)
     const struct timespec *dl = kin__deadline_or_forever(&ts, timeout_ms);
     pthread_mutex_lock(&n->mu);
     while (!c->exited)
-        if (kin__cond_wait_until(&n->cond, &n->mu, dl) == ETIMEDOUT)
+        if (kin__cond_wait_dl(&n->cond, &n->mu, dl) == ETIMEDOUT)
             break;
     kin_err e = c->exited ? exit_result(c, status) : KIN_ETIMEOUT;
     pthread_mutex_unlock(&n->mu);

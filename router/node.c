@@ -327,7 +327,7 @@ kin_node_wait_child(kin_node *n, uint32_t id, int timeout_ms)
     kin_err e = KIN_OK;
     pthread_mutex_lock(&n->mu);
     while (!kin__u32map_has(&n->ready, id) && !e)
-        if (kin__cond_wait_until(&n->cond, &n->mu, dl) == ETIMEDOUT)
+        if (kin__cond_wait_dl(&n->cond, &n->mu, dl) == ETIMEDOUT)
             e = kin__u32map_has(&n->ready, id) ? KIN_OK : KIN_ETIMEOUT;
     pthread_mutex_unlock(&n->mu);
     return e;
