@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "core/log_internal.h"
@@ -82,6 +83,10 @@ kin_init(kin_node **out, const kin_node_opts *opts)
     kin_node *n;
     kin__node_hooks hooks = {.on_shutdown = on_shutdown,
                              .on_parent_lost = on_parent_lost};
+    /* Exec'd through /proc/self/exe, the process would be called "exe" in
+     * ps and top: give it the context's name. */
+    if (o.name)
+        prctl(PR_SET_NAME, o.name, 0, 0, 0);
     kin_err e = kin__node_new_with(&n, &o, &hooks);
     if (e) {
         fprintf(stderr, "kin child %u: cannot reach parent at %s: %s\n", o.id,
