@@ -840,14 +840,21 @@ kin_reader_done(const kin_reader *r)
 }
 
 kin_err
-kin_unpack_buf(const void *data, size_t len, const char *picture, ...)
+kin__vunpack_buf(const void *data, size_t len, const char *picture, va_list ap)
 {
     kin_reader r;
     kin_reader_init(&r, data, len);
+    kin_err e = kin_vunpack(&r, picture, ap);
+    kin_reader_release(&r);
+    return e;
+}
+
+kin_err
+kin_unpack_buf(const void *data, size_t len, const char *picture, ...)
+{
     va_list ap;
     va_start(ap, picture);
-    kin_err e = kin_vunpack(&r, picture, ap);
+    kin_err e = kin__vunpack_buf(data, len, picture, ap);
     va_end(ap);
-    kin_reader_release(&r);
     return e;
 }

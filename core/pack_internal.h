@@ -2,12 +2,19 @@
 #ifndef KIN_CORE_PACK_INTERNAL_H
 #define KIN_CORE_PACK_INTERNAL_H
 
+#include <stdarg.h>
 #include <stddef.h>
+
+#include <kin/err.h>
 
 /* Checks that data holds one complete msgpack object whose arrays and maps
  * claim no more elements than bytes remain (so msgpack-c will not reserve
  * memory for a peer's made-up count). Returns the object's length, 0 when
  * the bytes end too early, SIZE_MAX for a byte msgpack never uses. */
 size_t kin__msgpack_scan(const void *data, size_t len);
+
+/* kin_unpack_buf with a va_list. */
+kin_err kin__vunpack_buf(const void *data, size_t len, const char *picture,
+                         va_list ap);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/pack_internal.h"
 #include "core/task.h"
 #include "router/call_impl.h"
 #include "router/node_impl.h"
@@ -199,13 +200,10 @@ kin_call_error(const kin_msg *reply, kin_remote_error *out)
 kin_err
 kin_msg_unpack(const kin_msg *m, const char *picture, ...)
 {
-    kin_reader r;
-    kin_reader_init(&r, m->body, m->len);
     va_list ap;
     va_start(ap, picture);
-    kin_err e = kin_vunpack(&r, picture, ap);
+    kin_err e = kin__vunpack_buf(m->body, m->len, picture, ap);
     va_end(ap);
-    kin_reader_release(&r);
     return e;
 }
 

@@ -138,6 +138,25 @@ read_ids(const kin_msg *m, uint32_t *ids, int max)
     return count;
 }
 
+/* read_ids for lists of any length (route announcements name whole
+ * subtrees): *out is malloc'd (free it). Returns the count or -1. */
+static int
+read_id_list(const kin_msg *m, uint32_t **out)
+{
+    /* Each id takes at least one byte on the wire; a subtree of more than
+     * 65,536 contexts is refused rather than allocated for. */
+    int max = m->len < 65536u ? (int)m->len : 65536;
+    *out = malloc(((size_t)max + 1) * sizeof **out);
+    if (!*out)
+        return -1;
+    int count = read_ids(m, *out, max);
+    if (count < 0) {
+        free(*out);
+        *out = NULL;
+    }
+    return count;
+}
+
 /* Announces ids to the parent (ADD_ROUTE / DEL_ROUTE). */
 static void
 announce_up(kin_node *n, uint32_t handle, const uint32_t *ids, size_t count)
@@ -304,8 +323,8 @@ hello_from_parent(kin_node *n, kin_msg *m)
 static void
 add_route(kin_node *n, uint32_t link, kin_msg *m)
 {
-    uint32_t ids[256];
-    int count = read_ids(m, ids, 256);
+    uint32_t *ids;
+    int count = read_id_list(m, &ids);
     kin_msg_destroy(&m);
     if (count < 0) {
         atomic_fetch_add(&n->stats.malformed, 1);
@@ -323,13 +342,14 @@ add_route(kin_node *n, uint32_t link, kin_msg *m)
         ids[ok++] = ids[i];
     }
     announce_up(n, KIN_HANDLE_ADD_ROUTE, ids, (size_t)ok);
+    free(ids);
 }
 
 static void
 del_route(kin_node *n, uint32_t link, bool from_parent, kin_msg *m)
 {
-    uint32_t ids[256];
-    int count = read_ids(m, ids, 256);
+    uint32_t *ids;
+    int count = read_id_list(m, &ids);
     kin_msg_destroy(&m);
     if (count < 0) {
         atomic_fetch_add(&n->stats.malformed, 1);
@@ -350,6 +370,7 @@ del_route(kin_node *n, uint32_t link, bool from_parent, kin_msg *m)
     } else {
         forget_ids(n, ids, (size_t)ok, link);
     }
+    free(ids);
 }
 
 /* --- receiving -------------------------------------------------------------
