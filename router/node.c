@@ -1,7 +1,9 @@
 /* kin_node's public face: creating a context (master or child), its runtime
  * directory and endpoint, sending from any thread, receivers, id blocks and
  * shutdown. */
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +57,28 @@ kin__runtime_dir(char *out, size_t size)
         return -EACCES;
     }
     return KIN_OK;
+}
+
+/* Contexts killed without cleaning up leave "<pid>-..." sockets behind;
+ * a master removes those of processes that no longer exist (a live pid
+ * may be a recycled one: its files are left alone). */
+static void
+sweep_stale(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        char *end;
+        long pid = strtol(de->d_name, &end, 10);
+        if (pid <= 0 || *end != '-' || !strstr(end, ".sock") ||
+            !(kill((pid_t)pid, 0) && errno == ESRCH))
+            continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        unlink(path);
+    }
+    if (d)
+        closedir(d);
 }
 
 /* --- waiting helpers -------------------------------------------------------
@@ -211,6 +235,8 @@ kin__node_new_with(kin_node **out, const kin_node_opts *opts,
                  (int)getpid(), n->id);
         unlink(n->ipc_path); /* a stale socket of a recycled pid */
         snprintf(n->endpoint, sizeof n->endpoint, "ipc://%s", n->ipc_path);
+        if (!n->has_parent)
+            sweep_stale(dir);
     }
 
     if ((e = add_system(n, KIN_HANDLE_PING, KIN_POLICY_ANY, on_ping)))
