@@ -42,6 +42,16 @@ print_json(json_t *j)
     json_decref(j);
 }
 
+/* Prints arr when the user asked for JSON; frees it either way. */
+static void
+finish_json(json_t *arr, bool json)
+{
+    if (json)
+        print_json(arr);
+    else
+        json_decref(arr);
+}
+
 /* Common options: PID first, then flags. Returns the index after PID or -1
  * after printing usage. */
 typedef struct opts {
@@ -156,10 +166,7 @@ kin__cli_ls(int argc, char **argv)
         kin_node_destroy(&n);
     }
     closedir(d);
-    if (json)
-        print_json(arr);
-    else
-        json_decref(arr);
+    finish_json(arr, json);
     return 0;
 }
 
@@ -217,10 +224,7 @@ kin__cli_tree(int argc, char **argv)
     }
     free(stack);
     free(all);
-    if (o.json)
-        print_json(arr);
-    else
-        json_decref(arr);
+    finish_json(arr, o.json);
     return 0;
 }
 
@@ -423,10 +427,7 @@ kin__cli_ps(int argc, char **argv)
                rows[i].c->name, t->name, t->fn[0] ? t->fn : "-",
                kin_task_state_name(t->state), age, wait);
     }
-    if (o.json)
-        print_json(arr);
-    else
-        json_decref(arr);
+    finish_json(arr, o.json);
     free(rows);
     free(ctxs);
     return 0;
@@ -674,10 +675,7 @@ kin__cli_ps_terminated(int argc, char **argv)
     }
     kin_node_destroy(&n);
     free(ctxs);
-    if (o.json)
-        print_json(arr);
-    else
-        json_decref(arr);
+    finish_json(arr, o.json);
     return 0;
 }
 
@@ -745,10 +743,7 @@ kin__cli_where_terminated(int argc, char **argv)
     }
     kin_node_destroy(&n);
     free(ts);
-    if (o.json)
-        print_json(arr);
-    else
-        json_decref(arr);
+    finish_json(arr, o.json);
     return 0;
 }
 
@@ -903,10 +898,7 @@ kin__cli_stacktrace(int argc, char **argv)
     }
     kin_reader_release(&rd);
     kin_msg_destroy(&reply);
-    if (o.json)
-        print_json(arr);
-    else
-        json_decref(arr);
+    finish_json(arr, o.json);
     if (e)
         fprintf(stderr, "kin stacktrace: bad reply from context %u: %s\n", ctx,
                 kin_strerror(e));
