@@ -537,24 +537,36 @@ kin__cli_pstree(int argc, char **argv)
     return ncycles ? 1 : 0;
 }
 
+/* The prelude of the commands taking PID CTX:TASK: options, the task id,
+ * and an attachment to the tree. Returns the exit status to stop with, or
+ * -1 to go on with *n attached. */
+static int
+open_task(int argc, char **argv, const char *usage, opts *o, uint32_t *ctx,
+          uint32_t *task, kin_node **n)
+{
+    int rc = parse(argc, argv, usage, 1, o);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    if (kin__cli_parse_task(o->args[0], ctx, task) ||
+        kin__cli_attach(o->pid, n))
+        return 2;
+    return -1;
+}
+
 /* --- where / terminated -------------------------------------------------- */
 
 int
 kin__cli_where(int argc, char **argv)
 {
     opts o;
-    int rc = parse(argc, argv,
-                   "PID CTX:TASK [--json]\n  the current stack of a task's "
-                   "thread (function and file:line) and who created it",
-                   1, &o);
-    if (rc)
-        return rc == 1 ? 0 : rc;
     uint32_t ctx, task;
-    if (kin__cli_parse_task(o.args[0], &ctx, &task))
-        return 2;
     kin_node *n;
-    if (kin__cli_attach(o.pid, &n))
-        return 2;
+    int rc = open_task(argc, argv,
+                       "PID CTX:TASK [--json]\n  the current stack of a task's "
+                       "thread (function and file:line) and who created it",
+                       &o, &ctx, &task, &n);
+    if (rc >= 0)
+        return rc;
     kin_frame_info *fs;
     size_t count;
     kin_err e = kin_monitor_where(n, ctx, task, TIMEOUT_MS, &fs, &count);
@@ -683,18 +695,15 @@ int
 kin__cli_where_terminated(int argc, char **argv)
 {
     opts o;
-    int rc = parse(argc, argv,
-                   "PID CTX:TASK [--json]\n  how a terminated task ended, and "
-                   "who cancelled it (and what that task is doing)",
-                   1, &o);
-    if (rc)
-        return rc == 1 ? 0 : rc;
     uint32_t ctx, task;
-    if (kin__cli_parse_task(o.args[0], &ctx, &task))
-        return 2;
     kin_node *n;
-    if (kin__cli_attach(o.pid, &n))
-        return 2;
+    int rc =
+        open_task(argc, argv,
+                  "PID CTX:TASK [--json]\n  how a terminated task ended, and "
+                  "who cancelled it (and what that task is doing)",
+                  &o, &ctx, &task, &n);
+    if (rc >= 0)
+        return rc;
     kin_task_info *ts = NULL;
     size_t count = 0;
     kin_err e = kin_monitor_ps_terminated(n, ctx, TIMEOUT_MS, &ts, &count);
@@ -754,18 +763,15 @@ int
 kin__cli_cancel(int argc, char **argv)
 {
     opts o;
-    int rc = parse(argc, argv,
-                   "PID CTX:TASK\n  cancel a task (it sees it at its next kin "
-                   "blocking point)",
-                   1, &o);
-    if (rc)
-        return rc == 1 ? 0 : rc;
     uint32_t ctx, task;
-    if (kin__cli_parse_task(o.args[0], &ctx, &task))
-        return 2;
     kin_node *n;
-    if (kin__cli_attach(o.pid, &n))
-        return 2;
+    int rc =
+        open_task(argc, argv,
+                  "PID CTX:TASK\n  cancel a task (it sees it at its next kin "
+                  "blocking point)",
+                  &o, &ctx, &task, &n);
+    if (rc >= 0)
+        return rc;
     kin_err e = kin_monitor_cancel(n, ctx, task, TIMEOUT_MS);
     kin_node_destroy(&n);
     if (e) {
