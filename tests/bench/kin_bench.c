@@ -22,6 +22,8 @@
 
 #include <kin/kin.h>
 
+#include "tests/bench/bench_stats.h"
+
 #define PAYLOAD 64       /* bytes per message / call argument */
 #define RID_MAX 256      /* a ZMQ routing id is at most 255 bytes */
 #define IO_TIMEOUT 5000  /* ms: any single wait longer than this is a fault */
@@ -110,31 +112,6 @@ figure(results *r, size_t i)
 }
 
 /* --- clocks and statistics ------------------------------------------------ */
-
-static uint64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int
-cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* The q-quantile (nearest rank) of v[], which it sorts. */
-static double
-quantile(uint64_t *v, size_t n, double q)
-{
-    if (!n)
-        return NAN;
-    qsort(v, n, sizeof *v, cmp_u64);
-    return (double)v[(size_t)(q * (double)(n - 1) + 0.5)];
-}
 
 /* --- processes ------------------------------------------------------------ */
 

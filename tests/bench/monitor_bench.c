@@ -24,6 +24,8 @@
 #include "core/task.h"
 #include "core/tasktab.h"
 
+#include "tests/bench/bench_stats.h"
+
 #ifndef KIN_CLI
 #error "KIN_CLI must name the kin command (tests/bench/CMakeLists.txt)"
 #endif
@@ -87,32 +89,6 @@ figure(results *r, size_t i)
 }
 
 /* --- clocks and statistics ------------------------------------------------ */
-
-static uint64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int
-cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* The median of v[] (which it sorts), NAN when empty. */
-static double
-median(uint64_t *v, size_t n)
-{
-    if (!n)
-        return NAN;
-    qsort(v, n, sizeof *v, cmp_u64);
-    return n % 2 ? (double)v[n / 2]
-                 : ((double)v[n / 2 - 1] + (double)v[n / 2]) / 2;
-}
 
 /* --- the served functions (every context) --------------------------------- */
 
