@@ -65,6 +65,19 @@ env_u32(const char *name)
     return v ? (uint32_t)strtoul(v, NULL, 10) : 0;
 }
 
+/* The tree's key travels in the environment (never argv); once copied, the
+ * original is wiped so /proc/PID/environ no longer shows it. */
+static const char *
+take_curve_key(char *copy, size_t size)
+{
+    char *v = getenv("KIN_CHILD_CURVE");
+    if (!v)
+        return NULL;
+    snprintf(copy, size, "%s", v);
+    memset(v, 0, strlen(v));
+    return copy;
+}
+
 kin_err
 kin_init(kin_node **out, const kin_node_opts *opts)
 {
@@ -80,14 +93,22 @@ kin_init(kin_node **out, const kin_node_opts *opts)
     o.workers = (int)env_u32("KIN_CHILD_WORKERS");
     o.log_endpoint = getenv("KIN_CHILD_LOG_ENDPOINT");
     o.bind = NULL;
+    char key[128];
+    o.curve_key = take_curve_key(key, sizeof key);
+    const char *hb = getenv("KIN_CHILD_HEARTBEAT");
+    if (hb &&
+        sscanf(hb, "%d,%d", &o.heartbeat_ms, &o.heartbeat_timeout_ms) != 2)
+        o.heartbeat_ms = o.heartbeat_timeout_ms = 0;
     kin_node *n;
     kin__node_hooks hooks = {.on_shutdown = on_shutdown,
-                             .on_parent_lost = on_parent_lost};
+                             .on_parent_lost = on_parent_lost,
+                             .curve_up = getenv("KIN_CHILD_CURVE_UP") != NULL};
     /* Exec'd through /proc/self/exe, the process would be called "exe" in
      * ps and top: give it the context's name. */
     if (o.name)
         prctl(PR_SET_NAME, o.name, 0, 0, 0);
     kin_err e = kin__node_new_with(&n, &o, &hooks);
+    memset(key, 0, sizeof key);
     if (e) {
         fprintf(stderr, "kin child %u: cannot reach parent at %s: %s\n", o.id,
                 o.parent_endpoint, kin_strerror(e));

@@ -44,4 +44,31 @@ void kin__procs_unwatch(kin_node *n, kin__watcher *w);
  * at once if the node has already tripped. */
 void kin__procs_on_trip_exit(kin_node *n, void (*fn)(void));
 
+/* How a child reaches its parent: what kin__child_vars writes. */
+typedef struct kin__child_link {
+    uint32_t id;
+    const char *name;
+    int workers;              /* 0: the child's default */
+    const char *endpoint;     /* the parent's endpoint as the child sees it */
+    const char *log_endpoint; /* "" for none */
+    bool curve_up;            /* endpoint is forwarded to a tcp one */
+} kin__child_link;
+
+#define KIN__CHILD_VARS_MAX 12
+
+/* The KIN_CHILD_* settings a child reads in kin_init ("NAME=VALUE",
+ * malloc'd, the tree's CURVE key among them), into out. Returns how many,
+ * -1 when out of memory. Any thread. */
+int kin__child_vars(kin_node *n, const kin__child_link *l,
+                    char *out[KIN__CHILD_VARS_MAX]);
+
+/* via.c: kin_spawn through context opts->via, and the proxy's stop and
+ * wait (calls to kin.child_stop / kin.child_wait there). */
+kin_err kin__via_spawn(kin_node *n, const kin_spawn_opts *opts, uint32_t *id,
+                       pid_t *pid);
+kin_err kin__via_wait(kin_node *n, uint32_t via, uint32_t id, int timeout_ms,
+                      int *status);
+kin_err kin__via_stop(kin_node *n, uint32_t via, uint32_t id,
+                      int stop_timeout_ms, int *status);
+
 #endif

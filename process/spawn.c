@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,6 +22,7 @@
 #include "core/sync.h"
 #include "core/task.h"
 #include "process/procs.h"
+#include "process/ssh.h"
 #include "router/logs_impl.h"
 #include "router/node_impl.h"
 
@@ -46,6 +48,11 @@ typedef struct outpipe {
 struct kin_child {
     kin_node *node;
     uint32_t id;
+    /* A child started through another context (kin_spawn_opts.via): a
+     * proxy whose stop and wait are calls to via. */
+    uint32_t via;
+    kin_node *caller;
+    bool proxy, proxy_done;
     char name[64];
     pid_t pid;
     int pidfd; /* broker thread; -1 once reaped */
@@ -486,6 +493,7 @@ typedef struct spawn_req {
     const char *path;
     char *const *argv;
     char **envp;
+    int in_fd; /* the child's stdin (ssh's boot channel), or -1 */
     kin_err result;
     bool done;
 } spawn_req;
@@ -509,6 +517,8 @@ child_side(spawn_req *r, pid_t parent, int errfd, int out_w, int err_w)
     sigprocmask(SIG_SETMASK, &none, NULL);
     dup2(out_w, STDOUT_FILENO);
     dup2(err_w, STDERR_FILENO);
+    if (r->in_fd >= 0)
+        dup2(r->in_fd, STDIN_FILENO);
     execve(r->path, r->argv, r->envp);
     int e = errno;
     if (write(errfd, &e, sizeof e) < 0)
@@ -596,43 +606,73 @@ out:
     pthread_mutex_unlock(&n->mu);
 }
 
+int
+kin__child_vars(kin_node *n, const kin__child_link *l,
+                char *out[KIN__CHILD_VARS_MAX])
+{
+    char key[2 * KIN__KEY_LEN];
+    int k = 0;
+#define ADD(...)                                                               \
+    do {                                                                       \
+        if (asprintf(&out[k], __VA_ARGS__) < 0)                                \
+            goto oom;                                                          \
+        k++;                                                                   \
+    } while (0)
+    ADD("KIN_CHILD_ENDPOINT=%s", l->endpoint);
+    ADD("KIN_CHILD_PARENT_ID=%u", n->id);
+    ADD("KIN_CHILD_ID=%u", l->id);
+    ADD("KIN_CHILD_NAME=%s", l->name);
+    ADD("KIN_CHILD_MAX_MSG=%zu", n->max_msg);
+    ADD("KIN_CHILD_WORKERS=%d", l->workers);
+    ADD("KIN_CHILD_HEARTBEAT=%d,%d", n->hb_ivl_ms ? n->hb_ivl_ms : -1,
+        n->hb_ivl_ms ? n->hb_timeout_ms : -1);
+    if (l->log_endpoint[0])
+        ADD("KIN_CHILD_LOG_ENDPOINT=%s", l->log_endpoint);
+    if (n->curve.pub[0]) {
+        kin__curve_format(&n->curve, key);
+        ADD("KIN_CHILD_CURVE=%s", key);
+    }
+    if (l->curve_up)
+        ADD("KIN_CHILD_CURVE_UP=1");
+#undef ADD
+    return k;
+oom:
+    while (k > 0)
+        free(out[--k]);
+    return -1;
+}
+
+/* This process's environment without KIN_CHILD_*, plus the child's
+ * settings for a local child (with_vars), or without them for the ssh
+ * client, which sends them over its stdin instead. */
 static char **
-child_env(kin_node *n, kin_child *c)
+child_env(kin_node *n, kin_child *c, bool with_vars)
 {
     size_t count = 0;
     while (environ[count])
         count++;
-    char **env = calloc(count + 16, sizeof *env);
+    char **env = calloc(count + KIN__CHILD_VARS_MAX + 1, sizeof *env);
     if (!env)
         return NULL;
     size_t k = 0;
-    for (size_t i = 0; i < count; i++)
-        if (strncmp(environ[i], "KIN_CHILD_", 10))
-            env[k++] = strdup(environ[i]);
-    char buf[512];
-#define ADD(...)                                                               \
-    do {                                                                       \
-        snprintf(buf, sizeof buf, __VA_ARGS__);                                \
-        env[k++] = strdup(buf);                                                \
-    } while (0)
-    ADD("KIN_CHILD_ENDPOINT=%s", n->endpoint);
-    ADD("KIN_CHILD_PARENT_ID=%u", n->id);
-    ADD("KIN_CHILD_ID=%u", c->id);
-    ADD("KIN_CHILD_NAME=%s", c->name);
-    ADD("KIN_CHILD_MAX_MSG=%zu", n->max_msg);
-    ADD("KIN_CHILD_WORKERS=%d", c->workers);
-    if (n->log_endpoint[0])
-        ADD("KIN_CHILD_LOG_ENDPOINT=%s", n->log_endpoint);
-#undef ADD
-    for (size_t i = 0; i < k; i++) {
-        if (!env[i]) {
-            for (size_t j = 0; j < k; j++)
-                free(env[j]);
-            free(env);
-            return NULL;
-        }
+    for (size_t i = 0; i < count; i++) {
+        if (strncmp(environ[i], "KIN_CHILD_", 10) &&
+            !(env[k++] = strdup(environ[i])))
+            goto oom;
     }
+    kin__child_link l = {.id = c->id,
+                         .name = c->name,
+                         .workers = c->workers,
+                         .endpoint = n->endpoint,
+                         .log_endpoint = n->log_endpoint};
+    if (with_vars && kin__child_vars(n, &l, env + k) < 0)
+        goto oom;
     return env;
+oom:
+    for (size_t j = 0; j < k; j++)
+        free(env[j]);
+    free(env);
+    return NULL;
 }
 
 static void
@@ -763,7 +803,7 @@ sudo_command(kin_node *n, const char *user, const char *path, char *const *argv,
     static char preserve[] =
         "--preserve-env=KIN_CHILD_ENDPOINT,KIN_CHILD_PARENT_ID,KIN_CHILD_ID,"
         "KIN_CHILD_NAME,KIN_CHILD_MAX_MSG,KIN_CHILD_WORKERS,"
-        "KIN_CHILD_LOG_ENDPOINT";
+        "KIN_CHILD_LOG_ENDPOINT,KIN_CHILD_HEARTBEAT,KIN_CHILD_CURVE";
     size_t k = 0;
     out[k++] = "sudo";
     out[k++] = "-n"; /* never prompt: fail at once without a password */
@@ -781,6 +821,55 @@ sudo_command(kin_node *n, const char *user, const char *path, char *const *argv,
     return KIN_OK;
 }
 
+static kin_err
+exit_result(const kin_child *c, int *status)
+{
+    if (status)
+        *status = c->status;
+    return is_emergency(c->status) ? KIN_EEMERGENCY : KIN_OK;
+}
+
+static kin_err
+spawn_via(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
+{
+    kin_child *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    kin_err e = kin__via_spawn(n, opts, &c->id, &c->pid);
+    if (e) {
+        free(c);
+        return e;
+    }
+    c->proxy = true;
+    c->caller = n;
+    c->via = opts->via;
+    c->pidfd = -1;
+    c->stop_timeout_ms = opts->stop_timeout_ms;
+    if (opts->name)
+        snprintf(c->name, sizeof c->name, "%s", opts->name);
+    else
+        snprintf(c->name, sizeof c->name, "ctx-%u", c->id);
+    *out = c;
+    return KIN_OK;
+}
+
+/* A proxy's wait: KIN_EPEERGONE from via means via is gone, and with it
+ * the child (it exits when its parent link goes). */
+static kin_err
+proxy_wait(kin_child *c, int timeout_ms, int *status)
+{
+    if (!c->proxy_done) {
+        kin_err e =
+            kin__via_wait(c->caller, c->via, c->id, timeout_ms, &c->status);
+        if (e == KIN_ETIMEOUT)
+            return e;
+        c->proxy_done = true;
+        if (e)
+            c->status = W_EXITCODE(3, 0);
+    }
+    return exit_result(c, status);
+}
+
 kin_err
 kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
 {
@@ -795,6 +884,8 @@ kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         return -ENOMEM;
     if (kin_emergency_stopped(n, NULL))
         return KIN_EEMERGENCY;
+    if (opts->via && opts->via != n->id)
+        return spawn_via(n, opts, out);
     kin_child *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
@@ -834,26 +925,46 @@ kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     /* This executable is run through the magic link, not by its name: a
      * binary replaced on disk (rebuilt, upgraded) still starts the same
      * program as the parent runs. */
-    spawn_req r = {
-        .c = c, .path = opts->program ? path : "/proc/self/exe", .argv = argv};
+    spawn_req r = {.c = c,
+                   .path = opts->program ? path : "/proc/self/exe",
+                   .argv = argv,
+                   .in_fd = -1};
     char *sudo_argv[64];
-    if (opts->user) {
-        if ((e = sudo_command(n, opts->user, path, argv, sudo_argv,
-                              sizeof sudo_argv / sizeof *sudo_argv))) {
-            free(c);
-            return e;
-        }
+    char where[512];
+    kin__ssh_plan ssh = {0};
+    int boot[2] = {-1, -1}; /* ssh's stdin: ours, the child's */
+    c->workers = opts->workers > 0 ? opts->workers : 0;
+    if (opts->user && opts->host) {
+        e = -EINVAL; /* ssh's own user@host says who, remotely */
+    } else if (opts->user) {
+        e = sudo_command(n, opts->user, path, argv, sudo_argv,
+                         sizeof sudo_argv / sizeof *sudo_argv);
         /* sudo execs the program by name: the magic link would be sudo's. */
         r.path = "/usr/bin/sudo";
         r.argv = sudo_argv;
+    } else if (opts->host) {
+        kin__child_link l = {
+            .id = c->id, .name = c->name, .workers = c->workers};
+        if (!(e = kin__ssh_prepare(n, opts, &l, &ssh)) &&
+            socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, boot))
+            e = -errno;
+        r.path = ssh.path;
+        r.argv = ssh.argv;
+        r.in_fd = boot[1];
+        snprintf(where, sizeof where, "%s:%s", opts->host,
+                 opts->program ? opts->program : "(this executable)");
+        path = where;
     }
-    c->workers = opts->workers > 0 ? opts->workers : 0;
-    if (!(r.envp = child_env(n, c))) {
-        free(c);
-        return -ENOMEM;
-    }
-    if ((e = kin__broker_defer(n->broker, spawn_job, &r, NULL))) {
+    if (!e && !(r.envp = child_env(n, c, !opts->host)))
+        e = -ENOMEM;
+    if (!e)
+        e = kin__broker_defer(n->broker, spawn_job, &r, NULL);
+    if (e) {
         free_env(r.envp);
+        kin__ssh_plan_free(&ssh);
+        for (int i = 0; i < 2; i++)
+            if (boot[i] >= 0)
+                close(boot[i]);
         free(c);
         return e;
     }
@@ -865,6 +976,16 @@ kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     while (!r.done)
         pthread_cond_wait(&n->cond, &n->mu);
     e = r.result;
+    pthread_mutex_unlock(&n->mu);
+    if (boot[1] >= 0)
+        close(boot[1]);
+    if (boot[0] >= 0) {
+        if (e)
+            close(boot[0]);
+        else if ((e = kin__ssh_boot(&ssh, boot[0])))
+            KIN_ERROR("cannot start the boot writer for %s", c->name);
+    }
+    pthread_mutex_lock(&n->mu);
     while (!e && !kin__u32map_has(&n->ready, c->id) && !c->exited)
         if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT)
             break;
@@ -876,6 +997,7 @@ kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         e = KIN_EEMERGENCY;
     pthread_mutex_unlock(&n->mu);
     free_env(r.envp);
+    kin__ssh_plan_free(&ssh);
     if (e) {
         char tail[1024] = "";
         if (c->pid > 0) {
@@ -920,6 +1042,8 @@ kin_child_name(const kin_child *c)
 bool
 kin_child_exited(kin_child *c)
 {
+    if (c->proxy)
+        return proxy_wait(c, 0, NULL) != KIN_ETIMEOUT;
     kin_node *n = c->node;
     if (!n)
         return true;
@@ -929,17 +1053,11 @@ kin_child_exited(kin_child *c)
     return e;
 }
 
-static kin_err
-exit_result(const kin_child *c, int *status)
-{
-    if (status)
-        *status = c->status;
-    return is_emergency(c->status) ? KIN_EEMERGENCY : KIN_OK;
-}
-
 kin_err
 kin_child_wait(kin_child *c, int timeout_ms, int *status)
 {
+    if (c->proxy)
+        return proxy_wait(c, timeout_ms, status);
     kin_node *n = c->node;
     if (!n)
         return exit_result(c, status);
@@ -957,6 +1075,16 @@ kin_child_wait(kin_child *c, int timeout_ms, int *status)
 kin_err
 kin_child_stop(kin_child *c, int *status)
 {
+    if (c->proxy) {
+        if (!c->proxy_done) {
+            kin_err e = kin__via_stop(c->caller, c->via, c->id,
+                                      c->stop_timeout_ms, &c->status);
+            c->proxy_done = true;
+            if (e)
+                c->status = W_EXITCODE(3, 0);
+        }
+        return exit_result(c, status);
+    }
     kin_node *n = c->node;
     if (!n || kin_child_exited(c))
         return kin_child_wait(c, 0, status);
@@ -1010,7 +1138,9 @@ kin_child_destroy(kin_child **cp)
     if (!cp || !*cp)
         return;
     kin_child *c = *cp;
-    if (c->node) {
+    if (c->proxy)
+        kin_child_stop(c, NULL);
+    else if (c->node) {
         kin_child_stop(c, NULL);
         detach(c);
     }

@@ -210,6 +210,12 @@ kin__node_new_with(kin_node **out, const kin_node_opts *opts,
         opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 30000;
     n->next_handle = KIN_HANDLE_DYNAMIC;
     n->id_next = 1;
+    n->curve_up = hooks && hooks->curve_up;
+    n->hb_ivl_ms = opts->heartbeat_ms ? opts->heartbeat_ms : 1000;
+    n->hb_timeout_ms =
+        opts->heartbeat_timeout_ms ? opts->heartbeat_timeout_ms : 5000;
+    if (n->hb_ivl_ms < 0 || n->hb_timeout_ms < 0)
+        n->hb_ivl_ms = n->hb_timeout_ms = 0;
     pthread_mutex_init(&n->mu, NULL);
     pthread_cond_init(&n->cond, NULL);
     kin__mutex_init_fast(&n->hmu);
@@ -223,6 +229,17 @@ kin__node_new_with(kin_node **out, const kin_node_opts *opts,
     }
 
     kin_err e = KIN_OK;
+    if (opts->curve_key) {
+        if ((e = kin__curve_parse(&n->curve, opts->curve_key))) {
+            KIN_ERROR("context %u: curve_key is not \"PUBLIC:SECRET\" in "
+                      "Z85 with a matching pair",
+                      n->id);
+            goto fail;
+        }
+    } else if (!n->has_parent) {
+        /* Without CURVE in libzmq, tcp binds fail later and say why. */
+        kin__curve_generate(&n->curve);
+    }
     if (n->is_operator) {
         /* binds nothing */
     } else if (opts->bind) {

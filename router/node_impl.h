@@ -11,6 +11,7 @@
 #include "broker/broker.h"
 #include "core/tasktab.h"
 #include "core/u32map.h"
+#include "router/curve.h"
 
 #define KIN_MAX_DEPTH 64
 
@@ -49,6 +50,9 @@ struct kin_node {
     struct kin__logs *logs; /* the log publisher (logpub.c), or NULL */
     char ipc_path[200];     /* unlinked at destroy; empty for tcp */
     kin__broker *broker;
+    kin__curve_key curve; /* the tree's key; empty when CURVE is missing */
+    bool curve_up;        /* the parent link uses CURVE (tcp behind it) */
+    int hb_ivl_ms, hb_timeout_ms; /* 0: no heartbeats */
 
     /* broker */
     void *up;       /* DEALER to the parent, or NULL */
@@ -98,6 +102,9 @@ struct kin_node {
 typedef struct kin__node_hooks {
     kin__handle_fn on_shutdown; /* SHUTDOWN from the parent */
     void (*on_parent_lost)(kin_node *n, void *arg);
+    /* The parent endpoint is a local socket forwarded (by ssh) to a tcp
+     * one: the link needs CURVE all the same. */
+    bool curve_up;
 } kin__node_hooks;
 
 /* kin_node_new with hooks installed before the parent can reach us. */

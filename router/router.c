@@ -664,6 +664,36 @@ set_int(void *sock, int opt, int v)
     zmq_setsockopt(sock, opt, &v, sizeof v);
 }
 
+/* Heartbeats make a link that went silent (a cable cut, a host gone)
+ * disconnect within the timeout; the peer is told the same through TTL. */
+static void
+set_heartbeat(kin_node *n, void *sock)
+{
+    if (!n->hb_ivl_ms)
+        return;
+    set_int(sock, ZMQ_HEARTBEAT_IVL, n->hb_ivl_ms);
+    set_int(sock, ZMQ_HEARTBEAT_TIMEOUT, n->hb_timeout_ms);
+    set_int(sock, ZMQ_HEARTBEAT_TTL, n->hb_timeout_ms);
+}
+
+/* A tcp link leaves the machine: CURVE with the tree's key, or nothing. */
+static kin_err
+secure(kin_node *n, void *sock, bool server)
+{
+    if (!n->curve.pub[0]) {
+        KIN_ERROR("context %u: tcp links need CURVE: %s", n->id,
+                  zmq_has("curve") ? "no tree key (kin_node_opts.curve_key)"
+                                   : "this libzmq was built without it");
+        return zmq_has("curve") ? -EINVAL : -ENOTSUP;
+    }
+    kin_err e = server ? kin__curve_server(sock, &n->curve)
+                       : kin__curve_client(sock, &n->curve);
+    if (e)
+        KIN_ERROR("context %u: cannot set up CURVE: %s", n->id,
+                  kin_strerror(e));
+    return e;
+}
+
 kin_err
 kin__router_open(kin_node *n)
 {
@@ -678,6 +708,9 @@ kin__router_open(kin_node *n)
     set_int(n->down, ZMQ_SNDHWM, 0);
     set_int(n->down, ZMQ_RCVHWM, 0);
     set_int(n->down, ZMQ_LINGER, 200);
+    set_heartbeat(n, n->down);
+    if (kin__endpoint_is_tcp(n->endpoint) && (e = secure(n, n->down, true)))
+        return e;
     if (zmq_bind(n->down, n->endpoint)) {
         e = -errno;
         KIN_ERROR("context %u: cannot bind %s: %s", n->id, n->endpoint,
@@ -705,6 +738,10 @@ up:
     set_int(n->up, ZMQ_SNDHWM, 0);
     set_int(n->up, ZMQ_RCVHWM, 0);
     set_int(n->up, ZMQ_LINGER, 200);
+    set_heartbeat(n, n->up);
+    if ((n->curve_up || kin__endpoint_is_tcp(n->parent_endpoint)) &&
+        (e = secure(n, n->up, false)))
+        return e;
     if (!(n->up_mon = monitor_pair(n, n->up, "up")))
         return -errno;
     if ((e = kin__broker_watch(n->broker, n->up, on_up, n, &n->w_up)) ||

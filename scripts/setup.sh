@@ -5,7 +5,8 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config clang clang-format-14 libclang-rt-14-dev
       libzmq3-dev libczmq-dev libmsgpack-dev libuv1-dev libcmocka-dev
-      libunwind-dev libdw-dev libjansson-dev libedit-dev tmux procps sudo)
+      libunwind-dev libdw-dev libjansson-dev libedit-dev tmux procps sudo
+      openssh-server openssh-client iproute2 tcpdump)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -55,6 +55,20 @@ typedef struct kin_node_opts {
      * object per line (created 0600). NULL: no file. */
     const char *log_file;
     int log_file_level;
+    /* The tree's CURVE key pair, "PUBLIC:SECRET" in Z85 (40 + 1 + 40
+     * characters). Every tcp:// link uses it: a context bound on tcp is a
+     * CURVE server that admits only peers proving they hold this key, and
+     * a child whose parent_endpoint is tcp:// presents it. NULL: a master
+     * generates one; a child started by kin_spawn gets its parent's
+     * through the spawn channel (never argv). Wrong format: -EINVAL. */
+    const char *curve_key;
+    /* Keepalive on the links to the parent and to the children: a ZMQ
+     * heartbeat every heartbeat_ms (0: 1000) and a link silent for
+     * heartbeat_timeout_ms (0: 5000) is dropped, which callers waiting on
+     * a context behind it get as KIN_EPEERGONE. Children started with
+     * kin_spawn take their parent's values. Negative: no heartbeats. */
+    int heartbeat_ms;
+    int heartbeat_timeout_ms;
 } kin_node_opts;
 
 /* Counters, for tests and the monitor. */

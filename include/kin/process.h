@@ -42,6 +42,25 @@ typedef struct kin_spawn_opts {
      * default ipc endpoint lives in a 0700 directory another user cannot
      * enter. NULL: this user. */
     const char *user;
+    /* The ssh factory: start the child on another host through the system
+     * ssh client (BatchMode: keys or an agent, never a prompt), host being
+     * "[user@]host" as ssh takes it. program is then a path on that host;
+     * NULL streams this executable there over the ssh channel into a
+     * private temporary file (zero-install: the same architecture and
+     * shared libraries are assumed; a mismatch fails with the remote
+     * loader's message in errbuf). The link to the parent, and the log
+     * records, run through the ssh connection (forwarded unix sockets).
+     * NULL: this host. See docs/remote.md. */
+    const char *host;
+    int ssh_port;             /* ssh -p; 0: ssh's default */
+    const char *ssh_identity; /* ssh -i FILE; NULL: ssh's default */
+    char *const *ssh_args;    /* more ssh arguments, NULL-terminated */
+    /* Start the child from context `via` of this tree instead of from n:
+     * it becomes via's child (a grandchild on a host only via can reach,
+     * say). The returned kin_child then stands for it remotely: stop,
+     * wait and destroy work through via, on_exit is not supported
+     * (-EINVAL) and the pid is the one on via's host. 0: n itself. */
+    uint32_t via;
     /* Optional: on failure, a description ending with the tail of the
      * child's stderr. */
     char *errbuf;

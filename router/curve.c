@@ -1,0 +1,235 @@
+/* CURVE for tcp links. Every context of a tree holds the tree's key pair
+ * (the master makes it; children get it through the spawn channel): tcp
+ * servers are CURVE servers with it, and the ZAP handler below admits a
+ * client only when the public key it proves to hold is a tree key known to
+ * this process. So a peer needs the tree's secret to get in; anyone else
+ * is refused during the handshake, before a single message is read. */
+#include "router/curve.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <zmq.h>
+
+#include "core/log_internal.h"
+#include "router/zctx.h"
+
+#define MAX_KEYS 16
+
+/* The ZAP handler's state: one per process (per ZMQ context). */
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static bool zap_running;
+static uint8_t keys[MAX_KEYS][32];
+static int n_keys;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static void
+forget_in_child(void)
+{
+    /* The handler thread did not survive the fork; the ZMQ context is
+     * forgotten too (zctx.c), so a child starts its own on demand. */
+    pthread_mutex_init(&mu, NULL);
+    zap_running = false;
+    n_keys = 0;
+}
+
+static void
+register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, forget_in_child);
+}
+
+bool
+kin__endpoint_is_tcp(const char *endpoint)
+{
+    return endpoint && strncmp(endpoint, "tcp://", 6) == 0;
+}
+
+kin_err
+kin__curve_generate(kin__curve_key *k)
+{
+    if (!zmq_has("curve"))
+        return -ENOTSUP;
+    return zmq_curve_keypair(k->pub, k->sec) ? -errno : KIN_OK;
+}
+
+kin_err
+kin__curve_parse(kin__curve_key *k, const char *text)
+{
+    /* Z85 has ':' in its alphabet: the separator is found by position. */
+    if (!text || strlen(text) != 2 * KIN__KEY_LEN - 1 ||
+        text[KIN__KEY_LEN - 1] != ':')
+        return -EINVAL;
+    memcpy(k->pub, text, KIN__KEY_LEN - 1);
+    k->pub[KIN__KEY_LEN - 1] = 0;
+    memcpy(k->sec, text + KIN__KEY_LEN, KIN__KEY_LEN);
+    uint8_t raw[32];
+    char derived[KIN__KEY_LEN];
+    if (!zmq_z85_decode(raw, k->pub) || !zmq_z85_decode(raw, k->sec) ||
+        zmq_curve_public(derived, k->sec) || strcmp(derived, k->pub))
+        return -EINVAL;
+    return KIN_OK;
+}
+
+void
+kin__curve_format(const kin__curve_key *k, char *out)
+{
+    snprintf(out, 2 * KIN__KEY_LEN, "%s:%s", k->pub, k->sec);
+}
+
+/* --- the ZAP handler (RFC 27) ---------------------------------------------
+ */
+
+static bool
+frame_is(zmq_msg_t *f, const char *s)
+{
+    size_t len = strlen(s);
+    return zmq_msg_size(f) == len && memcmp(zmq_msg_data(f), s, len) == 0;
+}
+
+static bool
+key_known(const uint8_t *key)
+{
+    pthread_mutex_lock(&mu);
+    bool found = false;
+    for (int i = 0; i < n_keys && !found; i++)
+        found = memcmp(keys[i], key, 32) == 0;
+    pthread_mutex_unlock(&mu);
+    return found;
+}
+
+/* Frames: version, request id, domain, address, routing id, mechanism,
+ * then the mechanism's credentials (CURVE: the client's public key). */
+static void
+answer(void *sock, zmq_msg_t *f, int count)
+{
+    bool ok = count == 7 && frame_is(&f[0], "1.0") &&
+              frame_is(&f[5], "CURVE") && zmq_msg_size(&f[6]) == 32 &&
+              key_known(zmq_msg_data(&f[6]));
+    if (!ok) {
+        char addr[64] = "?";
+        if (count > 3) {
+            size_t len = zmq_msg_size(&f[3]);
+            if (len >= sizeof addr)
+                len = sizeof addr - 1;
+            memcpy(addr, zmq_msg_data(&f[3]), len);
+            addr[len] = 0;
+        }
+        KIN_WARN("refused a connection from %s: it does not hold this "
+                 "tree's CURVE key",
+                 addr);
+    }
+    zmq_send(sock, "1.0", 3, ZMQ_SNDMORE);
+    if (count > 1)
+        zmq_send(sock, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE);
+    else
+        zmq_send(sock, "", 0, ZMQ_SNDMORE);
+    zmq_send(sock, ok ? "200" : "400", 3, ZMQ_SNDMORE);
+    const char *text = ok ? "OK" : "unknown key";
+    zmq_send(sock, text, strlen(text), ZMQ_SNDMORE);
+    zmq_send(sock, "", 0, ZMQ_SNDMORE); /* user id */
+    zmq_send(sock, "", 0, 0);           /* metadata */
+}
+
+static void *
+zap_main(void *sock)
+{
+    for (;;) {
+        zmq_msg_t f[8];
+        int count = 0;
+        int more = 1;
+        while (more) {
+            zmq_msg_t part;
+            zmq_msg_init(&part);
+            if (zmq_msg_recv(&part, sock, 0) < 0) {
+                zmq_msg_close(&part);
+                if (errno == EINTR)
+                    continue;
+                goto out; /* the context is going away */
+            }
+            more = zmq_msg_more(&part);
+            if (count < 8)
+                f[count++] = part;
+            else
+                zmq_msg_close(&part);
+        }
+        answer(sock, f, count);
+        for (int i = 0; i < count; i++)
+            zmq_msg_close(&f[i]);
+    }
+out:
+    zmq_close(sock);
+    return NULL;
+}
+
+/* Starts the handler once per process and adds k to the admitted keys. */
+static kin_err
+zap_admit(const kin__curve_key *k)
+{
+    pthread_once(&once, register_atfork);
+    uint8_t raw[32];
+    if (!zmq_z85_decode(raw, k->pub))
+        return -EINVAL;
+    kin_err e = KIN_OK;
+    pthread_mutex_lock(&mu);
+    if (!zap_running) {
+        void *sock = zmq_socket(kin__zctx(), ZMQ_REP);
+        pthread_t t;
+        if (!sock || zmq_bind(sock, "inproc://zeromq.zap.01")) {
+            e = -errno;
+        } else if (pthread_create(&t, NULL, zap_main, sock)) {
+            e = -EAGAIN;
+        } else {
+            pthread_setname_np(t, "kin-zap");
+            pthread_detach(t);
+            zap_running = true;
+        }
+        if (e && sock)
+            zmq_close(sock);
+    }
+    bool have = false;
+    for (int i = 0; i < n_keys && !have; i++)
+        have = memcmp(keys[i], raw, 32) == 0;
+    if (!e && !have) {
+        if (n_keys == MAX_KEYS)
+            e = -ENOSPC;
+        else
+            memcpy(keys[n_keys++], raw, 32);
+    }
+    pthread_mutex_unlock(&mu);
+    return e;
+}
+
+/* --- sockets ---------------------------------------------------------------
+ */
+
+kin_err
+kin__curve_server(void *sock, const kin__curve_key *k)
+{
+    if (!zmq_has("curve"))
+        return -ENOTSUP;
+    kin_err e = zap_admit(k);
+    if (e)
+        return e;
+    int one = 1;
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one) ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, k->sec, KIN__KEY_LEN - 1) ||
+        zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, "kin", 3))
+        return -errno;
+    return KIN_OK;
+}
+
+kin_err
+kin__curve_client(void *sock, const kin__curve_key *k)
+{
+    if (!zmq_has("curve"))
+        return -ENOTSUP;
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, k->pub, KIN__KEY_LEN - 1) ||
+        zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, k->pub, KIN__KEY_LEN - 1) ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, k->sec, KIN__KEY_LEN - 1))
+        return -errno;
+    return KIN_OK;
+}

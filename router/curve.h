@@ -1,0 +1,39 @@
+/* CURVE on tcp links: the tree's key pair, socket setup for both ends and
+ * the process-wide ZAP handler that admits only peers holding a tree key. */
+#ifndef KIN_ROUTER_CURVE_H
+#define KIN_ROUTER_CURVE_H
+
+#include <stdbool.h>
+
+#include <kin/err.h>
+
+/* Z85 text of a 32-byte key, NUL included. */
+#define KIN__KEY_LEN 41
+
+typedef struct kin__curve_key {
+    char pub[KIN__KEY_LEN];
+    char sec[KIN__KEY_LEN];
+} kin__curve_key;
+
+/* Whether endpoint is tcp:// (the transports that leave the machine). */
+bool kin__endpoint_is_tcp(const char *endpoint);
+
+/* A fresh key pair. Errors: -ENOTSUP (libzmq without CURVE). */
+kin_err kin__curve_generate(kin__curve_key *k);
+
+/* Parses "PUBLIC:SECRET" (Z85), checking that SECRET belongs to PUBLIC.
+ * Errors: -EINVAL. */
+kin_err kin__curve_parse(kin__curve_key *k, const char *text);
+
+/* Formats k as "PUBLIC:SECRET" into out (at least 2 * KIN__KEY_LEN). */
+void kin__curve_format(const kin__curve_key *k, char *out);
+
+/* Makes sock a CURVE server with k and admits only clients presenting a
+ * public key registered with this function (the ZAP handler is started on
+ * first use). Errors: -ENOTSUP, -errno. */
+kin_err kin__curve_server(void *sock, const kin__curve_key *k);
+
+/* Makes sock a CURVE client of a server holding k, presenting k. */
+kin_err kin__curve_client(void *sock, const kin__curve_key *k);
+
+#endif

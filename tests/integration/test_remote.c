@@ -1,0 +1,380 @@
+/* The ssh factory across real hosts: run by test_remote.sh inside network
+ * namespace A of tests/remote/hosts.sh, with real sshds in B and C. It
+ * spawns a context on B over ssh (this executable streamed there), a
+ * grandchild on C via B (A has no route to C), calls both, reads `kin ps`
+ * and `kin pstree` over the whole tree, receives their forwarded log
+ * records, then cuts the A-B link: callers must get KIN_EPEERGONE within
+ * the heartbeat timeout and both remote contexts must exit on their own.
+ *
+ *   test_remote ENV_FILE HOSTS_SH KIN_CLI */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <kin/kin.h>
+
+#include "integration/harness.h"
+
+#define HB_MS 200
+#define HB_TIMEOUT_MS 1500
+
+static int failures;
+
+#define CHECK(cond, ...)                                                       \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);               \
+            fprintf(stderr, __VA_ARGS__);                                      \
+            fputc('\n', stderr);                                               \
+            failures++;                                                        \
+        }                                                                      \
+    } while (0)
+
+#define REQUIRE(cond, ...)                                                     \
+    do {                                                                       \
+        CHECK(cond, __VA_ARGS__);                                              \
+        if (!(cond))                                                           \
+            goto out;                                                          \
+    } while (0)
+
+/* --- served in every context ---------------------------------------------
+ */
+
+/* The network namespace ("net:[INODE]") and pid this context runs in. */
+static kin_err
+fn_where(kin_call *c, void *arg)
+{
+    char ns[64] = "";
+    ssize_t len = readlink("/proc/self/ns/net", ns, sizeof ns - 1);
+    if (len > 0)
+        ns[len] = 0;
+    return kin_call_return(c, "si", ns, (int)getpid());
+}
+
+static kin_err
+fn_echo(kin_call *c, void *arg)
+{
+    const char *s;
+    size_t len;
+    kin_err e = kin_call_args(c, "S", &s, &len);
+    return e ? e : kin_call_return(c, "S", s, len);
+}
+
+/* Sleeps (cancellably) for the given ms: a call in flight during the cut. */
+static kin_err
+fn_sleep(kin_call *c, void *arg)
+{
+    int ms;
+    kin_err e = kin_call_args(c, "i", &ms);
+    if (!e)
+        e = kin_task_sleep(ms);
+    return e;
+}
+
+/* Calls sleep in another context: a chain A -> B -> C for pstree. */
+static kin_err
+fn_relay(kin_call *c, void *arg)
+{
+    unsigned ctx;
+    int ms;
+    kin_err e = kin_call_args(c, "ui", &ctx, &ms);
+    kin_msg *reply = NULL;
+    if (!e)
+        e = kin_call_sync(kin_call_node(c), ctx, "sleep", KIN_FOREVER, &reply,
+                          "i", ms);
+    kin_msg_destroy(&reply);
+    return e;
+}
+
+static kin_err
+fn_log(kin_call *c, void *arg)
+{
+    char *text = NULL;
+    kin_err e = kin_call_args(c, "s", &text);
+    if (!e)
+        KIN_LOGI("remote says", KIN_FSTR("text", text));
+    free(text);
+    return e;
+}
+
+/* --- helpers --------------------------------------------------------------
+ */
+
+static char env_vals[16][128];
+static char env_keys[16][32];
+static int env_count;
+
+static void
+load_env(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "cannot read %s: %s\n", path, strerror(errno));
+        exit(1);
+    }
+    char line[256];
+    while (env_count < 16 && fgets(line, sizeof line, f)) {
+        char *eq = strchr(line, '=');
+        if (!eq)
+            continue;
+        *eq = 0;
+        char *v = eq + 1;
+        v[strcspn(v, "\n")] = 0;
+        if (*v == '\'' || *v == '"') {
+            v++;
+            v[strcspn(v, "'\"")] = 0;
+        }
+        snprintf(env_keys[env_count], 32, "%s", line);
+        snprintf(env_vals[env_count], 128, "%s", v);
+        env_count++;
+    }
+    fclose(f);
+}
+
+static const char *
+env(const char *key)
+{
+    for (int i = 0; i < env_count; i++)
+        if (!strcmp(env_keys[i], key))
+            return env_vals[i];
+    fprintf(stderr, "hosts env lacks %s\n", key);
+    exit(1);
+}
+
+static char *
+run(int *status, const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return strdup("");
+    size_t cap = 65536, len = 0, got;
+    char *out = malloc(cap);
+    while ((got = fread(out + len, 1, cap - len - 1, p)) > 0) {
+        len += got;
+        if (len + 1 == cap)
+            out = realloc(out, cap *= 2);
+    }
+    out[len] = 0;
+    int st = pclose(p);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return out;
+}
+
+static kin_err
+where(kin_node *n, uint32_t ctx, char *ns, size_t size, int *pid)
+{
+    kin_msg *reply = NULL;
+    char *s = NULL;
+    kin_err e = kin_call_sync(n, ctx, "where", 10000, &reply, "");
+    if (!e)
+        e = kin_msg_unpack(reply, "si", &s, pid);
+    if (!e)
+        snprintf(ns, size, "%s", s);
+    free(s);
+    kin_msg_destroy(&reply);
+    return e;
+}
+
+/* Waits for a record saying `text` from context ctx in the JSON-lines log
+ * file, up to timeout_ms. */
+static bool
+log_seen(const char *file, const char *text, int timeout_ms)
+{
+    double end = harness_now_ms() + timeout_ms;
+    char line[4096];
+    do {
+        FILE *f = fopen(file, "r");
+        while (f && fgets(line, sizeof line, f))
+            if (strstr(line, text)) {
+                fclose(f);
+                return true;
+            }
+        if (f)
+            fclose(f);
+        usleep(20000);
+    } while (harness_now_ms() < end);
+    return false;
+}
+
+int
+main(int argc, char **argv)
+{
+    kin_export("where", fn_where, NULL, KIN_POLICY_ANY);
+    kin_export("echo", fn_echo, NULL, KIN_POLICY_ANY);
+    kin_export("sleep", fn_sleep, NULL, KIN_POLICY_ANY);
+    kin_export("log", fn_log, NULL, KIN_POLICY_ANY);
+    kin_export("relay", fn_relay, NULL, KIN_POLICY_ANY);
+    if (kin_is_child())
+        return kin_init(NULL, NULL); /* never returns */
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s ENV_FILE HOSTS_SH KIN_CLI\n", argv[0]);
+        return 2;
+    }
+    harness_log_setup();
+    load_env(argv[1]);
+    const char *hosts_sh = argv[2], *kin_cli = argv[3];
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s", argv[1]);
+    *strrchr(dir, '/') = 0;
+    char log_file[300];
+    snprintf(log_file, sizeof log_file, "%s/tree-log.jsonl", dir);
+
+    kin_node *n = NULL;
+    kin_child *b = NULL, *c = NULL;
+    kin_receiver *rb = NULL, *rc = NULL;
+    kin_node_opts no = {.heartbeat_ms = HB_MS,
+                        .heartbeat_timeout_ms = HB_TIMEOUT_MS,
+                        .log_file = log_file};
+    kin_err e = kin_init(&n, &no);
+    REQUIRE(!e, "kin_init: %s", kin_strerror(e));
+
+    char *ssh_args[] = {"-F", (char *)env("SSH_CONFIG"), NULL};
+    char err[1024] = "";
+    char self_ns[64] = "";
+    ssize_t sl = readlink("/proc/self/ns/net", self_ns, sizeof self_ns - 1);
+    if (sl > 0)
+        self_ns[sl] = 0;
+
+    /* B over ssh, this executable streamed there. */
+    double t0 = harness_now_ms();
+    kin_spawn_opts ob = {.name = "b",
+                         .host = env("IP_AB_B"),
+                         .ssh_args = ssh_args,
+                         .errbuf = err,
+                         .errbuf_size = sizeof err};
+    e = kin_spawn(n, &ob, &b);
+    REQUIRE(!e, "spawning b over ssh: %s (%s)", kin_strerror(e), err);
+    char ns_b[64], ns_c[64];
+    int pid_b = 0, pid_c = 0;
+    e = where(n, kin_child_id(b), ns_b, sizeof ns_b, &pid_b);
+    REQUIRE(!e, "calling b: %s", kin_strerror(e));
+    printf("spawn-to-first-call over ssh, A->B: %.1f ms\n",
+           harness_now_ms() - t0);
+    CHECK(strcmp(ns_b, self_ns) != 0, "b runs in A's namespace (%s)", ns_b);
+
+    /* C via B: A has no route to C at all. */
+    t0 = harness_now_ms();
+    kin_spawn_opts oc = {.name = "c",
+                         .host = env("IP_BC_C"),
+                         .ssh_args = ssh_args,
+                         .via = kin_child_id(b),
+                         .errbuf = err,
+                         .errbuf_size = sizeof err};
+    e = kin_spawn(n, &oc, &c);
+    REQUIRE(!e, "spawning c via b: %s (%s)", kin_strerror(e), err);
+    e = where(n, kin_child_id(c), ns_c, sizeof ns_c, &pid_c);
+    REQUIRE(!e, "calling c: %s", kin_strerror(e));
+    printf("spawn-to-first-call over ssh via B, A->C: %.1f ms\n",
+           harness_now_ms() - t0);
+    CHECK(strcmp(ns_c, self_ns) && strcmp(ns_c, ns_b),
+          "c is not in a namespace of its own (%s)", ns_c);
+
+    /* Calls both ways of the tree carry data intact. */
+    char big[20000];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (char)('a' + i % 26);
+    kin_msg *reply = NULL;
+    const char *s;
+    size_t len;
+    e = kin_call_sync(n, kin_child_id(c), "echo", 10000, &reply, "S", big,
+                      sizeof big);
+    CHECK(!e && !kin_msg_unpack(reply, "S", &s, &len) && len == sizeof big &&
+              !memcmp(s, big, len),
+          "echo through b to c: %s", kin_strerror(e));
+    kin_msg_destroy(&reply);
+
+    int st;
+    char *out;
+    out = run(&st, "%s tree %d", kin_cli, (int)getpid());
+    CHECK(st == 0 && strstr(out, "b") && strstr(out, "c"),
+          "kin tree (exit %d):\n%s", st, out);
+    printf("%s", out);
+    free(out);
+
+    /* Their log records reach the master's forwarder. */
+    e = kin_call_sync(n, kin_child_id(c), "log", 10000, &reply, "s",
+                      "hello from c");
+    kin_msg_destroy(&reply);
+    CHECK(!e, "log call to c: %s", kin_strerror(e));
+    e = kin_call_sync(n, kin_child_id(b), "log", 10000, &reply, "s",
+                      "hello from b");
+    kin_msg_destroy(&reply);
+    CHECK(log_seen(log_file, "hello from c", 10000),
+          "c's record never reached the master's log file");
+    CHECK(log_seen(log_file, "hello from b", 10000),
+          "b's record never reached the master's log file");
+
+    /* Calls in flight: A -> b (relay) -> c (sleep), and A -> c. */
+    e = kin_call_async(n, kin_child_id(b), "relay", &rb, "ui", kin_child_id(c),
+                       60000);
+    REQUIRE(!e, "async call to b: %s", kin_strerror(e));
+    e = kin_call_async(n, kin_child_id(c), "sleep", &rc, "i", 60000);
+    REQUIRE(!e, "async call to c: %s", kin_strerror(e));
+
+    /* kin ps / pstree see the tasks of every context of the tree. */
+    double end = harness_now_ms() + 10000;
+    bool seen = false;
+    do {
+        out = run(&st, "%s ps %d", kin_cli, (int)getpid());
+        seen = st == 0 && strstr(out, "relay") && strstr(out, "sleep") &&
+               strstr(out, " b ") && strstr(out, " c ");
+        if (!seen && harness_now_ms() < end) {
+            free(out);
+            usleep(50000);
+        }
+    } while (!seen && harness_now_ms() < end);
+    CHECK(seen, "kin ps does not show relay in b and sleep in c:\n%s", out);
+    printf("%s", out);
+    free(out);
+    out = run(&st, "%s pstree %d", kin_cli, (int)getpid());
+    CHECK(st == 0 && strstr(out, "relay") && strstr(out, "sleep"),
+          "kin pstree lacks the relay -> sleep chain (exit %d):\n%s", st, out);
+    printf("%s", out);
+    free(out);
+
+    /* Cut the A-B link. */
+    out = run(&st, "%s cut %s 2>&1", hosts_sh, dir);
+    REQUIRE(st == 0, "hosts.sh cut: %s", out);
+    free(out);
+    t0 = harness_now_ms();
+    kin_err eb = kin_call_wait(rb, HB_TIMEOUT_MS + 3000, &reply);
+    double gone_b = harness_now_ms() - t0;
+    kin_msg_destroy(&reply);
+    kin_err ec = kin_call_wait(rc, HB_TIMEOUT_MS + 3000, &reply);
+    double gone_c = harness_now_ms() - t0;
+    kin_msg_destroy(&reply);
+    printf("link cut: b's caller got %s after %.0f ms, c's after %.0f ms "
+           "(heartbeat timeout %d ms)\n",
+           kin_err_name(eb), gone_b, gone_c, HB_TIMEOUT_MS);
+    CHECK(eb == KIN_EPEERGONE, "b's caller got %s", kin_err_name(eb));
+    CHECK(ec == KIN_EPEERGONE, "c's caller got %s", kin_err_name(ec));
+    CHECK(gone_b < HB_TIMEOUT_MS + 1000 && gone_c < HB_TIMEOUT_MS + 1000,
+          "peer gone came later than the heartbeat timeout allows");
+    /* And both remote contexts go away by themselves. */
+    CHECK(harness_wait_gone(pid_b, HB_TIMEOUT_MS + 10000),
+          "b (pid %d) still runs after the cut", pid_b);
+    CHECK(harness_wait_gone(pid_c, HB_TIMEOUT_MS + 10000),
+          "c (pid %d) still runs after the cut", pid_c);
+
+out:
+    kin_receiver_destroy(&rb);
+    kin_receiver_destroy(&rc);
+    kin_child_destroy(&c);
+    kin_child_destroy(&b);
+    kin_node_destroy(&n);
+    if (failures)
+        fprintf(stderr, "%d check(s) failed\n", failures);
+    else
+        printf("test_remote: OK\n");
+    return failures ? 1 : 0;
+}
