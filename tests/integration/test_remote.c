@@ -1,12 +1,12 @@
-/* The ssh factory across real hosts: run by test_remote.sh inside network
- * namespace A of tests/remote/hosts.sh, with real sshds in B and C. It
+/* The ssh factory across real hosts: run inside network namespace A of
+ * tests/remote/hosts.sh (by with_hosts.sh), with real sshds in B and C. It
  * spawns a context on B over ssh (this executable streamed there), a
  * grandchild on C via B (A has no route to C), calls both, reads `kin ps`
  * and `kin pstree` over the whole tree, receives their forwarded log
  * records, then cuts the A-B link: callers must get KIN_EPEERGONE within
  * the heartbeat timeout and both remote contexts must exit on their own.
  *
- *   test_remote ENV_FILE HOSTS_SH KIN_CLI */
+ *   tests/remote/with_hosts.sh test_remote HOSTS_SH KIN_CLI */
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -105,45 +105,16 @@ fn_log(kin_call *c, void *arg)
 /* --- helpers --------------------------------------------------------------
  */
 
-static char env_vals[16][128];
-static char env_keys[16][32];
-static int env_count;
-
-static void
-load_env(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "cannot read %s: %s\n", path, strerror(errno));
-        exit(1);
-    }
-    char line[256];
-    while (env_count < 16 && fgets(line, sizeof line, f)) {
-        char *eq = strchr(line, '=');
-        if (!eq)
-            continue;
-        *eq = 0;
-        char *v = eq + 1;
-        v[strcspn(v, "\n")] = 0;
-        if (*v == '\'' || *v == '"') {
-            v++;
-            v[strcspn(v, "'\"")] = 0;
-        }
-        snprintf(env_keys[env_count], 32, "%s", line);
-        snprintf(env_vals[env_count], 128, "%s", v);
-        env_count++;
-    }
-    fclose(f);
-}
-
+/* The test hosts' settings, from tests/remote/with_hosts.sh. */
 static const char *
 env(const char *key)
 {
-    for (int i = 0; i < env_count; i++)
-        if (!strcmp(env_keys[i], key))
-            return env_vals[i];
-    fprintf(stderr, "hosts env lacks %s\n", key);
-    exit(1);
+    const char *v = getenv(key);
+    if (!v) {
+        fprintf(stderr, "%s is not set: run me through with_hosts.sh\n", key);
+        exit(1);
+    }
+    return v;
 }
 
 static char *
@@ -216,16 +187,13 @@ main(int argc, char **argv)
     kin_export("relay", fn_relay, NULL, KIN_POLICY_ANY);
     if (kin_is_child())
         return kin_init(NULL, NULL); /* never returns */
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s ENV_FILE HOSTS_SH KIN_CLI\n", argv[0]);
+    if (argc != 3) {
+        fprintf(stderr, "usage: with_hosts.sh %s HOSTS_SH KIN_CLI\n", argv[0]);
         return 2;
     }
     harness_log_setup();
-    load_env(argv[1]);
-    const char *hosts_sh = argv[2], *kin_cli = argv[3];
-    char dir[256];
-    snprintf(dir, sizeof dir, "%s", argv[1]);
-    *strrchr(dir, '/') = 0;
+    const char *hosts_sh = argv[1], *kin_cli = argv[2];
+    const char *dir = env("HOSTS_DIR");
     char log_file[300];
     snprintf(log_file, sizeof log_file, "%s/tree-log.jsonl", dir);
 
