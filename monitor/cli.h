@@ -22,6 +22,7 @@ typedef struct kin__cli_info_t {
     uint32_t id, parent;
     int depth; /* in the tree, master 0 */
     char name[64];
+    char host[64];
     int pid;
     uint32_t tasks;
     int workers;

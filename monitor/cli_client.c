@@ -113,6 +113,7 @@ kin__cli_info(kin_node *n, uint32_t ctx, kin__cli_info_t *info)
     info->id = ci.id;
     info->parent = ci.parent;
     snprintf(info->name, sizeof info->name, "%s", ci.name);
+    snprintf(info->host, sizeof info->host, "%s", ci.host);
     info->pid = ci.pid;
     info->tasks = ci.tasks;
     info->workers = ci.workers;

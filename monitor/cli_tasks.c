@@ -195,8 +195,8 @@ kin__cli_tree(int argc, char **argv)
     }
     json_t *arr = json_array();
     if (!o.json)
-        printf("%-28s %7s %6s %9s %8s\n", "CONTEXT", "PID", "TASKS", "RSS",
-               "UPTIME");
+        printf("%-28s %-16s %7s %6s %9s %8s\n", "CONTEXT", "HOST", "PID",
+               "TASKS", "RSS", "UPTIME");
     /* Depth-first print from the breadth-first list. */
     int *stack = malloc(count * sizeof *stack);
     int top = 0;
@@ -210,14 +210,15 @@ kin__cli_tree(int argc, char **argv)
         if (o.json)
             json_array_append_new(
                 arr,
-                json_pack("{s:i,s:s,s:i,s:o,s:i,s:I,s:f}", "id", c->id, "name",
-                          c->name, "pid", c->pid, "parent",
+                json_pack("{s:i,s:s,s:s,s:i,s:o,s:i,s:I,s:f}", "id", c->id,
+                          "name", c->name, "host", c->host, "pid", c->pid,
+                          "parent",
                           c->depth ? json_integer(c->parent) : json_null(),
                           "tasks", c->tasks, "rss_kib", (json_int_t)c->rss_kib,
                           "uptime_ms", c->uptime_ms));
         else
-            printf("%-28s %7d %6u %7.1fMi %8s\n", label, c->pid, c->tasks,
-                   (double)c->rss_kib / 1024.0, up);
+            printf("%-28s %-16.16s %7d %6u %7.1fMi %8s\n", label, c->host,
+                   c->pid, c->tasks, (double)c->rss_kib / 1024.0, up);
         for (size_t i = count; i-- > 0;)
             if (all[i].depth == c->depth + 1 && all[i].parent == c->id)
                 stack[top++] = (int)i;

@@ -48,7 +48,7 @@ static const struct {
     bool mutates;
 } builtins[] = {
     {"help", "list commands", false},
-    {"info", "this context: id, name, pid, children, tasks, rss", false},
+    {"info", "this context: id, name, host, pid, children, tasks, rss", false},
     {"ps", "live tasks [filter] [persistent]", false},
     {"ps-terminated", "recently terminated tasks", false},
     {"where", "current stack of a task's thread [task]", false},
@@ -376,7 +376,11 @@ cmd_info(kin_node *n, msgpack_packer *pk)
     pthread_mutex_lock(&n->tasks.mu);
     uint32_t live = (uint32_t)n->tasks.live.len;
     pthread_mutex_unlock(&n->tasks.mu);
-    msgpack_pack_map(pk, 12);
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    msgpack_pack_map(pk, 13);
+    pack_key(pk, "host");
+    pack_str(pk, host);
     pack_key(pk, "workers");
     msgpack_pack_int(pk, kin__calls_workers(n));
     pack_key(pk, "id");

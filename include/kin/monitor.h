@@ -51,7 +51,8 @@ typedef struct kin_ctx_info {
     uint32_t id;
     uint32_t parent; /* KIN_NO_CTX at the master */
     char name[64];
-    int pid;
+    char host[64];  /* the host name of the machine it runs on */
+    int pid;        /* on that host */
     uint32_t tasks; /* live tasks */
     int workers;    /* worker pool size */
     int64_t rss_kib;
