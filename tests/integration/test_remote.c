@@ -230,6 +230,35 @@ main(int argc, char **argv)
            harness_now_ms() - t0);
     CHECK(strcmp(ns_b, self_ns) != 0, "b runs in A's namespace (%s)", ns_b);
 
+    /* Failures say why, at once: no route from A to C, and a login ssh
+     * refuses; nothing is left running. */
+    kin_child *bad = NULL;
+    char *no_key_args[] = {"-F", (char *)env("SSH_CONFIG"), "-o",
+                           "PubkeyAuthentication=no", NULL};
+    struct {
+        const char *host;
+        char **args;
+        const char *says;
+    } bad_cases[] = {{env("IP_BC_C"), ssh_args, "unreachable"},
+                     {env("IP_AB_B"), no_key_args, "Permission denied"}};
+    for (int i = 0; i < 2; i++) {
+        err[0] = 0;
+        kin_spawn_opts ox = {.name = "bad",
+                             .host = bad_cases[i].host,
+                             .ssh_args = bad_cases[i].args,
+                             .connect_timeout_ms = 20000,
+                             .errbuf = err,
+                             .errbuf_size = sizeof err};
+        t0 = harness_now_ms();
+        e = kin_spawn(n, &ox, &bad);
+        printf("spawn on %s: %s in %.0f ms: %s\n", bad_cases[i].host,
+               kin_err_name(e), harness_now_ms() - t0, err);
+        CHECK(e == KIN_ESPAWN && !bad && strstr(err, bad_cases[i].says),
+              "a failed ssh spawn gave %s (%s)", kin_err_name(e), err);
+        CHECK(harness_now_ms() - t0 < 10000, "the failure took too long");
+        kin_child_destroy(&bad);
+    }
+
     /* C via B: A has no route to C at all. */
     t0 = harness_now_ms();
     kin_spawn_opts oc = {.name = "c",
