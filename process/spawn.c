@@ -1,8 +1,10 @@
-/* Local child contexts: fork + exec from the broker thread (so the child's
- * PR_SET_PDEATHSIG is tied to a thread that lives as long as the context),
- * readiness by HELLO, exit noticed through a pidfd on the broker's loop,
- * stdout/stderr captured line by line, terminate-then-kill, and the
- * node-wide emergency stop. */
+/* Child contexts: fork + exec from the broker thread (so the child's
+ * PR_SET_PDEATHSIG is tied to a thread that lives as long as the context)
+ * of this executable, another program, sudo or ssh (ssh.c), readiness by
+ * HELLO, exit noticed through a pidfd on the broker's loop,
+ * terminate-then-kill, and the public kin_child calls. Output capture is in
+ * output.c, the emergency stop in emergency.c, spawning through another
+ * context in via.c. */
 #include <kin/process.h>
 
 #include <errno.h>
@@ -21,6 +23,7 @@
 #include "core/log_internal.h"
 #include "core/sync.h"
 #include "core/task.h"
+#include "process/child.h"
 #include "process/procs.h"
 #include "process/ssh.h"
 #include "router/logs_impl.h"
@@ -30,162 +33,16 @@
 #define P_PIDFD 3
 #endif
 
-#define TAIL_SIZE 2048 /* bytes of stderr kept for error reports */
-#define LINE_MAX_LEN 4096
-
 extern char **environ;
-
-typedef struct outpipe {
-    kin_child *c;
-    int fd;
-    bool is_err;
-    uv_poll_t poll;
-    bool polling;
-    char line[LINE_MAX_LEN];
-    size_t len;
-} outpipe;
-
-struct kin_child {
-    kin_node *node;
-    uint32_t id;
-    /* A child started through another context (kin_spawn_opts.via): a
-     * proxy whose stop and wait are calls to via. */
-    uint32_t via;
-    kin_node *caller;
-    bool proxy, proxy_done;
-    char name[64];
-    pid_t pid;
-    int pidfd; /* broker thread; -1 once reaped */
-    int stop_timeout_ms;
-    int workers; /* the child's pool size, 0: its default */
-    kin_child_exit_fn on_exit;
-    void *on_exit_arg;
-    uv_poll_t exit_poll;
-    bool exit_polling;
-    outpipe out, err;
-    uv_timer_t kill_timer; /* SIGKILL after SIGTERM, on the broker */
-    bool timer_made;
-    int handles;    /* broker: libuv handles not yet closed */
-    bool detaching; /* broker: close_handles_job ran */
-    /* under node->mu */
-    bool armed;  /* kin_spawn handed it out: on_exit may run */
-    bool exited; /* reaped and on_exit done: waiters may go */
-    int status;
-    char tail[TAIL_SIZE]; /* ring of the last stderr bytes */
-    size_t tail_pos, tail_len;
-    kin_child *next; /* in the node's list */
-};
-
-/* --- output capture ----------------------------------------------------------
- */
-
-static void
-tail_append(kin_child *c, const char *s, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        c->tail[c->tail_pos] = s[i];
-        c->tail_pos = (c->tail_pos + 1) % TAIL_SIZE;
-        if (c->tail_len < TAIL_SIZE)
-            c->tail_len++;
-    }
-}
-
-static void
-emit_line(outpipe *p)
-{
-    kin_child *c = p->c;
-    if (p->is_err) {
-        pthread_mutex_lock(&c->node->mu);
-        tail_append(c, p->line, p->len);
-        tail_append(c, "\n", 1);
-        pthread_mutex_unlock(&c->node->mu);
-    }
-    kin_log_emit(p->is_err ? KIN_LOG_WARNING : KIN_LOG_INFO, c->name,
-                 (int)c->id, "[%s %u %s] %.*s", c->name, c->id,
-                 p->is_err ? "stderr" : "stdout", (int)p->len, p->line);
-    kin__logs_child_line(c->node, c->id, c->name, p->is_err, p->line, p->len);
-    p->len = 0;
-}
 
 /* --- handle lifetimes ----------------------------------------------------- */
 
 /* A kin_child holds libuv handles; its memory may go only once every one
  * of them has finished closing (their close callbacks ran). */
-static void handle_closed(kin_child *c);
-
-static void
-on_pipe_closed(uv_handle_t *h)
-{
-    outpipe *p = h->data;
-    handle_closed(p->c);
-}
-
 static void
 on_child_handle_closed(uv_handle_t *h)
 {
-    handle_closed(h->data);
-}
-
-static void
-stop_pipe(outpipe *p)
-{
-    if (p->polling) {
-        uv_close((uv_handle_t *)&p->poll, on_pipe_closed);
-        p->polling = false;
-    }
-    if (p->fd >= 0) {
-        close(p->fd);
-        p->fd = -1;
-    }
-}
-
-/* Reads what is there; lines longer than the buffer are split. */
-static void
-drain_pipe(outpipe *p)
-{
-    char buf[4096];
-    for (;;) {
-        ssize_t got = read(p->fd, buf, sizeof buf);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0) {
-            if (got == 0 || errno != EAGAIN) {
-                if (p->len)
-                    emit_line(p);
-                stop_pipe(p);
-            }
-            return;
-        }
-        for (ssize_t i = 0; i < got; i++) {
-            if (buf[i] == '\n') {
-                emit_line(p);
-                continue;
-            }
-            p->line[p->len++] = buf[i];
-            if (p->len == sizeof p->line)
-                emit_line(p);
-        }
-    }
-}
-
-static void
-on_output(uv_poll_t *h, int status, int events)
-{
-    drain_pipe(h->data);
-}
-
-static void
-watch_pipe(kin_child *c, outpipe *p, int fd, bool is_err)
-{
-    p->c = c;
-    p->fd = fd;
-    p->is_err = is_err;
-    if (uv_poll_init(kin__broker_loop(c->node->broker), &p->poll, fd) == 0) {
-        p->poll.data = p;
-        p->polling = true;
-        c->handles++;
-        uv_poll_start(&p->poll, UV_READABLE | UV_DISCONNECT, on_output);
-    }
+    kin__child_handle_closed(h->data);
 }
 
 /* --- signals ------------------------------------------------------------- */
@@ -217,8 +74,8 @@ on_kill_timer(uv_timer_t *t)
 /* Broker thread: SIGTERM now and SIGKILL in kill_after_ms, by a timer on
  * this loop, so the kill is not late by a thread's wake-up. An earlier
  * kill already planned stays. */
-static void
-terminate(kin_child *c, int kill_after_ms)
+void
+kin__child_terminate(kin_child *c, int kill_after_ms)
 {
     if (c->pidfd < 0 || c->detaching)
         return;
@@ -247,7 +104,7 @@ terminate_job(void *arg, void *unused)
 {
     term_req *r = arg;
     kin_node *n = r->c->node;
-    terminate(r->c, r->kill_after_ms);
+    kin__child_terminate(r->c, r->kill_after_ms);
     pthread_mutex_lock(&n->mu);
     r->done = true;
     pthread_cond_broadcast(&n->cond);
@@ -270,151 +127,6 @@ terminate_sync(kin_child *c, int kill_after_ms)
     return true;
 }
 
-/* --- emergency stop ------------------------------------------------------ */
-
-static void procs_destroy(kin_node *n);
-
-kin__procs *
-kin__procs_of(kin_node *n)
-{
-    pthread_mutex_lock(&n->mu);
-    if (!n->procs) {
-        kin__procs *p = calloc(1, sizeof *p);
-        if (p) {
-            n->procs = p;
-            n->before_destroy = procs_destroy;
-        }
-    }
-    kin__procs *p = n->procs;
-    pthread_mutex_unlock(&n->mu);
-    return p;
-}
-
-static bool
-is_emergency(int status)
-{
-    return WIFEXITED(status) && WEXITSTATUS(status) == KIN_EXIT_EMERGENCY;
-}
-
-/* Broker thread. Terminates every child now and kills the stragglers
- * later; tells the watchers (supervisors) and, in a serving child, kin_init,
- * which then exits with KIN_EXIT_EMERGENCY so the parent trips in turn. */
-static void
-trip(kin_node *n, uint32_t origin)
-{
-    pthread_mutex_lock(&n->mu);
-    kin__procs *p = n->procs; /* NULL once the node's destroy is through */
-    if (!p || p->tripped) {
-        pthread_mutex_unlock(&n->mu);
-        return;
-    }
-    p->tripped = true;
-    p->origin = origin;
-    for (kin_child *c = p->children; c; c = c->next)
-        terminate(c, c->stop_timeout_ms);
-    for (kin__watcher *w = p->watchers; w; w = w->next)
-        w->on_trip(w->arg);
-    void (*exit_hook)(void) = p->on_trip_exit;
-    pthread_cond_broadcast(&n->cond);
-    pthread_mutex_unlock(&n->mu);
-    KIN_ERROR("context %u: emergency stop (origin %u)", n->id, origin);
-    if (exit_hook)
-        exit_hook();
-}
-
-static void
-trip_job(void *node, void *origin)
-{
-    trip(node, (uint32_t)(uintptr_t)origin);
-}
-
-kin_err
-kin_emergency_stop(kin_node *n)
-{
-    if (!kin__procs_of(n))
-        return -ENOMEM;
-    return kin__broker_defer(n->broker, trip_job, n, (void *)(uintptr_t)n->id);
-}
-
-bool
-kin_emergency_stopped(kin_node *n, uint32_t *origin)
-{
-    pthread_mutex_lock(&n->mu);
-    kin__procs *p = n->procs;
-    bool tripped = p && p->tripped;
-    if (tripped && origin)
-        *origin = p->origin;
-    pthread_mutex_unlock(&n->mu);
-    return tripped;
-}
-
-kin_err
-kin_emergency_wait(kin_node *n, int timeout_ms)
-{
-    struct timespec ts;
-    const struct timespec *dl = kin__deadline_or_forever(&ts, timeout_ms);
-    kin_err e = KIN_OK;
-    pthread_mutex_lock(&n->mu);
-    for (;;) {
-        kin__procs *p = n->procs;
-        bool done = p && p->tripped;
-        for (kin_child *c = done ? p->children : NULL; c; c = c->next)
-            done &= c->exited;
-        if (done)
-            break;
-        if (kin__cond_wait_dl(&n->cond, &n->mu, dl) == ETIMEDOUT) {
-            e = KIN_ETIMEOUT;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&n->mu);
-    return e;
-}
-
-kin_err
-kin__procs_watch(kin_node *n, kin__watcher *w)
-{
-    kin__procs *p = kin__procs_of(n);
-    if (!p)
-        return -ENOMEM;
-    pthread_mutex_lock(&n->mu);
-    w->next = p->watchers;
-    p->watchers = w;
-    bool tripped = p->tripped;
-    pthread_mutex_unlock(&n->mu);
-    if (tripped)
-        w->on_trip(w->arg);
-    return KIN_OK;
-}
-
-void
-kin__procs_unwatch(kin_node *n, kin__watcher *w)
-{
-    pthread_mutex_lock(&n->mu);
-    kin__procs *p = n->procs;
-    for (kin__watcher **q = p ? &p->watchers : NULL; q && *q; q = &(*q)->next) {
-        if (*q == w) {
-            *q = w->next;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&n->mu);
-}
-
-void
-kin__procs_on_trip_exit(kin_node *n, void (*fn)(void))
-{
-    kin__procs *p = kin__procs_of(n);
-    if (!p)
-        return;
-    pthread_mutex_lock(&n->mu);
-    p->on_trip_exit = fn;
-    bool tripped = p->tripped;
-    pthread_mutex_unlock(&n->mu);
-    if (tripped)
-        fn();
-}
-
 /* --- exit ----------------------------------------------------------------- */
 
 static void
@@ -429,9 +141,9 @@ reaped(kin_child *c, int status)
         uv_timer_stop(&c->kill_timer);
     /* Whatever the child wrote last still counts. */
     if (c->out.fd >= 0)
-        drain_pipe(&c->out);
+        kin__output_drain(&c->out);
     if (c->err.fd >= 0)
-        drain_pipe(&c->err);
+        kin__output_drain(&c->err);
     if (WIFSIGNALED(status))
         KIN_INFO("child %s (%u, pid %d) killed by signal %d", c->name, c->id,
                  (int)c->pid, WTERMSIG(status));
@@ -455,8 +167,8 @@ reaped(kin_child *c, int status)
      * stops and frees the child knows the callback is over. */
     if (armed && c->on_exit)
         c->on_exit(c, status, c->on_exit_arg);
-    if (is_emergency(status))
-        trip(n, c->id);
+    if (kin__is_emergency(status))
+        kin__procs_trip(n, c->id);
     pthread_mutex_lock(&n->mu);
     c->exited = true;
     pthread_cond_broadcast(&n->cond);
@@ -578,8 +290,8 @@ spawn_job(void *arg, void *unused)
     c->pidfd = pidfd;
     fcntl(op[0], F_SETFL, O_NONBLOCK);
     fcntl(xp[0], F_SETFL, O_NONBLOCK);
-    watch_pipe(c, &c->out, op[0], false);
-    watch_pipe(c, &c->err, xp[0], true);
+    kin__output_watch(c, &c->out, op[0], false);
+    kin__output_watch(c, &c->err, xp[0], true);
     op[0] = xp[0] = -1;
     uv_poll_init(kin__broker_loop(n->broker), &c->exit_poll, c->pidfd);
     c->exit_poll.data = c;
@@ -700,8 +412,8 @@ list_remove(kin_node *n, kin_child *c)
     pthread_mutex_unlock(&n->mu);
 }
 
-static void
-handle_closed(kin_child *c)
+void
+kin__child_handle_closed(kin_child *c)
 {
     if (--c->handles || !c->detaching)
         return;
@@ -720,15 +432,15 @@ close_handles_job(void *arg, void *unused)
     kin_child *c = arg;
     c->detaching = true;
     c->handles++; /* held while closing, so no callback finishes early */
-    stop_pipe(&c->out);
-    stop_pipe(&c->err);
+    kin__output_stop(&c->out);
+    kin__output_stop(&c->err);
     if (c->exit_polling) { /* not reaped: only after a failed stop */
         uv_close((uv_handle_t *)&c->exit_poll, on_child_handle_closed);
         c->exit_polling = false;
     }
     if (c->timer_made && !uv_is_closing((uv_handle_t *)&c->kill_timer))
         uv_close((uv_handle_t *)&c->kill_timer, on_child_handle_closed);
-    handle_closed(c);
+    kin__child_handle_closed(c);
 }
 
 /* Takes an exited child off its node: its pipe polls are closed on the
@@ -751,8 +463,8 @@ detach(kin_child *c)
 /* The node's before_destroy: quiesce the supervisors (they stop their own
  * children), stop every child left, newest first, then free the state.
  * The kin_child objects stay their owners'. */
-static void
-procs_destroy(kin_node *n)
+void
+kin__procs_destroy(kin_node *n)
 {
     kin__procs *p = n->procs;
     for (;;) {
@@ -826,7 +538,7 @@ exit_result(const kin_child *c, int *status)
 {
     if (status)
         *status = c->status;
-    return is_emergency(c->status) ? KIN_EEMERGENCY : KIN_OK;
+    return kin__is_emergency(c->status) ? KIN_EEMERGENCY : KIN_OK;
 }
 
 static kin_err
@@ -1112,24 +824,6 @@ kin_child_stop(kin_child *c, int *status)
                    ? KIN_ESHUTDOWN
                    : exit_result(c, status);
     return kin_child_wait(c, KIN_FOREVER, status);
-}
-
-size_t
-kin_child_stderr_tail(kin_child *c, char *buf, size_t size)
-{
-    if (!size)
-        return 0;
-    pthread_mutex_t *mu = c->node ? &c->node->mu : NULL;
-    if (mu)
-        pthread_mutex_lock(mu);
-    size_t len = c->tail_len < size - 1 ? c->tail_len : size - 1;
-    size_t start = (c->tail_pos + TAIL_SIZE - len) % TAIL_SIZE;
-    for (size_t i = 0; i < len; i++)
-        buf[i] = c->tail[(start + i) % TAIL_SIZE];
-    buf[len] = 0;
-    if (mu)
-        pthread_mutex_unlock(mu);
-    return len;
 }
 
 void
