@@ -204,9 +204,10 @@ reply_error(kin_node *n, const kin_msg *req, int code, const char *text,
 
 /* --- the pool --- */
 
-/* Runs one call whose task was registered (pending) on arrival. */
+/* Runs one call whose task was registered (pending) on arrival; found is
+ * its export when the caller has looked it up already, else NULL. */
 static void
-run_call(kin_node *n, kin_msg *m)
+run_call(kin_node *n, kin_msg *m, const exported *found)
 {
     kin_task *t = m->local;
     kin_call c = {.node = n, .msg = m, .task = t};
@@ -215,13 +216,15 @@ run_call(kin_node *n, kin_msg *m)
     size_t name_len = 0;
     uint32_t caller_task = 0;
     exported x;
+    if (found)
+        x = *found;
     int state = KIN_TASK_FAILED;
     kin_err e = KIN_OK;
     char why[160];
     if (kin_unpack(&c.reader, "Su", &name, &name_len, &caller_task)) {
         e = KIN_EBADMSG;
         snprintf(why, sizeof why, "malformed call");
-    } else if (!find_export(name, name_len, &x)) {
+    } else if (!found && !find_export(name, name_len, &x)) {
         e = KIN_ENOFUNC;
         snprintf(why, sizeof why, "no function '%.*s' in context %u",
                  (int)(name_len < 64 ? name_len : 64), name, n->id);
@@ -356,7 +359,7 @@ worker_main(void *arg)
         if (m->handle == 0)
             run_job(n, m);
         else
-            run_call(n, m);
+            run_call(n, m, NULL);
     }
     return NULL;
 }
@@ -391,7 +394,7 @@ on_call(kin_node *n, kin_msg *m, void *arg)
 {
     /* Registered now, so ps and the await graph see queued calls too (a
      * full pool is how cross-process deadlocks happen). */
-    char fn[48];
+    char fn[64]; /* exported names have up to 63 bytes */
     call_name(m, fn, sizeof fn);
     kin_task *t = kin__tasktab_add(&n->tasks, fn, fn);
     if (!t) {
@@ -404,7 +407,7 @@ on_call(kin_node *n, kin_msg *m, void *arg)
     exported x;
     if (find_export(fn, strlen(fn), &x) && x.on_broker) {
         /* Promised not to block: no hand-off to a worker and back. */
-        run_call(n, m);
+        run_call(n, m, &x);
         return;
     }
     if (kin_latch_put(n->calls->queue, &m)) {

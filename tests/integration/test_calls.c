@@ -19,6 +19,10 @@
 
 #include "integration/harness.h"
 
+/* 63 bytes, the longest name an export may have. */
+#define LONG_INLINE_NAME                                                       \
+    "t.an_inline_function_whose_name_uses_all_the_63_bytes_allowed__"
+
 static kin_node *master;
 
 /* --- functions served by every context ------------------------------------ */
@@ -133,6 +137,7 @@ export_all(void)
     kin_export("t.stream", stream, NULL, KIN_POLICY_PARENT);
     kin_export("t.nap", nap, NULL, KIN_POLICY_PARENT);
     kin_export_inline("t.add_inline", add, NULL, KIN_POLICY_PARENT);
+    kin_export_inline(LONG_INLINE_NAME, add, NULL, KIN_POLICY_PARENT);
     kin_export("t.add", add, NULL, KIN_POLICY_PARENT);
     kin_export("t.add_any", add, NULL, KIN_POLICY_ANY);
     kin_export("t.add_child", add, NULL, KIN_POLICY_CHILD);
@@ -219,6 +224,13 @@ inline_functions_answer_from_the_broker(void **state)
                                    5000, &r, "II", 1, 2),
                      KIN_OK);
     assert_true(harness_now_ms() - t0 < 2500); /* the workers take 3 s */
+    kin_msg_destroy(&r);
+    assert_int_equal(strlen(LONG_INLINE_NAME), 63);
+    t0 = harness_now_ms();
+    assert_int_equal(kin_call_sync(master, kin_child_id(c), LONG_INLINE_NAME,
+                                   5000, &r, "II", 1, 2),
+                     KIN_OK);
+    assert_true(harness_now_ms() - t0 < 2500);
     kin_msg_destroy(&r);
     for (int i = 0; i < 4; i++) {
         kin_msg *m = NULL;
