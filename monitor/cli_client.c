@@ -167,7 +167,13 @@ attach(int pid, bool held, kin_node **out)
         kin_node_destroy(&n);
         return e;
     }
-    if (master.pid != pid || held) {
+    /* A context started over ssh has its master on another host, where
+     * master.pid means nothing here: operate through pid's context then
+     * (read-only commands reach the whole tree from any context). */
+    char here[64] = "";
+    gethostname(here, sizeof here - 1);
+    bool master_here = !master.host[0] || !strcmp(master.host, here);
+    if (master_here && (master.pid != pid || held)) {
         /* Operate from the master, every context is below it, with a new
          * id (the held one, or another: the tree may still route the old
          * one through pid's context). The old link goes once the new one

@@ -339,6 +339,15 @@ main(int argc, char **argv)
     printf("%s", out);
     free(out);
 
+    /* An operator on host B (b's network and UTS namespaces: another host
+     * name) reads the same tree through b, its master being elsewhere. */
+    out = run(&st, "nsenter --target %d --net --uts %s ps %d 2>&1", pid_b,
+              kin_cli, pid_b);
+    CHECK(st == 0 && strstr(out, "main") && strstr(out, "relay") &&
+              strstr(out, "sleep"),
+          "kin ps on host B (exit %d):\n%s", st, out);
+    free(out);
+
     /* Cut the A-B link. */
     out = run(&st, "%s cut %s 2>&1", hosts_sh, dir);
     REQUIRE(st == 0, "hosts.sh cut: %s", out);

@@ -78,7 +78,10 @@ ${KIN_SSHD_EXTRA:-}
 EOF
     } >"$DIR/sshd_config-$name"
     # -E sends even startup errors to the log, so repeat them here.
-    ip netns exec "$ns" "$SSHD" -f "$DIR/sshd_config-$name" -E "$DIR/sshd-$name.log" ||
+    # Its own UTS namespace too, so sessions there see a host name of their
+    # own (host-b, host-c) as on a real host.
+    ip netns exec "$ns" unshare --uts sh -c 'hostname "$1" && shift && exec "$@"' \
+        sh "host-$name" "$SSHD" -f "$DIR/sshd_config-$name" -E "$DIR/sshd-$name.log" ||
         die "sshd in $ns did not start: $(tail -n 2 "$DIR/sshd-$name.log")"
 
     # Poll, with a deadline, until it accepts (each probe shows up in the log
