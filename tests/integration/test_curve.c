@@ -1,9 +1,10 @@
 /* CURVE on tcp links: a child holding the tree's key links and serves
  * calls; a peer with another key, or with no CURVE at all, is refused
  * during the handshake (nothing it sends is read, the refusal is logged);
- * and what crosses the wire does not show the calls' contents (a capture
- * with tcpdump, run only as root, with a plaintext control proving that the
- * capture would have seen them). The test binary is also the child. */
+ * another user cannot reach an ipc endpoint; and what crosses the wire does not
+ * show the calls' contents (a capture with tcpdump, run only as root, with a
+ * plaintext control proving that the capture would have seen them). The test
+ * binary is also the child. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -205,6 +206,52 @@ child_with_another_key_cannot_link(void **state)
     assert_int_equal(kin_node_new(&imposter, &o), -EINVAL);
 }
 
+/* The default ipc endpoint: another user cannot even reach the socket
+ * file (its directory is 0700), so nothing it sends arrives. Root only:
+ * the intruder is a forked process that becomes nobody. */
+static void
+ipc_endpoint_refuses_other_users(void **state)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "skipped: needs root to become another user\n");
+        skip();
+    }
+    kin_node *n = NULL;
+    kin_node_opts o = {.curve_key = tree_key};
+    assert_int_equal(kin_node_new(&n, &o), KIN_OK);
+    const char *ep = kin_node_endpoint(n);
+    assert_true(strncmp(ep, "ipc://", 6) == 0);
+    kin_node_stats st0, st1;
+    kin_node_stats_get(n, &st0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (setgid(65534) || setuid(65534))
+            _exit(3);
+        if (access(ep + 6, F_OK) == 0 || errno != EACCES)
+            _exit(4); /* the socket file is reachable */
+        void *zc = zmq_ctx_new();
+        void *s = zmq_socket(zc, ZMQ_DEALER);
+        int linger = 0;
+        zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_connect(s, ep);
+        zmq_send(s, "hello", 5, ZMQ_DONTWAIT);
+        zmq_pollitem_t it = {.socket = s, .events = ZMQ_POLLIN};
+        int got = zmq_poll(&it, 1, 300);
+        zmq_close(s);
+        zmq_ctx_term(zc);
+        _exit(got == 0 ? 0 : 5);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    kin_node_stats_get(n, &st1);
+    assert_int_equal(st1.malformed, st0.malformed);
+    assert_int_equal(st1.delivered, st0.delivered);
+    kin_node_destroy(&n);
+}
+
 /* --- sniffing ---------------------------------------------------------------
  */
 
@@ -335,6 +382,7 @@ main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(plain_peer_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(child_with_another_key_cannot_link,
                                         setup, teardown),
+        cmocka_unit_test(ipc_endpoint_refuses_other_users),
         cmocka_unit_test_setup_teardown(sniffed_traffic_is_unreadable, setup,
                                         teardown),
     };
