@@ -14,21 +14,38 @@
  * and must not be touched. */
 static atomic_uint_fast64_t epoch = 1;
 
-static _Thread_local struct {
+/* A thread may call into several nodes of the process (two masters, a test
+ * and its helpers): one record per node, a few nodes per thread. A node
+ * beyond that takes the place of the least recently adopted one, whose
+ * record is ended. */
+#define SLOTS 4
+
+typedef struct slot {
     kin_node *node;
     kin_task *task;
     uint64_t epoch;
-} me;
+} slot;
+
+static _Thread_local slot me[SLOTS];
+static _Thread_local unsigned next_victim;
 
 static pthread_key_t exit_key;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void
+end_slot(slot *s, uint64_t now)
+{
+    if (s->task && s->epoch == now)
+        kin__tasktab_end(&s->node->tasks, s->task, KIN_TASK_DONE, 0);
+    *s = (slot){0};
+}
+
+static void
 on_thread_exit(void *unused)
 {
-    if (me.task && me.epoch == atomic_load(&epoch))
-        kin__tasktab_end(&me.node->tasks, me.task, KIN_TASK_DONE, 0);
-    me.task = NULL;
+    uint64_t now = atomic_load(&epoch);
+    for (int i = 0; i < SLOTS; i++)
+        end_slot(&me[i], now);
 }
 
 static void
@@ -43,6 +60,24 @@ kin__adopt_forget_all(void)
     atomic_fetch_add(&epoch, 1);
 }
 
+static slot *
+slot_for(kin_node *n, uint64_t now)
+{
+    slot *free_slot = NULL;
+    for (int i = 0; i < SLOTS; i++) {
+        if (me[i].task && me[i].node == n && me[i].epoch == now)
+            return &me[i];
+        if (!free_slot && (!me[i].task || me[i].epoch != now))
+            free_slot = &me[i];
+    }
+    if (!free_slot) {
+        free_slot = &me[next_victim++ % SLOTS];
+        end_slot(free_slot, now);
+    }
+    *free_slot = (slot){0};
+    return free_slot;
+}
+
 kin_task *
 kin__adopt_begin(kin_node *n)
 {
@@ -50,7 +85,8 @@ kin__adopt_begin(kin_node *n)
     if (self)
         return self;
     uint64_t now = atomic_load(&epoch);
-    if (!me.task || me.node != n || me.epoch != now) {
+    slot *s = slot_for(n, now);
+    if (!s->task) {
         char name[48];
         int tid = gettid();
         if (tid == getpid())
@@ -64,23 +100,25 @@ kin__adopt_begin(kin_node *n)
         t->tid = tid;
         t->started_ns = t->created_ns;
         atomic_store(&t->state, KIN_TASK_RUNNING);
-        me.node = n;
-        me.task = t;
-        me.epoch = now;
+        *s = (slot){.node = n, .task = t, .epoch = now};
         pthread_once(&once, make_key);
-        pthread_setspecific(exit_key, &me);
+        pthread_setspecific(exit_key, me);
     }
-    kin__task_set_self(me.task);
-    return me.task;
+    kin__task_set_self(s->task);
+    return s->task;
 }
 
 void
 kin__adopt_end(kin_task *t)
 {
-    if (t && t == me.task) {
-        /* An application thread lives on after a cancel: the cancel ends
-         * the one blocking call it interrupted, not every later one. */
-        atomic_store(&t->cancel, false);
-        kin__task_set_self(NULL);
+    for (int i = 0; t && i < SLOTS; i++) {
+        if (t == me[i].task) {
+            /* An application thread lives on after a cancel: the cancel
+             * ends the one blocking call it interrupted, not every later
+             * one. */
+            atomic_store(&t->cancel, false);
+            kin__task_set_self(NULL);
+            return;
+        }
     }
 }

@@ -81,6 +81,51 @@ sweep_stale(const char *dir)
         closedir(d);
 }
 
+/* The socket paths this process's nodes hold: "PID-ID.sock" (what the kin
+ * command looks for) for the first node with an id, "PID-ID.N.sock" for
+ * more (two masters in one process: both are context 0). */
+static pthread_mutex_t paths_mu = PTHREAD_MUTEX_INITIALIZER;
+static kin_node *path_holders[64];
+
+static void
+ipc_path_claim(kin_node *n, const char *dir)
+{
+    pthread_mutex_lock(&paths_mu);
+    for (unsigned seq = 0;; seq++) {
+        if (seq)
+            snprintf(n->ipc_path, sizeof n->ipc_path, "%s/%d-%u.%u.sock", dir,
+                     (int)getpid(), n->id, seq);
+        else
+            snprintf(n->ipc_path, sizeof n->ipc_path, "%s/%d-%u.sock", dir,
+                     (int)getpid(), n->id);
+        bool taken = false;
+        for (size_t i = 0; i < 64 && !taken; i++)
+            taken = path_holders[i] &&
+                    !strcmp(path_holders[i]->ipc_path, n->ipc_path);
+        if (!taken)
+            break;
+    }
+    for (size_t i = 0; i < 64; i++) {
+        if (!path_holders[i]) {
+            path_holders[i] = n;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&paths_mu);
+    unlink(n->ipc_path); /* a stale socket of a recycled pid */
+}
+
+static void
+ipc_path_release(kin_node *n)
+{
+    pthread_mutex_lock(&paths_mu);
+    for (size_t i = 0; i < 64; i++)
+        if (path_holders[i] == n)
+            path_holders[i] = NULL;
+    pthread_mutex_unlock(&paths_mu);
+    unlink(n->ipc_path);
+}
+
 /* --- waiting helpers -------------------------------------------------------
  */
 
@@ -248,9 +293,7 @@ kin__node_new_with(kin_node **out, const kin_node_opts *opts,
         char dir[160];
         if ((e = kin__runtime_dir(dir, sizeof dir)))
             goto fail;
-        snprintf(n->ipc_path, sizeof n->ipc_path, "%s/%d-%u.sock", dir,
-                 (int)getpid(), n->id);
-        unlink(n->ipc_path); /* a stale socket of a recycled pid */
+        ipc_path_claim(n, dir);
         snprintf(n->endpoint, sizeof n->endpoint, "ipc://%s", n->ipc_path);
         if (!n->has_parent)
             sweep_stale(dir);
@@ -322,7 +365,7 @@ kin_node_destroy(kin_node **np)
     kin__calls_free(n);
     kin__monitor_free(n);
     if (n->ipc_path[0])
-        unlink(n->ipc_path);
+        ipc_path_release(n);
     uint32_t key;
     void *val;
     for (size_t it = 0; kin__u32map_next(&n->handles, &it, &key, &val);)

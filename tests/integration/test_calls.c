@@ -240,6 +240,46 @@ inline_functions_answer_from_the_broker(void **state)
     }
 }
 
+/* Live adopted "main" tasks of ctx 0 in node n. */
+static int
+main_tasks(kin_node *n)
+{
+    kin_task_info *tasks = NULL;
+    size_t count = 0;
+    assert_int_equal(
+        kin_monitor_ps(n, KIN_MASTER_ID, "main", false, 5000, &tasks, &count),
+        KIN_OK);
+    int mains = 0;
+    for (size_t i = 0; i < count; i++)
+        mains += !strcmp(tasks[i].name, "main");
+    free(tasks);
+    return mains;
+}
+
+/* A thread calling into two nodes of the process in turn is one task in
+ * each, however often it switches. */
+static void
+a_thread_switching_nodes_is_one_task_in_each(void **state)
+{
+    kin_child *c = *state;
+    kin_node *other = NULL;
+    assert_int_equal(kin_node_new(&other, NULL), KIN_OK);
+    for (int i = 0; i < 10; i++) {
+        kin_msg *r = NULL;
+        assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.add", 5000,
+                                       &r, "II", 1, 2),
+                         KIN_OK);
+        kin_msg_destroy(&r);
+        assert_int_equal(
+            kin_call_sync(other, KIN_MASTER_ID, "t.add", 5000, &r, "II", 1, 2),
+            KIN_OK);
+        kin_msg_destroy(&r);
+    }
+    assert_int_equal(main_tasks(master), 1);
+    assert_int_equal(main_tasks(other), 1);
+    kin_node_destroy(&other);
+}
+
 static void
 errors_are_told_apart(void **state)
 {
@@ -526,6 +566,8 @@ main(void)
         cmocka_unit_test_setup_teardown(inline_functions_answer_from_the_broker,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(errors_are_told_apart, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            a_thread_switching_nodes_is_one_task_in_each, setup, teardown),
         cmocka_unit_test_setup_teardown(nested_calls_follow_policy, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(grandchild_is_routed_through_child,
