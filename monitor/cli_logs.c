@@ -45,7 +45,8 @@ static const char logs_usage[] =
     "      --color WHEN   auto (default: when stdout is a terminal), always,\n"
     "                     never\n"
     "      --endpoint EP  subscribe at EP (a forwarder's frontend) instead of\n"
-    "                     asking PID's tree\n"
+    "                     asking PID's tree; a tcp:// EP needs the tree's\n"
+    "                     CURVE key in KIN_CURVE_KEY (see kin keygen)\n"
     "Lost records are reported where they were lost, as '!! lost N' lines\n"
     "(and '~~ N ... before this subscriber joined' for earlier ones).\n";
 
@@ -345,7 +346,8 @@ kin__cli_logs(int argc, char **argv)
     kin_logsub_opts so = {.endpoint = ep,
                           .min_level = level,
                           .ctxs = n_ctxs ? ctxs : NULL,
-                          .n_ctxs = n_ctxs};
+                          .n_ctxs = n_ctxs,
+                          .curve_key = getenv("KIN_CURVE_KEY")};
     kin_logsub *s;
     kin_err e = kin_logsub_new(&s, &so);
     if (e) {
@@ -400,6 +402,9 @@ static const char fwd_usage[] =
     "                 tcp://HOST:5555\n"
     "  --frontend EP  where subscribers connect (kin logs --endpoint EP)\n"
     "  --hwm N        records queued per peer before loss (default 10000)\n"
+    "tcp:// endpoints are CURVE servers admitting only the tree's key, read\n"
+    "from KIN_CURVE_KEY (\"PUBLIC:SECRET\", as printed by kin keygen; give\n"
+    "the master the same kin_node_opts.curve_key).\n"
     "  --lossless     wait for slow subscribers instead of dropping their\n"
     "                 records (then the publishers' queues fill and drop,\n"
     "                 reported as usual; one stuck subscriber holds all up)\n"
@@ -452,6 +457,21 @@ kin__cli_log_forwarder(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    kin__curve_key key;
+    const char *key_text = getenv("KIN_CURVE_KEY");
+    if (key_text) {
+        if (kin__curve_parse(&key, key_text)) {
+            fprintf(stderr, "kin log-forwarder: KIN_CURVE_KEY is not "
+                            "\"PUBLIC:SECRET\" in Z85 (kin keygen)\n");
+            return 2;
+        }
+        o.curve = &key;
+    } else if (kin__endpoint_is_tcp(o.backend) ||
+               kin__endpoint_is_tcp(o.frontend)) {
+        fprintf(stderr, "kin log-forwarder: tcp endpoints need the tree's "
+                        "CURVE key in KIN_CURVE_KEY (see kin keygen)\n");
+        return 2;
+    }
     kin__logfwd *f;
     kin_err e = kin__logfwd_start(&f, &o);
     if (e) {

@@ -1,10 +1,35 @@
 /* The kin command: looks inside running kin trees (ps, pstree, where, logs,
- * ...) and runs the standalone log forwarder. Dispatches to one function
- * per subcommand. */
+ * ...), runs the standalone log forwarder and makes CURVE keys. Dispatches to
+ * one function per subcommand. */
 #include <stdio.h>
 #include <string.h>
 
 #include "monitor/cli.h"
+#include "router/curve.h"
+
+/* A key pair for kin_node_opts.curve_key and KIN_CURVE_KEY: a tree whose
+ * processes are not all started by kin (a standalone log forwarder, a
+ * context made with kin_node_new) shares one this way. */
+static int
+keygen(int argc, char **argv)
+{
+    if (argc > 1) {
+        FILE *out = strcmp(argv[1], "--help") ? stderr : stdout;
+        fprintf(out, "usage: kin keygen\n  prints a new CURVE key pair, "
+                     "PUBLIC:SECRET in Z85, for kin_node_opts.curve_key "
+                     "and KIN_CURVE_KEY\n");
+        return out == stdout ? 0 : 2;
+    }
+    kin__curve_key k;
+    char text[2 * KIN__KEY_LEN];
+    if (kin__curve_generate(&k)) {
+        fprintf(stderr, "kin keygen: this libzmq has no CURVE\n");
+        return 1;
+    }
+    kin__curve_format(&k, text);
+    printf("%s\n", text);
+    return 0;
+}
 
 static const kin__cli_cmd cmds[] = {
     {"ls", "[--json]", "masters running on this host", kin__cli_ls},
@@ -33,6 +58,8 @@ static const kin__cli_cmd cmds[] = {
      "show the log records of a running tree", kin__cli_logs},
     {"log-forwarder", "--backend EP --frontend EP",
      "run a standalone log forwarder", kin__cli_log_forwarder},
+    {"keygen", "", "print a new CURVE key pair for a tree (PUBLIC:SECRET)",
+     keygen},
 };
 
 static void

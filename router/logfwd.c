@@ -29,6 +29,7 @@ struct kin__logfwd {
     char backend[256], frontend[256];
     char ctl_ep[64], cap_ep[64];
     kin__logfwd_opts o;
+    kin__curve_key curve; /* o.curve points here */
     kin_logsink *sink;
 
     pthread_mutex_t mu;
@@ -51,8 +52,20 @@ set_int(void *s, int opt, int v)
 }
 
 static kin_err
-bind_at(void *s, const char *ep, char *resolved, size_t size)
+bind_at(void *s, const char *ep, char *resolved, size_t size,
+        const kin__curve_key *curve)
 {
+    if (kin__endpoint_is_tcp(ep)) {
+        if (!curve || !curve->pub[0]) {
+            KIN_ERROR("log forwarder: %s is tcp, which needs the tree's "
+                      "CURVE key",
+                      ep);
+            return -EINVAL;
+        }
+        kin_err e = kin__curve_server(s, curve);
+        if (e)
+            return e;
+    }
     if (zmq_bind(s, ep))
         return -errno;
     if (resolved) {
@@ -162,14 +175,16 @@ fwd_main(void *arg)
             set_int(cap, ZMQ_SNDHWM, 100000);
         if (f->o.lossless)
             set_int(xpub, ZMQ_XPUB_NODROP, 1);
-        e = bind_at(xsub, f->o.backend, f->backend, sizeof f->backend);
+        e = bind_at(xsub, f->o.backend, f->backend, sizeof f->backend,
+                    f->o.curve);
     }
     if (!e)
-        e = bind_at(xpub, f->o.frontend, f->frontend, sizeof f->frontend);
+        e = bind_at(xpub, f->o.frontend, f->frontend, sizeof f->frontend,
+                    f->o.curve);
     if (!e)
-        e = bind_at(ctl, f->ctl_ep, NULL, 0);
+        e = bind_at(ctl, f->ctl_ep, NULL, 0, NULL);
     if (!e && cap)
-        e = bind_at(cap, f->cap_ep, NULL, 0);
+        e = bind_at(cap, f->cap_ep, NULL, 0, NULL);
     /* Waits for the sink to connect to the capture socket. */
     signal_bound(f, e);
     pthread_mutex_lock(&f->mu);
@@ -231,6 +246,10 @@ kin__logfwd_start(kin__logfwd **out, const kin__logfwd_opts *opts)
     f->o = *opts;
     f->o.backend = NULL; /* the caller's strings: copied below */
     f->o.frontend = NULL;
+    if (opts->curve) {
+        f->curve = *opts->curve;
+        f->o.curve = &f->curve;
+    }
     if (f->o.hwm <= 0)
         f->o.hwm = 10000;
     if (strlen(opts->backend) >= sizeof f->backend ||

@@ -701,6 +701,16 @@ open_job(void *arg, void *unused)
     zmq_setsockopt(p->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(p->sock, ZMQ_XPUB_NODROP, &one, sizeof one);
     zmq_setsockopt(p->sock, ZMQ_LINGER, &zero, sizeof zero);
+    if (kin__endpoint_is_tcp(n->log_endpoint) &&
+        (e = n->curve.pub[0] ? kin__curve_client(p->sock, &n->curve)
+                             : -EINVAL)) {
+        KIN_ERROR("context %u: logs to %s need the tree's CURVE key: %s", n->id,
+                  n->log_endpoint, kin_strerror(e));
+        zmq_close(p->sock);
+        p->sock = NULL;
+        job_finish(p, e);
+        return;
+    }
     if (zmq_connect(p->sock, n->log_endpoint) ||
         (e = kin__broker_watch(n->broker, p->sock, on_subscription, p,
                                &p->w))) {
@@ -813,14 +823,23 @@ forwarder_endpoints(kin_node *n, const kin_node_opts *opts, char *back,
         if (dot && !strcmp(dot, ".sock"))
             *dot = 0;
     } else if (opts->bind && !strncmp(opts->bind, "tcp://", 6)) {
-        /* Same interface, ports of the system's choosing. */
-        char host[200];
+        /* Publishers may be elsewhere (other users, other hosts): the
+         * backend goes on the same interface, a port of the system's
+         * choosing, with CURVE; subscribers are operators of this host,
+         * so the frontend stays in the private runtime directory. */
+        char host[200], dir[160];
         snprintf(host, sizeof host, "%s", opts->bind + 6);
         char *colon = strrchr(host, ':');
         if (colon)
             *colon = 0;
+        kin_err e = kin__runtime_dir(dir, sizeof dir);
+        if (e)
+            return e;
+        static atomic_uint seq;
         snprintf(back, size, "tcp://%s:*", host);
-        snprintf(front, size, "tcp://%s:*", host);
+        snprintf(front, size, "ipc://%s/%d-%u.t%u-logs.sock", dir,
+                 (int)getpid(), n->id, atomic_fetch_add(&seq, 1));
+        unlink(front + 6);
         return KIN_OK;
     } else {
         char dir[160];
@@ -850,7 +869,8 @@ start_forwarder(struct kin__logs *p, const kin_node_opts *opts)
                            .frontend = front,
                            .hwm = p->tune.fwd_hwm,
                            .lossless = p->tune.fwd_lossless > 0,
-                           .sink_fd = -1};
+                           .sink_fd = -1,
+                           .curve = &p->n->curve};
     if (opts->log_file) {
         p->sink_fd = open(opts->log_file,
                           O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);

@@ -8,6 +8,8 @@
 
 #include <kin/logs.h>
 
+#include "router/curve.h"
+
 #include "core/logrec.h"
 #include "router/node_impl.h"
 
@@ -86,6 +88,9 @@ typedef struct kin__logfwd_opts {
     int sink_fd;
     kin_logsink_format sink_format;
     int sink_level;
+    /* The CURVE key for tcp:// endpoints (both sides are CURVE servers
+     * admitting only this key); a tcp endpoint without it is -EINVAL. */
+    const kin__curve_key *curve;
 } kin__logfwd_opts;
 
 typedef struct kin__logfwd_stats {

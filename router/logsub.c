@@ -13,6 +13,7 @@
 
 #include <zmq.h>
 
+#include "core/log_internal.h"
 #include "core/task.h"
 #include "router/zctx.h"
 
@@ -129,6 +130,16 @@ sub_new(kin_logsub **out, const kin_logsub_opts *o, bool all)
             for (size_t i = 0; !e && i < o->n_ctxs; i++)
                 e = subscribe(s->sock, b, &o->ctxs[i]);
         }
+    }
+    if (!e && kin__endpoint_is_tcp(o->endpoint)) {
+        kin__curve_key key;
+        e = o->curve_key ? kin__curve_parse(&key, o->curve_key) : -EINVAL;
+        if (e)
+            KIN_ERROR("log subscriber: %s is tcp, which needs the tree's "
+                      "CURVE key (kin_logsub_opts.curve_key)",
+                      o->endpoint);
+        else
+            e = kin__curve_client(s->sock, &key);
     }
     if (!e && zmq_connect(s->sock, o->endpoint))
         e = -errno;

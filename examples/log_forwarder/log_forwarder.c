@@ -4,14 +4,19 @@
  * is a process of its own, `kin log-forwarder`, as when several trees (or
  * hosts) share one: publishers connect to its backend, subscribers to its
  * frontend. This program
- *   1. starts `kin log-forwarder --backend tcp://127.0.0.1:*
- *      --frontend tcp://127.0.0.1:*` and reads the ports it bound;
- *   2. starts the master with kin_node_opts.log_endpoint = the backend,
- *      and two workers, whose contexts publish there too;
- *   3. subscribes at the frontend (INFO and up), waits until records from
+ *   1. makes the tree's CURVE key with `kin keygen`: tcp endpoints admit
+ *      only holders of the key;
+ *   2. starts `kin log-forwarder --backend tcp://127.0.0.1:*
+ *      --frontend tcp://127.0.0.1:*` with the key in KIN_CURVE_KEY, and
+ *      reads the ports it bound;
+ *   3. starts the master with kin_node_opts.log_endpoint = the backend and
+ *      curve_key = the key, and two workers, whose contexts publish there
+ *      too (they get the key from their parent);
+ *   4. subscribes at the frontend (INFO and up, with the key), waits until
+ *      records from
  *      both workers come through, has each worker log a small batch with
  *      fields, and prints the records with kin_logrec_format;
- *   4. stops everything and reaps the forwarder.
+ *   5. stops everything and reaps the forwarder.
  * Subscriptions travel from the subscriber through the forwarder to each
  * publisher, and only then are records sent: the PUB/SUB "slow joiner".
  * So the program waits for the records themselves, with a deadline, rather
@@ -101,7 +106,22 @@ typedef struct forwarder {
     pid_t pid;
     int out; /* its stdout */
     char backend[256], frontend[256];
+    char key[128]; /* the tree's CURVE key, "PUBLIC:SECRET" */
 } forwarder;
+
+/* A fresh key pair from `kin keygen`. */
+static int
+make_key(forwarder *f)
+{
+    FILE *p = popen(KIN_CLI " keygen", "r");
+    if (!p)
+        return -1;
+    bool ok = fgets(f->key, sizeof f->key, p) != NULL;
+    if (pclose(p) != 0 || !ok)
+        return -1;
+    f->key[strcspn(f->key, "\n")] = 0;
+    return 0;
+}
 
 /* Reads the forwarder's first two lines, "backend EP" and "frontend EP":
  * with port 0 ("*") it picks free ports and says which. */
@@ -155,6 +175,8 @@ forwarder_start(forwarder *f)
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
+        /* The key travels in the environment, never in argv. */
+        setenv("KIN_CURVE_KEY", f->key, 1);
         execl(KIN_CLI, "kin", "log-forwarder", "--backend", "tcp://127.0.0.1:*",
               "--frontend", "tcp://127.0.0.1:*", (char *)NULL);
         fprintf(stderr, "exec %s: %s\n", KIN_CLI, strerror(errno));
@@ -300,7 +322,7 @@ main(void)
      * (A worker learns the backend from its parent, in kin_init.) */
     forwarder fwd = {0};
     if (!kin_is_child()) {
-        if (forwarder_start(&fwd)) {
+        if (make_key(&fwd) || forwarder_start(&fwd)) {
             fprintf(stderr,
                     "kin-log-forwarder: cannot start %s "
                     "log-forwarder\n",
@@ -314,7 +336,9 @@ main(void)
     }
 
     kin_node *node = NULL;
-    kin_node_opts o = {.name = "master", .log_endpoint = fwd.backend};
+    kin_node_opts o = {.name = "master",
+                       .log_endpoint = fwd.backend,
+                       .curve_key = kin_is_child() ? NULL : fwd.key};
     kin_err e = kin_init(&node, &o);
     if (e) {
         fprintf(stderr, "kin-log-forwarder: kin_init: %s\n", kin_strerror(e));
@@ -336,7 +360,8 @@ main(void)
                "subscribing at the frontend (INFO and up):\n",
                N_WORKERS);
         kin_logsub_opts so = {.endpoint = fwd.frontend,
-                              .min_level = KIN_LOG_INFO};
+                              .min_level = KIN_LOG_INFO,
+                              .curve_key = fwd.key};
         if ((e = kin_logsub_new(&sub, &so)))
             fail("subscribing at %s: %s", fwd.frontend, kin_strerror(e));
     }

@@ -267,12 +267,17 @@ typedef struct kin_logsub_opts {
     const uint32_t *ctxs;
     size_t n_ctxs;
     int rcvhwm; /* records queued before loss; 0: 10000 */
+    /* The tree's CURVE key pair ("PUBLIC:SECRET" in Z85, as
+     * kin_node_opts.curve_key), required for a tcp:// endpoint: tcp
+     * forwarders admit only holders of the key (-EINVAL without it). */
+    const char *curve_key;
 } kin_logsub_opts;
 
 /* Connects a subscriber. Subscriptions travel to every publisher, which
  * then filter at the source; that takes a moment (slow joiner), so records
  * logged right after this call may not be seen. Errors: -EINVAL (no
- * endpoint, too many contexts), -errno from ZMQ (bad endpoint), -ENOMEM.
+ * endpoint, too many contexts, a tcp endpoint without a valid curve_key),
+ * -errno from ZMQ (bad endpoint), -ENOMEM.
  * The thread that uses it owns it (one thread at a time). */
 KIN_EXPORT kin_err kin_logsub_new(kin_logsub **out,
                                   const kin_logsub_opts *opts);

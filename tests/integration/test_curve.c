@@ -119,6 +119,46 @@ child_with_the_tree_key_links_over_tcp(void **state)
     echo_ok(f->n, kin_child_id(f->c), "over curve");
 }
 
+static kin_err
+fn_log(kin_call *c, void *arg)
+{
+    KIN_LOGW("from the tcp child", KIN_F("x", 1));
+    return KIN_OK;
+}
+
+/* A master bound on tcp: its log forwarder's backend is tcp with CURVE too
+ * (children elsewhere publish there with the tree's key), its frontend is
+ * in the private runtime directory (subscribers are this host's
+ * operators). A child's record arrives. */
+static void
+tcp_master_logs_over_curve(void **state)
+{
+    fixture *f = *state;
+    assert_true(strncmp(kin_logs_backend(f->n), "tcp://", 6) == 0);
+    assert_true(strncmp(kin_logs_frontend(f->n), "ipc://", 6) == 0);
+    assert_int_equal(kin_spawn(f->n, NULL, &f->c), KIN_OK);
+    kin_logsub_opts so = {.endpoint = kin_logs_frontend(f->n),
+                          .min_level = KIN_LOG_WARNING};
+    kin_logsub *s = NULL;
+    assert_int_equal(kin_logsub_new(&s, &so), KIN_OK);
+    bool found = false;
+    double end = harness_now_ms() + 10000;
+    while (!found && harness_now_ms() < end) {
+        kin_msg *reply = NULL;
+        assert_int_equal(
+            kin_call_sync(f->n, kin_child_id(f->c), "log", 5000, &reply, ""),
+            KIN_OK);
+        kin_msg_destroy(&reply);
+        const kin_logrec *r;
+        while (!found && kin_logsub_next(s, 50, &r) == KIN_OK)
+            found = r->kind == KIN_LOGREC_LOG &&
+                    !strcmp(r->msg, "from the tcp child") &&
+                    r->ctx == kin_child_id(f->c);
+    }
+    kin_logsub_destroy(&s);
+    assert_true(found);
+}
+
 /* A raw DEALER speaking to the node: the right server key (the public half
  * is not secret), but its own client key or no CURVE at all. */
 static void
@@ -363,6 +403,7 @@ int
 main(int argc, char **argv)
 {
     kin_export("echo", fn_echo, NULL, KIN_POLICY_ANY);
+    kin_export("log", fn_log, NULL, KIN_POLICY_ANY);
     if (kin_is_child())
         return kin_init(NULL, NULL);
     kin_log_set_handler(on_log, NULL, KIN_LOG_INFO);
@@ -377,6 +418,8 @@ main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(child_with_the_tree_key_links_over_tcp,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(tcp_master_logs_over_curve, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(wrong_key_is_refused_and_logged, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(plain_peer_is_refused, setup, teardown),

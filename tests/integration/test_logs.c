@@ -20,6 +20,7 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <zmq.h>
 
 #include "core/task.h"
 #include "integration/harness.h"
@@ -734,6 +735,75 @@ standalone_forwarder_carries_records(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* A standalone forwarder on tcp: CURVE servers admitting only the tree's
+ * key. A master holding the key publishes through it and a subscriber
+ * holding it reads; a subscriber without a key is refused at once and one
+ * with another key reads nothing; the forwarder refuses to start on tcp
+ * without a key. */
+static void
+tcp_forwarder_admits_only_the_tree_key(void **state)
+{
+    char pub[41], sec[41], key[96], other[96];
+    assert_int_equal(zmq_curve_keypair(pub, sec), 0);
+    snprintf(key, sizeof key, "%s:%s", pub, sec);
+    assert_int_equal(zmq_curve_keypair(pub, sec), 0);
+    snprintf(other, sizeof other, "%s:%s", pub, sec);
+    char *argv[] = {
+        "kin",        "log-forwarder",     "--backend", "tcp://127.0.0.1:*",
+        "--frontend", "tcp://127.0.0.1:*", NULL};
+    /* Without KIN_CURVE_KEY: exit 2 and a message, nothing bound. */
+    unsetenv("KIN_CURVE_KEY");
+    proc nokey = run_cli(argv);
+    int status = 0;
+    waitpid(nokey.pid, &status, 0);
+    close(nokey.out);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 2);
+
+    setenv("KIN_CURVE_KEY", key, 1);
+    proc fwd = run_cli(argv);
+    unsetenv("KIN_CURVE_KEY");
+    char out[1024] = "", back[256] = "", front[256] = "";
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    while (!strstr(out, "frontend ") && harness_now_ms() < end) {
+        read_out(&fwd, out, sizeof out);
+        usleep(5000);
+    }
+    assert_int_equal(sscanf(out, "backend %255s\nfrontend %255s", back, front),
+                     2);
+
+    kin_node_opts o = {.name = "tcp-logs",
+                       .bind = "tcp://127.0.0.1:*",
+                       .curve_key = key,
+                       .log_endpoint = back};
+    kin_node *n = NULL;
+    assert_int_equal(kin_node_new(&n, &o), KIN_OK);
+    kin_logsub *bare = NULL, *wrong = NULL, *s = NULL;
+    kin_logsub_opts so = {.endpoint = front, .min_level = KIN_LOG_WARNING};
+    assert_int_equal(kin_logsub_new(&bare, &so), -EINVAL);
+    so.curve_key = other;
+    assert_int_equal(kin_logsub_new(&wrong, &so), KIN_OK);
+    so.curve_key = key;
+    assert_int_equal(kin_logsub_new(&s, &so), KIN_OK);
+    bool found = false;
+    end = harness_now_ms() + PROBE_DEADLINE_MS;
+    while (!found && harness_now_ms() < end) {
+        KIN_LOGW("over curve", KIN_F("x", 1));
+        const kin_logrec *r;
+        while (!found && kin_logsub_next(s, 30, &r) == KIN_OK)
+            found = r->kind == KIN_LOGREC_LOG && !strcmp(r->msg, "over curve");
+    }
+    assert_true(found);
+    const kin_logrec *r;
+    assert_int_equal(kin_logsub_next(wrong, 200, &r), KIN_ETIMEOUT);
+    kin_logsub_destroy(&wrong);
+    kin_logsub_destroy(&s);
+    kin_node_destroy(&n);
+    status = stop_proc(&fwd);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int
 main(void)
 {
@@ -757,6 +827,7 @@ main(void)
         cmocka_unit_test(file_sink_writes_json_lines),
         cmocka_unit_test(kin_logs_follows_with_json),
         cmocka_unit_test(standalone_forwarder_carries_records),
+        cmocka_unit_test(tcp_forwarder_admits_only_the_tree_key),
     };
     if (getenv("KIN_TEST_FILTER"))
         cmocka_set_test_filter(getenv("KIN_TEST_FILTER"));
