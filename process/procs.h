@@ -52,6 +52,7 @@ typedef struct kin__child_link {
     const char *endpoint;     /* the parent's endpoint as the child sees it */
     const char *log_endpoint; /* "" for none */
     bool curve_up;            /* endpoint is forwarded to a tcp one */
+    bool log_curve;           /* log_endpoint is forwarded to a tcp one */
 } kin__child_link;
 
 #define KIN__CHILD_VARS_MAX 12

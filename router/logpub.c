@@ -701,7 +701,7 @@ open_job(void *arg, void *unused)
     zmq_setsockopt(p->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(p->sock, ZMQ_XPUB_NODROP, &one, sizeof one);
     zmq_setsockopt(p->sock, ZMQ_LINGER, &zero, sizeof zero);
-    if (kin__endpoint_is_tcp(n->log_endpoint) &&
+    if ((n->log_curve || kin__endpoint_is_tcp(n->log_endpoint)) &&
         (e = n->curve.pub[0] ? kin__curve_client(p->sock, &n->curve)
                              : -EINVAL)) {
         KIN_ERROR("context %u: logs to %s need the tree's CURVE key: %s", n->id,

@@ -256,6 +256,7 @@ kin__node_new_with(kin_node **out, const kin_node_opts *opts,
     n->next_handle = KIN_HANDLE_DYNAMIC;
     n->id_next = 1;
     n->curve_up = hooks && hooks->curve_up;
+    n->log_curve = hooks && hooks->log_curve;
     n->hb_ivl_ms = opts->heartbeat_ms ? opts->heartbeat_ms : 1000;
     n->hb_timeout_ms =
         opts->heartbeat_timeout_ms ? opts->heartbeat_timeout_ms : 5000;

@@ -52,6 +52,7 @@ struct kin_node {
     kin__broker *broker;
     kin__curve_key curve; /* the tree's key; empty when CURVE is missing */
     bool curve_up;        /* the parent link uses CURVE (tcp behind it) */
+    bool log_curve;       /* so does the log publisher's */
     int hb_ivl_ms, hb_timeout_ms; /* 0: no heartbeats */
 
     /* broker */
@@ -102,9 +103,9 @@ struct kin_node {
 typedef struct kin__node_hooks {
     kin__handle_fn on_shutdown; /* SHUTDOWN from the parent */
     void (*on_parent_lost)(kin_node *n, void *arg);
-    /* The parent endpoint is a local socket forwarded (by ssh) to a tcp
-     * one: the link needs CURVE all the same. */
-    bool curve_up;
+    /* The parent endpoint (the log endpoint) is a local socket forwarded
+     * by ssh to a tcp one: the link needs CURVE all the same. */
+    bool curve_up, log_curve;
 } kin__node_hooks;
 
 /* kin_node_new with hooks installed before the parent can reach us. */

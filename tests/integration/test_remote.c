@@ -56,6 +56,13 @@ fn_where(kin_call *c, void *arg)
     return kin_call_return(c, "si", ns, (int)getpid());
 }
 
+/* The endpoint this context's link to its parent connects to. */
+static kin_err
+fn_parent_endpoint(kin_call *c, void *arg)
+{
+    return kin_call_return(c, "s", getenv("KIN_CHILD_ENDPOINT"));
+}
+
 static kin_err
 fn_echo(kin_call *c, void *arg)
 {
@@ -177,6 +184,59 @@ log_seen(const char *file, const char *text, int timeout_ms)
     return false;
 }
 
+/* A master bound on `bind` starts a child on B over ssh; its link to the
+ * parent connects to an endpoint starting with `want`, and its log records
+ * reach the master's forwarder. */
+static void
+tcp_parent(const char *bind, const char *want, char **ssh_args)
+{
+    char err[1024] = "";
+    kin_node_opts to = {.name = "tcp-master",
+                        .bind = bind,
+                        .heartbeat_ms = HB_MS,
+                        .heartbeat_timeout_ms = HB_TIMEOUT_MS};
+    kin_node *tn = NULL;
+    kin_child *d = NULL;
+    kin_logsub *ds = NULL;
+    kin_msg *reply = NULL;
+    kin_err e = kin_node_new(&tn, &to);
+    CHECK(!e, "master on %s: %s", bind, kin_strerror(e));
+    kin_spawn_opts od = {.name = "d",
+                         .host = env("IP_AB_B"),
+                         .ssh_args = ssh_args,
+                         .errbuf = err,
+                         .errbuf_size = sizeof err};
+    if (!e && (e = kin_spawn(tn, &od, &d)))
+        CHECK(false, "spawning d from %s: %s (%s)", bind, kin_strerror(e), err);
+    if (!e) {
+        char *pe = NULL;
+        e = kin_call_sync(tn, kin_child_id(d), "parent_endpoint", 10000, &reply,
+                          "");
+        CHECK(!e && !kin_msg_unpack(reply, "s", &pe) && pe &&
+                  !strncmp(pe, want, strlen(want)),
+              "d's parent endpoint is %s, not %s...", pe ? pe : "?", want);
+        free(pe);
+        kin_msg_destroy(&reply);
+        kin_logsub_opts so = {.endpoint = kin_logs_frontend(tn),
+                              .min_level = KIN_LOG_INFO};
+        CHECK(kin_logsub_new(&ds, &so) == KIN_OK, "subscribing at tn");
+        bool seen = false;
+        double end = harness_now_ms() + 10000;
+        while (ds && !seen && harness_now_ms() < end) {
+            kin_call_sync(tn, kin_child_id(d), "log", 5000, &reply, "s",
+                          "hello from d");
+            kin_msg_destroy(&reply);
+            const kin_logrec *r;
+            while (!seen && kin_logsub_next(ds, 50, &r) == KIN_OK)
+                seen = r->kind == KIN_LOGREC_LOG && r->ctx == kin_child_id(d);
+        }
+        CHECK(seen, "d's records never reached the forwarder of %s", bind);
+    }
+    kin_logsub_destroy(&ds);
+    kin_child_destroy(&d);
+    kin_node_destroy(&tn);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -185,6 +245,7 @@ main(int argc, char **argv)
     kin_export("sleep", fn_sleep, NULL, KIN_POLICY_ANY);
     kin_export("log", fn_log, NULL, KIN_POLICY_ANY);
     kin_export("relay", fn_relay, NULL, KIN_POLICY_ANY);
+    kin_export("parent_endpoint", fn_parent_endpoint, NULL, KIN_POLICY_ANY);
     if (kin_is_child())
         return kin_init(NULL, NULL); /* never returns */
     if (argc != 3) {
@@ -310,6 +371,16 @@ main(int argc, char **argv)
           "c's record never reached the master's log file");
     CHECK(log_seen(log_file, "hello from b", 10000),
           "b's record never reached the master's log file");
+
+    /* A parent bound on tcp on its veth address: the child started over
+     * ssh links straight back over tcp with CURVE, logs included. On
+     * loopback, it cannot: the link is forwarded by ssh to the tcp
+     * endpoint, still with CURVE. */
+    char bind[64], want[64];
+    snprintf(bind, sizeof bind, "tcp://%s:*", env("IP_AB_A"));
+    snprintf(want, sizeof want, "tcp://%s:", env("IP_AB_A"));
+    tcp_parent(bind, want, ssh_args);
+    tcp_parent("tcp://127.0.0.1:*", "ipc:///tmp/kin-", ssh_args);
 
     /* Calls in flight: A -> b (relay) -> c (sleep), and A -> c. */
     e = kin_call_async(n, kin_child_id(b), "relay", &rb, "ui", kin_child_id(c),
