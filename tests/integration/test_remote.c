@@ -184,6 +184,78 @@ log_seen(const char *file, const char *text, int timeout_ms)
     return false;
 }
 
+#define MARKER "kin-secret-payload-on-the-veth"
+#define CONTROL "plaintext-control-on-the-veth"
+
+static size_t
+count_in_file(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    size_t count = 0, nlen = strlen(needle), len = 0, cap = 1 << 16;
+    char *buf = malloc(cap);
+    size_t got;
+    while ((got = fread(buf + len, 1, cap - len, f)) > 0)
+        if ((len += got) == cap)
+            buf = realloc(buf, cap *= 2);
+    fclose(f);
+    for (size_t i = 0; i + nlen <= len; i++)
+        count += !memcmp(buf + i, needle, nlen);
+    free(buf);
+    return count;
+}
+
+/* Captures A's end of the A-B link while calls carrying MARKER go to ctx
+ * over tcp+CURVE: the capture must not contain it, while a plaintext
+ * CONTROL line sent to B's sshd port on the same link shows up in it. */
+static void
+sniff_the_veth(kin_node *n, uint32_t ctx)
+{
+    if (access("/usr/bin/tcpdump", X_OK)) {
+        printf("sniff check skipped: no tcpdump\n");
+        return;
+    }
+    char pcap[300], errf[300], cmd[600];
+    snprintf(pcap, sizeof pcap, "%s/veth.pcap", env("HOSTS_DIR"));
+    snprintf(errf, sizeof errf, "%s/tcpdump.err", env("HOSTS_DIR"));
+    pid_t pid = fork();
+    if (pid == 0) {
+        FILE *e = freopen(errf, "w", stderr);
+        (void)e;
+        execl("/usr/bin/tcpdump", "tcpdump", "-i", env("VETH_A"), "-U", "-s",
+              "0", "-w", pcap, "tcp", (char *)NULL);
+        _exit(127);
+    }
+    double end = harness_now_ms() + 10000;
+    while (!count_in_file(errf, "listening on") && harness_now_ms() < end)
+        usleep(20000);
+    for (int i = 0; i < 10; i++) {
+        kin_msg *reply = NULL;
+        CHECK(kin_call_sync(n, ctx, "echo", 5000, &reply, "s", MARKER) ==
+                  KIN_OK,
+              "echo to d");
+        kin_msg_destroy(&reply);
+    }
+    snprintf(cmd, sizeof cmd,
+             "bash -c 'exec 3<>/dev/tcp/%s/%s; echo %s >&3; sleep 0.2' "
+             ">/dev/null 2>&1",
+             env("IP_AB_B"), env("SSH_PORT"), CONTROL);
+    if (system(cmd)) {
+    }
+    end = harness_now_ms() + 5000;
+    while (!count_in_file(pcap, CONTROL) && harness_now_ms() < end)
+        usleep(20000);
+    kill(pid, SIGINT);
+    waitpid(pid, NULL, 0);
+    size_t control = count_in_file(pcap, CONTROL),
+           secret = count_in_file(pcap, MARKER);
+    printf("veth capture: %zu plaintext control hits, %zu kin hits\n", control,
+           secret);
+    CHECK(control > 0, "the capture did not see the plaintext control");
+    CHECK(secret == 0, "the call's payload is readable on the wire");
+}
+
 /* A master bound on `bind` starts a child on B over ssh; its link to the
  * parent connects to an endpoint starting with `want`, and its log records
  * reach the master's forwarder. */
@@ -231,6 +303,8 @@ tcp_parent(const char *bind, const char *want, char **ssh_args)
                 seen = r->kind == KIN_LOGREC_LOG && r->ctx == kin_child_id(d);
         }
         CHECK(seen, "d's records never reached the forwarder of %s", bind);
+        if (!strncmp(want, "tcp://", 6))
+            sniff_the_veth(tn, kin_child_id(d));
     }
     kin_logsub_destroy(&ds);
     kin_child_destroy(&d);
