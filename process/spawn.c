@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -584,8 +585,51 @@ proxy_wait(kin_child *c, int timeout_ms, int *status)
     return exit_result(c, status);
 }
 
+/* ssh's words when sshd dropped the connection before authentication:
+ * its MaxStartups limit (a burst of spawns to one host) or a restart. */
+static bool
+refused_early(const char *why)
+{
+    return strstr(why, "kex_exchange_identification") ||
+           strstr(why, "Connection reset by peer") ||
+           strstr(why, "Connection closed by remote host");
+}
+
+static kin_err spawn_once(kin_node *n, const kin_spawn_opts *opts,
+                          kin_child **out);
+
 kin_err
 kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
+{
+    if (!opts || !opts->host || (opts->via && opts->via != n->id))
+        return spawn_once(n, opts, out);
+    /* Over ssh, a connection sshd dropped before authentication is tried
+     * again, after a growing, jittered pause (3 more times at most). */
+    kin_spawn_opts o = *opts;
+    char why[1024] = "";
+    if (!o.errbuf || !o.errbuf_size) {
+        o.errbuf = why;
+        o.errbuf_size = sizeof why;
+    }
+    for (int attempt = 0;; attempt++) {
+        o.errbuf[0] = 0;
+        kin_err e = spawn_once(n, &o, out);
+        if (e != KIN_ESPAWN || attempt == 3 || !refused_early(o.errbuf))
+            return e;
+        unsigned jitter = 0;
+        if (getrandom(&jitter, sizeof jitter, 0) != sizeof jitter)
+            jitter = 0;
+        int ms = 100 * (attempt + 1) + (int)(jitter % 200);
+        KIN_WARN("ssh to %s was dropped before login (%s); trying again in "
+                 "%d ms",
+                 o.host, o.errbuf, ms);
+        if (kin_task_sleep(ms) == KIN_ECANCELLED)
+            return e;
+    }
+}
+
+static kin_err
+spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
 {
     *out = NULL;
     kin_spawn_opts none = {0};

@@ -49,8 +49,10 @@ typedef struct kin_spawn_opts {
      * private temporary file (zero-install: the same architecture and
      * shared libraries are assumed; a mismatch fails with the remote
      * loader's message in errbuf). The link to the parent, and the log
-     * records, run through the ssh connection (forwarded unix sockets).
-     * NULL: this host. See docs/remote.md. */
+     * records, run through the ssh connection (forwarded unix sockets), or
+     * straight over tcp+CURVE when n is bound on tcp on a real address. A
+     * connection sshd drops before login (MaxStartups) is tried again, up
+     * to 3 more times. NULL: this host. See docs/remote.md. */
     const char *host;
     int ssh_port;             /* ssh -p; 0: ssh's default */
     const char *ssh_identity; /* ssh -i FILE; NULL: ssh's default */

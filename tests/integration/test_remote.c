@@ -8,6 +8,7 @@
  *
  *   tests/remote/with_hosts.sh test_remote HOSTS_SH KIN_CLI */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -256,6 +257,59 @@ sniff_the_veth(kin_node *n, uint32_t ctx)
     CHECK(secret == 0, "the call's payload is readable on the wire");
 }
 
+/* Many spawns to one host at once: sshd refuses bursts of unauthenticated
+ * connections beyond MaxStartups (10 by default); kin retries those. */
+#define BURST 16
+
+typedef struct burst_arg {
+    kin_node *n;
+    char **ssh_args;
+    int index;
+    kin_child *c;
+    kin_err e;
+    char err[512];
+} burst_arg;
+
+static void *
+burst_spawn(void *p)
+{
+    burst_arg *a = p;
+    char name[16];
+    snprintf(name, sizeof name, "burst-%d", a->index);
+    kin_spawn_opts o = {.name = name,
+                        .host = env("IP_AB_B"),
+                        .ssh_args = a->ssh_args,
+                        .errbuf = a->err,
+                        .errbuf_size = sizeof a->err};
+    a->e = kin_spawn(a->n, &o, &a->c);
+    return NULL;
+}
+
+static void
+spawn_burst(kin_node *n, char **ssh_args)
+{
+    burst_arg args[BURST];
+    pthread_t t[BURST];
+    double t0 = harness_now_ms();
+    for (int i = 0; i < BURST; i++) {
+        args[i] = (burst_arg){.n = n, .ssh_args = ssh_args, .index = i};
+        pthread_create(&t[i], NULL, burst_spawn, &args[i]);
+    }
+    int ok = 0;
+    for (int i = 0; i < BURST; i++) {
+        pthread_join(t[i], NULL);
+        ok += args[i].e == KIN_OK;
+        if (args[i].e)
+            printf("burst-%d: %s: %s\n", i, kin_err_name(args[i].e),
+                   args[i].err);
+    }
+    printf("%d of %d spawns at once to one host came up in %.0f ms\n", ok,
+           BURST, harness_now_ms() - t0);
+    CHECK(ok == BURST, "only %d of %d spawns at once came up", ok, BURST);
+    for (int i = 0; i < BURST; i++)
+        kin_child_destroy(&args[i].c);
+}
+
 /* A master bound on `bind` starts a child on B over ssh; its link to the
  * parent connects to an endpoint starting with `want`, and its log records
  * reach the master's forwarder. */
@@ -393,6 +447,8 @@ main(int argc, char **argv)
         CHECK(harness_now_ms() - t0 < 10000, "the failure took too long");
         kin_child_destroy(&bad);
     }
+
+    spawn_burst(n, ssh_args);
 
     /* C via B: A has no route to C at all. */
     t0 = harness_now_ms();
