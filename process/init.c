@@ -103,8 +103,8 @@ kin_init(kin_node **out, const kin_node_opts *opts)
     kin__node_hooks hooks = {.on_shutdown = on_shutdown,
                              .on_parent_lost = on_parent_lost,
                              .curve_up = getenv("KIN_CHILD_CURVE_UP") != NULL,
-                             .log_curve =
-                                 getenv("KIN_CHILD_LOG_CURVE") != NULL};
+                             .log_curve = getenv("KIN_CHILD_LOG_CURVE") != NULL,
+                             .remote = getenv("KIN_CHILD_REMOTE") != NULL};
     /* Exec'd through /proc/self/exe, the process would be called "exe" in
      * ps and top: give it the context's name. */
     if (o.name)

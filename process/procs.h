@@ -53,9 +53,10 @@ typedef struct kin__child_link {
     const char *log_endpoint; /* "" for none */
     bool curve_up;            /* endpoint is forwarded to a tcp one */
     bool log_curve;           /* log_endpoint is forwarded to a tcp one */
+    bool remote;              /* on another host: heartbeats on its link */
 } kin__child_link;
 
-#define KIN__CHILD_VARS_MAX 12
+#define KIN__CHILD_VARS_MAX 16
 
 /* The KIN_CHILD_* settings a child reads in kin_init ("NAME=VALUE",
  * malloc'd, the tree's CURVE key among them), into out. Returns how many,

@@ -349,6 +349,8 @@ kin__child_vars(kin_node *n, const kin__child_link *l,
         ADD("KIN_CHILD_CURVE_UP=1");
     if (l->log_curve)
         ADD("KIN_CHILD_LOG_CURVE=1");
+    if (l->remote)
+        ADD("KIN_CHILD_REMOTE=1");
 #undef ADD
     return k;
 oom:

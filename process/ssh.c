@@ -187,7 +187,13 @@ kin__ssh_prepare(kin_node *n, const kin_spawn_opts *o, const kin__child_link *l,
     bool tcp = false, log_tcp = false;
     bool up_direct = reachable_as_is(n->endpoint);
     bool log_direct = reachable_as_is(n->log_endpoint);
-    char *up = local_target(n->endpoint, &tcp);
+    /* An ipc parent takes remote children on a ROUTER of their own, the
+     * one with heartbeats. */
+    char far[256];
+    kin_err fe = kin__router_far_endpoint(n, far, sizeof far);
+    if (fe)
+        return fe;
+    char *up = local_target(far, &tcp);
     char *log = n->log_endpoint[0] && !log_direct
                     ? local_target(n->log_endpoint, &log_tcp)
                     : NULL;
@@ -220,6 +226,7 @@ kin__ssh_prepare(kin_node *n, const kin_spawn_opts *o, const kin__child_link *l,
     rl.log_endpoint = log_direct ? n->log_endpoint : log ? lep : "";
     rl.curve_up = tcp && !up_direct;
     rl.log_curve = log && log_tcp;
+    rl.remote = true;
     char *vars[KIN__CHILD_VARS_MAX];
     int count = kin__child_vars(n, &rl, vars);
     if (count < 0) {

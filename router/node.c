@@ -262,6 +262,9 @@ kin__node_new_with(kin_node **out, const kin_node_opts *opts,
         opts->heartbeat_timeout_ms ? opts->heartbeat_timeout_ms : 5000;
     if (n->hb_ivl_ms < 0 || n->hb_timeout_ms < 0)
         n->hb_ivl_ms = n->hb_timeout_ms = 0;
+    n->hb_up = n->has_parent && !n->is_operator &&
+               ((hooks && hooks->remote) ||
+                kin__endpoint_is_tcp(opts->parent_endpoint));
     pthread_mutex_init(&n->mu, NULL);
     pthread_cond_init(&n->cond, NULL);
     kin__mutex_init_fast(&n->hmu);
@@ -367,6 +370,8 @@ kin_node_destroy(kin_node **np)
     kin__monitor_free(n);
     if (n->ipc_path[0])
         ipc_path_release(n);
+    if (n->far_path[0])
+        unlink(n->far_path);
     uint32_t key;
     void *val;
     for (size_t it = 0; kin__u32map_next(&n->handles, &it, &key, &val);)

@@ -34,6 +34,7 @@ typedef struct kin__child {
     uint32_t id;
     int fd;           /* the connection's fd on our ROUTER, -1 until known */
     bool is_operator; /* a kin command attached over ipc, not a context */
+    bool far;         /* linked through down_far (another host) */
 } kin__child;
 
 struct kin_node {
@@ -53,7 +54,8 @@ struct kin_node {
     kin__curve_key curve; /* the tree's key; empty when CURVE is missing */
     bool curve_up;        /* the parent link uses CURVE (tcp behind it) */
     bool log_curve;       /* so does the log publisher's */
-    int hb_ivl_ms, hb_timeout_ms; /* 0: no heartbeats */
+    int hb_ivl_ms, hb_timeout_ms; /* the tree's setting; 0: no heartbeats */
+    bool hb_up; /* the link to the parent is remote: heartbeats on it */
 
     /* broker */
     void *up;       /* DEALER to the parent, or NULL */
@@ -61,6 +63,12 @@ struct kin_node {
     void *down_mon; /* PAIR receiving down's monitor events */
     void *up_mon;
     kin__watch *w_up, *w_down, *w_down_mon, *w_up_mon;
+    /* A second ROUTER, made on first use, for children on other hosts
+     * (reached through ssh's forwarding): it has heartbeats, which the
+     * local links go without. far_path is unlinked at destroy. */
+    void *down_far, *down_far_mon;
+    kin__watch *w_down_far, *w_down_far_mon;
+    char far_path[200];
     kin__u32map routes;    /* dst id -> next-hop child id + 1 */
     kin__u32map children;  /* child id -> kin__child */
     kin__u32map fds;       /* fd + 1 -> child id + 1 */
@@ -106,6 +114,8 @@ typedef struct kin__node_hooks {
     /* The parent endpoint (the log endpoint) is a local socket forwarded
      * by ssh to a tcp one: the link needs CURVE all the same. */
     bool curve_up, log_curve;
+    /* The link to the parent leaves the host (ssh): keep it alive. */
+    bool remote;
 } kin__node_hooks;
 
 /* kin_node_new with hooks installed before the parent can reach us. */
@@ -137,6 +147,12 @@ void kin__reply_dead(kin_node *n, kin_msg *m, kin_err reason, const char *text);
  * has ended (its loop closed the watches). */
 kin_err kin__router_open(kin_node *n);
 void kin__router_close(kin_node *n);
+
+/* The endpoint children on other hosts connect to (through ssh): a ROUTER
+ * of its own with heartbeats, bound on first use in the runtime directory;
+ * n's own endpoint when heartbeats are off or n is bound on tcp (whose
+ * ROUTER has them). Errors: -errno. Any thread but n's broker. */
+kin_err kin__router_far_endpoint(kin_node *n, char *out, size_t size);
 
 /* Broker thread: a child's link is gone (socket disconnect or process
  * exit); idempotent. */

@@ -41,8 +41,11 @@ send_frames(void *sock, const uint32_t *rid, const kin_msg *m)
 static void
 send_down(kin_node *n, uint32_t child, kin_msg *m)
 {
-    int rc = send_frames(n->down, &child, m);
-    kin__broker_touch(n->w_down);
+    /* Children on other hosts hang off the far ROUTER. */
+    kin__child *c = n->down_far ? kin__u32map_get(&n->children, child) : NULL;
+    bool far = c && c->far;
+    int rc = send_frames(far ? n->down_far : n->down, &child, m);
+    kin__broker_touch(far ? n->w_down_far : n->w_down);
     if (rc) {
         char why[80];
         snprintf(why, sizeof why, "context %u cannot reach %u: %s", n->id,
@@ -232,7 +235,7 @@ kin__router_link_down(kin_node *n, uint32_t child)
  */
 
 static void
-hello_from_child(kin_node *n, uint32_t link, int fd, kin_msg *m)
+hello_from_child(kin_node *n, uint32_t link, int fd, bool far, kin_msg *m)
 {
     /* Body [id] for a context, [id, 1] for an operator (the kin command),
      * accepted only on ipc endpoints, whose 0700 directory admits only
@@ -265,6 +268,7 @@ hello_from_child(kin_node *n, uint32_t link, int fd, kin_msg *m)
         c->fd = -1;
     }
     c->is_operator = as_operator;
+    c->far = far;
     if (fd >= 0 && c->fd != fd) {
         if (c->fd >= 0)
             kin__u32map_del(&n->fds, (uint32_t)c->fd + 1);
@@ -495,7 +499,7 @@ on_down(void *sock, void *arg)
             kin_msg_destroy(&m);
             return true;
         }
-        hello_from_child(n, link, fd, m);
+        hello_from_child(n, link, fd, sock == n->down_far, m);
         return true;
     }
     /* Reverse-path check: a link speaks only for its own subtree (an
@@ -664,8 +668,13 @@ set_int(void *sock, int opt, int v)
     zmq_setsockopt(sock, opt, &v, sizeof v);
 }
 
-/* Heartbeats make a link that went silent (a cable cut, a host gone)
- * disconnect within the timeout; the peer is told the same through TTL. */
+/* Heartbeats make a remote link that went silent (a cable cut, a host
+ * gone) disconnect within the timeout, on both ends: the child's link to
+ * its parent when it is remote, and the parent's tcp ROUTER or the far one
+ * its ssh-started children link to. (The TTL a child's PINGs carry is no
+ * substitute on the parent's end: any other message arriving after the
+ * last PING disarms it.) Local links go without, so a child paused in a
+ * debugger keeps its link; its pidfd tells its death. */
 static void
 set_heartbeat(kin_node *n, void *sock)
 {
@@ -694,6 +703,94 @@ secure(kin_node *n, void *sock, bool server)
     return e;
 }
 
+/* A ROUTER children connect to, bound at *endpoint (read back resolved),
+ * with its monitor pair, both watched on the broker. */
+static kin_err
+open_router(kin_node *n, char *endpoint, size_t size, bool heartbeat,
+            void **sock, void **mon, kin__watch **w, kin__watch **wmon)
+{
+    kin_err e;
+    if (!(*sock = zmq_socket(kin__zctx(), ZMQ_ROUTER)))
+        return -errno;
+    set_int(*sock, ZMQ_ROUTER_MANDATORY, 1);
+    set_int(*sock, ZMQ_SNDHWM, 0);
+    set_int(*sock, ZMQ_RCVHWM, 0);
+    set_int(*sock, ZMQ_LINGER, 200);
+    if (heartbeat)
+        set_heartbeat(n, *sock);
+    if (kin__endpoint_is_tcp(endpoint) && (e = secure(n, *sock, true)))
+        return e;
+    if (zmq_bind(*sock, endpoint)) {
+        e = -errno;
+        KIN_ERROR("context %u: cannot bind %s: %s", n->id, endpoint,
+                  zmq_strerror(errno));
+        return e;
+    }
+    zmq_getsockopt(*sock, ZMQ_LAST_ENDPOINT, endpoint, &size);
+    if (!(*mon = monitor_pair(n, *sock, "down")))
+        return -errno;
+    if ((e = kin__broker_watch(n->broker, *sock, on_down, n, w)) ||
+        (e = kin__broker_watch(n->broker, *mon, on_down_event, n, wmon)))
+        return e;
+    return KIN_OK;
+}
+
+typedef struct far_req {
+    kin_node *n;
+    char endpoint[256];
+    kin_err result;
+    bool done;
+} far_req;
+
+static void
+far_job(void *arg, void *unused)
+{
+    far_req *r = arg;
+    kin_node *n = r->n;
+    kin_err e = KIN_OK;
+    if (!n->down_far) {
+        snprintf(n->far_path, sizeof n->far_path, "%.*s.far.sock",
+                 (int)(strlen(n->ipc_path) - 5), n->ipc_path);
+        unlink(n->far_path);
+        char ep[256];
+        snprintf(ep, sizeof ep, "ipc://%s", n->far_path);
+        e = open_router(n, ep, sizeof ep, true, &n->down_far, &n->down_far_mon,
+                        &n->w_down_far, &n->w_down_far_mon);
+        if (e) {
+            /* Closed with the others at the node's end; not used. */
+            n->far_path[0] = 0;
+        }
+    }
+    if (!e && !n->far_path[0])
+        e = -EIO; /* an earlier attempt failed */
+    snprintf(r->endpoint, sizeof r->endpoint, "ipc://%s", n->far_path);
+    pthread_mutex_lock(&n->mu);
+    r->result = e;
+    r->done = true;
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mu);
+}
+
+kin_err
+kin__router_far_endpoint(kin_node *n, char *out, size_t size)
+{
+    if (!n->ipc_path[0] || !n->hb_ivl_ms) {
+        snprintf(out, size, "%s", n->endpoint);
+        return KIN_OK;
+    }
+    far_req r = {.n = n};
+    kin_err e = kin__broker_defer(n->broker, far_job, &r, NULL);
+    if (e)
+        return e;
+    pthread_mutex_lock(&n->mu);
+    while (!r.done)
+        pthread_cond_wait(&n->cond, &n->mu);
+    pthread_mutex_unlock(&n->mu);
+    if (!r.result)
+        snprintf(out, size, "%s", r.endpoint);
+    return r.result;
+}
+
 kin_err
 kin__router_open(kin_node *n)
 {
@@ -701,29 +798,10 @@ kin__router_open(kin_node *n)
     kin_err e = KIN_OK;
     if (n->is_operator)
         goto up; /* an operator has no children */
-    n->down = zmq_socket(ctx, ZMQ_ROUTER);
-    if (!n->down)
-        return -errno;
-    set_int(n->down, ZMQ_ROUTER_MANDATORY, 1);
-    set_int(n->down, ZMQ_SNDHWM, 0);
-    set_int(n->down, ZMQ_RCVHWM, 0);
-    set_int(n->down, ZMQ_LINGER, 200);
-    set_heartbeat(n, n->down);
-    if (kin__endpoint_is_tcp(n->endpoint) && (e = secure(n, n->down, true)))
-        return e;
-    if (zmq_bind(n->down, n->endpoint)) {
-        e = -errno;
-        KIN_ERROR("context %u: cannot bind %s: %s", n->id, n->endpoint,
-                  zmq_strerror(errno));
-        return e;
-    }
-    size_t sz = sizeof n->endpoint;
-    zmq_getsockopt(n->down, ZMQ_LAST_ENDPOINT, n->endpoint, &sz);
-    if (!(n->down_mon = monitor_pair(n, n->down, "down")))
-        return -errno;
-    if ((e = kin__broker_watch(n->broker, n->down, on_down, n, &n->w_down)) ||
-        (e = kin__broker_watch(n->broker, n->down_mon, on_down_event, n,
-                               &n->w_down_mon)))
+    /* Links over tcp may cross a network: heartbeats. */
+    if ((e = open_router(n, n->endpoint, sizeof n->endpoint,
+                         kin__endpoint_is_tcp(n->endpoint), &n->down,
+                         &n->down_mon, &n->w_down, &n->w_down_mon)))
         return e;
 
 up:
@@ -738,7 +816,8 @@ up:
     set_int(n->up, ZMQ_SNDHWM, 0);
     set_int(n->up, ZMQ_RCVHWM, 0);
     set_int(n->up, ZMQ_LINGER, 200);
-    set_heartbeat(n, n->up);
+    if (n->hb_up)
+        set_heartbeat(n, n->up);
     if ((n->curve_up || kin__endpoint_is_tcp(n->parent_endpoint)) &&
         (e = secure(n, n->up, false)))
         return e;
@@ -765,6 +844,14 @@ kin__router_close(kin_node *n)
 {
     /* The broker has closed the watches with the rest of its handles. */
     n->w_up = n->w_down = n->w_up_mon = n->w_down_mon = NULL;
+    n->w_down_far = n->w_down_far_mon = NULL;
+    if (n->down_far) {
+        zmq_socket_monitor(n->down_far, NULL, 0);
+        zmq_close(n->down_far);
+    }
+    if (n->down_far_mon)
+        zmq_close(n->down_far_mon);
+    n->down_far = n->down_far_mon = NULL;
     if (n->up) {
         zmq_socket_monitor(n->up, NULL, 0);
         zmq_close(n->up);

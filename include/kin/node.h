@@ -62,11 +62,13 @@ typedef struct kin_node_opts {
      * generates one; a child started by kin_spawn gets its parent's
      * through the spawn channel (never argv). Wrong format: -EINVAL. */
     const char *curve_key;
-    /* Keepalive on the links to the parent and to the children: a ZMQ
-     * heartbeat every heartbeat_ms (0: 1000) and a link silent for
-     * heartbeat_timeout_ms (0: 5000) is dropped, which callers waiting on
-     * a context behind it get as KIN_EPEERGONE. Children started with
-     * kin_spawn take their parent's values. Negative: no heartbeats. */
+    /* Keepalive on links to other hosts (tcp links, and children started
+     * over ssh): a ZMQ heartbeat every heartbeat_ms (0: 1000), and a link
+     * silent for heartbeat_timeout_ms (0: 5000) is dropped, which callers
+     * waiting on a context behind it get as KIN_EPEERGONE (and a child,
+     * losing its parent, exits). Local ipc links have none: a local child
+     * paused in a debugger keeps its link. Children take their parent's
+     * values. Negative: no heartbeats. */
     int heartbeat_ms;
     int heartbeat_timeout_ms;
 } kin_node_opts;

@@ -947,6 +947,34 @@ sudo_child_runs_as_the_other_user(void **state)
     assert_false(harness_pid_alive(kin_child_pid(f->kids[0])));
 }
 
+/* Heartbeats are for links to other hosts: a local child stopped (as in a
+ * debugger) for longer than the heartbeat timeout keeps its link, and
+ * answers once it goes on. */
+static void
+paused_local_child_keeps_its_link(void **state)
+{
+    fx *f = *state;
+    kin_node_opts o = {
+        .name = "hb-master", .heartbeat_ms = 100, .heartbeat_timeout_ms = 300};
+    assert_int_equal(kin_node_new(&f->own, &o), KIN_OK);
+    assert_int_equal(kin_spawn(f->own, NULL, &f->kids[0]), KIN_OK);
+    kin_msg *r = NULL;
+    int uid, pid;
+    assert_int_equal(kin_call_sync(f->own, kin_child_id(f->kids[0]), "t.whoami",
+                                   5000, &r, NULL),
+                     KIN_OK);
+    assert_int_equal(kin_msg_unpack(r, "ii", &uid, &pid), KIN_OK);
+    kin_msg_destroy(&r);
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    usleep(1000 * 1000); /* the point: over three heartbeat timeouts */
+    assert_int_equal(kill(pid, SIGCONT), 0);
+    assert_int_equal(kin_call_sync(f->own, kin_child_id(f->kids[0]), "t.whoami",
+                                   5000, &r, NULL),
+                     KIN_OK);
+    kin_msg_destroy(&r);
+    assert_false(kin_child_exited(f->kids[0]));
+}
+
 /* --- main ------------------------------------------------------------------
  */
 
@@ -1013,6 +1041,8 @@ main(int argc, char **argv)
                                         setup_own_node, teardown),
         cmocka_unit_test_setup_teardown(sudo_child_runs_as_the_other_user,
                                         setup_own_node, teardown),
+        cmocka_unit_test_setup_teardown(paused_local_child_keeps_its_link,
+                                        setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     kin_node_destroy(&master);
