@@ -1,5 +1,5 @@
 /* kin-remote-bench: kin across hosts, next to raw libzmq over the same link.
- * Run by remote_bench.sh as the master inside namespace A of
+ * Run by tests/remote/with_hosts.sh as the master inside namespace A of
  * tests/remote/hosts.sh (A <-> B over a veth pair, a real sshd in B), it
  * measures:
  *
@@ -920,8 +920,10 @@ usage(FILE *f)
 {
     fprintf(f, "usage: kin-remote-bench --env HOSTS_DIR/env [--quick] "
                "[--json] [--samples N] [--rounds N] [--spawns N]\n"
-               "(run inside namespace A of tests/remote/hosts.sh; "
-               "tests/bench/remote_bench.sh does it all)\n");
+               "(run inside namespace A of tests/remote/hosts.sh:\n"
+               "  tests/remote/with_hosts.sh sh -c "
+               "'exec \"$0\" --env \"$HOSTS_DIR/env\" \"$@\"' "
+               "kin-remote-bench [--json])\n");
 }
 
 static int
