@@ -149,9 +149,10 @@ kin_err kin__router_open(kin_node *n);
 void kin__router_close(kin_node *n);
 
 /* The endpoint children on other hosts connect to (through ssh): a ROUTER
- * of its own with heartbeats, bound on first use in the runtime directory;
- * n's own endpoint when heartbeats are off or n is bound on tcp (whose
- * ROUTER has them). Errors: -errno. Any thread but n's broker. */
+ * of its own, with heartbeats (unless they are off) and refusing
+ * operators, bound on first use in the runtime directory; n's own endpoint
+ * when n is bound on tcp (whose ROUTER has both already). Errors: -errno.
+ * Any thread but n's broker. */
 kin_err kin__router_far_endpoint(kin_node *n, char *out, size_t size);
 
 /* Broker thread: a child's link is gone (socket disconnect or process

@@ -238,11 +238,12 @@ static void
 hello_from_child(kin_node *n, uint32_t link, int fd, bool far, kin_msg *m)
 {
     /* Body [id] for a context, [id, 1] for an operator (the kin command),
-     * accepted only on ipc endpoints, whose 0700 directory admits only
-     * this user. */
+     * accepted only on the main ipc endpoint, whose 0700 directory admits
+     * only this user: never on tcp, never on the far ROUTER, which ssh
+     * forwards to a socket on another host. */
     uint32_t body[2] = {0, 0};
     bool as_operator = read_ids(m, body, 2) == 2 && body[1] == 1;
-    if (as_operator && !n->ipc_path[0]) {
+    if (as_operator && (!n->ipc_path[0] || far)) {
         atomic_fetch_add(&n->stats.forged, 1);
         kin_msg_destroy(&m);
         return;
@@ -754,7 +755,7 @@ far_job(void *arg, void *unused)
         unlink(n->far_path);
         char ep[256];
         snprintf(ep, sizeof ep, "ipc://%s", n->far_path);
-        e = open_router(n, ep, sizeof ep, true, &n->down_far, &n->down_far_mon,
+        e = open_router(n, ep, sizeof ep, n->hb_ivl_ms > 0, &n->down_far, &n->down_far_mon,
                         &n->w_down_far, &n->w_down_far_mon);
         if (e) {
             /* Closed with the others at the node's end; not used. */
@@ -774,7 +775,7 @@ far_job(void *arg, void *unused)
 kin_err
 kin__router_far_endpoint(kin_node *n, char *out, size_t size)
 {
-    if (!n->ipc_path[0] || !n->hb_ivl_ms) {
+    if (!n->ipc_path[0]) {
         snprintf(out, size, "%s", n->endpoint);
         return KIN_OK;
     }

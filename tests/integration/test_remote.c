@@ -8,6 +8,7 @@
  *
  *   tests/remote/with_hosts.sh test_remote HOSTS_SH KIN_CLI */
 #include <errno.h>
+#include <glob.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -466,6 +467,30 @@ main(int argc, char **argv)
            harness_now_ms() - t0);
     CHECK(strcmp(ns_c, self_ns) && strcmp(ns_c, ns_b),
           "c is not in a namespace of its own (%s)", ns_c);
+
+    /* The sockets ssh forwards to B and C lead to ROUTERs that refuse
+     * operators: a process there cannot borrow the parent's authority. */
+    glob_t g;
+    int tried = 0;
+    if (glob("/tmp/kin-*-up.sock", 0, NULL, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc; i++) {
+            char ep[300];
+            snprintf(ep, sizeof ep, "ipc://%s", g.gl_pathv[i]);
+            kin_node *op = NULL;
+            kin_node_opts oo = {.parent_endpoint = ep,
+                                .parent_id = KIN_MASTER_ID,
+                                .id = 0x80000123u,
+                                .operator_link = true,
+                                .connect_timeout_ms = 1000};
+            kin_err oe = kin_node_new(&op, &oo);
+            CHECK(oe == KIN_ETIMEOUT, "operator through %s: %s", ep,
+                  kin_err_name(oe));
+            kin_node_destroy(&op);
+            tried++;
+        }
+        globfree(&g);
+    }
+    CHECK(tried > 0, "no forwarded socket found in /tmp");
 
     /* Calls both ways of the tree carry data intact. */
     char big[20000];
