@@ -35,7 +35,8 @@ struct kin_child {
     bool proxy, proxy_done;
     char name[64];
     pid_t pid;
-    int pidfd; /* broker thread; -1 once reaped */
+    int pidfd;      /* broker thread; -1 once reaped */
+    int channel_fd; /* ssh's stdin, held open while the child lives */
     int stop_timeout_ms;
     int workers; /* the child's pool size, 0: its default */
     kin_child_exit_fn on_exit;

@@ -45,6 +45,25 @@ on_parent_lost(kin_node *n, void *arg)
     request_stop(PARENT_LOST);
 }
 
+/* A child started over ssh: its stdin is the ssh channel, which its parent
+ * holds open while it wants the child. When it ends (ssh stopped, killed,
+ * or gone with its host), so does the child, even if its link to the
+ * parent does not run through ssh (a direct tcp link). */
+static void *
+watch_channel(void *unused)
+{
+    char buf[256];
+    for (;;) {
+        ssize_t got = read(STDIN_FILENO, buf, sizeof buf);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+    }
+    request_stop(PARENT_LOST);
+    return NULL;
+}
+
 /* Broker thread, from a trip: the children are already being stopped. */
 static void
 on_emergency(void)
@@ -104,7 +123,9 @@ kin_init(kin_node **out, const kin_node_opts *opts)
                              .on_parent_lost = on_parent_lost,
                              .curve_up = getenv("KIN_CHILD_CURVE_UP") != NULL,
                              .log_curve = getenv("KIN_CHILD_LOG_CURVE") != NULL,
-                             .remote = getenv("KIN_CHILD_REMOTE") != NULL};
+                             .remote = getenv("KIN_CHILD_REMOTE") != NULL,
+                             .other_user =
+                                 getenv("KIN_CHILD_OTHER_USER") != NULL};
     /* Exec'd through /proc/self/exe, the process would be called "exe" in
      * ps and top: give it the context's name. */
     if (o.name)
@@ -117,6 +138,11 @@ kin_init(kin_node **out, const kin_node_opts *opts)
         exit(1);
     }
     kin__procs_on_trip_exit(n, on_emergency);
+    pthread_t watcher;
+    if (hooks.remote && !pthread_create(&watcher, NULL, watch_channel, NULL)) {
+        pthread_setname_np(watcher, "kin-channel");
+        pthread_detach(watcher);
+    }
 
     pthread_mutex_lock(&mu);
     while (stop_reason == SERVING)

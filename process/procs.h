@@ -54,6 +54,9 @@ typedef struct kin__child_link {
     bool curve_up;            /* endpoint is forwarded to a tcp one */
     bool log_curve;           /* log_endpoint is forwarded to a tcp one */
     bool remote;              /* on another host: heartbeats on its link */
+    /* Runs as another user (sudo): it must not serve kin.spawn, which
+     * would let its parent run any program as that user. */
+    bool other_user;
 } kin__child_link;
 
 #define KIN__CHILD_VARS_MAX 16

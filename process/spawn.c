@@ -351,6 +351,8 @@ kin__child_vars(kin_node *n, const kin__child_link *l,
         ADD("KIN_CHILD_LOG_CURVE=1");
     if (l->remote)
         ADD("KIN_CHILD_REMOTE=1");
+    if (l->other_user)
+        ADD("KIN_CHILD_OTHER_USER=1");
 #undef ADD
     return k;
 oom:
@@ -363,7 +365,7 @@ oom:
  * settings for a local child (with_vars), or without them for the ssh
  * client, which sends them over its stdin instead. */
 static char **
-child_env(kin_node *n, kin_child *c, bool with_vars)
+child_env(kin_node *n, kin_child *c, bool with_vars, bool sudo)
 {
     size_t count = 0;
     while (environ[count])
@@ -381,7 +383,8 @@ child_env(kin_node *n, kin_child *c, bool with_vars)
                          .name = c->name,
                          .workers = c->workers,
                          .endpoint = n->endpoint,
-                         .log_endpoint = n->log_endpoint};
+                         .log_endpoint = n->log_endpoint,
+                         .other_user = sudo};
     if (with_vars && kin__child_vars(n, &l, env + k) < 0)
         goto oom;
     return env;
@@ -520,7 +523,8 @@ sudo_command(kin_node *n, const char *user, const char *path, char *const *argv,
     static char preserve[] =
         "--preserve-env=KIN_CHILD_ENDPOINT,KIN_CHILD_PARENT_ID,KIN_CHILD_ID,"
         "KIN_CHILD_NAME,KIN_CHILD_MAX_MSG,KIN_CHILD_WORKERS,"
-        "KIN_CHILD_LOG_ENDPOINT,KIN_CHILD_HEARTBEAT,KIN_CHILD_CURVE";
+        "KIN_CHILD_LOG_ENDPOINT,KIN_CHILD_HEARTBEAT,KIN_CHILD_CURVE,"
+        "KIN_CHILD_OTHER_USER";
     size_t k = 0;
     out[k++] = "sudo";
     out[k++] = "-n"; /* never prompt: fail at once without a password */
@@ -560,7 +564,7 @@ spawn_via(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     c->proxy = true;
     c->caller = n;
     c->via = opts->via;
-    c->pidfd = -1;
+    c->pidfd = c->channel_fd = -1;
     c->stop_timeout_ms = opts->stop_timeout_ms;
     if (opts->name)
         snprintf(c->name, sizeof c->name, "%s", opts->name);
@@ -587,14 +591,14 @@ proxy_wait(kin_child *c, int timeout_ms, int *status)
     return exit_result(c, status);
 }
 
-/* ssh's words when sshd dropped the connection before authentication:
+/* ssh's words when sshd dropped the connection before the key exchange:
  * its MaxStartups limit (a burst of spawns to one host) or a restart. */
 static bool
 refused_early(const char *why)
 {
-    return strstr(why, "kex_exchange_identification") ||
-           strstr(why, "Connection reset by peer") ||
-           strstr(why, "Connection closed by remote host");
+    /* ssh's own words only: a program that ran and printed "Connection
+     * reset by peer" must not be started again. */
+    return strstr(why, "kex_exchange_identification:") != NULL;
 }
 
 static kin_err spawn_once(kin_node *n, const kin_spawn_opts *opts,
@@ -650,7 +654,7 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     if (!c)
         return -ENOMEM;
     c->node = n;
-    c->pidfd = c->out.fd = c->err.fd = -1;
+    c->pidfd = c->out.fd = c->err.fd = c->channel_fd = -1;
     c->stop_timeout_ms =
         opts->stop_timeout_ms > 0 ? opts->stop_timeout_ms : 2000;
     c->on_exit = opts->on_exit;
@@ -715,7 +719,7 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
                  opts->program ? opts->program : "(this executable)");
         path = where;
     }
-    if (!e && !(r.envp = child_env(n, c, !opts->host)))
+    if (!e && !(r.envp = child_env(n, c, !opts->host, opts->user != NULL)))
         e = -ENOMEM;
     if (!e)
         e = kin__broker_defer(n->broker, spawn_job, &r, NULL);
@@ -740,10 +744,16 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     if (boot[1] >= 0)
         close(boot[1]);
     if (boot[0] >= 0) {
-        if (e)
-            close(boot[0]);
-        else if ((e = kin__ssh_boot(&ssh, boot[0])))
+        /* The writer gets a copy; ours stays open while the child lives,
+         * so the remote child's stdin (the ssh channel) ends exactly when
+         * ssh does: that is how it learns that ssh was stopped, even when
+         * its link to us does not run through ssh. */
+        int copy = e ? -1 : fcntl(boot[0], F_DUPFD_CLOEXEC, 0);
+        if (!e && copy < 0)
+            e = -errno;
+        else if (!e && (e = kin__ssh_boot(&ssh, copy)))
             KIN_ERROR("cannot start the boot writer for %s", c->name);
+        c->channel_fd = boot[0];
     }
     pthread_mutex_lock(&n->mu);
     while (!e && !kin__u32map_has(&n->ready, c->id) && !c->exited)
@@ -765,6 +775,8 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
             kin_child_stderr_tail(c, tail, sizeof tail);
             kin_child_destroy(&c);
         } else {
+            if (c->channel_fd >= 0)
+                close(c->channel_fd);
             free(c);
         }
         size_t len = strlen(tail);
@@ -886,6 +898,8 @@ kin_child_destroy(kin_child **cp)
         kin_child_stop(c, NULL);
         detach(c);
     }
+    if (c->channel_fd >= 0)
+        close(c->channel_fd);
     free(c);
     *cp = NULL;
 }

@@ -31,24 +31,27 @@
 #include "core/log_internal.h"
 #include "router/node_impl.h"
 
-/* POSIX sh, no single quotes (it travels inside them). */
+/* POSIX sh on one line (login shells that are not POSIX, csh or fish,
+ * still parse `exec /bin/sh -c '...'`), with no single quotes, since it
+ * travels inside them. The EXIT trap cleans up; HUP, INT and TERM are
+ * turned into exits so that dash runs it for them too. */
 static const char bootstrap[] =
-    "umask 077\n"
-    "while IFS= read -r l && [ -n \"$l\" ]; do export \"$l\"; done\n"
-    "c=${KIN_BOOT_CLEAN:-}\n"
-    "d=$(mktemp -d \"${TMPDIR:-/tmp}/kin-boot.XXXXXXXX\") || exit 125\n"
-    "trap \"rm -rf \\\"\\$d\\\" $c\" EXIT\n"
-    "p=${KIN_BOOT_PROGRAM:-}\n"
-    "if [ -z \"$p\" ]; then\n"
-    "  p=$d/exe\n"
-    "  head -c \"$KIN_BOOT_SIZE\" >\"$p\" || exit 125\n"
-    "  if [ \"$(wc -c <\"$p\")\" -ne \"$KIN_BOOT_SIZE\" ]; then\n"
-    "    echo \"kin: the executable arrived truncated\" >&2; exit 125\n"
-    "  fi\n"
-    "  chmod 700 \"$p\"\n"
-    "fi\n"
-    "unset KIN_BOOT_CLEAN KIN_BOOT_PROGRAM KIN_BOOT_SIZE\n"
-    "\"$p\" \"$@\"\n";
+    "umask 077; "
+    "while IFS= read -r l && [ -n \"$l\" ]; do export \"$l\"; done; "
+    "c=${KIN_BOOT_CLEAN:-}; "
+    "d=$(mktemp -d \"${TMPDIR:-/tmp}/kin-boot.XXXXXXXX\") || exit 125; "
+    "trap \"rm -rf \\\"\\$d\\\" $c\" EXIT; "
+    "trap \"exit 129\" HUP; trap \"exit 130\" INT; trap \"exit 143\" TERM; "
+    "p=${KIN_BOOT_PROGRAM:-}; "
+    "if [ -z \"$p\" ]; then "
+    "p=$d/exe; "
+    "head -c \"$KIN_BOOT_SIZE\" >\"$p\" || exit 125; "
+    "if [ \"$(wc -c <\"$p\")\" -ne \"$KIN_BOOT_SIZE\" ]; then "
+    "echo \"kin: the executable arrived truncated\" >&2; exit 125; fi; "
+    "chmod 700 \"$p\"; "
+    "fi; "
+    "unset KIN_BOOT_CLEAN KIN_BOOT_PROGRAM KIN_BOOT_SIZE; "
+    "\"$p\" \"$@\"";
 
 /* A growing string; ok turns false on the first failed allocation. */
 typedef struct strbuf {
@@ -321,6 +324,12 @@ kin__ssh_prepare(kin_node *n, const kin_spawn_opts *o, const kin__child_link *l,
     words[w++] = opt_alive;
     words[w++] = "-o";
     words[w++] = "ServerAliveCountMax=3";
+    /* Not through a multiplexing master of the user's config: its
+     * forwardings and sessions would outlive the ssh we stop. */
+    words[w++] = "-o";
+    words[w++] = "ControlMaster=no";
+    words[w++] = "-o";
+    words[w++] = "ControlPath=none";
     if (!up_direct) {
         words[w++] = "-R";
         words[w++] = fwd_up;

@@ -16,6 +16,7 @@
 
 #include "core/log_internal.h"
 #include "process/procs.h"
+#include "router/node_impl.h"
 
 #define MAX_ARGS 64
 
@@ -87,6 +88,16 @@ serve_spawn(kin_call *call, void *unused)
         e = read_strings(call, ssh_args, MAX_ARGS);
     kin_child *child = NULL;
     char why[512] = "";
+    kin_node *n = kin_call_node(call);
+    if (!e && n->spawn_refused)
+        e = kin_call_fail(call, KIN_EREFUSED,
+                          "context %u runs as another user than its parent: "
+                          "it starts no contexts on request",
+                          n->id);
+    else if (!e && (!host || !*host))
+        e = kin_call_fail(call, -EINVAL,
+                          "kin.spawn starts contexts on other hosts: give "
+                          "a host");
     if (!e) {
         kin_spawn_opts o = {.name = name,
                             .program = program,

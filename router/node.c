@@ -257,6 +257,7 @@ kin__node_new_with(kin_node **out, const kin_node_opts *opts,
     n->id_next = 1;
     n->curve_up = hooks && hooks->curve_up;
     n->log_curve = hooks && hooks->log_curve;
+    n->spawn_refused = hooks && hooks->other_user;
     n->hb_ivl_ms = opts->heartbeat_ms ? opts->heartbeat_ms : 1000;
     n->hb_timeout_ms =
         opts->heartbeat_timeout_ms ? opts->heartbeat_timeout_ms : 5000;

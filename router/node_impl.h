@@ -55,7 +55,8 @@ struct kin_node {
     bool curve_up;        /* the parent link uses CURVE (tcp behind it) */
     bool log_curve;       /* so does the log publisher's */
     int hb_ivl_ms, hb_timeout_ms; /* the tree's setting; 0: no heartbeats */
-    bool hb_up; /* the link to the parent is remote: heartbeats on it */
+    bool hb_up;         /* the link to the parent is remote: heartbeats on it */
+    bool spawn_refused; /* runs as another user than its parent */
 
     /* broker */
     void *up;       /* DEALER to the parent, or NULL */
@@ -116,6 +117,8 @@ typedef struct kin__node_hooks {
     bool curve_up, log_curve;
     /* The link to the parent leaves the host (ssh): keep it alive. */
     bool remote;
+    /* Started as another user than its parent (sudo): refuse kin.spawn. */
+    bool other_user;
 } kin__node_hooks;
 
 /* kin_node_new with hooks installed before the parent can reach us. */

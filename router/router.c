@@ -755,8 +755,8 @@ far_job(void *arg, void *unused)
         unlink(n->far_path);
         char ep[256];
         snprintf(ep, sizeof ep, "ipc://%s", n->far_path);
-        e = open_router(n, ep, sizeof ep, n->hb_ivl_ms > 0, &n->down_far, &n->down_far_mon,
-                        &n->w_down_far, &n->w_down_far_mon);
+        e = open_router(n, ep, sizeof ep, n->hb_ivl_ms > 0, &n->down_far,
+                        &n->down_far_mon, &n->w_down_far, &n->w_down_far_mon);
         if (e) {
             /* Closed with the others at the node's end; not used. */
             n->far_path[0] = 0;

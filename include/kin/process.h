@@ -58,10 +58,12 @@ typedef struct kin_spawn_opts {
     const char *ssh_identity; /* ssh -i FILE; NULL: ssh's default */
     char *const *ssh_args;    /* more ssh arguments, NULL-terminated */
     /* Start the child from context `via` of this tree instead of from n:
-     * it becomes via's child (a grandchild on a host only via can reach,
-     * say). The returned kin_child then stands for it remotely: stop,
-     * wait and destroy work through via, on_exit is not supported
-     * (-EINVAL) and the pid is the one on via's host. 0: n itself. */
+     * it becomes via's child, on another host (host is required: a
+     * grandchild on a host only via can reach, say). The returned
+     * kin_child then stands for it remotely: stop, wait and destroy work
+     * through via, on_exit is not supported (-EINVAL) and the pid is the
+     * one on via's host. A context running as another user than its
+     * parent (user) refuses (KIN_EREFUSED). 0: n itself. */
     uint32_t via;
     /* Optional: on failure, a description ending with the tail of the
      * child's stderr. */

@@ -360,6 +360,14 @@ tcp_parent(const char *bind, const char *want, char **ssh_args)
         CHECK(seen, "d's records never reached the forwarder of %s", bind);
         if (!strncmp(want, "tcp://", 6))
             sniff_the_veth(tn, kin_child_id(d));
+        /* ssh killed: the child ends with it, whichever way it links. */
+        char ns[64];
+        int pid_d = 0;
+        CHECK(where(tn, kin_child_id(d), ns, sizeof ns, &pid_d) == KIN_OK,
+              "where d");
+        kill(kin_child_pid(d), SIGKILL);
+        CHECK(harness_wait_gone(pid_d, 10000),
+              "d (pid %d) outlived its ssh (parent on %s)", pid_d, bind);
     }
     kin_logsub_destroy(&ds);
     kin_child_destroy(&d);
