@@ -1,9 +1,11 @@
 /* CURVE for tcp links. Every context of a tree holds the tree's key pair
  * (the master makes it; children get it through the spawn channel): tcp
  * servers are CURVE servers with it, and the ZAP handler below admits a
- * client only when the public key it proves to hold is a tree key known to
- * this process. So a peer needs the tree's secret to get in; anyone else
- * is refused during the handshake, before a single message is read. */
+ * client only when the public key it proves to hold is that server's own
+ * tree key, which the server names in its ZAP domain ("kin:" + the public
+ * key in Z85). So a peer needs the tree's secret to get in, trees sharing a
+ * process stay apart, and nothing is kept per tree; anyone else is refused
+ * during the handshake, before a single message is read. */
 #include "router/curve.h"
 
 #include <errno.h>
@@ -17,13 +19,12 @@
 #include "core/log_internal.h"
 #include "router/zctx.h"
 
-#define MAX_KEYS 16
+#define DOMAIN_PREFIX "kin:"
+#define DOMAIN_LEN (4 + KIN__KEY_LEN - 1)
 
-/* The ZAP handler's state: one per process (per ZMQ context). */
+/* The ZAP handler: one thread per process (per ZMQ context). */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static bool zap_running;
-static uint8_t keys[MAX_KEYS][32];
-static int n_keys;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void
@@ -33,7 +34,6 @@ forget_in_child(void)
      * forgotten too (zctx.c), so a child starts its own on demand. */
     pthread_mutex_init(&mu, NULL);
     zap_running = false;
-    n_keys = 0;
 }
 
 static void
@@ -90,15 +90,20 @@ frame_is(zmq_msg_t *f, const char *s)
     return zmq_msg_size(f) == len && memcmp(zmq_msg_data(f), s, len) == 0;
 }
 
+/* Whether the client's key (credential) is the key the domain names. */
 static bool
-key_known(const uint8_t *key)
+key_matches(zmq_msg_t *domain, zmq_msg_t *credential)
 {
-    pthread_mutex_lock(&mu);
-    bool found = false;
-    for (int i = 0; i < n_keys && !found; i++)
-        found = memcmp(keys[i], key, 32) == 0;
-    pthread_mutex_unlock(&mu);
-    return found;
+    if (zmq_msg_size(domain) != DOMAIN_LEN ||
+        memcmp(zmq_msg_data(domain), DOMAIN_PREFIX, 4) ||
+        zmq_msg_size(credential) != 32)
+        return false;
+    char text[KIN__KEY_LEN];
+    memcpy(text, (char *)zmq_msg_data(domain) + 4, KIN__KEY_LEN - 1);
+    text[KIN__KEY_LEN - 1] = 0;
+    uint8_t key[32];
+    return zmq_z85_decode(key, text) &&
+           memcmp(key, zmq_msg_data(credential), 32) == 0;
 }
 
 /* Frames: version, request id, domain, address, routing id, mechanism,
@@ -107,8 +112,7 @@ static void
 answer(void *sock, zmq_msg_t *f, int count)
 {
     bool ok = count == 7 && frame_is(&f[0], "1.0") &&
-              frame_is(&f[5], "CURVE") && zmq_msg_size(&f[6]) == 32 &&
-              key_known(zmq_msg_data(&f[6]));
+              frame_is(&f[5], "CURVE") && key_matches(&f[2], &f[6]);
     if (!ok) {
         char addr[64] = "?";
         if (count > 3) {
@@ -165,14 +169,11 @@ out:
     return NULL;
 }
 
-/* Starts the handler once per process and adds k to the admitted keys. */
+/* Starts the handler, once per process. */
 static kin_err
-zap_admit(const kin__curve_key *k)
+zap_start(void)
 {
     pthread_once(&once, register_atfork);
-    uint8_t raw[32];
-    if (!zmq_z85_decode(raw, k->pub))
-        return -EINVAL;
     kin_err e = KIN_OK;
     pthread_mutex_lock(&mu);
     if (!zap_running) {
@@ -190,15 +191,6 @@ zap_admit(const kin__curve_key *k)
         if (e && sock)
             zmq_close(sock);
     }
-    bool have = false;
-    for (int i = 0; i < n_keys && !have; i++)
-        have = memcmp(keys[i], raw, 32) == 0;
-    if (!e && !have) {
-        if (n_keys == MAX_KEYS)
-            e = -ENOSPC;
-        else
-            memcpy(keys[n_keys++], raw, 32);
-    }
     pthread_mutex_unlock(&mu);
     return e;
 }
@@ -211,13 +203,15 @@ kin__curve_server(void *sock, const kin__curve_key *k)
 {
     if (!zmq_has("curve"))
         return -ENOTSUP;
-    kin_err e = zap_admit(k);
+    kin_err e = zap_start();
     if (e)
         return e;
+    char domain[DOMAIN_LEN + 1];
+    snprintf(domain, sizeof domain, DOMAIN_PREFIX "%s", k->pub);
     int one = 1;
     if (zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one) ||
         zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, k->sec, KIN__KEY_LEN - 1) ||
-        zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, "kin", 3))
+        zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, domain, DOMAIN_LEN))
         return -errno;
     return KIN_OK;
 }

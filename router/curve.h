@@ -28,9 +28,9 @@ kin_err kin__curve_parse(kin__curve_key *k, const char *text);
 /* Formats k as "PUBLIC:SECRET" into out (at least 2 * KIN__KEY_LEN). */
 void kin__curve_format(const kin__curve_key *k, char *out);
 
-/* Makes sock a CURVE server with k and admits only clients presenting a
- * public key registered with this function (the ZAP handler is started on
- * first use). Errors: -ENOTSUP, -errno. */
+/* Makes sock a CURVE server with k that admits only clients proving they
+ * hold k (the process's ZAP handler is started on first use). Errors:
+ * -ENOTSUP, -errno. */
 kin_err kin__curve_server(void *sock, const kin__curve_key *k);
 
 /* Makes sock a CURVE client of a server holding k, presenting k. */

@@ -292,6 +292,39 @@ ipc_endpoint_refuses_other_users(void **state)
     kin_node_destroy(&n);
 }
 
+/* Two trees in one process: the key of one does not open the other, and
+ * any number of tcp trees may come and go. */
+static void
+trees_in_one_process_stay_apart(void **state)
+{
+    fixture *f = *state; /* tree A, with tree_key */
+    char pub[41], sec[41], key_b[96];
+    for (int i = 0; i < 20; i++) { /* more than any fixed table */
+        assert_int_equal(zmq_curve_keypair(pub, sec), 0);
+        snprintf(key_b, sizeof key_b, "%s:%s", pub, sec);
+        kin_node *b = NULL;
+        kin_node_opts ob = {.bind = "tcp://127.0.0.1:*", .curve_key = key_b};
+        assert_int_equal(kin_node_new(&b, &ob), KIN_OK);
+        if (i == 19) {
+            /* A child holding A's key knocks at B: refused. */
+            kin_node *x = NULL;
+            kin_node_opts ox = {.parent_endpoint = kin_node_endpoint(b),
+                                .id = 4001,
+                                .parent_id = KIN_MASTER_ID,
+                                .curve_key = tree_key,
+                                .connect_timeout_ms = 1000};
+            assert_int_equal(kin_node_new(&x, &ox), KIN_ETIMEOUT);
+            /* With B's key it gets in; A is not bothered. */
+            ox.curve_key = key_b;
+            assert_int_equal(kin_node_new(&x, &ox), KIN_OK);
+            kin_node_destroy(&x);
+        }
+        kin_node_destroy(&b);
+    }
+    assert_int_equal(kin_spawn(f->n, NULL, &f->c), KIN_OK);
+    echo_ok(f->n, kin_child_id(f->c), "tree A still works");
+}
+
 /* --- sniffing ---------------------------------------------------------------
  */
 
@@ -426,6 +459,8 @@ main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(child_with_another_key_cannot_link,
                                         setup, teardown),
         cmocka_unit_test(ipc_endpoint_refuses_other_users),
+        cmocka_unit_test_setup_teardown(trees_in_one_process_stay_apart, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(sniffed_traffic_is_unreadable, setup,
                                         teardown),
     };
