@@ -4,6 +4,7 @@
 #ifndef KIN_PROCESS_CHILD_H
 #define KIN_PROCESS_CHILD_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -32,7 +33,10 @@ struct kin_child {
      * proxy whose stop and wait are calls to via. */
     uint32_t via;
     kin_node *caller;
-    bool proxy, proxy_done;
+    bool proxy;
+    pthread_mutex_t proxy_mu; /* guards proxy_done and status */
+    bool proxy_done;          /* the proxied child is known to have ended */
+    bool proxy_stopped;       /* via has let it go (kin.child_stop) */
     char name[64];
     pid_t pid;
     int pidfd;      /* broker thread; -1 once reaped */

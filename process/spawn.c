@@ -562,6 +562,7 @@ spawn_via(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         return e;
     }
     c->proxy = true;
+    pthread_mutex_init(&c->proxy_mu, NULL);
     c->caller = n;
     c->via = opts->via;
     c->pidfd = c->channel_fd = -1;
@@ -574,21 +575,68 @@ spawn_via(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     return KIN_OK;
 }
 
-/* A proxy's wait: KIN_EPEERGONE from via means via is gone, and with it
- * the child (it exits when its parent link goes). */
+/* Whether a call to via failing with e means the child is gone: via
+ * itself is gone (and a child exits when its parent link goes), or via no
+ * longer has it (stopped through another proxy call). */
+static bool
+proxy_gone(kin_err e)
+{
+    return e == KIN_EPEERGONE || e == KIN_ENOROUTE || e == -ESRCH;
+}
+
+/* Records the proxied child's end (under the proxy's lock). */
+static kin_err
+proxy_end(kin_child *c, kin_err e, int st, int *status)
+{
+    pthread_mutex_lock(&c->proxy_mu);
+    if (!c->proxy_done) {
+        c->proxy_done = true;
+        c->status = e ? W_EXITCODE(3, 0) : st;
+    }
+    kin_err r = exit_result(c, status);
+    pthread_mutex_unlock(&c->proxy_mu);
+    return r;
+}
+
+static bool
+proxy_ended(kin_child *c, int *status, kin_err *result)
+{
+    pthread_mutex_lock(&c->proxy_mu);
+    bool done = c->proxy_done;
+    if (done)
+        *result = exit_result(c, status);
+    pthread_mutex_unlock(&c->proxy_mu);
+    return done;
+}
+
+/* A proxy's wait, in slices: via answers each within a second, so a long
+ * wait never holds one of its workers. */
 static kin_err
 proxy_wait(kin_child *c, int timeout_ms, int *status)
 {
-    if (!c->proxy_done) {
-        kin_err e =
-            kin__via_wait(c->caller, c->via, c->id, timeout_ms, &c->status);
-        if (e == KIN_ETIMEOUT)
+    struct timespec ts;
+    const struct timespec *dl = kin__deadline_or_forever(&ts, timeout_ms);
+    for (;;) {
+        kin_err r;
+        if (proxy_ended(c, status, &r))
+            return r;
+        int slice = 1000;
+        if (dl) {
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            int64_t left = (dl->tv_sec - now.tv_sec) * 1000 +
+                           (dl->tv_nsec - now.tv_nsec) / 1000000;
+            slice = left < 0 ? 0 : left < slice ? (int)left : slice;
+        }
+        int st = 0;
+        kin_err e = kin__via_wait(c->caller, c->via, c->id, slice, &st);
+        if (e == KIN_OK || e == KIN_EEMERGENCY || proxy_gone(e))
+            return proxy_end(c, e == KIN_EEMERGENCY ? KIN_OK : e, st, status);
+        if (e != KIN_ETIMEOUT)
             return e;
-        c->proxy_done = true;
-        if (e)
-            c->status = W_EXITCODE(3, 0);
+        if (dl && slice == 0)
+            return KIN_ETIMEOUT;
     }
-    return exit_result(c, status);
 }
 
 /* ssh's words when sshd dropped the connection before the key exchange:
@@ -848,14 +896,15 @@ kin_err
 kin_child_stop(kin_child *c, int *status)
 {
     if (c->proxy) {
-        if (!c->proxy_done) {
-            kin_err e = kin__via_stop(c->caller, c->via, c->id,
-                                      c->stop_timeout_ms, &c->status);
-            c->proxy_done = true;
-            if (e)
-                c->status = W_EXITCODE(3, 0);
-        }
-        return exit_result(c, status);
+        /* Also after the child ended: via then frees what it kept. */
+        int st = 0;
+        kin_err e = c->proxy_stopped ? -ESRCH
+                                     : kin__via_stop(c->caller, c->via, c->id,
+                                                     c->stop_timeout_ms, &st);
+        if (e && !proxy_gone(e))
+            return e;
+        c->proxy_stopped = true;
+        return proxy_end(c, e, st, status);
     }
     kin_node *n = c->node;
     if (!n || kin_child_exited(c))
@@ -892,9 +941,10 @@ kin_child_destroy(kin_child **cp)
     if (!cp || !*cp)
         return;
     kin_child *c = *cp;
-    if (c->proxy)
+    if (c->proxy) {
         kin_child_stop(c, NULL);
-    else if (c->node) {
+        pthread_mutex_destroy(&c->proxy_mu);
+    } else if (c->node) {
         kin_child_stop(c, NULL);
         detach(c);
     }

@@ -21,35 +21,60 @@
 #define MAX_ARGS 64
 
 /* --- the via side -----------------------------------------------------------
- * Children started on request, by id, until stopped. */
+ * Children started on request, by id, until kin.child_stop frees them.
+ * An entry is freed only once no call uses its child any more (refs), so a
+ * stop never pulls the child from under a wait. */
+
+/* The longest a kin.child_wait holds one of via's workers: the caller
+ * asks again for longer waits, so via keeps serving. */
+#define WAIT_SLICE_MS 1000
 
 typedef struct started {
     kin_node *node;
     kin_child *child;
+    int refs;      /* calls using child now */
+    bool stopping; /* taken by kin.child_stop: freed at refs 0 */
     struct started *next;
 } started;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static started *list;
 
-static kin_child *
-find(kin_node *n, uint32_t id, bool take)
+/* The entry for (n, id), with a reference, or NULL. take: for a stop
+ * (only one, and no further waits after it). */
+static started *
+acquire(kin_node *n, uint32_t id, bool take)
 {
     pthread_mutex_lock(&mu);
-    kin_child *c = NULL;
-    for (started **s = &list; *s; s = &(*s)->next) {
-        if ((*s)->node == n && kin_child_id((*s)->child) == id) {
-            c = (*s)->child;
-            if (take) {
-                started *gone = *s;
-                *s = gone->next;
-                free(gone);
-            }
-            break;
-        }
+    started *s = list;
+    while (s && !(s->node == n && kin_child_id(s->child) == id))
+        s = s->next;
+    if (s && s->stopping)
+        s = NULL;
+    if (s) {
+        s->refs++;
+        s->stopping = take;
     }
     pthread_mutex_unlock(&mu);
-    return c;
+    return s;
+}
+
+static void
+release(started *s)
+{
+    pthread_mutex_lock(&mu);
+    bool last = --s->refs == 0 && s->stopping;
+    if (last)
+        for (started **q = &list; *q; q = &(*q)->next)
+            if (*q == s) {
+                *q = s->next;
+                break;
+            }
+    pthread_mutex_unlock(&mu);
+    if (last) {
+        kin_child_destroy(&s->child);
+        free(s);
+    }
 }
 
 /* Reads an array of strings into out (NULL-terminated). */
@@ -113,7 +138,7 @@ serve_spawn(kin_call *call, void *unused)
                             .errbuf_size = sizeof why};
         e = kin_spawn(kin_call_node(call), &o, &child);
     }
-    started *s = child ? malloc(sizeof *s) : NULL;
+    started *s = child ? calloc(1, sizeof *s) : NULL;
     if (s) {
         s->node = kin_call_node(call);
         s->child = child;
@@ -140,37 +165,42 @@ serve_spawn(kin_call *call, void *unused)
     return e;
 }
 
-/* (id, timeout_ms) -> wait status; KIN_ETIMEOUT while it runs. */
+/* (id, timeout_ms) -> wait status; KIN_ETIMEOUT while it runs (after at
+ * most WAIT_SLICE_MS). */
 static kin_err
 serve_wait(kin_call *call, void *unused)
 {
     unsigned id;
     int timeout, status = 0;
     kin_err e = kin_call_args(call, "ui", &id, &timeout);
-    kin_child *c = e ? NULL : find(kin_call_node(call), id, false);
-    if (!e && !c)
+    if (e)
+        return e;
+    started *s = acquire(kin_call_node(call), id, false);
+    if (!s)
         return kin_call_fail(call, -ESRCH, "no child %u started here", id);
-    if (!e)
-        e = kin_child_wait(c, timeout, &status);
+    if (timeout < 0 || timeout > WAIT_SLICE_MS)
+        timeout = WAIT_SLICE_MS;
+    e = kin_child_wait(s->child, timeout, &status);
+    release(s);
     if (e == KIN_OK || e == KIN_EEMERGENCY)
         return kin_call_return(call, "i", status);
     return e;
 }
 
-/* (id) -> wait status, once it is stopped and freed. */
+/* (id) -> wait status, once it is stopped; freed once no wait uses it. */
 static kin_err
 serve_stop(kin_call *call, void *unused)
 {
     unsigned id;
     int status = 0;
     kin_err e = kin_call_args(call, "u", &id);
-    kin_child *c = e ? NULL : find(kin_call_node(call), id, true);
-    if (!e && !c)
-        return kin_call_fail(call, -ESRCH, "no child %u started here", id);
     if (e)
         return e;
-    kin_child_stop(c, &status);
-    kin_child_destroy(&c);
+    started *s = acquire(kin_call_node(call), id, true);
+    if (!s)
+        return kin_call_fail(call, -ESRCH, "no child %u started here", id);
+    kin_child_stop(s->child, &status);
+    release(s);
     return kin_call_return(call, "i", status);
 }
 
@@ -235,23 +265,32 @@ kin__via_spawn(kin_node *n, const kin_spawn_opts *o, uint32_t *id, pid_t *pid)
     return e;
 }
 
+/* A call's result with a callee's error turned into its own code (the
+ * reply is freed). */
+static kin_err
+own_code(kin_err e, kin_msg **reply)
+{
+    kin_remote_error re;
+    if (e == KIN_EREMOTE && *reply && kin_call_error(*reply, &re) == KIN_OK &&
+        re.code)
+        e = re.code;
+    kin_msg_destroy(reply);
+    return e;
+}
+
 kin_err
 kin__via_wait(kin_node *n, uint32_t via, uint32_t id, int timeout_ms,
               int *status)
 {
-    int call_timeout = timeout_ms < 0 ? KIN_FOREVER : timeout_ms + 10000;
+    /* via answers within WAIT_SLICE_MS; the margin is for the trip. */
+    int slice = timeout_ms < 0 || timeout_ms > WAIT_SLICE_MS ? WAIT_SLICE_MS
+                                                             : timeout_ms;
     kin_msg *reply = NULL;
-    kin_err e = kin_call_sync(n, via, "kin.child_wait", call_timeout, &reply,
-                              "ui", id, timeout_ms);
+    kin_err e = kin_call_sync(n, via, "kin.child_wait", slice + 10000, &reply,
+                              "ui", id, slice);
     if (!e)
         e = kin_msg_unpack(reply, "i", status);
-    else if (e == KIN_EREMOTE && reply) {
-        kin_remote_error re;
-        if (kin_call_error(reply, &re) == KIN_OK && re.code == KIN_ETIMEOUT)
-            e = KIN_ETIMEOUT;
-    }
-    kin_msg_destroy(&reply);
-    return e;
+    return own_code(e, &reply);
 }
 
 kin_err
@@ -264,6 +303,5 @@ kin__via_stop(kin_node *n, uint32_t via, uint32_t id, int stop_timeout_ms,
         kin_call_sync(n, via, "kin.child_stop", timeout, &reply, "u", id);
     if (!e)
         e = kin_msg_unpack(reply, "i", status);
-    kin_msg_destroy(&reply);
-    return e;
+    return own_code(e, &reply);
 }

@@ -258,6 +258,67 @@ sniff_the_veth(kin_node *n, uint32_t ctx)
     CHECK(secret == 0, "the call's payload is readable on the wire");
 }
 
+/* Waiting on a child started via another context: many waiters hold none
+ * of via's workers for long (via keeps answering), and a stop ends the
+ * child and every wait. */
+#define WAITERS 6
+
+typedef struct waiter {
+    kin_child *c;
+    kin_err e;
+} waiter;
+
+static void *
+wait_proxy(void *p)
+{
+    waiter *w = p;
+    w->e = kin_child_wait(w->c, KIN_FOREVER, NULL);
+    return NULL;
+}
+
+static void
+proxy_waits_and_stop(kin_node *n, uint32_t via, char **ssh_args)
+{
+    char err[512] = "";
+    kin_child *c2 = NULL;
+    kin_spawn_opts o = {.name = "c2",
+                        .host = env("IP_BC_C"),
+                        .ssh_args = ssh_args,
+                        .via = via,
+                        .errbuf = err,
+                        .errbuf_size = sizeof err};
+    kin_err e = kin_spawn(n, &o, &c2);
+    CHECK(!e, "spawning c2 via %u: %s (%s)", via, kin_strerror(e), err);
+    if (e)
+        return;
+    char ns[64];
+    int pid_c2 = 0;
+    CHECK(where(n, kin_child_id(c2), ns, sizeof ns, &pid_c2) == KIN_OK,
+          "where c2");
+    waiter w[WAITERS];
+    pthread_t t[WAITERS];
+    for (int i = 0; i < WAITERS; i++) {
+        w[i] = (waiter){.c = c2, .e = -1};
+        pthread_create(&t[i], NULL, wait_proxy, &w[i]);
+    }
+    /* More waiters than via has workers: via still answers. */
+    double t0 = harness_now_ms();
+    kin_msg *reply = NULL;
+    e = kin_call_sync(n, via, "where", 3000, &reply, "");
+    kin_msg_destroy(&reply);
+    CHECK(!e, "via did not answer with %d waiters on c2: %s (%.0f ms)", WAITERS,
+          kin_err_name(e), harness_now_ms() - t0);
+    int status = -1;
+    e = kin_child_stop(c2, &status);
+    CHECK(e == KIN_OK, "stopping c2 through via: %s", kin_err_name(e));
+    for (int i = 0; i < WAITERS; i++) {
+        pthread_join(t[i], NULL);
+        CHECK(w[i].e == KIN_OK, "waiter %d: %s", i, kin_err_name(w[i].e));
+    }
+    CHECK(harness_wait_gone(pid_c2, 5000), "c2 (pid %d) still runs", pid_c2);
+    kin_child_destroy(&c2);
+}
+
 /* Many spawns to one host at once: sshd refuses bursts of unauthenticated
  * connections beyond MaxStartups (10 by default); kin retries those. */
 #define BURST 16
@@ -475,6 +536,7 @@ main(int argc, char **argv)
            harness_now_ms() - t0);
     CHECK(strcmp(ns_c, self_ns) && strcmp(ns_c, ns_b),
           "c is not in a namespace of its own (%s)", ns_c);
+    proxy_waits_and_stop(n, kin_child_id(b), ssh_args);
 
     /* The sockets ssh forwards to B and C lead to ROUTERs that refuse
      * operators: a process there cannot borrow the parent's authority. */
