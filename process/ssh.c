@@ -189,7 +189,10 @@ kin__ssh_prepare(kin_node *n, const kin_spawn_opts *o, const kin__child_link *l,
         return -EINVAL;
     bool tcp = false, log_tcp = false;
     bool up_direct = reachable_as_is(n->endpoint);
-    bool log_direct = reachable_as_is(n->log_endpoint);
+    /* Only a master hands out its log endpoint as it is: a child's is the
+     * master's (or a forwarded one), which a host further away may not
+     * reach; its own host forwards it. */
+    bool log_direct = !n->has_parent && reachable_as_is(n->log_endpoint);
     /* An ipc parent takes remote children on a ROUTER of their own, the
      * one with heartbeats. */
     char far[256];
@@ -228,7 +231,7 @@ kin__ssh_prepare(kin_node *n, const kin_spawn_opts *o, const kin__child_link *l,
     rl.endpoint = up_direct ? n->endpoint : ep;
     rl.log_endpoint = log_direct ? n->log_endpoint : log ? lep : "";
     rl.curve_up = tcp && !up_direct;
-    rl.log_curve = log && log_tcp;
+    rl.log_curve = log && (log_tcp || n->log_curve);
     rl.remote = true;
     char *vars[KIN__CHILD_VARS_MAX];
     int count = kin__child_vars(n, &rl, vars);

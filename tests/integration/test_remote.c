@@ -419,6 +419,29 @@ tcp_parent(const char *bind, const char *want, char **ssh_args)
                 seen = r->kind == KIN_LOGREC_LOG && r->ctx == kin_child_id(d);
         }
         CHECK(seen, "d's records never reached the forwarder of %s", bind);
+        /* And a grandchild on C, started via d: its records too. */
+        kin_child *e2 = NULL;
+        kin_spawn_opts oe = {.name = "e",
+                             .host = env("IP_BC_C"),
+                             .ssh_args = ssh_args,
+                             .via = kin_child_id(d),
+                             .errbuf = err,
+                             .errbuf_size = sizeof err};
+        kin_err ee = kin_spawn(tn, &oe, &e2);
+        CHECK(!ee, "spawning e via d: %s (%s)", kin_strerror(ee), err);
+        seen = false;
+        end = harness_now_ms() + 10000;
+        while (!ee && ds && !seen && harness_now_ms() < end) {
+            kin_call_sync(tn, kin_child_id(e2), "log", 5000, &reply, "s",
+                          "hello from e");
+            kin_msg_destroy(&reply);
+            const kin_logrec *r;
+            while (!seen && kin_logsub_next(ds, 50, &r) == KIN_OK)
+                seen = r->kind == KIN_LOGREC_LOG && r->ctx == kin_child_id(e2);
+        }
+        CHECK(ee || seen, "e's records never reached the forwarder of %s",
+              bind);
+        kin_child_destroy(&e2);
         if (!strncmp(want, "tcp://", 6))
             sniff_the_veth(tn, kin_child_id(d));
         /* ssh killed: the child ends with it, whichever way it links. */
