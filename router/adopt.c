@@ -5,13 +5,23 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "core/task.h"
 #include "router/node_impl.h"
 
-/* Bumped when a node is destroyed: adopted records of older nodes are gone
- * and must not be touched. */
+/* The live nodes, by address and serial (an address may be reused by a
+ * later node). A slot's record may be touched only while its node is
+ * live, checked under the lock, which kin__adopt_node_gone takes too. */
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct live {
+    kin_node *node;
+    uint64_t serial;
+} * live;
+static size_t n_live, cap_live;
+static uint64_t next_serial = 1;
+/* Bumped when a node goes: slots checked since are still good. */
 static atomic_uint_fast64_t epoch = 1;
 
 /* A thread may call into several nodes of the process (two masters, a test
@@ -22,8 +32,9 @@ static atomic_uint_fast64_t epoch = 1;
 
 typedef struct slot {
     kin_node *node;
+    uint64_t serial;
     kin_task *task;
-    uint64_t epoch;
+    uint64_t epoch; /* when the node was last known live */
 } slot;
 
 static _Thread_local slot me[SLOTS];
@@ -32,20 +43,83 @@ static _Thread_local unsigned next_victim;
 static pthread_key_t exit_key;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-static void
-end_slot(slot *s, uint64_t now)
+static bool
+is_live(const slot *s)
 {
-    if (s->task && s->epoch == now)
-        kin__tasktab_end(&s->node->tasks, s->task, KIN_TASK_DONE, 0);
+    for (size_t i = 0; i < n_live; i++)
+        if (live[i].node == s->node && live[i].serial == s->serial)
+            return true;
+    return false;
+}
+
+void
+kin__adopt_node_new(kin_node *n)
+{
+    pthread_mutex_lock(&live_mu);
+    n->serial = next_serial++;
+    if (n_live == cap_live) {
+        size_t cap = cap_live ? cap_live * 2 : 8;
+        struct live *more = realloc(live, cap * sizeof *live);
+        if (more) {
+            live = more;
+            cap_live = cap;
+        }
+    }
+    if (n_live < cap_live)
+        live[n_live++] = (struct live){n, n->serial};
+    pthread_mutex_unlock(&live_mu);
+}
+
+void
+kin__adopt_node_gone(kin_node *n)
+{
+    pthread_mutex_lock(&live_mu);
+    for (size_t i = 0; i < n_live; i++) {
+        if (live[i].node == n && live[i].serial == n->serial) {
+            live[i] = live[--n_live];
+            break;
+        }
+    }
+    atomic_fetch_add(&epoch, 1);
+    pthread_mutex_unlock(&live_mu);
+}
+
+/* Ends the slot's record if its node is still there; empties the slot. */
+static void
+end_slot(slot *s)
+{
+    if (s->task) {
+        pthread_mutex_lock(&live_mu);
+        if (is_live(s))
+            kin__tasktab_end(&s->node->tasks, s->task, KIN_TASK_DONE, 0);
+        pthread_mutex_unlock(&live_mu);
+    }
     *s = (slot){0};
+}
+
+/* Whether the slot's node is still live; cheap while no node went. */
+static bool
+still_live(slot *s, uint64_t now)
+{
+    if (!s->task)
+        return false;
+    if (s->epoch == now)
+        return true;
+    pthread_mutex_lock(&live_mu);
+    bool ok = is_live(s);
+    pthread_mutex_unlock(&live_mu);
+    if (ok)
+        s->epoch = now;
+    else
+        *s = (slot){0}; /* its node and records are gone */
+    return ok;
 }
 
 static void
 on_thread_exit(void *unused)
 {
-    uint64_t now = atomic_load(&epoch);
     for (int i = 0; i < SLOTS; i++)
-        end_slot(&me[i], now);
+        end_slot(&me[i]);
 }
 
 static void
@@ -54,27 +128,21 @@ make_key(void)
     pthread_key_create(&exit_key, on_thread_exit);
 }
 
-void
-kin__adopt_forget_all(void)
-{
-    atomic_fetch_add(&epoch, 1);
-}
-
 static slot *
 slot_for(kin_node *n, uint64_t now)
 {
     slot *free_slot = NULL;
     for (int i = 0; i < SLOTS; i++) {
-        if (me[i].task && me[i].node == n && me[i].epoch == now)
+        bool ok = still_live(&me[i], now);
+        if (ok && me[i].node == n && me[i].serial == n->serial)
             return &me[i];
-        if (!free_slot && (!me[i].task || me[i].epoch != now))
+        if (!free_slot && !ok)
             free_slot = &me[i];
     }
     if (!free_slot) {
         free_slot = &me[next_victim++ % SLOTS];
-        end_slot(free_slot, now);
+        end_slot(free_slot);
     }
-    *free_slot = (slot){0};
     return free_slot;
 }
 
@@ -100,7 +168,7 @@ kin__adopt_begin(kin_node *n)
         t->tid = tid;
         t->started_ns = t->created_ns;
         atomic_store(&t->state, KIN_TASK_RUNNING);
-        *s = (slot){.node = n, .task = t, .epoch = now};
+        *s = (slot){.node = n, .serial = n->serial, .task = t, .epoch = now};
         pthread_once(&once, make_key);
         pthread_setspecific(exit_key, me);
     }

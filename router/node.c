@@ -277,6 +277,7 @@ kin__node_new_with(kin_node **out, const kin_node_opts *opts,
         free(n);
         return -ENOMEM;
     }
+    kin__adopt_node_new(n);
 
     kin_err e = KIN_OK;
     if (opts->curve_key) {
@@ -385,7 +386,7 @@ kin_node_destroy(kin_node **np)
     kin__u32map_fini(&n->fds);
     kin__u32map_fini(&n->stale_fds);
     kin__u32map_fini(&n->ready);
-    kin__adopt_forget_all();
+    kin__adopt_node_gone(n);
     kin__tasktab_fini(&n->tasks);
     pthread_mutex_destroy(&n->mu);
     pthread_cond_destroy(&n->cond);

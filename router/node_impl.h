@@ -106,6 +106,7 @@ struct kin_node {
     kin__tasktab tasks;       /* live and terminated tasks */
     struct kin__monitor *monitor;
     uint64_t started_ns;
+    uint64_t serial; /* unique in the process, for adopt.c */
 };
 
 /* What kin_init needs in place before the child says HELLO. */
@@ -177,8 +178,11 @@ kin_err kin__node_send_raw(kin_node *n, kin_msg **m);
  * runs a task keeps it. May return NULL (out of memory). Any thread. */
 kin_task *kin__adopt_begin(kin_node *n);
 void kin__adopt_end(kin_task *t);
-/* Called by kin_node_destroy: forget every adopted record. */
-void kin__adopt_forget_all(void);
+/* kin_node_new / kin_node_destroy: n's adopted records live (and may be
+ * ended) from the first call until the second, which happens before n's
+ * task table goes. */
+void kin__adopt_node_new(kin_node *n);
+void kin__adopt_node_gone(kin_node *n);
 
 /* The per-user runtime directory ($XDG_RUNTIME_DIR/kin or /tmp/kin-UID),
  * created 0700 if missing. Errors: -EACCES when it is not ours or not

@@ -257,7 +257,8 @@ main_tasks(kin_node *n)
 }
 
 /* A thread calling into two nodes of the process in turn is one task in
- * each, however often it switches. */
+ * each, however often it switches, and nodes coming and going meanwhile
+ * leave no ghost records behind. */
 static void
 a_thread_switching_nodes_is_one_task_in_each(void **state)
 {
@@ -274,6 +275,13 @@ a_thread_switching_nodes_is_one_task_in_each(void **state)
             kin_call_sync(other, KIN_MASTER_ID, "t.add", 5000, &r, "II", 1, 2),
             KIN_OK);
         kin_msg_destroy(&r);
+        kin_node *brief = NULL;
+        assert_int_equal(kin_node_new(&brief, NULL), KIN_OK);
+        assert_int_equal(
+            kin_call_sync(brief, KIN_MASTER_ID, "t.add", 5000, &r, "II", 1, 2),
+            KIN_OK);
+        kin_msg_destroy(&r);
+        kin_node_destroy(&brief);
     }
     assert_int_equal(main_tasks(master), 1);
     assert_int_equal(main_tasks(other), 1);
