@@ -220,6 +220,17 @@ kin__cli_log_endpoint(int pid, char *ep, size_t size)
         return e;
     if (!master.log_frontend[0])
         return KIN_ENOROUTE; /* logs go to a standalone forwarder */
+    char here[64] = "";
+    gethostname(here, sizeof here - 1);
+    if (master.host[0] && strcmp(master.host, here) &&
+        !strncmp(master.log_frontend, "ipc://", 6)) {
+        /* Its socket is on the master's host, not on this one. */
+        fprintf(stderr,
+                "kin: the logs of %d's tree are at its master, on host %s: "
+                "run kin logs %d there\n",
+                pid, master.host, master.pid);
+        return -EREMOTE;
+    }
     snprintf(ep, size, "%s", master.log_frontend);
     return KIN_OK;
 }

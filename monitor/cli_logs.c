@@ -328,6 +328,8 @@ kin__cli_logs(int argc, char **argv)
             return 2;
         }
         int e = kin__cli_log_endpoint((int)pid, ep, sizeof ep);
+        if (e == -EREMOTE)
+            return 2; /* said where to look */
         if (e) {
             fprintf(stderr,
                     "kin logs: no log endpoint for %ld: %s (a standalone "

@@ -666,6 +666,12 @@ main(int argc, char **argv)
               strstr(out, "sleep"),
           "kin ps on host B (exit %d):\n%s", st, out);
     free(out);
+    /* The logs are at the master's host: kin logs says so at once. */
+    out = run(&st, "nsenter --target %d --net --uts %s logs %d 2>&1", pid_b,
+              kin_cli, pid_b);
+    CHECK(st == 2 && strstr(out, "run kin logs"),
+          "kin logs on host B (exit %d):\n%s", st, out);
+    free(out);
 
     /* Cut the A-B link. */
     out = run(&st, "%s cut %s 2>&1", hosts_sh, dir);
