@@ -520,14 +520,18 @@ main(int argc, char **argv)
     struct {
         const char *host;
         char **args;
+        const char *program;
         const char *says;
-    } bad_cases[] = {{env("IP_BC_C"), ssh_args, "unreachable"},
-                     {env("IP_AB_B"), no_key_args, "Permission denied"}};
-    for (int i = 0; i < 2; i++) {
+    } bad_cases[] = {
+        {env("IP_BC_C"), ssh_args, NULL, "unreachable"},
+        {env("IP_AB_B"), no_key_args, NULL, "Permission denied"},
+        {env("IP_AB_B"), ssh_args, "/no/such/kin-program", "not found"}};
+    for (int i = 0; i < 3; i++) {
         err[0] = 0;
         kin_spawn_opts ox = {.name = "bad",
                              .host = bad_cases[i].host,
                              .ssh_args = bad_cases[i].args,
+                             .program = bad_cases[i].program,
                              .connect_timeout_ms = 20000,
                              .errbuf = err,
                              .errbuf_size = sizeof err};
