@@ -137,6 +137,12 @@ serve_spawn(kin_call *call, void *unused)
                             .errbuf = why,
                             .errbuf_size = sizeof why};
         e = kin_spawn(kin_call_node(call), &o, &child);
+        /* The caller gave up meanwhile (its timeout cancels this call):
+         * nobody would ever stop the child. */
+        if (!e && kin_task_cancelled()) {
+            kin_child_destroy(&child);
+            e = KIN_ECANCELLED;
+        }
     }
     started *s = child ? calloc(1, sizeof *s) : NULL;
     if (s) {
@@ -239,8 +245,10 @@ kin__via_spawn(kin_node *n, const kin_spawn_opts *o, uint32_t *id, pid_t *pid)
     /* argv[0] is this side's idea of the name; via picks its own. */
     pack_strings(&b, o->argv);
     pack_strings(&b, o->ssh_args);
+    /* Long enough for via's kin_spawn with its retries (4 attempts and
+     * their pauses); were it to give up first, via would stop the child. */
     int timeout =
-        (o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 30000) + 10000;
+        4 * (o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 30000) + 12000;
     kin_msg *reply = NULL;
     kin_err e = kin_call_sync(n, o->via, "kin.spawn", timeout, &reply, "m",
                               b.data, b.len);
