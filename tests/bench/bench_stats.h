@@ -1,11 +1,17 @@
-/* Clock and statistics helpers shared by the benchmarks. */
+/* Clock, statistics and child-process helpers shared by the benchmarks. */
 #ifndef KIN_BENCH_STATS_H
 #define KIN_BENCH_STATS_H
 
+#include <errno.h>
 #include <math.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/pidfd.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static inline uint64_t
 now_ns(void)
@@ -41,6 +47,28 @@ median(uint64_t *v, size_t n)
     qsort(v, n, sizeof *v, cmp_u64);
     return n % 2 ? (double)v[n / 2]
                  : ((double)v[n / 2 - 1] + (double)v[n / 2]) / 2;
+}
+
+/* Waits up to timeout_ms for pid to exit, then kills it; always reaps.
+ * Returns the wait status, or -1 when it had to be killed (or pid <= 0). */
+static inline int
+bench_reap(pid_t pid, int timeout_ms)
+{
+    if (pid <= 0)
+        return -1;
+    int fd = pidfd_open(pid, 0), rc = -1, status = -1;
+    if (fd >= 0) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        do
+            rc = poll(&p, 1, timeout_ms);
+        while (rc < 0 && errno == EINTR);
+        close(fd);
+    }
+    if (rc <= 0)
+        kill(pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    return rc <= 0 ? -1 : status;
 }
 
 #endif

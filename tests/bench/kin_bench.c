@@ -178,27 +178,6 @@ start_peer(const config *cfg, const char *endpoint)
     _exit(127);
 }
 
-/* Waits up to timeout_ms for pid to exit, then kills it; always reaps. */
-static void
-reap(pid_t pid, int timeout_ms)
-{
-    if (pid <= 0)
-        return;
-    int fd = pidfd_open(pid, 0);
-    int rc = -1;
-    if (fd >= 0) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        do
-            rc = poll(&p, 1, timeout_ms);
-        while (rc < 0 && errno == EINTR);
-        close(fd);
-    }
-    if (rc <= 0)
-        kill(pid, SIGKILL);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-        ;
-}
-
 /* --- the raw zmq peer ----------------------------------------------------- */
 
 /* DEALER: says hello, echoes every message, stops at an empty one. */
@@ -333,7 +312,7 @@ zpeer_stop(zbench *z, zpeer *p)
     if (p->pid <= 0)
         return;
     bool asked = p->rid_len && zsend(z, p, "", 0) == 0;
-    reap(p->pid, asked ? IO_TIMEOUT : 0);
+    bench_reap(p->pid, asked ? IO_TIMEOUT : 0);
     p->pid = 0;
 }
 
@@ -729,7 +708,7 @@ zmq_fanout(bench *b)
         if (ps[i].rid_len && zsend(&b->z, &ps[i], "", 0))
             ps[i].rid_len = 0;
     for (int i = 0; i < started; i++)
-        reap(ps[i].pid, rc || !ps[i].rid_len ? 0 : IO_TIMEOUT);
+        bench_reap(ps[i].pid, rc || !ps[i].rid_len ? 0 : IO_TIMEOUT);
     if (!rc)
         b->res->zmq_spawn100_ms = (double)(now_ns() - t0) / 1e6;
     free(ps);

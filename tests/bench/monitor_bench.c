@@ -125,26 +125,6 @@ nop(kin_call *c, void *arg)
 
 /* --- the kin command, end to end ------------------------------------------ */
 
-/* Waits up to timeout_ms for pid to exit, then kills it; always reaps.
- * Returns the wait status, or -1. */
-static int
-reap(pid_t pid, int timeout_ms)
-{
-    int fd = pidfd_open(pid, 0), rc = -1, status = -1;
-    if (fd >= 0) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        do
-            rc = poll(&p, 1, timeout_ms);
-        while (rc < 0 && errno == EINTR);
-        close(fd);
-    }
-    if (rc <= 0)
-        kill(pid, SIGKILL);
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    return rc <= 0 ? -1 : status;
-}
-
 /* Runs `kin CMD PID` with stdout into a pipe that is read to the end, and
  * times it from spawn to exit. *lines gets the lines it printed. Returns
  * its exit status, or -1 when it could not run or ran past CLI_TIMEOUT
@@ -195,7 +175,7 @@ run_cli(const char *cmd, pid_t target, uint64_t *ns, size_t *lines)
     close(fds[0]);
     uint64_t now = now_ns();
     int left = now < deadline ? (int)((deadline - now) / 1000000u) : 0;
-    int status = reap(child, left);
+    int status = bench_reap(child, left);
     *ns = now_ns() - t0;
     *lines = nl;
     if (status < 0 || !WIFEXITED(status))

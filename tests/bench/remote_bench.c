@@ -126,29 +126,6 @@ find_tool(const char *name, char *out, size_t size)
     return -1;
 }
 
-/* Waits up to timeout_ms for pid to exit, then kills it; always reaps.
- * Returns the wait status, or -1. */
-static int
-reap(pid_t pid, int timeout_ms)
-{
-    if (pid <= 0)
-        return -1;
-    int fd = pidfd_open(pid, 0);
-    int rc = -1, status = -1;
-    if (fd >= 0) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        do
-            rc = poll(&p, 1, timeout_ms);
-        while (rc < 0 && errno == EINTR);
-        close(fd);
-    }
-    if (rc <= 0)
-        kill(pid, SIGKILL);
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    return status;
-}
-
 /* Starts argv[0] (a full path) with envp; its stdout goes to out_fd when
  * that is >= 0, to /dev/null when quiet. The child dies with pdeath_sig if
  * this thread does, so no peer outlives a crashed bench. */
@@ -545,7 +522,7 @@ raw_stop(bench *b)
         zmq_ctx_term(b->zctx); /* LINGER 0: returns at once */
     b->dealer[0] = b->dealer[1] = b->zctx = NULL;
     if (b->raw_pid > 0)
-        reap(b->raw_pid, asked ? PEER_STOP_MS : 0);
+        bench_reap(b->raw_pid, asked ? PEER_STOP_MS : 0);
     b->raw_pid = 0;
 }
 
@@ -600,7 +577,7 @@ tcp_stop(bench *b)
 {
     if (b->kin_pid > 0) {
         kill(b->kin_pid, SIGTERM);
-        int st = reap(b->kin_pid, PEER_STOP_MS);
+        int st = bench_reap(b->kin_pid, PEER_STOP_MS);
         if (!WIFEXITED(st) || WEXITSTATUS(st))
             fprintf(stderr,
                     "kin-remote-bench: the kin peer ended badly "
@@ -699,7 +676,7 @@ ssh_login(bench *b, uint64_t *ns)
     pid_t pid = start(argv, environ, -1, true, SIGKILL);
     if (pid < 0)
         return -errno;
-    int st = reap(pid, 30000);
+    int st = bench_reap(pid, 30000);
     *ns = now_ns() - t0;
     if (!WIFEXITED(st) || WEXITSTATUS(st)) {
         fprintf(stderr, "kin-remote-bench: ssh %s true: status 0x%x\n",

@@ -1,9 +1,13 @@
 /* Test helpers shared by the integration tests (see harness.h). */
 #include "integration/harness.h"
 
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,4 +52,87 @@ harness_log_setup(void)
 {
     if (getenv("KIN_TEST_VERBOSE"))
         kin_log_set_handler(kin_log_stderr, NULL, KIN_LOG_DEBUG);
+}
+
+char *
+harness_run(int *status, const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    size_t cap = 65536, len = 0, got;
+    char *out = malloc(cap);
+    out[0] = 0;
+    *status = -1;
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return out;
+    while ((got = fread(out + len, 1, cap - len - 1, p)) > 0) {
+        len += got;
+        if (len + 1 == cap)
+            out = realloc(out, cap *= 2);
+    }
+    out[len] = 0;
+    int st = pclose(p);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return out;
+}
+
+size_t
+harness_count_in_file(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    size_t count = 0, nlen = strlen(needle), len = 0, cap = 1 << 16, got;
+    char *buf = malloc(cap);
+    while ((got = fread(buf + len, 1, cap - len, f)) > 0)
+        if ((len += got) == cap)
+            buf = realloc(buf, cap *= 2);
+    fclose(f);
+    for (size_t i = 0; nlen && i + nlen <= len; i++)
+        count += !memcmp(buf + i, needle, nlen);
+    free(buf);
+    return count;
+}
+
+pid_t
+harness_capture_start(const char *iface, const char *filter, const char *pcap)
+{
+    char errf[512];
+    snprintf(errf, sizeof errf, "%s.err", pcap);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* gone with a failed test */
+        if (!freopen(errf, "w", stderr))
+            _exit(126);
+        execl("/usr/bin/tcpdump", "tcpdump", "-i", iface, "-U", "-s", "0", "-w",
+              pcap, filter, (char *)NULL);
+        _exit(127);
+    }
+    /* tcpdump says "listening on" once it captures. */
+    double end = harness_now_ms() + 10000;
+    while (!harness_count_in_file(errf, "listening on") &&
+           harness_now_ms() < end)
+        usleep(20000);
+    if (harness_count_in_file(errf, "listening on"))
+        return pid;
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+void
+harness_capture_stop(pid_t pid, const char *pcap, const char *marker,
+                     size_t want)
+{
+    double end = harness_now_ms() + 5000;
+    while (harness_count_in_file(pcap, marker) < want && harness_now_ms() < end)
+        usleep(20000);
+    kill(pid, SIGINT);
+    waitpid(pid, NULL, 0);
 }

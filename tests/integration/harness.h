@@ -22,4 +22,23 @@ bool harness_wait_gone(pid_t pid, int timeout_ms);
 /* Sets a stderr log handler when KIN_TEST_VERBOSE is set. */
 void harness_log_setup(void);
 
+/* Runs the shell command made from fmt and returns its stdout (malloc'd,
+ * "" if it could not run) and its exit status (-1 if it did not exit). */
+char *harness_run(int *status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* How many times needle occurs in the file at path (0 if unreadable). */
+size_t harness_count_in_file(const char *path, const char *needle);
+
+/* Starts tcpdump capturing iface (with a pcap filter) into the file pcap
+ * and returns its pid once it listens; -1 if it did not within 10 s (it is
+ * reaped then; its stderr is in pcap.err). It dies with the test. */
+pid_t harness_capture_start(const char *iface, const char *filter,
+                            const char *pcap);
+
+/* Waits (up to 5 s) until the capture holds `want` occurrences of
+ * `marker`, then stops tcpdump and reaps it. */
+void harness_capture_stop(pid_t pid, const char *pcap, const char *marker,
+                          size_t want);
+
 #endif

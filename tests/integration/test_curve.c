@@ -126,6 +126,30 @@ fn_log(kin_call *c, void *arg)
     return KIN_OK;
 }
 
+/* A client with the server's public key but a key pair of its own
+ * connects to endpoint: the ZAP handler refuses it, and says so. */
+static void
+wrong_key_refused_at(const char *endpoint, int type)
+{
+    void *ctx = zmq_ctx_new();
+    void *s = zmq_socket(ctx, type);
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    char pub[41], sec[41];
+    assert_int_equal(zmq_curve_keypair(pub, sec), 0);
+    zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, tree_pub, 40);
+    zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, pub, 40);
+    zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 40);
+    int before = refusals_seen();
+    assert_int_equal(zmq_connect(s, endpoint), 0);
+    double end = harness_now_ms() + 5000;
+    while (refusals_seen() == before && harness_now_ms() < end)
+        usleep(10000);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    assert_true(refusals_seen() > before);
+}
+
 /* A master bound on tcp: its log forwarder's backend is tcp with CURVE too
  * (children elsewhere publish there with the tree's key), its frontend is
  * in the private runtime directory (subscribers are this host's
@@ -136,6 +160,7 @@ tcp_master_logs_over_curve(void **state)
     fixture *f = *state;
     assert_true(strncmp(kin_logs_backend(f->n), "tcp://", 6) == 0);
     assert_true(strncmp(kin_logs_frontend(f->n), "ipc://", 6) == 0);
+    wrong_key_refused_at(kin_logs_backend(f->n), ZMQ_PUB);
     assert_int_equal(kin_spawn(f->n, NULL, &f->c), KIN_OK);
     kin_logsub_opts so = {.endpoint = kin_logs_frontend(f->n),
                           .min_level = KIN_LOG_WARNING};
@@ -328,31 +353,6 @@ trees_in_one_process_stay_apart(void **state)
 /* --- sniffing ---------------------------------------------------------------
  */
 
-static size_t
-count_in_file(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return 0;
-    size_t count = 0, nlen = strlen(needle), len = 0;
-    char *buf = NULL;
-    size_t cap = 0;
-    for (;;) {
-        if (len == cap)
-            buf = realloc(buf, cap = cap ? cap * 2 : 1 << 16);
-        size_t got = fread(buf + len, 1, cap - len, f);
-        if (!got)
-            break;
-        len += got;
-    }
-    fclose(f);
-    for (size_t i = 0; i + nlen <= len; i++)
-        if (!memcmp(buf + i, needle, nlen))
-            count++;
-    free(buf);
-    return count;
-}
-
 static int
 port_of(const char *endpoint)
 {
@@ -383,26 +383,12 @@ sniffed_traffic_is_unreadable(void **state)
 
     char dir[] = "/tmp/kin-sniff.XXXXXX";
     assert_non_null(mkdtemp(dir));
-    char pcap[128], errf[128], cmd[512];
+    char pcap[128], filter[128], cmd[512];
     snprintf(pcap, sizeof pcap, "%s/cap.pcap", dir);
-    snprintf(errf, sizeof errf, "%s/tcpdump.err", dir);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        char filter[128];
-        snprintf(filter, sizeof filter, "tcp port %d or tcp port %d",
-                 port_of(kin_node_endpoint(f->n)), port_of(ep));
-        FILE *e = freopen(errf, "w", stderr);
-        (void)e;
-        execl("/usr/bin/tcpdump", "tcpdump", "-i", "lo", "-U", "-s", "0", "-w",
-              pcap, filter, (char *)NULL);
-        _exit(127);
-    }
-    /* tcpdump says "listening on" once it captures. */
-    double end = harness_now_ms() + 10000;
-    while (!count_in_file(errf, "listening on") && harness_now_ms() < end)
-        usleep(20000);
-    bool listening = count_in_file(errf, "listening on") > 0;
+    snprintf(filter, sizeof filter, "tcp port %d or tcp port %d",
+             port_of(kin_node_endpoint(f->n)), port_of(ep));
+    pid_t pid = harness_capture_start("lo", filter, pcap);
+    bool listening = pid > 0;
 
     for (int i = 0; i < 20; i++)
         echo_ok(f->n, kin_child_id(f->c), MARKER);
@@ -412,13 +398,10 @@ sniffed_traffic_is_unreadable(void **state)
         zmq_recv(a, buf, sizeof buf, 0);
     }
     /* Let the last packets reach the file, then stop the capture. */
-    end = harness_now_ms() + 5000;
-    while (count_in_file(pcap, CONTROL) < 20 && harness_now_ms() < end)
-        usleep(20000);
-    kill(pid, SIGINT);
-    waitpid(pid, NULL, 0);
-    size_t control = count_in_file(pcap, CONTROL);
-    size_t secret = count_in_file(pcap, MARKER);
+    if (listening)
+        harness_capture_stop(pid, pcap, CONTROL, 20);
+    size_t control = harness_count_in_file(pcap, CONTROL);
+    size_t secret = harness_count_in_file(pcap, MARKER);
     fprintf(stderr, "capture: %zu plaintext control hits, %zu kin hits\n",
             control, secret);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -95,26 +95,12 @@ echo(kin_call *c, void *arg)
 static char *
 run_kin(int *status, const char *fmt, ...)
 {
-    char args[512], cmd[1024];
+    char args[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s", KIN_CLI, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t cap = 65536, len = 0;
-    char *out = malloc(cap);
-    size_t got;
-    while ((got = fread(out + len, 1, cap - len - 1, p)) > 0) {
-        len += got;
-        if (len + 1 == cap)
-            out = realloc(out, cap *= 2);
-    }
-    out[len] = 0;
-    int st = pclose(p);
-    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return out;
+    return harness_run(status, "%s %s", KIN_CLI, args);
 }
 
 /* Waits until `kin ps` shows a task running fn in ctx (deadline 10 s). */

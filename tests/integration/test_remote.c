@@ -126,30 +126,6 @@ env(const char *key)
     return v;
 }
 
-static char *
-run(int *status, const char *fmt, ...)
-{
-    char cmd[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return strdup("");
-    size_t cap = 65536, len = 0, got;
-    char *out = malloc(cap);
-    while ((got = fread(out + len, 1, cap - len - 1, p)) > 0) {
-        len += got;
-        if (len + 1 == cap)
-            out = realloc(out, cap *= 2);
-    }
-    out[len] = 0;
-    int st = pclose(p);
-    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return out;
-}
-
 static kin_err
 where(kin_node *n, uint32_t ctx, char *ns, size_t size, int *pid)
 {
@@ -189,25 +165,6 @@ log_seen(const char *file, const char *text, int timeout_ms)
 #define MARKER "kin-secret-payload-on-the-veth"
 #define CONTROL "plaintext-control-on-the-veth"
 
-static size_t
-count_in_file(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return 0;
-    size_t count = 0, nlen = strlen(needle), len = 0, cap = 1 << 16;
-    char *buf = malloc(cap);
-    size_t got;
-    while ((got = fread(buf + len, 1, cap - len, f)) > 0)
-        if ((len += got) == cap)
-            buf = realloc(buf, cap *= 2);
-    fclose(f);
-    for (size_t i = 0; i + nlen <= len; i++)
-        count += !memcmp(buf + i, needle, nlen);
-    free(buf);
-    return count;
-}
-
 /* Captures A's end of the A-B link while calls carrying MARKER go to ctx
  * over tcp+CURVE: the capture must not contain it, while a plaintext
  * CONTROL line sent to B's sshd port on the same link shows up in it. */
@@ -218,20 +175,12 @@ sniff_the_veth(kin_node *n, uint32_t ctx)
         printf("sniff check skipped: no tcpdump\n");
         return;
     }
-    char pcap[300], errf[300], cmd[600];
+    char pcap[300], cmd[600];
     snprintf(pcap, sizeof pcap, "%s/veth.pcap", env("HOSTS_DIR"));
-    snprintf(errf, sizeof errf, "%s/tcpdump.err", env("HOSTS_DIR"));
-    pid_t pid = fork();
-    if (pid == 0) {
-        FILE *e = freopen(errf, "w", stderr);
-        (void)e;
-        execl("/usr/bin/tcpdump", "tcpdump", "-i", env("VETH_A"), "-U", "-s",
-              "0", "-w", pcap, "tcp", (char *)NULL);
-        _exit(127);
-    }
-    double end = harness_now_ms() + 10000;
-    while (!count_in_file(errf, "listening on") && harness_now_ms() < end)
-        usleep(20000);
+    pid_t pid = harness_capture_start(env("VETH_A"), "tcp", pcap);
+    CHECK(pid > 0, "tcpdump did not start capturing");
+    if (pid <= 0)
+        return;
     for (int i = 0; i < 10; i++) {
         kin_msg *reply = NULL;
         CHECK(kin_call_sync(n, ctx, "echo", 5000, &reply, "s", MARKER) ==
@@ -245,13 +194,9 @@ sniff_the_veth(kin_node *n, uint32_t ctx)
              env("IP_AB_B"), env("SSH_PORT"), CONTROL);
     if (system(cmd)) {
     }
-    end = harness_now_ms() + 5000;
-    while (!count_in_file(pcap, CONTROL) && harness_now_ms() < end)
-        usleep(20000);
-    kill(pid, SIGINT);
-    waitpid(pid, NULL, 0);
-    size_t control = count_in_file(pcap, CONTROL),
-           secret = count_in_file(pcap, MARKER);
+    harness_capture_stop(pid, pcap, CONTROL, 1);
+    size_t control = harness_count_in_file(pcap, CONTROL),
+           secret = harness_count_in_file(pcap, MARKER);
     printf("veth capture: %zu plaintext control hits, %zu kin hits\n", control,
            secret);
     CHECK(control > 0, "the capture did not see the plaintext control");
@@ -372,6 +317,24 @@ spawn_burst(kin_node *n, char **ssh_args)
         kin_child_destroy(&args[i].c);
 }
 
+/* Has ctx log until one of its records comes through s (10 s at most):
+ * the subscription needs a moment to reach a new publisher. */
+static bool
+logs_arrive(kin_node *n, uint32_t ctx, kin_logsub *s)
+{
+    double end = harness_now_ms() + 10000;
+    while (harness_now_ms() < end) {
+        kin_msg *reply = NULL;
+        kin_call_sync(n, ctx, "log", 5000, &reply, "s", "hello");
+        kin_msg_destroy(&reply);
+        const kin_logrec *r;
+        while (kin_logsub_next(s, 50, &r) == KIN_OK)
+            if (r->kind == KIN_LOGREC_LOG && r->ctx == ctx)
+                return true;
+    }
+    return false;
+}
+
 /* A master bound on `bind` starts a child on B over ssh; its link to the
  * parent connects to an endpoint starting with `want`, and its log records
  * reach the master's forwarder. */
@@ -408,17 +371,8 @@ tcp_parent(const char *bind, const char *want, char **ssh_args)
         kin_logsub_opts so = {.endpoint = kin_logs_frontend(tn),
                               .min_level = KIN_LOG_INFO};
         CHECK(kin_logsub_new(&ds, &so) == KIN_OK, "subscribing at tn");
-        bool seen = false;
-        double end = harness_now_ms() + 10000;
-        while (ds && !seen && harness_now_ms() < end) {
-            kin_call_sync(tn, kin_child_id(d), "log", 5000, &reply, "s",
-                          "hello from d");
-            kin_msg_destroy(&reply);
-            const kin_logrec *r;
-            while (!seen && kin_logsub_next(ds, 50, &r) == KIN_OK)
-                seen = r->kind == KIN_LOGREC_LOG && r->ctx == kin_child_id(d);
-        }
-        CHECK(seen, "d's records never reached the forwarder of %s", bind);
+        CHECK(ds && logs_arrive(tn, kin_child_id(d), ds),
+              "d's records never reached the forwarder of %s", bind);
         /* And a grandchild on C, started via d: its records too. */
         kin_child *e2 = NULL;
         kin_spawn_opts oe = {.name = "e",
@@ -429,18 +383,8 @@ tcp_parent(const char *bind, const char *want, char **ssh_args)
                              .errbuf_size = sizeof err};
         kin_err ee = kin_spawn(tn, &oe, &e2);
         CHECK(!ee, "spawning e via d: %s (%s)", kin_strerror(ee), err);
-        seen = false;
-        end = harness_now_ms() + 10000;
-        while (!ee && ds && !seen && harness_now_ms() < end) {
-            kin_call_sync(tn, kin_child_id(e2), "log", 5000, &reply, "s",
-                          "hello from e");
-            kin_msg_destroy(&reply);
-            const kin_logrec *r;
-            while (!seen && kin_logsub_next(ds, 50, &r) == KIN_OK)
-                seen = r->kind == KIN_LOGREC_LOG && r->ctx == kin_child_id(e2);
-        }
-        CHECK(ee || seen, "e's records never reached the forwarder of %s",
-              bind);
+        CHECK(ee || (ds && logs_arrive(tn, kin_child_id(e2), ds)),
+              "e's records never reached the forwarder of %s", bind);
         kin_child_destroy(&e2);
         if (!strncmp(want, "tcp://", 6))
             sniff_the_veth(tn, kin_child_id(d));
@@ -605,7 +549,7 @@ main(int argc, char **argv)
 
     int st;
     char *out;
-    out = run(&st, "%s tree %d", kin_cli, (int)getpid());
+    out = harness_run(&st, "%s tree %d", kin_cli, (int)getpid());
     CHECK(st == 0 && strstr(out, "b") && strstr(out, "c"),
           "kin tree (exit %d):\n%s", st, out);
     printf("%s", out);
@@ -645,7 +589,7 @@ main(int argc, char **argv)
     double end = harness_now_ms() + 10000;
     bool seen = false;
     do {
-        out = run(&st, "%s ps %d", kin_cli, (int)getpid());
+        out = harness_run(&st, "%s ps %d", kin_cli, (int)getpid());
         seen = st == 0 && strstr(out, "relay") && strstr(out, "sleep") &&
                strstr(out, " b ") && strstr(out, " c ");
         if (!seen && harness_now_ms() < end) {
@@ -656,7 +600,7 @@ main(int argc, char **argv)
     CHECK(seen, "kin ps does not show relay in b and sleep in c:\n%s", out);
     printf("%s", out);
     free(out);
-    out = run(&st, "%s pstree %d", kin_cli, (int)getpid());
+    out = harness_run(&st, "%s pstree %d", kin_cli, (int)getpid());
     CHECK(st == 0 && strstr(out, "relay") && strstr(out, "sleep"),
           "kin pstree lacks the relay -> sleep chain (exit %d):\n%s", st, out);
     printf("%s", out);
@@ -664,21 +608,21 @@ main(int argc, char **argv)
 
     /* An operator on host B (b's network and UTS namespaces: another host
      * name) reads the same tree through b, its master being elsewhere. */
-    out = run(&st, "nsenter --target %d --net --uts %s ps %d 2>&1", pid_b,
-              kin_cli, pid_b);
+    out = harness_run(&st, "nsenter --target %d --net --uts %s ps %d 2>&1",
+                      pid_b, kin_cli, pid_b);
     CHECK(st == 0 && strstr(out, "main") && strstr(out, "relay") &&
               strstr(out, "sleep"),
           "kin ps on host B (exit %d):\n%s", st, out);
     free(out);
     /* The logs are at the master's host: kin logs says so at once. */
-    out = run(&st, "nsenter --target %d --net --uts %s logs %d 2>&1", pid_b,
-              kin_cli, pid_b);
+    out = harness_run(&st, "nsenter --target %d --net --uts %s logs %d 2>&1",
+                      pid_b, kin_cli, pid_b);
     CHECK(st == 2 && strstr(out, "run kin logs"),
           "kin logs on host B (exit %d):\n%s", st, out);
     free(out);
 
     /* Cut the A-B link. */
-    out = run(&st, "%s cut %s 2>&1", hosts_sh, dir);
+    out = harness_run(&st, "%s cut %s 2>&1", hosts_sh, dir);
     REQUIRE(st == 0, "hosts.sh cut: %s", out);
     free(out);
     t0 = harness_now_ms();
