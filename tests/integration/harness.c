@@ -1,6 +1,7 @@
 /* Test helpers shared by the integration tests (see harness.h). */
 #include "integration/harness.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -107,8 +108,10 @@ harness_capture_start(const char *iface, const char *filter, const char *pcap)
     if (pid < 0)
         return -1;
     if (pid == 0) {
+        /* Only async-signal-safe calls: the test has threads. */
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* gone with a failed test */
-        if (!freopen(errf, "w", stderr))
+        int fd = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || dup2(fd, STDERR_FILENO) < 0)
             _exit(126);
         execl("/usr/bin/tcpdump", "tcpdump", "-i", iface, "-U", "-s", "0", "-w",
               pcap, filter, (char *)NULL);
@@ -133,6 +136,14 @@ harness_capture_stop(pid_t pid, const char *pcap, const char *marker,
     double end = harness_now_ms() + 5000;
     while (harness_count_in_file(pcap, marker) < want && harness_now_ms() < end)
         usleep(20000);
-    kill(pid, SIGINT);
-    waitpid(pid, NULL, 0);
+    kill(pid, SIGINT); /* tcpdump flushes and exits */
+    end = harness_now_ms() + 5000;
+    while (waitpid(pid, NULL, WNOHANG) == 0) {
+        if (harness_now_ms() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            return;
+        }
+        usleep(10000);
+    }
 }
