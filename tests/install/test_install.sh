@@ -3,9 +3,11 @@
 # docs/getting-started.md against it twice -- with pkg-config and with
 # find_package(kin) -- and runs both: the packaging works for a user who
 # installs kin anywhere.
-#   test_install.sh BUILD_DIR SOURCE_DIR
+#   test_install.sh BUILD_DIR SOURCE_DIR [SANITIZERS]
+# A sanitizer build's library needs the program built the same way.
 set -euo pipefail
 build=$1 src=$2
+cflags=${3:+-fsanitize=$3}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 prefix=$work/prefix
@@ -19,7 +21,7 @@ grep -q kin_init "$work/first.c"
 pc=$(find "$prefix" -name kin.pc)
 export PKG_CONFIG_PATH=$(dirname "$pc")
 libdir=$(pkg-config --variable=libdir kin)
-cc -g "$work/first.c" $(pkg-config --cflags --libs kin) \
+cc -g $cflags "$work/first.c" $(pkg-config --cflags --libs kin) \
     -Wl,-rpath,"$libdir" -o "$work/first"
 out=$("$work/first")
 echo "pkg-config build: $out"
@@ -34,7 +36,7 @@ add_executable(first ../first.c)
 target_link_libraries(first PRIVATE kin::kin)
 CM
 cmake -S "$work/cm" -B "$work/cm/b" -DCMAKE_PREFIX_PATH="$prefix" \
-    -DCMAKE_BUILD_RPATH="$libdir" >/dev/null
+    -DCMAKE_BUILD_RPATH="$libdir" -DCMAKE_C_FLAGS="$cflags" >/dev/null
 cmake --build "$work/cm/b" >/dev/null
 out=$("$work/cm/b/first")
 echo "find_package build: $out"
