@@ -8,7 +8,7 @@
 
 #include "core/log_internal.h"
 #include "process/child.h"
-#include "router/logs_impl.h"
+#include "logs/logs_impl.h"
 #include "router/node_impl.h"
 
 static void

@@ -27,7 +27,7 @@
 #include "process/child.h"
 #include "process/procs.h"
 #include "process/ssh.h"
-#include "router/logs_impl.h"
+#include "logs/logs_impl.h"
 #include "router/node_impl.h"
 
 #ifndef P_PIDFD

@@ -19,7 +19,7 @@
 #include "kin/call.h"
 #include "monitor/service.h"
 #include "router/call_impl.h"
-#include "router/logs_impl.h"
+#include "logs/logs_impl.h"
 #include "router/node_impl.h"
 
 #define ID_BLOCK 64u

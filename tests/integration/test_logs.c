@@ -24,7 +24,7 @@
 
 #include "core/task.h"
 #include "integration/harness.h"
-#include "router/logs_impl.h"
+#include "logs/logs_impl.h"
 
 #define PROBE_DEADLINE_MS 15000
 

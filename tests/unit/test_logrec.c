@@ -1,4 +1,4 @@
-/* Tests of the log record codec and views (core/logrec.c, core/logfmt.c):
+/* Tests of the log record codec and views (logs/logrec.c, logs/logfmt.c):
  * a record survives encoding with every field type and edge value, limits
  * cut strings instead of failing, every truncation or corruption of a
  * record is refused without reading past it, and the human line and JSON
@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "core/logrec.h"
+#include "logs/logrec.h"
 
 /* Encodes a whole message (head + body) into a fresh exact-size buffer. */
 static char *

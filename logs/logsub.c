@@ -2,7 +2,7 @@
  * level (and context) topics, sequence tracking per (publisher, level,
  * context) stream that turns holes into gap records, and sinks, threads
  * that write what a subscriber reads to a file descriptor. */
-#include "router/logs_impl.h"
+#include "logs/logs_impl.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -1,8 +1,8 @@
 /* The logs subsystem's private interface: a node's publisher (logpub.c),
  * the forwarder device (logfwd.c) and the subscriber internals the
  * forwarder's file sink uses (logsub.c). */
-#ifndef KIN_ROUTER_LOGS_IMPL_H
-#define KIN_ROUTER_LOGS_IMPL_H
+#ifndef KIN_LOGS_LOGS_IMPL_H
+#define KIN_LOGS_LOGS_IMPL_H
 
 #include <stdbool.h>
 
@@ -10,7 +10,7 @@
 
 #include "router/curve.h"
 
-#include "core/logrec.h"
+#include "logs/logrec.h"
 #include "router/node_impl.h"
 
 /* --- the node's publisher (logpub.c) -------------------------------------- */

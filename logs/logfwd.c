@@ -5,7 +5,7 @@
  * in-process file sink, fed through an inproc capture socket that is
  * connected before any record can flow), counts what it forwards, and
  * stops cleanly on a control message. */
-#include "router/logs_impl.h"
+#include "logs/logs_impl.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/logrec.h"
+#include "logs/logrec.h"
 
 /* --- human lines ---------------------------------------------------------- */
 

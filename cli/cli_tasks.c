@@ -14,7 +14,7 @@
 #include <kin/call.h>
 #include <kin/monitor.h>
 
-#include "monitor/cli.h"
+#include "cli/cli.h"
 #include "router/node_impl.h"
 
 #define TIMEOUT_MS 3000

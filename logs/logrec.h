@@ -2,8 +2,8 @@
  * PUB/SUB prefix matching filters by level and context), the msgpack
  * record split into a head written by the publisher's broker thread and a
  * body written by the logging thread, and the decoder subscribers use. */
-#ifndef KIN_CORE_LOGREC_H
-#define KIN_CORE_LOGREC_H
+#ifndef KIN_LOGS_LOGREC_H
+#define KIN_LOGS_LOGREC_H
 
 #include <stdbool.h>
 

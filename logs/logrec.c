@@ -1,9 +1,9 @@
 /* Log record encoding and decoding. The records are msgpack, written and
- * read here by hand: the layout is fixed (core/logrec.h, docs/logs.md), and
+ * read here by hand: the layout is fixed (logs/logrec.h, docs/logs.md), and
  * a cursor over the bytes costs a fraction of msgpack-c's packer callbacks
  * and zone-allocated objects, on the logging thread and in subscribers.
  * Every read is bounds-checked: records come from the network. */
-#include "core/logrec.h"
+#include "logs/logrec.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "monitor/cli.h"
+#include "cli/cli.h"
 #include "router/curve.h"
 
 /* A key pair for kin_node_opts.curve_key and KIN_CURVE_KEY: a tree whose

@@ -14,8 +14,8 @@
 #include <kin/logs.h>
 
 #include "core/task.h"
-#include "monitor/cli.h"
-#include "router/logs_impl.h"
+#include "cli/cli.h"
+#include "logs/logs_impl.h"
 
 #define WINDOW_MS 1000 /* without -f: how long to listen */
 #define MAX_CTXS 64
@@ -215,7 +215,7 @@ print_record(const kin_logrec *r, bool json, unsigned flags)
 /* --- kin logs ------------------------------------------------------------- */
 
 /* Where publishers connect is no place to subscribe; an embedded
- * forwarder's frontend sits next to its backend (router/logpub.c names
+ * forwarder's frontend sits next to its backend (logs/logpub.c names
  * them), so a backend endpoint is turned into the frontend. */
 static void
 frontend_of(char *ep, size_t size)

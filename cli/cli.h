@@ -1,7 +1,7 @@
 /* The kin command's subcommands. Each returns the process exit status:
  * 0 success, 1 a finding (e.g. a deadlock cycle), 2 usage or target errors. */
-#ifndef KIN_MONITOR_CLI_H
-#define KIN_MONITOR_CLI_H
+#ifndef KIN_CLI_CLI_H
+#define KIN_CLI_CLI_H
 
 typedef struct kin__cli_cmd {
     const char *name;
@@ -49,7 +49,7 @@ int kin__cli_parse_task(const char *s, uint32_t *ctx, uint32_t *task);
 /* The log endpoint (XPUB side) of pid's tree. */
 int kin__cli_log_endpoint(int pid, char *ep, size_t size);
 
-/* monitor/cli_tasks.c */
+/* cli/cli_tasks.c */
 int kin__cli_ls(int argc, char **argv);
 int kin__cli_tree(int argc, char **argv);
 int kin__cli_ps(int argc, char **argv);
@@ -61,10 +61,10 @@ int kin__cli_cancel(int argc, char **argv);
 int kin__cli_signal(int argc, char **argv);
 int kin__cli_stacktrace(int argc, char **argv);
 
-/* monitor/cli_monitor.c */
+/* cli/cli_monitor.c */
 int kin__cli_monitor(int argc, char **argv);
 
-/* logs and log-forwarder (monitor/cli_logs.c) */
+/* logs and log-forwarder (cli/cli_logs.c) */
 int kin__cli_logs(int argc, char **argv);
 int kin__cli_log_forwarder(int argc, char **argv);
 

@@ -15,7 +15,7 @@
 #include <editline/readline.h>
 #include <kin/monitor.h>
 
-#include "monitor/cli.h"
+#include "cli/cli.h"
 
 #define TIMEOUT_MS 3000
 #define COMPLETE_TIMEOUT_MS 1000 /* Tab must not hang on a stuck context */

@@ -5,7 +5,7 @@
  * publisher sees the subscriptions and disables unwanted levels at the
  * source; XPUB_NODROP so pressure from the forwarder backs up into the
  * queue, where every drop is counted and reported. */
-#include "router/logs_impl.h"
+#include "logs/logs_impl.h"
 
 #include <errno.h>
 #include <fcntl.h>
