@@ -13,8 +13,8 @@
 #include <jansson.h>
 #include <kin/logs.h>
 
-#include "core/task.h"
 #include "cli/cli.h"
+#include "core/task.h"
 #include "logs/logs_impl.h"
 
 #define WINDOW_MS 1000 /* without -f: how long to listen */

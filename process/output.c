@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include "core/log_internal.h"
-#include "process/child.h"
 #include "logs/logs_impl.h"
+#include "process/child.h"
 #include "router/node_impl.h"
 
 static void

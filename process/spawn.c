@@ -24,10 +24,10 @@
 #include "core/log_internal.h"
 #include "core/sync.h"
 #include "core/task.h"
+#include "logs/logs_impl.h"
 #include "process/child.h"
 #include "process/procs.h"
 #include "process/ssh.h"
-#include "logs/logs_impl.h"
 #include "router/node_impl.h"
 
 #ifndef P_PIDFD

@@ -17,9 +17,9 @@
 #include "core/sync.h"
 #include "core/task.h"
 #include "kin/call.h"
+#include "logs/logs_impl.h"
 #include "monitor/service.h"
 #include "router/call_impl.h"
-#include "logs/logs_impl.h"
 #include "router/node_impl.h"
 
 #define ID_BLOCK 64u
