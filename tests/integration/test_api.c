@@ -708,6 +708,18 @@ supervisor_children_by_index(void **state)
 
 /* --- logs ----------------------------------------------------------------- */
 
+/* The sink's file, removed by sink_teardown even when the test fails. */
+static char sink_path[64];
+
+static int
+sink_teardown(void **state)
+{
+    if (*sink_path)
+        unlink(sink_path);
+    *sink_path = 0;
+    return 0;
+}
+
 /* Whether the file at path holds needle (the sink appends to it). */
 static bool
 file_has(const char *path, const char *needle)
@@ -718,7 +730,8 @@ file_has(const char *path, const char *needle)
 static void
 emitted_records_obey_the_floor(void **state)
 {
-    char path[] = "/tmp/kin-api-sink-XXXXXX";
+    char *path = sink_path;
+    snprintf(sink_path, sizeof sink_path, "/tmp/kin-api-sink-XXXXXX");
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     kin_logsink *sink = (kin_logsink *)path;
@@ -771,7 +784,6 @@ emitted_records_obey_the_floor(void **state)
     assert_true(file_has(path, "answer=42"));
     assert_true(file_has(path, "who=api"));
     assert_false(file_has(path, "api-below-floor"));
-    unlink(path);
 }
 
 /* --- monitor -------------------------------------------------------------- */
@@ -843,7 +855,8 @@ main(void)
         cmocka_unit_test_setup_teardown(names_and_ids_are_what_was_asked, setup,
                                         teardown),
         cmocka_unit_test(supervisor_children_by_index),
-        cmocka_unit_test(emitted_records_obey_the_floor),
+        cmocka_unit_test_teardown(emitted_records_obey_the_floor,
+                                  sink_teardown),
         cmocka_unit_test_setup_teardown(raw_monitor_request_answers_a_map,
                                         setup, teardown),
     };
