@@ -9,6 +9,9 @@
 
 #include <msgpack.h>
 
+#include "core/msg_internal.h"
+#include "core/pack_internal.h"
+
 #define KNOWN_FLAGS (KIN_MSG_DEAD | KIN_MSG_CANCEL | KIN_MSG_ERROR)
 
 kin_err
@@ -100,6 +103,25 @@ kin_msg_header_decode(kin_msg *m, const void *hdr, size_t len)
 }
 
 kin_err
+kin__msg_check_size(uint32_t handle, uint32_t flags, const void *body,
+                    size_t len, size_t max)
+{
+    if (!max)
+        max = KIN_MAX_MSG_DEFAULT;
+    if (len <= max)
+        return KIN_OK;
+    if (max <= SIZE_MAX - KIN_MSG_ENVELOPE_MAX &&
+        len > max + KIN_MSG_ENVELOPE_MAX)
+        return KIN_ETOOBIG;
+    /* Only a call request carries the call's envelope; replies and dead
+     * messages sent to a handle are all payload but their msgpack headers. */
+    bool call =
+        handle == KIN_HANDLE_CALL && !(flags & (KIN_MSG_DEAD | KIN_MSG_ERROR));
+    size_t envelope = kin__msgpack_envelope(body, len, call ? 2u : 0u);
+    return len - envelope > max ? KIN_ETOOBIG : KIN_OK;
+}
+
+kin_err
 kin_msg_decode(kin_msg **out, const void *hdr, size_t hdr_len, const void *body,
                size_t body_len, size_t max_size)
 {
@@ -107,8 +129,8 @@ kin_msg_decode(kin_msg **out, const void *hdr, size_t hdr_len, const void *body,
     kin_err e = kin_msg_header_decode(&h, hdr, hdr_len);
     if (e)
         return e;
-    if (body_len > (max_size ? max_size : KIN_MAX_MSG_DEFAULT))
-        return KIN_ETOOBIG;
+    if ((e = kin__msg_check_size(h.handle, h.flags, body, body_len, max_size)))
+        return e;
     kin_msg *m;
     if ((e = kin_msg_new_copy(&m, body, body_len)))
         return e;

@@ -124,9 +124,12 @@ unpacked(msgpack_unpack_return ret)
  * array and map claims no more elements than bytes remain. msgpack-c
  * reserves memory for the claimed count before reading the elements, so a
  * 5-byte body claiming 2^32 elements would ask for ~100 GiB: peers' bodies
- * are checked with this first. Returns the object's length, or 0. */
-size_t
-kin__msgpack_scan(const void *data, size_t len)
+ * are checked with this first. Returns the object's length, 0 or SIZE_MAX
+ * (as kin__msgpack_scan), and adds to *framing the bytes of the headers
+ * of its strings, binaries, exts (their ext type included), arrays and
+ * maps: numbers, nil and booleans are all value. */
+static size_t
+scan_one(const void *data, size_t len, size_t *framing)
 {
     const uint8_t *p = data;
     size_t pos = 0;
@@ -140,6 +143,13 @@ kin__msgpack_scan(const void *data, size_t len)
         int lenbytes = 0;
         if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3)
             continue;
+        /* Numbers are all value; the rest have a header to count. */
+        if (t <= 0xbf || (t >= 0xc4 && t <= 0xc9) || t >= 0xd9)
+            *framing += 1;
+        else if (t >= 0xd4 && t <= 0xd8)
+            *framing += 2; /* fixext: type byte and its ext type */
+        if (t >= 0xc7 && t <= 0xc9)
+            *framing += 1; /* ext8..32: its ext type */
         if (t <= 0x8f) {
             items = 2u * (t & 0x0f);
         } else if (t <= 0x9f) {
@@ -224,6 +234,7 @@ kin__msgpack_scan(const void *data, size_t len)
             for (int i = 0; i < lenbytes; i++)
                 n = n << 8 | p[pos + i];
             pos += (size_t)lenbytes;
+            *framing += (size_t)lenbytes; /* only headers have lengths */
             if (t >= 0xdc)
                 items = t >= 0xde ? 2 * n : n;
             else
@@ -236,6 +247,29 @@ kin__msgpack_scan(const void *data, size_t len)
         pos += (size_t)skip;
     }
     return pos;
+}
+
+size_t
+kin__msgpack_scan(const void *data, size_t len)
+{
+    size_t framing = 0;
+    return scan_one(data, len, &framing);
+}
+
+size_t
+kin__msgpack_envelope(const void *data, size_t len, unsigned whole)
+{
+    const uint8_t *p = data;
+    size_t pos = 0, envelope = 0;
+    for (unsigned i = 0; pos < len; i++) {
+        size_t framing = 0;
+        size_t n = scan_one(p + pos, len - pos, &framing);
+        if (n == 0 || n == SIZE_MAX)
+            return 0;
+        envelope += i < whole ? n : framing;
+        pos += n;
+    }
+    return envelope;
 }
 
 /* 'm' bytes go into the body unparsed, so a mistake would only surface when

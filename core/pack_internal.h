@@ -13,6 +13,14 @@
  * the bytes end too early, SIZE_MAX for a byte msgpack never uses. */
 size_t kin__msgpack_scan(const void *data, size_t len);
 
+/* The envelope of a body made of msgpack objects one after another: the
+ * whole of the first `whole` objects (a CALL's function name and caller)
+ * and, in every other object, nested ones included, the headers of
+ * strings, binaries, exts, arrays and maps. What remains -- their
+ * contents, and numbers, nil and booleans -- is the payload. 0 when data
+ * is not such a sequence (then all of it is payload). */
+size_t kin__msgpack_envelope(const void *data, size_t len, unsigned whole);
+
 /* kin_unpack_buf with a va_list. */
 kin_err kin__vunpack_buf(const void *data, size_t len, const char *picture,
                          va_list ap);

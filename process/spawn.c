@@ -830,9 +830,12 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         size_t len = strlen(tail);
         while (len && tail[len - 1] == '\n')
             tail[--len] = 0;
+        /* execve's words for a text file without #! do not say so. */
+        const char *hint =
+            e == -ENOEXEC ? " (not a program: a script needs a #! line)" : "";
         if (opts->errbuf && opts->errbuf_size)
-            snprintf(opts->errbuf, opts->errbuf_size, "%s: %s%s%s", path,
-                     kin_strerror(e), *tail ? "; stderr: " : "", tail);
+            snprintf(opts->errbuf, opts->errbuf_size, "%s: %s%s%s%s", path,
+                     kin_strerror(e), hint, *tail ? "; stderr: " : "", tail);
         KIN_ERROR("spawning %s failed: %s%s%s", path, kin_strerror(e),
                   *tail ? "; stderr: " : "", tail);
         return e;

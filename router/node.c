@@ -14,6 +14,7 @@
 #include <msgpack.h>
 
 #include "core/log_internal.h"
+#include "core/msg_internal.h"
 #include "core/sync.h"
 #include "core/task.h"
 #include "kin/call.h"
@@ -440,8 +441,10 @@ kin_err
 kin_node_send(kin_node *n, kin_msg **mp)
 {
     kin_msg *m = *mp;
-    if (m->len > n->max_msg)
-        return KIN_ETOOBIG;
+    kin_err e =
+        kin__msg_check_size(m->handle, m->flags, m->body, m->len, n->max_msg);
+    if (e)
+        return e;
     m->src = n->id;
     /* An operator acts with the authority of the context it attached to. */
     m->auth = n->is_operator ? n->parent_id : n->id;
@@ -456,7 +459,7 @@ kin_node_send(kin_node *n, kin_msg **mp)
         kin__route(n, m);
         return KIN_OK;
     }
-    kin_err e = kin__broker_defer(n->broker, route_job, n, m);
+    e = kin__broker_defer(n->broker, route_job, n, m);
     if (e == KIN_OK)
         *mp = NULL;
     return e;

@@ -454,8 +454,8 @@ reply_too_big(kin_node *n, kin_msg *m, size_t size)
 {
     char why[96];
     snprintf(why, sizeof why,
-             "message of %zu bytes over the limit of %zu at context %u", size,
-             n->max_msg, n->id);
+             "body of %zu bytes: payload over the limit of %zu at context %u",
+             size, n->max_msg, n->id);
     kin__reply_dead(n, m, KIN_ETOOBIG, why);
 }
 

@@ -334,8 +334,7 @@ NOTES = {
         "arise for them.",
     ],
     "kin_task_spawn_at": [
-        "Also fails with `-EINVAL` when `fn` is NULL. The new task records "
-        "the spawning task (if any) as its creator, which `kin where` shows. "
+        "The new task records the spawning task (if any) as its creator, which `kin where` shows. "
         "It is queued on the same FIFO as incoming calls: with every worker "
         "busy it stays `pending`.",
     ],
@@ -346,8 +345,6 @@ NOTES = {
         "cancellable. A task whose cancellation is already pending gets "
         "`KIN_ECANCELLED` at once.",
     ],
-    "kin_task_id": ["Any thread, while the task is live."],
-    "kin_task_state_name": ["Static string, \"?\" for unknown values; any thread."],
     # node
     "kin_node": [
         "A context (opaque): one per process by design, though nothing stops "
@@ -452,25 +449,25 @@ NOTES = {
         "`KIN_POLICY_CHILD`); the CALL handle itself accepts any sender.",
     ],
     "kin_export_inline": [
-        "Errors and threads as `kin_export`. The function runs inside the "
-        "callee's message dispatch on its broker thread, so "
+        "Errors and threads as `kin_export`. Called from another context, "
+        "the function runs inside the callee's message dispatch on its "
+        "broker thread, so "
         "[docs/design.md](../design.md#kin_export_inline) applies: one slow "
         "inline function stalls routing, timers and the monitor of that "
         "context.",
     ],
     "kin_call_args": [
         ("For a function exported with `kin_export_inline` the thread is "
-         "the callee's broker thread, not a worker. The reader starts after "
+         "the callee's broker thread (the caller's own thread when a context "
+         "calls itself), not a worker. The reader starts after "
          "kin's own call header (function name, calling task): the first "
          "picture character reads the first argument.",
          r"Worker thread of the call"),
     ],
-    "kin_call_reader": ["Owned by the call. The thread running the call."],
     "kin_call_return": [
         "The thread running the call. If the function then returns an "
         "error, the results are not sent.",
     ],
-    "kin_call_result": ["Owned by the call. The thread running the call."],
     "kin_call_fail": [
         "`code` 0 becomes `KIN_EREMOTE`; the message is cut to 255 bytes. "
         "The caller gets `KIN_EREMOTE` unless `code` is one of the codes "
@@ -594,11 +591,6 @@ NOTES = {
     "kin_supervisor_wait": [
         ("A negative `timeout_ms` waits up to 24 hours.",
          r"KIN_FOREVER: no limit"),
-    ],
-    "kin_supervisor_state_name": [
-        "\"idle\", \"running\", \"stopped\", \"gave-up\", \"emergency\" and, "
-        "for children, \"idle\", \"running\", \"restarting\", \"exited\", "
-        "\"stopped\"; \"unknown\" otherwise. Any thread.",
     ],
     "kin_supervisor_destroy": [
         "From the supervisor's own thread (`on_event`) it logs an error "

@@ -45,11 +45,15 @@ KIN_EXPORT kin_err kin_export(const char *name, kin_fn fn, void *arg,
                               kin_policy policy);
 
 /* Like kin_export, for a function that promises to be quick and never to
- * block: it runs on the callee's broker thread, saving the hand-off to a
- * worker and back (about a third of a call's round trip). It must not wait
+ * block: called from another context, it runs on the callee's broker
+ * thread, saving the hand-off to a worker and back (about a third of a
+ * call's round trip). Called by a context on itself (ctx is the caller's
+ * own id), it runs on the calling thread instead, inside kin_call_sync,
+ * kin_call_async or kin_call_nowait, before they return. It must not wait
  * on anything (no kin_call_sync, no receiver gets, no locks held long, no
- * I/O that may block): while it runs the context routes nothing and its
- * monitor does not answer. It still shows in the monitor as a task. */
+ * I/O that may block): while it runs on the broker the context routes
+ * nothing and its monitor does not answer. It still shows in the monitor
+ * as a task. */
 KIN_EXPORT kin_err kin_export_inline(const char *name, kin_fn fn, void *arg,
                                      kin_policy policy);
 
@@ -57,13 +61,18 @@ KIN_EXPORT kin_err kin_export_inline(const char *name, kin_fn fn, void *arg,
  * kin_unpack. Worker thread of the call. */
 KIN_EXPORT kin_err kin_call_args(kin_call *c, const char *picture, ...);
 
-/* The arguments' reader, for msgpack-c users. */
+/* The arguments' reader, for msgpack-c users (kin_reader_next), positioned
+ * at the first argument; kin_call_args reads from the same reader. Owned
+ * by the call. The thread running the call. */
 KIN_EXPORT kin_reader *kin_call_reader(kin_call *c);
 
 /* Appends results with a kin_pack picture. Errors as kin_pack. */
 KIN_EXPORT kin_err kin_call_return(kin_call *c, const char *picture, ...);
 
-/* The result buffer, for msgpack-c users (kin_buf_packer). */
+/* The result buffer, for msgpack-c users (kin_buf_packer): what is
+ * appended to it is the reply's body, one msgpack object after another,
+ * after whatever kin_call_return appended before. Owned by the call.
+ * The thread running the call. */
 KIN_EXPORT kin_buf *kin_call_result(kin_call *c);
 
 /* Makes the call fail with code and a message; returns KIN_EREMOTE so a

@@ -234,7 +234,8 @@ typedef struct kin_logrec {
     bool before_join;
 } kin_logrec;
 
-/* "log", "dropped", "stdout", "stderr", "gap" (static). Any thread. */
+/* "log", "dropped", "stdout", "stderr", "gap" (static); "?" for any other
+ * value. Any thread. */
 KIN_EXPORT const char *kin_logrec_kind_name(kin_logrec_kind kind);
 
 #define KIN_LOGFMT_COLOR 1u /* ANSI colors */

@@ -11,7 +11,15 @@
 #define KIN_MAGIC 0x4E4Bu /* "KN" as little-endian bytes */
 #define KIN_PROTO_VERSION 1u
 #define KIN_HDR_SIZE 24u
-#define KIN_MAX_MSG_DEFAULT (64u << 20) /* 64 MiB */
+/* The default limit on a message's payload: the body without its
+ * envelope, which is the headers msgpack puts before strings, binaries,
+ * exts, arrays and maps, and a call request's function name and caller
+ * id. Numbers, nil and booleans count in full; a body that is not msgpack
+ * is all payload. A body may exceed the limit by its envelope, up to
+ * KIN_MSG_ENVELOPE_MAX bytes in all; the 24-byte header frame is not
+ * counted. So a call may take one binary argument of exactly the limit. */
+#define KIN_MAX_MSG_DEFAULT (64u << 20)  /* 64 MiB */
+#define KIN_MSG_ENVELOPE_MAX (64u << 10) /* 64 KiB */
 
 /* Reserved handles (below KIN_HANDLE_DYNAMIC). */
 enum kin_handle {
@@ -71,9 +79,13 @@ KIN_EXPORT void kin_msg_header_encode(const kin_msg *m,
 KIN_EXPORT kin_err kin_msg_header_decode(kin_msg *m, const void *hdr,
                                          size_t len);
 
-/* Decodes a header frame and a body frame into a new message. Bodies over
- * max_size bytes fail with KIN_ETOOBIG (0 means KIN_MAX_MSG_DEFAULT); header
- * errors as kin_msg_header_decode. On error *out is untouched. Any thread. */
+/* Decodes a header frame and a body frame into a new message. A body whose
+ * payload exceeds max_size bytes (0 means KIN_MAX_MSG_DEFAULT), or which
+ * exceeds max_size + KIN_MSG_ENVELOPE_MAX in all, fails with KIN_ETOOBIG
+ * (see KIN_MAX_MSG_DEFAULT for what the payload is; a body that is not
+ * msgpack is all payload, and a body of at most max_size bytes always
+ * passes); header errors as kin_msg_header_decode. On error *out is
+ * untouched. Any thread. */
 KIN_EXPORT kin_err kin_msg_decode(kin_msg **out, const void *hdr,
                                   size_t hdr_len, const void *body,
                                   size_t body_len, size_t max_size);

@@ -37,7 +37,9 @@ typedef struct kin_node_opts {
     /* Where children connect: NULL binds ipc:// in the per-user runtime
      * directory (0700); "tcp://127.0.0.1:*" and the like on request. */
     const char *bind;
-    size_t max_msg_size;    /* bytes of body; 0: KIN_MAX_MSG_DEFAULT */
+    /* Largest payload of a message (bytes; the envelope comes on top, see
+     * KIN_MAX_MSG_DEFAULT in kin/msg.h); 0: KIN_MAX_MSG_DEFAULT. */
+    size_t max_msg_size;
     int workers;            /* worker pool size; 0: 4 */
     int connect_timeout_ms; /* children: wait for the parent; 0: 30000 */
     size_t task_history;    /* terminated tasks kept for the monitor; 0: 1000 */
@@ -98,6 +100,9 @@ KIN_EXPORT kin_err kin_node_new(kin_node **out, const kin_node_opts *opts);
  * destroyed first. Not from a kin thread of the same node. */
 KIN_EXPORT void kin_node_destroy(kin_node **n);
 
+/* The context's id, and its name: opts.name, else "master" or "ctx-ID" (a
+ * child started by kin_spawn gets its kin_spawn_opts.name). The name is
+ * owned by n. Any thread. */
 KIN_EXPORT uint32_t kin_node_id(const kin_node *n);
 KIN_EXPORT const char *kin_node_name(const kin_node *n);
 
@@ -115,7 +120,8 @@ KIN_EXPORT kin_err kin_node_wait_child(kin_node *n, uint32_t id,
 
 /* Sends *m: src and auth are set to this context; dst, handle and reply_to
  * are the caller's. Takes ownership on success (*m = NULL). Errors:
- * KIN_ETOOBIG (body over the maximum size), KIN_ESHUTDOWN. Delivery
+ * KIN_ETOOBIG (payload over max_msg_size, or body over max_msg_size +
+ * KIN_MSG_ENVELOPE_MAX: see KIN_MAX_MSG_DEFAULT), KIN_ESHUTDOWN. Delivery
  * failures come back later as dead messages to reply_to. Any thread. */
 KIN_EXPORT kin_err kin_node_send(kin_node *n, kin_msg **m);
 

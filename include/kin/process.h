@@ -91,12 +91,13 @@ KIN_EXPORT bool kin_is_child(void);
  * SIGKILL if the thread that forked it (n's broker thread) dies, and its
  * stdout/stderr lines go to the diagnostics hook tagged with its name and
  * id. Errors: -ENOENT / -EACCES (program missing or not executable: at
- * once), KIN_ESPAWN (the child exited before HELLO), KIN_ETIMEOUT (no
- * HELLO within connect_timeout_ms; the child is stopped), KIN_EEMERGENCY
- * (n is in an emergency stop), -EDEADLK (called on n's broker thread),
- * -ENOMEM, -errno from fork/pipe/pidfd_open. opts->errbuf then says why,
- * ending with the child's last stderr lines. On error *out is NULL, no
- * process remains and on_exit never runs. On success the caller owns *out
+ * once), -ENOEXEC (a file the kernel cannot run, such as an executable
+ * text file without a #! line: at once), KIN_ESPAWN (the child exited before
+ * HELLO), KIN_ETIMEOUT (no HELLO within connect_timeout_ms; the child is
+ * stopped), KIN_EEMERGENCY (n is in an emergency stop), -EDEADLK (called on n's
+ * broker thread), -ENOMEM, -errno from fork/pipe/pidfd_open. opts->errbuf then
+ * says why, ending with the child's last stderr lines. On error *out is NULL,
+ * no process remains and on_exit never runs. On success the caller owns *out
  * (kin_child_destroy). Any thread except n's broker thread. */
 KIN_EXPORT kin_err kin_spawn(kin_node *n, const kin_spawn_opts *opts,
                              kin_child **out);
@@ -124,8 +125,10 @@ KIN_EXPORT bool kin_child_exited(kin_child *c);
  * Any thread except the parent's broker thread. */
 KIN_EXPORT kin_err kin_child_stop(kin_child *c, int *status);
 
-/* The last lines the child wrote to stderr (up to size bytes, NUL-
- * terminated); returns the length. Any thread. */
+/* The end of what the child wrote to stderr: the parent keeps the last
+ * 2048 bytes (lines as they arrive, each ending in a newline), and this
+ * copies the newest size - 1 of them and a NUL into buf; returns how many
+ * it copied. size 0: writes nothing, returns 0. Any thread. */
 KIN_EXPORT size_t kin_child_stderr_tail(kin_child *c, char *buf, size_t size);
 
 /* Stops the child if it still runs and frees it; *c = NULL. NULL-safe.

@@ -178,11 +178,13 @@ KIN_EXPORT kin_err kin_supervisor_stop(kin_supervisor *s);
 /* The supervisor's state. Any thread. */
 KIN_EXPORT kin_supervisor_state kin_supervisor_state_get(kin_supervisor *s);
 
-/* Number of child specs. Any thread. */
+/* Number of child specs (whatever their state: stopped and exited
+ * children keep theirs). Any thread. */
 KIN_EXPORT size_t kin_supervisor_count(kin_supervisor *s);
 
 /* A snapshot of the child named name, or of the index-th child (in the
- * order added). Errors: -ENOENT. Any thread. */
+ * order added, from 0 to kin_supervisor_count - 1). Errors: -ENOENT (no
+ * such name, index out of range). Any thread. */
 KIN_EXPORT kin_err kin_supervisor_child(kin_supervisor *s, const char *name,
                                         kin_child_info *out);
 KIN_EXPORT kin_err kin_supervisor_child_at(kin_supervisor *s, size_t index,
@@ -199,7 +201,9 @@ KIN_EXPORT uint64_t kin_supervisor_changes(kin_supervisor *s);
 KIN_EXPORT kin_err kin_supervisor_wait(kin_supervisor *s, uint64_t since,
                                        int timeout_ms, uint64_t *now);
 
-/* Name of a state ("idle", "running", ...), static. */
+/* Name of a state, static: "idle", "running", "stopped", "gave-up",
+ * "emergency" for a supervisor; "idle", "running", "restarting", "exited",
+ * "stopped" for a child; "unknown" for any other value. Any thread. */
 KIN_EXPORT const char *kin_supervisor_state_name(kin_supervisor_state st);
 KIN_EXPORT const char *kin_child_state_name(kin_child_state st);
 

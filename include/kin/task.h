@@ -41,9 +41,13 @@ typedef struct kin_task_opts {
 } kin_task_opts;
 
 /* Runs fn(arg) as a new task on n's worker pool; *id (optional) receives
- * its task id. The task records where it was created (use the macro
- * kin_task_spawn so file:line are filled in). Errors: KIN_ESHUTDOWN,
- * -ENOMEM. Any thread. */
+ * its task id, which kin_task_id(kin_task_self()) returns inside fn. opts
+ * may be NULL (name "task", not persistent); the name is copied. fn's
+ * return value ends the task as done, failed or cancelled (kin_task_fn),
+ * which the monitor's terminated tasks show. The task records where it was
+ * created (use the macro kin_task_spawn so file:line are filled in). Errors:
+ * -EINVAL (fn NULL), KIN_ESHUTDOWN, -ENOMEM; fn never runs then. Any
+ * thread. */
 KIN_EXPORT kin_err kin_task_spawn_at(kin_node *n, const kin_task_opts *opts,
                                      kin_task_fn fn, void *arg, uint32_t *id,
                                      const char *file, int line);
@@ -57,10 +61,12 @@ KIN_EXPORT kin_err kin_task_spawn_at(kin_node *n, const kin_task_opts *opts,
  * uncancellable sleep). */
 KIN_EXPORT kin_err kin_task_sleep(int ms);
 
-/* The id of a task (unique within its context). */
+/* The id of a task (unique within its context, never 0). Any thread, while
+ * the task is live. */
 KIN_EXPORT uint32_t kin_task_id(const kin_task *t);
 
-/* "pending", "running", ... */
+/* "pending", "running", "waiting", "done", "failed", "cancelled"; "?" for
+ * any other value. Static. Any thread. */
 KIN_EXPORT const char *kin_task_state_name(kin_task_state s);
 
 #endif

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <kin/msg.h>
+#include <kin/pack.h>
 
 /* Every flag the protocol defines; a new flag is a wire change and belongs
  * here too. */
@@ -342,6 +343,107 @@ max_size_zero_means_default(void **state)
     free(body);
 }
 
+/* Decodes body as a message to handle with flags under limit max; returns
+ * the result and frees what was decoded. */
+static kin_err
+decode_as(uint32_t handle, uint32_t flags, const kin_buf *body, size_t max)
+{
+    uint8_t h[KIN_HDR_SIZE];
+    valid_header(h);
+    h[3] = (uint8_t)flags;
+    h[16] = (uint8_t)handle;
+    h[17] = (uint8_t)(handle >> 8);
+    kin_msg *m = NULL;
+    kin_err e = kin_msg_decode(&m, h, sizeof h, body->data, body->len, max);
+    if (e == KIN_OK) {
+        assert_non_null(m);
+        assert_int_equal(m->len, body->len);
+        assert_int_equal(m->handle, handle);
+    }
+    kin_msg_destroy(&m);
+    return e;
+}
+
+/* A call request: function name and caller, then one bin of n bytes. */
+static void
+call_body(kin_buf *b, size_t n)
+{
+    static uint8_t data[200];
+    kin_buf_release(b);
+    assert_int_equal(kin_pack(b, "suB", "t.echo", 7u, data, n), KIN_OK);
+}
+
+/* The limit is on the payload: a call's name and caller and msgpack's
+ * headers come on top, so an argument of exactly the limit passes and one
+ * byte more does not. */
+static void
+limit_applies_to_the_payload(void **state)
+{
+    kin_buf b = {0};
+    call_body(&b, 100);
+    assert_true(b.len > 100);
+    assert_int_equal(decode_as(KIN_HANDLE_CALL, 0, &b, 100), KIN_OK);
+    call_body(&b, 101);
+    assert_int_equal(decode_as(KIN_HANDLE_CALL, 0, &b, 100), KIN_ETOOBIG);
+
+    /* Elsewhere the name and caller are payload like any string and
+     * number: only the bin's header is envelope. */
+    call_body(&b, 100);
+    assert_int_equal(decode_as(KIN_HANDLE_DYNAMIC, 0, &b, 100), KIN_ETOOBIG);
+    assert_int_equal(decode_as(KIN_HANDLE_DYNAMIC, 0, &b, 107), KIN_OK);
+    assert_int_equal(decode_as(KIN_HANDLE_CALL, KIN_MSG_ERROR, &b, 100),
+                     KIN_ETOOBIG);
+    kin_buf_release(&b);
+    static uint8_t data[200];
+    assert_int_equal(kin_pack(&b, "B", data, (size_t)100), KIN_OK);
+    assert_int_equal(decode_as(KIN_HANDLE_DYNAMIC, 0, &b, 100), KIN_OK);
+    kin_buf_release(&b);
+    assert_int_equal(kin_pack(&b, "B", data, (size_t)101), KIN_OK);
+    assert_int_equal(decode_as(KIN_HANDLE_DYNAMIC, 0, &b, 100), KIN_ETOOBIG);
+    kin_buf_release(&b);
+
+    /* Headers of arrays and strings nested inside are envelope too. */
+    assert_int_equal(kin_pack(&b, "a", 50u), KIN_OK);
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(kin_pack(&b, "S", "xy", (size_t)2), KIN_OK);
+    assert_int_equal(b.len, 3 + 50 * 3);
+    assert_int_equal(decode_as(KIN_HANDLE_DYNAMIC, 0, &b, 100), KIN_OK);
+    assert_int_equal(decode_as(KIN_HANDLE_DYNAMIC, 0, &b, 99), KIN_ETOOBIG);
+    kin_buf_release(&b);
+
+    /* Numbers count in full: 12 uint64 are 108 bytes of payload. */
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(kin_pack(&b, "U", UINT64_MAX), KIN_OK);
+    assert_int_equal(b.len, 108);
+    assert_int_equal(decode_as(KIN_HANDLE_DYNAMIC, 0, &b, 100), KIN_ETOOBIG);
+    assert_int_equal(decode_as(KIN_HANDLE_DYNAMIC, 0, &b, 108), KIN_OK);
+    kin_buf_release(&b);
+
+    /* Bytes that are not msgpack (a bin claiming more than there is) are
+     * all payload. */
+    uint8_t raw[102] = {0xc4, 0xff};
+    kin_buf r = {.data = (char *)raw, .len = sizeof raw};
+    assert_int_equal(decode_as(KIN_HANDLE_DYNAMIC, 0, &r, 101), KIN_ETOOBIG);
+    assert_int_equal(decode_as(KIN_HANDLE_DYNAMIC, 0, &r, 102), KIN_OK);
+}
+
+/* The envelope has a ceiling: a body of empty strings is all envelope, and
+ * it passes only while it stays within KIN_MSG_ENVELOPE_MAX of the limit. */
+static void
+envelope_is_capped(void **state)
+{
+    kin_buf b = {0};
+    size_t strings = KIN_MSG_ENVELOPE_MAX + 100 - 5;
+    assert_int_equal(kin_pack(&b, "a", (uint32_t)strings), KIN_OK);
+    for (size_t i = 0; i < strings; i++)
+        assert_int_equal(kin_pack(&b, "s", ""), KIN_OK);
+    assert_int_equal(b.len, KIN_MSG_ENVELOPE_MAX + 100);
+    assert_int_equal(decode_as(KIN_HANDLE_DYNAMIC, 0, &b, 100), KIN_OK);
+    assert_int_equal(kin_pack(&b, "s", ""), KIN_OK); /* one past the array */
+    assert_int_equal(decode_as(KIN_HANDLE_DYNAMIC, 0, &b, 100), KIN_ETOOBIG);
+    kin_buf_release(&b);
+}
+
 static void
 new_messages_start_zeroed(void **state)
 {
@@ -548,6 +650,8 @@ main(void)
         cmocka_unit_test(decode_builds_a_message),
         cmocka_unit_test(decode_enforces_max_size),
         cmocka_unit_test(max_size_zero_means_default),
+        cmocka_unit_test(limit_applies_to_the_payload),
+        cmocka_unit_test(envelope_is_capped),
         cmocka_unit_test(new_messages_start_zeroed),
         cmocka_unit_test(dead_message_answers_the_sender),
         cmocka_unit_test(dead_message_default_text_is_strerror),
