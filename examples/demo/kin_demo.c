@@ -297,8 +297,11 @@ find_kin_cmd(void)
         if (!realpath(path, real) || access(real, X_OK))
             continue;
         size_t n = getcwd(cwd, sizeof cwd) ? strlen(cwd) : 0;
+        /* "./kin", not "kin": a bare name would be looked up in PATH. */
+        const char *rel = real + n + 1;
         if (n > 1 && !strncmp(real, cwd, n) && real[n] == '/')
-            snprintf(kin_cmd, sizeof kin_cmd, "%s", real + n + 1);
+            snprintf(kin_cmd, sizeof kin_cmd, "%s%s",
+                     strchr(rel, '/') ? "" : "./", rel);
         else
             snprintf(kin_cmd, sizeof kin_cmd, "%s", real);
         return;
