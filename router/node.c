@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,28 +37,85 @@ struct kin_receiver {
 /* --- runtime directory -----------------------------------------------------
  */
 
-/* $XDG_RUNTIME_DIR/kin or /tmp/kin-UID, created 0700; refused when it exists
- * with another owner or looser permissions. */
-kin_err
-kin__runtime_dir(char *out, size_t size)
+/* Says why kin_node_new fails (what is wrong, what to do about it): to the
+ * diagnostics hook, and into why (kin_node_opts.errbuf) when not NULL. */
+static void explain(char *why, size_t why_size, const char *fmt, ...)
+    KIN_PRINTF(3, 4);
+
+static void
+explain(char *why, size_t why_size, const char *fmt, ...)
 {
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    KIN_ERROR("%s", msg);
+    if (why && why_size)
+        snprintf(why, why_size, "%s", msg);
+}
+
+/* $XDG_RUNTIME_DIR/kin or /tmp/kin-UID, created 0700; refused when it exists
+ * with another owner or looser permissions: another user could then reach
+ * (or plant) the sockets in it. */
+static kin_err
+runtime_dir_why(char *out, size_t size, char *why, size_t why_size)
+{
+    static const char fix[] = "set XDG_RUNTIME_DIR to a directory of your "
+                              "own (kin uses $XDG_RUNTIME_DIR/kin)";
     const char *xdg = getenv("XDG_RUNTIME_DIR");
     int len = xdg && *xdg ? snprintf(out, size, "%s/kin", xdg)
                           : snprintf(out, size, "/tmp/kin-%u", getuid());
-    if (len < 0 || (size_t)len >= size)
+    if (len < 0 || (size_t)len >= size) {
+        explain(why, why_size,
+                "runtime directory path too long (XDG_RUNTIME_DIR=%s): "
+                "%s",
+                xdg ? xdg : "", fix);
         return -ENAMETOOLONG;
-    if (mkdir(out, 0700) && errno != EEXIST)
-        return -errno;
+    }
+    if (mkdir(out, 0700) && errno != EEXIST) {
+        kin_err e = -errno;
+        explain(why, why_size, "cannot create the runtime directory %s: %s; %s",
+                out, strerror(-e), fix);
+        return e;
+    }
     struct stat st;
-    if (lstat(out, &st))
-        return -errno;
-    if (!S_ISDIR(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 0077)) {
-        KIN_ERROR("runtime directory %s must be a 0700 directory owned by "
-                  "uid %u",
-                  out, getuid());
+    if (lstat(out, &st)) {
+        kin_err e = -errno;
+        explain(why, why_size, "cannot read the runtime directory %s: %s", out,
+                strerror(-e));
+        return e;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        explain(why, why_size,
+                "runtime directory %s is not a directory (a symbolic link "
+                "or a file): remove it (rm %s), or %s",
+                out, out, fix);
+        return -EACCES;
+    }
+    if (st.st_uid != getuid()) {
+        explain(why, why_size,
+                "runtime directory %s belongs to uid %u, not to this user "
+                "(uid %u), so kin will not put its sockets there: remove "
+                "it (rm -r %s, as its owner or root), or %s",
+                out, (unsigned)st.st_uid, (unsigned)getuid(), out, fix);
+        return -EACCES;
+    }
+    if (st.st_mode & 0077) {
+        explain(why, why_size,
+                "runtime directory %s has mode %04o: other users could "
+                "reach kin's sockets in it, so kin refuses it: remove it "
+                "(rm -r %s; kin creates it again as 0700), or %s",
+                out, (unsigned)(st.st_mode & 07777), out, fix);
         return -EACCES;
     }
     return KIN_OK;
+}
+
+kin_err
+kin__runtime_dir(char *out, size_t size)
+{
+    return runtime_dir_why(out, size, NULL, 0);
 }
 
 /* Contexts killed without cleaning up leave "<pid>-..." sockets behind;
@@ -224,6 +282,9 @@ kin_node_new(kin_node **out, const kin_node_opts *opts)
     return kin__node_new_with(out, opts, NULL);
 }
 
+static kin_err node_new(kin_node **out, const kin_node_opts *opts,
+                        const kin__node_hooks *hooks);
+
 kin_err
 kin__node_new_with(kin_node **out, const kin_node_opts *opts,
                    const kin__node_hooks *hooks)
@@ -231,6 +292,19 @@ kin__node_new_with(kin_node **out, const kin_node_opts *opts,
     kin_node_opts none = {0};
     if (!opts)
         opts = &none;
+    size_t why_size = opts->errbuf ? opts->errbuf_size : 0;
+    if (why_size)
+        opts->errbuf[0] = 0;
+    kin_err e = node_new(out, opts, hooks);
+    if (e && why_size && !opts->errbuf[0])
+        snprintf(opts->errbuf, why_size, "%s", kin_strerror(e));
+    return e;
+}
+
+static kin_err
+node_new(kin_node **out, const kin_node_opts *opts,
+         const kin__node_hooks *hooks)
+{
     if (opts->parent_endpoint &&
         (opts->id == KIN_MASTER_ID || opts->id == opts->parent_id ||
          strlen(opts->parent_endpoint) >= 256))
@@ -283,9 +357,10 @@ kin__node_new_with(kin_node **out, const kin_node_opts *opts,
     kin_err e = KIN_OK;
     if (opts->curve_key) {
         if ((e = kin__curve_parse(&n->curve, opts->curve_key))) {
-            KIN_ERROR("context %u: curve_key is not \"PUBLIC:SECRET\" in "
-                      "Z85 with a matching pair",
-                      n->id);
+            explain(opts->errbuf, opts->errbuf_size,
+                    "context %u: curve_key is not \"PUBLIC:SECRET\" in "
+                    "Z85 with a matching pair",
+                    n->id);
             goto fail;
         }
     } else if (!n->has_parent) {
@@ -298,7 +373,8 @@ kin__node_new_with(kin_node **out, const kin_node_opts *opts,
         snprintf(n->endpoint, sizeof n->endpoint, "%s", opts->bind);
     } else {
         char dir[160];
-        if ((e = kin__runtime_dir(dir, sizeof dir)))
+        if ((e = runtime_dir_why(dir, sizeof dir, opts->errbuf,
+                                 opts->errbuf_size)))
             goto fail;
         ipc_path_claim(n, dir);
         snprintf(n->endpoint, sizeof n->endpoint, "ipc://%s", n->ipc_path);
@@ -342,10 +418,11 @@ kin__node_new_with(kin_node **out, const kin_node_opts *opts,
             if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT)
                 e = n->up_ready ? KIN_OK : KIN_ETIMEOUT;
         if (e)
-            KIN_ERROR("context %u: parent %u at %s did not answer HELLO in "
-                      "%d ms",
-                      n->id, n->parent_id, n->parent_endpoint,
-                      n->connect_timeout_ms);
+            explain(opts->errbuf, opts->errbuf_size,
+                    "context %u: parent %u at %s did not answer HELLO in "
+                    "%d ms",
+                    n->id, n->parent_id, n->parent_endpoint,
+                    n->connect_timeout_ms);
     }
     pthread_mutex_unlock(&n->mu);
     if (e)

@@ -1,10 +1,13 @@
 /* kin-demo: a small multi-process service, end to end. The master starts a
- * supervised tree of workers (one of them with workers of its own), fans
- * prime-counting jobs out to them, gets results streamed back, shows the
- * workers' logs and a progress bar, kills a worker on purpose and retries
- * its lost job after the supervisor restarted it, then prints the tree,
- * the tasks and a summary. The same executable is every worker. */
+ * supervised tree of workers (one of them, the hub, supervises workers of
+ * its own), fans prime-counting jobs out to them, gets results streamed
+ * back, shows the workers' logs and a progress bar, kills a worker on
+ * purpose and retries its lost job after the supervisor restarted it, then
+ * prints the tree, the tasks and a summary. Every process but the master is
+ * supervised, so killing any of them heals. The same executable is every
+ * worker. */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -60,20 +63,45 @@ is_prime(uint64_t n)
     return true;
 }
 
-static uint64_t
-count_primes(uint64_t lo, uint64_t hi)
+static double
+thread_cpu_ms(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Counts the primes in [lo, hi) and adds the CPU time this thread spent on
+ * it to *cpu_ms: CPU time, not elapsed time, so that a worker waiting for
+ * a core does not count as working. */
+static uint64_t
+count_primes(uint64_t lo, uint64_t hi, double *cpu_ms)
+{
+    double t0 = thread_cpu_ms();
     uint64_t count = 0;
     for (uint64_t n = lo; n < hi; n++)
         count += is_prime(n);
+    *cpu_ms += thread_cpu_ms() - t0;
     return count;
 }
 
-/* demo.count(lo, hi) -> number of primes in [lo, hi). A context with
- * children of its own (the hub) splits the range between them. */
-static uint32_t leaves[2];
-static int n_leaves;
+/* The hub supervises its two leaves (set once by demo.grow). */
+static const char *leaf_names[2] = {"leaf-1", "leaf-2"};
+static pthread_mutex_t hub_mu = PTHREAD_MUTEX_INITIALIZER;
+static kin_supervisor *hub_sup;
 
+static kin_supervisor *
+leaves_supervisor(void)
+{
+    pthread_mutex_lock(&hub_mu);
+    kin_supervisor *s = hub_sup;
+    pthread_mutex_unlock(&hub_mu);
+    return s;
+}
+
+/* demo.count(lo, hi) -> [primes in [lo, hi), CPU ms spent counting]. The
+ * hub splits the range between its leaves; a half whose leaf is down (being
+ * restarted) it counts itself. */
 static kin_err
 count_fn(kin_call *call, void *arg)
 {
@@ -81,41 +109,55 @@ count_fn(kin_call *call, void *arg)
     kin_err e = kin_call_args(call, "UU", &lo, &hi);
     if (e)
         return e;
-    double t0 = now_ms();
+    double t0 = now_ms(), cpu_ms = 0;
     uint64_t total = 0;
-    if (n_leaves) {
+    kin_supervisor *sup = leaves_supervisor();
+    if (sup) {
         /* Fan out further down the tree and gather both halves. */
         uint64_t mid = lo + (hi - lo) / 2;
-        kin_receiver *r[2];
+        kin_receiver *r[2] = {NULL, NULL};
+        uint32_t leaf[2] = {0, 0};
         uint64_t part[2][2] = {{lo, mid}, {mid, hi}};
-        for (int i = 0; i < 2; i++)
-            if ((e = kin_call_async(kin_call_node(call), leaves[i],
-                                    "demo.count", &r[i], "UU", part[i][0],
-                                    part[i][1])))
-                return e;
         for (int i = 0; i < 2; i++) {
+            kin_child_info info;
+            if (kin_supervisor_child(sup, leaf_names[i], &info) == KIN_OK &&
+                info.state == KIN_CHILD_RUNNING &&
+                kin_call_async(kin_call_node(call), info.id, "demo.count",
+                               &r[i], "UU", part[i][0], part[i][1]) == KIN_OK)
+                leaf[i] = info.id;
+        }
+        kin_err failed = KIN_OK;
+        for (int i = 0; i < 2; i++) {
+            if (!r[i]) {
+                total += count_primes(part[i][0], part[i][1], &cpu_ms);
+                continue;
+            }
             kin_msg *m = NULL;
             uint64_t v = 0;
+            double leaf_cpu = 0;
             kin_err w = kin_call_wait(r[i], CALL_MS, &m);
             if (!w)
-                w = kin_msg_unpack(m, "U", &v);
+                w = kin_msg_unpack(m, "Ud", &v, &leaf_cpu);
             kin_msg_destroy(&m);
             kin_receiver_destroy(&r[i]);
-            if (w)
-                return kin_call_fail(call, w, "leaf %u: %s", leaves[i],
-                                     kin_strerror(w));
+            if (w && !failed)
+                failed = kin_call_fail(call, w, "leaf %u: %s", leaf[i],
+                                       kin_strerror(w));
             total += v;
+            cpu_ms += leaf_cpu;
         }
+        if (failed)
+            return failed;
     } else {
-        total = count_primes(lo, hi);
+        total = count_primes(lo, hi, &cpu_ms);
     }
     KIN_LOGD("counted", KIN_F("lo", lo), KIN_F("hi", hi),
              KIN_F("primes", total), KIN_F("ms", now_ms() - t0));
-    return kin_call_return(call, "U", total);
+    return kin_call_return(call, "Ud", total, cpu_ms);
 }
 
 /* demo.job(id, lo, hi, to_ctx, to_handle): counts and streams the result
- * [id, primes, ms] back to the master's receiver (a sender). */
+ * [id, primes, ms, cpu_ms] back to the master's receiver (a sender). */
 static kin_err
 job_fn(kin_call *call, void *arg)
 {
@@ -128,11 +170,12 @@ job_fn(kin_call *call, void *arg)
     double t0 = now_ms();
     kin_msg *m = NULL;
     uint64_t primes = 0;
+    double cpu_ms = 0;
     /* Through our own demo.count, so a hub fans out to its leaves. */
     e = kin_call_sync(kin_call_node(call), kin_node_id(kin_call_node(call)),
                       "demo.count", CALL_MS, &m, "UU", lo, hi);
     if (!e)
-        e = kin_msg_unpack(m, "U", &primes);
+        e = kin_msg_unpack(m, "Ud", &primes, &cpu_ms);
     kin_msg_destroy(&m);
     if (e)
         return e;
@@ -145,31 +188,54 @@ job_fn(kin_call *call, void *arg)
     else
         KIN_LOGD("job done", KIN_F("job", id), KIN_F("primes", primes),
                  KIN_F("ms", (int)ms));
-    return kin_send(kin_call_node(call), to_ctx, to_handle, "uUd", id, primes,
-                    ms);
+    return kin_send(kin_call_node(call), to_ctx, to_handle, "uUdd", id, primes,
+                    ms, cpu_ms);
 }
 
-/* demo.grow(n): the hub starts n leaves of its own. */
-static kin_child *leaf_child[2];
+static void
+on_leaf_event(kin_supervisor *s, const kin_sup_event *ev, void *arg)
+{
+    if (ev->kind == KIN_SUP_EV_STARTED)
+        KIN_LOGI(ev->restarts ? "leaf restarted" : "leaf started",
+                 KIN_F("leaf", ev->child), KIN_F("context", ev->id),
+                 KIN_F("pid", (int)ev->pid));
+    else if (ev->kind == KIN_SUP_EV_EXITED)
+        KIN_LOGW("leaf exited", KIN_F("leaf", ev->child),
+                 KIN_F("context", ev->id),
+                 KIN_F("signal",
+                       WIFSIGNALED(ev->status) ? WTERMSIG(ev->status) : 0));
+}
 
+/* demo.grow(): the hub starts its two leaves under a supervisor of its own,
+ * once. The hub's node stops them when the hub stops; they die with it
+ * when it is killed, and the new hub grows new ones. */
 static kin_err
 grow_fn(kin_call *call, void *arg)
 {
-    int n;
-    kin_err e = kin_call_args(call, "i", &n);
-    for (int i = 0; !e && i < n && i < 2; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "leaf-%d", i + 1);
-        kin_spawn_opts o = {.name = name};
-        if ((e = kin_spawn(kin_call_node(call), &o, &leaf_child[i])))
-            return kin_call_fail(call, e, "spawning %s: %s", name,
-                                 kin_strerror(e));
-        leaves[i] = kin_child_id(leaf_child[i]);
-        n_leaves = i + 1;
-        KIN_LOGI("leaf started", KIN_F("leaf", name),
-                 KIN_F("pid", (int)kin_child_pid(leaf_child[i])));
+    kin_err e = KIN_OK;
+    pthread_mutex_lock(&hub_mu);
+    if (!hub_sup) {
+        kin_supervisor *s = NULL;
+        kin_supervisor_opts so = {.strategy = KIN_ONE_FOR_ONE,
+                                  .intensity = 5,
+                                  .period_ms = 10000,
+                                  .on_event = on_leaf_event};
+        e = kin_supervisor_new(&s, kin_call_node(call), &so);
+        for (int i = 0; !e && i < 2; i++) {
+            kin_child_spec spec = {.name = leaf_names[i],
+                                   .restart = KIN_RESTART_PERMANENT};
+            e = kin_supervisor_add(s, &spec);
+        }
+        if (!e)
+            e = kin_supervisor_start(s);
+        if (e)
+            kin_supervisor_destroy(&s);
+        hub_sup = s;
     }
-    return e;
+    pthread_mutex_unlock(&hub_mu);
+    return e ? kin_call_fail(call, e, "starting the leaves: %s",
+                             kin_strerror(e))
+             : KIN_OK;
 }
 
 /* --- the master's side -----------------------------------------------------
@@ -197,13 +263,50 @@ typedef struct demo {
     uint32_t lost[N_WORKERS];  /* a context id seen to die */
     int per_worker[N_WORKERS]; /* jobs finished */
     uint64_t primes;
-    double t0, job_ms;
+    double t0, cpu_ms; /* CPU time the finished jobs took, all workers */
     bool killed;
     bool tty;
     int bar_shown;
 } demo;
 
 static const char *worker_names[N_WORKERS] = {"worker-1", "worker-2", "hub"};
+
+/* How to run the kin command here: the one built next to this demo
+ * (build/kin beside build/examples/demo/kin-demo, or kin in the same
+ * directory once installed), relative to the current directory when it is
+ * below it; "kin" from PATH if neither exists. */
+static char kin_cmd[PATH_MAX];
+
+static void
+find_kin_cmd(void)
+{
+    snprintf(kin_cmd, sizeof kin_cmd, "kin");
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0)
+        return;
+    exe[len] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return;
+    *slash = 0;
+    const char *tries[] = {"/../../kin", "/kin"};
+    char path[PATH_MAX + 16], real[PATH_MAX], cwd[PATH_MAX];
+    for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
+        snprintf(path, sizeof path, "%s%s", exe, tries[i]);
+        if (!realpath(path, real) || access(real, X_OK))
+            continue;
+        size_t n = getcwd(cwd, sizeof cwd) ? strlen(cwd) : 0;
+        /* "./kin", not "kin": a bare name would be looked up in PATH. */
+        const char *rel = real + n + 1;
+        if (n > 1 && !strncmp(real, cwd, n) && real[n] == '/')
+            snprintf(kin_cmd, sizeof kin_cmd, "%s%s",
+                     strchr(rel, '/') ? "" : "./", rel);
+        else
+            snprintf(kin_cmd, sizeof kin_cmd, "%s", real);
+        return;
+    }
+}
 
 static void
 clear_bar(demo *d)
@@ -257,6 +360,17 @@ static void
 on_event(kin_supervisor *s, const kin_sup_event *ev, void *arg)
 {
     demo *d = arg;
+    if (ev->kind == KIN_SUP_EV_STARTED && !strcmp(ev->child, "hub")) {
+        /* A new hub starts its leaves (the supervisor's thread may call
+         * into kin; the next restart waits until this returns). */
+        kin_msg *m = NULL;
+        kin_err e =
+            kin_call_sync(d->node, ev->id, "demo.grow", CALL_MS, &m, "");
+        kin_msg_destroy(&m);
+        if (e)
+            say(d, "%smaster: hub could not start its leaves: %s%s\n", YELLOW,
+                kin_strerror(e), RESET);
+    }
     if (ev->kind == KIN_SUP_EV_STARTED && ev->restarts)
         say(d, "%ssupervisor: restarted %s as context %u (pid %d)%s\n", YELLOW,
             ev->child, ev->id, (int)ev->pid, RESET);
@@ -297,27 +411,34 @@ refresh_workers(demo *d)
         kin_child_info info;
         if (kin_supervisor_child(d->sup, worker_names[w], &info) == KIN_OK &&
             info.state == KIN_CHILD_RUNNING && info.id != d->ctx[w] &&
-            info.id != d->lost[w]) {
+            info.id != d->lost[w])
             d->ctx[w] = info.id;
-            if (w == 2) {
-                kin_msg *m = NULL;
-                kin_call_sync(d->node, info.id, "demo.grow", CALL_MS, &m, "i",
-                              2);
-                kin_msg_destroy(&m);
-            }
-        }
     }
 }
 
+static int
+by_id(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Prints ctx and, below it, its children in context id order (the order
+ * they were first started in; a restarted one gets a new, higher id).
+ * indent: the lines drawn for the levels above; last: ctx is the last of
+ * its siblings. */
 static void
-print_tree(demo *d, uint32_t ctx, int depth)
+print_tree_at(demo *d, uint32_t ctx, const char *indent, bool root, bool last)
 {
     kin_ctx_info info;
     if (kin_monitor_info(d->node, ctx, 2000, &info))
         return;
-    char label[96];
-    snprintf(label, sizeof label, "%*s%s%s", depth > 1 ? (depth - 1) * 4 : 0,
-             "", depth ? "└── " : "", info.name);
+    char label[256];
+    snprintf(label, sizeof label, "%s%s%s", indent,
+             root   ? ""
+             : last ? "└── "
+                    : "├── ",
+             info.name);
     /* Pad by characters, not bytes: the tree lines are UTF-8. */
     int width = 0;
     for (const char *p = label; *p; p++)
@@ -325,8 +446,22 @@ print_tree(demo *d, uint32_t ctx, int depth)
     printf("  %s%s%s%*s context %-3u pid %-7d %2u tasks  %5.1f MiB\n", BOLD,
            label, RESET, width < 22 ? 22 - width : 0, "", info.id, info.pid,
            info.tasks, (double)info.rss_kib / 1024.0);
+    char below[256];
+    snprintf(below, sizeof below, "%s%s", indent,
+             root   ? ""
+             : last ? "    "
+                    : "│   ");
+    qsort(info.children, (size_t)info.n_children, sizeof info.children[0],
+          by_id);
     for (int i = 0; i < info.n_children; i++)
-        print_tree(d, info.children[i], depth + 1);
+        print_tree_at(d, info.children[i], below, false,
+                      i + 1 == info.n_children);
+}
+
+static void
+print_tree(demo *d)
+{
+    print_tree_at(d, kin_node_id(d->node), "", true, true);
 }
 
 static void
@@ -352,6 +487,8 @@ print_ps(demo *d, uint32_t ctx)
         }
         free(ts);
     }
+    qsort(info.children, (size_t)info.n_children, sizeof info.children[0],
+          by_id);
     for (int i = 0; i < info.n_children; i++)
         print_ps(d, info.children[i]);
 }
@@ -365,13 +502,13 @@ step(demo *d)
     while (kin_receiver_get(d->results, 0, &m) == KIN_OK) {
         uint32_t id;
         uint64_t primes;
-        double ms;
-        if (kin_msg_unpack(m, "uUd", &id, &primes, &ms) == KIN_OK &&
+        double ms, cpu_ms;
+        if (kin_msg_unpack(m, "uUdd", &id, &primes, &ms, &cpu_ms) == KIN_OK &&
             id < (uint32_t)d->n_jobs && !d->jobs[id].done) {
             d->jobs[id].done = true;
             d->done++;
             d->primes += primes;
-            d->job_ms += ms;
+            d->cpu_ms += cpu_ms;
             d->per_worker[d->jobs[id].worker]++;
         }
         kin_msg_destroy(&m);
@@ -440,7 +577,7 @@ run(demo *d, int n_jobs, uint64_t limit, bool linger)
     for (int w = 0; w < N_WORKERS; w++)
         d->busy[w] = -1;
     refresh_workers(d);
-    print_tree(d, kin_node_id(d->node), 0);
+    print_tree(d);
 
     say(d,
         "\n%sFanning out %d jobs%s (count the primes below %llu; "
@@ -469,9 +606,9 @@ run(demo *d, int n_jobs, uint64_t limit, bool linger)
         }
         if (!shown_ps && d->done >= d->n_jobs / 2) {
             say(d,
-                "\n%sTasks right now, in every process%s (what `kin ps "
+                "\n%sTasks right now, in every process%s (what `%s ps "
                 "%d` shows):\n",
-                BOLD, RESET, (int)getpid());
+                BOLD, RESET, kin_cmd, (int)getpid());
             print_ps(d, kin_node_id(d->node));
             printf("\n");
             shown_ps = true;
@@ -497,7 +634,7 @@ run(demo *d, int n_jobs, uint64_t limit, bool linger)
     clear_bar(d);
 
     printf("\n%sThe tree now%s (worker-2 is a new process):\n", BOLD, RESET);
-    print_tree(d, kin_node_id(d->node), 0);
+    print_tree(d);
 
     unsigned restarts = 0;
     for (int w = 0; w < N_WORKERS; w++) {
@@ -509,8 +646,13 @@ run(demo *d, int n_jobs, uint64_t limit, bool linger)
     printf("  %s%d/%d jobs done%s, %llu primes below %llu\n", GREEN, d->done,
            d->n_jobs, RESET, (unsigned long long)d->primes,
            (unsigned long long)limit);
-    printf("  wall time %.2f s, work time %.2f s (%.1fx parallel)\n",
-           wall / 1e3, d->job_ms / 1e3, wall > 0 ? d->job_ms / wall : 0);
+    /* CPU time over wall time: how many cores were busy counting on
+     * average. Wall time per job would count a worker waiting for a core
+     * as working, and so claim more parallelism than the cores allow. */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    printf("  wall time %.2f s, CPU time spent counting %.2f s: on average "
+           "%.1f of\n  this machine's %ld cores were busy counting\n",
+           wall / 1e3, d->cpu_ms / 1e3, wall > 0 ? d->cpu_ms / wall : 0, cores);
     printf("  jobs per worker:");
     for (int w = 0; w < N_WORKERS; w++)
         printf(" %s %d%s", worker_names[w], d->per_worker[w],
@@ -523,15 +665,20 @@ run(demo *d, int n_jobs, uint64_t limit, bool linger)
                RESET, (int)getpid());
         const char *cmds[] = {"tree", "ps", "pstree", "logs", "monitor"};
         for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-            printf("  %skin %s %d%s\n", CYAN, cmds[i], (int)getpid(), RESET);
-        printf("Press Ctrl-C to stop.\n");
+            printf("  %s%s %s %d%s\n", CYAN, kin_cmd, cmds[i], (int)getpid(),
+                   RESET);
+        printf("Every process but this master is supervised: kill -9 any of "
+               "them and watch it come back.\nPress Ctrl-C to stop.\n");
         fflush(stdout);
         sigset_t set;
         sigemptyset(&set);
         sigaddset(&set, SIGINT);
         sigaddset(&set, SIGTERM);
-        int sig;
-        sigwait(&set, &sig);
+        /* Shows the workers' logs (the hub's leaf restarts among them)
+         * until Ctrl-C. */
+        struct timespec tick = {.tv_sec = 0, .tv_nsec = 200 * 1000000L};
+        while (sigtimedwait(&set, NULL, &tick) < 0)
+            show_logs(d);
         printf("\nstopping\n");
     }
 
@@ -602,12 +749,15 @@ main(int argc, char **argv)
     }
 
     demo d = {.tty = isatty(STDERR_FILENO)};
-    kin_node_opts o = {.name = "master"};
+    char why[512];
+    kin_node_opts o = {
+        .name = "master", .errbuf = why, .errbuf_size = sizeof why};
     kin_err e = kin_init(&d.node, &o); /* a worker never comes back */
     if (e) {
-        fprintf(stderr, "kin-demo: %s\n", kin_strerror(e));
+        fprintf(stderr, "kin-demo: %s\n", why);
         return 1;
     }
+    find_kin_cmd();
     printf("%skin demo%s: this master (pid %d) starts worker processes, "
            "calls functions in them by name,\nsupervises them and watches "
            "every task. Everything below is real processes and sockets.\n\n",

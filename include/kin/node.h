@@ -73,6 +73,13 @@ typedef struct kin_node_opts {
      * values. Negative: no heartbeats. */
     int heartbeat_ms;
     int heartbeat_timeout_ms;
+    /* Optional: when kin_node_new (or kin_init) fails, a sentence for the
+     * user saying why, e.g. which runtime directory was refused, what is
+     * wrong with it and what to do ("remove it, or set XDG_RUNTIME_DIR");
+     * for errors without more to say, kin_strerror's text. Emptied on
+     * success. The diagnostics hook (kin/log.h) gets the same sentence. */
+    char *errbuf;
+    size_t errbuf_size;
 } kin_node_opts;
 
 /* Counters, for tests and the monitor. */
@@ -89,7 +96,10 @@ typedef struct kin_node_stats {
  * a child also connects to its parent and returns once the parent has
  * answered its HELLO. Errors: KIN_ETIMEOUT (parent silent for
  * connect_timeout_ms), -EINVAL (bad options), -errno from ZMQ or the runtime
- * directory (e.g. -EACCES when it is not 0700 and ours). Any thread. */
+ * directory: -EACCES when $XDG_RUNTIME_DIR/kin (or /tmp/kin-UID without
+ * XDG_RUNTIME_DIR) exists but is not a directory, not ours or open to
+ * others (not 0700); opts->errbuf then names the directory, what is wrong
+ * and the fix. Any thread. */
 KIN_EXPORT kin_err kin_node_new(kin_node **out, const kin_node_opts *opts);
 
 /* Shuts the context down: child processes are stopped, running tasks are
