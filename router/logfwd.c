@@ -263,10 +263,14 @@ kin__logfwd_start(kin__logfwd **out, const kin__logfwd_opts *opts)
     snprintf(front, sizeof front, "%s", opts->frontend);
     f->o.backend = back;
     f->o.frontend = front;
-    snprintf(f->ctl_ep, sizeof f->ctl_ep, "inproc://kin-logfwd-ctl-%p",
-             (void *)f);
-    snprintf(f->cap_ep, sizeof f->cap_ep, "inproc://kin-logfwd-cap-%p",
-             (void *)f);
+    /* Named by a counter, never by f's address: a forwarder allocated
+     * where a stopped one lived would find that one's names still bound
+     * (ZMQ's reaper thread releases a closed socket's inproc endpoints
+     * later) and fail with EADDRINUSE. */
+    static atomic_uint seq;
+    unsigned id = atomic_fetch_add(&seq, 1);
+    snprintf(f->ctl_ep, sizeof f->ctl_ep, "inproc://kin-logfwd-ctl-%u", id);
+    snprintf(f->cap_ep, sizeof f->cap_ep, "inproc://kin-logfwd-cap-%u", id);
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cond, NULL);
     atomic_store(&f->last_ns, kin__now_ns());
