@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <zmq.h>
 
@@ -23,6 +25,15 @@
 
 #define BURST 1000 /* messages per direction per poll */
 
+/* An ipc socket file the forwarder bound: removed when it stops (libzmq
+ * leaves it), unless another process has bound that path since. */
+typedef struct bound_file {
+    char path[256];
+    dev_t dev;
+    ino_t ino;
+    bool set;
+} bound_file;
+
 struct kin__logfwd {
     pthread_t thread;
     bool running;
@@ -31,6 +42,7 @@ struct kin__logfwd {
     kin__logfwd_opts o;
     kin__curve_key curve; /* o.curve points here */
     kin_logsink *sink;
+    bound_file files[2]; /* backend, frontend; forwarder thread */
 
     pthread_mutex_t mu;
     pthread_cond_t cond;
@@ -51,9 +63,34 @@ set_int(void *s, int opt, int v)
     zmq_setsockopt(s, opt, &v, sizeof v);
 }
 
+/* Remembers the socket file ep made, if it made one of its own (not an
+ * abstract name; not a wildcard, whose file libzmq removes itself). */
+static void
+note_file(bound_file *b, const char *ep)
+{
+    struct stat st;
+    if (strncmp(ep, "ipc://", 6) || ep[6] == '@' || strchr(ep, '*') ||
+        strlen(ep + 6) >= sizeof b->path || stat(ep + 6, &st))
+        return;
+    snprintf(b->path, sizeof b->path, "%s", ep + 6);
+    b->dev = st.st_dev;
+    b->ino = st.st_ino;
+    b->set = true;
+}
+
+static void
+remove_file(bound_file *b)
+{
+    struct stat st;
+    if (b->set && !stat(b->path, &st) && st.st_dev == b->dev &&
+        st.st_ino == b->ino)
+        unlink(b->path);
+    b->set = false;
+}
+
 static kin_err
 bind_at(void *s, const char *ep, char *resolved, size_t size,
-        const kin__curve_key *curve)
+        const kin__curve_key *curve, bound_file *file)
 {
     if (kin__endpoint_is_tcp(ep)) {
         if (!curve || !curve->pub[0]) {
@@ -68,6 +105,8 @@ bind_at(void *s, const char *ep, char *resolved, size_t size,
     }
     if (zmq_bind(s, ep))
         return -errno;
+    if (file)
+        note_file(file, ep);
     if (resolved) {
         size_t len = size;
         if (zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, resolved, &len))
@@ -176,15 +215,15 @@ fwd_main(void *arg)
         if (f->o.lossless)
             set_int(xpub, ZMQ_XPUB_NODROP, 1);
         e = bind_at(xsub, f->o.backend, f->backend, sizeof f->backend,
-                    f->o.curve);
+                    f->o.curve, &f->files[0]);
     }
     if (!e)
         e = bind_at(xpub, f->o.frontend, f->frontend, sizeof f->frontend,
-                    f->o.curve);
+                    f->o.curve, &f->files[1]);
     if (!e)
-        e = bind_at(ctl, f->ctl_ep, NULL, 0, NULL);
+        e = bind_at(ctl, f->ctl_ep, NULL, 0, NULL, NULL);
     if (!e && cap)
-        e = bind_at(cap, f->cap_ep, NULL, 0, NULL);
+        e = bind_at(cap, f->cap_ep, NULL, 0, NULL, NULL);
     /* Waits for the sink to connect to the capture socket. */
     signal_bound(f, e);
     pthread_mutex_lock(&f->mu);
@@ -232,6 +271,9 @@ fwd_main(void *arg)
     for (size_t i = 0; i < 4; i++)
         if (socks[i])
             zmq_close(socks[i]);
+    /* Nothing of a cleanly stopped forwarder stays behind. */
+    remove_file(&f->files[0]);
+    remove_file(&f->files[1]);
     return NULL;
 }
 
@@ -263,10 +305,14 @@ kin__logfwd_start(kin__logfwd **out, const kin__logfwd_opts *opts)
     snprintf(front, sizeof front, "%s", opts->frontend);
     f->o.backend = back;
     f->o.frontend = front;
-    snprintf(f->ctl_ep, sizeof f->ctl_ep, "inproc://kin-logfwd-ctl-%p",
-             (void *)f);
-    snprintf(f->cap_ep, sizeof f->cap_ep, "inproc://kin-logfwd-cap-%p",
-             (void *)f);
+    /* Named by a counter, never by f's address: a forwarder allocated
+     * where a stopped one lived would find that one's names still bound
+     * (ZMQ's reaper thread releases a closed socket's inproc endpoints
+     * later) and fail with EADDRINUSE. */
+    static atomic_uint seq;
+    unsigned id = atomic_fetch_add(&seq, 1);
+    snprintf(f->ctl_ep, sizeof f->ctl_ep, "inproc://kin-logfwd-ctl-%u", id);
+    snprintf(f->cap_ep, sizeof f->cap_ep, "inproc://kin-logfwd-cap-%u", id);
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cond, NULL);
     atomic_store(&f->last_ns, kin__now_ns());

@@ -107,7 +107,9 @@ const char *kin__logfwd_frontend(const kin__logfwd *f);
 void kin__logfwd_stats_get(const kin__logfwd *f, kin__logfwd_stats *out);
 
 /* Stops the thread (with a sink, after letting in-flight records settle
- * for a moment), closes the sockets and the sink; *f = NULL. NULL-safe. */
+ * for a moment), closes the sockets and the sink, and removes the ipc
+ * socket files it bound (those still its own: a path another forwarder
+ * has bound since is left alone); *f = NULL. NULL-safe. */
 void kin__logfwd_stop(kin__logfwd **f);
 
 /* --- subscriber internals (logsub.c) -------------------------------------- */

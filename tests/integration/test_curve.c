@@ -1,10 +1,12 @@
 /* CURVE on tcp links: a child holding the tree's key links and serves
  * calls; a peer with another key, or with no CURVE at all, is refused
  * during the handshake (nothing it sends is read, the refusal is logged);
- * another user cannot reach an ipc endpoint; and what crosses the wire does not
- * show the calls' contents (a capture with tcpdump, run only as root, with a
- * plaintext control proving that the capture would have seen them). The test
- * binary is also the child. */
+ * a raw client with a wrong key gets nothing through any tcp CURVE server
+ * kin binds (the router, the log backend, a forwarder's tcp frontend);
+ * two trees in one process stay apart; another user cannot reach an ipc
+ * endpoint; and what crosses the wire does not show the calls' contents (a
+ * capture with tcpdump, run only as root, with a plaintext control proving that
+ * the capture would have seen them). The test binary is also the child. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -22,7 +24,9 @@
 
 #include <kin/kin.h>
 
+#include "core/logrec.h"
 #include "integration/harness.h"
+#include "router/logs_impl.h"
 
 #define MARKER "kin-secret-payload-7f3a9c"
 #define CONTROL "plaintext-control-51d2e8"
@@ -347,6 +351,249 @@ trees_in_one_process_stay_apart(void **state)
     echo_ok(f->n, kin_child_id(f->c), "tree A still works");
 }
 
+/* --- a wrong client key gets nothing through ------------------------------
+ * Raw libzmq clients against every CURVE server socket kin binds on tcp,
+ * each knowing the server's public key: one with the tree's key pair (the
+ * control: what it sends or asks for arrives), one with a pair of its own.
+ * The server refuses the latter's handshake (libzmq reports the refusal on
+ * the client's side, not kin's log) and nothing it sends, nor anything it
+ * subscribes to, gets through. */
+
+typedef struct raw_client {
+    void *s, *mon;
+} raw_client;
+
+static raw_client
+raw_connect(void *zc, int type, const char *endpoint, bool tree_pair)
+{
+    static int seq;
+    raw_client c = {zmq_socket(zc, type), zmq_socket(zc, ZMQ_PAIR)};
+    assert_non_null(c.s);
+    assert_non_null(c.mon);
+    int linger = 0;
+    zmq_setsockopt(c.s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(c.mon, ZMQ_LINGER, &linger, sizeof linger);
+    char pub[41], sec[41];
+    if (tree_pair) {
+        memcpy(pub, tree_key, 40);
+        memcpy(sec, tree_key + 41, 40);
+        pub[40] = sec[40] = 0;
+    } else {
+        assert_int_equal(zmq_curve_keypair(pub, sec), 0);
+    }
+    zmq_setsockopt(c.s, ZMQ_CURVE_SERVERKEY, tree_pub, 40);
+    zmq_setsockopt(c.s, ZMQ_CURVE_PUBLICKEY, pub, 40);
+    zmq_setsockopt(c.s, ZMQ_CURVE_SECRETKEY, sec, 40);
+    if (type == ZMQ_SUB)
+        zmq_setsockopt(c.s, ZMQ_SUBSCRIBE, "", 0);
+    if (type == ZMQ_DEALER) { /* a link id, as a child's (7 or 8) */
+        uint8_t rid[4] = {tree_pair ? 7 : 8, 0, 0, 0};
+        zmq_setsockopt(c.s, ZMQ_ROUTING_ID, rid, sizeof rid);
+    }
+    char mon_ep[64];
+    snprintf(mon_ep, sizeof mon_ep, "inproc://raw-client-mon-%d", seq++);
+    assert_int_equal(
+        zmq_socket_monitor(c.s, mon_ep,
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL),
+        0);
+    assert_int_equal(zmq_connect(c.mon, mon_ep), 0);
+    assert_int_equal(zmq_connect(c.s, endpoint), 0);
+    return c;
+}
+
+/* How c's first handshake ended (a ZMQ_EVENT_HANDSHAKE_* event), 0 if it
+ * did not within 10 s. */
+static int
+handshake_outcome(raw_client *c)
+{
+    zmq_pollitem_t it = {.socket = c->mon, .events = ZMQ_POLLIN};
+    if (zmq_poll(&it, 1, 10000) != 1)
+        return 0;
+    uint8_t ev[6] = {0};
+    int n = zmq_recv(c->mon, ev, sizeof ev, 0);
+    char addr[256];
+    while (zmq_recv(c->mon, addr, sizeof addr, ZMQ_DONTWAIT) >= 0) {
+    } /* the address frame */
+    return n >= 2 ? ev[0] | ev[1] << 8 : 0;
+}
+
+static void
+raw_close(raw_client *c)
+{
+    zmq_socket_monitor(c->s, NULL, 0);
+    zmq_close(c->s);
+    zmq_close(c->mon);
+}
+
+/* A WARNING record about context ctx saying msg, as a publisher sends it. */
+static void
+send_record(void *pub, uint32_t ctx, uint64_t seq, const char *msg)
+{
+    char head[KIN__LOG_HEAD_MAX];
+    size_t hl =
+        kin__logrec_head(head, kin__log_bucket(KIN_LOG_WARNING), seq, ctx, ctx,
+                         ctx, "raw", 3, (int)getpid(), KIN_LOGREC_LOG, 0);
+    kin__lbuf b;
+    kin__lbuf_init(&b);
+    kin__logrec_body(&b, KIN_LOG_WARNING, 0, 0, 0, __FILE__, __LINE__, msg,
+                     strlen(msg), NULL);
+    assert_false(b.failed);
+    zmq_msg_t m;
+    assert_int_equal(zmq_msg_init_size(&m, hl + b.len), 0);
+    memcpy(zmq_msg_data(&m), head, hl);
+    memcpy((char *)zmq_msg_data(&m) + hl, b.p, b.len);
+    kin__lbuf_fini(&b);
+    if (zmq_msg_send(&m, pub, ZMQ_DONTWAIT) < 0)
+        zmq_msg_close(&m);
+}
+
+/* The node's tcp ROUTER: the intruder's junk would count as malformed, the
+ * control's well-formed message from a peer that never said HELLO counts
+ * as forged; once the control's has been read (the intruder's went
+ * first), nothing of the intruder's was, and it got no answer. */
+static void
+wrong_key_reaches_nothing_on_the_router(void **state)
+{
+    fixture *f = *state;
+    void *zc = zmq_ctx_new();
+    kin_node_stats st0, st1;
+    kin_node_stats_get(f->n, &st0);
+    raw_client bad = raw_connect(zc, ZMQ_DEALER, kin_node_endpoint(f->n), 0);
+    zmq_send(bad.s, "junk", 4, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(bad.s, "", 0, ZMQ_DONTWAIT);
+    int bad_end = handshake_outcome(&bad);
+    raw_client good = raw_connect(zc, ZMQ_DEALER, kin_node_endpoint(f->n), 1);
+    kin_msg *m;
+    assert_int_equal(kin_msg_new(&m, 0), KIN_OK);
+    m->src = m->auth = 7;
+    m->handle = KIN_HANDLE_PING;
+    m->reply_to = 1;
+    uint8_t hdr[KIN_HDR_SIZE];
+    kin_msg_header_encode(m, hdr);
+    kin_msg_destroy(&m);
+    zmq_send(good.s, hdr, sizeof hdr, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(good.s, "", 0, ZMQ_DONTWAIT);
+    int good_end = handshake_outcome(&good);
+    double end = harness_now_ms() + 10000;
+    do {
+        kin_node_stats_get(f->n, &st1);
+    } while (st1.forged == st0.forged && harness_now_ms() < end &&
+             !usleep(5000));
+    zmq_pollitem_t it = {.socket = bad.s, .events = ZMQ_POLLIN};
+    int answered = zmq_poll(&it, 1, 0);
+    raw_close(&bad);
+    raw_close(&good);
+    zmq_ctx_term(zc);
+    assert_int_equal(good_end, ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
+    assert_int_equal(bad_end, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
+    assert_int_equal(st1.forged, st0.forged + 1); /* the control's */
+    assert_int_equal(st1.malformed, st0.malformed);
+    assert_int_equal(st1.delivered, st0.delivered);
+    assert_int_equal(answered, 0);
+}
+
+/* Publishes "admitted" through good and "intruder" through bad (both
+ * publishers into one forwarder) until sub has read `want` admitted
+ * records; counts what sub and, if given, bad_sub read of each. */
+typedef struct seen {
+    int admitted, intruder, bad_sub;
+} seen;
+
+static void
+publish_both(void *good, void *bad, kin_logsub *sub, void *raw_sub,
+             void *bad_sub, int want, seen *out)
+{
+    kin__logdec d;
+    kin__logdec_init(&d);
+    uint64_t seq = 1;
+    double end = harness_now_ms() + 15000;
+    while (out->admitted < want && harness_now_ms() < end) {
+        if (bad)
+            send_record(bad, 4243, seq, "intruder");
+        send_record(good, 4242, seq, "admitted");
+        seq++;
+        const kin_logrec *r;
+        while (sub && kin_logsub_next(sub, 20, &r) == KIN_OK) {
+            if (r->kind != KIN_LOGREC_LOG)
+                continue;
+            out->admitted += !strcmp(r->msg, "admitted");
+            out->intruder += !strcmp(r->msg, "intruder");
+        }
+        zmq_pollitem_t it = {.socket = raw_sub, .events = ZMQ_POLLIN};
+        while (raw_sub && zmq_poll(&it, 1, 20) == 1) {
+            char buf[1024];
+            int n = zmq_recv(raw_sub, buf, sizeof buf, 0);
+            if (n > 0 && kin__logdec_decode(&d, buf, (size_t)n, &r) == KIN_OK)
+                out->admitted += !strcmp(r->msg, "admitted");
+        }
+        char buf[1024];
+        while (bad_sub && zmq_recv(bad_sub, buf, sizeof buf, ZMQ_DONTWAIT) >= 0)
+            out->bad_sub++;
+    }
+    kin__logdec_fini(&d);
+}
+
+/* The master's log backend (tcp, where children elsewhere publish): a
+ * publisher with the wrong key is refused and none of its records reach
+ * the master's subscribers, while the control's do. */
+static void
+wrong_key_publishes_nothing_to_the_log_backend(void **state)
+{
+    fixture *f = *state;
+    assert_true(strncmp(kin_logs_backend(f->n), "tcp://", 6) == 0);
+    void *zc = zmq_ctx_new();
+    kin_logsub_opts so = {.endpoint = kin_logs_frontend(f->n),
+                          .min_level = KIN_LOG_WARNING};
+    kin_logsub *sub = NULL;
+    assert_int_equal(kin_logsub_new(&sub, &so), KIN_OK);
+    raw_client bad = raw_connect(zc, ZMQ_PUB, kin_logs_backend(f->n), 0);
+    int bad_end = handshake_outcome(&bad);
+    raw_client good = raw_connect(zc, ZMQ_PUB, kin_logs_backend(f->n), 1);
+    seen got = {0};
+    publish_both(good.s, bad.s, sub, NULL, NULL, 5, &got);
+    kin_logsub_destroy(&sub);
+    raw_close(&bad);
+    raw_close(&good);
+    zmq_ctx_term(zc);
+    assert_int_equal(bad_end, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
+    assert_true(got.admitted >= 5);
+    assert_int_equal(got.intruder, 0);
+}
+
+/* A forwarder with both sides on tcp (as `kin log-forwarder` can run): a
+ * subscriber with the wrong key is refused at its frontend and reads
+ * nothing, while the control reads the records. */
+static void
+wrong_key_reads_nothing_from_a_tcp_frontend(void **state)
+{
+    kin__curve_key key;
+    assert_int_equal(kin__curve_parse(&key, tree_key), KIN_OK);
+    kin__logfwd_opts fo = {.backend = "tcp://127.0.0.1:*",
+                           .frontend = "tcp://127.0.0.1:*",
+                           .sink_fd = -1,
+                           .curve = &key};
+    kin__logfwd *fwd = NULL;
+    assert_int_equal(kin__logfwd_start(&fwd, &fo), KIN_OK);
+    void *zc = zmq_ctx_new();
+    raw_client bad = raw_connect(zc, ZMQ_SUB, kin__logfwd_frontend(fwd), 0);
+    int bad_end = handshake_outcome(&bad);
+    raw_client good = raw_connect(zc, ZMQ_SUB, kin__logfwd_frontend(fwd), 1);
+    raw_client pub = raw_connect(zc, ZMQ_PUB, kin__logfwd_backend(fwd), 1);
+    seen got = {0};
+    publish_both(pub.s, NULL, NULL, good.s, bad.s, 5, &got);
+    raw_close(&bad);
+    raw_close(&good);
+    raw_close(&pub);
+    zmq_ctx_term(zc);
+    kin__logfwd_stop(&fwd);
+    assert_int_equal(bad_end, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
+    assert_true(got.admitted >= 5);
+    assert_int_equal(got.bad_sub, 0);
+}
+
 /* --- sniffing ---------------------------------------------------------------
  */
 
@@ -466,6 +713,11 @@ main(int argc, char **argv)
         cmocka_unit_test(ipc_endpoint_refuses_other_users),
         cmocka_unit_test_setup_teardown(trees_in_one_process_stay_apart, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(wrong_key_reaches_nothing_on_the_router,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            wrong_key_publishes_nothing_to_the_log_backend, setup, teardown),
+        cmocka_unit_test(wrong_key_reads_nothing_from_a_tcp_frontend),
         cmocka_unit_test_setup_teardown(sniffed_traffic_is_unreadable, setup,
                                         teardown),
     };

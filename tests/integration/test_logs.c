@@ -2,9 +2,11 @@
  * grandchild's records, filtering at the publisher, exact loss accounting
  * when the publisher's queue or a subscriber overflows, gaps shown to late
  * joiners, child output lines, the master's JSON file sink, `kin logs` and
- * the standalone `kin log-forwarder`. The binary is also the child program.
+ * the standalone `kin log-forwarder`, and a runtime directory left empty by
+ * a clean shutdown. The binary is also the child program.
  * Subscriptions take a while to reach publishers, so tests publish probes
  * until one arrives rather than sleeping. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -693,11 +695,74 @@ kin_logs_follows_with_json(void **state)
     kin_child_destroy(&c);
 }
 
+/* --- a private runtime directory ----------------------------------------- */
+
+typedef struct rtdir {
+    char dir[64];  /* XDG_RUNTIME_DIR for the test */
+    char kin[128]; /* kin's runtime directory in it */
+    char *saved;   /* the XDG_RUNTIME_DIR before */
+} rtdir;
+
+static int
+rt_setup(void **state)
+{
+    rtdir *r = calloc(1, sizeof *r);
+    if (r)
+        snprintf(r->dir, sizeof r->dir, "/tmp/kin-rt-test.XXXXXX");
+    if (!r || !mkdtemp(r->dir)) {
+        free(r);
+        return -1;
+    }
+    snprintf(r->kin, sizeof r->kin, "%s/kin", r->dir);
+    const char *old = getenv("XDG_RUNTIME_DIR");
+    r->saved = old ? strdup(old) : NULL;
+    setenv("XDG_RUNTIME_DIR", r->dir, 1);
+    *state = r;
+    return 0;
+}
+
+static int
+rt_teardown(void **state)
+{
+    rtdir *r = *state;
+    if (r->saved)
+        setenv("XDG_RUNTIME_DIR", r->saved, 1);
+    else
+        unsetenv("XDG_RUNTIME_DIR");
+    int status;
+    free(harness_run(&status, "rm -rf '%s'", r->dir));
+    free(r->saved);
+    free(r);
+    return 0;
+}
+
+/* The names in dir, space-separated (malloc'd; "" when empty). */
+static char *
+names_in(const char *dir)
+{
+    size_t cap = 4096, len = 0;
+    char *out = calloc(1, cap);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (out && d && (de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        int w = snprintf(out + len, cap - len, "%s ", de->d_name);
+        if (w > 0 && (size_t)w < cap - len)
+            len += (size_t)w;
+    }
+    if (d)
+        closedir(d);
+    return out;
+}
+
 static void
 standalone_forwarder_carries_records(void **state)
 {
+    rtdir *rt = *state;
     char dir[160], back[256], front[256];
     assert_int_equal(kin__runtime_dir(dir, sizeof dir), KIN_OK);
+    assert_string_equal(dir, rt->kin);
     snprintf(back, sizeof back, "ipc://%s/test-logs-%d-in.sock", dir,
              (int)getpid());
     snprintf(front, sizeof front, "ipc://%s/test-logs-%d-out.sock", dir,
@@ -733,6 +798,11 @@ standalone_forwarder_carries_records(void **state)
     int status = stop_proc(&fwd);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
+    /* A forwarder that stopped cleanly took its sockets with it. */
+    char *left = names_in(rt->kin);
+    if (*left)
+        fail_msg("left in the runtime directory: %s", left);
+    free(left);
 }
 
 /* A standalone forwarder on tcp: CURVE servers admitting only the tree's
@@ -804,6 +874,49 @@ tcp_forwarder_admits_only_the_tree_key(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* Masters (one on ipc with a child and a grandchild, one on tcp) shut down
+ * cleanly: nothing of their tree stays in the runtime directory, not their
+ * sockets, not their log forwarders'. */
+static void
+a_destroyed_master_leaves_nothing_behind(void **state)
+{
+    rtdir *r = *state;
+    kin_node *n = NULL, *t = NULL;
+    kin_node_opts o = {.name = "tidy"};
+    assert_int_equal(kin_node_new(&n, &o), KIN_OK);
+    kin_node_opts ot = {.name = "tidy-tcp", .bind = "tcp://127.0.0.1:*"};
+    assert_int_equal(kin_node_new(&t, &ot), KIN_OK);
+    kin_spawn_opts so = {.name = "tidy-child"};
+    kin_child *c = NULL, *c2 = NULL;
+    assert_int_equal(kin_spawn(n, &so, &c), KIN_OK);
+    assert_int_equal(kin_spawn(t, &so, &c2), KIN_OK);
+    kin_msg *reply = NULL;
+    assert_int_equal(
+        kin_call_sync(n, kin_child_id(c), "l.spawn_gc", 10000, &reply, ""),
+        KIN_OK);
+    uint32_t gc_id;
+    int gc_pid;
+    assert_int_equal(kin_msg_unpack(reply, "ui", &gc_id, &gc_pid), KIN_OK);
+    kin_msg_destroy(&reply);
+    /* While they run, their files are there (so the check below sees). */
+    char *before = names_in(r->kin), mine[32];
+    snprintf(mine, sizeof mine, "%d-0", (int)getpid());
+    assert_non_null(strstr(before, mine));
+    assert_non_null(strstr(before, "-logs"));
+    free(before);
+    pid_t child = kin_child_pid(c);
+    kin_node_destroy(&n);
+    kin_node_destroy(&t);
+    kin_child_destroy(&c);
+    kin_child_destroy(&c2);
+    assert_true(harness_wait_gone(child, 10000));
+    assert_true(harness_wait_gone((pid_t)gc_pid, 10000));
+    char *after = names_in(r->kin);
+    if (*after)
+        fail_msg("left in the runtime directory: %s", after);
+    free(after);
+}
+
 int
 main(void)
 {
@@ -826,8 +939,11 @@ main(void)
         cmocka_unit_test(child_output_lines_arrive_tagged),
         cmocka_unit_test(file_sink_writes_json_lines),
         cmocka_unit_test(kin_logs_follows_with_json),
-        cmocka_unit_test(standalone_forwarder_carries_records),
+        cmocka_unit_test_setup_teardown(standalone_forwarder_carries_records,
+                                        rt_setup, rt_teardown),
         cmocka_unit_test(tcp_forwarder_admits_only_the_tree_key),
+        cmocka_unit_test_setup_teardown(
+            a_destroyed_master_leaves_nothing_behind, rt_setup, rt_teardown),
     };
     if (getenv("KIN_TEST_FILTER"))
         cmocka_set_test_filter(getenv("KIN_TEST_FILTER"));

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -890,6 +891,45 @@ emergency_stop_call_in_the_master(void **state)
 
 /* --- sudo factory --------------------------------------------------------- */
 
+/* The other user must be able to run the program, and a checkout may live
+ * where only we can go (a 0700 home or build directory): the child runs a
+ * copy of this executable in a fresh 0755 directory under /tmp. Fills dir
+ * and path; returns 0, or -1 with why set (what is made is removed). */
+static int
+reachable_copy(char *dir, size_t dsize, char *path, size_t psize, char *why,
+               size_t wsize)
+{
+    snprintf(dir, dsize, "/tmp/kin-sudo-test.XXXXXX");
+    if (!mkdtemp(dir)) {
+        snprintf(why, wsize, "mkdtemp %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    snprintf(path, psize, "%s/test_process", dir);
+    int in = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    int out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
+    bool ok = in >= 0 && out >= 0;
+    char buf[65536];
+    ssize_t n;
+    while (ok && (n = read(in, buf, sizeof buf)) != 0)
+        ok = n > 0 && write(out, buf, (size_t)n) == n;
+    if (ok)
+        snprintf(why, wsize, "copied");
+    else
+        snprintf(why, wsize, "copying this program to %s: %s", path,
+                 strerror(errno));
+    if (in >= 0)
+        close(in);
+    if (out >= 0 && close(out))
+        ok = false;
+    ok = ok && !chmod(path, 0755) && !chmod(dir, 0755);
+    if (!ok) {
+        unlink(path);
+        rmdir(dir);
+        return -1;
+    }
+    return 0;
+}
+
 static void
 sudo_child_runs_as_the_other_user(void **state)
 {
@@ -912,7 +952,24 @@ sudo_child_runs_as_the_other_user(void **state)
     /* The default ipc endpoint is private: refused at once, clearly. */
     assert_int_equal(kin_spawn(master, &o, &c), -EACCES);
     assert_null(c);
-    kin_err e = kin_spawn(f->own, &o, &f->kids[0]);
+    char dir[64], path[128];
+    if (reachable_copy(dir, sizeof dir, path, sizeof path, why, sizeof why))
+        fail_msg("%s", why);
+    struct statvfs vfs;
+    bool noexec = !statvfs(dir, &vfs) && (vfs.f_flag & ST_NOEXEC);
+    kin_err e = -EACCES;
+    if (!noexec) {
+        o.program = path;
+        e = kin_spawn(f->own, &o, &f->kids[0]);
+    }
+    /* Running, the child needs the file no more: removed before any check
+     * can fail. */
+    unlink(path);
+    rmdir(dir);
+    if (noexec) {
+        print_message("skipped: /tmp is mounted noexec\n");
+        skip();
+    }
     if (e)
         fail_msg("sudo spawn: %s: %s", kin_strerror(e), why);
     /* Its log records reach the tree's forwarder: the backend of a master
