@@ -24,9 +24,9 @@
 
 #include <kin/kin.h>
 
-#include "core/logrec.h"
 #include "integration/harness.h"
-#include "router/logs_impl.h"
+#include "logs/logrec.h"
+#include "logs/logs_impl.h"
 
 #define MARKER "kin-secret-payload-7f3a9c"
 #define CONTROL "plaintext-control-51d2e8"
