@@ -609,16 +609,22 @@ main(int argc, char **argv)
     free(out);
 
     /* An operator on host B (b's network and UTS namespaces: another host
-     * name) reads the same tree through b, its master being elsewhere. */
-    out = harness_run(&st, "nsenter --target %d --net --uts %s ps %d 2>&1",
-                      pid_b, kin_cli, pid_b);
+     * name) reads the same tree through b, its master being elsewhere. Not
+     * with this process's XDG_RUNTIME_DIR: b, started by sshd, has none. */
+    out = harness_run(
+        &st,
+        "env -u XDG_RUNTIME_DIR nsenter --target %d --net --uts %s ps %d 2>&1",
+        pid_b, kin_cli, pid_b);
     CHECK(st == 0 && strstr(out, "main") && strstr(out, "relay") &&
               strstr(out, "sleep"),
           "kin ps on host B (exit %d):\n%s", st, out);
     free(out);
     /* The logs are at the master's host: kin logs says so at once. */
-    out = harness_run(&st, "nsenter --target %d --net --uts %s logs %d 2>&1",
-                      pid_b, kin_cli, pid_b);
+    out = harness_run(
+        &st,
+        "env -u XDG_RUNTIME_DIR nsenter --target %d --net --uts %s logs "
+        "%d 2>&1",
+        pid_b, kin_cli, pid_b);
     CHECK(st == 2 && strstr(out, "run kin logs"),
           "kin logs on host B (exit %d):\n%s", st, out);
     free(out);
