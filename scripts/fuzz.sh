@@ -1,29 +1,39 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (the message decoder, the log record decoder)
-# with clang and runs each for the given number of seconds (default 60).
+# Builds the libFuzzer targets (tests/fuzz/: the message decoder, the log
+# record decoder) with clang and runs them within a total time budget in
+# seconds (default 120), split evenly among the targets.
+#   scripts/fuzz.sh [TOTAL_SECONDS]
+# Each target starts from tests/fuzz/regressions/<target>/ (seeds and past
+# findings; read only) and grows build-fuzz/corpus/<target>/. A crash or
+# leak reproducer lands in build-fuzz/artifacts/: once the bug is fixed, copy
+# it into tests/fuzz/regressions/<target>/ so the <target>_regressions CTest
+# entry replays it in every build from then on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-secs=${1:-60}
-CC=clang cmake -S . -B build-fuzz -DKIN_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build-fuzz -j "$(nproc)" --target fuzz_msg fuzz_logrec
-# Seeds: byte 0 = header length (24), byte 1 = size limit (0 = default),
-# then a header frame and a body frame. msgpack-c is not instrumented, so
-# well-formed bodies (a call, dead messages with the code packed as int16 and as
-# int64, as other msgpack implementations may) give the fuzzer a start.
-mkdir -p build-fuzz/corpus build-fuzz/seeds build-fuzz/artifacts
-ids='\003\000\000\000\052\000\000\000\052\000\000\000'
-printf "\030\000KN\001\000${ids}\002\000\000\000\350\003\000\000\222\244ping\220" \
-    >build-fuzz/seeds/call
-printf "\030\000KN\001\001${ids}\350\003\000\000\000\000\000\000\222\321\212\317\241x" \
-    >build-fuzz/seeds/dead16
-printf "\030\040KN\001\001${ids}\350\003\000\000\000\000\000\000\222\323\377\377\377\377\377\377\212\317\241x" \
-    >build-fuzz/seeds/dead64
-# Crash/OOM reproducers land in build-fuzz/artifacts/, not the source tree.
-build-fuzz/tests/fuzz/fuzz_msg -max_total_time="$secs" -print_final_stats=1 \
-    -artifact_prefix=build-fuzz/artifacts/ build-fuzz/corpus build-fuzz/seeds \
-    2>&1 | tail -n 15
-mkdir -p build-fuzz/corpus-logrec
-build-fuzz/tests/fuzz/fuzz_logrec -max_total_time="$secs" -print_final_stats=1 \
-    -artifact_prefix=build-fuzz/artifacts/ build-fuzz/corpus-logrec \
-    2>&1 | tail -n 6
+scripts/setup.sh test
+total=${1:-120}
+targets=(fuzz_msg fuzz_logrec)
+secs=$((total / ${#targets[@]}))
+[ "$secs" -ge 1 ] || secs=1
+CC=clang cmake -S . -B build-fuzz -DKIN_FUZZ=ON -DKIN_TESTS=ON \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-fuzz -j "$(nproc)" --target "${targets[@]}"
+mkdir -p build-fuzz/artifacts
+rc=0
+for t in "${targets[@]}"; do
+    echo "== $t: ${secs} s of ${total} s"
+    mkdir -p "build-fuzz/corpus/$t"
+    # fuzz_msg's seeds: byte 0 = header length (24), byte 1 = size limit
+    # (0 = default), then a header frame and a body frame. msgpack-c is not
+    # instrumented, so well-formed bodies (a call, dead messages with the
+    # code packed as int16 and as int64) give the fuzzer a start.
+    build-fuzz/tests/fuzz/"$t" -max_total_time="$secs" -print_final_stats=1 \
+        -artifact_prefix=build-fuzz/artifacts/"$t"- \
+        "build-fuzz/corpus/$t" "tests/fuzz/regressions/$t" \
+        >"build-fuzz/$t.log" 2>&1 || rc=$?
+    tail -n 12 "build-fuzz/$t.log"
+    if [ "$rc" -ne 0 ]; then
+        echo "$t found something (exit $rc): build-fuzz/artifacts/, build-fuzz/$t.log" >&2
+        exit "$rc"
+    fi
+done

@@ -1,12 +1,30 @@
 #!/usr/bin/env bash
-# Installs the Debian packages kin needs to build and test. Idempotent: quiet
-# when everything is present; runs apt-get update only when something is missing.
+# Installs the Debian packages kin needs. Idempotent: quiet when everything
+# is present; runs apt-get update only when something is missing.
+#   scripts/setup.sh build   what builds the library, the kin command and the
+#                            examples (scripts/demo.sh)
+#   scripts/setup.sh test    that, plus what only the tests, fuzzers and CI use
+#                            (the default; scripts/test.sh, scripts/fuzz.sh)
 set -euo pipefail
 
-pkgs=(build-essential cmake pkg-config clang clang-format-14 libclang-rt-14-dev
-      libzmq3-dev libczmq-dev libmsgpack-dev libuv1-dev libcmocka-dev
-      libunwind-dev libdw-dev libjansson-dev libedit-dev tmux procps sudo
+build=(build-essential cmake pkg-config
+       libzmq3-dev libmsgpack-dev libuv1-dev
+       libunwind-dev libdw-dev libjansson-dev libedit-dev)
+# cmocka: the unit and integration tests; clang and its runtime: the fuzz
+# targets; clang-format: CI's format check; tmux: the monitor TUI test;
+# sudo: the sudo factory's test; sshd, ssh, iproute2: the test hosts of
+# tests/remote/hosts.sh; tcpdump: the sniffing checks.
+test=(libcmocka-dev clang libclang-rt-14-dev clang-format-14 tmux procps sudo
       openssh-server openssh-client iproute2 tcpdump)
+
+case "${1:-test}" in
+build) pkgs=("${build[@]}") ;;
+test) pkgs=("${build[@]}" "${test[@]}") ;;
+*)
+    echo "usage: scripts/setup.sh [build|test]" >&2
+    exit 2
+    ;;
+esac
 
 missing=()
 for p in "${pkgs[@]}"; do

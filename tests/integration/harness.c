@@ -1,6 +1,7 @@
 /* Test helpers shared by the integration tests (see harness.h). */
 #include "integration/harness.h"
 
+#include <elfutils/libdw.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -146,4 +147,56 @@ harness_capture_stop(pid_t pid, const char *pcap, const char *marker,
         }
         usleep(10000);
     }
+}
+
+static int skipped;
+
+void
+harness_note_skip(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("skipped: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    skipped++;
+}
+
+int
+harness_group_status(int failed)
+{
+    if (failed == 0 && skipped > 0) {
+        fprintf(stderr, "%d test(s) skipped, none failed: exit 77\n", skipped);
+        return 77;
+    }
+    return failed;
+}
+
+bool
+harness_has_debug_info(const char *file)
+{
+    const char *base = strrchr(file, '/');
+    base = base ? base + 1 : file;
+    size_t blen = strlen(base);
+    bool found = false;
+    int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    Dwarf *dw = dwarf_begin(fd, DWARF_C_READ);
+    Dwarf_Off off = 0, next;
+    size_t hsize;
+    while (dw && !found &&
+           dwarf_nextcu(dw, off, &next, &hsize, NULL, NULL, NULL) == 0) {
+        Dwarf_Die die;
+        const char *name =
+            dwarf_offdie(dw, off + hsize, &die) ? dwarf_diename(&die) : NULL;
+        size_t len = name ? strlen(name) : 0;
+        found = len >= blen && strcmp(name + len - blen, base) == 0;
+        off = next;
+    }
+    if (dw)
+        dwarf_end(dw);
+    close(fd);
+    return found;
 }

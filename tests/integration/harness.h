@@ -41,4 +41,29 @@ pid_t harness_capture_start(const char *iface, const char *filter,
 void harness_capture_stop(pid_t pid, const char *pcap, const char *marker,
                           size_t want);
 
+/* Skips the current cmocka test with a reason (printed to stderr) and
+ * remembers that it did, so harness_run_group exits 77 (CTest: Skipped)
+ * instead of 0. Never call cmocka's skip() directly: it exits 0 and the
+ * skip would show as a pass (tests/check_skips.sh enforces this). */
+#define harness_skip(...)                                                      \
+    do {                                                                       \
+        harness_note_skip(__VA_ARGS__);                                        \
+        skip();                                                                \
+    } while (0)
+void harness_note_skip(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+/* Runs a cmocka group and returns the exit status for main: the number of
+ * failed tests, or 77 (CTest's SKIP_RETURN_CODE) when none failed but one
+ * was skipped with harness_skip. */
+#define harness_run_group(tests)                                               \
+    harness_group_status(cmocka_run_group_tests(tests, NULL, NULL))
+int harness_group_status(int failed);
+
+/* Whether this executable carries DWARF debug info for the source file
+ * `file` (pass __FILE__), i.e. whether kin can print file:line for frames in
+ * it: true in Debug and RelWithDebInfo builds (or any build with -g), false
+ * in Release and MinSizeRel. */
+bool harness_has_debug_info(const char *file);
+
 #endif

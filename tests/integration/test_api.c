@@ -860,7 +860,7 @@ main(void)
         cmocka_unit_test_setup_teardown(raw_monitor_request_answers_a_map,
                                         setup, teardown),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = harness_run_group(tests);
     kin_node_destroy(&master);
     return rc;
 }

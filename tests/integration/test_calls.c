@@ -594,7 +594,7 @@ main(void)
         cmocka_unit_test_setup_teardown(child_streams_results_back, setup,
                                         teardown),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = harness_run_group(tests);
     kin_node_destroy(&master);
     return rc;
 }

@@ -282,8 +282,7 @@ static void
 ipc_endpoint_refuses_other_users(void **state)
 {
     if (geteuid() != 0) {
-        fprintf(stderr, "skipped: needs root to become another user\n");
-        skip();
+        harness_skip("needs root to become another user");
     }
     kin_node *n = NULL;
     kin_node_opts o = {.curve_key = tree_key};
@@ -609,8 +608,7 @@ sniffed_traffic_is_unreadable(void **state)
 {
     fixture *f = *state;
     if (geteuid() != 0 || access("/usr/bin/tcpdump", X_OK)) {
-        fprintf(stderr, "skipped: capturing needs root and tcpdump\n");
-        skip();
+        harness_skip("capturing needs root and tcpdump");
     }
     assert_int_equal(kin_spawn(f->n, NULL, &f->c), KIN_OK);
     /* The control: a plaintext ZMQ pair on another port. */
@@ -721,5 +719,5 @@ main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(sniffed_traffic_is_unreadable, setup,
                                         teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return harness_run_group(tests);
 }

@@ -961,7 +961,7 @@ main(void)
     };
     if (getenv("KIN_TEST_FILTER"))
         cmocka_set_test_filter(getenv("KIN_TEST_FILTER"));
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = harness_run_group(tests);
     kin_node_destroy(&master);
     if (!getenv("KIN_TEST_KEEP"))
         unlink(log_file);

@@ -217,13 +217,18 @@ pstree_shows_chain_across_three_processes(void **state)
     uint32_t block_id = ts[0].id;
     free(ts);
 
-    /* kin where names the function and the file:line it blocks at. */
+    /* kin where names the function it blocks in, and the file:line where
+     * the binary has debug info (not in Release or MinSizeRel builds). */
     out = run_kin(&st, "where %d %u:%u", (int)getpid(), c, block_id);
     print_message("%s", out);
     assert_int_equal(st, 0);
-    assert_non_null(strstr(out, "block at "));
-    assert_non_null(strstr(out, "test_monitor.c:"));
     assert_non_null(strstr(out, "kin_latch_get"));
+    if (harness_has_debug_info(__FILE__)) {
+        assert_non_null(strstr(out, "  block at "));
+        assert_non_null(strstr(out, "test_monitor.c:"));
+    } else {
+        assert_non_null(strstr(out, "  block ("));
+    }
     free(out);
 
     /* kin cancel ends it; where-terminated says it was cancelled and by
@@ -411,7 +416,7 @@ main(void)
         cmocka_unit_test_setup_teardown(tree_and_custom_commands, spawn3,
                                         stop3),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = harness_run_group(tests);
     kin_node_destroy(&master);
     return rc;
 }

@@ -940,8 +940,7 @@ sudo_child_runs_as_the_other_user(void **state)
     struct passwd *pw = getpwnam("nobody");
     if (access("/usr/bin/sudo", X_OK) || !pw ||
         system("sudo -n -u nobody true >/dev/null 2>&1") != 0) {
-        print_message("skipped: sudo -n -u nobody is not available here\n");
-        skip();
+        harness_skip("sudo -n -u nobody is not available here");
     }
     kin_child *c = NULL;
     char why[512] = "";
@@ -1101,7 +1100,7 @@ main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(paused_local_child_keeps_its_link,
                                         setup, teardown),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = harness_run_group(tests);
     kin_node_destroy(&master);
     return rc;
 }

@@ -26,6 +26,7 @@
 #define HB_TIMEOUT_MS 1500
 
 static int failures;
+static int skipped; /* checks this machine could not run: exit 77 */
 
 #define CHECK(cond, ...)                                                       \
     do {                                                                       \
@@ -172,7 +173,8 @@ static void
 sniff_the_veth(kin_node *n, uint32_t ctx)
 {
     if (access("/usr/bin/tcpdump", X_OK)) {
-        printf("sniff check skipped: no tcpdump\n");
+        printf("skipped: the sniff check (no /usr/bin/tcpdump)\n");
+        skipped++;
         return;
     }
     char pcap[300], cmd[600];
@@ -607,16 +609,22 @@ main(int argc, char **argv)
     free(out);
 
     /* An operator on host B (b's network and UTS namespaces: another host
-     * name) reads the same tree through b, its master being elsewhere. */
-    out = harness_run(&st, "nsenter --target %d --net --uts %s ps %d 2>&1",
-                      pid_b, kin_cli, pid_b);
+     * name) reads the same tree through b, its master being elsewhere. Not
+     * with this process's XDG_RUNTIME_DIR: b, started by sshd, has none. */
+    out = harness_run(
+        &st,
+        "env -u XDG_RUNTIME_DIR nsenter --target %d --net --uts %s ps %d 2>&1",
+        pid_b, kin_cli, pid_b);
     CHECK(st == 0 && strstr(out, "main") && strstr(out, "relay") &&
               strstr(out, "sleep"),
           "kin ps on host B (exit %d):\n%s", st, out);
     free(out);
     /* The logs are at the master's host: kin logs says so at once. */
-    out = harness_run(&st, "nsenter --target %d --net --uts %s logs %d 2>&1",
-                      pid_b, kin_cli, pid_b);
+    out = harness_run(
+        &st,
+        "env -u XDG_RUNTIME_DIR nsenter --target %d --net --uts %s logs "
+        "%d 2>&1",
+        pid_b, kin_cli, pid_b);
     CHECK(st == 2 && strstr(out, "run kin logs"),
           "kin logs on host B (exit %d):\n%s", st, out);
     free(out);
@@ -653,7 +661,9 @@ out:
     kin_node_destroy(&n);
     if (failures)
         fprintf(stderr, "%d check(s) failed\n", failures);
+    else if (skipped)
+        printf("test_remote: OK, but %d check(s) skipped: exit 77\n", skipped);
     else
         printf("test_remote: OK\n");
-    return failures ? 1 : 0;
+    return failures ? 1 : skipped ? 77 : 0;
 }

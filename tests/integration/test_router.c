@@ -1350,5 +1350,5 @@ main(int argc, char **argv)
             destroy_with_work_in_flight_is_bounded, setup_tree, teardown_tree,
             &plain),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return harness_run_group(tests);
 }

@@ -9,6 +9,8 @@
 
 #include <kin/err.h>
 
+#include "integration/harness.h"
+
 static void
 kin_codes_have_names_and_messages(void **state)
 {
@@ -39,5 +41,5 @@ main(void)
         cmocka_unit_test(kin_codes_have_names_and_messages),
         cmocka_unit_test(errno_codes_map_to_the_system),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return harness_run_group(tests);
 }

@@ -18,6 +18,8 @@
 #include "core/latch_impl.h"
 #include "core/task.h"
 
+#include "integration/harness.h"
+
 #define WAIT_MS 10000  /* deadline for events that should come at once */
 #define MARGIN_MS 2000 /* slack over a timeout, generous for sanitizers */
 #define SETTLE_MS 50   /* gap before asserting a waiter still waits */
@@ -875,5 +877,5 @@ main(void)
         cmocka_unit_test(cancel_wakes_select_get),
         cmocka_unit_test(queued_message_beats_pending_cancel),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return harness_run_group(tests);
 }

@@ -13,6 +13,8 @@
 
 #include <kin/log.h>
 
+#include "integration/harness.h"
+
 typedef struct record {
     int calls;
     kin_log_level level;
@@ -246,5 +248,5 @@ main(void)
         cmocka_unit_test_teardown(stderr_handler_prints_one_line, reset),
         cmocka_unit_test(level_names),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return harness_run_group(tests);
 }

@@ -17,6 +17,8 @@
 
 #include "logs/logrec.h"
 
+#include "integration/harness.h"
+
 /* Encodes a whole message (head + body) into a fresh exact-size buffer. */
 static char *
 encode(size_t *len, int level, const char *msg, const kin_field *fields,
@@ -298,5 +300,5 @@ main(void)
         cmocka_unit_test(human_line_is_one_line),
         cmocka_unit_test(levels_parse_and_bucket),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return harness_run_group(tests);
 }

@@ -14,6 +14,8 @@
 #include <kin/msg.h>
 #include <kin/pack.h>
 
+#include "integration/harness.h"
+
 /* Every flag the protocol defines; a new flag is a wire change and belongs
  * here too. */
 #define KNOWN_FLAGS (KIN_MSG_DEAD | KIN_MSG_CANCEL | KIN_MSG_ERROR)
@@ -659,5 +661,5 @@ main(void)
         cmocka_unit_test(dead_reason_rejects_garbage_body),
         cmocka_unit_test(destroy_is_null_safe_and_nulls),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return harness_run_group(tests);
 }

@@ -15,6 +15,8 @@
 
 #include <kin/pack.h>
 
+#include "integration/harness.h"
+
 /* Packs picture into a fresh buffer through kin_vpack and checks the bytes. */
 static void
 expect_bytes(const char *want, size_t want_len, const char *picture, ...)
@@ -1182,5 +1184,5 @@ main(void)
         cmocka_unit_test(unpack_buf_reads_and_releases),
         cmocka_unit_test(reader_release_is_null_safe_and_repeatable),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return harness_run_group(tests);
 }

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "core/u32map.h"
+#include "integration/harness.h"
 
 #define VAL(k) ((void *)(uintptr_t)((k)*2u + 1u))
 
@@ -107,5 +108,5 @@ main(void)
         cmocka_unit_test(deleting_inside_a_probe_run_keeps_the_rest),
         cmocka_unit_test(grows_and_iterates_every_key_once),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return harness_run_group(tests);
 }
