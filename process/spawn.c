@@ -658,7 +658,9 @@ kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     if (!opts || !opts->host || (opts->via && opts->via != n->id))
         return spawn_once(n, opts, out);
     /* Over ssh, a connection sshd dropped before authentication is tried
-     * again, after a growing, jittered pause (3 more times at most). */
+     * again, after a doubling, jittered pause (5 more times at most, about
+     * 3 to 6 s in all: on a loaded host a burst keeps sshd's MaxStartups
+     * full for seconds). */
     kin_spawn_opts o = *opts;
     char why[1024] = "";
     if (!o.errbuf || !o.errbuf_size) {
@@ -668,12 +670,13 @@ kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     for (int attempt = 0;; attempt++) {
         o.errbuf[0] = 0;
         kin_err e = spawn_once(n, &o, out);
-        if (e != KIN_ESPAWN || attempt == 3 || !refused_early(o.errbuf))
+        if (e != KIN_ESPAWN || attempt == 5 || !refused_early(o.errbuf))
             return e;
         unsigned jitter = 0;
         if (getrandom(&jitter, sizeof jitter, 0) != sizeof jitter)
             jitter = 0;
-        int ms = 100 * (attempt + 1) + (int)(jitter % 200);
+        int base = 100 << attempt;
+        int ms = base + (int)(jitter % (unsigned)base);
         KIN_WARN("ssh to %s was dropped before login (%s); trying again in "
                  "%d ms",
                  o.host, o.errbuf, ms);

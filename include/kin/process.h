@@ -52,7 +52,8 @@ typedef struct kin_spawn_opts {
      * records, run through the ssh connection (forwarded unix sockets), or
      * straight over tcp+CURVE when n is bound on tcp on a real address. A
      * connection sshd drops before login (MaxStartups) is tried again, up
-     * to 3 more times. NULL: this host. See docs/remote.md. */
+     * to 5 more times over some 3-6 s. NULL: this host. See
+     * docs/remote.md. */
     const char *host;
     int ssh_port;             /* ssh -p; 0: ssh's default */
     const char *ssh_identity; /* ssh -i FILE; NULL: ssh's default */

@@ -127,6 +127,43 @@ wait_task(uint32_t ctx, const char *fn, const char *state)
     }
 }
 
+/* The id of the one live task running fn in ctx. */
+static uint32_t
+task_id(uint32_t ctx, const char *fn)
+{
+    kin_task_info *ts;
+    size_t count;
+    assert_int_equal(kin_monitor_ps(master, ctx, fn, false, 2000, &ts, &count),
+                     KIN_OK);
+    uint32_t id = 0;
+    for (size_t i = 0; i < count; i++)
+        if (!strcmp(ts[i].fn, fn)) {
+            assert_int_equal(id, 0);
+            id = ts[i].id;
+        }
+    free(ts);
+    if (!id)
+        fail_msg("no task %s in ctx %u", fn, ctx);
+    return id;
+}
+
+/* Removes the indentation of kin's JSON (every newline and the spaces
+ * after it), so it can be matched as one line. */
+static void
+squeeze_json(char *s)
+{
+    char *w = s;
+    for (const char *r = s; *r; r++) {
+        if (*r == '\n') {
+            while (r[1] == ' ')
+                r++;
+            continue;
+        }
+        *w++ = *r;
+    }
+    *w = 0;
+}
+
 typedef struct tree {
     kin_child *c[3];
 } tree;
@@ -304,7 +341,7 @@ deadlock_is_reported_as_cycle(void **state)
     print_message("%s", out);
     assert_int_equal(st, 1);
     assert_non_null(strstr(out, "ERROR: await graph contains cycles"));
-    char want[64];
+    char want[256];
     snprintf(want, sizeof want, "%u:", a);
     const char *cyc = strstr(out, "cycle: ");
     assert_non_null(cyc);
@@ -315,9 +352,28 @@ deadlock_is_reported_as_cycle(void **state)
     assert_non_null(strstr(cyc, "t.call_back"));
     free(out);
 
+    /* The JSON names the same cycle, task by task: A's t.ping_via awaits
+     * B's t.call_back, which awaits A's t.echo, queued behind t.ping_via. */
+    char lab[3][64];
+    snprintf(lab[0], sizeof lab[0], "%u:%u t.ping_via", a,
+             task_id(a, "t.ping_via"));
+    snprintf(lab[1], sizeof lab[1], "%u:%u t.call_back", b,
+             task_id(b, "t.call_back"));
+    snprintf(lab[2], sizeof lab[2], "%u:%u t.echo", a, task_id(a, "t.echo"));
     out = run_kin(&st, "pstree %d --json", (int)getpid());
     assert_int_equal(st, 1);
-    assert_non_null(strstr(out, "\"cycles\""));
+    squeeze_json(out);
+    print_message("%s\n", out);
+    /* One cycle, starting wherever the walk met it first. */
+    bool found = false;
+    for (int i = 0; i < 3 && !found; i++) {
+        snprintf(want, sizeof want, "\"cycles\": [[\"%s\",\"%s\",\"%s\"]],",
+                 lab[i], lab[(i + 1) % 3], lab[(i + 2) % 3]);
+        found = strstr(out, want) != NULL;
+    }
+    if (!found)
+        fail_msg("pstree --json lacks the cycle %s -> %s -> %s", lab[0], lab[1],
+                 lab[2]);
     free(out);
     /* The master's wait ends with a timeout; the children are torn down
      * by the fixture. */
@@ -369,6 +425,28 @@ hello_cmd(const char *args, kin_buf *out, void *arg)
     return kin_buf_printf(out, "hello from the master (%s)", args);
 }
 
+/* Whether `kin tree` output has a row for a child of the master: two
+ * spaces deep, its id, name, this host and its pid. */
+static bool
+has_child_row(const char *out, uint32_t id, const char *name, pid_t pid)
+{
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    for (const char *l = out; l && *l;
+         l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        unsigned rid;
+        char rname[64], rhost[64];
+        int rpid;
+        if (strncmp(l, "  ", 2) || l[2] == ' ' ||
+            sscanf(l, "%u %63s %63s %d", &rid, rname, rhost, &rpid) != 4)
+            continue;
+        if (rid == id && !strcmp(rname, name) && !strncmp(rhost, host, 16) &&
+            rpid == (int)pid)
+            return true;
+    }
+    return false;
+}
+
 static void
 tree_and_custom_commands(void **state)
 {
@@ -377,16 +455,27 @@ tree_and_custom_commands(void **state)
     char *out = run_kin(&st, "tree %d", (int)getpid());
     print_message("%s", out);
     assert_int_equal(st, 0);
-    char want[64];
-    for (int i = 0; i < 3; i++) {
-        snprintf(want, sizeof want, "%d", (int)kin_child_pid(t->c[i]));
-        assert_non_null(strstr(out, want));
-    }
+    for (int i = 0; i < 3; i++)
+        if (!has_child_row(out, kin_child_id(t->c[i]), kin_child_name(t->c[i]),
+                           kin_child_pid(t->c[i])))
+            fail_msg("kin tree has no row for child %u (%s, pid %d)",
+                     kin_child_id(t->c[i]), kin_child_name(t->c[i]),
+                     (int)kin_child_pid(t->c[i]));
     free(out);
     /* `kin ls` lists this master. */
+    char want[64];
     out = run_kin(&st, "ls");
     snprintf(want, sizeof want, "%d", (int)getpid());
     assert_non_null(strstr(out, want));
+    free(out);
+    /* The custom command runs in the master, with its arguments; help
+     * lists it. */
+    out = harness_run(&st, "printf 'hello big world\\nhelp\\n' | %s monitor %d",
+                      KIN_CLI, (int)getpid());
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(out, "hello from the master (big world)\n"));
+    assert_non_null(strstr(out, "says hello"));
     free(out);
 }
 

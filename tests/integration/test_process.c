@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -232,7 +233,9 @@ typedef struct fx {
     pid_t raw[8]; /* plain processes: killed and reaped */
     pthread_mutex_t mu;
     char log[2048]; /* supervisor events, "S:a X:b T:c G E ..." */
-    double exited_at[4], started_at[4]; /* backoff test, child "a" */
+    /* Child "a": when each exit reached the supervisor and when each
+     * start's process was forked, in CLOCK_BOOTTIME ms (see fork_ms). */
+    double exited_at[8], forked_at[8];
     int n_exited, n_started;
 } fx;
 
@@ -281,6 +284,40 @@ teardown(void **state)
     return 0;
 }
 
+/* CLOCK_BOOTTIME in ms: the clock of /proc/PID/stat's start time. */
+static double
+boot_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* When pid was forked, in CLOCK_BOOTTIME ms, rounded down to a clock tick
+ * (10 ms); -1 if unknown. Unlike the STARTED event, which comes after the
+ * child's HELLO, this leaves the child's own start-up time out. */
+static double
+fork_ms(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = 0;
+    /* Field 22, counted from field 3 (the state) after the ")". */
+    char *p = strrchr(buf, ')');
+    unsigned long long start = 0;
+    if (!p || sscanf(p + 2,
+                     "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u "
+                     "%*u %*d %*d %*d %*d %*d %*d %llu",
+                     &start) != 1)
+        return -1;
+    return (double)start * 1e3 / (double)sysconf(_SC_CLK_TCK);
+}
+
 static void
 on_event(kin_supervisor *s, const kin_sup_event *ev, void *arg)
 {
@@ -295,10 +332,10 @@ on_event(kin_supervisor *s, const kin_sup_event *ev, void *arg)
     size_t len = strlen(f->log);
     snprintf(f->log + len, sizeof f->log - len, "%s", item);
     if (ev->child && !strcmp(ev->child, "a")) {
-        if (ev->kind == KIN_SUP_EV_EXITED && f->n_exited < 4)
-            f->exited_at[f->n_exited++] = harness_now_ms();
-        if (ev->kind == KIN_SUP_EV_STARTED && f->n_started < 4)
-            f->started_at[f->n_started++] = harness_now_ms();
+        if (ev->kind == KIN_SUP_EV_EXITED && f->n_exited < 8)
+            f->exited_at[f->n_exited++] = boot_ms();
+        if (ev->kind == KIN_SUP_EV_STARTED && f->n_started < 8)
+            f->forked_at[f->n_started++] = fork_ms(ev->pid);
     }
     pthread_mutex_unlock(&f->mu);
 }
@@ -342,15 +379,31 @@ child_pid(fx *f, const char *name)
 }
 
 static void
+new_sup_opts(fx *f, kin_supervisor_opts o)
+{
+    o.on_event = on_event;
+    o.arg = f;
+    assert_int_equal(kin_supervisor_new(&f->sup, f->node, &o), KIN_OK);
+}
+
+static void
 new_sup(fx *f, kin_strategy st, int intensity, int backoff_ms)
 {
-    kin_supervisor_opts o = {.strategy = st,
-                             .intensity = intensity,
-                             .period_ms = 60000,
-                             .backoff_ms = backoff_ms,
-                             .on_event = on_event,
-                             .arg = f};
-    assert_int_equal(kin_supervisor_new(&f->sup, f->node, &o), KIN_OK);
+    new_sup_opts(f, (kin_supervisor_opts){.strategy = st,
+                                          .intensity = intensity,
+                                          .period_ms = 60000,
+                                          .backoff_ms = backoff_ms});
+}
+
+/* Waits ms and asserts the supervisor saw nothing meanwhile. */
+static void
+assert_quiet_for(fx *f, int ms)
+{
+    uint64_t seq = kin_supervisor_changes(f->sup);
+    kin_err e = kin_supervisor_wait(f->sup, seq, ms, NULL);
+    if (e != KIN_ETIMEOUT)
+        print_error("unexpected event; log: \"%s\"\n", f->log);
+    assert_int_equal(e, KIN_ETIMEOUT);
 }
 
 static void
@@ -746,26 +799,102 @@ restart_types_are_honoured(void **state)
     assert_no_children();
 }
 
+/* Each restart inside the period waits twice as long as the one before,
+ * up to the cap: B, 2B, 4B, then 4B again (uncapped it would be 8B; linear
+ * growth would give 3B for the third). A gap runs from the exit reaching
+ * the supervisor to the fork of the next process; lower bounds are exact
+ * (the supervisor never starts early), the one upper bound leaves 2B of
+ * slack for a loaded machine. */
 static void
-restarts_back_off_exponentially(void **state)
+restarts_back_off_exponentially_up_to_the_cap(void **state)
 {
     fx *f = *state;
-    enum { BACKOFF = 150 };
-    new_sup(f, KIN_ONE_FOR_ONE, 5, BACKOFF);
+    enum { B = 150, CAP = 4 * B, RESTARTS = 4, TICK = 10 };
+    new_sup_opts(f, (kin_supervisor_opts){.strategy = KIN_ONE_FOR_ONE,
+                                          .intensity = 10,
+                                          .period_ms = 60000,
+                                          .backoff_ms = B,
+                                          .backoff_max_ms = CAP});
     add_child(f, "a", KIN_RESTART_PERMANENT);
     assert_int_equal(kin_supervisor_start(f->sup), KIN_OK);
     log_clear(f);
-    kill(child_pid(f, "a"), SIGKILL);
-    assert_true(wait_log(f, "X:a S:a ", 30000));
-    kill(child_pid(f, "a"), SIGKILL);
-    assert_true(wait_log(f, "X:a S:a X:a S:a ", 30000));
-    /* started_at[0] is the first start. */
-    double d1 = f->started_at[1] - f->exited_at[0];
-    double d2 = f->started_at[2] - f->exited_at[1];
-    print_message("restart delays: %.1f ms, %.1f ms (backoff %d ms)\n", d1, d2,
-                  BACKOFF);
-    assert_true(d1 >= BACKOFF);
-    assert_true(d2 >= 2 * BACKOFF);
+    char want[256] = "";
+    for (int i = 0; i < RESTARTS; i++) {
+        assert_int_equal(kill(child_pid(f, "a"), SIGKILL), 0);
+        strcat(want, "X:a S:a ");
+        assert_true(wait_log(f, want, 30000));
+    }
+    const double expect[RESTARTS] = {B, 2 * B, 4 * B, CAP};
+    double gap[RESTARTS];
+    pthread_mutex_lock(&f->mu);
+    assert_int_equal(f->n_exited, RESTARTS);
+    assert_int_equal(f->n_started, RESTARTS + 1); /* forked_at[0]: first */
+    for (int i = 0; i < RESTARTS; i++) {
+        assert_true(f->forked_at[i + 1] > 0);
+        gap[i] = f->forked_at[i + 1] - f->exited_at[i];
+    }
+    pthread_mutex_unlock(&f->mu);
+    print_message("restart gaps: %.0f %.0f %.0f %.0f ms (backoff %d, cap %d; "
+                  "ratios %.2f %.2f %.2f)\n",
+                  gap[0], gap[1], gap[2], gap[3], B, CAP, gap[1] / gap[0],
+                  gap[2] / gap[1], gap[3] / gap[2]);
+    /* The fork time is rounded down to a clock tick. */
+    for (int i = 0; i < RESTARTS; i++)
+        if (gap[i] < expect[i] - TICK - 1)
+            fail_msg("restart %d came after %.0f ms, before its backoff of "
+                     "%.0f ms",
+                     i + 1, gap[i], expect[i]);
+    /* At the cap it stops growing. */
+    if (gap[3] >= CAP + 2 * B)
+        fail_msg("restart 4 came after %.0f ms: the backoff grew past its cap "
+                 "of %d ms",
+                 gap[3], CAP);
+}
+
+/* The intensity counts only restarts inside the period: with intensity 2
+ * in a short period, crashes spaced wider than the period go on being
+ * restarted however many there are; three quick ones make it give up. */
+static void
+intensity_counts_only_restarts_within_the_period(void **state)
+{
+    fx *f = *state;
+    enum { PERIOD = 500, SPACING = PERIOD + 150 };
+    new_sup_opts(f, (kin_supervisor_opts){.strategy = KIN_ONE_FOR_ONE,
+                                          .intensity = 2,
+                                          .period_ms = PERIOD,
+                                          .backoff_ms = -1});
+    add_child(f, "a", KIN_RESTART_PERMANENT);
+    assert_int_equal(kin_supervisor_start(f->sup), KIN_OK);
+    log_clear(f);
+    char want[256] = "";
+    for (int i = 0; i < 4; i++) {
+        /* Nothing happens meanwhile, and the last restart leaves the
+         * period. */
+        assert_quiet_for(f, SPACING);
+        assert_int_equal(kill(child_pid(f, "a"), SIGKILL), 0);
+        strcat(want, "X:a S:a ");
+        assert_true(wait_log(f, want, 30000));
+    }
+    assert_int_equal(kin_supervisor_state_get(f->sup), KIN_SUP_RUNNING);
+    kin_child_info info;
+    assert_int_equal(kin_supervisor_child(f->sup, "a", &info), KIN_OK);
+    assert_int_equal(info.restarts, 4);
+
+    /* Now two crashes in quick succession: with the last spaced restart,
+     * the second makes three restarts within the period. */
+    double t0 = harness_now_ms();
+    assert_int_equal(kill(child_pid(f, "a"), SIGKILL), 0);
+    strcat(want, "X:a S:a ");
+    assert_true(wait_log(f, want, 30000));
+    pid_t a = child_pid(f, "a");
+    print_message("a quick restart took %.0f ms (period %d ms)\n",
+                  harness_now_ms() - t0, PERIOD);
+    assert_int_equal(kill(a, SIGKILL), 0);
+    strcat(want, "X:a G ");
+    assert_true(wait_log(f, want, 30000));
+    assert_int_equal(kin_supervisor_state_get(f->sup), KIN_SUP_GAVE_UP);
+    assert_true(reaped(a));
+    assert_no_children();
 }
 
 /* --- emergency stop
@@ -1081,8 +1210,10 @@ main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(restart_types_are_honoured, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(restarts_back_off_exponentially, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            restarts_back_off_exponentially_up_to_the_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            intensity_counts_only_restarts_within_the_period, setup, teardown),
         cmocka_unit_test_setup_teardown(
             emergency_exit_stops_everything_and_is_not_restarted,
             setup_own_node, teardown),

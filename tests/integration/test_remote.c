@@ -163,6 +163,48 @@ log_seen(const char *file, const char *text, int timeout_ms)
     return false;
 }
 
+/* Whether `kin tree` output has the row of context id: `depth` levels
+ * deep, with its name, host (the column keeps 16 bytes) and pid. */
+static bool
+tree_row(const char *out, int depth, uint32_t id, const char *name,
+         const char *host, int pid)
+{
+    for (const char *l = out; l && *l;) {
+        int indent = (int)strspn(l, " ");
+        unsigned rid;
+        char rname[64], rhost[64];
+        int rpid;
+        if (indent == depth * 2 &&
+            sscanf(l, "%u %63s %63s %d", &rid, rname, rhost, &rpid) == 4 &&
+            rid == id && !strcmp(rname, name) && !strncmp(rhost, host, 16) &&
+            rpid == pid)
+            return true;
+        l = strchr(l, '\n');
+        if (l)
+            l++;
+    }
+    return false;
+}
+
+/* Whether `kin ps` output has a row of a task running fn in context id,
+ * which it names ctx_name. */
+static bool
+ps_row(const char *out, uint32_t id, const char *ctx_name, const char *fn)
+{
+    for (const char *l = out; l && *l;) {
+        unsigned rid, task;
+        char rctx[64], rname[64], rfn[64];
+        if (sscanf(l, "%u:%u %63s %63s %63s", &rid, &task, rctx, rname, rfn) ==
+                5 &&
+            rid == id && !strcmp(rctx, ctx_name) && !strcmp(rfn, fn))
+            return true;
+        l = strchr(l, '\n');
+        if (l)
+            l++;
+    }
+    return false;
+}
+
 #define MARKER "kin-secret-payload-on-the-veth"
 #define CONTROL "plaintext-control-on-the-veth"
 
@@ -551,9 +593,18 @@ main(int argc, char **argv)
 
     int st;
     char *out;
+    /* kin tree: the master here, b on host B under it, c on host C under
+     * b, each with its pid there. */
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
     out = harness_run(&st, "%s tree %d", kin_cli, (int)getpid());
-    CHECK(st == 0 && strstr(out, "b") && strstr(out, "c"),
-          "kin tree (exit %d):\n%s", st, out);
+    CHECK(st == 0 && tree_row(out, 0, KIN_MASTER_ID, kin_node_name(n), host,
+                              (int)getpid()),
+          "kin tree lacks the master's row (exit %d):\n%s", st, out);
+    CHECK(tree_row(out, 1, kin_child_id(b), "b", "host-b", pid_b),
+          "kin tree lacks b's row (pid %d on host-b):\n%s", pid_b, out);
+    CHECK(tree_row(out, 2, kin_child_id(c), "c", "host-c", pid_c),
+          "kin tree lacks c's row under b (pid %d on host-c):\n%s", pid_c, out);
     printf("%s", out);
     free(out);
 
@@ -592,8 +643,8 @@ main(int argc, char **argv)
     bool seen = false;
     do {
         out = harness_run(&st, "%s ps %d", kin_cli, (int)getpid());
-        seen = st == 0 && strstr(out, "relay") && strstr(out, "sleep") &&
-               strstr(out, " b ") && strstr(out, " c ");
+        seen = st == 0 && ps_row(out, kin_child_id(b), "b", "relay") &&
+               ps_row(out, kin_child_id(c), "c", "sleep");
         if (!seen && harness_now_ms() < end) {
             free(out);
             usleep(50000);
