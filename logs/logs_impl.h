@@ -1,4 +1,5 @@
-/* The logs subsystem's private interface: a node's publisher (logpub.c),
+/* The logs subsystem's private interface (its interface to the layers
+ * above is logs/logs.h): a node's publisher (logpub.c),
  * the forwarder device (logfwd.c) and the subscriber internals the
  * forwarder's file sink uses (logsub.c). */
 #ifndef KIN_LOGS_LOGS_IMPL_H
@@ -8,33 +9,11 @@
 
 #include <kin/logs.h>
 
-#include "router/curve.h"
-
 #include "logs/logrec.h"
-#include "router/node_impl.h"
+#include "logs/logs.h"
+#include "router/router.h"
 
 /* --- the node's publisher (logpub.c) -------------------------------------- */
-
-/* Starts n's logs: for a master without opts->log_endpoint the embedded
- * forwarder (and opts->log_file's sink), then, unless logs are off
- * (log_endpoint "", an operator link, or a child given no endpoint), the
- * publisher, which becomes the process's current one. Sets
- * n->log_endpoint and n->logs. Errors: -EINVAL (bad endpoint), -errno
- * (binding, opening log_file), -ENOMEM. Called by kin_node_new once the
- * broker runs. */
-kin_err kin__logs_start(kin_node *n, const kin_node_opts *opts);
-
-/* Sends what is queued, closes the publisher on the broker thread, stops
- * the forwarder and sink; n->logs = NULL. NULL-safe (n->logs may be NULL).
- * Called by kin_node_destroy while the broker still runs. */
-void kin__logs_stop(kin_node *n);
-
-/* A line (without its newline) a child process wrote to stdout or stderr,
- * published as a record about that child (kind STDOUT at INFO, STDERR at
- * WARNING). Any thread; meant for the broker thread's pipe reader. */
-void kin__logs_child_line(kin_node *n, uint32_t child_id,
-                          const char *child_name, bool is_stderr,
-                          const char *line, size_t len);
 
 /* Publisher counters, per level bucket (debug .. critical). */
 typedef struct kin__logs_stats {
