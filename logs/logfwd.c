@@ -263,10 +263,13 @@ kin__logfwd_start(kin__logfwd **out, const kin__logfwd_opts *opts)
     snprintf(front, sizeof front, "%s", opts->frontend);
     f->o.backend = back;
     f->o.frontend = front;
-    snprintf(f->ctl_ep, sizeof f->ctl_ep, "inproc://kin-logfwd-ctl-%p",
-             (void *)f);
-    snprintf(f->cap_ep, sizeof f->cap_ep, "inproc://kin-logfwd-cap-%p",
-             (void *)f);
+    /* Named by a counter, not by f's address: a forwarder allocated where
+     * a stopped one lived would find its inproc endpoints still bound
+     * (ZMQ releases them asynchronously) and fail with EADDRINUSE. */
+    static atomic_uint seq;
+    unsigned k = atomic_fetch_add(&seq, 1);
+    snprintf(f->ctl_ep, sizeof f->ctl_ep, "inproc://kin-logfwd-ctl-%u", k);
+    snprintf(f->cap_ep, sizeof f->cap_ep, "inproc://kin-logfwd-cap-%u", k);
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cond, NULL);
     atomic_store(&f->last_ns, kin__now_ns());
