@@ -17,7 +17,7 @@
 #include <kin/monitor.h>
 
 #include "cli/cli.h"
-#include "router/node_impl.h"
+#include "context/tool.h"
 
 #define TIMEOUT_MS 3000
 
@@ -45,7 +45,7 @@ static kin_err
 find_socket(int pid, char *path, size_t size, uint32_t *ctx)
 {
     char dir[160];
-    kin_err e = kin__runtime_dir(dir, sizeof dir);
+    kin_err e = kin__tool_runtime_dir(dir, sizeof dir);
     if (e)
         return e;
     /* Most often pid is a master: look at its socket before scanning the

@@ -8,14 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
 #include <kin/logs.h>
 
 #include "cli/cli.h"
-#include "core/task.h"
-#include "logs/logs_impl.h"
+#include "context/tool.h"
 
 #define WINDOW_MS 1000 /* without -f: how long to listen */
 #define MAX_CTXS 64
@@ -242,6 +242,14 @@ parse_ctxs(const char *s, uint32_t *ctxs, size_t *n)
     return 0;
 }
 
+static uint64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 int
 kin__cli_logs(int argc, char **argv)
 {
@@ -362,10 +370,10 @@ kin__cli_logs(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    uint64_t end = kin__now_ns() + (uint64_t)window * 1000000u;
+    uint64_t end = now_ns() + (uint64_t)window * 1000000u;
     int rc = 0;
     while (!stop) {
-        uint64_t now = kin__now_ns();
+        uint64_t now = now_ns();
         if (!follow && now >= end)
             break;
         int wait = 200;
@@ -423,7 +431,7 @@ kin__cli_log_forwarder(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    kin__logfwd_opts o = {.sink_fd = -1};
+    kin__tool_fwd_opts o = {0};
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
@@ -459,37 +467,35 @@ kin__cli_log_forwarder(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
-    kin__curve_key key;
     const char *key_text = getenv("KIN_CURVE_KEY");
     if (key_text) {
-        if (kin__curve_parse(&key, key_text)) {
+        if (!kin__tool_key_valid(key_text)) {
             fprintf(stderr, "kin log-forwarder: KIN_CURVE_KEY is not "
                             "\"PUBLIC:SECRET\" in Z85 (kin keygen)\n");
             return 2;
         }
-        o.curve = &key;
-    } else if (kin__endpoint_is_tcp(o.backend) ||
-               kin__endpoint_is_tcp(o.frontend)) {
+        o.curve_key = key_text;
+    } else if (kin__tool_endpoint_is_tcp(o.backend) ||
+               kin__tool_endpoint_is_tcp(o.frontend)) {
         fprintf(stderr, "kin log-forwarder: tcp endpoints need the tree's "
                         "CURVE key in KIN_CURVE_KEY (see kin keygen)\n");
         return 2;
     }
-    kin__logfwd *f;
-    kin_err e = kin__logfwd_start(&f, &o);
+    kin__tool_fwd *f;
+    kin_err e = kin__tool_fwd_start(&f, &o);
     if (e) {
         fprintf(stderr, "kin log-forwarder: %s / %s: %s\n", o.backend,
                 o.frontend, kin_strerror(e));
         return 2;
     }
-    printf("backend %s\nfrontend %s\n", kin__logfwd_backend(f),
-           kin__logfwd_frontend(f));
+    printf("backend %s\nfrontend %s\n", kin__tool_fwd_backend(f),
+           kin__tool_fwd_frontend(f));
     fflush(stdout);
     int sig;
     sigwait(&set, &sig);
-    kin__logfwd_stats st;
-    kin__logfwd_stats_get(f, &st);
-    kin__logfwd_stop(&f);
+    uint64_t records = kin__tool_fwd_records(f);
+    kin__tool_fwd_stop(&f);
     fprintf(stderr, "kin log-forwarder: %llu records forwarded\n",
-            (unsigned long long)st.records);
+            (unsigned long long)records);
     return 0;
 }

@@ -15,7 +15,7 @@
 #include <kin/monitor.h>
 
 #include "cli/cli.h"
-#include "router/node_impl.h"
+#include "context/tool.h"
 
 #define TIMEOUT_MS 3000
 
@@ -118,7 +118,7 @@ kin__cli_ls(int argc, char **argv)
         return strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? 2 : 0;
     }
     char dir[160];
-    if (kin__runtime_dir(dir, sizeof dir)) {
+    if (kin__tool_runtime_dir(dir, sizeof dir)) {
         fprintf(stderr, "kin ls: no runtime directory\n");
         return 2;
     }

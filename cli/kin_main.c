@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "router/curve.h"
+#include "context/tool.h"
 
 /* A key pair for kin_node_opts.curve_key and KIN_CURVE_KEY: a tree whose
  * processes are not all started by kin (a standalone log forwarder, a
@@ -20,13 +20,11 @@ keygen(int argc, char **argv)
                      "and KIN_CURVE_KEY\n");
         return out == stdout ? 0 : 2;
     }
-    kin__curve_key k;
-    char text[2 * KIN__KEY_LEN];
-    if (kin__curve_generate(&k)) {
+    char text[128];
+    if (kin__tool_keygen(text, sizeof text)) {
         fprintf(stderr, "kin keygen: this libzmq has no CURVE\n");
         return 1;
     }
-    kin__curve_format(&k, text);
     printf("%s\n", text);
     return 0;
 }

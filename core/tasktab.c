@@ -124,3 +124,52 @@ kin__tasktab_cancel(kin__tasktab *tab, uint32_t id, uint32_t by_ctx,
     pthread_mutex_unlock(&tab->mu);
     return t ? 0 : -ENOENT;
 }
+
+void
+kin__tasktab_lock(kin__tasktab *tab)
+{
+    pthread_mutex_lock(&tab->mu);
+}
+
+void
+kin__tasktab_unlock(kin__tasktab *tab)
+{
+    pthread_mutex_unlock(&tab->mu);
+}
+
+bool
+kin__tasktab_live_next(kin__tasktab *tab, size_t *it, kin_task **t)
+{
+    void *val;
+    if (!kin__u32map_next(&tab->live, it, NULL, &val))
+        return false;
+    *t = val;
+    return true;
+}
+
+size_t
+kin__tasktab_live_count(const kin__tasktab *tab)
+{
+    return tab->live.len;
+}
+
+kin_task *
+kin__tasktab_live_get(kin__tasktab *tab, uint32_t id)
+{
+    return kin__u32map_get(&tab->live, id);
+}
+
+size_t
+kin__tasktab_ended_count(const kin__tasktab *tab)
+{
+    return tab->kept_len + tab->ring_len;
+}
+
+const kin__ended *
+kin__tasktab_ended_at(const kin__tasktab *tab, size_t i)
+{
+    if (i < tab->kept_len)
+        return &tab->kept[i];
+    i -= tab->kept_len;
+    return &tab->ring[(tab->ring_head + i) % tab->ring_cap];
+}

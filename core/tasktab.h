@@ -51,4 +51,18 @@ void kin__tasktab_end(kin__tasktab *tab, kin_task *t, int state, int result);
 int kin__tasktab_cancel(kin__tasktab *tab, uint32_t id, uint32_t by_ctx,
                         uint32_t by_task);
 
+/* Reading the table: lock it, walk it, unlock it; the calls between take
+ * no lock of their own. */
+void kin__tasktab_lock(kin__tasktab *tab);
+void kin__tasktab_unlock(kin__tasktab *tab);
+/* Live tasks: *it = 0 to start; false after the last. */
+bool kin__tasktab_live_next(kin__tasktab *tab, size_t *it, kin_task **t);
+size_t kin__tasktab_live_count(const kin__tasktab *tab);
+/* The live task id, or NULL. */
+kin_task *kin__tasktab_live_get(kin__tasktab *tab, uint32_t id);
+/* Terminated tasks, persistent ones first, then the ring oldest first:
+ * i < kin__tasktab_ended_count. */
+size_t kin__tasktab_ended_count(const kin__tasktab *tab);
+const kin__ended *kin__tasktab_ended_at(const kin__tasktab *tab, size_t i);
+
 #endif

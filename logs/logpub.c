@@ -61,6 +61,10 @@ typedef struct bstream {
 
 struct kin__logs {
     kin_node *n;
+    uint32_t id;            /* n's */
+    char name[64];          /* n's */
+    char endpoint[256];     /* where records go (the forwarder's backend) */
+    bool curve;             /* endpoint is forwarded to a tcp one: CURVE */
     struct kin__logs *next; /* in the process's list, newest first */
     uint32_t pub;           /* random per publisher */
     int pid;
@@ -109,6 +113,15 @@ struct kin__logs {
 };
 
 int kin__logs_min = INT_MAX;
+
+/* The key of a node's publisher in its node (kin__node_attach). */
+static const kin__layer logs_layer = {"logs"};
+
+static struct kin__logs *
+logs_of(const kin_node *n)
+{
+    return kin__node_layer(n, &logs_layer);
+}
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct kin__logs *g_list; /* the head is the current publisher */
@@ -175,7 +188,7 @@ static void
 count_drop_locked(struct kin__logs *p, uint32_t ctx, int bucket)
 {
     p->qdrops_total[bucket]++;
-    if (ctx != p->n->id) {
+    if (ctx != p->id) {
         for (int i = 0; i < p->n_qother; i++) {
             if (p->qother[i].ctx == ctx) {
                 p->qother[i].n[bucket]++;
@@ -249,7 +262,7 @@ emit_body(int level, const char *file, int line, const char *msg,
         pthread_mutex_lock(&g_mu);
         struct kin__logs *p = g_list;
         if (p && level >= g_floor)
-            enqueue_locked(p, kin__log_bucket(level), KIN_LOGREC_LOG, p->n->id,
+            enqueue_locked(p, kin__log_bucket(level), KIN_LOGREC_LOG, p->id,
                            NULL, 0, b.p, b.len);
         pthread_mutex_unlock(&g_mu);
     }
@@ -299,7 +312,7 @@ kin__logs_child_line(kin_node *n, uint32_t child_id, const char *child_name,
 {
     int level = is_stderr ? KIN_LOG_WARNING : KIN_LOG_INFO;
     pthread_mutex_lock(&g_mu);
-    struct kin__logs *p = n->logs;
+    struct kin__logs *p = logs_of(n);
     bool want = p && p->open && level >= g_floor && level >= p->subs_floor;
     pthread_mutex_unlock(&g_mu);
     if (!want)
@@ -311,7 +324,7 @@ kin__logs_child_line(kin_node *n, uint32_t child_id, const char *child_name,
     if (!b.failed) {
         const char *name = child_name ? child_name : "";
         pthread_mutex_lock(&g_mu);
-        if (n->logs == p)
+        if (logs_of(n) == p)
             enqueue_locked(p, kin__log_bucket(level),
                            is_stderr ? KIN_LOGREC_STDERR : KIN_LOGREC_STDOUT,
                            child_id, name, strlen(name), b.p, b.len);
@@ -339,7 +352,7 @@ wanted(const struct kin__logs *p, const unsigned char *topic)
 static bstream *
 bstream_for(struct kin__logs *p, uint32_t ctx)
 {
-    if (ctx == p->n->id)
+    if (ctx == p->id)
         return &p->own;
     bstream *s = kin__u32map_get(&p->others, ctx);
     if (!s) {
@@ -376,8 +389,8 @@ publish(struct kin__logs *p, int bucket, kin_logrec_kind kind, uint32_t ctx,
         return 0;
     }
     bs->drops[bucket] += new_drops; /* undone if the socket is full */
-    if (!name_len && ctx == p->n->id) {
-        name = p->n->name;
+    if (!name_len && ctx == p->id) {
+        name = p->name;
         name_len = strlen(name);
     }
     /* A notice takes no number of its own: losing one must not look like
@@ -385,8 +398,8 @@ publish(struct kin__logs *p, int bucket, kin_logrec_kind kind, uint32_t ctx,
     bool numbered = kind != KIN_LOGREC_DROPPED;
     char head[KIN__LOG_HEAD_MAX];
     size_t hl = kin__logrec_head(
-        head, bucket, bs->seq[bucket] + numbered, p->pub, p->n->id, ctx, name,
-        name_len, ctx == p->n->id ? p->pid : 0, kind, bs->drops[bucket]);
+        head, bucket, bs->seq[bucket] + numbered, p->pub, p->id, ctx, name,
+        name_len, ctx == p->id ? p->pid : 0, kind, bs->drops[bucket]);
     zmq_msg_t m;
     if (zmq_msg_init_size(&m, hl + len)) {
         bs->drops[bucket] -= new_drops;
@@ -444,7 +457,7 @@ send_notices(struct kin__logs *p)
     if (!p->notices_due)
         return true;
     for (int b = 0; b < KIN__LOG_BUCKETS; b++)
-        if (send_notice(p, p->n->id, &p->own, b))
+        if (send_notice(p, p->id, &p->own, b))
             return false;
     uint32_t ctx;
     void *val;
@@ -614,7 +627,7 @@ on_sync_timeout(uv_timer_t *t)
     struct kin__logs *p = t->data;
     KIN_WARN("logs: no subscription set from the forwarder at %s within "
              "%d ms; going on with what arrived",
-             p->n->log_endpoint, p->tune.sync_timeout_ms);
+             p->endpoint, p->tune.sync_timeout_ms);
     set_synced(p);
 }
 
@@ -701,18 +714,18 @@ open_job(void *arg, void *unused)
     zmq_setsockopt(p->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(p->sock, ZMQ_XPUB_NODROP, &one, sizeof one);
     zmq_setsockopt(p->sock, ZMQ_LINGER, &zero, sizeof zero);
-    if ((n->log_curve || kin__endpoint_is_tcp(n->log_endpoint)) &&
-        (e = n->curve.pub[0] ? kin__curve_client(p->sock, &n->curve)
-                             : -EINVAL)) {
-        KIN_ERROR("context %u: logs to %s need the tree's CURVE key: %s", n->id,
-                  n->log_endpoint, kin_strerror(e));
+    const kin__curve_key *key = kin__node_curve(n);
+    if ((p->curve || kin__endpoint_is_tcp(p->endpoint)) &&
+        (e = key->pub[0] ? kin__curve_client(p->sock, key) : -EINVAL)) {
+        KIN_ERROR("context %u: logs to %s need the tree's CURVE key: %s", p->id,
+                  p->endpoint, kin_strerror(e));
         zmq_close(p->sock);
         p->sock = NULL;
         job_finish(p, e);
         return;
     }
-    if (zmq_connect(p->sock, n->log_endpoint) ||
-        (e = kin__broker_watch(n->broker, p->sock, on_subscription, p,
+    if (zmq_connect(p->sock, p->endpoint) ||
+        (e = kin__broker_watch(kin__node_broker(n), p->sock, on_subscription, p,
                                &p->w))) {
         e = e ? e : -errno;
         zmq_close(p->sock);
@@ -720,7 +733,7 @@ open_job(void *arg, void *unused)
         job_finish(p, e);
         return;
     }
-    uv_loop_t *loop = kin__broker_loop(n->broker);
+    uv_loop_t *loop = kin__broker_loop(kin__node_broker(n));
     uv_async_init(loop, &p->wake, on_wake);
     p->wake.data = p;
     uv_timer_init(loop, &p->sync_timer);
@@ -779,7 +792,7 @@ static kin_err
 run_job(struct kin__logs *p, kin__defer_fn fn, int handles)
 {
     p->job_done = false;
-    kin_err e = kin__broker_defer(p->n->broker, fn, p, NULL);
+    kin_err e = kin__broker_defer(kin__node_broker(p->n), fn, p, NULL);
     if (e)
         return e;
     pthread_mutex_lock(&p->mu);
@@ -817,8 +830,8 @@ forwarder_endpoints(kin_node *n, const kin_node_opts *opts, char *back,
                     char *front, size_t size)
 {
     char base[256];
-    if (n->ipc_path[0]) {
-        snprintf(base, sizeof base, "%s", n->ipc_path);
+    if (kin__node_ipc_path(n)[0]) {
+        snprintf(base, sizeof base, "%s", kin__node_ipc_path(n));
         char *dot = strrchr(base, '.');
         if (dot && !strcmp(dot, ".sock"))
             *dot = 0;
@@ -838,7 +851,7 @@ forwarder_endpoints(kin_node *n, const kin_node_opts *opts, char *back,
         static atomic_uint seq;
         snprintf(back, size, "tcp://%s:*", host);
         snprintf(front, size, "ipc://%s/%d-%u.t%u-logs.sock", dir,
-                 (int)getpid(), n->id, atomic_fetch_add(&seq, 1));
+                 (int)getpid(), kin_node_id(n), atomic_fetch_add(&seq, 1));
         unlink(front + 6);
         return KIN_OK;
     } else {
@@ -846,7 +859,8 @@ forwarder_endpoints(kin_node *n, const kin_node_opts *opts, char *back,
         kin_err e = kin__runtime_dir(dir, sizeof dir);
         if (e)
             return e;
-        snprintf(base, sizeof base, "%s/%d-%u", dir, (int)getpid(), n->id);
+        snprintf(base, sizeof base, "%s/%d-%u", dir, (int)getpid(),
+                 kin_node_id(n));
     }
     if (strlen(base) + 20 > size || strlen(base) + 14 > 107)
         return -ENAMETOOLONG;
@@ -870,7 +884,7 @@ start_forwarder(struct kin__logs *p, const kin_node_opts *opts)
                            .hwm = p->tune.fwd_hwm,
                            .lossless = p->tune.fwd_lossless > 0,
                            .sink_fd = -1,
-                           .curve = &p->n->curve};
+                           .curve = kin__node_curve(p->n)};
     if (opts->log_file) {
         p->sink_fd = open(opts->log_file,
                           O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -885,21 +899,25 @@ start_forwarder(struct kin__logs *p, const kin_node_opts *opts)
 }
 
 kin_err
-kin__logs_start(kin_node *n, const kin_node_opts *opts)
+kin__logs_start(kin_node *n, const kin_node_opts *opts, bool curve)
 {
     kin_node_opts none = {0};
     if (!opts)
         opts = &none;
     const char *ep = opts->log_endpoint;
-    if (n->is_operator || (ep && !*ep) || (n->has_parent && !ep))
+    if (kin__node_is_operator(n) || (ep && !*ep) ||
+        (kin__node_has_parent(n) && !ep))
         return KIN_OK;
-    if (ep && strlen(ep) >= sizeof n->log_endpoint)
+    if (ep && strlen(ep) >= sizeof((struct kin__logs *)0)->endpoint)
         return -EINVAL;
     pthread_once(&g_once, register_atfork);
     struct kin__logs *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
     p->n = n;
+    p->id = kin_node_id(n);
+    snprintf(p->name, sizeof p->name, "%s", kin_node_name(n));
+    p->curve = curve;
     p->pid = (int)getpid();
     p->sink_fd = -1;
     p->subs_floor = INT_MIN;
@@ -919,36 +937,38 @@ kin__logs_start(kin_node *n, const kin_node_opts *opts)
             ep = kin__logfwd_backend(p->fwd);
     }
     if (!e) {
-        snprintf(n->log_endpoint, sizeof n->log_endpoint, "%s", ep);
+        snprintf(p->endpoint, sizeof p->endpoint, "%s", ep);
         e = run_job(p, open_job, 0);
     }
     if (e) {
-        KIN_ERROR("logs: cannot start for context %u (endpoint %s): %s", n->id,
+        KIN_ERROR("logs: cannot start for context %u (endpoint %s): %s", p->id,
                   ep ? ep : "-", kin_strerror(e));
-        n->log_endpoint[0] = 0;
         free_logs(p);
         return e;
     }
     pthread_mutex_lock(&g_mu);
-    p->open = true;
-    p->next = g_list;
-    g_list = p;
-    n->logs = p;
-    update_min_locked();
+    if (!(e = kin__node_attach(n, &logs_layer, p))) {
+        p->open = true;
+        p->next = g_list;
+        g_list = p;
+        update_min_locked();
+    }
     pthread_mutex_unlock(&g_mu);
-    return KIN_OK;
+    if (e && !run_job(p, stop_job, 3))
+        free_logs(p);
+    return e;
 }
 
 void
 kin__logs_stop(kin_node *n)
 {
     pthread_mutex_lock(&g_mu);
-    struct kin__logs *p = n->logs;
+    struct kin__logs *p = logs_of(n);
     if (!p) {
         pthread_mutex_unlock(&g_mu);
         return;
     }
-    n->logs = NULL;
+    kin__node_detach(n, &logs_layer);
     p->open = false;
     for (struct kin__logs **q = &g_list; *q; q = &(*q)->next) {
         if (*q == p) {
@@ -961,7 +981,7 @@ kin__logs_stop(kin_node *n)
     if (run_job(p, stop_job, 3)) {
         /* The broker is gone and took the handles with it; p's memory may
          * still be referenced by them, so it stays. */
-        KIN_ERROR("logs: context %u stopped without its broker", n->id);
+        KIN_ERROR("logs: context %u stopped without its broker", p->id);
         return;
     }
     free_logs(p);
@@ -973,7 +993,7 @@ kin__logs_stats_get(kin_node *n, kin__logs_stats *out)
     memset(out, 0, sizeof *out);
     out->min_level = INT_MAX;
     pthread_mutex_lock(&g_mu);
-    struct kin__logs *p = n->logs;
+    struct kin__logs *p = logs_of(n);
     if (p) {
         for (int b = 0; b < KIN__LOG_BUCKETS; b++) {
             out->sent[b] = atomic_load(&p->sent[b]);
@@ -992,7 +1012,7 @@ void
 kin__logs_backlog(kin_node *n, size_t *used, size_t *cap)
 {
     pthread_mutex_lock(&g_mu);
-    struct kin__logs *p = n->logs;
+    struct kin__logs *p = logs_of(n);
     *used = p ? p->active_len : 0;
     *cap = p ? p->cap : 0;
     pthread_mutex_unlock(&g_mu);
@@ -1002,7 +1022,7 @@ void
 kin__logs_hold(kin_node *n, bool hold)
 {
     pthread_mutex_lock(&g_mu);
-    struct kin__logs *p = n->logs;
+    struct kin__logs *p = logs_of(n);
     if (p) {
         atomic_store(&p->held, hold);
         if (!hold && p->open)
@@ -1012,13 +1032,29 @@ kin__logs_hold(kin_node *n, bool hold)
 }
 
 const char *
+kin__logs_endpoint(const kin_node *n)
+{
+    struct kin__logs *p = logs_of(n);
+    return p ? p->endpoint : "";
+}
+
+bool
+kin__logs_curve(const kin_node *n)
+{
+    struct kin__logs *p = logs_of(n);
+    return p && p->curve;
+}
+
+const char *
 kin_logs_backend(const kin_node *n)
 {
-    return n->logs ? n->log_endpoint : NULL;
+    struct kin__logs *p = logs_of(n);
+    return p ? p->endpoint : NULL;
 }
 
 const char *
 kin_logs_frontend(const kin_node *n)
 {
-    return n->logs && n->logs->fwd ? kin__logfwd_frontend(n->logs->fwd) : NULL;
+    struct kin__logs *p = logs_of(n);
+    return p && p->fwd ? kin__logfwd_frontend(p->fwd) : NULL;
 }

@@ -1,4 +1,5 @@
-/* The logs subsystem's private interface: a node's publisher (logpub.c),
+/* The logs subsystem's private interface (its interface to the layers
+ * above is logs/logs.h and logs/logfwd.h): a node's publisher (logpub.c),
  * the forwarder device (logfwd.c) and the subscriber internals the
  * forwarder's file sink uses (logsub.c). */
 #ifndef KIN_LOGS_LOGS_IMPL_H
@@ -8,33 +9,12 @@
 
 #include <kin/logs.h>
 
-#include "router/curve.h"
-
+#include "logs/logfwd.h"
 #include "logs/logrec.h"
-#include "router/node_impl.h"
+#include "logs/logs.h"
+#include "router/router.h"
 
 /* --- the node's publisher (logpub.c) -------------------------------------- */
-
-/* Starts n's logs: for a master without opts->log_endpoint the embedded
- * forwarder (and opts->log_file's sink), then, unless logs are off
- * (log_endpoint "", an operator link, or a child given no endpoint), the
- * publisher, which becomes the process's current one. Sets
- * n->log_endpoint and n->logs. Errors: -EINVAL (bad endpoint), -errno
- * (binding, opening log_file), -ENOMEM. Called by kin_node_new once the
- * broker runs. */
-kin_err kin__logs_start(kin_node *n, const kin_node_opts *opts);
-
-/* Sends what is queued, closes the publisher on the broker thread, stops
- * the forwarder and sink; n->logs = NULL. NULL-safe (n->logs may be NULL).
- * Called by kin_node_destroy while the broker still runs. */
-void kin__logs_stop(kin_node *n);
-
-/* A line (without its newline) a child process wrote to stdout or stderr,
- * published as a record about that child (kind STDOUT at INFO, STDERR at
- * WARNING). Any thread; meant for the broker thread's pipe reader. */
-void kin__logs_child_line(kin_node *n, uint32_t child_id,
-                          const char *child_name, bool is_stderr,
-                          const char *line, size_t len);
 
 /* Publisher counters, per level bucket (debug .. critical). */
 typedef struct kin__logs_stats {
@@ -69,48 +49,6 @@ typedef struct kin__logs_tuning {
 } kin__logs_tuning;
 
 void kin__logs_tune(const kin__logs_tuning *t);
-
-/* --- the forwarder (logfwd.c) --------------------------------------------- */
-
-typedef struct kin__logfwd kin__logfwd;
-
-typedef struct kin__logfwd_opts {
-    const char *backend;  /* publishers connect: XSUB binds here */
-    const char *frontend; /* subscribers connect: XPUB binds here */
-    int hwm;              /* 0: 10000 */
-    /* Wait for the slowest subscriber instead of dropping its records:
-     * pressure then reaches the publishers' queues, which drop and report
-     * (for archival subscribers and the benchmark; one stuck subscriber
-     * holds up the tree's logs). */
-    bool lossless;
-    /* Optional sink fed inside the process, set up before the first record
-     * can flow, so it misses nothing (fd < 0: none). */
-    int sink_fd;
-    kin_logsink_format sink_format;
-    int sink_level;
-    /* The CURVE key for tcp:// endpoints (both sides are CURVE servers
-     * admitting only this key); a tcp endpoint without it is -EINVAL. */
-    const kin__curve_key *curve;
-} kin__logfwd_opts;
-
-typedef struct kin__logfwd_stats {
-    uint64_t records;       /* forwarded to subscribers */
-    uint64_t subscriptions; /* (un)subscribe messages forwarded upstream */
-} kin__logfwd_stats;
-
-/* Binds both sides and starts the forwarder thread. Wildcard endpoints
- * (tcp://host:*) are resolved: read them back with the accessors.
- * Errors: -EINVAL, -errno from ZMQ (e.g. -EADDRINUSE), -ENOMEM. */
-kin_err kin__logfwd_start(kin__logfwd **out, const kin__logfwd_opts *opts);
-const char *kin__logfwd_backend(const kin__logfwd *f);
-const char *kin__logfwd_frontend(const kin__logfwd *f);
-void kin__logfwd_stats_get(const kin__logfwd *f, kin__logfwd_stats *out);
-
-/* Stops the thread (with a sink, after letting in-flight records settle
- * for a moment), closes the sockets and the sink, and removes the ipc
- * socket files it bound (those still its own: a path another forwarder
- * has bound since is left alone); *f = NULL. NULL-safe. */
-void kin__logfwd_stop(kin__logfwd **f);
 
 /* --- subscriber internals (logsub.c) -------------------------------------- */
 

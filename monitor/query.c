@@ -11,7 +11,7 @@
 
 #include "core/pack_internal.h"
 #include "core/task.h"
-#include "router/node_impl.h"
+#include "router/router.h"
 
 /* Whether a reply is an error: a map whose first key is "error". Read from
  * its first bytes, since a kin_reader parses the whole top-level map first:

@@ -16,9 +16,9 @@
 #include <kin/monitor.h>
 
 #include "core/log_internal.h"
+#include "logs/logs.h"
 #include "monitor/stack.h"
-#include "router/call_impl.h"
-#include "router/node_impl.h"
+#include "router/router.h"
 
 typedef struct custom {
     char name[32];
@@ -32,6 +32,15 @@ struct kin__monitor {
     pthread_mutex_t mu;
     custom *commands;
 };
+
+/* The key of the monitor's state in its node. */
+static const kin__layer monitor_layer = {"monitor"};
+
+static struct kin__monitor *
+monitor_of(const kin_node *n)
+{
+    return kin__node_layer(n, &monitor_layer);
+}
 
 typedef struct req {
     char cmd[32];
@@ -174,22 +183,22 @@ matches(const kin_task *t, const req *r)
 static void
 cmd_ps(kin_node *n, const req *r, msgpack_packer *pk)
 {
-    kin__tasktab *tab = &n->tasks;
+    kin__tasktab *tab = kin__node_tasks(n);
     uint64_t now = kin__now_ns();
-    pthread_mutex_lock(&tab->mu);
+    kin__tasktab_lock(tab);
     uint32_t count = 0;
-    void *val;
-    for (size_t it = 0; kin__u32map_next(&tab->live, &it, NULL, &val);)
-        count += matches(val, r);
+    kin_task *t;
+    for (size_t it = 0; kin__tasktab_live_next(tab, &it, &t);)
+        count += matches(t, r);
     msgpack_pack_map(pk, 2);
     pack_key(pk, "ctx");
-    msgpack_pack_uint32(pk, n->id);
+    msgpack_pack_uint32(pk, kin_node_id(n));
     pack_key(pk, "tasks");
     msgpack_pack_array(pk, count);
-    for (size_t it = 0; kin__u32map_next(&tab->live, &it, NULL, &val);)
-        if (matches(val, r))
-            pack_live(pk, val, now);
-    pthread_mutex_unlock(&tab->mu);
+    for (size_t it = 0; kin__tasktab_live_next(tab, &it, &t);)
+        if (matches(t, r))
+            pack_live(pk, t, now);
+    kin__tasktab_unlock(tab);
 }
 
 static void
@@ -215,42 +224,33 @@ pack_ended(msgpack_packer *pk, const kin__ended *e, uint64_t now)
     msgpack_pack_double(pk, ms_since(now, e->ended_ns));
 }
 
-static const kin__ended *
-ended_at(const kin__tasktab *tab, size_t i)
-{
-    if (i < tab->kept_len)
-        return &tab->kept[i];
-    i -= tab->kept_len;
-    return &tab->ring[(tab->ring_head + i) % tab->ring_cap];
-}
-
 static void
 cmd_ps_terminated(kin_node *n, const req *r, msgpack_packer *pk)
 {
-    kin__tasktab *tab = &n->tasks;
+    kin__tasktab *tab = kin__node_tasks(n);
     uint64_t now = kin__now_ns();
-    pthread_mutex_lock(&tab->mu);
-    size_t total = tab->kept_len + tab->ring_len;
+    kin__tasktab_lock(tab);
+    size_t total = kin__tasktab_ended_count(tab);
     uint32_t count = 0;
     for (size_t i = 0; i < total; i++) {
-        const kin__ended *e = ended_at(tab, i);
+        const kin__ended *e = kin__tasktab_ended_at(tab, i);
         count += (!r->task || e->id == r->task) &&
                  (!r->filter[0] || strstr(e->name, r->filter) ||
                   strstr(e->fn, r->filter));
     }
     msgpack_pack_map(pk, 2);
     pack_key(pk, "ctx");
-    msgpack_pack_uint32(pk, n->id);
+    msgpack_pack_uint32(pk, kin_node_id(n));
     pack_key(pk, "tasks");
     msgpack_pack_array(pk, count);
     for (size_t i = 0; i < total; i++) {
-        const kin__ended *e = ended_at(tab, i);
+        const kin__ended *e = kin__tasktab_ended_at(tab, i);
         if ((!r->task || e->id == r->task) &&
             (!r->filter[0] || strstr(e->name, r->filter) ||
              strstr(e->fn, r->filter)))
             pack_ended(pk, e, now);
     }
-    pthread_mutex_unlock(&tab->mu);
+    kin__tasktab_unlock(tab);
 }
 
 static void
@@ -279,19 +279,20 @@ pack_error(msgpack_packer *pk, int code, const char *text)
 static void
 cmd_where(kin_node *n, const req *r, msgpack_packer *pk)
 {
-    kin__tasktab *tab = &n->tasks;
-    pthread_mutex_lock(&tab->mu);
-    kin_task *t = kin__u32map_get(&tab->live, r->task);
+    kin__tasktab *tab = kin__node_tasks(n);
+    kin__tasktab_lock(tab);
+    kin_task *t = kin__tasktab_live_get(tab, r->task);
     int tid = t ? t->tid : 0;
     uint32_t caller_ctx = t ? t->caller_ctx : 0;
     uint32_t caller_task = t ? t->caller_task : 0;
     char name[48] = "";
     if (t)
         memcpy(name, t->name, sizeof name);
-    pthread_mutex_unlock(&tab->mu);
+    kin__tasktab_unlock(tab);
     if (!t) {
         char why[64];
-        snprintf(why, sizeof why, "no live task %u:%u", n->id, r->task);
+        snprintf(why, sizeof why, "no live task %u:%u", kin_node_id(n),
+                 r->task);
         pack_error(pk, -ENOENT, why);
         return;
     }
@@ -307,7 +308,7 @@ cmd_where(kin_node *n, const req *r, msgpack_packer *pk)
     }
     msgpack_pack_map(pk, 5);
     pack_key(pk, "ctx");
-    msgpack_pack_uint32(pk, n->id);
+    msgpack_pack_uint32(pk, kin_node_id(n));
     pack_key(pk, "task");
     msgpack_pack_uint32(pk, r->task);
     pack_key(pk, "name");
@@ -337,7 +338,7 @@ cmd_stacktrace(kin_node *n, msgpack_packer *pk)
     int self = gettid();
     msgpack_pack_map(pk, 2);
     pack_key(pk, "ctx");
-    msgpack_pack_uint32(pk, n->id);
+    msgpack_pack_uint32(pk, kin_node_id(n));
     pack_key(pk, "threads");
     msgpack_pack_array(pk, (uint32_t)count);
     for (int i = 0; i < count; i++) {
@@ -363,6 +364,18 @@ cmd_stacktrace(kin_node *n, msgpack_packer *pk)
 }
 
 static void
+count_child(void *arg, uint32_t id)
+{
+    (*(uint32_t *)arg)++;
+}
+
+static void
+pack_child(void *arg, uint32_t id)
+{
+    msgpack_pack_uint32(arg, id);
+}
+
+static void
 cmd_info(kin_node *n, msgpack_packer *pk)
 {
     long rss_kib = 0;
@@ -373,47 +386,43 @@ cmd_info(kin_node *n, msgpack_packer *pk)
             rss_kib = atol(line + 6);
     if (f)
         fclose(f);
-    pthread_mutex_lock(&n->tasks.mu);
-    uint32_t live = (uint32_t)n->tasks.live.len;
-    pthread_mutex_unlock(&n->tasks.mu);
+    kin__tasktab *tab = kin__node_tasks(n);
+    kin__tasktab_lock(tab);
+    uint32_t live = (uint32_t)kin__tasktab_live_count(tab);
+    kin__tasktab_unlock(tab);
     char host[256] = "";
     gethostname(host, sizeof host - 1);
     msgpack_pack_map(pk, 13);
     pack_key(pk, "host");
     pack_str(pk, host);
     pack_key(pk, "workers");
-    msgpack_pack_int(pk, kin__calls_workers(n));
+    msgpack_pack_int(pk, kin__node_workers(n));
     pack_key(pk, "id");
-    msgpack_pack_uint32(pk, n->id);
+    msgpack_pack_uint32(pk, kin_node_id(n));
     pack_key(pk, "name");
-    pack_str(pk, n->name);
+    pack_str(pk, kin_node_name(n));
     pack_key(pk, "pid");
     msgpack_pack_int(pk, (int)getpid());
     pack_key(pk, "parent");
-    if (n->has_parent)
-        msgpack_pack_uint32(pk, n->parent_id);
+    if (kin__node_has_parent(n))
+        msgpack_pack_uint32(pk, kin__node_parent_id(n));
     else
         msgpack_pack_nil(pk);
     pack_key(pk, "children");
     uint32_t nchild = 0;
-    void *val;
-    uint32_t id;
-    for (size_t it = 0; kin__u32map_next(&n->children, &it, &id, &val);)
-        nchild += !((kin__child *)val)->is_operator;
+    kin__node_each_child(n, count_child, &nchild);
     msgpack_pack_array(pk, nchild);
-    for (size_t it = 0; kin__u32map_next(&n->children, &it, &id, &val);)
-        if (!((kin__child *)val)->is_operator)
-            msgpack_pack_uint32(pk, id);
+    kin__node_each_child(n, pack_child, pk);
     pack_key(pk, "tasks");
     msgpack_pack_uint32(pk, live);
     pack_key(pk, "rss_kib");
     msgpack_pack_long(pk, rss_kib);
     pack_key(pk, "uptime_ms");
-    msgpack_pack_double(pk, ms_since(kin__now_ns(), n->started_ns));
+    msgpack_pack_double(pk, ms_since(kin__now_ns(), kin__node_started_ns(n)));
     pack_key(pk, "endpoint");
-    pack_str(pk, n->endpoint);
+    pack_str(pk, kin_node_endpoint(n));
     pack_key(pk, "log_endpoint");
-    pack_str(pk, n->log_endpoint);
+    pack_str(pk, kin__logs_endpoint(n));
     pack_key(pk, "log_frontend");
     const char *front = kin_logs_frontend(n);
     pack_str(pk, front ? front : "");
@@ -422,7 +431,7 @@ cmd_info(kin_node *n, msgpack_packer *pk)
 static void
 cmd_help(kin_node *n, msgpack_packer *pk)
 {
-    struct kin__monitor *mon = n->monitor;
+    struct kin__monitor *mon = monitor_of(n);
     pthread_mutex_lock(&mon->mu);
     uint32_t count = sizeof builtins / sizeof builtins[0];
     for (custom *c = mon->commands; c; c = c->next)
@@ -474,7 +483,7 @@ ok_reply(msgpack_packer *pk)
 static bool
 run_custom(kin_node *n, const req *r, msgpack_packer *pk, kin_buf *out)
 {
-    struct kin__monitor *mon = n->monitor;
+    struct kin__monitor *mon = monitor_of(n);
     pthread_mutex_lock(&mon->mu);
     custom *c = mon->commands;
     while (c && strcmp(c->name, r->cmd))
@@ -529,10 +538,10 @@ on_monitor(kin_node *n, kin_msg *m, void *arg)
         char why[96];
         snprintf(why, sizeof why,
                  "'%s' needs the authority of an ancestor of context %u", r.cmd,
-                 n->id);
+                 kin_node_id(n));
         pack_error(&pk, KIN_EREFUSED, why);
     } else if (!strcmp(r.cmd, "cancel")) {
-        if (kin__tasktab_cancel(&n->tasks, r.task, m->src, r.by))
+        if (kin__tasktab_cancel(kin__node_tasks(n), r.task, m->src, r.by))
             pack_error(&pk, -ENOENT, "no such live task");
         else
             ok_reply(&pk);
@@ -568,7 +577,12 @@ kin__monitor_start(kin_node *n)
     if (!mon)
         return -ENOMEM;
     pthread_mutex_init(&mon->mu, NULL);
-    n->monitor = mon;
+    kin_err e = kin__node_attach(n, &monitor_layer, mon);
+    if (e) {
+        pthread_mutex_destroy(&mon->mu);
+        free(mon);
+        return e;
+    }
     kin__stack_install();
     kin__handler h = {.handle = KIN_HANDLE_MONITOR,
                       .policy = KIN_POLICY_ANY,
@@ -580,7 +594,7 @@ kin__monitor_start(kin_node *n)
 void
 kin__monitor_free(kin_node *n)
 {
-    struct kin__monitor *mon = n->monitor;
+    struct kin__monitor *mon = monitor_of(n);
     if (!mon)
         return;
     for (custom *c = mon->commands; c;) {
@@ -588,9 +602,9 @@ kin__monitor_free(kin_node *n)
         free(c);
         c = next;
     }
+    kin__node_detach(n, &monitor_layer);
     pthread_mutex_destroy(&mon->mu);
     free(mon);
-    n->monitor = NULL;
 }
 
 kin_err
@@ -602,7 +616,7 @@ kin_monitor_command(kin_node *n, const char *name, const char *help,
     for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++)
         if (!strcmp(builtins[i].name, name))
             return -EINVAL;
-    struct kin__monitor *mon = n->monitor;
+    struct kin__monitor *mon = monitor_of(n);
     custom *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;

@@ -1,6 +1,6 @@
-/* The MONITOR service of a context (answered on the broker thread). The
- * router starts it with every node: the one place the router calls into
- * monitor/, through these two functions. */
+/* The MONITOR service of a context (answered on the broker thread): the
+ * context assembly (context/) starts it with every node, before the
+ * router starts, and frees it once the router has stopped. */
 #ifndef KIN_MONITOR_SERVICE_H
 #define KIN_MONITOR_SERVICE_H
 

@@ -28,6 +28,7 @@ typedef struct outpipe {
 
 struct kin_child {
     kin_node *node;
+    struct kin__procs *procs; /* node's process layer (its lock) */
     uint32_t id;
     /* A child started through another context (kin_spawn_opts.via): a
      * proxy whose stop and wait are calls to via. */
@@ -52,7 +53,7 @@ struct kin_child {
     bool timer_made;
     int handles;    /* broker: libuv handles not yet closed */
     bool detaching; /* broker: close_handles_job ran */
-    /* under node->mu */
+    /* under the layer's mu (kin__procs) */
     bool armed;  /* kin_spawn handed it out: on_exit may run */
     bool exited; /* reaped and on_exit done: waiters may go */
     int status;
@@ -65,8 +66,6 @@ struct kin_child {
 void kin__child_handle_closed(kin_child *c);
 /* spawn.c: SIGTERM now, SIGKILL in kill_after_ms (broker thread). */
 void kin__child_terminate(kin_child *c, int kill_after_ms);
-/* spawn.c: the node's before_destroy hook. */
-void kin__procs_destroy(kin_node *n);
 
 /* output.c: capture fd as c's stdout or stderr, line by line, on the
  * broker's loop; read what is left; stop (closes fd). Broker thread. */

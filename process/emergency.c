@@ -2,7 +2,7 @@
  * kills the stragglers after their stop timeout, tells the supervisors
  * (watchers), and makes a serving child exit with KIN_EXIT_EMERGENCY so
  * its parent trips in turn, up to the master. Also the node's process
- * state (kin__procs), created on first use. */
+ * state (kin__procs), attached by the context assembly. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -13,22 +13,61 @@
 #include "core/sync.h"
 #include "process/child.h"
 #include "process/procs.h"
-#include "router/node_impl.h"
+#include "router/router.h"
+
+/* The key of the process layer's state in its node. */
+static const kin__layer procs_layer = {"process"};
 
 kin__procs *
 kin__procs_of(kin_node *n)
 {
-    pthread_mutex_lock(&n->mu);
-    if (!n->procs) {
-        kin__procs *p = calloc(1, sizeof *p);
-        if (p) {
-            n->procs = p;
-            n->before_destroy = kin__procs_destroy;
-        }
+    return kin__node_layer(n, &procs_layer);
+}
+
+/* Broker thread: a child's HELLO arrived or its link went down; spawn.c
+ * waits for the first (or the child's exit) on the layer's cond. */
+static void
+on_link(void *arg, uint32_t child, bool up)
+{
+    kin__procs *p = arg;
+    pthread_mutex_lock(&p->mu);
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->mu);
+}
+
+kin_err
+kin__procs_attach(kin_node *n, bool other_user)
+{
+    kin__procs *p = calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    p->node = n;
+    p->spawn_refused = other_user;
+    kin_err e = kin__node_on_link(n, on_link, p);
+    if (!e)
+        e = kin__node_attach(n, &procs_layer, p);
+    if (e) {
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->cond);
+        free(p);
+        return e;
     }
-    kin__procs *p = n->procs;
-    pthread_mutex_unlock(&n->mu);
-    return p;
+    kin__via_export();
+    return KIN_OK;
+}
+
+void
+kin__procs_free(kin_node *n)
+{
+    kin__procs *p = kin__procs_of(n);
+    if (!p)
+        return;
+    kin__node_detach(n, &procs_layer);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cond);
+    free(p);
 }
 
 bool
@@ -43,10 +82,13 @@ kin__is_emergency(int status)
 void
 kin__procs_trip(kin_node *n, uint32_t origin)
 {
-    pthread_mutex_lock(&n->mu);
-    kin__procs *p = n->procs; /* NULL once the node's destroy is through */
-    if (!p || p->tripped) {
-        pthread_mutex_unlock(&n->mu);
+    kin__procs *p = kin__procs_of(n);
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    /* Not once the node's children are stopped for its destroy. */
+    if (p->stopped || p->tripped) {
+        pthread_mutex_unlock(&p->mu);
         return;
     }
     p->tripped = true;
@@ -56,9 +98,9 @@ kin__procs_trip(kin_node *n, uint32_t origin)
     for (kin__watcher *w = p->watchers; w; w = w->next)
         w->on_trip(w->arg);
     void (*exit_hook)(void) = p->on_trip_exit;
-    pthread_cond_broadcast(&n->cond);
-    pthread_mutex_unlock(&n->mu);
-    KIN_ERROR("context %u: emergency stop (origin %u)", n->id, origin);
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->mu);
+    KIN_ERROR("context %u: emergency stop (origin %u)", kin_node_id(n), origin);
     if (exit_hook)
         exit_hook();
 }
@@ -74,18 +116,21 @@ kin_emergency_stop(kin_node *n)
 {
     if (!kin__procs_of(n))
         return -ENOMEM;
-    return kin__broker_defer(n->broker, trip_job, n, (void *)(uintptr_t)n->id);
+    return kin__broker_defer(kin__node_broker(n), trip_job, n,
+                             (void *)(uintptr_t)kin_node_id(n));
 }
 
 bool
 kin_emergency_stopped(kin_node *n, uint32_t *origin)
 {
-    pthread_mutex_lock(&n->mu);
-    kin__procs *p = n->procs;
-    bool tripped = p && p->tripped;
+    kin__procs *p = kin__procs_of(n);
+    if (!p)
+        return false;
+    pthread_mutex_lock(&p->mu);
+    bool tripped = p->tripped;
     if (tripped && origin)
         *origin = p->origin;
-    pthread_mutex_unlock(&n->mu);
+    pthread_mutex_unlock(&p->mu);
     return tripped;
 }
 
@@ -95,20 +140,22 @@ kin_emergency_wait(kin_node *n, int timeout_ms)
     struct timespec ts;
     const struct timespec *dl = kin__deadline_or_forever(&ts, timeout_ms);
     kin_err e = KIN_OK;
-    pthread_mutex_lock(&n->mu);
+    kin__procs *p = kin__procs_of(n);
+    if (!p)
+        return -ENOMEM;
+    pthread_mutex_lock(&p->mu);
     for (;;) {
-        kin__procs *p = n->procs;
-        bool done = p && p->tripped;
+        bool done = p->tripped;
         for (kin_child *c = done ? p->children : NULL; c; c = c->next)
             done &= c->exited;
         if (done)
             break;
-        if (kin__cond_wait_dl(&n->cond, &n->mu, dl) == ETIMEDOUT) {
+        if (kin__cond_wait_dl(&p->cond, &p->mu, dl) == ETIMEDOUT) {
             e = KIN_ETIMEOUT;
             break;
         }
     }
-    pthread_mutex_unlock(&n->mu);
+    pthread_mutex_unlock(&p->mu);
     return e;
 }
 
@@ -118,11 +165,11 @@ kin__procs_watch(kin_node *n, kin__watcher *w)
     kin__procs *p = kin__procs_of(n);
     if (!p)
         return -ENOMEM;
-    pthread_mutex_lock(&n->mu);
+    pthread_mutex_lock(&p->mu);
     w->next = p->watchers;
     p->watchers = w;
     bool tripped = p->tripped;
-    pthread_mutex_unlock(&n->mu);
+    pthread_mutex_unlock(&p->mu);
     if (tripped)
         w->on_trip(w->arg);
     return KIN_OK;
@@ -131,15 +178,17 @@ kin__procs_watch(kin_node *n, kin__watcher *w)
 void
 kin__procs_unwatch(kin_node *n, kin__watcher *w)
 {
-    pthread_mutex_lock(&n->mu);
-    kin__procs *p = n->procs;
-    for (kin__watcher **q = p ? &p->watchers : NULL; q && *q; q = &(*q)->next) {
+    kin__procs *p = kin__procs_of(n);
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    for (kin__watcher **q = &p->watchers; *q; q = &(*q)->next) {
         if (*q == w) {
             *q = w->next;
             break;
         }
     }
-    pthread_mutex_unlock(&n->mu);
+    pthread_mutex_unlock(&p->mu);
 }
 
 void
@@ -148,10 +197,10 @@ kin__procs_on_trip_exit(kin_node *n, void (*fn)(void))
     kin__procs *p = kin__procs_of(n);
     if (!p)
         return;
-    pthread_mutex_lock(&n->mu);
+    pthread_mutex_lock(&p->mu);
     p->on_trip_exit = fn;
     bool tripped = p->tripped;
-    pthread_mutex_unlock(&n->mu);
+    pthread_mutex_unlock(&p->mu);
     if (tripped)
         fn();
 }

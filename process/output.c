@@ -7,9 +7,10 @@
 #include <unistd.h>
 
 #include "core/log_internal.h"
-#include "logs/logs_impl.h"
+#include "logs/logs.h"
 #include "process/child.h"
-#include "router/node_impl.h"
+#include "process/procs.h"
+#include "router/router.h"
 
 static void
 tail_append(kin_child *c, const char *s, size_t len)
@@ -27,10 +28,10 @@ emit_line(outpipe *p)
 {
     kin_child *c = p->c;
     if (p->is_err) {
-        pthread_mutex_lock(&c->node->mu);
+        pthread_mutex_lock(&c->procs->mu);
         tail_append(c, p->line, p->len);
         tail_append(c, "\n", 1);
-        pthread_mutex_unlock(&c->node->mu);
+        pthread_mutex_unlock(&c->procs->mu);
     }
     kin_log_emit(p->is_err ? KIN_LOG_WARNING : KIN_LOG_INFO, c->name,
                  (int)c->id, "[%s %u %s] %.*s", c->name, c->id,
@@ -100,7 +101,8 @@ kin__output_watch(kin_child *c, outpipe *p, int fd, bool is_err)
     p->c = c;
     p->fd = fd;
     p->is_err = is_err;
-    if (uv_poll_init(kin__broker_loop(c->node->broker), &p->poll, fd) == 0) {
+    if (uv_poll_init(kin__broker_loop(kin__node_broker(c->node)), &p->poll,
+                     fd) == 0) {
         p->poll.data = p;
         p->polling = true;
         c->handles++;
@@ -113,7 +115,7 @@ kin_child_stderr_tail(kin_child *c, char *buf, size_t size)
 {
     if (!size)
         return 0;
-    pthread_mutex_t *mu = c->node ? &c->node->mu : NULL;
+    pthread_mutex_t *mu = c->node ? &c->procs->mu : NULL;
     if (mu)
         pthread_mutex_lock(mu);
     size_t len = c->tail_len < size - 1 ? c->tail_len : size - 1;

@@ -1,9 +1,12 @@
-/* The process layer's per-node state, shared by spawn.c, init.c and
- * supervisor.c: the node's child processes, its emergency-stop latch, and
- * the watchers (supervisors) that must hear about a trip or a node going. */
+/* The process layer's per-node state, shared by spawn.c, emergency.c,
+ * via.c and supervisor.c: the node's child processes, its emergency-stop
+ * latch, and the watchers (supervisors) that must hear about a trip or a
+ * node going. It is attached to the node by the context assembly
+ * (kin__procs_attach) and has a lock of its own. */
 #ifndef KIN_PROCESS_PROCS_H
 #define KIN_PROCESS_PROCS_H
 
+#include <pthread.h>
 #include <stdbool.h>
 
 #include <kin/process.h>
@@ -11,7 +14,7 @@
 typedef struct kin__watcher kin__watcher;
 
 /* Someone to tell about the node's life: on_trip runs on the broker thread
- * under the node's mu (it may only take its own leaf lock and signal);
+ * under the layer's mu (it may only take its own leaf lock and signal);
  * quiesce runs on the thread destroying the node, without locks held, and
  * must stop the watcher's children and threads. */
 struct kin__watcher {
@@ -22,6 +25,14 @@ struct kin__watcher {
 };
 
 typedef struct kin__procs {
+    /* Guards everything below and the kin_child fields marked "under the
+     * layer's mu"; cond signals their changes and child HELLOs. */
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    kin_node *node;
+    /* Runs as another user than its parent: refuses kin.spawn. */
+    bool spawn_refused;
+    bool stopped;        /* kin__procs_stop ran: no more trips */
     kin_child *children; /* newest first */
     kin__watcher *watchers;
     bool tripped;
@@ -30,10 +41,24 @@ typedef struct kin__procs {
     void (*on_trip_exit)(void);
 } kin__procs;
 
-/* The node's process state, created on first use (and with it the node's
- * before_destroy hook). NULL only when out of memory. Any thread; takes
- * n->mu. */
+/* Attaches the process layer to n (the context assembly, before the
+ * router starts); other_user: n runs as another user than its parent and
+ * refuses kin.spawn. Also exports kin.spawn, kin.child_wait and
+ * kin.child_stop (once per process). Errors: -ENOMEM. */
+kin_err kin__procs_attach(kin_node *n, bool other_user);
+/* Quiesces the supervisors (they stop their own children) and stops every
+ * child left, newest first; trips are ignored from then on. The kin_child
+ * objects stay their owners'. Before the router stops its calls. */
+void kin__procs_stop(kin_node *n);
+/* Frees the state, once the router has stopped (no broker thread). */
+void kin__procs_free(kin_node *n);
+
+/* The node's process state; NULL when the layer is not attached. Any
+ * thread. */
 kin__procs *kin__procs_of(kin_node *n);
+
+/* via.c: exports kin.spawn, kin.child_wait and kin.child_stop (once). */
+void kin__via_export(void);
 
 /* Registers / unregisters a watcher. If the node has already tripped,
  * on_trip runs at once on the calling thread. Any thread. */

@@ -24,11 +24,11 @@
 #include "core/log_internal.h"
 #include "core/sync.h"
 #include "core/task.h"
-#include "logs/logs_impl.h"
+#include "logs/logs.h"
 #include "process/child.h"
 #include "process/procs.h"
 #include "process/ssh.h"
-#include "router/node_impl.h"
+#include "router/router.h"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -82,7 +82,8 @@ kin__child_terminate(kin_child *c, int kill_after_ms)
         return;
     signal_now(c, SIGTERM);
     if (!c->timer_made) {
-        uv_timer_init(kin__broker_loop(c->node->broker), &c->kill_timer);
+        uv_timer_init(kin__broker_loop(kin__node_broker(c->node)),
+                      &c->kill_timer);
         c->kill_timer.data = c;
         c->timer_made = true;
         c->handles++;
@@ -104,12 +105,12 @@ static void
 terminate_job(void *arg, void *unused)
 {
     term_req *r = arg;
-    kin_node *n = r->c->node;
+    kin__procs *p = r->c->procs;
     kin__child_terminate(r->c, r->kill_after_ms);
-    pthread_mutex_lock(&n->mu);
+    pthread_mutex_lock(&p->mu);
     r->done = true;
-    pthread_cond_broadcast(&n->cond);
-    pthread_mutex_unlock(&n->mu);
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->mu);
 }
 
 /* terminate() from another thread; returns once it ran, so the caller may
@@ -118,13 +119,14 @@ static bool
 terminate_sync(kin_child *c, int kill_after_ms)
 {
     kin_node *n = c->node;
+    kin__procs *p = c->procs;
     term_req r = {.c = c, .kill_after_ms = kill_after_ms};
-    if (kin__broker_defer(n->broker, terminate_job, &r, NULL))
+    if (kin__broker_defer(kin__node_broker(n), terminate_job, &r, NULL))
         return false;
-    pthread_mutex_lock(&n->mu);
+    pthread_mutex_lock(&p->mu);
     while (!r.done)
-        pthread_cond_wait(&n->cond, &n->mu);
-    pthread_mutex_unlock(&n->mu);
+        pthread_cond_wait(&p->cond, &p->mu);
+    pthread_mutex_unlock(&p->mu);
     return true;
 }
 
@@ -134,6 +136,7 @@ static void
 reaped(kin_child *c, int status)
 {
     kin_node *n = c->node;
+    kin__procs *p = c->procs;
     if (c->exit_polling) {
         uv_close((uv_handle_t *)&c->exit_poll, on_child_handle_closed);
         c->exit_polling = false;
@@ -159,10 +162,10 @@ reaped(kin_child *c, int status)
         snprintf(sock, sizeof sock, "%s/%d-%u.sock", dir, (int)c->pid, c->id) <
             (int)sizeof sock)
         unlink(sock);
-    pthread_mutex_lock(&n->mu);
+    pthread_mutex_lock(&p->mu);
     c->status = status;
     bool armed = c->armed;
-    pthread_mutex_unlock(&n->mu);
+    pthread_mutex_unlock(&p->mu);
     /* The owner hears of the exit before the trip it may cause, so a
      * supervisor books the exit first; and before waiters wake, so whoever
      * stops and frees the child knows the callback is over. */
@@ -170,10 +173,10 @@ reaped(kin_child *c, int status)
         c->on_exit(c, status, c->on_exit_arg);
     if (kin__is_emergency(status))
         kin__procs_trip(n, c->id);
-    pthread_mutex_lock(&n->mu);
+    pthread_mutex_lock(&p->mu);
     c->exited = true;
-    pthread_cond_broadcast(&n->cond);
-    pthread_mutex_unlock(&n->mu);
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->mu);
 }
 
 static void
@@ -245,7 +248,7 @@ spawn_job(void *arg, void *unused)
     spawn_req *r = arg;
     kin_child *c = r->c;
     kin_node *n = c->node;
-    kin__procs *p = n->procs;
+    kin__procs *p = c->procs;
     int ep[2] = {-1, -1}, op[2] = {-1, -1}, xp[2] = {-1, -1};
     kin_err e = KIN_OK;
     /* Checked here, where trips happen: a child forked after this point
@@ -294,7 +297,8 @@ spawn_job(void *arg, void *unused)
     kin__output_watch(c, &c->out, op[0], false);
     kin__output_watch(c, &c->err, xp[0], true);
     op[0] = xp[0] = -1;
-    uv_poll_init(kin__broker_loop(n->broker), &c->exit_poll, c->pidfd);
+    uv_poll_init(kin__broker_loop(kin__node_broker(n)), &c->exit_poll,
+                 c->pidfd);
     c->exit_poll.data = c;
     c->exit_polling = true;
     c->handles++;
@@ -308,15 +312,15 @@ out:
         if (xp[i] >= 0)
             close(xp[i]);
     }
-    pthread_mutex_lock(&n->mu);
+    pthread_mutex_lock(&p->mu);
     if (c->pid > 0) {
         c->next = p->children;
         p->children = c;
     }
     r->result = e;
     r->done = true;
-    pthread_cond_broadcast(&n->cond);
-    pthread_mutex_unlock(&n->mu);
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->mu);
 }
 
 int
@@ -332,17 +336,19 @@ kin__child_vars(kin_node *n, const kin__child_link *l,
         k++;                                                                   \
     } while (0)
     ADD("KIN_CHILD_ENDPOINT=%s", l->endpoint);
-    ADD("KIN_CHILD_PARENT_ID=%u", n->id);
+    ADD("KIN_CHILD_PARENT_ID=%u", kin_node_id(n));
     ADD("KIN_CHILD_ID=%u", l->id);
     ADD("KIN_CHILD_NAME=%s", l->name);
-    ADD("KIN_CHILD_MAX_MSG=%zu", n->max_msg);
+    ADD("KIN_CHILD_MAX_MSG=%zu", kin__node_max_msg(n));
     ADD("KIN_CHILD_WORKERS=%d", l->workers);
-    ADD("KIN_CHILD_HEARTBEAT=%d,%d", n->hb_ivl_ms ? n->hb_ivl_ms : -1,
-        n->hb_ivl_ms ? n->hb_timeout_ms : -1);
+    int hb_ivl, hb_timeout;
+    kin__node_heartbeat(n, &hb_ivl, &hb_timeout);
+    ADD("KIN_CHILD_HEARTBEAT=%d,%d", hb_ivl ? hb_ivl : -1,
+        hb_ivl ? hb_timeout : -1);
     if (l->log_endpoint[0])
         ADD("KIN_CHILD_LOG_ENDPOINT=%s", l->log_endpoint);
-    if (n->curve.pub[0]) {
-        kin__curve_format(&n->curve, key);
+    if (kin__node_curve(n)->pub[0]) {
+        kin__curve_format(kin__node_curve(n), key);
         ADD("KIN_CHILD_CURVE=%s", key);
     }
     if (l->curve_up)
@@ -382,8 +388,8 @@ child_env(kin_node *n, kin_child *c, bool with_vars, bool sudo)
     kin__child_link l = {.id = c->id,
                          .name = c->name,
                          .workers = c->workers,
-                         .endpoint = n->endpoint,
-                         .log_endpoint = n->log_endpoint,
+                         .endpoint = kin_node_endpoint(n),
+                         .log_endpoint = kin__logs_endpoint(n),
                          .other_user = sudo};
     if (with_vars && kin__child_vars(n, &l, env + k) < 0)
         goto oom;
@@ -407,17 +413,17 @@ free_env(char **env)
  */
 
 static void
-list_remove(kin_node *n, kin_child *c)
+list_remove(kin_child *c)
 {
-    pthread_mutex_lock(&n->mu);
-    kin__procs *p = n->procs;
-    for (kin_child **q = p ? &p->children : NULL; q && *q; q = &(*q)->next) {
+    kin__procs *p = c->procs;
+    pthread_mutex_lock(&p->mu);
+    for (kin_child **q = &p->children; *q; q = &(*q)->next) {
         if (*q == c) {
             *q = c->next;
             break;
         }
     }
-    pthread_mutex_unlock(&n->mu);
+    pthread_mutex_unlock(&p->mu);
 }
 
 void
@@ -425,11 +431,11 @@ kin__child_handle_closed(kin_child *c)
 {
     if (--c->handles || !c->detaching)
         return;
-    kin_node *n = c->node;
-    pthread_mutex_lock(&n->mu);
+    kin__procs *p = c->procs;
+    pthread_mutex_lock(&p->mu);
     c->node = NULL; /* detach() may go on */
-    pthread_cond_broadcast(&n->cond);
-    pthread_mutex_unlock(&n->mu);
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->mu);
 }
 
 /* Broker thread: closes the child's handles; the last close callback
@@ -457,47 +463,47 @@ static void
 detach(kin_child *c)
 {
     kin_node *n = c->node;
-    list_remove(n, c);
-    if (kin__broker_defer(n->broker, close_handles_job, c, NULL) == KIN_OK) {
-        pthread_mutex_lock(&n->mu);
+    kin__procs *p = c->procs;
+    list_remove(c);
+    if (kin__broker_defer(kin__node_broker(n), close_handles_job, c, NULL) ==
+        KIN_OK) {
+        pthread_mutex_lock(&p->mu);
         while (c->node)
-            pthread_cond_wait(&n->cond, &n->mu);
-        pthread_mutex_unlock(&n->mu);
+            pthread_cond_wait(&p->cond, &p->mu);
+        pthread_mutex_unlock(&p->mu);
     } else {
         c->node = NULL;
     }
 }
 
-/* The node's before_destroy: quiesce the supervisors (they stop their own
- * children), stop every child left, newest first, then free the state.
- * The kin_child objects stay their owners'. */
 void
-kin__procs_destroy(kin_node *n)
+kin__procs_stop(kin_node *n)
 {
-    kin__procs *p = n->procs;
+    kin__procs *p = kin__procs_of(n);
+    if (!p)
+        return;
     for (;;) {
-        pthread_mutex_lock(&n->mu);
+        pthread_mutex_lock(&p->mu);
         kin__watcher *w = p->watchers;
         if (w)
             p->watchers = w->next;
-        pthread_mutex_unlock(&n->mu);
+        pthread_mutex_unlock(&p->mu);
         if (!w)
             break;
         w->quiesce(w->arg);
     }
     for (;;) {
-        pthread_mutex_lock(&n->mu);
+        pthread_mutex_lock(&p->mu);
         kin_child *c = p->children;
-        pthread_mutex_unlock(&n->mu);
+        pthread_mutex_unlock(&p->mu);
         if (!c)
             break;
         kin_child_stop(c, NULL);
         detach(c);
     }
-    pthread_mutex_lock(&n->mu);
-    n->procs = NULL;
-    pthread_mutex_unlock(&n->mu);
-    free(p);
+    pthread_mutex_lock(&p->mu);
+    p->stopped = true;
+    pthread_mutex_unlock(&p->mu);
 }
 
 /* --- public ------------------------------------------------------------------
@@ -513,11 +519,11 @@ sudo_command(kin_node *n, const char *user, const char *path, char *const *argv,
 {
     if (!*user || strchr(user, '/') || user[0] == '-')
         return -EINVAL;
-    if (n->ipc_path[0]) {
+    if (kin__node_ipc_path(n)[0]) {
         KIN_ERROR("a child running as %s cannot reach %s (a 0700 directory "
                   "of this user): bind this context on tcp "
                   "(kin_node_opts.bind) to start children as other users",
-                  user, n->endpoint);
+                  user, kin_node_endpoint(n));
         return -EACCES;
     }
     static char preserve[] =
@@ -655,7 +661,7 @@ static kin_err spawn_once(kin_node *n, const kin_spawn_opts *opts,
 kin_err
 kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
 {
-    if (!opts || !opts->host || (opts->via && opts->via != n->id))
+    if (!opts || !opts->host || (opts->via && opts->via != kin_node_id(n)))
         return spawn_once(n, opts, out);
     /* Over ssh, a connection sshd dropped before authentication is tried
      * again, after a doubling, jittered pause (5 more times at most, about
@@ -692,19 +698,20 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     kin_spawn_opts none = {0};
     if (!opts)
         opts = &none;
-    if (kin__broker_on_thread(n->broker))
+    if (kin__broker_on_thread(kin__node_broker(n)))
         return -EDEADLK;
     kin__procs *p = kin__procs_of(n);
     if (!p)
         return -ENOMEM;
     if (kin_emergency_stopped(n, NULL))
         return KIN_EEMERGENCY;
-    if (opts->via && opts->via != n->id)
+    if (opts->via && opts->via != kin_node_id(n))
         return spawn_via(n, opts, out);
     kin_child *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
     c->node = n;
+    c->procs = p;
     c->pidfd = c->out.fd = c->err.fd = c->channel_fd = -1;
     c->stop_timeout_ms =
         opts->stop_timeout_ms > 0 ? opts->stop_timeout_ms : 2000;
@@ -773,7 +780,7 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     if (!e && !(r.envp = child_env(n, c, !opts->host, opts->user != NULL)))
         e = -ENOMEM;
     if (!e)
-        e = kin__broker_defer(n->broker, spawn_job, &r, NULL);
+        e = kin__broker_defer(kin__node_broker(n), spawn_job, &r, NULL);
     if (e) {
         free_env(r.envp);
         kin__ssh_plan_free(&ssh);
@@ -787,11 +794,11 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 30000;
     struct timespec dl;
     kin__deadline(&dl, CLOCK_REALTIME, timeout);
-    pthread_mutex_lock(&n->mu);
+    pthread_mutex_lock(&p->mu);
     while (!r.done)
-        pthread_cond_wait(&n->cond, &n->mu);
+        pthread_cond_wait(&p->cond, &p->mu);
     e = r.result;
-    pthread_mutex_unlock(&n->mu);
+    pthread_mutex_unlock(&p->mu);
     if (boot[1] >= 0)
         close(boot[1]);
     if (boot[0] >= 0) {
@@ -806,17 +813,17 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
             KIN_ERROR("cannot start the boot writer for %s", c->name);
         c->channel_fd = boot[0];
     }
-    pthread_mutex_lock(&n->mu);
-    while (!e && !kin__u32map_has(&n->ready, c->id) && !c->exited)
-        if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT)
+    pthread_mutex_lock(&p->mu);
+    while (!e && !kin__is_child(n, c->id) && !c->exited)
+        if (pthread_cond_timedwait(&p->cond, &p->mu, &dl) == ETIMEDOUT)
             break;
-    if (!e && kin__u32map_has(&n->ready, c->id) && !c->exited)
+    if (!e && kin__is_child(n, c->id) && !c->exited)
         c->armed = true; /* from here on, its exit is reported */
     else if (!e)
         e = c->exited ? KIN_ESPAWN : KIN_ETIMEOUT;
     if (e && p->tripped)
         e = KIN_EEMERGENCY;
-    pthread_mutex_unlock(&n->mu);
+    pthread_mutex_unlock(&p->mu);
     free_env(r.envp);
     kin__ssh_plan_free(&ssh);
     if (e) {
@@ -873,9 +880,10 @@ kin_child_exited(kin_child *c)
     kin_node *n = c->node;
     if (!n)
         return true;
-    pthread_mutex_lock(&n->mu);
+    kin__procs *p = c->procs;
+    pthread_mutex_lock(&p->mu);
     bool e = c->exited;
-    pthread_mutex_unlock(&n->mu);
+    pthread_mutex_unlock(&p->mu);
     return e;
 }
 
@@ -887,14 +895,15 @@ kin_child_wait(kin_child *c, int timeout_ms, int *status)
     kin_node *n = c->node;
     if (!n)
         return exit_result(c, status);
+    kin__procs *p = c->procs;
     struct timespec ts;
     const struct timespec *dl = kin__deadline_or_forever(&ts, timeout_ms);
-    pthread_mutex_lock(&n->mu);
+    pthread_mutex_lock(&p->mu);
     while (!c->exited)
-        if (kin__cond_wait_dl(&n->cond, &n->mu, dl) == ETIMEDOUT)
+        if (kin__cond_wait_dl(&p->cond, &p->mu, dl) == ETIMEDOUT)
             break;
     kin_err e = c->exited ? exit_result(c, status) : KIN_ETIMEOUT;
-    pthread_mutex_unlock(&n->mu);
+    pthread_mutex_unlock(&p->mu);
     return e;
 }
 
@@ -917,9 +926,7 @@ kin_child_stop(kin_child *c, int *status)
         return kin_child_wait(c, 0, status);
     uint64_t start = kin__now_ns();
     kin_err e;
-    pthread_mutex_lock(&n->mu);
-    bool linked = kin__u32map_has(&n->ready, c->id);
-    pthread_mutex_unlock(&n->mu);
+    bool linked = kin__is_child(n, c->id);
     /* Ask nicely over the wire first, if it ever got that far. */
     kin_msg *m;
     if (linked && kin_msg_new(&m, 0) == KIN_OK) {

@@ -29,7 +29,8 @@
 #include <unistd.h>
 
 #include "core/log_internal.h"
-#include "router/node_impl.h"
+#include "logs/logs.h"
+#include "router/router.h"
 
 /* POSIX sh on one line (login shells that are not POSIX, csh or fish,
  * still parse `exec /bin/sh -c '...'`), with no single quotes, since it
@@ -188,11 +189,13 @@ kin__ssh_prepare(kin_node *n, const kin_spawn_opts *o, const kin__child_link *l,
         o->ssh_port > 65535)
         return -EINVAL;
     bool tcp = false, log_tcp = false;
-    bool up_direct = reachable_as_is(n->endpoint);
+    const char *endpoint = kin_node_endpoint(n);
+    const char *log_endpoint = kin__logs_endpoint(n);
+    bool up_direct = reachable_as_is(endpoint);
     /* Only a master hands out its log endpoint as it is: a child's is the
      * master's (or a forwarded one), which a host further away may not
      * reach; its own host forwards it. */
-    bool log_direct = !n->has_parent && reachable_as_is(n->log_endpoint);
+    bool log_direct = !kin__node_has_parent(n) && reachable_as_is(log_endpoint);
     /* An ipc parent takes remote children on a ROUTER of their own, the
      * one with heartbeats. */
     char far[256];
@@ -200,8 +203,8 @@ kin__ssh_prepare(kin_node *n, const kin_spawn_opts *o, const kin__child_link *l,
     if (fe)
         return fe;
     char *up = local_target(far, &tcp);
-    char *log = n->log_endpoint[0] && !log_direct
-                    ? local_target(n->log_endpoint, &log_tcp)
+    char *log = log_endpoint[0] && !log_direct
+                    ? local_target(log_endpoint, &log_tcp)
                     : NULL;
     uint64_t tag = 0;
     kin_err e = KIN_OK;
@@ -228,10 +231,10 @@ kin__ssh_prepare(kin_node *n, const kin_spawn_opts *o, const kin__child_link *l,
 
     /* The boot block. */
     kin__child_link rl = *l;
-    rl.endpoint = up_direct ? n->endpoint : ep;
-    rl.log_endpoint = log_direct ? n->log_endpoint : log ? lep : "";
+    rl.endpoint = up_direct ? endpoint : ep;
+    rl.log_endpoint = log_direct ? log_endpoint : log ? lep : "";
     rl.curve_up = tcp && !up_direct;
-    rl.log_curve = log && (log_tcp || n->log_curve);
+    rl.log_curve = log && (log_tcp || kin__logs_curve(n));
     rl.remote = true;
     char *vars[KIN__CHILD_VARS_MAX];
     int count = kin__child_vars(n, &rl, vars);
@@ -295,7 +298,9 @@ kin__ssh_prepare(kin_node *n, const kin_spawn_opts *o, const kin__child_link *l,
         goto out;
     }
     size_t k = 0;
-    int alive = n->hb_ivl_ms ? (n->hb_timeout_ms + 2999) / 3000 : 15;
+    int hb_ivl, hb_timeout;
+    kin__node_heartbeat(n, &hb_ivl, &hb_timeout);
+    int alive = hb_ivl ? (hb_timeout + 2999) / 3000 : 15;
     char opt_alive[64], port[16], fwd_up[512], fwd_log[512];
     snprintf(opt_alive, sizeof opt_alive, "ServerAliveInterval=%d", alive);
     snprintf(port, sizeof port, "%d", o->ssh_port);

@@ -16,7 +16,7 @@
 
 #include "core/log_internal.h"
 #include "process/procs.h"
-#include "router/node_impl.h"
+#include "router/router.h"
 
 #define MAX_ARGS 64
 
@@ -114,11 +114,12 @@ serve_spawn(kin_call *call, void *unused)
     kin_child *child = NULL;
     char why[512] = "";
     kin_node *n = kin_call_node(call);
-    if (!e && n->spawn_refused)
+    kin__procs *procs = kin__procs_of(n);
+    if (!e && procs && procs->spawn_refused)
         e = kin_call_fail(call, KIN_EREFUSED,
                           "context %u runs as another user than its parent: "
                           "it starts no contexts on request",
-                          n->id);
+                          kin_node_id(n));
     else if (!e && (!host || !*host))
         e = kin_call_fail(call, -EINVAL,
                           "kin.spawn starts contexts on other hosts: give "
@@ -210,12 +211,21 @@ serve_stop(kin_call *call, void *unused)
     return kin_call_return(call, "i", status);
 }
 
-__attribute__((constructor)) static void
+static void
 export_builtins(void)
 {
     kin_export("kin.spawn", serve_spawn, NULL, KIN_POLICY_PARENT);
     kin_export("kin.child_wait", serve_wait, NULL, KIN_POLICY_PARENT);
     kin_export("kin.child_stop", serve_stop, NULL, KIN_POLICY_PARENT);
+}
+
+/* Called when the process layer is attached to a node: a program that
+ * makes no context exports nothing. */
+void
+kin__via_export(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, export_builtins);
 }
 
 /* --- the caller side ------------------------------------------------------

@@ -19,8 +19,6 @@
 #include "core/sync.h"
 #include "core/task.h"
 #include "kin/call.h"
-#include "logs/logs_impl.h"
-#include "monitor/service.h"
 #include "router/call_impl.h"
 #include "router/node_impl.h"
 
@@ -277,34 +275,13 @@ on_stop(void *arg)
 }
 
 kin_err
-kin_node_new(kin_node **out, const kin_node_opts *opts)
+kin__router_new(kin_node **out, const kin_node_opts *opts,
+                const kin__router_hooks *hooks)
 {
-    return kin__node_new_with(out, opts, NULL);
-}
-
-static kin_err node_new(kin_node **out, const kin_node_opts *opts,
-                        const kin__node_hooks *hooks);
-
-kin_err
-kin__node_new_with(kin_node **out, const kin_node_opts *opts,
-                   const kin__node_hooks *hooks)
-{
+    *out = NULL;
     kin_node_opts none = {0};
     if (!opts)
         opts = &none;
-    size_t why_size = opts->errbuf ? opts->errbuf_size : 0;
-    if (why_size)
-        opts->errbuf[0] = 0;
-    kin_err e = node_new(out, opts, hooks);
-    if (e && why_size && !opts->errbuf[0])
-        snprintf(opts->errbuf, why_size, "%s", kin_strerror(e));
-    return e;
-}
-
-static kin_err
-node_new(kin_node **out, const kin_node_opts *opts,
-         const kin__node_hooks *hooks)
-{
     if (opts->parent_endpoint &&
         (opts->id == KIN_MASTER_ID || opts->id == opts->parent_id ||
          strlen(opts->parent_endpoint) >= 256))
@@ -331,8 +308,6 @@ node_new(kin_node **out, const kin_node_opts *opts,
     n->next_handle = KIN_HANDLE_DYNAMIC;
     n->id_next = 1;
     n->curve_up = hooks && hooks->curve_up;
-    n->log_curve = hooks && hooks->log_curve;
-    n->spawn_refused = hooks && hooks->other_user;
     n->hb_ivl_ms = opts->heartbeat_ms ? opts->heartbeat_ms : 1000;
     n->hb_timeout_ms =
         opts->heartbeat_timeout_ms ? opts->heartbeat_timeout_ms : 5000;
@@ -389,24 +364,33 @@ node_new(kin_node **out, const kin_node_opts *opts,
         (e = add_system(n, KIN_HANDLE_SHUTDOWN, KIN_POLICY_PARENT,
                         hooks->on_shutdown)))
         goto fail;
-    if (hooks && hooks->on_parent_lost)
+    if (hooks && hooks->on_parent_lost) {
         n->on_parent_lost = hooks->on_parent_lost;
+        n->on_parent_lost_arg = hooks->on_parent_lost_arg;
+    }
     if (!n->has_parent && (e = add_system(n, KIN_HANDLE_ALLOCATE_ID,
                                           KIN_POLICY_ANY, on_allocate_id)))
         goto fail;
     if ((e = kin__calls_start(n, opts->workers > 0 ? opts->workers : 4)))
         goto fail;
-    if ((e = kin__monitor_start(n)))
-        goto fail;
     if ((e = kin__broker_new(&n->broker, on_stop, n)))
         goto fail;
-    /* Before the router opens: calls served at once may log. */
-    if ((e = kin__logs_start(n, opts)))
-        goto fail;
+    *out = n;
+    return KIN_OK;
+fail:
+    kin__router_stop_calls(n);
+    kin__router_stop(n);
+    kin__router_free(n);
+    return e;
+}
 
+kin_err
+kin__router_start(kin_node *n, char *errbuf, size_t errbuf_size)
+{
     sync_call s = {.n = n};
-    if ((e = kin__broker_defer(n->broker, open_job, &s, NULL)))
-        goto fail;
+    kin_err e = kin__broker_defer(n->broker, open_job, &s, NULL);
+    if (e)
+        return e;
     pthread_mutex_lock(&n->mu);
     while (!s.done)
         pthread_cond_wait(&n->cond, &n->mu);
@@ -418,36 +402,33 @@ node_new(kin_node **out, const kin_node_opts *opts,
             if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT)
                 e = n->up_ready ? KIN_OK : KIN_ETIMEOUT;
         if (e)
-            explain(opts->errbuf, opts->errbuf_size,
+            explain(errbuf, errbuf_size,
                     "context %u: parent %u at %s did not answer HELLO in "
                     "%d ms",
                     n->id, n->parent_id, n->parent_endpoint,
                     n->connect_timeout_ms);
     }
     pthread_mutex_unlock(&n->mu);
-    if (e)
-        goto fail;
-    *out = n;
-    return KIN_OK;
-fail:
-    kin_node_destroy(&n);
     return e;
 }
 
 void
-kin_node_destroy(kin_node **np)
+kin__router_stop_calls(kin_node *n)
 {
-    if (!np || !*np)
-        return;
-    kin_node *n = *np;
-    if (n->before_destroy)
-        n->before_destroy(n);
     kin__calls_stop(n);
-    kin__logs_stop(n);
+}
+
+void
+kin__router_stop(kin_node *n)
+{
     kin__broker_destroy(&n->broker, 1000);
     kin__router_close(n);
     kin__calls_free(n);
-    kin__monitor_free(n);
+}
+
+void
+kin__router_free(kin_node *n)
+{
     if (n->ipc_path[0])
         ipc_path_release(n);
     if (n->far_path[0])
@@ -470,7 +451,138 @@ kin_node_destroy(kin_node **np)
     pthread_cond_destroy(&n->cond);
     pthread_mutex_destroy(&n->hmu);
     free(n);
-    *np = NULL;
+}
+
+/* --- the layers above ------------------------------------------------------
+ */
+
+kin_err
+kin__node_attach(kin_node *n, const kin__layer *key, void *state)
+{
+    for (size_t i = 0; i < KIN__LAYERS_MAX; i++) {
+        if (n->layers[i].key == key)
+            return KIN_EEXISTS;
+        if (!n->layers[i].key) {
+            n->layers[i].key = key;
+            atomic_store(&n->layers[i].state, state);
+            return KIN_OK;
+        }
+    }
+    return -ENOMEM;
+}
+
+void *
+kin__node_layer(const kin_node *n, const kin__layer *key)
+{
+    for (size_t i = 0; i < KIN__LAYERS_MAX && n->layers[i].key; i++)
+        if (n->layers[i].key == key)
+            return atomic_load(&((kin_node *)n)->layers[i].state);
+    return NULL;
+}
+
+void
+kin__node_detach(kin_node *n, const kin__layer *key)
+{
+    for (size_t i = 0; i < KIN__LAYERS_MAX && n->layers[i].key; i++)
+        if (n->layers[i].key == key)
+            atomic_store(&n->layers[i].state, NULL);
+}
+
+kin_err
+kin__node_on_link(kin_node *n, kin__link_fn fn, void *arg)
+{
+    size_t max = sizeof n->link_hooks / sizeof *n->link_hooks;
+    for (size_t i = 0; i < max; i++) {
+        if (!n->link_hooks[i].fn) {
+            n->link_hooks[i].fn = fn;
+            n->link_hooks[i].arg = arg;
+            return KIN_OK;
+        }
+    }
+    return -ENOMEM;
+}
+
+uint32_t
+kin__node_parent_id(const kin_node *n)
+{
+    return n->parent_id;
+}
+
+bool
+kin__node_has_parent(const kin_node *n)
+{
+    return n->has_parent;
+}
+
+bool
+kin__node_is_operator(const kin_node *n)
+{
+    return n->is_operator;
+}
+
+size_t
+kin__node_max_msg(const kin_node *n)
+{
+    return n->max_msg;
+}
+
+int
+kin__node_connect_timeout(const kin_node *n)
+{
+    return n->connect_timeout_ms;
+}
+
+const char *
+kin__node_ipc_path(const kin_node *n)
+{
+    return n->ipc_path;
+}
+
+const kin__curve_key *
+kin__node_curve(const kin_node *n)
+{
+    return &n->curve;
+}
+
+void
+kin__node_heartbeat(const kin_node *n, int *ivl_ms, int *timeout_ms)
+{
+    *ivl_ms = n->hb_ivl_ms;
+    *timeout_ms = n->hb_timeout_ms;
+}
+
+uint64_t
+kin__node_started_ns(const kin_node *n)
+{
+    return n->started_ns;
+}
+
+kin__broker *
+kin__node_broker(const kin_node *n)
+{
+    return n->broker;
+}
+
+kin__tasktab *
+kin__node_tasks(kin_node *n)
+{
+    return &n->tasks;
+}
+
+void
+kin__node_each_child(kin_node *n, void (*fn)(void *arg, uint32_t id), void *arg)
+{
+    void *val;
+    uint32_t id;
+    for (size_t it = 0; kin__u32map_next(&n->children, &it, &id, &val);)
+        if (!((kin__child *)val)->is_operator)
+            fn(arg, id);
+}
+
+int
+kin__node_workers(kin_node *n)
+{
+    return kin__calls_workers(n);
 }
 
 uint32_t

@@ -8,27 +8,10 @@
 
 #include <kin/node.h>
 
-#include "broker/broker.h"
-#include "core/tasktab.h"
 #include "core/u32map.h"
-#include "router/curve.h"
+#include "router/router.h"
 
 #define KIN_MAX_DEPTH 64
-
-typedef struct kin__handler kin__handler;
-
-/* A broker-thread handler for a reserved handle; takes ownership of m. */
-typedef void (*kin__handle_fn)(kin_node *n, kin_msg *m, void *arg);
-
-struct kin__handler {
-    atomic_int refs; /* 1 for the table, +1 per delivery in progress */
-    uint32_t handle;
-    kin_policy policy;
-    uint32_t respondent;
-    kin_latch *latch;  /* receivers */
-    kin__handle_fn fn; /* or a broker-thread handler */
-    void *arg;
-};
 
 typedef struct kin__child {
     uint32_t id;
@@ -47,16 +30,12 @@ struct kin_node {
     int connect_timeout_ms;
     char endpoint[256];
     char parent_endpoint[256];
-    char log_endpoint[256]; /* where log publishers connect ("" for none) */
-    struct kin__logs *logs; /* the log publisher (logpub.c), or NULL */
-    char ipc_path[200];     /* unlinked at destroy; empty for tcp */
+    char ipc_path[200]; /* unlinked at destroy; empty for tcp */
     kin__broker *broker;
     kin__curve_key curve; /* the tree's key; empty when CURVE is missing */
     bool curve_up;        /* the parent link uses CURVE (tcp behind it) */
-    bool log_curve;       /* so does the log publisher's */
     int hb_ivl_ms, hb_timeout_ms; /* the tree's setting; 0: no heartbeats */
-    bool hb_up;         /* the link to the parent is remote: heartbeats on it */
-    bool spawn_refused; /* runs as another user than its parent */
+    bool hb_up; /* the link to the parent is remote: heartbeats on it */
 
     /* broker */
     void *up;       /* DEALER to the parent, or NULL */
@@ -90,10 +69,16 @@ struct kin_node {
     kin__u32map handles; /* handle -> kin__handler */
     uint32_t next_handle;
 
-    /* The process layer's hooks: stop child processes before the node
-     * goes; react to SHUTDOWN from the parent. */
-    void (*before_destroy)(kin_node *n);
-    void *procs; /* the process layer's list of children */
+    /* The layers above (kin__node_attach, kin__node_on_link): set while
+     * the node is assembled, before the router starts. */
+    struct {
+        const kin__layer *key;
+        _Atomic(void *) state;
+    } layers[KIN__LAYERS_MAX];
+    struct {
+        kin__link_fn fn;
+        void *arg;
+    } link_hooks[4];
     void (*on_parent_lost)(kin_node *n, void *arg);
     void *on_parent_lost_arg;
 
@@ -104,100 +89,13 @@ struct kin_node {
 
     struct kin__calls *calls; /* the RPC layer (call.c) */
     kin__tasktab tasks;       /* live and terminated tasks */
-    struct kin__monitor *monitor;
     uint64_t started_ns;
     uint64_t serial; /* unique in the process, for adopt.c */
 };
-
-/* What kin_init needs in place before the child says HELLO. */
-typedef struct kin__node_hooks {
-    kin__handle_fn on_shutdown; /* SHUTDOWN from the parent */
-    void (*on_parent_lost)(kin_node *n, void *arg);
-    /* The parent endpoint (the log endpoint) is a local socket forwarded
-     * by ssh to a tcp one: the link needs CURVE all the same. */
-    bool curve_up, log_curve;
-    /* The link to the parent leaves the host (ssh): keep it alive. */
-    bool remote;
-    /* Started as another user than its parent (sudo): refuse kin.spawn. */
-    bool other_user;
-} kin__node_hooks;
-
-/* kin_node_new with hooks installed before the parent can reach us. */
-kin_err kin__node_new_with(kin_node **out, const kin_node_opts *opts,
-                           const kin__node_hooks *hooks);
-
-/* Registers a handler (latch or fn). Errors: KIN_EEXISTS, -ENOMEM. */
-kin_err kin__handles_add(kin_node *n, const kin__handler *h, uint32_t *handle);
-void kin__handles_remove(kin_node *n, uint32_t handle);
-
-/* Delivers m (dst == this node) to its handle, or answers with a dead
- * message. Takes ownership. Any thread. */
-void kin__deliver(kin_node *n, kin_msg *m);
-
-/* Puts a dead message for every receiver bound to one of ids. Any thread. */
-void kin__handles_peer_gone(kin_node *n, const uint32_t *ids, size_t count);
-
-/* Sends m from this context (src and auth set here) from any thread,
- * routing directly when on the broker thread. Takes ownership. */
-void kin__reply_send(kin_node *n, kin_msg *m);
-
-/* Routes m toward its dst (broker thread). Takes ownership. */
-void kin__route(kin_node *n, kin_msg *m);
-
-/* Answers m with a dead message (if it wants replies) and frees it. */
-void kin__reply_dead(kin_node *n, kin_msg *m, kin_err reason, const char *text);
 
 /* Broker thread: sets up sockets. Closing happens after the broker thread
  * has ended (its loop closed the watches). */
 kin_err kin__router_open(kin_node *n);
 void kin__router_close(kin_node *n);
-
-/* The endpoint children on other hosts connect to (through ssh): a ROUTER
- * of its own, with heartbeats (unless they are off) and refusing
- * operators, bound on first use in the runtime directory; n's own endpoint
- * when n is bound on tcp (whose ROUTER has both already). Errors: -errno.
- * Any thread but n's broker. */
-kin_err kin__router_far_endpoint(kin_node *n, char *out, size_t size);
-
-/* Broker thread: a child's link is gone (socket disconnect or process
- * exit); idempotent. */
-void kin__router_link_down(kin_node *n, uint32_t child);
-
-/* The node and respondent a receiver was made with. */
-void kin__receiver_target(kin_receiver *r, kin_node **n, uint32_t *respondent);
-/* The function whose reply a call's receiver waits for ("" if none). */
-const char *kin__receiver_fn(kin_receiver *r);
-void kin__receiver_set_fn(kin_receiver *r, const char *fn);
-
-/* Routes *m as is, src and auth included (tests forge messages with it).
- * Takes ownership on success. Any thread. */
-kin_err kin__node_send_raw(kin_node *n, kin_msg **m);
-
-/* Adopts the calling application thread as a task of n (once) and makes it
- * the thread's current task until kin__adopt_end; a thread that already
- * runs a task keeps it. May return NULL (out of memory). Any thread. */
-kin_task *kin__adopt_begin(kin_node *n);
-void kin__adopt_end(kin_task *t);
-/* kin_node_new / kin_node_destroy: n's adopted records live (and may be
- * ended) from the first call until the second, which happens before n's
- * task table goes. */
-void kin__adopt_node_new(kin_node *n);
-void kin__adopt_node_gone(kin_node *n);
-
-/* The per-user runtime directory ($XDG_RUNTIME_DIR/kin or /tmp/kin-UID),
- * created 0700 if missing. Errors: -EACCES when it is not ours or not
- * 0700, -errno. */
-kin_err kin__runtime_dir(char *out, size_t size);
-
-/* Whether m's authority passes policy here (handles and exported
- * functions share the rules). Any thread. */
-bool kin__policy_allows(kin_node *n, kin_policy policy, const kin_msg *m);
-
-/* Whether id is an immediate child of this node (its link is up). Any
- * thread. */
-bool kin__is_child(kin_node *n, uint32_t id);
-
-/* Whether id is this node, or an ancestor of it. */
-bool kin__is_ancestor_or_self(kin_node *n, uint32_t id);
 
 #endif

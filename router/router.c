@@ -193,6 +193,15 @@ forget_ids(kin_node *n, const uint32_t *ids, size_t count, uint32_t from)
     announce_down(n, ids, count, from);
 }
 
+/* Tells the layers above (kin__node_on_link); no router lock held. */
+static void
+link_changed(kin_node *n, uint32_t child, bool up)
+{
+    size_t max = sizeof n->link_hooks / sizeof *n->link_hooks;
+    for (size_t i = 0; i < max && n->link_hooks[i].fn; i++)
+        n->link_hooks[i].fn(n->link_hooks[i].arg, child, up);
+}
+
 void
 kin__router_link_down(kin_node *n, uint32_t child)
 {
@@ -226,6 +235,7 @@ kin__router_link_down(kin_node *n, uint32_t child)
     pthread_mutex_lock(&n->mu);
     kin__u32map_del(&n->ready, child);
     pthread_mutex_unlock(&n->mu);
+    link_changed(n, child, false);
     if (ids)
         forget_ids(n, ids, count, child);
     free(ids);
@@ -304,6 +314,7 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, kin_msg *m)
     kin__u32map_put(&n->ready, link, LINK(link));
     pthread_cond_broadcast(&n->cond);
     pthread_mutex_unlock(&n->mu);
+    link_changed(n, link, true);
     kin_msg_destroy(&m);
 }
 

@@ -4,8 +4,9 @@
 # A source file may include its own folder's headers, the public headers
 # (include/kin/) and the headers of lower layers -- but never another
 # folder's private headers (*_impl.h), and never an upper layer's. The kin
-# command (cli/) uses the public API only. Headers count whether included
-# directly or through another header.
+# command (cli/) uses the public API plus one documented internal interface,
+# context/tool.h. Headers count whether included directly or through
+# another header.
 #
 # tests/layers.waive lists the known violations still being removed, one
 # "FILE HEADER" per line; the check fails on any violation not listed there,
@@ -39,7 +40,8 @@ for src in $(git ls-files 'core/*.c' 'broker/*.c' 'router/*.c' 'logs/*.c' \
         [ "$hdir" = "$dir" ] && continue
         why=""
         if [ "$dir" = cli ]; then
-            why="the kin command uses the public API only"
+            [ "$h" = context/tool.h ] && continue
+            why="the kin command uses the public API and context/tool.h only"
         elif [ "$(rank "$hdir")" -lt 0 ]; then
             continue
         elif [ "$(rank "$hdir")" -gt "$mine" ]; then

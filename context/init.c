@@ -11,9 +11,9 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "context/context.h"
 #include "core/log_internal.h"
 #include "process/procs.h"
-#include "router/node_impl.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
@@ -119,18 +119,18 @@ kin_init(kin_node **out, const kin_node_opts *opts)
         sscanf(hb, "%d,%d", &o.heartbeat_ms, &o.heartbeat_timeout_ms) != 2)
         o.heartbeat_ms = o.heartbeat_timeout_ms = 0;
     kin_node *n;
-    kin__node_hooks hooks = {.on_shutdown = on_shutdown,
-                             .on_parent_lost = on_parent_lost,
-                             .curve_up = getenv("KIN_CHILD_CURVE_UP") != NULL,
-                             .log_curve = getenv("KIN_CHILD_LOG_CURVE") != NULL,
-                             .remote = getenv("KIN_CHILD_REMOTE") != NULL,
-                             .other_user =
-                                 getenv("KIN_CHILD_OTHER_USER") != NULL};
+    kin__context_hooks hooks = {
+        .on_shutdown = on_shutdown,
+        .on_parent_lost = on_parent_lost,
+        .curve_up = getenv("KIN_CHILD_CURVE_UP") != NULL,
+        .log_curve = getenv("KIN_CHILD_LOG_CURVE") != NULL,
+        .remote = getenv("KIN_CHILD_REMOTE") != NULL,
+        .other_user = getenv("KIN_CHILD_OTHER_USER") != NULL};
     /* Exec'd through /proc/self/exe, the process would be called "exe" in
      * ps and top: give it the context's name. */
     if (o.name)
         prctl(PR_SET_NAME, o.name, 0, 0, 0);
-    kin_err e = kin__node_new_with(&n, &o, &hooks);
+    kin_err e = kin__context_new(&n, &o, &hooks);
     memset(key, 0, sizeof key);
     if (e) {
         fprintf(stderr, "kin child %u: cannot reach parent at %s: %s\n", o.id,

@@ -1,0 +1,187 @@
+/* The router's interface to the layers above it (logs, process, monitor,
+ * context): functions only; the node's inside (node_impl.h) is the
+ * router's own. An upper layer keeps its per-node state in a slot of the
+ * node (kin__node_attach) and hears of child links through a hook
+ * (kin__node_on_link); the router knows nothing of what is above it. */
+#ifndef KIN_ROUTER_ROUTER_H
+#define KIN_ROUTER_ROUTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <kin/node.h>
+
+#include "broker/broker.h"
+#include "core/tasktab.h"
+#include "router/curve.h"
+
+typedef struct kin__handler kin__handler;
+
+/* A broker-thread handler for a reserved handle; takes ownership of m. */
+typedef void (*kin__handle_fn)(kin_node *n, kin_msg *m, void *arg);
+
+struct kin__handler {
+    atomic_int refs; /* 1 for the table, +1 per delivery in progress */
+    uint32_t handle;
+    kin_policy policy;
+    uint32_t respondent;
+    kin_latch *latch;  /* receivers */
+    kin__handle_fn fn; /* or a broker-thread handler */
+    void *arg;
+};
+
+/* --- lifecycle (context/ assembles a node from these) -------------------- */
+
+/* What the assembly sets up before the parent can reach the node. */
+typedef struct kin__router_hooks {
+    kin__handle_fn on_shutdown; /* SHUTDOWN from the parent */
+    /* Broker thread: the link to the parent is lost. */
+    void (*on_parent_lost)(kin_node *n, void *arg);
+    void *on_parent_lost_arg;
+    /* The parent endpoint is a local socket forwarded by ssh to a tcp
+     * one: the link needs CURVE all the same. */
+    bool curve_up;
+    /* The link to the parent leaves the host (ssh): keep it alive. */
+    bool remote;
+} kin__router_hooks;
+
+/* Makes the node: its ids, endpoint, system handles, call workers and
+ * broker thread; nothing is bound or connected yet. hooks may be NULL.
+ * Errors: as kin_node_new; a refused runtime directory or a bad curve_key
+ * is explained in opts->errbuf. On error *out is NULL and nothing is
+ * left. */
+kin_err kin__router_new(kin_node **out, const kin_node_opts *opts,
+                        const kin__router_hooks *hooks);
+/* Binds and connects on the broker thread and, with a parent, waits for
+ * its HELLO answer (connect_timeout_ms): KIN_ETIMEOUT, -errno. A HELLO
+ * timeout is explained in errbuf (may be NULL). */
+kin_err kin__router_start(kin_node *n, char *errbuf, size_t errbuf_size);
+/* Stops taking calls, cancels running ones and joins the workers. */
+void kin__router_stop_calls(kin_node *n);
+/* Ends the broker thread and closes the sockets: no broker-thread work
+ * runs after it. */
+void kin__router_stop(kin_node *n);
+/* Frees the node; every layer must have detached. */
+void kin__router_free(kin_node *n);
+
+/* --- the slots upper layers keep their state in --------------------------- */
+
+/* A layer's key: the address of a static object of that layer. */
+typedef struct kin__layer {
+    const char *name;
+} kin__layer;
+
+#define KIN__LAYERS_MAX 8
+
+/* Attaches state under key (assembly only: before kin__router_start).
+ * Errors: KIN_EEXISTS (key attached already), -ENOMEM (no slot left). */
+kin_err kin__node_attach(kin_node *n, const kin__layer *key, void *state);
+/* The state attached under key, NULL when none. Any thread. */
+void *kin__node_layer(const kin_node *n, const kin__layer *key);
+/* Clears key's slot (its owner frees the state). Any thread; the layer
+ * itself keeps readers away from the state it frees. */
+void kin__node_detach(kin_node *n, const kin__layer *key);
+
+/* Broker thread, no router lock held: a child's HELLO arrived (up) or its
+ * link went down. kin__is_child already answers accordingly. */
+typedef void (*kin__link_fn)(void *arg, uint32_t child, bool up);
+/* Adds a hook (assembly only). Errors: -ENOMEM (no slot left). */
+kin_err kin__node_on_link(kin_node *n, kin__link_fn fn, void *arg);
+
+/* --- what the node is ----------------------------------------------------- */
+
+uint32_t kin__node_parent_id(const kin_node *n);
+bool kin__node_has_parent(const kin_node *n);
+/* Attached by the kin command (an operator link): no children. */
+bool kin__node_is_operator(const kin_node *n);
+size_t kin__node_max_msg(const kin_node *n);
+/* kin_node_opts.connect_timeout_ms as in effect (default applied). */
+int kin__node_connect_timeout(const kin_node *n);
+/* The socket file n's ipc endpoint binds ("" when n binds tcp). */
+const char *kin__node_ipc_path(const kin_node *n);
+/* The tree's CURVE key (pub[0] == 0 when CURVE is missing). */
+const kin__curve_key *kin__node_curve(const kin_node *n);
+/* The tree's heartbeat interval and timeout in ms; 0 and 0 when off. */
+void kin__node_heartbeat(const kin_node *n, int *ivl_ms, int *timeout_ms);
+uint64_t kin__node_started_ns(const kin_node *n);
+kin__broker *kin__node_broker(const kin_node *n);
+/* The node's task table (live and terminated tasks). */
+kin__tasktab *kin__node_tasks(kin_node *n);
+/* Broker thread: calls fn for every child context linked to n (operator
+ * links left out). */
+void kin__node_each_child(kin_node *n, void (*fn)(void *arg, uint32_t id),
+                          void *arg);
+/* The worker pool's size. */
+int kin__node_workers(kin_node *n);
+
+/* Registers a handler (latch or fn). Errors: KIN_EEXISTS, -ENOMEM. */
+kin_err kin__handles_add(kin_node *n, const kin__handler *h, uint32_t *handle);
+void kin__handles_remove(kin_node *n, uint32_t handle);
+
+/* Delivers m (dst == this node) to its handle, or answers with a dead
+ * message. Takes ownership. Any thread. */
+void kin__deliver(kin_node *n, kin_msg *m);
+
+/* Puts a dead message for every receiver bound to one of ids. Any thread. */
+void kin__handles_peer_gone(kin_node *n, const uint32_t *ids, size_t count);
+
+/* Sends m from this context (src and auth set here) from any thread,
+ * routing directly when on the broker thread. Takes ownership. */
+void kin__reply_send(kin_node *n, kin_msg *m);
+
+/* Routes m toward its dst (broker thread). Takes ownership. */
+void kin__route(kin_node *n, kin_msg *m);
+
+/* Answers m with a dead message (if it wants replies) and frees it. */
+void kin__reply_dead(kin_node *n, kin_msg *m, kin_err reason, const char *text);
+
+/* The endpoint children on other hosts connect to (through ssh): a ROUTER
+ * of its own, with heartbeats (unless they are off) and refusing
+ * operators, bound on first use in the runtime directory; n's own endpoint
+ * when n is bound on tcp (whose ROUTER has both already). Errors: -errno.
+ * Any thread but n's broker. */
+kin_err kin__router_far_endpoint(kin_node *n, char *out, size_t size);
+
+/* Broker thread: a child's link is gone (socket disconnect or process
+ * exit); idempotent. */
+void kin__router_link_down(kin_node *n, uint32_t child);
+
+/* The node and respondent a receiver was made with. */
+void kin__receiver_target(kin_receiver *r, kin_node **n, uint32_t *respondent);
+/* The function whose reply a call's receiver waits for ("" if none). */
+const char *kin__receiver_fn(kin_receiver *r);
+void kin__receiver_set_fn(kin_receiver *r, const char *fn);
+
+/* Routes *m as is, src and auth included (tests forge messages with it).
+ * Takes ownership on success. Any thread. */
+kin_err kin__node_send_raw(kin_node *n, kin_msg **m);
+
+/* Adopts the calling application thread as a task of n (once) and makes it
+ * the thread's current task until kin__adopt_end; a thread that already
+ * runs a task keeps it. May return NULL (out of memory). Any thread. */
+kin_task *kin__adopt_begin(kin_node *n);
+void kin__adopt_end(kin_task *t);
+/* kin_node_new / kin_node_destroy: n's adopted records live (and may be
+ * ended) from the first call until the second, which happens before n's
+ * task table goes. */
+void kin__adopt_node_new(kin_node *n);
+void kin__adopt_node_gone(kin_node *n);
+
+/* The per-user runtime directory ($XDG_RUNTIME_DIR/kin or /tmp/kin-UID),
+ * created 0700 if missing. Errors: -EACCES when it is not ours or not
+ * 0700, -errno. */
+kin_err kin__runtime_dir(char *out, size_t size);
+
+/* Whether m's authority passes policy here (handles and exported
+ * functions share the rules). Any thread. */
+bool kin__policy_allows(kin_node *n, kin_policy policy, const kin_msg *m);
+
+/* Whether id is an immediate child of this node (its link is up). Any
+ * thread. */
+bool kin__is_child(kin_node *n, uint32_t id);
+
+/* Whether id is this node, or an ancestor of it. */
+bool kin__is_ancestor_or_self(kin_node *n, uint32_t id);
+
+#endif
