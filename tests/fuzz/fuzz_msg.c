@@ -49,6 +49,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort(); /* *out written on error */
         if (he != KIN_OK ? e != he : e != KIN_ETOOBIG)
             abort();
+        if (he == KIN_OK &&
+            body_len <= (max_size ? max_size : KIN_MAX_MSG_DEFAULT))
+            abort(); /* refused a body within the limit */
         if (he != KIN_OK && memcmp(&h, &h_before, sizeof h) != 0)
             abort(); /* header fields written on error */
         goto out;
@@ -56,7 +59,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (he != KIN_OK || hdr_len != KIN_HDR_SIZE)
         abort();
-    if (body_len > (max_size ? max_size : KIN_MAX_MSG_DEFAULT))
+    /* The limit applies to the payload: a body may pass it by its
+     * envelope (msgpack headers, a call's name), up to
+     * KIN_MSG_ENVELOPE_MAX, and one within the limit always passes. */
+    size_t limit = max_size ? max_size : KIN_MAX_MSG_DEFAULT;
+    if (body_len > limit + KIN_MSG_ENVELOPE_MAX)
         abort();
     if (m->len != body_len || (body_len && memcmp(m->body, body, body_len)))
         abort();
