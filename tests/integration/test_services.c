@@ -499,6 +499,61 @@ kill_storm_loses_no_idempotent_call(void **state)
     assert_int_equal(atomic_load(&st.overdue), 0);
 }
 
+static void *
+rolling_caller(void *arg)
+{
+    storm *st = arg;
+    for (int64_t i = 0; !atomic_load(&st->stop); i++) {
+        kin_msg *r = NULL;
+        kin_err e =
+            kin_service_call(master, "primes.once", 3000, &r, "Is",
+                             (int64_t)st->thread * 1000000 + i, st->path);
+        kin_msg_destroy(&r);
+        if (e) {
+            if (!atomic_fetch_add(&st->once_failed, 1))
+                st->first_fail = e;
+        } else {
+            atomic_fetch_add(&st->once_ok, 1);
+        }
+    }
+    return NULL;
+}
+
+/* Each of 4 providers in turn is drained, stopped and replaced under load:
+ * not one call fails, not even a non-idempotent one. */
+static void
+rolling_restart_fails_no_call(void **state)
+{
+    fx *f = *state;
+    for (int i = 0; i < KIDS; i++)
+        offer_in(spawn(f, i), "primes", 0);
+    wait_providers("primes", KIDS);
+    storm st = {0};
+    snprintf(st.path, sizeof st.path, "/tmp/kin-svc-roll-%d", (int)getpid());
+    unlink(st.path);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, rolling_caller, &st), 0);
+    for (int i = 0; i < KIDS; i++) {
+        kin_msg *r = NULL;
+        kin_err e = kin_call_sync(master, kin_child_id(f->kids[i]), "t.drain",
+                                  5000, &r, "sI", "primes", (int64_t)3000);
+        kin_msg_destroy(&r);
+        assert_int_equal(e, KIN_OK);
+        kin_child_stop(f->kids[i], NULL);
+        kin_child_destroy(&f->kids[i]);
+        offer_in(spawn(f, i), "primes", 0);
+        wait_providers("primes", KIDS);
+    }
+    atomic_store(&st.stop, true);
+    pthread_join(th, NULL);
+    unlink(st.path);
+    fprintf(stderr, "rolling: %d ok, %d failed (first %s)\n",
+            atomic_load(&st.once_ok), atomic_load(&st.once_failed),
+            kin_err_name(st.first_fail));
+    assert_true(atomic_load(&st.once_ok) > 0);
+    assert_int_equal(atomic_load(&st.once_failed), 0);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -520,6 +575,8 @@ main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(saturation_is_busy_at_the_bound, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(siblings_call_each_other, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(rolling_restart_fails_no_call, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(kill_storm_loses_no_idempotent_call,
                                         setup, teardown),
