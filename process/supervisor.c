@@ -15,6 +15,7 @@
 
 #include "core/log_internal.h"
 #include "process/procs.h"
+#include "router/service.h"
 
 enum cmd { CMD_NONE, CMD_START, CMD_STOP, CMD_ADD };
 
@@ -27,6 +28,9 @@ typedef struct slot {
     kin_spawn_opts spawn;
     kin_restart restart;
     int shutdown_ms;
+    char svc_names[KIN_CHILD_SERVICES_MAX][KIN_SERVICE_NAME_MAX + 1];
+    const char *svc[KIN_CHILD_SERVICES_MAX + 1]; /* NULL-terminated */
+    bool held; /* its services are announced as restarting */
     /* under s->mu; child, state and the counters change on s's thread */
     kin_child *child;
     kin_child_state state;
@@ -163,6 +167,12 @@ on_child_exit(kin_child *c, int status, void *arg)
         x->exit_pending = true;
         x->exit_child = c;
         x->exit_status = status;
+        /* Reaped: it is not running, whatever the supervisor's thread
+         * has still to book. */
+        if (x->child == c && x->state == KIN_CHILD_RUNNING) {
+            x->state = KIN_CHILD_EXITED;
+            s->changes++;
+        }
         pthread_cond_broadcast(&s->cond);
     }
     pthread_mutex_unlock(&s->mu);
@@ -210,6 +220,17 @@ start_slot(kin_supervisor *s, slot *x, bool is_restart)
     x->last_error = KIN_OK;
     if (is_restart)
         x->restarts++;
+    if (x->svc[0]) {
+        /* Not under mu: the broker thread takes it to report exits. */
+        uint32_t id = x->id;
+        bool held = x->held;
+        x->held = false;
+        pthread_mutex_unlock(&s->mu);
+        kin__service_offer_for(s->node, id, x->svc, x->spawn.workers);
+        if (held)
+            kin__service_hold(s->node, x->svc, -1);
+        pthread_mutex_lock(&s->mu);
+    }
     /* An exit that raced with kin_spawn's return is for this child. */
     if (x->exit_pending && x->exit_child != c)
         x->exit_pending = false;
@@ -217,11 +238,24 @@ start_slot(kin_supervisor *s, slot *x, bool is_restart)
     return KIN_OK;
 }
 
+/* x's services are (+1) or no longer (-1) waiting for its restart. */
+static void
+set_held(kin_supervisor *s, slot *x, bool held)
+{
+    if (!x->svc[0] || x->held == held || !s->node)
+        return;
+    x->held = held;
+    pthread_mutex_unlock(&s->mu);
+    kin__service_hold(s->node, x->svc, held ? 1 : -1);
+    pthread_mutex_lock(&s->mu);
+}
+
 /* Stops x's process if it has one; x ends STOPPED either way. */
 static void
 stop_slot(kin_supervisor *s, slot *x)
 {
     kin_child *c = x->child;
+    set_held(s, x, false);
     if (!c) {
         if (x->state == KIN_CHILD_RESTARTING || x->state == KIN_CHILD_RUNNING)
             x->state = KIN_CHILD_STOPPED;
@@ -416,6 +450,7 @@ handle_exit(kin_supervisor *s, slot *x)
     /* ...and come back in order with it (run_restarts keeps the order). */
     x->state = KIN_CHILD_RESTARTING;
     x->restart_at = at;
+    set_held(s, x, true);
 }
 
 /* Starts the first RESTARTING child that is due; *next gets the earliest
@@ -717,6 +752,16 @@ make_slot(kin_supervisor *s, const kin_child_spec *spec)
                      : spec->spawn.stop_timeout_ms > 0
                          ? spec->spawn.stop_timeout_ms
                          : 2000;
+    for (size_t i = 0; spec->services && spec->services[i]; i++) {
+        size_t len = strlen(spec->services[i]);
+        if (i == KIN_CHILD_SERVICES_MAX ||
+            !kin__service_name_ok(spec->services[i], len)) {
+            free_slot(x);
+            return NULL;
+        }
+        memcpy(x->svc_names[i], spec->services[i], len + 1);
+        x->svc[i] = x->svc_names[i];
+    }
     x->state = KIN_CHILD_IDLE;
     return x;
 }
@@ -729,6 +774,10 @@ kin_supervisor_add(kin_supervisor *s, const kin_child_spec *spec)
         return -EINVAL;
     if (on_own_thread(s))
         return -EDEADLK;
+    for (size_t i = 0; spec->services && spec->services[i]; i++)
+        if (i == KIN_CHILD_SERVICES_MAX ||
+            !kin__service_name_ok(spec->services[i], strlen(spec->services[i])))
+            return -EINVAL;
     slot *x = make_slot(s, spec);
     if (!x)
         return -ENOMEM;

@@ -10,6 +10,7 @@
 #include "core/task.h"
 #include "router/call_impl.h"
 #include "router/node_impl.h"
+#include "router/service.h"
 
 /* Sends the body packed in b (unless packing failed with e) to
  * ctx:handle, and releases b. */
@@ -32,8 +33,8 @@ send_buf(kin_node *n, kin_buf *b, kin_err e, uint32_t ctx, uint32_t handle,
 }
 
 /* The calling thread's task id (adopting the thread if need be). */
-static uint32_t
-self_id(kin_node *n)
+uint32_t
+kin__call_self_task(kin_node *n)
 {
     kin_task *self = kin__adopt_begin(n);
     kin__adopt_end(self);
@@ -46,7 +47,7 @@ send_call(kin_node *n, uint32_t ctx, const char *fn, uint32_t reply_to,
           const char *picture, va_list ap)
 {
     kin_buf b = {0};
-    kin_err e = kin_pack(&b, "su", fn, self_id(n));
+    kin_err e = kin_pack(&b, "su", fn, kin__call_self_task(n));
     if (!e && picture && *picture)
         e = kin_vpack(&b, picture, ap);
     return send_buf(n, &b, e, ctx, KIN_HANDLE_CALL, reply_to);
@@ -144,6 +145,23 @@ kin_call_wait(kin_receiver *r, int timeout_ms, kin_msg **reply)
 }
 
 kin_err
+kin__call_wait(kin_receiver *r, int timeout_ms, kin_msg **reply, const char *fn)
+{
+    return wait_reply(r, timeout_ms, reply, fn);
+}
+
+int
+kin__call_clamp(int timeout_ms)
+{
+    uint64_t dl = kin__call_deadline();
+    if (!dl)
+        return timeout_ms;
+    uint64_t now = kin__now_ns();
+    int64_t left = dl > now ? (int64_t)((dl - now) / 1000000u) : 0;
+    return timeout_ms < 0 || left < timeout_ms ? (int)left : timeout_ms;
+}
+
+kin_err
 kin_call_cancel(kin_receiver *r)
 {
     kin_node *n = NULL;
@@ -152,7 +170,8 @@ kin_call_cancel(kin_receiver *r)
     if (ctx == KIN_NO_CTX)
         return -EINVAL;
     kin_buf b = {0};
-    kin_err e = kin_pack(&b, "uu", kin_receiver_handle(r), self_id(n));
+    kin_err e =
+        kin_pack(&b, "uu", kin_receiver_handle(r), kin__call_self_task(n));
     return send_buf(n, &b, e, ctx, KIN_HANDLE_CANCEL, 0);
 }
 
@@ -168,7 +187,7 @@ kin_call_sync(kin_node *n, uint32_t ctx, const char *fn, int timeout_ms,
     va_end(ap);
     if (e)
         return e;
-    e = wait_reply(r, timeout_ms, reply, fn);
+    e = wait_reply(r, kin__call_clamp(timeout_ms), reply, fn);
     if (e == KIN_ETIMEOUT || e == KIN_ECANCELLED)
         kin_call_cancel(r);
     /* Destroying the receiver unregisters its handle: a late reply gets

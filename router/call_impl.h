@@ -11,5 +11,17 @@ void kin__calls_stop(kin_node *n);
 void kin__calls_free(kin_node *n);
 /* The worker pool's size. */
 int kin__calls_workers(kin_node *n);
+/* Broker thread: registers m (a CALL or an admitted SVC_RUN) as a task and
+ * queues it for the pool (or runs an inline export). Takes ownership. */
+void kin__calls_dispatch(kin_node *n, kin_msg *m);
+/* Whether fn is exported here with KIN_EXPORT_IDEMPOTENT. Any thread. */
+bool kin__export_idempotent(const char *fn);
+/* The calling thread's task id (adopting the thread if need be). */
+uint32_t kin__call_self_task(kin_node *n);
+/* timeout_ms cut to the deadline of the service call the thread serves. */
+int kin__call_clamp(int timeout_ms);
+/* kin_call_wait recording fn as the awaited function. */
+kin_err kin__call_wait(kin_receiver *r, int timeout_ms, kin_msg **reply,
+                       const char *fn);
 
 #endif

@@ -21,6 +21,7 @@
 #include "kin/call.h"
 #include "router/call_impl.h"
 #include "router/node_impl.h"
+#include "router/service.h"
 
 #define ID_BLOCK 64u
 
@@ -373,6 +374,8 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
         goto fail;
     if ((e = kin__calls_start(n, opts->workers > 0 ? opts->workers : 4)))
         goto fail;
+    if ((e = kin__services_start(n)))
+        goto fail;
     if ((e = kin__broker_new(&n->broker, on_stop, n)))
         goto fail;
     *out = n;
@@ -424,6 +427,7 @@ kin__router_stop(kin_node *n)
     kin__broker_destroy(&n->broker, 1000);
     kin__router_close(n);
     kin__calls_free(n);
+    kin__services_free(n);
 }
 
 void

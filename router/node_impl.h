@@ -87,8 +87,9 @@ struct kin_node {
             delivered;
     } stats;
 
-    struct kin__calls *calls; /* the RPC layer (call.c) */
-    kin__tasktab tasks;       /* live and terminated tasks */
+    struct kin__calls *calls;  /* the RPC layer (call.c) */
+    struct kin__services *svc; /* services (service.c) */
+    kin__tasktab tasks;        /* live and terminated tasks */
     uint64_t started_ns;
     uint64_t serial; /* unique in the process, for adopt.c */
 };

@@ -13,13 +13,15 @@
 #include "core/tasktab.h"
 #include "router/call_impl.h"
 #include "router/node_impl.h"
+#include "router/service.h"
 
 typedef struct exported {
     char name[64];
     kin_fn fn;
     void *arg;
     kin_policy policy;
-    bool on_broker; /* kin_export_inline: runs on the broker thread */
+    bool on_broker;  /* kin_export_inline: runs on the broker thread */
+    bool idempotent; /* KIN_EXPORT_IDEMPOTENT: services may retry it */
 } exported;
 
 static struct {
@@ -46,10 +48,11 @@ struct kin__calls {
 
 static kin_err
 add_export(const char *name, kin_fn fn, void *arg, kin_policy policy,
-           bool on_broker)
+           unsigned flags)
 {
     if (!name || !*name || strlen(name) >= 64 || !fn ||
-        policy > KIN_POLICY_CHILD)
+        policy > KIN_POLICY_CHILD ||
+        (flags & ~(KIN_EXPORT_IDEMPOTENT | KIN_EXPORT_INLINE)))
         return -EINVAL;
     kin_err e = KIN_OK;
     pthread_rwlock_wrlock(&exports.lock);
@@ -72,7 +75,8 @@ add_export(const char *name, kin_fn fn, void *arg, kin_policy policy,
         x->fn = fn;
         x->arg = arg;
         x->policy = policy;
-        x->on_broker = on_broker;
+        x->on_broker = flags & KIN_EXPORT_INLINE;
+        x->idempotent = flags & KIN_EXPORT_IDEMPOTENT;
     }
     pthread_rwlock_unlock(&exports.lock);
     return e;
@@ -81,13 +85,20 @@ add_export(const char *name, kin_fn fn, void *arg, kin_policy policy,
 kin_err
 kin_export(const char *name, kin_fn fn, void *arg, kin_policy policy)
 {
-    return add_export(name, fn, arg, policy, false);
+    return add_export(name, fn, arg, policy, 0);
 }
 
 kin_err
 kin_export_inline(const char *name, kin_fn fn, void *arg, kin_policy policy)
 {
-    return add_export(name, fn, arg, policy, true);
+    return add_export(name, fn, arg, policy, KIN_EXPORT_INLINE);
+}
+
+kin_err
+kin_export_flags(const char *name, kin_fn fn, void *arg, kin_policy policy,
+                 unsigned flags)
+{
+    return add_export(name, fn, arg, policy, flags);
 }
 
 static bool
@@ -104,6 +115,13 @@ find_export(const char *name, size_t len, exported *out)
     }
     pthread_rwlock_unlock(&exports.lock);
     return found;
+}
+
+bool
+kin__export_idempotent(const char *fn)
+{
+    exported x;
+    return find_export(fn, strlen(fn), &x) && x.idempotent;
 }
 
 /* --- the function's view ----------------------------------------------------
@@ -155,7 +173,8 @@ kin_call_fail(kin_call *c, int code, const char *fmt, ...)
 uint32_t
 kin_call_caller(const kin_call *c)
 {
-    return c->msg->src;
+    /* A service call comes from its resolver, on the caller's authority. */
+    return c->msg->handle == KIN_HANDLE_SVC_RUN ? c->msg->auth : c->msg->src;
 }
 
 kin_node *
@@ -221,14 +240,18 @@ run_call(kin_node *n, kin_msg *m, const exported *found)
     int state = KIN_TASK_FAILED;
     kin_err e = KIN_OK;
     char why[160];
-    if (kin_unpack(&c.reader, "Su", &name, &name_len, &caller_task)) {
+    bool svc = m->handle == KIN_HANDLE_SVC_RUN;
+    int64_t left = -1;
+    if (svc ? kin_unpack(&c.reader, "SuI", &name, &name_len, &caller_task,
+                         &left)
+            : kin_unpack(&c.reader, "Su", &name, &name_len, &caller_task)) {
         e = KIN_EBADMSG;
         snprintf(why, sizeof why, "malformed call");
     } else if (!found && !find_export(name, name_len, &x)) {
         e = KIN_ENOFUNC;
         snprintf(why, sizeof why, "no function '%.*s' in context %u",
                  (int)(name_len < 64 ? name_len : 64), name, n->id);
-    } else if (!kin__policy_allows(n, x.policy, m)) {
+    } else if (!svc && !kin__policy_allows(n, x.policy, m)) {
         e = KIN_EREFUSED;
         snprintf(why, sizeof why,
                  "context %u may not call '%s' in context %u (policy)", m->auth,
@@ -257,7 +280,12 @@ run_call(kin_node *n, kin_msg *m, const exported *found)
     kin_task *prev = kin__task_set_self(t);
     t->started_ns = kin__now_ns();
     atomic_store(&t->state, KIN_TASK_RUNNING);
+    /* Nested calls end by the service call's deadline. */
+    uint64_t outer = kin__call_deadline();
+    if (svc && left >= 0)
+        kin__call_deadline_set(t->started_ns + (uint64_t)left * 1000000u);
     e = x.fn(&c, x.arg);
+    kin__call_deadline_set(outer);
     t->ended_ns = kin__now_ns();
     t->tid = 0;
     kin__task_set_self(prev);
@@ -274,6 +302,8 @@ run_call(kin_node *n, kin_msg *m, const exported *found)
         reply_error(n, m, code, text, x.name, strlen(x.name));
     }
 done:
+    if (svc)
+        kin__service_run_done(n, name, name_len);
     kin_reader_release(&c.reader);
     kin_buf_release(&c.result);
     kin_msg_destroy(&m);
@@ -389,8 +419,8 @@ call_name(const kin_msg *m, char *out, size_t size)
     snprintf(out, size, "%.*s", (int)len, (const char *)p);
 }
 
-static void
-on_call(kin_node *n, kin_msg *m, void *arg)
+void
+kin__calls_dispatch(kin_node *n, kin_msg *m)
 {
     /* Registered now, so ps and the await graph see queued calls too (a
      * full pool is how cross-process deadlocks happen). */
@@ -398,6 +428,8 @@ on_call(kin_node *n, kin_msg *m, void *arg)
     call_name(m, fn, sizeof fn);
     kin_task *t = kin__tasktab_add(&n->tasks, fn, fn);
     if (!t) {
+        if (m->handle == KIN_HANDLE_SVC_RUN)
+            kin__service_run_done(n, fn, strlen(fn));
         kin__reply_dead(n, m, -ENOMEM, "out of memory for the call");
         return;
     }
@@ -411,9 +443,18 @@ on_call(kin_node *n, kin_msg *m, void *arg)
         return;
     }
     if (kin_latch_put(n->calls->queue, &m)) {
+        if (m->handle == KIN_HANDLE_SVC_RUN)
+            kin__service_run_done(n, fn, strlen(fn));
         kin__tasktab_end(&n->tasks, t, KIN_TASK_FAILED, KIN_ESHUTDOWN);
         kin__reply_dead(n, m, KIN_ESHUTDOWN, "context is shutting down");
     }
+}
+
+static void
+on_call(kin_node *n, kin_msg *m, void *arg)
+{
+    (void)arg;
+    kin__calls_dispatch(n, m);
 }
 
 /* CANCEL body: the reply handle of the call to cancel, and the cancelling

@@ -13,6 +13,7 @@
 #include "core/log_internal.h"
 #include "core/pack_internal.h"
 #include "router/node_impl.h"
+#include "router/service.h"
 #include "router/zctx.h"
 
 #define LINK(id) ((void *)(uintptr_t)((id) + 1u))
@@ -189,6 +190,7 @@ static void
 forget_ids(kin_node *n, const uint32_t *ids, size_t count, uint32_t from)
 {
     kin__handles_peer_gone(n, ids, count);
+    kin__services_gone(n, ids, count);
     announce_up(n, KIN_HANDLE_DEL_ROUTE, ids, count);
     announce_down(n, ids, count, from);
 }
@@ -527,6 +529,14 @@ on_down(void *sock, void *arg)
     }
     if (big) {
         reply_too_big(n, m, big);
+        return true;
+    }
+    if (c->is_operator && kin__is_service_handle(m->handle)) {
+        /* Services admit the contexts of the tree, which an operator
+         * attached with the kin command is not. */
+        kin__reply_dead(n, m, KIN_EREFUSED,
+                        "services do not admit operators (not a context of "
+                        "the tree)");
         return true;
     }
     if (m->dst == n->id && m->src == link) {

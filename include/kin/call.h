@@ -80,12 +80,32 @@ KIN_EXPORT kin_buf *kin_call_result(kin_call *c);
 KIN_EXPORT kin_err kin_call_fail(kin_call *c, int code, const char *fmt, ...)
     KIN_PRINTF(3, 4);
 
-/* The calling context's id, and the node serving the call. */
+/* The calling context's id (for a service call, the context that called the
+ * service, not the resolver that forwarded it), and the node serving the
+ * call. */
 KIN_EXPORT uint32_t kin_call_caller(const kin_call *c);
 KIN_EXPORT kin_node *kin_call_node(kin_call *c);
 
-/* Calls fn in context ctx and waits up to timeout_ms (KIN_FOREVER: no limit)
- * for its reply; arguments packed with picture. On success *reply holds
+/* Flags of kin_export_flags. */
+#define KIN_EXPORT_IDEMPOTENT                                                  \
+    0x1u                       /* safe to run twice: a service call to         \
+                                  it is retried on another provider            \
+                                  when its provider dies mid-call */
+#define KIN_EXPORT_INLINE 0x2u /* as kin_export_inline */
+
+/* kin_export with flags (KIN_EXPORT_IDEMPOTENT, KIN_EXPORT_INLINE). The
+ * resolver of a service call reads the flag from its own process's
+ * exports, so the providers and the contexts that resolve their calls
+ * (the callers and their ancestors) should run the same executable; a
+ * resolver that does not export the function treats it as not
+ * idempotent, which is safe. Errors: as kin_export, -EINVAL (unknown
+ * flag). Any thread. */
+KIN_EXPORT kin_err kin_export_flags(const char *name, kin_fn fn, void *arg,
+                                    kin_policy policy, unsigned flags);
+
+/* Calls fn in context ctx and waits up to timeout_ms (KIN_FOREVER: no limit;
+ * inside a served service call, never past that call's deadline) for its
+ * reply; arguments packed with picture. On success *reply holds
  * the results (read them with kin_msg_unpack; the caller frees it).
  * Errors: KIN_ETIMEOUT and KIN_ECANCELLED (both send CANCEL to the remote
  * task; a late reply is discarded), KIN_EPEERGONE, KIN_ENOROUTE,

@@ -26,7 +26,9 @@
     X(SHUTDOWN, -30016, "shutting down")                                       \
     X(SPAWN, -30017, "child failed to start")                                  \
     X(EXISTS, -30018, "already exists")                                        \
-    X(EMERGENCY, -30019, "emergency stop")
+    X(EMERGENCY, -30019, "emergency stop")                                     \
+    X(NOPROVIDER, -30020, "no provider of the service")                        \
+    X(BUSY, -30021, "every provider busy")
 
 typedef enum kin_err {
     KIN_OK = 0,

@@ -13,6 +13,7 @@
 #include <kin/node.h>
 #include <kin/pack.h>
 #include <kin/process.h>
+#include <kin/service.h>
 #include <kin/supervisor.h>
 #include <kin/task.h>
 

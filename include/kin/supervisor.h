@@ -80,7 +80,16 @@ typedef struct kin_child_spec {
     /* How long a stop waits before SIGKILL; 0: spawn.stop_timeout_ms, and
      * if that is 0 too, 2000. */
     int shutdown_timeout_ms;
+    /* Services the child provides (NULL-terminated, up to
+     * KIN_CHILD_SERVICES_MAX names; NULL: none): the supervisor's context
+     * offers them on the child's behalf each time it starts, with the
+     * child's worker count as bound, and while the child restarts, calls
+     * to them wait (within their deadline) instead of failing with
+     * KIN_ENOPROVIDER. See kin/service.h. */
+    const char *const *services;
 } kin_child_spec;
+
+#define KIN_CHILD_SERVICES_MAX 8
 
 /* What happened, for kin_supervisor_opts.on_event. */
 typedef enum kin_sup_event_kind {
@@ -153,9 +162,9 @@ KIN_EXPORT kin_err kin_supervisor_new(kin_supervisor **out, kin_node *n,
 /* Appends a child spec (copied); it starts after the ones added before.
  * When the supervisor runs, the child is started at once and the call
  * returns that start's result; as with OTP's start_child, a spec whose
- * start failed is not kept. Errors: -EINVAL (no name, name too long, bad
- * restart type), KIN_EEXISTS (name taken), -ENOMEM, a start error as
- * kin_spawn, KIN_EEMERGENCY, KIN_ESHUTDOWN (the node was destroyed),
+ * start failed is not kept. Errors: -EINVAL (no name, name too long, a bad
+ * service name, bad restart type), KIN_EEXISTS (name taken), -ENOMEM, a start
+ * error as kin_spawn, KIN_EEMERGENCY, KIN_ESHUTDOWN (the node was destroyed),
  * -EDEADLK (from the supervisor's own thread). Any thread. */
 KIN_EXPORT kin_err kin_supervisor_add(kin_supervisor *s,
                                       const kin_child_spec *spec);

@@ -1,0 +1,53 @@
+/* Services inside the router (service.c, service_call.c): the table of
+ * providers in a context's subtree, the resolver that forwards service
+ * calls and follows them, and the provider side's admission. */
+#ifndef KIN_ROUTER_SERVICE_H
+#define KIN_ROUTER_SERVICE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <kin/service.h>
+
+/* Registers the service handles; called while the node is made. */
+kin_err kin__services_start(kin_node *n);
+void kin__services_free(kin_node *n);
+
+/* Broker thread: the contexts ids are gone (their route was deleted):
+ * their offers go, and the calls running there are retried or failed. */
+void kin__services_gone(kin_node *n, const uint32_t *ids, size_t count);
+
+/* Whether handle is one of the service handles (operators may not use
+ * them). */
+static inline bool
+kin__is_service_handle(uint32_t handle)
+{
+    return handle >= KIN_HANDLE_SVC_ADD && handle <= KIN_HANDLE_SVC_HOLD;
+}
+
+/* Worker or broker thread: a service call admitted by on_svc_run ended. */
+void kin__service_run_done(kin_node *n, const char *fn, size_t fn_len);
+
+/* Any thread but n's broker: n offers `names` (NULL-terminated) on behalf
+ * of its child `child` (a supervisor's spec), bound calls at a time. */
+void kin__service_offer_for(kin_node *n, uint32_t child,
+                            const char *const *names, int bound);
+/* Any thread but n's broker: providers of `names` below n are being
+ * restarted (delta +1) or are back or given up (-1); while any is, the
+ * resolvers hold calls instead of failing them with KIN_ENOPROVIDER. */
+void kin__service_hold(kin_node *n, const char *const *names, int delta);
+
+/* Broker thread: fills at most max entries (providers: prov_max each into
+ * prov when not NULL) and returns the number of services. */
+int kin__services_snapshot(kin_node *n, kin_service_info *out, int max,
+                           kin_service_provider *prov, int prov_max);
+
+/* The deadline of the service call the calling thread is serving
+ * (monotonic ns, 0: none); nested calls end by it. */
+uint64_t kin__call_deadline(void);
+void kin__call_deadline_set(uint64_t ns);
+
+/* Whether name is a valid service name of len bytes. */
+bool kin__service_name_ok(const char *name, size_t len);
+
+#endif

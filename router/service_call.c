@@ -1,0 +1,85 @@
+/* The caller side of service calls: a SVC_CALL addressed to the calling
+ * context itself, whose service table resolves it or sends it up, and a
+ * receiver for the reply that works like a direct call's. */
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "core/msg_internal.h"
+#include "router/call_impl.h"
+#include "router/node_impl.h"
+#include "router/service.h"
+
+static kin_err
+vservice_async(kin_node *n, const char *fn, int timeout_ms, kin_receiver **out,
+               const char *picture, va_list ap)
+{
+    const char *dot = fn ? strchr(fn, '.') : NULL;
+    if (!n || !out || !dot || !dot[1] || strlen(fn) >= 64 ||
+        !kin__service_name_ok(fn, (size_t)(dot - fn)))
+        return -EINVAL;
+    timeout_ms = kin__call_clamp(timeout_ms);
+    kin_receiver *r;
+    kin_err e = kin_receiver_new(&r, n, 0, KIN_POLICY_ANY, KIN_NO_CTX);
+    if (e)
+        return e;
+    kin__receiver_set_fn(r, fn);
+    kin_buf b = {0};
+    e = kin_pack(&b, "suI", fn, kin__call_self_task(n),
+                 (int64_t)(timeout_ms < 0 ? -1 : timeout_ms));
+    if (!e && picture && *picture)
+        e = kin_vpack(&b, picture, ap);
+    kin_msg *m = NULL;
+    if (!e)
+        e = kin_msg_new_copy(&m, b.data, b.len);
+    kin_buf_release(&b);
+    if (!e)
+        e = kin__msg_check_size(KIN_HANDLE_SVC_CALL, 0, m->body, m->len,
+                                n->max_msg);
+    if (!e) {
+        /* The table is the broker's: resolve there, never on this thread
+         * (kin_node_send delivers a message to n itself right here). */
+        m->dst = m->src = m->auth = n->id;
+        m->handle = KIN_HANDLE_SVC_CALL;
+        m->reply_to = kin_receiver_handle(r);
+        e = kin__node_send_raw(n, &m);
+    }
+    kin_msg_destroy(&m);
+    if (e) {
+        kin_receiver_destroy(&r);
+        return e;
+    }
+    *out = r;
+    return KIN_OK;
+}
+
+kin_err
+kin_service_call_async(kin_node *n, const char *fn, int timeout_ms,
+                       kin_receiver **out, const char *picture, ...)
+{
+    va_list ap;
+    va_start(ap, picture);
+    kin_err e = vservice_async(n, fn, timeout_ms, out, picture, ap);
+    va_end(ap);
+    return e;
+}
+
+kin_err
+kin_service_call(kin_node *n, const char *fn, int timeout_ms, kin_msg **reply,
+                 const char *picture, ...)
+{
+    *reply = NULL;
+    timeout_ms = kin__call_clamp(timeout_ms);
+    kin_receiver *r;
+    va_list ap;
+    va_start(ap, picture);
+    kin_err e = vservice_async(n, fn, timeout_ms, &r, picture, ap);
+    va_end(ap);
+    if (e)
+        return e;
+    e = kin__call_wait(r, timeout_ms, reply, fn);
+    /* The resolver cancels the call at the provider when its deadline,
+     * the same as ours, passes; a late reply finds no handle. */
+    kin_receiver_destroy(&r);
+    return e;
+}
