@@ -49,6 +49,8 @@ static const kin__cli_cmd cmds[] = {
      kin__cli_signal},
     {"stacktrace", "PID CTX", "stacks of every thread of a context",
      kin__cli_stacktrace},
+    {"services", "PID [--json]",
+     "services, their providers, load, latency and retries", kin__cli_services},
     {"monitor", "PID [CTX]",
      "interactive monitor: completion, history, Enter repeats",
      kin__cli_monitor},

@@ -460,3 +460,128 @@ kin_monitor_info(kin_node *n, uint32_t ctx, int timeout_ms, kin_ctx_info *info)
     kin_msg_destroy(&reply);
     return e ? KIN_EBADMSG : KIN_OK;
 }
+
+/* One provider row of a services reply: [ctx, hops, bound, outstanding,
+ * served, errors, retried, [bucket, count, ...]]. */
+static bool
+read_provider(const msgpack_object *row, kin_service_provider *v)
+{
+    if (row->type != MSGPACK_OBJECT_ARRAY || row->via.array.size < 8)
+        return false;
+    const msgpack_object *f = row->via.array.ptr;
+    memset(v, 0, sizeof *v);
+    double served = 0, errors = 0, retried = 0;
+    bool ok = obj_u32(&f[0], &v->ctx) && obj_u32(&f[1], &v->hops) &&
+              obj_int(&f[2], &v->bound) && obj_int(&f[3], &v->outstanding) &&
+              obj_double(&f[4], &served) && obj_double(&f[5], &errors) &&
+              obj_double(&f[6], &retried) &&
+              f[7].type == MSGPACK_OBJECT_ARRAY && served >= 0 && errors >= 0 &&
+              retried >= 0;
+    v->served = (uint64_t)served;
+    v->errors = (uint64_t)errors;
+    v->retried = (uint64_t)retried;
+    for (uint32_t i = 0; ok && i + 1 < f[7].via.array.size; i += 2) {
+        uint32_t b, c;
+        ok = obj_u32(&f[7].via.array.ptr[i], &b) &&
+             obj_u32(&f[7].via.array.ptr[i + 1], &c) &&
+             b < KIN_SERVICE_LAT_BUCKETS;
+        if (ok)
+            v->latency[b] = c;
+    }
+    return ok;
+}
+
+/* One service row: [name, total, restarting, queued, retried, failed,
+ * resolved, [providers]]. */
+static bool
+read_service(const msgpack_object *row, kin_service_info *s)
+{
+    if (row->type != MSGPACK_OBJECT_ARRAY || row->via.array.size < 8)
+        return false;
+    const msgpack_object *f = row->via.array.ptr;
+    memset(s, 0, sizeof *s);
+    double retried = 0, failed = 0, resolved = 0;
+    bool ok = obj_str(&f[0], s->name, sizeof s->name) &&
+              obj_int(&f[1], &s->total) && obj_int(&f[2], &s->restarting) &&
+              obj_int(&f[3], &s->queued) && obj_double(&f[4], &retried) &&
+              obj_double(&f[5], &failed) && obj_double(&f[6], &resolved) &&
+              f[7].type == MSGPACK_OBJECT_ARRAY;
+    s->retried = (uint64_t)retried;
+    s->failed = (uint64_t)failed;
+    s->resolved = (uint64_t)resolved;
+    s->providers = ok ? (int)f[7].via.array.size : 0;
+    return ok;
+}
+
+static kin_err
+read_services(const kin_msg *reply, kin_service_info **out, size_t *count,
+              kin_service_provider **prov)
+{
+    if (kin__msgpack_scan(reply->body, reply->len) != reply->len)
+        return KIN_EBADMSG;
+    msgpack_zone zone;
+    if (!msgpack_zone_init(&zone, 4096))
+        return -ENOMEM;
+    msgpack_object top, *list = NULL;
+    size_t off = 0;
+    kin_err e =
+        next_object(reply, &off, &zone, &top) && top.type == MSGPACK_OBJECT_MAP
+            ? KIN_OK
+            : KIN_EBADMSG;
+    for (uint32_t i = 0; !e && i < top.via.map.size; i++) {
+        const msgpack_object_kv *kv = &top.via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 8 &&
+            !memcmp(kv->key.via.str.ptr, "services", 8) &&
+            kv->val.type == MSGPACK_OBJECT_ARRAY)
+            list = (msgpack_object *)&kv->val;
+    }
+    if (!e && !list)
+        e = KIN_EBADMSG;
+    uint32_t ns = e ? 0 : list->via.array.size;
+    size_t np = 0;
+    for (uint32_t i = 0; i < ns; i++) {
+        const msgpack_object *row = &list->via.array.ptr[i];
+        if (row->type == MSGPACK_OBJECT_ARRAY && row->via.array.size >= 8 &&
+            row->via.array.ptr[7].type == MSGPACK_OBJECT_ARRAY)
+            np += row->via.array.ptr[7].via.array.size;
+    }
+    kin_service_info *ss = e ? NULL : calloc(ns ? ns : 1, sizeof *ss);
+    kin_service_provider *ps = e ? NULL : calloc(np ? np : 1, sizeof *ps);
+    if (!e && (!ss || !ps))
+        e = -ENOMEM;
+    for (uint32_t i = 0, at = 0; !e && i < ns; i++) {
+        const msgpack_object *row = &list->via.array.ptr[i];
+        if (!read_service(row, &ss[i])) {
+            e = KIN_EBADMSG;
+            break;
+        }
+        const msgpack_object *pr = &row->via.array.ptr[7];
+        for (uint32_t k = 0; !e && k < pr->via.array.size; k++)
+            if (!read_provider(&pr->via.array.ptr[k], &ps[at++]))
+                e = KIN_EBADMSG;
+    }
+    msgpack_zone_destroy(&zone);
+    if (e) {
+        free(ss);
+        free(ps);
+        return e;
+    }
+    *out = ss;
+    *count = ns;
+    *prov = ps;
+    return KIN_OK;
+}
+
+kin_err
+kin_monitor_services(kin_node *n, uint32_t ctx, int timeout_ms,
+                     kin_service_info **services, size_t *count,
+                     kin_service_provider **providers)
+{
+    kin_msg *reply;
+    kin_err e = request(n, ctx, timeout_ms, &reply, "services", NULL);
+    if (e)
+        return e;
+    e = read_services(reply, services, count, providers);
+    kin_msg_destroy(&reply);
+    return e;
+}

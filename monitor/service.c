@@ -19,6 +19,7 @@
 #include "logs/logs.h"
 #include "monitor/stack.h"
 #include "router/router.h"
+#include "router/service.h"
 
 typedef struct custom {
     char name[32];
@@ -63,6 +64,8 @@ static const struct {
     {"where", "current stack of a task's thread [task]", false},
     {"where-terminated", "how a terminated task ended [task]", false},
     {"stacktrace", "stacks of every thread of this context", false},
+    {"services", "this context's service table: providers, load, latency",
+     false},
     {"cancel", "cancel a task [task]", true},
     {"signal", "send a signal to this context's process [signal]", true},
 };
@@ -364,6 +367,75 @@ cmd_stacktrace(kin_node *n, msgpack_packer *pk)
 }
 
 static void
+pack_provider(msgpack_packer *pk, const kin_service_provider *v)
+{
+    uint32_t used = 0;
+    for (int b = 0; b < KIN_SERVICE_LAT_BUCKETS; b++)
+        used += v->latency[b] != 0;
+    msgpack_pack_array(pk, 8);
+    msgpack_pack_uint32(pk, v->ctx);
+    msgpack_pack_uint32(pk, v->hops);
+    msgpack_pack_int(pk, v->bound);
+    msgpack_pack_int(pk, v->outstanding);
+    msgpack_pack_uint64(pk, v->served);
+    msgpack_pack_uint64(pk, v->errors);
+    msgpack_pack_uint64(pk, v->retried);
+    msgpack_pack_array(pk, 2 * used); /* bucket, count, ... */
+    for (int b = 0; b < KIN_SERVICE_LAT_BUCKETS; b++) {
+        if (v->latency[b]) {
+            msgpack_pack_int(pk, b);
+            msgpack_pack_uint32(pk, v->latency[b]);
+        }
+    }
+}
+
+/* The service table as it is now: read twice on this thread (sizes, then
+ * contents), so nothing changes in between. */
+static void
+cmd_services(kin_node *n, msgpack_packer *pk)
+{
+    int count = kin__services_snapshot(n, NULL, 0, NULL, 0);
+    kin_service_info *infos = calloc(count ? (size_t)count : 1, sizeof *infos);
+    if (!infos) {
+        pack_error(pk, -ENOMEM, "out of memory");
+        return;
+    }
+    kin__services_snapshot(n, infos, count, NULL, 0);
+    int most = 1;
+    for (int i = 0; i < count; i++)
+        most = infos[i].total > most ? infos[i].total : most;
+    kin_service_provider *pv =
+        calloc((size_t)(count ? count : 1) * (size_t)most, sizeof *pv);
+    if (!pv) {
+        free(infos);
+        pack_error(pk, -ENOMEM, "out of memory");
+        return;
+    }
+    kin__services_snapshot(n, infos, count, pv, most);
+    msgpack_pack_map(pk, 2);
+    pack_key(pk, "ctx");
+    msgpack_pack_uint32(pk, kin_node_id(n));
+    pack_key(pk, "services");
+    msgpack_pack_array(pk, (uint32_t)count);
+    for (int i = 0; i < count; i++) {
+        const kin_service_info *s = &infos[i];
+        msgpack_pack_array(pk, 8);
+        pack_str(pk, s->name);
+        msgpack_pack_int(pk, s->total);
+        msgpack_pack_int(pk, s->restarting);
+        msgpack_pack_int(pk, s->queued);
+        msgpack_pack_uint64(pk, s->retried);
+        msgpack_pack_uint64(pk, s->failed);
+        msgpack_pack_uint64(pk, s->resolved);
+        msgpack_pack_array(pk, (uint32_t)s->providers);
+        for (int k = 0; k < s->providers; k++)
+            pack_provider(pk, &pv[(size_t)i * (size_t)most + (size_t)k]);
+    }
+    free(pv);
+    free(infos);
+}
+
+static void
 count_child(void *arg, uint32_t id)
 {
     (*(uint32_t *)arg)++;
@@ -534,6 +606,8 @@ on_monitor(kin_node *n, kin_msg *m, void *arg)
         cmd_where(n, &r, &pk);
     } else if (!strcmp(r.cmd, "stacktrace")) {
         cmd_stacktrace(n, &pk);
+    } else if (!strcmp(r.cmd, "services")) {
+        cmd_services(n, &pk);
     } else if (!authority) {
         char why[96];
         snprintf(why, sizeof why,

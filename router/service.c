@@ -31,6 +31,7 @@ typedef struct prov {
     uint32_t ctx, via, hops;
     int bound, outstanding;
     uint64_t served, errors, retried;
+    uint32_t lat[KIN_SERVICE_LAT_BUCKETS];
 } prov;
 
 typedef struct hold {
@@ -50,6 +51,7 @@ typedef struct pending {
     uint32_t provider; /* NO_PROV while queued */
     uint32_t proxy;    /* the handle its reply comes back to */
     uint64_t deadline; /* monotonic ns; 0: none */
+    uint64_t sent_ns;  /* when it went to its provider */
     int attempts;
     bool idempotent;
 } pending;
@@ -287,6 +289,43 @@ pick(kin_node *n, svc *s)
 
 static void on_reply(kin_node *n, kin_msg *m, void *arg);
 
+/* The latency bucket of a round trip of ns (see KIN_SERVICE_LAT_BUCKETS):
+ * four per power of two of microseconds. */
+static int
+lat_bucket(uint64_t ns)
+{
+    uint64_t us = ns / 1000u;
+    if (!us)
+        return 0;
+    int k = 63 - __builtin_clzll(us);
+    int j = (int)((k >= 2 ? us >> (k - 2) : us << (2 - k)) & 3u);
+    int b = 1 + 4 * k + j;
+    return b < KIN_SERVICE_LAT_BUCKETS ? b : KIN_SERVICE_LAT_BUCKETS - 1;
+}
+
+double
+kin_service_latency_us(const uint32_t *latency, double q)
+{
+    uint64_t total = 0, seen = 0;
+    for (int b = 0; latency && b < KIN_SERVICE_LAT_BUCKETS; b++)
+        total += latency[b];
+    if (!total || q <= 0)
+        return 0;
+    uint64_t want = (uint64_t)(q * (double)total + 0.999999);
+    if (want > total)
+        want = total;
+    for (int b = 0; b < KIN_SERVICE_LAT_BUCKETS; b++) {
+        seen += latency[b];
+        if (seen < want)
+            continue;
+        if (!b)
+            return 1;
+        int k = (b - 1) / 4, j = (b - 1) % 4;
+        return (double)(1ull << k) * (1.0 + (j + 1) / 4.0);
+    }
+    return 0;
+}
+
 /* Sends p's request to provider v, under a reply handle of its own. */
 static bool
 send_to(kin_node *n, pending *p, prov *v)
@@ -323,6 +362,7 @@ send_to(kin_node *n, pending *p, prov *v)
         return false;
     }
     p->provider = v->ctx;
+    p->sent_ns = kin__now_ns();
     p->attempts++;
     v->outstanding++;
     m->dst = v->ctx;
@@ -467,6 +507,7 @@ on_reply(kin_node *n, kin_msg *m, void *arg)
         v->served++;
         if (m->flags & (KIN_MSG_ERROR | KIN_MSG_DEAD))
             v->errors++;
+        v->lat[lat_bucket(kin__now_ns() - p->sent_ns)]++;
     }
     m->dst = p->req->src;
     m->handle = p->req->reply_to;
@@ -1071,10 +1112,16 @@ kin__services_snapshot(kin_node *n, kin_service_info *out, int max,
         o->resolved = s->resolved;
         for (int k = 0; pv && k < s->nprov && k < prov_max; k++) {
             prov *v = &s->provs[k];
-            pv[(size_t)i * (size_t)prov_max + (size_t)k] =
-                (kin_service_provider){v->ctx,         v->hops,   v->bound,
-                                       v->outstanding, v->served, v->errors,
-                                       v->retried};
+            kin_service_provider *to =
+                &pv[(size_t)i * (size_t)prov_max + (size_t)k];
+            *to = (kin_service_provider){.ctx = v->ctx,
+                                         .hops = v->hops,
+                                         .bound = v->bound,
+                                         .outstanding = v->outstanding,
+                                         .served = v->served,
+                                         .errors = v->errors,
+                                         .retried = v->retried};
+            memcpy(to->latency, v->lat, sizeof to->latency);
             o->providers = k + 1;
         }
     }

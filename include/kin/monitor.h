@@ -10,6 +10,7 @@
 #include <kin/err.h>
 #include <kin/node.h>
 #include <kin/pack.h>
+#include <kin/service.h>
 #include <kin/task.h>
 
 /* One task as the monitor reports it. */
@@ -98,6 +99,21 @@ KIN_EXPORT kin_err kin_monitor_where(kin_node *n, uint32_t ctx, uint32_t task,
  * thread's task. Errors: -ENOENT (no such live task), call errors. */
 KIN_EXPORT kin_err kin_monitor_cancel(kin_node *n, uint32_t ctx, uint32_t task,
                                       int timeout_ms);
+
+/* Asks context ctx for its service table (the services of its subtree, as
+ * kin_service_list gives them there, answered on ctx's broker thread). On
+ * success *services is a malloc'd array of *count entries and *providers
+ * a malloc'd array holding the providers of services[0] first
+ * (services[0].providers of them), then those of services[1], and so on;
+ * free both with free(). The counters are those of ctx as a resolver: a
+ * call is counted by the one context that resolved it, so summing every
+ * context's table gives the tree's (what `kin services` shows). Errors:
+ * those of a call, KIN_EBADMSG, -ENOMEM. Any thread. */
+KIN_EXPORT kin_err kin_monitor_services(kin_node *n, uint32_t ctx,
+                                        int timeout_ms,
+                                        kin_service_info **services,
+                                        size_t *count,
+                                        kin_service_provider **providers);
 
 /* A custom monitor command: appends its text output to out; args is the
  * rest of the command line ("" when none). Runs on the broker thread: it

@@ -113,6 +113,11 @@ KIN_EXPORT kin_err kin_service_call_async(kin_node *n, const char *fn,
                                           int timeout_ms, kin_receiver **out,
                                           const char *picture, ...);
 
+/* Buckets of a provider's latency histogram: bucket 0 holds round trips
+ * under 1 us, bucket 1 + 4*k + j those from 2^k * (1 + j/4) us up to
+ * 2^k * (1 + (j+1)/4) us, the last everything longer (about 2 minutes). */
+#define KIN_SERVICE_LAT_BUCKETS 112
+
 /* One provider as a resolver sees it. */
 typedef struct kin_service_provider {
     uint32_t ctx;     /* the provider's context */
@@ -122,7 +127,16 @@ typedef struct kin_service_provider {
     uint64_t served;  /* replies this resolver relayed from it */
     uint64_t errors;  /* error replies among them */
     uint64_t retried; /* calls moved elsewhere when it went away */
+    /* Round trips of the served calls, resolver to provider and back
+     * (sent to reply), counted per bucket (KIN_SERVICE_LAT_BUCKETS). */
+    uint32_t latency[KIN_SERVICE_LAT_BUCKETS];
 } kin_service_provider;
+
+/* The q-quantile (0 < q <= 1) of a latency histogram (a
+ * kin_service_provider's latency, or several summed bucket by bucket), in
+ * microseconds: the upper edge of the bucket it falls in, so at most 19%
+ * above the true value. 0 when the histogram is empty. Any thread. */
+KIN_EXPORT double kin_service_latency_us(const uint32_t *latency, double q);
 
 /* A service in n's table (n and its subtree). */
 typedef struct kin_service_info {

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "integration/harness.h"
 
@@ -554,6 +555,84 @@ rolling_restart_fails_no_call(void **state)
     assert_int_equal(atomic_load(&st.once_failed), 0);
 }
 
+/* The provider row of ctx in a `kin services --json` service, or NULL. */
+static json_t *
+json_provider(json_t *svc, uint32_t ctx)
+{
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(svc, "providers"), i,
+                       p) if (json_integer_value(json_object_get(p, "ctx")) ==
+                              (json_int_t)ctx) return p;
+    return NULL;
+}
+
+/* `kin services` lists both providers of a service with the calls each
+ * served (summed over the tree's resolvers), their pids and latencies. */
+static void
+kin_services_lists_providers(void **state)
+{
+    fx *f = *state;
+    uint32_t a = spawn(f, 0), b = spawn(f, 1);
+    offer_in(a, "primes", 0);
+    offer_in(b, "primes", 0);
+    wait_providers("primes", 2);
+    int hits_a = 0, hits_b = 0;
+    for (int i = 0; i < 40; i++) {
+        kin_err e;
+        uint32_t id = call_who("primes.who", &e);
+        assert_int_equal(e, KIN_OK);
+        hits_a += id == a;
+        hits_b += id == b;
+    }
+    assert_true(hits_a > 0 && hits_b > 0);
+
+    int st;
+    char *out =
+        harness_run(&st, "%s services %d --json", KIN_CLI, (int)getpid());
+    json_error_t jerr;
+    json_t *top = json_loads(out, 0, &jerr);
+    if (!top)
+        fail_msg("kin services --json: %s\n%s", jerr.text, out);
+    assert_int_equal(st, 0);
+    assert_int_equal(json_integer_value(json_object_get(top, "version")), 1);
+    json_t *svc = NULL, *it;
+    size_t i;
+    json_array_foreach(
+        json_object_get(top, "services"), i,
+        it) if (!strcmp(json_string_value(json_object_get(it, "name")),
+                        "primes")) svc = it;
+    assert_non_null(svc);
+    assert_int_equal(json_integer_value(json_object_get(svc, "total")), 2);
+    json_t *pa = json_provider(svc, a), *pb = json_provider(svc, b);
+    assert_non_null(pa);
+    assert_non_null(pb);
+    assert_int_equal(json_integer_value(json_object_get(pa, "served")), hits_a);
+    assert_int_equal(json_integer_value(json_object_get(pb, "served")), hits_b);
+    assert_int_equal(json_integer_value(json_object_get(pa, "pid")),
+                     kin_child_pid(f->kids[0]));
+    assert_true(json_real_value(json_object_get(pa, "p50_us")) > 0);
+    assert_true(json_real_value(json_object_get(pb, "p99_us")) >=
+                json_real_value(json_object_get(pb, "p50_us")));
+    assert_int_equal(json_integer_value(json_object_get(svc, "retried")), 0);
+    json_decref(top);
+    free(out);
+
+    /* The table names both providers' contexts. */
+    out = harness_run(&st, "%s services %d", KIN_CLI, (int)getpid());
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(out, "primes: 2 providers"));
+    char row[32];
+    snprintf(row, sizeof row, "\n  %-7u %-16.16s", a,
+             kin_child_name(f->kids[0]));
+    assert_non_null(strstr(out, row));
+    snprintf(row, sizeof row, "\n  %-7u %-16.16s", b,
+             kin_child_name(f->kids[1]));
+    assert_non_null(strstr(out, row));
+    free(out);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -572,6 +651,8 @@ main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(no_provider_fails_at_once, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(providers_come_and_go, setup, teardown),
+        cmocka_unit_test_setup_teardown(kin_services_lists_providers, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(saturation_is_busy_at_the_bound, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(siblings_call_each_other, setup,
