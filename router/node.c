@@ -20,6 +20,7 @@
 #include "core/task.h"
 #include "kin/call.h"
 #include "router/call_impl.h"
+#include "router/names.h"
 #include "router/node_impl.h"
 #include "router/service.h"
 
@@ -376,6 +377,8 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
         goto fail;
     if ((e = kin__services_start(n)))
         goto fail;
+    if ((e = kin__names_start(n)))
+        goto fail;
     if ((e = kin__broker_new(&n->broker, on_stop, n)))
         goto fail;
     *out = n;
@@ -428,6 +431,7 @@ kin__router_stop(kin_node *n)
     kin__router_close(n);
     kin__calls_free(n);
     kin__services_free(n);
+    kin__names_free(n);
 }
 
 void

@@ -89,6 +89,7 @@ struct kin_node {
 
     struct kin__calls *calls;  /* the RPC layer (call.c) */
     struct kin__services *svc; /* services (service.c) */
+    struct kin__names *names;  /* context names (names.c, the master) */
     kin__tasktab tasks;        /* live and terminated tasks */
     uint64_t started_ns;
     uint64_t serial; /* unique in the process, for adopt.c */

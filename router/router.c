@@ -12,6 +12,7 @@
 
 #include "core/log_internal.h"
 #include "core/pack_internal.h"
+#include "router/names.h"
 #include "router/node_impl.h"
 #include "router/service.h"
 #include "router/zctx.h"
@@ -114,17 +115,41 @@ ids_msg(kin_node *n, uint32_t dst, uint32_t handle, const uint32_t *ids,
     return m;
 }
 
-/* Reads a body that is an array of ids; returns the count or -1. */
+/* HELLO: [id] and the context's name, or [id, 1] for an operator. */
+static kin_msg *
+hello_msg(kin_node *n)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, n->is_operator ? 2 : 1);
+    msgpack_pack_uint32(&pk, n->id);
+    if (n->is_operator)
+        msgpack_pack_uint32(&pk, 1);
+    else
+        msgpack_pack_str_with_body(&pk, n->name, strlen(n->name));
+    kin_msg *m = NULL;
+    if (kin_msg_new_copy(&m, sb.data, sb.size) == KIN_OK) {
+        m->dst = n->parent_id;
+        m->src = m->auth = n->id;
+        m->handle = KIN_HANDLE_HELLO;
+    }
+    msgpack_sbuffer_destroy(&sb);
+    return m;
+}
+
+/* Reads len bytes that are an array of ids; returns the count or -1. */
 static int
-read_ids(const kin_msg *m, uint32_t *ids, int max)
+read_ids_in(const uint8_t *body, size_t len, uint32_t *ids, int max)
 {
     msgpack_zone z;
     msgpack_zone_init(&z, 256);
     msgpack_object o;
     size_t off = 0;
     int count = -1;
-    if (kin__msgpack_scan(m->body, m->len) == m->len &&
-        msgpack_unpack((const char *)m->body, m->len, &off, &z, &o) ==
+    if (kin__msgpack_scan(body, len) == len &&
+        msgpack_unpack((const char *)body, len, &off, &z, &o) ==
             MSGPACK_UNPACK_SUCCESS &&
         o.type == MSGPACK_OBJECT_ARRAY) {
         count = 0;
@@ -140,6 +165,13 @@ read_ids(const kin_msg *m, uint32_t *ids, int max)
     }
     msgpack_zone_destroy(&z);
     return count;
+}
+
+/* Reads a body that is an array of ids; returns the count or -1. */
+static int
+read_ids(const kin_msg *m, uint32_t *ids, int max)
+{
+    return read_ids_in(m->body, m->len, ids, max);
 }
 
 /* read_ids for lists of any length (route announcements name whole
@@ -191,6 +223,7 @@ forget_ids(kin_node *n, const uint32_t *ids, size_t count, uint32_t from)
 {
     kin__handles_peer_gone(n, ids, count);
     kin__services_gone(n, ids, count);
+    kin__names_gone(n, ids, count);
     announce_up(n, KIN_HANDLE_DEL_ROUTE, ids, count);
     announce_down(n, ids, count, from);
 }
@@ -253,8 +286,19 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, kin_msg *m)
      * accepted only on the main ipc endpoint, whose 0700 directory admits
      * only this user: never on tcp, never on the far ROUTER, which ssh
      * forwards to a socket on another host. */
+    /* A context's [id] is followed by its name (str), for the master's
+     * names (names.c). */
     uint32_t body[2] = {0, 0};
-    bool as_operator = read_ids(m, body, 2) == 2 && body[1] == 1;
+    size_t ids_len = kin__msgpack_scan(m->body, m->len);
+    if (!ids_len || ids_len > m->len)
+        ids_len = m->len;
+    bool as_operator =
+        read_ids_in(m->body, ids_len, body, 2) == 2 && body[1] == 1;
+    const char *name = NULL;
+    size_t name_len = 0;
+    if (ids_len < m->len && kin_unpack_buf(m->body + ids_len, m->len - ids_len,
+                                           "S", &name, &name_len))
+        name = NULL;
     if (as_operator && (!n->ipc_path[0] || far)) {
         atomic_fetch_add(&n->stats.forged, 1);
         kin_msg_destroy(&m);
@@ -311,6 +355,9 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, kin_msg *m)
     if (ack)
         send_down(n, link, ack);
     announce_up(n, KIN_HANDLE_ADD_ROUTE, &link, 1);
+    if (!as_operator && name)
+        kin__names_linked(n, link, name, name_len);
+    kin_msg_destroy(&m);
 
     pthread_mutex_lock(&n->mu);
     kin__u32map_put(&n->ready, link, LINK(link));
@@ -852,9 +899,7 @@ up:
     if (zmq_connect(n->up, n->parent_endpoint)) {
         return -errno;
     }
-    uint32_t hello_ids[2] = {n->id, 1};
-    kin_msg *hello = ids_msg(n, n->parent_id, KIN_HANDLE_HELLO, hello_ids,
-                             n->is_operator ? 2 : 1);
+    kin_msg *hello = hello_msg(n);
     if (!hello)
         return -ENOMEM;
     send_up(n, hello);

@@ -17,12 +17,12 @@ void kin__services_free(kin_node *n);
  * their offers go, and the calls running there are retried or failed. */
 void kin__services_gone(kin_node *n, const uint32_t *ids, size_t count);
 
-/* Whether handle is one of the service handles (operators may not use
- * them). */
+/* Whether handle is one of the service handles or NAME (operators may not
+ * use them; LOOKUP they may). */
 static inline bool
 kin__is_service_handle(uint32_t handle)
 {
-    return handle >= KIN_HANDLE_SVC_ADD && handle <= KIN_HANDLE_SVC_HOLD;
+    return handle >= KIN_HANDLE_SVC_ADD && handle <= KIN_HANDLE_NAME;
 }
 
 /* Worker or broker thread: a service call admitted by on_svc_run ended. */

@@ -128,6 +128,20 @@ KIN_EXPORT kin_err kin_node_alloc_id(kin_node *n, uint32_t *id);
 KIN_EXPORT kin_err kin_node_wait_child(kin_node *n, uint32_t id,
                                        int timeout_ms);
 
+/* The id of the live context named `name` (kin_node_opts.name, a child's
+ * kin_spawn_opts.name or its supervisor spec's name), asked of the master,
+ * which learns every context's name when it links and forgets it with its
+ * route: a supervised child restarted under a new id is found under its
+ * name once the new one is up. When several live contexts share a name,
+ * the one that linked last. Waits up to timeout_ms (0: answer now,
+ * KIN_FOREVER: no limit) for such a context to appear. Errors: -ENOENT (none
+ * within timeout_ms), -EINVAL (empty name or longer than 63 bytes),
+ * KIN_EBUSY (256 lookups already waiting at the master), KIN_ETIMEOUT (the
+ * master did not answer within timeout_ms + 5 s), call errors
+ * (KIN_ENOROUTE ...). Any thread except n's broker. */
+KIN_EXPORT kin_err kin_node_lookup(kin_node *n, const char *name, uint32_t *id,
+                                   int timeout_ms);
+
 /* Sends *m: src and auth are set to this context; dst, handle and reply_to
  * are the caller's. Takes ownership on success (*m = NULL). Errors:
  * KIN_ETOOBIG (payload over max_msg_size, or body over max_msg_size +

@@ -39,6 +39,8 @@ enum {
     KIN_HANDLE_SVC_CALL = 12, /* a call to a service, to be resolved */
     KIN_HANDLE_SVC_RUN = 13,  /* resolver -> provider: run this call */
     KIN_HANDLE_SVC_HOLD = 14, /* child -> parent: a provider is restarting */
+    KIN_HANDLE_NAME = 15,     /* context -> master: my name */
+    KIN_HANDLE_LOOKUP = 16,   /* -> master: the id of a name */
 };
 
 /* Attempts an idempotent call gets on other providers after the first. */

@@ -116,6 +116,21 @@ once(kin_call *c, void *arg)
     return e ? e : kin_call_return(c, "u", kin_node_id(kin_call_node(c)));
 }
 
+/* [name] -> the id kin_node_lookup finds for it from this context. */
+static kin_err
+lookup(kin_call *c, void *arg)
+{
+    (void)arg;
+    char *name = NULL;
+    uint32_t id = 0;
+    kin_err e = kin_call_args(c, "s", &name);
+    if (!e)
+        e = kin_node_lookup(kin_call_node(c), name, &id, 5000);
+    free(name);
+    return e ? kin_call_fail(c, e, "%s", kin_strerror(e))
+             : kin_call_return(c, "u", id);
+}
+
 /* Holds a worker until cancelled or 3 s pass. */
 static kin_err
 hold(kin_call *c, void *arg)
@@ -132,6 +147,7 @@ export_all(void)
     kin_export("t.offer", offer, NULL, KIN_POLICY_PARENT);
     kin_export("t.drain", drain, NULL, KIN_POLICY_PARENT);
     kin_export("t.call_svc", call_svc, NULL, KIN_POLICY_PARENT);
+    kin_export("t.lookup", lookup, NULL, KIN_POLICY_PARENT);
     kin_export_flags("primes.who", who, NULL, KIN_POLICY_PARENT,
                      KIN_EXPORT_IDEMPOTENT);
     kin_export("primes.once", once, NULL, KIN_POLICY_PARENT);
@@ -555,6 +571,87 @@ rolling_restart_fails_no_call(void **state)
     assert_int_equal(atomic_load(&st.once_failed), 0);
 }
 
+/* The id worker `name` of f->sup runs under once RUNNING (and not `old`). */
+static uint32_t
+running_id(fx *f, const char *name, uint32_t old)
+{
+    uint64_t seen = kin_supervisor_changes(f->sup);
+    for (;;) {
+        kin_child_info info;
+        assert_int_equal(kin_supervisor_child(f->sup, name, &info), KIN_OK);
+        if (info.state == KIN_CHILD_RUNNING && info.id != old)
+            return info.id;
+        assert_int_equal(kin_supervisor_wait(f->sup, seen, 10000, &seen),
+                         KIN_OK);
+    }
+}
+
+static uint32_t
+lookup_from(uint32_t ctx, const char *name)
+{
+    kin_msg *r = NULL;
+    uint32_t id = KIN_NO_CTX;
+    assert_int_equal(
+        kin_call_sync(master, ctx, "t.lookup", 10000, &r, "s", name), KIN_OK);
+    assert_int_equal(kin_msg_unpack(r, "u", &id), KIN_OK);
+    kin_msg_destroy(&r);
+    return id;
+}
+
+/* kin_node_lookup finds a context by name, from the master and from a
+ * sibling; a supervised child restarted under a new id is found under its
+ * name; a context that stopped is not found. */
+static void
+lookup_follows_restarts(void **state)
+{
+    fx *f = *state;
+    assert_int_equal(
+        kin_supervisor_new(&f->sup, master,
+                           &(kin_supervisor_opts){.backoff_ms = -1}),
+        KIN_OK);
+    for (int i = 0; i < 2; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "worker-%d", i);
+        kin_child_spec spec = {.name = name, .restart = KIN_RESTART_PERMANENT};
+        assert_int_equal(kin_supervisor_add(f->sup, &spec), KIN_OK);
+    }
+    assert_int_equal(kin_supervisor_start(f->sup), KIN_OK);
+    uint32_t w0 = running_id(f, "worker-0", KIN_NO_CTX);
+    uint32_t w1 = running_id(f, "worker-1", KIN_NO_CTX);
+    uint32_t id = KIN_NO_CTX;
+    assert_int_equal(kin_node_lookup(master, "worker-1", &id, 5000), KIN_OK);
+    assert_int_equal(id, w1);
+    assert_int_equal(kin_node_lookup(master, kin_node_name(master), &id, 0),
+                     KIN_OK);
+    assert_int_equal(id, KIN_MASTER_ID);
+    assert_int_equal(lookup_from(w0, "worker-1"), w1);
+
+    /* SIGKILL worker-1: its restart is found under its name. */
+    kin_child_info info;
+    assert_int_equal(kin_supervisor_child(f->sup, "worker-1", &info), KIN_OK);
+    assert_int_equal(kill(info.pid, SIGKILL), 0);
+    uint32_t again = running_id(f, "worker-1", w1);
+    assert_int_not_equal(again, w1);
+    assert_int_equal(kin_node_lookup(master, "worker-1", &id, 5000), KIN_OK);
+    assert_int_equal(id, again);
+    assert_int_equal(lookup_from(w0, "worker-1"), again);
+
+    /* A context that stopped is not found; the error comes at once. */
+    assert_int_equal(
+        kin_spawn(master, &(kin_spawn_opts){.name = "temp-1"}, &f->kids[0]),
+        KIN_OK);
+    uint32_t temp = kin_child_id(f->kids[0]);
+    assert_int_equal(kin_node_lookup(master, "temp-1", &id, 5000), KIN_OK);
+    assert_int_equal(id, temp);
+    kin_child_stop(f->kids[0], NULL);
+    kin_child_destroy(&f->kids[0]);
+    double t0 = harness_now_ms();
+    assert_int_equal(kin_node_lookup(master, "temp-1", &id, 0), -ENOENT);
+    assert_int_equal(kin_node_lookup(master, "nobody", &id, 50), -ENOENT);
+    assert_true(harness_now_ms() - t0 < 2000);
+    assert_int_equal(kin_node_lookup(master, "", &id, 0), -EINVAL);
+}
+
 /* The provider row of ctx in a `kin services --json` service, or NULL. */
 static json_t *
 json_provider(json_t *svc, uint32_t ctx)
@@ -652,6 +749,8 @@ main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(providers_come_and_go, setup, teardown),
         cmocka_unit_test_setup_teardown(kin_services_lists_providers, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(lookup_follows_restarts, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(saturation_is_busy_at_the_bound, setup,
                                         teardown),
