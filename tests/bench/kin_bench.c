@@ -29,6 +29,9 @@
 #define IO_TIMEOUT 5000  /* ms: any single wait longer than this is a fault */
 #define PIPE_ROUNDS 10   /* throughput rounds: zmq, kin, kin select */
 #define FANOUT_THREADS 8 /* threads starting (and stopping) the fan-out */
+/* Providers of the "bench" service in the throughput figure (the first is
+ * the latency figures' one provider, the call figures' child). */
+#define SVC_PROVIDERS 4
 
 /* Which kin figures to measure (--only); each comes with its baseline
  * unless --no-zmq. */
@@ -62,6 +65,7 @@ typedef struct results {
     double call_rtt_us, call_rtt_p99_us, call2_rtt_us, call2_rtt_p99_us;
     double icall_rtt_us, icall_rtt_p99_us, icall2_rtt_us, icall2_rtt_p99_us;
     double calls_per_s, calls_per_s_select, calls_per_s_inline;
+    double svc_rtt_us, svc_rtt_p99_us, svc_calls_per_s, calls4_per_s;
     double spawn_ms, spawn_first_call_ms;
     double idle_rss_kib, idle_rss_anon_kib, idle_rss_file_kib, idle_threads;
     double idle_pss_kib, idle_uss_kib;
@@ -90,6 +94,10 @@ static const struct figure {
     {"calls_per_s", offsetof(results, calls_per_s)},
     {"calls_per_s_select", offsetof(results, calls_per_s_select)},
     {"calls_per_s_inline", offsetof(results, calls_per_s_inline)},
+    {"svc_rtt_us", offsetof(results, svc_rtt_us)},
+    {"svc_rtt_p99_us", offsetof(results, svc_rtt_p99_us)},
+    {"svc_calls_per_s", offsetof(results, svc_calls_per_s)},
+    {"calls4_per_s", offsetof(results, calls4_per_s)},
     {"spawn_ms", offsetof(results, spawn_ms)},
     {"spawn_first_call_ms", offsetof(results, spawn_first_call_ms)},
     {"idle_rss_kib", offsetof(results, idle_rss_kib)},
@@ -344,6 +352,20 @@ echo(kin_call *c, void *arg)
     return e ? e : kin_call_return(c, "B", p, len);
 }
 
+/* Offers the "bench" service here, taking `window` calls at a time as a
+ * direct callee would queue them. */
+static kin_err
+offer_bench(kin_call *c, void *arg)
+{
+    (void)arg;
+    int64_t bound = 0;
+    kin_err e = kin_call_args(c, "I", &bound);
+    if (!e)
+        e = kin_service_offer(kin_call_node(c), "bench",
+                              &(kin_service_opts){.bound = (int)bound});
+    return e ? e : kin_call_return(c, "u", 0u);
+}
+
 static kin_err
 spawn_grandchild(kin_call *c, void *arg)
 {
@@ -375,7 +397,10 @@ typedef struct bench {
     results *res;
     kin_node *master;
     kin_child *child; /* serves the call figures */
-    uint32_t gc;      /* its grandchild, 0 if none */
+    /* The "bench" service's providers: child, then SVC_PROVIDERS - 1 more
+     * for the throughput figures. */
+    kin_child *provs[SVC_PROVIDERS];
+    uint32_t gc; /* its grandchild, 0 if none */
     zbench z;
     zpeer peer; /* echoes the baseline's round trips */
     uint8_t payload[PAYLOAD];
@@ -384,7 +409,7 @@ typedef struct bench {
 /* The kinds of round trip, measured alternately: the baseline, a call on
  * the callee's worker pool and one served on its broker thread
  * (kin_export_inline), each over one hop and two. */
-enum { M_ZMQ, M_KIN, M_KIN2, M_KINI, M_KIN2I, M_COUNT };
+enum { M_ZMQ, M_KIN, M_KIN2, M_KINI, M_KIN2I, M_SVC, M_COUNT };
 
 static kin_err
 call_echo(kin_node *n, uint32_t ctx, const uint8_t *payload, bool on_broker)
@@ -414,6 +439,13 @@ round_trip(bench *b, int method)
     case M_KINI:
         return call_echo(b->master, kin_child_id(b->child), b->payload,
                          method == M_KINI);
+    case M_SVC: {
+        kin_msg *r = NULL;
+        kin_err e = kin_service_call(b->master, "bench.echo", IO_TIMEOUT, &r,
+                                     "B", b->payload, (size_t)PAYLOAD);
+        kin_msg_destroy(&r);
+        return e;
+    }
     default:
         return call_echo(b->master, b->gc, b->payload, method == M_KIN2I);
     }
@@ -436,16 +468,20 @@ check_echo(kin_node *n, uint32_t ctx, const uint8_t *payload)
     return e;
 }
 
-static const char *method_names[M_COUNT] = {"zmq round trip", "call",
-                                            "two-hop call", "inline call",
-                                            "two-hop inline call"};
+static const char *method_names[M_COUNT] = {
+    "zmq round trip",      "call",        "two-hop call", "inline call",
+    "two-hop inline call", "service call"};
 
 static kin_err
 run_latency(bench *b)
 {
     const config *cfg = b->cfg;
-    bool on[M_COUNT] = {cfg->zmq, cfg->phases & PH_RTT, cfg->phases & PH_RTT2,
-                        cfg->phases & PH_RTT, cfg->phases & PH_RTT2};
+    bool on[M_COUNT] = {cfg->zmq,
+                        cfg->phases & PH_RTT,
+                        cfg->phases & PH_RTT2,
+                        cfg->phases & PH_RTT,
+                        cfg->phases & PH_RTT2,
+                        cfg->phases & PH_RTT};
     uint64_t *ns[M_COUNT] = {NULL};
     size_t n = (size_t)cfg->samples;
     kin_err e = KIN_OK;
@@ -478,13 +514,13 @@ run_latency(bench *b)
         fprintf(stderr, "kin-bench: %s: %s\n", method_names[cur],
                 kin_strerror(e));
     } else {
-        double *med[M_COUNT] = {&b->res->zmq_rtt_us, &b->res->call_rtt_us,
-                                &b->res->call2_rtt_us, &b->res->icall_rtt_us,
-                                &b->res->icall2_rtt_us};
+        double *med[M_COUNT] = {&b->res->zmq_rtt_us,    &b->res->call_rtt_us,
+                                &b->res->call2_rtt_us,  &b->res->icall_rtt_us,
+                                &b->res->icall2_rtt_us, &b->res->svc_rtt_us};
         double *p99[M_COUNT] = {
-            &b->res->zmq_rtt_p99_us, &b->res->call_rtt_p99_us,
-            &b->res->call2_rtt_p99_us, &b->res->icall_rtt_p99_us,
-            &b->res->icall2_rtt_p99_us};
+            &b->res->zmq_rtt_p99_us,    &b->res->call_rtt_p99_us,
+            &b->res->call2_rtt_p99_us,  &b->res->icall_rtt_p99_us,
+            &b->res->icall2_rtt_p99_us, &b->res->svc_rtt_p99_us};
         for (m = 0; m < M_COUNT; m++) {
             if (!on[m])
                 continue;
@@ -610,6 +646,47 @@ kin_pipelined_select(bench *b, int total, uint64_t *ns)
     return e;
 }
 
+/* total calls with up to `window` in flight, waiting for the oldest
+ * first: to the "bench" service (svc), or to the SVC_PROVIDERS children in
+ * turn. */
+static kin_err
+pipelined4(bench *b, bool svc, int total, uint64_t *ns)
+{
+    int window = b->cfg->window < total ? b->cfg->window : total;
+    kin_receiver **ring = calloc((size_t)window, sizeof *ring);
+    if (!ring)
+        return -ENOMEM;
+    kin_err e = KIN_OK;
+    int issued = 0, done = 0;
+    uint64_t t0 = now_ns();
+    for (int head = 0; done < total && !e; head = (head + 1) % window) {
+        if (ring[head]) {
+            kin_msg *m = NULL;
+            e = kin_call_wait(ring[head], IO_TIMEOUT, &m);
+            kin_msg_destroy(&m);
+            kin_receiver_destroy(&ring[head]);
+            done++;
+        }
+        if (!e && issued < total) {
+            if (svc)
+                e = kin_service_call_async(b->master, "bench.echo", IO_TIMEOUT,
+                                           &ring[head], "B", b->payload,
+                                           (size_t)PAYLOAD);
+            else
+                e = kin_call_async(
+                    b->master, kin_child_id(b->provs[issued % SVC_PROVIDERS]),
+                    "bench.echo", &ring[head], "B", b->payload,
+                    (size_t)PAYLOAD);
+            issued++;
+        }
+    }
+    *ns += now_ns() - t0;
+    for (int i = 0; i < window; i++)
+        kin_receiver_destroy(&ring[i]);
+    free(ring);
+    return e;
+}
+
 static kin_err
 run_throughput(bench *b)
 {
@@ -617,9 +694,13 @@ run_throughput(bench *b)
     int per = cfg->pipelined / PIPE_ROUNDS;
     if (per < 1)
         per = 1;
-    uint64_t zns = 0, kns = 0, sns = 0, ins = 0;
+    uint64_t zns = 0, kns = 0, sns = 0, ins = 0, vns = 0, dns = 0;
     kin_err e = KIN_OK;
     for (int r = 0; r < PIPE_ROUNDS && !e; r++) {
+        if (!e)
+            e = pipelined4(b, true, per, &vns);
+        if (!e)
+            e = pipelined4(b, false, per, &dns);
         if (cfg->zmq && zmq_pipelined(b, per, &zns))
             e = zerr();
         if (!e)
@@ -639,6 +720,8 @@ run_throughput(bench *b)
     b->res->calls_per_s = total / ((double)kns / 1e9);
     b->res->calls_per_s_select = total / ((double)sns / 1e9);
     b->res->calls_per_s_inline = total / ((double)ins / 1e9);
+    b->res->svc_calls_per_s = total / ((double)vns / 1e9);
+    b->res->calls4_per_s = total / ((double)dns / 1e9);
     return 0;
 }
 
@@ -875,6 +958,25 @@ run(const config *cfg, results *res)
         fprintf(stderr, "kin-bench: spawn: %s\n", kin_strerror(e));
         goto out;
     }
+    b.provs[0] = b.child;
+    for (int i = 0; calls && i < SVC_PROVIDERS; i++) {
+        if (i && !(cfg->phases & PH_PIPE))
+            break;
+        if (i && (e = kin_spawn(b.master, NULL, &b.provs[i]))) {
+            fprintf(stderr, "kin-bench: spawn: %s\n", kin_strerror(e));
+            goto out;
+        }
+        /* Its offer reaches this table before the reply, on the same
+         * link. */
+        kin_msg *r = NULL;
+        e = kin_call_sync(b.master, kin_child_id(b.provs[i]), "bench.offer",
+                          IO_TIMEOUT, &r, "I", (int64_t)cfg->window);
+        kin_msg_destroy(&r);
+        if (e) {
+            fprintf(stderr, "kin-bench: offer: %s\n", kin_strerror(e));
+            goto out;
+        }
+    }
     if (cfg->phases & PH_RTT2) {
         kin_msg *r = NULL;
         e = kin_call_sync(b.master, kin_child_id(b.child),
@@ -904,6 +1006,8 @@ out:
         kin_msg_destroy(&r);
     }
     kin_child_destroy(&b.child);
+    for (int i = 1; i < SVC_PROVIDERS; i++)
+        kin_child_destroy(&b.provs[i]);
     /* Stops and reaps any child still running. */
     kin_node_destroy(&b.master);
     return rc;
@@ -977,6 +1081,10 @@ print_table(const config *cfg, const results *r)
         NAN, 250000, true);
     row("pipelined inline calls/s", r->calls_per_s_inline, r->zmq_msgs_per_s,
         NAN, 250000, true);
+    row("service call rtt median (us)", r->svc_rtt_us, r->call_rtt_us, NAN, NAN,
+        false);
+    row("4 providers: svc calls/s", r->svc_calls_per_s, r->calls4_per_s, NAN,
+        NAN, true);
     row("spawn-to-first-call (ms)", r->spawn_first_call_ms,
         r->zmq_spawn_first_ms, NAN, 5, false);
     row("idle child RSS (KiB)", r->idle_rss_kib, r->zmq_peer_rss_kib, NAN, 4096,
@@ -1095,6 +1203,7 @@ main(int argc, char **argv)
     kin_export("bench.spawn_grandchild", spawn_grandchild, &g,
                KIN_POLICY_PARENT);
     kin_export("bench.stop_grandchild", stop_grandchild, &g, KIN_POLICY_PARENT);
+    kin_export("bench.offer", offer_bench, NULL, KIN_POLICY_PARENT);
     if (kin_is_child()) {
         kin_node *n;
         return kin_init(&n, NULL) ? 1 : 0;
