@@ -188,8 +188,8 @@ job_fn(kin_call *call, void *arg)
     else
         KIN_LOGD("job done", KIN_F("job", id), KIN_F("primes", primes),
                  KIN_F("ms", (int)ms));
-    return kin_send(kin_call_node(call), to_ctx, to_handle, "uUdd", id, primes,
-                    ms, cpu_ms);
+    return kin_send(kin_call_node(call), to_ctx, to_handle, "uUdds", id, primes,
+                    ms, cpu_ms, kin_node_name(kin_call_node(call)));
 }
 
 static void
@@ -244,10 +244,8 @@ grow_fn(kin_call *call, void *arg)
 typedef struct job {
     uint32_t id;
     uint64_t lo, hi;
-    int worker;         /* index it runs on, -1 when queued */
-    kin_receiver *call; /* the job call in flight */
-    bool done;
-    int tries;
+    kin_receiver *call; /* the job's service call in flight */
+    bool sent, done;
 } job;
 
 typedef struct demo {
@@ -257,10 +255,8 @@ typedef struct demo {
     kin_select *sel;
     kin_logsub *logs;
     job *jobs;
-    int n_jobs, done, retried;
-    int busy[N_WORKERS];       /* job index or -1 */
-    uint32_t ctx[N_WORKERS];   /* current context id, 0 while down */
-    uint32_t lost[N_WORKERS];  /* a context id seen to die */
+    int n_jobs, done, failed;
+    int in_flight, next;       /* service calls out; the next job to send */
     int per_worker[N_WORKERS]; /* jobs finished */
     uint64_t primes;
     double t0, cpu_ms; /* CPU time the finished jobs took, all workers */
@@ -382,38 +378,37 @@ on_event(kin_supervisor *s, const kin_sup_event *ev, void *arg)
             RESET);
 }
 
+/* Sends jobs to the "demo" service, N_WORKERS at a time: the service
+ * layer picks a worker for each, and retries a job on another worker when
+ * its worker dies mid-job (demo.job is exported idempotent). */
 static kin_err
-dispatch(demo *d, int w)
+dispatch(demo *d)
 {
-    for (int i = 0; i < d->n_jobs; i++) {
-        job *j = &d->jobs[i];
-        if (j->done || j->worker >= 0)
-            continue;
-        kin_err e = kin_call_async(
-            d->node, d->ctx[w], "demo.job", &j->call, "uUUuu", j->id, j->lo,
+    while (d->in_flight < N_WORKERS && d->next < d->n_jobs) {
+        job *j = &d->jobs[d->next];
+        kin_err e = kin_service_call_async(
+            d->node, "demo.job", CALL_MS, &j->call, "uUUuu", j->id, j->lo,
             j->hi, kin_node_id(d->node), kin_receiver_handle(d->results));
         if (e)
             return e;
         kin_select_add(d->sel, kin_receiver_latch(j->call), j);
-        j->worker = w;
-        j->tries++;
-        d->busy[w] = i;
-        return KIN_OK;
+        j->sent = true;
+        d->next++;
+        d->in_flight++;
     }
     return KIN_OK;
 }
 
-/* A worker came back from the supervisor: note its new context. */
-static void
-refresh_workers(demo *d)
+/* Calls the service layer retried on another worker. */
+static unsigned long long
+service_retries(demo *d)
 {
-    for (int w = 0; w < N_WORKERS; w++) {
-        kin_child_info info;
-        if (kin_supervisor_child(d->sup, worker_names[w], &info) == KIN_OK &&
-            info.state == KIN_CHILD_RUNNING && info.id != d->ctx[w] &&
-            info.id != d->lost[w])
-            d->ctx[w] = info.id;
-    }
+    kin_service_info info[8];
+    int count = kin_service_list(d->node, info, 8, NULL, 0);
+    for (int i = 0; i < count && i < 8; i++)
+        if (!strcmp(info[i].name, "demo"))
+            return (unsigned long long)info[i].retried;
+    return 0;
 }
 
 static int
@@ -503,13 +498,21 @@ step(demo *d)
         uint32_t id;
         uint64_t primes;
         double ms, cpu_ms;
-        if (kin_msg_unpack(m, "uUdd", &id, &primes, &ms, &cpu_ms) == KIN_OK &&
+        const char *who = NULL;
+        size_t who_len = 0;
+        /* A job retried after its worker sent the result and died comes
+         * back twice: counted once. */
+        if (kin_msg_unpack(m, "uUddS", &id, &primes, &ms, &cpu_ms, &who,
+                           &who_len) == KIN_OK &&
             id < (uint32_t)d->n_jobs && !d->jobs[id].done) {
             d->jobs[id].done = true;
             d->done++;
             d->primes += primes;
             d->cpu_ms += cpu_ms;
-            d->per_worker[d->jobs[id].worker]++;
+            for (int w = 0; w < N_WORKERS; w++)
+                if (strlen(worker_names[w]) == who_len &&
+                    !memcmp(worker_names[w], who, who_len))
+                    d->per_worker[w]++;
         }
         kin_msg_destroy(&m);
     }
@@ -518,20 +521,15 @@ step(demo *d)
     if (e == KIN_ETIMEOUT || e == KIN_ECLOSED)
         return false;
     job *j = tag;
-    int w = j->worker;
     e = kin_call_result_of(&m);
     kin_msg_destroy(&m);
     kin_receiver_destroy(&j->call);
-    d->busy[w] = -1;
-    if (e) {
-        /* Its worker went away mid-job: queue it again. */
-        say(d, "%smaster: job %u lost on %s (%s); it will be retried%s\n",
-            YELLOW, j->id, worker_names[w], kin_strerror(e), RESET);
-        j->worker = -1;
-        if (d->ctx[w])
-            d->lost[w] = d->ctx[w];
-        d->ctx[w] = 0;
-        d->retried++;
+    d->in_flight--;
+    if (e && !j->done) {
+        /* The service layer gave up on it (no retry here): say so. */
+        say(d, "%smaster: job %u failed: %s%s\n", YELLOW, j->id,
+            kin_strerror(e), RESET);
+        d->failed++;
     }
     return true;
 }
@@ -545,8 +543,7 @@ run(demo *d, int n_jobs, uint64_t limit, bool linger)
     for (int i = 0; i < n_jobs; i++)
         d->jobs[i] = (job){.id = (uint32_t)i,
                            .lo = (uint64_t)i * span,
-                           .hi = (uint64_t)(i + 1) * span,
-                           .worker = -1};
+                           .hi = (uint64_t)(i + 1) * span};
     kin_receiver_new(&d->results, d->node, 0, KIN_POLICY_ANY, KIN_NO_CTX);
     kin_select_new(&d->sel, true);
 
@@ -562,9 +559,13 @@ run(demo *d, int n_jobs, uint64_t limit, bool linger)
                               .on_event = on_event,
                               .arg = d};
     kin_err e = kin_supervisor_new(&d->sup, d->node, &so);
+    /* Each worker provides the "demo" service: the supervisor offers it
+     * for them on every (re)start, and holds calls while one restarts. */
+    static const char *const services[] = {"demo", NULL};
     for (int w = 0; !e && w < N_WORKERS; w++) {
         kin_child_spec spec = {.name = worker_names[w],
-                               .restart = KIN_RESTART_PERMANENT};
+                               .restart = KIN_RESTART_PERMANENT,
+                               .services = services};
         e = kin_supervisor_add(d->sup, &spec);
     }
     if (!e)
@@ -574,9 +575,6 @@ run(demo *d, int n_jobs, uint64_t limit, bool linger)
                 kin_strerror(e));
         return 1;
     }
-    for (int w = 0; w < N_WORKERS; w++)
-        d->busy[w] = -1;
-    refresh_workers(d);
     print_tree(d);
 
     say(d,
@@ -587,11 +585,11 @@ run(demo *d, int n_jobs, uint64_t limit, bool linger)
         BOLD, n_jobs, RESET, (unsigned long long)limit);
     d->t0 = now_ms();
     bool shown_ps = false;
-    while (d->done < d->n_jobs) {
-        refresh_workers(d);
-        for (int w = 0; w < N_WORKERS; w++)
-            if (d->ctx[w] && d->busy[w] < 0)
-                dispatch(d, w);
+    while (d->done + d->failed < d->n_jobs) {
+        if ((e = dispatch(d))) {
+            say(d, "kin-demo: sending a job: %s\n", kin_strerror(e));
+            break;
+        }
         step(d);
         show_logs(d);
         if (!d->killed && d->done >= d->n_jobs / 3) {
@@ -657,8 +655,9 @@ run(demo *d, int n_jobs, uint64_t limit, bool linger)
     for (int w = 0; w < N_WORKERS; w++)
         printf(" %s %d%s", worker_names[w], d->per_worker[w],
                w + 1 < N_WORKERS ? "," : "\n");
-    printf("  worker restarts: %u, jobs retried after a loss: %d\n", restarts,
-           d->retried);
+    printf("  worker restarts: %u, calls the service layer retried on "
+           "another worker: %llu\n",
+           restarts, service_retries(d));
 
     if (linger) {
         printf("\n%sStill running%s (pid %d). In another terminal try:\n", BOLD,
@@ -710,7 +709,10 @@ int
 main(int argc, char **argv)
 {
     kin_export("demo.count", count_fn, NULL, KIN_POLICY_PARENT);
-    kin_export("demo.job", job_fn, NULL, KIN_POLICY_PARENT);
+    /* Idempotent: run twice, it sends the same result twice, and the
+     * master counts a job once. */
+    kin_export_flags("demo.job", job_fn, NULL, KIN_POLICY_PARENT,
+                     KIN_EXPORT_IDEMPOTENT);
     kin_export("demo.grow", grow_fn, NULL, KIN_POLICY_PARENT);
 
     bool linger = false;
