@@ -1,8 +1,9 @@
 /* Picture-string packing and reading of msgpack bodies (kin/pack.h): a
- * growable buffer with a msgpack-c packer that appends to it, and a reader
- * that walks top-level objects and the arrays and maps opened inside them. */
+ * msgpack-c packer that appends to a kin_buf (core/buf.c), and a reader that
+ * walks top-level objects and the arrays and maps opened inside them. */
 #include <kin/pack.h>
 
+#include "core/buf.h"
 #include "core/pack_internal.h"
 
 #include <errno.h>
@@ -18,84 +19,6 @@
 
 #define DEPTH_MAX                                                              \
     ((int)(sizeof((kin_reader *)0)->stack / sizeof(struct kin_reader_frame)))
-
-void
-kin_buf_init(kin_buf *b)
-{
-    b->data = NULL;
-    b->len = 0;
-    b->cap = 0;
-}
-
-void
-kin_buf_release(kin_buf *b)
-{
-    if (!b)
-        return;
-    free(b->data);
-    kin_buf_init(b);
-}
-
-static kin_err
-reserve(kin_buf *b, size_t n)
-{
-    if (n <= b->cap - b->len)
-        return KIN_OK;
-    if (n > SIZE_MAX - b->len)
-        return -ENOMEM;
-    size_t need = b->len + n;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < need)
-        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    char *data = realloc(b->data, cap);
-    if (!data)
-        return -ENOMEM;
-    b->data = data;
-    b->cap = cap;
-    return KIN_OK;
-}
-
-/* msgpack-c's write callback: 0 on success, and any other value is passed
- * back by the msgpack_pack_* call that wrote. */
-static int
-append(void *data, const char *buf, size_t len)
-{
-    kin_buf *b = data;
-    /* Empty str and bin bodies arrive here too, possibly with buf NULL,
-     * which memcpy must not be given. */
-    if (len == 0)
-        return 0;
-    if (reserve(b, len) != KIN_OK)
-        return -1;
-    memcpy(b->data + b->len, buf, len);
-    b->len += len;
-    return 0;
-}
-
-kin_err
-kin_buf_printf(kin_buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return -EINVAL;
-    kin_err e = reserve(b, (size_t)n + 1);
-    if (e)
-        return e;
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-    return KIN_OK;
-}
-
-void
-kin_buf_packer(kin_buf *b, msgpack_packer *pk)
-{
-    msgpack_packer_init(pk, b, append);
-}
 
 /* msgpack_unpack's failures as kin codes. NOMEM also stands for objects
  * nested deeper than msgpack-c's fixed stack of 32, and for sizes too big to
@@ -363,7 +286,7 @@ pack_one(msgpack_packer *pk, char c, va_list *ap)
         kin_err e = check_one_object(p, len);
         if (e != KIN_OK)
             return e;
-        rc = append(pk->data, p, len);
+        rc = pk->callback(pk->data, p, len);
         break;
     }
     }

@@ -22,6 +22,7 @@
 
 #include <zmq.h>
 
+#include "core/buf.h"
 #include "core/log_internal.h"
 #include "core/task.h"
 #include "router/zctx.h"
@@ -253,20 +254,20 @@ emit_body(int level, const char *file, int line, const char *msg,
           size_t msg_len, const kin_field *fields)
 {
     kin_task *t = kin_task_self();
-    kin__lbuf b;
-    kin__lbuf_init(&b);
-    kin__logrec_body(&b, level, clock_ns(CLOCK_REALTIME),
-                     clock_ns(CLOCK_MONOTONIC), t ? t->id : 0, file, line, msg,
-                     msg_len, fields);
-    if (!b.failed) {
+    char mem[KIN__LOG_BODY_INLINE];
+    kin_buf b;
+    kin__buf_init_fixed(&b, mem, sizeof mem);
+    if (!kin__logrec_body(&b, level, clock_ns(CLOCK_REALTIME),
+                          clock_ns(CLOCK_MONOTONIC), t ? t->id : 0, file, line,
+                          msg, msg_len, fields)) {
         pthread_mutex_lock(&g_mu);
         struct kin__logs *p = g_list;
         if (p && level >= g_floor)
             enqueue_locked(p, kin__log_bucket(level), KIN_LOGREC_LOG, p->id,
-                           NULL, 0, b.p, b.len);
+                           NULL, 0, b.data, b.len);
         pthread_mutex_unlock(&g_mu);
     }
-    kin__lbuf_fini(&b);
+    kin_buf_release(&b);
 }
 
 void
@@ -317,20 +318,21 @@ kin__logs_child_line(kin_node *n, uint32_t child_id, const char *child_name,
     pthread_mutex_unlock(&g_mu);
     if (!want)
         return;
-    kin__lbuf b;
-    kin__lbuf_init(&b);
-    kin__logrec_body(&b, level, clock_ns(CLOCK_REALTIME),
-                     clock_ns(CLOCK_MONOTONIC), 0, "", 0, line, len, NULL);
-    if (!b.failed) {
+    char mem[KIN__LOG_BODY_INLINE];
+    kin_buf b;
+    kin__buf_init_fixed(&b, mem, sizeof mem);
+    if (!kin__logrec_body(&b, level, clock_ns(CLOCK_REALTIME),
+                          clock_ns(CLOCK_MONOTONIC), 0, "", 0, line, len,
+                          NULL)) {
         const char *name = child_name ? child_name : "";
         pthread_mutex_lock(&g_mu);
         if (logs_of(n) == p)
             enqueue_locked(p, kin__log_bucket(level),
                            is_stderr ? KIN_LOGREC_STDERR : KIN_LOGREC_STDOUT,
-                           child_id, name, strlen(name), b.p, b.len);
+                           child_id, name, strlen(name), b.data, b.len);
         pthread_mutex_unlock(&g_mu);
     }
-    kin__lbuf_fini(&b);
+    kin_buf_release(&b);
 }
 
 /* --- broker thread: sending ----------------------------------------------- */
@@ -435,15 +437,16 @@ send_notice(struct kin__logs *p, uint32_t ctx, bstream *bs, int bucket)
     kin_field f[3] = {KIN_FUINT("dropped", count),
                       KIN_FUINT("dropped_total", bs->drops[bucket] + count),
                       KIN__FEND};
-    kin__lbuf b;
-    kin__lbuf_init(&b);
-    kin__logrec_body(&b, kin__log_bucket_level(bucket),
-                     clock_ns(CLOCK_REALTIME), clock_ns(CLOCK_MONOTONIC), 0, "",
-                     0, msg, (size_t)ml, f);
-    int r = b.failed ? 0
-                     : publish(p, bucket, KIN_LOGREC_DROPPED, ctx, NULL, 0, b.p,
-                               b.len, count);
-    kin__lbuf_fini(&b);
+    char mem[KIN__LOG_BODY_INLINE];
+    kin_buf b;
+    kin__buf_init_fixed(&b, mem, sizeof mem);
+    kin_err be = kin__logrec_body(
+        &b, kin__log_bucket_level(bucket), clock_ns(CLOCK_REALTIME),
+        clock_ns(CLOCK_MONOTONIC), 0, "", 0, msg, (size_t)ml, f);
+    int r = be ? 0
+               : publish(p, bucket, KIN_LOGREC_DROPPED, ctx, NULL, 0, b.data,
+                         b.len, count);
+    kin_buf_release(&b);
     if (!r) {
         bs->unannounced[bucket] = 0;
         atomic_fetch_add(&p->notices, 1);

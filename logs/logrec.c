@@ -5,6 +5,8 @@
  * Every read is bounds-checked: records come from the network. */
 #include "logs/logrec.h"
 
+#include "core/buf.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -106,45 +108,22 @@ kin_logrec_kind_name(kin_logrec_kind kind)
 
 /* --- encoding ------------------------------------------------------------- */
 
-void
-kin__lbuf_init(kin__lbuf *b)
-{
-    b->p = b->inline_;
-    b->len = 0;
-    b->cap = sizeof b->inline_;
-    b->failed = false;
-}
-
-void
-kin__lbuf_fini(kin__lbuf *b)
-{
-    if (b->p != b->inline_)
-        free(b->p);
-    kin__lbuf_init(b);
-}
+/* A writer into a kin_buf that remembers its first failed allocation, so
+ * that a record is written without a check after every item. */
+typedef struct wr {
+    kin_buf *b;
+    bool failed;
+} wr;
 
 /* Room for n more bytes, or NULL (and failed). */
 static unsigned char *
-room(kin__lbuf *b, size_t n)
+room(wr *w, size_t n)
 {
-    if (b->failed)
+    if (w->failed)
         return NULL;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap * 2;
-        while (cap < b->len + n)
-            cap *= 2;
-        char *p = b->p == b->inline_ ? malloc(cap) : realloc(b->p, cap);
-        if (!p) {
-            b->failed = true;
-            return NULL;
-        }
-        if (b->p == b->inline_)
-            memcpy(p, b->inline_, b->len);
-        b->p = p;
-        b->cap = cap;
-    }
-    unsigned char *at = (unsigned char *)b->p + b->len;
-    b->len += n;
+    unsigned char *at = (unsigned char *)kin__buf_extend(w->b, n);
+    if (!at)
+        w->failed = true;
     return at;
 }
 
@@ -159,7 +138,7 @@ be(unsigned char *p, uint64_t v, int bytes)
 
 /* A type byte and a big-endian value of `bytes` bytes. */
 static void
-w_tagged(kin__lbuf *b, unsigned char tag, uint64_t v, int bytes)
+w_tagged(wr *b, unsigned char tag, uint64_t v, int bytes)
 {
     unsigned char *p = room(b, 1 + (size_t)bytes);
     if (p) {
@@ -169,7 +148,7 @@ w_tagged(kin__lbuf *b, unsigned char tag, uint64_t v, int bytes)
 }
 
 static void
-w_uint(kin__lbuf *b, uint64_t v)
+w_uint(wr *b, uint64_t v)
 {
     if (v < 128) {
         unsigned char *p = room(b, 1);
@@ -187,7 +166,7 @@ w_uint(kin__lbuf *b, uint64_t v)
 }
 
 static void
-w_int(kin__lbuf *b, int64_t v)
+w_int(wr *b, int64_t v)
 {
     if (v >= 0) {
         w_uint(b, (uint64_t)v);
@@ -207,7 +186,7 @@ w_int(kin__lbuf *b, int64_t v)
 }
 
 static void
-w_double(kin__lbuf *b, double d)
+w_double(wr *b, double d)
 {
     uint64_t bits;
     memcpy(&bits, &d, sizeof bits);
@@ -215,7 +194,7 @@ w_double(kin__lbuf *b, double d)
 }
 
 static void
-w_simple(kin__lbuf *b, unsigned char c)
+w_simple(wr *b, unsigned char c)
 {
     unsigned char *p = room(b, 1);
     if (p)
@@ -224,7 +203,7 @@ w_simple(kin__lbuf *b, unsigned char c)
 
 /* Headers of str (fix 0xa0), array (fix 0x90) and map (fix 0x80). */
 static void
-w_header(kin__lbuf *b, unsigned char fix, unsigned fix_max,
+w_header(wr *b, unsigned char fix, unsigned fix_max,
          const unsigned char tags[3], uint32_t n)
 {
     if (n <= fix_max)
@@ -243,7 +222,7 @@ static const unsigned char map_tags[3] = {0, 0xde, 0xdf};
 
 /* A string cut to max bytes; NULL is nil. len SIZE_MAX: NUL-terminated. */
 static void
-w_str(kin__lbuf *b, const char *s, size_t len, size_t max)
+w_str(wr *b, const char *s, size_t len, size_t max)
 {
     if (!s) {
         w_simple(b, 0xc0);
@@ -259,11 +238,12 @@ w_str(kin__lbuf *b, const char *s, size_t len, size_t max)
         memcpy(p, s, len);
 }
 
-void
-kin__logrec_body(kin__lbuf *b, int level, uint64_t wall_ns, uint64_t mono_ns,
+kin_err
+kin__logrec_body(kin_buf *out, int level, uint64_t wall_ns, uint64_t mono_ns,
                  uint32_t task, const char *file, int line, const char *msg,
                  size_t msg_len, const kin_field *fields)
 {
+    wr w = {.b = out}, *b = &w;
     w_int(b, level);
     w_uint(b, wall_ns);
     w_uint(b, mono_ns);
@@ -299,6 +279,7 @@ kin__logrec_body(kin__lbuf *b, int level, uint64_t wall_ns, uint64_t mono_ns,
             break;
         }
     }
+    return w.failed ? -ENOMEM : KIN_OK;
 }
 
 size_t
@@ -306,8 +287,11 @@ kin__logrec_head(char *out, int bucket, uint64_t seq, uint32_t pub,
                  uint32_t pub_ctx, uint32_t ctx, const char *name,
                  size_t name_len, int pid, kin_logrec_kind kind, uint64_t drops)
 {
-    kin__lbuf b;
-    kin__lbuf_init(&b); /* inline: the head is small and bounded */
+    /* Written straight into out: at most 111 bytes (a 63-byte name and
+     * every number at its widest), well under KIN__LOG_HEAD_MAX. */
+    kin_buf kb;
+    kin__buf_init_fixed(&kb, out, KIN__LOG_HEAD_MAX);
+    wr b = {.b = &kb};
     unsigned char *t = room(&b, KIN__LOG_TOPIC_LEN);
     kin__log_topic(t, bucket, ctx);
     if (name_len > 63)
@@ -322,8 +306,9 @@ kin__logrec_head(char *out, int bucket, uint64_t seq, uint32_t pub,
     w_int(&b, pid);
     w_uint(&b, kind);
     w_uint(&b, drops);
-    memcpy(out, b.p, b.len);
-    return b.len;
+    size_t len = kb.len;
+    kin_buf_release(&kb); /* frees nothing: out was big enough */
+    return len;
 }
 
 /* --- decoding ------------------------------------------------------------- */

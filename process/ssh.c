@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/log_internal.h"
 #include "logs/logs.h"
 #include "router/router.h"
@@ -54,50 +55,26 @@ static const char bootstrap[] =
     "unset KIN_BOOT_CLEAN KIN_BOOT_PROGRAM KIN_BOOT_SIZE; "
     "\"$p\" \"$@\"";
 
-/* A growing string; ok turns false on the first failed allocation. */
-typedef struct strbuf {
-    char *s;
-    size_t len, cap;
-    bool ok;
-} strbuf;
-
+/* Appends to a string; *ok turns false on the first failed allocation. */
 static void
-sb_add(strbuf *b, const char *s, size_t len)
+sb_str(kin_buf *b, bool *ok, const char *s)
 {
-    if (!b->ok)
-        return;
-    if (b->len + len + 1 > b->cap) {
-        size_t cap = (b->len + len + 1) * 2;
-        char *s2 = realloc(b->s, cap);
-        if (!s2) {
-            b->ok = false;
-            return;
-        }
-        b->s = s2;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, len);
-    b->len += len;
-    b->s[b->len] = 0;
-}
-
-static void
-sb_str(strbuf *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
+    if (*ok && kin__buf_str(b, s))
+        *ok = false;
 }
 
 /* s as one word for a POSIX shell: '...' with ' written as '\''. */
 static void
-sb_quoted(strbuf *b, const char *s)
+sb_quoted(kin_buf *b, bool *ok, const char *s)
 {
-    sb_str(b, "'");
+    sb_str(b, ok, "'");
     for (const char *q; (q = strchr(s, '\'')); s = q + 1) {
-        sb_add(b, s, (size_t)(q - s));
-        sb_str(b, "'\\''");
+        if (*ok && kin__buf_add(b, s, (size_t)(q - s)))
+            *ok = false;
+        sb_str(b, ok, "'\\''");
     }
-    sb_str(b, s);
-    sb_str(b, "'");
+    sb_str(b, ok, s);
+    sb_str(b, ok, "'");
 }
 
 static char *
@@ -242,49 +219,51 @@ kin__ssh_prepare(kin_node *n, const kin_spawn_opts *o, const kin__child_link *l,
         e = -ENOMEM;
         goto out;
     }
-    strbuf b = {.ok = true};
+    kin_buf b = {0};
+    bool ok = true;
     for (int i = 0; i < count; i++) {
-        sb_str(&b, vars[i]);
-        sb_str(&b, "\n");
+        sb_str(&b, &ok, vars[i]);
+        sb_str(&b, &ok, "\n");
         free(vars[i]);
     }
     char line[256];
     snprintf(line, sizeof line, "KIN_BOOT_CLEAN=%s %s\n", up_direct ? "" : r_up,
              log ? r_log : "");
-    sb_str(&b, line);
+    sb_str(&b, &ok, line);
     p->stream_self = !o->program;
     if (o->program) {
-        sb_str(&b, "KIN_BOOT_PROGRAM=");
-        sb_str(&b, o->program);
-        sb_str(&b, "\n");
+        sb_str(&b, &ok, "KIN_BOOT_PROGRAM=");
+        sb_str(&b, &ok, o->program);
+        sb_str(&b, &ok, "\n");
     } else {
         struct stat st;
         if (stat("/proc/self/exe", &st)) {
             e = -errno;
-            free(b.s);
+            kin_buf_release(&b);
             goto out;
         }
         snprintf(line, sizeof line, "KIN_BOOT_SIZE=%lld\n",
                  (long long)st.st_size);
-        sb_str(&b, line);
+        sb_str(&b, &ok, line);
     }
-    sb_str(&b, "\n");
-    if (!b.ok) {
-        free(b.s);
+    sb_str(&b, &ok, "\n");
+    if (!ok) {
+        kin_buf_release(&b);
         e = -ENOMEM;
         goto out;
     }
-    p->boot = b.s;
+    p->boot = b.data;
     p->boot_len = b.len;
 
     /* The remote command: the bootstrap and the program's arguments. */
-    strbuf cmd = {.ok = true};
-    sb_str(&cmd, "exec /bin/sh -c '");
-    sb_str(&cmd, bootstrap);
-    sb_str(&cmd, "' kin-boot");
+    kin_buf cmd = {0};
+    bool cmd_ok = true;
+    sb_str(&cmd, &cmd_ok, "exec /bin/sh -c '");
+    sb_str(&cmd, &cmd_ok, bootstrap);
+    sb_str(&cmd, &cmd_ok, "' kin-boot");
     for (size_t i = 1; o->argv && o->argv[i]; i++) {
-        sb_str(&cmd, " ");
-        sb_quoted(&cmd, o->argv[i]);
+        sb_str(&cmd, &cmd_ok, " ");
+        sb_quoted(&cmd, &cmd_ok, o->argv[i]);
     }
 
     /* ssh takes the first value given for an option: the caller's
@@ -292,8 +271,8 @@ kin__ssh_prepare(kin_node *n, const kin_spawn_opts *o, const kin__child_link *l,
     size_t extra = 0;
     while (o->ssh_args && o->ssh_args[extra])
         extra++;
-    if (!(p->argv = calloc(extra + 32, sizeof *p->argv)) || !cmd.ok) {
-        free(cmd.s);
+    if (!(p->argv = calloc(extra + 32, sizeof *p->argv)) || !cmd_ok) {
+        kin_buf_release(&cmd);
         e = -ENOMEM;
         goto out;
     }
@@ -350,7 +329,7 @@ kin__ssh_prepare(kin_node *n, const kin_spawn_opts *o, const kin__child_link *l,
     words[w++] = o->host;
     for (size_t i = 0; i < w; i++)
         p->argv[k++] = strdup(words[i]);
-    p->argv[k++] = cmd.s;
+    p->argv[k++] = cmd.data;
     for (size_t i = 0; i < k; i++)
         if (!p->argv[i])
             e = -ENOMEM;

@@ -15,6 +15,8 @@
 
 #include <kin/pack.h>
 
+#include "core/buf.h"
+
 #include "integration/harness.h"
 
 /* Packs picture into a fresh buffer through kin_vpack and checks the bytes. */
@@ -133,6 +135,36 @@ buf_release_frees_and_resets(void **state)
     assert_int_equal(b.cap, 0);
     kin_buf_release(&b);
     kin_buf_release(NULL);
+}
+
+/* A buffer started in caller storage writes there until it is full, then
+ * moves to the heap with what it held; release leaves the storage alone. */
+static void
+buf_moves_from_fixed_storage_to_heap(void **state)
+{
+    (void)state;
+    char mem[8];
+    kin_buf b;
+    kin__buf_init_fixed(&b, mem, sizeof mem);
+    assert_int_equal(kin__buf_str(&b, "abc"), KIN_OK);
+    assert_ptr_equal(b.data, mem);
+    assert_string_equal(mem, "abc");
+    assert_int_equal(kin__buf_str(&b, "defghij"), KIN_OK);
+    assert_ptr_not_equal(b.data, mem);
+    assert_int_equal(b.len, 10);
+    assert_string_equal(b.data, "abcdefghij");
+    char *at = kin__buf_extend(&b, 2);
+    assert_non_null(at);
+    memcpy(at, "kl", 2);
+    assert_int_equal(b.len, 12);
+    assert_memory_equal(b.data, "abcdefghijkl", 12);
+    kin_buf_release(&b); /* frees the heap copy, not mem */
+    assert_null(b.data);
+    assert_int_equal(b.len, 0);
+    kin__buf_init_fixed(&b, mem, sizeof mem);
+    assert_int_equal(kin__buf_add(&b, "xy", 2), KIN_OK);
+    kin_buf_release(&b);
+    assert_null(b.data);
 }
 
 static void
@@ -1150,6 +1182,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(buf_release_frees_and_resets),
+        cmocka_unit_test(buf_moves_from_fixed_storage_to_heap),
         cmocka_unit_test(pack_writes_msgpack_bytes),
         cmocka_unit_test(scalars_round_trip),
         cmocka_unit_test(integers_cross_sizes_within_range),
