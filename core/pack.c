@@ -173,6 +173,36 @@ scan_one(const void *data, size_t len, size_t *framing)
 }
 
 size_t
+kin__mp_header(const void *p, size_t len, kin__mp_kind kind, uint32_t *n)
+{
+    static const struct {
+        uint8_t fix, fix_max, tags[3]; /* tags: 8-, 16-, 32-bit counts */
+    } k[] = {[KIN__MP_ARRAY] = {0x90, 15, {0, 0xdc, 0xdd}},
+             [KIN__MP_MAP] = {0x80, 15, {0, 0xde, 0xdf}},
+             [KIN__MP_STR] = {0xa0, 31, {0xd9, 0xda, 0xdb}}};
+    const uint8_t *b = p;
+    if (!len)
+        return 0;
+    if (b[0] >= k[kind].fix && b[0] <= k[kind].fix + k[kind].fix_max) {
+        *n = b[0] - k[kind].fix;
+        return 1;
+    }
+    for (size_t t = 0; t < 3; t++) {
+        size_t bytes = (size_t)1 << t;
+        if (!k[kind].tags[t] || b[0] != k[kind].tags[t])
+            continue;
+        if (len < 1 + bytes)
+            return 0;
+        uint32_t v = 0;
+        for (size_t i = 1; i <= bytes; i++)
+            v = v << 8 | b[i];
+        *n = v;
+        return 1 + bytes;
+    }
+    return 0;
+}
+
+size_t
 kin__msgpack_scan(const void *data, size_t len)
 {
     size_t framing = 0;
@@ -445,23 +475,6 @@ take_pass(kin_reader *r, msgpack_object *obj, size_t *start)
     return e == KIN_OK ? pass(r, *start) : e;
 }
 
-/* msgpack-c tells where a container's bytes begin but not where its first
- * element does, so 'm' on elements needs the header's length. */
-static size_t
-header_len(unsigned char c)
-{
-    switch (c) {
-    case 0xdc: /* array 16 */
-    case 0xde: /* map 16 */
-        return 3;
-    case 0xdd: /* array 32 */
-    case 0xdf: /* map 32 */
-        return 5;
-    default: /* fixarray, fixmap */
-        return 1;
-    }
-}
-
 /* Opens the array or map just taken, at start, so that the next items read
  * its elements. */
 static kin_err
@@ -474,7 +487,12 @@ open_container(kin_reader *r, const msgpack_object *obj, size_t start)
         return KIN_ETOOBIG;
     if (map)
         n *= 2;
-    size_t first = start + header_len((unsigned char)r->data[start]);
+    /* msgpack-c tells where a container's bytes begin but not where its
+     * first element does. */
+    uint32_t claimed;
+    size_t first =
+        start + kin__mp_header(r->data + start, r->len - start,
+                               map ? KIN__MP_MAP : KIN__MP_ARRAY, &claimed);
     if (n == 0) {
         close_to(r, first);
         return KIN_OK;

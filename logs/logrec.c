@@ -6,6 +6,7 @@
 #include "logs/logrec.h"
 
 #include "core/buf.h"
+#include "core/pack_internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -410,28 +411,13 @@ r_int(cur *c, int *v)
     return true;
 }
 
-/* A container or str header: fix range [fix, fix+fix_max], then tags. */
+/* A container or str header (core's one reader of them). */
 static bool
-r_header(cur *c, unsigned char fix, unsigned fix_max,
-         const unsigned char tags[3], uint32_t *n)
+r_header(cur *c, kin__mp_kind kind, uint32_t *n)
 {
-    const unsigned char *p;
-    if (!take(c, 1, &p))
-        return false;
-    uint64_t v;
-    if (*p >= fix && *p <= fix + fix_max) {
-        *n = *p - fix;
-        return true;
-    }
-    for (int k = 0; k < 3; k++) {
-        if (tags[k] && *p == tags[k]) {
-            if (!r_be(c, 1 << k, &v))
-                return false;
-            *n = (uint32_t)v;
-            return true;
-        }
-    }
-    return false;
+    size_t len = kin__mp_header(c->p, (size_t)(c->end - c->p), kind, n);
+    c->p += len;
+    return len > 0;
 }
 
 /* A str (or nil, read as ""), borrowed. */
@@ -445,7 +431,7 @@ r_str(cur *c, const char **s, uint32_t *len)
         return true;
     }
     const unsigned char *p;
-    if (!r_header(c, 0xa0, 31, str_tags, len) || !take(c, *len, &p))
+    if (!r_header(c, KIN__MP_STR, len) || !take(c, *len, &p))
         return false;
     *s = (const char *)p;
     return true;
@@ -480,8 +466,7 @@ skip(cur *c, int depth)
         return r_be(c, 1 << (t - 0xc4), &v) && take(c, (size_t)v, &p);
     }
     bool map = (t >= 0x80 && t <= 0x8f) || t == 0xde || t == 0xdf;
-    if (map ? !r_header(c, 0x80, 15, map_tags, &n)
-            : !r_header(c, 0x90, 15, array_tags, &n))
+    if (!r_header(c, map ? KIN__MP_MAP : KIN__MP_ARRAY, &n))
         return false; /* ext types and reserved bytes: not ours */
     uint64_t items = map ? 2 * (uint64_t)n : n;
     if (items > (uint64_t)(c->end - c->p))
@@ -596,16 +581,16 @@ kin__logdec_decode(kin__logdec *d, const void *data, size_t len,
     const char *name, *file, *msg;
     kin_logrec *r = &d->rec;
     memset(r, 0, sizeof *r);
-    if (!r_header(&c, 0x90, 15, array_tags, &items) ||
-        items < KIN__LOGREC_ITEMS || !r_u64(&c, &version) ||
-        version != KIN__LOGREC_VERSION || !r_u64(&c, &r->seq) ||
-        !r_u32(&c, &r->pub) || !r_u32(&c, &r->pub_ctx) || !r_u32(&c, &r->ctx) ||
-        !r_str(&c, &name, &name_len) || !r_int(&c, &r->pid) ||
-        !r_u32(&c, &kind) || kind >= KIN_LOGREC_GAP || !r_u64(&c, &r->drops) ||
-        !r_int(&c, &r->level) || !r_u64(&c, &r->wall_ns) ||
-        !r_u64(&c, &r->mono_ns) || !r_u32(&c, &r->task) ||
-        !r_str(&c, &file, &file_len) || !r_int(&c, &r->line) ||
-        !r_str(&c, &msg, &msg_len) || !r_header(&c, 0x80, 15, map_tags, &nf))
+    if (!r_header(&c, KIN__MP_ARRAY, &items) || items < KIN__LOGREC_ITEMS ||
+        !r_u64(&c, &version) || version != KIN__LOGREC_VERSION ||
+        !r_u64(&c, &r->seq) || !r_u32(&c, &r->pub) || !r_u32(&c, &r->pub_ctx) ||
+        !r_u32(&c, &r->ctx) || !r_str(&c, &name, &name_len) ||
+        !r_int(&c, &r->pid) || !r_u32(&c, &kind) || kind >= KIN_LOGREC_GAP ||
+        !r_u64(&c, &r->drops) || !r_int(&c, &r->level) ||
+        !r_u64(&c, &r->wall_ns) || !r_u64(&c, &r->mono_ns) ||
+        !r_u32(&c, &r->task) || !r_str(&c, &file, &file_len) ||
+        !r_int(&c, &r->line) || !r_str(&c, &msg, &msg_len) ||
+        !r_header(&c, KIN__MP_MAP, &nf))
         return KIN_EBADMSG;
     if ((uint64_t)nf * 2 > (uint64_t)(c.end - c.p))
         return KIN_EBADMSG;
