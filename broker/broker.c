@@ -397,3 +397,9 @@ kin__broker_unwatch(kin__watch **wp)
     uv_close((uv_handle_t *)&w->poll, free_watch);
     *wp = NULL;
 }
+
+void
+kin__zmq_set_int(void *sock, int opt, int v)
+{
+    zmq_setsockopt(sock, opt, &v, sizeof v);
+}

@@ -70,4 +70,9 @@ void kin__broker_touch(kin__watch *w);
  * thread only. */
 void kin__broker_unwatch(kin__watch **w);
 
+/* zmq_setsockopt of an int option, for the options whose failure leaves a
+ * working socket (high-water marks, linger, heartbeats): the result is
+ * ignored. The socket's owner thread. */
+void kin__zmq_set_int(void *sock, int opt, int v);
+
 #endif

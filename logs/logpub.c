@@ -24,6 +24,7 @@
 
 #include "core/buf.h"
 #include "core/log_internal.h"
+#include "core/sync.h"
 #include "core/task.h"
 #include "router/zctx.h"
 
@@ -127,7 +128,6 @@ logs_of(const kin_node *n)
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct kin__logs *g_list; /* the head is the current publisher */
 static int g_floor = INT_MIN;
-static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static kin__logs_tuning g_tune = {512 * 1024, 10000, 10000, 2000, 0};
 
 /* --- the process-wide switch ---------------------------------------------- */
@@ -149,12 +149,6 @@ forget_in_child(void)
     pthread_mutex_init(&g_mu, NULL);
     g_list = NULL;
     __atomic_store_n(&kin__logs_min, INT_MAX, __ATOMIC_RELAXED);
-}
-
-static void
-register_atfork(void)
-{
-    pthread_atfork(NULL, NULL, forget_in_child);
 }
 
 void
@@ -913,7 +907,7 @@ kin__logs_start(kin_node *n, const kin_node_opts *opts, bool curve)
         return KIN_OK;
     if (ep && strlen(ep) >= sizeof((struct kin__logs *)0)->endpoint)
         return -EINVAL;
-    pthread_once(&g_once, register_atfork);
+    kin__forget_in_child(forget_in_child);
     struct kin__logs *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
