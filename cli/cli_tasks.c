@@ -147,7 +147,7 @@ kin__cli_ls(int argc, char **argv)
         kin_node *n;
         if (kin__cli_attach(pid, &n))
             continue;
-        kin__cli_info_t *all;
+        kin_ctx_info *all;
         size_t count;
         if (kin__cli_contexts(n, &all, &count) == KIN_OK) {
             char up[32];
@@ -185,7 +185,7 @@ kin__cli_tree(int argc, char **argv)
     kin_node *n;
     if (kin__cli_attach(o.pid, &n))
         return 2;
-    kin__cli_info_t *all;
+    kin_ctx_info *all;
     size_t count;
     kin_err e = kin__cli_contexts(n, &all, &count);
     kin_node_destroy(&n);
@@ -197,14 +197,17 @@ kin__cli_tree(int argc, char **argv)
     if (!o.json)
         printf("%-28s %-16s %7s %6s %9s %8s\n", "CONTEXT", "HOST", "PID",
                "TASKS", "RSS", "UPTIME");
-    /* Depth-first print from the breadth-first list. */
-    int *stack = malloc(count * sizeof *stack);
+    /* Depth-first print from the breadth-first list: a stack of (index,
+     * depth) pairs. */
+    int *stack = malloc(2 * count * sizeof *stack);
     int top = 0;
     stack[top++] = 0;
+    stack[top++] = 0;
     while (top) {
-        kin__cli_info_t *c = &all[stack[--top]];
+        int depth = stack[--top];
+        kin_ctx_info *c = &all[stack[--top]];
         char label[64], up[32];
-        snprintf(label, sizeof label, "%*s%u %s", c->depth * 2, "", c->id,
+        snprintf(label, sizeof label, "%*s%u %s", depth * 2, "", c->id,
                  c->name);
         fmt_ms(up, sizeof up, c->uptime_ms);
         if (o.json)
@@ -213,15 +216,18 @@ kin__cli_tree(int argc, char **argv)
                 json_pack("{s:i,s:s,s:s,s:i,s:o,s:i,s:I,s:f}", "id", c->id,
                           "name", c->name, "host", c->host, "pid", c->pid,
                           "parent",
-                          c->depth ? json_integer(c->parent) : json_null(),
+                          depth ? json_integer(c->parent) : json_null(),
                           "tasks", c->tasks, "rss_kib", (json_int_t)c->rss_kib,
                           "uptime_ms", c->uptime_ms));
         else
             printf("%-28s %-16.16s %7d %6u %7.1fMi %8s\n", label, c->host,
                    c->pid, c->tasks, (double)c->rss_kib / 1024.0, up);
-        for (size_t i = count; i-- > 0;)
-            if (all[i].depth == c->depth + 1 && all[i].parent == c->id)
+        for (size_t i = count; i-- > 1;) {
+            if (all[i].parent == c->id) {
                 stack[top++] = (int)i;
+                stack[top++] = depth + 1;
+            }
+        }
     }
     free(stack);
     free(all);
@@ -234,7 +240,7 @@ kin__cli_tree(int argc, char **argv)
 
 typedef struct row {
     kin_task_info t;
-    const kin__cli_info_t *c;
+    const kin_ctx_info *c;
     int next;       /* the task this one awaits, -1 for none */
     bool pool_edge; /* next holds the only worker this task waits for */
     int mark;
@@ -242,7 +248,7 @@ typedef struct row {
 
 /* Tasks of the tree (or one context). */
 static int
-collect(kin_node *n, const opts *o, kin__cli_info_t **ctxs, size_t *nctx,
+collect(kin_node *n, const opts *o, kin_ctx_info **ctxs, size_t *nctx,
         row **rows, size_t *nrows)
 {
     kin_err e = kin__cli_contexts(n, ctxs, nctx);
@@ -259,7 +265,7 @@ collect(kin_node *n, const opts *o, kin__cli_info_t **ctxs, size_t *nctx,
     }
     bool found = !o->has_ctx;
     for (size_t i = 0; i < *nctx; i++) {
-        kin__cli_info_t *c = &(*ctxs)[i];
+        kin_ctx_info *c = &(*ctxs)[i];
         if (o->has_ctx && c->id != o->ctx)
             continue;
         found = true;
@@ -319,7 +325,7 @@ collect(kin_node *n, const opts *o, kin__cli_info_t **ctxs, size_t *nctx,
      * search per pending task was quadratic (10,000 queued calls took
      * ~100 ms here). */
     for (size_t from = 0, to; from < len; from = to) {
-        const kin__cli_info_t *c = rs[from].c;
+        const kin_ctx_info *c = rs[from].c;
         int holder = -1;
         for (to = from; to < len && rs[to].c == c; to++) {
             const kin_task_info *b = &rs[to].t;
@@ -403,7 +409,7 @@ kin__cli_ps(int argc, char **argv)
     kin_node *n;
     if (kin__cli_attach(o.pid, &n))
         return 2;
-    kin__cli_info_t *ctxs;
+    kin_ctx_info *ctxs;
     size_t nctx, nrows;
     row *rows;
     rc = collect(n, &o, &ctxs, &nctx, &rows, &nrows);
@@ -453,7 +459,7 @@ kin__cli_pstree(int argc, char **argv)
     kin_node *n;
     if (kin__cli_attach(o.pid, &n))
         return 2;
-    kin__cli_info_t *ctxs;
+    kin_ctx_info *ctxs;
     size_t nctx, nrows;
     row *rows;
     rc = collect(n, &o, &ctxs, &nctx, &rows, &nrows);
@@ -665,7 +671,7 @@ kin__cli_ps_terminated(int argc, char **argv)
     kin_node *n;
     if (kin__cli_attach(o.pid, &n))
         return 2;
-    kin__cli_info_t *ctxs;
+    kin_ctx_info *ctxs;
     size_t nctx;
     if (kin__cli_contexts(n, &ctxs, &nctx)) {
         kin_node_destroy(&n);
