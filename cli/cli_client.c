@@ -52,7 +52,7 @@ find_socket(int pid, char *path, size_t size, uint32_t *ctx)
      * directory, which costs milliseconds once dead contexts have left
      * thousands of files there (docs/performance.md, "Monitor"). */
     char file[512];
-    snprintf(file, sizeof file, "%s/%d-0.sock", dir, pid);
+    kin__tool_sock_path(file, sizeof file, dir, pid, KIN_MASTER_ID);
     if (!access(file, F_OK) && listening(file)) {
         snprintf(path, size, "ipc://%s", file);
         *ctx = KIN_MASTER_ID;
@@ -65,10 +65,8 @@ find_socket(int pid, char *path, size_t size, uint32_t *ctx)
     e = -ESRCH;
     while ((de = readdir(d))) {
         int p;
-        unsigned id;
-        char tail[8];
-        if (sscanf(de->d_name, "%d-%u.%7s", &p, &id, tail) != 3 || p != pid ||
-            strcmp(tail, "sock"))
+        uint32_t id;
+        if (!kin__tool_sock_parse(de->d_name, &p, &id) || p != pid)
             continue;
         snprintf(file, sizeof file, "%s/%s", dir, de->d_name);
         if (!listening(file))

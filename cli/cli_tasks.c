@@ -132,10 +132,8 @@ kin__cli_ls(int argc, char **argv)
     struct dirent *de;
     while ((de = readdir(d))) {
         int pid;
-        unsigned id;
-        char tail[8];
-        if (sscanf(de->d_name, "%d-%u.%7s", &pid, &id, tail) != 3 || id != 0 ||
-            strcmp(tail, "sock"))
+        uint32_t id;
+        if (!kin__tool_sock_parse(de->d_name, &pid, &id) || id != KIN_MASTER_ID)
             continue;
         if (kill(pid, 0) && errno == ESRCH) {
             /* A master that died without cleaning up. */
