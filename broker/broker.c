@@ -53,7 +53,6 @@ struct kin__broker {
     atomic_bool stopping;
     bool forced;
     int grace_ms;
-    int holds;
     kin__stop_fn on_stop;
     void *on_stop_arg;
     kin__watch *watches;
@@ -102,7 +101,7 @@ maybe_finish(kin__broker *b)
     if (!atomic_load(&b->stopping))
         return;
     pthread_mutex_lock(&b->mu);
-    bool idle = !b->head && b->holds == 0;
+    bool idle = !b->head;
     pthread_mutex_unlock(&b->mu);
     if (idle || b->forced)
         uv_stop(&b->loop);
@@ -321,29 +320,6 @@ uv_loop_t *
 kin__broker_loop(kin__broker *b)
 {
     return &b->loop;
-}
-
-void
-kin__broker_hold(kin__broker *b)
-{
-    pthread_mutex_lock(&b->mu);
-    b->holds++;
-    pthread_mutex_unlock(&b->mu);
-}
-
-void
-kin__broker_release(kin__broker *b)
-{
-    pthread_mutex_lock(&b->mu);
-    b->holds--;
-    pthread_mutex_unlock(&b->mu);
-    maybe_finish(b);
-}
-
-bool
-kin__broker_stopping(const kin__broker *b)
-{
-    return atomic_load(&b->stopping);
 }
 
 kin_err

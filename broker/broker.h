@@ -30,7 +30,7 @@ typedef void (*kin__stop_fn)(void *arg);
 kin_err kin__broker_new(kin__broker **out, kin__stop_fn on_stop, void *arg);
 
 /* Stops the broker: calls on_stop, then runs the loop until there is no
- * deferred work and no holds, or grace_ms has passed (then forces), closes
+ * deferred work, or grace_ms has passed (then forces), closes
  * every handle and joins the thread. Then frees it; *b = NULL. NULL-safe.
  * Any thread but the broker's. */
 void kin__broker_destroy(kin__broker **b, int grace_ms);
@@ -46,14 +46,6 @@ bool kin__broker_on_thread(const kin__broker *b);
 
 /* b's loop, for timers and polls. Broker thread only. */
 uv_loop_t *kin__broker_loop(kin__broker *b);
-
-/* Pending work the stop waits for (up to its grace period): hold before
- * starting it, release when done. Broker thread only. */
-void kin__broker_hold(kin__broker *b);
-void kin__broker_release(kin__broker *b);
-
-/* Whether a stop has begun. Any thread. */
-bool kin__broker_stopping(const kin__broker *b);
 
 /* Watches a ZMQ socket: fn runs while the socket has input (ZMQ_FD is
  * edge-triggered, so the broker re-checks ZMQ_EVENTS after every loop turn).

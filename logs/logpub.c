@@ -6,6 +6,7 @@
  * source; XPUB_NODROP so pressure from the forwarder backs up into the
  * queue, where every drop is counted and reported. */
 #include "logs/logs_impl.h"
+#include "logs/logs_test.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -27,6 +27,7 @@
 #include "core/task.h"
 #include "integration/harness.h"
 #include "logs/logs_impl.h"
+#include "logs/logs_test.h"
 
 #define PROBE_DEADLINE_MS 15000
 
