@@ -115,7 +115,14 @@ struct kin__logs {
     int closed; /* uv handles closed */
 };
 
-int kin__logs_min = INT_MAX;
+/* The lowest level currently produced (INT_MAX: none). */
+static int g_min = INT_MAX;
+
+bool
+kin_logs_enabled(int level)
+{
+    return level >= __atomic_load_n(&g_min, __ATOMIC_RELAXED);
+}
 
 /* The key of a node's publisher in its node (kin__node_attach). */
 static const kin__layer logs_layer = {"logs"};
@@ -139,7 +146,7 @@ update_min_locked(void)
     int m = INT_MAX;
     if (g_list && g_list->subs_floor != INT_MAX)
         m = g_list->subs_floor > g_floor ? g_list->subs_floor : g_floor;
-    __atomic_store_n(&kin__logs_min, m, __ATOMIC_RELAXED);
+    __atomic_store_n(&g_min, m, __ATOMIC_RELAXED);
 }
 
 /* A forked child has none of its parent's threads: its publishers are the
@@ -149,7 +156,7 @@ forget_in_child(void)
 {
     pthread_mutex_init(&g_mu, NULL);
     g_list = NULL;
-    __atomic_store_n(&kin__logs_min, INT_MAX, __ATOMIC_RELAXED);
+    __atomic_store_n(&g_min, INT_MAX, __ATOMIC_RELAXED);
 }
 
 void

@@ -24,6 +24,7 @@
 
 #include <kin/kin.h>
 
+#include "core/msg_internal.h"
 #include "integration/harness.h"
 #include "logs/logrec.h"
 #include "logs/logs_impl.h"
