@@ -113,8 +113,9 @@ KIN_EXPORT const char *kin_node_endpoint(const kin_node *n);
  * blocks). Errors: whatever the call to the master fails with. Any thread. */
 KIN_EXPORT kin_err kin_node_alloc_id(kin_node *n, uint32_t *id);
 
-/* Waits until the child with context id `id` has said HELLO (the link is up).
- * Errors: KIN_ETIMEOUT. Any thread. */
+/* Waits up to timeout_ms (KIN_FOREVER: no limit) until the child with
+ * context id `id` has said HELLO (the link is up). Errors: KIN_ETIMEOUT.
+ * Any thread. */
 KIN_EXPORT kin_err kin_node_wait_child(kin_node *n, uint32_t id,
                                        int timeout_ms);
 
