@@ -16,6 +16,11 @@ typedef struct kin__cli_cmd {
 #include <kin/monitor.h>
 #include <kin/node.h>
 
+/* The version of every --json shape the command prints, in a "version"
+ * field at the top level (docs/kin.1): it goes up when a shape changes in
+ * a way a parser would notice. */
+#define KIN_CLI_JSON_VERSION 1
+
 /* Attaches to the tree pid belongs to (as an operator of its master);
  * prints a clear message and returns an error when it cannot. */
 int kin__cli_attach(int pid, kin_node **out);

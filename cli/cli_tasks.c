@@ -32,9 +32,11 @@ fmt_ms(char *out, size_t size, double ms)
         snprintf(out, size, "%.1fh", ms / 3600000);
 }
 
+/* Prints a top-level JSON object with the shape version added. */
 static void
 print_json(json_t *j)
 {
+    json_object_set_new(j, "version", json_integer(KIN_CLI_JSON_VERSION));
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
     if (s)
         puts(s);
@@ -42,12 +44,14 @@ print_json(json_t *j)
     json_decref(j);
 }
 
-/* Prints arr when the user asked for JSON; frees it either way. */
+/* Prints {"version": 1, key: arr} when the user asked for JSON; frees arr
+ * either way. A list is never the top level, so that every shape can carry
+ * its version. */
 static void
-finish_json(json_t *arr, bool json)
+finish_json(const char *key, json_t *arr, bool json)
 {
     if (json)
-        print_json(arr);
+        print_json(json_pack("{s:o}", key, arr));
     else
         json_decref(arr);
 }
@@ -164,7 +168,7 @@ kin__cli_ls(int argc, char **argv)
         kin_node_destroy(&n);
     }
     closedir(d);
-    finish_json(arr, json);
+    finish_json("masters", arr, json);
     return 0;
 }
 
@@ -229,7 +233,7 @@ kin__cli_tree(int argc, char **argv)
     }
     free(stack);
     free(all);
-    finish_json(arr, o.json);
+    finish_json("contexts", arr, o.json);
     return 0;
 }
 
@@ -432,7 +436,7 @@ kin__cli_ps(int argc, char **argv)
                rows[i].c->name, t->name, t->fn[0] ? t->fn : "-",
                kin_task_state_name(t->state), age, wait);
     }
-    finish_json(arr, o.json);
+    finish_json("tasks", arr, o.json);
     free(rows);
     free(ctxs);
     return 0;
@@ -656,6 +660,21 @@ print_terminated(const kin_task_info *t, bool json, json_t *arr)
            by[0] ? " cancelled by " : "", by);
 }
 
+/* where-terminated's JSON: {"version": 1, "task": {...}} and, when the
+ * canceller is still alive, "canceller": {"name", "state"}; arr holds the
+ * task's object and then the canceller's. */
+static void
+finish_terminated(json_t *arr, bool json)
+{
+    if (json) {
+        json_t *j = json_pack("{s:O}", "task", json_array_get(arr, 0));
+        if (json_array_size(arr) > 1)
+            json_object_set(j, "canceller", json_array_get(arr, 1));
+        print_json(j);
+    }
+    json_decref(arr);
+}
+
 int
 kin__cli_ps_terminated(int argc, char **argv)
 {
@@ -692,7 +711,7 @@ kin__cli_ps_terminated(int argc, char **argv)
     }
     kin_node_destroy(&n);
     free(ctxs);
-    finish_json(arr, o.json);
+    finish_json("tasks", arr, o.json);
     return 0;
 }
 
@@ -736,10 +755,12 @@ kin__cli_where_terminated(int argc, char **argv)
                 if (live[i].id != bt)
                     continue;
                 if (o.json) {
+                    char bid[32];
+                    snprintf(bid, sizeof bid, "%u:%u", bc, bt);
                     json_array_append_new(
-                        arr,
-                        json_pack("{s:s,s:s}", "canceller", live[i].name,
-                                  "state", kin_task_state_name(live[i].state)));
+                        arr, json_pack("{s:s,s:s,s:s}", "task", bid, "name",
+                                       live[i].name, "state",
+                                       kin_task_state_name(live[i].state)));
                 } else {
                     printf("  cancelled by %u:%u %s (%s)", bc, bt, live[i].name,
                            kin_task_state_name(live[i].state));
@@ -757,7 +778,7 @@ kin__cli_where_terminated(int argc, char **argv)
     }
     kin_node_destroy(&n);
     free(ts);
-    finish_json(arr, o.json);
+    finish_terminated(arr, o.json);
     return 0;
 }
 
@@ -785,7 +806,8 @@ kin__cli_cancel(int argc, char **argv)
         return 2;
     }
     if (o.json)
-        printf("{\"cancelled\": \"%u:%u\"}\n", ctx, task);
+        printf("{\"cancelled\": \"%u:%u\", \"version\": %d}\n", ctx, task,
+               KIN_CLI_JSON_VERSION);
     else
         printf("cancel requested for %u:%u\n", ctx, task);
     return 0;
@@ -909,7 +931,7 @@ kin__cli_stacktrace(int argc, char **argv)
     }
     kin_reader_release(&rd);
     kin_msg_destroy(&reply);
-    finish_json(arr, o.json);
+    finish_json("threads", arr, o.json);
     if (e)
         fprintf(stderr, "kin stacktrace: bad reply from context %u: %s\n", ctx,
                 kin_strerror(e));

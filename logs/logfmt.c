@@ -387,7 +387,10 @@ kin_logrec_json(const kin_logrec *r, kin_buf *b)
 {
     size_t start = b->len;
     int e = bput(b, "{", 1);
-    e = e ? e : json_key(b, "kind", true);
+    /* The shape's version, as in every JSON the kin command prints. */
+    e = e ? e : json_key(b, "version", true);
+    e = e ? e : bput(b, "1", 1);
+    e = e ? e : json_key(b, "kind", false);
     e = e ? e : bprintf(b, "\"%s\"", kin_logrec_kind_name(r->kind));
     if (r->kind != KIN_LOGREC_GAP) {
         time_t sec = (time_t)(r->wall_ns / 1000000000u);

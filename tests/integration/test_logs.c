@@ -718,6 +718,7 @@ kin_logs_follows_with_json(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_non_null(strstr(out, "cli probe"));
     assert_null(strstr(out, "cli info"));
+    assert_non_null(strstr(out, "{\"version\":1,\"kind\":\"log\","));
     /* Every line is a JSON object about the watched context. */
     for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
         json_error_t err;

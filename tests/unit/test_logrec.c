@@ -215,6 +215,7 @@ json_escapes_and_repairs(void **state)
     kin_buf b;
     kin_buf_init(&b);
     assert_int_equal(kin_logrec_json(r, &b), KIN_OK);
+    assert_true(!strncmp(b.data, "{\"version\":1,\"kind\":\"log\",", 26));
     assert_non_null(strstr(b.data, "\"msg\":\"caf\xc3\xa9\""));
     assert_non_null(strstr(b.data, "\"q\":\"a\\\"b\\\\c\\n\\u0001\""));
     assert_non_null(strstr(b.data, "\"nan\":null"));
