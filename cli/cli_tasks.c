@@ -111,6 +111,19 @@ parse(int argc, char **argv, const char *usage, int want_args, opts *o)
     return 0;
 }
 
+/* The prelude of the commands taking PID: options and an attachment to
+ * the tree. Returns the exit status to stop with, or -1 to go on with *n
+ * attached. */
+static int
+open_tree(int argc, char **argv, const char *usage, int nargs, opts *o,
+          kin_node **n)
+{
+    int rc = parse(argc, argv, usage, nargs, o);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    return kin__cli_attach(o->pid, n) ? 2 : -1;
+}
+
 /* --- ls ------------------------------------------------------------------ */
 
 int
@@ -178,15 +191,14 @@ int
 kin__cli_tree(int argc, char **argv)
 {
     opts o;
-    int rc = parse(argc, argv,
-                   "PID [--json]\n  the context tree: id, name, pid, tasks, "
-                   "rss, uptime",
-                   0, &o);
-    if (rc)
-        return rc == 1 ? 0 : rc;
     kin_node *n;
-    if (kin__cli_attach(o.pid, &n))
-        return 2;
+    int rc =
+        open_tree(argc, argv,
+                  "PID [--json]\n  the context tree: id, name, pid, tasks, "
+                  "rss, uptime",
+                  0, &o, &n);
+    if (rc >= 0)
+        return rc;
     kin_ctx_info *all;
     size_t count;
     kin_err e = kin__cli_contexts(n, &all, &count);
@@ -401,16 +413,14 @@ int
 kin__cli_ps(int argc, char **argv)
 {
     opts o;
-    int rc = parse(argc, argv,
-                   "PID [-c CTX] [-f TEXT] [-p] [--json]\n  tasks of every "
-                   "context (or CTX); -f filters by name or function, -p "
-                   "shows persistent tasks only",
-                   0, &o);
-    if (rc)
-        return rc == 1 ? 0 : rc;
     kin_node *n;
-    if (kin__cli_attach(o.pid, &n))
-        return 2;
+    int rc = open_tree(argc, argv,
+                       "PID [-c CTX] [-f TEXT] [-p] [--json]\n  tasks of every "
+                       "context (or CTX); -f filters by name or function, -p "
+                       "shows persistent tasks only",
+                       0, &o, &n);
+    if (rc >= 0)
+        return rc;
     kin_ctx_info *ctxs;
     size_t nctx, nrows;
     row *rows;
@@ -452,15 +462,14 @@ int
 kin__cli_pstree(int argc, char **argv)
 {
     opts o;
-    int rc = parse(argc, argv,
-                   "PID [--json]\n  await tree across contexts; a cycle is a "
-                   "deadlock: printed, exit status 1",
-                   0, &o);
-    if (rc)
-        return rc == 1 ? 0 : rc;
     kin_node *n;
-    if (kin__cli_attach(o.pid, &n))
-        return 2;
+    int rc =
+        open_tree(argc, argv,
+                  "PID [--json]\n  await tree across contexts; a cycle is a "
+                  "deadlock: printed, exit status 1",
+                  0, &o, &n);
+    if (rc >= 0)
+        return rc;
     kin_ctx_info *ctxs;
     size_t nctx, nrows;
     row *rows;
@@ -679,15 +688,13 @@ int
 kin__cli_ps_terminated(int argc, char **argv)
 {
     opts o;
-    int rc = parse(argc, argv,
-                   "PID [-c CTX] [--json]\n  recently terminated tasks and "
-                   "how they ended",
-                   0, &o);
-    if (rc)
-        return rc == 1 ? 0 : rc;
     kin_node *n;
-    if (kin__cli_attach(o.pid, &n))
-        return 2;
+    int rc = open_tree(argc, argv,
+                       "PID [-c CTX] [--json]\n  recently terminated tasks and "
+                       "how they ended",
+                       0, &o, &n);
+    if (rc >= 0)
+        return rc;
     kin_ctx_info *ctxs;
     size_t nctx;
     if (kin__cli_contexts(n, &ctxs, &nctx)) {
@@ -844,16 +851,15 @@ int
 kin__cli_signal(int argc, char **argv)
 {
     opts o;
-    int rc = parse(argc, argv,
-                   "PID CTX SIGNAME\n  send a signal (TERM, INT, USR1, ...) to "
-                   "the process of context CTX",
-                   2, &o);
-    if (rc)
-        return rc == 1 ? 0 : rc;
-    uint32_t ctx = (uint32_t)strtoul(o.args[0], NULL, 10);
     kin_node *n;
-    if (kin__cli_attach(o.pid, &n))
-        return 2;
+    int rc =
+        open_tree(argc, argv,
+                  "PID CTX SIGNAME\n  send a signal (TERM, INT, USR1, ...) to "
+                  "the process of context CTX",
+                  2, &o, &n);
+    if (rc >= 0)
+        return rc;
+    uint32_t ctx = (uint32_t)strtoul(o.args[0], NULL, 10);
     kin_msg *reply = NULL;
     kin_err e = simple_request(n, ctx, "signal", "signal", o.args[1], &reply);
     kin_node_destroy(&n);
@@ -871,16 +877,15 @@ int
 kin__cli_stacktrace(int argc, char **argv)
 {
     opts o;
-    int rc = parse(argc, argv,
-                   "PID CTX [--json]\n  the stacks of every thread of context "
-                   "CTX",
-                   1, &o);
-    if (rc)
-        return rc == 1 ? 0 : rc;
-    uint32_t ctx = (uint32_t)strtoul(o.args[0], NULL, 10);
     kin_node *n;
-    if (kin__cli_attach(o.pid, &n))
-        return 2;
+    int rc =
+        open_tree(argc, argv,
+                  "PID CTX [--json]\n  the stacks of every thread of context "
+                  "CTX",
+                  1, &o, &n);
+    if (rc >= 0)
+        return rc;
+    uint32_t ctx = (uint32_t)strtoul(o.args[0], NULL, 10);
     kin_msg *reply = NULL;
     kin_err e = simple_request(n, ctx, "stacktrace", NULL, NULL, &reply);
     kin_node_destroy(&n);
