@@ -53,7 +53,6 @@ struct kin__broker {
     atomic_bool stopping;
     bool forced;
     int grace_ms;
-    int holds;
     kin__stop_fn on_stop;
     void *on_stop_arg;
     kin__watch *watches;
@@ -102,7 +101,7 @@ maybe_finish(kin__broker *b)
     if (!atomic_load(&b->stopping))
         return;
     pthread_mutex_lock(&b->mu);
-    bool idle = !b->head && b->holds == 0;
+    bool idle = !b->head;
     pthread_mutex_unlock(&b->mu);
     if (idle || b->forced)
         uv_stop(&b->loop);
@@ -323,29 +322,6 @@ kin__broker_loop(kin__broker *b)
     return &b->loop;
 }
 
-void
-kin__broker_hold(kin__broker *b)
-{
-    pthread_mutex_lock(&b->mu);
-    b->holds++;
-    pthread_mutex_unlock(&b->mu);
-}
-
-void
-kin__broker_release(kin__broker *b)
-{
-    pthread_mutex_lock(&b->mu);
-    b->holds--;
-    pthread_mutex_unlock(&b->mu);
-    maybe_finish(b);
-}
-
-bool
-kin__broker_stopping(const kin__broker *b)
-{
-    return atomic_load(&b->stopping);
-}
-
 kin_err
 kin__broker_watch(kin__broker *b, void *sock, kin__readable_fn fn, void *arg,
                   kin__watch **out)
@@ -396,4 +372,10 @@ kin__broker_unwatch(kin__watch **wp)
     }
     uv_close((uv_handle_t *)&w->poll, free_watch);
     *wp = NULL;
+}
+
+void
+kin__zmq_set_int(void *sock, int opt, int v)
+{
+    zmq_setsockopt(sock, opt, &v, sizeof v);
 }

@@ -30,7 +30,7 @@ typedef void (*kin__stop_fn)(void *arg);
 kin_err kin__broker_new(kin__broker **out, kin__stop_fn on_stop, void *arg);
 
 /* Stops the broker: calls on_stop, then runs the loop until there is no
- * deferred work and no holds, or grace_ms has passed (then forces), closes
+ * deferred work, or grace_ms has passed (then forces), closes
  * every handle and joins the thread. Then frees it; *b = NULL. NULL-safe.
  * Any thread but the broker's. */
 void kin__broker_destroy(kin__broker **b, int grace_ms);
@@ -47,14 +47,6 @@ bool kin__broker_on_thread(const kin__broker *b);
 /* b's loop, for timers and polls. Broker thread only. */
 uv_loop_t *kin__broker_loop(kin__broker *b);
 
-/* Pending work the stop waits for (up to its grace period): hold before
- * starting it, release when done. Broker thread only. */
-void kin__broker_hold(kin__broker *b);
-void kin__broker_release(kin__broker *b);
-
-/* Whether a stop has begun. Any thread. */
-bool kin__broker_stopping(const kin__broker *b);
-
 /* Watches a ZMQ socket: fn runs while the socket has input (ZMQ_FD is
  * edge-triggered, so the broker re-checks ZMQ_EVENTS after every loop turn).
  * Errors: -errno. Broker thread only. */
@@ -69,5 +61,10 @@ void kin__broker_touch(kin__watch *w);
 /* Stops watching (the socket is not closed); *w = NULL. NULL-safe. Broker
  * thread only. */
 void kin__broker_unwatch(kin__watch **w);
+
+/* zmq_setsockopt of an int option, for the options whose failure leaves a
+ * working socket (high-water marks, linger, heartbeats): the result is
+ * ignored. The socket's owner thread. */
+void kin__zmq_set_int(void *sock, int opt, int v);
 
 #endif

@@ -13,26 +13,13 @@ typedef struct kin__cli_cmd {
 #include <stddef.h>
 #include <stdint.h>
 
+#include <kin/monitor.h>
 #include <kin/node.h>
 
-#define KIN_CLI_MAX_CHILDREN 256
-
-/* What "info" says about one context. */
-typedef struct kin__cli_info_t {
-    uint32_t id, parent;
-    int depth; /* in the tree, master 0 */
-    char name[64];
-    char host[64];
-    int pid;
-    uint32_t tasks;
-    int workers;
-    int64_t rss_kib;
-    double uptime_ms;
-    char endpoint[256];
-    char log_endpoint[256];
-    uint32_t children[KIN_CLI_MAX_CHILDREN];
-    int n_children;
-} kin__cli_info_t;
+/* The version of every --json shape the command prints, in a "version"
+ * field at the top level (docs/kin.1): it goes up when a shape changes in
+ * a way a parser would notice. */
+#define KIN_CLI_JSON_VERSION 1
 
 /* Attaches to the tree pid belongs to (as an operator of its master);
  * prints a clear message and returns an error when it cannot. */
@@ -41,9 +28,11 @@ int kin__cli_attach(int pid, kin_node **out);
  * monitor): one per process. Each attachment has an operator id of its
  * own, since a master refuses an id it has not yet seen leave. */
 int kin__cli_attach_held(int pid, kin_node **out);
-int kin__cli_info(kin_node *n, uint32_t ctx, kin__cli_info_t *info);
-/* Every context of the tree, master first, breadth first (free()). */
-int kin__cli_contexts(kin_node *n, kin__cli_info_t **out, size_t *count);
+/* kin_monitor_info with the command's timeout. */
+int kin__cli_info(kin_node *n, uint32_t ctx, kin_ctx_info *info);
+/* Every context of the tree, master first, breadth first (free()); each
+ * one's parent is the context it was found under. */
+int kin__cli_contexts(kin_node *n, kin_ctx_info **out, size_t *count);
 /* Parses "CTX:TASK"; prints the problem and returns -EINVAL if bad. */
 int kin__cli_parse_task(const char *s, uint32_t *ctx, uint32_t *task);
 /* The log endpoint (XPUB side) of pid's tree. */

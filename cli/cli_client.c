@@ -52,7 +52,7 @@ find_socket(int pid, char *path, size_t size, uint32_t *ctx)
      * directory, which costs milliseconds once dead contexts have left
      * thousands of files there (docs/performance.md, "Monitor"). */
     char file[512];
-    snprintf(file, sizeof file, "%s/%d-0.sock", dir, pid);
+    kin__tool_sock_path(file, sizeof file, dir, pid, KIN_MASTER_ID);
     if (!access(file, F_OK) && listening(file)) {
         snprintf(path, size, "ipc://%s", file);
         *ctx = KIN_MASTER_ID;
@@ -65,10 +65,8 @@ find_socket(int pid, char *path, size_t size, uint32_t *ctx)
     e = -ESRCH;
     while ((de = readdir(d))) {
         int p;
-        unsigned id;
-        char tail[8];
-        if (sscanf(de->d_name, "%d-%u.%7s", &p, &id, tail) != 3 || p != pid ||
-            strcmp(tail, "sock"))
+        uint32_t id;
+        if (!kin__tool_sock_parse(de->d_name, &p, &id) || p != pid)
             continue;
         snprintf(file, sizeof file, "%s/%s", dir, de->d_name);
         if (!listening(file))
@@ -103,28 +101,9 @@ attach_to(int pid, uint32_t id, kin_node **out)
 }
 
 int
-kin__cli_info(kin_node *n, uint32_t ctx, kin__cli_info_t *info)
+kin__cli_info(kin_node *n, uint32_t ctx, kin_ctx_info *info)
 {
-    kin_ctx_info ci;
-    kin_err e = kin_monitor_info(n, ctx, TIMEOUT_MS, &ci);
-    if (e)
-        return e;
-    memset(info, 0, sizeof *info);
-    info->id = ci.id;
-    info->parent = ci.parent;
-    snprintf(info->name, sizeof info->name, "%s", ci.name);
-    snprintf(info->host, sizeof info->host, "%s", ci.host);
-    info->pid = ci.pid;
-    info->tasks = ci.tasks;
-    info->workers = ci.workers;
-    info->rss_kib = ci.rss_kib;
-    info->uptime_ms = ci.uptime_ms;
-    snprintf(info->endpoint, sizeof info->endpoint, "%s", ci.endpoint);
-    snprintf(info->log_endpoint, sizeof info->log_endpoint, "%s",
-             ci.log_endpoint);
-    for (int i = 0; i < ci.n_children && i < KIN_CLI_MAX_CHILDREN; i++)
-        info->children[info->n_children++] = ci.children[i];
-    return KIN_OK;
+    return kin_monitor_info(n, ctx, TIMEOUT_MS, info);
 }
 
 /* Operator ids: one per attachment, so an attachment held open (the
@@ -160,7 +139,7 @@ attach(int pid, bool held, kin_node **out)
         fprintf(stderr, "kin: cannot attach to %d: %s\n", pid, kin_strerror(e));
         return e;
     }
-    kin__cli_info_t master;
+    kin_ctx_info master;
     if ((e = kin__cli_info(n, KIN_MASTER_ID, &master))) {
         fprintf(stderr, "kin: the master of %d does not answer: %s\n", pid,
                 kin_strerror(e));
@@ -236,10 +215,10 @@ kin__cli_log_endpoint(int pid, char *ep, size_t size)
 }
 
 int
-kin__cli_contexts(kin_node *n, kin__cli_info_t **out, size_t *count)
+kin__cli_contexts(kin_node *n, kin_ctx_info **out, size_t *count)
 {
     size_t cap = 16, len = 0;
-    kin__cli_info_t *all = malloc(cap * sizeof *all);
+    kin_ctx_info *all = malloc(cap * sizeof *all);
     if (!all)
         return -ENOMEM;
     kin_err e = kin__cli_info(n, KIN_MASTER_ID, &all[0]);
@@ -252,7 +231,7 @@ kin__cli_contexts(kin_node *n, kin__cli_info_t **out, size_t *count)
     for (size_t i = 0; i < len; i++) {
         for (int c = 0; c < all[i].n_children; c++) {
             if (len == cap) {
-                kin__cli_info_t *more = realloc(all, 2 * cap * sizeof *all);
+                kin_ctx_info *more = realloc(all, 2 * cap * sizeof *all);
                 if (!more)
                     break;
                 all = more;
@@ -260,7 +239,6 @@ kin__cli_contexts(kin_node *n, kin__cli_info_t **out, size_t *count)
             }
             if (kin__cli_info(n, all[i].children[c], &all[len]) == KIN_OK) {
                 all[len].parent = all[i].id;
-                all[len].depth = all[i].depth + 1;
                 len++;
             }
         }

@@ -121,6 +121,7 @@ static json_t *
 to_json(const kin_logrec *r)
 {
     json_t *o = json_object();
+    set(o, "version", json_integer(KIN_CLI_JSON_VERSION));
     set(o, "kind", json_string(kin_logrec_kind_name(r->kind)));
     if (r->kind != KIN_LOGREC_GAP) {
         time_t sec = (time_t)(r->wall_ns / 1000000000u);

@@ -360,7 +360,7 @@ set_ctx(mon *m, int argc, char **argv)
     }
     char *end;
     unsigned long id = strtoul(argv[1], &end, 10);
-    kin__cli_info_t info;
+    kin_ctx_info info;
     if (*end || end == argv[1] || id >= KIN_NO_CTX) {
         fprintf(stderr, "ctx: '%s' is not a context id\n", argv[1]);
         return 2;
@@ -552,7 +552,7 @@ cand_add(const char *s)
 static void
 add_tasks(mon *m, bool terminated)
 {
-    kin__cli_info_t *ctxs;
+    kin_ctx_info *ctxs;
     size_t nctx;
     if (kin__cli_contexts(m->node, &ctxs, &nctx))
         return;
@@ -580,7 +580,7 @@ add_tasks(mon *m, bool terminated)
 static void
 add_contexts(mon *m)
 {
-    kin__cli_info_t *ctxs;
+    kin_ctx_info *ctxs;
     size_t nctx;
     if (kin__cli_contexts(m->node, &ctxs, &nctx))
         return;
@@ -812,7 +812,7 @@ kin__cli_monitor(int argc, char **argv)
     /* Held for the session; the subcommands attach on their own. */
     if (kin__cli_attach_held((int)pid, &m.node))
         return 2;
-    kin__cli_info_t master, here;
+    kin_ctx_info master, here;
     uint32_t asked = KIN_MASTER_ID;
     kin_err e = kin__cli_info(m.node, asked, &master);
     if (!e)

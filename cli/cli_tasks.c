@@ -32,9 +32,11 @@ fmt_ms(char *out, size_t size, double ms)
         snprintf(out, size, "%.1fh", ms / 3600000);
 }
 
+/* Prints a top-level JSON object with the shape version added. */
 static void
 print_json(json_t *j)
 {
+    json_object_set_new(j, "version", json_integer(KIN_CLI_JSON_VERSION));
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
     if (s)
         puts(s);
@@ -42,12 +44,14 @@ print_json(json_t *j)
     json_decref(j);
 }
 
-/* Prints arr when the user asked for JSON; frees it either way. */
+/* Prints {"version": 1, key: arr} when the user asked for JSON; frees arr
+ * either way. A list is never the top level, so that every shape can carry
+ * its version. */
 static void
-finish_json(json_t *arr, bool json)
+finish_json(const char *key, json_t *arr, bool json)
 {
     if (json)
-        print_json(arr);
+        print_json(json_pack("{s:o}", key, arr));
     else
         json_decref(arr);
 }
@@ -107,6 +111,19 @@ parse(int argc, char **argv, const char *usage, int want_args, opts *o)
     return 0;
 }
 
+/* The prelude of the commands taking PID: options and an attachment to
+ * the tree. Returns the exit status to stop with, or -1 to go on with *n
+ * attached. */
+static int
+open_tree(int argc, char **argv, const char *usage, int nargs, opts *o,
+          kin_node **n)
+{
+    int rc = parse(argc, argv, usage, nargs, o);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    return kin__cli_attach(o->pid, n) ? 2 : -1;
+}
+
 /* --- ls ------------------------------------------------------------------ */
 
 int
@@ -132,10 +149,8 @@ kin__cli_ls(int argc, char **argv)
     struct dirent *de;
     while ((de = readdir(d))) {
         int pid;
-        unsigned id;
-        char tail[8];
-        if (sscanf(de->d_name, "%d-%u.%7s", &pid, &id, tail) != 3 || id != 0 ||
-            strcmp(tail, "sock"))
+        uint32_t id;
+        if (!kin__tool_sock_parse(de->d_name, &pid, &id) || id != KIN_MASTER_ID)
             continue;
         if (kill(pid, 0) && errno == ESRCH) {
             /* A master that died without cleaning up. */
@@ -147,7 +162,7 @@ kin__cli_ls(int argc, char **argv)
         kin_node *n;
         if (kin__cli_attach(pid, &n))
             continue;
-        kin__cli_info_t *all;
+        kin_ctx_info *all;
         size_t count;
         if (kin__cli_contexts(n, &all, &count) == KIN_OK) {
             char up[32];
@@ -166,7 +181,7 @@ kin__cli_ls(int argc, char **argv)
         kin_node_destroy(&n);
     }
     closedir(d);
-    finish_json(arr, json);
+    finish_json("masters", arr, json);
     return 0;
 }
 
@@ -176,16 +191,15 @@ int
 kin__cli_tree(int argc, char **argv)
 {
     opts o;
-    int rc = parse(argc, argv,
-                   "PID [--json]\n  the context tree: id, name, pid, tasks, "
-                   "rss, uptime",
-                   0, &o);
-    if (rc)
-        return rc == 1 ? 0 : rc;
     kin_node *n;
-    if (kin__cli_attach(o.pid, &n))
-        return 2;
-    kin__cli_info_t *all;
+    int rc =
+        open_tree(argc, argv,
+                  "PID [--json]\n  the context tree: id, name, pid, tasks, "
+                  "rss, uptime",
+                  0, &o, &n);
+    if (rc >= 0)
+        return rc;
+    kin_ctx_info *all;
     size_t count;
     kin_err e = kin__cli_contexts(n, &all, &count);
     kin_node_destroy(&n);
@@ -197,14 +211,17 @@ kin__cli_tree(int argc, char **argv)
     if (!o.json)
         printf("%-28s %-16s %7s %6s %9s %8s\n", "CONTEXT", "HOST", "PID",
                "TASKS", "RSS", "UPTIME");
-    /* Depth-first print from the breadth-first list. */
-    int *stack = malloc(count * sizeof *stack);
+    /* Depth-first print from the breadth-first list: a stack of (index,
+     * depth) pairs. */
+    int *stack = malloc(2 * count * sizeof *stack);
     int top = 0;
     stack[top++] = 0;
+    stack[top++] = 0;
     while (top) {
-        kin__cli_info_t *c = &all[stack[--top]];
+        int depth = stack[--top];
+        kin_ctx_info *c = &all[stack[--top]];
         char label[64], up[32];
-        snprintf(label, sizeof label, "%*s%u %s", c->depth * 2, "", c->id,
+        snprintf(label, sizeof label, "%*s%u %s", depth * 2, "", c->id,
                  c->name);
         fmt_ms(up, sizeof up, c->uptime_ms);
         if (o.json)
@@ -213,19 +230,22 @@ kin__cli_tree(int argc, char **argv)
                 json_pack("{s:i,s:s,s:s,s:i,s:o,s:i,s:I,s:f}", "id", c->id,
                           "name", c->name, "host", c->host, "pid", c->pid,
                           "parent",
-                          c->depth ? json_integer(c->parent) : json_null(),
+                          depth ? json_integer(c->parent) : json_null(),
                           "tasks", c->tasks, "rss_kib", (json_int_t)c->rss_kib,
                           "uptime_ms", c->uptime_ms));
         else
             printf("%-28s %-16.16s %7d %6u %7.1fMi %8s\n", label, c->host,
                    c->pid, c->tasks, (double)c->rss_kib / 1024.0, up);
-        for (size_t i = count; i-- > 0;)
-            if (all[i].depth == c->depth + 1 && all[i].parent == c->id)
+        for (size_t i = count; i-- > 1;) {
+            if (all[i].parent == c->id) {
                 stack[top++] = (int)i;
+                stack[top++] = depth + 1;
+            }
+        }
     }
     free(stack);
     free(all);
-    finish_json(arr, o.json);
+    finish_json("contexts", arr, o.json);
     return 0;
 }
 
@@ -234,7 +254,7 @@ kin__cli_tree(int argc, char **argv)
 
 typedef struct row {
     kin_task_info t;
-    const kin__cli_info_t *c;
+    const kin_ctx_info *c;
     int next;       /* the task this one awaits, -1 for none */
     bool pool_edge; /* next holds the only worker this task waits for */
     int mark;
@@ -242,7 +262,7 @@ typedef struct row {
 
 /* Tasks of the tree (or one context). */
 static int
-collect(kin_node *n, const opts *o, kin__cli_info_t **ctxs, size_t *nctx,
+collect(kin_node *n, const opts *o, kin_ctx_info **ctxs, size_t *nctx,
         row **rows, size_t *nrows)
 {
     kin_err e = kin__cli_contexts(n, ctxs, nctx);
@@ -259,7 +279,7 @@ collect(kin_node *n, const opts *o, kin__cli_info_t **ctxs, size_t *nctx,
     }
     bool found = !o->has_ctx;
     for (size_t i = 0; i < *nctx; i++) {
-        kin__cli_info_t *c = &(*ctxs)[i];
+        kin_ctx_info *c = &(*ctxs)[i];
         if (o->has_ctx && c->id != o->ctx)
             continue;
         found = true;
@@ -319,7 +339,7 @@ collect(kin_node *n, const opts *o, kin__cli_info_t **ctxs, size_t *nctx,
      * search per pending task was quadratic (10,000 queued calls took
      * ~100 ms here). */
     for (size_t from = 0, to; from < len; from = to) {
-        const kin__cli_info_t *c = rs[from].c;
+        const kin_ctx_info *c = rs[from].c;
         int holder = -1;
         for (to = from; to < len && rs[to].c == c; to++) {
             const kin_task_info *b = &rs[to].t;
@@ -393,17 +413,15 @@ int
 kin__cli_ps(int argc, char **argv)
 {
     opts o;
-    int rc = parse(argc, argv,
-                   "PID [-c CTX] [-f TEXT] [-p] [--json]\n  tasks of every "
-                   "context (or CTX); -f filters by name or function, -p "
-                   "shows persistent tasks only",
-                   0, &o);
-    if (rc)
-        return rc == 1 ? 0 : rc;
     kin_node *n;
-    if (kin__cli_attach(o.pid, &n))
-        return 2;
-    kin__cli_info_t *ctxs;
+    int rc = open_tree(argc, argv,
+                       "PID [-c CTX] [-f TEXT] [-p] [--json]\n  tasks of every "
+                       "context (or CTX); -f filters by name or function, -p "
+                       "shows persistent tasks only",
+                       0, &o, &n);
+    if (rc >= 0)
+        return rc;
+    kin_ctx_info *ctxs;
     size_t nctx, nrows;
     row *rows;
     rc = collect(n, &o, &ctxs, &nctx, &rows, &nrows);
@@ -428,7 +446,7 @@ kin__cli_ps(int argc, char **argv)
                rows[i].c->name, t->name, t->fn[0] ? t->fn : "-",
                kin_task_state_name(t->state), age, wait);
     }
-    finish_json(arr, o.json);
+    finish_json("tasks", arr, o.json);
     free(rows);
     free(ctxs);
     return 0;
@@ -444,16 +462,15 @@ int
 kin__cli_pstree(int argc, char **argv)
 {
     opts o;
-    int rc = parse(argc, argv,
-                   "PID [--json]\n  await tree across contexts; a cycle is a "
-                   "deadlock: printed, exit status 1",
-                   0, &o);
-    if (rc)
-        return rc == 1 ? 0 : rc;
     kin_node *n;
-    if (kin__cli_attach(o.pid, &n))
-        return 2;
-    kin__cli_info_t *ctxs;
+    int rc =
+        open_tree(argc, argv,
+                  "PID [--json]\n  await tree across contexts; a cycle is a "
+                  "deadlock: printed, exit status 1",
+                  0, &o, &n);
+    if (rc >= 0)
+        return rc;
+    kin_ctx_info *ctxs;
     size_t nctx, nrows;
     row *rows;
     rc = collect(n, &o, &ctxs, &nctx, &rows, &nrows);
@@ -652,20 +669,33 @@ print_terminated(const kin_task_info *t, bool json, json_t *arr)
            by[0] ? " cancelled by " : "", by);
 }
 
+/* where-terminated's JSON: {"version": 1, "task": {...}} and, when the
+ * canceller is still alive, "canceller": {"name", "state"}; arr holds the
+ * task's object and then the canceller's. */
+static void
+finish_terminated(json_t *arr, bool json)
+{
+    if (json) {
+        json_t *j = json_pack("{s:O}", "task", json_array_get(arr, 0));
+        if (json_array_size(arr) > 1)
+            json_object_set(j, "canceller", json_array_get(arr, 1));
+        print_json(j);
+    }
+    json_decref(arr);
+}
+
 int
 kin__cli_ps_terminated(int argc, char **argv)
 {
     opts o;
-    int rc = parse(argc, argv,
-                   "PID [-c CTX] [--json]\n  recently terminated tasks and "
-                   "how they ended",
-                   0, &o);
-    if (rc)
-        return rc == 1 ? 0 : rc;
     kin_node *n;
-    if (kin__cli_attach(o.pid, &n))
-        return 2;
-    kin__cli_info_t *ctxs;
+    int rc = open_tree(argc, argv,
+                       "PID [-c CTX] [--json]\n  recently terminated tasks and "
+                       "how they ended",
+                       0, &o, &n);
+    if (rc >= 0)
+        return rc;
+    kin_ctx_info *ctxs;
     size_t nctx;
     if (kin__cli_contexts(n, &ctxs, &nctx)) {
         kin_node_destroy(&n);
@@ -688,7 +718,7 @@ kin__cli_ps_terminated(int argc, char **argv)
     }
     kin_node_destroy(&n);
     free(ctxs);
-    finish_json(arr, o.json);
+    finish_json("tasks", arr, o.json);
     return 0;
 }
 
@@ -732,10 +762,12 @@ kin__cli_where_terminated(int argc, char **argv)
                 if (live[i].id != bt)
                     continue;
                 if (o.json) {
+                    char bid[32];
+                    snprintf(bid, sizeof bid, "%u:%u", bc, bt);
                     json_array_append_new(
-                        arr,
-                        json_pack("{s:s,s:s}", "canceller", live[i].name,
-                                  "state", kin_task_state_name(live[i].state)));
+                        arr, json_pack("{s:s,s:s,s:s}", "task", bid, "name",
+                                       live[i].name, "state",
+                                       kin_task_state_name(live[i].state)));
                 } else {
                     printf("  cancelled by %u:%u %s (%s)", bc, bt, live[i].name,
                            kin_task_state_name(live[i].state));
@@ -753,7 +785,7 @@ kin__cli_where_terminated(int argc, char **argv)
     }
     kin_node_destroy(&n);
     free(ts);
-    finish_json(arr, o.json);
+    finish_terminated(arr, o.json);
     return 0;
 }
 
@@ -781,7 +813,8 @@ kin__cli_cancel(int argc, char **argv)
         return 2;
     }
     if (o.json)
-        printf("{\"cancelled\": \"%u:%u\"}\n", ctx, task);
+        printf("{\"cancelled\": \"%u:%u\", \"version\": %d}\n", ctx, task,
+               KIN_CLI_JSON_VERSION);
     else
         printf("cancel requested for %u:%u\n", ctx, task);
     return 0;
@@ -818,16 +851,15 @@ int
 kin__cli_signal(int argc, char **argv)
 {
     opts o;
-    int rc = parse(argc, argv,
-                   "PID CTX SIGNAME\n  send a signal (TERM, INT, USR1, ...) to "
-                   "the process of context CTX",
-                   2, &o);
-    if (rc)
-        return rc == 1 ? 0 : rc;
-    uint32_t ctx = (uint32_t)strtoul(o.args[0], NULL, 10);
     kin_node *n;
-    if (kin__cli_attach(o.pid, &n))
-        return 2;
+    int rc =
+        open_tree(argc, argv,
+                  "PID CTX SIGNAME\n  send a signal (TERM, INT, USR1, ...) to "
+                  "the process of context CTX",
+                  2, &o, &n);
+    if (rc >= 0)
+        return rc;
+    uint32_t ctx = (uint32_t)strtoul(o.args[0], NULL, 10);
     kin_msg *reply = NULL;
     kin_err e = simple_request(n, ctx, "signal", "signal", o.args[1], &reply);
     kin_node_destroy(&n);
@@ -845,16 +877,15 @@ int
 kin__cli_stacktrace(int argc, char **argv)
 {
     opts o;
-    int rc = parse(argc, argv,
-                   "PID CTX [--json]\n  the stacks of every thread of context "
-                   "CTX",
-                   1, &o);
-    if (rc)
-        return rc == 1 ? 0 : rc;
-    uint32_t ctx = (uint32_t)strtoul(o.args[0], NULL, 10);
     kin_node *n;
-    if (kin__cli_attach(o.pid, &n))
-        return 2;
+    int rc =
+        open_tree(argc, argv,
+                  "PID CTX [--json]\n  the stacks of every thread of context "
+                  "CTX",
+                  1, &o, &n);
+    if (rc >= 0)
+        return rc;
+    uint32_t ctx = (uint32_t)strtoul(o.args[0], NULL, 10);
     kin_msg *reply = NULL;
     kin_err e = simple_request(n, ctx, "stacktrace", NULL, NULL, &reply);
     kin_node_destroy(&n);
@@ -905,7 +936,7 @@ kin__cli_stacktrace(int argc, char **argv)
     }
     kin_reader_release(&rd);
     kin_msg_destroy(&reply);
-    finish_json(arr, o.json);
+    finish_json("threads", arr, o.json);
     if (e)
         fprintf(stderr, "kin stacktrace: bad reply from context %u: %s\n", ctx,
                 kin_strerror(e));

@@ -74,7 +74,7 @@ on_emergency(void)
 bool
 kin_is_child(void)
 {
-    return getenv("KIN_CHILD_ENDPOINT") != NULL;
+    return getenv(KIN__ENV_ENDPOINT) != NULL;
 }
 
 static uint32_t
@@ -89,7 +89,7 @@ env_u32(const char *name)
 static const char *
 take_curve_key(char *copy, size_t size)
 {
-    char *v = getenv("KIN_CHILD_CURVE");
+    char *v = getenv(KIN__ENV_CURVE);
     if (!v)
         return NULL;
     snprintf(copy, size, "%s", v);
@@ -104,28 +104,28 @@ kin_init(kin_node **out, const kin_node_opts *opts)
         return kin_node_new(out, opts);
 
     kin_node_opts o = opts ? *opts : (kin_node_opts){0};
-    o.parent_endpoint = getenv("KIN_CHILD_ENDPOINT");
-    o.parent_id = env_u32("KIN_CHILD_PARENT_ID");
-    o.id = env_u32("KIN_CHILD_ID");
-    o.name = getenv("KIN_CHILD_NAME");
-    o.max_msg_size = env_u32("KIN_CHILD_MAX_MSG");
-    o.workers = (int)env_u32("KIN_CHILD_WORKERS");
-    o.log_endpoint = getenv("KIN_CHILD_LOG_ENDPOINT");
+    o.parent_endpoint = getenv(KIN__ENV_ENDPOINT);
+    o.parent_id = env_u32(KIN__ENV_PARENT_ID);
+    o.id = env_u32(KIN__ENV_ID);
+    o.name = getenv(KIN__ENV_NAME);
+    o.max_msg_size = env_u32(KIN__ENV_MAX_MSG);
+    o.workers = (int)env_u32(KIN__ENV_WORKERS);
+    o.log_endpoint = getenv(KIN__ENV_LOG_ENDPOINT);
     o.bind = NULL;
     char key[128];
     o.curve_key = take_curve_key(key, sizeof key);
-    const char *hb = getenv("KIN_CHILD_HEARTBEAT");
+    const char *hb = getenv(KIN__ENV_HEARTBEAT);
     if (hb &&
         sscanf(hb, "%d,%d", &o.heartbeat_ms, &o.heartbeat_timeout_ms) != 2)
         o.heartbeat_ms = o.heartbeat_timeout_ms = 0;
     kin_node *n;
-    kin__context_hooks hooks = {
-        .on_shutdown = on_shutdown,
-        .on_parent_lost = on_parent_lost,
-        .curve_up = getenv("KIN_CHILD_CURVE_UP") != NULL,
-        .log_curve = getenv("KIN_CHILD_LOG_CURVE") != NULL,
-        .remote = getenv("KIN_CHILD_REMOTE") != NULL,
-        .other_user = getenv("KIN_CHILD_OTHER_USER") != NULL};
+    kin__context_hooks hooks = {.on_shutdown = on_shutdown,
+                                .on_parent_lost = on_parent_lost,
+                                .curve_up = getenv(KIN__ENV_CURVE_UP) != NULL,
+                                .log_curve = getenv(KIN__ENV_LOG_CURVE) != NULL,
+                                .remote = getenv(KIN__ENV_REMOTE) != NULL,
+                                .other_user =
+                                    getenv(KIN__ENV_OTHER_USER) != NULL};
     /* Exec'd through /proc/self/exe, the process would be called "exe" in
      * ps and top: give it the context's name. */
     if (o.name)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/sockname.h"
 #include "logs/logfwd.h"
 #include "router/router.h"
 
@@ -17,6 +18,19 @@ kin_err
 kin__tool_runtime_dir(char *out, size_t size)
 {
     return kin__runtime_dir(out, size);
+}
+
+int
+kin__tool_sock_path(char *out, size_t size, const char *dir, int pid,
+                    uint32_t id)
+{
+    return kin__sockname(out, size, dir, pid, id, 0);
+}
+
+bool
+kin__tool_sock_parse(const char *name, int *pid, uint32_t *id)
+{
+    return kin__sockname_parse(name, pid, id);
 }
 
 kin_err

@@ -20,6 +20,15 @@
  * -errno. */
 kin_err kin__tool_runtime_dir(char *out, size_t size);
 
+/* The socket file of context id of process pid in dir (the runtime
+ * directory): dir + "/<pid>-<id>.sock". Returns snprintf's result. */
+int kin__tool_sock_path(char *out, size_t size, const char *dir, int pid,
+                        uint32_t id);
+
+/* Whether a file name in the runtime directory is a context's socket,
+ * "<pid>-<id>.sock"; sets *pid and *id when it is. */
+bool kin__tool_sock_parse(const char *name, int *pid, uint32_t *id);
+
 /* A new CURVE key pair as "PUBLIC:SECRET" in Z85 (size >= 82). Errors:
  * -ENOTSUP (this libzmq has no CURVE), -ENOSPC (size too small). */
 kin_err kin__tool_keygen(char *out, size_t size);

@@ -1,8 +1,9 @@
 /* Picture-string packing and reading of msgpack bodies (kin/pack.h): a
- * growable buffer with a msgpack-c packer that appends to it, and a reader
- * that walks top-level objects and the arrays and maps opened inside them. */
+ * msgpack-c packer that appends to a kin_buf (core/buf.c), and a reader that
+ * walks top-level objects and the arrays and maps opened inside them. */
 #include <kin/pack.h>
 
+#include "core/buf.h"
 #include "core/pack_internal.h"
 
 #include <errno.h>
@@ -18,84 +19,6 @@
 
 #define DEPTH_MAX                                                              \
     ((int)(sizeof((kin_reader *)0)->stack / sizeof(struct kin_reader_frame)))
-
-void
-kin_buf_init(kin_buf *b)
-{
-    b->data = NULL;
-    b->len = 0;
-    b->cap = 0;
-}
-
-void
-kin_buf_release(kin_buf *b)
-{
-    if (!b)
-        return;
-    free(b->data);
-    kin_buf_init(b);
-}
-
-static kin_err
-reserve(kin_buf *b, size_t n)
-{
-    if (n <= b->cap - b->len)
-        return KIN_OK;
-    if (n > SIZE_MAX - b->len)
-        return -ENOMEM;
-    size_t need = b->len + n;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < need)
-        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    char *data = realloc(b->data, cap);
-    if (!data)
-        return -ENOMEM;
-    b->data = data;
-    b->cap = cap;
-    return KIN_OK;
-}
-
-/* msgpack-c's write callback: 0 on success, and any other value is passed
- * back by the msgpack_pack_* call that wrote. */
-static int
-append(void *data, const char *buf, size_t len)
-{
-    kin_buf *b = data;
-    /* Empty str and bin bodies arrive here too, possibly with buf NULL,
-     * which memcpy must not be given. */
-    if (len == 0)
-        return 0;
-    if (reserve(b, len) != KIN_OK)
-        return -1;
-    memcpy(b->data + b->len, buf, len);
-    b->len += len;
-    return 0;
-}
-
-kin_err
-kin_buf_printf(kin_buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return -EINVAL;
-    kin_err e = reserve(b, (size_t)n + 1);
-    if (e)
-        return e;
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-    return KIN_OK;
-}
-
-void
-kin_buf_packer(kin_buf *b, msgpack_packer *pk)
-{
-    msgpack_packer_init(pk, b, append);
-}
 
 /* msgpack_unpack's failures as kin codes. NOMEM also stands for objects
  * nested deeper than msgpack-c's fixed stack of 32, and for sizes too big to
@@ -250,6 +173,36 @@ scan_one(const void *data, size_t len, size_t *framing)
 }
 
 size_t
+kin__mp_header(const void *p, size_t len, kin__mp_kind kind, uint32_t *n)
+{
+    static const struct {
+        uint8_t fix, fix_max, tags[3]; /* tags: 8-, 16-, 32-bit counts */
+    } k[] = {[KIN__MP_ARRAY] = {0x90, 15, {0, 0xdc, 0xdd}},
+             [KIN__MP_MAP] = {0x80, 15, {0, 0xde, 0xdf}},
+             [KIN__MP_STR] = {0xa0, 31, {0xd9, 0xda, 0xdb}}};
+    const uint8_t *b = p;
+    if (!len)
+        return 0;
+    if (b[0] >= k[kind].fix && b[0] <= k[kind].fix + k[kind].fix_max) {
+        *n = b[0] - k[kind].fix;
+        return 1;
+    }
+    for (size_t t = 0; t < 3; t++) {
+        size_t bytes = (size_t)1 << t;
+        if (!k[kind].tags[t] || b[0] != k[kind].tags[t])
+            continue;
+        if (len < 1 + bytes)
+            return 0;
+        uint32_t v = 0;
+        for (size_t i = 1; i <= bytes; i++)
+            v = v << 8 | b[i];
+        *n = v;
+        return 1 + bytes;
+    }
+    return 0;
+}
+
+size_t
 kin__msgpack_scan(const void *data, size_t len)
 {
     size_t framing = 0;
@@ -363,7 +316,7 @@ pack_one(msgpack_packer *pk, char c, va_list *ap)
         kin_err e = check_one_object(p, len);
         if (e != KIN_OK)
             return e;
-        rc = append(pk->data, p, len);
+        rc = pk->callback(pk->data, p, len);
         break;
     }
     }
@@ -522,23 +475,6 @@ take_pass(kin_reader *r, msgpack_object *obj, size_t *start)
     return e == KIN_OK ? pass(r, *start) : e;
 }
 
-/* msgpack-c tells where a container's bytes begin but not where its first
- * element does, so 'm' on elements needs the header's length. */
-static size_t
-header_len(unsigned char c)
-{
-    switch (c) {
-    case 0xdc: /* array 16 */
-    case 0xde: /* map 16 */
-        return 3;
-    case 0xdd: /* array 32 */
-    case 0xdf: /* map 32 */
-        return 5;
-    default: /* fixarray, fixmap */
-        return 1;
-    }
-}
-
 /* Opens the array or map just taken, at start, so that the next items read
  * its elements. */
 static kin_err
@@ -551,7 +487,12 @@ open_container(kin_reader *r, const msgpack_object *obj, size_t start)
         return KIN_ETOOBIG;
     if (map)
         n *= 2;
-    size_t first = start + header_len((unsigned char)r->data[start]);
+    /* msgpack-c tells where a container's bytes begin but not where its
+     * first element does. */
+    uint32_t claimed;
+    size_t first =
+        start + kin__mp_header(r->data + start, r->len - start,
+                               map ? KIN__MP_MAP : KIN__MP_ARRAY, &claimed);
     if (n == 0) {
         close_to(r, first);
         return KIN_OK;

@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <kin/err.h>
 
@@ -20,6 +21,21 @@ size_t kin__msgpack_scan(const void *data, size_t len);
  * contents, and numbers, nil and booleans -- is the payload. 0 when data
  * is not such a sequence (then all of it is payload). */
 size_t kin__msgpack_envelope(const void *data, size_t len, unsigned whole);
+
+/* The one reader of msgpack container and string headers for the code that
+ * walks bodies by hand (log records, monitor replies, the reader here). */
+typedef enum kin__mp_kind {
+    KIN__MP_ARRAY, /* fixarray 0x90.., array 16 0xdc, array 32 0xdd */
+    KIN__MP_MAP,   /* fixmap 0x80.., map 16 0xde, map 32 0xdf */
+    KIN__MP_STR    /* fixstr 0xa0.., str 8 0xd9, str 16 0xda, str 32 0xdb */
+} kin__mp_kind;
+
+/* The header of a `kind` at p (len bytes readable): sets *n to the count
+ * (elements, pairs, or bytes) it claims and returns the header's length;
+ * 0 when p holds no complete header of that kind. The count is not checked
+ * against the bytes left (kin__msgpack_scan does that). */
+size_t kin__mp_header(const void *p, size_t len, kin__mp_kind kind,
+                      uint32_t *n);
 
 /* kin_unpack_buf with a va_list. */
 kin_err kin__vunpack_buf(const void *data, size_t len, const char *picture,

@@ -3,6 +3,7 @@
 #define KIN_CORE_SYNC_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <time.h>
 
 /* A mutex for short critical sections on hot paths (queues, tables): it
@@ -18,6 +19,12 @@ kin__mutex_init_fast(pthread_mutex_t *m)
     pthread_mutexattr_destroy(&a);
     return rc;
 }
+
+/* Runs fn in the child after every later fork (for state the child must
+ * drop: threads that did not survive the fork, locks they may have held).
+ * Registers fn once however often it is called; cheap after the first
+ * call, so call it on a module's first-use path. Any thread. */
+void kin__forget_in_child(void (*fn)(void));
 
 /* Sets *ts to ms milliseconds from now on clock, for timed waits
  * (pthread_cond_timedwait uses CLOCK_REALTIME unless told otherwise). */

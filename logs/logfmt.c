@@ -11,6 +11,8 @@
 
 #include "logs/logrec.h"
 
+#include "core/buf.h"
+
 /* --- human lines ---------------------------------------------------------- */
 
 typedef struct out {
@@ -274,20 +276,7 @@ kin_logrec_format(const kin_logrec *r, unsigned flags, char *buf, size_t size)
 static int
 bput(kin_buf *b, const char *s, size_t n)
 {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->data, cap);
-        if (!p)
-            return -ENOMEM;
-        b->data = p;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = 0;
-    return 0;
+    return kin__buf_add(b, s, n);
 }
 
 static int KIN_PRINTF(2, 3) bprintf(kin_buf *b, const char *fmt, ...)
@@ -398,7 +387,10 @@ kin_logrec_json(const kin_logrec *r, kin_buf *b)
 {
     size_t start = b->len;
     int e = bput(b, "{", 1);
-    e = e ? e : json_key(b, "kind", true);
+    /* The shape's version, as in every JSON the kin command prints. */
+    e = e ? e : json_key(b, "version", true);
+    e = e ? e : bput(b, "1", 1);
+    e = e ? e : json_key(b, "kind", false);
     e = e ? e : bprintf(b, "\"%s\"", kin_logrec_kind_name(r->kind));
     if (r->kind != KIN_LOGREC_GAP) {
         time_t sec = (time_t)(r->wall_ns / 1000000000u);

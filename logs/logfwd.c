@@ -19,6 +19,7 @@
 
 #include <zmq.h>
 
+#include "broker/broker.h"
 #include "core/log_internal.h"
 #include "core/task.h"
 #include "router/zctx.h"
@@ -56,12 +57,6 @@ struct kin__logfwd {
     int held_flags;
     bool holding;
 };
-
-static void
-set_int(void *s, int opt, int v)
-{
-    zmq_setsockopt(s, opt, &v, sizeof v);
-}
 
 /* Remembers the socket file ep made, if it made one of its own (not an
  * abstract name; not a wildcard, whose file libzmq removes itself). */
@@ -206,14 +201,14 @@ fwd_main(void *arg)
     void *socks[] = {xsub, xpub, ctl, cap};
     for (size_t i = 0; i < 4; i++)
         if (socks[i])
-            set_int(socks[i], ZMQ_LINGER, 0);
+            kin__zmq_set_int(socks[i], ZMQ_LINGER, 0);
     if (!e) {
-        set_int(xsub, ZMQ_RCVHWM, f->o.hwm);
-        set_int(xpub, ZMQ_SNDHWM, f->o.hwm);
+        kin__zmq_set_int(xsub, ZMQ_RCVHWM, f->o.hwm);
+        kin__zmq_set_int(xpub, ZMQ_SNDHWM, f->o.hwm);
         if (cap)
-            set_int(cap, ZMQ_SNDHWM, 100000);
+            kin__zmq_set_int(cap, ZMQ_SNDHWM, 100000);
         if (f->o.lossless)
-            set_int(xpub, ZMQ_XPUB_NODROP, 1);
+            kin__zmq_set_int(xpub, ZMQ_XPUB_NODROP, 1);
         e = bind_at(xsub, f->o.backend, f->backend, sizeof f->backend,
                     f->o.curve, &f->files[0]);
     }
@@ -391,7 +386,7 @@ kin__logfwd_stop(kin__logfwd **fp)
         }
         void *push = zmq_socket(kin__zctx(), ZMQ_PUSH);
         if (push) {
-            set_int(push, ZMQ_LINGER, 1000);
+            kin__zmq_set_int(push, ZMQ_LINGER, 1000);
             zmq_connect(push, f->ctl_ep);
             zmq_send(push, "", 0, 0);
             zmq_close(push);

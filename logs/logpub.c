@@ -6,6 +6,7 @@
  * source; XPUB_NODROP so pressure from the forwarder backs up into the
  * queue, where every drop is counted and reported. */
 #include "logs/logs_impl.h"
+#include "logs/logs_test.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,7 +23,9 @@
 
 #include <zmq.h>
 
+#include "core/buf.h"
 #include "core/log_internal.h"
+#include "core/sync.h"
 #include "core/task.h"
 #include "router/zctx.h"
 
@@ -112,7 +115,14 @@ struct kin__logs {
     int closed; /* uv handles closed */
 };
 
-int kin__logs_min = INT_MAX;
+/* The lowest level currently produced (INT_MAX: none). */
+static int g_min = INT_MAX;
+
+bool
+kin_logs_enabled(int level)
+{
+    return level >= __atomic_load_n(&g_min, __ATOMIC_RELAXED);
+}
 
 /* The key of a node's publisher in its node (kin__node_attach). */
 static const kin__layer logs_layer = {"logs"};
@@ -126,7 +136,6 @@ logs_of(const kin_node *n)
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct kin__logs *g_list; /* the head is the current publisher */
 static int g_floor = INT_MIN;
-static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static kin__logs_tuning g_tune = {512 * 1024, 10000, 10000, 2000, 0};
 
 /* --- the process-wide switch ---------------------------------------------- */
@@ -137,7 +146,7 @@ update_min_locked(void)
     int m = INT_MAX;
     if (g_list && g_list->subs_floor != INT_MAX)
         m = g_list->subs_floor > g_floor ? g_list->subs_floor : g_floor;
-    __atomic_store_n(&kin__logs_min, m, __ATOMIC_RELAXED);
+    __atomic_store_n(&g_min, m, __ATOMIC_RELAXED);
 }
 
 /* A forked child has none of its parent's threads: its publishers are the
@@ -147,13 +156,7 @@ forget_in_child(void)
 {
     pthread_mutex_init(&g_mu, NULL);
     g_list = NULL;
-    __atomic_store_n(&kin__logs_min, INT_MAX, __ATOMIC_RELAXED);
-}
-
-static void
-register_atfork(void)
-{
-    pthread_atfork(NULL, NULL, forget_in_child);
+    __atomic_store_n(&g_min, INT_MAX, __ATOMIC_RELAXED);
 }
 
 void
@@ -253,20 +256,20 @@ emit_body(int level, const char *file, int line, const char *msg,
           size_t msg_len, const kin_field *fields)
 {
     kin_task *t = kin_task_self();
-    kin__lbuf b;
-    kin__lbuf_init(&b);
-    kin__logrec_body(&b, level, clock_ns(CLOCK_REALTIME),
-                     clock_ns(CLOCK_MONOTONIC), t ? t->id : 0, file, line, msg,
-                     msg_len, fields);
-    if (!b.failed) {
+    char mem[KIN__LOG_BODY_INLINE];
+    kin_buf b;
+    kin__buf_init_fixed(&b, mem, sizeof mem);
+    if (!kin__logrec_body(&b, level, clock_ns(CLOCK_REALTIME),
+                          clock_ns(CLOCK_MONOTONIC), t ? t->id : 0, file, line,
+                          msg, msg_len, fields)) {
         pthread_mutex_lock(&g_mu);
         struct kin__logs *p = g_list;
         if (p && level >= g_floor)
             enqueue_locked(p, kin__log_bucket(level), KIN_LOGREC_LOG, p->id,
-                           NULL, 0, b.p, b.len);
+                           NULL, 0, b.data, b.len);
         pthread_mutex_unlock(&g_mu);
     }
-    kin__lbuf_fini(&b);
+    kin_buf_release(&b);
 }
 
 void
@@ -317,20 +320,21 @@ kin__logs_child_line(kin_node *n, uint32_t child_id, const char *child_name,
     pthread_mutex_unlock(&g_mu);
     if (!want)
         return;
-    kin__lbuf b;
-    kin__lbuf_init(&b);
-    kin__logrec_body(&b, level, clock_ns(CLOCK_REALTIME),
-                     clock_ns(CLOCK_MONOTONIC), 0, "", 0, line, len, NULL);
-    if (!b.failed) {
+    char mem[KIN__LOG_BODY_INLINE];
+    kin_buf b;
+    kin__buf_init_fixed(&b, mem, sizeof mem);
+    if (!kin__logrec_body(&b, level, clock_ns(CLOCK_REALTIME),
+                          clock_ns(CLOCK_MONOTONIC), 0, "", 0, line, len,
+                          NULL)) {
         const char *name = child_name ? child_name : "";
         pthread_mutex_lock(&g_mu);
         if (logs_of(n) == p)
             enqueue_locked(p, kin__log_bucket(level),
                            is_stderr ? KIN_LOGREC_STDERR : KIN_LOGREC_STDOUT,
-                           child_id, name, strlen(name), b.p, b.len);
+                           child_id, name, strlen(name), b.data, b.len);
         pthread_mutex_unlock(&g_mu);
     }
-    kin__lbuf_fini(&b);
+    kin_buf_release(&b);
 }
 
 /* --- broker thread: sending ----------------------------------------------- */
@@ -435,15 +439,16 @@ send_notice(struct kin__logs *p, uint32_t ctx, bstream *bs, int bucket)
     kin_field f[3] = {KIN_FUINT("dropped", count),
                       KIN_FUINT("dropped_total", bs->drops[bucket] + count),
                       KIN__FEND};
-    kin__lbuf b;
-    kin__lbuf_init(&b);
-    kin__logrec_body(&b, kin__log_bucket_level(bucket),
-                     clock_ns(CLOCK_REALTIME), clock_ns(CLOCK_MONOTONIC), 0, "",
-                     0, msg, (size_t)ml, f);
-    int r = b.failed ? 0
-                     : publish(p, bucket, KIN_LOGREC_DROPPED, ctx, NULL, 0, b.p,
-                               b.len, count);
-    kin__lbuf_fini(&b);
+    char mem[KIN__LOG_BODY_INLINE];
+    kin_buf b;
+    kin__buf_init_fixed(&b, mem, sizeof mem);
+    kin_err be = kin__logrec_body(
+        &b, kin__log_bucket_level(bucket), clock_ns(CLOCK_REALTIME),
+        clock_ns(CLOCK_MONOTONIC), 0, "", 0, msg, (size_t)ml, f);
+    int r = be ? 0
+               : publish(p, bucket, KIN_LOGREC_DROPPED, ctx, NULL, 0, b.data,
+                         b.len, count);
+    kin_buf_release(&b);
     if (!r) {
         bs->unannounced[bucket] = 0;
         atomic_fetch_add(&p->notices, 1);
@@ -910,7 +915,7 @@ kin__logs_start(kin_node *n, const kin_node_opts *opts, bool curve)
         return KIN_OK;
     if (ep && strlen(ep) >= sizeof((struct kin__logs *)0)->endpoint)
         return -EINVAL;
-    pthread_once(&g_once, register_atfork);
+    kin__forget_in_child(forget_in_child);
     struct kin__logs *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;

@@ -5,6 +5,9 @@
  * Every read is bounds-checked: records come from the network. */
 #include "logs/logrec.h"
 
+#include "core/buf.h"
+#include "core/pack_internal.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -106,45 +109,22 @@ kin_logrec_kind_name(kin_logrec_kind kind)
 
 /* --- encoding ------------------------------------------------------------- */
 
-void
-kin__lbuf_init(kin__lbuf *b)
-{
-    b->p = b->inline_;
-    b->len = 0;
-    b->cap = sizeof b->inline_;
-    b->failed = false;
-}
-
-void
-kin__lbuf_fini(kin__lbuf *b)
-{
-    if (b->p != b->inline_)
-        free(b->p);
-    kin__lbuf_init(b);
-}
+/* A writer into a kin_buf that remembers its first failed allocation, so
+ * that a record is written without a check after every item. */
+typedef struct wr {
+    kin_buf *b;
+    bool failed;
+} wr;
 
 /* Room for n more bytes, or NULL (and failed). */
 static unsigned char *
-room(kin__lbuf *b, size_t n)
+room(wr *w, size_t n)
 {
-    if (b->failed)
+    if (w->failed)
         return NULL;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap * 2;
-        while (cap < b->len + n)
-            cap *= 2;
-        char *p = b->p == b->inline_ ? malloc(cap) : realloc(b->p, cap);
-        if (!p) {
-            b->failed = true;
-            return NULL;
-        }
-        if (b->p == b->inline_)
-            memcpy(p, b->inline_, b->len);
-        b->p = p;
-        b->cap = cap;
-    }
-    unsigned char *at = (unsigned char *)b->p + b->len;
-    b->len += n;
+    unsigned char *at = (unsigned char *)kin__buf_extend(w->b, n);
+    if (!at)
+        w->failed = true;
     return at;
 }
 
@@ -159,7 +139,7 @@ be(unsigned char *p, uint64_t v, int bytes)
 
 /* A type byte and a big-endian value of `bytes` bytes. */
 static void
-w_tagged(kin__lbuf *b, unsigned char tag, uint64_t v, int bytes)
+w_tagged(wr *b, unsigned char tag, uint64_t v, int bytes)
 {
     unsigned char *p = room(b, 1 + (size_t)bytes);
     if (p) {
@@ -169,7 +149,7 @@ w_tagged(kin__lbuf *b, unsigned char tag, uint64_t v, int bytes)
 }
 
 static void
-w_uint(kin__lbuf *b, uint64_t v)
+w_uint(wr *b, uint64_t v)
 {
     if (v < 128) {
         unsigned char *p = room(b, 1);
@@ -187,7 +167,7 @@ w_uint(kin__lbuf *b, uint64_t v)
 }
 
 static void
-w_int(kin__lbuf *b, int64_t v)
+w_int(wr *b, int64_t v)
 {
     if (v >= 0) {
         w_uint(b, (uint64_t)v);
@@ -207,7 +187,7 @@ w_int(kin__lbuf *b, int64_t v)
 }
 
 static void
-w_double(kin__lbuf *b, double d)
+w_double(wr *b, double d)
 {
     uint64_t bits;
     memcpy(&bits, &d, sizeof bits);
@@ -215,7 +195,7 @@ w_double(kin__lbuf *b, double d)
 }
 
 static void
-w_simple(kin__lbuf *b, unsigned char c)
+w_simple(wr *b, unsigned char c)
 {
     unsigned char *p = room(b, 1);
     if (p)
@@ -224,7 +204,7 @@ w_simple(kin__lbuf *b, unsigned char c)
 
 /* Headers of str (fix 0xa0), array (fix 0x90) and map (fix 0x80). */
 static void
-w_header(kin__lbuf *b, unsigned char fix, unsigned fix_max,
+w_header(wr *b, unsigned char fix, unsigned fix_max,
          const unsigned char tags[3], uint32_t n)
 {
     if (n <= fix_max)
@@ -243,7 +223,7 @@ static const unsigned char map_tags[3] = {0, 0xde, 0xdf};
 
 /* A string cut to max bytes; NULL is nil. len SIZE_MAX: NUL-terminated. */
 static void
-w_str(kin__lbuf *b, const char *s, size_t len, size_t max)
+w_str(wr *b, const char *s, size_t len, size_t max)
 {
     if (!s) {
         w_simple(b, 0xc0);
@@ -259,11 +239,12 @@ w_str(kin__lbuf *b, const char *s, size_t len, size_t max)
         memcpy(p, s, len);
 }
 
-void
-kin__logrec_body(kin__lbuf *b, int level, uint64_t wall_ns, uint64_t mono_ns,
+kin_err
+kin__logrec_body(kin_buf *out, int level, uint64_t wall_ns, uint64_t mono_ns,
                  uint32_t task, const char *file, int line, const char *msg,
                  size_t msg_len, const kin_field *fields)
 {
+    wr w = {.b = out}, *b = &w;
     w_int(b, level);
     w_uint(b, wall_ns);
     w_uint(b, mono_ns);
@@ -299,6 +280,7 @@ kin__logrec_body(kin__lbuf *b, int level, uint64_t wall_ns, uint64_t mono_ns,
             break;
         }
     }
+    return w.failed ? -ENOMEM : KIN_OK;
 }
 
 size_t
@@ -306,8 +288,11 @@ kin__logrec_head(char *out, int bucket, uint64_t seq, uint32_t pub,
                  uint32_t pub_ctx, uint32_t ctx, const char *name,
                  size_t name_len, int pid, kin_logrec_kind kind, uint64_t drops)
 {
-    kin__lbuf b;
-    kin__lbuf_init(&b); /* inline: the head is small and bounded */
+    /* Written straight into out: at most 111 bytes (a 63-byte name and
+     * every number at its widest), well under KIN__LOG_HEAD_MAX. */
+    kin_buf kb;
+    kin__buf_init_fixed(&kb, out, KIN__LOG_HEAD_MAX);
+    wr b = {.b = &kb};
     unsigned char *t = room(&b, KIN__LOG_TOPIC_LEN);
     kin__log_topic(t, bucket, ctx);
     if (name_len > 63)
@@ -322,8 +307,9 @@ kin__logrec_head(char *out, int bucket, uint64_t seq, uint32_t pub,
     w_int(&b, pid);
     w_uint(&b, kind);
     w_uint(&b, drops);
-    memcpy(out, b.p, b.len);
-    return b.len;
+    size_t len = kb.len;
+    kin_buf_release(&kb); /* frees nothing: out was big enough */
+    return len;
 }
 
 /* --- decoding ------------------------------------------------------------- */
@@ -425,28 +411,13 @@ r_int(cur *c, int *v)
     return true;
 }
 
-/* A container or str header: fix range [fix, fix+fix_max], then tags. */
+/* A container or str header (core's one reader of them). */
 static bool
-r_header(cur *c, unsigned char fix, unsigned fix_max,
-         const unsigned char tags[3], uint32_t *n)
+r_header(cur *c, kin__mp_kind kind, uint32_t *n)
 {
-    const unsigned char *p;
-    if (!take(c, 1, &p))
-        return false;
-    uint64_t v;
-    if (*p >= fix && *p <= fix + fix_max) {
-        *n = *p - fix;
-        return true;
-    }
-    for (int k = 0; k < 3; k++) {
-        if (tags[k] && *p == tags[k]) {
-            if (!r_be(c, 1 << k, &v))
-                return false;
-            *n = (uint32_t)v;
-            return true;
-        }
-    }
-    return false;
+    size_t len = kin__mp_header(c->p, (size_t)(c->end - c->p), kind, n);
+    c->p += len;
+    return len > 0;
 }
 
 /* A str (or nil, read as ""), borrowed. */
@@ -460,7 +431,7 @@ r_str(cur *c, const char **s, uint32_t *len)
         return true;
     }
     const unsigned char *p;
-    if (!r_header(c, 0xa0, 31, str_tags, len) || !take(c, *len, &p))
+    if (!r_header(c, KIN__MP_STR, len) || !take(c, *len, &p))
         return false;
     *s = (const char *)p;
     return true;
@@ -495,8 +466,7 @@ skip(cur *c, int depth)
         return r_be(c, 1 << (t - 0xc4), &v) && take(c, (size_t)v, &p);
     }
     bool map = (t >= 0x80 && t <= 0x8f) || t == 0xde || t == 0xdf;
-    if (map ? !r_header(c, 0x80, 15, map_tags, &n)
-            : !r_header(c, 0x90, 15, array_tags, &n))
+    if (!r_header(c, map ? KIN__MP_MAP : KIN__MP_ARRAY, &n))
         return false; /* ext types and reserved bytes: not ours */
     uint64_t items = map ? 2 * (uint64_t)n : n;
     if (items > (uint64_t)(c->end - c->p))
@@ -611,16 +581,16 @@ kin__logdec_decode(kin__logdec *d, const void *data, size_t len,
     const char *name, *file, *msg;
     kin_logrec *r = &d->rec;
     memset(r, 0, sizeof *r);
-    if (!r_header(&c, 0x90, 15, array_tags, &items) ||
-        items < KIN__LOGREC_ITEMS || !r_u64(&c, &version) ||
-        version != KIN__LOGREC_VERSION || !r_u64(&c, &r->seq) ||
-        !r_u32(&c, &r->pub) || !r_u32(&c, &r->pub_ctx) || !r_u32(&c, &r->ctx) ||
-        !r_str(&c, &name, &name_len) || !r_int(&c, &r->pid) ||
-        !r_u32(&c, &kind) || kind >= KIN_LOGREC_GAP || !r_u64(&c, &r->drops) ||
-        !r_int(&c, &r->level) || !r_u64(&c, &r->wall_ns) ||
-        !r_u64(&c, &r->mono_ns) || !r_u32(&c, &r->task) ||
-        !r_str(&c, &file, &file_len) || !r_int(&c, &r->line) ||
-        !r_str(&c, &msg, &msg_len) || !r_header(&c, 0x80, 15, map_tags, &nf))
+    if (!r_header(&c, KIN__MP_ARRAY, &items) || items < KIN__LOGREC_ITEMS ||
+        !r_u64(&c, &version) || version != KIN__LOGREC_VERSION ||
+        !r_u64(&c, &r->seq) || !r_u32(&c, &r->pub) || !r_u32(&c, &r->pub_ctx) ||
+        !r_u32(&c, &r->ctx) || !r_str(&c, &name, &name_len) ||
+        !r_int(&c, &r->pid) || !r_u32(&c, &kind) || kind >= KIN_LOGREC_GAP ||
+        !r_u64(&c, &r->drops) || !r_int(&c, &r->level) ||
+        !r_u64(&c, &r->wall_ns) || !r_u64(&c, &r->mono_ns) ||
+        !r_u32(&c, &r->task) || !r_str(&c, &file, &file_len) ||
+        !r_int(&c, &r->line) || !r_str(&c, &msg, &msg_len) ||
+        !r_header(&c, KIN__MP_MAP, &nf))
         return KIN_EBADMSG;
     if ((uint64_t)nf * 2 > (uint64_t)(c.end - c.p))
         return KIN_EBADMSG;

@@ -34,24 +34,17 @@ int kin__log_letter_bucket(unsigned char c);
 void kin__log_topic(unsigned char out[KIN__LOG_TOPIC_LEN], int bucket,
                     uint32_t ctx);
 
-/* A growable byte buffer starting in inline storage (no allocation for
- * ordinary records). A failed allocation sets failed and drops writes. */
-typedef struct kin__lbuf {
-    char *p;
-    size_t len, cap;
-    bool failed;
-    char inline_[1024];
-} kin__lbuf;
-
-void kin__lbuf_init(kin__lbuf *b);
-void kin__lbuf_fini(kin__lbuf *b);
+/* Inline storage that fits ordinary record bodies, for kin__buf_init_fixed
+ * (core/buf.h): the logging thread then allocates nothing. */
+#define KIN__LOG_BODY_INLINE 1024
 
 /* Appends the body (items 9..16: level, wall_ns, mono_ns, task, file,
- * line, msg, fields) to b. fields: KIN_FIELD_END-terminated, or NULL. */
-void kin__logrec_body(kin__lbuf *b, int level, uint64_t wall_ns,
-                      uint64_t mono_ns, uint32_t task, const char *file,
-                      int line, const char *msg, size_t msg_len,
-                      const kin_field *fields);
+ * line, msg, fields) to b. fields: KIN_FIELD_END-terminated, or NULL.
+ * Errors: -ENOMEM (b holds part of a body then: drop it). */
+kin_err kin__logrec_body(kin_buf *b, int level, uint64_t wall_ns,
+                         uint64_t mono_ns, uint32_t task, const char *file,
+                         int line, const char *msg, size_t msg_len,
+                         const kin_field *fields);
 
 /* Writes topic + array header + items 0..8 (version, seq, pub, pub_ctx,
  * ctx, name, pid, kind, drops) into out (at least KIN__LOG_HEAD_MAX

@@ -13,6 +13,7 @@
 
 #include <zmq.h>
 
+#include "core/buf.h"
 #include "core/log_internal.h"
 #include "core/task.h"
 #include "router/zctx.h"
@@ -350,26 +351,11 @@ append_line(kin_logsink *k, kin_buf *b, const kin_logrec *r)
             return;
     } else {
         size_t need = kin_logrec_format(r, k->o.text_flags, NULL, 0) + 1;
-        if (b->len + need + 1 > b->cap) {
-            size_t cap = b->cap ? b->cap : 4096;
-            while (cap < b->len + need + 1)
-                cap *= 2;
-            char *p = realloc(b->data, cap);
-            if (!p)
-                return;
-            b->data = p;
-            b->cap = cap;
-        }
+        if (kin__buf_reserve(b, need))
+            return;
         b->len += kin_logrec_format(r, k->o.text_flags, b->data + b->len, need);
     }
-    if (b->len + 1 > b->cap) {
-        char *p = realloc(b->data, b->len + 64);
-        if (!p)
-            return;
-        b->data = p;
-        b->cap = b->len + 64;
-    }
-    b->data[b->len++] = '\n';
+    kin__buf_add(b, "\n", 1);
 }
 
 static void *

@@ -19,24 +19,16 @@
 static bool
 is_error_reply(const kin_msg *m)
 {
-    const uint8_t *p = m->body, *end = m->body + m->len;
-    if (p == end)
+    const uint8_t *p = m->body;
+    size_t left = m->len, h;
+    uint32_t n;
+    if (!(h = kin__mp_header(p, left, KIN__MP_MAP, &n)))
         return false;
-    if (*p >= 0x80 && *p <= 0x8f) /* fixmap */
-        p += 1;
-    else if (*p == 0xde) /* map 16 */
-        p += 3;
-    else if (*p == 0xdf) /* map 32 */
-        p += 5;
-    else
+    p += h;
+    left -= h;
+    if (!(h = kin__mp_header(p, left, KIN__MP_STR, &n)) || n != 5)
         return false;
-    if (p < end && *p == 0xa5) /* fixstr of 5 */
-        p += 1;
-    else if (end - p >= 2 && p[0] == 0xd9 && p[1] == 5) /* str 8 */
-        p += 2;
-    else
-        return false;
-    return end - p >= 5 && !memcmp(p, "error", 5);
+    return left - h >= 5 && !memcmp(p + h, "error", 5);
 }
 
 kin_err
@@ -214,29 +206,6 @@ read_row(const msgpack_object *row, bool ended, kin_task_info *t)
            obj_str(&f[14], t->created_at, sizeof t->created_at);
 }
 
-/* The array or map header at p (map: a map's): how many items it claims
- * and its length in bytes; false for anything else. */
-static bool
-header(const uint8_t *p, const uint8_t *end, bool map, uint32_t *n, size_t *len)
-{
-    uint8_t fix = map ? 0x80 : 0x90, h16 = map ? 0xde : 0xdc,
-            h32 = map ? 0xdf : 0xdd;
-    if (p < end && (*p & 0xf0) == fix) {
-        *n = *p & 0x0fu;
-        *len = 1;
-    } else if (end - p >= 3 && *p == h16) {
-        *n = (uint32_t)p[1] << 8 | p[2];
-        *len = 3;
-    } else if (end - p >= 5 && *p == h32) {
-        *n = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 |
-             p[4];
-        *len = 5;
-    } else {
-        return false;
-    }
-    return true;
-}
-
 /* The next object at *off into zone, *off moved past it. */
 static bool
 next_object(const kin_msg *m, size_t *off, msgpack_zone *zone,
@@ -255,13 +224,12 @@ static kin_err
 read_tasks(const kin_msg *reply, bool ended, uint32_t ctx, kin_task_info **out,
            size_t *count)
 {
-    const uint8_t *end = reply->body + reply->len;
     size_t len = 0, off;
     uint32_t pairs = 0, n = 0;
     /* Every claimed count checked first, so that msgpack-c never reserves
      * memory for a made-up one. */
     if (kin__msgpack_scan(reply->body, reply->len) != reply->len ||
-        !header(reply->body, end, true, &pairs, &len))
+        !(len = kin__mp_header(reply->body, reply->len, KIN__MP_MAP, &pairs)))
         return KIN_EBADMSG;
     off = len;
     msgpack_zone zone;
@@ -275,7 +243,8 @@ read_tasks(const kin_msg *reply, bool ended, uint32_t ctx, kin_task_info **out,
             e = KIN_EBADMSG;
         } else if (key.type == MSGPACK_OBJECT_STR && key.via.str.size == 5 &&
                    !memcmp(key.via.str.ptr, "tasks", 5)) {
-            found = header(reply->body + off, end, false, &n, &len);
+            found = (len = kin__mp_header(reply->body + off, reply->len - off,
+                                          KIN__MP_ARRAY, &n)) > 0;
             if (found)
                 off += len; /* at the first row */
             else

@@ -84,6 +84,24 @@ typedef struct kin__child_link {
     bool other_user;
 } kin__child_link;
 
+/* The environment a parent gives a child and kin_init reads: the one
+ * spelling of each name. Every name starts with KIN__ENV_PREFIX, which a
+ * parent strips from its own environment before adding a child's. */
+#define KIN__ENV_PREFIX "KIN_CHILD_"
+#define KIN__ENV_ENDPOINT KIN__ENV_PREFIX "ENDPOINT"   /* the parent's */
+#define KIN__ENV_PARENT_ID KIN__ENV_PREFIX "PARENT_ID" /* decimal */
+#define KIN__ENV_ID KIN__ENV_PREFIX "ID"               /* the child's id */
+#define KIN__ENV_NAME KIN__ENV_PREFIX "NAME"
+#define KIN__ENV_MAX_MSG KIN__ENV_PREFIX "MAX_MSG" /* bytes */
+#define KIN__ENV_WORKERS KIN__ENV_PREFIX "WORKERS"
+#define KIN__ENV_HEARTBEAT KIN__ENV_PREFIX "HEARTBEAT" /* "IVL,TIMEOUT" ms */
+#define KIN__ENV_LOG_ENDPOINT KIN__ENV_PREFIX "LOG_ENDPOINT"
+#define KIN__ENV_CURVE KIN__ENV_PREFIX "CURVE"         /* the tree's key pair */
+#define KIN__ENV_CURVE_UP KIN__ENV_PREFIX "CURVE_UP"   /* set: "1" */
+#define KIN__ENV_LOG_CURVE KIN__ENV_PREFIX "LOG_CURVE" /* set: "1" */
+#define KIN__ENV_REMOTE KIN__ENV_PREFIX "REMOTE"       /* set: "1" */
+#define KIN__ENV_OTHER_USER KIN__ENV_PREFIX "OTHER_USER" /* set: "1" */
+
 #define KIN__CHILD_VARS_MAX 16
 
 /* The KIN_CHILD_* settings a child reads in kin_init ("NAME=VALUE",

@@ -335,30 +335,30 @@ kin__child_vars(kin_node *n, const kin__child_link *l,
             goto oom;                                                          \
         k++;                                                                   \
     } while (0)
-    ADD("KIN_CHILD_ENDPOINT=%s", l->endpoint);
-    ADD("KIN_CHILD_PARENT_ID=%u", kin_node_id(n));
-    ADD("KIN_CHILD_ID=%u", l->id);
-    ADD("KIN_CHILD_NAME=%s", l->name);
-    ADD("KIN_CHILD_MAX_MSG=%zu", kin__node_max_msg(n));
-    ADD("KIN_CHILD_WORKERS=%d", l->workers);
+    ADD(KIN__ENV_ENDPOINT "=%s", l->endpoint);
+    ADD(KIN__ENV_PARENT_ID "=%u", kin_node_id(n));
+    ADD(KIN__ENV_ID "=%u", l->id);
+    ADD(KIN__ENV_NAME "=%s", l->name);
+    ADD(KIN__ENV_MAX_MSG "=%zu", kin__node_max_msg(n));
+    ADD(KIN__ENV_WORKERS "=%d", l->workers);
     int hb_ivl, hb_timeout;
     kin__node_heartbeat(n, &hb_ivl, &hb_timeout);
-    ADD("KIN_CHILD_HEARTBEAT=%d,%d", hb_ivl ? hb_ivl : -1,
+    ADD(KIN__ENV_HEARTBEAT "=%d,%d", hb_ivl ? hb_ivl : -1,
         hb_ivl ? hb_timeout : -1);
     if (l->log_endpoint[0])
-        ADD("KIN_CHILD_LOG_ENDPOINT=%s", l->log_endpoint);
+        ADD(KIN__ENV_LOG_ENDPOINT "=%s", l->log_endpoint);
     if (kin__node_curve(n)->pub[0]) {
         kin__curve_format(kin__node_curve(n), key);
-        ADD("KIN_CHILD_CURVE=%s", key);
+        ADD(KIN__ENV_CURVE "=%s", key);
     }
     if (l->curve_up)
-        ADD("KIN_CHILD_CURVE_UP=1");
+        ADD(KIN__ENV_CURVE_UP "=1");
     if (l->log_curve)
-        ADD("KIN_CHILD_LOG_CURVE=1");
+        ADD(KIN__ENV_LOG_CURVE "=1");
     if (l->remote)
-        ADD("KIN_CHILD_REMOTE=1");
+        ADD(KIN__ENV_REMOTE "=1");
     if (l->other_user)
-        ADD("KIN_CHILD_OTHER_USER=1");
+        ADD(KIN__ENV_OTHER_USER "=1");
 #undef ADD
     return k;
 oom:
@@ -381,7 +381,7 @@ child_env(kin_node *n, kin_child *c, bool with_vars, bool sudo)
         return NULL;
     size_t k = 0;
     for (size_t i = 0; i < count; i++) {
-        if (strncmp(environ[i], "KIN_CHILD_", 10) &&
+        if (strncmp(environ[i], KIN__ENV_PREFIX, strlen(KIN__ENV_PREFIX)) &&
             !(env[k++] = strdup(environ[i])))
             goto oom;
     }
@@ -527,10 +527,10 @@ sudo_command(kin_node *n, const char *user, const char *path, char *const *argv,
         return -EACCES;
     }
     static char preserve[] =
-        "--preserve-env=KIN_CHILD_ENDPOINT,KIN_CHILD_PARENT_ID,KIN_CHILD_ID,"
-        "KIN_CHILD_NAME,KIN_CHILD_MAX_MSG,KIN_CHILD_WORKERS,"
-        "KIN_CHILD_LOG_ENDPOINT,KIN_CHILD_HEARTBEAT,KIN_CHILD_CURVE,"
-        "KIN_CHILD_OTHER_USER";
+        "--preserve-env=" KIN__ENV_ENDPOINT "," KIN__ENV_PARENT_ID
+        "," KIN__ENV_ID "," KIN__ENV_NAME "," KIN__ENV_MAX_MSG
+        "," KIN__ENV_WORKERS "," KIN__ENV_LOG_ENDPOINT "," KIN__ENV_HEARTBEAT
+        "," KIN__ENV_CURVE "," KIN__ENV_OTHER_USER;
     size_t k = 0;
     out[k++] = "sudo";
     out[k++] = "-n"; /* never prompt: fail at once without a password */

@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/log_internal.h"
 #include "logs/logs.h"
 #include "router/router.h"
@@ -54,50 +55,26 @@ static const char bootstrap[] =
     "unset KIN_BOOT_CLEAN KIN_BOOT_PROGRAM KIN_BOOT_SIZE; "
     "\"$p\" \"$@\"";
 
-/* A growing string; ok turns false on the first failed allocation. */
-typedef struct strbuf {
-    char *s;
-    size_t len, cap;
-    bool ok;
-} strbuf;
-
+/* Appends to a string; *ok turns false on the first failed allocation. */
 static void
-sb_add(strbuf *b, const char *s, size_t len)
+sb_str(kin_buf *b, bool *ok, const char *s)
 {
-    if (!b->ok)
-        return;
-    if (b->len + len + 1 > b->cap) {
-        size_t cap = (b->len + len + 1) * 2;
-        char *s2 = realloc(b->s, cap);
-        if (!s2) {
-            b->ok = false;
-            return;
-        }
-        b->s = s2;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, len);
-    b->len += len;
-    b->s[b->len] = 0;
-}
-
-static void
-sb_str(strbuf *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
+    if (*ok && kin__buf_str(b, s))
+        *ok = false;
 }
 
 /* s as one word for a POSIX shell: '...' with ' written as '\''. */
 static void
-sb_quoted(strbuf *b, const char *s)
+sb_quoted(kin_buf *b, bool *ok, const char *s)
 {
-    sb_str(b, "'");
+    sb_str(b, ok, "'");
     for (const char *q; (q = strchr(s, '\'')); s = q + 1) {
-        sb_add(b, s, (size_t)(q - s));
-        sb_str(b, "'\\''");
+        if (*ok && kin__buf_add(b, s, (size_t)(q - s)))
+            *ok = false;
+        sb_str(b, ok, "'\\''");
     }
-    sb_str(b, s);
-    sb_str(b, "'");
+    sb_str(b, ok, s);
+    sb_str(b, ok, "'");
 }
 
 static char *
@@ -180,111 +157,105 @@ kin__ssh_plan_free(kin__ssh_plan *p)
 }
 
 kin_err
-kin__ssh_prepare(kin_node *n, const kin_spawn_opts *o, const kin__child_link *l,
-                 kin__ssh_plan *p)
+kin__ssh_route_plan(const kin__ssh_in *in, const kin__child_link *l,
+                    kin__ssh_route *r)
 {
-    *p = (kin__ssh_plan){0};
-    if (!*o->host || o->host[0] == '-' || has_newline(o->host) ||
+    const kin_spawn_opts *o = in->opts;
+    *r = (kin__ssh_route){0};
+    if (!o->host || !*o->host || o->host[0] == '-' || has_newline(o->host) ||
         has_newline(o->program) || has_newline(l->name) || o->ssh_port < 0 ||
         o->ssh_port > 65535)
         return -EINVAL;
-    bool tcp = false, log_tcp = false;
-    const char *endpoint = kin_node_endpoint(n);
-    const char *log_endpoint = kin__logs_endpoint(n);
-    bool up_direct = reachable_as_is(endpoint);
+    r->up_direct = reachable_as_is(in->endpoint);
     /* Only a master hands out its log endpoint as it is: a child's is the
      * master's (or a forwarded one), which a host further away may not
      * reach; its own host forwards it. */
-    bool log_direct = !kin__node_has_parent(n) && reachable_as_is(log_endpoint);
-    /* An ipc parent takes remote children on a ROUTER of their own, the
-     * one with heartbeats. */
-    char far[256];
-    kin_err fe = kin__router_far_endpoint(n, far, sizeof far);
-    if (fe)
-        return fe;
-    char *up = local_target(far, &tcp);
-    char *log = log_endpoint[0] && !log_direct
-                    ? local_target(log_endpoint, &log_tcp)
-                    : NULL;
-    uint64_t tag = 0;
-    kin_err e = KIN_OK;
-    if (!up) {
-        e = -EINVAL;
-        goto out;
+    r->log_direct = in->is_master && reachable_as_is(in->log_endpoint);
+    r->up = local_target(in->far_endpoint, &r->tcp);
+    r->log = in->log_endpoint[0] && !r->log_direct
+                 ? local_target(in->log_endpoint, &r->log_tcp)
+                 : NULL;
+    if (!r->up) {
+        kin__ssh_route_free(r);
+        return -EINVAL;
     }
-    if (getrandom(&tag, sizeof tag, 0) != sizeof tag) {
-        e = -errno;
-        goto out;
-    }
-    if (!(p->path = find_ssh())) {
-        e = -errno;
-        KIN_ERROR("no ssh client in PATH to start %s on %s", l->name, o->host);
-        goto out;
-    }
-    char r_up[96], r_log[96], ep[128], lep[128];
-    snprintf(r_up, sizeof r_up, "/tmp/kin-%016llx-up.sock",
-             (unsigned long long)tag);
-    snprintf(r_log, sizeof r_log, "/tmp/kin-%016llx-log.sock",
-             (unsigned long long)tag);
-    snprintf(ep, sizeof ep, "ipc://%s", r_up);
-    snprintf(lep, sizeof lep, "ipc://%s", log ? r_log : "");
+    snprintf(r->r_up, sizeof r->r_up, "/tmp/kin-%016llx-up.sock",
+             (unsigned long long)in->tag);
+    snprintf(r->r_log, sizeof r->r_log, "/tmp/kin-%016llx-log.sock",
+             (unsigned long long)in->tag);
+    snprintf(r->ep, sizeof r->ep, "ipc://%s", r->r_up);
+    snprintf(r->lep, sizeof r->lep, "ipc://%s", r->log ? r->r_log : "");
+    r->link = *l;
+    r->link.endpoint = r->up_direct ? in->endpoint : r->ep;
+    r->link.log_endpoint = r->log_direct ? in->log_endpoint
+                           : r->log      ? r->lep
+                                         : "";
+    r->link.curve_up = r->tcp && !r->up_direct;
+    r->link.log_curve = r->log && (r->log_tcp || in->logs_curve);
+    r->link.remote = true;
+    return KIN_OK;
+}
 
-    /* The boot block. */
-    kin__child_link rl = *l;
-    rl.endpoint = up_direct ? endpoint : ep;
-    rl.log_endpoint = log_direct ? log_endpoint : log ? lep : "";
-    rl.curve_up = tcp && !up_direct;
-    rl.log_curve = log && (log_tcp || kin__logs_curve(n));
-    rl.remote = true;
-    char *vars[KIN__CHILD_VARS_MAX];
-    int count = kin__child_vars(n, &rl, vars);
-    if (count < 0) {
-        e = -ENOMEM;
-        goto out;
-    }
-    strbuf b = {.ok = true};
-    for (int i = 0; i < count; i++) {
-        sb_str(&b, vars[i]);
-        sb_str(&b, "\n");
-        free(vars[i]);
+void
+kin__ssh_route_free(kin__ssh_route *r)
+{
+    free(r->up);
+    free(r->log);
+    r->up = r->log = NULL;
+}
+
+/* The boot block: the child's settings, then the bootstrap's own, then an
+ * empty line. NULL when out of memory. */
+static char *
+boot_block(const kin__ssh_in *in, const kin__ssh_route *r, char *const *vars,
+           int nvars, size_t *len)
+{
+    kin_buf b = {0};
+    bool ok = true;
+    for (int i = 0; i < nvars; i++) {
+        sb_str(&b, &ok, vars[i]);
+        sb_str(&b, &ok, "\n");
     }
     char line[256];
-    snprintf(line, sizeof line, "KIN_BOOT_CLEAN=%s %s\n", up_direct ? "" : r_up,
-             log ? r_log : "");
-    sb_str(&b, line);
-    p->stream_self = !o->program;
-    if (o->program) {
-        sb_str(&b, "KIN_BOOT_PROGRAM=");
-        sb_str(&b, o->program);
-        sb_str(&b, "\n");
+    snprintf(line, sizeof line, "KIN_BOOT_CLEAN=%s %s\n",
+             r->up_direct ? "" : r->r_up, r->log ? r->r_log : "");
+    sb_str(&b, &ok, line);
+    if (in->opts->program) {
+        sb_str(&b, &ok, "KIN_BOOT_PROGRAM=");
+        sb_str(&b, &ok, in->opts->program);
+        sb_str(&b, &ok, "\n");
     } else {
-        struct stat st;
-        if (stat("/proc/self/exe", &st)) {
-            e = -errno;
-            free(b.s);
-            goto out;
-        }
-        snprintf(line, sizeof line, "KIN_BOOT_SIZE=%lld\n",
-                 (long long)st.st_size);
-        sb_str(&b, line);
+        snprintf(line, sizeof line, "KIN_BOOT_SIZE=%lld\n", in->exe_size);
+        sb_str(&b, &ok, line);
     }
-    sb_str(&b, "\n");
-    if (!b.ok) {
-        free(b.s);
-        e = -ENOMEM;
-        goto out;
+    sb_str(&b, &ok, "\n");
+    if (!ok) {
+        kin_buf_release(&b);
+        return NULL;
     }
-    p->boot = b.s;
-    p->boot_len = b.len;
+    *len = b.len;
+    return b.data;
+}
+
+kin_err
+kin__ssh_plan_build(const kin__ssh_in *in, const kin__ssh_route *r,
+                    char *const *vars, int nvars, kin__ssh_plan *p)
+{
+    const kin_spawn_opts *o = in->opts;
+    *p = (kin__ssh_plan){0};
+    p->stream_self = !o->program;
+    p->path = strdup(in->ssh_path);
+    p->boot = boot_block(in, r, vars, nvars, &p->boot_len);
 
     /* The remote command: the bootstrap and the program's arguments. */
-    strbuf cmd = {.ok = true};
-    sb_str(&cmd, "exec /bin/sh -c '");
-    sb_str(&cmd, bootstrap);
-    sb_str(&cmd, "' kin-boot");
+    kin_buf cmd = {0};
+    bool cmd_ok = true;
+    sb_str(&cmd, &cmd_ok, "exec /bin/sh -c '");
+    sb_str(&cmd, &cmd_ok, bootstrap);
+    sb_str(&cmd, &cmd_ok, "' kin-boot");
     for (size_t i = 1; o->argv && o->argv[i]; i++) {
-        sb_str(&cmd, " ");
-        sb_quoted(&cmd, o->argv[i]);
+        sb_str(&cmd, &cmd_ok, " ");
+        sb_quoted(&cmd, &cmd_ok, o->argv[i]);
     }
 
     /* ssh takes the first value given for an option: the caller's
@@ -292,20 +263,19 @@ kin__ssh_prepare(kin_node *n, const kin_spawn_opts *o, const kin__child_link *l,
     size_t extra = 0;
     while (o->ssh_args && o->ssh_args[extra])
         extra++;
-    if (!(p->argv = calloc(extra + 32, sizeof *p->argv)) || !cmd.ok) {
-        free(cmd.s);
-        e = -ENOMEM;
-        goto out;
+    if (!p->path || !p->boot || !cmd_ok ||
+        !(p->argv = calloc(extra + 32, sizeof *p->argv))) {
+        kin_buf_release(&cmd);
+        kin__ssh_plan_free(p);
+        return -ENOMEM;
     }
     size_t k = 0;
-    int hb_ivl, hb_timeout;
-    kin__node_heartbeat(n, &hb_ivl, &hb_timeout);
-    int alive = hb_ivl ? (hb_timeout + 2999) / 3000 : 15;
+    int alive = in->hb_ivl ? (in->hb_timeout + 2999) / 3000 : 15;
     char opt_alive[64], port[16], fwd_up[512], fwd_log[512];
     snprintf(opt_alive, sizeof opt_alive, "ServerAliveInterval=%d", alive);
     snprintf(port, sizeof port, "%d", o->ssh_port);
-    snprintf(fwd_up, sizeof fwd_up, "%s:%s", r_up, up);
-    snprintf(fwd_log, sizeof fwd_log, "%s:%s", r_log, log ? log : "");
+    snprintf(fwd_up, sizeof fwd_up, "%s:%s", r->r_up, r->up);
+    snprintf(fwd_log, sizeof fwd_log, "%s:%s", r->r_log, r->log ? r->log : "");
     const char *words[32];
     size_t w = 0;
     words[w++] = "ssh";
@@ -338,11 +308,11 @@ kin__ssh_prepare(kin_node *n, const kin_spawn_opts *o, const kin__child_link *l,
     words[w++] = "ControlMaster=no";
     words[w++] = "-o";
     words[w++] = "ControlPath=none";
-    if (!up_direct) {
+    if (!r->up_direct) {
         words[w++] = "-R";
         words[w++] = fwd_up;
     }
-    if (log) {
+    if (r->log) {
         words[w++] = "-R";
         words[w++] = fwd_log;
     }
@@ -350,15 +320,59 @@ kin__ssh_prepare(kin_node *n, const kin_spawn_opts *o, const kin__child_link *l,
     words[w++] = o->host;
     for (size_t i = 0; i < w; i++)
         p->argv[k++] = strdup(words[i]);
-    p->argv[k++] = cmd.s;
-    for (size_t i = 0; i < k; i++)
-        if (!p->argv[i])
-            e = -ENOMEM;
-out:
-    free(up);
-    free(log);
+    p->argv[k++] = cmd.data;
+    for (size_t i = 0; i < k; i++) {
+        if (!p->argv[i]) {
+            kin__ssh_plan_free(p);
+            return -ENOMEM;
+        }
+    }
+    return KIN_OK;
+}
+
+kin_err
+kin__ssh_prepare(kin_node *n, const kin_spawn_opts *o, const kin__child_link *l,
+                 kin__ssh_plan *p)
+{
+    *p = (kin__ssh_plan){0};
+    char far[256];
+    kin_err e = kin__router_far_endpoint(n, far, sizeof far);
     if (e)
-        kin__ssh_plan_free(p);
+        return e;
+    int hb_ivl, hb_timeout;
+    kin__node_heartbeat(n, &hb_ivl, &hb_timeout);
+    kin__ssh_in in = {.opts = o,
+                      .endpoint = kin_node_endpoint(n),
+                      .far_endpoint = far,
+                      .log_endpoint = kin__logs_endpoint(n),
+                      .is_master = !kin__node_has_parent(n),
+                      .logs_curve = kin__logs_curve(n),
+                      .hb_ivl = hb_ivl,
+                      .hb_timeout = hb_timeout};
+    if (getrandom(&in.tag, sizeof in.tag, 0) != sizeof in.tag)
+        return -errno;
+    kin__ssh_route r;
+    if ((e = kin__ssh_route_plan(&in, l, &r)))
+        return e;
+    char *ssh = NULL;
+    char *vars[KIN__CHILD_VARS_MAX];
+    int count = -1;
+    struct stat st;
+    if (!(ssh = find_ssh())) {
+        e = -errno;
+        KIN_ERROR("no ssh client in PATH to start %s on %s", l->name, o->host);
+    } else if (!o->program && stat("/proc/self/exe", &st)) {
+        e = -errno;
+    } else {
+        in.ssh_path = ssh;
+        in.exe_size = o->program ? 0 : (long long)st.st_size;
+        count = kin__child_vars(n, &r.link, vars);
+        e = count < 0 ? -ENOMEM : kin__ssh_plan_build(&in, &r, vars, count, p);
+    }
+    for (int i = 0; i < count; i++)
+        free(vars[i]);
+    free(ssh);
+    kin__ssh_route_free(&r);
     return e;
 }
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "core/log_internal.h"
+#include "core/msg_internal.h"
 #include "router/node_impl.h"
 
 kin_err

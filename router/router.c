@@ -11,6 +11,7 @@
 #include <zmq.h>
 
 #include "core/log_internal.h"
+#include "core/msg_internal.h"
 #include "core/pack_internal.h"
 #include "router/names.h"
 #include "router/node_impl.h"

@@ -178,12 +178,6 @@ NOTES = {
         "[docs/protocol.md](../protocol.md#error-codes) gives the same table "
         "with what each code means on the wire.",
     ],
-    "kin_strerror": [
-        ("`KIN_OK` gives `\"success\"`. A value that is neither a kin code "
-         "nor in errno's range gives the static string `\"unknown error\"`, "
-         "without the number the header promises (core/err.c).",
-         r"unknown error N"),
-    ],
     "kin_err_name": [
         "errno names come from glibc's `strerrorname_np`: `\"ENOENT\"` for "
         "`-ENOENT`.",
@@ -203,22 +197,6 @@ NOTES = {
         "worker pool keeps the call's task there); it is never sent.",
     ],
     "kin_msg_destroy": ["Any thread, on a message it owns."],
-    "kin_msg_header_decode": [
-        "The checks run in the order of the validation table of "
-        "[docs/protocol.md](../protocol.md#validation): magic and version "
-        "before the length, so a peer speaking something else is reported "
-        "as such.",
-    ],
-    "kin_msg_decode": [
-        "Also fails with `-ENOMEM`. The body is copied: the frames may be "
-        "released as soon as it returns.",
-    ],
-    "kin_msg_new_dead": [
-        "A `reason` that is not negative is replaced by `KIN_EBADMSG` (a dead "
-        "message always carries an error); `text` is cut to 1024 bytes. "
-        "`reply_to` is 0: a dead message never asks for an answer. Any "
-        "thread.",
-    ],
     "kin_msg_dead_reason": [
         "Parsed by hand, without msgpack-c: the body must be exactly a "
         "2-element array of a negative integer (not below `INT32_MIN`) and a "
@@ -339,8 +317,7 @@ NOTES = {
         "busy it stays `pending`.",
     ],
     "kin_task_sleep": [
-        "A negative `ms` (`KIN_FOREVER` included) does not sleep at all. An "
-        "application thread is not adopted by this call: outside a kin call "
+        "An application thread is not adopted by this call: outside a kin call "
         "it has no task, so its sleep is neither shown by the monitor nor "
         "cancellable. A task whose cancellation is already pending gets "
         "`KIN_ECANCELLED` at once.",
@@ -400,9 +377,8 @@ NOTES = {
         "applications rarely need it.",
     ],
     "kin_node_wait_child": [
-        "A negative `timeout_ms` waits up to 24 hours, then gives "
-        "`KIN_ETIMEOUT`. The process layer uses it; applications wait with "
-        "`kin_spawn`, which returns after HELLO.",
+        "The process layer uses it; applications wait with `kin_spawn`, "
+        "which returns after HELLO.",
     ],
     "kin_node_send": [
         "Also fails with `-ENOMEM`. A message to this context itself is "
@@ -411,7 +387,6 @@ NOTES = {
         "queued to the broker thread, or routed at once when called on the "
         "broker thread. On an operator link `auth` is the parent's id.",
     ],
-    "kin_node_stats": ["The counters are cumulative since the node started."],
     "kin_receiver_new": [
         "`-EINVAL` only for a policy out of range; `respondent` is not "
         "checked. Dynamic handles count up from 1000 and wrap, skipping "
@@ -521,48 +496,9 @@ NOTES = {
         "A child process running a context (opaque); the caller of "
         "`kin_spawn` owns it.",
     ],
-    "kin_spawn_opts": [
-        ("Options of `kin_spawn`; NULL means the defaults. With `argv` and "
-         "`program` both NULL (this executable), the child's `argv[0]` is "
-         "the child's context name (`name`, or \"ctx-ID\"), not the "
-         "parent's own `argv[0]` as the field's comment says "
-         "(process/spawn.c). This executable is run through "
-         "`/proc/self/exe`, so a binary replaced on disk still starts the "
-         "program the parent runs.",
-         r"running program's own argv\[0\]"),
-    ],
-    "kin_init": [
-        ("In a child the connection settings come from the environment "
-         "(`KIN_CHILD_ENDPOINT`, `KIN_CHILD_ID`, `KIN_CHILD_PARENT_ID`, "
-         "`KIN_CHILD_NAME`, `KIN_CHILD_MAX_MSG`, `KIN_CHILD_WORKERS`, "
-         "`KIN_CHILD_LOG_ENDPOINT`) and override `opts`; `bind` is ignored. "
-         "A child that cannot reach its parent does not get an error back: "
-         "`kin_init` prints one line to stderr (which the parent captures) "
-         "and exits with status 1.",
-         r"Errors: as kin_node_new"),
-    ],
-    "kin_is_child": ["True when `KIN_CHILD_ENDPOINT` is set."],
-    "kin_spawn": [
-        ("Each stdout/stderr line of the child also becomes a log record "
-         "(`KIN_LOGREC_STDOUT` at info, `KIN_LOGREC_STDERR` at warning) "
-         "when the node publishes logs. Also fails with the errors of "
-         "`kin_node_alloc_id` (a child context asks the master for ids) and "
-         "`-errno` from `readlink(\"/proc/self/exe\")`.",
-         r"stdout/stderr lines go to the diagnostics hook"),
-        "The fork runs on the broker thread, which waits until the child "
-        "has exec'd; concurrent spawns of one node are serialised there.",
-    ],
-    "kin_child_wait": [
-        ("A negative `timeout_ms` waits up to 24 hours, then gives "
-         "`KIN_ETIMEOUT`.", r"KIN_FOREVER: no limit"),
-    ],
     "kin_child_exited": [
         "True once the parent node was destroyed (its destroy stopped the "
         "child).",
-    ],
-    "kin_emergency_wait": [
-        ("A negative `timeout_ms` waits up to 24 hours.",
-         r"KIN_FOREVER: no limit"),
     ],
     # supervisor
     "kin_supervisor": [
@@ -588,19 +524,12 @@ NOTES = {
         "Gives `KIN_OK` when the node's destroy has already stopped the "
         "supervisor.",
     ],
-    "kin_supervisor_wait": [
-        ("A negative `timeout_ms` waits up to 24 hours.",
-         r"KIN_FOREVER: no limit"),
-    ],
     "kin_supervisor_destroy": [
         "From the supervisor's own thread (`on_event`) it logs an error "
         "through the diagnostics hook and does nothing.",
     ],
     # monitor
     "kin_task_info": [
-        ("For `kin_monitor_ps_terminated`, `age_ms` holds how long the task "
-         "ran (the reply's `duration_ms`), not its age; `ended_ago_ms` is "
-         "the time since it ended.", r"since it started \(or was created\)"),
         "`state` is a `kin_task_state`; `await_ctx` is `KIN_NO_CTX` when the "
         "task awaits no call.",
     ],
@@ -625,18 +554,6 @@ NOTES = {
         "On an error return, the reply's error text is the output so far, "
         "\": \", then `kin_strerror` of the code.",
     ],
-    "kin_monitor_command": [
-        ("`-EINVAL` also for a name of 32 bytes or more, a name containing a "
-         "space, or a NULL `fn`; `help` is cut to 127 bytes. Commands cannot "
-         "be removed; they go with the node.",
-         r"-EINVAL \(empty or built-in name\)"),
-    ],
-    "kin_monitor_request": [
-        ("On `KIN_EREMOTE` `*reply` still holds the error reply "
-         "(`{\"error\": text, \"code\": n}`) and the caller must free it; on "
-         "other errors `*reply` is NULL.",
-         r"the \"error\" of the reply as KIN_EREMOTE"),
-    ],
     # logs
     "kin_field_type": ["The type of a `kin_field`'s value."],
     "kin_field": [
@@ -646,10 +563,6 @@ NOTES = {
     "KIN_F": [
         "The `kin__f_*` inline helpers it expands to are internal; use the "
         "macros.",
-    ],
-    "kin__logs_min": [
-        "Exported because `kin_logs_enabled` is inline: not part of the API, "
-        "but part of the ABI.",
     ],
     "kin_logs_emit": [
         "The record goes to the current publisher of the process (the most "
@@ -1482,14 +1395,6 @@ DEFS_NOTES = {
         "`KIN_PRINTF(fmt, args)` lets gcc and clang check printf-style "
         "arguments: `fmt` is the position of the format parameter, `args` "
         "that of the first variadic argument.",
-    ],
-    "KIN_FOREVER": [
-        "Accepted wherever a `timeout_ms` is. Latches, selects, calls and "
-        "log subscribers wait without limit; the waits on child processes, "
-        "supervisors and HELLO (`kin_child_wait`, `kin_emergency_wait`, "
-        "`kin_supervisor_wait`, `kin_node_wait_child`) give up after 24 "
-        "hours with `KIN_ETIMEOUT`. `kin_task_sleep` is not a wait with a "
-        "timeout: a negative duration does not sleep.",
     ],
 }
 

@@ -31,7 +31,7 @@ tree() {
     "$kin" tree "$master" --json 2>/dev/null | awk '
         /"name":/ { n = $2; gsub(/[",]/, "", n) }
         /"pid":/  { p = $2; gsub(/,/, "", p) }
-        /^  }/    { print n, p; n = p = "" }'
+        /^    }/  { print n, p; n = p = "" }'
 }
 
 pid_of() { tree | awk -v n="$1" '$1 == n { print $2 }'; }

@@ -18,7 +18,9 @@
 #define KIN_PRINTF(fmt, args)
 #endif
 
-/* Waits that never time out. */
+/* Waits that never time out: for every timeout_ms argument of a wait, and
+ * any negative one means the same. kin_task_sleep(KIN_FOREVER) sleeps until
+ * the task is cancelled. */
 #define KIN_FOREVER (-1)
 
 #endif

@@ -37,9 +37,9 @@ typedef enum kin_err {
 #undef KIN__ERR_ENUM
 } kin_err;
 
-/* A human-readable description of err: kin's own message for kin codes,
- * strerror() for -errno codes, "unknown error N" otherwise. The string is
- * static. Any thread. */
+/* A human-readable description of err: "success" for KIN_OK, kin's own
+ * message for kin codes, strerror() for -errno codes, "unknown error"
+ * (without the number) otherwise. The string is static. Any thread. */
 KIN_EXPORT const char *kin_strerror(int err);
 
 /* The symbolic name of err ("KIN_ETIMEOUT", "ENOENT", "KIN_OK"); static

@@ -123,18 +123,10 @@ kin__f_str(const char *k, const char *s)
 
 /* --- logging -------------------------------------------------------------- */
 
-/* The lowest level currently produced (INT_MAX: none). Read it through
- * kin_logs_enabled; it is written by kin only. */
-KIN_EXPORT extern int kin__logs_min;
-
 /* Whether a record at level would be produced: some subscriber wants it,
  * the floor set by kin_logs_set_level allows it, and this process has a
- * publisher. One relaxed atomic load. Any thread. */
-static inline bool
-kin_logs_enabled(int level)
-{
-    return level >= __atomic_load_n(&kin__logs_min, __ATOMIC_RELAXED);
-}
+ * publisher. One relaxed atomic load behind a call. Any thread. */
+KIN_EXPORT bool kin_logs_enabled(int level);
 
 /* Logs msg with the fields of the KIN_FIELD_END-terminated list fields
  * (NULL: none) through this process's current publisher (the most recently

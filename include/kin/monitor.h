@@ -24,7 +24,9 @@ typedef struct kin_task_info {
      * handle the caller waits on (0 for none). */
     uint32_t caller_ctx, caller_task, caller_handle;
     char created_at[128]; /* file:line of kin_task_spawn, "" for calls */
-    double age_ms;        /* since it started (or was created) */
+    /* Live tasks: since it started (or was created). Terminated tasks: how
+     * long it ran. */
+    double age_ms;
     /* What it waits on now: "" when running, else "receiver", "select",
      * "call", ... and for how long. */
     char waiting[16];
@@ -121,16 +123,19 @@ KIN_EXPORT kin_err kin_monitor_services(kin_node *n, uint32_t ctx,
  * shown). */
 typedef kin_err (*kin_monitor_fn)(const char *args, kin_buf *out, void *arg);
 
-/* Registers a custom command in n's monitor, shown by help. Errors:
- * KIN_EEXISTS, -EINVAL (empty or built-in name), -ENOMEM. Any thread. */
+/* Registers a custom command in n's monitor, shown by help (help is cut to
+ * 127 bytes). Commands cannot be removed; they go with the node. Errors:
+ * KIN_EEXISTS, -EINVAL (NULL fn; a name that is empty, built in, of 32
+ * bytes or more, or contains a space), -ENOMEM. Any thread. */
 KIN_EXPORT kin_err kin_monitor_command(kin_node *n, const char *name,
                                        const char *help, kin_monitor_fn fn,
                                        void *arg);
 
 /* Sends one monitor request (msgpack [cmd, {args}]) to ctx and returns the
  * reply map's bytes in *reply (the caller frees it). The kin command is
- * built on this; see docs/monitor.md. Errors: those of a call, and the
- * "error" of the reply as KIN_EREMOTE. Any thread. */
+ * built on this; see docs/monitor.md. Errors: those of a call (then *reply
+ * is NULL), and KIN_EREMOTE for an error reply ({"error": text, "code": n}),
+ * which *reply still holds for the caller to read and free. Any thread. */
 KIN_EXPORT kin_err kin_monitor_request(kin_node *n, uint32_t ctx,
                                        const kin_buf *request, int timeout_ms,
                                        kin_msg **reply);

@@ -68,35 +68,6 @@ KIN_EXPORT kin_err kin_msg_new_copy(kin_msg **out, const void *body,
 /* Frees *m (NULL-safe) and sets *m to NULL. */
 KIN_EXPORT void kin_msg_destroy(kin_msg **m);
 
-/* Writes the 24-byte wire header of m to out. Any thread. */
-KIN_EXPORT void kin_msg_header_encode(const kin_msg *m,
-                                      uint8_t out[KIN_HDR_SIZE]);
-
-/* Parses a wire header into m's header fields (m's body is untouched).
- * Errors: KIN_ESHORT (fewer than 24 bytes), KIN_EBADMSG (more than 24 bytes
- * or unknown flags), KIN_EBADMAGIC, KIN_EBADVERSION. On error m is
- * unchanged. Any thread. */
-KIN_EXPORT kin_err kin_msg_header_decode(kin_msg *m, const void *hdr,
-                                         size_t len);
-
-/* Decodes a header frame and a body frame into a new message. A body whose
- * payload exceeds max_size bytes (0 means KIN_MAX_MSG_DEFAULT), or which
- * exceeds max_size + KIN_MSG_ENVELOPE_MAX in all, fails with KIN_ETOOBIG
- * (see KIN_MAX_MSG_DEFAULT for what the payload is; a body that is not
- * msgpack is all payload, and a body of at most max_size bytes always
- * passes); header errors as kin_msg_header_decode. On error *out is
- * untouched. Any thread. */
-KIN_EXPORT kin_err kin_msg_decode(kin_msg **out, const void *hdr,
-                                  size_t hdr_len, const void *body,
-                                  size_t body_len, size_t max_size);
-
-/* A dead message answering orig: addressed to orig's src and reply_to, from
- * from_ctx, flagged KIN_MSG_DEAD, body the msgpack array [reason, text].
- * text may be NULL (kin_strerror(reason) is used). Errors: -ENOMEM. */
-KIN_EXPORT kin_err kin_msg_new_dead(kin_msg **out, const kin_msg *orig,
-                                    uint32_t from_ctx, kin_err reason,
-                                    const char *text);
-
 /* Reads the reason of a dead message. text (optional) receives a pointer
  * into m's body, text_len its length (not NUL-terminated). Errors:
  * -EINVAL when m is not flagged dead, KIN_EBADMSG when its body is not

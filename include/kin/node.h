@@ -82,16 +82,6 @@ typedef struct kin_node_opts {
     size_t errbuf_size;
 } kin_node_opts;
 
-/* Counters, for tests and the monitor. */
-typedef struct kin_node_stats {
-    uint64_t forged;    /* dropped: failed the reverse-path check */
-    uint64_t malformed; /* dropped: bad frames (magic, version, sizes) */
-    uint64_t dead_sent; /* dead replies generated here */
-    uint64_t dropped;   /* undeliverable and no reply_to to tell */
-    uint64_t routed;    /* messages forwarded to another link */
-    uint64_t delivered; /* messages delivered to local handles */
-} kin_node_stats;
-
 /* Creates a context and starts its broker thread. A master binds its ROUTER;
  * a child also connects to its parent and returns once the parent has
  * answered its HELLO. Errors: KIN_ETIMEOUT (parent silent for
@@ -123,8 +113,9 @@ KIN_EXPORT const char *kin_node_endpoint(const kin_node *n);
  * blocks). Errors: whatever the call to the master fails with. Any thread. */
 KIN_EXPORT kin_err kin_node_alloc_id(kin_node *n, uint32_t *id);
 
-/* Waits until the child with context id `id` has said HELLO (the link is up).
- * Errors: KIN_ETIMEOUT. Any thread. */
+/* Waits up to timeout_ms (KIN_FOREVER: no limit) until the child with
+ * context id `id` has said HELLO (the link is up). Errors: KIN_ETIMEOUT.
+ * Any thread. */
 KIN_EXPORT kin_err kin_node_wait_child(kin_node *n, uint32_t id,
                                        int timeout_ms);
 
@@ -148,9 +139,6 @@ KIN_EXPORT kin_err kin_node_lookup(kin_node *n, const char *name, uint32_t *id,
  * KIN_MSG_ENVELOPE_MAX: see KIN_MAX_MSG_DEFAULT), KIN_ESHUTDOWN. Delivery
  * failures come back later as dead messages to reply_to. Any thread. */
 KIN_EXPORT kin_err kin_node_send(kin_node *n, kin_msg **m);
-
-/* A snapshot of n's counters. Any thread. */
-KIN_EXPORT void kin_node_stats_get(kin_node *n, kin_node_stats *out);
 
 /* A receiver: a handle whose messages queue in a latch. handle 0 allocates a
  * dynamic handle (>= KIN_HANDLE_DYNAMIC). When respondent is a context id,

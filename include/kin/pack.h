@@ -71,6 +71,7 @@ typedef struct kin_buf {
     char *data;
     size_t len;
     size_t cap;
+    char *fixed_; /* kin's own: storage data started in (not freed); NULL */
 } kin_buf;
 
 KIN_EXPORT void kin_buf_init(kin_buf *b);

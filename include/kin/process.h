@@ -32,7 +32,10 @@ typedef struct kin_spawn_opts {
     const char *name;    /* default "ctx-ID" */
     const char *program; /* NULL: this executable (/proc/self/exe) */
     /* argv for program (argv[0] included), NULL-terminated; NULL: {program}
-     * or, for this executable, the running program's own argv[0]. */
+     * or, for this executable, {the child's context name} (name, or
+     * "ctx-ID"), which ps shows. This executable runs through
+     * /proc/self/exe, so a binary replaced on disk still starts the
+     * program the parent runs. */
     char *const *argv;
     int connect_timeout_ms; /* HELLO must arrive within; 0: 30000 */
     int stop_timeout_ms;    /* stop request to SIGKILL; 0: 2000 */
@@ -75,15 +78,20 @@ typedef struct kin_spawn_opts {
 } kin_spawn_opts;
 
 /* Initialises kin for this program. Started by a kin parent (the
- * environment says so), it connects to the parent, serves calls and never
- * returns: the process exits with 0 when the parent asks it to stop, with 3
- * when the link to the parent is lost, and with KIN_EXIT_EMERGENCY after an
- * emergency stop (its own children are stopped first). Otherwise it creates the
- * master context (opts may be NULL) into *out and returns. Export functions
- * before calling it. Errors: as kin_node_new. Main thread, once. */
+ * environment says so: KIN_CHILD_ENDPOINT, KIN_CHILD_ID and the other
+ * KIN_CHILD_* settings, which override opts; opts->bind is ignored), it
+ * connects to the parent, serves calls and never returns: the process
+ * exits with 0 when the parent asks it to stop, with 3 when the link to
+ * the parent is lost, with KIN_EXIT_EMERGENCY after an emergency stop (its
+ * own children are stopped first), and with 1 after printing one line to
+ * stderr (which the parent captures) when it cannot reach the parent.
+ * Otherwise it creates the master context (opts may be NULL) into *out and
+ * returns. Export functions before calling it. Errors (master only): as
+ * kin_node_new. Main thread, once. */
 KIN_EXPORT kin_err kin_init(kin_node **out, const kin_node_opts *opts);
 
-/* Whether this process was started as a kin child. Any thread. */
+/* Whether this process was started as a kin child (KIN_CHILD_ENDPOINT is
+ * set). Any thread. */
 KIN_EXPORT bool kin_is_child(void);
 
 /* Starts a child context and returns once its HELLO arrived. The child's
@@ -91,12 +99,17 @@ KIN_EXPORT bool kin_is_child(void);
  * never in argv. The child runs in a process group of its own, dies with
  * SIGKILL if the thread that forked it (n's broker thread) dies, and its
  * stdout/stderr lines go to the diagnostics hook tagged with its name and
- * id. Errors: -ENOENT / -EACCES (program missing or not executable: at
- * once), -ENOEXEC (a file the kernel cannot run, such as an executable
- * text file without a #! line: at once), KIN_ESPAWN (the child exited before
- * HELLO), KIN_ETIMEOUT (no HELLO within connect_timeout_ms; the child is
- * stopped), KIN_EEMERGENCY (n is in an emergency stop), -EDEADLK (called on n's
- * broker thread), -ENOMEM, -errno from fork/pipe/pidfd_open. opts->errbuf then
+ * id, and become log records (KIN_LOGREC_STDOUT at info, KIN_LOGREC_STDERR
+ * at warning) when n publishes logs. The fork runs on n's broker thread,
+ * which waits until the child has exec'd: concurrent spawns of one node
+ * are serialised there. Errors: -ENOENT / -EACCES (program missing or not
+ * executable: at once), -ENOEXEC (a file the kernel cannot run, such as an
+ * executable text file without a #! line: at once), KIN_ESPAWN (the child
+ * exited before HELLO), KIN_ETIMEOUT (no HELLO within connect_timeout_ms; the
+ * child is stopped), KIN_EEMERGENCY (n is in an emergency stop), -EDEADLK
+ * (called on n's broker thread), those of kin_node_alloc_id (a child context
+ * asks the master for ids), -ENOMEM, -errno from fork/pipe/pidfd_open and from
+ * readlink("/proc/self/exe"). opts->errbuf then
  * says why, ending with the child's last stderr lines. On error *out is NULL,
  * no process remains and on_exit never runs. On success the caller owns *out
  * (kin_child_destroy). Any thread except n's broker thread. */

@@ -21,7 +21,7 @@
 
 #include <kin/kin.h>
 
-#include "logs/logs_impl.h"
+#include "logs/logs_test.h"
 
 #define MAX_PUBS 16
 #define RAW_SIZE 128 /* bytes per raw message, about a bench record */

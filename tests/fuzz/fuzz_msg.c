@@ -9,6 +9,8 @@
 
 #include <kin/msg.h>
 
+#include "core/msg_internal.h"
+
 /* Input layout: byte 0 picks the header length (clamped to what is left),
  * byte 1 the size limit (0 means the default), then the header frame, then
  * the body frame. Each frame gets its own exact-size allocation so the

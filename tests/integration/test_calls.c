@@ -17,6 +17,7 @@
 
 #include <kin/monitor.h>
 
+#include "core/msg_internal.h"
 #include "integration/harness.h"
 
 /* 63 bytes, the longest name an export may have. */

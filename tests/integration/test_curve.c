@@ -24,6 +24,7 @@
 
 #include <kin/kin.h>
 
+#include "core/msg_internal.h"
 #include "integration/harness.h"
 #include "logs/logrec.h"
 #include "logs/logs_impl.h"
@@ -435,16 +436,15 @@ send_record(void *pub, uint32_t ctx, uint64_t seq, const char *msg)
     size_t hl =
         kin__logrec_head(head, kin__log_bucket(KIN_LOG_WARNING), seq, ctx, ctx,
                          ctx, "raw", 3, (int)getpid(), KIN_LOGREC_LOG, 0);
-    kin__lbuf b;
-    kin__lbuf_init(&b);
-    kin__logrec_body(&b, KIN_LOG_WARNING, 0, 0, 0, __FILE__, __LINE__, msg,
-                     strlen(msg), NULL);
-    assert_false(b.failed);
+    kin_buf b = {0};
+    assert_int_equal(kin__logrec_body(&b, KIN_LOG_WARNING, 0, 0, 0, __FILE__,
+                                      __LINE__, msg, strlen(msg), NULL),
+                     KIN_OK);
     zmq_msg_t m;
     assert_int_equal(zmq_msg_init_size(&m, hl + b.len), 0);
     memcpy(zmq_msg_data(&m), head, hl);
-    memcpy((char *)zmq_msg_data(&m) + hl, b.p, b.len);
-    kin__lbuf_fini(&b);
+    memcpy((char *)zmq_msg_data(&m) + hl, b.data, b.len);
+    kin_buf_release(&b);
     if (zmq_msg_send(&m, pub, ZMQ_DONTWAIT) < 0)
         zmq_msg_close(&m);
 }

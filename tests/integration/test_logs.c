@@ -27,6 +27,7 @@
 #include "core/task.h"
 #include "integration/harness.h"
 #include "logs/logs_impl.h"
+#include "logs/logs_test.h"
 
 #define PROBE_DEADLINE_MS 15000
 
@@ -415,6 +416,25 @@ warning_subscriber_gets_no_info_and_none_is_sent(void **state)
     kin_child_destroy(&c);
 }
 
+/* A process forked from one that logs has none of its publisher's
+ * threads: logging there is off (instead of queueing records that no
+ * thread sends, behind a lock the parent may have held at the fork). */
+static void
+forked_process_does_not_log_through_the_parents_publisher(void **state)
+{
+    kin_logs_emitf(KIN_LOG_CRITICAL, __FILE__, __LINE__, "before the fork");
+    assert_true(kin_logs_enabled(KIN_LOG_CRITICAL));
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(kin_logs_enabled(KIN_LOG_CRITICAL) ? 1 : 0);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_true(kin_logs_enabled(KIN_LOG_CRITICAL));
+}
+
 /* The publisher's queue overflows (it is held while records are logged):
  * every record is either received or counted in a DROPPED record. */
 static void
@@ -698,6 +718,7 @@ kin_logs_follows_with_json(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_non_null(strstr(out, "cli probe"));
     assert_null(strstr(out, "cli info"));
+    assert_non_null(strstr(out, "{\"version\":1,\"kind\":\"log\","));
     /* Every line is a JSON object about the watched context. */
     for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
         json_error_t err;
@@ -947,6 +968,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(grandchild_record_has_identity_and_fields),
         cmocka_unit_test(warning_subscriber_gets_no_info_and_none_is_sent),
+        cmocka_unit_test(
+            forked_process_does_not_log_through_the_parents_publisher),
         cmocka_unit_test(queue_overflow_is_counted_exactly),
         cmocka_unit_test(subscriber_overflow_is_counted_exactly),
         cmocka_unit_test(late_joiner_sees_the_gap),

@@ -282,6 +282,18 @@ pstree_shows_chain_across_three_processes(void **state)
     assert_non_null(strstr(out, "cancelled"));
     assert_non_null(strstr(out, "cancelled by "));
     free(out);
+    out = run_kin(&st, "where-terminated %d %u:%u --json", (int)getpid(), c,
+                  block_id);
+    assert_int_equal(st, 0);
+    squeeze_json(out);
+    print_message("%s\n", out);
+    char jwant[64];
+    snprintf(jwant, sizeof jwant, "\"task\": {\"cancelled_by\": \"");
+    assert_non_null(strstr(out, jwant));
+    snprintf(jwant, sizeof jwant, "\"task\": \"%u:%u\"", c, block_id);
+    assert_non_null(strstr(out, jwant));
+    assert_non_null(strstr(out, "\"version\": 1}"));
+    free(out);
 }
 
 static void
@@ -401,6 +413,10 @@ ps_answers_while_every_worker_is_blocked(void **state)
     out = run_kin(&st, "ps %d --json", (int)getpid());
     assert_int_equal(st, 0);
     assert_non_null(strstr(out, "\"fn\": \"t.block\""));
+    /* The list sits under "tasks", beside the shape's version. */
+    assert_int_equal(out[0], '{');
+    assert_non_null(strstr(out, "\"tasks\": ["));
+    assert_non_null(strstr(out, "\n  \"version\": 1\n}"));
     free(out);
     /* Errors are clear and non-zero. */
     out = run_kin(&st, "ps 1");
@@ -467,6 +483,28 @@ tree_and_custom_commands(void **state)
     out = run_kin(&st, "ls");
     snprintf(want, sizeof want, "%d", (int)getpid());
     assert_non_null(strstr(out, want));
+    free(out);
+    /* Every JSON shape carries its version at the top level; kin tree's
+     * contexts name their parents (null for the master). */
+    out = run_kin(&st, "tree %d --json", (int)getpid());
+    assert_int_equal(st, 0);
+    squeeze_json(out);
+    print_message("%s\n", out);
+    assert_non_null(strstr(out, "\"version\": 1}"));
+    assert_non_null(strstr(out, "\"parent\": null"));
+    for (int i = 0; i < 3; i++) {
+        snprintf(want, sizeof want,
+                 "\"id\": %u,\"name\": \"%s\",\"parent\": 0,",
+                 kin_child_id(t->c[i]), kin_child_name(t->c[i]));
+        if (!strstr(out, want))
+            fail_msg("kin tree --json lacks %s", want);
+    }
+    free(out);
+    out = run_kin(&st, "ls --json");
+    assert_int_equal(st, 0);
+    squeeze_json(out);
+    assert_non_null(strstr(out, "{\"masters\": ["));
+    assert_non_null(strstr(out, "\"version\": 1}"));
     free(out);
     /* The custom command runs in the master, with its arguments; help
      * lists it. */

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 #include <zmq.h>
 
+#include "core/msg_internal.h"
 #include "integration/harness.h"
 #include "router/node_impl.h"
 

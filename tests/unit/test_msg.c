@@ -14,6 +14,7 @@
 #include <kin/msg.h>
 #include <kin/pack.h>
 
+#include "core/msg_internal.h"
 #include "integration/harness.h"
 
 /* Every flag the protocol defines; a new flag is a wire change and belongs

@@ -15,6 +15,9 @@
 
 #include <kin/pack.h>
 
+#include "core/buf.h"
+#include "core/pack_internal.h"
+
 #include "integration/harness.h"
 
 /* Packs picture into a fresh buffer through kin_vpack and checks the bytes. */
@@ -133,6 +136,58 @@ buf_release_frees_and_resets(void **state)
     assert_int_equal(b.cap, 0);
     kin_buf_release(&b);
     kin_buf_release(NULL);
+}
+
+/* Headers are told apart by kind, and one cut short reads as none. */
+static void
+mp_header_reads_each_width_and_refuses_short_ones(void **state)
+{
+    (void)state;
+    uint32_t n = 0;
+    const unsigned char fixmap[] = {0x83}, map16[] = {0xde, 0x01, 0x02},
+                        str8[] = {0xd9, 0xc8}, arr32[] = {0xdd, 0, 1, 0, 0};
+    assert_int_equal(kin__mp_header(fixmap, 1, KIN__MP_MAP, &n), 1);
+    assert_int_equal(n, 3);
+    assert_int_equal(kin__mp_header(fixmap, 1, KIN__MP_ARRAY, &n), 0);
+    assert_int_equal(kin__mp_header(map16, 3, KIN__MP_MAP, &n), 3);
+    assert_int_equal(n, 0x102);
+    assert_int_equal(kin__mp_header(map16, 2, KIN__MP_MAP, &n), 0);
+    assert_int_equal(kin__mp_header(str8, 2, KIN__MP_STR, &n), 2);
+    assert_int_equal(n, 200);
+    assert_int_equal(kin__mp_header(str8, 2, KIN__MP_ARRAY, &n), 0);
+    assert_int_equal(kin__mp_header(arr32, 5, KIN__MP_ARRAY, &n), 5);
+    assert_int_equal(n, 65536);
+    assert_int_equal(kin__mp_header(arr32, 0, KIN__MP_ARRAY, &n), 0);
+}
+
+/* A buffer started in caller storage writes there until it is full, then
+ * moves to the heap with what it held; release leaves the storage alone. */
+static void
+buf_moves_from_fixed_storage_to_heap(void **state)
+{
+    (void)state;
+    char mem[8];
+    kin_buf b;
+    kin__buf_init_fixed(&b, mem, sizeof mem);
+    assert_int_equal(kin__buf_str(&b, "abc"), KIN_OK);
+    assert_ptr_equal(b.data, mem);
+    assert_string_equal(mem, "abc");
+    assert_int_equal(kin__buf_str(&b, "defghij"), KIN_OK);
+    assert_ptr_not_equal(b.data, mem);
+    assert_int_equal(b.len, 10);
+    assert_string_equal(b.data, "abcdefghij");
+    char *at = kin__buf_extend(&b, 2);
+    assert_non_null(at);
+    memcpy(at, "kl", 2);
+    assert_int_equal(b.len, 12);
+    assert_memory_equal(b.data, "abcdefghijkl", 12);
+    kin_buf_release(&b); /* frees the heap copy, not mem */
+    assert_null(b.data);
+    assert_int_equal(b.len, 0);
+    kin__buf_init_fixed(&b, mem, sizeof mem);
+    assert_int_equal(kin__buf_add(&b, "xy", 2), KIN_OK);
+    kin_buf_release(&b);
+    assert_null(b.data);
 }
 
 static void
@@ -1150,6 +1205,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(buf_release_frees_and_resets),
+        cmocka_unit_test(buf_moves_from_fixed_storage_to_heap),
+        cmocka_unit_test(mp_header_reads_each_width_and_refuses_short_ones),
         cmocka_unit_test(pack_writes_msgpack_bytes),
         cmocka_unit_test(scalars_round_trip),
         cmocka_unit_test(integers_cross_sizes_within_range),

@@ -1,0 +1,55 @@
+/* Fork safety for kin's process-wide state: one pthread_atfork handler runs
+ * the "forget" function of every module that keeps threads or locks, so
+ * each module registers a function instead of an atfork pair of its own. */
+#include "core/sync.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#define FORGET_MAX 16
+
+static void (*forget[FORGET_MAX])(void);
+static atomic_int forget_n;
+static pthread_mutex_t forget_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t forget_once = PTHREAD_ONCE_INIT;
+
+static void
+in_child(void)
+{
+    pthread_mutex_init(&forget_mu, NULL);
+    int n = atomic_load_explicit(&forget_n, memory_order_acquire);
+    for (int i = 0; i < n; i++)
+        forget[i]();
+}
+
+static void
+register_in_child(void)
+{
+    pthread_atfork(NULL, NULL, in_child);
+}
+
+static bool
+known(void (*fn)(void), int n)
+{
+    for (int i = 0; i < n; i++)
+        if (forget[i] == fn)
+            return true;
+    return false;
+}
+
+void
+kin__forget_in_child(void (*fn)(void))
+{
+    if (known(fn, atomic_load_explicit(&forget_n, memory_order_acquire)))
+        return;
+    pthread_once(&forget_once, register_in_child);
+    pthread_mutex_lock(&forget_mu);
+    int n = atomic_load_explicit(&forget_n, memory_order_relaxed);
+    if (!known(fn, n)) {
+        if (n == FORGET_MAX)
+            abort(); /* programmer error: raise FORGET_MAX */
+        forget[n] = fn;
+        atomic_store_explicit(&forget_n, n + 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&forget_mu);
+}

@@ -1,0 +1,47 @@
+/* core/sockname.c: the socket file names the router writes and the kin
+ * command reads back. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/sockname.h"
+#include "integration/harness.h"
+
+/* What the router writes for a node the command reads back; the names of
+ * second nodes and of other files are not contexts' sockets. */
+static void
+written_names_parse_back_and_others_do_not(void **state)
+{
+    (void)state;
+    char path[128];
+    kin__sockname(path, sizeof path, "/run/kin", 4321, 7, 0);
+    assert_string_equal(path, "/run/kin/4321-7.sock");
+    int pid = 0;
+    uint32_t id = 0;
+    assert_true(kin__sockname_parse(strrchr(path, '/') + 1, &pid, &id));
+    assert_int_equal(pid, 4321);
+    assert_int_equal(id, 7);
+
+    kin__sockname(path, sizeof path, "/run/kin", 4321, 0, 2);
+    assert_string_equal(path, "/run/kin/4321-0.2.sock");
+    assert_false(kin__sockname_parse("4321-0.2.sock", &pid, &id));
+    static const char *other[] = {"4321-0.sockx", "4321-0.sock.tmp",
+                                  "x-0.sock",     "4321-logs.sock",
+                                  "0-0.sock",     "4321-0"};
+    for (size_t i = 0; i < sizeof other / sizeof *other; i++)
+        if (kin__sockname_parse(other[i], &pid, &id))
+            fail_msg("'%s' parsed as a context's socket", other[i]);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(written_names_parse_back_and_others_do_not),
+    };
+    return harness_run_group(tests);
+}
