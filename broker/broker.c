@@ -322,6 +322,12 @@ kin__broker_loop(kin__broker *b)
     return &b->loop;
 }
 
+bool
+kin__broker_stopping(const kin__broker *b)
+{
+    return atomic_load(&b->stopping);
+}
+
 kin_err
 kin__broker_watch(kin__broker *b, void *sock, kin__readable_fn fn, void *arg,
                   kin__watch **out)

@@ -47,6 +47,9 @@ bool kin__broker_on_thread(const kin__broker *b);
 /* b's loop, for timers and polls. Broker thread only. */
 uv_loop_t *kin__broker_loop(kin__broker *b);
 
+/* Whether a stop has begun (timers must not be armed then). Any thread. */
+bool kin__broker_stopping(const kin__broker *b);
+
 /* Watches a ZMQ socket: fn runs while the socket has input (ZMQ_FD is
  * edge-triggered, so the broker re-checks ZMQ_EVENTS after every loop turn).
  * Errors: -errno. Broker thread only. */

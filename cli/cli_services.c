@@ -122,8 +122,8 @@ merged_free(merged *m)
     free(m->items);
 }
 
-static const kin__cli_info_t *
-ctx_info(const kin__cli_info_t *all, size_t count, uint32_t id)
+static const kin_ctx_info *
+ctx_info(const kin_ctx_info *all, size_t count, uint32_t id)
 {
     for (size_t i = 0; i < count; i++)
         if (all[i].id == id)
@@ -145,13 +145,13 @@ fmt_us(char *out, size_t size, double us)
 }
 
 static json_t *
-service_json(const msvc *s, const kin__cli_info_t *all, size_t nctx)
+service_json(const msvc *s, const kin_ctx_info *all, size_t nctx)
 {
     const kin_service_info *t = &s->info;
     json_t *provs = json_array();
     for (int k = 0; k < t->providers; k++) {
         const kin_service_provider *p = &s->prov[k].p;
-        const kin__cli_info_t *c = ctx_info(all, nctx, p->ctx);
+        const kin_ctx_info *c = ctx_info(all, nctx, p->ctx);
         json_t *j = json_pack(
             "{s:i,s:s,s:i,s:s,s:i,s:i,s:i,s:I,s:I,s:I,s:f,s:f}", "ctx",
             (int)p->ctx, "name", c ? c->name : "", "pid", c ? c->pid : 0,
@@ -170,7 +170,7 @@ service_json(const msvc *s, const kin__cli_info_t *all, size_t nctx)
 }
 
 static void
-service_print(const msvc *s, const kin__cli_info_t *all, size_t nctx)
+service_print(const msvc *s, const kin_ctx_info *all, size_t nctx)
 {
     const kin_service_info *t = &s->info;
     printf("%s: %d provider%s, %d restarting, %d queued; %llu resolved, "
@@ -185,7 +185,7 @@ service_print(const msvc *s, const kin__cli_info_t *all, size_t nctx)
            "P50", "P99");
     for (int k = 0; k < t->providers; k++) {
         const kin_service_provider *p = &s->prov[k].p;
-        const kin__cli_info_t *c = ctx_info(all, nctx, p->ctx);
+        const kin_ctx_info *c = ctx_info(all, nctx, p->ctx);
         char p50[16], p99[16];
         fmt_us(p50, sizeof p50, kin_service_latency_us(p->latency, 0.5));
         fmt_us(p99, sizeof p99, kin_service_latency_us(p->latency, 0.99));
@@ -233,7 +233,7 @@ kin__cli_services(int argc, char **argv)
     kin_node *n;
     if (kin__cli_attach(pid, &n))
         return 2;
-    kin__cli_info_t *all;
+    kin_ctx_info *all;
     size_t nctx;
     kin_err e = kin__cli_contexts(n, &all, &nctx);
     if (e) {
