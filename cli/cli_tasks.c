@@ -252,123 +252,50 @@ kin__cli_tree(int argc, char **argv)
 /* --- ps / pstree -----------------------------------------------------------
  */
 
-typedef struct row {
-    kin_task_info t;
-    const kin_ctx_info *c;
-    int next;       /* the task this one awaits, -1 for none */
-    bool pool_edge; /* next holds the only worker this task waits for */
-    int mark;
-} row;
-
-/* Tasks of the tree (or one context). */
+/* The await graph of the tree (or of one context), from the library; the
+ * contexts that did not answer are named on stderr. */
 static int
-collect(kin_node *n, const opts *o, kin_ctx_info **ctxs, size_t *nctx,
-        row **rows, size_t *nrows)
+load_graph(kin_node *n, const opts *o, kin_graph **g)
 {
-    kin_err e = kin__cli_contexts(n, ctxs, nctx);
-    if (e) {
-        fprintf(stderr, "kin: cannot list contexts: %s\n", kin_strerror(e));
-        return 2;
-    }
-    size_t cap = 64, len = 0;
-    row *rs = malloc(cap * sizeof *rs);
-    if (!rs) {
-        fprintf(stderr, "kin: out of memory\n");
-        free(*ctxs);
-        return 2;
-    }
-    bool found = !o->has_ctx;
-    for (size_t i = 0; i < *nctx; i++) {
-        kin_ctx_info *c = &(*ctxs)[i];
-        if (o->has_ctx && c->id != o->ctx)
-            continue;
-        found = true;
-        kin_task_info *ts;
-        size_t count;
-        if ((e = kin_monitor_ps(n, c->id, o->filter, o->persistent, TIMEOUT_MS,
-                                &ts, &count))) {
-            fprintf(stderr, "kin: context %u: %s\n", c->id, kin_strerror(e));
-            continue;
-        }
-        /* Room for the whole context at once: one realloc, not one per
-         * doubling of a 10,000-row table. */
-        if (len + count > cap) {
-            size_t want = cap;
-            while (want < len + count)
-                want *= 2;
-            row *more = realloc(rs, want * sizeof *rs);
-            if (!more) {
-                fprintf(stderr, "kin: context %u: out of memory\n", c->id);
-                free(ts);
-                continue;
-            }
-            rs = more;
-            cap = want;
-        }
-        for (size_t k = 0; k < count; k++)
-            rs[len++] = (row){.t = ts[k], .c = c, .next = -1};
-        free(ts);
-    }
-    if (!found) {
+    kin_err e =
+        kin_monitor_graph(n, o->has_ctx ? o->ctx : KIN_NO_CTX, TIMEOUT_MS, g);
+    if (e == -ENOENT) {
         fprintf(stderr, "kin: no context %u in this tree\n", o->ctx);
-        free(rs);
-        free(*ctxs);
         return 2;
     }
-    /* Await edges: a task waiting on (ctx, reply handle) awaits the call
-     * task in ctx whose caller is that task's context and handle. */
-    for (size_t i = 0; i < len; i++) {
-        kin_task_info *a = &rs[i].t;
-        if (a->await_ctx == KIN_NO_CTX || !a->await_handle)
-            continue;
-        for (size_t k = 0; k < len; k++) {
-            kin_task_info *b = &rs[k].t;
-            if (b->ctx == a->await_ctx && b->caller_ctx == a->ctx &&
-                b->caller_handle == a->await_handle) {
-                rs[i].next = (int)k;
-                break;
-            }
-        }
+    if (e) {
+        fprintf(stderr, "kin: cannot build the await graph: %s\n",
+                kin_strerror(e));
+        return 2;
     }
-    /* A queued call in a context whose single worker is busy waits for
-     * the task holding that worker: the edge that closes A -> B -> A
-     * deadlocks. With several workers no single task holds the pool, so
-     * no edge is drawn (docs/monitor.md). A context's rows are contiguous,
-     * so one pass per context finds the holder (the first running or
-     * waiting call) and links its pending tasks to it: linear, where a
-     * search per pending task was quadratic (10,000 queued calls took
-     * ~100 ms here). */
-    for (size_t from = 0, to; from < len; from = to) {
-        const kin_ctx_info *c = rs[from].c;
-        int holder = -1;
-        for (to = from; to < len && rs[to].c == c; to++) {
-            const kin_task_info *b = &rs[to].t;
-            if (holder < 0 && !b->persistent &&
-                (b->state == KIN_TASK_RUNNING || b->state == KIN_TASK_WAITING))
-                holder = (int)to;
-        }
-        if (c->workers != 1 || holder < 0)
-            continue;
-        for (size_t i = from; i < to; i++) {
-            if (rs[i].t.state == KIN_TASK_PENDING) {
-                rs[i].next = holder;
-                rs[i].pool_edge = true;
-            }
-        }
-    }
-    *rows = rs;
-    *nrows = len;
+    for (size_t i = 0; i < (*g)->n_ctxs; i++)
+        if ((*g)->ctx_errors[i])
+            fprintf(stderr, "kin: context %u: %s\n", (*g)->ctxs[i].id,
+                    kin_strerror((*g)->ctx_errors[i]));
     return 0;
 }
 
-static void
-describe_wait(const row *r, char *out, size_t size)
+static const kin_ctx_info *
+ctx_of(const kin_graph *g, size_t node)
 {
-    const kin_task_info *t = &r->t;
+    return &g->ctxs[g->nodes[node].ctx_index];
+}
+
+static void
+describe_wait(const kin_graph *g, size_t node, char *out, size_t size)
+{
+    const kin_graph_node *v = &g->nodes[node];
+    const kin_task_info *t = &v->task;
     char w[32];
     fmt_ms(w, sizeof w, t->wait_ms);
-    if (r->pool_edge)
-        snprintf(out, size, "queued: the only worker is busy");
+    if (v->kind == KIN_GRAPH_POOL)
+        snprintf(out, size, "pool exhausted: every worker is taken");
+    else if (v->n_edges && g->edges[v->first_edge].kind == KIN_GRAPH_QUEUED)
+        snprintf(out, size, "queued: pool exhausted (%d/%d workers busy)",
+                 g->nodes[g->edges[v->first_edge].to].busy,
+                 g->nodes[g->edges[v->first_edge].to].workers);
+    else if (t->n_awaits > 1)
+        snprintf(out, size, "select over %u calls (%s)", t->n_awaits, w);
     else if (t->await_ctx != KIN_NO_CTX)
         snprintf(out, size, "call %s in ctx %u (%s)",
                  t->await_fn[0] ? t->await_fn : "?", t->await_ctx, w);
@@ -379,32 +306,55 @@ describe_wait(const row *r, char *out, size_t size)
 }
 
 static json_t *
-task_json(const row *r, const row *rows)
+node_json(const kin_graph *g, size_t node)
 {
-    const kin_task_info *t = &r->t;
-    json_t *j =
-        json_pack("{s:s,s:i,s:i,s:s,s:s,s:s,s:s,s:b,s:f,s:s,s:f}", "task", "",
-                  "ctx", t->ctx, "id", t->id, "context", r->c->name, "name",
-                  t->name, "fn", t->fn, "state", kin_task_state_name(t->state),
-                  "persistent", t->persistent, "age_ms", t->age_ms, "waiting",
-                  t->waiting, "wait_ms", t->wait_ms);
-    char id[32];
-    snprintf(id, sizeof id, "%u:%u", t->ctx, t->id);
-    json_object_set_new(j, "task", json_string(id));
-    if (t->caller_ctx || t->caller_task) {
-        snprintf(id, sizeof id, "%u:%u", t->caller_ctx, t->caller_task);
-        json_object_set_new(j, "caller", json_string(id));
-    }
-    if (t->created_at[0])
-        json_object_set_new(j, "created_at", json_string(t->created_at));
-    if (t->await_ctx != KIN_NO_CTX) {
-        json_object_set_new(j, "await_ctx", json_integer(t->await_ctx));
-        json_object_set_new(j, "await_fn", json_string(t->await_fn));
-        if (r->next >= 0) {
-            const kin_task_info *b = &rows[r->next].t;
-            snprintf(id, sizeof id, "%u:%u", b->ctx, b->id);
-            json_object_set_new(j, "awaits", json_string(id));
+    const kin_graph_node *v = &g->nodes[node];
+    const kin_task_info *t = &v->task;
+    char id[160];
+    json_t *j;
+    if (v->kind == KIN_GRAPH_POOL) {
+        kin_monitor_graph_label(g, node, id, sizeof id);
+        j = json_pack("{s:s,s:s,s:i,s:s,s:i,s:i,s:i}", "pool", id, "kind",
+                      "pool", "ctx", v->ctx, "context", ctx_of(g, node)->name,
+                      "workers", v->workers, "busy", v->busy, "queued",
+                      v->queued);
+    } else {
+        snprintf(id, sizeof id, "%u:%u", t->ctx, t->id);
+        j = json_pack("{s:s,s:i,s:i,s:s,s:s,s:s,s:s,s:b,s:f,s:s,s:f}", "task",
+                      id, "ctx", t->ctx, "id", t->id, "context",
+                      ctx_of(g, node)->name, "name", t->name, "fn", t->fn,
+                      "state", kin_task_state_name(t->state), "persistent",
+                      t->persistent, "age_ms", t->age_ms, "waiting", t->waiting,
+                      "wait_ms", t->wait_ms);
+        if (t->caller_ctx || t->caller_task) {
+            snprintf(id, sizeof id, "%u:%u", t->caller_ctx, t->caller_task);
+            json_object_set_new(j, "caller", json_string(id));
         }
+        if (t->created_at[0])
+            json_object_set_new(j, "created_at", json_string(t->created_at));
+        if (t->await_ctx != KIN_NO_CTX) {
+            json_object_set_new(j, "await_ctx", json_integer(t->await_ctx));
+            json_object_set_new(j, "await_fn", json_string(t->await_fn));
+        }
+        if (t->n_awaits)
+            json_object_set_new(j, "await_calls", json_integer(t->n_awaits));
+    }
+    if (v->deadlocked)
+        json_object_set_new(j, "deadlocked", json_true());
+    /* Every node it waits for, by label; "awaits" is the first. */
+    if (v->n_edges) {
+        json_t *all = json_array();
+        for (size_t k = 0; k < v->n_edges; k++) {
+            size_t to = g->edges[v->first_edge + k].to;
+            const kin_graph_node *w = &g->nodes[to];
+            if (w->kind == KIN_GRAPH_POOL)
+                snprintf(id, sizeof id, "pool:%u", w->ctx);
+            else
+                snprintf(id, sizeof id, "%u:%u", w->task.ctx, w->task.id);
+            json_array_append_new(all, json_string(id));
+        }
+        json_object_set(j, "awaits", json_array_get(all, 0));
+        json_object_set_new(j, "awaits_all", all);
     }
     return j;
 }
@@ -421,10 +371,8 @@ kin__cli_ps(int argc, char **argv)
                        0, &o, &n);
     if (rc >= 0)
         return rc;
-    kin_ctx_info *ctxs;
-    size_t nctx, nrows;
-    row *rows;
-    rc = collect(n, &o, &ctxs, &nctx, &rows, &nrows);
+    kin_graph *g;
+    rc = load_graph(n, &o, &g);
     kin_node_destroy(&n);
     if (rc)
         return rc;
@@ -432,30 +380,168 @@ kin__cli_ps(int argc, char **argv)
     if (!o.json)
         printf("%-9s %-12s %-20s %-18s %-9s %7s  %s\n", "TASK", "CONTEXT",
                "NAME", "FUNCTION", "STATE", "AGE", "WAITING");
-    for (size_t i = 0; i < nrows; i++) {
-        const kin_task_info *t = &rows[i].t;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        const kin_task_info *t = &g->nodes[i].task;
+        if (g->nodes[i].kind != KIN_GRAPH_TASK ||
+            (o.persistent && !t->persistent) ||
+            (o.filter && !strstr(t->name, o.filter) &&
+             !strstr(t->fn, o.filter)))
+            continue;
         if (o.json) {
-            json_array_append_new(arr, task_json(&rows[i], rows));
+            json_array_append_new(arr, node_json(g, i));
             continue;
         }
         char id[24], age[16], wait[96];
         snprintf(id, sizeof id, "%u:%u", t->ctx, t->id);
         fmt_ms(age, sizeof age, t->age_ms);
-        describe_wait(&rows[i], wait, sizeof wait);
+        describe_wait(g, i, wait, sizeof wait);
         printf("%-9s %-12.12s %-20.20s %-18.18s %-9s %7s  %s\n", id,
-               rows[i].c->name, t->name, t->fn[0] ? t->fn : "-",
+               ctx_of(g, i)->name, t->name, t->fn[0] ? t->fn : "-",
                kin_task_state_name(t->state), age, wait);
     }
     finish_json("tasks", arr, o.json);
-    free(rows);
-    free(ctxs);
+    kin_monitor_graph_destroy(&g);
     return 0;
 }
 
-static void
-label(const row *r, char *out, size_t size)
+/* What repeats along a chain: the same context, function and state. */
+static bool
+same_hop(const kin_graph *g, size_t a, size_t b)
 {
-    snprintf(out, size, "%u:%u %s", r->t.ctx, r->t.id, r->t.name);
+    const kin_graph_node *x = &g->nodes[a], *y = &g->nodes[b];
+    return x->kind == y->kind && x->ctx == y->ctx &&
+           x->task.state == y->task.state && !strcmp(x->task.fn, y->task.fn) &&
+           !strcmp(x->task.name, y->task.name);
+}
+
+/* Deeper lines are indented up to this many levels, then the depth is
+ * written out. */
+#define MAX_INDENT 16
+
+static void
+print_hop(const kin_graph *g, size_t node, size_t depth)
+{
+    char l[160], wait[96], deep[32] = "";
+    kin_monitor_graph_label(g, node, l, sizeof l);
+    describe_wait(g, node, wait, sizeof wait);
+    size_t indent = depth < MAX_INDENT ? depth : MAX_INDENT;
+    if (depth > MAX_INDENT)
+        snprintf(deep, sizeof deep, "[%zu] ", depth);
+    printf("%*s%s%s%s [%s, pid %d] %s\n", (int)indent * 4, "",
+           depth ? "└── " : "", deep, l, ctx_of(g, node)->name,
+           ctx_of(g, node)->pid, wait);
+}
+
+/* Prints a chain (each hop awaits the next) from depth on, folding a
+ * segment of up to 8 hops that repeats: its first and last copies are
+ * printed, the copies between are counted on one line. */
+static void
+print_chain(const kin_graph *g, const size_t *c, size_t len, size_t depth)
+{
+    for (size_t i = 0; i < len;) {
+        size_t best_p = 0, best_r = 0;
+        for (size_t p = 1; p <= 8 && i + p <= len; p++) {
+            size_t r = 1;
+            while (i + (r + 1) * p <= len) {
+                bool same = true;
+                for (size_t k = 0; same && k < p; k++)
+                    same = same_hop(g, c[i + k], c[i + r * p + k]);
+                if (!same)
+                    break;
+                r++;
+            }
+            if (r >= 4 && r * p > best_r * best_p) {
+                best_p = p;
+                best_r = r;
+            }
+        }
+        if (!best_p) {
+            print_hop(g, c[i], depth + i);
+            i++;
+            continue;
+        }
+        size_t p = best_p, r = best_r;
+        for (size_t k = 0; k < p; k++)
+            print_hop(g, c[i + k], depth + i + k);
+        size_t from = i + p, folded = (r - 2) * p;
+        char first[160], last[160];
+        kin_monitor_graph_label(g, c[from], first, sizeof first);
+        kin_monitor_graph_label(g, c[from + folded - 1], last, sizeof last);
+        size_t d = depth + from;
+        printf("%*s┄┄ the %zu hop%s above repeated %zu more times: %zu hops, "
+               "%s … %s\n",
+               (int)(d < MAX_INDENT ? d : MAX_INDENT) * 4, "", p,
+               p == 1 ? "" : "s", r - 2, folded, first, last);
+        for (size_t k = 0; k < p; k++)
+            print_hop(g, c[from + folded + k], depth + from + folded + k);
+        i += r * p;
+    }
+}
+
+/* Prints what node awaits, depth first; a node already printed is named,
+ * not expanded again. Runs of single waits are printed as chains. */
+static void
+print_tree(const kin_graph *g, size_t root, bool *seen, size_t *stack,
+           size_t *chain)
+{
+    size_t top = 0;
+    stack[top++] = root;
+    stack[top++] = 0;
+    while (top) {
+        size_t depth = stack[--top], v = stack[--top];
+        if (seen[v]) {
+            char l[160];
+            kin_monitor_graph_label(g, v, l, sizeof l);
+            size_t indent = depth < MAX_INDENT ? depth : MAX_INDENT;
+            printf("%*s└── %s (shown above)\n", (int)indent * 4, "", l);
+            continue;
+        }
+        size_t len = 0;
+        chain[len++] = v;
+        seen[v] = true;
+        for (;;) {
+            const kin_graph_node *w = &g->nodes[chain[len - 1]];
+            if (w->n_edges != 1)
+                break;
+            size_t next = g->edges[w->first_edge].to;
+            if (seen[next])
+                break;
+            seen[next] = true;
+            chain[len++] = next;
+        }
+        print_chain(g, chain, len, depth);
+        const kin_graph_node *end = &g->nodes[chain[len - 1]];
+        for (size_t k = end->n_edges; k-- > 0;) {
+            stack[top++] = g->edges[end->first_edge + k].to;
+            stack[top++] = depth + len;
+        }
+    }
+}
+
+/* The same walk for --json: every node once, in print order, with its
+ * depth (no folding: every hop is listed). */
+static json_t *
+tree_json(const kin_graph *g, size_t root, bool *seen, size_t *stack)
+{
+    json_t *arr = json_array();
+    size_t top = 0;
+    stack[top++] = root;
+    stack[top++] = 0;
+    while (top) {
+        size_t depth = stack[--top], v = stack[--top];
+        if (seen[v])
+            continue;
+        seen[v] = true;
+        json_t *j = node_json(g, v);
+        json_object_set_new(j, "depth", json_integer((json_int_t)depth));
+        json_array_append_new(arr, j);
+        const kin_graph_node *w = &g->nodes[v];
+        for (size_t k = w->n_edges; k-- > 0;) {
+            stack[top++] = g->edges[w->first_edge + k].to;
+            stack[top++] = depth + 1;
+        }
+    }
+    return arr;
 }
 
 int
@@ -470,88 +556,71 @@ kin__cli_pstree(int argc, char **argv)
                   0, &o, &n);
     if (rc >= 0)
         return rc;
-    kin_ctx_info *ctxs;
-    size_t nctx, nrows;
-    row *rows;
-    rc = collect(n, &o, &ctxs, &nctx, &rows, &nrows);
+    kin_graph *g;
+    rc = load_graph(n, &o, &g);
     kin_node_destroy(&n);
     if (rc)
         return rc;
 
-    /* Each task awaits at most one other: follow the chain from every
-     * task; meeting a task of the current walk again closes a cycle. */
+    /* The cycles, as the library found them. */
     json_t *cycles = json_array();
-    int ncycles = 0;
-    for (size_t i = 0; i < nrows; i++) {
-        int stamp = (int)i + 1;
-        int k = (int)i;
-        while (k >= 0 && !rows[k].mark) {
-            rows[k].mark = stamp;
-            k = rows[k].next;
-        }
-        if (k < 0 || rows[k].mark != stamp)
-            continue;
-        /* k starts a new cycle. */
+    for (size_t c = 0; c < g->n_cycles; c++) {
         json_t *cyc = json_array();
-        char text[2048] = "", l[96];
-        int j = k;
-        do {
-            label(&rows[j], l, sizeof l);
-            json_array_append_new(cyc, json_string(l));
-            strncat(text, l, sizeof text - strlen(text) - 1);
-            strncat(text, " → ", sizeof text - strlen(text) - 1);
-            rows[j].mark = -1; /* report each cycle once */
-            j = rows[j].next;
-        } while (j != k);
-        label(&rows[k], l, sizeof l);
-        strncat(text, l, sizeof text - strlen(text) - 1);
-        json_array_append_new(cycles, cyc);
-        if (!o.json) {
-            if (!ncycles)
-                printf("ERROR: await graph contains cycles\n");
-            printf("  cycle: %s\n", text);
+        if (!o.json && !c)
+            printf("ERROR: await graph contains cycles\n");
+        if (!o.json)
+            printf("  cycle:");
+        for (size_t k = g->cycle_start[c]; k <= g->cycle_start[c + 1]; k++) {
+            size_t v =
+                g->cycle_nodes[k < g->cycle_start[c + 1] ? k
+                                                         : g->cycle_start[c]];
+            char l[160];
+            kin_monitor_graph_label(g, v, l, sizeof l);
+            if (k < g->cycle_start[c + 1])
+                json_array_append_new(cyc, json_string(l));
+            if (!o.json)
+                printf("%s %s", k > g->cycle_start[c] ? " →" : "", l);
         }
-        ncycles++;
+        if (!o.json)
+            printf("\n");
+        json_array_append_new(cycles, cyc);
     }
 
-    /* Trees: roots are tasks nobody awaits; each line shows what it awaits
-     * next, across contexts. */
-    bool *awaited = calloc(nrows ? nrows : 1, sizeof *awaited);
-    for (size_t i = 0; i < nrows; i++)
-        if (rows[i].next >= 0)
-            awaited[rows[i].next] = true;
-    /* The JSON is built only for --json: a task object per hop is most of
-     * the work with thousands of tasks (docs/performance.md). */
-    json_t *trees = o.json ? json_array() : NULL;
-    for (size_t i = 0; i < nrows; i++) {
-        if (awaited[i])
-            continue;
-        json_t *chain = o.json ? json_array() : NULL;
-        int depth = 0;
-        for (int k = (int)i; k >= 0 && depth < 64; k = rows[k].next, depth++) {
-            if (o.json) {
-                json_array_append_new(chain, task_json(&rows[k], rows));
-                continue;
-            }
-            char l[96], wait[96];
-            label(&rows[k], l, sizeof l);
-            describe_wait(&rows[k], wait, sizeof wait);
-            printf("%*s%s%s [%s, pid %d] %s\n", depth * 4, "",
-                   depth ? "└── " : "", l, rows[k].c->name, rows[k].c->pid,
-                   wait);
-        }
-        if (o.json)
-            json_array_append_new(trees, chain);
-    }
-    free(awaited);
-    if (o.json) {
-        json_t *j = json_pack("{s:o,s:o}", "trees", trees, "cycles", cycles);
-        print_json(j);
-    } else {
+    /* Trees: from every node nobody awaits, then from whatever is left
+     * (nodes only cycles lead to), so that no node goes unshown. */
+    size_t nn = g->n_nodes ? g->n_nodes : 1;
+    bool *seen = calloc(nn, sizeof *seen);
+    size_t *stack = malloc(2 * (g->n_edges + nn) * sizeof *stack);
+    size_t *chain = malloc(nn * sizeof *chain);
+    if (!seen || !stack || !chain) {
+        fprintf(stderr, "kin pstree: out of memory\n");
+        free(seen);
+        free(stack);
+        free(chain);
         json_decref(cycles);
+        kin_monitor_graph_destroy(&g);
+        return 2;
     }
-    free(rows);
-    free(ctxs);
+    json_t *trees = o.json ? json_array() : NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < g->n_nodes; i++) {
+            if (seen[i] || (!pass && g->nodes[i].n_in))
+                continue;
+            if (o.json)
+                json_array_append_new(trees, tree_json(g, i, seen, stack));
+            else
+                print_tree(g, i, seen, stack, chain);
+        }
+    }
+    free(seen);
+    free(stack);
+    free(chain);
+    size_t ncycles = g->n_cycles;
+    if (o.json)
+        print_json(json_pack("{s:o,s:o}", "trees", trees, "cycles", cycles));
+    else
+        json_decref(cycles);
+    kin_monitor_graph_destroy(&g);
     return ncycles ? 1 : 0;
 }
 

@@ -92,6 +92,15 @@ kin_latch_new(kin_latch **out)
 }
 
 void
+kin__latch_set_call(kin_latch *l, uint32_t ctx, uint32_t handle)
+{
+    pthread_mutex_lock(&l->mu);
+    l->call_ctx = ctx;
+    l->call_handle = handle;
+    pthread_mutex_unlock(&l->mu);
+}
+
+void
 kin_latch_destroy(kin_latch **lp)
 {
     if (!lp || !*lp)

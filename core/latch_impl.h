@@ -48,6 +48,10 @@ struct kin_latch {
     kin_select *sel;
     void *tag;
     kin_latch *prev, *next; /* in sel's member list, in add order */
+
+    /* The call whose reply comes here (call_handle 0: none), set once
+     * under mu; a select records it as an awaited call. */
+    uint32_t call_ctx, call_handle;
 };
 
 struct kin_select {

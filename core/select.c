@@ -193,6 +193,31 @@ select_wake(void *obj)
     kin__select_notify(obj);
 }
 
+/* Records the calls among s's members as t's awaited calls (for the
+ * monitor's await graph). Taken under s->lock, recorded after it: the
+ * task's lock comes first in the lock order. */
+static void
+record_calls(kin_select *s, kin_task *t)
+{
+    uint32_t calls[KIN_TASK_MAX_AWAITS][2];
+    uint32_t n = 0;
+    pthread_mutex_lock(&s->lock);
+    kin_latch *l = s->head;
+    for (size_t i = 0; l && i < s->count; i++, l = l->next) {
+        pthread_mutex_lock(&l->mu);
+        if (l->call_handle) {
+            if (n < KIN_TASK_MAX_AWAITS) {
+                calls[n][0] = l->call_ctx;
+                calls[n][1] = l->call_handle;
+            }
+            n++;
+        }
+        pthread_mutex_unlock(&l->mu);
+    }
+    pthread_mutex_unlock(&s->lock);
+    kin__task_await_calls(t, (const uint32_t(*)[2])calls, n);
+}
+
 static uint64_t
 generation(kin_select *s)
 {
@@ -229,6 +254,8 @@ kin_select_get(kin_select *s, int timeout_ms, kin_msg **out, void **tag)
             /* Register, then scan again: a cancel from here on bumps gen. */
             deadline = kin__deadline_ns(timeout_ms);
             kin__task_wait_begin(t, select_wake, s, "select");
+            if (t)
+                record_calls(s, t);
             waiting = true;
             continue;
         }
@@ -239,7 +266,9 @@ kin_select_get(kin_select *s, int timeout_ms, kin_msg **out, void **tag)
         s->waiters--;
         pthread_mutex_unlock(&s->wake_mu);
     }
-    if (waiting)
+    if (waiting) {
+        kin__task_await_calls(t, NULL, 0);
         kin__task_wait_end(t);
+    }
     return rc;
 }

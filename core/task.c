@@ -125,6 +125,20 @@ kin__task_await_call(kin_task *t, uint32_t ctx, uint32_t handle, const char *fn)
 }
 
 void
+kin__task_await_calls(kin_task *t, const uint32_t (*calls)[2], uint32_t n)
+{
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->mu);
+    t->n_awaits = n;
+    for (uint32_t i = 0; i < n && i < KIN_TASK_MAX_AWAITS; i++) {
+        t->awaits[i].ctx = calls[i][0];
+        t->awaits[i].handle = calls[i][1];
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+void
 kin__task_cancel(kin_task *t, uint32_t by_ctx, uint32_t by_task)
 {
     pthread_mutex_lock(&t->mu);

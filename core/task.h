@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include <kin/latch.h>
 #include <kin/task.h>
 
 struct kin_task {
@@ -34,7 +35,22 @@ struct kin_task {
     /* A call this task waits for: ctx and reply handle (0: none). */
     uint32_t await_ctx, await_handle;
     char await_fn[48];
+    /* Every call a task waiting in a select waits for (the first
+     * KIN_TASK_MAX_AWAITS of them; n_awaits counts them all). */
+    uint32_t n_awaits;
+    struct {
+        uint32_t ctx, handle;
+    } awaits[KIN_TASK_MAX_AWAITS];
 };
+
+/* Records the calls t waits for in a select: n (ctx, handle) pairs, of
+ * which the first KIN_TASK_MAX_AWAITS are kept; n 0 clears them. t may be
+ * NULL. */
+void kin__task_await_calls(kin_task *t, const uint32_t (*calls)[2], uint32_t n);
+
+/* Marks latch l as the reply latch of a call to ctx with reply handle
+ * handle, so that a select over it records the awaited call. */
+void kin__latch_set_call(kin_latch *l, uint32_t ctx, uint32_t handle);
 
 /* Records what call t waits for (ctx:handle running fn), or clears it
  * (ctx KIN_NO_CTX). t may be NULL. */

@@ -198,12 +198,28 @@ read_row(const msgpack_object *row, bool ended, kin_task_info *t)
                obj_u32(&f[9], &t->cancelled_by_task) &&
                obj_double(&f[10], &t->age_ms) &&
                obj_double(&f[11], &t->ended_ago_ms);
-    return obj_u32(&f[7], &t->caller_handle) && obj_double(&f[8], &t->age_ms) &&
-           obj_str(&f[9], t->waiting, sizeof t->waiting) &&
-           obj_double(&f[10], &t->wait_ms) && obj_u32(&f[11], &t->await_ctx) &&
-           obj_u32(&f[12], &t->await_handle) &&
-           obj_str(&f[13], t->await_fn, sizeof t->await_fn) &&
-           obj_str(&f[14], t->created_at, sizeof t->created_at);
+    if (!(obj_u32(&f[7], &t->caller_handle) && obj_double(&f[8], &t->age_ms) &&
+          obj_str(&f[9], t->waiting, sizeof t->waiting) &&
+          obj_double(&f[10], &t->wait_ms) && obj_u32(&f[11], &t->await_ctx) &&
+          obj_u32(&f[12], &t->await_handle) &&
+          obj_str(&f[13], t->await_fn, sizeof t->await_fn) &&
+          obj_str(&f[14], t->created_at, sizeof t->created_at)))
+        return false;
+    /* The calls of a select (fields 15 and 16; absent from older peers). */
+    if (row->via.array.size < 17)
+        return true;
+    const msgpack_object *pairs = &f[15];
+    if (pairs->type != MSGPACK_OBJECT_ARRAY || pairs->via.array.size % 2 ||
+        pairs->via.array.size > 2 * KIN_TASK_MAX_AWAITS ||
+        !obj_u32(&f[16], &t->n_awaits))
+        return false;
+    for (uint32_t i = 0; i < pairs->via.array.size / 2; i++)
+        if (!obj_u32(&pairs->via.array.ptr[2 * i], &t->awaits[i].ctx) ||
+            !obj_u32(&pairs->via.array.ptr[2 * i + 1], &t->awaits[i].handle))
+            return false;
+    if (t->n_awaits < pairs->via.array.size / 2)
+        t->n_awaits = pairs->via.array.size / 2;
+    return true;
 }
 
 /* The next object at *off into zone, *off moved past it. */

@@ -147,7 +147,7 @@ static void
 pack_live(msgpack_packer *pk, kin_task *t, uint64_t now)
 {
     pthread_mutex_lock(&t->mu);
-    msgpack_pack_array(pk, 15);
+    msgpack_pack_array(pk, 17);
     msgpack_pack_uint32(pk, t->id);
     pack_str(pk, t->name);
     pack_str(pk, t->fn);
@@ -171,6 +171,16 @@ pack_live(msgpack_packer *pk, kin_task *t, uint64_t now)
     if (t->created_file)
         snprintf(at, sizeof at, "%s:%d", t->created_file, t->created_line);
     pack_str(pk, at);
+    /* The calls it waits for in a select: [ctx, handle, ctx, handle ...]
+     * (the first KIN_TASK_MAX_AWAITS), then how many there are. */
+    uint32_t kept =
+        t->n_awaits < KIN_TASK_MAX_AWAITS ? t->n_awaits : KIN_TASK_MAX_AWAITS;
+    msgpack_pack_array(pk, 2 * kept);
+    for (uint32_t i = 0; i < kept; i++) {
+        msgpack_pack_uint32(pk, t->awaits[i].ctx);
+        msgpack_pack_uint32(pk, t->awaits[i].handle);
+    }
+    msgpack_pack_uint32(pk, t->n_awaits);
     pthread_mutex_unlock(&t->mu);
 }
 

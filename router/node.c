@@ -743,6 +743,7 @@ void
 kin__receiver_set_fn(kin_receiver *r, const char *fn)
 {
     snprintf(r->fn, sizeof r->fn, "%s", fn ? fn : "");
+    kin__latch_set_call(r->latch, r->respondent, r->handle);
 }
 
 uint32_t

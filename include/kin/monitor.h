@@ -35,6 +35,13 @@ typedef struct kin_task_info {
      * none) and the function's name. */
     uint32_t await_ctx, await_handle;
     char await_fn[48];
+    /* A task waiting in a select over calls: every call it waits for, ctx
+     * and reply handle. n_awaits counts them all; the first
+     * KIN_TASK_MAX_AWAITS are listed. */
+    uint32_t n_awaits;
+    struct {
+        uint32_t ctx, handle;
+    } awaits[KIN_TASK_MAX_AWAITS];
     /* Terminated tasks only. */
     int result;
     uint32_t cancelled_by_ctx, cancelled_by_task;
@@ -139,5 +146,82 @@ KIN_EXPORT kin_err kin_monitor_command(kin_node *n, const char *name,
 KIN_EXPORT kin_err kin_monitor_request(kin_node *n, uint32_t ctx,
                                        const kin_buf *request, int timeout_ms,
                                        kin_msg **reply);
+
+/* --- the await graph ---------------------------------------------------
+ *
+ * Who waits for whom across the tree: the graph `kin pstree` prints. Its
+ * nodes are the live tasks of every context and, for a context whose
+ * every worker is taken while calls queue ("pool exhausted"), the pool
+ * itself: a queued call waits for the pool, and the pool waits for the
+ * tasks holding its workers (any one of them ending frees a worker). A
+ * task waits for the call task it called (in whatever context), and a
+ * task waiting in a select for each call of the select.
+ *
+ * Every wait here is a wait for any one of the node's successors, so a
+ * node is deadlocked when it has successors and all of them are
+ * deadlocked: the graph marks them, and lists one cycle for every group of
+ * deadlocked nodes that wait on each other (a deadlock at any pool size).
+ * Nothing is cut: chains of any depth, any number of tasks. */
+
+typedef enum kin_graph_node_kind {
+    KIN_GRAPH_TASK, /* a live task (task) */
+    KIN_GRAPH_POOL, /* an exhausted worker pool of context ctx */
+} kin_graph_node_kind;
+
+typedef enum kin_graph_edge_kind {
+    KIN_GRAPH_CALL,   /* a task waits for the call task it called */
+    KIN_GRAPH_QUEUED, /* a queued call waits for its context's pool */
+    KIN_GRAPH_WORKER, /* a pool waits for a task holding one of its workers */
+} kin_graph_edge_kind;
+
+typedef struct kin_graph_node {
+    kin_graph_node_kind kind;
+    uint32_t ctx;
+    size_t ctx_index;   /* into kin_graph.ctxs */
+    kin_task_info task; /* KIN_GRAPH_TASK */
+    /* KIN_GRAPH_POOL: pool size, workers held by live tasks, calls queued. */
+    int workers, busy, queued;
+    bool deadlocked; /* waits, and everything it waits for is deadlocked */
+    /* Its out-edges: kin_graph.edges[first_edge .. first_edge + n_edges). */
+    size_t first_edge, n_edges;
+    size_t n_in; /* how many edges lead to it */
+} kin_graph_node;
+
+typedef struct kin_graph_edge {
+    size_t from, to; /* node indices */
+    kin_graph_edge_kind kind;
+} kin_graph_edge;
+
+typedef struct kin_graph {
+    kin_ctx_info *ctxs;  /* the contexts asked, breadth-first from the master */
+    kin_err *ctx_errors; /* per context: KIN_OK, or why its tasks are missing */
+    size_t n_ctxs;
+    kin_graph_node *nodes; /* each context's tasks, then the pools */
+    size_t n_nodes;
+    kin_graph_edge *edges; /* grouped by from, in node order */
+    size_t n_edges;
+    /* Cycle i is cycle_nodes[cycle_start[i] .. cycle_start[i + 1]): each
+     * node waits for the next, the last for the first. */
+    size_t n_cycles;
+    size_t *cycle_start; /* n_cycles + 1 entries */
+    size_t *cycle_nodes;
+} kin_graph;
+
+/* Builds the await graph of the whole tree (ctx KIN_NO_CTX) or of one
+ * context's tasks, asking every context for its tasks (kin_monitor_ps). A
+ * context that does not answer is listed with its error in ctx_errors and
+ * contributes no nodes. On success *out is the graph (free with
+ * kin_monitor_graph_destroy). Errors: those of listing the contexts,
+ * -ENOENT (no context ctx in the tree), -ENOMEM. Any thread. */
+KIN_EXPORT kin_err kin_monitor_graph(kin_node *n, uint32_t ctx, int timeout_ms,
+                                     kin_graph **out);
+
+/* Frees *g and sets it to NULL; NULL and *g NULL are fine. */
+KIN_EXPORT void kin_monitor_graph_destroy(kin_graph **g);
+
+/* Writes a node's label into out: "CTX:TASK NAME" for a task, "pool of
+ * CTX (B/W workers busy, Q queued)" for a pool. */
+KIN_EXPORT void kin_monitor_graph_label(const kin_graph *g, size_t node,
+                                        char *out, size_t size);
 
 #endif

@@ -12,6 +12,10 @@
 
 typedef struct kin_task kin_task;
 
+/* How many calls a task waiting in a select records for the monitor's
+ * await graph (kin_task_info.awaits); more are counted, not listed. */
+#define KIN_TASK_MAX_AWAITS 16
+
 typedef enum kin_task_state {
     KIN_TASK_PENDING,
     KIN_TASK_RUNNING,

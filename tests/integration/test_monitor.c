@@ -21,6 +21,8 @@
 
 static kin_node *master;
 
+#define DEEP_HOPS 3000
+
 /* --- served functions ------------------------------------------------------
  */
 
@@ -87,6 +89,64 @@ static kin_err
 echo(kin_call *c, void *arg)
 {
     return KIN_OK;
+}
+
+/* ring(x, y, z): calls ring in x with (y, z, x), for ever: A -> B -> C ->
+ * A ... until every pool is full and a call queues. */
+static kin_err
+ring(kin_call *c, void *arg)
+{
+    uint32_t x, y, z;
+    kin_err e = kin_call_args(c, "uuu", &x, &y, &z);
+    kin_msg *r = NULL;
+    if (!e)
+        e = kin_call_sync(kin_call_node(c), x, "t.ring", 30000, &r, "uuu", y, z,
+                          x);
+    kin_msg_destroy(&r);
+    return e;
+}
+
+/* deep(n, x, y): calls deep(n - 1, y, x) in x; deep(0) blocks. */
+static kin_err
+deep(kin_call *c, void *arg)
+{
+    uint32_t n, x, y;
+    kin_err e = kin_call_args(c, "uuu", &n, &x, &y);
+    if (e)
+        return e;
+    if (!n)
+        return block(c, arg);
+    kin_msg *r = NULL;
+    e = kin_call_sync(kin_call_node(c), x, "t.deep", 60000, &r, "uuu", n - 1, y,
+                      x);
+    kin_msg_destroy(&r);
+    return e;
+}
+
+/* select8(x): 8 calls of t.block in x, waited for in one select. */
+static kin_err
+select8(kin_call *c, void *arg)
+{
+    uint32_t x;
+    kin_err e = kin_call_args(c, "u", &x);
+    kin_select *s = NULL;
+    kin_receiver *r[8] = {NULL};
+    if (!e)
+        e = kin_select_new(&s, false);
+    for (int i = 0; !e && i < 8; i++)
+        if (!(e = kin_call_async(kin_call_node(c), x, "t.block", &r[i], NULL)))
+            e = kin_select_add(s, kin_receiver_latch(r[i]), NULL);
+    kin_msg *m = NULL;
+    if (!e)
+        e = kin_select_get(s, 30000, &m, NULL);
+    kin_msg_destroy(&m);
+    kin_select_destroy(&s);
+    for (int i = 0; i < 8; i++) {
+        if (r[i])
+            kin_call_cancel(r[i]);
+        kin_receiver_destroy(&r[i]);
+    }
+    return e;
 }
 
 /* --- helpers ------------------------------------------------------------- */
@@ -366,26 +426,30 @@ deadlock_is_reported_as_cycle(void **state)
 
     /* The JSON names the same cycle, task by task: A's t.ping_via awaits
      * B's t.call_back, which awaits A's t.echo, queued behind t.ping_via. */
-    char lab[3][64];
+    char lab[4][64];
     snprintf(lab[0], sizeof lab[0], "%u:%u t.ping_via", a,
              task_id(a, "t.ping_via"));
     snprintf(lab[1], sizeof lab[1], "%u:%u t.call_back", b,
              task_id(b, "t.call_back"));
     snprintf(lab[2], sizeof lab[2], "%u:%u t.echo", a, task_id(a, "t.echo"));
+    snprintf(lab[3], sizeof lab[3], "pool of %u (1/1 workers busy, 1 queued)",
+             a);
     out = run_kin(&st, "pstree %d --json", (int)getpid());
     assert_int_equal(st, 1);
     squeeze_json(out);
     print_message("%s\n", out);
-    /* One cycle, starting wherever the walk met it first. */
+    /* One cycle, starting wherever the walk met it first: A's pool waits
+     * for the task holding its only worker. */
     bool found = false;
-    for (int i = 0; i < 3 && !found; i++) {
-        snprintf(want, sizeof want, "\"cycles\": [[\"%s\",\"%s\",\"%s\"]],",
-                 lab[i], lab[(i + 1) % 3], lab[(i + 2) % 3]);
+    for (int i = 0; i < 4 && !found; i++) {
+        snprintf(want, sizeof want,
+                 "\"cycles\": [[\"%s\",\"%s\",\"%s\",\"%s\"]],", lab[i],
+                 lab[(i + 1) % 4], lab[(i + 2) % 4], lab[(i + 3) % 4]);
         found = strstr(out, want) != NULL;
     }
     if (!found)
-        fail_msg("pstree --json lacks the cycle %s -> %s -> %s", lab[0], lab[1],
-                 lab[2]);
+        fail_msg("pstree --json lacks the cycle %s -> %s -> %s -> %s", lab[0],
+                 lab[1], lab[2], lab[3]);
     free(out);
     /* The master's wait ends with a timeout; the children are torn down
      * by the fixture. */
@@ -517,6 +581,198 @@ tree_and_custom_commands(void **state)
     free(out);
 }
 
+/* Three contexts with the default pool: a ring of calls fills every pool
+ * and the next call queues. The pools are nodes of the graph, so the
+ * deadlock is a cycle naming all three contexts, through the CLI and the
+ * C API alike. */
+static void
+ring_deadlock_with_default_pools(void **state)
+{
+    tree *t = *state;
+    uint32_t id[3];
+    for (int i = 0; i < 3; i++)
+        id[i] = kin_child_id(t->c[i]);
+    kin_receiver *r;
+    assert_int_equal(
+        kin_call_async(master, id[0], "t.ring", &r, "uuu", id[1], id[2], id[0]),
+        KIN_OK);
+    wait_task(id[0], "t.ring", "pending");
+    int st;
+    char *out = run_kin(&st, "pstree %d", (int)getpid());
+    print_message("%s", out);
+    assert_int_equal(st, 1);
+    const char *cyc = strstr(out, "cycle: ");
+    assert_non_null(cyc);
+    const char *eol = strchr(cyc, '\n');
+    char want[64];
+    for (int i = 0; i < 3; i++) {
+        snprintf(want, sizeof want, " %u:", id[i]);
+        const char *p = strstr(cyc, want);
+        if (!p || p > eol)
+            fail_msg("the cycle does not name context %u", id[i]);
+    }
+    snprintf(want, sizeof want, "pool of %u (4/4 workers busy", id[0]);
+    const char *p = strstr(cyc, want);
+    assert_true(p && p < eol);
+    free(out);
+
+    /* The C API finds the same cycle. */
+    kin_graph *g;
+    assert_int_equal(kin_monitor_graph(master, KIN_NO_CTX, 3000, &g), KIN_OK);
+    assert_int_equal(g->n_cycles, 1);
+    bool seen[3] = {false}, pool = false;
+    for (size_t k = g->cycle_start[0]; k < g->cycle_start[1]; k++) {
+        const kin_graph_node *v = &g->nodes[g->cycle_nodes[k]];
+        assert_true(v->deadlocked);
+        pool |= v->kind == KIN_GRAPH_POOL && v->ctx == id[0];
+        for (int i = 0; i < 3; i++)
+            seen[i] |= v->ctx == id[i];
+    }
+    assert_true(pool && seen[0] && seen[1] && seen[2]);
+    kin_monitor_graph_destroy(&g);
+    kin_call_cancel(r);
+    kin_receiver_destroy(&r);
+}
+
+/* A task waiting in a select over 8 calls has an edge to each; the calls
+ * beyond the 4 workers queue: "pool exhausted", but no cycle. */
+static void
+select_over_eight_calls_has_eight_edges(void **state)
+{
+    tree *t = *state;
+    uint32_t a = kin_child_id(t->c[0]), b = kin_child_id(t->c[1]);
+    kin_receiver *r;
+    assert_int_equal(kin_call_async(master, b, "t.select8", &r, "u", a),
+                     KIN_OK);
+    wait_task(a, "t.block", "pending");
+    wait_task(b, "t.select8", "waiting");
+    int st;
+    char *out = run_kin(&st, "pstree %d --json", (int)getpid());
+    assert_int_equal(st, 0);
+    squeeze_json(out);
+    const char *p = strstr(out, "\"await_calls\": 8");
+    assert_non_null(p);
+    p = strstr(p, "\"awaits_all\": [");
+    assert_non_null(p);
+    int edges = 1;
+    for (p += 15; *p && *p != ']'; p++)
+        edges += *p == ',';
+    assert_int_equal(edges, 8);
+    free(out);
+    out = run_kin(&st, "pstree %d", (int)getpid());
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(out, "select over 8 calls"));
+    assert_non_null(strstr(out, "queued: pool exhausted (4/4 workers busy)"));
+    free(out);
+    kin_call_cancel(r);
+    kin_msg *m = NULL;
+    kin_call_wait(r, 10000, &m);
+    kin_msg_destroy(&m);
+    kin_receiver_destroy(&r);
+}
+
+static void *
+call_deep(void *arg)
+{
+    caller *cl = arg;
+    kin_msg *m = NULL;
+    cl->result = kin_call_sync(master, cl->a, "t.deep", 120000, &m, "uuu",
+                               DEEP_HOPS - 1, cl->b, cl->a);
+    kin_msg_destroy(&m);
+    return NULL;
+}
+
+/* A chain of 3,000 calls between two contexts: --json lists every hop,
+ * the text folds the repeating pair and counts what it folds. */
+static void
+deep_chain_loses_no_hop(void **state)
+{
+    tree *t = *state;
+    caller cl = {.a = kin_child_id(t->c[0]), .b = kin_child_id(t->c[1])};
+    assert_int_equal(pthread_create(&cl.thread, NULL, call_deep, &cl), 0);
+    double end = harness_now_ms() + 120000;
+    bool ready = false;
+    while (!ready && harness_now_ms() < end) {
+        size_t total = 0;
+        for (int c = 0; c < 2; c++) {
+            kin_task_info *ts;
+            size_t count;
+            if (kin_monitor_ps(master, c ? cl.b : cl.a, "t.deep", false, 2000,
+                               &ts, &count) == KIN_OK) {
+                total += count;
+                free(ts);
+            }
+        }
+        ready = total == DEEP_HOPS;
+        if (!ready)
+            usleep(20000);
+    }
+    assert_true(ready);
+    int st;
+    char *out = run_kin(&st, "pstree %d --json", (int)getpid());
+    assert_int_equal(st, 0);
+    int hops = 0;
+    for (const char *p = out; (p = strstr(p, "\"fn\": \"t.deep\"")); p++)
+        hops++;
+    assert_int_equal(hops, DEEP_HOPS);
+    free(out);
+    out = run_kin(&st, "pstree %d", (int)getpid());
+    assert_int_equal(st, 0);
+    int lines = 0, folded = 0, nfold = 0;
+    for (char *l = strtok(out, "\n"); l; l = strtok(NULL, "\n")) {
+        size_t more, n;
+        const char *f = strstr(l, "above repeated ");
+        if (f && sscanf(f, "above repeated %zu more times: %zu hops", &more,
+                        &n) == 2) {
+            print_message("%s\n", l);
+            folded += (int)n;
+            nfold++;
+        } else if (strstr(l, " t.deep [")) {
+            lines++;
+        }
+    }
+    print_message("%d lines, %d hops folded\n", lines, folded);
+    assert_true(nfold >= 1);
+    assert_true(lines < 40);
+    assert_int_equal(lines + folded, DEEP_HOPS);
+    free(out);
+    /* Cancelling the calling thread's task unwinds the whole chain. */
+    kin_task_info *ts;
+    size_t count;
+    assert_int_equal(kin_monitor_ps(master, 0, NULL, false, 2000, &ts, &count),
+                     KIN_OK);
+    for (size_t i = 0; i < count; i++)
+        if (ts[i].await_ctx == cl.a)
+            kin_monitor_cancel(master, 0, ts[i].id, 2000);
+    free(ts);
+    pthread_join(cl.thread, NULL);
+}
+
+static int
+spawn3_default(void **state)
+{
+    tree *t = calloc(1, sizeof *t);
+    kin_spawn_opts o = {0};
+    for (int i = 0; i < 3; i++)
+        if (kin_spawn(master, &o, &t->c[i]))
+            return -1;
+    *state = t;
+    return 0;
+}
+
+static int
+spawn2_deep(void **state)
+{
+    tree *t = calloc(1, sizeof *t);
+    kin_spawn_opts o = {.workers = DEEP_HOPS / 2 + 1};
+    for (int i = 0; i < 2; i++)
+        if (kin_spawn(master, &o, &t->c[i]))
+            return -1;
+    *state = t;
+    return 0;
+}
+
 int
 main(void)
 {
@@ -525,6 +781,9 @@ main(void)
     kin_export("t.call_back", call_back, NULL, KIN_POLICY_ANY);
     kin_export("t.ping_via", ping_via, NULL, KIN_POLICY_ANY);
     kin_export("t.echo", echo, NULL, KIN_POLICY_ANY);
+    kin_export("t.ring", ring, NULL, KIN_POLICY_ANY);
+    kin_export("t.deep", deep, NULL, KIN_POLICY_ANY);
+    kin_export("t.select8", select8, NULL, KIN_POLICY_ANY);
     harness_log_setup();
     if (kin_init(&master, NULL)) {
         fprintf(stderr, "kin_init failed\n");
@@ -541,6 +800,12 @@ main(void)
         cmocka_unit_test_setup_teardown(
             ps_answers_while_every_worker_is_blocked, spawn3, stop3),
         cmocka_unit_test_setup_teardown(tree_and_custom_commands, spawn3,
+                                        stop3),
+        cmocka_unit_test_setup_teardown(ring_deadlock_with_default_pools,
+                                        spawn3_default, stop3),
+        cmocka_unit_test_setup_teardown(select_over_eight_calls_has_eight_edges,
+                                        spawn3_default, stop3),
+        cmocka_unit_test_setup_teardown(deep_chain_loses_no_hop, spawn2_deep,
                                         stop3),
     };
     int rc = harness_run_group(tests);
