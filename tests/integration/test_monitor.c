@@ -716,6 +716,10 @@ deep_chain_loses_no_hop(void **state)
     for (const char *p = out; (p = strstr(p, "\"fn\": \"t.deep\"")); p++)
         hops++;
     assert_int_equal(hops, DEEP_HOPS);
+    /* In one tree: the caller at depth 0, the last hop at depth 3000. */
+    char want[32];
+    snprintf(want, sizeof want, "\"depth\": %d,", DEEP_HOPS);
+    assert_non_null(strstr(out, want));
     free(out);
     out = run_kin(&st, "pstree %d", (int)getpid());
     assert_int_equal(st, 0);
