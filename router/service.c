@@ -26,6 +26,8 @@
 #define UNLINK(p) ((uint32_t)((uintptr_t)(p)-1u))
 #define NO_PROV UINT32_MAX
 #define SWEEP_NS 20000000u
+/* Sends of one call our router may bounce before they count as attempts. */
+#define BOUNCES_MAX 8
 
 typedef struct prov {
     uint32_t ctx, via, hops;
@@ -53,6 +55,8 @@ typedef struct pending {
     uint64_t deadline; /* monotonic ns; 0: none */
     uint64_t sent_ns;  /* when it went to its provider */
     int attempts;
+    int bounces;    /* sends our own router handed back undelivered */
+    uint32_t avoid; /* the provider that bounced last: picked last */
     bool idempotent;
 } pending;
 
@@ -85,7 +89,8 @@ struct kin__services {
     kin__u32map inflight; /* proxy handle -> pending */
     uint64_t next_sweep;
     uint64_t rng;
-    uint64_t bad; /* offers and calls dropped as malformed */
+    uint64_t bad;     /* offers and calls dropped as malformed */
+    pending *routing; /* the call send_to is routing right now */
     /* under mu */
     pthread_mutex_t mu;
     pthread_cond_t cond;
@@ -253,14 +258,23 @@ next_rand(struct kin__services *ss)
 
 /* The provider to send to: among those below their bound and nearest, the
  * less loaded of two picked at random. NULL when none has room. */
+static bool
+usable(const svc *s, const prov *p, uint32_t avoid)
+{
+    return p->outstanding < p->bound && (p->ctx != avoid || s->nprov == 1);
+}
+
+/* The less loaded of two random providers with room among the nearest;
+ * `avoid` (a provider our router could not reach a moment ago, its link
+ * gone but not yet noticed) only when it is the only one. */
 static prov *
-pick(kin_node *n, svc *s)
+pick(kin_node *n, svc *s, uint32_t avoid)
 {
     uint32_t near = UINT32_MAX;
     int room = 0;
     for (int i = 0; i < s->nprov; i++) {
         prov *p = &s->provs[i];
-        if (p->outstanding >= p->bound)
+        if (!usable(s, p, avoid))
             continue;
         if (p->hops < near) {
             near = p->hops;
@@ -276,7 +290,7 @@ pick(kin_node *n, svc *s)
     prov *pa = NULL, *pb = NULL;
     for (int i = 0, k = 0; i < s->nprov; i++) {
         prov *p = &s->provs[i];
-        if (p->outstanding >= p->bound || p->hops != near)
+        if (!usable(s, p, avoid) || p->hops != near)
             continue;
         if (k == a)
             pa = p;
@@ -370,7 +384,12 @@ send_to(kin_node *n, pending *p, prov *v)
     m->auth = req->auth; /* the caller's authority, for the policy */
     m->handle = KIN_HANDLE_SVC_RUN;
     m->reply_to = p->proxy;
+    /* A provider whose link is gone before the router has noticed bounces
+     * the call back at once (on_reply, inside kin__route): see there. */
+    struct kin__services *ss = S(n);
+    ss->routing = p;
     kin__route(n, m);
+    ss->routing = NULL;
     return true;
 }
 
@@ -416,7 +435,7 @@ dispatch(kin_node *n, pending *p)
         fail(n, p, KIN_ETIMEOUT, "deadline passed at the resolver");
         return;
     }
-    prov *v = pick(n, s);
+    prov *v = pick(n, s, p->avoid);
     if (v && send_to(n, p, v))
         return;
     if (v) {
@@ -446,7 +465,7 @@ pump(kin_node *n, svc *s)
 {
     while (s->qhead) {
         bool none = !s->nprov && !holds_of(s);
-        if (!none && !pick(n, s))
+        if (!none && !pick(n, s, NO_PROV))
             return;
         pending *p = s->qhead;
         s->qhead = p->next;
@@ -493,8 +512,23 @@ on_reply(kin_node *n, kin_msg *m, void *arg)
         (reason == KIN_ENOPROVIDER || reason == KIN_EPEERGONE ||
          reason == KIN_ENOROUTE)) {
         kin_msg_destroy(&m);
-        if (reason == KIN_ENOPROVIDER) {
-            /* Withdrawn there before it heard: nothing ran. */
+        if (S(n)->routing == p && reason != KIN_ENOPROVIDER &&
+            p->bounces < BOUNCES_MAX) {
+            /* Our own router could not hand it over (the link to the
+             * provider is gone, its route not yet deleted): it never left
+             * this process, so it is no attempt; another provider gets it. */
+            p->attempts--;
+            p->bounces++;
+            p->avoid = was;
+            dispatch(n, p);
+        } else if (reason == KIN_ENOPROVIDER) {
+            /* Withdrawn there before it heard: nothing ran, so no attempt
+             * is used up; another provider is tried first. */
+            if (p->bounces < BOUNCES_MAX) {
+                p->attempts--;
+                p->bounces++;
+                p->avoid = was;
+            }
             dispatch(n, p);
         } else {
             p->provider = was;
@@ -617,6 +651,7 @@ on_svc_call(kin_node *n, kin_msg *m, void *arg)
     p->s = s;
     p->req = m;
     p->args_off = args_off;
+    p->avoid = NO_PROV;
     memcpy(p->fn, fn, fn_len);
     p->provider = NO_PROV;
     p->deadline = left >= 0 ? kin__now_ns() + (uint64_t)left * 1000000u : 0;

@@ -43,8 +43,12 @@ enum {
     KIN_HANDLE_LOOKUP = 16,   /* -> master: the id of a name */
 };
 
-/* Attempts an idempotent call gets on other providers after the first. */
-#define KIN_SERVICE_RETRIES 3
+/* Attempts an idempotent call gets on other providers after the first
+ * (within its deadline). A send that never reached a provider -- our own
+ * router could not hand it over, or the provider had withdrawn -- is no
+ * attempt. Under a storm of kills a retry may land on a provider that has
+ * died but whose link the resolver has not yet seen go, hence some room. */
+#define KIN_SERVICE_RETRIES 8
 /* Calls a resolver queues for one service when every provider is at its
  * bound; one more fails with KIN_EBUSY. */
 #define KIN_SERVICE_QUEUE_MAX 256

@@ -374,6 +374,7 @@ typedef struct storm {
     atomic_int idem_ok, idem_failed, once_ok, once_failed, once_odd;
     atomic_int overdue;
     int first_fail;
+    double first_fail_ms; /* how long the first failed call took */
     char path[256];
     int thread;
 } storm;
@@ -393,8 +394,10 @@ storm_caller(void *arg)
             atomic_fetch_add(&st->overdue, 1);
         kin_msg_destroy(&r);
         if (e) {
-            if (!atomic_fetch_add(&st->idem_failed, 1))
+            if (!atomic_fetch_add(&st->idem_failed, 1)) {
                 st->first_fail = e;
+                st->first_fail_ms = harness_now_ms() - t0;
+            }
         } else {
             atomic_fetch_add(&st->idem_ok, 1);
         }
@@ -498,13 +501,14 @@ kill_storm_loses_no_idempotent_call(void **state)
     int lines = 0;
     int dup = duplicates(st.path, &lines);
     fprintf(stderr,
-            "storm %d s: %d kills, idempotent %d ok %d failed (first %s), "
-            "retried %llu; once %d ok %d failed %d odd, %d runs, %d twice\n",
+            "storm %d s: %d kills, idempotent %d ok %d failed (first %s "
+            "after %.0f ms), retried %llu; once %d ok %d failed %d odd, %d "
+            "runs, %d twice\n",
             seconds, kills, atomic_load(&st.idem_ok),
             atomic_load(&st.idem_failed), kin_err_name(st.first_fail),
-            (unsigned long long)retried, atomic_load(&st.once_ok),
-            atomic_load(&st.once_failed), atomic_load(&st.once_odd), lines,
-            dup);
+            st.first_fail_ms, (unsigned long long)retried,
+            atomic_load(&st.once_ok), atomic_load(&st.once_failed),
+            atomic_load(&st.once_odd), lines, dup);
     unlink(st.path);
     assert_true(kills >= seconds * 5);
     assert_int_equal(atomic_load(&st.idem_failed), 0);
