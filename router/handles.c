@@ -106,7 +106,7 @@ kin__reply_dead(kin_node *n, kin_msg *m, kin_err reason, const char *text)
         return;
     }
     kin_msg *d;
-    if (kin_msg_new_dead(&d, m, n->id, reason, text) == KIN_OK) {
+    if (kin__msg_new_dead(&d, m, n->id, reason, text) == KIN_OK) {
         atomic_fetch_add(&n->stats.dead_sent, 1);
         if (d->dst == n->id)
             kin__deliver(n, d);
@@ -185,7 +185,7 @@ kin__handles_peer_gone(kin_node *n, const uint32_t *ids, size_t count)
             kin_msg *d;
             char why[64];
             snprintf(why, sizeof why, "context %u is gone", ids[i]);
-            if (kin_msg_new_dead(&d, &fake, ids[i], KIN_EPEERGONE, why) ==
+            if (kin__msg_new_dead(&d, &fake, ids[i], KIN_EPEERGONE, why) ==
                 KIN_OK) {
                 if (kin_latch_put(h->latch, &d))
                     kin_msg_destroy(&d);

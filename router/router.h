@@ -184,4 +184,18 @@ bool kin__is_child(kin_node *n, uint32_t id);
 /* Whether id is this node, or an ancestor of it. */
 bool kin__is_ancestor_or_self(kin_node *n, uint32_t id);
 
+/* What happened to the messages a node saw (router/node.c counts them);
+ * tests read them. */
+typedef struct kin_node_stats {
+    uint64_t forged;    /* dropped: failed the reverse-path check */
+    uint64_t malformed; /* dropped: bad frames (magic, version, sizes) */
+    uint64_t dead_sent; /* dead replies generated here */
+    uint64_t dropped;   /* undeliverable and no reply_to to tell */
+    uint64_t routed;    /* messages forwarded to another link */
+    uint64_t delivered; /* messages delivered to local handles */
+} kin_node_stats;
+
+/* A snapshot of n's counters. Any thread. */
+void kin_node_stats_get(kin_node *n, kin_node_stats *out);
+
 #endif

@@ -19,6 +19,7 @@
 
 #include "core/msg_internal.h"
 #include "integration/harness.h"
+#include "router/router.h"
 
 /* 63 bytes, the longest name an export may have. */
 #define LONG_INLINE_NAME                                                       \

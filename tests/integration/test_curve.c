@@ -28,6 +28,7 @@
 #include "integration/harness.h"
 #include "logs/logrec.h"
 #include "logs/logs_impl.h"
+#include "router/router.h"
 
 #define MARKER "kin-secret-payload-7f3a9c"
 #define CONTROL "plaintext-control-51d2e8"
@@ -219,7 +220,7 @@ intruder_is_refused(kin_node *n, bool curve)
     m->handle = KIN_HANDLE_PING;
     m->reply_to = 1;
     uint8_t hdr[KIN_HDR_SIZE];
-    kin_msg_header_encode(m, hdr);
+    kin__msg_header_encode(m, hdr);
     kin_msg_destroy(&m);
     zmq_send(s, hdr, sizeof hdr, ZMQ_SNDMORE | ZMQ_DONTWAIT);
     zmq_send(s, "", 0, ZMQ_DONTWAIT);
@@ -471,7 +472,7 @@ wrong_key_reaches_nothing_on_the_router(void **state)
     m->handle = KIN_HANDLE_PING;
     m->reply_to = 1;
     uint8_t hdr[KIN_HDR_SIZE];
-    kin_msg_header_encode(m, hdr);
+    kin__msg_header_encode(m, hdr);
     kin_msg_destroy(&m);
     zmq_send(good.s, hdr, sizeof hdr, ZMQ_SNDMORE | ZMQ_DONTWAIT);
     zmq_send(good.s, "", 0, ZMQ_DONTWAIT);
