@@ -409,15 +409,6 @@ NOTES = {
         "freed too). `*m` must not be NULL. Any thread.",
     ],
     # call
-    "kin_fn": [
-        ("Not every code becomes `KIN_EREMOTE` for the caller: "
-         "`KIN_EREFUSED`, `KIN_ENOFUNC`, `KIN_ECANCELLED` and `KIN_ETOOBIG` "
-         "come back as themselves (router/call.c, `kin_call_result_of`), so "
-         "a function returning `KIN_ECANCELLED` makes the caller's "
-         "`kin_call_sync` return `KIN_ECANCELLED` with `*reply` NULL. "
-         "Results appended before an error return are not sent.",
-         r"the caller then sees KIN_EREMOTE carrying that code"),
-    ],
     "kin_export": [
         "The table is process-wide and has no removal. The function's policy "
         "is checked when the call runs (see `kin_policy` about "
@@ -430,14 +421,6 @@ NOTES = {
         "[docs/design.md](../design.md#kin_export_inline) applies: one slow "
         "inline function stalls routing, timers and the monitor of that "
         "context.",
-    ],
-    "kin_call_args": [
-        ("For a function exported with `kin_export_inline` the thread is "
-         "the callee's broker thread (the caller's own thread when a context "
-         "calls itself), not a worker. The reader starts after "
-         "kin's own call header (function name, calling task): the first "
-         "picture character reads the first argument.",
-         r"Worker thread of the call"),
     ],
     "kin_call_return": [
         "The thread running the call. If the function then returns an "
@@ -461,21 +444,6 @@ NOTES = {
     "kin_call_async": [
         "The receiver's policy is `KIN_POLICY_ANY`; the caller owns it "
         "(`kin_receiver_destroy`).",
-    ],
-    "kin_call_result_of": [
-        ("Besides `KIN_EREMOTE`, `KIN_EREFUSED` and `KIN_ENOFUNC` it "
-         "returns `KIN_ECANCELLED` and `KIN_ETOOBIG` from an error reply "
-         "(the reply stays in `*reply`, as for the others), and `KIN_EBADMSG` "
-         "for an error reply it cannot decode (the reply is freed and "
-         "`*reply` is NULL). Any thread.",
-         r"KIN_EREMOTE, KIN_EREFUSED, KIN_ENOFUNC\)"),
-    ],
-    "kin_call_cancel": [
-        ("Errors: `-EINVAL` when `r` is not bound to a context "
-         "(`KIN_NO_CTX`), `-ENOMEM`, and those of `kin_node_send`. Any "
-         "thread. The canceller recorded on the remote task is the calling "
-         "thread's task.",
-         r"^(?!.*Errors:)"),
     ],
     "kin_call_nowait": [
         "Any thread. The call runs as a task like any other; its result and "
