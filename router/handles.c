@@ -69,7 +69,7 @@ kin__is_ancestor_or_self(kin_node *n, uint32_t id)
 }
 
 bool
-kin__is_child(kin_node *n, uint32_t id)
+kin__node_child_linked(kin_node *n, uint32_t id)
 {
     /* ready holds the direct children whose HELLO arrived (under mu, so
      * any thread may ask; the routes map is the broker's alone). */
@@ -88,7 +88,7 @@ kin__policy_allows(kin_node *n, kin_policy policy, const kin_msg *m)
     case KIN_POLICY_PARENT:
         return kin__is_ancestor_or_self(n, m->auth);
     case KIN_POLICY_CHILD:
-        return m->auth == m->src && kin__is_child(n, m->auth);
+        return m->auth == m->src && kin__node_child_linked(n, m->auth);
     }
     return false;
 }

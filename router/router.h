@@ -84,7 +84,7 @@ void *kin__node_layer(const kin_node *n, const kin__layer *key);
 void kin__node_detach(kin_node *n, const kin__layer *key);
 
 /* Broker thread, no router lock held: a child's HELLO arrived (up) or its
- * link went down. kin__is_child already answers accordingly. */
+ * link went down. kin__node_child_linked already answers accordingly. */
 typedef void (*kin__link_fn)(void *arg, uint32_t child, bool up);
 /* Adds a hook (assembly only). Errors: -ENOMEM (no slot left). */
 kin_err kin__node_on_link(kin_node *n, kin__link_fn fn, void *arg);
@@ -179,7 +179,7 @@ bool kin__policy_allows(kin_node *n, kin_policy policy, const kin_msg *m);
 
 /* Whether id is an immediate child of this node (its link is up). Any
  * thread. */
-bool kin__is_child(kin_node *n, uint32_t id);
+bool kin__node_child_linked(kin_node *n, uint32_t id);
 
 /* Whether id is this node, or an ancestor of it. */
 bool kin__is_ancestor_or_self(kin_node *n, uint32_t id);

@@ -34,7 +34,8 @@ MODULES = [
      "thread-safe message queues and waiting on several at once"),
     ("pack", "Packing and reading bodies",
      "picture strings over msgpack-c: kin_pack, kin_unpack, readers"),
-    ("log", "Diagnostics hook", "the library's own diagnostics, off by default"),
+    ("diag", "Diagnostics hook",
+     "the library's own diagnostics, off by default"),
     ("task", "Tasks", "the unit of work the monitor shows; cancellation"),
     ("node", "Contexts and receivers",
      "kin_node (one per process), sending, receivers, dead messages"),
@@ -92,7 +93,7 @@ reads them with czmq-style *picture strings*: one character per value.
 walks a body. Users of msgpack-c's own API get a packer writing into a
 `kin_buf` and a reader that hands out `msgpack_object`s.
 """,
-    "log": """\
+    "diag": """\
 kin prints nothing unless asked. Its own diagnostics -- a child's stderr
 line, a link going down, a failed bind -- go to one process-wide handler
 that the application sets; there is none by default. This hook is for the
@@ -265,21 +266,21 @@ NOTES = {
         "Levels of the diagnostics hook, also used by [logs](logs.md). The "
         "values leave room between them: any `int` is a level.",
     ],
-    "kin_log_set_handler": [
+    "kin_diag_set_handler": [
         "The handler is swapped without a lock (two slots and an atomic "
-        "index): a thread already inside `kin_log_emit` may still call the "
+        "index): a thread already inside `kin_diag_emit` may still call the "
         "previous handler after this returns, so keep the old `fn` and `arg` "
         "valid. Two calls in quick succession can race with such a thread, "
         "which may read the slot being rewritten: set the handler once, at "
         "start-up, before any node exists.",
     ],
-    "kin_log_stderr": ["Any thread (stdio locks `stderr`). `arg` is unused."],
+    "kin_diag_stderr": ["Any thread (stdio locks `stderr`). `arg` is unused."],
     "kin_log_level_name": [
         "Values between the named levels round down (25 is \"info\"); below "
         "`KIN_LOG_DEBUG` is \"debug\", above `KIN_LOG_CRITICAL` \"critical\". "
         "Static string; any thread.",
     ],
-    "kin_log_emit": [
+    "kin_diag_emit": [
         "The formatted message is cut to 1023 bytes. kin's sources call it "
         "through internal shorthands; applications log with "
         "[logs](logs.md) instead.",

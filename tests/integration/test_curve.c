@@ -50,7 +50,7 @@ on_log(kin_log_level level, const char *file, int line, const char *msg,
         pthread_mutex_unlock(&log_mu);
     }
     if (getenv("KIN_TEST_VERBOSE"))
-        kin_log_stderr(level, file, line, msg, arg);
+        kin_diag_stderr(level, file, line, msg, arg);
 }
 
 static int
@@ -688,9 +688,9 @@ main(int argc, char **argv)
         return intruder(argv[2]);
     kin_export("echo", fn_echo, NULL, KIN_POLICY_ANY);
     kin_export("log", fn_log, NULL, KIN_POLICY_ANY);
-    if (kin_is_child())
+    if (kin_started_as_child())
         return kin_init(NULL, NULL);
-    kin_log_set_handler(on_log, NULL, KIN_LOG_INFO);
+    kin_diag_set_handler(on_log, NULL, KIN_LOG_INFO);
     char sec[41];
     if (zmq_curve_keypair(tree_pub, sec)) {
         fprintf(stderr, "libzmq without CURVE\n");
