@@ -72,7 +72,7 @@ on_emergency(void)
 }
 
 bool
-kin_is_child(void)
+kin_started_as_child(void)
 {
     return getenv(KIN__ENV_ENDPOINT) != NULL;
 }
@@ -100,7 +100,7 @@ take_curve_key(char *copy, size_t size)
 kin_err
 kin_init(kin_node **out, const kin_node_opts *opts)
 {
-    if (!kin_is_child())
+    if (!kin_started_as_child())
         return kin_node_new(out, opts);
 
     kin_node_opts o = opts ? *opts : (kin_node_opts){0};

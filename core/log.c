@@ -1,13 +1,13 @@
 /* The diagnostics hook: one handler, one minimum level, both swapped
  * atomically so logging threads never take a lock. */
-#include <kin/log.h>
+#include <kin/diag.h>
 
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 
 typedef struct hook {
-    kin_log_fn fn;
+    kin_diag_fn fn;
     void *arg;
 } hook;
 
@@ -17,7 +17,7 @@ static atomic_int current;
 static atomic_flag set_lock = ATOMIC_FLAG_INIT;
 
 void
-kin_log_set_handler(kin_log_fn fn, void *arg, kin_log_level level)
+kin_diag_set_handler(kin_diag_fn fn, void *arg, kin_log_level level)
 {
     while (atomic_flag_test_and_set(&set_lock))
         ;
@@ -45,24 +45,24 @@ kin_log_level_name(kin_log_level level)
 }
 
 void
-kin_log_stderr(kin_log_level level, const char *file, int line, const char *msg,
-               void *arg)
+kin_diag_stderr(kin_log_level level, const char *file, int line,
+                const char *msg, void *arg)
 {
     fprintf(stderr, "kin %s %s:%d: %s\n", kin_log_level_name(level), file, line,
             msg);
 }
 
 int
-kin_log_enabled(kin_log_level level)
+kin_diag_enabled(kin_log_level level)
 {
     return (int)level >= atomic_load_explicit(&min_level, memory_order_relaxed);
 }
 
 void
-kin_log_emit(kin_log_level level, const char *file, int line, const char *fmt,
-             ...)
+kin_diag_emit(kin_log_level level, const char *file, int line, const char *fmt,
+              ...)
 {
-    if (!kin_log_enabled(level))
+    if (!kin_diag_enabled(level))
         return;
     hook h = hooks[atomic_load(&current)];
     if (!h.fn)

@@ -66,7 +66,7 @@ get32(const uint8_t *p)
 /* Layout: magic u16 | version u8 | flags u8 | dst | src | auth | handle |
  * reply_to (u32 each), all little-endian. */
 void
-kin_msg_header_encode(const kin_msg *m, uint8_t out[KIN_HDR_SIZE])
+kin__msg_header_encode(const kin_msg *m, uint8_t out[KIN_HDR_SIZE])
 {
     out[0] = (uint8_t)KIN_MAGIC;
     out[1] = (uint8_t)(KIN_MAGIC >> 8);
@@ -80,7 +80,7 @@ kin_msg_header_encode(const kin_msg *m, uint8_t out[KIN_HDR_SIZE])
 }
 
 kin_err
-kin_msg_header_decode(kin_msg *m, const void *hdr, size_t len)
+kin__msg_header_decode(kin_msg *m, const void *hdr, size_t len)
 {
     const uint8_t *p = hdr;
     if (len < 4)
@@ -122,11 +122,11 @@ kin__msg_check_size(uint32_t handle, uint32_t flags, const void *body,
 }
 
 kin_err
-kin_msg_decode(kin_msg **out, const void *hdr, size_t hdr_len, const void *body,
-               size_t body_len, size_t max_size)
+kin__msg_decode(kin_msg **out, const void *hdr, size_t hdr_len,
+                const void *body, size_t body_len, size_t max_size)
 {
     kin_msg h;
-    kin_err e = kin_msg_header_decode(&h, hdr, hdr_len);
+    kin_err e = kin__msg_header_decode(&h, hdr, hdr_len);
     if (e)
         return e;
     if ((e = kin__msg_check_size(h.handle, h.flags, body, body_len, max_size)))
@@ -145,8 +145,8 @@ kin_msg_decode(kin_msg **out, const void *hdr, size_t hdr_len, const void *body,
 }
 
 kin_err
-kin_msg_new_dead(kin_msg **out, const kin_msg *orig, uint32_t from_ctx,
-                 kin_err reason, const char *text)
+kin__msg_new_dead(kin_msg **out, const kin_msg *orig, uint32_t from_ctx,
+                  kin_err reason, const char *text)
 {
     if (reason >= 0)
         reason = KIN_EBADMSG; /* a dead message always carries an error */

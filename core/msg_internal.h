@@ -10,7 +10,6 @@
 
 #include <kin/err.h>
 #include <kin/msg.h>
-#include <kin/node.h>
 
 /* Whether a body for handle with flags fits a context's limit max (0:
  * KIN_MAX_MSG_DEFAULT): its payload -- the body without its envelope (a
@@ -22,42 +21,28 @@ kin_err kin__msg_check_size(uint32_t handle, uint32_t flags, const void *body,
                             size_t len, size_t max);
 
 /* Writes the 24-byte wire header of m to out. Any thread. */
-void kin_msg_header_encode(const kin_msg *m, uint8_t out[KIN_HDR_SIZE]);
+void kin__msg_header_encode(const kin_msg *m, uint8_t out[KIN_HDR_SIZE]);
 
 /* Parses a wire header into m's header fields (m's body is untouched).
  * Errors: KIN_ESHORT (fewer than 24 bytes), KIN_EBADMSG (more than 24 bytes
  * or unknown flags), KIN_EBADMAGIC, KIN_EBADVERSION. On error m is
  * unchanged. Any thread. */
-kin_err kin_msg_header_decode(kin_msg *m, const void *hdr, size_t len);
+kin_err kin__msg_header_decode(kin_msg *m, const void *hdr, size_t len);
 
 /* Decodes a header frame and a body frame into a new message. A body whose
  * payload exceeds max_size bytes (0 means KIN_MAX_MSG_DEFAULT), or which
  * exceeds max_size + KIN_MSG_ENVELOPE_MAX in all, fails with KIN_ETOOBIG
  * (see KIN_MAX_MSG_DEFAULT for what the payload is; a body that is not
  * msgpack is all payload, and a body of at most max_size bytes always
- * passes); header errors as kin_msg_header_decode. On error *out is
+ * passes); header errors as kin__msg_header_decode. On error *out is
  * untouched. Any thread. */
-kin_err kin_msg_decode(kin_msg **out, const void *hdr, size_t hdr_len,
-                       const void *body, size_t body_len, size_t max_size);
+kin_err kin__msg_decode(kin_msg **out, const void *hdr, size_t hdr_len,
+                        const void *body, size_t body_len, size_t max_size);
 
 /* A dead message answering orig: addressed to orig's src and reply_to, from
  * from_ctx, flagged KIN_MSG_DEAD, body the msgpack array [reason, text].
  * text may be NULL (kin_strerror(reason) is used). Errors: -ENOMEM. */
-kin_err kin_msg_new_dead(kin_msg **out, const kin_msg *orig, uint32_t from_ctx,
-                         kin_err reason, const char *text);
-
-/* What happened to the messages a node saw (router/node.c counts them);
- * tests read them. */
-typedef struct kin_node_stats {
-    uint64_t forged;    /* dropped: failed the reverse-path check */
-    uint64_t malformed; /* dropped: bad frames (magic, version, sizes) */
-    uint64_t dead_sent; /* dead replies generated here */
-    uint64_t dropped;   /* undeliverable and no reply_to to tell */
-    uint64_t routed;    /* messages forwarded to another link */
-    uint64_t delivered; /* messages delivered to local handles */
-} kin_node_stats;
-
-/* A snapshot of n's counters. Any thread. */
-void kin_node_stats_get(kin_node *n, kin_node_stats *out);
+kin_err kin__msg_new_dead(kin_msg **out, const kin_msg *orig, uint32_t from_ctx,
+                          kin_err reason, const char *text);
 
 #endif

@@ -25,3 +25,35 @@ kin__sockname_parse(const char *name, int *pid, uint32_t *id)
     *id = i;
     return true;
 }
+
+int
+kin__sockname_far(char *out, size_t size, const char *ipc_path)
+{
+    size_t len = strlen(ipc_path);
+    if (len < 5 || strcmp(ipc_path + len - 5, ".sock"))
+        return -1;
+    return snprintf(out, size, "%.*s.far.sock", (int)(len - 5), ipc_path);
+}
+
+bool
+kin__sockname_any(const char *name, int *pid)
+{
+    int p, end = 0;
+    unsigned id, seq;
+    const char *rest;
+    if (sscanf(name, "%d-%u%n", &p, &id, &end) != 2 || !end || p <= 0)
+        return false;
+    rest = name + end;
+    if (rest[0] == '.' && rest[1] >= '0' && rest[1] <= '9') {
+        end = 0;
+        if (sscanf(rest, ".%u%n", &seq, &end) != 1 || !end)
+            return false;
+        rest += end;
+    }
+    if (!strncmp(rest, ".far", 4))
+        rest += 4;
+    if (strcmp(rest, ".sock"))
+        return false;
+    *pid = p;
+    return true;
+}

@@ -17,4 +17,15 @@ int kin__sockname(char *out, size_t size, const char *dir, int pid, uint32_t id,
  * *pid and *id when it is. */
 bool kin__sockname_parse(const char *name, int *pid, uint32_t *id);
 
+/* The far socket of the node whose socket is ipc_path (a kin__sockname
+ * path): the same with ".far.sock" for ".sock" (ssh forwards it to remote
+ * children). Returns snprintf's result, or -1 when ipc_path does not end
+ * in ".sock". */
+int kin__sockname_far(char *out, size_t size, const char *ipc_path);
+
+/* Whether a file name (no directory) is any socket file a context makes:
+ * "<pid>-<id>.sock", "<pid>-<id>.<seq>.sock", or the far socket of
+ * either; sets *pid when it is. For sweeping the files of dead pids. */
+bool kin__sockname_any(const char *name, int *pid);
+
 #endif

@@ -33,9 +33,9 @@ emit_line(outpipe *p)
         tail_append(c, "\n", 1);
         pthread_mutex_unlock(&c->procs->mu);
     }
-    kin_log_emit(p->is_err ? KIN_LOG_WARNING : KIN_LOG_INFO, c->name,
-                 (int)c->id, "[%s %u %s] %.*s", c->name, c->id,
-                 p->is_err ? "stderr" : "stdout", (int)p->len, p->line);
+    kin_diag_emit(p->is_err ? KIN_LOG_WARNING : KIN_LOG_INFO, c->name,
+                  (int)c->id, "[%s %u %s] %.*s", c->name, c->id,
+                  p->is_err ? "stderr" : "stdout", (int)p->len, p->line);
     kin__logs_child_line(c->node, c->id, c->name, p->is_err, p->line, p->len);
     p->len = 0;
 }

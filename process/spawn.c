@@ -814,10 +814,10 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         c->channel_fd = boot[0];
     }
     pthread_mutex_lock(&p->mu);
-    while (!e && !kin__is_child(n, c->id) && !c->exited)
+    while (!e && !kin__node_child_linked(n, c->id) && !c->exited)
         if (pthread_cond_timedwait(&p->cond, &p->mu, &dl) == ETIMEDOUT)
             break;
-    if (!e && kin__is_child(n, c->id) && !c->exited)
+    if (!e && kin__node_child_linked(n, c->id) && !c->exited)
         c->armed = true; /* from here on, its exit is reported */
     else if (!e)
         e = c->exited ? KIN_ESPAWN : KIN_ETIMEOUT;
@@ -926,7 +926,7 @@ kin_child_stop(kin_child *c, int *status)
         return kin_child_wait(c, 0, status);
     uint64_t start = kin__now_ns();
     kin_err e;
-    bool linked = kin__is_child(n, c->id);
+    bool linked = kin__node_child_linked(n, c->id);
     /* Ask nicely over the wire first, if it ever got that far. */
     kin_msg *m;
     if (linked && kin_msg_new(&m, 0) == KIN_OK) {

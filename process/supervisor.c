@@ -14,7 +14,10 @@
 #include <time.h>
 
 #include "core/log_internal.h"
+#include "core/task.h"
+#include "process/child.h"
 #include "process/procs.h"
+#include "process/restart_policy.h"
 #include "router/service.h"
 
 enum cmd { CMD_NONE, CMD_START, CMD_STOP, CMD_ADD };
@@ -60,8 +63,7 @@ struct kin_supervisor {
     kin_supervisor_state state;
     bool tripped, quit;
     uint64_t changes;
-    uint64_t *history; /* ring of restart times, intensity + 1 long */
-    int hist_len, hist_pos;
+    kin__restart_window restarts; /* times owned here */
     enum cmd cmd;
     slot *cmd_slot;
     bool cmd_done;
@@ -71,25 +73,11 @@ struct kin_supervisor {
 /* --- helpers ---------------------------------------------------------------
  */
 
-static uint64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static struct timespec
 to_timespec(uint64_t ns)
 {
     return (struct timespec){.tv_sec = (time_t)(ns / 1000000000u),
                              .tv_nsec = (long)(ns % 1000000000u)};
-}
-
-static bool
-is_emergency(int status)
-{
-    return WIFEXITED(status) && WEXITSTATUS(status) == KIN_EXIT_EMERGENCY;
 }
 
 static bool
@@ -309,7 +297,7 @@ pending_exit(kin_supervisor *s, bool only_emergency)
     for (size_t i = 0; i < s->count; i++) {
         slot *x = s->slots[i];
         if (x->exit_pending && x->child && x->exit_child == x->child &&
-            (!only_emergency || is_emergency(x->exit_status)))
+            (!only_emergency || kin__is_emergency(x->exit_status)))
             return x;
     }
     return NULL;
@@ -334,41 +322,26 @@ stop_all(kin_supervisor *s)
 /* --- intensity and backoff -------------------------------------------------
  */
 
-static int
-restarts_in_window(kin_supervisor *s, uint64_t now)
+static uint64_t
+period_ns(const kin_supervisor *s)
 {
-    uint64_t period = (uint64_t)s->opts.period_ms * 1000000u;
-    int count = 0;
-    for (int i = 0; i < s->hist_len; i++)
-        if (now - s->history[i] <= period)
-            count++;
-    return count;
+    return (uint64_t)s->opts.period_ms * 1000000u;
 }
 
 /* Books a restart; false when that makes too many within the period. */
 static bool
 count_restart(kin_supervisor *s, uint64_t now)
 {
-    int size = s->opts.intensity + 1;
-    s->history[s->hist_pos] = now;
-    s->hist_pos = (s->hist_pos + 1) % size;
-    if (s->hist_len < size)
-        s->hist_len++;
-    return restarts_in_window(s, now) <= s->opts.intensity;
+    return kin__restart_window_book(&s->restarts, now, period_ns(s));
 }
 
 static uint64_t
 backoff_ns(kin_supervisor *s, uint64_t now)
 {
-    if (s->opts.backoff_ms < 0)
-        return 0;
-    int k = restarts_in_window(s, now);
-    uint64_t ms = (uint64_t)s->opts.backoff_ms;
-    for (int i = 1; i < k && ms < (uint64_t)s->opts.backoff_max_ms; i++)
-        ms *= 2;
-    if (ms > (uint64_t)s->opts.backoff_max_ms)
-        ms = (uint64_t)s->opts.backoff_max_ms;
-    return ms * 1000000u;
+    int k = kin__restart_window_count(&s->restarts, now, period_ns(s));
+    return kin__restart_backoff_ms(s->opts.backoff_ms, s->opts.backoff_max_ms,
+                                   k) *
+           1000000u;
 }
 
 static void
@@ -400,7 +373,7 @@ emergency(kin_supervisor *s)
 static bool
 wants_restart(const slot *x, int status)
 {
-    if (is_emergency(status))
+    if (kin__is_emergency(status))
         return false;
     switch (x->restart) {
     case KIN_RESTART_PERMANENT:
@@ -421,7 +394,7 @@ handle_exit(kin_supervisor *s, slot *x)
     record_exit(s, x);
     if (s->tripped || s->state != KIN_SUP_RUNNING || !wants_restart(x, st))
         return;
-    uint64_t now = now_ns();
+    uint64_t now = kin__now_ns();
     if (!count_restart(s, now)) {
         give_up(s);
         return;
@@ -459,7 +432,7 @@ static bool
 run_restarts(kin_supervisor *s, uint64_t *next)
 {
     bool ordered = s->opts.strategy != KIN_ONE_FOR_ONE;
-    uint64_t now = now_ns();
+    uint64_t now = kin__now_ns();
     *next = UINT64_MAX;
     for (size_t i = 0; i < s->count; i++) {
         slot *x = s->slots[i];
@@ -474,7 +447,7 @@ run_restarts(kin_supervisor *s, uint64_t *next)
         }
         kin_err e = start_slot(s, x, true);
         if (e && !s->tripped && s->state == KIN_SUP_RUNNING) {
-            now = now_ns();
+            now = kin__now_ns();
             if (!count_restart(s, now)) {
                 give_up(s);
                 return true;
@@ -498,7 +471,7 @@ cmd_start(kin_supervisor *s)
     if (s->state == KIN_SUP_RUNNING)
         return KIN_OK;
     s->state = KIN_SUP_RUNNING;
-    s->hist_len = s->hist_pos = 0;
+    s->restarts.len = s->restarts.pos = 0;
     for (size_t i = 0; i < s->count; i++) {
         slot *x = s->slots[i];
         kin_err e = start_slot(s, x, false);
@@ -668,8 +641,9 @@ kin_supervisor_new(kin_supervisor **out, kin_node *n,
     kin_supervisor *s = calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
-    s->history = calloc((size_t)o.intensity + 1, sizeof *s->history);
-    if (!s->history) {
+    s->restarts.size = o.intensity + 1;
+    s->restarts.times = calloc((size_t)s->restarts.size, sizeof(uint64_t));
+    if (!s->restarts.times) {
         free(s);
         return -ENOMEM;
     }
@@ -696,7 +670,7 @@ kin_supervisor_new(kin_supervisor **out, kin_node *n,
     if (e) {
         pthread_cond_destroy(&s->cond);
         pthread_mutex_destroy(&s->mu);
-        free(s->history);
+        free(s->restarts.times);
         free(s);
         return e;
     }
@@ -866,7 +840,7 @@ snapshot(const slot *x, kin_child_info *out)
     out->restarts = x->restarts;
     out->exited = x->exited;
     out->last_status = x->last_status;
-    out->emergency = x->exited && is_emergency(x->last_status);
+    out->emergency = x->exited && kin__is_emergency(x->last_status);
     out->last_error = x->last_error;
 }
 
@@ -906,7 +880,7 @@ kin_supervisor_wait(kin_supervisor *s, uint64_t since, int timeout_ms,
                     uint64_t *now)
 {
     struct timespec ts = to_timespec(
-        now_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000u);
+        kin__now_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000u);
     pthread_mutex_lock(&s->mu);
     while (s->changes <= since)
         if (timeout_ms < 0)
@@ -952,7 +926,7 @@ kin_supervisor_destroy(kin_supervisor **sp)
     for (size_t i = 0; i < s->count; i++)
         free_slot(s->slots[i]);
     free(s->slots);
-    free(s->history);
+    free(s->restarts.times);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->mu);
     free(s);

@@ -17,6 +17,7 @@
 #include <zmq.h>
 
 #include "core/log_internal.h"
+#include "core/sync.h"
 #include "router/zctx.h"
 
 #define DOMAIN_PREFIX "kin:"
@@ -25,7 +26,6 @@
 /* The ZAP handler: one thread per process (per ZMQ context). */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static bool zap_running;
-static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void
 forget_in_child(void)
@@ -34,12 +34,6 @@ forget_in_child(void)
      * forgotten too (zctx.c), so a child starts its own on demand. */
     pthread_mutex_init(&mu, NULL);
     zap_running = false;
-}
-
-static void
-register_atfork(void)
-{
-    pthread_atfork(NULL, NULL, forget_in_child);
 }
 
 bool
@@ -173,7 +167,7 @@ out:
 static kin_err
 zap_start(void)
 {
-    pthread_once(&once, register_atfork);
+    kin__forget_in_child(forget_in_child);
     kin_err e = KIN_OK;
     pthread_mutex_lock(&mu);
     if (!zap_running) {

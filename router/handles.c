@@ -69,7 +69,7 @@ kin__is_ancestor_or_self(kin_node *n, uint32_t id)
 }
 
 bool
-kin__is_child(kin_node *n, uint32_t id)
+kin__node_child_linked(kin_node *n, uint32_t id)
 {
     /* ready holds the direct children whose HELLO arrived (under mu, so
      * any thread may ask; the routes map is the broker's alone). */
@@ -88,7 +88,7 @@ kin__policy_allows(kin_node *n, kin_policy policy, const kin_msg *m)
     case KIN_POLICY_PARENT:
         return kin__is_ancestor_or_self(n, m->auth);
     case KIN_POLICY_CHILD:
-        return m->auth == m->src && kin__is_child(n, m->auth);
+        return m->auth == m->src && kin__node_child_linked(n, m->auth);
     }
     return false;
 }
@@ -106,7 +106,7 @@ kin__reply_dead(kin_node *n, kin_msg *m, kin_err reason, const char *text)
         return;
     }
     kin_msg *d;
-    if (kin_msg_new_dead(&d, m, n->id, reason, text) == KIN_OK) {
+    if (kin__msg_new_dead(&d, m, n->id, reason, text) == KIN_OK) {
         atomic_fetch_add(&n->stats.dead_sent, 1);
         if (d->dst == n->id)
             kin__deliver(n, d);
@@ -185,7 +185,7 @@ kin__handles_peer_gone(kin_node *n, const uint32_t *ids, size_t count)
             kin_msg *d;
             char why[64];
             snprintf(why, sizeof why, "context %u is gone", ids[i]);
-            if (kin_msg_new_dead(&d, &fake, ids[i], KIN_EPEERGONE, why) ==
+            if (kin__msg_new_dead(&d, &fake, ids[i], KIN_EPEERGONE, why) ==
                 KIN_OK) {
                 if (kin_latch_put(h->latch, &d))
                     kin_msg_destroy(&d);

@@ -12,10 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <msgpack.h>
-
+#include "core/ids.h"
 #include "core/log_internal.h"
 #include "core/msg_internal.h"
+#include "core/sockname.h"
 #include "core/sync.h"
 #include "core/task.h"
 #include "kin/call.h"
@@ -127,9 +127,8 @@ sweep_stale(const char *dir)
     DIR *d = opendir(dir);
     struct dirent *de;
     while (d && (de = readdir(d))) {
-        char *end;
-        long pid = strtol(de->d_name, &end, 10);
-        if (pid <= 0 || *end != '-' || !strstr(end, ".sock") ||
+        int pid;
+        if (!kin__sockname_any(de->d_name, &pid) ||
             !(kill((pid_t)pid, 0) && errno == ESRCH))
             continue;
         char path[512];
@@ -142,45 +141,66 @@ sweep_stale(const char *dir)
 
 /* The socket paths this process's nodes hold: "PID-ID.sock" (what the kin
  * command looks for) for the first node with an id, "PID-ID.N.sock" for
- * more (two masters in one process: both are context 0). */
+ * more (two masters in one process: both are context 0). The holders are
+ * a list that grows with the nodes, under paths_mu. */
 static pthread_mutex_t paths_mu = PTHREAD_MUTEX_INITIALIZER;
-static kin_node *path_holders[64];
+static kin_node **path_holders;
+static size_t path_holders_n, path_holders_cap;
 
-static void
+static bool
+ipc_path_taken(const char *path)
+{
+    for (size_t i = 0; i < path_holders_n; i++)
+        if (!strcmp(path_holders[i]->ipc_path, path))
+            return true;
+    return false;
+}
+
+/* Errors: -ENOMEM, -ENAMETOOLONG; n->ipc_path stays empty on error. */
+static kin_err
 ipc_path_claim(kin_node *n, const char *dir)
 {
+    char path[sizeof n->ipc_path];
+    kin_err e = KIN_OK;
     pthread_mutex_lock(&paths_mu);
-    for (unsigned seq = 0;; seq++) {
-        if (seq)
-            snprintf(n->ipc_path, sizeof n->ipc_path, "%s/%d-%u.%u.sock", dir,
-                     (int)getpid(), n->id, seq);
-        else
-            snprintf(n->ipc_path, sizeof n->ipc_path, "%s/%d-%u.sock", dir,
-                     (int)getpid(), n->id);
-        bool taken = false;
-        for (size_t i = 0; i < 64 && !taken; i++)
-            taken = path_holders[i] &&
-                    !strcmp(path_holders[i]->ipc_path, n->ipc_path);
-        if (!taken)
-            break;
-    }
-    for (size_t i = 0; i < 64; i++) {
-        if (!path_holders[i]) {
-            path_holders[i] = n;
-            break;
+    if (path_holders_n == path_holders_cap) {
+        size_t cap = path_holders_cap ? 2 * path_holders_cap : 16;
+        kin_node **p = realloc(path_holders, cap * sizeof *p);
+        if (!p)
+            e = -ENOMEM;
+        else {
+            path_holders = p;
+            path_holders_cap = cap;
         }
     }
+    for (unsigned seq = 0; !e; seq++) {
+        int len =
+            kin__sockname(path, sizeof path, dir, (int)getpid(), n->id, seq);
+        if (len < 0 || (size_t)len >= sizeof path)
+            e = -ENAMETOOLONG;
+        else if (!ipc_path_taken(path))
+            break;
+    }
+    if (!e) {
+        memcpy(n->ipc_path, path, sizeof path);
+        path_holders[path_holders_n++] = n;
+    }
     pthread_mutex_unlock(&paths_mu);
-    unlink(n->ipc_path); /* a stale socket of a recycled pid */
+    if (!e)
+        unlink(n->ipc_path); /* a stale socket of a recycled pid */
+    return e;
 }
 
 static void
 ipc_path_release(kin_node *n)
 {
     pthread_mutex_lock(&paths_mu);
-    for (size_t i = 0; i < 64; i++)
-        if (path_holders[i] == n)
-            path_holders[i] = NULL;
+    for (size_t i = 0; i < path_holders_n; i++) {
+        if (path_holders[i] == n) {
+            path_holders[i] = path_holders[--path_holders_n];
+            break;
+        }
+    }
     pthread_mutex_unlock(&paths_mu);
     unlink(n->ipc_path);
 }
@@ -212,20 +232,14 @@ open_job(void *arg, void *unused)
 static void
 reply_ids(kin_node *n, const kin_msg *req, uint32_t a, uint32_t b)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_uint32(&pk, a);
-    msgpack_pack_uint32(&pk, b);
+    const uint32_t ids[2] = {a, b};
     kin_msg *r;
-    if (kin_msg_new_copy(&r, sb.data, sb.size) == KIN_OK) {
+    if (kin__ids_msg_new(&r, ids, 2) == KIN_OK) {
         r->dst = req->src;
         r->handle = req->reply_to;
         kin_node_send(n, &r);
         kin_msg_destroy(&r);
     }
-    msgpack_sbuffer_destroy(&sb);
 }
 
 /* Master only: hands out a block of context ids. */
@@ -353,7 +367,12 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
         if ((e = runtime_dir_why(dir, sizeof dir, opts->errbuf,
                                  opts->errbuf_size)))
             goto fail;
-        ipc_path_claim(n, dir);
+        if ((e = ipc_path_claim(n, dir))) {
+            explain(opts->errbuf, opts->errbuf_size,
+                    "context %u: no socket path in %s: %s", n->id, dir,
+                    kin_strerror(e));
+            goto fail;
+        }
         snprintf(n->endpoint, sizeof n->endpoint, "ipc://%s", n->ipc_path);
         if (!n->has_parent)
             sweep_stale(dir);
@@ -818,10 +837,11 @@ kin_node_alloc_id(kin_node *n, uint32_t *id)
     kin_receiver_destroy(&r);
     if (e)
         return e;
-    uint32_t first = 0, count = 0;
-    kin_msg_unpack(reply, "uu", &first, &count);
+    uint32_t block[2] = {0, 0}; /* [first, count] */
+    int got = kin__ids_read(reply->body, reply->len, block, 2);
     kin_msg_destroy(&reply);
-    if (!count)
+    uint32_t first = block[0], count = block[1];
+    if (got != 2 || !count)
         return KIN_EBADMSG;
     pthread_mutex_lock(&n->mu);
     n->id_next = first + 1;

@@ -10,9 +10,11 @@
 #include <msgpack.h>
 #include <zmq.h>
 
+#include "core/ids.h"
 #include "core/log_internal.h"
 #include "core/msg_internal.h"
 #include "core/pack_internal.h"
+#include "core/sockname.h"
 #include "router/names.h"
 #include "router/node_impl.h"
 #include "router/service.h"
@@ -27,7 +29,7 @@ static int
 send_frames(void *sock, const uint32_t *rid, const kin_msg *m)
 {
     uint8_t hdr[KIN_HDR_SIZE];
-    kin_msg_header_encode(m, hdr);
+    kin__msg_header_encode(m, hdr);
     if (rid) {
         uint8_t r[4] = {(uint8_t)*rid, (uint8_t)(*rid >> 8),
                         (uint8_t)(*rid >> 16), (uint8_t)(*rid >> 24)};
@@ -99,20 +101,12 @@ static kin_msg *
 ids_msg(kin_node *n, uint32_t dst, uint32_t handle, const uint32_t *ids,
         size_t count)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, (uint32_t)count);
-    for (size_t i = 0; i < count; i++)
-        msgpack_pack_uint32(&pk, ids[i]);
     kin_msg *m = NULL;
-    if (kin_msg_new_copy(&m, sb.data, sb.size) == KIN_OK) {
+    if (kin__ids_msg_new(&m, ids, count) == KIN_OK) {
         m->dst = dst;
         m->src = m->auth = n->id;
         m->handle = handle;
     }
-    msgpack_sbuffer_destroy(&sb);
     return m;
 }
 
@@ -120,59 +114,33 @@ ids_msg(kin_node *n, uint32_t dst, uint32_t handle, const uint32_t *ids,
 static kin_msg *
 hello_msg(kin_node *n)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, n->is_operator ? 2 : 1);
-    msgpack_pack_uint32(&pk, n->id);
-    if (n->is_operator)
-        msgpack_pack_uint32(&pk, 1);
-    else
-        msgpack_pack_str_with_body(&pk, n->name, strlen(n->name));
+    uint32_t ids[2] = {n->id, 1};
     kin_msg *m = NULL;
-    if (kin_msg_new_copy(&m, sb.data, sb.size) == KIN_OK) {
-        m->dst = n->parent_id;
-        m->src = m->auth = n->id;
-        m->handle = KIN_HANDLE_HELLO;
-    }
-    msgpack_sbuffer_destroy(&sb);
-    return m;
-}
-
-/* Reads len bytes that are an array of ids; returns the count or -1. */
-static int
-read_ids_in(const uint8_t *body, size_t len, uint32_t *ids, int max)
-{
-    msgpack_zone z;
-    msgpack_zone_init(&z, 256);
-    msgpack_object o;
-    size_t off = 0;
-    int count = -1;
-    if (kin__msgpack_scan(body, len) == len &&
-        msgpack_unpack((const char *)body, len, &off, &z, &o) ==
-            MSGPACK_UNPACK_SUCCESS &&
-        o.type == MSGPACK_OBJECT_ARRAY) {
-        count = 0;
-        for (uint32_t i = 0; i < o.via.array.size && count < max; i++) {
-            msgpack_object *e = &o.via.array.ptr[i];
-            if (e->type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-                e->via.u64 > UINT32_MAX) {
-                count = -1;
-                break;
-            }
-            ids[count++] = (uint32_t)e->via.u64;
+    if (n->is_operator) {
+        m = ids_msg(n, n->parent_id, KIN_HANDLE_HELLO, ids, 2);
+    } else {
+        kin_buf b;
+        kin_buf_init(&b);
+        msgpack_packer pk;
+        kin_buf_packer(&b, &pk);
+        if (!msgpack_pack_array(&pk, 1) && !msgpack_pack_uint32(&pk, n->id) &&
+            !msgpack_pack_str_with_body(&pk, n->name, strlen(n->name)) &&
+            kin_msg_new_copy(&m, b.data, b.len) == KIN_OK) {
+            m->dst = n->parent_id;
+            m->src = m->auth = n->id;
+            m->handle = KIN_HANDLE_HELLO;
         }
+        kin_buf_release(&b);
     }
-    msgpack_zone_destroy(&z);
-    return count;
+    return m;
 }
 
 /* Reads a body that is an array of ids; returns the count or -1. */
 static int
 read_ids(const kin_msg *m, uint32_t *ids, int max)
 {
-    return read_ids_in(m->body, m->len, ids, max);
+    int count = kin__ids_read(m->body, m->len, ids, (size_t)max);
+    return count < 0 ? -1 : count;
 }
 
 /* read_ids for lists of any length (route announcements name whole
@@ -294,7 +262,7 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, kin_msg *m)
     if (!ids_len || ids_len > m->len)
         ids_len = m->len;
     bool as_operator =
-        read_ids_in(m->body, ids_len, body, 2) == 2 && body[1] == 1;
+        kin__ids_read(m->body, ids_len, body, 2) == 2 && body[1] == 1;
     const char *name = NULL;
     size_t name_len = 0;
     if (ids_len < m->len && kin_unpack_buf(m->body + ids_len, m->len - ids_len,
@@ -493,12 +461,12 @@ decode(kin_node *n, zmq_msg_t *hdr, zmq_msg_t *body, size_t *big)
     *big = 0;
     kin_msg *m = NULL;
     kin_err e =
-        kin_msg_decode(&m, zmq_msg_data(hdr), zmq_msg_size(hdr),
-                       zmq_msg_data(body), zmq_msg_size(body), n->max_msg);
+        kin__msg_decode(&m, zmq_msg_data(hdr), zmq_msg_size(hdr),
+                        zmq_msg_data(body), zmq_msg_size(body), n->max_msg);
     if (e == KIN_ETOOBIG) {
         if (kin_msg_new(&m, 0))
             return NULL;
-        kin_msg_header_decode(m, zmq_msg_data(hdr), zmq_msg_size(hdr));
+        kin__msg_header_decode(m, zmq_msg_data(hdr), zmq_msg_size(hdr));
         *big = zmq_msg_size(body);
         return m;
     }
@@ -732,12 +700,6 @@ monitor_pair(kin_node *n, void *sock, const char *tag)
     return pair;
 }
 
-static void
-set_int(void *sock, int opt, int v)
-{
-    zmq_setsockopt(sock, opt, &v, sizeof v);
-}
-
 /* Heartbeats make a remote link that went silent (a cable cut, a host
  * gone) disconnect within the timeout, on both ends: the child's link to
  * its parent when it is remote, and the parent's tcp ROUTER or the far one
@@ -750,9 +712,9 @@ set_heartbeat(kin_node *n, void *sock)
 {
     if (!n->hb_ivl_ms)
         return;
-    set_int(sock, ZMQ_HEARTBEAT_IVL, n->hb_ivl_ms);
-    set_int(sock, ZMQ_HEARTBEAT_TIMEOUT, n->hb_timeout_ms);
-    set_int(sock, ZMQ_HEARTBEAT_TTL, n->hb_timeout_ms);
+    kin__zmq_set_int(sock, ZMQ_HEARTBEAT_IVL, n->hb_ivl_ms);
+    kin__zmq_set_int(sock, ZMQ_HEARTBEAT_TIMEOUT, n->hb_timeout_ms);
+    kin__zmq_set_int(sock, ZMQ_HEARTBEAT_TTL, n->hb_timeout_ms);
 }
 
 /* A tcp link leaves the machine: CURVE with the tree's key, or nothing. */
@@ -782,10 +744,10 @@ open_router(kin_node *n, char *endpoint, size_t size, bool heartbeat,
     kin_err e;
     if (!(*sock = zmq_socket(kin__zctx(), ZMQ_ROUTER)))
         return -errno;
-    set_int(*sock, ZMQ_ROUTER_MANDATORY, 1);
-    set_int(*sock, ZMQ_SNDHWM, 0);
-    set_int(*sock, ZMQ_RCVHWM, 0);
-    set_int(*sock, ZMQ_LINGER, 200);
+    kin__zmq_set_int(*sock, ZMQ_ROUTER_MANDATORY, 1);
+    kin__zmq_set_int(*sock, ZMQ_SNDHWM, 0);
+    kin__zmq_set_int(*sock, ZMQ_RCVHWM, 0);
+    kin__zmq_set_int(*sock, ZMQ_LINGER, 200);
     if (heartbeat)
         set_heartbeat(n, *sock);
     if (kin__endpoint_is_tcp(endpoint) && (e = secure(n, *sock, true)))
@@ -819,8 +781,7 @@ far_job(void *arg, void *unused)
     kin_node *n = r->n;
     kin_err e = KIN_OK;
     if (!n->down_far) {
-        snprintf(n->far_path, sizeof n->far_path, "%.*s.far.sock",
-                 (int)(strlen(n->ipc_path) - 5), n->ipc_path);
+        kin__sockname_far(n->far_path, sizeof n->far_path, n->ipc_path);
         unlink(n->far_path);
         char ep[256];
         snprintf(ep, sizeof ep, "ipc://%s", n->far_path);
@@ -883,9 +844,9 @@ up:
     uint8_t rid[4] = {(uint8_t)n->id, (uint8_t)(n->id >> 8),
                       (uint8_t)(n->id >> 16), (uint8_t)(n->id >> 24)};
     zmq_setsockopt(n->up, ZMQ_ROUTING_ID, rid, sizeof rid);
-    set_int(n->up, ZMQ_SNDHWM, 0);
-    set_int(n->up, ZMQ_RCVHWM, 0);
-    set_int(n->up, ZMQ_LINGER, 200);
+    kin__zmq_set_int(n->up, ZMQ_SNDHWM, 0);
+    kin__zmq_set_int(n->up, ZMQ_RCVHWM, 0);
+    kin__zmq_set_int(n->up, ZMQ_LINGER, 200);
     if (n->hb_up)
         set_heartbeat(n, n->up);
     if ((n->curve_up || kin__endpoint_is_tcp(n->parent_endpoint)) &&

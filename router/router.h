@@ -84,7 +84,7 @@ void *kin__node_layer(const kin_node *n, const kin__layer *key);
 void kin__node_detach(kin_node *n, const kin__layer *key);
 
 /* Broker thread, no router lock held: a child's HELLO arrived (up) or its
- * link went down. kin__is_child already answers accordingly. */
+ * link went down. kin__node_child_linked already answers accordingly. */
 typedef void (*kin__link_fn)(void *arg, uint32_t child, bool up);
 /* Adds a hook (assembly only). Errors: -ENOMEM (no slot left). */
 kin_err kin__node_on_link(kin_node *n, kin__link_fn fn, void *arg);
@@ -179,9 +179,23 @@ bool kin__policy_allows(kin_node *n, kin_policy policy, const kin_msg *m);
 
 /* Whether id is an immediate child of this node (its link is up). Any
  * thread. */
-bool kin__is_child(kin_node *n, uint32_t id);
+bool kin__node_child_linked(kin_node *n, uint32_t id);
 
 /* Whether id is this node, or an ancestor of it. */
 bool kin__is_ancestor_or_self(kin_node *n, uint32_t id);
+
+/* What happened to the messages a node saw (router/node.c counts them);
+ * tests read them. */
+typedef struct kin_node_stats {
+    uint64_t forged;    /* dropped: failed the reverse-path check */
+    uint64_t malformed; /* dropped: bad frames (magic, version, sizes) */
+    uint64_t dead_sent; /* dead replies generated here */
+    uint64_t dropped;   /* undeliverable and no reply_to to tell */
+    uint64_t routed;    /* messages forwarded to another link */
+    uint64_t delivered; /* messages delivered to local handles */
+} kin_node_stats;
+
+/* A snapshot of n's counters. Any thread. */
+void kin_node_stats_get(kin_node *n, kin_node_stats *out);
 
 #endif

@@ -7,9 +7,10 @@
 
 #include <zmq.h>
 
+#include "core/sync.h"
+
 static void *ctx;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void
 forget_in_child(void)
@@ -18,16 +19,10 @@ forget_in_child(void)
     pthread_mutex_init(&mu, NULL);
 }
 
-static void
-register_atfork(void)
-{
-    pthread_atfork(NULL, NULL, forget_in_child);
-}
-
 void *
 kin__zctx(void)
 {
-    pthread_once(&once, register_atfork);
+    kin__forget_in_child(forget_in_child);
     pthread_mutex_lock(&mu);
     if (!ctx) {
         ctx = zmq_ctx_new();

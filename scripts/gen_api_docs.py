@@ -34,7 +34,8 @@ MODULES = [
      "thread-safe message queues and waiting on several at once"),
     ("pack", "Packing and reading bodies",
      "picture strings over msgpack-c: kin_pack, kin_unpack, readers"),
-    ("log", "Diagnostics hook", "the library's own diagnostics, off by default"),
+    ("diag", "Diagnostics hook",
+     "the library's own diagnostics, off by default"),
     ("task", "Tasks", "the unit of work the monitor shows; cancellation"),
     ("node", "Contexts and receivers",
      "kin_node (one per process), sending, receivers, dead messages"),
@@ -92,7 +93,7 @@ reads them with czmq-style *picture strings*: one character per value.
 walks a body. Users of msgpack-c's own API get a packer writing into a
 `kin_buf` and a reader that hands out `msgpack_object`s.
 """,
-    "log": """\
+    "diag": """\
 kin prints nothing unless asked. Its own diagnostics -- a child's stderr
 line, a link going down, a failed bind -- go to one process-wide handler
 that the application sets; there is none by default. This hook is for the
@@ -265,21 +266,21 @@ NOTES = {
         "Levels of the diagnostics hook, also used by [logs](logs.md). The "
         "values leave room between them: any `int` is a level.",
     ],
-    "kin_log_set_handler": [
+    "kin_diag_set_handler": [
         "The handler is swapped without a lock (two slots and an atomic "
-        "index): a thread already inside `kin_log_emit` may still call the "
+        "index): a thread already inside `kin_diag_emit` may still call the "
         "previous handler after this returns, so keep the old `fn` and `arg` "
         "valid. Two calls in quick succession can race with such a thread, "
         "which may read the slot being rewritten: set the handler once, at "
         "start-up, before any node exists.",
     ],
-    "kin_log_stderr": ["Any thread (stdio locks `stderr`). `arg` is unused."],
+    "kin_diag_stderr": ["Any thread (stdio locks `stderr`). `arg` is unused."],
     "kin_log_level_name": [
         "Values between the named levels round down (25 is \"info\"); below "
         "`KIN_LOG_DEBUG` is \"debug\", above `KIN_LOG_CRITICAL` \"critical\". "
         "Static string; any thread.",
     ],
-    "kin_log_emit": [
+    "kin_diag_emit": [
         "The formatted message is cut to 1023 bytes. kin's sources call it "
         "through internal shorthands; applications log with "
         "[logs](logs.md) instead.",
@@ -409,15 +410,6 @@ NOTES = {
         "freed too). `*m` must not be NULL. Any thread.",
     ],
     # call
-    "kin_fn": [
-        ("Not every code becomes `KIN_EREMOTE` for the caller: "
-         "`KIN_EREFUSED`, `KIN_ENOFUNC`, `KIN_ECANCELLED` and `KIN_ETOOBIG` "
-         "come back as themselves (router/call.c, `kin_call_result_of`), so "
-         "a function returning `KIN_ECANCELLED` makes the caller's "
-         "`kin_call_sync` return `KIN_ECANCELLED` with `*reply` NULL. "
-         "Results appended before an error return are not sent.",
-         r"the caller then sees KIN_EREMOTE carrying that code"),
-    ],
     "kin_export": [
         "The table is process-wide and has no removal. The function's policy "
         "is checked when the call runs (see `kin_policy` about "
@@ -430,14 +422,6 @@ NOTES = {
         "[docs/design.md](../design.md#kin_export_inline) applies: one slow "
         "inline function stalls routing, timers and the monitor of that "
         "context.",
-    ],
-    "kin_call_args": [
-        ("For a function exported with `kin_export_inline` the thread is "
-         "the callee's broker thread (the caller's own thread when a context "
-         "calls itself), not a worker. The reader starts after "
-         "kin's own call header (function name, calling task): the first "
-         "picture character reads the first argument.",
-         r"Worker thread of the call"),
     ],
     "kin_call_return": [
         "The thread running the call. If the function then returns an "
@@ -461,21 +445,6 @@ NOTES = {
     "kin_call_async": [
         "The receiver's policy is `KIN_POLICY_ANY`; the caller owns it "
         "(`kin_receiver_destroy`).",
-    ],
-    "kin_call_result_of": [
-        ("Besides `KIN_EREMOTE`, `KIN_EREFUSED` and `KIN_ENOFUNC` it "
-         "returns `KIN_ECANCELLED` and `KIN_ETOOBIG` from an error reply "
-         "(the reply stays in `*reply`, as for the others), and `KIN_EBADMSG` "
-         "for an error reply it cannot decode (the reply is freed and "
-         "`*reply` is NULL). Any thread.",
-         r"KIN_EREMOTE, KIN_EREFUSED, KIN_ENOFUNC\)"),
-    ],
-    "kin_call_cancel": [
-        ("Errors: `-EINVAL` when `r` is not bound to a context "
-         "(`KIN_NO_CTX`), `-ENOMEM`, and those of `kin_node_send`. Any "
-         "thread. The canceller recorded on the remote task is the calling "
-         "thread's task.",
-         r"^(?!.*Errors:)"),
     ],
     "kin_call_nowait": [
         "Any thread. The call runs as a task like any other; its result and "

@@ -719,7 +719,7 @@ main(int argc, char **argv)
     int jobs = 60;
     uint64_t limit = 24000000;
     color = isatty(STDOUT_FILENO);
-    for (int i = 1; !kin_is_child() && i < argc; i++) {
+    for (int i = 1; !kin_started_as_child() && i < argc; i++) {
         if (!strcmp(argv[i], "--linger")) {
             linger = true;
         } else if (!strcmp(argv[i], "--no-color")) {

@@ -321,7 +321,7 @@ main(void)
     /* Workers run this main too: only the master starts the forwarder.
      * (A worker learns the backend from its parent, in kin_init.) */
     forwarder fwd = {0};
-    if (!kin_is_child()) {
+    if (!kin_started_as_child()) {
         if (make_key(&fwd) || forwarder_start(&fwd)) {
             fprintf(stderr,
                     "kin-log-forwarder: cannot start %s "
@@ -338,7 +338,7 @@ main(void)
     kin_node *node = NULL;
     kin_node_opts o = {.name = "master",
                        .log_endpoint = fwd.backend,
-                       .curve_key = kin_is_child() ? NULL : fwd.key};
+                       .curve_key = kin_started_as_child() ? NULL : fwd.key};
     kin_err e = kin_init(&node, &o);
     if (e) {
         fprintf(stderr, "kin-log-forwarder: kin_init: %s\n", kin_strerror(e));

@@ -33,8 +33,12 @@
 typedef struct kin_call kin_call;
 
 /* A served function. Return KIN_OK after kin_call_return (or with no
- * results), or an error: kin_call_fail's result, or any kin_err (the caller
- * then sees KIN_EREMOTE carrying that code and its kin_strerror text). */
+ * results), or an error: kin_call_fail's result, or any kin_err. The
+ * caller sees KIN_EREMOTE carrying that code and its kin_strerror text,
+ * except for KIN_EREFUSED, KIN_ENOFUNC, KIN_ECANCELLED and KIN_ETOOBIG,
+ * which reach it as themselves (so a function returning KIN_ECANCELLED
+ * makes the caller's kin_call_sync return KIN_ECANCELLED, *reply NULL).
+ * Results appended before an error return are not sent. */
 typedef kin_err (*kin_fn)(kin_call *c, void *arg);
 
 /* Exports fn under name (up to 63 bytes) in every context of this process.
@@ -58,7 +62,10 @@ KIN_EXPORT kin_err kin_export_inline(const char *name, kin_fn fn, void *arg,
                                      kin_policy policy);
 
 /* Reads the call's arguments with a kin_unpack picture. Errors as
- * kin_unpack. Worker thread of the call. */
+ * kin_unpack. The thread running the call: a worker, or for
+ * kin_export_inline the callee's broker thread (the caller's own thread
+ * when a context calls itself). The reader starts after kin's call header:
+ * the first picture character reads the first argument. */
 KIN_EXPORT kin_err kin_call_args(kin_call *c, const char *picture, ...);
 
 /* The arguments' reader, for msgpack-c users (kin_reader_next), positioned
@@ -133,12 +140,17 @@ KIN_EXPORT kin_err kin_call_wait(kin_receiver *r, int timeout_ms,
 
 /* Interprets a reply taken from a receiver's latch (e.g. by kin_select_get):
  * dead messages become their reason (and are freed), error replies give
- * their kind (KIN_EREMOTE, KIN_EREFUSED, KIN_ENOFUNC) and stay in *reply. */
+ * their kind (KIN_EREMOTE, KIN_EREFUSED, KIN_ENOFUNC, KIN_ECANCELLED,
+ * KIN_ETOOBIG) and stay in *reply; an error reply it cannot decode gives
+ * KIN_EBADMSG (the reply is freed, *reply NULL). Any thread. */
 KIN_EXPORT kin_err kin_call_result_of(kin_msg **reply);
 
 /* Asks the callee to cancel the call behind r (cooperative: the remote task
  * sees it at its next kin blocking point or kin_task_cancelled()). Its reply,
- * KIN_ECANCELLED or a result that won the race, still arrives on r. */
+ * KIN_ECANCELLED or a result that won the race, still arrives on r.
+ * Errors: -EINVAL (r not bound to a context, KIN_NO_CTX), -ENOMEM, those
+ * of kin_node_send. Any thread. The canceller recorded on the remote task
+ * is the calling thread's task. */
 KIN_EXPORT kin_err kin_call_cancel(kin_receiver *r);
 
 /* Calls fn in ctx with no reply wanted. Errors: as kin_node_send. */

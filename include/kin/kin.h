@@ -4,9 +4,9 @@
 
 #include <kin/call.h>
 #include <kin/defs.h>
+#include <kin/diag.h>
 #include <kin/err.h>
 #include <kin/latch.h>
-#include <kin/log.h>
 #include <kin/logs.h>
 #include <kin/monitor.h>
 #include <kin/msg.h>

@@ -22,8 +22,8 @@
 #include <stdbool.h>
 
 #include <kin/defs.h>
+#include <kin/diag.h>
 #include <kin/err.h>
-#include <kin/log.h>
 #include <kin/node.h>
 #include <kin/pack.h>
 

@@ -77,7 +77,7 @@ typedef struct kin_node_opts {
      * user saying why, e.g. which runtime directory was refused, what is
      * wrong with it and what to do ("remove it, or set XDG_RUNTIME_DIR");
      * for errors without more to say, kin_strerror's text. Emptied on
-     * success. The diagnostics hook (kin/log.h) gets the same sentence. */
+     * success. The diagnostics hook (kin/diag.h) gets the same sentence. */
     char *errbuf;
     size_t errbuf_size;
 } kin_node_opts;

@@ -92,7 +92,7 @@ KIN_EXPORT kin_err kin_init(kin_node **out, const kin_node_opts *opts);
 
 /* Whether this process was started as a kin child (KIN_CHILD_ENDPOINT is
  * set). Any thread. */
-KIN_EXPORT bool kin_is_child(void);
+KIN_EXPORT bool kin_started_as_child(void);
 
 /* Starts a child context and returns once its HELLO arrived. The child's
  * ids, the parent endpoint and its settings travel in its environment,

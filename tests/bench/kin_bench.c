@@ -1204,7 +1204,7 @@ main(int argc, char **argv)
                KIN_POLICY_PARENT);
     kin_export("bench.stop_grandchild", stop_grandchild, &g, KIN_POLICY_PARENT);
     kin_export("bench.offer", offer_bench, NULL, KIN_POLICY_PARENT);
-    if (kin_is_child()) {
+    if (kin_started_as_child()) {
         kin_node *n;
         return kin_init(&n, NULL) ? 1 : 0;
     }

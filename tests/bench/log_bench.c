@@ -424,7 +424,7 @@ main(int argc, char **argv)
             cfg.pubs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--records") && i + 1 < argc)
             cfg.records = atoi(argv[++i]);
-        else if (!kin_is_child()) {
+        else if (!kin_started_as_child()) {
             usage(!strcmp(argv[i], "--help") ? stdout : stderr);
             return strcmp(argv[i], "--help") ? 2 : 0;
         }

@@ -736,7 +736,7 @@ main(int argc, char **argv)
     kin_export("mbench.block", block, NULL, KIN_POLICY_PARENT);
     kin_export("mbench.echo", echo, NULL, KIN_POLICY_PARENT);
     kin_export("mbench.nop", nop, NULL, KIN_POLICY_PARENT);
-    if (kin_is_child()) {
+    if (kin_started_as_child()) {
         kin_node *n;
         return kin_init(&n, NULL) ? 1 : 0;
     }

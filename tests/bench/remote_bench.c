@@ -972,7 +972,7 @@ main(int argc, char **argv)
      * to B), the kin peer and both masters. */
     kin_export("rbench.echo", echo, NULL, KIN_POLICY_PARENT);
     kin_export_inline("rbench.echo_inline", echo, NULL, KIN_POLICY_PARENT);
-    if (kin_is_child()) {
+    if (kin_started_as_child()) {
         kin_node *n;
         return kin_init(&n, NULL) ? 1 : 0; /* serves; never returns */
     }

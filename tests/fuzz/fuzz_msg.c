@@ -1,5 +1,5 @@
 /* libFuzzer target for the message decoder: arbitrary header and body frames
- * go through kin_msg_decode; what it accepts must re-encode to the same bytes,
+ * go through kin__msg_decode; what it accepts must re-encode to the same bytes,
  * and the reason of any dead message it accepts must read back safely. */
 #include <errno.h>
 #include <stddef.h>
@@ -37,14 +37,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     kin_msg sentinel;
     kin_msg *m = &sentinel;
-    kin_err e = kin_msg_decode(&m, hdr, hdr_len, body_len ? body : NULL,
-                               body_len, max_size);
+    kin_err e = kin__msg_decode(&m, hdr, hdr_len, body_len ? body : NULL,
+                                body_len, max_size);
 
     /* The header decoder alone must agree with the full decoder. */
     kin_msg h;
     memset(&h, 0x5A, sizeof h);
     kin_msg h_before = h;
-    kin_err he = kin_msg_header_decode(&h, hdr, hdr_len);
+    kin_err he = kin__msg_header_decode(&h, hdr, hdr_len);
 
     if (e != KIN_OK) {
         if (m != &sentinel)
@@ -73,7 +73,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
 
     uint8_t again[KIN_HDR_SIZE];
-    kin_msg_header_encode(m, again);
+    kin__msg_header_encode(m, again);
     if (memcmp(again, hdr, KIN_HDR_SIZE) != 0)
         abort(); /* accepted a header that does not round trip */
 

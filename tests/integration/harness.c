@@ -53,7 +53,7 @@ void
 harness_log_setup(void)
 {
     if (getenv("KIN_TEST_VERBOSE"))
-        kin_log_set_handler(kin_log_stderr, NULL, KIN_LOG_DEBUG);
+        kin_diag_set_handler(kin_diag_stderr, NULL, KIN_LOG_DEBUG);
 }
 
 char *

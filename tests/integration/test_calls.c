@@ -19,6 +19,7 @@
 
 #include "core/msg_internal.h"
 #include "integration/harness.h"
+#include "router/router.h"
 
 /* 63 bytes, the longest name an export may have. */
 #define LONG_INLINE_NAME                                                       \
@@ -431,6 +432,25 @@ grandchild_is_routed_through_child(void **state)
     kin_msg_destroy(&r);
     assert_int_equal(pid, gc_pid);
     assert_int_equal(ppid, kin_child_pid(c));
+
+    /* KIN_POLICY_CHILD admits only an immediate child: the master's
+     * grandchild, calling for itself, is refused... */
+    int err = KIN_OK;
+    assert_int_equal(kin_call_sync(master, gc_id, "t.call_parent", 5000, &r,
+                                   "s", "t.add_child"),
+                     KIN_OK);
+    assert_int_equal(kin_msg_unpack(r, "iI", &err, &v), KIN_OK);
+    kin_msg_destroy(&r);
+    assert_int_equal(err, KIN_EREFUSED);
+    /* ...and the child between them is admitted. */
+    v = 0;
+    assert_int_equal(kin_call_sync(master, kin_child_id(c), "t.call_parent",
+                                   5000, &r, "s", "t.add_child"),
+                     KIN_OK);
+    assert_int_equal(kin_msg_unpack(r, "iI", &err, &v), KIN_OK);
+    kin_msg_destroy(&r);
+    assert_int_equal(err, KIN_OK);
+    assert_int_equal(v, 42);
     /* The grandchild goes with the child (teardown). */
 }
 

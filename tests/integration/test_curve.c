@@ -28,6 +28,7 @@
 #include "integration/harness.h"
 #include "logs/logrec.h"
 #include "logs/logs_impl.h"
+#include "router/router.h"
 
 #define MARKER "kin-secret-payload-7f3a9c"
 #define CONTROL "plaintext-control-51d2e8"
@@ -49,7 +50,7 @@ on_log(kin_log_level level, const char *file, int line, const char *msg,
         pthread_mutex_unlock(&log_mu);
     }
     if (getenv("KIN_TEST_VERBOSE"))
-        kin_log_stderr(level, file, line, msg, arg);
+        kin_diag_stderr(level, file, line, msg, arg);
 }
 
 static int
@@ -219,7 +220,7 @@ intruder_is_refused(kin_node *n, bool curve)
     m->handle = KIN_HANDLE_PING;
     m->reply_to = 1;
     uint8_t hdr[KIN_HDR_SIZE];
-    kin_msg_header_encode(m, hdr);
+    kin__msg_header_encode(m, hdr);
     kin_msg_destroy(&m);
     zmq_send(s, hdr, sizeof hdr, ZMQ_SNDMORE | ZMQ_DONTWAIT);
     zmq_send(s, "", 0, ZMQ_DONTWAIT);
@@ -471,7 +472,7 @@ wrong_key_reaches_nothing_on_the_router(void **state)
     m->handle = KIN_HANDLE_PING;
     m->reply_to = 1;
     uint8_t hdr[KIN_HDR_SIZE];
-    kin_msg_header_encode(m, hdr);
+    kin__msg_header_encode(m, hdr);
     kin_msg_destroy(&m);
     zmq_send(good.s, hdr, sizeof hdr, ZMQ_SNDMORE | ZMQ_DONTWAIT);
     zmq_send(good.s, "", 0, ZMQ_DONTWAIT);
@@ -687,9 +688,9 @@ main(int argc, char **argv)
         return intruder(argv[2]);
     kin_export("echo", fn_echo, NULL, KIN_POLICY_ANY);
     kin_export("log", fn_log, NULL, KIN_POLICY_ANY);
-    if (kin_is_child())
+    if (kin_started_as_child())
         return kin_init(NULL, NULL);
-    kin_log_set_handler(on_log, NULL, KIN_LOG_INFO);
+    kin_diag_set_handler(on_log, NULL, KIN_LOG_INFO);
     char sec[41];
     if (zmq_curve_keypair(tree_pub, sec)) {
         fprintf(stderr, "libzmq without CURVE\n");

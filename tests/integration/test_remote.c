@@ -455,7 +455,7 @@ main(int argc, char **argv)
     kin_export("log", fn_log, NULL, KIN_POLICY_ANY);
     kin_export("relay", fn_relay, NULL, KIN_POLICY_ANY);
     kin_export("parent_endpoint", fn_parent_endpoint, NULL, KIN_POLICY_ANY);
-    if (kin_is_child())
+    if (kin_started_as_child())
         return kin_init(NULL, NULL); /* never returns */
     if (argc != 3) {
         fprintf(stderr, "usage: with_hosts.sh %s HOSTS_SH KIN_CLI\n", argv[0]);

@@ -21,6 +21,7 @@
 #include "core/msg_internal.h"
 #include "integration/harness.h"
 #include "router/node_impl.h"
+#include "router/router.h"
 
 /* The tree: master(0) -> A(1) -> A1(2), master -> B(3). */
 enum {
@@ -1096,7 +1097,7 @@ header(uint8_t out[KIN_HDR_SIZE], uint32_t dst, uint32_t src, uint32_t auth,
        uint32_t handle)
 {
     kin_msg m = {.dst = dst, .src = src, .auth = auth, .handle = handle};
-    kin_msg_header_encode(&m, out);
+    kin__msg_header_encode(&m, out);
 }
 
 static uint32_t rng = 0x2545F491u;
@@ -1319,6 +1320,46 @@ destroy_with_work_in_flight_is_bounded(void **state)
     assert_int_equal(atomic_load(&blocked), 0);
 }
 
+/* More masters in one process than any fixed table would hold: each gets a
+ * socket of its own in the runtime directory (the kin command finds them
+ * there), and destroying them removes every one. */
+#define MANY_NODES 70
+
+static void
+many_masters_get_distinct_sockets_and_remove_them(void **state)
+{
+    (void)state;
+    kin_node *nodes[MANY_NODES] = {0};
+    char paths[MANY_NODES][200];
+    for (int i = 0; i < MANY_NODES; i++) {
+        kin_node_opts o = {.name = "many"};
+        kin_err e = kin_node_new(&nodes[i], &o);
+        if (e) {
+            for (int j = 0; j < i; j++)
+                kin_node_destroy(&nodes[j]);
+            fail_msg("node %d: %s", i, kin_strerror(e));
+        }
+        const char *ep = kin_node_endpoint(nodes[i]);
+        assert_non_null(ep);
+        assert_int_equal(strncmp(ep, "ipc://", 6), 0);
+        snprintf(paths[i], sizeof paths[i], "%s", ep + 6);
+    }
+    int clashes = 0, missing = 0;
+    for (int i = 0; i < MANY_NODES; i++) {
+        missing += access(paths[i], F_OK) != 0;
+        for (int j = 0; j < i; j++)
+            clashes += !strcmp(paths[i], paths[j]);
+    }
+    for (int i = 0; i < MANY_NODES; i++)
+        kin_node_destroy(&nodes[i]);
+    int left = 0;
+    for (int i = 0; i < MANY_NODES; i++)
+        left += access(paths[i], F_OK) == 0;
+    assert_int_equal(clashes, 0);
+    assert_int_equal(missing, 0);
+    assert_int_equal(left, 0);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1350,6 +1391,7 @@ main(int argc, char **argv)
         cmocka_unit_test_prestate_setup_teardown(
             destroy_with_work_in_flight_is_bounded, setup_tree, teardown_tree,
             &plain),
+        cmocka_unit_test(many_masters_get_distinct_sockets_and_remove_them),
     };
     return harness_run_group(tests);
 }

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include <kin/log.h>
+#include <kin/diag.h>
 
 #include "integration/harness.h"
 
@@ -87,7 +87,7 @@ capture_stop(capture *c)
 static int
 reset(void **state)
 {
-    kin_log_set_handler(NULL, NULL, KIN_LOG_DEBUG);
+    kin_diag_set_handler(NULL, NULL, KIN_LOG_DEBUG);
     return 0;
 }
 
@@ -96,12 +96,12 @@ static void
 silent_by_default(void **state)
 {
     for (size_t i = 0; i < NLEVELS; i++)
-        assert_false(kin_log_enabled(all_levels[i]));
+        assert_false(kin_diag_enabled(all_levels[i]));
 
     capture c;
     capture_start(&c);
     for (size_t i = 0; i < NLEVELS; i++)
-        kin_log_emit(all_levels[i], "f.c", 1, "should not appear %d", 1);
+        kin_diag_emit(all_levels[i], "f.c", 1, "should not appear %d", 1);
     char *out = capture_stop(&c);
     assert_string_equal(out, "");
     free(out);
@@ -111,9 +111,9 @@ static void
 handler_receives_the_record(void **state)
 {
     record r = {0};
-    kin_log_set_handler(recorder, &r, KIN_LOG_DEBUG);
-    kin_log_emit(KIN_LOG_WARNING, "router/node.c", 42, "peer %u gone: %s", 7u,
-                 "timeout");
+    kin_diag_set_handler(recorder, &r, KIN_LOG_DEBUG);
+    kin_diag_emit(KIN_LOG_WARNING, "router/node.c", 42, "peer %u gone: %s", 7u,
+                  "timeout");
     assert_int_equal(r.calls, 1);
     assert_int_equal(r.level, KIN_LOG_WARNING);
     assert_string_equal(r.file, "router/node.c");
@@ -121,7 +121,7 @@ handler_receives_the_record(void **state)
     assert_string_equal(r.msg, "peer 7 gone: timeout");
     assert_ptr_equal(r.arg, &r);
 
-    kin_log_emit(KIN_LOG_DEBUG, "a.c", 1, "plain");
+    kin_diag_emit(KIN_LOG_DEBUG, "a.c", 1, "plain");
     assert_int_equal(r.calls, 2);
     assert_int_equal(r.level, KIN_LOG_DEBUG);
     assert_string_equal(r.msg, "plain");
@@ -131,11 +131,11 @@ static void
 long_messages_are_truncated_safely(void **state)
 {
     record r = {0};
-    kin_log_set_handler(recorder, &r, KIN_LOG_DEBUG);
+    kin_diag_set_handler(recorder, &r, KIN_LOG_DEBUG);
     char big[4000];
     memset(big, 'x', sizeof big - 1);
     big[sizeof big - 1] = '\0';
-    kin_log_emit(KIN_LOG_ERROR, "a.c", 1, "<%s>", big);
+    kin_diag_emit(KIN_LOG_ERROR, "a.c", 1, "<%s>", big);
     assert_int_equal(r.calls, 1);
     size_t n = strlen(r.msg);
     assert_true(n > 0 && n < sizeof big);
@@ -147,30 +147,30 @@ static void
 records_below_min_level_are_dropped(void **state)
 {
     record r = {0};
-    kin_log_set_handler(recorder, &r, KIN_LOG_WARNING);
+    kin_diag_set_handler(recorder, &r, KIN_LOG_WARNING);
 
-    assert_false(kin_log_enabled(KIN_LOG_DEBUG));
-    assert_false(kin_log_enabled(KIN_LOG_INFO));
-    assert_false(kin_log_enabled(KIN_LOG_WARNING - 1));
-    assert_true(kin_log_enabled(KIN_LOG_WARNING));
-    assert_true(kin_log_enabled(KIN_LOG_ERROR));
-    assert_true(kin_log_enabled(KIN_LOG_CRITICAL));
+    assert_false(kin_diag_enabled(KIN_LOG_DEBUG));
+    assert_false(kin_diag_enabled(KIN_LOG_INFO));
+    assert_false(kin_diag_enabled(KIN_LOG_WARNING - 1));
+    assert_true(kin_diag_enabled(KIN_LOG_WARNING));
+    assert_true(kin_diag_enabled(KIN_LOG_ERROR));
+    assert_true(kin_diag_enabled(KIN_LOG_CRITICAL));
 
-    kin_log_emit(KIN_LOG_DEBUG, "a.c", 1, "debug");
-    kin_log_emit(KIN_LOG_INFO, "a.c", 2, "info");
+    kin_diag_emit(KIN_LOG_DEBUG, "a.c", 1, "debug");
+    kin_diag_emit(KIN_LOG_INFO, "a.c", 2, "info");
     assert_int_equal(r.calls, 0);
 
-    kin_log_emit(KIN_LOG_WARNING, "a.c", 3, "warning");
+    kin_diag_emit(KIN_LOG_WARNING, "a.c", 3, "warning");
     assert_int_equal(r.calls, 1);
     assert_string_equal(r.msg, "warning");
-    kin_log_emit(KIN_LOG_CRITICAL, "a.c", 4, "critical");
+    kin_diag_emit(KIN_LOG_CRITICAL, "a.c", 4, "critical");
     assert_int_equal(r.calls, 2);
     assert_int_equal(r.level, KIN_LOG_CRITICAL);
 
     /* Raising the minimum takes effect at once. */
-    kin_log_set_handler(recorder, &r, KIN_LOG_CRITICAL);
-    assert_false(kin_log_enabled(KIN_LOG_ERROR));
-    kin_log_emit(KIN_LOG_ERROR, "a.c", 5, "error");
+    kin_diag_set_handler(recorder, &r, KIN_LOG_CRITICAL);
+    assert_false(kin_diag_enabled(KIN_LOG_ERROR));
+    kin_diag_emit(KIN_LOG_ERROR, "a.c", 5, "error");
     assert_int_equal(r.calls, 2);
 }
 
@@ -178,23 +178,23 @@ static void
 null_handler_turns_logging_off(void **state)
 {
     record r = {0};
-    kin_log_set_handler(recorder, &r, KIN_LOG_DEBUG);
-    kin_log_emit(KIN_LOG_INFO, "a.c", 1, "on");
+    kin_diag_set_handler(recorder, &r, KIN_LOG_DEBUG);
+    kin_diag_emit(KIN_LOG_INFO, "a.c", 1, "on");
     assert_int_equal(r.calls, 1);
 
-    kin_log_set_handler(NULL, &r, KIN_LOG_DEBUG);
+    kin_diag_set_handler(NULL, &r, KIN_LOG_DEBUG);
     for (size_t i = 0; i < NLEVELS; i++) {
-        assert_false(kin_log_enabled(all_levels[i]));
-        kin_log_emit(all_levels[i], "a.c", 2, "off");
+        assert_false(kin_diag_enabled(all_levels[i]));
+        kin_diag_emit(all_levels[i], "a.c", 2, "off");
     }
     assert_int_equal(r.calls, 1);
 
     /* Off means silent, not a fallback to stderr. */
-    kin_log_set_handler(kin_log_stderr, NULL, KIN_LOG_DEBUG);
-    kin_log_set_handler(NULL, NULL, KIN_LOG_DEBUG);
+    kin_diag_set_handler(kin_diag_stderr, NULL, KIN_LOG_DEBUG);
+    kin_diag_set_handler(NULL, NULL, KIN_LOG_DEBUG);
     capture c;
     capture_start(&c);
-    kin_log_emit(KIN_LOG_CRITICAL, "a.c", 3, "off");
+    kin_diag_emit(KIN_LOG_CRITICAL, "a.c", 3, "off");
     char *out = capture_stop(&c);
     assert_string_equal(out, "");
     free(out);
@@ -204,9 +204,9 @@ static void
 new_handler_replaces_old(void **state)
 {
     record a = {0}, b = {0};
-    kin_log_set_handler(recorder, &a, KIN_LOG_DEBUG);
-    kin_log_set_handler(recorder, &b, KIN_LOG_DEBUG);
-    kin_log_emit(KIN_LOG_INFO, "a.c", 1, "to b");
+    kin_diag_set_handler(recorder, &a, KIN_LOG_DEBUG);
+    kin_diag_set_handler(recorder, &b, KIN_LOG_DEBUG);
+    kin_diag_emit(KIN_LOG_INFO, "a.c", 1, "to b");
     assert_int_equal(a.calls, 0);
     assert_int_equal(b.calls, 1);
     assert_string_equal(b.msg, "to b");
@@ -215,10 +215,10 @@ new_handler_replaces_old(void **state)
 static void
 stderr_handler_prints_one_line(void **state)
 {
-    kin_log_set_handler(kin_log_stderr, NULL, KIN_LOG_DEBUG);
+    kin_diag_set_handler(kin_diag_stderr, NULL, KIN_LOG_DEBUG);
     capture c;
     capture_start(&c);
-    kin_log_emit(KIN_LOG_ERROR, "core/x.c", 17, "bad %s", "thing");
+    kin_diag_emit(KIN_LOG_ERROR, "core/x.c", 17, "bad %s", "thing");
     char *out = capture_stop(&c);
     assert_string_equal(out, "kin error core/x.c:17: bad thing\n");
     free(out);

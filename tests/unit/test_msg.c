@@ -57,7 +57,7 @@ expect_reject(const uint8_t *hdr, size_t len, kin_err err)
 {
     kin_msg m = sentinel_msg();
     kin_msg before = m;
-    kin_err got = kin_msg_header_decode(&m, hdr, len);
+    kin_err got = kin__msg_header_decode(&m, hdr, len);
     if (got != err)
         fail_msg("len %zu: got %s, expected %s", len, kin_err_name(got),
                  kin_err_name(err));
@@ -65,7 +65,7 @@ expect_reject(const uint8_t *hdr, size_t len, kin_err err)
 
     /* The full decoder fails the same way and leaves *out alone. */
     kin_msg *out = (kin_msg *)&before;
-    assert_int_equal(kin_msg_decode(&out, hdr, len, "x", 1, 0), err);
+    assert_int_equal(kin__msg_decode(&out, hdr, len, "x", 1, 0), err);
     assert_ptr_equal(out, &before);
 }
 
@@ -73,9 +73,9 @@ static void
 round_trip(const kin_msg *in)
 {
     uint8_t wire[KIN_HDR_SIZE];
-    kin_msg_header_encode(in, wire);
+    kin__msg_header_encode(in, wire);
     kin_msg out = sentinel_msg();
-    assert_int_equal(kin_msg_header_decode(&out, wire, sizeof wire), KIN_OK);
+    assert_int_equal(kin__msg_header_decode(&out, wire, sizeof wire), KIN_OK);
     assert_int_equal(out.flags, in->flags);
     assert_int_equal(out.dst, in->dst);
     assert_int_equal(out.src, in->src);
@@ -141,14 +141,14 @@ header_layout_is_fixed(void **state)
     };
     uint8_t wire[KIN_HDR_SIZE + 1];
     memset(wire, 0xEE, sizeof wire);
-    kin_msg_header_encode(&m, wire);
+    kin__msg_header_encode(&m, wire);
     assert_memory_equal(wire, expect, KIN_HDR_SIZE);
     assert_int_equal(wire[KIN_HDR_SIZE], 0xEE); /* wrote exactly 24 bytes */
     assert_int_equal(KIN_HDR_SIZE, 24);
 
     /* Decoding those bytes yields the same fields. */
     kin_msg d = sentinel_msg();
-    assert_int_equal(kin_msg_header_decode(&d, expect, sizeof expect), KIN_OK);
+    assert_int_equal(kin__msg_header_decode(&d, expect, sizeof expect), KIN_OK);
     assert_int_equal(d.flags, KIN_MSG_DEAD | KIN_MSG_ERROR);
     assert_int_equal(KIN_MSG_DEAD, 0x01);
     assert_int_equal(KIN_MSG_CANCEL, 0x02);
@@ -242,7 +242,7 @@ unknown_flags_are_rejected(void **state)
     /* The known ones pass. */
     kin_msg m = sentinel_msg();
     h[3] = KNOWN_FLAGS;
-    assert_int_equal(kin_msg_header_decode(&m, h, sizeof h), KIN_OK);
+    assert_int_equal(kin__msg_header_decode(&m, h, sizeof h), KIN_OK);
     assert_int_equal(m.flags, KNOWN_FLAGS);
 }
 
@@ -256,11 +256,11 @@ decode_builds_a_message(void **state)
                    .auth = 7,
                    .handle = KIN_HANDLE_CALL,
                    .reply_to = KIN_HANDLE_DYNAMIC};
-    kin_msg_header_encode(&src, h);
+    kin__msg_header_encode(&src, h);
     char body[] = "\x93\x01\x02\x03";
 
     kin_msg *m = NULL;
-    assert_int_equal(kin_msg_decode(&m, h, sizeof h, body, 4, 0), KIN_OK);
+    assert_int_equal(kin__msg_decode(&m, h, sizeof h, body, 4, 0), KIN_OK);
     assert_non_null(m);
     assert_int_equal(m->flags, KIN_MSG_CANCEL);
     assert_int_equal(m->dst, 5);
@@ -276,7 +276,7 @@ decode_builds_a_message(void **state)
     kin_msg_destroy(&m);
 
     /* An empty body frame is fine. */
-    assert_int_equal(kin_msg_decode(&m, h, sizeof h, NULL, 0, 0), KIN_OK);
+    assert_int_equal(kin__msg_decode(&m, h, sizeof h, NULL, 0, 0), KIN_OK);
     assert_int_equal(m->len, 0);
     assert_int_equal(m->dst, 5);
     kin_msg_destroy(&m);
@@ -293,25 +293,25 @@ decode_enforces_max_size(void **state)
     kin_msg sentinel;
     kin_msg *m = &sentinel;
 
-    assert_int_equal(kin_msg_decode(&m, h, sizeof h, body, 101, 100),
+    assert_int_equal(kin__msg_decode(&m, h, sizeof h, body, 101, 100),
                      KIN_ETOOBIG);
     assert_ptr_equal(m, &sentinel);
-    assert_int_equal(kin_msg_decode(&m, h, sizeof h, body, 2, 1), KIN_ETOOBIG);
+    assert_int_equal(kin__msg_decode(&m, h, sizeof h, body, 2, 1), KIN_ETOOBIG);
     assert_ptr_equal(m, &sentinel);
 
-    assert_int_equal(kin_msg_decode(&m, h, sizeof h, body, 100, 100), KIN_OK);
+    assert_int_equal(kin__msg_decode(&m, h, sizeof h, body, 100, 100), KIN_OK);
     assert_ptr_not_equal(m, &sentinel);
     assert_int_equal(m->len, 100);
     assert_memory_equal(m->body, body, 100);
     kin_msg_destroy(&m);
 
-    assert_int_equal(kin_msg_decode(&m, h, sizeof h, body, 1, 1), KIN_OK);
+    assert_int_equal(kin__msg_decode(&m, h, sizeof h, body, 1, 1), KIN_OK);
     kin_msg_destroy(&m);
 
     /* A bad header is reported before the size. */
     m = &sentinel;
     h[2] = 9;
-    assert_int_equal(kin_msg_decode(&m, h, sizeof h, body, 101, 100),
+    assert_int_equal(kin__msg_decode(&m, h, sizeof h, body, 101, 100),
                      KIN_EBADVERSION);
     assert_ptr_equal(m, &sentinel);
 }
@@ -329,18 +329,19 @@ max_size_zero_means_default(void **state)
     kin_msg sentinel;
     kin_msg *m = &sentinel;
 
-    assert_int_equal(kin_msg_decode(&m, h, sizeof h, body, big, 0),
+    assert_int_equal(kin__msg_decode(&m, h, sizeof h, body, big, 0),
                      KIN_ETOOBIG);
     assert_ptr_equal(m, &sentinel);
 
-    assert_int_equal(kin_msg_decode(&m, h, sizeof h, body, big - 1, 0), KIN_OK);
+    assert_int_equal(kin__msg_decode(&m, h, sizeof h, body, big - 1, 0),
+                     KIN_OK);
     assert_int_equal(m->len, KIN_MAX_MSG_DEFAULT);
     assert_int_equal(m->body[0], 0x5C);
     assert_int_equal(m->body[KIN_MAX_MSG_DEFAULT - 1], 0x5C);
     kin_msg_destroy(&m);
 
     /* An explicit limit above the default is honoured. */
-    assert_int_equal(kin_msg_decode(&m, h, sizeof h, body, big, big), KIN_OK);
+    assert_int_equal(kin__msg_decode(&m, h, sizeof h, body, big, big), KIN_OK);
     assert_int_equal(m->len, big);
     kin_msg_destroy(&m);
     free(body);
@@ -357,7 +358,7 @@ decode_as(uint32_t handle, uint32_t flags, const kin_buf *body, size_t max)
     h[16] = (uint8_t)handle;
     h[17] = (uint8_t)(handle >> 8);
     kin_msg *m = NULL;
-    kin_err e = kin_msg_decode(&m, h, sizeof h, body->data, body->len, max);
+    kin_err e = kin__msg_decode(&m, h, sizeof h, body->data, body->len, max);
     if (e == KIN_OK) {
         assert_non_null(m);
         assert_int_equal(m->len, body->len);
@@ -497,7 +498,7 @@ dead_message_answers_the_sender(void **state)
     kin_msg orig = call_from(42, 1234);
     kin_msg *d = NULL;
     assert_int_equal(
-        kin_msg_new_dead(&d, &orig, 0, KIN_ENOROUTE, "no route to 3"), KIN_OK);
+        kin__msg_new_dead(&d, &orig, 0, KIN_ENOROUTE, "no route to 3"), KIN_OK);
     assert_int_equal(d->flags, KIN_MSG_DEAD);
     assert_int_equal(d->dst, 42);
     assert_int_equal(d->handle, 1234);
@@ -529,11 +530,11 @@ dead_message_answers_the_sender(void **state)
 
     /* A dead message survives the wire. */
     assert_int_equal(
-        kin_msg_new_dead(&d, &orig, 7, KIN_EREFUSED, "refused by 7"), KIN_OK);
+        kin__msg_new_dead(&d, &orig, 7, KIN_EREFUSED, "refused by 7"), KIN_OK);
     uint8_t h[KIN_HDR_SIZE];
-    kin_msg_header_encode(d, h);
+    kin__msg_header_encode(d, h);
     kin_msg *r = NULL;
-    assert_int_equal(kin_msg_decode(&r, h, sizeof h, d->body, d->len, 0),
+    assert_int_equal(kin__msg_decode(&r, h, sizeof h, d->body, d->len, 0),
                      KIN_OK);
     assert_int_equal(r->flags, KIN_MSG_DEAD);
     assert_int_equal(r->src, 7);
@@ -554,7 +555,7 @@ dead_message_default_text_is_strerror(void **state)
     kin_msg orig = call_from(9, KIN_HANDLE_DYNAMIC + 1);
     for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
         kin_msg *d = NULL;
-        assert_int_equal(kin_msg_new_dead(&d, &orig, 1, codes[i], NULL),
+        assert_int_equal(kin__msg_new_dead(&d, &orig, 1, codes[i], NULL),
                          KIN_OK);
         kin_err reason = KIN_OK;
         const char *text = NULL;
@@ -574,7 +575,7 @@ dead_reason_of_live_message_is_einval(void **state)
 {
     kin_msg *d = NULL;
     kin_msg orig = call_from(2, 3);
-    assert_int_equal(kin_msg_new_dead(&d, &orig, 1, KIN_ETIMEOUT, NULL),
+    assert_int_equal(kin__msg_new_dead(&d, &orig, 1, KIN_ETIMEOUT, NULL),
                      KIN_OK);
     /* The same well-formed body, without the flag, is not a dead message. */
     kin_err reason = 12345;

@@ -37,11 +37,40 @@ written_names_parse_back_and_others_do_not(void **state)
             fail_msg("'%s' parsed as a context's socket", other[i]);
 }
 
+/* The sweep of a master removes every socket file a dead process left,
+ * second nodes' and far sockets included, and nothing else. */
+static void
+every_socket_file_a_context_makes_is_recognised_for_sweeping(void **state)
+{
+    (void)state;
+    char path[128], far[140];
+    kin__sockname(path, sizeof path, "/run/kin", 4321, 7, 3);
+    assert_true(kin__sockname_far(far, sizeof far, path) > 0);
+    assert_string_equal(far, "/run/kin/4321-7.3.far.sock");
+    assert_int_equal(kin__sockname_far(far, sizeof far, "/run/kin/x"), -1);
+    static const char *ours[] = {"4321-7.sock", "4321-7.3.sock",
+                                 "4321-7.far.sock", "4321-7.3.far.sock"};
+    for (size_t i = 0; i < sizeof ours / sizeof *ours; i++) {
+        int pid = 0;
+        if (!kin__sockname_any(ours[i], &pid) || pid != 4321)
+            fail_msg("'%s' not recognised as pid 4321's socket", ours[i]);
+    }
+    static const char *other[] = {"4321-logs.sock", "4321-7.sockx",
+                                  "4321-7.x.sock",  "0-7.sock",
+                                  "4321-7.3",       "x-7.sock"};
+    int pid;
+    for (size_t i = 0; i < sizeof other / sizeof *other; i++)
+        if (kin__sockname_any(other[i], &pid))
+            fail_msg("'%s' taken for a context's socket", other[i]);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(written_names_parse_back_and_others_do_not),
+        cmocka_unit_test(
+            every_socket_file_a_context_makes_is_recognised_for_sweeping),
     };
     return harness_run_group(tests);
 }
