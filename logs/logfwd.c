@@ -150,7 +150,7 @@ hist_drop_oldest(hist_ring *h)
     h->len--;
 }
 
-/* Keeps a copy of record m (a refcounted share, not a byte copy). */
+/* Keeps a copy of record m, dropping the oldest to stay in bounds. */
 static void
 hist_add(hist_ring *h, zmq_msg_t *m)
 {
@@ -159,12 +159,12 @@ hist_add(hist_ring *h, zmq_msg_t *m)
         return;
     while (h->len && (h->len == h->cap || h->bytes + size > HIST_BYTES_MAX))
         hist_drop_oldest(h);
+    /* A copy of the bytes, not a share: a shared message can pin the
+     * whole receive batch it was decoded from, and the bound would lie. */
     zmq_msg_t *slot = &h->msgs[(h->head + h->len) % h->cap];
-    zmq_msg_init(slot);
-    if (zmq_msg_copy(slot, m)) {
-        zmq_msg_close(slot);
+    if (zmq_msg_init_size(slot, size))
         return;
-    }
+    memcpy(zmq_msg_data(slot), zmq_msg_data(m), size);
     h->len++;
     h->bytes += size;
 }

@@ -21,8 +21,7 @@
 
 #define MAX_CTXS 64
 #define TASK_SLICE_MS 100 /* how often a waiting kin task checks cancel */
-#define HIST_WAIT_MS 3000 /* for the forwarder's answer to a history request   \
-                           */
+#define HIST_WAIT_MS 3000 /* for the answer to a history request */
 
 /* Where a history request stands. */
 enum { HIST_NONE, HIST_WAIT, HIST_DRAIN };
