@@ -929,7 +929,8 @@ kin_logs_follow_continues_the_history_without_gap_or_repeat(void **state)
 }
 
 /* A supervised child killed by a signal: the log says so (child.exit with
- * the signal) and says it came back (child.restart with its count). */
+ * the signal) and says it came back (child.restart with its count); killed
+ * once more, past the intensity, the supervisor's giving up is logged. */
 static void
 a_restart_shows_up_as_records(void **state)
 {
@@ -937,7 +938,9 @@ a_restart_shows_up_as_records(void **state)
     tally t = {0};
     probe(s, 0, KIN_LOG_INFO, "probe-restart", &t);
     kin_supervisor *sup = NULL;
-    assert_int_equal(kin_supervisor_new(&sup, master, NULL), KIN_OK);
+    kin_supervisor_opts so = {
+        .intensity = 1, .period_ms = 600000, .backoff_ms = -1};
+    assert_int_equal(kin_supervisor_new(&sup, master, &so), KIN_OK);
     kin_child_spec spec = {.name = "phoenix", .restart = KIN_RESTART_PERMANENT};
     assert_int_equal(kin_supervisor_add(sup, &spec), KIN_OK);
     assert_int_equal(kin_supervisor_start(sup), KIN_OK);
@@ -989,6 +992,27 @@ a_restart_shows_up_as_records(void **state)
     }
     assert_true(exit_seen);
     assert_true(restart_seen);
+
+    /* A second death is one restart too many: the supervisor gives up,
+     * and says so with its limits. */
+    assert_int_equal(kin_supervisor_child(sup, "phoenix", &info), KIN_OK);
+    assert_true(info.pid > 0);
+    kill(info.pid, SIGKILL);
+    bool gave_up = false;
+    end = harness_now_ms() + PROBE_DEADLINE_MS;
+    while (!gave_up && harness_now_ms() < end) {
+        if (kin_logsub_next(s, 200, &r) || r->kind != KIN_LOGREC_LOG ||
+            strcmp(r->msg, "supervisor.gave_up"))
+            continue;
+        gave_up = true;
+        assert_int_equal(r->level, KIN_LOG_ERROR);
+        int64_t intensity = -1;
+        for (size_t i = 0; i < r->n_fields; i++)
+            if (!strcmp(r->fields[i].key, "intensity"))
+                intensity = r->fields[i].v.i;
+        assert_int_equal(intensity, 1);
+    }
+    assert_true(gave_up);
     kin_supervisor_destroy(&sup);
     kin_logsub_destroy(&s);
 }
