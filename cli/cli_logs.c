@@ -4,10 +4,12 @@
  * own for trees that publish to it (kin_node_opts.log_endpoint). */
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,7 +19,9 @@
 #include "cli/cli.h"
 #include "context/tool.h"
 
-#define WINDOW_MS 1000 /* without -f: how long to listen */
+#define WINDOW_MS 1000   /* without -f: how long to listen */
+#define LAST_DEFAULT 100 /* kept records shown without -n or --since */
+#define DRAIN_MS 200     /* after the tree ended: what is still on its way */
 #define MAX_CTXS 64
 
 static volatile sig_atomic_t stop;
@@ -29,17 +33,23 @@ on_signal(int sig)
 }
 
 static const char logs_usage[] =
-    "usage: kin logs PID [-l LEVEL] [-c CTX[,CTX...]] [-g TEXT] [-f] "
-    "[-w MS]\n"
-    "                [--json] [--color WHEN] [--endpoint EP]\n"
+    "usage: kin logs PID [-n N] [--since TIME] [-l LEVEL] [-c CTX[,CTX...]]\n"
+    "                [-g TEXT] [-f] [-w MS] [--json] [--color WHEN] "
+    "[--endpoint EP]\n"
     "\n"
-    "Shows the log records of the tree PID belongs to, as they arrive.\n"
+    "Shows the recent log records of the tree PID belongs to (the ones its\n"
+    "forwarder keeps), then those that arrive.\n"
+    "  -n, --lines N      the last N kept records (default 100; 0: none,\n"
+    "                     all: every one kept)\n"
+    "      --since TIME   kept records logged since TIME: 30s, 10m, 2h, 1d\n"
+    "                     ago, @UNIX_SECONDS, or YYYY-MM-DDTHH:MM:SS (UTC)\n"
     "  -l, --level LEVEL  debug, info, warning, error, critical or a number\n"
     "                     (default info); the publishers send nothing below\n"
     "  -c, --ctx CTX      only these contexts (ids, comma-separated)\n"
     "  -g, --grep TEXT    only records whose message, fields or context name\n"
     "                     contain TEXT (losses are always shown)\n"
-    "  -f, --follow       keep going until interrupted\n"
+    "  -f, --follow       keep going until interrupted or until the tree\n"
+    "                     ends (a last line says so)\n"
     "  -w, --window MS    without -f, listen this long (default 1000)\n"
     "      --json         one JSON object per line\n"
     "      --color WHEN   auto (default: when stdout is a terminal), always,\n"
@@ -243,6 +253,58 @@ parse_ctxs(const char *s, uint32_t *ctxs, size_t *n)
     return 0;
 }
 
+/* --since: a wall-clock time in ns, 0 when s is none of the forms. */
+static uint64_t
+parse_since(const char *s)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t now_wall =
+        (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+    char *end;
+    if (*s == '@') {
+        errno = 0;
+        unsigned long long v = strtoull(s + 1, &end, 10);
+        return end == s + 1 || *end || errno ? 0 : v * 1000000000ull;
+    }
+    if (strchr(s, '-')) {
+        struct tm tm = {0};
+        const char *rest = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+        if (!rest)
+            rest = strptime(s, "%Y-%m-%d %H:%M:%S", &tm);
+        if (!rest || (*rest && strcmp(rest, "Z")))
+            return 0;
+        time_t t = timegm(&tm);
+        return t < 0 ? 0 : (uint64_t)t * 1000000000ull;
+    }
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || errno)
+        return 0;
+    uint64_t unit = !strcmp(end, "s") || !*end ? 1
+                    : !strcmp(end, "m")        ? 60
+                    : !strcmp(end, "h")        ? 3600
+                    : !strcmp(end, "d")        ? 86400
+                                               : 0;
+    uint64_t ago = v * unit * 1000000000ull;
+    if (!unit || (unit && ago / unit / 1000000000ull != v) || ago >= now_wall)
+        return unit && ago >= now_wall ? 1 : 0;
+    return now_wall - ago;
+}
+
+/* The master's pid from an embedded forwarder's frontend
+ * (ipc://DIR/PID-0-logs.sock, logs/logpub.c), or 0. */
+static int
+master_of(const char *ep)
+{
+    const char *base = strrchr(ep, '/');
+    int pid = 0, n = 0;
+    if (strncmp(ep, "ipc://", 6) || !base ||
+        sscanf(base + 1, "%d-0-logs.sock%n", &pid, &n) != 1 || base[1 + n] != 0)
+        return 0;
+    return pid;
+}
+
 static uint64_t
 now_ns(void)
 {
@@ -263,6 +325,8 @@ kin__cli_logs(int argc, char **argv)
         {"json", no_argument, NULL, 'j'},
         {"color", required_argument, NULL, 'C'},
         {"endpoint", required_argument, NULL, 'e'},
+        {"lines", required_argument, NULL, 'n'},
+        {"since", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -271,10 +335,35 @@ kin__cli_logs(int argc, char **argv)
     size_t n_ctxs = 0;
     const char *grep = NULL, *endpoint = NULL, *color = "auto";
     bool follow = false, json = false;
+    long lines = -2; /* not given */
+    uint64_t since = 0;
     optind = 1;
     int c;
-    while ((c = getopt_long(argc, argv, "l:c:g:fw:h", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "l:c:g:fw:n:h", longs, NULL)) != -1) {
         switch (c) {
+        case 'n': {
+            char *end;
+            errno = 0;
+            lines = strtol(optarg, &end, 10);
+            if (!strcmp(optarg, "all")) {
+                lines = -1;
+            } else if (end == optarg || *end || errno || lines < 0) {
+                fprintf(stderr, "kin logs: bad -n '%s' (a count or all)\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        }
+        case 'S':
+            since = parse_since(optarg);
+            if (!since) {
+                fprintf(stderr,
+                        "kin logs: bad --since '%s' (30s, 10m, 2h, 1d, "
+                        "@UNIX_SECONDS or YYYY-MM-DDTHH:MM:SS UTC)\n",
+                        optarg);
+                return 2;
+            }
+            break;
         case 'l':
             if (kin_log_level_parse(optarg, &level)) {
                 fprintf(stderr, "kin logs: bad level '%s'\n", optarg);
@@ -354,11 +443,20 @@ kin__cli_logs(int argc, char **argv)
          !getenv("NO_COLOR")))
         flags |= KIN_LOGFMT_COLOR;
 
+    if (lines == -2)
+        lines = since ? -1 : LAST_DEFAULT;
     kin_logsub_opts so = {.endpoint = ep,
                           .min_level = level,
                           .ctxs = n_ctxs ? ctxs : NULL,
                           .n_ctxs = n_ctxs,
-                          .curve_key = getenv("KIN_CURVE_KEY")};
+                          .curve_key = getenv("KIN_CURVE_KEY"),
+                          .history = lines,
+                          .since_ns = since};
+    if (!lines && since)
+        so.since_ns = 0; /* -n 0: none kept, whatever the time */
+    /* -f ends with the tree: its master's pidfd says when. */
+    int master = follow ? master_of(ep) : 0;
+    int pidfd = master > 0 ? (int)syscall(SYS_pidfd_open, master, 0) : -1;
     kin_logsub *s;
     kin_err e = kin_logsub_new(&s, &so);
     if (e) {
@@ -366,14 +464,32 @@ kin__cli_logs(int argc, char **argv)
                 kin_strerror(e));
         return 2;
     }
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    /* Restored at the end: kin monitor runs this as its logs command. */
+    struct sigaction sa = {.sa_handler = on_signal}, old_int, old_term,
+                     old_pipe, ign = {.sa_handler = SIG_IGN};
+    stop = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGPIPE, &ign, &old_pipe);
 
     uint64_t end = now_ns() + (uint64_t)window * 1000000u;
+    uint64_t drain_end = 0; /* the tree ended: drain until then */
     int rc = 0;
     while (!stop) {
+        if (pidfd >= 0 && !drain_end) {
+            struct pollfd pf = {pidfd, POLLIN, 0};
+            if (poll(&pf, 1, 0) == 1)
+                drain_end = now_ns() + DRAIN_MS * 1000000ull;
+        }
+        if (drain_end && now_ns() >= drain_end) {
+            if (json)
+                fprintf(stderr, "kin logs: the tree ended (master %d exited)\n",
+                        master);
+            else
+                printf("== the tree ended (master %d exited)\n", master);
+            fflush(stdout);
+            break;
+        }
         uint64_t now = now_ns();
         if (!follow && now >= end)
             break;
@@ -398,6 +514,11 @@ kin__cli_logs(int argc, char **argv)
         fprintf(stderr, "kin logs: %llu malformed messages skipped\n",
                 (unsigned long long)st.malformed);
     kin_logsub_destroy(&s);
+    if (pidfd >= 0)
+        close(pidfd);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGPIPE, &old_pipe, NULL);
     return rc;
 }
 
@@ -406,6 +527,7 @@ kin__cli_logs(int argc, char **argv)
 static const char fwd_usage[] =
     "usage: kin log-forwarder --backend EP --frontend EP [--hwm N] "
     "[--lossless]\n"
+    "                         [--history N]\n"
     "\n"
     "Runs a log forwarder until SIGINT or SIGTERM.\n"
     "  --backend EP   where publishers connect (e.g. tcp://*:5555); give the\n"
@@ -419,6 +541,8 @@ static const char fwd_usage[] =
     "  --lossless     wait for slow subscribers instead of dropping their\n"
     "                 records (then the publishers' queues fill and drop,\n"
     "                 reported as usual; one stuck subscriber holds all up)\n"
+    "  --history N    recent info-and-up records kept for kin logs -n and\n"
+    "                 --since (default 1000; 0: none)\n"
     "Prints the bound endpoints (wildcards resolved) on stdout.\n";
 
 int
@@ -429,6 +553,7 @@ kin__cli_log_forwarder(int argc, char **argv)
         {"frontend", required_argument, NULL, 'f'},
         {"hwm", required_argument, NULL, 'H'},
         {"lossless", no_argument, NULL, 'L'},
+        {"history", required_argument, NULL, 'Y'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -449,6 +574,17 @@ kin__cli_log_forwarder(int argc, char **argv)
         case 'L':
             o.lossless = true;
             break;
+        case 'Y': {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (end == optarg || *end || n < 0 || n > 1000000) {
+                fprintf(stderr, "kin log-forwarder: bad --history '%s'\n",
+                        optarg);
+                return 2;
+            }
+            o.history = n ? (int)n : -1;
+            break;
+        }
         case 'h':
             fputs(fwd_usage, stdout);
             return 0;

@@ -69,7 +69,8 @@ kin__tool_fwd_start(kin__tool_fwd **out, const kin__tool_fwd_opts *o)
                            .frontend = o->frontend,
                            .hwm = o->hwm,
                            .lossless = o->lossless,
-                           .sink_fd = -1};
+                           .sink_fd = -1,
+                           .history = o->history};
     if (o->curve_key) {
         if (kin__curve_parse(&key, o->curve_key))
             return -EINVAL;

@@ -50,6 +50,7 @@ typedef struct kin__tool_fwd_opts {
     bool lossless;        /* wait for slow subscribers, never drop */
     /* The tree's key ("PUBLIC:SECRET"), required for tcp:// endpoints. */
     const char *curve_key;
+    int history; /* recent records kept; 0: 1000, < 0: none */
 } kin__tool_fwd_opts;
 
 /* Binds both sides (wildcards resolved: read them back below) and starts

@@ -24,7 +24,17 @@
 #include "core/task.h"
 #include "router/zctx.h"
 
-#define BURST 1000 /* messages per direction per poll */
+#define BURST 1000                /* messages per direction per poll */
+#define HIST_BYTES_MAX (4u << 20) /* the history ring's bound in bytes */
+
+/* The recent records (at hist_bucket and up), oldest first: what a late
+ * subscriber asks for with a history request (a subscription to
+ * "H<nonce><spec>", answered to that topic only). Forwarder thread. */
+typedef struct hist_ring {
+    zmq_msg_t *msgs;
+    size_t cap, head, len, bytes;
+    int bucket;
+} hist_ring;
 
 /* An ipc socket file the forwarder bound: removed when it stops (libzmq
  * leaves it), unless another process has bound that path since. */
@@ -51,6 +61,8 @@ struct kin__logfwd {
     kin_err err;
 
     atomic_uint_fast64_t records, subscriptions, last_ns;
+
+    hist_ring hist;
 
     /* Lossless: a record the frontend had no room for yet. */
     zmq_msg_t held;
@@ -128,12 +140,165 @@ send_on(kin__logfwd *f, zmq_msg_t *m, void *to, int flags)
     return true;
 }
 
+static void
+hist_drop_oldest(hist_ring *h)
+{
+    zmq_msg_t *m = &h->msgs[h->head];
+    h->bytes -= zmq_msg_size(m);
+    zmq_msg_close(m);
+    h->head = (h->head + 1) % h->cap;
+    h->len--;
+}
+
+/* Keeps a copy of record m, dropping the oldest to stay in bounds. */
+static void
+hist_add(hist_ring *h, zmq_msg_t *m)
+{
+    size_t size = zmq_msg_size(m);
+    if (!h->cap || size > HIST_BYTES_MAX)
+        return;
+    while (h->len && (h->len == h->cap || h->bytes + size > HIST_BYTES_MAX))
+        hist_drop_oldest(h);
+    /* A copy of the bytes, not a share: a shared message can pin the
+     * whole receive batch it was decoded from, and the bound would lie. */
+    zmq_msg_t *slot = &h->msgs[(h->head + h->len) % h->cap];
+    if (zmq_msg_init_size(slot, size))
+        return;
+    memcpy(zmq_msg_data(slot), zmq_msg_data(m), size);
+    h->len++;
+    h->bytes += size;
+}
+
+static void
+hist_free(hist_ring *h)
+{
+    while (h->len)
+        hist_drop_oldest(h);
+    free(h->msgs);
+    h->msgs = NULL;
+    h->cap = 0;
+}
+
+/* A history request's spec, after "H" and the 16-hex-digit nonce:
+ * "n=N;s=SINCE_WALL_NS;b=MIN_BUCKET;c=CTX,CTX..." (every part optional;
+ * n < 0 or absent: all kept). */
+typedef struct hist_spec {
+    long long n;
+    uint64_t since;
+    int bucket;
+    uint32_t ctxs[64];
+    size_t n_ctxs;
+} hist_spec;
+
+static void
+hist_parse(const char *p, const char *end, hist_spec *q)
+{
+    *q = (hist_spec){.n = -1};
+    while (p + 2 <= end) {
+        char key = p[0];
+        const char *v = p + 2;
+        const char *stop = memchr(v, ';', (size_t)(end - v));
+        if (!stop)
+            stop = end;
+        char num[32];
+        while (v < stop) {
+            const char *comma = memchr(v, ',', (size_t)(stop - v));
+            const char *e = comma ? comma : stop;
+            size_t len = (size_t)(e - v) < sizeof num - 1 ? (size_t)(e - v)
+                                                          : sizeof num - 1;
+            memcpy(num, v, len);
+            num[len] = 0;
+            if (key == 'n')
+                q->n = strtoll(num, NULL, 10);
+            else if (key == 's')
+                q->since = strtoull(num, NULL, 10);
+            else if (key == 'b')
+                q->bucket = atoi(num);
+            else if (key == 'c' && q->n_ctxs < 64)
+                q->ctxs[q->n_ctxs++] = (uint32_t)strtoul(num, NULL, 10);
+            v = e + 1;
+        }
+        p = stop + 1;
+    }
+}
+
+static bool
+hist_match(const hist_spec *q, kin__logdec *dec, zmq_msg_t *m)
+{
+    const unsigned char *d = zmq_msg_data(m);
+    size_t size = zmq_msg_size(m);
+    if (size < KIN__LOG_TOPIC_LEN || kin__log_letter_bucket(d[0]) < q->bucket)
+        return false;
+    if (q->n_ctxs) {
+        uint32_t ctx = (uint32_t)d[1] << 24 | (uint32_t)d[2] << 16 |
+                       (uint32_t)d[3] << 8 | d[4];
+        size_t i = 0;
+        while (i < q->n_ctxs && q->ctxs[i] != ctx)
+            i++;
+        if (i == q->n_ctxs)
+            return false;
+    }
+    if (q->since) {
+        const kin_logrec *r;
+        if (kin__logdec_decode(dec, d, size, &r) || r->wall_ns < q->since)
+            return false;
+    }
+    return true;
+}
+
+static void
+send_prefixed(void *to, const void *prefix, size_t plen, zmq_msg_t *rec)
+{
+    size_t size = rec ? zmq_msg_size(rec) : 0;
+    zmq_msg_t m;
+    if (zmq_msg_init_size(&m, plen + size))
+        return;
+    memcpy(zmq_msg_data(&m), prefix, plen);
+    if (size)
+        memcpy((char *)zmq_msg_data(&m) + plen, zmq_msg_data(rec), size);
+    if (zmq_msg_send(&m, to, ZMQ_DONTWAIT) < 0)
+        zmq_msg_close(&m);
+}
+
+/* Answers a history request (topic: the subscription's bytes) with the
+ * matching records, oldest first, each behind the topic, then the topic
+ * alone as the end. Sent on the frontend: only the asker matches it. */
+static void
+hist_serve(kin__logfwd *f, void *xpub, const char *topic, size_t len)
+{
+    hist_ring *h = &f->hist;
+    hist_spec q;
+    if (len >= 17)
+        hist_parse(topic + 17, topic + len, &q);
+    else
+        q = (hist_spec){.n = -1};
+    kin__logdec dec;
+    kin__logdec_init(&dec);
+    /* Newest first to count the last n, then sent oldest first. */
+    size_t first = h->len, taken = 0;
+    for (size_t i = h->len; i-- > 0;) {
+        if (q.n >= 0 && taken >= (size_t)q.n)
+            break;
+        if (hist_match(&q, &dec, &h->msgs[(h->head + i) % h->cap])) {
+            first = i;
+            taken++;
+        }
+    }
+    for (size_t i = first; taken && i < h->len; i++) {
+        zmq_msg_t *m = &h->msgs[(h->head + i) % h->cap];
+        if (hist_match(&q, &dec, m))
+            send_prefixed(xpub, topic, len, m);
+    }
+    kin__logdec_fini(&dec);
+    send_prefixed(xpub, topic, len, NULL);
+}
+
 /* Moves up to BURST messages from one side to the other; records going
  * out also go to the capture socket when they are at the sink's level.
  * Stops early when a lossless frontend is full. */
 static void
 forward(kin__logfwd *f, void *from, void *to, void *cap, int cap_bucket,
-        atomic_uint_fast64_t *count)
+        atomic_uint_fast64_t *count, bool up)
 {
     if (f->holding) {
         zmq_msg_t m;
@@ -153,6 +318,20 @@ forward(kin__logfwd *f, void *from, void *to, void *cap, int cap_bucket,
             break;
         }
         int more = zmq_msg_more(&m);
+        if (up && first && !more && zmq_msg_size(&m) >= 2 &&
+            ((char *)zmq_msg_data(&m))[1] == KIN__LOG_HIST_TOPIC) {
+            /* A history request (or its end): answered here, not passed
+             * on to the publishers. */
+            if (*(unsigned char *)zmq_msg_data(&m) == 1)
+                hist_serve(f, from, (char *)zmq_msg_data(&m) + 1,
+                           zmq_msg_size(&m) - 1);
+            zmq_msg_close(&m);
+            continue;
+        }
+        if (!up && first && !more && zmq_msg_size(&m) > 0 && f->hist.cap &&
+            kin__log_letter_bucket(*(unsigned char *)zmq_msg_data(&m)) >=
+                f->hist.bucket)
+            hist_add(&f->hist, &m);
         if (cap && first && !more && zmq_msg_size(&m) > 0) {
             int b = kin__log_letter_bucket(*(unsigned char *)zmq_msg_data(&m));
             if (b >= cap_bucket) {
@@ -228,12 +407,14 @@ fwd_main(void *arg)
         /* Our own subscriptions, the sync topic last: a publisher that
          * sees it has seen every subscription made before it attached. */
         unsigned char s[2] = {1, 0};
-        if (cap) {
-            for (int b = kin__log_bucket(f->o.sink_level); b < KIN__LOG_BUCKETS;
-                 b++) {
-                s[1] = (unsigned char)kin__log_letter(b);
-                zmq_send(xsub, s, 2, 0);
-            }
+        int own = KIN__LOG_BUCKETS; /* lowest bucket we want ourselves */
+        if (cap)
+            own = kin__log_bucket(f->o.sink_level);
+        if (f->hist.cap && f->hist.bucket < own)
+            own = f->hist.bucket;
+        for (int b = own; b < KIN__LOG_BUCKETS; b++) {
+            s[1] = (unsigned char)kin__log_letter(b);
+            zmq_send(xsub, s, 2, 0);
         }
         s[1] = KIN__LOG_SYNC_TOPIC;
         zmq_send(xsub, s, 2, 0);
@@ -256,13 +437,14 @@ fwd_main(void *arg)
             if (items[2].revents & ZMQ_POLLIN)
                 break;
             if (f->holding || (items[0].revents & ZMQ_POLLIN))
-                forward(f, xsub, xpub, cap, cap_bucket, &f->records);
+                forward(f, xsub, xpub, cap, cap_bucket, &f->records, false);
             if (items[1].revents & ZMQ_POLLIN)
-                forward(f, xpub, xsub, NULL, 0, &f->subscriptions);
+                forward(f, xpub, xsub, NULL, 0, &f->subscriptions, true);
         }
     }
     if (f->holding)
         zmq_msg_close(&f->held);
+    hist_free(&f->hist);
     for (size_t i = 0; i < 4; i++)
         if (socks[i])
             zmq_close(socks[i]);
@@ -289,8 +471,20 @@ kin__logfwd_start(kin__logfwd **out, const kin__logfwd_opts *opts)
     }
     if (f->o.hwm <= 0)
         f->o.hwm = 10000;
+    if (f->o.history >= 0) {
+        f->hist.cap =
+            f->o.history ? (size_t)f->o.history : KIN__LOGFWD_HISTORY_DEFAULT;
+        f->hist.bucket = kin__log_bucket(f->o.history_level ? f->o.history_level
+                                                            : KIN_LOG_INFO);
+        f->hist.msgs = calloc(f->hist.cap, sizeof *f->hist.msgs);
+        if (!f->hist.msgs) {
+            free(f);
+            return -ENOMEM;
+        }
+    }
     if (strlen(opts->backend) >= sizeof f->backend ||
         strlen(opts->frontend) >= sizeof f->frontend) {
+        free(f->hist.msgs);
         free(f);
         return -EINVAL;
     }
@@ -317,6 +511,7 @@ kin__logfwd_start(kin__logfwd **out, const kin__logfwd_opts *opts)
     if (rc) {
         pthread_mutex_destroy(&f->mu);
         pthread_cond_destroy(&f->cond);
+        free(f->hist.msgs);
         free(f);
         return -rc;
     }

@@ -29,7 +29,16 @@ typedef struct kin__logfwd_opts {
     /* The CURVE key for tcp:// endpoints (both sides are CURVE servers
      * admitting only this key); a tcp endpoint without it is -EINVAL. */
     const kin__curve_key *curve;
+    /* Recent records kept for subscribers that ask (kin logs -n, --since):
+     * 0: KIN__LOGFWD_HISTORY_DEFAULT, < 0: none; also bounded to 4 MiB.
+     * The forwarder subscribes to history_level (0: KIN_LOG_INFO) and up
+     * itself, so the publishers send those levels even with no
+     * subscriber around. */
+    int history;
+    int history_level;
 } kin__logfwd_opts;
+
+#define KIN__LOGFWD_HISTORY_DEFAULT 1000
 
 typedef struct kin__logfwd_stats {
     uint64_t records;       /* forwarded to subscribers */

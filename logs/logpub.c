@@ -877,6 +877,31 @@ forwarder_endpoints(kin_node *n, const kin_node_opts *opts, char *back,
     return KIN_OK;
 }
 
+/* KIN_LOG_HISTORY="N[:LEVEL]": how many recent records the embedded
+ * forwarder keeps (0: none) and from which level (default info). */
+static void
+history_from_env(kin__logfwd_opts *fo)
+{
+    const char *v = getenv("KIN_LOG_HISTORY");
+    if (!v || !*v)
+        return;
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (end == v || n < 0 || n > 1000000 || (*end && *end != ':')) {
+        KIN_WARN("KIN_LOG_HISTORY='%s' is not N[:LEVEL]; keeping the "
+                 "default",
+                 v);
+        return;
+    }
+    int level = 0;
+    if (*end == ':' && kin_log_level_parse(end + 1, &level)) {
+        KIN_WARN("KIN_LOG_HISTORY='%s': bad level; keeping the default", v);
+        return;
+    }
+    fo->history = n ? (int)n : -1;
+    fo->history_level = level;
+}
+
 static kin_err
 start_forwarder(struct kin__logs *p, const kin_node_opts *opts)
 {
@@ -890,6 +915,7 @@ start_forwarder(struct kin__logs *p, const kin_node_opts *opts)
                            .lossless = p->tune.fwd_lossless > 0,
                            .sink_fd = -1,
                            .curve = kin__node_curve(p->n)};
+    history_from_env(&fo);
     if (opts->log_file) {
         p->sink_fd = open(opts->log_file,
                           O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);

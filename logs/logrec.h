@@ -21,6 +21,10 @@
  * forwarder subscribes to it so that a publisher knows it has received
  * the forwarder's whole subscription set when this one arrives. */
 #define KIN__LOG_SYNC_TOPIC '~'
+/* Not a level letter either: a subscription "H" + 16 hex digits (a
+ * nonce) + spec asks the forwarder for its history (logfwd.c); the answer
+ * is records behind that whole subscription, then the subscription alone. */
+#define KIN__LOG_HIST_TOPIC 'H'
 
 /* 0..4 for a level (below info: debug, and so on). */
 int kin__log_bucket(int level);

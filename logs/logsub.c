@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <zmq.h>
@@ -20,6 +21,10 @@
 
 #define MAX_CTXS 64
 #define TASK_SLICE_MS 100 /* how often a waiting kin task checks cancel */
+#define HIST_WAIT_MS 3000 /* for the answer to a history request */
+
+/* Where a history request stands. */
+enum { HIST_NONE, HIST_WAIT, HIST_DRAIN };
 
 typedef struct stream {
     uint32_t pub, ctx;
@@ -41,6 +46,14 @@ struct kin_logsub {
     stream *streams;
     size_t cap, len;
     kin_logsub_stats st;
+    /* History: the request's topic; live records that came before the
+     * answer's end, held until the history is out. */
+    int hist;
+    char hist_topic[1024];
+    size_t hist_len;
+    uint64_t hist_deadline;
+    zmq_msg_t *held;
+    size_t n_held, cap_held, next_held;
 };
 
 /* --- streams -------------------------------------------------------------- */
@@ -132,6 +145,26 @@ sub_new(kin_logsub **out, const kin_logsub_opts *o, bool all)
                 e = subscribe(s->sock, b, &o->ctxs[i]);
         }
     }
+    if (!e && !all && (o->history || o->since_ns)) {
+        /* Last, after the level subscriptions: every record the forwarder
+         * passes after it answers is live here. */
+        uint64_t nonce;
+        if (getrandom(&nonce, sizeof nonce, 0) != sizeof nonce)
+            nonce = kin__now_ns() ^ ((uint64_t)getpid() << 32);
+        int n = snprintf(
+            s->hist_topic, sizeof s->hist_topic,
+            "%c%016llxn=%ld;s=%llu;b=%d;c=", KIN__LOG_HIST_TOPIC,
+            (unsigned long long)nonce, o->history ? o->history : -1L,
+            (unsigned long long)o->since_ns, kin__log_bucket(o->min_level));
+        for (size_t i = 0; i < o->n_ctxs; i++)
+            n += snprintf(s->hist_topic + n, sizeof s->hist_topic - (size_t)n,
+                          "%s%u", i ? "," : "", o->ctxs[i]);
+        s->hist_len = (size_t)n;
+        s->hist = HIST_WAIT;
+        s->hist_deadline = kin__now_ns() + HIST_WAIT_MS * 1000000ull;
+        if (zmq_setsockopt(s->sock, ZMQ_SUBSCRIBE, s->hist_topic, s->hist_len))
+            e = -errno;
+    }
     if (!e && kin__endpoint_is_tcp(o->endpoint)) {
         kin__curve_key key;
         e = o->curve_key ? kin__curve_parse(&key, o->curve_key) : -EINVAL;
@@ -167,6 +200,9 @@ kin_logsub_destroy(kin_logsub **sp)
     kin_logsub *s = *sp;
     if (s->sock)
         zmq_close(s->sock);
+    for (size_t i = s->next_held; i < s->n_held; i++)
+        zmq_msg_close(&s->held[i]);
+    free(s->held);
     kin__logdec_fini(&s->dec);
     free(s->streams);
     free(s);
@@ -198,6 +234,8 @@ account(kin_logsub *s, kin_logrec *r)
         return;
     }
     bool first = !x->seen;
+    if (!first && !notice && r->seq <= x->last)
+        return; /* had it already (history and live overlap) */
     x->seen = true;
     /* A notice carries the number of the last record before it. */
     uint64_t before = notice ? r->seq : r->seq - 1;
@@ -274,6 +312,36 @@ account(kin_logsub *s, kin_logrec *r)
     }
 }
 
+/* Decodes one record (topic included) and queues what it implies. */
+static void
+take(kin_logsub *s, const void *data, size_t size)
+{
+    const kin_logrec *r;
+    if (kin__logdec_decode(&s->dec, data, size, &r))
+        s->st.malformed++;
+    else
+        account(s, &s->dec.rec);
+}
+
+/* Keeps a live message until the history is out; false: no memory. */
+static bool
+hold(kin_logsub *s, zmq_msg_t *m)
+{
+    if (s->n_held == s->cap_held) {
+        size_t cap = s->cap_held ? s->cap_held * 2 : 64;
+        zmq_msg_t *t = realloc(s->held, cap * sizeof *t);
+        if (!t)
+            return false;
+        s->held = t;
+        s->cap_held = cap;
+    }
+    zmq_msg_t *slot = &s->held[s->n_held++];
+    zmq_msg_init(slot);
+    zmq_msg_move(slot, m);
+    zmq_msg_close(m);
+    return true;
+}
+
 kin_err
 kin_logsub_next(kin_logsub *s, int timeout_ms, const kin_logrec **out)
 {
@@ -286,17 +354,43 @@ kin_logsub_next(kin_logsub *s, int timeout_ms, const kin_logrec **out)
             *out = s->queue[s->qhead++];
             return KIN_OK;
         }
+        if (s->hist == HIST_DRAIN) {
+            if (s->next_held < s->n_held) {
+                zmq_msg_t *h = &s->held[s->next_held++];
+                take(s, zmq_msg_data(h), zmq_msg_size(h));
+                zmq_msg_close(h);
+                continue;
+            }
+            free(s->held);
+            s->held = NULL;
+            s->n_held = s->cap_held = s->next_held = 0;
+            s->hist = HIST_NONE;
+        }
         zmq_msg_t m;
         zmq_msg_init(&m);
         if (zmq_msg_recv(&m, s->sock, ZMQ_DONTWAIT) >= 0) {
-            const kin_logrec *r;
-            kin_err e = kin__logdec_decode(&s->dec, zmq_msg_data(&m),
-                                           zmq_msg_size(&m), &r);
+            const char *d = zmq_msg_data(&m);
+            size_t size = zmq_msg_size(&m);
+            if (size && d[0] == KIN__LOG_HIST_TOPIC) {
+                /* Ours: a kept record, or the end of them; another's
+                 * answer reaches us only when we subscribed to all. */
+                if (s->hist == HIST_WAIT && size >= s->hist_len &&
+                    !memcmp(d, s->hist_topic, s->hist_len)) {
+                    if (size == s->hist_len)
+                        s->hist = HIST_DRAIN;
+                    else
+                        take(s, d + s->hist_len, size - s->hist_len);
+                }
+                zmq_msg_close(&m);
+                continue;
+            }
+            if (s->hist == HIST_WAIT) {
+                if (hold(s, &m))
+                    continue;
+                /* no memory to hold it: taken now, out of order */
+            }
+            take(s, d, size);
             zmq_msg_close(&m);
-            if (e)
-                s->st.malformed++;
-            else
-                account(s, &s->dec.rec);
             continue;
         }
         int err = errno;
@@ -306,11 +400,17 @@ kin_logsub_next(kin_logsub *s, int timeout_ms, const kin_logrec **out)
         if (kin__task_cancel_pending(t))
             return KIN_ECANCELLED;
         uint64_t now = kin__now_ns();
+        if (s->hist == HIST_WAIT && now >= s->hist_deadline) {
+            s->hist = HIST_DRAIN; /* a forwarder without history */
+            continue;
+        }
         if (now >= deadline)
             return KIN_ETIMEOUT;
-        long wait = deadline == UINT64_MAX
-                        ? -1
-                        : (long)((deadline - now + 999999u) / 1000000u);
+        uint64_t wake = deadline;
+        if (s->hist == HIST_WAIT && s->hist_deadline < wake)
+            wake = s->hist_deadline; /* to give up waiting for history */
+        long wait =
+            wake == UINT64_MAX ? -1 : (long)((wake - now + 999999u) / 1000000u);
         if (t && (wait < 0 || wait > TASK_SLICE_MS))
             wait = TASK_SLICE_MS;
         zmq_pollitem_t it = {s->sock, 0, ZMQ_POLLIN, 0};

@@ -12,6 +12,7 @@
 #include "core/log_internal.h"
 #include "core/sync.h"
 #include "process/child.h"
+#include "process/events.h"
 #include "process/procs.h"
 #include "router/router.h"
 
@@ -101,6 +102,7 @@ kin__procs_trip(kin_node *n, uint32_t origin)
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->mu);
     KIN_ERROR("context %u: emergency stop (origin %u)", kin_node_id(n), origin);
+    kin__ev_emergency(kin_node_id(n), origin);
     if (exit_hook)
         exit_hook();
 }

@@ -26,6 +26,7 @@
 #include "core/task.h"
 #include "logs/logs.h"
 #include "process/child.h"
+#include "process/events.h"
 #include "process/procs.h"
 #include "process/ssh.h"
 #include "router/router.h"
@@ -154,6 +155,7 @@ reaped(kin_child *c, int status)
     else
         KIN_INFO("child %s (%u, pid %d) exited with %d", c->name, c->id,
                  (int)c->pid, WEXITSTATUS(status));
+    kin__ev_child_exit(c->name, c->id, c->pid, status);
     /* Callers waiting on it learn now, not after some heartbeat. */
     kin__router_link_down(n, c->id);
     /* A child that was killed could not remove its socket file. */

@@ -16,6 +16,7 @@
 #include "core/log_internal.h"
 #include "core/task.h"
 #include "process/child.h"
+#include "process/events.h"
 #include "process/procs.h"
 #include "process/restart_policy.h"
 #include "router/service.h"
@@ -117,6 +118,24 @@ index_of(kin_supervisor *s, slot *x)
     return s->count;
 }
 
+/* The event's log record (process/events.h); exits are logged where the
+ * child is reaped, give-ups by give_up. */
+static void
+log_event(kin_sup_event_kind kind, const slot *x, kin_err error)
+{
+    static const char *const names[] = {
+        [KIN_SUP_EV_STARTED] = KIN__EV_CHILD_START,
+        [KIN_SUP_EV_STOPPED] = KIN__EV_CHILD_STOP,
+        [KIN_SUP_EV_START_FAILED] = KIN__EV_CHILD_START_FAILED,
+    };
+    if (!x || (unsigned)kind >= sizeof names / sizeof *names || !names[kind])
+        return;
+    const char *ev = kind == KIN_SUP_EV_STARTED && x->restarts
+                         ? KIN__EV_CHILD_RESTART
+                         : names[kind];
+    kin__ev_sup_child(ev, x->name, x->id, x->pid, x->restarts, error);
+}
+
 /* Under s->mu, on s's thread: tells on_event (without the lock, so it may
  * query), then counts the change and wakes waiters, who thus see both the
  * new state and whatever on_event did. */
@@ -124,6 +143,7 @@ static void
 emit(kin_supervisor *s, kin_sup_event_kind kind, slot *x, int status,
      kin_err error)
 {
+    log_event(kind, x, error);
     if (s->opts.on_event) {
         char name[64] = "";
         kin_sup_event ev = {.kind = kind, .status = status, .error = error};
@@ -349,6 +369,7 @@ give_up(kin_supervisor *s)
 {
     KIN_ERROR("supervisor: more than %d restarts in %d ms, giving up",
               s->opts.intensity, s->opts.period_ms);
+    kin__ev_sup_gave_up(s->opts.intensity, s->opts.period_ms);
     s->state = KIN_SUP_GAVE_UP;
     record_pending(s, false);
     stop_all(s);

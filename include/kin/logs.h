@@ -264,6 +264,14 @@ typedef struct kin_logsub_opts {
      * kin_node_opts.curve_key), required for a tcp:// endpoint: tcp
      * forwarders admit only holders of the key (-EINVAL without it). */
     const char *curve_key;
+    /* Ask the forwarder for the recent records it keeps (docs/logs.md,
+     * "History"): the last `history` of them matching min_level and ctxs
+     * (-1: all it keeps; 0 with since_ns 0: none), logged at or after
+     * since_ns (wall clock, ns; 0: any time). They come first, then the
+     * live records, with none missed and none twice in between. A
+     * forwarder that does not answer within 3 s is taken to keep none. */
+    long history;
+    uint64_t since_ns;
 } kin_logsub_opts;
 
 /* Connects a subscriber. Subscriptions travel to every publisher, which

@@ -87,6 +87,7 @@ main(void)
         }
         usleep(5000);
     }
+    KIN_LOGI("target ready"); /* kin logs shows it from the history */
     printf("%d\n", (int)getpid());
     fflush(stdout);
     char buf[256];

@@ -24,6 +24,8 @@
 #include <jansson.h>
 #include <zmq.h>
 
+#include <kin/supervisor.h>
+
 #include "core/task.h"
 #include "integration/harness.h"
 #include "logs/logs_impl.h"
@@ -730,6 +732,358 @@ kin_logs_follows_with_json(void **state)
     kin_child_destroy(&c);
 }
 
+/* --- the past --------------------------------------------------------------
+ */
+
+/* Runs `kin logs` to its end (deadline_ms, then SIGKILL: a failure) and
+ * returns what it printed (static). *status gets the wait status. */
+static char *
+run_to_end(char *const argv[], double deadline_ms, int *status)
+{
+    static char out[1 << 17];
+    out[0] = 0;
+    proc p = run_cli(argv);
+    double end = harness_now_ms() + deadline_ms;
+    *status = -1;
+    for (;;) {
+        read_out(&p, out, sizeof out);
+        pid_t w = waitpid(p.pid, status, WNOHANG);
+        if (w == p.pid)
+            break;
+        if (harness_now_ms() > end) {
+            kill(p.pid, SIGKILL);
+            waitpid(p.pid, status, 0);
+            *status = -1;
+            break;
+        }
+        usleep(5000);
+    }
+    read_out(&p, out, sizeof out);
+    close(p.out);
+    return out;
+}
+
+/* Per (pub, ctx, level) stream: the record numbers of JSON lines in out
+ * must go up by one with no repeat after the first (history, then live).
+ * Returns the number of "log" lines whose msg starts with marker from
+ * each of ctx a and ctx b. */
+static void
+check_streams(char *out, const char *marker, uint32_t a, uint32_t b,
+              int *from_a, int *from_b)
+{
+    struct {
+        uint64_t pub, ctx, level, last;
+    } st[64];
+    size_t n = 0;
+    *from_a = *from_b = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        json_error_t err;
+        json_t *o = json_loads(line, 0, &err);
+        if (!o)
+            fail_msg("not JSON: %s", line);
+        const char *kind = json_string_value(json_object_get(o, "kind"));
+        uint64_t pub = json_integer_value(json_object_get(o, "pub"));
+        uint64_t ctx = json_integer_value(json_object_get(o, "ctx"));
+        uint64_t lv = json_integer_value(json_object_get(o, "levelno")) / 10;
+        uint64_t seq = json_integer_value(json_object_get(o, "seq"));
+        if (!strcmp(kind, "gap") &&
+            !json_is_true(json_object_get(o, "before_join")))
+            fail_msg("a gap after the history: %s", line);
+        if (!strcmp(kind, "log")) {
+            size_t i = 0;
+            while (i < n &&
+                   !(st[i].pub == pub && st[i].ctx == ctx && st[i].level == lv))
+                i++;
+            if (i == n && n < 64)
+                st[n++] = (typeof(st[0])){pub, ctx, lv, seq};
+            else if (i < n && seq != st[i].last + 1)
+                fail_msg("ctx %llu: record %llu after %llu (gap or repeat)",
+                         (unsigned long long)ctx, (unsigned long long)seq,
+                         (unsigned long long)st[i].last);
+            else if (i < n)
+                st[i].last = seq;
+            const char *msg = json_string_value(json_object_get(o, "msg"));
+            if (msg && !strncmp(msg, marker, strlen(marker))) {
+                *from_a += ctx == a;
+                *from_b += ctx == b;
+            }
+        }
+        json_decref(o);
+    }
+}
+
+/* After some activity, an idle tree's `kin logs PID --json` (no -f) shows
+ * the recent records the forwarder kept, from both contexts, each stream
+ * in order without holes. */
+static void
+kin_logs_shows_the_recent_past_of_an_idle_tree(void **state)
+{
+    kin_child *c = spawn("pastchild");
+    uint32_t id = kin_child_id(c);
+    log_in(id, KIN_LOG_ERROR, 3, "past record", NULL);
+    log_in(0, KIN_LOG_ERROR, 3, "past record", NULL);
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    char *argv[] = {"kin", "logs", pid,  "--json", "-l", "error",
+                    "-n",  "all",  "-w", "100",    NULL};
+    /* Nothing is logged any more; the records reach the forwarder a
+     * moment after they were logged, so look until they are there. */
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    int from_child = 0, from_master = 0;
+    do {
+        int status;
+        char *out = run_to_end(argv, 20000, &status);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+        check_streams(out, "past record", id, 0, &from_child, &from_master);
+    } while ((from_child < 3 || from_master < 3) && harness_now_ms() < end);
+    assert_int_equal(from_child, 3);
+    assert_int_equal(from_master, 3);
+
+    /* -n 2 shows the last two kept records only. */
+    char *two[] = {"kin", "logs", pid,  "--json", "-l", "error",
+                   "-n",  "2",    "-w", "100",    NULL};
+    int status;
+    char *out = run_to_end(two, 20000, &status);
+    int lines = 0;
+    for (char *p = out; (p = strstr(p, "\"kind\":\"log\"")); p++)
+        lines++;
+    assert_int_equal(lines, 2);
+
+    /* kin monitor's logs command shows the same past. */
+    int in[2], mo[2];
+    assert_int_equal(pipe2(in, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(mo, O_CLOEXEC), 0);
+    pid_t m = fork();
+    assert_true(m >= 0);
+    if (m == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(in[0], STDIN_FILENO);
+        dup2(mo[1], STDOUT_FILENO);
+        execl(KIN_CLI_PATH, "kin", "monitor", pid, (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(mo[1]);
+    static const char cmd[] = "logs -l error -n all -w 100\nexit\n";
+    assert_int_equal(write(in[1], cmd, sizeof cmd - 1),
+                     (ssize_t)sizeof cmd - 1);
+    close(in[1]);
+    proc mp = {m, mo[0]};
+    static char mout[1 << 16];
+    mout[0] = 0;
+    end = harness_now_ms() + 20000;
+    int mstatus = -1;
+    while (waitpid(m, &mstatus, WNOHANG) != m) {
+        read_out(&mp, mout, sizeof mout);
+        if (harness_now_ms() > end) {
+            kill(m, SIGKILL);
+            waitpid(m, &mstatus, 0);
+            break;
+        }
+        usleep(5000);
+    }
+    read_out(&mp, mout, sizeof mout);
+    close(mo[0]);
+    assert_true(WIFEXITED(mstatus));
+    assert_int_equal(WEXITSTATUS(mstatus), 0);
+    assert_non_null(strstr(mout, "past record"));
+    assert_non_null(strstr(mout, "pastchild"));
+    kin_child_destroy(&c);
+}
+
+/* `kin logs -f` starts with the kept records and goes on with the live
+ * ones, none missed and none twice: a stream's numbers run on by one. */
+static void
+kin_logs_follow_continues_the_history_without_gap_or_repeat(void **state)
+{
+    kin_child *c = spawn("contchild");
+    uint32_t id = kin_child_id(c);
+    log_in(id, KIN_LOG_ERROR, 20, "cont record", NULL);
+    char pid[16], ctx[16];
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    snprintf(ctx, sizeof ctx, "%u", id);
+    char *argv[] = {"kin", "logs", pid,  "--json", "-l", "error",
+                    "-c",  ctx,    "-n", "all",    "-f", NULL};
+    proc p = run_cli(argv);
+    static char out[1 << 17];
+    out[0] = 0;
+    /* Logging goes on while kin logs starts and reads the history. */
+    for (int i = 0; i < 40; i++) {
+        log_in(id, KIN_LOG_ERROR, 2, "cont record", NULL);
+        read_out(&p, out, sizeof out);
+    }
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    while (!strstr(out, "cont end") && harness_now_ms() < end) {
+        log_in(id, KIN_LOG_ERROR, 1, "cont end", NULL);
+        usleep(20000);
+        read_out(&p, out, sizeof out);
+    }
+    int status = stop_proc(&p);
+    assert_true(WIFEXITED(status));
+    assert_non_null(strstr(out, "cont end"));
+    int n = 0, unused = 0;
+    check_streams(out, "cont record", id, KIN_NO_CTX, &n, &unused);
+    assert_int_equal(n, 20 + 80);
+    kin_child_destroy(&c);
+}
+
+/* A supervised child killed by a signal: the log says so (child.exit with
+ * the signal) and says it came back (child.restart with its count); killed
+ * once more, past the intensity, the supervisor's giving up is logged. */
+static void
+a_restart_shows_up_as_records(void **state)
+{
+    kin_logsub *s = subscribe(KIN_LOG_INFO, 0, 0);
+    tally t = {0};
+    probe(s, 0, KIN_LOG_INFO, "probe-restart", &t);
+    kin_supervisor *sup = NULL;
+    kin_supervisor_opts so = {
+        .intensity = 1, .period_ms = 600000, .backoff_ms = -1};
+    assert_int_equal(kin_supervisor_new(&sup, master, &so), KIN_OK);
+    kin_child_spec spec = {.name = "phoenix", .restart = KIN_RESTART_PERMANENT};
+    assert_int_equal(kin_supervisor_add(sup, &spec), KIN_OK);
+    assert_int_equal(kin_supervisor_start(sup), KIN_OK);
+    kin_child_info info;
+    assert_int_equal(kin_supervisor_child(sup, "phoenix", &info), KIN_OK);
+    pid_t victim = info.pid;
+    uint32_t victim_ctx = info.id;
+    assert_true(victim > 0);
+    kill(victim, SIGKILL);
+
+    bool exit_seen = false, restart_seen = false;
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    const kin_logrec *r;
+    while (!(exit_seen && restart_seen) && harness_now_ms() < end) {
+        if (kin_logsub_next(s, 200, &r) || r->kind != KIN_LOGREC_LOG)
+            continue;
+        int64_t ictx = -1, ipid = -1, isig = -1, irestarts = -1;
+        const char *child = NULL, *signame = NULL;
+        for (size_t i = 0; i < r->n_fields; i++) {
+            const kin_field *f = &r->fields[i];
+            if (!strcmp(f->key, "child_ctx"))
+                ictx = (int64_t)f->v.u;
+            else if (!strcmp(f->key, "child_pid"))
+                ipid = f->v.i;
+            else if (!strcmp(f->key, "signal"))
+                isig = f->v.i;
+            else if (!strcmp(f->key, "restarts"))
+                irestarts = (int64_t)f->v.u;
+            else if (!strcmp(f->key, "child"))
+                child = f->v.s.p;
+            else if (!strcmp(f->key, "signal_name"))
+                signame = f->v.s.p;
+        }
+        if (!strcmp(r->msg, "child.exit") && ipid == victim) {
+            assert_int_equal(ictx, victim_ctx);
+            assert_int_equal(isig, SIGKILL);
+            assert_string_equal(signame, "KILL");
+            assert_string_equal(child, "phoenix");
+            assert_int_equal(r->level, KIN_LOG_WARNING);
+            exit_seen = true;
+        }
+        if (!strcmp(r->msg, "child.restart") && child &&
+            !strcmp(child, "phoenix")) {
+            assert_true(exit_seen); /* the exit comes first */
+            assert_int_equal(irestarts, 1);
+            assert_true(ipid > 0 && ipid != victim);
+            restart_seen = true;
+        }
+    }
+    assert_true(exit_seen);
+    assert_true(restart_seen);
+
+    /* A second death is one restart too many: the supervisor gives up,
+     * and says so with its limits. */
+    assert_int_equal(kin_supervisor_child(sup, "phoenix", &info), KIN_OK);
+    assert_true(info.pid > 0);
+    kill(info.pid, SIGKILL);
+    bool gave_up = false;
+    end = harness_now_ms() + PROBE_DEADLINE_MS;
+    while (!gave_up && harness_now_ms() < end) {
+        if (kin_logsub_next(s, 200, &r) || r->kind != KIN_LOGREC_LOG ||
+            strcmp(r->msg, "supervisor.gave_up"))
+            continue;
+        gave_up = true;
+        assert_int_equal(r->level, KIN_LOG_ERROR);
+        int64_t intensity = -1;
+        for (size_t i = 0; i < r->n_fields; i++)
+            if (!strcmp(r->fields[i].key, "intensity"))
+                intensity = r->fields[i].v.i;
+        assert_int_equal(intensity, 1);
+    }
+    assert_true(gave_up);
+    kin_supervisor_destroy(&sup);
+    kin_logsub_destroy(&s);
+}
+
+/* `kin logs -f` on a tree that ends stops by itself, saying so. */
+static void
+kin_logs_follow_ends_with_the_tree(void **state)
+{
+    int in[2], out[2];
+    assert_int_equal(pipe2(in, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+    pid_t target = fork();
+    assert_true(target >= 0);
+    if (target == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(in[0], STDIN_FILENO);
+        dup2(out[1], STDOUT_FILENO);
+        setenv("KIN_LOG_HISTORY", "1000:info", 1);
+        execl(MONITOR_TARGET_PATH, "monitor_target", (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    char line[32] = "";
+    FILE *f = fdopen(out[0], "r");
+    bool ready = f && fgets(line, sizeof line, f);
+    int tpid = atoi(line);
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", tpid);
+    char *argv[] = {"kin", "logs", pid, "-f", NULL};
+    proc p = ready && tpid > 0 ? run_cli(argv) : (proc){-1, -1};
+    static char text[1 << 16];
+    text[0] = 0;
+    /* kin logs follows once it has shown the past; then the tree ends. */
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    while (p.pid > 0 && !strstr(text, "target ready") &&
+           harness_now_ms() < end) {
+        usleep(5000);
+        read_out(&p, text, sizeof text);
+    }
+    double t0 = harness_now_ms();
+    close(in[1]);
+    int st;
+    waitpid(target, &st, 0);
+    if (f)
+        fclose(f);
+    assert_true(ready);
+    assert_non_null(strstr(text, "target ready"));
+    int status = -1;
+    end = harness_now_ms() + 30000;
+    for (;;) {
+        read_out(&p, text, sizeof text);
+        if (waitpid(p.pid, &status, WNOHANG) == p.pid)
+            break;
+        if (harness_now_ms() > end) {
+            kill(p.pid, SIGKILL);
+            waitpid(p.pid, &status, 0);
+            status = -1;
+            break;
+        }
+        usleep(5000);
+    }
+    read_out(&p, text, sizeof text);
+    close(p.out);
+    print_message("kin logs -f ended %.0f ms after the tree\n",
+                  harness_now_ms() - t0);
+    assert_true(status != -1 && WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_non_null(strstr(text, "the tree ended"));
+}
+
 /* --- a private runtime directory ----------------------------------------- */
 
 typedef struct rtdir {
@@ -959,6 +1313,9 @@ main(void)
     harness_log_setup();
     snprintf(log_file, sizeof log_file, "/tmp/kin-test-logs-%d.jsonl",
              (int)getpid());
+    /* The forwarder keeps ERROR and up, as the file sink takes: INFO stays
+     * off at the source unless a test subscribes to it. */
+    setenv("KIN_LOG_HISTORY", "1000:error", 1);
     kin_node_opts o = {.log_file = log_file, .log_file_level = KIN_LOG_ERROR};
     kin_err e = kin_init(&master, &o);
     if (e) {
@@ -976,6 +1333,11 @@ main(void)
         cmocka_unit_test(child_output_lines_arrive_tagged),
         cmocka_unit_test(file_sink_writes_json_lines),
         cmocka_unit_test(kin_logs_follows_with_json),
+        cmocka_unit_test(kin_logs_shows_the_recent_past_of_an_idle_tree),
+        cmocka_unit_test(
+            kin_logs_follow_continues_the_history_without_gap_or_repeat),
+        cmocka_unit_test(a_restart_shows_up_as_records),
+        cmocka_unit_test(kin_logs_follow_ends_with_the_tree),
         cmocka_unit_test_setup_teardown(standalone_forwarder_carries_records,
                                         rt_setup, rt_teardown),
         cmocka_unit_test(tcp_forwarder_admits_only_the_tree_key),

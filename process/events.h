@@ -1,0 +1,37 @@
+/* The log records of what happened to processes (docs/logs.md, "Event
+ * records"): one function per event, so names and fields are defined in
+ * one place (events.c). Each record's message is its event name and its
+ * fields carry the facts; the `event` field repeats the name so filters on
+ * fields find it. Any thread (they only append to the log queue). */
+#ifndef KIN_PROCESS_EVENTS_H
+#define KIN_PROCESS_EVENTS_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <kin/err.h>
+
+#define KIN__EV_CHILD_EXIT "child.exit"
+#define KIN__EV_CHILD_START "child.start"
+#define KIN__EV_CHILD_RESTART "child.restart"
+#define KIN__EV_CHILD_STOP "child.stop"
+#define KIN__EV_CHILD_START_FAILED "child.start_failed"
+#define KIN__EV_SUP_GAVE_UP "supervisor.gave_up"
+#define KIN__EV_EMERGENCY "emergency.stop"
+
+/* A child process was reaped: wait status as waitpid gave it. */
+void kin__ev_child_exit(const char *name, uint32_t ctx, pid_t pid, int status);
+
+/* A supervisor's decision about child `name` (ctx, pid: the current or
+ * last process; restarts: so far). ev is one of the KIN__EV_CHILD_* names
+ * but exit; error for start_failed. */
+void kin__ev_sup_child(const char *ev, const char *name, uint32_t ctx,
+                       pid_t pid, unsigned restarts, kin_err error);
+
+/* A supervisor gave up: more than intensity restarts in period_ms. */
+void kin__ev_sup_gave_up(int intensity, int period_ms);
+
+/* The emergency stop of context ctx, asked for by context origin. */
+void kin__ev_emergency(uint32_t ctx, uint32_t origin);
+
+#endif
