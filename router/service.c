@@ -13,8 +13,7 @@
 #include "core/log_internal.h"
 #include <stdarg.h>
 
-#include <msgpack.h>
-
+#include "core/buf.h"
 #include "core/pack_internal.h"
 #include "core/sync.h"
 #include "core/task.h"
@@ -26,6 +25,9 @@
 #define UNLINK(p) ((uint32_t)((uintptr_t)(p)-1u))
 #define NO_PROV UINT32_MAX
 #define SWEEP_NS 20000000u
+/* Ended calls kept for reuse, each with its reply handle still
+ * registered: a call then costs no allocation and no handle table write. */
+#define POOL_MAX 1024
 
 typedef struct prov {
     uint32_t ctx, via, hops;
@@ -43,13 +45,17 @@ struct svc;
 
 /* A call at this resolver: queued, or running at `provider`. */
 typedef struct pending {
-    struct pending *next; /* in its service's queue */
+    struct pending *next;          /* in its service's queue, or in the pool */
+    struct pending *iprev, *inext; /* in the in-flight list while running */
     struct svc *s;
     kin_msg *req;    /* the SVC_CALL as it came (src, reply_to: the caller) */
     size_t args_off; /* where the arguments start in req's body */
     char fn[64];
     uint32_t provider; /* NO_PROV while queued */
-    uint32_t proxy;    /* the handle its reply comes back to */
+    /* The handle its reply comes back to (0: none yet). It outlives the
+     * call in the pool; an attempt that ends without its reply (provider
+     * gone, deadline) retires it, so a late reply finds no handle. */
+    uint32_t proxy;
     uint64_t deadline; /* monotonic ns; 0: none */
     uint64_t sent_ns;  /* when it went to its provider */
     int attempts;
@@ -82,7 +88,9 @@ struct kin__services {
     /* broker */
     svc **items;
     int len, cap;
-    kin__u32map inflight; /* proxy handle -> pending */
+    pending *inflight; /* running at a provider (iprev/inext) */
+    pending *pool;     /* ended, for reuse (next) */
+    int npool;
     uint64_t next_sweep;
     uint64_t rng;
     uint64_t bad; /* offers and calls dropped as malformed */
@@ -224,10 +232,43 @@ announce_hold(kin_node *n, svc *s)
 static void pump(kin_node *n, svc *s);
 static void dispatch(kin_node *n, pending *p);
 
-static void
-free_pending(pending *p)
+/* An entry for a new call: from the pool, or a new one (NULL: no memory). */
+static pending *
+get_pending(struct kin__services *ss)
 {
+    pending *p = ss->pool;
+    if (!p)
+        return calloc(1, sizeof *p);
+    ss->pool = p->next;
+    ss->npool--;
+    uint32_t proxy = p->proxy;
+    memset(p, 0, sizeof *p);
+    p->proxy = proxy;
+    return p;
+}
+
+/* The call's reply handle can no longer be trusted to mean this call. */
+static void
+retire_proxy(kin_node *n, pending *p)
+{
+    if (p->proxy)
+        kin__handles_remove(n, p->proxy);
+    p->proxy = 0;
+}
+
+/* p's call has ended: back to the pool, or freed with its handle. */
+static void
+put_pending(kin_node *n, pending *p)
+{
+    struct kin__services *ss = S(n);
     kin_msg_destroy(&p->req);
+    if (ss->npool < POOL_MAX) {
+        p->next = ss->pool;
+        ss->pool = p;
+        ss->npool++;
+        return;
+    }
+    retire_proxy(n, p);
     free(p);
 }
 
@@ -239,7 +280,7 @@ fail(kin_node *n, pending *p, kin_err code, const char *why)
     kin_msg *req = p->req;
     p->req = NULL;
     kin__reply_dead(n, req, code, why);
-    free(p);
+    put_pending(n, p);
 }
 
 static uint64_t
@@ -336,31 +377,38 @@ send_to(kin_node *n, pending *p, prov *v)
         left =
             p->deadline > now ? (int64_t)((p->deadline - now) / 1000000u) : 0;
     }
-    kin_buf b = {0};
+    /* The header in caller storage, then one message of header + args. */
+    char head[96];
+    kin_buf b;
+    kin__buf_init_fixed(&b, head, sizeof head);
     const kin_msg *req = p->req;
+    size_t args = req->len > p->args_off ? req->len - p->args_off : 0;
     kin_err e = kin_pack(&b, "suI", p->fn, 0u, left);
-    if (!e && req->len > p->args_off) {
-        msgpack_packer pk;
-        kin_buf_packer(&b, &pk);
-        if (pk.callback(pk.data, (const char *)req->body + p->args_off,
-                        req->len - p->args_off))
-            e = -ENOMEM;
-    }
     kin_msg *m = NULL;
     if (!e)
-        e = kin_msg_new_copy(&m, b.data, b.len);
+        e = kin_msg_new(&m, b.len + args);
+    if (!e) {
+        memcpy(m->body, b.data, b.len);
+        if (args)
+            memcpy(m->body + b.len, req->body + p->args_off, args);
+    }
     kin_buf_release(&b);
     kin__handler h = {.policy = KIN_POLICY_ANY,
                       .respondent = KIN_NO_CTX,
                       .fn = on_reply,
                       .arg = p};
-    if (!e && (e = kin__handles_add(n, &h, &p->proxy)) == KIN_OK &&
-        (e = kin__u32map_put(&S(n)->inflight, p->proxy, p)) != KIN_OK)
-        kin__handles_remove(n, p->proxy);
+    if (!e && !p->proxy)
+        e = kin__handles_add(n, &h, &p->proxy);
     if (e) {
         kin_msg_destroy(&m);
         return false;
     }
+    struct kin__services *ss = S(n);
+    p->iprev = NULL;
+    p->inext = ss->inflight;
+    if (ss->inflight)
+        ss->inflight->iprev = p;
+    ss->inflight = p;
     p->provider = v->ctx;
     p->sent_ns = kin__now_ns();
     p->attempts++;
@@ -378,8 +426,14 @@ send_to(kin_node *n, pending *p, prov *v)
 static prov *
 release(kin_node *n, pending *p)
 {
-    kin__u32map_del(&S(n)->inflight, p->proxy);
-    kin__handles_remove(n, p->proxy);
+    struct kin__services *ss = S(n);
+    if (p->iprev)
+        p->iprev->inext = p->inext;
+    else
+        ss->inflight = p->inext;
+    if (p->inext)
+        p->inext->iprev = p->iprev;
+    p->iprev = p->inext = NULL;
     prov *v = find_prov(p->s, p->provider);
     if (v && v->outstanding > 0)
         v->outstanding--;
@@ -480,7 +534,7 @@ static void
 on_reply(kin_node *n, kin_msg *m, void *arg)
 {
     pending *p = arg;
-    if (kin__u32map_get(&S(n)->inflight, m->handle) != p) {
+    if (p->provider == NO_PROV || m->handle != p->proxy) {
         kin_msg_destroy(&m);
         return;
     }
@@ -498,6 +552,7 @@ on_reply(kin_node *n, kin_msg *m, void *arg)
             dispatch(n, p);
         } else {
             p->provider = was;
+            retire_proxy(n, p);
             provider_lost(n, p, v);
         }
         pump(n, s);
@@ -513,7 +568,7 @@ on_reply(kin_node *n, kin_msg *m, void *arg)
     m->handle = p->req->reply_to;
     m->reply_to = 0;
     kin__reply_send(n, m);
-    free_pending(p);
+    put_pending(n, p);
     pump(n, s);
 }
 
@@ -529,11 +584,9 @@ sweep(kin_node *n)
     ss->next_sweep = now + SWEEP_NS;
     pending *late[64];
     int count = 0;
-    void *val;
-    for (size_t it = 0;
-         count < 64 && kin__u32map_next(&ss->inflight, &it, NULL, &val);)
-        if (expired(val))
-            late[count++] = val;
+    for (pending *p = ss->inflight; p && count < 64; p = p->inext)
+        if (expired(p))
+            late[count++] = p;
     for (int i = 0; i < count; i++) {
         pending *p = late[i];
         kin_buf b = {0};
@@ -549,6 +602,7 @@ sweep(kin_node *n)
         kin_buf_release(&b);
         svc *s = p->s;
         release(n, p);
+        retire_proxy(n, p); /* its reply may still come */
         fail(n, p, KIN_ETIMEOUT, "deadline passed while the provider ran it");
         pump(n, s);
     }
@@ -609,7 +663,7 @@ on_svc_call(kin_node *n, kin_msg *m, void *arg)
         kin__reply_dead(n, m, KIN_ENOPROVIDER, why);
         return;
     }
-    pending *p = calloc(1, sizeof *p);
+    pending *p = get_pending(S(n));
     if (!p) {
         kin__reply_dead(n, m, -ENOMEM, "out of memory at the resolver");
         return;
@@ -812,10 +866,7 @@ kin__services_gone(kin_node *n, const uint32_t *ids, size_t count)
     /* The calls running there: retried or failed. */
     size_t cap = 64, lost = 0;
     pending **list = malloc(cap * sizeof *list);
-    void *val;
-    for (size_t it = 0;
-         list && kin__u32map_next(&ss->inflight, &it, NULL, &val);) {
-        pending *p = val;
+    for (pending *p = ss->inflight; list && p; p = p->inext) {
         for (size_t j = 0; j < count; j++) {
             if (p->provider != ids[j])
                 continue;
@@ -834,6 +885,7 @@ kin__services_gone(kin_node *n, const uint32_t *ids, size_t count)
         pending *p = list[i];
         uint32_t was = p->provider;
         release(n, p);
+        retire_proxy(n, p);
         p->provider = was;
         provider_lost(n, p, NULL);
     }
@@ -1159,7 +1211,6 @@ kin__services_start(kin_node *n)
         return -ENOMEM;
     pthread_mutex_init(&ss->mu, NULL);
     pthread_cond_init(&ss->cond, NULL);
-    kin__u32map_init(&ss->inflight);
     ss->rng = 0x9e3779b97f4a7c15u ^ ((uint64_t)n->id << 17) ^ kin__now_ns();
     if (!ss->rng)
         ss->rng = 1;
@@ -1195,16 +1246,25 @@ kin__services_free(kin_node *n)
     struct kin__services *ss = S(n);
     if (!ss)
         return;
-    void *val;
-    for (size_t it = 0; kin__u32map_next(&ss->inflight, &it, NULL, &val);)
-        free_pending(val);
-    kin__u32map_fini(&ss->inflight);
+    /* The broker has stopped: the handles go with the node's table. */
+    while (ss->inflight) {
+        pending *p = ss->inflight;
+        ss->inflight = p->inext;
+        kin_msg_destroy(&p->req);
+        free(p);
+    }
+    while (ss->pool) {
+        pending *p = ss->pool;
+        ss->pool = p->next;
+        free(p);
+    }
     for (int i = 0; i < ss->len; i++) {
         svc *s = ss->items[i];
         while (s->qhead) {
             pending *p = s->qhead;
             s->qhead = p->next;
-            free_pending(p);
+            kin_msg_destroy(&p->req);
+            free(p);
         }
         free(s->provs);
         free(s->holds);
