@@ -155,6 +155,7 @@ export_all(void)
     kin_export("slow.who", who, NULL, KIN_POLICY_PARENT);
     kin_export("alpha.who", who, NULL, KIN_POLICY_PARENT);
     kin_export("beta.who", who, NULL, KIN_POLICY_PARENT);
+    kin_export("mine.who", who, NULL, KIN_POLICY_PARENT);
 }
 
 /* --- helpers ---------------------------------------------------------------
@@ -807,6 +808,47 @@ kin_services_lists_providers(void **state)
     free(out);
 }
 
+/* A child that offers a service from its own code (here t.offer, called
+ * once it runs), not through kin_child_spec.services: the offer belongs to
+ * that process. A supervised restart starts a process that has not
+ * offered, so the service is gone until the new process offers again;
+ * the supervisor neither re-offers it nor holds its calls. */
+static void
+own_offer_is_not_renewed_by_a_restart(void **state)
+{
+    fx *f = *state;
+    assert_int_equal(
+        kin_supervisor_new(&f->sup, master,
+                           &(kin_supervisor_opts){.backoff_ms = -1}),
+        KIN_OK);
+    kin_child_spec spec = {.name = "own-0", .restart = KIN_RESTART_PERMANENT};
+    assert_int_equal(kin_supervisor_add(f->sup, &spec), KIN_OK);
+    assert_int_equal(kin_supervisor_start(f->sup), KIN_OK);
+    uint32_t w = running_id(f, "own-0", KIN_NO_CTX);
+    offer_in(w, "mine", 0);
+    wait_providers("mine", 1);
+    kin_err e;
+    assert_int_equal(call_who("mine.who", &e), w);
+    assert_int_equal(e, KIN_OK);
+
+    kin_child_info info;
+    assert_int_equal(kin_supervisor_child(f->sup, "own-0", &info), KIN_OK);
+    assert_int_equal(kill(info.pid, SIGKILL), 0);
+    uint32_t again = running_id(f, "own-0", w);
+    /* The old process's offer went with its route; nothing renews it. */
+    wait_providers("mine", 0);
+    double t0 = harness_now_ms();
+    call_who("mine.who", &e);
+    assert_int_equal(e, KIN_ENOPROVIDER);
+    assert_true(harness_now_ms() - t0 < 1000);
+
+    /* Offered again by the new process, it serves from there. */
+    offer_in(again, "mine", 0);
+    wait_providers("mine", 1);
+    assert_int_equal(call_who("mine.who", &e), again);
+    assert_int_equal(e, KIN_OK);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -837,6 +879,8 @@ main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(rolling_restart_fails_no_call, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(own_offer_is_not_renewed_by_a_restart,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(kill_storm_loses_no_idempotent_call,
                                         setup, teardown),
     };
