@@ -418,6 +418,32 @@ overload_keeps_master_memory_flat(void **state)
     free(rs);
 }
 
+/* A call that outlived its deadline at the resolver is cancelled at the
+ * provider; the reply that then comes late answers nobody, not the next
+ * call (which the resolver may serve from the same recycled entry). */
+static void
+late_reply_answers_no_later_call(void **state)
+{
+    fx *f = *state;
+    uint32_t a = spawn(f, 0);
+    offer_in(a, "slow", 0);
+    wait_providers("slow", 1);
+    for (int i = 0; i < 3; i++) {
+        kin_msg *r = NULL;
+        assert_int_equal(kin_service_call(master, "slow.hold", 100, &r, ""),
+                         KIN_ETIMEOUT);
+        /* This call finds the late one at the resolver (which fails and
+         * cancels it) and runs while the cancelled one replies. */
+        assert_int_equal(
+            kin_service_call(master, "slow.who", 5000, &r, "I", (int64_t)50),
+            KIN_OK);
+        uint32_t who = 0;
+        assert_int_equal(kin_msg_unpack(r, "u", &who), KIN_OK);
+        assert_int_equal(who, a);
+        kin_msg_destroy(&r);
+    }
+}
+
 /* Siblings call each other's services, default policies on both sides. */
 static void
 siblings_call_each_other(void **state)
@@ -875,6 +901,8 @@ main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(overload_keeps_master_memory_flat,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(late_reply_answers_no_later_call, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(siblings_call_each_other, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(rolling_restart_fails_no_call, setup,
