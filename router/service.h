@@ -1,4 +1,4 @@
-/* Services inside the router (service.c, service_call.c): the table of
+/* Services inside the router (service*.c, service_impl.h): the table of
  * providers in a context's subtree, the resolver that forwards service
  * calls and follows them, and the provider side's admission. */
 #ifndef KIN_ROUTER_SERVICE_H

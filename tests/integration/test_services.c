@@ -152,8 +152,10 @@ export_all(void)
                      KIN_EXPORT_IDEMPOTENT);
     kin_export("primes.once", once, NULL, KIN_POLICY_PARENT);
     kin_export("slow.hold", hold, NULL, KIN_POLICY_PARENT);
+    kin_export("slow.who", who, NULL, KIN_POLICY_PARENT);
     kin_export("alpha.who", who, NULL, KIN_POLICY_PARENT);
     kin_export("beta.who", who, NULL, KIN_POLICY_PARENT);
+    kin_export("mine.who", who, NULL, KIN_POLICY_PARENT);
 }
 
 /* --- helpers ---------------------------------------------------------------
@@ -338,6 +340,108 @@ saturation_is_busy_at_the_bound(void **state)
     /* Stop the provider: the queue fails with no provider, not later. */
     kin_child_stop(f->kids[0], NULL);
     kin_child_destroy(&f->kids[0]);
+}
+
+/* The master's resident memory in KiB (0: unknown). */
+static long
+rss_kib(void)
+{
+    FILE *fp = fopen("/proc/self/status", "r");
+    char line[128];
+    long kib = 0;
+    while (fp && fgets(line, sizeof line, fp))
+        if (!strncmp(line, "VmRSS:", 6))
+            kib = strtol(line + 6, NULL, 10);
+    if (fp)
+        fclose(fp);
+    return kib;
+}
+
+/* One round of 10x the queue bound fired at a provider taking one call at
+ * a time, each with OVERLOAD_ARG bytes of arguments: the queue takes what
+ * it may, the rest is KIN_EBUSY; every call gets one of the two answers. */
+enum { OVERLOAD_N = 10 * KIN_SERVICE_QUEUE_MAX, OVERLOAD_ARG = 8192 };
+
+static void
+overload_round(kin_receiver **rs, const uint8_t *arg)
+{
+    for (int i = 0; i < OVERLOAD_N; i++)
+        assert_int_equal(kin_service_call_async(master, "slow.who", 30000,
+                                                &rs[i], "IB", (int64_t)2, arg,
+                                                (size_t)OVERLOAD_ARG),
+                         KIN_OK);
+    kin_service_info info[8];
+    int count = kin_service_list(master, info, 8, NULL, 0);
+    for (int i = 0; i < count && i < 8; i++)
+        if (!strcmp(info[i].name, "slow"))
+            assert_true(info[i].queued <= KIN_SERVICE_QUEUE_MAX);
+    int ok = 0, busy = 0;
+    for (int i = 0; i < OVERLOAD_N; i++) {
+        kin_msg *m = NULL;
+        kin_err e = kin_call_wait(rs[i], 30000, &m);
+        ok += e == KIN_OK;
+        busy += e == KIN_EBUSY;
+        kin_msg_destroy(&m);
+        kin_receiver_destroy(&rs[i]);
+    }
+    print_message("overload round: %d served, %d busy\n", ok, busy);
+    assert_int_equal(ok + busy, OVERLOAD_N);
+    /* All that fit in the queue ran; most of the rest was refused. */
+    assert_true(ok >= KIN_SERVICE_QUEUE_MAX + 1);
+    assert_true(busy >= OVERLOAD_N / 2);
+}
+
+/* A saturated service under 10x overload, round after round: the master's
+ * memory stays flat (what it holds per refused or served call is given
+ * back), and its queue never goes past the bound. */
+static void
+overload_keeps_master_memory_flat(void **state)
+{
+    fx *f = *state;
+    uint32_t a = spawn(f, 0);
+    offer_in(a, "slow", 1);
+    wait_providers("slow", 1);
+    kin_receiver **rs = calloc(OVERLOAD_N, sizeof *rs);
+    uint8_t *arg = calloc(1, OVERLOAD_ARG);
+    assert_non_null(rs);
+    assert_non_null(arg);
+    /* The first round sizes the heap for a burst. */
+    overload_round(rs, arg);
+    long before = rss_kib();
+    for (int r = 0; r < 6; r++)
+        overload_round(rs, arg);
+    long after = rss_kib();
+    print_message("master VmRSS %ld KiB -> %ld KiB\n", before, after);
+    assert_true(before > 0);
+    assert_true(after - before < 10 * 1024);
+    free(arg);
+    free(rs);
+}
+
+/* A call that outlived its deadline at the resolver is cancelled at the
+ * provider; the reply that then comes late answers nobody, not the next
+ * call (which the resolver may serve from the same recycled entry). */
+static void
+late_reply_answers_no_later_call(void **state)
+{
+    fx *f = *state;
+    uint32_t a = spawn(f, 0);
+    offer_in(a, "slow", 0);
+    wait_providers("slow", 1);
+    for (int i = 0; i < 3; i++) {
+        kin_msg *r = NULL;
+        assert_int_equal(kin_service_call(master, "slow.hold", 100, &r, ""),
+                         KIN_ETIMEOUT);
+        /* This call finds the late one at the resolver (which fails and
+         * cancels it) and runs while the cancelled one replies. */
+        assert_int_equal(
+            kin_service_call(master, "slow.who", 5000, &r, "I", (int64_t)50),
+            KIN_OK);
+        uint32_t who = 0;
+        assert_int_equal(kin_msg_unpack(r, "u", &who), KIN_OK);
+        assert_int_equal(who, a);
+        kin_msg_destroy(&r);
+    }
 }
 
 /* Siblings call each other's services, default policies on both sides. */
@@ -734,6 +838,47 @@ kin_services_lists_providers(void **state)
     free(out);
 }
 
+/* A child that offers a service from its own code (here t.offer, called
+ * once it runs), not through kin_child_spec.services: the offer belongs to
+ * that process. A supervised restart starts a process that has not
+ * offered, so the service is gone until the new process offers again;
+ * the supervisor neither re-offers it nor holds its calls. */
+static void
+own_offer_is_not_renewed_by_a_restart(void **state)
+{
+    fx *f = *state;
+    assert_int_equal(
+        kin_supervisor_new(&f->sup, master,
+                           &(kin_supervisor_opts){.backoff_ms = -1}),
+        KIN_OK);
+    kin_child_spec spec = {.name = "own-0", .restart = KIN_RESTART_PERMANENT};
+    assert_int_equal(kin_supervisor_add(f->sup, &spec), KIN_OK);
+    assert_int_equal(kin_supervisor_start(f->sup), KIN_OK);
+    uint32_t w = running_id(f, "own-0", KIN_NO_CTX);
+    offer_in(w, "mine", 0);
+    wait_providers("mine", 1);
+    kin_err e;
+    assert_int_equal(call_who("mine.who", &e), w);
+    assert_int_equal(e, KIN_OK);
+
+    kin_child_info info;
+    assert_int_equal(kin_supervisor_child(f->sup, "own-0", &info), KIN_OK);
+    assert_int_equal(kill(info.pid, SIGKILL), 0);
+    uint32_t again = running_id(f, "own-0", w);
+    /* The old process's offer went with its route; nothing renews it. */
+    wait_providers("mine", 0);
+    double t0 = harness_now_ms();
+    call_who("mine.who", &e);
+    assert_int_equal(e, KIN_ENOPROVIDER);
+    assert_true(harness_now_ms() - t0 < 1000);
+
+    /* Offered again by the new process, it serves from there. */
+    offer_in(again, "mine", 0);
+    wait_providers("mine", 1);
+    assert_int_equal(call_who("mine.who", &e), again);
+    assert_int_equal(e, KIN_OK);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -758,10 +903,16 @@ main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(saturation_is_busy_at_the_bound, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(overload_keeps_master_memory_flat,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(late_reply_answers_no_later_call, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(siblings_call_each_other, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(rolling_restart_fails_no_call, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(own_offer_is_not_renewed_by_a_restart,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(kill_storm_loses_no_idempotent_call,
                                         setup, teardown),
     };

@@ -1,0 +1,147 @@
+/* What the service files share (service.c, service_table.c,
+ * service_resolver.c, service_provider.c): a context's service state, the
+ * table's entries, the resolver's calls, and the functions one file offers
+ * the others. Everything marked "broker" is the broker thread's alone. */
+#ifndef KIN_ROUTER_SERVICE_IMPL_H
+#define KIN_ROUTER_SERVICE_IMPL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "router/node_impl.h"
+#include "router/service.h"
+
+#define NO_PROV UINT32_MAX
+
+typedef struct prov {
+    uint32_t ctx, via, hops;
+    int bound, outstanding;
+    uint64_t served, errors, retried;
+    uint32_t lat[KIN_SERVICE_LAT_BUCKETS];
+} prov;
+
+typedef struct hold {
+    uint32_t origin, via;
+    int count;
+} hold;
+
+struct svc;
+
+/* A call at this resolver: queued, or running at `provider`. */
+typedef struct pending {
+    struct pending *next;          /* in its service's queue, or in the pool */
+    struct pending *iprev, *inext; /* in the in-flight list while running */
+    struct svc *s;
+    kin_msg *req;    /* the SVC_CALL as it came (src, reply_to: the caller) */
+    size_t args_off; /* where the arguments start in req's body */
+    char fn[64];
+    uint32_t provider; /* NO_PROV while queued */
+    /* The handle its reply comes back to (0: none yet). It outlives the
+     * call in the pool; an attempt that ends without its reply (provider
+     * gone, deadline) retires it, so a late reply finds no handle. */
+    uint32_t proxy;
+    uint64_t deadline; /* monotonic ns; 0: none */
+    uint64_t sent_ns;  /* when it went to its provider */
+    int attempts;
+    int bounces;    /* sends that never reached a provider (see on_reply) */
+    uint32_t avoid; /* the provider that bounced last: picked last */
+    bool idempotent;
+} pending;
+
+/* A service as this context knows it (broker thread). */
+typedef struct svc {
+    char name[KIN_SERVICE_NAME_MAX + 1];
+    prov *provs;
+    int nprov, cap;
+    hold *holds;
+    int nholds, hcap;
+    int own_hold; /* this context's supervisors' restarting count */
+    pending *qhead, *qtail;
+    int queued;
+    uint64_t retried, failed, resolved;
+} svc;
+
+/* This context's own offer (any thread, under mu). */
+typedef struct offer {
+    char name[KIN_SERVICE_NAME_MAX + 1];
+    kin_service_policy policy;
+    int bound;
+    bool withdrawn;
+    int running;
+} offer;
+
+struct kin__services {
+    /* broker */
+    svc **items;
+    int len, cap;
+    pending *inflight; /* running at a provider (iprev/inext) */
+    pending *pool;     /* ended, for reuse (next) */
+    int npool;
+    uint64_t next_sweep;
+    uint64_t rng;
+    uint64_t bad;     /* offers and calls dropped as malformed */
+    pending *routing; /* the call send_to is routing right now */
+    /* under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    offer *offers;
+    int noffers, ocap;
+};
+
+/* A job for the broker thread, waited for by the thread that made it. */
+typedef struct job {
+    kin_node *n;
+    char name[KIN_SERVICE_NAME_MAX + 1];
+    int bound, delta;
+    bool add;
+    uint32_t ctx;
+    const char *const *names;
+    kin_service_info *out;
+    kin_service_provider *pv;
+    int max, prov_max, result;
+    bool done;
+} job;
+
+/* --- the table (service_table.c), broker thread -------------------------- */
+
+svc *kin__svc_find(kin_node *n, const char *name, size_t len);
+/* NULL: out of memory. */
+svc *kin__svc_find_or_add(kin_node *n, const char *name, size_t len);
+prov *kin__svc_find_prov(svc *s, uint32_t ctx);
+/* Providers of s restarting in the subtree and here. */
+int kin__svc_holds(const svc *s);
+/* Tells the parent how many providers of s restart here. */
+void kin__svc_announce_hold(kin_node *n, svc *s);
+/* Adds (or updates) a provider and tells the parent; queued calls may go. */
+void kin__svc_provider_add(kin_node *n, svc *s, uint32_t ctx, uint32_t via,
+                           uint32_t hops, int bound);
+void kin__svc_provider_del(kin_node *n, svc *s, uint32_t ctx);
+void kin__svc_on_add(kin_node *n, kin_msg *m, void *arg);
+void kin__svc_on_del(kin_node *n, kin_msg *m, void *arg);
+void kin__svc_on_hold(kin_node *n, kin_msg *m, void *arg);
+
+/* --- the resolver (service_resolver.c), broker thread --------------------- */
+
+/* Sends s's queued calls while a provider has room; fails them when no
+ * provider is left and none is restarting. */
+void kin__svc_pump(kin_node *n, svc *s);
+void kin__svc_on_call(kin_node *n, kin_msg *m, void *arg);
+/* The calls running at the contexts ids (gone) are retried or failed. */
+void kin__svc_calls_gone(kin_node *n, const uint32_t *ids, size_t count);
+/* Frees every call entry; the broker has stopped. */
+void kin__svc_calls_free(kin_node *n);
+
+/* --- the provider side (service_provider.c) ------------------------------- */
+
+void kin__svc_on_run(kin_node *n, kin_msg *m, void *arg);
+
+/* --- jobs (service.c) ----------------------------------------------------- */
+
+/* Any thread but the broker: runs fn(j) on the broker and waits for it to
+ * call kin__svc_job_done(j). Errors: -EDEADLK on the broker thread, those
+ * of kin__broker_defer. */
+kin_err kin__svc_run_job(kin_node *n, void (*fn)(void *, void *), job *j);
+void kin__svc_job_done(job *j);
+
+#endif

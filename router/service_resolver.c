@@ -1,0 +1,568 @@
+/* The resolver: a context resolves the service calls its table can. It
+ * picks a provider, forwards the call under a reply handle of its own,
+ * relays the reply, queues calls while every provider is at its bound,
+ * and retries or fails a call when its provider goes away or its deadline
+ * passes. Broker thread. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "core/pack_internal.h"
+#include "router/call_impl.h"
+#include "router/service_impl.h"
+
+#define SWEEP_NS 20000000u
+/* Ended calls kept for reuse, each with its reply handle still
+ * registered: a call then costs no allocation and no handle table write. */
+#define POOL_MAX 1024
+/* Sends of one call our router may bounce before they count as attempts. */
+#define BOUNCES_MAX 8
+
+/* --- the resolver ----------------------------------------------------------
+ */
+
+static void dispatch(kin_node *n, pending *p);
+
+/* An entry for a new call: from the pool, or a new one (NULL: no memory). */
+static pending *
+get_pending(struct kin__services *ss)
+{
+    pending *p = ss->pool;
+    if (!p) {
+        if ((p = calloc(1, sizeof *p)))
+            p->avoid = NO_PROV;
+        return p;
+    }
+    ss->pool = p->next;
+    ss->npool--;
+    uint32_t proxy = p->proxy;
+    memset(p, 0, sizeof *p);
+    p->proxy = proxy;
+    p->avoid = NO_PROV;
+    return p;
+}
+
+/* The call's reply handle can no longer be trusted to mean this call. */
+static void
+retire_proxy(kin_node *n, pending *p)
+{
+    if (p->proxy)
+        kin__handles_remove(n, p->proxy);
+    p->proxy = 0;
+}
+
+/* p's call has ended: back to the pool, or freed with its handle. */
+static void
+put_pending(kin_node *n, pending *p)
+{
+    struct kin__services *ss = n->svc;
+    kin_msg_destroy(&p->req);
+    if (ss->npool < POOL_MAX) {
+        p->next = ss->pool;
+        ss->pool = p;
+        ss->npool++;
+        return;
+    }
+    retire_proxy(n, p);
+    free(p);
+}
+
+/* Answers the caller with a dead message and forgets p. */
+static void
+fail(kin_node *n, pending *p, kin_err code, const char *why)
+{
+    p->s->failed++;
+    kin_msg *req = p->req;
+    p->req = NULL;
+    kin__reply_dead(n, req, code, why);
+    put_pending(n, p);
+}
+
+static uint64_t
+next_rand(struct kin__services *ss)
+{
+    ss->rng ^= ss->rng << 13;
+    ss->rng ^= ss->rng >> 7;
+    ss->rng ^= ss->rng << 17;
+    return ss->rng;
+}
+
+static bool
+usable(const svc *s, const prov *p, uint32_t avoid)
+{
+    return p->outstanding < p->bound && (p->ctx != avoid || s->nprov == 1);
+}
+
+/* The provider to send to: among those below their bound and nearest, the
+ * less loaded of two picked at random; `avoid` (one our router could not
+ * reach a moment ago: its link gone, not yet noticed) only when it is the
+ * only one. NULL when none has room. */
+static prov *
+pick(kin_node *n, svc *s, uint32_t avoid)
+{
+    uint32_t near = UINT32_MAX;
+    int room = 0;
+    for (int i = 0; i < s->nprov; i++) {
+        prov *p = &s->provs[i];
+        if (!usable(s, p, avoid))
+            continue;
+        if (p->hops < near) {
+            near = p->hops;
+            room = 0;
+        }
+        if (p->hops == near)
+            room++;
+    }
+    if (!room)
+        return NULL;
+    int a = (int)(next_rand(n->svc) % (uint64_t)room);
+    int b = room > 1 ? (int)(next_rand(n->svc) % (uint64_t)room) : a;
+    prov *pa = NULL, *pb = NULL;
+    for (int i = 0, k = 0; i < s->nprov; i++) {
+        prov *p = &s->provs[i];
+        if (!usable(s, p, avoid) || p->hops != near)
+            continue;
+        if (k == a)
+            pa = p;
+        if (k == b)
+            pb = p;
+        k++;
+    }
+    return pb->outstanding < pa->outstanding ? pb : pa;
+}
+
+static void on_reply(kin_node *n, kin_msg *m, void *arg);
+
+/* The latency bucket of a round trip of ns (see KIN_SERVICE_LAT_BUCKETS):
+ * four per power of two of microseconds. */
+static int
+lat_bucket(uint64_t ns)
+{
+    uint64_t us = ns / 1000u;
+    if (!us)
+        return 0;
+    int k = 63 - __builtin_clzll(us);
+    int j = (int)((k >= 2 ? us >> (k - 2) : us << (2 - k)) & 3u);
+    int b = 1 + 4 * k + j;
+    return b < KIN_SERVICE_LAT_BUCKETS ? b : KIN_SERVICE_LAT_BUCKETS - 1;
+}
+
+double
+kin_service_latency_us(const uint32_t *latency, double q)
+{
+    uint64_t total = 0, seen = 0;
+    for (int b = 0; latency && b < KIN_SERVICE_LAT_BUCKETS; b++)
+        total += latency[b];
+    if (!total || q <= 0)
+        return 0;
+    uint64_t want = (uint64_t)(q * (double)total + 0.999999);
+    if (want > total)
+        want = total;
+    for (int b = 0; b < KIN_SERVICE_LAT_BUCKETS; b++) {
+        seen += latency[b];
+        if (seen < want)
+            continue;
+        if (!b)
+            return 1;
+        int k = (b - 1) / 4, j = (b - 1) % 4;
+        return (double)(1ull << k) * (1.0 + (j + 1) / 4.0);
+    }
+    return 0;
+}
+
+/* Sends p's request to provider v, under a reply handle of its own. */
+static bool
+send_to(kin_node *n, pending *p, prov *v)
+{
+    int64_t left = -1;
+    if (p->deadline) {
+        uint64_t now = kin__now_ns();
+        left =
+            p->deadline > now ? (int64_t)((p->deadline - now) / 1000000u) : 0;
+    }
+    /* The header in caller storage, then one message of header + args. */
+    char head[96];
+    kin_buf b;
+    kin__buf_init_fixed(&b, head, sizeof head);
+    const kin_msg *req = p->req;
+    size_t args = req->len > p->args_off ? req->len - p->args_off : 0;
+    kin_err e = kin_pack(&b, "suI", p->fn, 0u, left);
+    kin_msg *m = NULL;
+    if (!e)
+        e = kin_msg_new(&m, b.len + args);
+    if (!e) {
+        memcpy(m->body, b.data, b.len);
+        if (args)
+            memcpy(m->body + b.len, req->body + p->args_off, args);
+    }
+    kin_buf_release(&b);
+    kin__handler h = {.policy = KIN_POLICY_ANY,
+                      .respondent = KIN_NO_CTX,
+                      .fn = on_reply,
+                      .arg = p};
+    if (!e && !p->proxy)
+        e = kin__handles_add(n, &h, &p->proxy);
+    if (e) {
+        kin_msg_destroy(&m);
+        return false;
+    }
+    struct kin__services *ss = n->svc;
+    p->iprev = NULL;
+    p->inext = ss->inflight;
+    if (ss->inflight)
+        ss->inflight->iprev = p;
+    ss->inflight = p;
+    p->provider = v->ctx;
+    p->sent_ns = kin__now_ns();
+    p->attempts++;
+    v->outstanding++;
+    m->dst = v->ctx;
+    m->src = n->id;
+    m->auth = req->auth; /* the caller's authority, for the policy */
+    m->handle = KIN_HANDLE_SVC_RUN;
+    m->reply_to = p->proxy;
+    /* A provider whose link is gone before the router has noticed bounces
+     * the call back at once (on_reply, inside kin__route): see there. */
+    ss->routing = p;
+    kin__route(n, m);
+    ss->routing = NULL;
+    return true;
+}
+
+/* p is no longer running at its provider (reply, gone, or timed out). */
+static prov *
+release(kin_node *n, pending *p)
+{
+    struct kin__services *ss = n->svc;
+    if (p->iprev)
+        p->iprev->inext = p->inext;
+    else
+        ss->inflight = p->inext;
+    if (p->inext)
+        p->inext->iprev = p->iprev;
+    p->iprev = p->inext = NULL;
+    prov *v = kin__svc_find_prov(p->s, p->provider);
+    if (v && v->outstanding > 0)
+        v->outstanding--;
+    p->provider = NO_PROV;
+    return v;
+}
+
+static void
+enqueue(pending *p)
+{
+    svc *s = p->s;
+    p->next = NULL;
+    if (s->qtail)
+        s->qtail->next = p;
+    else
+        s->qhead = p;
+    s->qtail = p;
+    s->queued++;
+}
+
+static bool
+expired(const pending *p)
+{
+    return p->deadline && kin__now_ns() >= p->deadline;
+}
+
+/* Sends p on, queues it, or fails it. */
+static void
+dispatch(kin_node *n, pending *p)
+{
+    svc *s = p->s;
+    char why[128];
+    if (expired(p)) {
+        fail(n, p, KIN_ETIMEOUT, "deadline passed at the resolver");
+        return;
+    }
+    prov *v = pick(n, s, p->avoid);
+    if (v && send_to(n, p, v))
+        return;
+    if (v) {
+        fail(n, p, -ENOMEM, "out of memory at the resolver");
+        return;
+    }
+    if (!s->nprov && !kin__svc_holds(s)) {
+        snprintf(why, sizeof why, "no provider of '%s' (resolved at %u)",
+                 s->name, n->id);
+        fail(n, p, KIN_ENOPROVIDER, why);
+        return;
+    }
+    if (s->queued >= KIN_SERVICE_QUEUE_MAX) {
+        snprintf(why, sizeof why,
+                 "every provider of '%s' busy and %d calls queued at %u",
+                 s->name, s->queued, n->id);
+        fail(n, p, KIN_EBUSY, why);
+        return;
+    }
+    enqueue(p);
+}
+
+/* Sends queued calls while a provider has room; fails them when no
+ * provider is left and none is restarting. */
+void
+kin__svc_pump(kin_node *n, svc *s)
+{
+    while (s->qhead) {
+        bool none = !s->nprov && !kin__svc_holds(s);
+        if (!none && !pick(n, s, NO_PROV))
+            return;
+        pending *p = s->qhead;
+        s->qhead = p->next;
+        if (!s->qhead)
+            s->qtail = NULL;
+        s->queued--;
+        dispatch(n, p);
+    }
+}
+
+/* p's provider went away during the call. */
+static void
+provider_lost(kin_node *n, pending *p, prov *v)
+{
+    if (p->idempotent && p->attempts <= KIN_SERVICE_RETRIES && !expired(p)) {
+        p->s->retried++;
+        if (v)
+            v->retried++;
+        dispatch(n, p);
+        return;
+    }
+    char why[128];
+    snprintf(why, sizeof why, "provider %u of '%s' went away during the call%s",
+             p->provider, p->s->name,
+             p->idempotent ? " (retries used up)" : "");
+    fail(n, p, KIN_EPEERGONE, why);
+}
+
+/* The provider's reply, or a dead message about the call. */
+static void
+on_reply(kin_node *n, kin_msg *m, void *arg)
+{
+    pending *p = arg;
+    if (p->provider == NO_PROV || m->handle != p->proxy) {
+        kin_msg_destroy(&m);
+        return;
+    }
+    uint32_t was = p->provider;
+    prov *v = release(n, p);
+    svc *s = p->s;
+    kin_err reason = KIN_OK;
+    if ((m->flags & KIN_MSG_DEAD) &&
+        kin_msg_dead_reason(m, &reason, NULL, 0) == KIN_OK &&
+        (reason == KIN_ENOPROVIDER || reason == KIN_EPEERGONE ||
+         reason == KIN_ENOROUTE)) {
+        kin_msg_destroy(&m);
+        if (n->svc->routing == p && reason != KIN_ENOPROVIDER &&
+            p->bounces < BOUNCES_MAX) {
+            /* Our own router could not hand it over (the link to the
+             * provider is gone, its route not yet deleted): it never left
+             * this process, so it is no attempt, and no late reply can
+             * come; another provider gets it. */
+            p->attempts--;
+            p->bounces++;
+            p->avoid = was;
+            dispatch(n, p);
+        } else if (reason == KIN_ENOPROVIDER) {
+            /* Withdrawn there before it heard: nothing ran, so no attempt
+             * is used up; another provider is tried first. */
+            if (p->bounces < BOUNCES_MAX) {
+                p->attempts--;
+                p->bounces++;
+                p->avoid = was;
+            }
+            dispatch(n, p);
+        } else {
+            p->provider = was;
+            retire_proxy(n, p);
+            provider_lost(n, p, v);
+        }
+        kin__svc_pump(n, s);
+        return;
+    }
+    if (v) {
+        v->served++;
+        if (m->flags & (KIN_MSG_ERROR | KIN_MSG_DEAD))
+            v->errors++;
+        v->lat[lat_bucket(kin__now_ns() - p->sent_ns)]++;
+    }
+    m->dst = p->req->src;
+    m->handle = p->req->reply_to;
+    m->reply_to = 0;
+    kin__reply_send(n, m);
+    put_pending(n, p);
+    kin__svc_pump(n, s);
+}
+
+/* Fails the calls whose deadline passed (at most every SWEEP_NS): the
+ * caller has given up on them; a running one is cancelled. */
+static void
+sweep(kin_node *n)
+{
+    struct kin__services *ss = n->svc;
+    uint64_t now = kin__now_ns();
+    if (now < ss->next_sweep)
+        return;
+    ss->next_sweep = now + SWEEP_NS;
+    pending *late[64];
+    int count = 0;
+    for (pending *p = ss->inflight; p && count < 64; p = p->inext)
+        if (expired(p))
+            late[count++] = p;
+    for (int i = 0; i < count; i++) {
+        pending *p = late[i];
+        kin_buf b = {0};
+        uint32_t at = p->provider;
+        if (kin_pack(&b, "uu", p->proxy, 0u) == KIN_OK) {
+            kin_msg *c = NULL;
+            if (kin_msg_new_copy(&c, b.data, b.len) == KIN_OK) {
+                c->dst = at;
+                c->handle = KIN_HANDLE_CANCEL;
+                kin__reply_send(n, c);
+            }
+        }
+        kin_buf_release(&b);
+        svc *s = p->s;
+        release(n, p);
+        retire_proxy(n, p); /* its reply may still come */
+        fail(n, p, KIN_ETIMEOUT, "deadline passed while the provider ran it");
+        kin__svc_pump(n, s);
+    }
+    for (int i = 0; i < ss->len; i++) {
+        svc *s = ss->items[i];
+        pending **pp = &s->qhead, *prev = NULL;
+        while (*pp) {
+            pending *p = *pp;
+            if (!expired(p)) {
+                prev = p;
+                pp = &p->next;
+                continue;
+            }
+            *pp = p->next;
+            if (s->qtail == p)
+                s->qtail = prev;
+            s->queued--;
+            fail(n, p, KIN_ETIMEOUT, "deadline passed in the queue");
+        }
+    }
+}
+
+/* SVC_CALL: body [fn, task, remaining ms (-1: none), args...]. Resolved
+ * here when this context knows a provider (or one restarting), else sent
+ * up; the master with none answers KIN_ENOPROVIDER. */
+void
+kin__svc_on_call(kin_node *n, kin_msg *m, void *arg)
+{
+    (void)arg;
+    sweep(n);
+    kin_reader r;
+    kin_reader_init(&r, m->body, m->len);
+    const char *fn;
+    size_t fn_len;
+    uint32_t task;
+    int64_t left;
+    kin_err e = kin_unpack(&r, "SuI", &fn, &fn_len, &task, &left);
+    size_t args_off = r.off;
+    kin_reader_release(&r);
+    const char *dot = e ? NULL : memchr(fn, '.', fn_len);
+    if (!dot || fn_len >= 64 || !kin__service_name_ok(fn, (size_t)(dot - fn))) {
+        n->svc->bad++;
+        kin__reply_dead(n, m, KIN_EBADMSG, "malformed service call");
+        return;
+    }
+    svc *s = kin__svc_find(n, fn, (size_t)(dot - fn));
+    if (!s || (!s->nprov && !kin__svc_holds(s))) {
+        if (n->up && !n->parent_lost) {
+            m->dst = n->parent_id;
+            kin__route(n, m);
+            return;
+        }
+        char why[128];
+        snprintf(why, sizeof why, "no provider of '%.*s' in the tree",
+                 (int)(dot - fn), fn);
+        if (s)
+            s->failed++;
+        kin__reply_dead(n, m, KIN_ENOPROVIDER, why);
+        return;
+    }
+    pending *p = get_pending(n->svc);
+    if (!p) {
+        kin__reply_dead(n, m, -ENOMEM, "out of memory at the resolver");
+        return;
+    }
+    p->s = s;
+    p->req = m;
+    p->args_off = args_off;
+    memcpy(p->fn, fn, fn_len);
+    p->provider = NO_PROV;
+    p->deadline = left >= 0 ? kin__now_ns() + (uint64_t)left * 1000000u : 0;
+    p->idempotent = kin__export_idempotent(p->fn);
+    s->resolved++;
+    dispatch(n, p);
+}
+
+void
+kin__svc_calls_gone(kin_node *n, const uint32_t *ids, size_t count)
+{
+    struct kin__services *ss = n->svc;
+    /* The calls running there: retried or failed. */
+    size_t cap = 64, lost = 0;
+    pending **list = malloc(cap * sizeof *list);
+    for (pending *p = ss->inflight; list && p; p = p->inext) {
+        for (size_t j = 0; j < count; j++) {
+            if (p->provider != ids[j])
+                continue;
+            if (lost == cap) {
+                pending **more = realloc(list, 2 * cap * sizeof *list);
+                if (!more)
+                    break;
+                list = more;
+                cap *= 2;
+            }
+            list[lost++] = p;
+            break;
+        }
+    }
+    for (size_t i = 0; i < lost; i++) {
+        pending *p = list[i];
+        uint32_t was = p->provider;
+        release(n, p);
+        retire_proxy(n, p);
+        p->provider = was;
+        provider_lost(n, p, NULL);
+    }
+    free(list);
+    for (int i = 0; i < ss->len; i++)
+        kin__svc_pump(n, ss->items[i]);
+}
+
+void
+kin__svc_calls_free(kin_node *n)
+{
+    struct kin__services *ss = n->svc;
+    /* The broker has stopped: the handles go with the node's table. */
+    while (ss->inflight) {
+        pending *p = ss->inflight;
+        ss->inflight = p->inext;
+        kin_msg_destroy(&p->req);
+        free(p);
+    }
+    while (ss->pool) {
+        pending *p = ss->pool;
+        ss->pool = p->next;
+        free(p);
+    }
+    for (int i = 0; i < ss->len; i++) {
+        svc *s = ss->items[i];
+        while (s->qhead) {
+            pending *p = s->qhead;
+            s->qhead = p->next;
+            kin_msg_destroy(&p->req);
+            free(p);
+        }
+    }
+}
