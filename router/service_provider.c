@@ -46,10 +46,11 @@ kin__svc_on_run(kin_node *n, kin_msg *m, void *arg)
     offer *o = find_offer(ss, fn, len);
     bool withdrawn = o && o->withdrawn;
     kin_service_policy policy = o ? o->policy : KIN_SERVICE_TREE;
-    bool allowed = policy == KIN_SERVICE_TREE ||
-                   (policy == KIN_SERVICE_PARENT &&
-                    kin__is_ancestor_or_self(n, m->auth)) ||
-                   (policy == KIN_SERVICE_CHILD && kin__node_child_linked(n, m->auth));
+    bool allowed =
+        policy == KIN_SERVICE_TREE ||
+        (policy == KIN_SERVICE_PARENT &&
+         kin__is_ancestor_or_self(n, m->auth)) ||
+        (policy == KIN_SERVICE_CHILD && kin__node_child_linked(n, m->auth));
     if (o && !withdrawn && allowed)
         o->running++;
     pthread_mutex_unlock(&ss->mu);
