@@ -932,6 +932,13 @@ kin__cli_signal(int argc, char **argv)
     kin_msg *reply = NULL;
     kin_err e = simple_request(n, ctx, "signal", "signal", o.args[1], &reply);
     kin_node_destroy(&n);
+    if (e == KIN_EPEERGONE) {
+        /* The context got the request (it was routed to it) and its
+         * process ended before its answer left: the signal ended it. */
+        kin_msg_destroy(&reply);
+        printf("sent %s to context %u (its process ended)\n", o.args[1], ctx);
+        return 0;
+    }
     if (e) {
         print_error_reply("signal", e, reply);
         kin_msg_destroy(&reply);

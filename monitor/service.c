@@ -601,6 +601,7 @@ on_monitor(kin_node *n, kin_msg *m, void *arg)
     msgpack_packer pk;
     kin_buf_packer(&out, &pk);
     bool authority = kin__is_ancestor_or_self(n, m->auth);
+    int raise_sig = 0; /* sent after the reply: it may end this process */
     if (parse(m, &r)) {
         pack_error(&pk, KIN_EBADMSG, "malformed monitor request");
     } else if (!strcmp(r.cmd, "help")) {
@@ -630,11 +631,9 @@ on_monitor(kin_node *n, kin_msg *m, void *arg)
         else
             ok_reply(&pk);
     } else if (!strcmp(r.cmd, "signal")) {
-        int sig = signal_number(r.signal);
-        if (!sig)
+        raise_sig = signal_number(r.signal);
+        if (!raise_sig)
             pack_error(&pk, -EINVAL, "unknown signal");
-        else if (kill(getpid(), sig))
-            pack_error(&pk, -errno, strerror(errno));
         else
             ok_reply(&pk);
     } else if (!run_custom(n, &r, &pk, &out)) {
@@ -652,6 +651,8 @@ on_monitor(kin_node *n, kin_msg *m, void *arg)
     }
     kin_buf_release(&out);
     kin_msg_destroy(&m);
+    if (raise_sig)
+        kill(getpid(), raise_sig);
 }
 
 kin_err

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -581,6 +582,30 @@ tree_and_custom_commands(void **state)
     free(out);
 }
 
+/* kin signal TERM ends the context's process and still reports success:
+ * the answer may not leave before the signal ends its sender. */
+static void
+signal_term_is_success(void **state)
+{
+    tree *t = *state;
+    int st;
+    uint32_t id = kin_child_id(t->c[1]);
+    char *out = run_kin(&st, "signal %d %u NOSUCH", (int)getpid(), id);
+    assert_int_equal(st, 2);
+    free(out);
+    out = run_kin(&st, "signal %d %u TERM", (int)getpid(), id);
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    char want[64];
+    snprintf(want, sizeof want, "sent TERM to context %u", id);
+    assert_non_null(strstr(out, want));
+    free(out);
+    int status = 0;
+    assert_int_equal(kin_child_wait(t->c[1], 10000, &status), KIN_OK);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGTERM);
+}
+
 /* Three contexts with the default pool: a ring of calls fills every pool
  * and the next call queues. The pools are nodes of the graph, so the
  * deadlock is a cycle naming all three contexts, through the CLI and the
@@ -805,6 +830,7 @@ main(void)
             ps_answers_while_every_worker_is_blocked, spawn3, stop3),
         cmocka_unit_test_setup_teardown(tree_and_custom_commands, spawn3,
                                         stop3),
+        cmocka_unit_test_setup_teardown(signal_term_is_success, spawn3, stop3),
         cmocka_unit_test_setup_teardown(ring_deadlock_with_default_pools,
                                         spawn3_default, stop3),
         cmocka_unit_test_setup_teardown(select_over_eight_calls_has_eight_edges,
