@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -681,6 +682,10 @@ kin__cli_where(int argc, char **argv)
             printf(", %s by %u:%u", t->created_at[0] ? "spawned" : "called",
                    t->caller_ctx, t->caller_task);
         printf("\n");
+    } else if (!o.json) {
+        /* It was live when its stack was taken, gone when asked for its
+         * details: say so rather than print a stack under no header. */
+        printf("task %u:%u ended just after this stack was taken\n", ctx, task);
     }
     for (size_t i = 0; i < count; i++) {
         if (o.json)
@@ -697,6 +702,8 @@ kin__cli_where(int argc, char **argv)
     if (o.json) {
         json_t *j = json_pack("{s:i,s:i,s:o}", "ctx", ctx, "task", task,
                               "frames", frames);
+        if (!t)
+            json_object_set_new(j, "ended", json_true());
         if (t && (t->caller_ctx || t->caller_task)) {
             char id[32];
             snprintf(id, sizeof id, "%u:%u", t->caller_ctx, t->caller_task);
@@ -711,14 +718,32 @@ kin__cli_where(int argc, char **argv)
     return 0;
 }
 
+/* Who cancelled: "operator (pid P, user U)" for a kin command (the
+ * runtime directory admits only this user, so U is ours), else the
+ * cancelling task "CTX:TASK". */
+static void
+describe_canceller(char *buf, size_t size, uint32_t ctx, uint32_t task)
+{
+    int pid;
+    if (kin_monitor_operator_pid(ctx, &pid)) {
+        struct passwd *pw = getpwuid(getuid());
+        char uid[16];
+        snprintf(uid, sizeof uid, "%u", (unsigned)getuid());
+        snprintf(buf, size, "operator (pid %d, user %s)", pid,
+                 pw ? pw->pw_name : uid);
+    } else {
+        snprintf(buf, size, "%u:%u", ctx, task);
+    }
+}
+
 static void
 print_terminated(const kin_task_info *t, bool json, json_t *arr)
 {
-    char id[32], by[32] = "", dur[16], ago[16];
+    char id[32], by[96] = "", dur[16], ago[16];
     snprintf(id, sizeof id, "%u:%u", t->ctx, t->id);
     if (t->state == KIN_TASK_CANCELLED)
-        snprintf(by, sizeof by, "%u:%u", t->cancelled_by_ctx,
-                 t->cancelled_by_task);
+        describe_canceller(by, sizeof by, t->cancelled_by_ctx,
+                           t->cancelled_by_task);
     if (json) {
         json_t *j = json_pack(
             "{s:s,s:s,s:s,s:s,s:i,s:s,s:f,s:f}", "task", id, "name", t->name,
@@ -732,10 +757,14 @@ print_terminated(const kin_task_info *t, bool json, json_t *arr)
     }
     fmt_ms(dur, sizeof dur, t->age_ms);
     fmt_ms(ago, sizeof ago, t->ended_ago_ms);
-    printf("%-9s %-20.20s %-10s %7s %7s  %s%s%s\n", id, t->name,
-           kin_task_state_name(t->state), dur, ago,
-           t->result ? kin_strerror(t->result) : "",
-           by[0] ? " cancelled by " : "", by);
+    /* A cancelled task's state says so: its result column says by whom. */
+    if (by[0])
+        printf("%-9s %-20.20s %-10s %7s %7s  by %s\n", id, t->name,
+               kin_task_state_name(t->state), dur, ago, by);
+    else
+        printf("%-9s %-20.20s %-10s %7s %7s  %s\n", id, t->name,
+               kin_task_state_name(t->state), dur, ago,
+               t->result ? kin_strerror(t->result) : "");
 }
 
 /* where-terminated's JSON: {"version": 1, "task": {...}} and, when the
@@ -825,7 +854,8 @@ kin__cli_where_terminated(int argc, char **argv)
         uint32_t bc = t->cancelled_by_ctx, bt = t->cancelled_by_task;
         kin_task_info *live = NULL;
         size_t nlive = 0;
-        if (bt &&
+        bool op = kin_monitor_operator_pid(bc, NULL);
+        if (bt && !op &&
             !kin_monitor_ps(n, bc, NULL, false, TIMEOUT_MS, &live, &nlive)) {
             for (size_t i = 0; i < nlive; i++) {
                 if (live[i].id != bt)
@@ -847,8 +877,10 @@ kin__cli_where_terminated(int argc, char **argv)
                 }
             }
         } else if (!o.json) {
-            printf("  cancelled by %u:%u%s\n", bc, bt,
-                   bt ? "" : " (an operator or the context itself)");
+            char by[96];
+            describe_canceller(by, sizeof by, bc, bt);
+            printf("  cancelled by %s%s\n", by,
+                   bt || op ? "" : " (the context itself)");
         }
         free(live);
     }
