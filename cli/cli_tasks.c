@@ -66,6 +66,7 @@ typedef struct opts {
     bool has_ctx;
     uint32_t ctx;
     const char *filter;
+    int limit; /* -n N, where the usage offers it; -1: not given */
     const char *args[4];
     int nargs;
 } opts;
@@ -74,6 +75,7 @@ static int
 parse(int argc, char **argv, const char *usage, int want_args, opts *o)
 {
     memset(o, 0, sizeof *o);
+    o->limit = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -89,6 +91,16 @@ parse(int argc, char **argv, const char *usage, int want_args, opts *o)
         } else if ((!strcmp(a, "-f") || !strcmp(a, "--filter")) &&
                    i + 1 < argc) {
             o->filter = argv[++i];
+        } else if (!strcmp(a, "-n") && strstr(usage, "[-n N]") &&
+                   i + 1 < argc) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || n < 0 || n > 1000000) {
+                fprintf(stderr, "kin %s: -n wants a count (0: all), not '%s'\n",
+                        argv[0], argv[i]);
+                return 2;
+            }
+            o->limit = (int)n;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "kin %s: unknown option %s\nusage: kin %s %s\n",
                     argv[0], a, argv[0], usage);
@@ -123,6 +135,14 @@ open_tree(int argc, char **argv, const char *usage, int nargs, opts *o,
     if (rc)
         return rc == 1 ? 0 : rc;
     return kin__cli_attach(o->pid, n) ? 2 : -1;
+}
+
+static int
+by_id(const void *a, const void *b)
+{
+    uint32_t x = ((const kin_ctx_info *)a)->id,
+             y = ((const kin_ctx_info *)b)->id;
+    return x < y ? -1 : x > y;
 }
 
 /* --- ls ------------------------------------------------------------------ */
@@ -208,6 +228,9 @@ kin__cli_tree(int argc, char **argv)
         fprintf(stderr, "kin tree: %s\n", kin_strerror(e));
         return 2;
     }
+    /* Children in id order: the list's order is the tables' hash order. */
+    if (count > 1)
+        qsort(all + 1, count - 1, sizeof *all, by_id);
     json_t *arr = json_array();
     if (!o.json)
         printf("%-28s %-16s %7s %6s %9s %8s\n", "CONTEXT", "HOST", "PID",
@@ -360,6 +383,23 @@ node_json(const kin_graph *g, size_t node)
     return j;
 }
 
+static int
+max_int(int a, int b)
+{
+    return a > b ? a : b;
+}
+
+/* Whether node i is a task row of kin ps under its options. */
+static bool
+shown_in_ps(const kin_graph *g, size_t i, const opts *o)
+{
+    const kin_task_info *t = &g->nodes[i].task;
+    return g->nodes[i].kind == KIN_GRAPH_TASK &&
+           !(o->persistent && !t->persistent) &&
+           !(o->filter && !strstr(t->name, o->filter) &&
+             !strstr(t->fn, o->filter));
+}
+
 int
 kin__cli_ps(int argc, char **argv)
 {
@@ -378,15 +418,22 @@ kin__cli_ps(int argc, char **argv)
     if (rc)
         return rc;
     json_t *arr = json_array();
+    /* Columns as wide as their longest entry: names are never cut. */
+    int wc = 7, wn = 4, wf = 8;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        if (!shown_in_ps(g, i, &o))
+            continue;
+        const kin_task_info *t = &g->nodes[i].task;
+        wc = max_int(wc, (int)strlen(ctx_of(g, i)->name));
+        wn = max_int(wn, (int)strlen(t->name));
+        wf = max_int(wf, (int)strlen(t->fn));
+    }
     if (!o.json)
-        printf("%-9s %-12s %-20s %-18s %-9s %7s  %s\n", "TASK", "CONTEXT",
-               "NAME", "FUNCTION", "STATE", "AGE", "WAITING");
+        printf("%-9s %-*s %-*s %-*s %-9s %7s  %s\n", "TASK", wc, "CONTEXT", wn,
+               "NAME", wf, "FUNCTION", "STATE", "AGE", "WAITING");
     for (size_t i = 0; i < g->n_nodes; i++) {
         const kin_task_info *t = &g->nodes[i].task;
-        if (g->nodes[i].kind != KIN_GRAPH_TASK ||
-            (o.persistent && !t->persistent) ||
-            (o.filter && !strstr(t->name, o.filter) &&
-             !strstr(t->fn, o.filter)))
+        if (!shown_in_ps(g, i, &o))
             continue;
         if (o.json) {
             json_array_append_new(arr, node_json(g, i));
@@ -396,8 +443,8 @@ kin__cli_ps(int argc, char **argv)
         snprintf(id, sizeof id, "%u:%u", t->ctx, t->id);
         fmt_ms(age, sizeof age, t->age_ms);
         describe_wait(g, i, wait, sizeof wait);
-        printf("%-9s %-12.12s %-20.20s %-18.18s %-9s %7s  %s\n", id,
-               ctx_of(g, i)->name, t->name, t->fn[0] ? t->fn : "-",
+        printf("%-9s %-*s %-*s %-*s %-9s %7s  %s\n", id, wc, ctx_of(g, i)->name,
+               wn, t->name, wf, t->fn[0] ? t->fn : "-",
                kin_task_state_name(t->state), age, wait);
     }
     finish_json("tasks", arr, o.json);
@@ -782,14 +829,18 @@ finish_terminated(json_t *arr, bool json)
     json_decref(arr);
 }
 
+/* kin ps-terminated's rows per context without -n. */
+#define PS_TERMINATED_ROWS 20
+
 int
 kin__cli_ps_terminated(int argc, char **argv)
 {
     opts o;
     kin_node *n;
     int rc = open_tree(argc, argv,
-                       "PID [-c CTX] [--json]\n  recently terminated tasks and "
-                       "how they ended",
+                       "PID [-c CTX] [-n N] [--json]\n  recently terminated "
+                       "tasks and how they ended; -n: the N most recent of "
+                       "each context (default 20, 0: all)",
                        0, &o, &n);
     if (rc >= 0)
         return rc;
@@ -810,8 +861,13 @@ kin__cli_ps_terminated(int argc, char **argv)
         size_t count;
         if (kin_monitor_ps_terminated(n, ctxs[i].id, TIMEOUT_MS, &ts, &count))
             continue;
-        for (size_t k = 0; k < count; k++)
+        size_t limit = o.limit < 0 ? PS_TERMINATED_ROWS : (size_t)o.limit;
+        size_t first = limit && count > limit ? count - limit : 0;
+        for (size_t k = first; k < count; k++)
             print_terminated(&ts[k], o.json, arr);
+        if (first && !o.json)
+            printf("  (%zu older in context %u not shown: -n 0 shows all)\n",
+                   first, ctxs[i].id);
         free(ts);
     }
     kin_node_destroy(&n);

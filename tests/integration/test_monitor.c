@@ -610,6 +610,115 @@ signal_term_is_success(void **state)
     assert_int_equal(WTERMSIG(status), SIGTERM);
 }
 
+typedef struct five {
+    kin_child *c[5];
+} five;
+
+static int
+spawn5_named(void **state)
+{
+    five *t = calloc(1, sizeof *t);
+    for (int i = 0; i < 5; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "a-rather-long-context-name-%d", i);
+        kin_spawn_opts o = {.name = name, .workers = 1};
+        if (kin_spawn(master, &o, &t->c[i]))
+            return -1;
+    }
+    *state = t;
+    return 0;
+}
+
+static int
+stop5(void **state)
+{
+    five *t = *state;
+    for (int i = 0; i < 5; i++)
+        kin_child_destroy(&t->c[i]);
+    free(t);
+    return 0;
+}
+
+/* How many lines of out start with prefix. */
+static int
+count_lines(const char *out, const char *prefix)
+{
+    int n = 0;
+    for (const char *l = out; l && *l;
+         l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        n += !strncmp(l, prefix, strlen(prefix));
+    return n;
+}
+
+/* kin ps prints whole names, kin tree lists children by id, and
+ * ps-terminated shows 20 rows per context unless -n says otherwise. */
+static void
+ps_tree_and_ps_terminated_words(void **state)
+{
+    five *t = *state;
+    kin_child *c = t->c[0];
+    uint32_t id = kin_child_id(c);
+    kin_receiver *r = NULL;
+    assert_int_equal(kin_call_async(master, id, "t.block", &r, NULL), KIN_OK);
+    wait_task(id, "t.block", "waiting");
+    int st;
+    char *out = run_kin(&st, "ps %d", (int)getpid());
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(out, " a-rather-long-context-name-0 "));
+    free(out);
+    kin_call_cancel(r);
+    kin_receiver_destroy(&r);
+
+    out = run_kin(&st, "tree %d", (int)getpid());
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    const char *p = out;
+    uint32_t ids[5];
+    for (int i = 0; i < 5; i++)
+        ids[i] = kin_child_id(t->c[i]);
+    for (int i = 0; i < 5; i++) /* the smallest id left comes next */
+        for (int k = i + 1; k < 5; k++)
+            if (ids[k] < ids[i]) {
+                uint32_t x = ids[i];
+                ids[i] = ids[k];
+                ids[k] = x;
+            }
+    for (int i = 0; i < 5; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "\n  %u a-rather-long", ids[i]);
+        if (!(p = strstr(p, want)))
+            fail_msg("kin tree: child %u out of id order", ids[i]);
+    }
+    free(out);
+
+    for (int i = 0; i < 25; i++) {
+        kin_msg *m = NULL;
+        assert_int_equal(kin_call_sync(master, id, "t.echo", 10000, &m, NULL),
+                         KIN_OK);
+        kin_msg_destroy(&m);
+    }
+    char row[32];
+    snprintf(row, sizeof row, "%u:", id);
+    out = run_kin(&st, "ps-terminated %d -c %u", (int)getpid(), id);
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    assert_int_equal(count_lines(out, row), 20);
+    assert_non_null(strstr(out, "older in context"));
+    free(out);
+    out = run_kin(&st, "ps-terminated %d -c %u -n 3", (int)getpid(), id);
+    assert_int_equal(count_lines(out, row), 3);
+    free(out);
+    out = run_kin(&st, "ps-terminated %d -c %u -n 0", (int)getpid(), id);
+    assert_true(count_lines(out, row) >= 26); /* 25 echos, the block */
+    assert_null(strstr(out, "older in context"));
+    free(out);
+    out = run_kin(&st, "ps-terminated %d -n many 2>&1", (int)getpid());
+    assert_int_equal(st, 2);
+    assert_non_null(strstr(out, "-n wants a count"));
+    free(out);
+}
+
 /* Three contexts with the default pool: a ring of calls fills every pool
  * and the next call queues. The pools are nodes of the graph, so the
  * deadlock is a cycle naming all three contexts, through the CLI and the
@@ -835,6 +944,8 @@ main(void)
         cmocka_unit_test_setup_teardown(tree_and_custom_commands, spawn3,
                                         stop3),
         cmocka_unit_test_setup_teardown(signal_term_is_success, spawn3, stop3),
+        cmocka_unit_test_setup_teardown(ps_tree_and_ps_terminated_words,
+                                        spawn5_named, stop5),
         cmocka_unit_test_setup_teardown(ring_deadlock_with_default_pools,
                                         spawn3_default, stop3),
         cmocka_unit_test_setup_teardown(select_over_eight_calls_has_eight_edges,
