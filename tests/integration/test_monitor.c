@@ -334,6 +334,23 @@ pstree_shows_chain_across_three_processes(void **state)
     out = run_kin(&st, "cancel %d %u:%u", (int)getpid(), c, block_id);
     assert_int_equal(st, 0);
     free(out);
+    /* The cancel is a log record of C: what, whom, and which operator. */
+    char rec[2][96];
+    snprintf(rec[0], sizeof rec[0], "\"target_task\":%u", block_id);
+    snprintf(rec[1], sizeof rec[1], "\"ctx\":%u", c);
+    double end = harness_now_ms() + 10000;
+    bool seen = false;
+    while (!seen && harness_now_ms() < end) {
+        out = run_kin(&st, "logs %d -c %u -n 200 --json", (int)getpid(), c);
+        for (char *l = strtok(out, "\n"); l && !seen; l = strtok(NULL, "\n"))
+            seen = strstr(l, "\"operator.cancel\"") && strstr(l, rec[0]) &&
+                   strstr(l, rec[1]) && strstr(l, "\"operator_pid\":") &&
+                   strstr(l, "\"operator_uid\":");
+        if (!seen)
+            print_message("%s", out);
+        free(out);
+    }
+    assert_true(seen);
     pthread_join(cl.thread, NULL);
     /* The chain unwinds: C's cancellation comes back up as cancelled. */
     assert_int_equal(cl.result, KIN_ECANCELLED);
@@ -584,6 +601,15 @@ tree_and_custom_commands(void **state)
     assert_non_null(strstr(out, "hello from the master (big world)\n"));
     assert_non_null(strstr(out, "says hello"));
     free(out);
+    /* The custom command is a log record of the master, with its args. */
+    double end = harness_now_ms() + 10000;
+    bool seen = false;
+    while (!seen && harness_now_ms() < end) {
+        out = run_kin(&st, "logs %d -c 0 -n 200 --json", (int)getpid());
+        seen = strstr(out, "\"command\":\"hello\",\"args\":\"big world\"");
+        free(out);
+    }
+    assert_true(seen);
 }
 
 /* kin signal TERM ends the context's process and still reports success:
