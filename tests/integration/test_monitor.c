@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <kin/logs.h>
 #include <kin/monitor.h>
 
 #include "integration/harness.h"
@@ -745,6 +746,43 @@ ps_tree_and_ps_terminated_words(void **state)
     free(out);
 }
 
+/* A record logged by the master's main thread between kin calls names
+ * the task ps shows for that thread, not "-". */
+static void
+main_thread_records_name_its_task(void **state)
+{
+    tree *t = *state;
+    kin_msg *m = NULL;
+    assert_int_equal(
+        kin_call_sync(master, kin_child_id(t->c[0]), "t.echo", 10000, &m, NULL),
+        KIN_OK);
+    kin_msg_destroy(&m);
+    KIN_LOGI("probe-main-task");
+    kin_task_info *ts;
+    size_t count;
+    assert_int_equal(
+        kin_monitor_ps(master, 0, "main", false, 2000, &ts, &count), KIN_OK);
+    assert_int_equal(count, 1);
+    char want[32];
+    snprintf(want, sizeof want, "\"task\":%u,", ts[0].id);
+    free(ts);
+    double end = harness_now_ms() + 10000;
+    char *line = NULL;
+    while (!line && harness_now_ms() < end) {
+        int st;
+        char *out = run_kin(&st, "logs %d -c 0 -n 500 --json", (int)getpid());
+        for (char *l = strtok(out, "\n"); l && !line; l = strtok(NULL, "\n"))
+            if (strstr(l, "\"msg\":\"probe-main-task\""))
+                line = strdup(l);
+        free(out);
+    }
+    assert_non_null(line);
+    print_message("%s\n", line);
+    if (!strstr(line, want))
+        fail_msg("the record lacks %s", want);
+    free(line);
+}
+
 /* Three contexts with the default pool: a ring of calls fills every pool
  * and the next call queues. The pools are nodes of the graph, so the
  * deadlock is a cycle naming all three contexts, through the CLI and the
@@ -970,6 +1008,8 @@ main(void)
         cmocka_unit_test_setup_teardown(tree_and_custom_commands, spawn3,
                                         stop3),
         cmocka_unit_test_setup_teardown(signal_term_is_success, spawn3, stop3),
+        cmocka_unit_test_setup_teardown(main_thread_records_name_its_task,
+                                        spawn3, stop3),
         cmocka_unit_test_setup_teardown(ps_tree_and_ps_terminated_words,
                                         spawn5_named, stop5),
         cmocka_unit_test_setup_teardown(ring_deadlock_with_default_pools,
