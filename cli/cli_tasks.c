@@ -138,6 +138,12 @@ open_tree(int argc, char **argv, const char *usage, int nargs, opts *o,
 }
 
 static int
+max_int(int a, int b)
+{
+    return a > b ? a : b;
+}
+
+static int
 by_id(const void *a, const void *b)
 {
     uint32_t x = ((const kin_ctx_info *)a)->id,
@@ -231,9 +237,23 @@ kin__cli_tree(int argc, char **argv)
     /* Children in id order: the list's order is the tables' hash order. */
     if (count > 1)
         qsort(all + 1, count - 1, sizeof *all, by_id);
+    /* The CONTEXT column fits the widest label: indent, id and name. */
+    int wl = 28;
+    for (size_t i = 0; i < count; i++) {
+        int depth = 0;
+        for (size_t k = i; k && depth <= (int)count;) {
+            size_t p = 0;
+            while (p < count && all[p].id != all[k].parent)
+                p++;
+            depth++;
+            k = p < count ? p : 0;
+        }
+        wl = max_int(wl, snprintf(NULL, 0, "%*s%u %s", depth * 2, "", all[i].id,
+                                  all[i].name));
+    }
     json_t *arr = json_array();
     if (!o.json)
-        printf("%-28s %-16s %7s %6s %9s %8s\n", "CONTEXT", "HOST", "PID",
+        printf("%-*s %-16s %7s %6s %9s %8s\n", wl, "CONTEXT", "HOST", "PID",
                "TASKS", "RSS", "UPTIME");
     /* Depth-first print from the breadth-first list: a stack of (index,
      * depth) pairs. */
@@ -244,7 +264,7 @@ kin__cli_tree(int argc, char **argv)
     while (top) {
         int depth = stack[--top];
         kin_ctx_info *c = &all[stack[--top]];
-        char label[64], up[32];
+        char label[160], up[32];
         snprintf(label, sizeof label, "%*s%u %s", depth * 2, "", c->id,
                  c->name);
         fmt_ms(up, sizeof up, c->uptime_ms);
@@ -258,7 +278,7 @@ kin__cli_tree(int argc, char **argv)
                           "tasks", c->tasks, "rss_kib", (json_int_t)c->rss_kib,
                           "uptime_ms", c->uptime_ms));
         else
-            printf("%-28s %-16.16s %7d %6u %7.1fMi %8s\n", label, c->host,
+            printf("%-*s %-16.16s %7d %6u %7.1fMi %8s\n", wl, label, c->host,
                    c->pid, c->tasks, (double)c->rss_kib / 1024.0, up);
         for (size_t i = count; i-- > 1;) {
             if (all[i].parent == c->id) {
@@ -381,12 +401,6 @@ node_json(const kin_graph *g, size_t node)
         json_object_set_new(j, "awaits_all", all);
     }
     return j;
-}
-
-static int
-max_int(int a, int b)
-{
-    return a > b ? a : b;
 }
 
 /* Whether node i is a task row of kin ps under its options. */
@@ -806,10 +820,10 @@ print_terminated(const kin_task_info *t, bool json, json_t *arr)
     fmt_ms(ago, sizeof ago, t->ended_ago_ms);
     /* A cancelled task's state says so: its result column says by whom. */
     if (by[0])
-        printf("%-9s %-20.20s %-10s %7s %7s  by %s\n", id, t->name,
+        printf("%-9s %-20s %-10s %7s %7s  by %s\n", id, t->name,
                kin_task_state_name(t->state), dur, ago, by);
     else
-        printf("%-9s %-20.20s %-10s %7s %7s  %s\n", id, t->name,
+        printf("%-9s %-20s %-10s %7s %7s  %s\n", id, t->name,
                kin_task_state_name(t->state), dur, ago,
                t->result ? kin_strerror(t->result) : "");
 }

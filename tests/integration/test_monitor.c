@@ -716,6 +716,13 @@ ps_tree_and_ps_terminated_words(void **state)
         snprintf(want, sizeof want, "\n  %u a-rather-long", ids[i]);
         if (!(p = strstr(p, want)))
             fail_msg("kin tree: child %u out of id order", ids[i]);
+        /* Long names do not push HOST out of its column. */
+        const char *row = p + 1, *host = strstr(out, "HOST");
+        char h[256] = "";
+        gethostname(h, sizeof h - 1);
+        h[16] = 0;
+        assert_non_null(host);
+        assert_memory_equal(row + (host - out), h, strlen(h));
     }
     free(out);
 
