@@ -119,7 +119,7 @@ operator_id(bool held)
 {
     unsigned seq =
         held ? HELD_SEQ : atomic_fetch_add(&attach_seq, 1) % HELD_SEQ;
-    return 0x80000000u | ((uint32_t)getpid() & 0x3fffffu) << 8 | seq;
+    return kin_monitor_operator_id((int)getpid(), seq);
 }
 
 static kin_err

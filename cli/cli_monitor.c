@@ -66,7 +66,7 @@ static const command commands[] = {
      kin__cli_where,
      {W_TASK, W_NONE}},
     {"ps-terminated",
-     "[-c CTX]",
+     "[-c CTX] [-n N]",
      "recently terminated tasks and how they ended",
      0,
      kin__cli_ps_terminated,

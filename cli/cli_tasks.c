@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,7 @@ typedef struct opts {
     bool has_ctx;
     uint32_t ctx;
     const char *filter;
+    int limit; /* -n N, where the usage offers it; -1: not given */
     const char *args[4];
     int nargs;
 } opts;
@@ -73,6 +75,7 @@ static int
 parse(int argc, char **argv, const char *usage, int want_args, opts *o)
 {
     memset(o, 0, sizeof *o);
+    o->limit = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -88,6 +91,16 @@ parse(int argc, char **argv, const char *usage, int want_args, opts *o)
         } else if ((!strcmp(a, "-f") || !strcmp(a, "--filter")) &&
                    i + 1 < argc) {
             o->filter = argv[++i];
+        } else if (!strcmp(a, "-n") && strstr(usage, "[-n N]") &&
+                   i + 1 < argc) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || n < 0 || n > 1000000) {
+                fprintf(stderr, "kin %s: -n wants a count (0: all), not '%s'\n",
+                        argv[0], argv[i]);
+                return 2;
+            }
+            o->limit = (int)n;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "kin %s: unknown option %s\nusage: kin %s %s\n",
                     argv[0], a, argv[0], usage);
@@ -122,6 +135,20 @@ open_tree(int argc, char **argv, const char *usage, int nargs, opts *o,
     if (rc)
         return rc == 1 ? 0 : rc;
     return kin__cli_attach(o->pid, n) ? 2 : -1;
+}
+
+static int
+max_int(int a, int b)
+{
+    return a > b ? a : b;
+}
+
+static int
+by_id(const void *a, const void *b)
+{
+    uint32_t x = ((const kin_ctx_info *)a)->id,
+             y = ((const kin_ctx_info *)b)->id;
+    return x < y ? -1 : x > y;
 }
 
 /* --- ls ------------------------------------------------------------------ */
@@ -207,9 +234,26 @@ kin__cli_tree(int argc, char **argv)
         fprintf(stderr, "kin tree: %s\n", kin_strerror(e));
         return 2;
     }
+    /* Children in id order: the list's order is the tables' hash order. */
+    if (count > 1)
+        qsort(all + 1, count - 1, sizeof *all, by_id);
+    /* The CONTEXT column fits the widest label: indent, id and name. */
+    int wl = 28;
+    for (size_t i = 0; i < count; i++) {
+        int depth = 0;
+        for (size_t k = i; k && depth <= (int)count;) {
+            size_t p = 0;
+            while (p < count && all[p].id != all[k].parent)
+                p++;
+            depth++;
+            k = p < count ? p : 0;
+        }
+        wl = max_int(wl, snprintf(NULL, 0, "%*s%u %s", depth * 2, "", all[i].id,
+                                  all[i].name));
+    }
     json_t *arr = json_array();
     if (!o.json)
-        printf("%-28s %-16s %7s %6s %9s %8s\n", "CONTEXT", "HOST", "PID",
+        printf("%-*s %-16s %7s %6s %9s %8s\n", wl, "CONTEXT", "HOST", "PID",
                "TASKS", "RSS", "UPTIME");
     /* Depth-first print from the breadth-first list: a stack of (index,
      * depth) pairs. */
@@ -220,7 +264,7 @@ kin__cli_tree(int argc, char **argv)
     while (top) {
         int depth = stack[--top];
         kin_ctx_info *c = &all[stack[--top]];
-        char label[64], up[32];
+        char label[160], up[32];
         snprintf(label, sizeof label, "%*s%u %s", depth * 2, "", c->id,
                  c->name);
         fmt_ms(up, sizeof up, c->uptime_ms);
@@ -234,7 +278,7 @@ kin__cli_tree(int argc, char **argv)
                           "tasks", c->tasks, "rss_kib", (json_int_t)c->rss_kib,
                           "uptime_ms", c->uptime_ms));
         else
-            printf("%-28s %-16.16s %7d %6u %7.1fMi %8s\n", label, c->host,
+            printf("%-*s %-16.16s %7d %6u %7.1fMi %8s\n", wl, label, c->host,
                    c->pid, c->tasks, (double)c->rss_kib / 1024.0, up);
         for (size_t i = count; i-- > 1;) {
             if (all[i].parent == c->id) {
@@ -359,6 +403,17 @@ node_json(const kin_graph *g, size_t node)
     return j;
 }
 
+/* Whether node i is a task row of kin ps under its options. */
+static bool
+shown_in_ps(const kin_graph *g, size_t i, const opts *o)
+{
+    const kin_task_info *t = &g->nodes[i].task;
+    return g->nodes[i].kind == KIN_GRAPH_TASK &&
+           !(o->persistent && !t->persistent) &&
+           !(o->filter && !strstr(t->name, o->filter) &&
+             !strstr(t->fn, o->filter));
+}
+
 int
 kin__cli_ps(int argc, char **argv)
 {
@@ -377,15 +432,22 @@ kin__cli_ps(int argc, char **argv)
     if (rc)
         return rc;
     json_t *arr = json_array();
+    /* Columns as wide as their longest entry: names are never cut. */
+    int wc = 7, wn = 4, wf = 8;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        if (!shown_in_ps(g, i, &o))
+            continue;
+        const kin_task_info *t = &g->nodes[i].task;
+        wc = max_int(wc, (int)strlen(ctx_of(g, i)->name));
+        wn = max_int(wn, (int)strlen(t->name));
+        wf = max_int(wf, (int)strlen(t->fn));
+    }
     if (!o.json)
-        printf("%-9s %-12s %-20s %-18s %-9s %7s  %s\n", "TASK", "CONTEXT",
-               "NAME", "FUNCTION", "STATE", "AGE", "WAITING");
+        printf("%-9s %-*s %-*s %-*s %-9s %7s  %s\n", "TASK", wc, "CONTEXT", wn,
+               "NAME", wf, "FUNCTION", "STATE", "AGE", "WAITING");
     for (size_t i = 0; i < g->n_nodes; i++) {
         const kin_task_info *t = &g->nodes[i].task;
-        if (g->nodes[i].kind != KIN_GRAPH_TASK ||
-            (o.persistent && !t->persistent) ||
-            (o.filter && !strstr(t->name, o.filter) &&
-             !strstr(t->fn, o.filter)))
+        if (!shown_in_ps(g, i, &o))
             continue;
         if (o.json) {
             json_array_append_new(arr, node_json(g, i));
@@ -395,8 +457,8 @@ kin__cli_ps(int argc, char **argv)
         snprintf(id, sizeof id, "%u:%u", t->ctx, t->id);
         fmt_ms(age, sizeof age, t->age_ms);
         describe_wait(g, i, wait, sizeof wait);
-        printf("%-9s %-12.12s %-20.20s %-18.18s %-9s %7s  %s\n", id,
-               ctx_of(g, i)->name, t->name, t->fn[0] ? t->fn : "-",
+        printf("%-9s %-*s %-*s %-*s %-9s %7s  %s\n", id, wc, ctx_of(g, i)->name,
+               wn, t->name, wf, t->fn[0] ? t->fn : "-",
                kin_task_state_name(t->state), age, wait);
     }
     finish_json("tasks", arr, o.json);
@@ -681,6 +743,10 @@ kin__cli_where(int argc, char **argv)
             printf(", %s by %u:%u", t->created_at[0] ? "spawned" : "called",
                    t->caller_ctx, t->caller_task);
         printf("\n");
+    } else if (!o.json) {
+        /* It was live when its stack was taken, gone when asked for its
+         * details: say so rather than print a stack under no header. */
+        printf("task %u:%u ended just after this stack was taken\n", ctx, task);
     }
     for (size_t i = 0; i < count; i++) {
         if (o.json)
@@ -697,6 +763,8 @@ kin__cli_where(int argc, char **argv)
     if (o.json) {
         json_t *j = json_pack("{s:i,s:i,s:o}", "ctx", ctx, "task", task,
                               "frames", frames);
+        if (!t)
+            json_object_set_new(j, "ended", json_true());
         if (t && (t->caller_ctx || t->caller_task)) {
             char id[32];
             snprintf(id, sizeof id, "%u:%u", t->caller_ctx, t->caller_task);
@@ -711,14 +779,32 @@ kin__cli_where(int argc, char **argv)
     return 0;
 }
 
+/* Who cancelled: "operator (pid P, user U)" for a kin command (the
+ * runtime directory admits only this user, so U is ours), else the
+ * cancelling task "CTX:TASK". */
+static void
+describe_canceller(char *buf, size_t size, uint32_t ctx, uint32_t task)
+{
+    int pid;
+    if (kin_monitor_operator_pid(ctx, &pid)) {
+        struct passwd *pw = getpwuid(getuid());
+        char uid[16];
+        snprintf(uid, sizeof uid, "%u", (unsigned)getuid());
+        snprintf(buf, size, "operator (pid %d, user %s)", pid,
+                 pw ? pw->pw_name : uid);
+    } else {
+        snprintf(buf, size, "%u:%u", ctx, task);
+    }
+}
+
 static void
 print_terminated(const kin_task_info *t, bool json, json_t *arr)
 {
-    char id[32], by[32] = "", dur[16], ago[16];
+    char id[32], by[96] = "", dur[16], ago[16];
     snprintf(id, sizeof id, "%u:%u", t->ctx, t->id);
     if (t->state == KIN_TASK_CANCELLED)
-        snprintf(by, sizeof by, "%u:%u", t->cancelled_by_ctx,
-                 t->cancelled_by_task);
+        describe_canceller(by, sizeof by, t->cancelled_by_ctx,
+                           t->cancelled_by_task);
     if (json) {
         json_t *j = json_pack(
             "{s:s,s:s,s:s,s:s,s:i,s:s,s:f,s:f}", "task", id, "name", t->name,
@@ -732,10 +818,14 @@ print_terminated(const kin_task_info *t, bool json, json_t *arr)
     }
     fmt_ms(dur, sizeof dur, t->age_ms);
     fmt_ms(ago, sizeof ago, t->ended_ago_ms);
-    printf("%-9s %-20.20s %-10s %7s %7s  %s%s%s\n", id, t->name,
-           kin_task_state_name(t->state), dur, ago,
-           t->result ? kin_strerror(t->result) : "",
-           by[0] ? " cancelled by " : "", by);
+    /* A cancelled task's state says so: its result column says by whom. */
+    if (by[0])
+        printf("%-9s %-20s %-10s %7s %7s  by %s\n", id, t->name,
+               kin_task_state_name(t->state), dur, ago, by);
+    else
+        printf("%-9s %-20s %-10s %7s %7s  %s\n", id, t->name,
+               kin_task_state_name(t->state), dur, ago,
+               t->result ? kin_strerror(t->result) : "");
 }
 
 /* where-terminated's JSON: {"version": 1, "task": {...}} and, when the
@@ -753,14 +843,18 @@ finish_terminated(json_t *arr, bool json)
     json_decref(arr);
 }
 
+/* kin ps-terminated's rows per context without -n. */
+#define PS_TERMINATED_ROWS 20
+
 int
 kin__cli_ps_terminated(int argc, char **argv)
 {
     opts o;
     kin_node *n;
     int rc = open_tree(argc, argv,
-                       "PID [-c CTX] [--json]\n  recently terminated tasks and "
-                       "how they ended",
+                       "PID [-c CTX] [-n N] [--json]\n  recently terminated "
+                       "tasks and how they ended; -n: the N most recent of "
+                       "each context (default 20, 0: all)",
                        0, &o, &n);
     if (rc >= 0)
         return rc;
@@ -781,8 +875,13 @@ kin__cli_ps_terminated(int argc, char **argv)
         size_t count;
         if (kin_monitor_ps_terminated(n, ctxs[i].id, TIMEOUT_MS, &ts, &count))
             continue;
-        for (size_t k = 0; k < count; k++)
+        size_t limit = o.limit < 0 ? PS_TERMINATED_ROWS : (size_t)o.limit;
+        size_t first = limit && count > limit ? count - limit : 0;
+        for (size_t k = first; k < count; k++)
             print_terminated(&ts[k], o.json, arr);
+        if (first && !o.json)
+            printf("  (%zu older in context %u not shown: -n 0 shows all)\n",
+                   first, ctxs[i].id);
         free(ts);
     }
     kin_node_destroy(&n);
@@ -825,7 +924,8 @@ kin__cli_where_terminated(int argc, char **argv)
         uint32_t bc = t->cancelled_by_ctx, bt = t->cancelled_by_task;
         kin_task_info *live = NULL;
         size_t nlive = 0;
-        if (bt &&
+        bool op = kin_monitor_operator_pid(bc, NULL);
+        if (bt && !op &&
             !kin_monitor_ps(n, bc, NULL, false, TIMEOUT_MS, &live, &nlive)) {
             for (size_t i = 0; i < nlive; i++) {
                 if (live[i].id != bt)
@@ -847,8 +947,10 @@ kin__cli_where_terminated(int argc, char **argv)
                 }
             }
         } else if (!o.json) {
-            printf("  cancelled by %u:%u%s\n", bc, bt,
-                   bt ? "" : " (an operator or the context itself)");
+            char by[96];
+            describe_canceller(by, sizeof by, bc, bt);
+            printf("  cancelled by %s%s\n", by,
+                   bt || op ? "" : " (the context itself)");
         }
         free(live);
     }
@@ -932,6 +1034,13 @@ kin__cli_signal(int argc, char **argv)
     kin_msg *reply = NULL;
     kin_err e = simple_request(n, ctx, "signal", "signal", o.args[1], &reply);
     kin_node_destroy(&n);
+    if (e == KIN_EPEERGONE) {
+        /* The context got the request (it was routed to it) and its
+         * process ended before its answer left: the signal ended it. */
+        kin_msg_destroy(&reply);
+        printf("sent %s to context %u (its process ended)\n", o.args[1], ctx);
+        return 0;
+    }
     if (e) {
         print_error_reply("signal", e, reply);
         kin_msg_destroy(&reply);

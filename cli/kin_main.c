@@ -39,7 +39,7 @@ static const kin__cli_cmd cmds[] = {
      kin__cli_pstree},
     {"where", "PID CTX:TASK", "a task's current stack, file:line",
      kin__cli_where},
-    {"ps-terminated", "PID [-c CTX]", "recently terminated tasks",
+    {"ps-terminated", "PID [-c CTX] [-n N]", "recently terminated tasks",
      kin__cli_ps_terminated},
     {"where-terminated", "PID CTX:TASK",
      "how a terminated task ended, who cancelled it",

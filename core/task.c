@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 static _Thread_local kin_task *self;
+static _Thread_local uint32_t home;
 static _Thread_local int tid;
 
 void
@@ -64,6 +65,18 @@ kin__task_set_self(kin_task *t)
     kin_task *old = self;
     self = t;
     return old;
+}
+
+void
+kin__task_set_home(uint32_t id)
+{
+    home = id;
+}
+
+uint32_t
+kin__task_home(void)
+{
+    return home;
 }
 
 kin_task *

@@ -63,6 +63,11 @@ void kin__task_fini(kin_task *t);
 
 /* Makes t the calling thread's task (NULL clears it); returns the old one. */
 kin_task *kin__task_set_self(kin_task *t);
+/* The id of the task the calling thread was adopted as (router/adopt.c),
+ * kept between its kin calls, when it has no current task: its log
+ * records name it as ps does. 0: none. Calling thread only. */
+void kin__task_set_home(uint32_t id);
+uint32_t kin__task_home(void);
 
 /* Around a blocking wait: wake(obj) will be called (with t's lock held) if
  * t is cancelled while waiting, and must wake the waiter. t may be NULL. */

@@ -259,9 +259,9 @@ emit_body(int level, const char *file, int line, const char *msg,
     char mem[KIN__LOG_BODY_INLINE];
     kin_buf b;
     kin__buf_init_fixed(&b, mem, sizeof mem);
-    if (!kin__logrec_body(&b, level, clock_ns(CLOCK_REALTIME),
-                          clock_ns(CLOCK_MONOTONIC), t ? t->id : 0, file, line,
-                          msg, msg_len, fields)) {
+    if (!kin__logrec_body(
+            &b, level, clock_ns(CLOCK_REALTIME), clock_ns(CLOCK_MONOTONIC),
+            t ? t->id : kin__task_home(), file, line, msg, msg_len, fields)) {
         pthread_mutex_lock(&g_mu);
         struct kin__logs *p = g_list;
         if (p && level >= g_floor)

@@ -376,6 +376,22 @@ kin_monitor_cancel(kin_node *n, uint32_t ctx, uint32_t task, int timeout_ms)
     return e;
 }
 
+uint32_t
+kin_monitor_operator_id(int pid, unsigned seq)
+{
+    return 0x80000000u | ((uint32_t)pid & 0x3fffffu) << 8 | (seq & 0xffu);
+}
+
+bool
+kin_monitor_operator_pid(uint32_t id, int *pid)
+{
+    if (!(id & 0x80000000u))
+        return false;
+    if (pid)
+        *pid = (int)((id >> 8) & 0x3fffffu);
+    return true;
+}
+
 kin_err
 kin_monitor_info(kin_node *n, uint32_t ctx, int timeout_ms, kin_ctx_info *info)
 {

@@ -18,6 +18,7 @@
 #include "core/log_internal.h"
 #include "logs/logs.h"
 #include "monitor/stack.h"
+#include "process/events.h"
 #include "router/router.h"
 #include "router/service.h"
 
@@ -563,7 +564,8 @@ ok_reply(msgpack_packer *pk)
 }
 
 static bool
-run_custom(kin_node *n, const req *r, msgpack_packer *pk, kin_buf *out)
+run_custom(kin_node *n, const req *r, uint32_t from, msgpack_packer *pk,
+           kin_buf *out)
 {
     struct kin__monitor *mon = monitor_of(n);
     pthread_mutex_lock(&mon->mu);
@@ -577,6 +579,7 @@ run_custom(kin_node *n, const req *r, msgpack_packer *pk, kin_buf *out)
         return false;
     kin_buf text = {0};
     kin_err e = fn(r->args, &text, arg);
+    kin__ev_op_command(from, r->cmd, r->args, e);
     if (e) {
         char why[300];
         snprintf(why, sizeof why, "%.*s%s%s", (int)text.len,
@@ -601,6 +604,7 @@ on_monitor(kin_node *n, kin_msg *m, void *arg)
     msgpack_packer pk;
     kin_buf_packer(&out, &pk);
     bool authority = kin__is_ancestor_or_self(n, m->auth);
+    int raise_sig = 0; /* sent after the reply: it may end this process */
     if (parse(m, &r)) {
         pack_error(&pk, KIN_EBADMSG, "malformed monitor request");
     } else if (!strcmp(r.cmd, "help")) {
@@ -625,19 +629,22 @@ on_monitor(kin_node *n, kin_msg *m, void *arg)
                  kin_node_id(n));
         pack_error(&pk, KIN_EREFUSED, why);
     } else if (!strcmp(r.cmd, "cancel")) {
-        if (kin__tasktab_cancel(kin__node_tasks(n), r.task, m->src, r.by))
+        kin_err e =
+            kin__tasktab_cancel(kin__node_tasks(n), r.task, m->src, r.by)
+                ? -ENOENT
+                : KIN_OK;
+        kin__ev_op_cancel(m->src, r.by, r.task, e);
+        if (e)
             pack_error(&pk, -ENOENT, "no such live task");
         else
             ok_reply(&pk);
     } else if (!strcmp(r.cmd, "signal")) {
-        int sig = signal_number(r.signal);
-        if (!sig)
+        raise_sig = signal_number(r.signal);
+        if (!raise_sig)
             pack_error(&pk, -EINVAL, "unknown signal");
-        else if (kill(getpid(), sig))
-            pack_error(&pk, -errno, strerror(errno));
         else
             ok_reply(&pk);
-    } else if (!run_custom(n, &r, &pk, &out)) {
+    } else if (!run_custom(n, &r, m->src, &pk, &out)) {
         char why[64];
         snprintf(why, sizeof why, "unknown command '%s' (try help)", r.cmd);
         pack_error(&pk, -EINVAL, why);
@@ -650,8 +657,13 @@ on_monitor(kin_node *n, kin_msg *m, void *arg)
             kin__reply_send(n, reply);
         }
     }
+    uint32_t from = m->src;
     kin_buf_release(&out);
     kin_msg_destroy(&m);
+    if (raise_sig) {
+        kin__ev_op_signal(from, raise_sig);
+        kill(getpid(), raise_sig);
+    }
 }
 
 kin_err

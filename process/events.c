@@ -5,8 +5,10 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <kin/logs.h>
+#include <kin/monitor.h>
 
 #include "process/child.h"
 
@@ -69,4 +71,80 @@ kin__ev_emergency(uint32_t ctx, uint32_t origin)
     KIN_LOG(KIN_LOG_CRITICAL, KIN__EV_EMERGENCY,
             KIN_FSTR("event", KIN__EV_EMERGENCY), KIN_FUINT("ctx", ctx),
             KIN_FUINT("origin", origin));
+}
+
+/* The requester's fields, the last ones of an operator record: the
+ * operator's pid (decoded from its id) and uid, which is this process's:
+ * operators attach through the runtime directory, open to this user
+ * only. A context requester has neither. */
+static void
+who(kin_field *f, uint32_t from)
+{
+    int pid;
+    if (kin_monitor_operator_pid(from, &pid)) {
+        f[0] = KIN_FINT("operator_pid", pid);
+        f[1] = KIN_FUINT("operator_uid", (uint32_t)getuid());
+    } else {
+        f[0] = KIN__FEND;
+    }
+    f[2] = KIN__FEND;
+}
+
+void
+kin__ev_op_cancel(uint32_t from, uint32_t from_task, uint32_t task,
+                  kin_err error)
+{
+    if (!kin_logs_enabled(KIN_LOG_INFO))
+        return;
+    kin_field f[] = {
+        KIN_FSTR("event", KIN__EV_OP_CANCEL),
+        KIN_FUINT("target_task", task),
+        KIN_FUINT("from", from),
+        KIN_FUINT("from_task", from_task),
+        KIN_FSTR("error", error ? kin_strerror(error) : ""),
+        KIN__FEND,
+        KIN__FEND,
+        KIN__FEND,
+    };
+    who(&f[5], from);
+    kin_logs_emit(KIN_LOG_INFO, __FILE__, __LINE__, KIN__EV_OP_CANCEL, f);
+}
+
+void
+kin__ev_op_signal(uint32_t from, int sig)
+{
+    if (!kin_logs_enabled(KIN_LOG_WARNING))
+        return;
+    const char *name = sigabbrev_np(sig);
+    kin_field f[] = {
+        KIN_FSTR("event", KIN__EV_OP_SIGNAL),
+        KIN_FINT("signal", sig),
+        KIN_FSTR("signal_name", name ? name : "?"),
+        KIN_FUINT("from", from),
+        KIN__FEND,
+        KIN__FEND,
+        KIN__FEND,
+    };
+    who(&f[4], from);
+    kin_logs_emit(KIN_LOG_WARNING, __FILE__, __LINE__, KIN__EV_OP_SIGNAL, f);
+}
+
+void
+kin__ev_op_command(uint32_t from, const char *command, const char *args,
+                   kin_err error)
+{
+    if (!kin_logs_enabled(KIN_LOG_INFO))
+        return;
+    kin_field f[] = {
+        KIN_FSTR("event", KIN__EV_OP_COMMAND),
+        KIN_FSTR("command", command),
+        KIN_FSTR("args", args),
+        KIN_FUINT("from", from),
+        KIN_FSTR("error", error ? kin_strerror(error) : ""),
+        KIN__FEND,
+        KIN__FEND,
+        KIN__FEND,
+    };
+    who(&f[5], from);
+    kin_logs_emit(KIN_LOG_INFO, __FILE__, __LINE__, KIN__EV_OP_COMMAND, f);
 }

@@ -18,6 +18,9 @@
 #define KIN__EV_CHILD_START_FAILED "child.start_failed"
 #define KIN__EV_SUP_GAVE_UP "supervisor.gave_up"
 #define KIN__EV_EMERGENCY "emergency.stop"
+#define KIN__EV_OP_CANCEL "operator.cancel"
+#define KIN__EV_OP_SIGNAL "operator.signal"
+#define KIN__EV_OP_COMMAND "operator.command"
 
 /* A child process was reaped: wait status as waitpid gave it. */
 void kin__ev_child_exit(const char *name, uint32_t ctx, pid_t pid, int status);
@@ -33,5 +36,16 @@ void kin__ev_sup_gave_up(int intensity, int period_ms);
 
 /* The emergency stop of context ctx, asked for by context origin. */
 void kin__ev_emergency(uint32_t ctx, uint32_t origin);
+
+/* Operator actions, logged by the context they act on (monitor service):
+ * from is the requester's id (an operator id for the kin command, whose
+ * pid and uid the record then carries; else a context). error: the
+ * action's outcome (KIN_OK: done). */
+void kin__ev_op_cancel(uint32_t from, uint32_t from_task, uint32_t task,
+                       kin_err error);
+/* Logged before the signal is raised: it may end the process. */
+void kin__ev_op_signal(uint32_t from, int sig);
+void kin__ev_op_command(uint32_t from, const char *command, const char *args,
+                        kin_err error);
 
 #endif

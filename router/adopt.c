@@ -88,6 +88,8 @@ kin__adopt_node_gone(kin_node *n)
 static void
 end_slot(slot *s)
 {
+    if (s->task && s->task->id == kin__task_home())
+        kin__task_set_home(0);
     if (s->task) {
         pthread_mutex_lock(&live_mu);
         if (is_live(s))
@@ -112,6 +114,8 @@ still_live(slot *s, uint64_t now)
         s->epoch = now;
     else
         *s = (slot){0}; /* its node and records are gone */
+    if (!ok)
+        kin__task_set_home(0);
     return ok;
 }
 
@@ -171,6 +175,7 @@ kin__adopt_begin(kin_node *n)
         *s = (slot){.node = n, .serial = n->serial, .task = t, .epoch = now};
         pthread_once(&once, make_key);
         pthread_setspecific(exit_key, me);
+        kin__task_set_home(t->id);
     }
     kin__task_set_self(s->task);
     return s->task;

@@ -109,6 +109,17 @@ KIN_EXPORT kin_err kin_monitor_where(kin_node *n, uint32_t ctx, uint32_t task,
 KIN_EXPORT kin_err kin_monitor_cancel(kin_node *n, uint32_t ctx, uint32_t task,
                                       int timeout_ms);
 
+/* Operator ids: the id a kin command attaches with (one per attachment):
+ * the top bit set, then the command's pid (its low 22 bits), then seq
+ * (0..255). A task cancelled by an operator names this id as its
+ * canceller. Any thread. */
+KIN_EXPORT uint32_t kin_monitor_operator_id(int pid, unsigned seq);
+
+/* Whether id is an operator id; if so *pid (optional) gets the pid of
+ * the kin command it stood for (its low 22 bits, which is all of it under
+ * Linux's default pid_max). Any thread. */
+KIN_EXPORT bool kin_monitor_operator_pid(uint32_t id, int *pid);
+
 /* Asks context ctx for its service table (the services of its subtree, as
  * kin_service_list gives them there, answered on ctx's broker thread). On
  * success *services is a malloc'd array of *count entries and *providers

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <kin/logs.h>
 #include <kin/monitor.h>
 
 #include "integration/harness.h"
@@ -333,14 +335,35 @@ pstree_shows_chain_across_three_processes(void **state)
     out = run_kin(&st, "cancel %d %u:%u", (int)getpid(), c, block_id);
     assert_int_equal(st, 0);
     free(out);
+    /* The cancel is a log record of C: what, whom, and which operator. */
+    char rec[2][96];
+    snprintf(rec[0], sizeof rec[0], "\"target_task\":%u", block_id);
+    snprintf(rec[1], sizeof rec[1], "\"ctx\":%u", c);
+    double end = harness_now_ms() + 10000;
+    bool seen = false;
+    while (!seen && harness_now_ms() < end) {
+        out = run_kin(&st, "logs %d -c %u -n 200 --json", (int)getpid(), c);
+        for (char *l = strtok(out, "\n"); l && !seen; l = strtok(NULL, "\n"))
+            seen = strstr(l, "\"operator.cancel\"") && strstr(l, rec[0]) &&
+                   strstr(l, rec[1]) && strstr(l, "\"operator_pid\":") &&
+                   strstr(l, "\"operator_uid\":");
+        if (!seen)
+            print_message("%s", out);
+        free(out);
+    }
+    assert_true(seen);
     pthread_join(cl.thread, NULL);
     /* The chain unwinds: C's cancellation comes back up as cancelled. */
     assert_int_equal(cl.result, KIN_ECANCELLED);
     out = run_kin(&st, "where-terminated %d %u:%u", (int)getpid(), c, block_id);
     print_message("%s", out);
     assert_int_equal(st, 0);
-    assert_non_null(strstr(out, "cancelled"));
-    assert_non_null(strstr(out, "cancelled by "));
+    /* The word once, and the operator named by pid and user. */
+    assert_non_null(strstr(out, " cancelled "));
+    assert_null(strstr(out, "cancelled cancelled"));
+    assert_non_null(strstr(out, "by operator (pid "));
+    assert_non_null(strstr(out, ", user "));
+    assert_null(strstr(out, "2147"));
     free(out);
     out = run_kin(&st, "where-terminated %d %u:%u --json", (int)getpid(), c,
                   block_id);
@@ -579,6 +602,192 @@ tree_and_custom_commands(void **state)
     assert_non_null(strstr(out, "hello from the master (big world)\n"));
     assert_non_null(strstr(out, "says hello"));
     free(out);
+    /* The custom command is a log record of the master, with its args. */
+    double end = harness_now_ms() + 10000;
+    bool seen = false;
+    while (!seen && harness_now_ms() < end) {
+        out = run_kin(&st, "logs %d -c 0 -n 200 --json", (int)getpid());
+        seen = strstr(out, "\"command\":\"hello\",\"args\":\"big world\"");
+        free(out);
+    }
+    assert_true(seen);
+}
+
+/* kin signal TERM ends the context's process and still reports success:
+ * the answer may not leave before the signal ends its sender. */
+static void
+signal_term_is_success(void **state)
+{
+    tree *t = *state;
+    int st;
+    uint32_t id = kin_child_id(t->c[1]);
+    char *out = run_kin(&st, "signal %d %u NOSUCH", (int)getpid(), id);
+    assert_int_equal(st, 2);
+    free(out);
+    out = run_kin(&st, "signal %d %u TERM", (int)getpid(), id);
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    char want[64];
+    snprintf(want, sizeof want, "sent TERM to context %u", id);
+    assert_non_null(strstr(out, want));
+    free(out);
+    int status = 0;
+    assert_int_equal(kin_child_wait(t->c[1], 10000, &status), KIN_OK);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGTERM);
+}
+
+typedef struct five {
+    kin_child *c[5];
+} five;
+
+static int
+spawn5_named(void **state)
+{
+    five *t = calloc(1, sizeof *t);
+    for (int i = 0; i < 5; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "a-rather-long-context-name-%d", i);
+        kin_spawn_opts o = {.name = name, .workers = 1};
+        if (kin_spawn(master, &o, &t->c[i]))
+            return -1;
+    }
+    *state = t;
+    return 0;
+}
+
+static int
+stop5(void **state)
+{
+    five *t = *state;
+    for (int i = 0; i < 5; i++)
+        kin_child_destroy(&t->c[i]);
+    free(t);
+    return 0;
+}
+
+/* How many lines of out start with prefix. */
+static int
+count_lines(const char *out, const char *prefix)
+{
+    int n = 0;
+    for (const char *l = out; l && *l;
+         l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        n += !strncmp(l, prefix, strlen(prefix));
+    return n;
+}
+
+/* kin ps prints whole names, kin tree lists children by id, and
+ * ps-terminated shows 20 rows per context unless -n says otherwise. */
+static void
+ps_tree_and_ps_terminated_words(void **state)
+{
+    five *t = *state;
+    kin_child *c = t->c[0];
+    uint32_t id = kin_child_id(c);
+    kin_receiver *r = NULL;
+    assert_int_equal(kin_call_async(master, id, "t.block", &r, NULL), KIN_OK);
+    wait_task(id, "t.block", "waiting");
+    int st;
+    char *out = run_kin(&st, "ps %d", (int)getpid());
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(out, " a-rather-long-context-name-0 "));
+    free(out);
+    kin_call_cancel(r);
+    kin_receiver_destroy(&r);
+
+    out = run_kin(&st, "tree %d", (int)getpid());
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    const char *p = out;
+    uint32_t ids[5];
+    for (int i = 0; i < 5; i++)
+        ids[i] = kin_child_id(t->c[i]);
+    for (int i = 0; i < 5; i++) /* the smallest id left comes next */
+        for (int k = i + 1; k < 5; k++)
+            if (ids[k] < ids[i]) {
+                uint32_t x = ids[i];
+                ids[i] = ids[k];
+                ids[k] = x;
+            }
+    for (int i = 0; i < 5; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "\n  %u a-rather-long", ids[i]);
+        if (!(p = strstr(p, want)))
+            fail_msg("kin tree: child %u out of id order", ids[i]);
+        /* Long names do not push HOST out of its column. */
+        const char *row = p + 1, *host = strstr(out, "HOST");
+        char h[256] = "";
+        gethostname(h, sizeof h - 1);
+        h[16] = 0;
+        assert_non_null(host);
+        assert_memory_equal(row + (host - out), h, strlen(h));
+    }
+    free(out);
+
+    for (int i = 0; i < 25; i++) {
+        kin_msg *m = NULL;
+        assert_int_equal(kin_call_sync(master, id, "t.echo", 10000, &m, NULL),
+                         KIN_OK);
+        kin_msg_destroy(&m);
+    }
+    char row[32];
+    snprintf(row, sizeof row, "%u:", id);
+    out = run_kin(&st, "ps-terminated %d -c %u", (int)getpid(), id);
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    assert_int_equal(count_lines(out, row), 20);
+    assert_non_null(strstr(out, "older in context"));
+    free(out);
+    out = run_kin(&st, "ps-terminated %d -c %u -n 3", (int)getpid(), id);
+    assert_int_equal(count_lines(out, row), 3);
+    free(out);
+    out = run_kin(&st, "ps-terminated %d -c %u -n 0", (int)getpid(), id);
+    assert_true(count_lines(out, row) >= 26); /* 25 echos, the block */
+    assert_null(strstr(out, "older in context"));
+    free(out);
+    out = run_kin(&st, "ps-terminated %d -n many 2>&1", (int)getpid());
+    assert_int_equal(st, 2);
+    assert_non_null(strstr(out, "-n wants a count"));
+    free(out);
+}
+
+/* A record logged by the master's main thread between kin calls names
+ * the task ps shows for that thread, not "-". */
+static void
+main_thread_records_name_its_task(void **state)
+{
+    tree *t = *state;
+    kin_msg *m = NULL;
+    assert_int_equal(
+        kin_call_sync(master, kin_child_id(t->c[0]), "t.echo", 10000, &m, NULL),
+        KIN_OK);
+    kin_msg_destroy(&m);
+    KIN_LOGI("probe-main-task");
+    kin_task_info *ts;
+    size_t count;
+    assert_int_equal(
+        kin_monitor_ps(master, 0, "main", false, 2000, &ts, &count), KIN_OK);
+    assert_int_equal(count, 1);
+    char want[32];
+    snprintf(want, sizeof want, "\"task\":%u,", ts[0].id);
+    free(ts);
+    double end = harness_now_ms() + 10000;
+    char *line = NULL;
+    while (!line && harness_now_ms() < end) {
+        int st;
+        char *out = run_kin(&st, "logs %d -c 0 -n 500 --json", (int)getpid());
+        for (char *l = strtok(out, "\n"); l && !line; l = strtok(NULL, "\n"))
+            if (strstr(l, "\"msg\":\"probe-main-task\""))
+                line = strdup(l);
+        free(out);
+    }
+    assert_non_null(line);
+    print_message("%s\n", line);
+    if (!strstr(line, want))
+        fail_msg("the record lacks %s", want);
+    free(line);
 }
 
 /* Three contexts with the default pool: a ring of calls fills every pool
@@ -805,6 +1014,11 @@ main(void)
             ps_answers_while_every_worker_is_blocked, spawn3, stop3),
         cmocka_unit_test_setup_teardown(tree_and_custom_commands, spawn3,
                                         stop3),
+        cmocka_unit_test_setup_teardown(signal_term_is_success, spawn3, stop3),
+        cmocka_unit_test_setup_teardown(main_thread_records_name_its_task,
+                                        spawn3, stop3),
+        cmocka_unit_test_setup_teardown(ps_tree_and_ps_terminated_words,
+                                        spawn5_named, stop5),
         cmocka_unit_test_setup_teardown(ring_deadlock_with_default_pools,
                                         spawn3_default, stop3),
         cmocka_unit_test_setup_teardown(select_over_eight_calls_has_eight_edges,
