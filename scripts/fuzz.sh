@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
 total=${1:-120}
-targets=(fuzz_msg fuzz_logrec fuzz_ids fuzz_pack fuzz_hello)
+targets=(fuzz_msg fuzz_logrec fuzz_ids fuzz_pack fuzz_hello fuzz_monitor)
 jobs=$(nproc)
 [ "$jobs" -le 2 ] || jobs=2
 batches=$(((${#targets[@]} + jobs - 1) / jobs))
