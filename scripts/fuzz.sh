@@ -14,7 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
 total=${1:-120}
-targets=(fuzz_msg fuzz_logrec fuzz_ids fuzz_pack fuzz_hello fuzz_monitor)
+targets=(fuzz_msg fuzz_logrec fuzz_ids fuzz_pack fuzz_hello fuzz_monitor
+    fuzz_logstream)
 jobs=$(nproc)
 [ "$jobs" -le 2 ] || jobs=2
 batches=$(((${#targets[@]} + jobs - 1) / jobs))
