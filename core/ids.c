@@ -57,3 +57,21 @@ kin__ids_read(const void *body, size_t len, uint32_t *ids, size_t max)
     msgpack_zone_destroy(&z);
     return count;
 }
+
+void
+kin__hello_read(const void *body, size_t len, bool *as_operator,
+                const char **name, size_t *name_len)
+{
+    uint32_t ids[2] = {0, 0};
+    size_t ids_len = body ? kin__msgpack_scan(body, len) : 0;
+    if (!ids_len || ids_len > len)
+        ids_len = len;
+    *as_operator = kin__ids_read(body, ids_len, ids, 2) == 2 && ids[1] == 1;
+    *name = NULL;
+    *name_len = 0;
+    if (ids_len < len && kin_unpack_buf((const char *)body + ids_len,
+                                        len - ids_len, "S", name, name_len)) {
+        *name = NULL;
+        *name_len = 0;
+    }
+}

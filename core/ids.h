@@ -4,6 +4,7 @@
 #ifndef KIN_CORE_IDS_H
 #define KIN_CORE_IDS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,5 +22,14 @@ kin_err kin__ids_msg_new(kin_msg **out, const uint32_t *ids, size_t count);
  * unsigned integer or does not fit 32 bits), or KIN_ETOOBIG (more than max
  * elements). ids past the count are unspecified on error. Any thread. */
 int kin__ids_read(const void *body, size_t len, uint32_t *ids, size_t max);
+
+/* Reads HELLO's body from a child: [id] followed by the context's name (a
+ * str), or [id, 1] from an operator (the kin command). *as_operator is
+ * whether the leading array is exactly [id, 1]; *name (borrowed from body,
+ * never NULL when set) and *name_len are the str after the array, or NULL
+ * and 0 when there is none or it is not a str. Nothing here is refused: the
+ * router decides what a HELLO may do. Any thread. */
+void kin__hello_read(const void *body, size_t len, bool *as_operator,
+                     const char **name, size_t *name_len);
 
 #endif

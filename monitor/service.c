@@ -17,6 +17,7 @@
 
 #include "core/log_internal.h"
 #include "logs/logs.h"
+#include "monitor/request.h"
 #include "monitor/stack.h"
 #include "process/events.h"
 #include "router/router.h"
@@ -44,15 +45,7 @@ monitor_of(const kin_node *n)
     return kin__node_layer(n, &monitor_layer);
 }
 
-typedef struct req {
-    char cmd[32];
-    char filter[64];
-    char args[256];
-    char signal[16];
-    bool persistent;
-    uint32_t task;
-    uint32_t by; /* cancel: the requesting task in the sender's context */
-} req;
+typedef kin__monitor_req req;
 
 static const struct {
     const char *name, *help;
@@ -90,57 +83,6 @@ pack_key(msgpack_packer *pk, const char *k)
 }
 
 /* --- requests --- */
-
-static void
-copy_s(char *dst, size_t size, const char *s, size_t len)
-{
-    snprintf(dst, size, "%.*s", (int)(len < size ? len : size - 1), s);
-}
-
-static kin_err
-parse(const kin_msg *m, req *r)
-{
-    memset(r, 0, sizeof *r);
-    kin_reader rd;
-    kin_reader_init(&rd, m->body, m->len);
-    const char *s;
-    size_t len;
-    uint32_t pairs = 0;
-    kin_err e = kin_unpack(&rd, "S", &s, &len);
-    if (!e)
-        copy_s(r->cmd, sizeof r->cmd, s, len);
-    if (!e && !kin_reader_done(&rd))
-        e = kin_unpack(&rd, "M", &pairs);
-    for (uint32_t i = 0; !e && i < pairs; i++) {
-        const char *k;
-        size_t klen;
-        if ((e = kin_unpack(&rd, "S", &k, &klen)))
-            break;
-        char key[32];
-        copy_s(key, sizeof key, k, klen);
-        if (!strcmp(key, "filter") || !strcmp(key, "args") ||
-            !strcmp(key, "signal")) {
-            if ((e = kin_unpack(&rd, "S", &s, &len)))
-                break;
-            if (key[0] == 'f')
-                copy_s(r->filter, sizeof r->filter, s, len);
-            else if (key[0] == 'a')
-                copy_s(r->args, sizeof r->args, s, len);
-            else
-                copy_s(r->signal, sizeof r->signal, s, len);
-        } else if (!strcmp(key, "persistent")) {
-            e = kin_unpack(&rd, "b", &r->persistent);
-        } else if (!strcmp(key, "task")) {
-            e = kin_unpack(&rd, "u", &r->task);
-        } else if (!strcmp(key, "by")) {
-            e = kin_unpack(&rd, "u", &r->by);
-        } else {
-            e = kin_unpack(&rd, "?");
-        }
-    }
-    kin_reader_release(&rd);
-    return e;
-}
 
 /* --- commands --- */
 
@@ -605,7 +547,7 @@ on_monitor(kin_node *n, kin_msg *m, void *arg)
     kin_buf_packer(&out, &pk);
     bool authority = kin__is_ancestor_or_self(n, m->auth);
     int raise_sig = 0; /* sent after the reply: it may end this process */
-    if (parse(m, &r)) {
+    if (kin__monitor_req_parse(m->body, m->len, &r)) {
         pack_error(&pk, KIN_EBADMSG, "malformed monitor request");
     } else if (!strcmp(r.cmd, "help")) {
         cmd_help(n, &pk);

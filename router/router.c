@@ -257,17 +257,10 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, kin_msg *m)
      * forwards to a socket on another host. */
     /* A context's [id] is followed by its name (str), for the master's
      * names (names.c). */
-    uint32_t body[2] = {0, 0};
-    size_t ids_len = kin__msgpack_scan(m->body, m->len);
-    if (!ids_len || ids_len > m->len)
-        ids_len = m->len;
-    bool as_operator =
-        kin__ids_read(m->body, ids_len, body, 2) == 2 && body[1] == 1;
-    const char *name = NULL;
-    size_t name_len = 0;
-    if (ids_len < m->len && kin_unpack_buf(m->body + ids_len, m->len - ids_len,
-                                           "S", &name, &name_len))
-        name = NULL;
+    bool as_operator;
+    const char *name;
+    size_t name_len;
+    kin__hello_read(m->body, m->len, &as_operator, &name, &name_len);
     if (as_operator && (!n->ipc_path[0] || far)) {
         atomic_fetch_add(&n->stats.forged, 1);
         kin_msg_destroy(&m);
