@@ -227,7 +227,11 @@ account(kin_logsub *s, kin_logrec *r)
     bool notice = r->kind == KIN_LOGREC_DROPPED;
     bool shown = r->level >= s->min_level;
     s->qhead = s->qlen = 0;
-    stream *x = stream_find(s, r->pub, r->ctx, bucket);
+    /* Publishers number records from 1: a record numbered 0 (from a peer
+     * that is not kin's publisher) says nothing of gaps and would claim
+     * 2^64 lost ones. */
+    stream *x =
+        notice || r->seq ? stream_find(s, r->pub, r->ctx, bucket) : NULL;
     if (!x) {
         if (shown)
             s->queue[s->qlen++] = r;
