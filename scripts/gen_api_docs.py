@@ -332,14 +332,10 @@ NOTES = {
         "A handle of a node plus the latch its messages queue in (opaque).",
     ],
     "kin_policy": [
-        ("For a receiver the router checks the policy when it delivers. For "
-         "an exported function the worker pool checks it when the call "
-         "runs, and there `KIN_POLICY_CHILD` is weaker than this comment "
-         "says: it accepts any context sending for itself (`auth == src`, "
-         "not this context), grandchildren and the parent included, because "
-         "the pool does not consult the route table (router/pool.c, "
-         "`allowed`).",
-         r"an immediate child, sending for itself"),
+        "For a receiver the router checks the policy when it delivers; for "
+        "an exported function the worker pool checks it when the call runs, "
+        "by the same rules (`kin__policy_allows`). Service calls are judged "
+        "by the service's own policy instead (kin/service.h).",
     ],
     "kin_node_opts": [
         "Options of `kin_node_new` and `kin_init`; NULL or zeroed fields "
