@@ -394,6 +394,17 @@ overload_round(kin_receiver **rs, const uint8_t *arg)
 /* A saturated service under 10x overload, round after round: the master's
  * memory stays flat (what it holds per refused or served call is given
  * back), and its queue never goes past the bound. */
+#if defined(__SANITIZE_ADDRESS__)
+#define KIN_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KIN_TEST_ASAN 1
+#endif
+#endif
+#ifndef KIN_TEST_ASAN
+#define KIN_TEST_ASAN 0
+#endif
+
 static void
 overload_keeps_master_memory_flat(void **state)
 {
@@ -411,11 +422,18 @@ overload_keeps_master_memory_flat(void **state)
     for (int r = 0; r < 6; r++)
         overload_round(rs, arg);
     long after = rss_kib();
-    print_message("master VmRSS %ld KiB -> %ld KiB\n", before, after);
-    assert_true(before > 0);
-    assert_true(after - before < 10 * 1024);
     free(arg);
     free(rs);
+    print_message("master VmRSS %ld KiB -> %ld KiB\n", before, after);
+    assert_true(before > 0);
+#if KIN_TEST_ASAN
+    /* ASan's quarantine keeps freed memory resident (up to 256 MiB): RSS
+     * says nothing here; LeakSanitizer checks at exit that nothing was
+     * kept. */
+    print_message("RSS bound not asserted under AddressSanitizer\n");
+#else
+    assert_true(after - before < 10 * 1024);
+#endif
 }
 
 /* A call that outlived its deadline at the resolver is cancelled at the
