@@ -94,10 +94,8 @@ kin_latch_new(kin_latch **out)
 void
 kin__latch_set_call(kin_latch *l, uint32_t ctx, uint32_t handle)
 {
-    pthread_mutex_lock(&l->mu);
-    l->call_ctx = ctx;
-    l->call_handle = handle;
-    pthread_mutex_unlock(&l->mu);
+    atomic_store_explicit(&l->call_ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&l->call_handle, handle, memory_order_relaxed);
 }
 
 void

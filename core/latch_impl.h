@@ -5,6 +5,7 @@
 #define KIN_CORE_LATCH_IMPL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -50,8 +51,10 @@ struct kin_latch {
     kin_latch *prev, *next; /* in sel's member list, in add order */
 
     /* The call whose reply comes here (call_handle 0: none), set once
-     * under mu; a select records it as an awaited call. */
-    uint32_t call_ctx, call_handle;
+     * before the latch joins a select, which records it as an awaited
+     * call: atomics, so a select over many calls reads them without
+     * taking every member's lock on each wait. */
+    _Atomic uint32_t call_ctx, call_handle;
 };
 
 struct kin_select {

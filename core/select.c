@@ -204,15 +204,16 @@ record_calls(kin_select *s, kin_task *t)
     pthread_mutex_lock(&s->lock);
     kin_latch *l = s->head;
     for (size_t i = 0; l && i < s->count; i++, l = l->next) {
-        pthread_mutex_lock(&l->mu);
-        if (l->call_handle) {
+        uint32_t h =
+            atomic_load_explicit(&l->call_handle, memory_order_relaxed);
+        if (h) {
             if (n < KIN_TASK_MAX_AWAITS) {
-                calls[n][0] = l->call_ctx;
-                calls[n][1] = l->call_handle;
+                calls[n][0] =
+                    atomic_load_explicit(&l->call_ctx, memory_order_relaxed);
+                calls[n][1] = h;
             }
             n++;
         }
-        pthread_mutex_unlock(&l->mu);
     }
     pthread_mutex_unlock(&s->lock);
     kin__task_await_calls(t, (const uint32_t(*)[2])calls, n);
