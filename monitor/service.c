@@ -17,9 +17,11 @@
 
 #include "core/log_internal.h"
 #include "logs/logs.h"
+#include "monitor/errstack.h"
 #include "monitor/request.h"
 #include "monitor/stack.h"
 #include "process/events.h"
+#include "router/call_impl.h"
 #include "router/router.h"
 #include "router/service.h"
 
@@ -622,6 +624,8 @@ kin__monitor_start(kin_node *n)
         return e;
     }
     kin__stack_install();
+    /* Failed calls served here say where they failed. */
+    kin__calls_set_stack_fmt(kin__errstack_format);
     kin__handler h = {.handle = KIN_HANDLE_MONITOR,
                       .policy = KIN_POLICY_ANY,
                       .respondent = KIN_NO_CTX,

@@ -117,6 +117,45 @@ symbolize(Dwfl *dwfl, uintptr_t addr, kin__frame *f)
     }
 }
 
+/* A Dwfl over this process's modules as they are mapped now, or NULL. */
+static Dwfl *
+open_dwfl(void)
+{
+    Dwfl *dwfl = dwfl_begin(&dwfl_cbs);
+    if (dwfl) {
+        dwfl_report_begin(dwfl);
+        if (dwfl_linux_proc_report(dwfl, getpid()) != 0 ||
+            dwfl_report_end(dwfl, NULL, NULL) != 0) {
+            dwfl_end(dwfl);
+            dwfl = NULL;
+        }
+    }
+    return dwfl;
+}
+
+/* The Dwfl kept for kin__stack_symbolize: made at the first use, remade
+ * when an address falls outside every module it knows (a library loaded
+ * since). */
+static pthread_mutex_t kept_mu = PTHREAD_MUTEX_INITIALIZER;
+static Dwfl *kept;
+
+void
+kin__stack_symbolize(const uintptr_t *addrs, int n, kin__frame *frames)
+{
+    pthread_mutex_lock(&kept_mu);
+    if (!kept)
+        kept = open_dwfl();
+    for (int i = 0; i < n && kept; i++)
+        if (addrs[i] && !dwfl_addrmodule(kept, addrs[i] - 1)) {
+            dwfl_end(kept);
+            kept = open_dwfl();
+            break;
+        }
+    for (int i = 0; i < n; i++)
+        symbolize(kept, addrs[i], &frames[i]);
+    pthread_mutex_unlock(&kept_mu);
+}
+
 int
 kin__stack_capture(int tid, kin__frame *frames, int max, int timeout_ms)
 {
@@ -159,15 +198,7 @@ kin__stack_capture(int tid, kin__frame *frames, int max, int timeout_ms)
     memcpy(ips, slot.ips, (size_t)count * sizeof *ips);
     pthread_mutex_unlock(&slot.mu);
 
-    Dwfl *dwfl = dwfl_begin(&dwfl_cbs);
-    if (dwfl) {
-        dwfl_report_begin(dwfl);
-        if (dwfl_linux_proc_report(dwfl, getpid()) != 0 ||
-            dwfl_report_end(dwfl, NULL, NULL) != 0) {
-            dwfl_end(dwfl);
-            dwfl = NULL;
-        }
-    }
+    Dwfl *dwfl = open_dwfl();
     /* Skip the handler's own frames: up to and including the signal
      * trampoline (the frame after on_signal). */
     int skip = 0;

@@ -34,4 +34,11 @@ int kin__stack_install(void);
  * tid; one capture at a time per process (serialised inside). */
 int kin__stack_capture(int tid, kin__frame *frames, int max, int timeout_ms);
 
+/* Symbolizes return addresses addrs[0..n) (as a stack holds them: each
+ * looked up one byte back, at its call) into frames[0..n), with a Dwfl
+ * kept for the process's life after the first use (so a second call
+ * costs lookups only). An address outside every module gives "??". Any
+ * thread; serialised inside. */
+void kin__stack_symbolize(const uintptr_t *addrs, int n, kin__frame *frames);
+
 #endif
