@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "monitor/stack.h"
-#include "router/call_impl.h"
+#include "router/router.h"
 
 /* Appends one frame's line; false when out is full. */
 static bool

@@ -21,7 +21,6 @@
 #include "monitor/request.h"
 #include "monitor/stack.h"
 #include "process/events.h"
-#include "router/call_impl.h"
 #include "router/router.h"
 #include "router/service.h"
 
