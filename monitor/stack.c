@@ -78,10 +78,26 @@ kin__stack_install(void)
     return install_rc;
 }
 
+/* Separate debug info is looked up by build id only (/usr/lib/debug/
+ * .build-id/, where Debian's -dbg packages put it). Not through
+ * dwfl_standard_find_debuginfo: where a module has none, it ends in the
+ * debuginfod client, which loads libcurl, GnuTLS and OpenSSL into the
+ * process for good (measured: a child went from 7.2 to 18.5 MiB RSS) and
+ * would fetch files over the network from inside a service when
+ * DEBUGINFOD_URLS is set. */
+static int
+find_debuginfo(Dwfl_Module *mod, void **userdata, const char *modname,
+               Dwarf_Addr base, const char *file, const char *debuglink,
+               GElf_Word crc, char **debuginfo_file_name)
+{
+    return dwfl_build_id_find_debuginfo(mod, userdata, modname, base, file,
+                                        debuglink, crc, debuginfo_file_name);
+}
+
 static char *debuginfo_path;
 static const Dwfl_Callbacks dwfl_cbs = {
     .find_elf = dwfl_linux_proc_find_elf,
-    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .find_debuginfo = find_debuginfo,
     .debuginfo_path = &debuginfo_path,
 };
 
