@@ -14,6 +14,7 @@
 #include "context/context.h"
 #include "core/log_internal.h"
 #include "process/procs.h"
+#include "process/zygote.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
@@ -100,6 +101,9 @@ take_curve_key(char *copy, size_t size)
 kin_err
 kin_init(kin_node **out, const kin_node_opts *opts)
 {
+    /* A zygote forks here, before this process has a thread, and each
+     * child it forks goes on as a child started by its parent. */
+    kin__zygote_serve();
     if (!kin_started_as_child())
         return kin_node_new(out, opts);
 

@@ -29,6 +29,7 @@
 #include "process/events.h"
 #include "process/procs.h"
 #include "process/ssh.h"
+#include "process/zygote.h"
 #include "router/router.h"
 
 #ifndef P_PIDFD
@@ -212,6 +213,7 @@ typedef struct spawn_req {
     char *const *argv;
     char **envp;
     int in_fd; /* the child's stdin (ssh's boot channel), or -1 */
+    bool fork; /* from the node's zygote (zygote.c), not fork + exec */
     kin_err result;
     bool done;
 } spawn_req;
@@ -264,9 +266,9 @@ spawn_job(void *arg, void *unused)
         goto out;
     }
     pid_t parent = getpid();
-    pid_t pid = fork();
+    pid_t pid = r->fork ? kin__zygote_fork(p, r->envp, op[1], xp[1]) : fork();
     if (pid < 0) {
-        e = -errno;
+        e = r->fork ? pid : -errno;
         goto out;
     }
     if (pid == 0)
@@ -503,6 +505,7 @@ kin__procs_stop(kin_node *n)
         kin_child_stop(c, NULL);
         detach(c);
     }
+    kin__zygote_stop(p);
     pthread_mutex_lock(&p->mu);
     p->stopped = true;
     pthread_mutex_unlock(&p->mu);
@@ -709,6 +712,8 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         return KIN_EEMERGENCY;
     if (opts->via && opts->via != kin_node_id(n))
         return spawn_via(n, opts, out);
+    if (opts->fork && (opts->program || opts->argv || opts->user || opts->host))
+        return -EINVAL; /* the zygote runs this executable, here, as us */
     kin_child *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
@@ -781,6 +786,13 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     }
     if (!e && !(r.envp = child_env(n, c, !opts->host, opts->user != NULL)))
         e = -ENOMEM;
+    if (!e && opts->fork) {
+        r.fork = true;
+        path = "zygote";
+        e = kin__zygote_ensure(
+            p, opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 30000,
+            opts->errbuf, opts->errbuf_size);
+    }
     if (!e)
         e = kin__broker_defer(kin__node_broker(n), spawn_job, &r, NULL);
     if (e) {
