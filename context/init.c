@@ -75,7 +75,8 @@ on_emergency(void)
 bool
 kin_started_as_child(void)
 {
-    return getenv(KIN__ENV_ENDPOINT) != NULL;
+    /* A zygote becomes children: it must reach kin_init as they would. */
+    return getenv(KIN__ENV_ENDPOINT) != NULL || getenv(KIN__ENV_ZYGOTE) != NULL;
 }
 
 static uint32_t

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -155,6 +156,11 @@ kin__zygote_serve(void)
         unsetenv("LD_BIND_NOW");
     fcntl(ctl, F_SETFD, FD_CLOEXEC);
     long off = tid_offset();
+    /* Warm-up: the name service switch is read once per process, on the
+     * first protocol lookup (libzmq makes one); read it here, not in every
+     * child. */
+    getprotobyname("tcp");
+    endprotoent();
     int threads = thread_count();
     char why = off < 0 ? 'N' : threads != 1 ? 'T' : 'R';
     fflush(NULL);

@@ -106,7 +106,8 @@ typedef struct kin_spawn_opts {
 KIN_EXPORT kin_err kin_init(kin_node **out, const kin_node_opts *opts);
 
 /* Whether this process was started as a kin child (KIN_CHILD_ENDPOINT is
- * set). Any thread. */
+ * set), or as a zygote that forks children (kin_spawn_opts.fork): either
+ * way kin_init serves and never returns. Any thread. */
 KIN_EXPORT bool kin_started_as_child(void);
 
 /* Starts a child context and returns once its HELLO arrived. The child's

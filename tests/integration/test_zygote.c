@@ -35,6 +35,15 @@ draw(kin_call *c, void *arg)
     return kin_call_return(c, "i", (int)random());
 }
 
+/* Busy for up to 5 s on its worker thread, where a stack can be taken. */
+static kin_err
+linger(kin_call *c, void *arg)
+{
+    for (int i = 0; i < 500; i++)
+        usleep(10000);
+    return KIN_OK;
+}
+
 /* --- helpers ------------------------------------------------------------- */
 
 /* Pids of this process's children (live or zombie), up to max. */
@@ -94,8 +103,10 @@ cmdline0(pid_t pid, char *out, size_t size)
     out[got] = 0;
 }
 
+/* Files in the runtime dir left by this process or by pids (named
+ * "PID-..."); other tests may share the directory. */
 static size_t
-runtime_files(void)
+runtime_files(const pid_t *pids, int npids)
 {
     const char *rt = getenv("XDG_RUNTIME_DIR");
     char dir[512];
@@ -105,9 +116,13 @@ runtime_files(void)
         return 0;
     size_t n = 0;
     struct dirent *de;
-    while ((de = readdir(d)))
-        if (de->d_name[0] != '.')
-            n++;
+    while ((de = readdir(d))) {
+        int owner = atoi(de->d_name);
+        bool ours = owner == getpid();
+        for (int i = 0; i < npids; i++)
+            ours |= owner == pids[i];
+        n += ours;
+    }
     closedir(d);
     return n;
 }
@@ -166,6 +181,21 @@ call_getpids(fx *f, uint32_t id, int *pid, int *pgrp, int *ppid)
     kin_msg_destroy(&r);
 }
 
+/* Whether pid has a library whose name contains lib mapped. */
+static bool
+maps_has(pid_t pid, const char *lib)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+    FILE *f = fopen(path, "r");
+    bool found = false;
+    while (f && !found && fgets(line, sizeof line, f))
+        found = strstr(line, lib) != NULL;
+    if (f)
+        fclose(f);
+    return found;
+}
+
 /* --- tests ---------------------------------------------------------------- */
 
 static void
@@ -191,7 +221,7 @@ forked_child_answers_and_is_ours(void **state)
     kin_child_destroy(&f->kids[0]);
     kin_node_destroy(&f->node);
     assert_int_equal(children_left(), 0); /* the zygote went too */
-    assert_int_equal(runtime_files(), 0);
+    assert_int_equal(runtime_files(&pid, 1), 0);
 }
 
 static void
@@ -269,7 +299,7 @@ emergency_stop_takes_forked_children(void **state)
         kin_child_destroy(&f->kids[i]);
     kin_node_destroy(&f->node);
     assert_int_equal(children_left(), 0);
-    assert_int_equal(runtime_files(), 0);
+    assert_int_equal(runtime_files(pids, 3), 0);
 }
 
 static void
@@ -290,7 +320,7 @@ node_destroy_leaves_no_process(void **state)
     for (int i = 0; i < 4; i++)
         assert_false(harness_pid_alive(pids[i]));
     assert_int_equal(children_left(), 0);
-    assert_int_equal(runtime_files(), 0);
+    assert_int_equal(runtime_files(pids, 4), 0);
 }
 
 static void
@@ -306,11 +336,65 @@ bad_fork_options_are_refused(void **state)
     assert_int_equal(children_left(), 0); /* no zygote for nothing */
 }
 
+/* An idle child maps neither libdw nor libunwind (nor what they pull
+ * in); the first stack asked for loads them and still says file:line. */
+static void
+stack_symbolizer_loads_on_first_stack(void **state)
+{
+    fx *f = *state;
+    bool fork = false;
+    for (int round = 0; round < 2; round++, fork = true) {
+        kin_child **c = &f->kids[round];
+        kin_spawn_opts o = {.fork = fork};
+        assert_int_equal(kin_spawn(f->node, &o, c), KIN_OK);
+        pid_t pid = kin_child_pid(*c);
+        uint32_t id = kin_child_id(*c);
+        assert_false(maps_has(pid, "libdw"));
+        assert_false(maps_has(pid, "libunwind"));
+        assert_false(maps_has(pid, "libbz2"));
+        assert_int_equal(kin_call_nowait(f->node, id, "z.linger", NULL),
+                         KIN_OK);
+        kin_task_info *tasks = NULL;
+        size_t count = 0;
+        uint32_t task = 0;
+        double dl = harness_now_ms() + 5000;
+        while (!task && harness_now_ms() < dl) {
+            if (kin_monitor_ps(f->node, id, "z.linger", false, 2000, &tasks,
+                               &count) == KIN_OK &&
+                count)
+                task = tasks[0].id;
+            free(tasks);
+            tasks = NULL;
+            if (!task)
+                usleep(5000);
+        }
+        assert_true(task != 0);
+        kin_frame_info *frames = NULL;
+        assert_int_equal(
+            kin_monitor_where(f->node, id, task, 5000, &frames, &count),
+            KIN_OK);
+        bool named = false, placed = false;
+        for (size_t i = 0; i < count; i++) {
+            named |= strstr(frames[i].fn, "linger") != NULL;
+            placed |= strstr(frames[i].file, "test_zygote.c") != NULL &&
+                      frames[i].line > 0;
+        }
+        free(frames);
+        assert_true(named);
+        if (harness_has_debug_info(__FILE__))
+            assert_true(placed);
+        assert_true(maps_has(pid, "libdw"));
+        assert_true(maps_has(pid, "libunwind"));
+        kin_child_destroy(c);
+    }
+}
+
 int
 main(int argc, char **argv)
 {
     kin_export("z.getpids", getpids, NULL, KIN_POLICY_PARENT);
     kin_export("z.draw", draw, NULL, KIN_POLICY_PARENT);
+    kin_export("z.linger", linger, NULL, KIN_POLICY_PARENT);
     harness_log_setup();
     /* Children (and the zygote) serve here and never return; the tests
      * make nodes of their own. */
@@ -333,6 +417,8 @@ main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(bad_fork_options_are_refused, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(stack_symbolizer_loads_on_first_stack,
+                                        setup, teardown),
     };
     return harness_run_group(tests);
 }
