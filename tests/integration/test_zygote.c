@@ -361,8 +361,8 @@ stack_symbolizer_loads_on_first_stack(void **state)
         while (!task && harness_now_ms() < dl) {
             if (kin_monitor_ps(f->node, id, "z.linger", false, 2000, &tasks,
                                &count) == KIN_OK &&
-                count)
-                task = tasks[0].id;
+                count && tasks[0].state == KIN_TASK_RUNNING)
+                task = tasks[0].id; /* on its thread, not queued */
             free(tasks);
             tasks = NULL;
             if (!task)
