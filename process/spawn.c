@@ -480,6 +480,44 @@ detach(kin_child *c)
     }
 }
 
+/* Sends child id the stop request over its link (when the link is up);
+ * whether it went. */
+static bool
+ask_stop(kin_node *n, uint32_t id)
+{
+    kin_msg *m;
+    if (!kin__node_child_linked(n, id) || kin_msg_new(&m, 0) != KIN_OK)
+        return false;
+    m->dst = id;
+    m->handle = KIN_HANDLE_SHUTDOWN;
+    if (kin_node_send(n, &m)) {
+        kin_msg_destroy(&m);
+        return false;
+    }
+    return true;
+}
+
+/* Asks every child of p to stop at once: a tree then winds down level by
+ * level in parallel, not one process after the other (each context stops
+ * its own children before it exits). */
+static void
+ask_all_stop(kin_node *n, kin__procs *p)
+{
+    pthread_mutex_lock(&p->mu);
+    size_t count = 0;
+    for (kin_child *c = p->children; c; c = c->next)
+        count++;
+    uint32_t *ids = calloc(count ? count : 1, sizeof *ids);
+    size_t k = 0;
+    for (kin_child *c = p->children; ids && c; c = c->next)
+        if (!c->exited)
+            ids[k++] = c->id;
+    pthread_mutex_unlock(&p->mu);
+    for (size_t i = 0; i < k; i++)
+        ask_stop(n, ids[i]);
+    free(ids);
+}
+
 void
 kin__procs_stop(kin_node *n)
 {
@@ -496,6 +534,7 @@ kin__procs_stop(kin_node *n)
             break;
         w->quiesce(w->arg);
     }
+    ask_all_stop(n, p);
     for (;;) {
         pthread_mutex_lock(&p->mu);
         kin_child *c = p->children;
@@ -940,14 +979,8 @@ kin_child_stop(kin_child *c, int *status)
         return kin_child_wait(c, 0, status);
     uint64_t start = kin__now_ns();
     kin_err e;
-    bool linked = kin__node_child_linked(n, c->id);
     /* Ask nicely over the wire first, if it ever got that far. */
-    kin_msg *m;
-    if (linked && kin_msg_new(&m, 0) == KIN_OK) {
-        m->dst = c->id;
-        m->handle = KIN_HANDLE_SHUTDOWN;
-        if (kin_node_send(n, &m))
-            kin_msg_destroy(&m);
+    if (ask_stop(n, c->id)) {
         e = kin_child_wait(c, c->stop_timeout_ms / 4, status);
         if (e != KIN_ETIMEOUT)
             return e;
