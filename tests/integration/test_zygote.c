@@ -323,6 +323,47 @@ node_destroy_leaves_no_process(void **state)
     assert_int_equal(runtime_files(pids, 4), 0);
 }
 
+/* The zygote: our child whose argv[0] is "kin-zygote" and that is no
+ * kin_child of ours; 0 if none. */
+static pid_t
+find_zygote(fx *f)
+{
+    pid_t kids[16];
+    int n = our_children(kids, 16);
+    for (int i = 0; i < n; i++) {
+        bool known = false;
+        for (int k = 0; k < 4; k++)
+            known |= f->kids[k] && kin_child_pid(f->kids[k]) == kids[i];
+        char arg0[64];
+        cmdline0(kids[i], arg0, sizeof arg0);
+        if (!known && !strcmp(arg0, "kin-zygote"))
+            return kids[i];
+    }
+    return 0;
+}
+
+static void
+dead_zygote_is_replaced(void **state)
+{
+    fx *f = *state;
+    assert_int_equal(spawn_forked(f, 0), KIN_OK);
+    pid_t z = find_zygote(f);
+    assert_true(z > 0);
+    assert_int_equal(kill(z, SIGKILL), 0);
+    assert_true(harness_wait_gone(z, 5000));
+    /* The child it made lives on: it is ours, not the zygote's. */
+    int cpid, pgrp, ppid;
+    call_getpids(f, kin_child_id(f->kids[0]), &cpid, &pgrp, &ppid);
+    assert_int_equal(cpid, kin_child_pid(f->kids[0]));
+    assert_int_equal(spawn_forked(f, 1), KIN_OK);
+    call_getpids(f, kin_child_id(f->kids[1]), &cpid, &pgrp, &ppid);
+    assert_int_equal(ppid, getpid());
+    pid_t z2 = find_zygote(f);
+    assert_true(z2 > 0 && z2 != z);
+    kin_node_destroy(&f->node);
+    assert_int_equal(children_left(), 0); /* the dead one was reaped too */
+}
+
 static void
 bad_fork_options_are_refused(void **state)
 {
@@ -416,6 +457,8 @@ main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(node_destroy_leaves_no_process, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(bad_fork_options_are_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(dead_zygote_is_replaced, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(stack_symbolizer_loads_on_first_stack,
                                         setup, teardown),
