@@ -749,10 +749,13 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         return -ENOMEM;
     if (kin_emergency_stopped(n, NULL))
         return KIN_EEMERGENCY;
+    /* The zygote runs this executable, here, as us. */
+    if (opts->fork &&
+        (opts->program || opts->argv || opts->user || opts->host ||
+         (opts->via && opts->via != kin_node_id(n))))
+        return -EINVAL;
     if (opts->via && opts->via != kin_node_id(n))
         return spawn_via(n, opts, out);
-    if (opts->fork && (opts->program || opts->argv || opts->user || opts->host))
-        return -EINVAL; /* the zygote runs this executable, here, as us */
     kin_child *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;

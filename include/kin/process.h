@@ -43,7 +43,7 @@ typedef struct kin_spawn_opts {
     /* The fork factory: start the child by forking n's zygote, a warm copy
      * of this executable that stays single-threaded inside kin_init and
      * forks on request, instead of fork + exec (no exec, no dynamic
-     * loading: the child answers in about a millisecond). The zygote is
+     * loading; kin-bench's fork_* figures say what it saves). The zygote is
      * started on the first such spawn (fork + exec; within
      * connect_timeout_ms) and lives until n is destroyed; a forked child
      * is n's own child process, supervised, stopped, reaped and stopped in
@@ -51,7 +51,8 @@ typedef struct kin_spawn_opts {
      * memory as main left it before kin_init (exports, globals), not n's
      * threads, sockets or keys; docs/supervision.md says what it inherits.
      * Only for this executable on this host as this user: program, argv,
-     * user and host must be NULL (else -EINVAL). Errors as kin_spawn, and
+     * user and host must be NULL and via 0 or n's id (else -EINVAL).
+     * Errors as kin_spawn, and
      * KIN_ESPAWN when the program exits or starts a thread before reaching
      * kin_init, -ENOSYS when the C library does not allow it. false: exec. */
     bool fork;

@@ -373,6 +373,10 @@ bad_fork_options_are_refused(void **state)
     assert_int_equal(kin_spawn(f->node, &o, &c), -EINVAL);
     o = (kin_spawn_opts){.fork = true, .user = "nobody"};
     assert_int_equal(kin_spawn(f->node, &o, &c), -EINVAL);
+    o = (kin_spawn_opts){.fork = true, .host = "localhost"};
+    assert_int_equal(kin_spawn(f->node, &o, &c), -EINVAL);
+    o = (kin_spawn_opts){.fork = true, .via = 42, .host = "localhost"};
+    assert_int_equal(kin_spawn(f->node, &o, &c), -EINVAL);
     assert_null(c);
     assert_int_equal(children_left(), 0); /* no zygote for nothing */
 }
