@@ -364,6 +364,21 @@ dead_zygote_is_replaced(void **state)
     assert_int_equal(children_left(), 0); /* the dead one was reaped too */
 }
 
+/* On tcp every link is CURVE: the child can only link up if the tree's
+ * key reached it through the zygote's request. */
+static void
+forked_child_links_over_curve(void **state)
+{
+    fx *f = *state;
+    kin_node_destroy(&f->node);
+    kin_node_opts o = {.name = "zygote-tcp", .bind = "tcp://127.0.0.1:*"};
+    assert_int_equal(kin_node_new(&f->node, &o), KIN_OK);
+    assert_int_equal(spawn_forked(f, 0), KIN_OK);
+    int cpid, pgrp, ppid;
+    call_getpids(f, kin_child_id(f->kids[0]), &cpid, &pgrp, &ppid);
+    assert_int_equal(ppid, getpid());
+}
+
 static void
 bad_fork_options_are_refused(void **state)
 {
@@ -463,6 +478,8 @@ main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(bad_fork_options_are_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(dead_zygote_is_replaced, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(forked_child_links_over_curve, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(stack_symbolizer_loads_on_first_stack,
                                         setup, teardown),
