@@ -6,6 +6,7 @@
  * The test binary is also the zygote and every child. */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -379,6 +380,41 @@ forked_child_links_over_curve(void **state)
     assert_int_equal(ppid, getpid());
 }
 
+/* A zygote whose main misbehaves before kin_init (told through the
+ * environment it copies from us): the spawn fails with the reason, and
+ * nothing is left. */
+static void
+zygote_must_reach_kin_init_alone(void **state)
+{
+    fx *f = *state;
+    const char *roles[] = {"thread", "exit"};
+    const char *why[] = {"started threads before kin_init",
+                         "exited before kin_init"};
+    for (int i = 0; i < 2; i++) {
+        kin_node_destroy(&f->node);
+        kin_node_opts o = {.name = "zygote-master"};
+        assert_int_equal(kin_node_new(&f->node, &o), KIN_OK);
+        setenv("ZYG_TEST_BEFORE_INIT", roles[i], 1);
+        char buf[512] = "";
+        kin_spawn_opts so = {
+            .fork = true, .errbuf = buf, .errbuf_size = sizeof buf};
+        kin_child *c = NULL;
+        kin_err e = kin_spawn(f->node, &so, &c);
+        unsetenv("ZYG_TEST_BEFORE_INIT");
+        assert_int_equal(e, KIN_ESPAWN);
+        assert_null(c);
+        assert_non_null(strstr(buf, why[i]));
+        assert_int_equal(children_left(), 0);
+    }
+}
+
+static void *
+idle_thread(void *arg)
+{
+    pause();
+    return NULL;
+}
+
 static void
 bad_fork_options_are_refused(void **state)
 {
@@ -456,6 +492,13 @@ main(int argc, char **argv)
     kin_export("z.draw", draw, NULL, KIN_POLICY_PARENT);
     kin_export("z.linger", linger, NULL, KIN_POLICY_PARENT);
     harness_log_setup();
+    const char *before = getenv("ZYG_TEST_BEFORE_INIT");
+    if (before && kin_started_as_child() && !strcmp(before, "exit"))
+        return 0;
+    pthread_t th;
+    if (before && kin_started_as_child() && !strcmp(before, "thread") &&
+        pthread_create(&th, NULL, idle_thread, NULL))
+        return 1;
     /* Children (and the zygote) serve here and never return; the tests
      * make nodes of their own. */
     kin_node *m = NULL;
@@ -480,6 +523,8 @@ main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(dead_zygote_is_replaced, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(forked_child_links_over_curve, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(zygote_must_reach_kin_init_alone, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(stack_symbolizer_loads_on_first_stack,
                                         setup, teardown),
