@@ -14,6 +14,7 @@
 #include "context/context.h"
 #include "core/log_internal.h"
 #include "process/procs.h"
+#include "process/zygote.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
@@ -74,7 +75,8 @@ on_emergency(void)
 bool
 kin_started_as_child(void)
 {
-    return getenv(KIN__ENV_ENDPOINT) != NULL;
+    /* A zygote becomes children: it must reach kin_init as they would. */
+    return getenv(KIN__ENV_ENDPOINT) != NULL || getenv(KIN__ENV_ZYGOTE) != NULL;
 }
 
 static uint32_t
@@ -100,6 +102,9 @@ take_curve_key(char *copy, size_t size)
 kin_err
 kin_init(kin_node **out, const kin_node_opts *opts)
 {
+    /* A zygote forks here, before this process has a thread, and each
+     * child it forks goes on as a child started by its parent. */
+    kin__zygote_serve();
     if (!kin_started_as_child())
         return kin_node_new(out, opts);
 

@@ -1,11 +1,13 @@
 /* On-demand stack capture (see stack.h): the target thread unwinds itself
- * in a signal handler into a shared slot; the requester symbolizes. */
-#define UNW_LOCAL_ONLY
+ * in a signal handler into a shared slot; the requester symbolizes.
+ * libunwind and libdw (with libelf and the compression libraries they
+ * pull in) are loaded with dlopen when a stack is first asked for, so a
+ * context that is never asked maps none of them. */
 #include "monitor/stack.h"
 
+#include <dlfcn.h>
 #include <elfutils/libdwfl.h>
 #include <errno.h>
-#include <libunwind.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -30,6 +32,90 @@ static struct {
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int install_rc;
 
+/* What is used of libunwind and libdw, once loaded (load_once). The
+ * handler reads backtrace_fn with an atomic load: NULL (a stray signal
+ * before any capture) unwinds nothing. */
+typedef int (*backtrace_fn)(void **, int);
+static _Atomic(backtrace_fn) unw_backtrace_fn;
+static struct {
+    Dwfl *(*begin)(const Dwfl_Callbacks *);
+    void (*report_begin)(Dwfl *);
+    int (*proc_report)(Dwfl *, pid_t);
+    int (*report_end)(Dwfl *,
+                      int (*)(Dwfl_Module *, void *, const char *, Dwarf_Addr,
+                              void *),
+                      void *);
+    void (*end)(Dwfl *);
+    Dwfl_Module *(*addrmodule)(Dwfl *, Dwarf_Addr);
+    const char *(*addrname)(Dwfl_Module *, GElf_Addr);
+    Dwfl_Line *(*getsrc)(Dwfl_Module *, Dwarf_Addr);
+    const char *(*lineinfo)(Dwfl_Line *, Dwarf_Addr *, int *, int *, int *,
+                            const char **);
+    const char *(*module_info)(Dwfl_Module *, void ***, Dwarf_Addr *,
+                               Dwarf_Addr *, Dwarf_Addr *, Dwarf_Addr *,
+                               const char **, const char **);
+    int (*build_id_find_debuginfo)(Dwfl_Module *, void **, const char *,
+                                   Dwarf_Addr, const char *, const char *,
+                                   GElf_Word, char **);
+    Dwfl_Callbacks cbs;
+    bool ok;
+} dw;
+static pthread_once_t load_once_ctl = PTHREAD_ONCE_INIT;
+static char *debuginfo_path;
+
+/* Separate debug info is looked up by build id only (/usr/lib/debug/
+ * .build-id/, where Debian's -dbg packages put it). Not through
+ * dwfl_standard_find_debuginfo: where a module has none, it ends in the
+ * debuginfod client, which loads libcurl, GnuTLS and OpenSSL into the
+ * process for good (measured: a child went from 7.2 to 18.5 MiB RSS) and
+ * would fetch files over the network from inside a service when
+ * DEBUGINFOD_URLS is set. */
+static int
+find_debuginfo(Dwfl_Module *mod, void **userdata, const char *modname,
+               Dwarf_Addr base, const char *file, const char *debuglink,
+               GElf_Word crc, char **debuginfo_file_name)
+{
+    return dw.build_id_find_debuginfo(mod, userdata, modname, base, file,
+                                      debuglink, crc, debuginfo_file_name);
+}
+
+#define LOAD(lib, var, name) (*(void **)&(var) = dlsym(lib, name)) != NULL
+
+static void
+load_once(void)
+{
+    /* RTLD_NOW: nothing is left for the dynamic linker to bind inside the
+     * signal handler. */
+    void *unw = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
+    backtrace_fn bt = unw ? (backtrace_fn)dlsym(unw, "unw_backtrace") : NULL;
+    atomic_store(&unw_backtrace_fn, bt);
+    void *lib = dlopen("libdw.so.1", RTLD_NOW | RTLD_LOCAL);
+    dw.ok =
+        lib && LOAD(lib, dw.begin, "dwfl_begin") &&
+        LOAD(lib, dw.report_begin, "dwfl_report_begin") &&
+        LOAD(lib, dw.proc_report, "dwfl_linux_proc_report") &&
+        LOAD(lib, dw.report_end, "dwfl_report_end") &&
+        LOAD(lib, dw.end, "dwfl_end") &&
+        LOAD(lib, dw.addrmodule, "dwfl_addrmodule") &&
+        LOAD(lib, dw.addrname, "dwfl_module_addrname") &&
+        LOAD(lib, dw.getsrc, "dwfl_module_getsrc") &&
+        LOAD(lib, dw.lineinfo, "dwfl_lineinfo") &&
+        LOAD(lib, dw.module_info, "dwfl_module_info") &&
+        LOAD(lib, dw.cbs.find_elf, "dwfl_linux_proc_find_elf") &&
+        LOAD(lib, dw.build_id_find_debuginfo, "dwfl_build_id_find_debuginfo");
+    dw.cbs.find_debuginfo = find_debuginfo;
+    dw.cbs.debuginfo_path = &debuginfo_path;
+}
+
+/* Loads the unwinder and the symbolizer (once); -ENOTSUP without an
+ * unwinder. A missing libdw only costs the names (frames stay "??"). */
+static int
+load(void)
+{
+    pthread_once(&load_once_ctl, load_once);
+    return atomic_load(&unw_backtrace_fn) ? 0 : -ENOTSUP;
+}
+
 int
 kin__stack_signal(void)
 {
@@ -51,7 +137,8 @@ on_signal(int sig, siginfo_t *si, void *uc)
 {
     int saved = errno;
     if (atomic_load(&slot.target) == (int)syscall(SYS_gettid)) {
-        slot.count = unw_backtrace(slot.ips, KIN_STACK_MAX);
+        backtrace_fn bt = atomic_load(&unw_backtrace_fn);
+        slot.count = bt ? bt(slot.ips, KIN_STACK_MAX) : 0;
         atomic_store(&slot.target, 0);
         sem_post(&slot.done);
     }
@@ -78,29 +165,6 @@ kin__stack_install(void)
     return install_rc;
 }
 
-/* Separate debug info is looked up by build id only (/usr/lib/debug/
- * .build-id/, where Debian's -dbg packages put it). Not through
- * dwfl_standard_find_debuginfo: where a module has none, it ends in the
- * debuginfod client, which loads libcurl, GnuTLS and OpenSSL into the
- * process for good (measured: a child went from 7.2 to 18.5 MiB RSS) and
- * would fetch files over the network from inside a service when
- * DEBUGINFOD_URLS is set. */
-static int
-find_debuginfo(Dwfl_Module *mod, void **userdata, const char *modname,
-               Dwarf_Addr base, const char *file, const char *debuglink,
-               GElf_Word crc, char **debuginfo_file_name)
-{
-    return dwfl_build_id_find_debuginfo(mod, userdata, modname, base, file,
-                                        debuglink, crc, debuginfo_file_name);
-}
-
-static char *debuginfo_path;
-static const Dwfl_Callbacks dwfl_cbs = {
-    .find_elf = dwfl_linux_proc_find_elf,
-    .find_debuginfo = find_debuginfo,
-    .debuginfo_path = &debuginfo_path,
-};
-
 static void
 symbolize(Dwfl *dwfl, uintptr_t addr, kin__frame *f)
 {
@@ -112,16 +176,16 @@ symbolize(Dwfl *dwfl, uintptr_t addr, kin__frame *f)
         return;
     /* Return addresses point after the call: look up the call itself. */
     Dwarf_Addr pc = addr ? addr - 1 : 0;
-    Dwfl_Module *mod = dwfl_addrmodule(dwfl, pc);
+    Dwfl_Module *mod = dw.addrmodule(dwfl, pc);
     if (!mod)
         return;
-    const char *name = dwfl_module_addrname(mod, pc);
+    const char *name = dw.addrname(mod, pc);
     if (name)
         snprintf(f->fn, sizeof f->fn, "%s", name);
-    Dwfl_Line *line = dwfl_module_getsrc(mod, pc);
+    Dwfl_Line *line = dw.getsrc(mod, pc);
     if (line) {
         int lineno = 0;
-        const char *file = dwfl_lineinfo(line, NULL, &lineno, NULL, NULL, NULL);
+        const char *file = dw.lineinfo(line, NULL, &lineno, NULL, NULL, NULL);
         if (file) {
             snprintf(f->file, sizeof f->file, "%s", file);
             f->line = lineno;
@@ -129,7 +193,7 @@ symbolize(Dwfl *dwfl, uintptr_t addr, kin__frame *f)
     } else {
         Dwarf_Addr start = 0;
         const char *modname =
-            dwfl_module_info(mod, NULL, &start, NULL, NULL, NULL, NULL, NULL);
+            dw.module_info(mod, NULL, &start, NULL, NULL, NULL, NULL, NULL);
         /* Without a symbol, the offset in the module lets a person look
          * it up offline (addr2line -e MODULE OFFSET). */
         if (modname && !name)
@@ -144,12 +208,13 @@ symbolize(Dwfl *dwfl, uintptr_t addr, kin__frame *f)
 static Dwfl *
 open_dwfl(void)
 {
-    Dwfl *dwfl = dwfl_begin(&dwfl_cbs);
+    load();
+    Dwfl *dwfl = dw.ok ? dw.begin(&dw.cbs) : NULL;
     if (dwfl) {
-        dwfl_report_begin(dwfl);
-        if (dwfl_linux_proc_report(dwfl, getpid()) != 0 ||
-            dwfl_report_end(dwfl, NULL, NULL) != 0) {
-            dwfl_end(dwfl);
+        dw.report_begin(dwfl);
+        if (dw.proc_report(dwfl, getpid()) != 0 ||
+            dw.report_end(dwfl, NULL, NULL) != 0) {
+            dw.end(dwfl);
             dwfl = NULL;
         }
     }
@@ -169,8 +234,8 @@ kin__stack_symbolize(const uintptr_t *addrs, int n, kin__frame *frames)
     if (!kept)
         kept = open_dwfl();
     for (int i = 0; i < n && kept; i++)
-        if (addrs[i] && !dwfl_addrmodule(kept, addrs[i] - 1)) {
-            dwfl_end(kept);
+        if (addrs[i] && !dw.addrmodule(kept, addrs[i] - 1)) {
+            dw.end(kept);
             kept = open_dwfl();
             break;
         }
@@ -205,6 +270,8 @@ kin__stack_capture_raw(int tid, uintptr_t *ips, int max, int timeout_ms)
     if (!kin__stack_enabled())
         return -ENOTSUP;
     int rc = kin__stack_install();
+    if (!rc)
+        rc = load();
     if (rc)
         return rc;
     if (max > KIN_STACK_MAX)
@@ -213,7 +280,7 @@ kin__stack_capture_raw(int tid, uintptr_t *ips, int max, int timeout_ms)
         /* The asking thread itself: no signal needed. Its first frame is
          * this function's, as the handler's is on_signal. */
         void *own[KIN_STACK_MAX];
-        int count = unw_backtrace(own, max);
+        int count = atomic_load(&unw_backtrace_fn)(own, max);
         for (int i = 0; i < count; i++)
             ips[i] = (uintptr_t)own[i];
         return count;
@@ -300,7 +367,7 @@ kin__sym_close(kin__symbolizer *s)
     if (!s)
         return;
     if (s->dwfl)
-        dwfl_end(s->dwfl);
+        dw.end(s->dwfl);
     free(s);
     /* What libdw read (symbol tables, line tables) was heap memory: give
      * it back instead of keeping the high-water mark for good. */

@@ -39,6 +39,7 @@ typedef struct kin__procs {
     uint32_t origin; /* who tripped it: a child's id, or the node's own */
     /* init.c: a serving child turns a trip into its own exit. */
     void (*on_trip_exit)(void);
+    struct kin__zygote *zygote; /* zygote.c's, for kin_spawn_opts.fork */
 } kin__procs;
 
 /* Attaches the process layer to n (the context assembly, before the

@@ -29,6 +29,7 @@
 #include "process/events.h"
 #include "process/procs.h"
 #include "process/ssh.h"
+#include "process/zygote.h"
 #include "router/router.h"
 
 #ifndef P_PIDFD
@@ -212,6 +213,7 @@ typedef struct spawn_req {
     char *const *argv;
     char **envp;
     int in_fd; /* the child's stdin (ssh's boot channel), or -1 */
+    bool fork; /* from the node's zygote (zygote.c), not fork + exec */
     kin_err result;
     bool done;
 } spawn_req;
@@ -264,9 +266,9 @@ spawn_job(void *arg, void *unused)
         goto out;
     }
     pid_t parent = getpid();
-    pid_t pid = fork();
+    pid_t pid = r->fork ? kin__zygote_fork(p, r->envp, op[1], xp[1]) : fork();
     if (pid < 0) {
-        e = -errno;
+        e = r->fork ? pid : -errno;
         goto out;
     }
     if (pid == 0)
@@ -478,6 +480,44 @@ detach(kin_child *c)
     }
 }
 
+/* Sends child id the stop request over its link (when the link is up);
+ * whether it went. */
+static bool
+ask_stop(kin_node *n, uint32_t id)
+{
+    kin_msg *m;
+    if (!kin__node_child_linked(n, id) || kin_msg_new(&m, 0) != KIN_OK)
+        return false;
+    m->dst = id;
+    m->handle = KIN_HANDLE_SHUTDOWN;
+    if (kin_node_send(n, &m)) {
+        kin_msg_destroy(&m);
+        return false;
+    }
+    return true;
+}
+
+/* Asks every child of p to stop at once: a tree then winds down level by
+ * level in parallel, not one process after the other (each context stops
+ * its own children before it exits). */
+static void
+ask_all_stop(kin_node *n, kin__procs *p)
+{
+    pthread_mutex_lock(&p->mu);
+    size_t count = 0;
+    for (kin_child *c = p->children; c; c = c->next)
+        count++;
+    uint32_t *ids = calloc(count ? count : 1, sizeof *ids);
+    size_t k = 0;
+    for (kin_child *c = p->children; ids && c; c = c->next)
+        if (!c->exited)
+            ids[k++] = c->id;
+    pthread_mutex_unlock(&p->mu);
+    for (size_t i = 0; i < k; i++)
+        ask_stop(n, ids[i]);
+    free(ids);
+}
+
 void
 kin__procs_stop(kin_node *n)
 {
@@ -494,6 +534,7 @@ kin__procs_stop(kin_node *n)
             break;
         w->quiesce(w->arg);
     }
+    ask_all_stop(n, p);
     for (;;) {
         pthread_mutex_lock(&p->mu);
         kin_child *c = p->children;
@@ -503,6 +544,7 @@ kin__procs_stop(kin_node *n)
         kin_child_stop(c, NULL);
         detach(c);
     }
+    kin__zygote_stop(p);
     pthread_mutex_lock(&p->mu);
     p->stopped = true;
     pthread_mutex_unlock(&p->mu);
@@ -707,6 +749,11 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         return -ENOMEM;
     if (kin_emergency_stopped(n, NULL))
         return KIN_EEMERGENCY;
+    /* The zygote runs this executable, here, as us. */
+    if (opts->fork &&
+        (opts->program || opts->argv || opts->user || opts->host ||
+         (opts->via && opts->via != kin_node_id(n))))
+        return -EINVAL;
     if (opts->via && opts->via != kin_node_id(n))
         return spawn_via(n, opts, out);
     kin_child *c = calloc(1, sizeof *c);
@@ -781,6 +828,13 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     }
     if (!e && !(r.envp = child_env(n, c, !opts->host, opts->user != NULL)))
         e = -ENOMEM;
+    if (!e && opts->fork) {
+        r.fork = true;
+        path = "zygote";
+        e = kin__zygote_ensure(
+            p, opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 30000,
+            opts->errbuf, opts->errbuf_size);
+    }
     if (!e)
         e = kin__broker_defer(kin__node_broker(n), spawn_job, &r, NULL);
     if (e) {
@@ -928,14 +982,8 @@ kin_child_stop(kin_child *c, int *status)
         return kin_child_wait(c, 0, status);
     uint64_t start = kin__now_ns();
     kin_err e;
-    bool linked = kin__node_child_linked(n, c->id);
     /* Ask nicely over the wire first, if it ever got that far. */
-    kin_msg *m;
-    if (linked && kin_msg_new(&m, 0) == KIN_OK) {
-        m->dst = c->id;
-        m->handle = KIN_HANDLE_SHUTDOWN;
-        if (kin_node_send(n, &m))
-            kin_msg_destroy(&m);
+    if (ask_stop(n, c->id)) {
         e = kin_child_wait(c, c->stop_timeout_ms / 4, status);
         if (e != KIN_ETIMEOUT)
             return e;

@@ -1,13 +1,12 @@
 /* The callee side of calls: the process-wide export table, the worker pool
  * that runs every incoming call as a task, and CANCEL. */
-#define UNW_LOCAL_ONLY
 #include <errno.h>
-#include <libunwind.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <unwind.h>
 
 #include "core/log_internal.h"
 #include "core/sync.h"
@@ -177,26 +176,36 @@ kin_call_result(kin_call *c)
 /* Records the return addresses of the served code that called
  * kin_call_fail (symbolized once, when the reply is made): the frames
  * below run_call's, told apart by the stack address of the kin_call, which
- * lives in run_call's frame. A frame belongs to the served code when the
- * frame above it (its caller) has its stack pointer at or below c. */
+ * lives in run_call's frame: a frame whose canonical frame address (the
+ * stack pointer of its caller at the call) is at or below c belongs to the
+ * served code. Unwound with libgcc's unwinder, which every C program has,
+ * so libunwind stays unloaded until a stack is asked for. */
+typedef struct unwinding {
+    kin_call *c;
+    int skip; /* this function's and kin_call_fail's frames */
+} unwinding;
+
+static _Unwind_Reason_Code
+on_frame(struct _Unwind_Context *ctx, void *arg)
+{
+    unwinding *u = arg;
+    kin_call *c = u->c;
+    if (u->skip > 0) {
+        u->skip--;
+        return _URC_NO_REASON;
+    }
+    if (_Unwind_GetCFA(ctx) > (uintptr_t)c ||
+        c->fail_npcs == KIN__ERRSTACK_FRAMES)
+        return _URC_END_OF_STACK;
+    c->fail_pcs[c->fail_npcs++] = (void *)_Unwind_GetIP(ctx);
+    return _URC_NO_REASON;
+}
+
 static void __attribute__((noinline)) where_failed(kin_call *c)
 {
-    unw_context_t uc;
-    unw_cursor_t cur;
     c->fail_npcs = 0;
-    if (unw_getcontext(&uc) || unw_init_local(&cur, &uc))
-        return;
-    /* Leave where_failed and kin_call_fail. */
-    for (int i = 0; i < 2; i++)
-        if (unw_step(&cur) <= 0)
-            return;
-    while (c->fail_npcs < KIN__ERRSTACK_FRAMES) {
-        unw_word_t ip, sp;
-        if (unw_get_reg(&cur, UNW_REG_IP, &ip) || unw_step(&cur) <= 0 ||
-            unw_get_reg(&cur, UNW_REG_SP, &sp) || sp > (uintptr_t)c)
-            return;
-        c->fail_pcs[c->fail_npcs++] = (void *)ip;
-    }
+    unwinding u = {.c = c, .skip = 2};
+    _Unwind_Backtrace(on_frame, &u);
 }
 
 kin_err

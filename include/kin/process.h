@@ -40,6 +40,22 @@ typedef struct kin_spawn_opts {
     int connect_timeout_ms; /* HELLO must arrive within; 0: 30000 */
     int stop_timeout_ms;    /* stop request to SIGKILL; 0: 2000 */
     int workers;            /* the child's worker pool size; 0: default */
+    /* The fork factory: start the child by forking n's zygote, a warm copy
+     * of this executable that stays single-threaded inside kin_init and
+     * forks on request, instead of fork + exec (no exec, no dynamic
+     * loading; kin-bench's fork_* figures say what it saves). The zygote is
+     * started on the first such spawn (fork + exec; within
+     * connect_timeout_ms) and lives until n is destroyed; a forked child
+     * is n's own child process, supervised, stopped, reaped and stopped in
+     * an emergency exactly as an exec'd one. It inherits the zygote's
+     * memory as main left it before kin_init (exports, globals), not n's
+     * threads, sockets or keys; docs/supervision.md says what it inherits.
+     * Only for this executable on this host as this user: program, argv,
+     * user and host must be NULL and via 0 or n's id (else -EINVAL).
+     * Errors as kin_spawn, and
+     * KIN_ESPAWN when the program exits or starts a thread before reaching
+     * kin_init, -ENOSYS when the C library does not allow it. false: exec. */
+    bool fork;
     /* Run the child as this user, through `sudo -n -u USER` (the sudo
      * factory). The parent must be bound on tcp (kin_node_opts.bind): the
      * default ipc endpoint lives in a 0700 directory another user cannot
@@ -91,7 +107,8 @@ typedef struct kin_spawn_opts {
 KIN_EXPORT kin_err kin_init(kin_node **out, const kin_node_opts *opts);
 
 /* Whether this process was started as a kin child (KIN_CHILD_ENDPOINT is
- * set). Any thread. */
+ * set), or as a zygote that forks children (kin_spawn_opts.fork): either
+ * way kin_init serves and never returns. Any thread. */
 KIN_EXPORT bool kin_started_as_child(void);
 
 /* Starts a child context and returns once its HELLO arrived. The child's

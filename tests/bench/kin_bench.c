@@ -70,6 +70,10 @@ typedef struct results {
     double idle_rss_kib, idle_rss_anon_kib, idle_rss_file_kib, idle_threads;
     double idle_pss_kib, idle_uss_kib;
     double spawn100_ms, spawn100_start_ms, spawn100_stop_ms, spawn100_seq_ms;
+    /* The fork factory (kin_spawn_opts.fork), beside the exec figures. */
+    double zygote_start_ms, fork_ms, fork_first_call_ms;
+    double fork_idle_rss_kib, fork_idle_pss_kib, fork_idle_uss_kib;
+    double fork100_ms, fork100_start_ms, fork100_stop_ms;
 } results;
 
 /* Every figure by its JSON key, in output order. */
@@ -110,6 +114,15 @@ static const struct figure {
     {"spawn100_start_ms", offsetof(results, spawn100_start_ms)},
     {"spawn100_stop_ms", offsetof(results, spawn100_stop_ms)},
     {"spawn100_seq_ms", offsetof(results, spawn100_seq_ms)},
+    {"zygote_start_ms", offsetof(results, zygote_start_ms)},
+    {"fork_ms", offsetof(results, fork_ms)},
+    {"fork_first_call_ms", offsetof(results, fork_first_call_ms)},
+    {"fork_idle_rss_kib", offsetof(results, fork_idle_rss_kib)},
+    {"fork_idle_pss_kib", offsetof(results, fork_idle_pss_kib)},
+    {"fork_idle_uss_kib", offsetof(results, fork_idle_uss_kib)},
+    {"fork100_ms", offsetof(results, fork100_ms)},
+    {"fork100_start_ms", offsetof(results, fork100_start_ms)},
+    {"fork100_stop_ms", offsetof(results, fork100_stop_ms)},
 };
 #define N_FIGURES (sizeof figures / sizeof figures[0])
 
@@ -741,13 +754,16 @@ zmq_spawn_first(bench *b, uint64_t *ns, uint64_t *rss)
     return rc;
 }
 
-/* kin_spawn, then the first call; the idle child's memory after it. */
+/* kin_spawn (fork: from the zygote), then the first call; the idle child's
+ * memory after it. */
 static kin_err
-kin_spawn_first(bench *b, uint64_t *spawn_ns, uint64_t *first_ns, uint64_t *rss)
+kin_spawn_first(bench *b, bool fork, uint64_t *spawn_ns, uint64_t *first_ns,
+                uint64_t *rss)
 {
     kin_child *c = NULL;
+    kin_spawn_opts o = {.fork = fork};
     uint64_t t0 = now_ns();
-    kin_err e = kin_spawn(b->master, NULL, &c);
+    kin_err e = kin_spawn(b->master, &o, &c);
     *spawn_ns = now_ns() - t0;
     if (!e)
         e = call_echo(b->master, kin_child_id(c), b->payload, false);
@@ -756,6 +772,12 @@ kin_spawn_first(bench *b, uint64_t *spawn_ns, uint64_t *first_ns, uint64_t *rss)
         /* Idle: it started and answered one call, nothing since. */
         pid_t pid = kin_child_pid(c);
         *rss = (uint64_t)proc_status(pid, "VmRSS");
+        if (fork) {
+            proc_pss_uss(pid, &b->res->fork_idle_pss_kib,
+                         &b->res->fork_idle_uss_kib);
+            kin_child_destroy(&c);
+            return e;
+        }
         b->res->idle_rss_anon_kib = proc_status(pid, "RssAnon");
         b->res->idle_rss_file_kib = proc_status(pid, "RssFile");
         b->res->idle_threads = proc_status(pid, "Threads");
@@ -802,6 +824,7 @@ zmq_fanout(bench *b)
 typedef struct slice {
     kin_node *master;
     kin_child **kids;
+    bool fork;
     int count;
     int started;
     kin_err e;
@@ -813,8 +836,9 @@ static void *
 slice_start(void *arg)
 {
     slice *s = arg;
+    kin_spawn_opts o = {.fork = s->fork};
     for (; s->started < s->count && !s->e; s->started++)
-        s->e = kin_spawn(s->master, NULL, &s->kids[s->started]);
+        s->e = kin_spawn(s->master, &o, &s->kids[s->started]);
     if (s->e)
         s->started--; /* the failed one left nothing behind */
     return NULL;
@@ -848,7 +872,7 @@ on_slices(slice *ss, int n, void *(*fn)(void *))
  * for each HELLO, so one thread alone starts them one after the other),
  * then destroys them likewise; *start_ms and *stop_ms get the two phases. */
 static kin_err
-kin_fanout(bench *b, int threads, double *start_ms, double *stop_ms)
+kin_fanout(bench *b, int threads, bool fork, double *start_ms, double *stop_ms)
 {
     int count = b->cfg->fanout;
     kin_child **kids = calloc((size_t)count, sizeof *kids);
@@ -860,7 +884,8 @@ kin_fanout(bench *b, int threads, double *start_ms, double *stop_ms)
     }
     for (int i = 0, from = 0; i < threads; i++) {
         int n = count / threads + (i < count % threads);
-        ss[i] = (slice){.master = b->master, .kids = kids + from, .count = n};
+        ss[i] = (slice){
+            .master = b->master, .kids = kids + from, .fork = fork, .count = n};
         from += n;
     }
     uint64_t t0 = now_ns();
@@ -875,6 +900,39 @@ kin_fanout(bench *b, int threads, double *start_ms, double *stop_ms)
     *stop_ms = (double)(t2 - t1) / 1e6;
     free(ss);
     free(kids);
+    return e;
+}
+
+/* The same through the fork factory: the zygote's start once, then
+ * spawn-to-first-call and the fan-out. */
+static kin_err
+run_forks(bench *b)
+{
+    size_t k = (size_t)b->cfg->spawns;
+    uint64_t *spawn_ns = calloc(k, sizeof *spawn_ns);
+    uint64_t *first_ns = calloc(k, sizeof *first_ns);
+    uint64_t *rss = calloc(k, sizeof *rss);
+    uint64_t zs = 0, zf = 0, zr = 0;
+    kin_err e = spawn_ns && first_ns && rss ? KIN_OK : -ENOMEM;
+    if (!e)
+        e = kin_spawn_first(b, true, &zs, &zf, &zr);
+    for (size_t i = 0; i < k && !e; i++)
+        e = kin_spawn_first(b, true, &spawn_ns[i], &first_ns[i], &rss[i]);
+    double start = NAN, stop = NAN;
+    if (!e)
+        e = kin_fanout(b, FANOUT_THREADS, true, &start, &stop);
+    if (!e) {
+        b->res->zygote_start_ms = (double)zs / 1e6;
+        b->res->fork_ms = quantile(spawn_ns, k, 0.5) / 1e6;
+        b->res->fork_first_call_ms = quantile(first_ns, k, 0.5) / 1e6;
+        b->res->fork_idle_rss_kib = quantile(rss, k, 0.5);
+        b->res->fork100_ms = start + stop;
+        b->res->fork100_start_ms = start;
+        b->res->fork100_stop_ms = stop;
+    }
+    free(rss);
+    free(first_ns);
+    free(spawn_ns);
     return e;
 }
 
@@ -895,7 +953,7 @@ run_spawns(bench *b)
             what = "zmq peer start";
             e = zerr();
         } else {
-            e = kin_spawn_first(b, &spawn_ns[i], &first_ns[i], &rss[i]);
+            e = kin_spawn_first(b, false, &spawn_ns[i], &first_ns[i], &rss[i]);
         }
     }
     if (!e && cfg->zmq && zmq_fanout(b)) {
@@ -903,10 +961,12 @@ run_spawns(bench *b)
         e = zerr();
     }
     double start = NAN, stop = NAN, seq_start = NAN, seq_stop = NAN;
-    if (!e && (e = kin_fanout(b, FANOUT_THREADS, &start, &stop)))
+    if (!e && (e = kin_fanout(b, FANOUT_THREADS, false, &start, &stop)))
         what = "fan-out";
-    if (!e && (e = kin_fanout(b, 1, &seq_start, &seq_stop)))
+    if (!e && (e = kin_fanout(b, 1, false, &seq_start, &seq_stop)))
         what = "sequential fan-out";
+    if (!e && (e = run_forks(b)))
+        what = "fork";
     if (e) {
         fprintf(stderr, "kin-bench: %s: %s\n", what, kin_strerror(e));
     } else {
@@ -1093,6 +1153,17 @@ print_table(const config *cfg, const results *r)
         false);
     row("100 children, 1 thread (ms)", r->spawn100_seq_ms, r->zmq_spawn100_ms,
         NAN, 1000, false);
+    row("fork: first call (ms)", r->fork_first_call_ms, r->spawn_first_call_ms,
+        NAN, 1, false);
+    row("fork: 100 children (ms)", r->fork100_ms, r->spawn100_ms, NAN, 100,
+        false);
+    row("fork: idle child RSS (KiB)", r->fork_idle_rss_kib, r->zmq_peer_rss_kib,
+        NAN, NAN, false);
+    printf("\nFork (baseline column: exec): the zygote started in %.1f ms, "
+           "kin_spawn alone %.2f ms; idle forked child PSS %.0f KiB, USS %.0f "
+           "KiB; 100 forked children: start %.0f ms, stop %.0f ms.\n",
+           r->zygote_start_ms, r->fork_ms, r->fork_idle_pss_kib,
+           r->fork_idle_uss_kib, r->fork100_start_ms, r->fork100_stop_ms);
     printf("\nkin_spawn alone %.2f ms. Idle child: anon %.0f KiB, file %.0f "
            "KiB, PSS %.0f KiB, USS %.0f KiB, %.0f threads. %d children from "
            "%d threads: start %.0f ms, stop %.0f ms.\n",

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -44,6 +45,7 @@ typedef struct config {
     bool hold;    /* keep the task context up until stdin closes (profiling) */
     int tasks;    /* live tasks in the big context */
     int contexts; /* contexts in the tree, the master included */
+    int tree;     /* contexts in the 3-level forked tree, the master not */
     int runs;     /* kin command runs per figure (median of) */
     int api_runs; /* C API runs per figure (median of) */
     int samples;  /* call round trips */
@@ -58,6 +60,8 @@ typedef struct results {
     double trace_full_ns_per_call, trace_full_pct;
     double ps_idle_cli_ms, ps_10k_reply_kib, ps_10k_lines, pstree_10k_lines;
     double ps_tree50_lines, stacktrace_cli_ms;
+    double tree1000_spawn_ms, tree1000_tree_ms, tree1000_ps_ms;
+    double tree1000_stop_ms, tree1000_contexts;
 } results;
 
 static const struct figure {
@@ -80,6 +84,11 @@ static const struct figure {
     {"pstree_10k_lines", offsetof(results, pstree_10k_lines)},
     {"ps_tree50_lines", offsetof(results, ps_tree50_lines)},
     {"stacktrace_cli_ms", offsetof(results, stacktrace_cli_ms)},
+    {"tree1000_spawn_ms", offsetof(results, tree1000_spawn_ms)},
+    {"tree1000_tree_ms", offsetof(results, tree1000_tree_ms)},
+    {"tree1000_ps_ms", offsetof(results, tree1000_ps_ms)},
+    {"tree1000_stop_ms", offsetof(results, tree1000_stop_ms)},
+    {"tree1000_contexts", offsetof(results, tree1000_contexts)},
 };
 #define N_FIGURES (sizeof figures / sizeof figures[0])
 
@@ -122,6 +131,65 @@ static kin_err
 nop(kin_call *c, void *arg)
 {
     return KIN_OK;
+}
+
+/* The forked tree (section 4): this context's children, started by
+ * mbench.subtree, stopped when the context is. */
+#define SUBTREE_MAX 64
+/* A context stops its children one after the other before it exits: an
+ * inner context needs the time its subtree takes, or its parent's SIGKILL
+ * cuts the stop short (and the subtree dies by PR_SET_PDEATHSIG, leaving
+ * its sockets in the runtime dir). */
+#define TREE_STOP_MS 60000
+static kin_child *subtree_kids[SUBTREE_MAX];
+static int subtree_count;
+
+static kin_err grow(kin_node *n, kin_child **kids, int count, int fan,
+                    int next);
+
+/* Forks `fan` children, then has each fork `next` of its own. */
+static kin_err
+subtree(kin_call *c, void *arg)
+{
+    int fan = 0, next = 0;
+    kin_err e = kin_call_args(c, "ii", &fan, &next);
+    if (e)
+        return e;
+    if (fan < 0 || fan > SUBTREE_MAX - subtree_count || next < 0)
+        return -EINVAL;
+    kin_node *n = kin_call_node(c);
+    kin_spawn_opts o = {.fork = true, .stop_timeout_ms = TREE_STOP_MS};
+    int first = subtree_count;
+    for (int i = 0; i < fan && !e; i++)
+        if (!(e = kin_spawn(n, &o, &subtree_kids[subtree_count])))
+            subtree_count++;
+    if (!e && next > 0)
+        e = grow(n, subtree_kids + first, subtree_count - first, next, 0);
+    return e ? kin_call_fail(c, e, "subtree: %s", kin_strerror(e)) : KIN_OK;
+}
+
+/* Asks every one of kids to grow a subtree (fan, next), all at once, and
+ * waits for them all. */
+static kin_err
+grow(kin_node *n, kin_child **kids, int count, int fan, int next)
+{
+    kin_receiver **rs = calloc((size_t)count, sizeof *rs);
+    if (!rs)
+        return -ENOMEM;
+    kin_err e = KIN_OK;
+    for (int i = 0; i < count && !e; i++)
+        e = kin_call_async(n, kin_child_id(kids[i]), "mbench.subtree", &rs[i],
+                           "ii", fan, next);
+    for (int i = 0; i < count; i++) {
+        kin_msg *r = NULL;
+        kin_err w = rs[i] ? kin_call_wait(rs[i], 10 * IO_TIMEOUT, &r) : KIN_OK;
+        if (!e)
+            e = w;
+        kin_msg_destroy(&r);
+        kin_receiver_destroy(&rs[i]);
+    }
+    free(rs);
+    return e;
 }
 
 /* --- the kin command, end to end ------------------------------------------ */
@@ -512,6 +580,82 @@ run_tree(const config *cfg, kin_node *master, results *res)
     return e;
 }
 
+/* --- 4. a tree of forked contexts ------------------------------------------
+ */
+
+/* Three levels under the master, a x b x c, about cfg->tree contexts. */
+static void
+tree_shape(int total, int *a, int *b, int *c)
+{
+    int f = 1;
+    while ((f + 1) * (f + 1) * (f + 1) <= total)
+        f++;
+    *a = *b = f;
+    int rest = total - f - f * f;
+    *c = (rest + f * f / 2) / (f * f); /* rounded */
+    if (*c < 1)
+        *c = 1;
+}
+
+static void *
+destroy_child(void *arg)
+{
+    kin_child_destroy(arg);
+    return NULL;
+}
+
+static kin_err
+run_forked_tree(const config *cfg, kin_node *master, results *res)
+{
+    int a, b, c;
+    tree_shape(cfg->tree, &a, &b, &c);
+    int total = a + a * b + a * b * c;
+    kin_child **kids = calloc((size_t)a, sizeof *kids);
+    kin_err e = kids ? KIN_OK : -ENOMEM;
+    const char *what = "spawn";
+    int started = 0;
+    kin_spawn_opts o = {.fork = true, .stop_timeout_ms = TREE_STOP_MS};
+    uint64_t t0 = now_ns();
+    for (; started < a && !e; started++)
+        e = kin_spawn(master, &o, &kids[started]);
+    if (e)
+        started--;
+    if (!e)
+        e = grow(master, kids, started, b, c);
+    if (!e)
+        res->tree1000_spawn_ms = (double)(now_ns() - t0) / 1e6;
+    /* kin tree: a header and a line per context; kin ps: at least the
+     * header. */
+    if (!e && (e = time_cli(cfg, "tree", (size_t)total + 1,
+                            &res->tree1000_tree_ms, NULL)))
+        what = "kin tree";
+    if (!e && (e = time_cli(cfg, "ps", 1, &res->tree1000_ps_ms, NULL)))
+        what = "kin ps";
+    if (e)
+        fprintf(stderr, "kin-monitor-bench: forked tree of %d: %s: %s\n", total,
+                what, kin_strerror(e));
+    uint64_t t1 = now_ns();
+    /* The subtrees stop side by side, one thread each. */
+    pthread_t *ts = calloc((size_t)a, sizeof *ts);
+    bool *joinable = calloc((size_t)a, sizeof *joinable);
+    for (int i = 0; ts && joinable && i < started; i++)
+        joinable[i] = !pthread_create(&ts[i], NULL, destroy_child, &kids[i]);
+    for (int i = 0; i < started; i++) {
+        if (joinable && joinable[i])
+            pthread_join(ts[i], NULL);
+        else
+            kin_child_destroy(&kids[i]);
+    }
+    free(joinable);
+    free(ts);
+    if (!e) {
+        res->tree1000_stop_ms = (double)(now_ns() - t1) / 1e6;
+        res->tree1000_contexts = total;
+    }
+    free(kids);
+    return e;
+}
+
 /* --- 3. the cost of tracing ------------------------------------------------
  */
 
@@ -603,6 +747,8 @@ run(const config *cfg, results *res)
         goto out;
     if (run_tree(cfg, master, res))
         goto out;
+    if (cfg->tree && run_forked_tree(cfg, master, res))
+        goto out;
     res->trace_pct = res->trace_ns_per_call / (res->call_rtt_us * 1e3) * 100;
     res->trace_full_pct =
         res->trace_full_ns_per_call / (res->call_rtt_us * 1e3) * 100;
@@ -668,6 +814,18 @@ print_table(const config *cfg, const results *r)
     row(name, r->ps_tree50_api_ms, NAN);
     row("kin ps, master alone (ms)", r->ps_idle_cli_ms, NAN);
     row("kin stacktrace, master's threads (ms)", r->stacktrace_cli_ms, NAN);
+    snprintf(name, sizeof name, "forked tree of %.0f: spawn (ms)",
+             r->tree1000_contexts);
+    row(name, r->tree1000_spawn_ms, 1500);
+    snprintf(name, sizeof name, "forked tree of %.0f: kin tree (ms)",
+             r->tree1000_contexts);
+    row(name, r->tree1000_tree_ms, 500);
+    snprintf(name, sizeof name, "forked tree of %.0f: kin ps (ms)",
+             r->tree1000_contexts);
+    row(name, r->tree1000_ps_ms, 500);
+    snprintf(name, sizeof name, "forked tree of %.0f: stop (ms)",
+             r->tree1000_contexts);
+    row(name, r->tree1000_stop_ms, NAN);
     row("task add+end (ns/call)", r->trace_ns_per_call, NAN);
     row("all task tracing of a call (ns/call)", r->trace_full_ns_per_call, NAN);
     row("call rtt median (us)", r->call_rtt_us, NAN);
@@ -685,7 +843,7 @@ static void
 usage(FILE *f)
 {
     fprintf(f, "usage: kin-monitor-bench [--quick] [--json] [--tasks N] "
-               "[--contexts N] [--runs N] [--hold]\n");
+               "[--contexts N] [--tree N] [--runs N] [--hold]\n");
 }
 
 static int
@@ -693,12 +851,13 @@ parse_args(int argc, char **argv, config *cfg)
 {
     *cfg = (config){.tasks = 10000,
                     .contexts = 50,
+                    .tree = 1000,
                     .runs = 7,
                     .api_runs = 15,
                     .samples = 5000,
                     .warmup = 500,
                     .trace_iters = 1000000};
-    int tasks = 0, contexts = 0, runs = 0;
+    int tasks = 0, contexts = 0, runs = 0, tree = -1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) {
             cfg->json = true;
@@ -712,6 +871,10 @@ parse_args(int argc, char **argv, config *cfg)
         } else if (!strcmp(argv[i], "--contexts") && i + 1 < argc) {
             contexts = atoi(argv[++i]);
             if (contexts < 2 || contexts > MAX_CONTEXTS)
+                return -1;
+        } else if (!strcmp(argv[i], "--tree") && i + 1 < argc) {
+            tree = atoi(argv[++i]); /* 0: no forked tree */
+            if (tree < 0 || tree > 20000)
                 return -1;
         } else if (!strcmp(argv[i], "--runs") && i + 1 < argc) {
             if ((runs = atoi(argv[++i])) < 1)
@@ -729,6 +892,7 @@ parse_args(int argc, char **argv, config *cfg)
                         .hold = cfg->hold,
                         .tasks = 1000,
                         .contexts = 6,
+                        .tree = 48,
                         .runs = 3,
                         .api_runs = 5,
                         .samples = 500,
@@ -741,6 +905,8 @@ parse_args(int argc, char **argv, config *cfg)
         cfg->contexts = contexts;
     if (runs)
         cfg->runs = runs;
+    if (tree >= 0)
+        cfg->tree = tree;
     return 0;
 }
 
@@ -751,6 +917,7 @@ main(int argc, char **argv)
     kin_export("mbench.block", block, NULL, KIN_POLICY_PARENT);
     kin_export("mbench.echo", echo, NULL, KIN_POLICY_PARENT);
     kin_export("mbench.nop", nop, NULL, KIN_POLICY_PARENT);
+    kin_export("mbench.subtree", subtree, NULL, KIN_POLICY_PARENT);
     if (kin_started_as_child()) {
         kin_node *n;
         return kin_init(&n, NULL) ? 1 : 0;
