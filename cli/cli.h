@@ -21,6 +21,12 @@ typedef struct kin__cli_cmd {
  * a way a parser would notice. */
 #define KIN_CLI_JSON_VERSION 1
 
+/* How long a command waits for a context to answer. Generous: on a loaded
+ * machine a healthy master can take seconds to be scheduled (seen: 3 s
+ * passed on a 2-core machine at load 16), and a command that gives up on a
+ * live tree misleads more than one that waits. */
+#define KIN_CLI_TIMEOUT_MS 10000
+
 /* Attaches to the tree pid belongs to (as an operator of its master);
  * prints a clear message and returns an error when it cannot. */
 int kin__cli_attach(int pid, kin_node **out);

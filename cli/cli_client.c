@@ -19,7 +19,7 @@
 #include "cli/cli.h"
 #include "context/tool.h"
 
-#define TIMEOUT_MS 3000
+#define TIMEOUT_MS KIN_CLI_TIMEOUT_MS
 
 /* Whether something listens at the unix socket path. A context killed
  * without cleaning up leaves its socket file behind, and pids come round

@@ -17,7 +17,7 @@
 
 #include "cli/cli.h"
 
-#define TIMEOUT_MS 3000
+#define TIMEOUT_MS KIN_CLI_TIMEOUT_MS
 #define COMPLETE_TIMEOUT_MS 1000 /* Tab must not hang on a stuck context */
 #define MAX_WORDS 32
 #define HISTORY_MAX 1000

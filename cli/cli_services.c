@@ -12,7 +12,7 @@
 
 #include "cli/cli.h"
 
-#define TIMEOUT_MS 3000
+#define TIMEOUT_MS KIN_CLI_TIMEOUT_MS
 
 /* A provider summed over the resolvers that know it. */
 typedef struct mprov {

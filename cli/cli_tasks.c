@@ -18,7 +18,7 @@
 #include "cli/cli.h"
 #include "context/tool.h"
 
-#define TIMEOUT_MS 3000
+#define TIMEOUT_MS KIN_CLI_TIMEOUT_MS
 
 static void
 fmt_ms(char *out, size_t size, double ms)

@@ -176,13 +176,15 @@ kin_call_result(kin_call *c)
 /* Records the return addresses of the served code that called
  * kin_call_fail (symbolized once, when the reply is made): the frames
  * below run_call's, told apart by the stack address of the kin_call, which
- * lives in run_call's frame: a frame whose canonical frame address (the
- * stack pointer of its caller at the call) is at or below c belongs to the
- * served code. Unwound with libgcc's unwinder, which every C program has,
- * so libunwind stays unloaded until a stack is asked for. */
+ * lives in run_call's frame. _Unwind_GetCFA gives a frame's stack pointer
+ * (at its call to the frame below), so a frame belongs to the served code
+ * when its caller's is at or below c: each frame is decided when its
+ * caller's turn comes. Unwound with libgcc's unwinder, which every C
+ * program has, so libunwind stays unloaded until a stack is asked for. */
 typedef struct unwinding {
     kin_call *c;
-    int skip; /* this function's and kin_call_fail's frames */
+    int skip;        /* this function's and kin_call_fail's frames */
+    void *undecided; /* the last frame seen, until its caller's turn */
 } unwinding;
 
 static _Unwind_Reason_Code
@@ -194,10 +196,13 @@ on_frame(struct _Unwind_Context *ctx, void *arg)
         u->skip--;
         return _URC_NO_REASON;
     }
-    if (_Unwind_GetCFA(ctx) > (uintptr_t)c ||
-        c->fail_npcs == KIN__ERRSTACK_FRAMES)
-        return _URC_END_OF_STACK;
-    c->fail_pcs[c->fail_npcs++] = (void *)_Unwind_GetIP(ctx);
+    if (u->undecided) {
+        if (_Unwind_GetCFA(ctx) > (uintptr_t)c ||
+            c->fail_npcs == KIN__ERRSTACK_FRAMES)
+            return _URC_END_OF_STACK;
+        c->fail_pcs[c->fail_npcs++] = u->undecided;
+    }
+    u->undecided = (void *)_Unwind_GetIP(ctx);
     return _URC_NO_REASON;
 }
 
