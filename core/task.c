@@ -134,6 +134,20 @@ kin__task_await_call(kin_task *t, uint32_t ctx, uint32_t handle, const char *fn)
     t->await_ctx = ctx;
     t->await_handle = handle;
     snprintf(t->await_fn, sizeof t->await_fn, "%s", fn ? fn : "");
+    t->await_svc = false;
+    pthread_mutex_unlock(&t->mu);
+}
+
+void
+kin__task_await_service(kin_task *t, uint32_t handle, const char *fn)
+{
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->mu);
+    t->await_ctx = UINT32_MAX; /* KIN_NO_CTX */
+    t->await_handle = handle;
+    snprintf(t->await_fn, sizeof t->await_fn, "%s", fn ? fn : "");
+    t->await_svc = true;
     pthread_mutex_unlock(&t->mu);
 }
 

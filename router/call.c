@@ -121,8 +121,14 @@ wait_reply(kin_receiver *r, int timeout_ms, kin_msg **reply, const char *fn)
     uint32_t ctx;
     kin__receiver_target(r, &n, &ctx);
     kin_task *t = kin__adopt_begin(n);
-    kin__task_await_call(t, ctx, kin_receiver_handle(r),
-                         fn ? fn : kin__receiver_fn(r));
+    if (!fn)
+        fn = kin__receiver_fn(r);
+    /* A service call's receiver names its function but no context (the
+     * resolver picks one; kin ps asks it which). */
+    if (ctx == KIN_NO_CTX && fn[0])
+        kin__task_await_service(t, kin_receiver_handle(r), fn);
+    else
+        kin__task_await_call(t, ctx, kin_receiver_handle(r), fn);
     kin_msg *m;
     kin_err e = kin_latch_get(kin_receiver_latch(r), timeout_ms, &m);
     kin__task_await_call(t, KIN_NO_CTX, 0, NULL);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/log_internal.h"
+#include "core/msg_internal.h"
 #include "core/sync.h"
 #include "core/task.h"
 #include "core/tasktab.h"
@@ -17,6 +18,7 @@
 
 typedef struct exported {
     char name[64];
+    size_t len; /* strlen(name) */
     kin_fn fn;
     void *arg;
     kin_policy policy;
@@ -28,6 +30,7 @@ static struct {
     pthread_rwlock_t lock;
     exported *items;
     size_t len, cap;
+    _Atomic uint64_t gen; /* + 1 per export added */
 } exports = {.lock = PTHREAD_RWLOCK_INITIALIZER};
 
 struct kin_call {
@@ -72,11 +75,13 @@ add_export(const char *name, kin_fn fn, void *arg, kin_policy policy,
     if (!e) {
         exported *x = &exports.items[exports.len++];
         snprintf(x->name, sizeof x->name, "%s", name);
+        x->len = strlen(x->name);
         x->fn = fn;
         x->arg = arg;
         x->policy = policy;
         x->on_broker = flags & KIN_EXPORT_INLINE;
         x->idempotent = flags & KIN_EXPORT_IDEMPOTENT;
+        atomic_fetch_add(&exports.gen, 1);
     }
     pthread_rwlock_unlock(&exports.lock);
     return e;
@@ -107,7 +112,7 @@ find_export(const char *name, size_t len, exported *out)
     bool found = false;
     pthread_rwlock_rdlock(&exports.lock);
     for (size_t i = 0; i < exports.len && !found; i++) {
-        if (strlen(exports.items[i].name) == len &&
+        if (exports.items[i].len == len &&
             !memcmp(exports.items[i].name, name, len)) {
             *out = exports.items[i];
             found = true;
@@ -115,6 +120,12 @@ find_export(const char *name, size_t len, exported *out)
     }
     pthread_rwlock_unlock(&exports.lock);
     return found;
+}
+
+uint64_t
+kin__exports_gen(void)
+{
+    return atomic_load(&exports.gen);
 }
 
 bool
@@ -197,7 +208,19 @@ send_reply(kin_node *n, const kin_msg *req, uint32_t flags, kin_buf *body)
     r->flags = flags;
     r->dst = req->src;
     r->handle = req->reply_to;
-    kin_err e = kin_node_send(n, &r);
+    kin_err e;
+    if (req->handle == KIN_HANDLE_SVC_RUN && req->src == n->id &&
+        !kin__broker_on_thread(n->broker)) {
+        /* This context resolved the call for itself: its resolver sees
+         * the reply on the broker thread (kin__svc_claim), never here. */
+        e = kin__msg_check_size(r->handle, r->flags, r->body, r->len,
+                                n->max_msg);
+        r->src = r->auth = n->id;
+        if (!e)
+            e = kin__node_send_raw(n, &r);
+    } else {
+        e = kin_node_send(n, &r);
+    }
     if (e == KIN_ETOOBIG) {
         /* The result itself is too large: say so instead. */
         kin_msg_destroy(&r);

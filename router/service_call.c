@@ -9,6 +9,15 @@
 #include "router/call_impl.h"
 #include "router/node_impl.h"
 #include "router/service.h"
+#include "router/service_impl.h"
+
+/* Broker thread: the call goes straight to this context's resolver (no
+ * handle lookup: it is our own message). */
+static void
+resolve_job(void *node, void *msg)
+{
+    kin__svc_on_call(node, msg, NULL);
+}
 
 static kin_err
 vservice_async(kin_node *n, const char *fn, int timeout_ms, kin_receiver **out,
@@ -42,7 +51,9 @@ vservice_async(kin_node *n, const char *fn, int timeout_ms, kin_receiver **out,
         m->dst = m->src = m->auth = n->id;
         m->handle = KIN_HANDLE_SVC_CALL;
         m->reply_to = kin_receiver_handle(r);
-        e = kin__node_send_raw(n, &m);
+        e = kin__broker_defer(n->broker, resolve_job, n, m);
+        if (!e)
+            m = NULL;
     }
     kin_msg_destroy(&m);
     if (e) {

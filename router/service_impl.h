@@ -47,6 +47,11 @@ typedef struct pending {
     int bounces;    /* sends that never reached a provider (see on_reply) */
     uint32_t avoid; /* the provider that bounced last: picked last */
     bool idempotent;
+    /* The caller is this context: its provider replies straight to the
+     * caller's receiver (caller_handle, in the resolver's `direct` map),
+     * and kin__svc_claim sees each reply on its way there. */
+    bool direct;
+    uint32_t caller_handle;
 } pending;
 
 /* A service as this context knows it (broker thread). */
@@ -80,8 +85,13 @@ struct kin__services {
     int npool;
     uint64_t next_sweep;
     uint64_t rng;
-    uint64_t bad;     /* offers and calls dropped as malformed */
-    pending *routing; /* the call send_to is routing right now */
+    uint64_t bad;       /* offers and calls dropped as malformed */
+    pending *routing;   /* the call send_to is routing right now */
+    kin__u32map direct; /* caller's reply handle -> its direct call */
+    /* The last function whose export was looked up (see idempotent). */
+    char idem_fn[64];
+    bool idem;
+    uint64_t idem_gen;
     /* under mu */
     pthread_mutex_t mu;
     pthread_cond_t cond;
