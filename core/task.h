@@ -26,6 +26,9 @@ struct kin_task {
     uint32_t cancelled_by_ctx, cancelled_by_task;
     uint64_t created_ns, started_ns, ended_ns;
     int result; /* kin_err the task ended with */
+    /* What the layer running a call task found for it when it arrived
+     * (router/pool.c: its export), so that it is looked up once. */
+    const void *entry;
 
     pthread_mutex_t mu; /* guards the wait and await fields */
     void (*wake)(void *obj);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/pack_internal.h"
 #include "core/task.h"
 #include "router/call_impl.h"
@@ -46,7 +47,11 @@ static kin_err
 send_call(kin_node *n, uint32_t ctx, const char *fn, uint32_t reply_to,
           const char *picture, va_list ap)
 {
-    kin_buf b = {0};
+    /* Packed in stack storage while it fits: one allocation, the
+     * message's. */
+    char mem[512];
+    kin_buf b;
+    kin__buf_init_fixed(&b, mem, sizeof mem);
     kin_err e = kin_pack(&b, "su", fn, kin__call_self_task(n));
     if (!e && picture && *picture)
         e = kin_vpack(&b, picture, ap);

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/msg_internal.h"
 #include "router/call_impl.h"
 #include "router/node_impl.h"
@@ -33,7 +34,9 @@ vservice_async(kin_node *n, const char *fn, int timeout_ms, kin_receiver **out,
     if (e)
         return e;
     kin__receiver_set_fn(r, fn);
-    kin_buf b = {0};
+    char mem[512];
+    kin_buf b;
+    kin__buf_init_fixed(&b, mem, sizeof mem);
     e = kin_pack(&b, "suI", fn, kin__call_self_task(n),
                  (int64_t)(timeout_ms < 0 ? -1 : timeout_ms));
     if (!e && picture && *picture)

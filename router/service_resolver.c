@@ -204,6 +204,37 @@ kin_service_latency_us(const uint32_t *latency, double q)
     return 0;
 }
 
+/* --- the call's header, written by hand: [fn, task, ms left] (read by
+ * kin__call_head): kin_pack would cost more than the rest of send_to. */
+
+/* Writes SVC_RUN's header [fn, 0, left] (fn under 64 bytes, left -1 or
+ * more) to out (at least 80 bytes); returns its length. */
+static size_t
+put_head(uint8_t *out, const char *fn, size_t fn_len, int64_t left)
+{
+    size_t off = 0;
+    if (fn_len < 32) {
+        out[off++] = (uint8_t)(0xa0 | fn_len);
+    } else {
+        out[off++] = 0xd9;
+        out[off++] = (uint8_t)fn_len;
+    }
+    memcpy(out + off, fn, fn_len);
+    off += fn_len;
+    out[off++] = 0x00; /* no caller task: the resolver's own call */
+    if (left < 0) {
+        out[off++] = 0xff; /* -1: no deadline */
+    } else if (left <= 0x7f) {
+        out[off++] = (uint8_t)left;
+    } else {
+        uint64_t u = (uint64_t)left;
+        out[off++] = 0xcf;
+        for (int i = 7; i >= 0; i--)
+            out[off++] = (uint8_t)(u >> (8 * i));
+    }
+    return off;
+}
+
 /* Sends p's request to provider v, under a reply handle of its own. */
 static bool
 send_to(kin_node *n, pending *p, prov *v)
@@ -214,22 +245,18 @@ send_to(kin_node *n, pending *p, prov *v)
         left =
             p->deadline > now ? (int64_t)((p->deadline - now) / 1000000u) : 0;
     }
-    /* The header in caller storage, then one message of header + args. */
-    char head[96];
-    kin_buf b;
-    kin__buf_init_fixed(&b, head, sizeof head);
+    /* One message of header + args. */
+    uint8_t head[96];
+    size_t hlen = put_head(head, p->fn, strlen(p->fn), left);
     const kin_msg *req = p->req;
     size_t args = req->len > p->args_off ? req->len - p->args_off : 0;
-    kin_err e = kin_pack(&b, "suI", p->fn, 0u, left);
     kin_msg *m = NULL;
-    if (!e)
-        e = kin_msg_new(&m, b.len + args);
+    kin_err e = kin_msg_new(&m, hlen + args);
     if (!e) {
-        memcpy(m->body, b.data, b.len);
+        memcpy(m->body, head, hlen);
         if (args)
-            memcpy(m->body + b.len, req->body + p->args_off, args);
+            memcpy(m->body + hlen, req->body + p->args_off, args);
     }
-    kin_buf_release(&b);
     kin__handler h = {.policy = KIN_POLICY_ANY,
                       .respondent = KIN_NO_CTX,
                       .fn = on_reply,
@@ -553,16 +580,12 @@ kin__svc_on_call(kin_node *n, kin_msg *m, void *arg)
 {
     (void)arg;
     sweep(n);
-    kin_reader r;
-    kin_reader_init(&r, m->body, m->len);
-    const char *fn;
-    size_t fn_len;
+    const char *fn = NULL;
+    size_t fn_len = 0, args_off = 0;
     uint32_t task;
     int64_t left;
-    kin_err e = kin_unpack(&r, "SuI", &fn, &fn_len, &task, &left);
-    size_t args_off = r.off;
-    kin_reader_release(&r);
-    const char *dot = e ? NULL : memchr(fn, '.', fn_len);
+    bool ok = kin__call_head(m, true, &fn, &fn_len, &task, &left, &args_off);
+    const char *dot = ok ? memchr(fn, '.', fn_len) : NULL;
     if (!dot || fn_len >= 64 || !kin__service_name_ok(fn, (size_t)(dot - fn))) {
         n->svc->bad++;
         kin__reply_dead(n, m, KIN_EBADMSG, "malformed service call");
