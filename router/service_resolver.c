@@ -61,7 +61,6 @@ retire_proxy(kin_node *n, pending *p)
     p->proxy = 0;
 }
 
-/* p's call has ended: back to the pool, or freed with its handle. */
 /* A direct call's replies no longer go through the resolver. */
 static void
 end_direct(kin_node *n, pending *p)
@@ -72,6 +71,7 @@ end_direct(kin_node *n, pending *p)
     p->direct = false;
 }
 
+/* p's call has ended: back to the pool, or freed with its handle. */
 static void
 put_pending(kin_node *n, pending *p)
 {
