@@ -18,6 +18,9 @@ typedef struct prov {
     uint32_t ctx, via, hops;
     int bound, outstanding;
     uint64_t served, errors, retried;
+    /* Our router could not reach it (its link gone, not yet noticed):
+     * not picked before this (monotonic ns; 0: reachable). */
+    uint64_t unreachable_until;
     uint32_t lat[KIN_SERVICE_LAT_BUCKETS];
 } prov;
 

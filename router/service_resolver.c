@@ -25,8 +25,12 @@
 /* Ended calls kept for reuse, each with its reply handle still
  * registered: a call then costs no allocation and no handle table write. */
 #define POOL_MAX 1024
-/* Sends of one call our router may bounce before they count as attempts. */
+/* Times a provider may answer that it withdrew before that counts as an
+ * attempt. */
 #define BOUNCES_MAX 8
+/* How long a provider our router could not reach is not picked (its
+ * link-down, which deletes it, normally comes first). */
+#define UNREACHABLE_NS 200000000u
 
 /* --- the resolver ----------------------------------------------------------
  */
@@ -124,7 +128,8 @@ next_rand(struct kin__services *ss)
 static bool
 usable(const svc *s, const prov *p, uint32_t avoid)
 {
-    return p->outstanding < p->bound && (p->ctx != avoid || s->nprov == 1);
+    return p->outstanding < p->bound && (p->ctx != avoid || s->nprov == 1) &&
+           !(p->unreachable_until && p->unreachable_until > kin__now_ns());
 }
 
 /* The provider to send to: among those below their bound and nearest, the
@@ -416,14 +421,16 @@ outcome(kin_node *n, pending *p, kin_msg **mp)
         (reason == KIN_ENOPROVIDER || reason == KIN_EPEERGONE ||
          reason == KIN_ENOROUTE)) {
         kin_msg_destroy(mp);
-        if (n->svc->routing == p && reason != KIN_ENOPROVIDER &&
-            p->bounces < BOUNCES_MAX) {
+        if (n->svc->routing == p && reason != KIN_ENOPROVIDER) {
             /* Our own router could not hand it over (the link to the
              * provider is gone, its route not yet deleted): it never left
              * this process, so it is no attempt, and no late reply can
-             * come; another provider gets it. */
+             * come. That provider is not picked for a while (so this ends
+             * when every provider is out of reach: then the call waits in
+             * the queue for the link-downs); another gets it. */
             p->attempts--;
-            p->bounces++;
+            if (v)
+                v->unreachable_until = kin__now_ns() + UNREACHABLE_NS;
             p->avoid = was;
             dispatch(n, p);
         } else if (reason == KIN_ENOPROVIDER) {
@@ -515,6 +522,9 @@ sweep(kin_node *n)
     if (now < ss->next_sweep)
         return;
     ss->next_sweep = now + SWEEP_NS;
+    /* Providers out of reach for a while may be back. */
+    for (int i = 0; i < ss->len; i++)
+        kin__svc_pump(n, ss->items[i]);
     pending *late[64];
     int count = 0;
     for (pending *p = ss->inflight; p && count < 64; p = p->inext)
