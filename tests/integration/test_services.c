@@ -602,10 +602,11 @@ ps_shows_the_service_and_its_provider(void **state)
                         "slow.hold");
     /* The edge leads into the provider's task running slow.hold. */
     const char *to = json_string_value(json_object_get(row, "awaits"));
-    char prefix[16];
+    char prefix[16], served_by[32];
     snprintf(prefix, sizeof prefix, "%u:", a);
     assert_non_null(to);
     assert_memory_equal(to, prefix, strlen(prefix));
+    snprintf(served_by, sizeof served_by, "%s", to);
     json_decref(top);
 
     char want[64];
@@ -619,6 +620,11 @@ ps_shows_the_service_and_its_provider(void **state)
     out = harness_run(&st, "%s pstree %d", KIN_CLI, (int)getpid());
     assert_int_equal(st, 0);
     assert_non_null(strstr(out, want));
+    free(out);
+    /* Cancelled, slow.hold returns at once, and the call succeeds. */
+    out =
+        harness_run(&st, "%s cancel %d %s", KIN_CLI, (int)getpid(), served_by);
+    assert_int_equal(st, 0);
     free(out);
     pthread_join(h.thread, NULL);
     assert_int_equal(h.result, KIN_OK);
