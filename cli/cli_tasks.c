@@ -340,6 +340,11 @@ describe_wait(const kin_graph *g, size_t node, char *out, size_t size)
                  g->nodes[g->edges[v->first_edge].to].workers);
     else if (t->n_awaits > 1)
         snprintf(out, size, "select over %u calls (%s)", t->n_awaits, w);
+    else if (t->await_service[0] && t->await_ctx != KIN_NO_CTX)
+        snprintf(out, size, "service call %s via provider ctx %u (%s)",
+                 t->await_fn, t->await_ctx, w);
+    else if (t->await_service[0])
+        snprintf(out, size, "service call %s (%s)", t->await_fn, w);
     else if (t->await_ctx != KIN_NO_CTX)
         snprintf(out, size, "call %s in ctx %u (%s)",
                  t->await_fn[0] ? t->await_fn : "?", t->await_ctx, w);
@@ -378,6 +383,11 @@ node_json(const kin_graph *g, size_t node)
             json_object_set_new(j, "created_at", json_string(t->created_at));
         if (t->await_ctx != KIN_NO_CTX) {
             json_object_set_new(j, "await_ctx", json_integer(t->await_ctx));
+            json_object_set_new(j, "await_fn", json_string(t->await_fn));
+        }
+        if (t->await_service[0]) {
+            json_object_set_new(j, "await_service",
+                                json_string(t->await_service));
             json_object_set_new(j, "await_fn", json_string(t->await_fn));
         }
         if (t->n_awaits)

@@ -1,5 +1,6 @@
 /* Task records and the calling thread's current task. */
 #include "core/task.h"
+#include "core/str.h"
 #include "core/sync.h"
 
 #include <errno.h>
@@ -46,7 +47,7 @@ kin__task_init(kin_task *t, uint32_t ctx, uint32_t id, const char *name)
     memset(t, 0, sizeof *t);
     t->ctx = ctx;
     t->id = id;
-    snprintf(t->name, sizeof t->name, "%s", name ? name : "");
+    kin__str_copy(t->name, sizeof t->name, name);
     pthread_mutex_init(&t->mu, NULL);
     t->created_ns = kin__now_ns();
     t->await_ctx = UINT32_MAX;
@@ -133,7 +134,21 @@ kin__task_await_call(kin_task *t, uint32_t ctx, uint32_t handle, const char *fn)
     pthread_mutex_lock(&t->mu);
     t->await_ctx = ctx;
     t->await_handle = handle;
-    snprintf(t->await_fn, sizeof t->await_fn, "%s", fn ? fn : "");
+    kin__str_copy(t->await_fn, sizeof t->await_fn, fn);
+    t->await_svc = false;
+    pthread_mutex_unlock(&t->mu);
+}
+
+void
+kin__task_await_service(kin_task *t, uint32_t handle, const char *fn)
+{
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->mu);
+    t->await_ctx = UINT32_MAX; /* KIN_NO_CTX */
+    t->await_handle = handle;
+    kin__str_copy(t->await_fn, sizeof t->await_fn, fn);
+    t->await_svc = true;
     pthread_mutex_unlock(&t->mu);
 }
 

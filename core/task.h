@@ -26,6 +26,9 @@ struct kin_task {
     uint32_t cancelled_by_ctx, cancelled_by_task;
     uint64_t created_ns, started_ns, ended_ns;
     int result; /* kin_err the task ended with */
+    /* What the layer running a call task found for it when it arrived
+     * (router/pool.c: its export), so that it is looked up once. */
+    const void *entry;
 
     pthread_mutex_t mu; /* guards the wait and await fields */
     void (*wake)(void *obj);
@@ -35,6 +38,9 @@ struct kin_task {
     /* A call this task waits for: ctx and reply handle (0: none). */
     uint32_t await_ctx, await_handle;
     char await_fn[48];
+    /* The call is a service call (await_fn names the service): await_ctx
+     * is KIN_NO_CTX here; the resolver knows the provider it went to. */
+    bool await_svc;
     /* Every call a task waiting in a select waits for (the first
      * KIN_TASK_MAX_AWAITS of them; n_awaits counts them all). */
     uint32_t n_awaits;
@@ -56,6 +62,10 @@ void kin__latch_set_call(kin_latch *l, uint32_t ctx, uint32_t handle);
  * (ctx KIN_NO_CTX). t may be NULL. */
 void kin__task_await_call(kin_task *t, uint32_t ctx, uint32_t handle,
                           const char *fn);
+
+/* Records that t waits for the service call whose reply comes to handle
+ * (fn: "service.function"). Cleared as kin__task_await_call clears. */
+void kin__task_await_service(kin_task *t, uint32_t handle, const char *fn);
 
 /* Initialises t's lock and times; the caller fills identity fields. */
 void kin__task_init(kin_task *t, uint32_t ctx, uint32_t id, const char *name);

@@ -219,7 +219,9 @@ read_row(const msgpack_object *row, bool ended, kin_task_info *t)
             return false;
     if (t->n_awaits < pairs->via.array.size / 2)
         t->n_awaits = pairs->via.array.size / 2;
-    return true;
+    /* The awaited call's service (field 17; absent from older peers). */
+    return row->via.array.size < 18 ||
+           obj_str(&f[17], t->await_service, sizeof t->await_service);
 }
 
 /* The next object at *off into zone, *off moved past it. */

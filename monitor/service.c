@@ -94,10 +94,10 @@ pack_key(msgpack_packer *pk, const char *k)
 /* --- commands --- */
 
 static void
-pack_live(msgpack_packer *pk, kin_task *t, uint64_t now)
+pack_live(kin_node *n, msgpack_packer *pk, kin_task *t, uint64_t now)
 {
     pthread_mutex_lock(&t->mu);
-    msgpack_pack_array(pk, 17);
+    msgpack_pack_array(pk, 18);
     msgpack_pack_uint32(pk, t->id);
     pack_str(pk, t->name);
     pack_str(pk, t->fn);
@@ -114,7 +114,11 @@ pack_live(msgpack_packer *pk, kin_task *t, uint64_t now)
     pack_str(pk, t->wait_what ? t->wait_what : "");
     msgpack_pack_double(pk,
                         t->wait_what ? ms_since(now, t->wait_since_ns) : 0.0);
-    msgpack_pack_uint32(pk, t->await_ctx);
+    /* A service call: the provider its resolver (this context, when the
+     * caller's own table knows the providers) sent it to. */
+    msgpack_pack_uint32(pk, t->await_svc
+                                ? kin__svc_call_provider(n, t->await_handle)
+                                : t->await_ctx);
     msgpack_pack_uint32(pk, t->await_handle);
     pack_str(pk, t->await_fn);
     char at[256] = "";
@@ -131,6 +135,10 @@ pack_live(msgpack_packer *pk, kin_task *t, uint64_t now)
         msgpack_pack_uint32(pk, t->awaits[i].handle);
     }
     msgpack_pack_uint32(pk, t->n_awaits);
+    /* The service of the awaited call ("": not a service call). */
+    const char *dot = t->await_svc ? strchr(t->await_fn, '.') : NULL;
+    msgpack_pack_str_with_body(pk, t->await_fn,
+                               dot ? (size_t)(dot - t->await_fn) : 0);
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -160,7 +168,7 @@ cmd_ps(kin_node *n, const req *r, msgpack_packer *pk)
     msgpack_pack_array(pk, count);
     for (size_t it = 0; kin__tasktab_live_next(tab, &it, &t);)
         if (matches(t, r))
-            pack_live(pk, t, now);
+            pack_live(n, pk, t, now);
     kin__tasktab_unlock(tab);
 }
 

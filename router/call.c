@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/pack_internal.h"
 #include "core/task.h"
 #include "router/call_impl.h"
@@ -46,7 +47,11 @@ static kin_err
 send_call(kin_node *n, uint32_t ctx, const char *fn, uint32_t reply_to,
           const char *picture, va_list ap)
 {
-    kin_buf b = {0};
+    /* Packed in stack storage while it fits: one allocation, the
+     * message's. */
+    char mem[512];
+    kin_buf b;
+    kin__buf_init_fixed(&b, mem, sizeof mem);
     kin_err e = kin_pack(&b, "su", fn, kin__call_self_task(n));
     if (!e && picture && *picture)
         e = kin_vpack(&b, picture, ap);
@@ -121,8 +126,14 @@ wait_reply(kin_receiver *r, int timeout_ms, kin_msg **reply, const char *fn)
     uint32_t ctx;
     kin__receiver_target(r, &n, &ctx);
     kin_task *t = kin__adopt_begin(n);
-    kin__task_await_call(t, ctx, kin_receiver_handle(r),
-                         fn ? fn : kin__receiver_fn(r));
+    if (!fn)
+        fn = kin__receiver_fn(r);
+    /* A service call's receiver names its function but no context (the
+     * resolver picks one; kin ps asks it which). */
+    if (ctx == KIN_NO_CTX && fn[0])
+        kin__task_await_service(t, kin_receiver_handle(r), fn);
+    else
+        kin__task_await_call(t, ctx, kin_receiver_handle(r), fn);
     kin_msg *m;
     kin_err e = kin_latch_get(kin_receiver_latch(r), timeout_ms, &m);
     kin__task_await_call(t, KIN_NO_CTX, 0, NULL);

@@ -16,6 +16,14 @@ int kin__calls_workers(kin_node *n);
 void kin__calls_dispatch(kin_node *n, kin_msg *m);
 /* Whether fn is exported here with KIN_EXPORT_IDEMPOTENT. Any thread. */
 bool kin__export_idempotent(const char *fn);
+/* The header of a CALL [fn, task] or (with_left) SVC_CALL / SVC_RUN [fn,
+ * task, ms left]: fn points into m's body; args_off is where the
+ * arguments start. false when m does not start with one. */
+bool kin__call_head(const kin_msg *m, bool with_left, const char **fn,
+                    size_t *fn_len, uint32_t *task, int64_t *left,
+                    size_t *args_off);
+/* Changes with every export added (for caches of the above). Any thread. */
+uint64_t kin__exports_gen(void);
 /* The calling thread's task id (adopting the thread if need be). */
 uint32_t kin__call_self_task(kin_node *n);
 /* timeout_ms cut to the deadline of the service call the thread serves. */

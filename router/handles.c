@@ -9,6 +9,7 @@
 #include "core/log_internal.h"
 #include "core/msg_internal.h"
 #include "router/node_impl.h"
+#include "router/service.h"
 
 kin_err
 kin__handles_add(kin_node *n, const kin__handler *h, uint32_t *handle)
@@ -55,6 +56,16 @@ kin__handles_remove(kin_node *n, uint32_t handle)
     while (atomic_load(&h->refs) > 1)
         sched_yield();
     free(h);
+}
+
+void
+kin__handles_seal(kin_node *n, uint32_t handle)
+{
+    pthread_mutex_lock(&n->hmu);
+    kin__handler *h = kin__u32map_get(&n->handles, handle);
+    if (h && h->latch)
+        h->sealed = true;
+    pthread_mutex_unlock(&n->hmu);
 }
 
 bool
@@ -131,8 +142,19 @@ kin__reply_send(kin_node *n, kin_msg *m)
 void
 kin__deliver(kin_node *n, kin_msg *m)
 {
+    /* The reply of a service call this context resolves for itself: the
+     * resolver sees it here, on its way to the caller's receiver. */
+    if (n->svc && n->broker && kin__broker_on_thread(n->broker) &&
+        kin__svc_claim(n, &m))
+        return;
     pthread_mutex_lock(&n->hmu);
     kin__handler *h = kin__u32map_get(&n->handles, m->handle);
+    if (h && h->sealed) {
+        pthread_mutex_unlock(&n->hmu);
+        atomic_fetch_add(&n->stats.dropped, 1);
+        kin_msg_destroy(&m);
+        return;
+    }
     if (!h) {
         pthread_mutex_unlock(&n->hmu);
         char why[64];

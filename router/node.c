@@ -16,6 +16,7 @@
 #include "core/log_internal.h"
 #include "core/msg_internal.h"
 #include "core/sockname.h"
+#include "core/str.h"
 #include "core/sync.h"
 #include "core/task.h"
 #include "kin/call.h"
@@ -761,7 +762,7 @@ kin__receiver_fn(kin_receiver *r)
 void
 kin__receiver_set_fn(kin_receiver *r, const char *fn)
 {
-    snprintf(r->fn, sizeof r->fn, "%s", fn ? fn : "");
+    kin__str_copy(r->fn, sizeof r->fn, fn);
     kin__latch_set_call(r->latch, r->respondent, r->handle);
 }
 

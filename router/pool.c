@@ -8,7 +8,11 @@
 #include <unistd.h>
 #include <unwind.h>
 
+#include "core/buf.h"
 #include "core/log_internal.h"
+#include "core/msg_internal.h"
+#include "core/pack_internal.h"
+#include "core/str.h"
 #include "core/sync.h"
 #include "core/task.h"
 #include "core/tasktab.h"
@@ -18,6 +22,7 @@
 
 typedef struct exported {
     char name[64];
+    size_t len; /* strlen(name) */
     kin_fn fn;
     void *arg;
     kin_policy policy;
@@ -25,10 +30,13 @@ typedef struct exported {
     bool idempotent; /* KIN_EXPORT_IDEMPOTENT: services may retry it */
 } exported;
 
+/* Entries are never freed nor changed once added: a call keeps a pointer
+ * to its export from dispatch to its worker. */
 static struct {
     pthread_rwlock_t lock;
-    exported *items;
+    exported **items;
     size_t len, cap;
+    _Atomic uint64_t gen; /* + 1 per export added */
 } exports = {.lock = PTHREAD_RWLOCK_INITIALIZER};
 
 struct kin_call {
@@ -71,11 +79,11 @@ add_export(const char *name, kin_fn fn, void *arg, kin_policy policy,
     kin_err e = KIN_OK;
     pthread_rwlock_wrlock(&exports.lock);
     for (size_t i = 0; i < exports.len; i++)
-        if (!strcmp(exports.items[i].name, name))
+        if (!strcmp(exports.items[i]->name, name))
             e = KIN_EEXISTS;
     if (!e && exports.len == exports.cap) {
         size_t cap = exports.cap ? exports.cap * 2 : 16;
-        exported *items = realloc(exports.items, cap * sizeof *items);
+        exported **items = realloc(exports.items, cap * sizeof *items);
         if (items) {
             exports.items = items;
             exports.cap = cap;
@@ -83,14 +91,19 @@ add_export(const char *name, kin_fn fn, void *arg, kin_policy policy,
             e = -ENOMEM;
         }
     }
+    exported *x = e ? NULL : calloc(1, sizeof *x);
+    if (!e && !x)
+        e = -ENOMEM;
     if (!e) {
-        exported *x = &exports.items[exports.len++];
+        exports.items[exports.len++] = x;
         snprintf(x->name, sizeof x->name, "%s", name);
+        x->len = strlen(x->name);
         x->fn = fn;
         x->arg = arg;
         x->policy = policy;
         x->on_broker = flags & KIN_EXPORT_INLINE;
         x->idempotent = flags & KIN_EXPORT_IDEMPOTENT;
+        atomic_fetch_add(&exports.gen, 1);
     }
     pthread_rwlock_unlock(&exports.lock);
     return e;
@@ -115,27 +128,112 @@ kin_export_flags(const char *name, kin_fn fn, void *arg, kin_policy policy,
     return add_export(name, fn, arg, policy, flags);
 }
 
-static bool
-find_export(const char *name, size_t len, exported *out)
+/* The export of that name, or NULL. */
+static const exported *
+find_export(const char *name, size_t len)
 {
-    bool found = false;
+    const exported *found = NULL;
     pthread_rwlock_rdlock(&exports.lock);
-    for (size_t i = 0; i < exports.len && !found; i++) {
-        if (strlen(exports.items[i].name) == len &&
-            !memcmp(exports.items[i].name, name, len)) {
-            *out = exports.items[i];
-            found = true;
-        }
-    }
+    for (size_t i = 0; i < exports.len && !found; i++)
+        if (exports.items[i]->len == len &&
+            !memcmp(exports.items[i]->name, name, len))
+            found = exports.items[i];
     pthread_rwlock_unlock(&exports.lock);
     return found;
+}
+
+uint64_t
+kin__exports_gen(void)
+{
+    return atomic_load(&exports.gen);
 }
 
 bool
 kin__export_idempotent(const char *fn)
 {
-    exported x;
-    return find_export(fn, strlen(fn), &x) && x.idempotent;
+    const exported *x = find_export(fn, strlen(fn));
+    return x && x->idempotent;
+}
+
+/* --- call headers, read by hand (no msgpack-c zone per call) ------------- */
+
+/* A msgpack integer at p (len bytes readable): its length, 0 if none. */
+static size_t
+mp_get_int(const uint8_t *p, size_t len, int64_t *v)
+{
+    if (!len)
+        return 0;
+    uint8_t t = p[0];
+    if (t <= 0x7f || t >= 0xe0) {
+        *v = t <= 0x7f ? (int64_t)t : (int64_t)(int8_t)t;
+        return 1;
+    }
+    size_t w = 0;
+    bool sign = false;
+    switch (t) {
+    case 0xcc:
+        w = 1;
+        break;
+    case 0xcd:
+        w = 2;
+        break;
+    case 0xce:
+        w = 4;
+        break;
+    case 0xcf:
+        w = 8;
+        break;
+    case 0xd0:
+        w = 1, sign = true;
+        break;
+    case 0xd1:
+        w = 2, sign = true;
+        break;
+    case 0xd2:
+        w = 4, sign = true;
+        break;
+    case 0xd3:
+        w = 8, sign = true;
+        break;
+    default:
+        return 0;
+    }
+    if (len < 1 + w)
+        return 0;
+    uint64_t u = 0;
+    for (size_t i = 0; i < w; i++)
+        u = u << 8 | p[1 + i];
+    if (sign && w < 8 && (u >> (8 * w - 1)) & 1)
+        u |= ~0ull << (8 * w); /* sign-extend */
+    if (!sign && u > INT64_MAX)
+        return 0;
+    *v = (int64_t)u;
+    return 1 + w;
+}
+
+bool
+kin__call_head(const kin_msg *m, bool with_left, const char **fn,
+               size_t *fn_len, uint32_t *task, int64_t *left, size_t *args_off)
+{
+    const uint8_t *p = m->body;
+    uint32_t n;
+    size_t off = kin__mp_header(p, m->len, KIN__MP_STR, &n);
+    if (!off || m->len - off < n)
+        return false;
+    *fn = (const char *)p + off;
+    *fn_len = n;
+    off += n;
+    int64_t v;
+    size_t k = mp_get_int(p + off, m->len - off, &v);
+    if (!k || v < 0 || v > UINT32_MAX)
+        return false;
+    *task = (uint32_t)v;
+    off += k;
+    *left = -1;
+    if (with_left && !(k = mp_get_int(p + off, m->len - off, left)))
+        return false;
+    *args_off = with_left ? off + k : off;
+    return true;
 }
 
 /* --- the function's view ----------------------------------------------------
@@ -252,7 +350,19 @@ send_reply(kin_node *n, const kin_msg *req, uint32_t flags, kin_buf *body)
     r->flags = flags;
     r->dst = req->src;
     r->handle = req->reply_to;
-    kin_err e = kin_node_send(n, &r);
+    kin_err e;
+    if (req->handle == KIN_HANDLE_SVC_RUN && req->src == n->id &&
+        !kin__broker_on_thread(n->broker)) {
+        /* This context resolved the call for itself: its resolver sees
+         * the reply on the broker thread (kin__svc_claim), never here. */
+        e = kin__msg_check_size(r->handle, r->flags, r->body, r->len,
+                                n->max_msg);
+        r->src = r->auth = n->id;
+        if (!e)
+            e = kin__node_send_raw(n, &r);
+    } else {
+        e = kin_node_send(n, &r);
+    }
     if (e == KIN_ETOOBIG) {
         /* The result itself is too large: say so instead. */
         kin_msg_destroy(&r);
@@ -288,11 +398,12 @@ reply_failed(kin_node *n, const kin_msg *req, int code, const char *text,
     char stack[KIN__ERRSTACK_MAX];
     size_t len = fmt ? fmt(pcs, npcs, (void *)x->fn, stack, sizeof stack) : 0;
     if (!len) {
-        reply_error(n, req, code, text, x->name, strlen(x->name));
+        reply_error(n, req, code, text, x->name, x->len);
         return;
     }
     kin_buf b = {0};
-    if (kin_pack(&b, "isusS", code, text, n->id, x->name, stack, len) == KIN_OK)
+    if (kin_pack(&b, "isuSS", code, text, n->id, x->name, x->len, stack, len) ==
+        KIN_OK)
         send_reply(n, req, KIN_MSG_ERROR, &b);
     kin_buf_release(&b);
 }
@@ -300,42 +411,49 @@ reply_failed(kin_node *n, const kin_msg *req, int code, const char *text,
 /* --- the pool --- */
 
 /* Runs one call whose task was registered (pending) on arrival; found is
- * its export when the caller has looked it up already, else NULL. */
+ * the export looked up then (NULL: none found). */
 static void
 run_call(kin_node *n, kin_msg *m, const exported *found)
 {
     kin_task *t = m->local;
+    /* The result is packed in stack storage while it fits. */
+    char mem[256];
     kin_call c = {.node = n, .msg = m, .task = t};
+    kin__buf_init_fixed(&c.result, mem, sizeof mem);
     kin_reader_init(&c.reader, m->body, m->len);
     const char *name = "";
-    size_t name_len = 0;
+    size_t name_len = 0, args_off = 0;
     uint32_t caller_task = 0;
-    exported x;
-    if (found)
-        x = *found;
+    const exported *x = NULL;
     int state = KIN_TASK_FAILED;
     kin_err e = KIN_OK;
     char why[160];
     bool svc = m->handle == KIN_HANDLE_SVC_RUN;
     int64_t left = -1;
-    if (svc ? kin_unpack(&c.reader, "SuI", &name, &name_len, &caller_task,
-                         &left)
-            : kin_unpack(&c.reader, "Su", &name, &name_len, &caller_task)) {
+    if (!kin__call_head(m, svc, &name, &name_len, &caller_task, &left,
+                        &args_off)) {
         e = KIN_EBADMSG;
         snprintf(why, sizeof why, "malformed call");
-    } else if (!found && !find_export(name, name_len, &x)) {
+    } else if (!(x = found && found->len == name_len &&
+                             !memcmp(found->name, name, name_len)
+                         ? found
+                         : find_export(name, name_len))) {
         e = KIN_ENOFUNC;
         snprintf(why, sizeof why, "no function '%.*s' in context %u",
                  (int)(name_len < 64 ? name_len : 64), name, n->id);
-    } else if (!svc && !kin__policy_allows(n, x.policy, m)) {
+    } else if (!svc && !kin__policy_allows(n, x->policy, m)) {
         e = KIN_EREFUSED;
         snprintf(why, sizeof why,
                  "context %u may not call '%s' in context %u (policy)", m->auth,
-                 x.name, n->id);
+                 x->name, n->id);
     }
+    c.reader.off = args_off;
     pthread_mutex_lock(&t->mu);
-    snprintf(t->name, sizeof t->name, "%.*s", (int)name_len, name);
-    snprintf(t->fn, sizeof t->fn, "%.*s", (int)name_len, name);
+    /* Named on arrival already, unless its name did not fit there. */
+    if (strlen(t->fn) != name_len || memcmp(t->fn, name, name_len)) {
+        kin__str_copy_n(t->name, sizeof t->name, name, name_len);
+        kin__str_copy_n(t->fn, sizeof t->fn, name, name_len);
+    }
     t->caller_task = caller_task;
     pthread_mutex_unlock(&t->mu);
     if (!e && atomic_load(&t->cancel)) {
@@ -360,7 +478,7 @@ run_call(kin_node *n, kin_msg *m, const exported *found)
     uint64_t outer = kin__call_deadline();
     if (svc && left >= 0)
         kin__call_deadline_set(t->started_ns + (uint64_t)left * 1000000u);
-    e = x.fn(&c, x.arg);
+    e = x->fn(&c, x->arg);
     kin__call_deadline_set(outer);
     t->ended_ns = kin__now_ns();
     t->tid = 0;
@@ -375,7 +493,7 @@ run_call(kin_node *n, kin_msg *m, const exported *found)
         kin__tasktab_end(&n->tasks, t,
                          cancelled ? KIN_TASK_CANCELLED : KIN_TASK_FAILED,
                          code);
-        reply_failed(n, m, code, text, &x, c.fail_pcs,
+        reply_failed(n, m, code, text, x, c.fail_pcs,
                      c.fail_code ? c.fail_npcs : 0);
     }
 done:
@@ -466,7 +584,7 @@ worker_main(void *arg)
         if (m->handle == 0)
             run_job(n, m);
         else
-            run_call(n, m, NULL);
+            run_call(n, m, ((kin_task *)m->local)->entry);
     }
     return NULL;
 }
@@ -493,7 +611,7 @@ call_name(const kin_msg *m, char *out, size_t size)
         snprintf(out, size, "call");
         return;
     }
-    snprintf(out, size, "%.*s", (int)len, (const char *)p);
+    kin__str_copy_n(out, size, (const char *)p, len);
 }
 
 void
@@ -513,10 +631,11 @@ kin__calls_dispatch(kin_node *n, kin_msg *m)
     t->caller_ctx = m->src;
     t->caller_handle = m->reply_to;
     m->local = t;
-    exported x;
-    if (find_export(fn, strlen(fn), &x) && x.on_broker) {
+    const exported *x = find_export(fn, strlen(fn));
+    t->entry = x;
+    if (x && x->on_broker) {
         /* Promised not to block: no hand-off to a worker and back. */
-        run_call(n, m, &x);
+        run_call(n, m, x);
         return;
     }
     if (kin_latch_put(n->calls->queue, &m)) {

@@ -29,6 +29,9 @@ struct kin__handler {
     kin_latch *latch;  /* receivers */
     kin__handle_fn fn; /* or a broker-thread handler */
     void *arg;
+    /* Its one answer has come (a service call's receiver after a retry or
+     * a failure): anything more is dropped (under hmu). */
+    bool sealed;
 };
 
 /* --- lifecycle (context/ assembles a node from these) -------------------- */
@@ -118,6 +121,9 @@ int kin__node_workers(kin_node *n);
 /* Registers a handler (latch or fn). Errors: KIN_EEXISTS, -ENOMEM. */
 kin_err kin__handles_add(kin_node *n, const kin__handler *h, uint32_t *handle);
 void kin__handles_remove(kin_node *n, uint32_t handle);
+/* The receiver of handle has had its answer: later messages to it are
+ * dropped. No-op when it is gone. Any thread. */
+void kin__handles_seal(kin_node *n, uint32_t handle);
 
 /* Delivers m (dst == this node) to its handle, or answers with a dead
  * message. Takes ownership. Any thread. */

@@ -155,6 +155,7 @@ kin__services_free(kin_node *n)
     if (!ss)
         return;
     kin__svc_calls_free(n);
+    kin__u32map_fini(&ss->direct);
     for (int i = 0; i < ss->len; i++) {
         svc *s = ss->items[i];
         free(s->provs);

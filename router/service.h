@@ -25,6 +25,18 @@ kin__is_service_handle(uint32_t handle)
     return handle >= KIN_HANDLE_SVC_ADD && handle <= KIN_HANDLE_NAME;
 }
 
+/* Broker thread, where the router delivers m (dst: this context): when
+ * m answers a direct service call (one this context made and resolves),
+ * the resolver does its bookkeeping, then delivers m or consumes it (a
+ * retry, a late reply) and returns true; false: not such a message. */
+bool kin__svc_claim(kin_node *n, kin_msg **mp);
+
+/* Which provider the service call this context made and resolves for
+ * itself, answered to reply handle `handle`, is at now; KIN_NO_CTX when it
+ * is queued, resolved elsewhere, over, or when not called on the broker
+ * thread. */
+uint32_t kin__svc_call_provider(kin_node *n, uint32_t handle);
+
 /* Worker or broker thread: a service call admitted by on_svc_run ended. */
 void kin__service_run_done(kin_node *n, const char *fn, size_t fn_len);
 

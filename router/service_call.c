@@ -5,10 +5,20 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/msg_internal.h"
 #include "router/call_impl.h"
 #include "router/node_impl.h"
 #include "router/service.h"
+#include "router/service_impl.h"
+
+/* Broker thread: the call goes straight to this context's resolver (no
+ * handle lookup: it is our own message). */
+static void
+resolve_job(void *node, void *msg)
+{
+    kin__svc_on_call(node, msg, NULL);
+}
 
 static kin_err
 vservice_async(kin_node *n, const char *fn, int timeout_ms, kin_receiver **out,
@@ -24,7 +34,9 @@ vservice_async(kin_node *n, const char *fn, int timeout_ms, kin_receiver **out,
     if (e)
         return e;
     kin__receiver_set_fn(r, fn);
-    kin_buf b = {0};
+    char mem[512];
+    kin_buf b;
+    kin__buf_init_fixed(&b, mem, sizeof mem);
     e = kin_pack(&b, "suI", fn, kin__call_self_task(n),
                  (int64_t)(timeout_ms < 0 ? -1 : timeout_ms));
     if (!e && picture && *picture)
@@ -42,7 +54,9 @@ vservice_async(kin_node *n, const char *fn, int timeout_ms, kin_receiver **out,
         m->dst = m->src = m->auth = n->id;
         m->handle = KIN_HANDLE_SVC_CALL;
         m->reply_to = kin_receiver_handle(r);
-        e = kin__node_send_raw(n, &m);
+        e = kin__broker_defer(n->broker, resolve_job, n, m);
+        if (!e)
+            m = NULL;
     }
     kin_msg_destroy(&m);
     if (e) {

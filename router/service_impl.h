@@ -18,6 +18,9 @@ typedef struct prov {
     uint32_t ctx, via, hops;
     int bound, outstanding;
     uint64_t served, errors, retried;
+    /* Our router could not reach it (its link gone, not yet noticed):
+     * not picked before this (monotonic ns; 0: reachable). */
+    uint64_t unreachable_until;
     uint32_t lat[KIN_SERVICE_LAT_BUCKETS];
 } prov;
 
@@ -47,6 +50,11 @@ typedef struct pending {
     int bounces;    /* sends that never reached a provider (see on_reply) */
     uint32_t avoid; /* the provider that bounced last: picked last */
     bool idempotent;
+    /* The caller is this context: its provider replies straight to the
+     * caller's receiver (caller_handle, in the resolver's `direct` map),
+     * and kin__svc_claim sees each reply on its way there. */
+    bool direct;
+    uint32_t caller_handle;
 } pending;
 
 /* A service as this context knows it (broker thread). */
@@ -80,8 +88,13 @@ struct kin__services {
     int npool;
     uint64_t next_sweep;
     uint64_t rng;
-    uint64_t bad;     /* offers and calls dropped as malformed */
-    pending *routing; /* the call send_to is routing right now */
+    uint64_t bad;       /* offers and calls dropped as malformed */
+    pending *routing;   /* the call send_to is routing right now */
+    kin__u32map direct; /* caller's reply handle -> its direct call */
+    /* The last function whose export was looked up (see idempotent). */
+    char idem_fn[64];
+    bool idem;
+    uint64_t idem_gen;
     /* under mu */
     pthread_mutex_t mu;
     pthread_cond_t cond;

@@ -33,9 +33,11 @@ kin__svc_on_run(kin_node *n, kin_msg *m, void *arg)
 {
     (void)arg;
     struct kin__services *ss = n->svc;
-    const char *fn;
-    size_t fn_len;
-    if (kin_unpack_buf(m->body, m->len, "S", &fn, &fn_len) ||
+    const char *fn = NULL;
+    size_t fn_len = 0, args_off;
+    uint32_t task;
+    int64_t left;
+    if (!kin__call_head(m, true, &fn, &fn_len, &task, &left, &args_off) ||
         !memchr(fn, '.', fn_len)) {
         ss->bad++;
         kin__reply_dead(n, m, KIN_EBADMSG, "malformed service call");

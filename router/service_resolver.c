@@ -1,8 +1,15 @@
 /* The resolver: a context resolves the service calls its table can. It
- * picks a provider, forwards the call under a reply handle of its own,
- * relays the reply, queues calls while every provider is at its bound,
- * and retries or fails a call when its provider goes away or its deadline
- * passes. Broker thread. */
+ * picks a provider, forwards the call, sees its reply, queues calls while
+ * every provider is at its bound, and retries or fails a call when its
+ * provider goes away or its deadline passes. Broker thread.
+ *
+ * A call from another context goes out under a reply handle of the
+ * resolver's own (the "proxy"), whose reply the resolver relays. A call
+ * from this context itself (the common case: the caller's own table knows
+ * the providers) is "direct": the provider replies to the caller's
+ * receiver, and kin__svc_claim, called where the router delivers, sees
+ * that reply on its way and does the same bookkeeping in the same pass, so
+ * neither a second message nor a second handle lookup is made. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,8 +25,12 @@
 /* Ended calls kept for reuse, each with its reply handle still
  * registered: a call then costs no allocation and no handle table write. */
 #define POOL_MAX 1024
-/* Sends of one call our router may bounce before they count as attempts. */
+/* Times a provider may answer that it withdrew before that counts as an
+ * attempt. */
 #define BOUNCES_MAX 8
+/* How long a provider our router could not reach is not picked (its
+ * link-down, which deletes it, normally comes first). */
+#define UNREACHABLE_NS 200000000u
 
 /* --- the resolver ----------------------------------------------------------
  */
@@ -49,9 +60,19 @@ get_pending(struct kin__services *ss)
 static void
 retire_proxy(kin_node *n, pending *p)
 {
-    if (p->proxy)
+    if (p->proxy && !p->direct)
         kin__handles_remove(n, p->proxy);
     p->proxy = 0;
+}
+
+/* A direct call's replies no longer go through the resolver. */
+static void
+end_direct(kin_node *n, pending *p)
+{
+    if (!p->direct)
+        return;
+    kin__u32map_del(&n->svc->direct, p->caller_handle);
+    p->direct = false;
 }
 
 /* p's call has ended: back to the pool, or freed with its handle. */
@@ -59,6 +80,7 @@ static void
 put_pending(kin_node *n, pending *p)
 {
     struct kin__services *ss = n->svc;
+    end_direct(n, p);
     kin_msg_destroy(&p->req);
     if (ss->npool < POOL_MAX) {
         p->next = ss->pool;
@@ -77,8 +99,21 @@ fail(kin_node *n, pending *p, kin_err code, const char *why)
     p->s->failed++;
     kin_msg *req = p->req;
     p->req = NULL;
+    bool direct = p->direct;
+    end_direct(n, p); /* so that the answer goes to the caller's latch */
     kin__reply_dead(n, req, code, why);
+    /* A provider's reply may still come (deadline, or a provider that was
+     * taken for gone): it answers nobody. */
+    if (direct)
+        kin__handles_seal(n, p->caller_handle);
     put_pending(n, p);
+}
+
+/* The handle the provider replies to. */
+static uint32_t
+reply_handle(const pending *p)
+{
+    return p->direct ? p->caller_handle : p->proxy;
 }
 
 static uint64_t
@@ -93,7 +128,8 @@ next_rand(struct kin__services *ss)
 static bool
 usable(const svc *s, const prov *p, uint32_t avoid)
 {
-    return p->outstanding < p->bound && (p->ctx != avoid || s->nprov == 1);
+    return p->outstanding < p->bound && (p->ctx != avoid || s->nprov == 1) &&
+           !(p->unreachable_until && p->unreachable_until > kin__now_ns());
 }
 
 /* The provider to send to: among those below their bound and nearest, the
@@ -173,6 +209,37 @@ kin_service_latency_us(const uint32_t *latency, double q)
     return 0;
 }
 
+/* --- the call's header, written by hand: [fn, task, ms left] (read by
+ * kin__call_head): kin_pack would cost more than the rest of send_to. */
+
+/* Writes SVC_RUN's header [fn, 0, left] (fn under 64 bytes, left -1 or
+ * more) to out (at least 80 bytes); returns its length. */
+static size_t
+put_head(uint8_t *out, const char *fn, size_t fn_len, int64_t left)
+{
+    size_t off = 0;
+    if (fn_len < 32) {
+        out[off++] = (uint8_t)(0xa0 | fn_len);
+    } else {
+        out[off++] = 0xd9;
+        out[off++] = (uint8_t)fn_len;
+    }
+    memcpy(out + off, fn, fn_len);
+    off += fn_len;
+    out[off++] = 0x00; /* no caller task: the resolver's own call */
+    if (left < 0) {
+        out[off++] = 0xff; /* -1: no deadline */
+    } else if (left <= 0x7f) {
+        out[off++] = (uint8_t)left;
+    } else {
+        uint64_t u = (uint64_t)left;
+        out[off++] = 0xcf;
+        for (int i = 7; i >= 0; i--)
+            out[off++] = (uint8_t)(u >> (8 * i));
+    }
+    return off;
+}
+
 /* Sends p's request to provider v, under a reply handle of its own. */
 static bool
 send_to(kin_node *n, pending *p, prov *v)
@@ -183,27 +250,23 @@ send_to(kin_node *n, pending *p, prov *v)
         left =
             p->deadline > now ? (int64_t)((p->deadline - now) / 1000000u) : 0;
     }
-    /* The header in caller storage, then one message of header + args. */
-    char head[96];
-    kin_buf b;
-    kin__buf_init_fixed(&b, head, sizeof head);
+    /* One message of header + args. */
+    uint8_t head[96];
+    size_t hlen = put_head(head, p->fn, strlen(p->fn), left);
     const kin_msg *req = p->req;
     size_t args = req->len > p->args_off ? req->len - p->args_off : 0;
-    kin_err e = kin_pack(&b, "suI", p->fn, 0u, left);
     kin_msg *m = NULL;
-    if (!e)
-        e = kin_msg_new(&m, b.len + args);
+    kin_err e = kin_msg_new(&m, hlen + args);
     if (!e) {
-        memcpy(m->body, b.data, b.len);
+        memcpy(m->body, head, hlen);
         if (args)
-            memcpy(m->body + b.len, req->body + p->args_off, args);
+            memcpy(m->body + hlen, req->body + p->args_off, args);
     }
-    kin_buf_release(&b);
     kin__handler h = {.policy = KIN_POLICY_ANY,
                       .respondent = KIN_NO_CTX,
                       .fn = on_reply,
                       .arg = p};
-    if (!e && !p->proxy)
+    if (!e && !p->direct && !p->proxy)
         e = kin__handles_add(n, &h, &p->proxy);
     if (e) {
         kin_msg_destroy(&m);
@@ -223,9 +286,9 @@ send_to(kin_node *n, pending *p, prov *v)
     m->src = n->id;
     m->auth = req->auth; /* the caller's authority, for the policy */
     m->handle = KIN_HANDLE_SVC_RUN;
-    m->reply_to = p->proxy;
+    m->reply_to = reply_handle(p);
     /* A provider whose link is gone before the router has noticed bounces
-     * the call back at once (on_reply, inside kin__route): see there. */
+     * the call back at once (outcome, inside kin__route): see there. */
     ss->routing = p;
     kin__route(n, m);
     ss->routing = NULL;
@@ -255,6 +318,9 @@ static void
 enqueue(pending *p)
 {
     svc *s = p->s;
+    /* Running nowhere: a late reply of its last provider answers nobody
+     * (kin__svc_claim). */
+    p->provider = NO_PROV;
     p->next = NULL;
     if (s->qtail)
         s->qtail->next = p;
@@ -339,32 +405,32 @@ provider_lost(kin_node *n, pending *p, prov *v)
     fail(n, p, KIN_EPEERGONE, why);
 }
 
-/* The provider's reply, or a dead message about the call. */
-static void
-on_reply(kin_node *n, kin_msg *m, void *arg)
+/* m, the outcome of p's attempt at its provider: true when m answers
+ * the caller (the provider's reply, or an error it must see), false when
+ * m was consumed because the call goes on (another provider, the queue)
+ * or has failed. */
+static bool
+outcome(kin_node *n, pending *p, kin_msg **mp)
 {
-    pending *p = arg;
-    if (p->provider == NO_PROV || m->handle != p->proxy) {
-        kin_msg_destroy(&m);
-        return;
-    }
+    kin_msg *m = *mp;
     uint32_t was = p->provider;
     prov *v = release(n, p);
-    svc *s = p->s;
     kin_err reason = KIN_OK;
     if ((m->flags & KIN_MSG_DEAD) &&
         kin_msg_dead_reason(m, &reason, NULL, 0) == KIN_OK &&
         (reason == KIN_ENOPROVIDER || reason == KIN_EPEERGONE ||
          reason == KIN_ENOROUTE)) {
-        kin_msg_destroy(&m);
-        if (n->svc->routing == p && reason != KIN_ENOPROVIDER &&
-            p->bounces < BOUNCES_MAX) {
+        kin_msg_destroy(mp);
+        if (n->svc->routing == p && reason != KIN_ENOPROVIDER) {
             /* Our own router could not hand it over (the link to the
              * provider is gone, its route not yet deleted): it never left
              * this process, so it is no attempt, and no late reply can
-             * come; another provider gets it. */
+             * come. That provider is not picked for a while (so this ends
+             * when every provider is out of reach: then the call waits in
+             * the queue for the link-downs); another gets it. */
             p->attempts--;
-            p->bounces++;
+            if (v)
+                v->unreachable_until = kin__now_ns() + UNREACHABLE_NS;
             p->avoid = was;
             dispatch(n, p);
         } else if (reason == KIN_ENOPROVIDER) {
@@ -381,8 +447,7 @@ on_reply(kin_node *n, kin_msg *m, void *arg)
             retire_proxy(n, p);
             provider_lost(n, p, v);
         }
-        kin__svc_pump(n, s);
-        return;
+        return false;
     }
     if (v) {
         v->served++;
@@ -390,12 +455,61 @@ on_reply(kin_node *n, kin_msg *m, void *arg)
             v->errors++;
         v->lat[lat_bucket(kin__now_ns() - p->sent_ns)]++;
     }
-    m->dst = p->req->src;
-    m->handle = p->req->reply_to;
-    m->reply_to = 0;
-    kin__reply_send(n, m);
-    put_pending(n, p);
+    return true;
+}
+
+/* The provider's reply to a call from another context, or a dead message
+ * about it: relayed to the caller. */
+static void
+on_reply(kin_node *n, kin_msg *m, void *arg)
+{
+    pending *p = arg;
+    if (p->provider == NO_PROV || m->handle != p->proxy) {
+        kin_msg_destroy(&m);
+        return;
+    }
+    svc *s = p->s;
+    if (outcome(n, p, &m)) {
+        m->dst = p->req->src;
+        m->handle = p->req->reply_to;
+        m->reply_to = 0;
+        kin__reply_send(n, m);
+        put_pending(n, p);
+    }
     kin__svc_pump(n, s);
+}
+
+bool
+kin__svc_claim(kin_node *n, kin_msg **mp)
+{
+    struct kin__services *ss = n->svc;
+    if (!ss || !ss->direct.len)
+        return false;
+    kin_msg *m = *mp;
+    pending *p = kin__u32map_get(&ss->direct, m->handle);
+    if (!p)
+        return false;
+    /* Between attempts, or a reply of an earlier attempt's provider (the
+     * one that was taken for gone): it answers nobody. Dead messages may
+     * come from any router on the way and are this attempt's. */
+    if (p->provider == NO_PROV ||
+        (!(m->flags & KIN_MSG_DEAD) && m->src != p->provider)) {
+        atomic_fetch_add(&n->stats.dropped, 1);
+        kin_msg_destroy(mp);
+        return true;
+    }
+    svc *s = p->s;
+    if (outcome(n, p, mp)) {
+        uint32_t handle = p->caller_handle;
+        bool retried = p->attempts > 1;
+        put_pending(n, p); /* out of the map: m now goes to the receiver */
+        kin__deliver(n, *mp);
+        *mp = NULL;
+        if (retried)
+            kin__handles_seal(n, handle);
+    }
+    kin__svc_pump(n, s);
+    return true;
 }
 
 /* Fails the calls whose deadline passed (at most every SWEEP_NS): the
@@ -408,6 +522,9 @@ sweep(kin_node *n)
     if (now < ss->next_sweep)
         return;
     ss->next_sweep = now + SWEEP_NS;
+    /* Providers out of reach for a while may be back. */
+    for (int i = 0; i < ss->len; i++)
+        kin__svc_pump(n, ss->items[i]);
     pending *late[64];
     int count = 0;
     for (pending *p = ss->inflight; p && count < 64; p = p->inext)
@@ -417,7 +534,7 @@ sweep(kin_node *n)
         pending *p = late[i];
         kin_buf b = {0};
         uint32_t at = p->provider;
-        if (kin_pack(&b, "uu", p->proxy, 0u) == KIN_OK) {
+        if (kin_pack(&b, "uu", reply_handle(p), 0u) == KIN_OK) {
             kin_msg *c = NULL;
             if (kin_msg_new_copy(&c, b.data, b.len) == KIN_OK) {
                 c->dst = at;
@@ -451,6 +568,20 @@ sweep(kin_node *n)
     }
 }
 
+/* Whether fn is exported here as idempotent: the export table is looked
+ * up once per function and export change, not per call. */
+static bool
+idempotent(struct kin__services *ss, const char *fn)
+{
+    uint64_t gen = kin__exports_gen();
+    if (gen != ss->idem_gen || strcmp(fn, ss->idem_fn)) {
+        ss->idem = kin__export_idempotent(fn);
+        snprintf(ss->idem_fn, sizeof ss->idem_fn, "%s", fn);
+        ss->idem_gen = gen;
+    }
+    return ss->idem;
+}
+
 /* SVC_CALL: body [fn, task, remaining ms (-1: none), args...]. Resolved
  * here when this context knows a provider (or one restarting), else sent
  * up; the master with none answers KIN_ENOPROVIDER. */
@@ -459,16 +590,12 @@ kin__svc_on_call(kin_node *n, kin_msg *m, void *arg)
 {
     (void)arg;
     sweep(n);
-    kin_reader r;
-    kin_reader_init(&r, m->body, m->len);
-    const char *fn;
-    size_t fn_len;
+    const char *fn = NULL;
+    size_t fn_len = 0, args_off = 0;
     uint32_t task;
     int64_t left;
-    kin_err e = kin_unpack(&r, "SuI", &fn, &fn_len, &task, &left);
-    size_t args_off = r.off;
-    kin_reader_release(&r);
-    const char *dot = e ? NULL : memchr(fn, '.', fn_len);
+    bool ok = kin__call_head(m, true, &fn, &fn_len, &task, &left, &args_off);
+    const char *dot = ok ? memchr(fn, '.', fn_len) : NULL;
     if (!dot || fn_len >= 64 || !kin__service_name_ok(fn, (size_t)(dot - fn))) {
         n->svc->bad++;
         kin__reply_dead(n, m, KIN_EBADMSG, "malformed service call");
@@ -500,9 +627,25 @@ kin__svc_on_call(kin_node *n, kin_msg *m, void *arg)
     memcpy(p->fn, fn, fn_len);
     p->provider = NO_PROV;
     p->deadline = left >= 0 ? kin__now_ns() + (uint64_t)left * 1000000u : 0;
-    p->idempotent = kin__export_idempotent(p->fn);
+    p->idempotent = idempotent(n->svc, p->fn);
+    if (m->src == n->id && m->reply_to &&
+        !kin__u32map_has(&n->svc->direct, m->reply_to) &&
+        kin__u32map_put(&n->svc->direct, m->reply_to, p) == 0) {
+        p->direct = true;
+        p->caller_handle = m->reply_to;
+    }
     s->resolved++;
     dispatch(n, p);
+}
+
+uint32_t
+kin__svc_call_provider(kin_node *n, uint32_t handle)
+{
+    struct kin__services *ss = n->svc;
+    if (!ss || !n->broker || !kin__broker_on_thread(n->broker))
+        return KIN_NO_CTX;
+    pending *p = kin__u32map_get(&ss->direct, handle);
+    return p && p->provider != NO_PROV ? p->provider : KIN_NO_CTX;
 }
 
 void

@@ -35,6 +35,11 @@ typedef struct kin_task_info {
      * none) and the function's name. */
     uint32_t await_ctx, await_handle;
     char await_fn[48];
+    /* When that call is a service call: the service ("" otherwise).
+     * await_ctx is then the provider the call went to, when the caller's
+     * own context resolved it, else KIN_NO_CTX (queued, or resolved by an
+     * ancestor). */
+    char await_service[48];
     /* A task waiting in a select over calls: every call it waits for, ctx
      * and reply handle. n_awaits counts them all; the first
      * KIN_TASK_MAX_AWAITS are listed. */

@@ -48,6 +48,9 @@ typedef struct config {
     bool quick;
     bool zmq; /* measure the raw zmq baseline */
     unsigned phases;
+    /* --kind: 0 every figure; else only the direct one-hop call (1) or
+     * only the service call (2), for profiling one path alone. */
+    int kind;
     int samples;   /* round trips per latency figure */
     int rounds;    /* latency rounds: zmq, kin, kin 2-hop take turns */
     int warmup;    /* round trips before the latency figures */
@@ -495,6 +498,9 @@ run_latency(bench *b)
                         cfg->phases & PH_RTT,
                         cfg->phases & PH_RTT2,
                         cfg->phases & PH_RTT};
+    if (cfg->kind)
+        for (int k = M_KIN; k < M_COUNT; k++)
+            on[k] = on[k] && k == (cfg->kind == 1 ? M_KIN : M_SVC);
     uint64_t *ns[M_COUNT] = {NULL};
     size_t n = (size_t)cfg->samples;
     kin_err e = KIN_OK;
@@ -710,10 +716,12 @@ run_throughput(bench *b)
     uint64_t zns = 0, kns = 0, sns = 0, ins = 0, vns = 0, dns = 0;
     kin_err e = KIN_OK;
     for (int r = 0; r < PIPE_ROUNDS && !e; r++) {
-        if (!e)
+        if (!e && cfg->kind != 1)
             e = pipelined4(b, true, per, &vns);
-        if (!e)
+        if (!e && cfg->kind != 2)
             e = pipelined4(b, false, per, &dns);
+        if (cfg->kind)
+            continue; /* those two alone */
         if (cfg->zmq && zmq_pipelined(b, per, &zns))
             e = zerr();
         if (!e)
@@ -728,13 +736,16 @@ run_throughput(bench *b)
         return e;
     }
     double total = (double)per * PIPE_ROUNDS;
+    /* A figure not taken (--kind) stays NAN. */
+#define RATE(ns) ((ns) ? total / ((double)(ns) / 1e9) : NAN)
     if (cfg->zmq)
-        b->res->zmq_msgs_per_s = total / ((double)zns / 1e9);
-    b->res->calls_per_s = total / ((double)kns / 1e9);
-    b->res->calls_per_s_select = total / ((double)sns / 1e9);
-    b->res->calls_per_s_inline = total / ((double)ins / 1e9);
-    b->res->svc_calls_per_s = total / ((double)vns / 1e9);
-    b->res->calls4_per_s = total / ((double)dns / 1e9);
+        b->res->zmq_msgs_per_s = RATE(zns);
+    b->res->calls_per_s = RATE(kns);
+    b->res->calls_per_s_select = RATE(sns);
+    b->res->calls_per_s_inline = RATE(ins);
+    b->res->svc_calls_per_s = RATE(vns);
+    b->res->calls4_per_s = RATE(dns);
+#undef RATE
     return 0;
 }
 
@@ -1179,7 +1190,7 @@ usage(FILE *f)
 {
     fprintf(f, "usage: kin-bench [--quick] [--json] [--samples N] [--rounds N] "
                "[--no-zmq] "
-               "[--only rtt,rtt2,pipe,spawn]\n");
+               "[--only rtt,rtt2,pipe,spawn] [--kind direct|svc]\n");
 }
 
 static unsigned
@@ -1234,6 +1245,14 @@ parse_args(int argc, char **argv, config *cfg)
                 return -1;
         } else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) {
             if ((cfg->rounds = atoi(argv[++i])) < 1)
+                return -1;
+        } else if (!strcmp(argv[i], "--kind") && i + 1 < argc) {
+            i++;
+            if (!strcmp(argv[i], "direct"))
+                cfg->kind = 1;
+            else if (!strcmp(argv[i], "svc"))
+                cfg->kind = 2;
+            else
                 return -1;
         } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
             if (!(cfg->phases = parse_phases(argv[++i])))

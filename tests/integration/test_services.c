@@ -462,6 +462,174 @@ late_reply_answers_no_later_call(void **state)
     }
 }
 
+/* The outstanding calls the master's table counts at provider ctx of svc
+ * (-1: no such provider). */
+static int
+outstanding_at(const char *svc, uint32_t ctx)
+{
+    kin_service_info info[8];
+    kin_service_provider prov[8 * 4];
+    int count = kin_service_list(master, info, 8, prov, 4);
+    for (int i = 0; i < count && i < 8; i++) {
+        if (strcmp(info[i].name, svc))
+            continue;
+        for (int k = 0; k < info[i].providers && k < 4; k++)
+            if (prov[4 * i + k].ctx == ctx)
+                return prov[4 * i + k].outstanding;
+    }
+    return -1;
+}
+
+/* Waits until the master's table has no call running at ctx for svc. */
+static void
+wait_idle(const char *svc, uint32_t ctx)
+{
+    double until = harness_now_ms() + 5000;
+    while (outstanding_at(svc, ctx) != 0) {
+        assert_true(harness_now_ms() < until);
+        sleep_ms(2);
+    }
+}
+
+/* Calls whose caller gave up (receiver destroyed before the reply) still
+ * end at the resolver: the provider, bound to one call at a time, takes
+ * the next call instead of being counted busy for ever. */
+static void
+abandoned_calls_free_their_provider(void **state)
+{
+    fx *f = *state;
+    uint32_t a = spawn(f, 0);
+    offer_in(a, "slow", 1);
+    wait_providers("slow", 1);
+    for (int i = 0; i < 4; i++) {
+        kin_receiver *r = NULL;
+        assert_int_equal(kin_service_call_async(master, "slow.who", 5000, &r,
+                                                "I", (int64_t)20),
+                         KIN_OK);
+        kin_receiver_destroy(&r);
+    }
+    kin_err e;
+    assert_int_equal(call_who("slow.who", &e), a);
+    assert_int_equal(e, KIN_OK);
+    wait_idle("slow", a);
+}
+
+/* The master is a provider of its own service: its workers' replies are
+ * seen by its resolver like anyone's, so calls keep flowing at bound 1. */
+static void
+caller_serves_itself(void **state)
+{
+    (void)state;
+    assert_int_equal(
+        kin_service_offer(master, "alpha", &(kin_service_opts){.bound = 1}),
+        KIN_OK);
+    wait_providers("alpha", 1);
+    for (int i = 0; i < 20; i++) {
+        kin_err e;
+        assert_int_equal(call_who("alpha.who", &e), kin_node_id(master));
+        assert_int_equal(e, KIN_OK);
+    }
+    wait_idle("alpha", kin_node_id(master));
+    assert_int_equal(kin_service_withdraw(master, "alpha"), KIN_OK);
+    wait_providers("alpha", 0);
+}
+
+typedef struct held_call {
+    pthread_t thread;
+    kin_err result;
+} held_call;
+
+static void *
+call_hold(void *arg)
+{
+    held_call *h = arg;
+    kin_msg *r = NULL;
+    h->result = kin_service_call(master, "slow.hold", 10000, &r, "");
+    kin_msg_destroy(&r);
+    return NULL;
+}
+
+/* The JSON row of kin ps whose task awaits a call of service svc, or
+ * NULL. */
+static json_t *
+ps_row_awaiting(json_t *rows, const char *svc)
+{
+    json_t *it;
+    size_t i;
+    json_array_foreach(rows, i, it)
+    {
+        const char *s = json_string_value(json_object_get(it, "await_service"));
+        if (s && !strcmp(s, svc))
+            return it;
+    }
+    return NULL;
+}
+
+/* `kin ps` and `kin pstree` show which service a waiting caller's call
+ * went through and the provider it went to; the await graph follows it
+ * into the provider's task. */
+static void
+ps_shows_the_service_and_its_provider(void **state)
+{
+    fx *f = *state;
+    uint32_t a = spawn(f, 0);
+    offer_in(a, "slow", 0);
+    wait_providers("slow", 1);
+    held_call h = {.result = 1};
+    assert_int_equal(pthread_create(&h.thread, NULL, call_hold, &h), 0);
+    /* Until the call runs at the provider (ps shows its task there). */
+    double until = harness_now_ms() + 10000;
+    json_t *top = NULL, *row = NULL;
+    int st;
+    for (;;) {
+        char *out = harness_run(&st, "%s ps %d --json", KIN_CLI, (int)getpid());
+        json_error_t jerr;
+        json_decref(top);
+        top = json_loads(out, 0, &jerr);
+        if (!top)
+            fail_msg("kin ps --json: %s\n%s", jerr.text, out);
+        free(out);
+        row = ps_row_awaiting(json_object_get(top, "tasks"), "slow");
+        if (row && json_object_get(row, "awaits"))
+            break;
+        assert_true(harness_now_ms() < until);
+        sleep_ms(20);
+    }
+    assert_int_equal(json_integer_value(json_object_get(row, "ctx")),
+                     kin_node_id(master));
+    assert_int_equal(json_integer_value(json_object_get(row, "await_ctx")), a);
+    assert_string_equal(json_string_value(json_object_get(row, "await_fn")),
+                        "slow.hold");
+    /* The edge leads into the provider's task running slow.hold. */
+    const char *to = json_string_value(json_object_get(row, "awaits"));
+    char prefix[16], served_by[32];
+    snprintf(prefix, sizeof prefix, "%u:", a);
+    assert_non_null(to);
+    assert_memory_equal(to, prefix, strlen(prefix));
+    snprintf(served_by, sizeof served_by, "%s", to);
+    json_decref(top);
+
+    char want[64];
+    snprintf(want, sizeof want, "service call slow.hold via provider ctx %u",
+             a);
+    char *out = harness_run(&st, "%s ps %d", KIN_CLI, (int)getpid());
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(out, want));
+    free(out);
+    out = harness_run(&st, "%s pstree %d", KIN_CLI, (int)getpid());
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(out, want));
+    free(out);
+    /* Cancelled, slow.hold returns at once, and the call succeeds. */
+    out =
+        harness_run(&st, "%s cancel %d %s", KIN_CLI, (int)getpid(), served_by);
+    assert_int_equal(st, 0);
+    free(out);
+    pthread_join(h.thread, NULL);
+    assert_int_equal(h.result, KIN_OK);
+}
+
 /* Siblings call each other's services, default policies on both sides. */
 static void
 siblings_call_each_other(void **state)
@@ -925,6 +1093,11 @@ main(int argc, char **argv)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(late_reply_answers_no_later_call, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(abandoned_calls_free_their_provider,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(caller_serves_itself, setup, teardown),
+        cmocka_unit_test_setup_teardown(ps_shows_the_service_and_its_provider,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(siblings_call_each_other, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(rolling_restart_fails_no_call, setup,
