@@ -33,15 +33,14 @@ kin__svc_on_run(kin_node *n, kin_msg *m, void *arg)
 {
     (void)arg;
     struct kin__services *ss = n->svc;
-    const char *fn;
-    size_t fn_len;
-    if (kin_unpack_buf(m->body, m->len, "S", &fn, &fn_len) ||
-        !memchr(fn, '.', fn_len)) {
+    kin__svc_call_head h;
+    if (kin__svc_call_read(m->body, m->len, &h)) {
         ss->bad++;
         kin__reply_dead(n, m, KIN_EBADMSG, "malformed service call");
         return;
     }
-    size_t len = (size_t)((const char *)memchr(fn, '.', fn_len) - fn);
+    const char *fn = h.fn;
+    size_t len = h.svc_len;
     pthread_mutex_lock(&ss->mu);
     offer *o = find_offer(ss, fn, len);
     bool withdrawn = o && o->withdrawn;

@@ -459,22 +459,13 @@ kin__svc_on_call(kin_node *n, kin_msg *m, void *arg)
 {
     (void)arg;
     sweep(n);
-    kin_reader r;
-    kin_reader_init(&r, m->body, m->len);
-    const char *fn;
-    size_t fn_len;
-    uint32_t task;
-    int64_t left;
-    kin_err e = kin_unpack(&r, "SuI", &fn, &fn_len, &task, &left);
-    size_t args_off = r.off;
-    kin_reader_release(&r);
-    const char *dot = e ? NULL : memchr(fn, '.', fn_len);
-    if (!dot || fn_len >= 64 || !kin__service_name_ok(fn, (size_t)(dot - fn))) {
+    kin__svc_call_head h;
+    if (kin__svc_call_read(m->body, m->len, &h)) {
         n->svc->bad++;
         kin__reply_dead(n, m, KIN_EBADMSG, "malformed service call");
         return;
     }
-    svc *s = kin__svc_find(n, fn, (size_t)(dot - fn));
+    svc *s = kin__svc_find(n, h.fn, h.svc_len);
     if (!s || (!s->nprov && !kin__svc_holds(s))) {
         if (n->up && !n->parent_lost) {
             m->dst = n->parent_id;
@@ -483,7 +474,7 @@ kin__svc_on_call(kin_node *n, kin_msg *m, void *arg)
         }
         char why[128];
         snprintf(why, sizeof why, "no provider of '%.*s' in the tree",
-                 (int)(dot - fn), fn);
+                 (int)h.svc_len, h.fn);
         if (s)
             s->failed++;
         kin__reply_dead(n, m, KIN_ENOPROVIDER, why);
@@ -496,10 +487,10 @@ kin__svc_on_call(kin_node *n, kin_msg *m, void *arg)
     }
     p->s = s;
     p->req = m;
-    p->args_off = args_off;
-    memcpy(p->fn, fn, fn_len);
+    p->args_off = h.args_off;
+    memcpy(p->fn, h.fn, h.fn_len);
     p->provider = NO_PROV;
-    p->deadline = left >= 0 ? kin__now_ns() + (uint64_t)left * 1000000u : 0;
+    p->deadline = h.left >= 0 ? kin__now_ns() + (uint64_t)h.left * 1000000u : 0;
     p->idempotent = kin__export_idempotent(p->fn);
     s->resolved++;
     dispatch(n, p);
