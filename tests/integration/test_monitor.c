@@ -1083,6 +1083,8 @@ main(void)
                                         stop3),
         cmocka_unit_test(request_with_a_nul_inside_is_malformed),
     };
+    if (getenv("KIN_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("KIN_TEST_FILTER"));
     int rc = harness_run_group(tests);
     kin_node_destroy(&master);
     return rc;
