@@ -45,10 +45,12 @@ static int failures;
         }                                                                      \
     } while (0)
 
+/* cond is evaluated once: it may be a call. */
 #define REQUIRE(cond, ...)                                                     \
     do {                                                                       \
-        CHECK(cond, __VA_ARGS__);                                              \
-        if (!(cond))                                                           \
+        bool req_ok_ = (cond);                                                 \
+        CHECK(req_ok_, __VA_ARGS__);                                           \
+        if (!req_ok_)                                                          \
             goto out;                                                          \
     } while (0)
 
@@ -472,6 +474,7 @@ main(int argc, char **argv)
         fprintf(stderr, "usage: with_hosts.sh %s FAULT_RELAY\n", argv[0]);
         return 2;
     }
+    setvbuf(stdout, NULL, _IOLBF, 0); /* lines survive an abrupt end */
     harness_log_setup();
     int st;
     char *out = harness_run(&st, "nft list tables 2>&1");
