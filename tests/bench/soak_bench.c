@@ -493,7 +493,8 @@ main(int argc, char **argv)
     size_t nsamples = 0, nperiods = 0;
     sample *samples = calloc(MAX_SAMPLES, sizeof *samples);
     period *periods = calloc(MAX_PERIODS, sizeof *periods);
-    unsigned long queries = 0, query_errors = 0;
+    unsigned long queries = 0, query_errors = 0, ps_errors = 0;
+    kin_err last_query_error = KIN_OK;
     unsigned long p_calls = 0, p_errors = 0, p_queries = 0, p_qerr = 0,
                   p_logs = 0;
     unsigned p_restarts = restarts_so_far(), restarts_start = p_restarts;
@@ -525,13 +526,21 @@ main(int argc, char **argv)
             kin_task_info *tasks = NULL;
             size_t count = 0;
             queries++;
-            if (kin_monitor_ps(g.n, wctx, NULL, false, 2000, &tasks, &count))
+            kin_err qe =
+                kin_monitor_ps(g.n, wctx, NULL, false, 2000, &tasks, &count);
+            if (qe) {
                 query_errors++;
+                ps_errors++;
+                last_query_error = qe;
+            }
             free(tasks);
             kin_graph *gr = NULL;
             queries++;
-            if (kin_monitor_graph(g.n, KIN_NO_CTX, 2000, &gr))
+            qe = kin_monitor_graph(g.n, KIN_NO_CTX, 2000, &gr);
+            if (qe) {
                 query_errors++;
+                last_query_error = qe;
+            }
             kin_monitor_graph_destroy(&gr);
             if (nsamples < MAX_SAMPLES) {
                 sample *s = &samples[nsamples++];
@@ -706,11 +715,12 @@ main(int argc, char **argv)
     } else {
         printf("\n%lu calls (%lu failed: %lu timeout, %lu peer-gone, %lu "
                "other%s%s), %lu late; %u restarts; %lu operator queries (%lu "
-               "failed)\n",
+               "failed: %lu ps, %lu graph; last %s)\n",
                g.calls, g.errors, g.err_timeout, g.err_gone, g.err_other,
                g.err_other ? ", last " : "",
                g.err_other ? kin_err_name(g.last_other) : "", g.late, restarts,
-               queries, query_errors);
+               queries, query_errors, ps_errors, query_errors - ps_errors,
+               kin_err_name(last_query_error));
         printf("log: %lu records came, %lu counted lost, %lu dropped\n",
                atomic_load(&g.log_records), atomic_load(&g.log_lost),
                atomic_load(&g.log_dropped));
