@@ -1051,6 +1051,24 @@ kin__cli_signal(int argc, char **argv)
     return 0;
 }
 
+/* Prints frames (a JSON array of {fn, file, line}) as a stack. */
+static void
+print_frames(json_t *frames)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(frames, i, f)
+    {
+        const char *fn = json_string_value(json_object_get(f, "fn"));
+        const char *file = json_string_value(json_object_get(f, "file"));
+        int line = (int)json_integer_value(json_object_get(f, "line"));
+        if (line)
+            printf("  #%-2zu %s at %s:%d\n", i, fn, file, line);
+        else
+            printf("  #%-2zu %s (%s)\n", i, fn, file);
+    }
+}
+
 int
 kin__cli_stacktrace(int argc, char **argv)
 {
@@ -1080,16 +1098,15 @@ kin__cli_stacktrace(int argc, char **argv)
                    &nthreads);
     json_t *arr = json_array();
     for (uint32_t i = 0; !e && i < nthreads; i++) {
-        uint32_t four, nf;
+        uint32_t items, nf;
         int tid, err;
         const char *name;
         size_t nl;
-        if ((e = kin_unpack(&rd, "aiSia", &four, &tid, &name, &nl, &err, &nf)))
+        /* [tid, name, error, frames, why]; older contexts send no why */
+        if ((e = kin_unpack(&rd, "aiSia", &items, &tid, &name, &nl, &err, &nf)))
             break;
         json_t *frames = json_array();
-        if (!o.json)
-            printf("thread %d (%.*s)%s%s\n", tid, (int)nl, name,
-                   err ? ": " : "", err ? kin_strerror(err) : "");
+        uint32_t four;
         for (uint32_t f = 0; !e && f < nf; f++) {
             uint64_t addr;
             const char *fn, *file;
@@ -1098,19 +1115,32 @@ kin__cli_stacktrace(int argc, char **argv)
             if ((e = kin_unpack(&rd, "aUSSi", &four, &addr, &fn, &fl, &file,
                                 &il, &line)))
                 break;
-            if (o.json)
-                json_array_append_new(frames, json_pack("{s:s%,s:s%,s:i}", "fn",
-                                                        fn, fl, "file", file,
-                                                        il, "line", line));
-            else if (line)
-                printf("  #%-2u %.*s at %.*s:%d\n", f, (int)fl, fn, (int)il,
-                       file, line);
-            else
-                printf("  #%-2u %.*s (%.*s)\n", f, (int)fl, fn, (int)il, file);
+            json_array_append_new(frames,
+                                  json_pack("{s:s%,s:s%,s:i}", "fn", fn, fl,
+                                            "file", file, il, "line", line));
         }
-        json_array_append_new(arr,
-                              json_pack("{s:i,s:s%,s:o}", "tid", tid, "name",
-                                        name, nl, "frames", frames));
+        const char *why = "";
+        size_t wl = 0;
+        if (!e && items >= 5)
+            e = kin_unpack(&rd, "S", &why, &wl);
+        if (e) {
+            json_decref(frames);
+            break;
+        }
+        if (!wl && err) {
+            why = kin_strerror(err);
+            wl = strlen(why);
+        }
+        if (!o.json) {
+            printf("thread %d (%.*s)%s%.*s\n", tid, (int)nl, name,
+                   wl ? ": " : "", (int)wl, why);
+            print_frames(frames);
+        }
+        json_t *t = json_pack("{s:i,s:s%,s:o}", "tid", tid, "name", name, nl,
+                              "frames", frames);
+        if (wl)
+            json_object_set_new(t, "unwound_not", json_stringn(why, wl));
+        json_array_append_new(arr, t);
     }
     kin_reader_release(&rd);
     kin_msg_destroy(&reply);

@@ -59,6 +59,7 @@ kin_node_destroy(kin_node **np)
     kin_node *n = *np;
     /* Child processes and supervisors first: they may still call. */
     kin__procs_stop(n);
+    kin__monitor_stop(n);
     kin__router_stop_calls(n);
     /* Records logged until now still go out, through the running broker. */
     kin__logs_stop(n);

@@ -17,6 +17,7 @@
 
 #include "core/log_internal.h"
 #include "logs/logs.h"
+#include "monitor/errstack.h"
 #include "monitor/request.h"
 #include "monitor/stack.h"
 #include "process/events.h"
@@ -34,6 +35,12 @@ typedef struct custom {
 struct kin__monitor {
     pthread_mutex_t mu;
     custom *commands;
+    /* Requests that capture stacks run on threads of their own (the broker
+     * must keep routing, and its own stack is wanted too): how many run,
+     * and whether the node is going away (no new ones then). */
+    pthread_cond_t idle;
+    int stacks_running;
+    bool stopping;
 };
 
 /* The key of the monitor's state in its node. */
@@ -291,7 +298,7 @@ cmd_stacktrace(kin_node *n, msgpack_packer *pk)
             tids[count++] = atoi(de->d_name);
     if (d)
         closedir(d);
-    int self = gettid();
+    kin__symbolizer *sym = kin__sym_open();
     msgpack_pack_map(pk, 2);
     pack_key(pk, "ctx");
     msgpack_pack_uint32(pk, kin_node_id(n));
@@ -307,16 +314,32 @@ cmd_stacktrace(kin_node *n, msgpack_packer *pk)
                 comm[strcspn(comm, "\n")] = 0;
             fclose(f);
         }
+        uintptr_t ips[KIN_STACK_MAX];
         kin__frame frames[KIN_STACK_MAX];
-        int nf = tids[i] == self
-                     ? 0
-                     : kin__stack_capture(tids[i], frames, KIN_STACK_MAX, 200);
-        msgpack_pack_array(pk, 4);
+        int nf = kin__stack_capture_raw(tids[i], ips, KIN_STACK_MAX, 200);
+        if (nf > 0)
+            nf = kin__sym_frames(sym, ips, nf, frames, KIN_STACK_MAX);
+        char why[160] = "";
+        if (nf == -EPERM)
+            snprintf(why, sizeof why,
+                     "%sblocks signal %d, which kin's stack capture uses: "
+                     "not unwound",
+                     !strncmp(comm, "ZMQbg", 5) ? "libzmq's own thread; " : "",
+                     kin__stack_signal());
+        else if (nf == -ETIMEDOUT)
+            snprintf(why, sizeof why,
+                     "did not answer the capture signal within 200 ms");
+        else if (nf < 0)
+            snprintf(why, sizeof why, "%s", kin_strerror(nf));
+        /* [tid, name, error, frames, why] */
+        msgpack_pack_array(pk, 5);
         msgpack_pack_int(pk, tids[i]);
         pack_str(pk, comm);
         msgpack_pack_int(pk, nf < 0 ? nf : 0);
         pack_frames(pk, frames, nf);
+        pack_str(pk, why);
     }
+    kin__sym_close(sym);
 }
 
 static void
@@ -538,16 +561,82 @@ run_custom(kin_node *n, const req *r, uint32_t from, msgpack_packer *pk,
     return true;
 }
 
+static void answer(kin_node *n, kin_msg *m, const req *r, bool parsed);
+
+typedef struct stack_job {
+    kin_node *n;
+    kin_msg *m;
+    req r;
+} stack_job;
+
+static void *
+stack_thread(void *arg)
+{
+    stack_job *j = arg;
+    struct kin__monitor *mon = monitor_of(j->n);
+    pthread_setname_np(pthread_self(), "kin-monitor");
+    answer(j->n, j->m, &j->r, true);
+    free(j);
+    pthread_mutex_lock(&mon->mu);
+    if (--mon->stacks_running == 0)
+        pthread_cond_broadcast(&mon->idle);
+    pthread_mutex_unlock(&mon->mu);
+    return NULL;
+}
+
+/* Starts a thread answering a where or stacktrace request; false (the
+ * broker answers it then) when none can start. */
+static bool
+answer_on_thread(kin_node *n, kin_msg *m, const req *r)
+{
+    struct kin__monitor *mon = monitor_of(n);
+    stack_job *j = malloc(sizeof *j);
+    if (!j)
+        return false;
+    *j = (stack_job){.n = n, .m = m, .r = *r};
+    pthread_mutex_lock(&mon->mu);
+    bool ok = !mon->stopping;
+    if (ok)
+        mon->stacks_running++;
+    pthread_mutex_unlock(&mon->mu);
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    if (ok && pthread_create(&t, &at, stack_thread, j)) {
+        pthread_mutex_lock(&mon->mu);
+        mon->stacks_running--;
+        pthread_mutex_unlock(&mon->mu);
+        ok = false;
+    }
+    pthread_attr_destroy(&at);
+    if (!ok)
+        free(j);
+    return ok;
+}
+
 static void
 on_monitor(kin_node *n, kin_msg *m, void *arg)
 {
     req r;
+    bool parsed = !kin__monitor_req_parse(m->body, m->len, &r);
+    if (parsed && (!strcmp(r.cmd, "where") || !strcmp(r.cmd, "stacktrace")) &&
+        answer_on_thread(n, m, &r))
+        return;
+    answer(n, m, &r, parsed);
+}
+
+/* Answers one MONITOR request and frees m. */
+static void
+answer(kin_node *n, kin_msg *m, const req *rp, bool parsed)
+{
     kin_buf out = {0};
     msgpack_packer pk;
     kin_buf_packer(&out, &pk);
     bool authority = kin__is_ancestor_or_self(n, m->auth);
     int raise_sig = 0; /* sent after the reply: it may end this process */
-    if (kin__monitor_req_parse(m->body, m->len, &r)) {
+    req r = parsed ? *rp : (req){0};
+    if (!parsed) {
         pack_error(&pk, KIN_EBADMSG, "malformed monitor request");
     } else if (!strcmp(r.cmd, "help")) {
         cmd_help(n, &pk);
@@ -615,18 +704,36 @@ kin__monitor_start(kin_node *n)
     if (!mon)
         return -ENOMEM;
     pthread_mutex_init(&mon->mu, NULL);
+    pthread_cond_init(&mon->idle, NULL);
     kin_err e = kin__node_attach(n, &monitor_layer, mon);
     if (e) {
+        pthread_cond_destroy(&mon->idle);
         pthread_mutex_destroy(&mon->mu);
         free(mon);
         return e;
     }
     kin__stack_install();
+    /* Failed calls served here say where they failed. */
+    kin__calls_set_stack_fmt(kin__errstack_format);
     kin__handler h = {.handle = KIN_HANDLE_MONITOR,
                       .policy = KIN_POLICY_ANY,
                       .respondent = KIN_NO_CTX,
                       .fn = on_monitor};
     return kin__handles_add(n, &h, NULL);
+}
+
+void
+kin__monitor_stop(kin_node *n)
+{
+    struct kin__monitor *mon = monitor_of(n);
+    if (!mon)
+        return;
+    /* Stack requests end by their own deadlines (200 ms a thread). */
+    pthread_mutex_lock(&mon->mu);
+    mon->stopping = true;
+    while (mon->stacks_running)
+        pthread_cond_wait(&mon->idle, &mon->mu);
+    pthread_mutex_unlock(&mon->mu);
 }
 
 void
@@ -641,6 +748,7 @@ kin__monitor_free(kin_node *n)
         c = next;
     }
     kin__node_detach(n, &monitor_layer);
+    pthread_cond_destroy(&mon->idle);
     pthread_mutex_destroy(&mon->mu);
     free(mon);
 }

@@ -7,6 +7,9 @@
 #include <kin/node.h>
 
 kin_err kin__monitor_start(kin_node *n);
+/* Waits for the threads answering stack requests; no new ones start. Before
+ * the router stops (they reply through it). */
+void kin__monitor_stop(kin_node *n);
 void kin__monitor_free(kin_node *n);
 
 #endif

@@ -6,6 +6,7 @@
 #include <elfutils/libdwfl.h>
 #include <errno.h>
 #include <libunwind.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -77,10 +78,26 @@ kin__stack_install(void)
     return install_rc;
 }
 
+/* Separate debug info is looked up by build id only (/usr/lib/debug/
+ * .build-id/, where Debian's -dbg packages put it). Not through
+ * dwfl_standard_find_debuginfo: where a module has none, it ends in the
+ * debuginfod client, which loads libcurl, GnuTLS and OpenSSL into the
+ * process for good (measured: a child went from 7.2 to 18.5 MiB RSS) and
+ * would fetch files over the network from inside a service when
+ * DEBUGINFOD_URLS is set. */
+static int
+find_debuginfo(Dwfl_Module *mod, void **userdata, const char *modname,
+               Dwarf_Addr base, const char *file, const char *debuglink,
+               GElf_Word crc, char **debuginfo_file_name)
+{
+    return dwfl_build_id_find_debuginfo(mod, userdata, modname, base, file,
+                                        debuglink, crc, debuginfo_file_name);
+}
+
 static char *debuginfo_path;
 static const Dwfl_Callbacks dwfl_cbs = {
     .find_elf = dwfl_linux_proc_find_elf,
-    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .find_debuginfo = find_debuginfo,
     .debuginfo_path = &debuginfo_path,
 };
 
@@ -110,22 +127,99 @@ symbolize(Dwfl *dwfl, uintptr_t addr, kin__frame *f)
             f->line = lineno;
         }
     } else {
+        Dwarf_Addr start = 0;
         const char *modname =
-            dwfl_module_info(mod, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
-        if (modname)
+            dwfl_module_info(mod, NULL, &start, NULL, NULL, NULL, NULL, NULL);
+        /* Without a symbol, the offset in the module lets a person look
+         * it up offline (addr2line -e MODULE OFFSET). */
+        if (modname && !name)
+            snprintf(f->file, sizeof f->file, "%s+0x%llx", modname,
+                     (unsigned long long)(pc - start));
+        else if (modname)
             snprintf(f->file, sizeof f->file, "%s", modname);
     }
 }
 
+/* A Dwfl over this process's modules as they are mapped now, or NULL. */
+static Dwfl *
+open_dwfl(void)
+{
+    Dwfl *dwfl = dwfl_begin(&dwfl_cbs);
+    if (dwfl) {
+        dwfl_report_begin(dwfl);
+        if (dwfl_linux_proc_report(dwfl, getpid()) != 0 ||
+            dwfl_report_end(dwfl, NULL, NULL) != 0) {
+            dwfl_end(dwfl);
+            dwfl = NULL;
+        }
+    }
+    return dwfl;
+}
+
+/* The Dwfl kept for kin__stack_symbolize: made at the first use, remade
+ * when an address falls outside every module it knows (a library loaded
+ * since). */
+static pthread_mutex_t kept_mu = PTHREAD_MUTEX_INITIALIZER;
+static Dwfl *kept;
+
+void
+kin__stack_symbolize(const uintptr_t *addrs, int n, kin__frame *frames)
+{
+    pthread_mutex_lock(&kept_mu);
+    if (!kept)
+        kept = open_dwfl();
+    for (int i = 0; i < n && kept; i++)
+        if (addrs[i] && !dwfl_addrmodule(kept, addrs[i] - 1)) {
+            dwfl_end(kept);
+            kept = open_dwfl();
+            break;
+        }
+    for (int i = 0; i < n; i++)
+        symbolize(kept, addrs[i], &frames[i]);
+    pthread_mutex_unlock(&kept_mu);
+}
+
+/* Whether thread tid of this process blocks sig (its SigBlk mask in
+ * /proc): libzmq's own threads block every signal. */
+static bool
+blocks_signal(int tid, int sig)
+{
+    char path[64], line[128];
+    snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+    FILE *f = fopen(path, "r");
+    bool blocked = false;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "SigBlk:", 7)) {
+            unsigned long long mask = strtoull(line + 7, NULL, 16);
+            blocked = sig <= 64 && (mask >> (sig - 1) & 1);
+            break;
+        }
+    if (f)
+        fclose(f);
+    return blocked;
+}
+
 int
-kin__stack_capture(int tid, kin__frame *frames, int max, int timeout_ms)
+kin__stack_capture_raw(int tid, uintptr_t *ips, int max, int timeout_ms)
 {
     if (!kin__stack_enabled())
         return -ENOTSUP;
     int rc = kin__stack_install();
     if (rc)
         return rc;
-    void *ips[KIN_STACK_MAX];
+    if (max > KIN_STACK_MAX)
+        max = KIN_STACK_MAX;
+    if (tid == (int)syscall(SYS_gettid)) {
+        /* The asking thread itself: no signal needed. Its first frame is
+         * this function's, as the handler's is on_signal. */
+        void *own[KIN_STACK_MAX];
+        int count = unw_backtrace(own, max);
+        for (int i = 0; i < count; i++)
+            ips[i] = (uintptr_t)own[i];
+        return count;
+    }
+    if (blocks_signal(tid, kin__stack_signal()))
+        return -EPERM;
     int count;
     pthread_mutex_lock(&slot.mu);
     while (sem_trywait(&slot.done) == 0)
@@ -149,38 +243,79 @@ kin__stack_capture(int tid, kin__frame *frames, int max, int timeout_ms)
         int expected = tid;
         if (!atomic_compare_exchange_strong(&slot.target, &expected, 0)) {
             sem_wait(&slot.done); /* it answered just now */
-            rc = 0;
         } else {
             pthread_mutex_unlock(&slot.mu);
             return -ETIMEDOUT;
         }
     }
-    count = slot.count;
-    memcpy(ips, slot.ips, (size_t)count * sizeof *ips);
+    count = slot.count < max ? slot.count : max;
+    for (int i = 0; i < count; i++)
+        ips[i] = (uintptr_t)slot.ips[i];
     pthread_mutex_unlock(&slot.mu);
+    return count;
+}
 
-    Dwfl *dwfl = dwfl_begin(&dwfl_cbs);
-    if (dwfl) {
-        dwfl_report_begin(dwfl);
-        if (dwfl_linux_proc_report(dwfl, getpid()) != 0 ||
-            dwfl_report_end(dwfl, NULL, NULL) != 0) {
-            dwfl_end(dwfl);
-            dwfl = NULL;
-        }
-    }
-    /* Skip the handler's own frames: up to and including the signal
-     * trampoline (the frame after on_signal). */
+struct kin__symbolizer {
+    Dwfl *dwfl;
+};
+
+kin__symbolizer *
+kin__sym_open(void)
+{
+    kin__symbolizer *s = calloc(1, sizeof *s);
+    if (s)
+        s->dwfl = open_dwfl();
+    return s;
+}
+
+int
+kin__sym_frames(kin__symbolizer *s, const uintptr_t *ips, int count,
+                kin__frame *frames, int max)
+{
+    Dwfl *dwfl = s ? s->dwfl : NULL;
+    /* Skip the capture's own frames: up to and including the signal
+     * trampoline (the frame after on_signal), or kin__stack_capture_raw
+     * for the asking thread itself. */
     int skip = 0;
     for (int i = 0; i < count && i < 4; i++) {
         kin__frame f;
-        symbolize(dwfl, (uintptr_t)ips[i], &f);
-        if (!strcmp(f.fn, "__restore_rt") || strstr(f.fn, "on_signal"))
+        symbolize(dwfl, ips[i], &f);
+        if (strstr(f.fn, "on_signal")) /* then the signal trampoline */
+            skip = i + 2;
+        else if (!strcmp(f.fn, "__restore_rt") ||
+                 !strncmp(f.fn, "kin__stack_capture_raw", 22))
             skip = i + 1;
     }
+    if (skip > count)
+        skip = count;
     int n = 0;
     for (int i = skip; i < count && n < max; i++)
-        symbolize(dwfl, (uintptr_t)ips[i], &frames[n++]);
-    if (dwfl)
-        dwfl_end(dwfl);
+        symbolize(dwfl, ips[i], &frames[n++]);
+    return n;
+}
+
+void
+kin__sym_close(kin__symbolizer *s)
+{
+    if (!s)
+        return;
+    if (s->dwfl)
+        dwfl_end(s->dwfl);
+    free(s);
+    /* What libdw read (symbol tables, line tables) was heap memory: give
+     * it back instead of keeping the high-water mark for good. */
+    malloc_trim(0);
+}
+
+int
+kin__stack_capture(int tid, kin__frame *frames, int max, int timeout_ms)
+{
+    uintptr_t ips[KIN_STACK_MAX];
+    int count = kin__stack_capture_raw(tid, ips, KIN_STACK_MAX, timeout_ms);
+    if (count < 0)
+        return count;
+    kin__symbolizer *s = kin__sym_open();
+    int n = kin__sym_frames(s, ips, count, frames, max);
+    kin__sym_close(s);
     return n;
 }

@@ -217,6 +217,28 @@ kin_call_error(const kin_msg *reply, kin_remote_error *out)
 }
 
 kin_err
+kin_call_error_stack(const kin_msg *reply, char *buf, size_t cap)
+{
+    if (!(reply->flags & KIN_MSG_ERROR))
+        return -EINVAL;
+    if (cap)
+        buf[0] = 0;
+    int64_t code;
+    uint32_t ctx;
+    const char *msg, *fn, *stack;
+    size_t msg_len, fn_len, stack_len;
+    kin_reader rd;
+    kin_reader_init(&rd, reply->body, reply->len);
+    kin_err e =
+        kin_unpack(&rd, "ISuS", &code, &msg, &msg_len, &ctx, &fn, &fn_len);
+    if (!e && !kin_reader_done(&rd) &&
+        !(e = kin_unpack(&rd, "S", &stack, &stack_len)) && cap)
+        snprintf(buf, cap, "%.*s", (int)stack_len, stack);
+    kin_reader_release(&rd);
+    return e ? KIN_EBADMSG : KIN_OK;
+}
+
+kin_err
 kin_msg_unpack(const kin_msg *m, const char *picture, ...)
 {
     va_list ap;

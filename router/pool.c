@@ -1,6 +1,8 @@
 /* The callee side of calls: the process-wide export table, the worker pool
  * that runs every incoming call as a task, and CANCEL. */
+#define UNW_LOCAL_ONLY
 #include <errno.h>
+#include <libunwind.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +40,20 @@ struct kin_call {
     kin_task *task;
     int fail_code;
     char fail_msg[256];
+    /* Where kin_call_fail was called: return addresses, innermost first. */
+    void *fail_pcs[KIN__ERRSTACK_FRAMES];
+    int fail_npcs;
 };
+
+/* Formats a failed call's stack for its error reply (set by the monitor
+ * layer to its symbolizer); NULL: replies carry no stack. */
+static _Atomic(kin__errstack_fmt) stack_fmt;
+
+void
+kin__calls_set_stack_fmt(kin__errstack_fmt fmt)
+{
+    atomic_store(&stack_fmt, fmt);
+}
 
 struct kin__calls {
     kin_latch *queue; /* incoming CALL messages */
@@ -159,6 +174,31 @@ kin_call_result(kin_call *c)
     return &c->result;
 }
 
+/* Records the return addresses of the served code that called
+ * kin_call_fail (symbolized once, when the reply is made): the frames
+ * below run_call's, told apart by the stack address of the kin_call, which
+ * lives in run_call's frame. A frame belongs to the served code when the
+ * frame above it (its caller) has its stack pointer at or below c. */
+static void __attribute__((noinline)) where_failed(kin_call *c)
+{
+    unw_context_t uc;
+    unw_cursor_t cur;
+    c->fail_npcs = 0;
+    if (unw_getcontext(&uc) || unw_init_local(&cur, &uc))
+        return;
+    /* Leave where_failed and kin_call_fail. */
+    for (int i = 0; i < 2; i++)
+        if (unw_step(&cur) <= 0)
+            return;
+    while (c->fail_npcs < KIN__ERRSTACK_FRAMES) {
+        unw_word_t ip, sp;
+        if (unw_get_reg(&cur, UNW_REG_IP, &ip) || unw_step(&cur) <= 0 ||
+            unw_get_reg(&cur, UNW_REG_SP, &sp) || sp > (uintptr_t)c)
+            return;
+        c->fail_pcs[c->fail_npcs++] = (void *)ip;
+    }
+}
+
 kin_err
 kin_call_fail(kin_call *c, int code, const char *fmt, ...)
 {
@@ -167,6 +207,7 @@ kin_call_fail(kin_call *c, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(c->fail_msg, sizeof c->fail_msg, fmt, ap);
     va_end(ap);
+    where_failed(c);
     return KIN_EREMOTE;
 }
 
@@ -217,6 +258,27 @@ reply_error(kin_node *n, const kin_msg *req, int code, const char *text,
 {
     kin_buf b = {0};
     if (kin_pack(&b, "isuS", code, text, n->id, fn, fn_len) == KIN_OK)
+        send_reply(n, req, KIN_MSG_ERROR, &b);
+    kin_buf_release(&b);
+}
+
+/* The error reply of a function that failed: with its stack as a fifth
+ * element where the monitor layer gave a formatter (readers of four
+ * ignore it). pcs: where kin_call_fail was called (none: the function
+ * returned an error, so only the function itself is named). */
+static void
+reply_failed(kin_node *n, const kin_msg *req, int code, const char *text,
+             const exported *x, void *const *pcs, int npcs)
+{
+    kin__errstack_fmt fmt = atomic_load(&stack_fmt);
+    char stack[KIN__ERRSTACK_MAX];
+    size_t len = fmt ? fmt(pcs, npcs, (void *)x->fn, stack, sizeof stack) : 0;
+    if (!len) {
+        reply_error(n, req, code, text, x->name, strlen(x->name));
+        return;
+    }
+    kin_buf b = {0};
+    if (kin_pack(&b, "isusS", code, text, n->id, x->name, stack, len) == KIN_OK)
         send_reply(n, req, KIN_MSG_ERROR, &b);
     kin_buf_release(&b);
 }
@@ -299,7 +361,8 @@ run_call(kin_node *n, kin_msg *m, const exported *found)
         kin__tasktab_end(&n->tasks, t,
                          cancelled ? KIN_TASK_CANCELLED : KIN_TASK_FAILED,
                          code);
-        reply_error(n, m, code, text, x.name, strlen(x.name));
+        reply_failed(n, m, code, text, &x, c.fail_pcs,
+                     c.fail_code ? c.fail_npcs : 0);
     }
 done:
     if (svc)

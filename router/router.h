@@ -198,4 +198,18 @@ typedef struct kin_node_stats {
 /* A snapshot of n's counters. Any thread. */
 void kin_node_stats_get(kin_node *n, kin_node_stats *out);
 
+/* A failed call's stack in its error reply: at most this many frames from
+ * where kin_call_fail was called, at most this many bytes of text. */
+#define KIN__ERRSTACK_FRAMES 24
+#define KIN__ERRSTACK_MAX 2048
+/* Writes the text of a failed call's stack into out (NUL-terminated, at
+ * most cap bytes): the frames pcs[0..n) (innermost first) down to the
+ * served function fn, or, with n == 0, fn alone. Returns the text's length
+ * (0: nothing to say). Runs on the worker that ran the call. */
+typedef size_t (*kin__errstack_fmt)(void *const *pcs, int n, void *fn,
+                                    char *out, size_t cap);
+/* Sets the formatter used for every error reply of this process; NULL
+ * (the default) sends none. Any thread. */
+void kin__calls_set_stack_fmt(kin__errstack_fmt fmt);
+
 #endif

@@ -7,8 +7,9 @@
  *   1. calls calc.add in both workers;
  *   2. makes 4 slow calls at once to one worker: its pool runs them side
  *      by side;
- *   3. divides by zero and reads the worker's error with kin_call_error,
- *      and calls a function nobody exported;
+ *   3. divides by zero and reads the worker's error with kin_call_error
+ *      and where it failed with kin_call_error_stack, and calls a function
+ *      nobody exported;
  *   4. kills calc-2 in the middle of a call: the call fails at once with
  *      KIN_EPEERGONE, the supervisor starts a new calc-2, and the retry
  *      succeeds.
@@ -148,6 +149,14 @@ print_error(const char *what, kin_err e, const kin_msg *reply)
         printf("    the worker said: code %s, \"%s\", in %s, context %u\n",
                kin_err_name(info.code), info.message,
                info.function[0] ? info.function : "-", info.ctx);
+    /* Where in the worker it failed, innermost frame first. */
+    char stack[1024];
+    if (reply && kin_call_error_stack(reply, stack, sizeof stack) == KIN_OK &&
+        stack[0]) {
+        printf("    where:\n");
+        for (char *line = strtok(stack, "\n"); line; line = strtok(NULL, "\n"))
+            printf("      %s\n", line);
+    }
 }
 
 /* Step 1: calc.add in each worker. */
@@ -214,6 +223,11 @@ remote_errors(kin_node *node, kin_supervisor *sup)
     kin_remote_error info = {0};
     if (e != KIN_EREMOTE || kin_call_error(reply, &info) || info.code != -EDOM)
         fail("calc.div(1, 0) should fail with EDOM, got %s", kin_err_name(e));
+    char stack[1024] = "";
+    if (reply)
+        kin_call_error_stack(reply, stack, sizeof stack);
+    if (!strstr(stack, "div_fn"))
+        fail("calc.div's error should say it failed in div_fn: \"%s\"", stack);
     kin_msg_destroy(&reply);
 
     e = kin_call_sync(node, worker_ctx(sup, "calc-1"), "calc.pow", CALL_MS,

@@ -182,6 +182,19 @@ typedef struct kin_remote_error {
  * KIN_EBADMSG. */
 KIN_EXPORT kin_err kin_call_error(const kin_msg *reply, kin_remote_error *out);
 
+/* Where a failed call failed in its callee, as text: one line per frame,
+ * innermost first ("#0 parse_row (src/rows.c:88)"), from where the function
+ * called kin_call_fail down to the function itself; for a function that
+ * returned an error without kin_call_fail, the function alone. Function
+ * names always (including static functions when the callee has a symbol
+ * table); file:line where the callee has debug info; at most 24 frames and
+ * 2 KiB. Writes a NUL-terminated copy, truncated to cap, into buf; an
+ * error reply without a stack (a refusal, an unknown function, a callee
+ * whose process does not capture stacks) gives "". Errors: -EINVAL (not an
+ * error reply), KIN_EBADMSG. Any thread. */
+KIN_EXPORT kin_err kin_call_error_stack(const kin_msg *reply, char *buf,
+                                        size_t cap);
+
 /* kin_unpack over a message's body. */
 KIN_EXPORT kin_err kin_msg_unpack(const kin_msg *m, const char *picture, ...);
 

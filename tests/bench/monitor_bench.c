@@ -57,7 +57,7 @@ typedef struct results {
     double pstree_10k_cli_ms, trace_ns_per_call, call_rtt_us, trace_pct;
     double trace_full_ns_per_call, trace_full_pct;
     double ps_idle_cli_ms, ps_10k_reply_kib, ps_10k_lines, pstree_10k_lines;
-    double ps_tree50_lines;
+    double ps_tree50_lines, stacktrace_cli_ms;
 } results;
 
 static const struct figure {
@@ -79,6 +79,7 @@ static const struct figure {
     {"ps_10k_lines", offsetof(results, ps_10k_lines)},
     {"pstree_10k_lines", offsetof(results, pstree_10k_lines)},
     {"ps_tree50_lines", offsetof(results, ps_tree50_lines)},
+    {"stacktrace_cli_ms", offsetof(results, stacktrace_cli_ms)},
 };
 #define N_FIGURES (sizeof figures / sizeof figures[0])
 
@@ -130,11 +131,12 @@ nop(kin_call *c, void *arg)
  * its exit status, or -1 when it could not run or ran past CLI_TIMEOUT
  * (then it is killed; it is always reaped). */
 static int
-run_cli(const char *cmd, pid_t target, uint64_t *ns, size_t *lines)
+run_cli(const char *cmd, pid_t target, const char *extra, uint64_t *ns,
+        size_t *lines)
 {
     char pid[16];
     snprintf(pid, sizeof pid, "%d", (int)target);
-    char *argv[] = {"kin", (char *)cmd, pid, NULL};
+    char *argv[] = {"kin", (char *)cmd, pid, (char *)extra, NULL};
     int fds[2];
     if (pipe2(fds, O_CLOEXEC))
         return -1;
@@ -183,11 +185,11 @@ run_cli(const char *cmd, pid_t target, uint64_t *ns, size_t *lines)
     return WEXITSTATUS(status);
 }
 
-/* Median of `runs` runs of `kin CMD PID` (exit status 0 each, at least
- * min_lines lines of output). */
+/* Median of `runs` runs of `kin CMD PID [EXTRA]` (exit status 0 each, at
+ * least min_lines lines of output). */
 static kin_err
-time_cli(const config *cfg, const char *cmd, size_t min_lines, double *ms,
-         double *lines_out)
+time_cli_args(const config *cfg, const char *cmd, const char *extra,
+              size_t min_lines, double *ms, double *lines_out)
 {
     uint64_t *ns = calloc((size_t)cfg->runs, sizeof *ns);
     if (!ns)
@@ -195,7 +197,7 @@ time_cli(const config *cfg, const char *cmd, size_t min_lines, double *ms,
     kin_err e = KIN_OK;
     size_t lines = 0;
     for (int i = 0; i < cfg->runs && !e; i++) {
-        int st = run_cli(cmd, getpid(), &ns[i], &lines);
+        int st = run_cli(cmd, getpid(), extra, &ns[i], &lines);
         if (st != 0) {
             fprintf(stderr, "kin-monitor-bench: kin %s: %s %d\n", cmd,
                     st < 0 ? "failed or timed out" : "exit status", st);
@@ -215,6 +217,13 @@ time_cli(const config *cfg, const char *cmd, size_t min_lines, double *ms,
     }
     free(ns);
     return e;
+}
+
+static kin_err
+time_cli(const config *cfg, const char *cmd, size_t min_lines, double *ms,
+         double *lines_out)
+{
+    return time_cli_args(cfg, cmd, NULL, min_lines, ms, lines_out);
 }
 
 /* --- the C API ------------------------------------------------------------ */
@@ -585,6 +594,11 @@ run(const config *cfg, results *res)
     /* The floor: the kin command over the master alone. */
     if (time_cli(cfg, "ps", 1, &res->ps_idle_cli_ms, NULL))
         goto out;
+    /* Every thread of the master unwound and symbolized: at least its main
+     * thread, broker and workers, a few frames each. */
+    if (time_cli_args(cfg, "stacktrace", "0", 12, &res->stacktrace_cli_ms,
+                      NULL))
+        goto out;
     if (run_big(cfg, master, res))
         goto out;
     if (run_tree(cfg, master, res))
@@ -653,6 +667,7 @@ print_table(const config *cfg, const results *r)
              cfg->contexts);
     row(name, r->ps_tree50_api_ms, NAN);
     row("kin ps, master alone (ms)", r->ps_idle_cli_ms, NAN);
+    row("kin stacktrace, master's threads (ms)", r->stacktrace_cli_ms, NAN);
     row("task add+end (ns/call)", r->trace_ns_per_call, NAN);
     row("all task tracing of a call (ns/call)", r->trace_full_ns_per_call, NAN);
     row("call rtt median (us)", r->call_rtt_us, NAN);

@@ -43,6 +43,30 @@ fail_fn(kin_call *c, void *arg)
     return kin_call_fail(c, -EDOM, "cannot do that: %d", 42);
 }
 
+/* Fails two frames down, so the error's stack has both (neither inlined
+ * nor a tail call). */
+static __attribute__((noinline)) kin_err
+check_positive(kin_call *c, int64_t v)
+{
+    if (v > 0)
+        return KIN_OK;
+    kin_err e = kin_call_fail(c, -ERANGE, "%lld is not positive", (long long)v);
+    __asm__ volatile("" ::: "memory");
+    return e;
+}
+
+static kin_err
+fail_deep_fn(kin_call *c, void *arg)
+{
+    int64_t v;
+    kin_err e = kin_call_args(c, "I", &v);
+    if (!e)
+        e = check_positive(c, v);
+    if (e)
+        return e;
+    return kin_call_return(c, "I", v);
+}
+
 static kin_err
 getpid_fn(kin_call *c, void *arg)
 {
@@ -166,6 +190,7 @@ export_all(void)
     kin_export("t.add_any", add, NULL, KIN_POLICY_ANY);
     kin_export("t.add_child", add, NULL, KIN_POLICY_CHILD);
     kin_export("t.fail", fail_fn, NULL, KIN_POLICY_PARENT);
+    kin_export("t.fail_deep", fail_deep_fn, NULL, KIN_POLICY_PARENT);
     kin_export("t.getpid", getpid_fn, NULL, KIN_POLICY_PARENT);
     kin_export("t.block", block, NULL, KIN_POLICY_PARENT);
     kin_export("t.sleep", sleep_ms, NULL, KIN_POLICY_PARENT);
@@ -342,6 +367,77 @@ errors_are_told_apart(void **state)
                      KIN_EREMOTE);
     assert_int_equal(kin_call_error(r, &info), KIN_OK);
     assert_int_equal(info.code, KIN_ETYPE);
+    kin_msg_destroy(&r);
+}
+
+/* The stack text of an error reply (printed, for the test's log). */
+static const char *
+stack_of(const kin_msg *r, char *buf, size_t cap)
+{
+    assert_int_equal(kin_call_error_stack(r, buf, cap), KIN_OK);
+    print_message("stack:\n%s\n", buf);
+    return buf;
+}
+
+static void
+remote_errors_say_where(void **state)
+{
+    kin_child *c = *state;
+    uint32_t id = kin_child_id(c);
+    bool lines = harness_has_debug_info(__FILE__);
+    char st[2048];
+    kin_msg *r = NULL;
+
+    /* Two frames down: innermost first, down to the served function. */
+    assert_int_equal(
+        kin_call_sync(master, id, "t.fail_deep", 5000, &r, "I", (int64_t)-3),
+        KIN_EREMOTE);
+    stack_of(r, st, sizeof st);
+    assert_true(!strncmp(st, "#0 check_positive", 17));
+    char *second = strstr(st, "\n#1 fail_deep_fn");
+    assert_non_null(second);
+    /* Nothing of kin's own worker below the function. */
+    assert_null(strstr(st, "#2"));
+    assert_null(strstr(st, "run_call"));
+    if (lines) {
+        assert_non_null(strstr(st, "#0 check_positive (test_calls.c:"));
+        assert_non_null(strstr(second, "(test_calls.c:"));
+    }
+    kin_msg_destroy(&r);
+
+    /* `return kin_call_fail(...)` is a tail call: the function is named
+     * where it starts. */
+    assert_int_equal(kin_call_sync(master, id, "t.fail", 5000, &r, NULL),
+                     KIN_EREMOTE);
+    assert_non_null(strstr(stack_of(r, st, sizeof st), "fail_fn"));
+    assert_null(strstr(st, "run_call"));
+    kin_msg_destroy(&r);
+
+    /* An error returned without kin_call_fail names the function. */
+    assert_int_equal(kin_call_sync(master, id, "t.add", 5000, &r, "s", "x"),
+                     KIN_EREMOTE);
+    assert_true(!strncmp(stack_of(r, st, sizeof st), "#0 add", 6));
+    if (lines)
+        assert_non_null(strstr(st, "#0 add (test_calls.c:"));
+    kin_msg_destroy(&r);
+
+    /* A call that never ran has no stack; a truncated copy stays a
+     * string. */
+    assert_int_equal(kin_call_sync(master, id, "t.nope", 5000, &r, NULL),
+                     KIN_ENOFUNC);
+    assert_string_equal(stack_of(r, st, sizeof st), "");
+    kin_msg_destroy(&r);
+    assert_int_equal(
+        kin_call_sync(master, id, "t.fail_deep", 5000, &r, "I", (int64_t)0),
+        KIN_EREMOTE);
+    char small[8];
+    assert_int_equal(kin_call_error_stack(r, small, sizeof small), KIN_OK);
+    assert_string_equal(small, "#0 chec");
+    kin_msg_destroy(&r);
+    assert_int_equal(kin_call_sync(master, id, "t.add", 5000, &r, "II",
+                                   (int64_t)1, (int64_t)2),
+                     KIN_OK);
+    assert_int_equal(kin_call_error_stack(r, st, sizeof st), -EINVAL);
     kin_msg_destroy(&r);
 }
 
@@ -715,6 +811,8 @@ main(void)
         cmocka_unit_test_setup_teardown(inline_functions_answer_from_the_broker,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(errors_are_told_apart, setup, teardown),
+        cmocka_unit_test_setup_teardown(remote_errors_say_where, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(
             a_thread_switching_nodes_is_one_task_in_each, setup, teardown),
         cmocka_unit_test_setup_teardown(nested_calls_follow_policy, setup,

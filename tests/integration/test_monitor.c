@@ -578,6 +578,67 @@ request_with_a_nul_inside_is_malformed(void **state)
     assert_int_equal(code, KIN_EBADMSG);
 }
 
+/* The thread block of `kin stacktrace` output that starts with the
+ * thread line containing name, or NULL. */
+static const char *
+thread_block(const char *out, const char *name)
+{
+    for (const char *p = out; (p = strstr(p, "thread ")); p++)
+        if (p == out || p[-1] == '\n') {
+            const char *eol = strchr(p, '\n');
+            const char *hit = strstr(p, name);
+            if (hit && (!eol || hit < eol))
+                return p;
+        }
+    return NULL;
+}
+
+static void
+stacktrace_shows_every_thread(void **state)
+{
+    tree *t = *state;
+    uint32_t c = kin_child_id(t->c[2]);
+    kin_receiver *r;
+    assert_int_equal(kin_call_async(master, c, "t.block", &r, NULL), KIN_OK);
+    wait_task(c, "t.block", "waiting");
+    int st;
+    double t0 = harness_now_ms();
+    char *out = run_kin(&st, "stacktrace %d %u", (int)getpid(), c);
+    print_message("%s(kin stacktrace took %.1f ms)\n", out,
+                  harness_now_ms() - t0);
+    assert_int_equal(st, 0);
+    /* The broker thread shows its frames: it keeps routing while another
+     * thread answers. */
+    const char *b = thread_block(out, "(kin-broker)");
+    assert_non_null(b);
+    const char *next = thread_block(b + 1, "");
+    const char *uv = strstr(b, "uv_run");
+    assert_true(uv && (!next || uv < next));
+    /* A worker that waits for work: the first frames are libc's wait, not
+     * the signal trampoline ("#0 ??"), then kin's latch. */
+    const char *w = thread_block(out, "(kin-worker)");
+    assert_non_null(w);
+    assert_non_null(strstr(w, "#1  pthread_cond_"));
+    assert_non_null(strstr(w, "kin_latch_get"));
+    /* The blocked call's worker, down to the served function. */
+    assert_non_null(strstr(out, "block"));
+    /* libzmq's threads say in one line why they have no frames. */
+    const char *z = thread_block(out, "(ZMQbg/");
+    assert_non_null(z);
+    assert_non_null(strstr(z, "libzmq's own thread; blocks signal"));
+    free(out);
+    out = run_kin(&st, "stacktrace %d %u --json", (int)getpid(), c);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(out, "\"unwound_not\": \"libzmq's own thread"));
+    assert_non_null(strstr(out, "\"fn\": \"kin_latch_get\""));
+    free(out);
+    kin_call_cancel(r);
+    kin_msg *m = NULL;
+    kin_call_wait(r, 10000, &m);
+    kin_msg_destroy(&m);
+    kin_receiver_destroy(&r);
+}
+
 static kin_err
 hello_cmd(const char *args, kin_buf *out, void *arg)
 {
@@ -1068,6 +1129,8 @@ main(void)
                                         stop3),
         cmocka_unit_test_setup_teardown(
             ps_answers_while_every_worker_is_blocked, spawn3, stop3),
+        cmocka_unit_test_setup_teardown(stacktrace_shows_every_thread, spawn3,
+                                        stop3),
         cmocka_unit_test_setup_teardown(tree_and_custom_commands, spawn3,
                                         stop3),
         cmocka_unit_test_setup_teardown(signal_term_is_success, spawn3, stop3),
