@@ -233,8 +233,10 @@ account(kin_logsub *s, kin_logrec *r)
     stream *x =
         notice || r->seq ? stream_find(s, r->pub, r->ctx, bucket) : NULL;
     if (!x) {
-        if (shown)
+        if (shown) {
+            s->st.records++;
             s->queue[s->qlen++] = r;
+        }
         return;
     }
     bool first = !x->seen;

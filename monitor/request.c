@@ -6,10 +6,15 @@
 
 #include <kin/pack.h>
 
-static void
+/* Copies a string of the request, cut to its field. One with a NUL inside
+ * is refused (KIN_EBADMSG): "ps\0junk" is not "ps". */
+static kin_err
 copy_s(char *dst, size_t size, const char *s, size_t len)
 {
+    if (len && memchr(s, 0, len))
+        return KIN_EBADMSG;
     snprintf(dst, size, "%.*s", (int)(len < size ? len : size - 1), s);
+    return KIN_OK;
 }
 
 kin_err
@@ -23,7 +28,7 @@ kin__monitor_req_parse(const void *data, size_t size, kin__monitor_req *r)
     uint32_t pairs = 0;
     kin_err e = kin_unpack(&rd, "S", &s, &len);
     if (!e)
-        copy_s(r->cmd, sizeof r->cmd, s, len);
+        e = copy_s(r->cmd, sizeof r->cmd, s, len);
     if (!e && !kin_reader_done(&rd))
         e = kin_unpack(&rd, "M", &pairs);
     for (uint32_t i = 0; !e && i < pairs; i++) {
@@ -32,17 +37,18 @@ kin__monitor_req_parse(const void *data, size_t size, kin__monitor_req *r)
         if ((e = kin_unpack(&rd, "S", &k, &klen)))
             break;
         char key[32];
-        copy_s(key, sizeof key, k, klen);
+        if ((e = copy_s(key, sizeof key, k, klen)))
+            break;
         if (!strcmp(key, "filter") || !strcmp(key, "args") ||
             !strcmp(key, "signal")) {
             if ((e = kin_unpack(&rd, "S", &s, &len)))
                 break;
             if (key[0] == 'f')
-                copy_s(r->filter, sizeof r->filter, s, len);
+                e = copy_s(r->filter, sizeof r->filter, s, len);
             else if (key[0] == 'a')
-                copy_s(r->args, sizeof r->args, s, len);
+                e = copy_s(r->args, sizeof r->args, s, len);
             else
-                copy_s(r->signal, sizeof r->signal, s, len);
+                e = copy_s(r->signal, sizeof r->signal, s, len);
         } else if (!strcmp(key, "persistent")) {
             e = kin_unpack(&rd, "b", &r->persistent);
         } else if (!strcmp(key, "task")) {

@@ -20,7 +20,8 @@ typedef struct kin__monitor_req {
 } kin__monitor_req;
 
 /* Reads data (size bytes) into *r (zeroed first; strings cut to their
- * field, always NUL-terminated; unknown keys skipped). Errors: those of
+ * field, always NUL-terminated; unknown keys skipped). Errors: KIN_EBADMSG
+ * for a string (command, key or value) with a NUL inside, and those of
  * kin_unpack (KIN_EBADMSG, KIN_ETYPE, KIN_ESHORT, KIN_ETOOBIG, -ENOMEM).
  * Any thread. */
 kin_err kin__monitor_req_parse(const void *data, size_t size,

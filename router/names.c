@@ -20,8 +20,9 @@
 #include "core/task.h"
 #include "router/names.h"
 #include "router/node_impl.h"
+#include "router/service_wire.h"
 
-#define NAME_MAX_LEN 63 /* as kin_node's name */
+#define NAME_MAX_LEN KIN__CTX_NAME_MAX
 #define WAITERS_MAX 256
 
 typedef struct entry {
@@ -155,8 +156,8 @@ on_name(kin_node *n, kin_msg *m, void *arg)
     void *via = kin__u32map_get(&n->routes, m->src);
     kin__child *c = kin__u32map_get(&n->children, m->src);
     if (!n->has_parent && !(c && c->is_operator) && via &&
-        kin_unpack_buf(m->body, m->len, "uS", &id, &name, &len) == KIN_OK &&
-        len && len <= NAME_MAX_LEN && kin__u32map_get(&n->routes, id) == via)
+        kin__name_read(m->body, m->len, &id, &name, &len) == KIN_OK &&
+        kin__u32map_get(&n->routes, id) == via)
         put(n, id, name, len);
     else
         atomic_fetch_add(&n->stats.malformed, 1);
@@ -174,8 +175,7 @@ on_lookup(kin_node *n, kin_msg *m, void *arg)
     size_t len;
     int64_t wait_ms;
     if (n->has_parent ||
-        kin_unpack_buf(m->body, m->len, "SI", &name, &len, &wait_ms) || !len ||
-        len > NAME_MAX_LEN) {
+        kin__lookup_read(m->body, m->len, &name, &len, &wait_ms)) {
         kin__reply_dead(n, m, KIN_EBADMSG, "malformed lookup");
         return;
     }

@@ -25,20 +25,6 @@ kin__call_deadline_set(uint64_t ns)
     call_deadline = ns;
 }
 
-bool
-kin__service_name_ok(const char *name, size_t len)
-{
-    if (!name || !len || len > KIN_SERVICE_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
 void
 kin__svc_job_done(job *j)
 {

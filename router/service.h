@@ -59,7 +59,7 @@ int kin__services_snapshot(kin_node *n, kin_service_info *out, int max,
 uint64_t kin__call_deadline(void);
 void kin__call_deadline_set(uint64_t ns);
 
-/* Whether name is a valid service name of len bytes. */
+/* Whether name is a valid service name of len bytes (service_wire.c). */
 bool kin__service_name_ok(const char *name, size_t len);
 
 #endif

@@ -11,6 +11,7 @@
 
 #include "router/node_impl.h"
 #include "router/service.h"
+#include "router/service_wire.h"
 
 #define NO_PROV UINT32_MAX
 

@@ -33,17 +33,14 @@ kin__svc_on_run(kin_node *n, kin_msg *m, void *arg)
 {
     (void)arg;
     struct kin__services *ss = n->svc;
-    const char *fn = NULL;
-    size_t fn_len = 0, args_off;
-    uint32_t task;
-    int64_t left;
-    if (!kin__call_head(m, true, &fn, &fn_len, &task, &left, &args_off) ||
-        !memchr(fn, '.', fn_len)) {
+    kin__svc_call_head h;
+    if (kin__svc_call_read(m->body, m->len, &h)) {
         ss->bad++;
         kin__reply_dead(n, m, KIN_EBADMSG, "malformed service call");
         return;
     }
-    size_t len = (size_t)((const char *)memchr(fn, '.', fn_len) - fn);
+    const char *fn = h.fn;
+    size_t len = h.svc_len;
     pthread_mutex_lock(&ss->mu);
     offer *o = find_offer(ss, fn, len);
     bool withdrawn = o && o->withdrawn;

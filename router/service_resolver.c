@@ -590,18 +590,13 @@ kin__svc_on_call(kin_node *n, kin_msg *m, void *arg)
 {
     (void)arg;
     sweep(n);
-    const char *fn = NULL;
-    size_t fn_len = 0, args_off = 0;
-    uint32_t task;
-    int64_t left;
-    bool ok = kin__call_head(m, true, &fn, &fn_len, &task, &left, &args_off);
-    const char *dot = ok ? memchr(fn, '.', fn_len) : NULL;
-    if (!dot || fn_len >= 64 || !kin__service_name_ok(fn, (size_t)(dot - fn))) {
+    kin__svc_call_head h;
+    if (kin__svc_call_read(m->body, m->len, &h)) {
         n->svc->bad++;
         kin__reply_dead(n, m, KIN_EBADMSG, "malformed service call");
         return;
     }
-    svc *s = kin__svc_find(n, fn, (size_t)(dot - fn));
+    svc *s = kin__svc_find(n, h.fn, h.svc_len);
     if (!s || (!s->nprov && !kin__svc_holds(s))) {
         if (n->up && !n->parent_lost) {
             m->dst = n->parent_id;
@@ -610,7 +605,7 @@ kin__svc_on_call(kin_node *n, kin_msg *m, void *arg)
         }
         char why[128];
         snprintf(why, sizeof why, "no provider of '%.*s' in the tree",
-                 (int)(dot - fn), fn);
+                 (int)h.svc_len, h.fn);
         if (s)
             s->failed++;
         kin__reply_dead(n, m, KIN_ENOPROVIDER, why);
@@ -623,10 +618,10 @@ kin__svc_on_call(kin_node *n, kin_msg *m, void *arg)
     }
     p->s = s;
     p->req = m;
-    p->args_off = args_off;
-    memcpy(p->fn, fn, fn_len);
+    p->args_off = h.args_off;
+    memcpy(p->fn, h.fn, h.fn_len);
     p->provider = NO_PROV;
-    p->deadline = left >= 0 ? kin__now_ns() + (uint64_t)left * 1000000u : 0;
+    p->deadline = h.left >= 0 ? kin__now_ns() + (uint64_t)h.left * 1000000u : 0;
     p->idempotent = idempotent(n->svc, p->fn);
     if (m->src == n->id && m->reply_to &&
         !kin__u32map_has(&n->svc->direct, m->reply_to) &&

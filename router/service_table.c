@@ -181,10 +181,8 @@ kin__svc_on_add(kin_node *n, kin_msg *m, void *arg)
     const char *name;
     size_t len;
     uint32_t ctx, hops, bound;
-    if (kin_unpack_buf(m->body, m->len, "Suuu", &name, &len, &ctx, &hops,
-                       &bound) ||
-        !kin__service_name_ok(name, len) || hops >= KIN_MAX_DEPTH || !bound ||
-        bound > 65536 || !from_subtree(n, m, ctx)) {
+    if (kin__svc_add_read(m->body, m->len, &name, &len, &ctx, &hops, &bound) ||
+        !from_subtree(n, m, ctx)) {
         bad_offer(n, m);
         return;
     }
@@ -202,8 +200,8 @@ kin__svc_on_del(kin_node *n, kin_msg *m, void *arg)
     const char *name;
     size_t len;
     uint32_t ctx;
-    if (kin_unpack_buf(m->body, m->len, "Su", &name, &len, &ctx) ||
-        !kin__service_name_ok(name, len) || !from_subtree(n, m, ctx)) {
+    if (kin__svc_del_read(m->body, m->len, &name, &len, &ctx) ||
+        !from_subtree(n, m, ctx)) {
         bad_offer(n, m);
         return;
     }
@@ -246,8 +244,7 @@ kin__svc_on_hold(kin_node *n, kin_msg *m, void *arg)
     const char *name;
     size_t len;
     uint32_t origin, count;
-    if (kin_unpack_buf(m->body, m->len, "Suu", &name, &len, &origin, &count) ||
-        !kin__service_name_ok(name, len) || count > 65536 ||
+    if (kin__svc_hold_read(m->body, m->len, &name, &len, &origin, &count) ||
         !from_subtree(n, m, origin)) {
         bad_offer(n, m);
         return;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (tests/fuzz/: the message decoder, the log
-# record decoder, the id-list codec, picture unpacking, HELLO's body, ...)
+# record decoder, the id-list codec, picture unpacking, HELLO's body, the
+# service and name messages' bodies, ...)
 # with clang and runs them within one total time budget in seconds (default
 # 120), two at a time (one per core, at most two): each pair gets an equal
 # share of the budget.
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh test
 total=${1:-120}
 targets=(fuzz_msg fuzz_logrec fuzz_ids fuzz_pack fuzz_hello fuzz_monitor
-    fuzz_logstream)
+    fuzz_logstream fuzz_service)
 jobs=$(nproc)
 [ "$jobs" -le 2 ] || jobs=2
 batches=$(((${#targets[@]} + jobs - 1) / jobs))

@@ -26,8 +26,10 @@
 
 #include <kin/supervisor.h>
 
+#include "core/buf.h"
 #include "core/task.h"
 #include "integration/harness.h"
+#include "logs/logrec.h"
 #include "logs/logs_impl.h"
 #include "logs/logs_test.h"
 
@@ -1194,6 +1196,68 @@ standalone_forwarder_carries_records(void **state)
     free(left);
 }
 
+/* Sends one record of stream (pub 0x5e90, ctx 9, info) numbered seq from
+ * a raw XPUB, as a publisher that is not kin's might. */
+static void
+send_raw_record(void *xpub, uint64_t seq, const char *msg)
+{
+    char head[KIN__LOG_HEAD_MAX], mem[KIN__LOG_BODY_INLINE];
+    kin_buf b;
+    kin__buf_init_fixed(&b, mem, sizeof mem);
+    assert_int_equal(kin__logrec_body(&b, KIN_LOG_INFO, 1, 1, 0, "raw.c", 1,
+                                      msg, strlen(msg), NULL),
+                     KIN_OK);
+    size_t hl = kin__logrec_head(head, kin__log_bucket(KIN_LOG_INFO), seq,
+                                 0x5e90, 9, 9, "raw", 3, 1, KIN_LOGREC_LOG, 0);
+    char *m = malloc(hl + b.len);
+    memcpy(m, head, hl);
+    memcpy(m + hl, b.data, b.len);
+    assert_int_equal(zmq_send(xpub, m, hl + b.len, 0), (int)(hl + b.len));
+    free(m);
+    kin_buf_release(&b);
+}
+
+/* Publishers number records from 1. A record numbered 0 (from a peer that
+ * is not kin's publisher) is passed on but says nothing of gaps: before
+ * the fix it claimed 2^64 - 1 lost records. */
+static void
+a_record_numbered_zero_claims_no_gap(void **state)
+{
+    char ep[128];
+    snprintf(ep, sizeof ep, "ipc:///tmp/kin-test-seq0-%d.sock", (int)getpid());
+    void *zctx = zmq_ctx_new();
+    void *xpub = zmq_socket(zctx, ZMQ_XPUB);
+    assert_int_equal(zmq_bind(xpub, ep), 0);
+    kin_logsub_opts so = {.endpoint = ep};
+    kin_logsub *s = NULL;
+    assert_int_equal(kin_logsub_new(&s, &so), KIN_OK);
+    /* Wait for the subscription to reach the publisher. */
+    char sub[64];
+    zmq_pollitem_t it = {xpub, 0, ZMQ_POLLIN, 0};
+    assert_int_equal(zmq_poll(&it, 1, PROBE_DEADLINE_MS), 1);
+    assert_true(zmq_recv(xpub, sub, sizeof sub, 0) > 0);
+    send_raw_record(xpub, 0, "zero");
+    send_raw_record(xpub, 1, "one");
+    send_raw_record(xpub, 0, "zero again");
+    send_raw_record(xpub, 2, "two");
+    const char *want[] = {"zero", "one", "zero again", "two"};
+    for (int i = 0; i < 4; i++) {
+        const kin_logrec *r = NULL;
+        assert_int_equal(kin_logsub_next(s, PROBE_DEADLINE_MS, &r), KIN_OK);
+        assert_int_equal(r->kind, KIN_LOGREC_LOG);
+        assert_string_equal(r->msg, want[i]);
+    }
+    kin_logsub_stats st;
+    kin_logsub_stats_get(s, &st);
+    assert_int_equal(st.records, 4);
+    assert_int_equal(st.gaps, 0);
+    assert_int_equal(st.lost, 0);
+    kin_logsub_destroy(&s);
+    zmq_close(xpub);
+    zmq_ctx_term(zctx);
+    unlink(ep + strlen("ipc://"));
+}
+
 /* A standalone forwarder on tcp: CURVE servers admitting only the tree's
  * key. A master holding the key publishes through it and a subscriber
  * holding it reads; a subscriber without a key is refused at once and one
@@ -1341,6 +1405,7 @@ main(void)
         cmocka_unit_test_setup_teardown(standalone_forwarder_carries_records,
                                         rt_setup, rt_teardown),
         cmocka_unit_test(tcp_forwarder_admits_only_the_tree_key),
+        cmocka_unit_test(a_record_numbered_zero_claims_no_gap),
         cmocka_unit_test_setup_teardown(
             a_destroyed_master_leaves_nothing_behind, rt_setup, rt_teardown),
     };

@@ -522,6 +522,62 @@ ps_answers_while_every_worker_is_blocked(void **state)
     kin_receiver_destroy(&r);
 }
 
+/* Sends a MONITOR request packed with picture to the master itself; the
+ * reply's "code" (0 for a reply without error) in *code. */
+static kin_err
+raw_request(int *code, const char *picture, ...)
+{
+    kin_buf req;
+    kin_buf_init(&req);
+    va_list ap;
+    va_start(ap, picture);
+    kin_err e = kin_vpack(&req, picture, ap);
+    va_end(ap);
+    kin_msg *reply = NULL;
+    if (!e)
+        e = kin_monitor_request(master, KIN_MASTER_ID, &req, 10000, &reply);
+    *code = 0;
+    if (e == KIN_EREMOTE) {
+        kin_reader rd;
+        kin_reader_init(&rd, reply->body, reply->len);
+        uint32_t pairs = 0;
+        kin_err pe = kin_unpack(&rd, "M", &pairs);
+        for (uint32_t i = 0; !pe && i < pairs; i++) {
+            const char *k;
+            size_t kl;
+            if ((pe = kin_unpack(&rd, "S", &k, &kl)))
+                break;
+            if (kl == 4 && !memcmp(k, "code", 4))
+                pe = kin_unpack(&rd, "i", code);
+            else
+                pe = kin_unpack(&rd, "?");
+        }
+        kin_reader_release(&rd);
+    }
+    kin_msg_destroy(&reply);
+    kin_buf_release(&req);
+    return e;
+}
+
+/* A command, key or value with a NUL inside is not its prefix: the request
+ * is refused as malformed. */
+static void
+request_with_a_nul_inside_is_malformed(void **state)
+{
+    int code;
+    assert_int_equal(raw_request(&code, "S", "ps", (size_t)2), KIN_OK);
+    assert_int_equal(raw_request(&code, "S", "ps\0x", (size_t)4), KIN_EREMOTE);
+    assert_int_equal(code, KIN_EBADMSG);
+    assert_int_equal(raw_request(&code, "SMSs", "ps", (size_t)2, 1, "filter\0x",
+                                 (size_t)8, "t."),
+                     KIN_EREMOTE);
+    assert_int_equal(code, KIN_EBADMSG);
+    assert_int_equal(raw_request(&code, "SMsS", "ps", (size_t)2, 1, "filter",
+                                 "t\0x", (size_t)3),
+                     KIN_EREMOTE);
+    assert_int_equal(code, KIN_EBADMSG);
+}
+
 /* The thread block of `kin stacktrace` output that starts with the
  * thread line containing name, or NULL. */
 static const char *
@@ -1088,7 +1144,10 @@ main(void)
                                         spawn3_default, stop3),
         cmocka_unit_test_setup_teardown(deep_chain_loses_no_hop, spawn2_deep,
                                         stop3),
+        cmocka_unit_test(request_with_a_nul_inside_is_malformed),
     };
+    if (getenv("KIN_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("KIN_TEST_FILTER"));
     int rc = harness_run_group(tests);
     kin_node_destroy(&master);
     return rc;

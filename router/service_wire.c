@@ -1,0 +1,103 @@
+/* The service and name messages' bodies (router/service_wire.h). */
+#include "router/service_wire.h"
+
+#include <string.h>
+
+#include <kin/pack.h>
+
+#include "router/call_impl.h"
+#include "router/node_impl.h"
+#include "router/service.h"
+
+bool
+kin__service_name_ok(const char *name, size_t len)
+{
+    if (!name || !len || len > KIN_SERVICE_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static bool
+ctx_name_ok(const char *name, size_t len)
+{
+    return len && len <= KIN__CTX_NAME_MAX && !memchr(name, 0, len);
+}
+
+kin_err
+kin__svc_add_read(const void *body, size_t size, const char **name, size_t *len,
+                  uint32_t *ctx, uint32_t *hops, uint32_t *bound)
+{
+    kin_err e = kin_unpack_buf(body, size, "Suuu", name, len, ctx, hops, bound);
+    if (!e && (!kin__service_name_ok(*name, *len) || *hops >= KIN_MAX_DEPTH ||
+               !*bound || *bound > KIN__SVC_COUNT_MAX))
+        e = KIN_EBADMSG;
+    return e;
+}
+
+kin_err
+kin__svc_del_read(const void *body, size_t size, const char **name, size_t *len,
+                  uint32_t *ctx)
+{
+    kin_err e = kin_unpack_buf(body, size, "Su", name, len, ctx);
+    if (!e && !kin__service_name_ok(*name, *len))
+        e = KIN_EBADMSG;
+    return e;
+}
+
+kin_err
+kin__svc_hold_read(const void *body, size_t size, const char **name,
+                   size_t *len, uint32_t *origin, uint32_t *count)
+{
+    kin_err e = kin_unpack_buf(body, size, "Suu", name, len, origin, count);
+    if (!e &&
+        (!kin__service_name_ok(*name, *len) || *count > KIN__SVC_COUNT_MAX))
+        e = KIN_EBADMSG;
+    return e;
+}
+
+kin_err
+kin__svc_call_read(const void *body, size_t size, kin__svc_call_head *out)
+{
+    memset(out, 0, sizeof *out);
+    /* The call path's own header reader, so that what is fuzzed here is
+     * what reads every call. */
+    kin_msg m = {.body = (void *)body, .len = size};
+    if (!kin__call_head(&m, true, &out->fn, &out->fn_len, &out->task,
+                        &out->left, &out->args_off))
+        return KIN_EBADMSG;
+    const char *dot = memchr(out->fn, '.', out->fn_len);
+    if (!dot || out->fn_len > KIN__SVC_FN_MAX ||
+        memchr(out->fn, 0, out->fn_len) ||
+        !kin__service_name_ok(out->fn, (size_t)(dot - out->fn)))
+        return KIN_EBADMSG;
+    out->svc_len = (size_t)(dot - out->fn);
+    return KIN_OK;
+}
+
+kin_err
+kin__name_read(const void *body, size_t size, uint32_t *id, const char **name,
+               size_t *len)
+{
+    kin_err e = kin_unpack_buf(body, size, "uS", id, name, len);
+    if (!e && !ctx_name_ok(*name, *len))
+        e = KIN_EBADMSG;
+    return e;
+}
+
+kin_err
+kin__lookup_read(const void *body, size_t size, const char **name, size_t *len,
+                 int64_t *wait_ms)
+{
+    kin_err e = kin_unpack_buf(body, size, "SI", name, len, wait_ms);
+    if (!e && !ctx_name_ok(*name, *len))
+        e = KIN_EBADMSG;
+    if (!e && *wait_ms > INT32_MAX)
+        *wait_ms = INT32_MAX;
+    return e;
+}
