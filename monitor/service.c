@@ -17,6 +17,7 @@
 
 #include "core/log_internal.h"
 #include "logs/logs.h"
+#include "monitor/metrics.h"
 #include "monitor/request.h"
 #include "monitor/stack.h"
 #include "process/events.h"
@@ -59,6 +60,8 @@ static const struct {
     {"where-terminated", "how a terminated task ended [task]", false},
     {"stacktrace", "stacks of every thread of this context", false},
     {"services", "this context's service table: providers, load, latency",
+     false},
+    {"metrics", "this context's figures and its functions' call metrics",
      false},
     {"cancel", "cancel a task [task]", true},
     {"signal", "send a signal to this context's process [signal]", true},
@@ -564,6 +567,8 @@ on_monitor(kin_node *n, kin_msg *m, void *arg)
         cmd_stacktrace(n, &pk);
     } else if (!strcmp(r.cmd, "services")) {
         cmd_services(n, &pk);
+    } else if (!strcmp(r.cmd, "metrics")) {
+        kin__monitor_pack_metrics(n, &pk);
     } else if (!authority) {
         char why[96];
         snprintf(why, sizeof why,

@@ -12,6 +12,7 @@
 #include "core/task.h"
 #include "core/tasktab.h"
 #include "router/call_impl.h"
+#include "router/metrics.h"
 #include "router/node_impl.h"
 #include "router/service.h"
 
@@ -229,6 +230,7 @@ static void
 run_call(kin_node *n, kin_msg *m, const exported *found)
 {
     kin_task *t = m->local;
+    uint64_t arrived_ns = t->created_ns; /* t is freed before the count */
     kin_call c = {.node = n, .msg = m, .task = t};
     kin_reader_init(&c.reader, m->body, m->len);
     const char *name = "";
@@ -302,6 +304,8 @@ run_call(kin_node *n, kin_msg *m, const exported *found)
         reply_error(n, m, code, text, x.name, strlen(x.name));
     }
 done:
+    kin__fn_metrics_record(n->metrics, name, name_len,
+                           c.fail_code ? c.fail_code : e, arrived_ns);
     if (svc)
         kin__service_run_done(n, name, name_len);
     kin_reader_release(&c.reader);

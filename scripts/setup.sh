@@ -12,10 +12,11 @@ build=(build-essential cmake pkg-config
        libunwind-dev libdw-dev libjansson-dev libedit-dev)
 # cmocka: the unit and integration tests; clang and its runtime: the fuzz
 # targets; clang-format: CI's format check; tmux: the monitor TUI test;
+# python3-prometheus-client: the parser test_metrics checks `kin metrics` with;
 # sudo: the sudo factory's test; sshd, ssh, iproute2: the test hosts of
 # tests/remote/hosts.sh; tcpdump: the sniffing checks.
 test=(libcmocka-dev clang libclang-rt-14-dev clang-format-14 tmux procps sudo
-      openssh-server openssh-client iproute2 tcpdump)
+      openssh-server openssh-client iproute2 tcpdump python3-prometheus-client)
 
 case "${1:-test}" in
 build) pkgs=("${build[@]}") ;;
