@@ -56,6 +56,9 @@ int kin__cli_services(int argc, char **argv);
 /* cli/cli_metrics.c */
 int kin__cli_metrics(int argc, char **argv);
 
+/* cli/cli_top.c */
+int kin__cli_top(int argc, char **argv);
+
 /* cli/cli_monitor.c */
 int kin__cli_monitor(int argc, char **argv);
 

@@ -54,6 +54,8 @@ static const kin__cli_cmd cmds[] = {
     {"metrics", "PID [-c CTX] [--json]",
      "metrics of every context in the Prometheus text format",
      kin__cli_metrics},
+    {"top", "PID [--interval MS] [--wait-warn S] [--batch N]",
+     "live view: contexts, tasks, calls/s, p99, warnings", kin__cli_top},
     {"monitor", "PID [CTX]",
      "interactive monitor: completion, history, Enter repeats",
      kin__cli_monitor},

@@ -1,6 +1,9 @@
-/* The tree tests/integration/test_monitor_tui.sh looks at with kin monitor:
- * a master with one child blocked in a call and a custom command "hello".
- * Prints its pid once the call is blocked and lives until stdin closes. */
+/* The tree tests/integration/test_monitor_tui.sh looks at with kin monitor
+ * (and test_top_tui.sh with kin top): a master with one child blocked in a
+ * call and a custom command "hello". Prints its pid once the call is
+ * blocked and lives until stdin closes. Lines on stdin: "spawn" starts a
+ * child named "late", "queue" queues a second call behind the blocked one
+ * (the child has one worker: its pool is then exhausted). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +73,8 @@ main(void)
     }
     int rc = 1;
     kin_child *child = NULL;
-    kin_receiver *r = NULL;
+    kin_receiver *r = NULL, *r2 = NULL;
+    kin_child *late = NULL;
     kin_spawn_opts o = {.name = "worker", .workers = 1};
     if ((e = kin_monitor_command(master, "hello", "says hello", hello, NULL)) ||
         (e = kin_spawn(master, &o, &child)) ||
@@ -90,11 +94,29 @@ main(void)
     KIN_LOGI("target ready"); /* kin logs shows it from the history */
     printf("%d\n", (int)getpid());
     fflush(stdout);
-    char buf[256];
-    while (read(STDIN_FILENO, buf, sizeof buf) > 0)
-        ;
+    char line[64];
+    while (fgets(line, sizeof line, stdin)) {
+        if (!strcmp(line, "spawn\n") && !late)
+            e = kin_spawn(master, &(kin_spawn_opts){.name = "late"}, &late);
+        else if (!strcmp(line, "queue\n") && !r2)
+            e = kin_call_async(master, kin_child_id(child), "t.block", &r2,
+                               NULL);
+        if (e)
+            fprintf(stderr, "monitor_target: %s: %s", line, kin_strerror(e));
+    }
     rc = 0;
 out:
+    if (r2) {
+        /* Both cancelled before either is waited for: r2 waits for r's
+         * worker. */
+        kin_call_cancel(r2);
+        if (r)
+            kin_call_cancel(r);
+        kin_msg *m = NULL;
+        kin_call_wait(r2, 5000, &m);
+        kin_msg_destroy(&m);
+        kin_receiver_destroy(&r2);
+    }
     if (r) {
         kin_call_cancel(r);
         kin_msg *m = NULL;
@@ -103,6 +125,7 @@ out:
         kin_receiver_destroy(&r);
     }
     kin_child_destroy(&child);
+    kin_child_destroy(&late);
     kin_node_destroy(&master);
     return rc;
 }
