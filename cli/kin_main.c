@@ -56,6 +56,8 @@ static const kin__cli_cmd cmds[] = {
      kin__cli_metrics},
     {"top", "PID [--interval MS] [--wait-warn S] [--batch N]",
      "live view: contexts, tasks, calls/s, p99, warnings", kin__cli_top},
+    {"web", "PID [--listen ADDR:PORT]",
+     "a live page of the tree, JSON under /api/ and /metrics", kin__cli_web},
     {"monitor", "PID [CTX]",
      "interactive monitor: completion, history, Enter repeats",
      kin__cli_monitor},
