@@ -89,7 +89,7 @@ ctx_sort_name(char k)
 }
 
 static double
-ctx_key(const top_ctx *c, char k)
+ctx_key(const kin__top_ctx *c, char k)
 {
     switch (k) {
     case 'c':
@@ -114,8 +114,8 @@ static char sort_by; /* qsort has no argument */
 static int
 cmp_ctx(const void *a, const void *b)
 {
-    double x = ctx_key(*(top_ctx *const *)a, sort_by);
-    double y = ctx_key(*(top_ctx *const *)b, sort_by);
+    double x = ctx_key(*(kin__top_ctx *const *)a, sort_by);
+    double y = ctx_key(*(kin__top_ctx *const *)b, sort_by);
     return (x < y) - (x > y); /* descending */
 }
 
@@ -163,12 +163,12 @@ fmt_us(char *dst, size_t size, double us)
 }
 
 static void
-contexts_view(const top_model *m, const screen *s, frame *f)
+contexts_view(const kin__top_model *m, const screen *s, frame *f)
 {
     line(f, HEADER, "%5s %-16s %-12s %7s %6s %8s %6s %7s %6s %8s %8s %8s %6s",
          "CTX", "NAME", "HOST", "PID", "CPU%", "RSS MiB", "TASKS", "BUSY",
          "QUEUE", "CALLS/S", "P99", "RESTARTS", "DROPS");
-    top_ctx **order = malloc((m->n_ctxs ? m->n_ctxs : 1) * sizeof *order);
+    kin__top_ctx **order = malloc((m->n_ctxs ? m->n_ctxs : 1) * sizeof *order);
     if (!order)
         return;
     for (size_t i = 0; i < m->n_ctxs; i++)
@@ -176,7 +176,7 @@ contexts_view(const top_model *m, const screen *s, frame *f)
     sort_by = s->ctx_sort;
     qsort(order, m->n_ctxs, sizeof *order, cmp_ctx);
     for (size_t i = 0; i < m->n_ctxs; i++) {
-        const top_ctx *c = order[i];
+        const kin__top_ctx *c = order[i];
         if (c->err) {
             line(f, WARNING, "%5u %-16.16s %-12.12s %7d  %s", c->info.id,
                  c->info.name, c->info.host, c->info.pid, kin_strerror(c->err));
@@ -201,7 +201,7 @@ contexts_view(const top_model *m, const screen *s, frame *f)
 }
 
 static void
-tasks_view(const top_model *m, const screen *s, frame *f)
+tasks_view(const kin__top_model *m, const screen *s, frame *f)
 {
     line(f, HEADER, "%-11s %-24s %-20s %-9s %-10s %8s %9s", "CTX:TASK", "NAME",
          "FUNCTION", "STATE", "WAITING", "WAIT s", "AGE s");
@@ -234,7 +234,7 @@ tasks_view(const top_model *m, const screen *s, frame *f)
 }
 
 static void
-render(const top_model *m, const screen *s, frame *f)
+render(const kin__top_model *m, const screen *s, frame *f)
 {
     f->len = 0;
     time_t now = time(NULL);
@@ -269,7 +269,7 @@ render(const top_model *m, const screen *s, frame *f)
 
 /* The warnings, drawn at the bottom whatever the view. */
 static void
-render_warnings(const top_model *m, frame *f)
+render_warnings(const kin__top_model *m, frame *f)
 {
     f->len = 0;
     if (!m->n_warnings) {
@@ -361,9 +361,10 @@ key(screen *s, int k)
         return false;
     if (k == '\t')
         s->view = s->view == VIEW_CONTEXTS ? VIEW_TASKS : VIEW_CONTEXTS;
-    else if (s->view == VIEW_CONTEXTS && strchr("cmtrpi", k) && k)
+    else if (k > 0 && k < 128 && s->view == VIEW_CONTEXTS &&
+             strchr("cmtrpi", k))
         s->ctx_sort = (char)k;
-    else if (s->view == VIEW_TASKS && strchr("wai", k) && k)
+    else if (k > 0 && k < 128 && s->view == VIEW_TASKS && strchr("wai", k))
         s->task_sort = (char)k;
     return true;
 }
@@ -375,10 +376,10 @@ kin__cli_top(int argc, char **argv)
                 .ctx_sort = 'i',
                 .task_sort = 'w',
                 .interval_ms = 1000};
-    top_model m = {.opts = {.wait_warn_s = 10,
-                            .window_s = 30,
-                            .restart_warn = 3,
-                            .timeout_ms = 2000}};
+    kin__top_model m = {.opts = {.wait_warn_s = 10,
+                                 .window_s = 30,
+                                 .restart_warn = 3,
+                                 .timeout_ms = 2000}};
     double batch = 0;
     for (int i = 1; i < argc; i++) {
         double v;
@@ -430,7 +431,7 @@ kin__cli_top(int argc, char **argv)
         for (int i = 0; i < (int)batch && !rc; i++) {
             if (i)
                 usleep((useconds_t)s.interval_ms * 1000);
-            rc = top_sample(&m, n, mono_s()) ? 2 : 0;
+            rc = kin__top_sample(&m, n, mono_s()) ? 2 : 0;
             render(&m, &s, &body);
             render_warnings(&m, &warn);
             print_frame(&body, &warn);
@@ -446,7 +447,7 @@ kin__cli_top(int argc, char **argv)
         while (running && !rc) {
             double now = mono_s();
             if (now >= next) {
-                rc = top_sample(&m, n, now) ? 2 : 0;
+                rc = kin__top_sample(&m, n, now) ? 2 : 0;
                 next = now + s.interval_ms / 1000.0;
             }
             render(&m, &s, &body);
@@ -464,7 +465,7 @@ kin__cli_top(int argc, char **argv)
     free(body.kind);
     free(warn.text);
     free(warn.kind);
-    top_model_free(&m);
+    kin__top_model_free(&m);
     kin_node_destroy(&n);
     if (rc)
         fprintf(stderr, "kin top: out of memory\n");

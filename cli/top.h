@@ -13,7 +13,7 @@
 /* Samples kept per context for the windowed warnings (one a refresh). */
 #define TOP_HISTORY 64
 
-typedef struct top_ctx {
+typedef struct kin__top_ctx {
     kin_ctx_info info;
     kin_err err; /* of asking for its metrics */
     kin_ctx_metrics m;
@@ -22,47 +22,47 @@ typedef struct top_ctx {
     /* Since the previous sample; negative when unknown. */
     double cpu_pct, calls_per_s, p99_us;
     uint64_t calls; /* every function's, summed */
-} top_ctx;
+} kin__top_ctx;
 
 /* One sample of a context's counters. */
-typedef struct top_point {
+typedef struct kin__top_point {
     double t, cpu_s;
     uint64_t calls, restarts, dropped;
     uint64_t latency[KIN_FN_LAT_BUCKETS];
-} top_point;
+} kin__top_point;
 
 /* What is remembered of a context between samples. */
-typedef struct top_past {
+typedef struct kin__top_past {
     uint32_t ctx;
     int len, head; /* ring of samples, oldest at head */
-    top_point s[TOP_HISTORY];
+    kin__top_point s[TOP_HISTORY];
     bool seen; /* in the latest sample */
-} top_past;
+} kin__top_past;
 
-typedef struct top_opts {
+typedef struct kin__top_opts {
     double wait_warn_s;    /* a task waiting longer is a warning */
     double window_s;       /* restarts and drops within it count */
     unsigned restart_warn; /* this many restarts within the window */
     int timeout_ms;        /* per query */
-} top_opts;
+} kin__top_opts;
 
-typedef struct top_model {
-    top_opts opts;
-    top_ctx *ctxs;
+typedef struct kin__top_model {
+    kin__top_opts opts;
+    kin__top_ctx *ctxs;
     size_t n_ctxs;
     kin_err err; /* listing the contexts failed */
-    top_past *past;
+    kin__top_past *past;
     size_t n_past;
     char (*warnings)[192];
     size_t n_warnings;
     unsigned samples;
-} top_model;
+} kin__top_model;
 
 /* Takes a sample of the tree n is attached to at time now_s (seconds on
  * any monotonic clock) and updates rates and warnings. Errors: -ENOMEM
  * (listing failures are kept in m->err and shown, not returned). */
-int top_sample(top_model *m, kin_node *n, double now_s);
+int kin__top_sample(kin__top_model *m, kin_node *n, double now_s);
 
-void top_model_free(top_model *m);
+void kin__top_model_free(kin__top_model *m);
 
 #endif

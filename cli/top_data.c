@@ -10,7 +10,7 @@
 #include "cli/top.h"
 
 static void
-free_ctxs(top_model *m)
+free_ctxs(kin__top_model *m)
 {
     for (size_t i = 0; i < m->n_ctxs; i++) {
         kin_monitor_metrics_release(&m->ctxs[i].m);
@@ -22,7 +22,7 @@ free_ctxs(top_model *m)
 }
 
 void
-top_model_free(top_model *m)
+kin__top_model_free(kin__top_model *m)
 {
     free_ctxs(m);
     free(m->past);
@@ -30,17 +30,17 @@ top_model_free(top_model *m)
     memset(m, 0, sizeof *m);
 }
 
-static top_past *
-past_of(top_model *m, uint32_t ctx)
+static kin__top_past *
+past_of(kin__top_model *m, uint32_t ctx)
 {
     for (size_t i = 0; i < m->n_past; i++)
         if (m->past[i].ctx == ctx)
             return &m->past[i];
-    top_past *more = realloc(m->past, (m->n_past + 1) * sizeof *more);
+    kin__top_past *more = realloc(m->past, (m->n_past + 1) * sizeof *more);
     if (!more)
         return NULL;
     m->past = more;
-    top_past *p = &m->past[m->n_past++];
+    kin__top_past *p = &m->past[m->n_past++];
     memset(p, 0, sizeof *p);
     p->ctx = ctx;
     return p;
@@ -49,11 +49,11 @@ past_of(top_model *m, uint32_t ctx)
 /* The i-th sample of p counting back from the newest (0). */
 #define BACK(p, i) (p)->s[((p)->head + (p)->len - 1 - (i)) % TOP_HISTORY]
 
-static void warn(top_model *m, const char *fmt, ...)
+static void warn(kin__top_model *m, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 static void
-warn(top_model *m, const char *fmt, ...)
+warn(kin__top_model *m, const char *fmt, ...)
 {
     char(*more)[192] = realloc(m->warnings, (m->n_warnings + 1) * sizeof *more);
     if (!more)
@@ -67,10 +67,10 @@ warn(top_model *m, const char *fmt, ...)
 
 /* Records c's figures at now in its past and derives its rates. */
 static void
-remember(top_model *m, top_ctx *c, double now)
+remember(kin__top_model *m, kin__top_ctx *c, double now)
 {
     c->cpu_pct = c->calls_per_s = c->p99_us = -1;
-    top_past *p = past_of(m, c->info.id);
+    kin__top_past *p = past_of(m, c->info.id);
     if (!p)
         return;
     p->seen = true;
@@ -84,7 +84,7 @@ remember(top_model *m, top_ctx *c, double now)
             hist[b] += c->m.functions[k].latency[b];
     }
     if (p->len) {
-        const top_point *prev = &BACK(p, 0);
+        const kin__top_point *prev = &BACK(p, 0);
         double dt = now - prev->t;
         if (dt > 0) {
             c->cpu_pct = 100.0 * (c->m.cpu_s - prev->cpu_s) / dt;
@@ -106,7 +106,7 @@ remember(top_model *m, top_ctx *c, double now)
         p->len--;
     }
     p->len++;
-    top_point *s = &BACK(p, 0);
+    kin__top_point *s = &BACK(p, 0);
     s->t = now;
     s->cpu_s = c->m.cpu_s;
     s->calls = c->calls;
@@ -117,7 +117,7 @@ remember(top_model *m, top_ctx *c, double now)
 
 /* The oldest sample of p within the window before now. */
 static int
-window_start(const top_past *p, double now, double window)
+window_start(const kin__top_past *p, double now, double window)
 {
     int i = 0;
     while (i + 1 < p->len && now - BACK(p, i + 1).t <= window)
@@ -126,11 +126,11 @@ window_start(const top_past *p, double now, double window)
 }
 
 static void
-warnings(top_model *m, double now)
+warnings(kin__top_model *m, double now)
 {
     m->n_warnings = 0;
     for (size_t i = 0; i < m->n_ctxs; i++) {
-        top_ctx *c = &m->ctxs[i];
+        kin__top_ctx *c = &m->ctxs[i];
         if (c->err) {
             warn(m, "context %u (%s) does not answer: %s", c->info.id,
                  c->info.name, kin_strerror(c->err));
@@ -141,7 +141,7 @@ warnings(top_model *m, double now)
             warn(m, "pool of %u (%s) exhausted: %d/%d workers busy, %u queued",
                  c->info.id, c->info.name, c->m.workers_busy, c->m.workers,
                  c->m.tasks_pending);
-        top_past *p = past_of(m, c->info.id);
+        kin__top_past *p = past_of(m, c->info.id);
         if (p && p->len > 1) {
             int k = window_start(p, now, m->opts.window_s);
             uint64_t restarts = BACK(p, 0).restarts - BACK(p, k).restarts;
@@ -168,7 +168,7 @@ warnings(top_model *m, double now)
 }
 
 int
-top_sample(top_model *m, kin_node *n, double now)
+kin__top_sample(kin__top_model *m, kin_node *n, double now)
 {
     free_ctxs(m);
     kin_ctx_info *infos;
@@ -184,7 +184,7 @@ top_sample(top_model *m, kin_node *n, double now)
     for (size_t i = 0; i < m->n_past; i++)
         m->past[i].seen = false;
     for (size_t i = 0; i < count; i++) {
-        top_ctx *c = &m->ctxs[m->n_ctxs++];
+        kin__top_ctx *c = &m->ctxs[m->n_ctxs++];
         c->info = infos[i];
         c->err = kin_monitor_metrics(n, c->info.id, m->opts.timeout_ms, &c->m);
         if (!c->err &&
