@@ -4,6 +4,7 @@
  * metrics` parsed by a Prometheus text parser (Python's prometheus_client).
  * The test binary is also the child program (kin_init serves). */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -230,6 +231,54 @@ context_figures_follow_its_tasks(void **state)
     kin_child_destroy(&kid);
 }
 
+/* Waits until the supervisor's child is running as another process than
+ * pid; returns its pid. */
+static pid_t
+running_other_than(kin_supervisor *sup, pid_t pid)
+{
+    double end = harness_now_ms() + 10000;
+    for (;;) {
+        kin_child_info info;
+        assert_int_equal(kin_supervisor_child(sup, "flaky", &info), KIN_OK);
+        if (info.state == KIN_CHILD_RUNNING && info.pid != pid)
+            return info.pid;
+        if (harness_now_ms() > end)
+            fail_msg("the child was not restarted");
+        uint64_t seen = kin_supervisor_changes(sup);
+        kin_supervisor_wait(sup, seen, 100, NULL);
+    }
+}
+
+/* A supervised child killed twice: the master counts two restarts. */
+static void
+restarts_are_counted(void **state)
+{
+    (void)state;
+    kin_ctx_metrics m;
+    assert_int_equal(kin_monitor_metrics(master, kin_node_id(master), 3000, &m),
+                     KIN_OK);
+    uint64_t before = m.child_restarts;
+    kin_monitor_metrics_release(&m);
+    kin_supervisor *sup;
+    assert_int_equal(
+        kin_supervisor_new(&sup, master,
+                           &(kin_supervisor_opts){.backoff_ms = -1}),
+        KIN_OK);
+    kin_child_spec spec = {.name = "flaky", .restart = KIN_RESTART_PERMANENT};
+    assert_int_equal(kin_supervisor_add(sup, &spec), KIN_OK);
+    assert_int_equal(kin_supervisor_start(sup), KIN_OK);
+    pid_t pid = running_other_than(sup, 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(kill(pid, SIGKILL), 0);
+        pid = running_other_than(sup, pid);
+    }
+    assert_int_equal(kin_monitor_metrics(master, kin_node_id(master), 3000, &m),
+                     KIN_OK);
+    assert_int_equal(m.child_restarts - before, 2);
+    kin_monitor_metrics_release(&m);
+    kin_supervisor_destroy(&sup);
+}
+
 /* `kin metrics PID`: text a Prometheus parser accepts, a series for every
  * context, the functions' counts. */
 static void
@@ -323,6 +372,7 @@ main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(calls_are_counted_by_function),
         cmocka_unit_test(context_figures_follow_its_tasks),
+        cmocka_unit_test(restarts_are_counted),
         cmocka_unit_test(kin_metrics_is_prometheus_text),
     };
     int rc = harness_run_group(tests);
