@@ -17,6 +17,7 @@
 #include <kin/monitor.h>
 
 #include "integration/harness.h"
+#include "logs/logs_test.h"
 
 /* Debian's python, which python3-prometheus-client installs into. */
 #define PY "/usr/bin/python3"
@@ -64,6 +65,22 @@ block(kin_call *c, void *arg)
     kin_msg_destroy(&m);
     kin_latch_destroy(&l);
     return e;
+}
+
+/* Logs [count] records with the publisher held: its queue overflows. */
+static kin_err
+flood(kin_call *c, void *arg)
+{
+    (void)arg;
+    int count = 0;
+    kin_err e = kin_call_args(c, "i", &count);
+    if (e)
+        return e;
+    kin__logs_hold(kin_call_node(c), true);
+    for (int i = 0; i < count; i++)
+        KIN_LOGI("flood", KIN_F("i", i));
+    kin__logs_hold(kin_call_node(c), false);
+    return kin_call_return(c, "i", count);
 }
 
 /* --- helpers --- */
@@ -279,6 +296,41 @@ restarts_are_counted(void **state)
     kin_supervisor_destroy(&sup);
 }
 
+/* A child whose log queue overflows: its records sent and dropped. */
+static void
+log_drops_are_counted(void **state)
+{
+    (void)state;
+    kin_child *kid;
+    assert_int_equal(
+        kin_spawn(master, &(kin_spawn_opts){.name = "flooder"}, &kid), KIN_OK);
+    uint32_t ctx = kin_child_id(kid);
+    kin_ctx_metrics m;
+    assert_int_equal(kin_monitor_metrics(master, ctx, 3000, &m), KIN_OK);
+    assert_int_equal(m.log_dropped, 0);
+    kin_monitor_metrics_release(&m);
+    kin_msg *r = NULL;
+    assert_int_equal(
+        kin_call_sync(master, ctx, "m.flood", 30000, &r, "i", 20000), KIN_OK);
+    kin_msg_destroy(&r);
+    /* The queue drains after the hold: wait for what it sent. */
+    double end = harness_now_ms() + 10000;
+    for (;;) {
+        assert_int_equal(kin_monitor_metrics(master, ctx, 3000, &m), KIN_OK);
+        if (m.log_dropped > 0 && m.log_records + m.log_dropped >= 20000)
+            break;
+        kin_monitor_metrics_release(&m);
+        if (harness_now_ms() > end)
+            fail_msg("no drops counted");
+        struct timespec ts = {0, 10000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(m.log_records > 0);
+    kin_monitor_metrics_release(&m);
+    kin_child_stop(kid, NULL);
+    kin_child_destroy(&kid);
+}
+
 /* `kin metrics PID`: text a Prometheus parser accepts, a series for every
  * context, the functions' counts. */
 static void
@@ -363,6 +415,7 @@ main(int argc, char **argv)
     kin_export("m.fail", failing, NULL, KIN_POLICY_PARENT);
     kin_export("m.slow", slow, NULL, KIN_POLICY_PARENT);
     kin_export("m.block", block, NULL, KIN_POLICY_PARENT);
+    kin_export("m.flood", flood, NULL, KIN_POLICY_PARENT);
     harness_log_setup();
     kin_err e = kin_init(&master, NULL);
     if (e) {
@@ -373,6 +426,7 @@ main(int argc, char **argv)
         cmocka_unit_test(calls_are_counted_by_function),
         cmocka_unit_test(context_figures_follow_its_tasks),
         cmocka_unit_test(restarts_are_counted),
+        cmocka_unit_test(log_drops_are_counted),
         cmocka_unit_test(kin_metrics_is_prometheus_text),
     };
     int rc = harness_run_group(tests);
