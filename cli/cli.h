@@ -59,6 +59,15 @@ int kin__cli_stacktrace(int argc, char **argv);
 /* cli/cli_services.c */
 int kin__cli_services(int argc, char **argv);
 
+/* cli/cli_metrics.c */
+int kin__cli_metrics(int argc, char **argv);
+
+/* cli/cli_top.c */
+int kin__cli_top(int argc, char **argv);
+
+/* cli/cli_web.c */
+int kin__cli_web(int argc, char **argv);
+
 /* cli/cli_monitor.c */
 int kin__cli_monitor(int argc, char **argv);
 

@@ -165,6 +165,12 @@ kin__tasktab_ended_count(const kin__tasktab *tab)
     return tab->kept_len + tab->ring_len;
 }
 
+uint64_t
+kin__tasktab_ended_total(const kin__tasktab *tab)
+{
+    return tab->ended_total;
+}
+
 const kin__ended *
 kin__tasktab_ended_at(const kin__tasktab *tab, size_t i)
 {

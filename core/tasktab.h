@@ -63,6 +63,8 @@ kin_task *kin__tasktab_live_get(kin__tasktab *tab, uint32_t id);
 /* Terminated tasks, persistent ones first, then the ring oldest first:
  * i < kin__tasktab_ended_count. */
 size_t kin__tasktab_ended_count(const kin__tasktab *tab);
+/* Tasks ended since the table was made (kept or not). */
+uint64_t kin__tasktab_ended_total(const kin__tasktab *tab);
 const kin__ended *kin__tasktab_ended_at(const kin__tasktab *tab, size_t i);
 
 #endif

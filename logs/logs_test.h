@@ -1,6 +1,7 @@
-/* Hooks into the node's publisher (logpub.c) for tests and benchmarks
- * only: counters, the queue's backlog, a hold that lets a test fill the
- * queue, and process-wide tuning. The library itself calls none of them. */
+/* Hooks into the node's publisher (logpub.c) for tests and benchmarks:
+ * counters, the queue's backlog, a hold that lets a test fill the queue,
+ * and process-wide tuning. The library itself only reads the counters
+ * (the monitor's metrics). */
 #ifndef KIN_LOGS_LOGS_TEST_H
 #define KIN_LOGS_LOGS_TEST_H
 

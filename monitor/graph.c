@@ -9,10 +9,9 @@
 
 #include <kin/monitor.h>
 
-/* Contexts breadth-first from the master; one that dies meanwhile is left
- * out. */
-static kin_err
-list_contexts(kin_node *n, int timeout_ms, kin_ctx_info **out, size_t *count)
+kin_err
+kin_monitor_contexts(kin_node *n, int timeout_ms, kin_ctx_info **out,
+                     size_t *count)
 {
     size_t cap = 16, len = 1;
     kin_ctx_info *all = malloc(cap * sizeof *all);
@@ -323,7 +322,7 @@ kin_monitor_graph(kin_node *n, uint32_t ctx, int timeout_ms, kin_graph **out)
     kin_graph *g = calloc(1, sizeof *g);
     if (!g)
         return -ENOMEM;
-    kin_err e = list_contexts(n, timeout_ms, &g->ctxs, &g->n_ctxs);
+    kin_err e = kin_monitor_contexts(n, timeout_ms, &g->ctxs, &g->n_ctxs);
     if (e) {
         free(g);
         return e;

@@ -18,6 +18,7 @@
 #include "core/log_internal.h"
 #include "logs/logs.h"
 #include "monitor/errstack.h"
+#include "monitor/metrics.h"
 #include "monitor/request.h"
 #include "monitor/stack.h"
 #include "process/events.h"
@@ -66,6 +67,8 @@ static const struct {
     {"where-terminated", "how a terminated task ended [task]", false},
     {"stacktrace", "stacks of every thread of this context", false},
     {"services", "this context's service table: providers, load, latency",
+     false},
+    {"metrics", "this context's figures and its functions' call metrics",
      false},
     {"cancel", "cancel a task [task]", true},
     {"signal", "send a signal to this context's process [signal]", true},
@@ -661,6 +664,8 @@ answer(kin_node *n, kin_msg *m, const req *rp, bool parsed)
         cmd_stacktrace(n, &pk);
     } else if (!strcmp(r.cmd, "services")) {
         cmd_services(n, &pk);
+    } else if (!strcmp(r.cmd, "metrics")) {
+        kin__monitor_pack_metrics(n, &pk);
     } else if (!authority) {
         char why[96];
         snprintf(why, sizeof why,

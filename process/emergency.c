@@ -25,6 +25,13 @@ kin__procs_of(kin_node *n)
     return kin__node_layer(n, &procs_layer);
 }
 
+uint64_t
+kin__procs_restarts(kin_node *n)
+{
+    kin__procs *ps = kin__procs_of(n);
+    return ps ? atomic_load_explicit(&ps->restarts, memory_order_relaxed) : 0;
+}
+
 /* Broker thread: a child's HELLO arrived or its link went down; spawn.c
  * waits for the first (or the child's exit) on the layer's cond. */
 static void

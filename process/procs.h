@@ -7,6 +7,7 @@
 #define KIN_PROCESS_PROCS_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include <kin/process.h>
@@ -40,6 +41,8 @@ typedef struct kin__procs {
     /* init.c: a serving child turns a trip into its own exit. */
     void (*on_trip_exit)(void);
     struct kin__zygote *zygote; /* zygote.c's, for kin_spawn_opts.fork */
+    /* Children its supervisors restarted (not under mu). */
+    atomic_uint_fast64_t restarts;
 } kin__procs;
 
 /* Attaches the process layer to n (the context assembly, before the
@@ -57,6 +60,10 @@ void kin__procs_free(kin_node *n);
 /* The node's process state; NULL when the layer is not attached. Any
  * thread. */
 kin__procs *kin__procs_of(kin_node *n);
+
+/* Children n's supervisors have restarted so far (0 when the layer is
+ * not attached). Any thread. */
+uint64_t kin__procs_restarts(kin_node *n);
 
 /* via.c: exports kin.spawn, kin.child_wait and kin.child_stop (once). */
 void kin__via_export(void);

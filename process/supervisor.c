@@ -226,8 +226,12 @@ start_slot(kin_supervisor *s, slot *x, bool is_restart)
     x->pid = kin_child_pid(c);
     x->state = KIN_CHILD_RUNNING;
     x->last_error = KIN_OK;
-    if (is_restart)
+    if (is_restart) {
         x->restarts++;
+        kin__procs *ps = s->node ? kin__procs_of(s->node) : NULL;
+        if (ps)
+            atomic_fetch_add_explicit(&ps->restarts, 1, memory_order_relaxed);
+    }
     if (x->svc[0]) {
         /* Not under mu: the broker thread takes it to report exits. */
         uint32_t id = x->id;

@@ -21,6 +21,7 @@
 #include "core/task.h"
 #include "kin/call.h"
 #include "router/call_impl.h"
+#include "router/metrics.h"
 #include "router/names.h"
 #include "router/node_impl.h"
 #include "router/service.h"
@@ -345,6 +346,8 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
         return -ENOMEM;
     }
     kin__adopt_node_new(n);
+    /* Without it calls are not counted, nothing else changes. */
+    n->metrics = kin__fn_metrics_new();
 
     kin_err e = KIN_OK;
     if (opts->curve_key) {
@@ -475,6 +478,7 @@ kin__router_free(kin_node *n)
     kin__u32map_fini(&n->ready);
     kin__adopt_node_gone(n);
     kin__tasktab_fini(&n->tasks);
+    kin__fn_metrics_free(&n->metrics);
     pthread_mutex_destroy(&n->mu);
     pthread_cond_destroy(&n->cond);
     pthread_mutex_destroy(&n->hmu);

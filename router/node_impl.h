@@ -87,10 +87,11 @@ struct kin_node {
             delivered;
     } stats;
 
-    struct kin__calls *calls;  /* the RPC layer (call.c) */
-    struct kin__services *svc; /* services (service.c) */
-    struct kin__names *names;  /* context names (names.c, the master) */
-    kin__tasktab tasks;        /* live and terminated tasks */
+    struct kin__calls *calls;        /* the RPC layer (call.c) */
+    struct kin__services *svc;       /* services (service.c) */
+    struct kin__names *names;        /* context names (names.c, the master) */
+    struct kin__fn_metrics *metrics; /* per-function calls (metrics.c) */
+    kin__tasktab tasks;              /* live and terminated tasks */
     uint64_t started_ns;
     uint64_t serial; /* unique in the process, for adopt.c */
 };

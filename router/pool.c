@@ -17,6 +17,7 @@
 #include "core/task.h"
 #include "core/tasktab.h"
 #include "router/call_impl.h"
+#include "router/metrics.h"
 #include "router/node_impl.h"
 #include "router/service.h"
 
@@ -339,6 +340,7 @@ run_call(kin_node *n, kin_msg *m, const exported *found)
     kin_task *t = m->local;
     /* The result is packed in stack storage while it fits. */
     char mem[256];
+    uint64_t arrived_ns = t->created_ns; /* t is freed before the count */
     kin_call c = {.node = n, .msg = m, .task = t};
     kin__buf_init_fixed(&c.result, mem, sizeof mem);
     kin_reader_init(&c.reader, m->body, m->len);
@@ -418,6 +420,8 @@ run_call(kin_node *n, kin_msg *m, const exported *found)
                      c.fail_code ? c.fail_npcs : 0);
     }
 done:
+    kin__fn_metrics_record(n->metrics, name, name_len,
+                           c.fail_code ? c.fail_code : e, arrived_ns);
     if (svc)
         kin__service_run_done(n, name, name_len);
     kin_reader_release(&c.reader);

@@ -9,14 +9,19 @@ set -euo pipefail
 
 build=(build-essential cmake pkg-config
        libzmq3-dev libmsgpack-dev libuv1-dev
-       libunwind-dev libdw-dev libjansson-dev libedit-dev)
+       libunwind-dev libdw-dev libjansson-dev libedit-dev libncurses-dev
+       libmicrohttpd-dev)
 # cmocka: the unit and integration tests; clang and its runtime: the fuzz
 # targets; clang-format: CI's format check; tmux: the monitor TUI test;
+# python3-prometheus-client: the parser test_metrics and test_web check
+# `kin metrics` with; curl and chromium: kin web's tests (test_web,
+# test_web_browser);
 # sudo: the sudo factory's test; sshd, ssh, iproute2: the test hosts of
 # tests/remote/hosts.sh; tcpdump: the sniffing checks; nftables: packet
 # loss, a bandwidth cap and blackouts on the test hosts' links (test_faults).
 test=(libcmocka-dev clang libclang-rt-14-dev clang-format-14 tmux procps sudo
-      openssh-server openssh-client iproute2 tcpdump nftables)
+      openssh-server openssh-client iproute2 tcpdump nftables
+      python3-prometheus-client curl chromium)
 
 case "${1:-test}" in
 build) pkgs=("${build[@]}") ;;

@@ -140,6 +140,96 @@ KIN_EXPORT kin_err kin_monitor_services(kin_node *n, uint32_t ctx,
                                         size_t *count,
                                         kin_service_provider **providers);
 
+/* Every context of the tree, breadth first from the master (each one's
+ * parent is the context it was found under; one that dies meanwhile is
+ * left out). On success *out is a malloc'd array of *count entries
+ * (free()). Errors: those of asking the master (kin_monitor_info),
+ * -ENOMEM. Any thread. */
+KIN_EXPORT kin_err kin_monitor_contexts(kin_node *n, int timeout_ms,
+                                        kin_ctx_info **out, size_t *count);
+
+/* --- metrics -------------------------------------------------------------
+ *
+ * Every context counts the calls of each exported function it ran (where
+ * the call ends, with relaxed atomics: no lock, no allocation) and reports
+ * them with figures about itself. kin_monitor_prometheus turns the whole
+ * tree's into the Prometheus text format (docs/monitor.md lists the
+ * metric names; they are stable). */
+
+/* Longest function name counted, terminator included (as kin_export). */
+#define KIN_FN_NAME_MAX 64
+
+/* Latency buckets of a function: bucket 0 holds calls under 1 us, bucket
+ * b (1 <= b < KIN_FN_LAT_BUCKETS - 1) those from 2^(b-1) us up to 2^b us,
+ * the last everything longer. A call's latency runs from its arrival in
+ * the context (queueing included) to its reply. */
+#define KIN_FN_LAT_BUCKETS 32
+
+/* How a call failed, as its caller sees the error. */
+typedef enum kin_fn_err_kind {
+    KIN_FN_ERR_FAILED,    /* the function returned an error (kin_call_fail) */
+    KIN_FN_ERR_CANCELLED, /* KIN_ECANCELLED */
+    KIN_FN_ERR_REFUSED,   /* KIN_EREFUSED: the policy refused the caller */
+    KIN_FN_ERR_TIMEOUT,   /* KIN_ETIMEOUT */
+    KIN_FN_ERR_KINDS
+} kin_fn_err_kind;
+
+/* "failed", "cancelled", "refused", "timeout" (static); "?" otherwise.
+ * Any thread. */
+KIN_EXPORT const char *kin_fn_err_kind_name(int kind);
+
+/* One exported function's figures in one context, since it started. */
+typedef struct kin_fn_metrics {
+    char name[KIN_FN_NAME_MAX];
+    uint64_t calls;                    /* ended, errors included */
+    uint64_t errors[KIN_FN_ERR_KINDS]; /* by kin_fn_err_kind */
+    uint64_t latency[KIN_FN_LAT_BUCKETS];
+    double latency_sum_s;
+} kin_fn_metrics;
+
+/* The q-quantile (0 < q <= 1) of a function's latency histogram in
+ * microseconds: the upper edge of its bucket, so at most twice the true
+ * value. 0 when empty. Any thread. */
+KIN_EXPORT double kin_fn_latency_us(const uint64_t *latency, double q);
+
+/* What a context reports about itself for metrics. */
+typedef struct kin_ctx_metrics {
+    uint32_t ctx;
+    /* Live tasks by state (queued calls and spawned tasks are pending). */
+    uint32_t tasks_pending, tasks_running, tasks_waiting;
+    uint64_t tasks_ended; /* since it started */
+    int workers;          /* the worker pool's size */
+    int workers_busy;     /* workers held by running or waiting tasks */
+    int64_t rss_kib;
+    double cpu_s; /* user + system CPU time of its process */
+    double uptime_s;
+    uint64_t child_restarts;   /* children its supervisors restarted */
+    uint64_t log_records;      /* log records it sent */
+    uint64_t log_dropped;      /* log records its full queue dropped */
+    uint64_t calls_unknown;    /* calls of no exported function, malformed */
+    uint64_t calls_uncounted;  /* calls of functions past its table (64) */
+    kin_fn_metrics *functions; /* malloc'd, n_functions entries */
+    size_t n_functions;
+} kin_ctx_metrics;
+
+/* Asks context ctx for its metrics. On success *out holds them (release
+ * with kin_monitor_metrics_release). Errors: those of a call,
+ * KIN_EBADMSG, -ENOMEM. Any thread. */
+KIN_EXPORT kin_err kin_monitor_metrics(kin_node *n, uint32_t ctx,
+                                       int timeout_ms, kin_ctx_metrics *out);
+
+/* Frees m's functions and zeroes it; NULL is fine. */
+KIN_EXPORT void kin_monitor_metrics_release(kin_ctx_metrics *m);
+
+/* Appends the metrics of every context of the tree (ctx KIN_NO_CTX) or of
+ * context ctx, and their service tables, to out in the Prometheus text
+ * exposition format (version 0.0.4), each series labelled with ctx, name
+ * and host (and function, service, kind, state as fits). A context that
+ * does not answer shows as kin_context_up 0. Errors: those of listing the
+ * contexts, -ENOENT (no context ctx), -ENOMEM. Any thread. */
+KIN_EXPORT kin_err kin_monitor_prometheus(kin_node *n, uint32_t ctx,
+                                          int timeout_ms, kin_buf *out);
+
 /* A custom monitor command: appends its text output to out; args is the
  * rest of the command line ("" when none). Runs on the broker thread: it
  * must be quick and must not block. Return KIN_OK or an error (its text is

@@ -1,6 +1,11 @@
-/* The tree tests/integration/test_monitor_tui.sh looks at with kin monitor:
- * a master with one child blocked in a call and a custom command "hello".
- * Prints its pid once the call is blocked and lives until stdin closes. */
+/* The tree tests/integration/test_monitor_tui.sh looks at with kin monitor
+ * (and test_top_tui.sh with kin top): a master with one child blocked in a
+ * call and a custom command "hello". Prints its pid once the call is
+ * blocked and lives until stdin closes. Lines on stdin: "spawn" starts a
+ * child named "late", "queue" queues a second call behind the blocked one
+ * (the child has one worker: its pool is then exhausted), "deadlock"
+ * starts a child "loop" with one worker calling t.recurse, which calls its
+ * own context and waits for a worker it holds itself (a cycle). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +29,18 @@ block(kin_call *c, void *arg)
     e = kin_latch_get(l, 60000, &m);
     kin_msg_destroy(&m);
     kin_latch_destroy(&l);
+    return e;
+}
+
+/* Calls t.block in its own context: with one worker, a deadlock. */
+static kin_err
+recurse(kin_call *c, void *arg)
+{
+    (void)arg;
+    kin_node *n = kin_call_node(c);
+    kin_msg *m = NULL;
+    kin_err e = kin_call_sync(n, kin_node_id(n), "t.block", 60000, &m, NULL);
+    kin_msg_destroy(&m);
     return e;
 }
 
@@ -62,6 +79,7 @@ int
 main(void)
 {
     kin_export("t.block", block, NULL, KIN_POLICY_ANY);
+    kin_export("t.recurse", recurse, NULL, KIN_POLICY_ANY);
     kin_node *master;
     kin_err e = kin_init(&master, NULL); /* a child serves and never returns */
     if (e) {
@@ -70,7 +88,8 @@ main(void)
     }
     int rc = 1;
     kin_child *child = NULL;
-    kin_receiver *r = NULL;
+    kin_receiver *r = NULL, *r2 = NULL, *r3 = NULL;
+    kin_child *late = NULL, *loop = NULL;
     kin_spawn_opts o = {.name = "worker", .workers = 1};
     if ((e = kin_monitor_command(master, "hello", "says hello", hello, NULL)) ||
         (e = kin_spawn(master, &o, &child)) ||
@@ -90,11 +109,42 @@ main(void)
     KIN_LOGI("target ready"); /* kin logs shows it from the history */
     printf("%d\n", (int)getpid());
     fflush(stdout);
-    char buf[256];
-    while (read(STDIN_FILENO, buf, sizeof buf) > 0)
-        ;
+    char line[64];
+    while (fgets(line, sizeof line, stdin)) {
+        if (!strcmp(line, "spawn\n") && !late)
+            e = kin_spawn(master, &(kin_spawn_opts){.name = "late"}, &late);
+        else if (!strcmp(line, "queue\n") && !r2)
+            e = kin_call_async(master, kin_child_id(child), "t.block", &r2,
+                               NULL);
+        else if (!strcmp(line, "deadlock\n") && !loop &&
+                 !(e = kin_spawn(
+                       master, &(kin_spawn_opts){.name = "loop", .workers = 1},
+                       &loop)))
+            e = kin_call_async(master, kin_child_id(loop), "t.recurse", &r3,
+                               NULL);
+        if (e)
+            fprintf(stderr, "monitor_target: %s: %s", line, kin_strerror(e));
+    }
     rc = 0;
 out:
+    if (r3) {
+        kin_call_cancel(r3);
+        kin_msg *m = NULL;
+        kin_call_wait(r3, 5000, &m);
+        kin_msg_destroy(&m);
+        kin_receiver_destroy(&r3);
+    }
+    if (r2) {
+        /* Both cancelled before either is waited for: r2 waits for r's
+         * worker. */
+        kin_call_cancel(r2);
+        if (r)
+            kin_call_cancel(r);
+        kin_msg *m = NULL;
+        kin_call_wait(r2, 5000, &m);
+        kin_msg_destroy(&m);
+        kin_receiver_destroy(&r2);
+    }
     if (r) {
         kin_call_cancel(r);
         kin_msg *m = NULL;
@@ -103,6 +153,8 @@ out:
         kin_receiver_destroy(&r);
     }
     kin_child_destroy(&child);
+    kin_child_destroy(&late);
+    kin_child_destroy(&loop);
     kin_node_destroy(&master);
     return rc;
 }
