@@ -61,6 +61,23 @@ typedef struct kin_spawn_opts {
     int ssh_port;             /* ssh -p; 0: ssh's default */
     const char *ssh_identity; /* ssh -i FILE; NULL: ssh's default */
     char *const *ssh_args;    /* more ssh arguments, NULL-terminated */
+    /* The exec factory: start the child through a command that runs a
+     * program on the target with its stdin and stdout connected, given as
+     * an argument prefix (NULL-terminated; the first word is looked up in
+     * PATH): {"podman", "exec", "-i", "web", NULL}, {"unshare", "--net",
+     * "--", NULL}, {"nsenter", "-t", "PID", "-n", "--", NULL}, {"chroot",
+     * "DIR", NULL}. kin appends `/bin/sh -c BOOTSTRAP kin-boot ARGS`. The
+     * link to the parent and the log records ride that stdin and stdout
+     * (no network or shared filesystem needed on the target), this
+     * executable is streamed in when program is NULL (zero-install, as
+     * over ssh), and the child's stdout lines arrive as its stderr. pid is
+     * the command's. With host, user or via: -EINVAL. See docs/remote.md.
+     * NULL: not through a command. */
+    char *const *exec;
+    /* The exec factory's presets, "TOOL:NAME": "podman:NAME" and
+     * "docker:NAME" (`TOOL exec -i NAME`), "kubectl:POD" (`kubectl exec
+     * -i POD --`). With exec: -EINVAL. NULL: none. */
+    const char *container;
     /* Start the child from context `via` of this tree instead of from n:
      * it becomes via's child, on another host (host is required: a
      * grandchild on a host only via can reach, say). The returned

@@ -1,0 +1,431 @@
+/* The exec factory with real channels: a child started through `unshare
+ * --net` (no network at all, so its link can only ride the channel's
+ * stdio), `nsenter` into a network namespace the test made, `setpriv` as
+ * another user and `setsid -w` (a command whose children live in a session
+ * of their own). It serves calls, its own child links to it, big messages
+ * cross both ways, killing the target or the command is seen at once, and
+ * a stop leaves no process, no temporary directory and no socket file. The
+ * test binary is also every child program. */
+#include <dirent.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "integration/harness.h"
+
+extern char **environ;
+
+static kin_node *master;
+
+/* --- functions served by every context ------------------------------------ */
+
+static unsigned long long
+netns_ino(pid_t pid)
+{
+    char path[64];
+    struct stat st;
+    snprintf(path, sizeof path, "/proc/%d/ns/net", (int)pid);
+    return stat(path, &st) ? 0 : (unsigned long long)st.st_ino;
+}
+
+/* Where this context runs: its network namespace, pid, uid and the exec
+ * bootstrap's private directory ("" if none). */
+static kin_err
+info(kin_call *c, void *arg)
+{
+    const char *dir = getenv("KIN_CHILD_STDIO_DIR");
+    return kin_call_return(c, "Uiis", (uint64_t)netns_ino(getpid()),
+                           (int)getpid(), (int)getuid(), dir ? dir : "");
+}
+
+static kin_err
+echo(kin_call *c, void *arg)
+{
+    const void *p;
+    size_t len;
+    kin_err e = kin_call_args(c, "B", &p, &len);
+    return e ? e : kin_call_return(c, "B", p, len);
+}
+
+static kin_err
+nap(kin_call *c, void *arg)
+{
+    int ms = 0;
+    kin_call_args(c, "i", &ms);
+    return kin_task_sleep(ms);
+}
+
+static kin_child *grandchild;
+
+/* Starts a local child of this context and asks it where it runs. */
+static kin_err
+spawn_gc(kin_call *c, void *arg)
+{
+    kin_node *n = kin_call_node(c);
+    kin_err e = kin_spawn(n, NULL, &grandchild);
+    if (e)
+        return kin_call_fail(c, e, "spawn: %s", kin_strerror(e));
+    kin_msg *r = NULL;
+    uint64_t ino = 0;
+    int pid = 0;
+    e = kin_call_sync(n, kin_child_id(grandchild), "x.info", 10000, &r, NULL);
+    if (!e)
+        e = kin_msg_unpack(r, "Ui", &ino, &pid);
+    kin_msg_destroy(&r);
+    return e ? e : kin_call_return(c, "Ui", ino, pid);
+}
+
+static void
+export_all(void)
+{
+    kin_export("x.info", info, NULL, KIN_POLICY_PARENT);
+    kin_export("x.echo", echo, NULL, KIN_POLICY_PARENT);
+    kin_export("x.nap", nap, NULL, KIN_POLICY_PARENT);
+    kin_export("x.spawn_gc", spawn_gc, NULL, KIN_POLICY_PARENT);
+}
+
+/* --- helpers ---------------------------------------------------------------
+ */
+
+typedef struct where {
+    unsigned long long ino;
+    int pid, uid;
+    char dir[256];
+} where;
+
+static kin_err
+ask_info(uint32_t ctx, where *w)
+{
+    kin_msg *r = NULL;
+    char *dir = NULL;
+    uint64_t ino = 0;
+    kin_err e = kin_call_sync(master, ctx, "x.info", 30000, &r, NULL);
+    if (!e)
+        e = kin_msg_unpack(r, "Uiis", &ino, &w->pid, &w->uid, &dir);
+    w->ino = ino;
+    snprintf(w->dir, sizeof w->dir, "%s", dir ? dir : "");
+    free(dir);
+    kin_msg_destroy(&r);
+    return e;
+}
+
+/* Files in this test's kin runtime directory, but for this process's own
+ * (its sockets, made on first use). */
+static int
+runtime_files(void)
+{
+    char path[512];
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    if (xdg && *xdg)
+        snprintf(path, sizeof path, "%s/kin", xdg);
+    else
+        snprintf(path, sizeof path, "/tmp/kin-%u", getuid());
+    DIR *d = opendir(path);
+    int count = 0;
+    struct dirent *de;
+    char mine[32];
+    snprintf(mine, sizeof mine, "%d-", (int)getpid());
+    while (d && (de = readdir(d)))
+        if (de->d_name[0] != '.' && strncmp(de->d_name, mine, strlen(mine)))
+            count++;
+    if (d)
+        closedir(d);
+    return count;
+}
+
+typedef struct fx {
+    kin_child *kid;
+    pid_t raw; /* a process the test started itself */
+    int files; /* runtime files before the test */
+} fx;
+
+static int
+setup(void **state)
+{
+    fx *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    f->files = runtime_files();
+    *state = f;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    fx *f = *state;
+    kin_child_destroy(&f->kid);
+    if (f->raw > 0) {
+        kill(f->raw, SIGKILL);
+        waitpid(f->raw, NULL, 0);
+    }
+    free(f);
+    return 0;
+}
+
+static kin_err
+spawn_through(fx *f, char *const *prefix, const char *name)
+{
+    char err[2048] = "";
+    kin_spawn_opts o = {.name = name,
+                        .exec = prefix,
+                        .connect_timeout_ms = 30000,
+                        .errbuf = err,
+                        .errbuf_size = sizeof err};
+    kin_err e = kin_spawn(master, &o, &f->kid);
+    if (e)
+        print_error("spawn through %s: %s\n", prefix[0], err);
+    return e;
+}
+
+/* Stops the child and checks that nothing of it is left: the inner
+ * process (pid, on this machine), the bootstrap's directory, socket
+ * files. */
+static void
+stop_and_check_clean(fx *f, const where *w)
+{
+    int st = -1;
+    assert_int_equal(kin_child_stop(f->kid, &st), KIN_OK);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    kin_child_destroy(&f->kid);
+    assert_true(harness_wait_gone(w->pid, 10000));
+    struct stat sb;
+    assert_true(w->dir[0]);
+    assert_int_not_equal(stat(w->dir, &sb), 0);
+    assert_int_equal(runtime_files(), f->files);
+}
+
+/* --- tests -------------------------------------------------------------------
+ */
+
+static char *unshare_net[] = {"unshare", "--net", "--", NULL};
+
+/* No network inside: the link, a 1 MiB echo both ways and a grandchild
+ * inside all go through the channel; a stop leaves nothing. */
+static void
+unshare_net_child_serves_and_leaves_nothing(void **state)
+{
+    fx *f = *state;
+    if (system("unshare --net true 2>/dev/null") != 0)
+        harness_skip("unshare --net is not allowed here");
+    assert_int_equal(spawn_through(f, unshare_net, "in-netns"), KIN_OK);
+    where w;
+    assert_int_equal(ask_info(kin_child_id(f->kid), &w), KIN_OK);
+    assert_int_not_equal(w.ino, netns_ino(getpid()));
+    assert_int_not_equal(w.pid, kin_child_pid(f->kid));
+
+    size_t len = 1 << 20;
+    unsigned char *big = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        big[i] = (unsigned char)(i * 131 + (i >> 9));
+    kin_msg *r = NULL;
+    assert_int_equal(kin_call_sync(master, kin_child_id(f->kid), "x.echo",
+                                   30000, &r, "B", big, len),
+                     KIN_OK);
+    const void *back;
+    size_t blen = 0;
+    assert_int_equal(kin_msg_unpack(r, "B", &back, &blen), KIN_OK);
+    assert_int_equal(blen, len);
+    assert_memory_equal(back, big, len);
+    kin_msg_destroy(&r);
+    free(big);
+
+    uint64_t gino = 0;
+    int gpid = 0;
+    assert_int_equal(kin_call_sync(master, kin_child_id(f->kid), "x.spawn_gc",
+                                   30000, &r, NULL),
+                     KIN_OK);
+    assert_int_equal(kin_msg_unpack(r, "Ui", &gino, &gpid), KIN_OK);
+    kin_msg_destroy(&r);
+    assert_int_equal(gino, w.ino);
+    assert_true(harness_pid_alive(gpid));
+
+    stop_and_check_clean(f, &w);
+    assert_true(harness_wait_gone(gpid, 10000));
+}
+
+/* The target killed with a call in flight: the caller hears KIN_EPEERGONE
+ * and the command ends. */
+static void
+killed_target_is_a_dead_peer(void **state)
+{
+    fx *f = *state;
+    if (system("unshare --net true 2>/dev/null") != 0)
+        harness_skip("unshare --net is not allowed here");
+    assert_int_equal(spawn_through(f, unshare_net, "doomed"), KIN_OK);
+    where w;
+    assert_int_equal(ask_info(kin_child_id(f->kid), &w), KIN_OK);
+    kin_receiver *rcv = NULL;
+    assert_int_equal(
+        kin_call_async(master, kin_child_id(f->kid), "x.nap", &rcv, "i", 60000),
+        KIN_OK);
+    assert_int_equal(kill(w.pid, SIGKILL), 0);
+    kin_msg *r = NULL;
+    assert_int_equal(kin_call_wait(rcv, 20000, &r), KIN_EPEERGONE);
+    kin_receiver_destroy(&rcv);
+    assert_int_equal(kin_child_wait(f->kid, 20000, NULL), KIN_OK);
+    kin_child_destroy(&f->kid);
+    struct stat sb;
+    assert_int_not_equal(stat(w.dir, &sb), 0);
+    assert_int_equal(runtime_files(), f->files);
+}
+
+/* `setsid -w` runs the bootstrap in a session of its own, out of reach of
+ * the signals kin sends the command's process group: killing the command
+ * must still end the child (the channel closes when the command goes). */
+static void
+killed_command_ends_the_child_out_of_reach(void **state)
+{
+    fx *f = *state;
+    static char *setsid_w[] = {"setsid", "-w", "--", NULL};
+    assert_int_equal(spawn_through(f, setsid_w, "in-session"), KIN_OK);
+    where w;
+    assert_int_equal(ask_info(kin_child_id(f->kid), &w), KIN_OK);
+    assert_int_not_equal(getsid(w.pid), getsid(kin_child_pid(f->kid)));
+    assert_int_equal(kill(kin_child_pid(f->kid), SIGKILL), 0);
+    assert_int_equal(kin_child_wait(f->kid, 20000, NULL), KIN_OK);
+    assert_true(harness_wait_gone(w.pid, 20000));
+    kin_child_destroy(&f->kid);
+    /* The bootstrap cleans up after its child: wait for it too. */
+    struct stat sb;
+    double end = harness_now_ms() + 10000;
+    while (!stat(w.dir, &sb) && harness_now_ms() < end)
+        usleep(10000);
+    assert_int_not_equal(stat(w.dir, &sb), 0);
+}
+
+/* nsenter into a network namespace the test made (a sleeper's). */
+static void
+nsenter_into_a_namespace(void **state)
+{
+    fx *f = *state;
+    if (system("unshare --net true 2>/dev/null") != 0)
+        harness_skip("unshare --net is not allowed here");
+    char *argv[] = {"unshare", "--net", "sleep", "600", NULL};
+    assert_int_equal(
+        posix_spawnp(&f->raw, "unshare", NULL, NULL, argv, environ), 0);
+    double end = harness_now_ms() + 10000;
+    while (netns_ino(f->raw) == netns_ino(getpid()) && harness_now_ms() < end)
+        usleep(5000);
+    unsigned long long target = netns_ino(f->raw);
+    assert_int_not_equal(target, netns_ino(getpid()));
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)f->raw);
+    char *prefix[] = {"nsenter", "-t", pid, "-n", "--", NULL};
+    assert_int_equal(spawn_through(f, prefix, "entered"), KIN_OK);
+    where w;
+    assert_int_equal(ask_info(kin_child_id(f->kid), &w), KIN_OK);
+    assert_int_equal(w.ino, target);
+    stop_and_check_clean(f, &w);
+}
+
+/* setpriv to another user: the child runs as nobody. */
+static void
+setpriv_as_another_user(void **state)
+{
+    fx *f = *state;
+    if (getuid() != 0)
+        harness_skip("setpriv to another user needs root");
+    /* nobody cannot enter this user's runtime directory: the child uses
+     * its own (/tmp/kin-65534). */
+    char *prefix[] = {"setpriv",
+                      "--reuid=65534",
+                      "--regid=65534",
+                      "--clear-groups",
+                      "--",
+                      "env",
+                      "-u",
+                      "XDG_RUNTIME_DIR",
+                      "--",
+                      NULL};
+    assert_int_equal(spawn_through(f, prefix, "nobody"), KIN_OK);
+    where w;
+    assert_int_equal(ask_info(kin_child_id(f->kid), &w), KIN_OK);
+    assert_int_equal(w.uid, 65534);
+    stop_and_check_clean(f, &w);
+}
+
+/* Bad input: specific errors at once, nothing started. */
+static void
+bad_requests_fail_at_once(void **state)
+{
+    fx *f = *state;
+    static char *missing[] = {"kin-no-such-command", NULL};
+    static char *empty[] = {NULL};
+    kin_spawn_opts o = {.exec = missing};
+    assert_int_equal(kin_spawn(master, &o, &f->kid), -ENOENT);
+    o.exec = empty;
+    assert_int_equal(kin_spawn(master, &o, &f->kid), -EINVAL);
+    o = (kin_spawn_opts){.container = "lxc:web"};
+    assert_int_equal(kin_spawn(master, &o, &f->kid), -EINVAL);
+    o.container = "podman:";
+    assert_int_equal(kin_spawn(master, &o, &f->kid), -EINVAL);
+    o = (kin_spawn_opts){.exec = unshare_net, .container = "podman:web"};
+    assert_int_equal(kin_spawn(master, &o, &f->kid), -EINVAL);
+    o = (kin_spawn_opts){.exec = unshare_net, .host = "localhost"};
+    assert_int_equal(kin_spawn(master, &o, &f->kid), -EINVAL);
+    assert_null(f->kid);
+}
+
+/* A command that prints on its stdout corrupts the channel: the spawn
+ * fails (the relay says why in the log) and nothing is left. */
+static void
+a_chatty_command_fails_the_spawn(void **state)
+{
+    fx *f = *state;
+    char *prefix[] = {"sh", "-c", "echo hello; exec \"$@\"", "chatty", NULL};
+    char err[1024] = "";
+    kin_spawn_opts o = {.exec = prefix,
+                        .connect_timeout_ms = 20000,
+                        .errbuf = err,
+                        .errbuf_size = sizeof err};
+    kin_err e = kin_spawn(master, &o, &f->kid);
+    assert_int_equal(e, KIN_ESPAWN);
+    assert_null(f->kid);
+    assert_int_equal(runtime_files(), f->files);
+}
+
+int
+main(void)
+{
+    export_all();
+    harness_log_setup();
+    kin_err e = kin_init(&master, NULL);
+    if (e) {
+        fprintf(stderr, "kin_init: %s\n", kin_strerror(e));
+        return 1;
+    }
+    if (getenv("KIN_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("KIN_TEST_FILTER"));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            unshare_net_child_serves_and_leaves_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(killed_target_is_a_dead_peer, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            killed_command_ends_the_child_out_of_reach, setup, teardown),
+        cmocka_unit_test_setup_teardown(nsenter_into_a_namespace, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(setpriv_as_another_user, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(bad_requests_fail_at_once, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_chatty_command_fails_the_spawn, setup,
+                                        teardown),
+    };
+    int rc = harness_run_group(tests);
+    kin_node_destroy(&master);
+    return rc;
+}
