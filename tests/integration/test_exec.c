@@ -27,6 +27,7 @@
 extern char **environ;
 
 static kin_node *master;
+static char log_file[128]; /* the master's JSON-lines log */
 
 /* --- functions served by every context ------------------------------------ */
 
@@ -66,6 +67,18 @@ nap(kin_call *c, void *arg)
     return kin_task_sleep(ms);
 }
 
+/* A warning record carrying marker. */
+static kin_err
+log_marker(kin_call *c, void *arg)
+{
+    char *m = NULL;
+    kin_err e = kin_call_args(c, "s", &m);
+    if (!e)
+        KIN_LOGW("exec test", KIN_F("marker", (const char *)m));
+    free(m);
+    return e;
+}
+
 static kin_child *grandchild;
 
 /* Starts a local child of this context and asks it where it runs. */
@@ -83,6 +96,10 @@ spawn_gc(kin_call *c, void *arg)
     if (!e)
         e = kin_msg_unpack(r, "Ui", &ino, &pid);
     kin_msg_destroy(&r);
+    if (!e)
+        e = kin_call_sync(n, kin_child_id(grandchild), "x.log", 10000, &r, "s",
+                          "marker-from-the-grandchild");
+    kin_msg_destroy(&r);
     return e ? e : kin_call_return(c, "Ui", ino, pid);
 }
 
@@ -93,6 +110,7 @@ export_all(void)
     kin_export("x.echo", echo, NULL, KIN_POLICY_PARENT);
     kin_export("x.nap", nap, NULL, KIN_POLICY_PARENT);
     kin_export("x.spawn_gc", spawn_gc, NULL, KIN_POLICY_PARENT);
+    kin_export("x.log", log_marker, NULL, KIN_POLICY_PARENT);
 }
 
 /* --- helpers ---------------------------------------------------------------
@@ -212,15 +230,27 @@ stop_and_check_clean(fx *f, const where *w)
 
 static char *unshare_net[] = {"unshare", "--net", "--", NULL};
 
-/* No network inside: the link, a 1 MiB echo both ways and a grandchild
- * inside all go through the channel; a stop leaves nothing. */
+/* No network inside, and this test's runtime directory hidden under an
+ * empty tmpfs (so no socket of this process is reachable there): the link,
+ * a 1 MiB echo both ways, a grandchild inside and the log records of both
+ * all go through the channel; a stop leaves nothing. */
 static void
 unshare_net_child_serves_and_leaves_nothing(void **state)
 {
     fx *f = *state;
-    if (system("unshare --net true 2>/dev/null") != 0)
-        harness_skip("unshare --net is not allowed here");
-    assert_int_equal(spawn_through(f, unshare_net, "in-netns"), KIN_OK);
+    if (system("unshare --net --mount true 2>/dev/null") != 0)
+        harness_skip("unshare --net --mount is not allowed here");
+    char *hidden[] = {"unshare",
+                      "--net",
+                      "--mount",
+                      "--",
+                      "sh",
+                      "-c",
+                      "mount -t tmpfs kin-hidden \"$XDG_RUNTIME_DIR\" && "
+                      "exec \"$@\"",
+                      "hide",
+                      NULL};
+    assert_int_equal(spawn_through(f, hidden, "in-netns"), KIN_OK);
     where w;
     assert_int_equal(ask_info(kin_child_id(f->kid), &w), KIN_OK);
     assert_int_not_equal(w.ino, netns_ino(getpid()));
@@ -251,6 +281,21 @@ unshare_net_child_serves_and_leaves_nothing(void **state)
     kin_msg_destroy(&r);
     assert_int_equal(gino, w.ino);
     assert_true(harness_pid_alive(gpid));
+
+    /* Log records of both, through the channel's log streams. */
+    assert_int_equal(kin_call_sync(master, kin_child_id(f->kid), "x.log",
+                                   30000, &r, "s", "marker-from-the-child"),
+                     KIN_OK);
+    kin_msg_destroy(&r);
+    double end = harness_now_ms() + 20000;
+    while (harness_now_ms() < end &&
+           (!harness_count_in_file(log_file, "marker-from-the-child") ||
+            !harness_count_in_file(log_file, "marker-from-the-grandchild")))
+        usleep(20000);
+    assert_int_equal(harness_count_in_file(log_file, "marker-from-the-child"),
+                     1);
+    assert_int_equal(
+        harness_count_in_file(log_file, "marker-from-the-grandchild"), 1);
 
     stop_and_check_clean(f, &w);
     assert_true(harness_wait_gone(gpid, 10000));
@@ -402,7 +447,11 @@ main(void)
 {
     export_all();
     harness_log_setup();
-    kin_err e = kin_init(&master, NULL);
+    snprintf(log_file, sizeof log_file, "/tmp/kin-test-exec-%d.jsonl",
+             (int)getpid());
+    kin_node_opts o = {.log_file = log_file,
+                       .log_file_level = KIN_LOG_WARNING};
+    kin_err e = kin_init(&master, kin_started_as_child() ? NULL : &o);
     if (e) {
         fprintf(stderr, "kin_init: %s\n", kin_strerror(e));
         return 1;
@@ -427,5 +476,6 @@ main(void)
     };
     int rc = harness_run_group(tests);
     kin_node_destroy(&master);
+    unlink(log_file);
     return rc;
 }
