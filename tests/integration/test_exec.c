@@ -282,9 +282,26 @@ unshare_net_child_serves_and_leaves_nothing(void **state)
     assert_int_equal(gino, w.ino);
     assert_true(harness_pid_alive(gpid));
 
+    /* kin tree says where both run: behind the channel, by its prefix. */
+    kin_ctx_info ci, gi;
+    assert_int_equal(kin_monitor_info(master, kin_child_id(f->kid), 10000, &ci),
+                     KIN_OK);
+    assert_int_equal(ci.n_children, 1);
+    assert_int_equal(kin_monitor_info(master, ci.children[0], 10000, &gi),
+                     KIN_OK);
+    assert_string_equal(gi.where, ci.where);
+    assert_memory_equal(ci.where, "unshare --net --mount -- sh -c mount", 36);
+    int rc = -1;
+    char *tree = harness_run(&rc, "%s tree %d", KIN_CLI, (int)getpid());
+    assert_int_equal(rc, 0);
+    if (!strstr(tree, "[unshare --net --mount -- sh -c mount"))
+        print_error("kin tree:\n%s", tree);
+    assert_non_null(strstr(tree, "[unshare --net --mount -- sh -c mount"));
+    free(tree);
+
     /* Log records of both, through the channel's log streams. */
-    assert_int_equal(kin_call_sync(master, kin_child_id(f->kid), "x.log",
-                                   30000, &r, "s", "marker-from-the-child"),
+    assert_int_equal(kin_call_sync(master, kin_child_id(f->kid), "x.log", 30000,
+                                   &r, "s", "marker-from-the-child"),
                      KIN_OK);
     kin_msg_destroy(&r);
     double end = harness_now_ms() + 20000;
@@ -449,8 +466,7 @@ main(void)
     harness_log_setup();
     snprintf(log_file, sizeof log_file, "/tmp/kin-test-exec-%d.jsonl",
              (int)getpid());
-    kin_node_opts o = {.log_file = log_file,
-                       .log_file_level = KIN_LOG_WARNING};
+    kin_node_opts o = {.log_file = log_file, .log_file_level = KIN_LOG_WARNING};
     kin_err e = kin_init(&master, kin_started_as_child() ? NULL : &o);
     if (e) {
         fprintf(stderr, "kin_init: %s\n", kin_strerror(e));
