@@ -13,9 +13,11 @@ build=(build-essential cmake pkg-config
 # cmocka: the unit and integration tests; clang and its runtime: the fuzz
 # targets; clang-format: CI's format check; tmux: the monitor TUI test;
 # sudo: the sudo factory's test; sshd, ssh, iproute2: the test hosts of
-# tests/remote/hosts.sh; tcpdump: the sniffing checks.
+# tests/remote/hosts.sh; tcpdump: the sniffing checks; podman, runc,
+# debootstrap: the exec factory's container test (tests/exec/, rootful podman
+# with runc; crun fails on hybrid cgroups).
 test=(libcmocka-dev clang libclang-rt-14-dev clang-format-14 tmux procps sudo
-      openssh-server openssh-client iproute2 tcpdump)
+      openssh-server openssh-client iproute2 tcpdump podman runc debootstrap)
 
 case "${1:-test}" in
 build) pkgs=("${build[@]}") ;;

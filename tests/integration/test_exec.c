@@ -164,8 +164,9 @@ runtime_files(void)
 
 typedef struct fx {
     kin_child *kid;
-    pid_t raw; /* a process the test started itself */
-    int files; /* runtime files before the test */
+    char container[64]; /* a podman container to remove, "" for none */
+    pid_t raw;          /* a process the test started itself */
+    int files;          /* runtime files before the test */
 } fx;
 
 static int
@@ -184,6 +185,11 @@ teardown(void **state)
 {
     fx *f = *state;
     kin_child_destroy(&f->kid);
+    if (f->container[0]) {
+        int rc;
+        free(harness_run(&rc, "podman rm -f -t 0 %s >/dev/null 2>&1",
+                         f->container));
+    }
     if (f->raw > 0) {
         kill(f->raw, SIGKILL);
         waitpid(f->raw, NULL, 0);
@@ -419,6 +425,162 @@ setpriv_as_another_user(void **state)
     stop_and_check_clean(f, &w);
 }
 
+/* Names of the processes running in container name, one per line. */
+static char *
+container_comms(const char *name)
+{
+    int rc;
+    return harness_run(&rc,
+                       "podman exec %s sh -c 'cat /proc/[0-9]*/comm' "
+                       "2>/dev/null",
+                       name);
+}
+
+/* A context inside a --network none podman container through the preset:
+ * it serves calls, a grandchild inside links to it, log records of both
+ * arrive, kin tree names the container, a stop leaves nothing inside; then
+ * a second one sees the container killed as a dead peer. Needs the root
+ * filesystem tests/exec/podman_rootfs.sh makes (KIN_PODMAN_ROOTFS). */
+static void
+podman_context_end_to_end(void **state)
+{
+    fx *f = *state;
+    const char *rootfs = getenv("KIN_PODMAN_ROOTFS");
+    if (!rootfs || !*rootfs)
+        harness_skip("KIN_PODMAN_ROOTFS not set (run through ctest: "
+                     "test_exec_podman)");
+    snprintf(f->container, sizeof f->container, "kin-exec-%d", (int)getpid());
+    int rc = -1;
+    char *out =
+        harness_run(&rc,
+                    "podman --runtime runc run -d --name %s --network none "
+                    "--ulimit nofile=20000:20000 --ulimit nproc=1024:1024 "
+                    "--rootfs %s sleep 3600 2>&1",
+                    f->container, rootfs);
+    if (rc != 0)
+        print_error("podman run: %s\n", out);
+    free(out);
+    assert_int_equal(rc, 0);
+
+    char preset[96];
+    snprintf(preset, sizeof preset, "podman:%s", f->container);
+    char err[2048] = "";
+    kin_spawn_opts o = {.name = "in-podman",
+                        .container = preset,
+                        .errbuf = err,
+                        .errbuf_size = sizeof err};
+    kin_err e = kin_spawn(master, &o, &f->kid);
+    if (e)
+        print_error("spawn in %s: %s\n", preset, err);
+    assert_int_equal(e, KIN_OK);
+    where w;
+    assert_int_equal(ask_info(kin_child_id(f->kid), &w), KIN_OK);
+    assert_int_not_equal(w.ino, netns_ino(getpid()));
+
+    size_t len = 1 << 20;
+    unsigned char *big = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        big[i] = (unsigned char)(i * 7 + (i >> 11));
+    kin_msg *r = NULL;
+    assert_int_equal(kin_call_sync(master, kin_child_id(f->kid), "x.echo",
+                                   30000, &r, "B", big, len),
+                     KIN_OK);
+    const void *back;
+    size_t blen = 0;
+    assert_int_equal(kin_msg_unpack(r, "B", &back, &blen), KIN_OK);
+    assert_int_equal(blen, len);
+    assert_memory_equal(back, big, len);
+    kin_msg_destroy(&r);
+    free(big);
+
+    uint64_t gino = 0;
+    int gpid = 0;
+    assert_int_equal(kin_call_sync(master, kin_child_id(f->kid), "x.spawn_gc",
+                                   30000, &r, NULL),
+                     KIN_OK);
+    assert_int_equal(kin_msg_unpack(r, "Ui", &gino, &gpid), KIN_OK);
+    kin_msg_destroy(&r);
+    assert_int_equal(gino, w.ino);
+    assert_int_equal(kin_call_sync(master, kin_child_id(f->kid), "x.log", 30000,
+                                   &r, "s", "marker-from-podman"),
+                     KIN_OK);
+    kin_msg_destroy(&r);
+
+    double end;
+    char want[128];
+    snprintf(want, sizeof want, "[%s]", preset);
+    char *tree = harness_run(&rc, "%s tree %d", KIN_CLI, (int)getpid());
+    if (!strstr(tree, want))
+        print_error("kin tree:\n%s", tree);
+    assert_non_null(strstr(tree, want));
+    free(tree);
+    /* kin ps sees a task running in there. */
+    kin_receiver *napping = NULL;
+    assert_int_equal(kin_call_async(master, kin_child_id(f->kid), "x.nap",
+                                    &napping, "i", 30000),
+                     KIN_OK);
+    char *ps = NULL;
+    end = harness_now_ms() + 10000;
+    do {
+        free(ps);
+        ps = harness_run(&rc, "%s ps %d", KIN_CLI, (int)getpid());
+    } while (!strstr(ps, "x.nap") && harness_now_ms() < end);
+    if (!strstr(ps, "in-podman"))
+        print_error("kin ps:\n%s", ps);
+    assert_non_null(strstr(ps, "in-podman"));
+    assert_non_null(strstr(ps, "x.nap"));
+    free(ps);
+    kin_call_cancel(napping);
+    kin_receiver_destroy(&napping);
+
+    end = harness_now_ms() + 20000;
+    while (harness_now_ms() < end &&
+           (!harness_count_in_file(log_file, "marker-from-podman") ||
+            harness_count_in_file(log_file, "marker-from-the-grandchild") < 2))
+        usleep(20000);
+    assert_int_equal(harness_count_in_file(log_file, "marker-from-podman"), 1);
+
+    char *comms = container_comms(f->container);
+    assert_non_null(strstr(comms, "in-podman"));
+    free(comms);
+    int st = -1;
+    assert_int_equal(kin_child_stop(f->kid, &st), KIN_OK);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    kin_child_destroy(&f->kid);
+    comms = container_comms(f->container);
+    if (strstr(comms, "in-podman") || strstr(comms, "ctx-"))
+        print_error("left in the container:\n%s", comms);
+    assert_null(strstr(comms, "in-podman"));
+    assert_null(strstr(comms, "ctx-"));
+    free(comms);
+    /* No bootstrap directory, no socket file in the runtime directory
+     * (/tmp/kin-0: podman exec passes none of our environment). */
+    char *tmp = harness_run(&rc,
+                            "podman exec %s sh -c 'ls -A /tmp/kin-0; "
+                            "ls -d /tmp/kin-boot.* 2>/dev/null'",
+                            f->container);
+    assert_string_equal(tmp, "");
+    free(tmp);
+
+    /* The container killed under a call in flight: a dead peer. */
+    o.name = "doomed-in-podman";
+    assert_int_equal(kin_spawn(master, &o, &f->kid), KIN_OK);
+    kin_receiver *rcv = NULL;
+    assert_int_equal(
+        kin_call_async(master, kin_child_id(f->kid), "x.nap", &rcv, "i", 60000),
+        KIN_OK);
+    double t0 = harness_now_ms();
+    free(harness_run(&rc, "podman kill %s >/dev/null 2>&1", f->container));
+    assert_int_equal(rc, 0);
+    assert_int_equal(kin_call_wait(rcv, 30000, &r), KIN_EPEERGONE);
+    print_message("dead peer seen %.0f ms after podman kill was run\n",
+                  harness_now_ms() - t0);
+    kin_receiver_destroy(&rcv);
+    assert_int_equal(kin_child_wait(f->kid, 30000, NULL), KIN_OK);
+    kin_child_destroy(&f->kid);
+}
+
 /* Bad input: specific errors at once, nothing started. */
 static void
 bad_requests_fail_at_once(void **state)
@@ -474,6 +636,10 @@ main(void)
     }
     if (getenv("KIN_TEST_FILTER"))
         cmocka_set_test_filter(getenv("KIN_TEST_FILTER"));
+    /* The podman case runs as test_exec_podman (heavy), which makes its
+     * root filesystem first. */
+    else if (!getenv("KIN_PODMAN_ROOTFS"))
+        cmocka_set_skip_filter("podman*");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
             unshare_net_child_serves_and_leaves_nothing, setup, teardown),
@@ -486,6 +652,8 @@ main(void)
         cmocka_unit_test_setup_teardown(setpriv_as_another_user, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(bad_requests_fail_at_once, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(podman_context_end_to_end, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_chatty_command_fails_the_spawn, setup,
                                         teardown),
