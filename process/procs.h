@@ -59,6 +59,11 @@ kin__procs *kin__procs_of(kin_node *n);
 
 /* via.c: exports kin.spawn, kin.child_wait and kin.child_stop (once). */
 void kin__via_export(void);
+/* file_push.c: exports kin.file_open, _write, _close and _abort (once);
+ * kin__push_forget removes n's unfinished transfers (their temporary
+ * files), from kin__procs_stop. */
+void kin__push_export(void);
+void kin__push_forget(kin_node *n);
 
 /* Registers / unregisters a watcher. If the node has already tripped,
  * on_trip runs at once on the calling thread. Any thread. */

@@ -510,6 +510,7 @@ kin__procs_stop(kin_node *n)
     pthread_mutex_lock(&p->mu);
     p->stopped = true;
     pthread_mutex_unlock(&p->mu);
+    kin__push_forget(n); /* unfinished pushes to n leave no file */
 }
 
 /* --- public ------------------------------------------------------------------

@@ -9,7 +9,8 @@ set -euo pipefail
 
 build=(build-essential cmake pkg-config
        libzmq3-dev libmsgpack-dev libuv1-dev
-       libunwind-dev libdw-dev libjansson-dev libedit-dev)
+       libunwind-dev libdw-dev libjansson-dev libedit-dev
+       libxxhash-dev)
 # cmocka: the unit and integration tests; clang and its runtime: the fuzz
 # targets; clang-format: CI's format check; tmux: the monitor TUI test;
 # sudo: the sudo factory's test; sshd, ssh, iproute2: the test hosts of

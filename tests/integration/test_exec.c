@@ -165,6 +165,7 @@ runtime_files(void)
 typedef struct fx {
     kin_child *kid;
     char container[64]; /* a podman container to remove, "" for none */
+    char dir[128];      /* a directory to remove (after umount), or "" */
     pid_t raw;          /* a process the test started itself */
     int files;          /* runtime files before the test */
 } fx;
@@ -189,6 +190,11 @@ teardown(void **state)
         int rc;
         free(harness_run(&rc, "podman rm -f -t 0 %s >/dev/null 2>&1",
                          f->container));
+    }
+    if (f->dir[0]) {
+        int rc;
+        free(harness_run(&rc, "umount %s/small 2>/dev/null; rm -rf %s %s.src",
+                         f->dir, f->dir, f->dir));
     }
     if (f->raw > 0) {
         kill(f->raw, SIGKILL);
@@ -425,6 +431,8 @@ setpriv_as_another_user(void **state)
     stop_and_check_clean(f, &w);
 }
 
+static void make_file(const char *path, size_t len, mode_t mode);
+
 /* Names of the processes running in container name, one per line. */
 static char *
 container_comms(const char *name)
@@ -450,12 +458,14 @@ podman_context_end_to_end(void **state)
         harness_skip("KIN_PODMAN_ROOTFS not set (run through ctest: "
                      "test_exec_podman)");
     snprintf(f->container, sizeof f->container, "kin-exec-%d", (int)getpid());
+    /* :O, an overlay: what the container writes (a killed bootstrap's
+     * directory, the pushed file) goes with it, not into the cache. */
     int rc = -1;
     char *out =
         harness_run(&rc,
                     "podman --runtime runc run -d --name %s --network none "
                     "--ulimit nofile=20000:20000 --ulimit nproc=1024:1024 "
-                    "--rootfs %s sleep 3600 2>&1",
+                    "--rootfs %s:O sleep 3600 2>&1",
                     f->container, rootfs);
     if (rc != 0)
         print_error("podman run: %s\n", out);
@@ -540,6 +550,26 @@ podman_context_end_to_end(void **state)
         usleep(20000);
     assert_int_equal(harness_count_in_file(log_file, "marker-from-podman"), 1);
 
+    /* A file pushed in, read back through podman. */
+    char src[96];
+    snprintf(src, sizeof src, "/tmp/kin-exec-podman-%d.src", (int)getpid());
+    make_file(src, 2 * 1024 * 1024 + 77, 0640);
+    char perr[512] = "";
+    kin_push_opts po = {.errbuf = perr, .errbuf_size = sizeof perr};
+    e = kin_push_file(master, kin_child_id(f->kid), src, "/srv/pushed.bin",
+                      &po);
+    if (e)
+        print_error("push: %s\n", perr);
+    assert_int_equal(e, KIN_OK);
+    char *same = harness_run(&rc,
+                             "podman exec %s cat /srv/pushed.bin | cmp - %s "
+                             "&& podman exec %s stat -c %%a /srv/pushed.bin",
+                             f->container, src, f->container);
+    unlink(src);
+    assert_int_equal(rc, 0);
+    assert_string_equal(same, "640\n");
+    free(same);
+
     char *comms = container_comms(f->container);
     assert_non_null(strstr(comms, "in-podman"));
     free(comms);
@@ -579,6 +609,162 @@ podman_context_end_to_end(void **state)
     kin_receiver_destroy(&rcv);
     assert_int_equal(kin_child_wait(f->kid, 30000, NULL), KIN_OK);
     kin_child_destroy(&f->kid);
+}
+
+/* --- file push ------------------------------------------------------------ */
+
+/* A file of len pseudo-random bytes at path, with mode. */
+static void
+make_file(const char *path, size_t len, mode_t mode)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    uint64_t x = 0x9e3779b97f4a7c15ull ^ len;
+    for (size_t i = 0; i < len; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        fputc((int)(x & 0xff), fp);
+    }
+    fclose(fp);
+    assert_int_equal(chmod(path, mode), 0);
+}
+
+static bool
+same_file(const char *a, const char *b)
+{
+    int rc;
+    char *out = harness_run(&rc, "cmp %s %s 2>&1", a, b);
+    if (rc)
+        print_error("cmp: %s\n", out);
+    free(out);
+    return rc == 0;
+}
+
+/* Entries of directory path (0 if unreadable). */
+static int
+dir_entries(const char *path)
+{
+    DIR *d = opendir(path);
+    int count = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            count++;
+    if (d)
+        closedir(d);
+    return count;
+}
+
+typedef struct progress {
+    uint64_t last, total;
+    int calls;
+    kin_child *stop_at_first; /* stopped from the first progress call */
+} progress;
+
+static void
+on_progress(uint64_t sent, uint64_t total, void *arg)
+{
+    progress *p = arg;
+    p->last = sent;
+    p->total = total;
+    if (p->calls++ == 0 && p->stop_at_first)
+        kin_child_stop(p->stop_at_first, NULL);
+}
+
+/* Two hops (to a grandchild through its parent inside unshare --net): the
+ * content and the mode arrive intact; the errors a user meets are
+ * specific and leave nothing in the directory. */
+static void
+push_file_two_hops_and_errors(void **state)
+{
+    fx *f = *state;
+    if (system("unshare --net true 2>/dev/null") != 0)
+        harness_skip("unshare --net is not allowed here");
+    assert_int_equal(spawn_through(f, unshare_net, "pushed-to"), KIN_OK);
+    kin_msg *r = NULL;
+    assert_int_equal(kin_call_sync(master, kin_child_id(f->kid), "x.spawn_gc",
+                                   30000, &r, NULL),
+                     KIN_OK);
+    kin_msg_destroy(&r);
+    kin_ctx_info ci;
+    assert_int_equal(kin_monitor_info(master, kin_child_id(f->kid), 10000, &ci),
+                     KIN_OK);
+    assert_int_equal(ci.n_children, 1);
+    uint32_t gc = ci.children[0];
+
+    char *dir = f->dir, src[160], dst[160];
+    snprintf(f->dir, sizeof f->dir, "/tmp/kin-exec-push-%d", (int)getpid());
+    assert_int_equal(mkdir(dir, 0700), 0);
+    snprintf(src, sizeof src, "%s.src", dir);
+    snprintf(dst, sizeof dst, "%s/out.bin", dir);
+    size_t len = 3 * 1024 * 1024 + 12345;
+    make_file(src, len, 0751);
+    char err[512] = "";
+    progress pr = {0};
+    kin_push_opts po = {.progress = on_progress,
+                        .progress_arg = &pr,
+                        .errbuf = err,
+                        .errbuf_size = sizeof err};
+    assert_int_equal(kin_push_file(master, gc, src, dst, &po), KIN_OK);
+    assert_true(same_file(src, dst));
+    struct stat sb;
+    assert_int_equal(stat(dst, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0751);
+    assert_int_equal(pr.last, len);
+    assert_int_equal(pr.total, len);
+    assert_true(pr.calls >= 13); /* 256 KiB chunks */
+    assert_int_equal(dir_entries(dir), 1);
+
+    /* Over an existing file: replaced whole, the new mode with it. */
+    make_file(src, 1000, 0600);
+    assert_int_equal(kin_push_file(master, gc, src, dst, &po), KIN_OK);
+    assert_true(same_file(src, dst));
+    assert_int_equal(stat(dst, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0600);
+
+    /* A missing directory, a directory as destination, a relative path,
+     * a missing source. */
+    char nodir[200];
+    snprintf(nodir, sizeof nodir, "%s/no/such/dir/x", dir);
+    assert_int_equal(kin_push_file(master, gc, src, nodir, &po), -ENOENT);
+    assert_non_null(strstr(err, "no directory"));
+    assert_int_equal(kin_push_file(master, gc, src, dir, &po), -EISDIR);
+    assert_int_equal(kin_push_file(master, gc, src, "rel/x", &po), -EINVAL);
+    assert_int_equal(kin_push_file(master, gc, "/no/such/src", dst, &po),
+                     -ENOENT);
+    assert_int_equal(dir_entries(dir), 1);
+
+    /* No space: a 1 MiB tmpfs (root only). */
+    if (getuid() == 0) {
+        char small[160];
+        snprintf(small, sizeof small, "%s/small", dir);
+        assert_int_equal(mkdir(small, 0700), 0);
+        int rc;
+        free(harness_run(&rc, "mount -t tmpfs -o size=1m kin-push %s", small));
+        if (rc == 0) {
+            make_file(src, 3 * 1024 * 1024, 0644);
+            char big[200];
+            snprintf(big, sizeof big, "%s/big", small);
+            assert_int_equal(kin_push_file(master, gc, src, big, &po), -ENOSPC);
+            assert_int_equal(dir_entries(small), 0);
+            free(harness_run(&rc, "umount %s", small));
+        }
+        rmdir(small);
+    }
+
+    /* The target stopped in the middle: an error here, and no file (nor a
+     * temporary one) there. */
+    make_file(src, 4 * 1024 * 1024, 0644);
+    unlink(dst);
+    progress stop = {.stop_at_first = f->kid};
+    po.progress_arg = &stop;
+    kin_err e = kin_push_file(master, kin_child_id(f->kid), src, dst, &po);
+    assert_int_not_equal(e, KIN_OK);
+    assert_int_equal(stop.calls, 1);
+    assert_int_equal(dir_entries(dir), 0);
+    unlink(src);
+    rmdir(dir);
 }
 
 /* Bad input: specific errors at once, nothing started. */
@@ -650,6 +836,8 @@ main(void)
         cmocka_unit_test_setup_teardown(nsenter_into_a_namespace, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(setpriv_as_another_user, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(push_file_two_hops_and_errors, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(bad_requests_fail_at_once, setup,
                                         teardown),
