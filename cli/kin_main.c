@@ -49,6 +49,8 @@ static const kin__cli_cmd cmds[] = {
      kin__cli_signal},
     {"stacktrace", "PID CTX", "stacks of every thread of a context",
      kin__cli_stacktrace},
+    {"push", "PID CTX SRC DST", "copy a file to a context's host, verified",
+     kin__cli_push},
     {"services", "PID [--json]",
      "services, their providers, load, latency and retries", kin__cli_services},
     {"monitor", "PID [CTX]",

@@ -716,6 +716,21 @@ push_file_two_hops_and_errors(void **state)
     assert_true(pr.calls >= 13); /* 256 KiB chunks */
     assert_int_equal(dir_entries(dir), 1);
 
+    /* The same with kin push, and its error for a missing directory. */
+    char dst2[200];
+    snprintf(dst2, sizeof dst2, "%s/by-cli.bin", dir);
+    int rc = -1;
+    free(harness_run(&rc, "%s push %d %u %s %s", KIN_CLI, (int)getpid(), gc,
+                     src, dst2));
+    assert_int_equal(rc, 0);
+    assert_true(same_file(src, dst2));
+    char *why = harness_run(&rc, "%s push %d %u %s %s/nodir/x 2>&1", KIN_CLI,
+                            (int)getpid(), gc, src, dir);
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(why, "no directory"));
+    free(why);
+    unlink(dst2);
+
     /* Over an existing file: replaced whole, the new mode with it. */
     make_file(src, 1000, 0600);
     assert_int_equal(kin_push_file(master, gc, src, dst, &po), KIN_OK);
@@ -740,7 +755,6 @@ push_file_two_hops_and_errors(void **state)
         char small[160];
         snprintf(small, sizeof small, "%s/small", dir);
         assert_int_equal(mkdir(small, 0700), 0);
-        int rc;
         free(harness_run(&rc, "mount -t tmpfs -o size=1m kin-push %s", small));
         if (rc == 0) {
             make_file(src, 3 * 1024 * 1024, 0644);
