@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "context/context.h"
+#include "context/tool.h"
 #include "core/log_internal.h"
 #include "process/exec_channel.h"
 #include "process/procs.h"
@@ -46,7 +47,8 @@ on_parent_lost(kin_node *n, void *arg)
     request_stop(PARENT_LOST);
 }
 
-static bool linked; /* under mu: kin__context_new has returned */
+static bool linked;     /* under mu: kin__context_new has returned */
+static uint32_t own_id; /* this context's id, set before the relay starts */
 
 /* A relay thread: the exec channel ended. Before the link is up nothing
  * would notice (the parent is gone, or the channel carried something
@@ -58,6 +60,13 @@ on_channel_lost(void)
     bool up = linked;
     pthread_mutex_unlock(&mu);
     if (!up) {
+        /* Its socket may exist already; the bootstrap does not know it
+         * yet, and nothing else would remove it. */
+        char dir[160], sock[256];
+        if (kin__tool_runtime_dir(dir, sizeof dir) == KIN_OK &&
+            kin__tool_sock_path(sock, sizeof sock, dir, (int)getpid(), own_id) <
+                (int)sizeof sock)
+            unlink(sock);
         fprintf(stderr, "kin child: its exec channel ended before it "
                         "linked to its parent\n");
         _exit(1);
@@ -156,6 +165,7 @@ kin_init(kin_node **out, const kin_node_opts *opts)
     bool stdio = getenv(KIN__ENV_STDIO) != NULL;
     const char *dir = getenv(KIN__ENV_STDIO_DIR);
     if (stdio) {
+        own_id = o.id;
         kin_err e = dir ? kin__exec_child_start(dir, o.log_endpoint != NULL, up,
                                                 sizeof up, logs, sizeof logs,
                                                 on_channel_lost)

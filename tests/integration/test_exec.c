@@ -826,6 +826,12 @@ main(void)
 {
     export_all();
     harness_log_setup();
+    /* A runtime directory of its own, inherited by every child: its
+     * files are this test's alone, even with other tests running. */
+    char rt[] = "/tmp/kin-test-exec-rt-XXXXXX";
+    bool own_rt = !kin_started_as_child() && mkdtemp(rt);
+    if (own_rt)
+        setenv("XDG_RUNTIME_DIR", rt, 1);
     snprintf(log_file, sizeof log_file, "/tmp/kin-test-exec-%d.jsonl",
              (int)getpid());
     kin_node_opts o = {.log_file = log_file, .log_file_level = KIN_LOG_WARNING};
@@ -863,5 +869,13 @@ main(void)
     int rc = harness_run_group(tests);
     kin_node_destroy(&master);
     unlink(log_file);
+    if (own_rt) {
+        char sub[64];
+        snprintf(sub, sizeof sub, "%s/kin", rt);
+        if ((rmdir(sub) && errno != ENOENT) || rmdir(rt)) {
+            fprintf(stderr, "runtime directory %s not empty\n", rt);
+            rc = rc ? rc : 1;
+        }
+    }
     return rc;
 }
