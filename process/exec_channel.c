@@ -341,6 +341,7 @@ typedef struct relay {
     int lsn_up, lsn_log; /* child: listeners, -1 when closed */
     int pidfd;           /* parent: the channel command, -1 in the child */
     uint32_t next_id;    /* child: the next log stream's id */
+    uint32_t failed_id;  /* parent: the last log stream it could not open */
     char *target[2];     /* parent: where stream 0, and the others, lead */
     char *boot;          /* parent: written before anything else */
     size_t boot_len;
@@ -585,13 +586,24 @@ in_main(void *arg)
             poke(r);
             continue;
         }
+        if (fd < 0 && r->parent && id && id == r->failed_id)
+            continue; /* reported already: its bytes go nowhere */
         if (fd < 0 && r->parent) {
             /* A new stream from the child: open its connection here. */
-            fd = connect_target(r->target[id ? 1 : 0]);
+            const char *to = r->target[id ? 1 : 0];
+            fd = to ? connect_target(to) : -1;
             if (fd < 0 && id == 0) {
                 KIN_ERROR("exec channel of %s: cannot reach %s: %s", r->name,
                           r->target[0], strerror(errno));
                 break;
+            }
+            if (fd < 0) {
+                KIN_WARN("exec channel of %s: cannot reach %s: %s; log "
+                         "records of that connection are lost",
+                         r->name, to ? to : "(no log endpoint)",
+                         strerror(errno));
+                r->failed_id = id;
+                continue;
             }
             pthread_mutex_lock(&r->mu);
             if (fd >= 0 && !add_stream(r, id, fd)) {

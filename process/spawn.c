@@ -828,10 +828,12 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     if (boot[1] >= 0)
         close(boot[1]);
     if (xp.argv) {
-        /* The relay takes our end: the channel lives as long as it does. */
-        /* Its own pidfd on the command: c->pidfd belongs to the broker.
-         * The command cannot be reaped (its pid reused) before the
-         * broker's loop runs, which the spawn just did. */
+        /* The relay takes our end: the channel lives as long as it does.
+         * It gets a pidfd of its own on the command (c->pidfd belongs to
+         * the broker). Should the command already be reaped, pidfd_open
+         * fails and the relay just is not told; the channel's end tells
+         * it then. A pid reused within these microseconds is not a
+         * concern worth a lock across layers. */
         int pidfd = e ? -1 : pidfd_open(c->pid, 0);
         if (e)
             close(boot[0]);

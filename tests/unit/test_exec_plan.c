@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "integration/harness.h"
 #include "process/exec_channel.h"
 
 static char *vars[] = {"KIN_CHILD_ID=5", "KIN_CHILD_NAME=probe"};
@@ -136,5 +137,5 @@ main(void)
         cmocka_unit_test(kubectl_and_prefix),
         cmocka_unit_test(bad_requests),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return harness_run_group(tests);
 }
