@@ -47,8 +47,7 @@ on_parent_lost(kin_node *n, void *arg)
     request_stop(PARENT_LOST);
 }
 
-static bool linked;     /* under mu: kin__context_new has returned */
-static uint32_t own_id; /* this context's id, set before the relay starts */
+static bool linked; /* under mu: kin__context_new has returned */
 
 /* A relay thread: the exec channel ended. Before the link is up nothing
  * would notice (the parent is gone, or the channel carried something
@@ -60,13 +59,6 @@ on_channel_lost(void)
     bool up = linked;
     pthread_mutex_unlock(&mu);
     if (!up) {
-        /* Its socket may exist already; the bootstrap does not know it
-         * yet, and nothing else would remove it. */
-        char dir[160], sock[256];
-        if (kin__tool_runtime_dir(dir, sizeof dir) == KIN_OK &&
-            kin__tool_sock_path(sock, sizeof sock, dir, (int)getpid(), own_id) <
-                (int)sizeof sock)
-            unlink(sock);
         fprintf(stderr, "kin child: its exec channel ended before it "
                         "linked to its parent\n");
         _exit(1);
@@ -165,7 +157,14 @@ kin_init(kin_node **out, const kin_node_opts *opts)
     bool stdio = getenv(KIN__ENV_STDIO) != NULL;
     const char *dir = getenv(KIN__ENV_STDIO_DIR);
     if (stdio) {
-        own_id = o.id;
+        /* Where this context's socket will be, noted for the bootstrap
+         * before it exists: whichever way this process ends (killed, or
+         * giving up before it linked), the bootstrap removes it. */
+        char rt[160], sock[256] = "ipc://";
+        if (dir && kin__tool_runtime_dir(rt, sizeof rt) == KIN_OK &&
+            kin__tool_sock_path(sock + 6, sizeof sock - 6, rt, (int)getpid(),
+                                o.id) < (int)sizeof sock - 6)
+            kin__exec_child_note_socket(dir, sock);
         kin_err e = dir ? kin__exec_child_start(dir, o.log_endpoint != NULL, up,
                                                 sizeof up, logs, sizeof logs,
                                                 on_channel_lost)
@@ -184,8 +183,6 @@ kin_init(kin_node **out, const kin_node_opts *opts)
     pthread_mutex_lock(&mu);
     linked = true;
     pthread_mutex_unlock(&mu);
-    if (!e && stdio)
-        kin__exec_child_note_socket(dir, kin_node_endpoint(n));
     if (e) {
         fprintf(stderr, "kin child %u: cannot reach parent at %s: %s\n", o.id,
                 o.parent_endpoint, kin_strerror(e));
