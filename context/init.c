@@ -16,6 +16,7 @@
 #include "core/log_internal.h"
 #include "process/exec_channel.h"
 #include "process/procs.h"
+#include "process/stdio_relay.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;

@@ -30,6 +30,7 @@
 #include "process/exec_channel.h"
 #include "process/procs.h"
 #include "process/ssh.h"
+#include "process/stdio_relay.h"
 #include "router/router.h"
 
 #ifndef P_PIDFD
