@@ -71,7 +71,9 @@ typedef struct kin_spawn_opts {
      * (no network or shared filesystem needed on the target), this
      * executable is streamed in when program is NULL (zero-install, as
      * over ssh), and the child's stdout lines arrive as its stderr. pid is
-     * the command's. With host, user or via: -EINVAL. See docs/remote.md.
+     * the command's. A command not in PATH: -ENOENT at once; one that
+     * prints on its stdout: KIN_ESPAWN. With host, user or via: -EINVAL.
+     * See docs/remote.md.
      * NULL: not through a command. */
     char *const *exec;
     /* The exec factory's presets, "TOOL:NAME": "podman:NAME" and
