@@ -593,6 +593,33 @@ podman_context_end_to_end(void **state)
     assert_string_equal(tmp, "");
     free(tmp);
 
+    /* The podman exec command killed: the context inside ends too (its
+     * channel closes), nothing of it stays in the container. */
+    o.name = "cut-in-podman";
+    assert_int_equal(kin_spawn(master, &o, &f->kid), KIN_OK);
+    where cw;
+    assert_int_equal(ask_info(kin_child_id(f->kid), &cw), KIN_OK);
+    comms = container_comms(f->container);
+    assert_non_null(strstr(comms, "cut-in-podman"));
+    free(comms);
+    assert_int_equal(kill(kin_child_pid(f->kid), SIGKILL), 0);
+    assert_int_equal(kin_child_wait(f->kid, 30000, NULL), KIN_OK);
+    kin_child_destroy(&f->kid);
+    end = harness_now_ms() + 20000;
+    for (;;) {
+        comms = container_comms(f->container);
+        bool left = strstr(comms, "cut-in-podman") != NULL;
+        if (!left || harness_now_ms() > end) {
+            if (left)
+                print_error("left in the container:\n%s", comms);
+            free(comms);
+            assert_false(left);
+            break;
+        }
+        free(comms);
+        usleep(50000);
+    }
+
     /* The container killed under a call in flight: a dead peer. */
     o.name = "doomed-in-podman";
     assert_int_equal(kin_spawn(master, &o, &f->kid), KIN_OK);
