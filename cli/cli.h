@@ -52,6 +52,7 @@ int kin__cli_stacktrace(int argc, char **argv);
 
 /* cli/cli_files.c */
 int kin__cli_push(int argc, char **argv);
+int kin__cli_pull(int argc, char **argv);
 
 /* cli/cli_services.c */
 int kin__cli_services(int argc, char **argv);

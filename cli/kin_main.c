@@ -51,6 +51,8 @@ static const kin__cli_cmd cmds[] = {
      kin__cli_stacktrace},
     {"push", "PID CTX SRC DST", "copy a file to a context's host, verified",
      kin__cli_push},
+    {"pull", "PID CTX SRC DST", "copy a file from a context's host, verified",
+     kin__cli_pull},
     {"services", "PID [--json]",
      "services, their providers, load, latency and retries", kin__cli_services},
     {"monitor", "PID [CTX]",

@@ -26,6 +26,7 @@
 
 #include "core/log_internal.h"
 #include "core/task.h"
+#include "process/file_xfer.h"
 #include "process/procs.h"
 
 #define CHUNK_DEFAULT (256 * 1024)
@@ -331,6 +332,7 @@ export_builtins(void)
     kin_export("kin.file_write", serve_write, NULL, KIN_POLICY_PARENT);
     kin_export("kin.file_close", serve_close, NULL, KIN_POLICY_PARENT);
     kin_export("kin.file_abort", serve_abort, NULL, KIN_POLICY_PARENT);
+    kin__pull_export();
 }
 
 void
@@ -343,11 +345,9 @@ kin__push_export(void)
 /* --- the sender ------------------------------------------------------------
  */
 
-/* A call's error as the target gave it: its code when it failed the call
- * itself (kin_call_fail), with its words in errbuf. */
-static kin_err
-step(kin_node *n, uint32_t ctx, const char *fn, int timeout, kin_msg **reply,
-     const kin_push_opts *o, kin_err e)
+kin_err
+kin__file_step(uint32_t ctx, const char *fn, kin_msg **reply,
+               const kin_file_opts *o, kin_err e)
 {
     if (!e)
         return KIN_OK;
@@ -367,10 +367,10 @@ step(kin_node *n, uint32_t ctx, const char *fn, int timeout, kin_msg **reply,
 
 kin_err
 kin_push_file(kin_node *n, uint32_t ctx, const char *src, const char *dst,
-              const kin_push_opts *opts)
+              const kin_file_opts *opts)
 {
-    kin_push_opts none = {0};
-    const kin_push_opts *o = opts ? opts : &none;
+    kin_file_opts none = {0};
+    const kin_file_opts *o = opts ? opts : &none;
     if (o->errbuf && o->errbuf_size)
         o->errbuf[0] = 0;
     if (!src || !dst || dst[0] != '/')
@@ -405,7 +405,7 @@ kin_push_file(kin_node *n, uint32_t ctx, const char *src, const char *dst,
     unsigned id = 0;
     kin_err e = kin_call_sync(n, ctx, "kin.file_open", timeout, &r, "suU", dst,
                               (unsigned)(st.st_mode & 07777), total);
-    if (!(e = step(n, ctx, "kin.file_open", timeout, &r, o, e)))
+    if (!(e = kin__file_step(ctx, "kin.file_open", &r, o, e)))
         e = kin_msg_unpack(r, "u", &id);
     kin_msg_destroy(&r);
     bool opened = !e;
@@ -423,7 +423,7 @@ kin_push_file(kin_node *n, uint32_t ctx, const char *src, const char *dst,
         XXH3_64bits_update(hash, buf, (size_t)got);
         e = kin_call_sync(n, ctx, "kin.file_write", timeout, &r, "uUB", id,
                           sent, buf, (size_t)got);
-        if ((e = step(n, ctx, "kin.file_write", timeout, &r, o, e)))
+        if ((e = kin__file_step(ctx, "kin.file_write", &r, o, e)))
             break;
         kin_msg_destroy(&r);
         sent += (uint64_t)got;
@@ -433,7 +433,7 @@ kin_push_file(kin_node *n, uint32_t ctx, const char *src, const char *dst,
     if (!e) {
         e = kin_call_sync(n, ctx, "kin.file_close", timeout, &r, "uUU", id,
                           sent, (uint64_t)XXH3_64bits_digest(hash));
-        e = step(n, ctx, "kin.file_close", timeout, &r, o, e);
+        e = kin__file_step(ctx, "kin.file_close", &r, o, e);
         kin_msg_destroy(&r);
     } else if (opened) {
         /* Whatever failed, the target removes its temporary file (it has

@@ -555,7 +555,7 @@ podman_context_end_to_end(void **state)
     snprintf(src, sizeof src, "/tmp/kin-exec-podman-%d.src", (int)getpid());
     make_file(src, 2 * 1024 * 1024 + 77, 0640);
     char perr[512] = "";
-    kin_push_opts po = {.errbuf = perr, .errbuf_size = sizeof perr};
+    kin_file_opts po = {.errbuf = perr, .errbuf_size = sizeof perr};
     e = kin_push_file(master, kin_child_id(f->kid), src, "/srv/pushed.bin",
                       &po);
     if (e)
@@ -729,7 +729,7 @@ push_file_two_hops_and_errors(void **state)
     make_file(src, len, 0751);
     char err[512] = "";
     progress pr = {0};
-    kin_push_opts po = {.progress = on_progress,
+    kin_file_opts po = {.progress = on_progress,
                         .progress_arg = &pr,
                         .errbuf = err,
                         .errbuf_size = sizeof err};
@@ -743,6 +743,23 @@ push_file_two_hops_and_errors(void **state)
     assert_true(pr.calls >= 13); /* 256 KiB chunks */
     assert_int_equal(dir_entries(dir), 1);
 
+    /* Pulled back from there: content and mode; a missing source is
+     * -ENOENT and leaves nothing here. */
+    char back[200];
+    snprintf(back, sizeof back, "%s/pulled.bin", dir);
+    progress pp = {0};
+    kin_file_opts pull_o = {.progress = on_progress, .progress_arg = &pp};
+    assert_int_equal(kin_pull_file(master, gc, dst, back, &pull_o), KIN_OK);
+    assert_true(same_file(src, back));
+    assert_int_equal(stat(back, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0751);
+    assert_int_equal(pp.last, len);
+    assert_int_equal(kin_pull_file(master, gc, "/no/such/file", back, NULL),
+                     -ENOENT);
+    assert_int_equal(kin_pull_file(master, gc, dir, back, NULL), -EISDIR);
+    unlink(back);
+    assert_int_equal(dir_entries(dir), 1);
+
     /* The same with kin push, and its error for a missing directory. */
     char dst2[200];
     snprintf(dst2, sizeof dst2, "%s/by-cli.bin", dir);
@@ -751,6 +768,13 @@ push_file_two_hops_and_errors(void **state)
                      src, dst2));
     assert_int_equal(rc, 0);
     assert_true(same_file(src, dst2));
+    char back2[200];
+    snprintf(back2, sizeof back2, "%s/by-cli-back.bin", dir);
+    free(harness_run(&rc, "%s pull %d %u %s %s", KIN_CLI, (int)getpid(), gc,
+                     dst2, back2));
+    assert_int_equal(rc, 0);
+    assert_true(same_file(src, back2));
+    unlink(back2);
     char *why = harness_run(&rc, "%s push %d %u %s %s/nodir/x 2>&1", KIN_CLI,
                             (int)getpid(), gc, src, dir);
     assert_int_equal(rc, 2);
@@ -803,6 +827,19 @@ push_file_two_hops_and_errors(void **state)
     kin_err e = kin_push_file(master, kin_child_id(f->kid), src, dst, &po);
     assert_int_not_equal(e, KIN_OK);
     assert_int_equal(stop.calls, 1);
+    assert_int_equal(dir_entries(dir), 0);
+
+    /* The same for a pull: the source is read from a new target, which
+     * is stopped after the first chunk; nothing is left here. */
+    kin_child_destroy(&f->kid);
+    assert_int_equal(spawn_through(f, unshare_net, "pulled-from"), KIN_OK);
+    char got[200];
+    snprintf(got, sizeof got, "%s/got.bin", dir);
+    progress stop2 = {.stop_at_first = f->kid};
+    kin_file_opts so = {.progress = on_progress, .progress_arg = &stop2};
+    e = kin_pull_file(master, kin_child_id(f->kid), src, got, &so);
+    assert_int_not_equal(e, KIN_OK);
+    assert_int_equal(stop2.calls, 1);
     assert_int_equal(dir_entries(dir), 0);
     unlink(src);
     rmdir(dir);
