@@ -432,6 +432,7 @@ setpriv_as_another_user(void **state)
 }
 
 static void make_file(const char *path, size_t len, mode_t mode);
+static bool same_file(const char *a, const char *b);
 
 /* Names of the processes running in container name, one per line. */
 static char *
@@ -565,10 +566,19 @@ podman_context_end_to_end(void **state)
                              "podman exec %s cat /srv/pushed.bin | cmp - %s "
                              "&& podman exec %s stat -c %%a /srv/pushed.bin",
                              f->container, src, f->container);
-    unlink(src);
     assert_int_equal(rc, 0);
     assert_string_equal(same, "640\n");
     free(same);
+    /* And pulled back out. */
+    char pulled[128];
+    snprintf(pulled, sizeof pulled, "%s.back", src);
+    assert_int_equal(kin_pull_file(master, kin_child_id(f->kid),
+                                   "/srv/pushed.bin", pulled, &po),
+                     KIN_OK);
+    bool same_back = same_file(src, pulled);
+    unlink(pulled);
+    unlink(src);
+    assert_true(same_back);
 
     char *comms = container_comms(f->container);
     assert_non_null(strstr(comms, "in-podman"));
