@@ -56,6 +56,10 @@ int kin__cli_cancel(int argc, char **argv);
 int kin__cli_signal(int argc, char **argv);
 int kin__cli_stacktrace(int argc, char **argv);
 
+/* cli/cli_files.c */
+int kin__cli_push(int argc, char **argv);
+int kin__cli_pull(int argc, char **argv);
+
 /* cli/cli_services.c */
 int kin__cli_services(int argc, char **argv);
 

@@ -143,6 +143,15 @@ max_int(int a, int b)
     return a > b ? a : b;
 }
 
+/* The HOST column of kin tree: the host name, then the exec channel in
+ * brackets when there is one; returns its length (snprintf's). */
+static int
+host_label(const kin_ctx_info *c, char *out, size_t size)
+{
+    return c->where[0] ? snprintf(out, size, "%s [%s]", c->host, c->where)
+                       : snprintf(out, size, "%s", c->host);
+}
+
 static int
 by_id(const void *a, const void *b)
 {
@@ -251,9 +260,14 @@ kin__cli_tree(int argc, char **argv)
         wl = max_int(wl, snprintf(NULL, 0, "%*s%u %s", depth * 2, "", all[i].id,
                                   all[i].name));
     }
+    /* HOST: the host name, and the exec channel behind which the context
+     * runs, if any ("web-1 [podman:web]"). */
+    int wh = 16;
+    for (size_t i = 0; i < count; i++)
+        wh = max_int(wh, host_label(&all[i], NULL, 0));
     json_t *arr = json_array();
     if (!o.json)
-        printf("%-*s %-16s %7s %6s %9s %8s\n", wl, "CONTEXT", "HOST", "PID",
+        printf("%-*s %-*s %7s %6s %9s %8s\n", wl, "CONTEXT", wh, "HOST", "PID",
                "TASKS", "RSS", "UPTIME");
     /* Depth-first print from the breadth-first list: a stack of (index,
      * depth) pairs. */
@@ -264,21 +278,22 @@ kin__cli_tree(int argc, char **argv)
     while (top) {
         int depth = stack[--top];
         kin_ctx_info *c = &all[stack[--top]];
-        char label[160], up[32];
+        char label[160], up[32], host[160];
+        host_label(c, host, sizeof host);
         snprintf(label, sizeof label, "%*s%u %s", depth * 2, "", c->id,
                  c->name);
         fmt_ms(up, sizeof up, c->uptime_ms);
         if (o.json)
             json_array_append_new(
                 arr,
-                json_pack("{s:i,s:s,s:s,s:i,s:o,s:i,s:I,s:f}", "id", c->id,
-                          "name", c->name, "host", c->host, "pid", c->pid,
-                          "parent",
+                json_pack("{s:i,s:s,s:s,s:s,s:i,s:o,s:i,s:I,s:f}", "id", c->id,
+                          "name", c->name, "host", c->host, "where", c->where,
+                          "pid", c->pid, "parent",
                           depth ? json_integer(c->parent) : json_null(),
                           "tasks", c->tasks, "rss_kib", (json_int_t)c->rss_kib,
                           "uptime_ms", c->uptime_ms));
         else
-            printf("%-*s %-16.16s %7d %6u %7.1fMi %8s\n", wl, label, c->host,
+            printf("%-*s %-*s %7d %6u %7.1fMi %8s\n", wl, label, wh, host,
                    c->pid, c->tasks, (double)c->rss_kib / 1024.0, up);
         for (size_t i = count; i-- > 1;) {
             if (all[i].parent == c->id) {

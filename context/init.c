@@ -12,8 +12,11 @@
 #include <unistd.h>
 
 #include "context/context.h"
+#include "context/tool.h"
 #include "core/log_internal.h"
+#include "process/exec_channel.h"
 #include "process/procs.h"
+#include "process/stdio_relay.h"
 #include "process/zygote.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -43,6 +46,25 @@ on_shutdown(kin_node *n, kin_msg *m, void *arg)
 static void
 on_parent_lost(kin_node *n, void *arg)
 {
+    request_stop(PARENT_LOST);
+}
+
+static bool linked; /* under mu: kin__context_new has returned */
+
+/* A relay thread: the exec channel ended. Before the link is up nothing
+ * would notice (the parent is gone, or the channel carried something
+ * else): the child gives up at once. */
+static void
+on_channel_lost(void)
+{
+    pthread_mutex_lock(&mu);
+    bool up = linked;
+    pthread_mutex_unlock(&mu);
+    if (!up) {
+        fprintf(stderr, "kin child: its exec channel ended before it "
+                        "linked to its parent\n");
+        _exit(1);
+    }
     request_stop(PARENT_LOST);
 }
 
@@ -135,8 +157,38 @@ kin_init(kin_node **out, const kin_node_opts *opts)
      * ps and top: give it the context's name. */
     if (o.name)
         prctl(PR_SET_NAME, o.name, 0, 0, 0);
+    /* Started through an exec channel: the links go to the relay's
+     * sockets, which carry them over the channel (fds 3 and 4). */
+    char up[300], logs[300];
+    bool stdio = getenv(KIN__ENV_STDIO) != NULL;
+    const char *dir = getenv(KIN__ENV_STDIO_DIR);
+    if (stdio) {
+        /* Where this context's socket will be, noted for the bootstrap
+         * before it exists: whichever way this process ends (killed, or
+         * giving up before it linked), the bootstrap removes it. */
+        char rt[160], sock[256] = "ipc://";
+        if (dir && kin__tool_runtime_dir(rt, sizeof rt) == KIN_OK &&
+            kin__tool_sock_path(sock + 6, sizeof sock - 6, rt, (int)getpid(),
+                                o.id) < (int)sizeof sock - 6)
+            kin__exec_child_note_socket(dir, sock);
+        kin_err e = dir ? kin__exec_child_start(dir, o.log_endpoint != NULL, up,
+                                                sizeof up, logs, sizeof logs,
+                                                on_channel_lost)
+                        : -EINVAL;
+        if (e) {
+            fprintf(stderr, "kin child %u: cannot relay its exec channel: %s\n",
+                    o.id, kin_strerror(e));
+            exit(1);
+        }
+        o.parent_endpoint = up;
+        if (o.log_endpoint)
+            o.log_endpoint = logs;
+    }
     kin_err e = kin__context_new(&n, &o, &hooks);
     memset(key, 0, sizeof key);
+    pthread_mutex_lock(&mu);
+    linked = true;
+    pthread_mutex_unlock(&mu);
     if (e) {
         fprintf(stderr, "kin child %u: cannot reach parent at %s: %s\n", o.id,
                 o.parent_endpoint, kin_strerror(e));
@@ -144,7 +196,8 @@ kin_init(kin_node **out, const kin_node_opts *opts)
     }
     kin__procs_on_trip_exit(n, on_emergency);
     pthread_t watcher;
-    if (hooks.remote && !pthread_create(&watcher, NULL, watch_channel, NULL)) {
+    if (hooks.remote && !stdio &&
+        !pthread_create(&watcher, NULL, watch_channel, NULL)) {
         pthread_setname_np(watcher, "kin-channel");
         pthread_detach(watcher);
     }

@@ -430,6 +430,9 @@ kin_monitor_info(kin_node *n, uint32_t ctx, int timeout_ms, kin_ctx_info *info)
         } else if (!strcmp(key, "host")) {
             if (!(e = kin_unpack(&rd, "S", &s, &sl)))
                 copy(info->host, sizeof info->host, s, sl);
+        } else if (!strcmp(key, "where")) {
+            if (!(e = kin_unpack(&rd, "S", &s, &sl)))
+                copy(info->where, sizeof info->where, s, sl);
         } else if (!strcmp(key, "pid")) {
             e = kin_unpack(&rd, "i", &info->pid);
         } else if (!strcmp(key, "workers")) {

@@ -22,6 +22,7 @@
 #include "monitor/request.h"
 #include "monitor/stack.h"
 #include "process/events.h"
+#include "process/procs.h"
 #include "router/router.h"
 #include "router/service.h"
 
@@ -451,9 +452,12 @@ cmd_info(kin_node *n, msgpack_packer *pk)
     kin__tasktab_unlock(tab);
     char host[256] = "";
     gethostname(host, sizeof host - 1);
-    msgpack_pack_map(pk, 13);
+    const char *where = getenv(KIN__ENV_WHERE);
+    msgpack_pack_map(pk, 14);
     pack_key(pk, "host");
     pack_str(pk, host);
+    pack_key(pk, "where");
+    pack_str(pk, where ? where : "");
     pack_key(pk, "workers");
     msgpack_pack_int(pk, kin__node_workers(n));
     pack_key(pk, "id");

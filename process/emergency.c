@@ -63,6 +63,7 @@ kin__procs_attach(kin_node *n, bool other_user)
         return e;
     }
     kin__via_export();
+    kin__push_export();
     return KIN_OK;
 }
 

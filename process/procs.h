@@ -67,6 +67,11 @@ uint64_t kin__procs_restarts(kin_node *n);
 
 /* via.c: exports kin.spawn, kin.child_wait and kin.child_stop (once). */
 void kin__via_export(void);
+/* file_push.c: exports kin.file_open, _write, _close and _abort (once);
+ * kin__push_forget removes n's unfinished transfers (their temporary
+ * files), from kin__procs_stop. */
+void kin__push_export(void);
+void kin__push_forget(kin_node *n);
 
 /* Registers / unregisters a watcher. If the node has already tripped,
  * on_trip runs at once on the calling thread. Any thread. */
@@ -90,6 +95,9 @@ typedef struct kin__child_link {
     /* Runs as another user (sudo): it must not serve kin.spawn, which
      * would let its parent run any program as that user. */
     bool other_user;
+    /* Started through an exec channel (exec_channel.c): its links ride
+     * the channel's stdio, through the relay in the child. */
+    bool stdio;
 } kin__child_link;
 
 /* The environment a parent gives a child and kin_init reads: the one
@@ -109,6 +117,12 @@ typedef struct kin__child_link {
 #define KIN__ENV_LOG_CURVE KIN__ENV_PREFIX "LOG_CURVE" /* set: "1" */
 #define KIN__ENV_REMOTE KIN__ENV_PREFIX "REMOTE"       /* set: "1" */
 #define KIN__ENV_OTHER_USER KIN__ENV_PREFIX "OTHER_USER" /* set: "1" */
+#define KIN__ENV_STDIO KIN__ENV_PREFIX "STDIO"           /* set: "1" */
+/* Set by the exec factory's bootstrap: its private directory. */
+#define KIN__ENV_STDIO_DIR KIN__ENV_PREFIX "STDIO_DIR"
+/* Where a context runs, when an exec channel took it there ("podman:web");
+ * not KIN_CHILD_-prefixed, so the contexts it starts there inherit it. */
+#define KIN__ENV_WHERE "KIN_WHERE"
 
 #define KIN__CHILD_VARS_MAX 16
 

@@ -27,8 +27,10 @@
 #include "logs/logs.h"
 #include "process/child.h"
 #include "process/events.h"
+#include "process/exec_channel.h"
 #include "process/procs.h"
 #include "process/ssh.h"
+#include "process/stdio_relay.h"
 #include "process/zygote.h"
 #include "router/router.h"
 
@@ -212,8 +214,9 @@ typedef struct spawn_req {
     const char *path;
     char *const *argv;
     char **envp;
-    int in_fd; /* the child's stdin (ssh's boot channel), or -1 */
-    bool fork; /* from the node's zygote (zygote.c), not fork + exec */
+    int in_fd;  /* the child's stdin (ssh's boot channel), or -1 */
+    int out_fd; /* its stdout instead of the pipe (an exec channel), or -1 */
+    bool fork;  /* from the node's zygote (zygote.c), not fork + exec */
     kin_err result;
     bool done;
 } spawn_req;
@@ -235,7 +238,7 @@ child_side(spawn_req *r, pid_t parent, int errfd, int out_w, int err_w)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    dup2(out_w, STDOUT_FILENO);
+    dup2(r->out_fd >= 0 ? r->out_fd : out_w, STDOUT_FILENO);
     dup2(err_w, STDERR_FILENO);
     if (r->in_fd >= 0)
         dup2(r->in_fd, STDIN_FILENO);
@@ -363,6 +366,8 @@ kin__child_vars(kin_node *n, const kin__child_link *l,
         ADD(KIN__ENV_REMOTE "=1");
     if (l->other_user)
         ADD(KIN__ENV_OTHER_USER "=1");
+    if (l->stdio)
+        ADD(KIN__ENV_STDIO "=1");
 #undef ADD
     return k;
 oom:
@@ -548,6 +553,7 @@ kin__procs_stop(kin_node *n)
     pthread_mutex_lock(&p->mu);
     p->stopped = true;
     pthread_mutex_unlock(&p->mu);
+    kin__push_forget(n); /* unfinished pushes to n leave no file */
 }
 
 /* --- public ------------------------------------------------------------------
@@ -752,7 +758,10 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     /* The zygote runs this executable, here, as us. */
     if (opts->fork &&
         (opts->program || opts->argv || opts->user || opts->host ||
-         (opts->via && opts->via != kin_node_id(n))))
+         kin__exec_wanted(opts) || (opts->via && opts->via != kin_node_id(n))))
+        return -EINVAL;
+    if (kin__exec_wanted(opts) && (opts->host || opts->user ||
+                                   (opts->via && opts->via != kin_node_id(n))))
         return -EINVAL;
     if (opts->via && opts->via != kin_node_id(n))
         return spawn_via(n, opts, out);
@@ -799,10 +808,12 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     spawn_req r = {.c = c,
                    .path = opts->program ? path : "/proc/self/exe",
                    .argv = argv,
-                   .in_fd = -1};
+                   .in_fd = -1,
+                   .out_fd = -1};
     char *sudo_argv[64];
     char where[512];
     kin__ssh_plan ssh = {0};
+    kin__exec_plan xp = {0};
     int boot[2] = {-1, -1}; /* ssh's stdin: ours, the child's */
     c->workers = opts->workers > 0 ? opts->workers : 0;
     if (opts->user && opts->host) {
@@ -825,8 +836,21 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         snprintf(where, sizeof where, "%s:%s", opts->host,
                  opts->program ? opts->program : "(this executable)");
         path = where;
+    } else if (kin__exec_wanted(opts)) {
+        kin__child_link l = {
+            .id = c->id, .name = c->name, .workers = c->workers};
+        if (!(e = kin__exec_prepare(n, opts, &l, &xp)) &&
+            socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, boot))
+            e = -errno;
+        r.path = xp.path;
+        r.argv = xp.argv;
+        r.in_fd = r.out_fd = boot[1];
+        snprintf(where, sizeof where, "%s:%s", xp.label,
+                 opts->program ? opts->program : "(this executable)");
+        path = where;
     }
-    if (!e && !(r.envp = child_env(n, c, !opts->host, opts->user != NULL)))
+    bool vars_in_env = !opts->host && !kin__exec_wanted(opts);
+    if (!e && !(r.envp = child_env(n, c, vars_in_env, opts->user != NULL)))
         e = -ENOMEM;
     if (!e && opts->fork) {
         r.fork = true;
@@ -840,6 +864,7 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     if (e) {
         free_env(r.envp);
         kin__ssh_plan_free(&ssh);
+        kin__exec_plan_free(&xp);
         for (int i = 0; i < 2; i++)
             if (boot[i] >= 0)
                 close(boot[i]);
@@ -857,6 +882,20 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     pthread_mutex_unlock(&p->mu);
     if (boot[1] >= 0)
         close(boot[1]);
+    if (xp.argv) {
+        /* The relay takes our end: the channel lives as long as it does.
+         * It gets a pidfd of its own on the command (c->pidfd belongs to
+         * the broker). Should the command already be reaped, pidfd_open
+         * fails and the relay just is not told; the channel's end tells
+         * it then. A pid reused within these microseconds is not a
+         * concern worth a lock across layers. */
+        int pidfd = e ? -1 : pidfd_open(c->pid, 0);
+        if (e)
+            close(boot[0]);
+        else if ((e = kin__exec_relay_start(&xp, boot[0], pidfd, c->name)))
+            KIN_ERROR("cannot start the exec channel relay for %s", c->name);
+        boot[0] = -1;
+    }
     if (boot[0] >= 0) {
         /* The writer gets a copy; ours stays open while the child lives,
          * so the remote child's stdin (the ssh channel) ends exactly when
@@ -882,6 +921,7 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     pthread_mutex_unlock(&p->mu);
     free_env(r.envp);
     kin__ssh_plan_free(&ssh);
+    kin__exec_plan_free(&xp);
     if (e) {
         char tail[1024] = "";
         if (c->pid > 0) {

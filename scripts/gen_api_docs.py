@@ -42,6 +42,8 @@ MODULES = [
     ("call", "Calls", "exporting functions and calling them by name"),
     ("process", "Processes",
      "spawning, waiting, stopping children; kin_init; emergency stop"),
+    ("file", "File push and pull",
+     "files to and from any context of the tree, verified and renamed"),
     ("supervisor", "Supervisors",
      "restart strategies, intensity and backoff, after Erlang/OTP"),
     ("monitor", "Monitor queries",
@@ -139,6 +141,16 @@ stopping is ask, then SIGTERM to the child's process group, then SIGKILL.
 A reserved exit code stops the whole tree. Restarts are
 [supervisor](supervisor.md)'s job. Guide:
 [docs/supervision.md](../supervision.md).
+""",
+    "file": """\
+`kin_push_file` copies a file to any context of the tree, through however
+many hops and whatever channel the tree's links take (ssh, an exec
+channel into a container). It streams the file in chunks with one in
+flight, so memory stays bounded on both sides; the target writes a hidden
+temporary file beside the destination and renames it only once the size
+and an XXH3-64 checksum match, with the source's mode bits.
+`kin_pull_file` is the same the other way. Guide:
+[docs/remote.md](../remote.md).
 """,
     "supervisor": """\
 A supervisor starts child contexts from specs in order, restarts them by

@@ -10,7 +10,7 @@ set -euo pipefail
 build=(build-essential cmake pkg-config
        libzmq3-dev libmsgpack-dev libuv1-dev
        libunwind-dev libdw-dev libjansson-dev libedit-dev libncurses-dev
-       libmicrohttpd-dev)
+       libmicrohttpd-dev libxxhash-dev)
 # cmocka: the unit and integration tests; clang and its runtime: the fuzz
 # targets; clang-format: CI's format check; tmux: the monitor TUI test;
 # python3-prometheus-client: the parser test_metrics and test_web check
@@ -18,10 +18,12 @@ build=(build-essential cmake pkg-config
 # test_web_browser);
 # sudo: the sudo factory's test; sshd, ssh, iproute2: the test hosts of
 # tests/remote/hosts.sh; tcpdump: the sniffing checks; nftables: packet
-# loss, a bandwidth cap and blackouts on the test hosts' links (test_faults).
+# loss, a bandwidth cap and blackouts on the test hosts' links (test_faults);
+# podman, runc, debootstrap: the exec factory's container test (tests/exec/,
+# rootful podman with runc; crun fails on hybrid cgroups).
 test=(libcmocka-dev clang libclang-rt-14-dev clang-format-14 tmux procps sudo
       openssh-server openssh-client iproute2 tcpdump nftables
-      python3-prometheus-client curl chromium)
+      python3-prometheus-client curl chromium podman runc debootstrap)
 
 case "${1:-test}" in
 build) pkgs=("${build[@]}") ;;

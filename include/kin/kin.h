@@ -6,6 +6,7 @@
 #include <kin/defs.h>
 #include <kin/diag.h>
 #include <kin/err.h>
+#include <kin/file.h>
 #include <kin/latch.h>
 #include <kin/logs.h>
 #include <kin/monitor.h>

@@ -66,7 +66,11 @@ typedef struct kin_ctx_info {
     uint32_t id;
     uint32_t parent; /* KIN_NO_CTX at the master */
     char name[64];
-    char host[64];  /* the host name of the machine it runs on */
+    char host[64]; /* the host name of the machine it runs on */
+    /* The exec channel it runs behind, as its spawn named it ("podman:web",
+     * "unshare --net --"; inherited by the contexts it starts there), ""
+     * when none. */
+    char where[64];
     int pid;        /* on that host */
     uint32_t tasks; /* live tasks */
     int workers;    /* worker pool size */

@@ -51,7 +51,8 @@ typedef struct kin_spawn_opts {
      * memory as main left it before kin_init (exports, globals), not n's
      * threads, sockets or keys; docs/supervision.md says what it inherits.
      * Only for this executable on this host as this user: program, argv,
-     * user and host must be NULL and via 0 or n's id (else -EINVAL).
+     * user, host, exec and container must be NULL and via 0 or n's id
+     * (else -EINVAL).
      * Errors as kin_spawn, and
      * KIN_ESPAWN when the program exits or starts a thread before reaching
      * kin_init, -ENOSYS when the C library does not allow it. false: exec. */
@@ -77,6 +78,25 @@ typedef struct kin_spawn_opts {
     int ssh_port;             /* ssh -p; 0: ssh's default */
     const char *ssh_identity; /* ssh -i FILE; NULL: ssh's default */
     char *const *ssh_args;    /* more ssh arguments, NULL-terminated */
+    /* The exec factory: start the child through a command that runs a
+     * program on the target with its stdin and stdout connected, given as
+     * an argument prefix (NULL-terminated; the first word is looked up in
+     * PATH): {"podman", "exec", "-i", "web", NULL}, {"unshare", "--net",
+     * "--", NULL}, {"nsenter", "-t", "PID", "-n", "--", NULL}, {"chroot",
+     * "DIR", NULL}. kin appends `/bin/sh -c BOOTSTRAP kin-boot ARGS`. The
+     * link to the parent and the log records ride that stdin and stdout
+     * (no network or shared filesystem needed on the target), this
+     * executable is streamed in when program is NULL (zero-install, as
+     * over ssh), and the child's stdout lines arrive as its stderr. pid is
+     * the command's. A command not in PATH: -ENOENT at once; one that
+     * prints on its stdout: KIN_ESPAWN. With host, user or via: -EINVAL.
+     * See docs/remote.md.
+     * NULL: not through a command. */
+    char *const *exec;
+    /* The exec factory's presets, "TOOL:NAME": "podman:NAME" and
+     * "docker:NAME" (`TOOL exec -i NAME`), "kubectl:POD" (`kubectl exec
+     * -i POD --`). With exec: -EINVAL. NULL: none. */
+    const char *container;
     /* Start the child from context `via` of this tree instead of from n:
      * it becomes via's child, on another host (host is required: a
      * grandchild on a host only via can reach, say). The returned

@@ -1,0 +1,448 @@
+/* kin_push_file and the built-ins that receive it: kin.file_open makes a
+ * hidden temporary file beside the destination, kin.file_write appends a
+ * chunk at the offset it expects, kin.file_close checks size and checksum,
+ * sets the mode and renames, kin.file_abort removes it. Open transfers are
+ * kept per process (tagged with their node) so a failure, an abort, the
+ * node's end or a long silence removes what they wrote. */
+#include <kin/file.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Header-only: no library to link, nothing more for a streamed
+ * executable to find on its target. */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include <kin/call.h>
+#include <kin/pack.h>
+
+#include "core/log_internal.h"
+#include "core/task.h"
+#include "process/file_xfer.h"
+#include "process/procs.h"
+
+#define CHUNK_DEFAULT (256 * 1024)
+#define CHUNK_MAX (4 * 1024 * 1024)
+/* A transfer no step has touched for this long is given up (its sender is
+ * gone): removed when the next one opens. */
+#define IDLE_NS (10ull * 60 * 1000000000ull)
+
+typedef struct transfer {
+    struct transfer *next;
+    kin_node *node;
+    uint32_t id;
+    int fd;
+    char *tmp, *dst;
+    unsigned mode;
+    uint64_t size, got;
+    XXH3_state_t *hash;
+    uint64_t touched_ns;
+    bool busy; /* a step is using it: not to be freed under it */
+} transfer;
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static transfer *transfers;
+static uint32_t next_id = 1;
+
+/* Removes the temporary file and frees t (off the list already). */
+static void
+discard(transfer *t)
+{
+    if (t->fd >= 0)
+        close(t->fd);
+    if (t->tmp)
+        unlink(t->tmp);
+    free(t->tmp);
+    free(t->dst);
+    XXH3_freeState(t->hash);
+    free(t);
+}
+
+/* Takes the transfer off the list when drop, or marks it busy; NULL when
+ * there is none (for this node). */
+static transfer *
+take(kin_node *n, uint32_t id, bool drop)
+{
+    pthread_mutex_lock(&mu);
+    transfer **q = &transfers;
+    while (*q && ((*q)->id != id || (*q)->node != n))
+        q = &(*q)->next;
+    transfer *t = *q;
+    if (t && t->busy)
+        t = NULL; /* one step at a time */
+    else if (t && drop)
+        *q = t->next;
+    else if (t)
+        t->busy = true;
+    pthread_mutex_unlock(&mu);
+    return t;
+}
+
+static void
+give_back(transfer *t)
+{
+    pthread_mutex_lock(&mu);
+    t->busy = false;
+    t->touched_ns = kin__now_ns();
+    pthread_mutex_unlock(&mu);
+}
+
+/* Off the list, the busy transfer a step failed on: nothing of it stays. */
+static void
+drop_busy(transfer *t)
+{
+    pthread_mutex_lock(&mu);
+    for (transfer **q = &transfers; *q; q = &(*q)->next) {
+        if (*q == t) {
+            *q = t->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&mu);
+    discard(t);
+}
+
+/* Transfers of node n (every one when n is NULL and idle_only is false),
+ * or the idle ones, off the list and discarded. */
+static void
+sweep(kin_node *n, bool idle_only)
+{
+    transfer *gone = NULL;
+    uint64_t now = kin__now_ns();
+    pthread_mutex_lock(&mu);
+    for (transfer **q = &transfers; *q;) {
+        transfer *t = *q;
+        bool drop = !t->busy && (idle_only ? now - t->touched_ns > IDLE_NS
+                                           : !n || t->node == n);
+        if (drop) {
+            *q = t->next;
+            t->next = gone;
+            gone = t;
+        } else {
+            q = &t->next;
+        }
+    }
+    pthread_mutex_unlock(&mu);
+    while (gone) {
+        transfer *t = gone;
+        gone = t->next;
+        KIN_WARN("file push to %s abandoned: its temporary file removed",
+                 t->dst);
+        discard(t);
+    }
+}
+
+void
+kin__push_forget(kin_node *n)
+{
+    sweep(n, false);
+}
+
+static bool
+refused_here(kin_node *n)
+{
+    kin__procs *p = kin__procs_of(n);
+    return !p || p->spawn_refused;
+}
+
+/* kin.file_open(dst, mode, size) -> id */
+static kin_err
+serve_open(kin_call *c, void *arg)
+{
+    kin_node *n = kin_call_node(c);
+    char *dst = NULL;
+    unsigned mode = 0;
+    uint64_t size = 0;
+    kin_err e = kin_call_args(c, "suU", &dst, &mode, &size);
+    if (e || !dst || dst[0] != '/') {
+        free(dst);
+        return kin_call_fail(c, -EINVAL, "kin.file_open: bad arguments");
+    }
+    if (refused_here(n)) {
+        free(dst);
+        return kin_call_fail(c, KIN_EREFUSED,
+                             "this context runs as another user than its "
+                             "parent: it takes no files");
+    }
+    sweep(NULL, true);
+    char *copy = strdup(dst);
+    transfer *t = calloc(1, sizeof *t);
+    struct stat st;
+    if (!copy || !t) {
+        free(copy);
+        free(t);
+        free(dst);
+        return -ENOMEM;
+    }
+    t->fd = -1;
+    t->dst = dst;
+    t->mode = mode & 07777;
+    t->size = size;
+    char *dir = dirname(copy);
+    const char *base = strrchr(dst, '/') + 1;
+    if (!*base) {
+        e = kin_call_fail(c, -EISDIR, "%s names a directory", dst);
+    } else if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
+        int err = errno ? errno : ENOTDIR;
+        e = kin_call_fail(c, -err, "no directory %s: %s", dir, strerror(err));
+    } else if (!stat(dst, &st) && S_ISDIR(st.st_mode)) {
+        e = kin_call_fail(c, -EISDIR, "%s is a directory", dst);
+    } else if (asprintf(&t->tmp, "%s/.%s.kin-XXXXXX", dir, base) < 0) {
+        t->tmp = NULL;
+        e = -ENOMEM;
+    } else if ((t->fd = mkostemp(t->tmp, O_CLOEXEC)) < 0) {
+        int err = errno;
+        free(t->tmp);
+        t->tmp = NULL;
+        e = kin_call_fail(c, -err, "cannot create a file in %s: %s", dir,
+                          strerror(err));
+    } else if (size && (errno = posix_fallocate(t->fd, 0, (off_t)size)) &&
+               errno != EOPNOTSUPP && errno != EINVAL) {
+        int err = errno;
+        e = kin_call_fail(c, -err, "no room for %llu bytes in %s: %s",
+                          (unsigned long long)size, dir, strerror(err));
+    } else if (!(t->hash = XXH3_createState()) ||
+               XXH3_64bits_reset(t->hash) == XXH_ERROR) {
+        e = -ENOMEM;
+    }
+    free(copy);
+    if (e) {
+        discard(t);
+        return e;
+    }
+    pthread_mutex_lock(&mu);
+    t->node = n;
+    if (!next_id)
+        next_id = 1; /* 0 is no transfer */
+    t->id = next_id++;
+    t->touched_ns = kin__now_ns();
+    t->next = transfers;
+    transfers = t;
+    uint32_t id = t->id;
+    pthread_mutex_unlock(&mu);
+    return kin_call_return(c, "u", id);
+}
+
+static bool
+write_all(int fd, const char *p, size_t len, off_t at)
+{
+    while (len) {
+        ssize_t got = pwrite(fd, p, len, at);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            if (got == 0)
+                errno = EIO;
+            return false;
+        }
+        p += got;
+        at += got;
+        len -= (size_t)got;
+    }
+    return true;
+}
+
+/* kin.file_write(id, offset, bytes) */
+static kin_err
+serve_write(kin_call *c, void *arg)
+{
+    unsigned id = 0;
+    uint64_t off = 0;
+    const void *p = NULL;
+    size_t len = 0;
+    if (kin_call_args(c, "uUB", &id, &off, &p, &len))
+        return kin_call_fail(c, -EINVAL, "kin.file_write: bad arguments");
+    transfer *t = take(kin_call_node(c), id, false);
+    if (!t)
+        return kin_call_fail(c, -ESRCH, "no file transfer %u here", id);
+    kin_err e = KIN_OK;
+    if (off != t->got || t->got + len > t->size)
+        e = kin_call_fail(
+            c, -EINVAL, "%s: a chunk at %llu (+%zu), expected %llu of %llu",
+            t->dst, (unsigned long long)off, len, (unsigned long long)t->got,
+            (unsigned long long)t->size);
+    else if (!write_all(t->fd, p, len, (off_t)off))
+        e = kin_call_fail(c, -errno, "writing %s: %s", t->tmp, strerror(errno));
+    if (e) {
+        drop_busy(t);
+        return e;
+    }
+    XXH3_64bits_update(t->hash, p, len);
+    t->got += len;
+    give_back(t);
+    return KIN_OK;
+}
+
+/* kin.file_close(id, size, hash): verified, moded, renamed. */
+static kin_err
+serve_close(kin_call *c, void *arg)
+{
+    unsigned id = 0;
+    uint64_t size = 0, sum = 0;
+    if (kin_call_args(c, "uUU", &id, &size, &sum))
+        return kin_call_fail(c, -EINVAL, "kin.file_close: bad arguments");
+    transfer *t = take(kin_call_node(c), id, false);
+    if (!t)
+        return kin_call_fail(c, -ESRCH, "no file transfer %u here", id);
+    kin_err e = KIN_OK;
+    if (t->got != size || size != t->size)
+        e = kin_call_fail(c, -EIO, "%s: %llu bytes arrived of %llu", t->dst,
+                          (unsigned long long)t->got, (unsigned long long)size);
+    else if (XXH3_64bits_digest(t->hash) != sum)
+        e = kin_call_fail(c, -EIO, "%s: the checksum does not match", t->dst);
+    else if (fchmod(t->fd, t->mode) || fsync(t->fd) || close(t->fd))
+        e = kin_call_fail(c, -errno, "finishing %s: %s", t->tmp,
+                          strerror(errno));
+    else if ((t->fd = -1, rename(t->tmp, t->dst)))
+        e = kin_call_fail(c, -errno, "renaming %s to %s: %s", t->tmp, t->dst,
+                          strerror(errno));
+    if (!e) {
+        free(t->tmp);
+        t->tmp = NULL; /* in place: nothing to remove */
+    }
+    drop_busy(t);
+    return e;
+}
+
+/* kin.file_abort(id) */
+static kin_err
+serve_abort(kin_call *c, void *arg)
+{
+    unsigned id = 0;
+    if (kin_call_args(c, "u", &id))
+        return kin_call_fail(c, -EINVAL, "kin.file_abort: bad arguments");
+    transfer *t = take(kin_call_node(c), id, true);
+    if (t)
+        discard(t);
+    return KIN_OK;
+}
+
+static void
+export_builtins(void)
+{
+    kin_export("kin.file_open", serve_open, NULL, KIN_POLICY_PARENT);
+    kin_export("kin.file_write", serve_write, NULL, KIN_POLICY_PARENT);
+    kin_export("kin.file_close", serve_close, NULL, KIN_POLICY_PARENT);
+    kin_export("kin.file_abort", serve_abort, NULL, KIN_POLICY_PARENT);
+    kin__pull_export();
+}
+
+void
+kin__push_export(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, export_builtins);
+}
+
+/* --- the sender ------------------------------------------------------------
+ */
+
+kin_err
+kin__file_step(uint32_t ctx, const char *fn, kin_msg **reply,
+               const kin_file_opts *o, kin_err e)
+{
+    if (!e)
+        return KIN_OK;
+    kin_remote_error info;
+    if (*reply && !kin_call_error(*reply, &info)) {
+        if (info.code)
+            e = info.code;
+        if (o->errbuf && o->errbuf_size)
+            snprintf(o->errbuf, o->errbuf_size, "%s", info.message);
+    } else if (o->errbuf && o->errbuf_size) {
+        snprintf(o->errbuf, o->errbuf_size, "%s to context %u: %s", fn, ctx,
+                 kin_strerror(e));
+    }
+    kin_msg_destroy(reply);
+    return e;
+}
+
+kin_err
+kin_push_file(kin_node *n, uint32_t ctx, const char *src, const char *dst,
+              const kin_file_opts *opts)
+{
+    kin_file_opts none = {0};
+    const kin_file_opts *o = opts ? opts : &none;
+    if (o->errbuf && o->errbuf_size)
+        o->errbuf[0] = 0;
+    if (!src || !dst || dst[0] != '/')
+        return -EINVAL;
+    int timeout = o->timeout_ms > 0 ? o->timeout_ms : 30000;
+    size_t chunk = o->chunk_size ? o->chunk_size : CHUNK_DEFAULT;
+    if (chunk > CHUNK_MAX)
+        chunk = CHUNK_MAX;
+    int fd = open(src, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st)) {
+        kin_err e = -errno;
+        close(fd);
+        return e;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+    }
+    char *buf = malloc(chunk);
+    XXH3_state_t *hash = XXH3_createState();
+    if (!buf || !hash || XXH3_64bits_reset(hash) == XXH_ERROR) {
+        free(buf);
+        XXH3_freeState(hash);
+        close(fd);
+        return -ENOMEM;
+    }
+    uint64_t total = (uint64_t)st.st_size, sent = 0;
+    kin_msg *r = NULL;
+    unsigned id = 0;
+    kin_err e = kin_call_sync(n, ctx, "kin.file_open", timeout, &r, "suU", dst,
+                              (unsigned)(st.st_mode & 07777), total);
+    if (!(e = kin__file_step(ctx, "kin.file_open", &r, o, e)))
+        e = kin_msg_unpack(r, "u", &id);
+    kin_msg_destroy(&r);
+    bool opened = !e;
+    while (!e && sent < total) {
+        size_t want = total - sent < chunk ? (size_t)(total - sent) : chunk;
+        ssize_t got = pread(fd, buf, want, (off_t)sent);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            /* Shrunk while being sent: the target's size check would
+             * fail anyway; say so here. */
+            e = got < 0 ? -errno : -EIO;
+            break;
+        }
+        XXH3_64bits_update(hash, buf, (size_t)got);
+        e = kin_call_sync(n, ctx, "kin.file_write", timeout, &r, "uUB", id,
+                          sent, buf, (size_t)got);
+        if ((e = kin__file_step(ctx, "kin.file_write", &r, o, e)))
+            break;
+        kin_msg_destroy(&r);
+        sent += (uint64_t)got;
+        if (o->progress)
+            o->progress(sent, total, o->progress_arg);
+    }
+    if (!e) {
+        e = kin_call_sync(n, ctx, "kin.file_close", timeout, &r, "uUU", id,
+                          sent, (uint64_t)XXH3_64bits_digest(hash));
+        e = kin__file_step(ctx, "kin.file_close", &r, o, e);
+        kin_msg_destroy(&r);
+    } else if (opened) {
+        /* Whatever failed, the target removes its temporary file (it has
+         * already if the failure was its own). */
+        kin_call_sync(n, ctx, "kin.file_abort", timeout, &r, "u", id);
+        kin_msg_destroy(&r);
+    }
+    free(buf);
+    XXH3_freeState(hash);
+    close(fd);
+    return e;
+}
