@@ -123,6 +123,11 @@ wait_screen "the late context" '^ +2 late +'
 echo queue >&7
 wait_screen "the pool warning" '^! pool of 1 \(worker\) exhausted: 1/1 workers busy, 1 queued$'
 wait_screen "the queue column" '^ +1 worker .* 1/1 +1 '
+# The screen as it stands, kept for docs/observe.md (KIN_ARTIFACTS: the
+# build's artifacts directory).
+if [ -n "${KIN_ARTIFACTS:-}" ]; then
+    mkdir -p "$KIN_ARTIFACTS" && screen >"$KIN_ARTIFACTS/kin-top.txt"
+fi
 
 # Sort keys.
 tm send-keys -t "$session" m
