@@ -154,6 +154,7 @@ export_all(void)
     kin_export("slow.hold", hold, NULL, KIN_POLICY_PARENT);
     kin_export("slow.who", who, NULL, KIN_POLICY_PARENT);
     kin_export("alpha.who", who, NULL, KIN_POLICY_PARENT);
+    kin_export("alpha.once", once, NULL, KIN_POLICY_PARENT);
     kin_export("beta.who", who, NULL, KIN_POLICY_PARENT);
     kin_export("mine.who", who, NULL, KIN_POLICY_PARENT);
 }
@@ -653,6 +654,15 @@ siblings_call_each_other(void **state)
         KIN_OK);
     assert_int_equal(kin_msg_unpack(r, "u", &got), KIN_OK);
     assert_int_equal(got, a);
+    kin_msg_destroy(&r);
+    /* A provider's failure says where it failed, through the service. */
+    assert_int_equal(kin_service_call(master, "alpha.once", 5000, &r, "Is",
+                                      (int64_t)1, "/nonexistent/dir/file"),
+                     KIN_EREMOTE);
+    char st[512];
+    assert_int_equal(kin_call_error_stack(r, st, sizeof st), KIN_OK);
+    print_message("alpha.once failed at:\n%s\n", st);
+    assert_true(!strncmp(st, "#0 once", 7));
     kin_msg_destroy(&r);
 }
 
