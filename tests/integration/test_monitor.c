@@ -923,6 +923,22 @@ ring_deadlock_with_default_pools(void **state)
         kin_call_async(master, id[0], "t.ring", &r, "uuu", id[1], id[2], id[0]),
         KIN_OK);
     wait_task(id[0], "t.ring", "pending");
+    /* The first call queued in A does not close the ring yet: C's newest
+     * t.ring may still be on its way to A. Wait until every task in the
+     * ring waits (the graph's cycle), within a deadline. */
+    double until = harness_now_ms() + 10000;
+    for (;;) {
+        kin_graph *g0 = NULL;
+        size_t cycles = 0;
+        if (kin_monitor_graph(master, KIN_NO_CTX, 3000, &g0) == KIN_OK)
+            cycles = g0->n_cycles;
+        kin_monitor_graph_destroy(&g0);
+        if (cycles)
+            break;
+        if (harness_now_ms() > until)
+            fail_msg("no deadlock cycle within 10 s");
+        usleep(20000);
+    }
     int st;
     char *out = run_kin(&st, "pstree %d", (int)getpid());
     print_message("%s", out);

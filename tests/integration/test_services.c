@@ -4,6 +4,7 @@
  * every child program (kin_init serves). */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -417,11 +418,16 @@ overload_keeps_master_memory_flat(void **state)
     uint8_t *arg = calloc(1, OVERLOAD_ARG);
     assert_non_null(rs);
     assert_non_null(arg);
-    /* The first round sizes the heap for a burst. */
+    /* The first round sizes the heap for a burst. RSS is read after
+     * malloc_trim, so that what glibc's arenas keep free (which varies
+     * from run to run with the threads involved: seen +0 to +11 MiB) is
+     * not counted; memory still held by kin is. */
     overload_round(rs, arg);
+    malloc_trim(0);
     long before = rss_kib();
     for (int r = 0; r < 6; r++)
         overload_round(rs, arg);
+    malloc_trim(0);
     long after = rss_kib();
     free(arg);
     free(rs);
@@ -433,7 +439,7 @@ overload_keeps_master_memory_flat(void **state)
      * kept. */
     print_message("RSS bound not asserted under AddressSanitizer\n");
 #else
-    assert_true(after - before < 10 * 1024);
+    assert_true(after - before < 1024);
 #endif
 }
 
