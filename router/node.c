@@ -20,6 +20,7 @@
 #include "core/task.h"
 #include "kin/call.h"
 #include "router/call_impl.h"
+#include "router/join.h"
 #include "router/names.h"
 #include "router/node_impl.h"
 #include "router/service.h"
@@ -290,6 +291,48 @@ on_stop(void *arg)
     KIN_DEBUG("context %u stopping", n->id);
 }
 
+/* kin_node_opts.join and join_bind: checks them and, to join, asks the
+ * master for an id (before the node exists: its id names its files). */
+static kin_err
+check_join(const kin_node_opts *opts, uint32_t *id, uint32_t *parent,
+           char *log_ep, size_t log_size)
+{
+    if (opts->join_bind && (opts->parent_endpoint || opts->join ||
+                            strlen(opts->join_bind) >= 256 ||
+                            (strncmp(opts->join_bind, "ipc://", 6) &&
+                             !kin__endpoint_is_tcp(opts->join_bind)))) {
+        explain(opts->errbuf, opts->errbuf_size,
+                "join_bind: a master's ipc:// or tcp:// endpoint");
+        return -EINVAL;
+    }
+    if (!opts->join)
+        return KIN_OK;
+    if (opts->parent_endpoint || opts->operator_link || opts->id ||
+        opts->parent_id || !opts->name || !opts->name[0] ||
+        strlen(opts->name) > 63 || strlen(opts->join) >= 256) {
+        explain(opts->errbuf, opts->errbuf_size,
+                "join: needs a name of 1 to 63 bytes and no "
+                "parent_endpoint, id, parent_id or operator_link");
+        return -EINVAL;
+    }
+    kin__curve_key key = {{0}, {0}};
+    if (opts->curve_key && kin__curve_parse(&key, opts->curve_key)) {
+        explain(opts->errbuf, opts->errbuf_size,
+                "curve_key is not \"PUBLIC:SECRET\" in Z85 with a "
+                "matching pair");
+        return -EINVAL;
+    }
+    char why[384] = "";
+    int timeout =
+        opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 30000;
+    kin_err e = kin__join_ask(opts->join, opts->name, &key, timeout, id, parent,
+                              log_ep, log_size, why, sizeof why);
+    if (e)
+        explain(opts->errbuf, opts->errbuf_size, "joining as '%s': %s",
+                opts->name, why);
+    return e;
+}
+
 kin_err
 kin__router_new(kin_node **out, const kin_node_opts *opts,
                 const kin__router_hooks *hooks)
@@ -302,16 +345,25 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
         (opts->id == KIN_MASTER_ID || opts->id == opts->parent_id ||
          strlen(opts->parent_endpoint) >= 256))
         return -EINVAL;
+    uint32_t join_id = 0, join_parent = 0;
+    char log_ep[256] = "";
+    kin_err e = check_join(opts, &join_id, &join_parent, log_ep, sizeof log_ep);
+    if (e)
+        return e;
     kin_node *n = calloc(1, sizeof *n);
     if (!n)
         return -ENOMEM;
-    n->has_parent = opts->parent_endpoint != NULL;
+    n->joined = opts->join != NULL;
+    n->has_parent = opts->parent_endpoint != NULL || n->joined;
     n->is_operator = n->has_parent && opts->operator_link;
-    n->id = n->has_parent ? opts->id : KIN_MASTER_ID;
-    n->parent_id = opts->parent_id;
+    n->id = n->joined ? join_id : n->has_parent ? opts->id : KIN_MASTER_ID;
+    n->parent_id = n->joined ? join_parent : opts->parent_id;
     if (n->has_parent)
         snprintf(n->parent_endpoint, sizeof n->parent_endpoint, "%s",
-                 opts->parent_endpoint);
+                 n->joined ? opts->join : opts->parent_endpoint);
+    if (opts->join_bind)
+        snprintf(n->join_bind, sizeof n->join_bind, "%s", opts->join_bind);
+    snprintf(n->tree_log, sizeof n->tree_log, "%s", log_ep);
     if (opts->name)
         snprintf(n->name, sizeof n->name, "%s", opts->name);
     else if (n->has_parent)
@@ -329,9 +381,9 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
         opts->heartbeat_timeout_ms ? opts->heartbeat_timeout_ms : 5000;
     if (n->hb_ivl_ms < 0 || n->hb_timeout_ms < 0)
         n->hb_ivl_ms = n->hb_timeout_ms = 0;
-    n->hb_up = n->has_parent && !n->is_operator &&
-               ((hooks && hooks->remote) ||
-                kin__endpoint_is_tcp(opts->parent_endpoint));
+    n->hb_up =
+        n->has_parent && !n->is_operator &&
+        ((hooks && hooks->remote) || kin__endpoint_is_tcp(n->parent_endpoint));
     pthread_mutex_init(&n->mu, NULL);
     pthread_cond_init(&n->cond, NULL);
     kin__mutex_init_fast(&n->hmu);
@@ -345,7 +397,6 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
     }
     kin__adopt_node_new(n);
 
-    kin_err e = KIN_OK;
     if (opts->curve_key) {
         if ((e = kin__curve_parse(&n->curve, opts->curve_key))) {
             explain(opts->errbuf, opts->errbuf_size,
@@ -397,6 +448,8 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
     if ((e = kin__services_start(n)))
         goto fail;
     if ((e = kin__names_start(n)))
+        goto fail;
+    if (!n->has_parent && (e = kin__join_start(n)))
         goto fail;
     if ((e = kin__broker_new(&n->broker, on_stop, n)))
         goto fail;
@@ -451,6 +504,7 @@ kin__router_stop(kin_node *n)
     kin__calls_free(n);
     kin__services_free(n);
     kin__names_free(n);
+    kin__join_free(n);
 }
 
 void
@@ -604,6 +658,28 @@ kin__node_each_child(kin_node *n, void (*fn)(void *arg, uint32_t id), void *arg)
     for (size_t it = 0; kin__u32map_next(&n->children, &it, &id, &val);)
         if (!((kin__child *)val)->is_operator)
             fn(arg, id);
+}
+
+bool
+kin__node_joined(const kin_node *n)
+{
+    return n->joined;
+}
+
+void
+kin__node_log_endpoint(kin_node *n, char *out, size_t size)
+{
+    pthread_mutex_lock(&n->mu);
+    snprintf(out, size, "%s", n->tree_log);
+    pthread_mutex_unlock(&n->mu);
+}
+
+void
+kin__node_set_log_endpoint(kin_node *n, const char *endpoint)
+{
+    pthread_mutex_lock(&n->mu);
+    snprintf(n->tree_log, sizeof n->tree_log, "%s", endpoint ? endpoint : "");
+    pthread_mutex_unlock(&n->mu);
 }
 
 int

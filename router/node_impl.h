@@ -18,6 +18,7 @@ typedef struct kin__child {
     int fd;           /* the connection's fd on our ROUTER, -1 until known */
     bool is_operator; /* a kin command attached over ipc, not a context */
     bool far;         /* linked through down_far (another host) */
+    bool joined;      /* linked through down_join: it joined from outside */
 } kin__child;
 
 struct kin_node {
@@ -25,6 +26,9 @@ struct kin_node {
     uint32_t parent_id;
     bool has_parent;
     bool is_operator; /* attached by the kin command: no children */
+    /* This context joined a running tree (kin_node_opts.join): its link
+     * comes back by itself when it drops. */
+    bool joined;
     char name[64];
     size_t max_msg;
     int connect_timeout_ms;
@@ -49,6 +53,16 @@ struct kin_node {
     void *down_far, *down_far_mon;
     kin__watch *w_down_far, *w_down_far_mon;
     char far_path[200];
+    /* A master's ROUTER for processes joining from outside
+     * (kin_node_opts.join_bind); empty join_bind: none. */
+    char join_bind[256];
+    void *down_join, *down_join_mon;
+    kin__watch *w_down_join, *w_down_join_mon;
+    struct kin__joins *joins; /* join.c, the master's pending joins */
+    /* The tree's log endpoint (under mu): a master's, as its logs layer
+     * tells it (kin__node_set_log_endpoint); a joiner's, from the join
+     * answer. Empty: none known. */
+    char tree_log[256];
     kin__u32map routes;    /* dst id -> next-hop child id + 1 */
     kin__u32map children;  /* child id -> kin__child */
     kin__u32map fds;       /* fd + 1 -> child id + 1 */

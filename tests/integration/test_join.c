@@ -1,0 +1,381 @@
+/* Joining a running tree from outside, with real processes that the test
+ * starts itself (join_peer, never kin_spawn): a joiner offers a service
+ * the master calls, shows in `kin tree` as joined, its name is checked,
+ * its service goes the moment it is killed, and it comes back by itself
+ * to a master restarted at the same endpoint. */
+#include <dirent.h>
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "integration/harness.h"
+
+/* --- peers: processes started here, always reaped -------------------------
+ */
+
+typedef struct peer {
+    pid_t pid;
+    int in;  /* its stdin: closing it ends the peer */
+    int out; /* its stdout */
+    char line[512];
+} peer;
+
+#define PEERS_MAX 8
+static peer *live[PEERS_MAX];
+static char dir[64];     /* holds the join sockets */
+static char rundir[256]; /* $XDG_RUNTIME_DIR/kin */
+
+/* Starts join_peer with args; its first line is in p->line (or "" when it
+ * said nothing within 10 s). */
+static void
+peer_start(peer *p, const char *a1, const char *a2, const char *a3)
+{
+    int in[2], out[2];
+    assert_int_equal(pipe(in), 0);
+    assert_int_equal(pipe(out), 0);
+    p->pid = fork();
+    assert_true(p->pid >= 0);
+    if (!p->pid) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[0]);
+        close(in[1]);
+        close(out[0]);
+        close(out[1]);
+        execl(JOIN_PEER, "join_peer", a1, a2, a3, (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    p->in = in[1];
+    p->out = out[0];
+    for (int i = 0; i < PEERS_MAX; i++)
+        if (!live[i]) {
+            live[i] = p;
+            break;
+        }
+    size_t len = 0;
+    double end = harness_now_ms() + 10000;
+    p->line[0] = 0;
+    while (len + 1 < sizeof p->line && harness_now_ms() < end) {
+        struct pollfd pf = {.fd = p->out, .events = POLLIN};
+        if (poll(&pf, 1, 100) <= 0)
+            continue;
+        ssize_t got = read(p->out, p->line + len, 1);
+        if (got <= 0 || p->line[len] == '\n')
+            break;
+        len++;
+    }
+    p->line[len] = 0;
+}
+
+/* Removes the sockets a SIGKILLed process left in the runtime dir. */
+static void
+sweep_sockets(pid_t pid)
+{
+    char prefix[32];
+    int plen = snprintf(prefix, sizeof prefix, "%d-", (int)pid);
+    DIR *d = opendir(rundir);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (strncmp(de->d_name, prefix, (size_t)plen))
+            continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", rundir, de->d_name);
+        unlink(path);
+    }
+    if (d)
+        closedir(d);
+}
+
+/* Ends p: SIGKILL when kill, else closes its stdin (it destroys its node
+ * and exits); reaped either way (SIGKILL after 10 s). Returns its wait
+ * status. */
+static int
+peer_stop(peer *p, bool kill_it)
+{
+    if (!p->pid)
+        return 0;
+    if (kill_it)
+        kill(p->pid, SIGKILL);
+    close(p->in);
+    int st = 0;
+    double end = harness_now_ms() + 10000;
+    while (waitpid(p->pid, &st, WNOHANG) == 0) {
+        if (harness_now_ms() > end) {
+            kill(p->pid, SIGKILL);
+            waitpid(p->pid, &st, 0);
+            break;
+        }
+        poll(NULL, 0, 10);
+    }
+    close(p->out);
+    if (kill_it || !WIFEXITED(st))
+        sweep_sockets(p->pid);
+    for (int i = 0; i < PEERS_MAX; i++)
+        if (live[i] == p)
+            live[i] = NULL;
+    p->pid = 0;
+    return st;
+}
+
+static uint32_t
+joined_id(const peer *p)
+{
+    unsigned id = 0;
+    assert_int_equal(sscanf(p->line, "joined %u", &id), 1);
+    return id;
+}
+
+static int
+setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/kin-join-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    snprintf(rundir, sizeof rundir, "%s/kin",
+             xdg && *xdg ? xdg : "/tmp/kin-unknown");
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < PEERS_MAX; i++)
+        if (live[i])
+            peer_stop(live[i], true);
+    char path[128];
+    const char *names[] = {"tree.sock", "none.sock"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+    return 0;
+}
+
+static void
+endpoint(char *out, size_t size)
+{
+    snprintf(out, size, "ipc://%s/tree.sock", dir);
+}
+
+/* Waits until no live context is named name (at the master). */
+static bool
+name_gone(kin_node *n, const char *name, int timeout_ms)
+{
+    double end = harness_now_ms() + timeout_ms;
+    uint32_t id;
+    while (kin_node_lookup(n, name, &id, 0) == KIN_OK)
+        if (harness_now_ms() > end)
+            return false;
+        else
+            poll(NULL, 0, 5);
+    return true;
+}
+
+/* --- tests -----------------------------------------------------------------
+ */
+
+/* A joiner offers a service the master calls, shows in `kin tree` as
+ * joined; killed, its service is gone at once. */
+static void
+joiner_serves_and_goes(void **state)
+{
+    (void)state;
+    char ep[128];
+    endpoint(ep, sizeof ep);
+    kin_node *m = NULL;
+    kin_node_opts o = {.join_bind = ep};
+    assert_int_equal(kin_node_new(&m, &o), KIN_OK);
+
+    peer a;
+    peer_start(&a, "joiner", ep, "alpha");
+    uint32_t id = joined_id(&a);
+    assert_true(id >= 0x40000000u);
+
+    kin_msg *r = NULL;
+    int pid = 0;
+    assert_int_equal(kin_service_call(m, "peer.pid", 5000, &r, ""), KIN_OK);
+    assert_int_equal(kin_msg_unpack(r, "i", &pid), KIN_OK);
+    kin_msg_destroy(&r);
+    assert_int_equal(pid, a.pid);
+
+    kin_ctx_info info;
+    assert_int_equal(kin_monitor_info(m, id, 5000, &info), KIN_OK);
+    assert_true(info.joined);
+    assert_string_equal(info.name, "alpha");
+    assert_int_equal(info.parent, KIN_MASTER_ID);
+    assert_int_equal(info.pid, a.pid);
+    uint32_t found = 0;
+    assert_int_equal(kin_node_lookup(m, "alpha", &found, 0), KIN_OK);
+    assert_int_equal(found, id);
+
+    int st;
+    char *out = harness_run(&st, "%s tree %d", KIN_CLI, (int)getpid());
+    char want[64];
+    snprintf(want, sizeof want, "%u alpha (joined)", id);
+    if (!strstr(out, want))
+        fprintf(stderr, "kin tree said:\n%s", out);
+    assert_non_null(strstr(out, want));
+    free(out);
+
+    peer_stop(&a, true);
+    assert_true(name_gone(m, "alpha", 5000));
+    assert_int_equal(kin_service_call(m, "peer.pid", 5000, &r, ""),
+                     KIN_ENOPROVIDER);
+    assert_null(r);
+    kin_node_destroy(&m);
+}
+
+/* A name already in the tree is refused with KIN_EEXISTS; leaving frees
+ * it. */
+static void
+name_clash_is_refused(void **state)
+{
+    (void)state;
+    char ep[128];
+    endpoint(ep, sizeof ep);
+    kin_node *m = NULL;
+    kin_node_opts o = {.join_bind = ep};
+    assert_int_equal(kin_node_new(&m, &o), KIN_OK);
+
+    peer a, b, c;
+    peer_start(&a, "joiner", ep, "alpha");
+    joined_id(&a);
+    peer_start(&b, "joiner", ep, "alpha");
+    int code = 0;
+    int at = 0;
+    assert_int_equal(sscanf(b.line, "error %d %n", &code, &at), 1);
+    assert_int_equal(code, KIN_EEXISTS);
+    assert_non_null(strstr(b.line, "'alpha' is taken by context"));
+    assert_int_equal(WEXITSTATUS(peer_stop(&b, false)), 2);
+
+    peer_start(&c, "joiner", ep, "master");
+    assert_int_equal(sscanf(c.line, "error %d", &code), 1);
+    assert_int_equal(code, KIN_EEXISTS);
+    peer_stop(&c, false);
+
+    /* Leaving (kin_node_destroy) frees the name at once. */
+    assert_int_equal(WEXITSTATUS(peer_stop(&a, false)), 0);
+    assert_true(name_gone(m, "alpha", 5000));
+    peer_start(&b, "joiner", ep, "alpha");
+    joined_id(&b);
+    peer_stop(&b, false);
+    kin_node_destroy(&m);
+}
+
+/* Joining where no tree listens fails at once, and a second master cannot
+ * take a live join endpoint. */
+static void
+join_errors(void **state)
+{
+    (void)state;
+    char ep[128], why[256];
+    snprintf(ep, sizeof ep, "ipc://%s/none.sock", dir);
+    kin_node *n = NULL;
+    kin_node_opts o = {
+        .join = ep, .name = "x", .errbuf = why, .errbuf_size = sizeof why};
+    double t0 = harness_now_ms();
+    assert_int_equal(kin_node_new(&n, &o), -ENOENT);
+    assert_true(harness_now_ms() - t0 < 2000);
+    assert_non_null(strstr(why, "no tree accepts joins"));
+    assert_null(n);
+
+    o.name = NULL; /* a joiner needs a name */
+    assert_int_equal(kin_node_new(&n, &o), -EINVAL);
+
+    endpoint(ep, sizeof ep);
+    kin_node *m = NULL, *m2 = NULL;
+    kin_node_opts mo = {.join_bind = ep};
+    assert_int_equal(kin_node_new(&m, &mo), KIN_OK);
+    assert_int_equal(kin_node_new(&m2, &mo), -EADDRINUSE);
+    kin_node_destroy(&m);
+}
+
+/* SIGKILL the master and start another on the same endpoint: the joiners
+ * (a peer process and this one) come back and the service answers
+ * again. */
+static void
+joiners_come_back_to_a_new_master(void **state)
+{
+    (void)state;
+    char ep[128];
+    endpoint(ep, sizeof ep);
+    peer m1, m2, a;
+    peer_start(&m1, "master", ep, NULL);
+    assert_non_null(strstr(m1.line, "ready"));
+    peer_start(&a, "joiner", ep, "alpha");
+    uint32_t id = joined_id(&a);
+
+    kin_node *me = NULL;
+    char why[256];
+    kin_node_opts o = {
+        .join = ep, .name = "caller", .errbuf = why, .errbuf_size = sizeof why};
+    assert_int_equal(kin_node_new(&me, &o), KIN_OK);
+    uint32_t my_id = kin_node_id(me);
+    kin_msg *r = NULL;
+    char *name = NULL;
+    assert_int_equal(kin_service_call(me, "peer.name", 5000, &r, ""), KIN_OK);
+    assert_int_equal(kin_msg_unpack(r, "s", &name), KIN_OK);
+    assert_string_equal(name, "alpha");
+    free(name);
+    kin_msg_destroy(&r);
+
+    peer_stop(&m1, true);
+    double t0 = harness_now_ms();
+    peer_start(&m2, "master", ep, NULL);
+    assert_non_null(strstr(m2.line, "ready"));
+    /* Generous: the figure is a benchmark's business. */
+    kin_err e = KIN_ENOROUTE;
+    double end = harness_now_ms() + 30000;
+    while (e && harness_now_ms() < end) {
+        e = kin_service_call(me, "peer.name", 2000, &r, "");
+        if (e)
+            poll(NULL, 0, 20);
+    }
+    assert_int_equal(e, KIN_OK);
+    fprintf(stderr, "# service back %.0f ms after the new master started\n",
+            harness_now_ms() - t0);
+    assert_int_equal(kin_msg_unpack(r, "s", &name), KIN_OK);
+    assert_string_equal(name, "alpha");
+    free(name);
+    kin_msg_destroy(&r);
+    /* Same ids as before, under the new master. */
+    assert_int_equal(kin_node_id(me), my_id);
+    uint32_t found = 0;
+    assert_int_equal(kin_node_lookup(me, "alpha", &found, 5000), KIN_OK);
+    assert_int_equal(found, id);
+
+    kin_node_destroy(&me);
+    peer_stop(&a, false);
+    peer_stop(&m2, false);
+}
+
+int
+main(void)
+{
+    harness_log_setup();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(joiner_serves_and_goes, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(name_clash_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(join_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(joiners_come_back_to_a_new_master,
+                                        setup, teardown),
+    };
+    return harness_run_group(tests);
+}
