@@ -4,6 +4,7 @@
  * and the joiner's announcements when its link to a master comes back. */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,14 +89,43 @@ kin__join_endpoint_live(const char *endpoint)
     return live;
 }
 
-/* Reads the answer [code, id, parent, text]. */
-static kin_err
-read_answer(void *sock, int timeout_ms, uint32_t *id, uint32_t *parent,
-            char *log_ep, size_t log_size, char *why, size_t why_size,
-            const char *endpoint)
+/* A PAIR that hears of sock's handshakes refused by the server. */
+static void *
+refusal_watch(void *sock)
 {
-    zmq_pollitem_t it = {.socket = sock, .events = ZMQ_POLLIN};
-    int rc = zmq_poll(&it, 1, timeout_ms);
+    static atomic_uint seq;
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://kin-join-ask-%u",
+             atomic_fetch_add(&seq, 1));
+    if (zmq_socket_monitor(sock, ep,
+                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL))
+        return NULL;
+    void *pair = zmq_socket(kin__zctx(), ZMQ_PAIR);
+    if (pair && zmq_connect(pair, ep)) {
+        zmq_close(pair);
+        pair = NULL;
+    }
+    return pair;
+}
+
+/* Reads the answer [code, id, parent, text, log endpoint]. */
+static kin_err
+read_answer(void *sock, void *mon, int timeout_ms, uint32_t *id,
+            uint32_t *parent, char *log_ep, size_t log_size, char *why,
+            size_t why_size, const char *endpoint)
+{
+    zmq_pollitem_t it[2] = {{.socket = sock, .events = ZMQ_POLLIN},
+                            {.socket = mon, .events = ZMQ_POLLIN}};
+    int rc = zmq_poll(it, mon ? 2 : 1, timeout_ms);
+    if (rc > 0 && !(it[0].revents & ZMQ_POLLIN)) {
+        say(why, why_size,
+            "%s refused this context's certificate in the CURVE handshake "
+            "(not in the master's allowed directory, revoked, or the "
+            "wrong server key)",
+            endpoint);
+        return KIN_EREFUSED;
+    }
     if (rc <= 0) {
         say(why, why_size,
             "no answer to the join request from %s within %d ms (is a "
@@ -137,9 +167,10 @@ read_answer(void *sock, int timeout_ms, uint32_t *id, uint32_t *parent,
 }
 
 kin_err
-kin__join_ask(const char *endpoint, const char *name, const kin__curve_key *key,
-              int timeout_ms, uint32_t *id, uint32_t *parent, char *log_ep,
-              size_t log_size, char *why, size_t why_size)
+kin__join_ask(const char *endpoint, const char *name, const char *server_pub,
+              const kin__curve_key *own, int timeout_ms, uint32_t *id,
+              uint32_t *parent, char *log_ep, size_t log_size, char *why,
+              size_t why_size)
 {
     bool tcp = kin__endpoint_is_tcp(endpoint);
     if (!tcp && strncmp(endpoint, "ipc://", 6)) {
@@ -153,9 +184,10 @@ kin__join_ask(const char *endpoint, const char *name, const kin__curve_key *key,
             strerror(errno));
         return e;
     }
-    if (tcp && !key->pub[0]) {
+    if (tcp && (!server_pub[0] || !own->sec[0])) {
         say(why, why_size,
-            "joining over tcp needs a key (kin_node_opts.curve_key)");
+            "joining over tcp needs keys: join_cert and join_server_cert "
+            "(or the tree's curve_key)");
         return -EINVAL;
     }
     void *s = zmq_socket(kin__zctx(), ZMQ_DEALER);
@@ -163,7 +195,10 @@ kin__join_ask(const char *endpoint, const char *name, const kin__curve_key *key,
         return -errno;
     int zero = 0;
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
-    kin_err e = tcp ? kin__curve_client(s, key) : KIN_OK;
+    kin_err e = tcp ? kin__curve_client_as(s, server_pub, own) : KIN_OK;
+    void *mon = NULL;
+    if (!e && tcp)
+        mon = refusal_watch(s);
     if (!e && zmq_connect(s, endpoint))
         e = -errno;
     kin_buf b = {0};
@@ -180,8 +215,12 @@ kin__join_ask(const char *endpoint, const char *name, const kin__curve_key *key,
         say(why, why_size, "cannot send a join request to %s: %s", endpoint,
             kin_strerror(e));
     else
-        e = read_answer(s, timeout_ms, id, parent, log_ep, log_size, why,
+        e = read_answer(s, mon, timeout_ms, id, parent, log_ep, log_size, why,
                         why_size, endpoint);
+    if (mon) {
+        zmq_socket_monitor(s, NULL, 0);
+        zmq_close(mon);
+    }
     zmq_close(s);
     if (!e && !kin__join_id_ok(*id)) {
         say(why, why_size, "%s gave an id out of the joined range: %u",

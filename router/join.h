@@ -27,16 +27,18 @@ kin__join_id_ok(uint32_t id)
 }
 
 /* Calling thread, before the joiner's node runs: asks the master
- * listening at endpoint for an id under name, presenting key on tcp.
+ * listening at endpoint for an id under name; on tcp as a CURVE client of
+ * server_pub presenting own.
  * Fills *id, *parent and log_ep (the tree's log endpoint, "" when the
  * master has none to give; log_size bytes). Errors: KIN_EEXISTS (the name is
- * taken), KIN_EREFUSED (the master refused), KIN_EBADVERSION, -ENOENT (no
- * socket at an ipc endpoint), KIN_ETIMEOUT (no answer within timeout_ms),
- * -EINVAL, -errno; why (may be NULL) says which in a sentence. */
+ * taken), KIN_EREFUSED (the master refused the certificate), KIN_EBADVERSION,
+ * -ENOENT (no socket at an ipc endpoint), KIN_ETIMEOUT (no answer within
+ * timeout_ms), -EINVAL, -errno; why (may be NULL) says which in a sentence. */
 kin_err kin__join_ask(const char *endpoint, const char *name,
-                      const kin__curve_key *key, int timeout_ms, uint32_t *id,
-                      uint32_t *parent, char *log_ep, size_t log_size,
-                      char *why, size_t why_size);
+                      const char *server_pub, const kin__curve_key *own,
+                      int timeout_ms, uint32_t *id, uint32_t *parent,
+                      char *log_ep, size_t log_size, char *why,
+                      size_t why_size);
 
 /* Made and freed with a master's node (pending joins). */
 kin_err kin__join_start(kin_node *n);

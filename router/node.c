@@ -20,6 +20,7 @@
 #include "core/task.h"
 #include "kin/call.h"
 #include "router/call_impl.h"
+#include "router/certs.h"
 #include "router/join.h"
 #include "router/names.h"
 #include "router/node_impl.h"
@@ -291,11 +292,36 @@ on_stop(void *arg)
     KIN_DEBUG("context %u stopping", n->id);
 }
 
+/* A master admitting tcp joiners by certificate: its store and key. */
+static kin_err
+open_certs(kin_node *n, const kin_node_opts *opts)
+{
+    if (!opts->join_certs || n->has_parent)
+        return opts->join_certs ? -EINVAL : KIN_OK;
+    kin_err e;
+    if (!opts->join_cert || !kin__endpoint_is_tcp(n->join_bind)) {
+        explain(opts->errbuf, opts->errbuf_size,
+                "join_certs: needs a tcp join_bind and join_cert");
+        return -EINVAL;
+    }
+    if ((e = kin__cert_load(opts->join_cert, true, &n->join_key))) {
+        explain(opts->errbuf, opts->errbuf_size, "join_cert %s: %s",
+                opts->join_cert,
+                e == -EINVAL ? "not a certificate with a secret key"
+                             : kin_strerror(e));
+        return e;
+    }
+    if ((e = kin__certs_open(&n->join_store, opts->join_certs)))
+        explain(opts->errbuf, opts->errbuf_size, "join_certs %s: %s",
+                opts->join_certs, kin_strerror(e));
+    return e;
+}
+
 /* kin_node_opts.join and join_bind: checks them and, to join, asks the
  * master for an id (before the node exists: its id names its files). */
 static kin_err
 check_join(const kin_node_opts *opts, uint32_t *id, uint32_t *parent,
-           char *log_ep, size_t log_size)
+           char *log_ep, size_t log_size, char *server_pub, kin__curve_key *own)
 {
     if (opts->join_bind && (opts->parent_endpoint || opts->join ||
                             strlen(opts->join_bind) >= 256 ||
@@ -322,11 +348,33 @@ check_join(const kin_node_opts *opts, uint32_t *id, uint32_t *parent,
                 "matching pair");
         return -EINVAL;
     }
+    kin_err e;
+    if (!opts->join_cert != !opts->join_server_cert) {
+        explain(opts->errbuf, opts->errbuf_size,
+                "join: join_cert and join_server_cert go together");
+        return -EINVAL;
+    }
+    if (opts->join_cert) {
+        kin__curve_key server;
+        if ((e = kin__cert_load(opts->join_cert, true, own)) ||
+            (e = kin__cert_load(opts->join_server_cert, false, &server))) {
+            explain(opts->errbuf, opts->errbuf_size, "join: cannot load %s: %s",
+                    own->sec[0] ? opts->join_server_cert : opts->join_cert,
+                    e == -EINVAL ? "not a certificate (with a secret key "
+                                   "for join_cert)"
+                                 : kin_strerror(e));
+            return e;
+        }
+        memcpy(server_pub, server.pub, KIN__KEY_LEN);
+    } else {
+        *own = key;
+        memcpy(server_pub, key.pub, KIN__KEY_LEN);
+    }
     char why[384] = "";
     int timeout =
         opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 30000;
-    kin_err e = kin__join_ask(opts->join, opts->name, &key, timeout, id, parent,
-                              log_ep, log_size, why, sizeof why);
+    e = kin__join_ask(opts->join, opts->name, server_pub, own, timeout, id,
+                      parent, log_ep, log_size, why, sizeof why);
     if (e)
         explain(opts->errbuf, opts->errbuf_size, "joining as '%s': %s",
                 opts->name, why);
@@ -347,7 +395,10 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
         return -EINVAL;
     uint32_t join_id = 0, join_parent = 0;
     char log_ep[256] = "";
-    kin_err e = check_join(opts, &join_id, &join_parent, log_ep, sizeof log_ep);
+    char server_pub[KIN__KEY_LEN] = "";
+    kin__curve_key own = {{0}, {0}};
+    kin_err e = check_join(opts, &join_id, &join_parent, log_ep, sizeof log_ep,
+                           server_pub, &own);
     if (e)
         return e;
     kin_node *n = calloc(1, sizeof *n);
@@ -364,6 +415,10 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
     if (opts->join_bind)
         snprintf(n->join_bind, sizeof n->join_bind, "%s", opts->join_bind);
     snprintf(n->tree_log, sizeof n->tree_log, "%s", log_ep);
+    if (opts->join_cert && n->joined) {
+        memcpy(n->join_server, server_pub, sizeof n->join_server);
+        n->join_own = own;
+    }
     if (opts->name)
         snprintf(n->name, sizeof n->name, "%s", opts->name);
     else if (n->has_parent)
@@ -409,6 +464,8 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
         /* Without CURVE in libzmq, tcp binds fail later and say why. */
         kin__curve_generate(&n->curve);
     }
+    if ((e = open_certs(n, opts)))
+        goto fail;
     if (n->is_operator) {
         /* binds nothing */
     } else if (opts->bind) {
@@ -505,6 +562,10 @@ kin__router_stop(kin_node *n)
     kin__services_free(n);
     kin__names_free(n);
     kin__join_free(n);
+    if (n->join_store) {
+        kin__curve_forget(n->join_store);
+        kin__certs_close(&n->join_store);
+    }
 }
 
 void
@@ -704,6 +765,12 @@ const char *
 kin_node_endpoint(const kin_node *n)
 {
     return n->endpoint;
+}
+
+const char *
+kin_node_join_endpoint(const kin_node *n)
+{
+    return n->join_bind;
 }
 
 kin_err

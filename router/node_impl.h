@@ -6,6 +6,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include <uv.h>
+
 #include <kin/node.h>
 
 #include "core/u32map.h"
@@ -19,6 +21,8 @@ typedef struct kin__child {
     bool is_operator; /* a kin command attached over ipc, not a context */
     bool far;         /* linked through down_far (another host) */
     bool joined;      /* linked through down_join: it joined from outside */
+    bool revoked;     /* its certificate went: its connection is shut */
+    char key[KIN__KEY_LEN]; /* a joiner's certificate key (Z85), or "" */
 } kin__child;
 
 struct kin_node {
@@ -59,6 +63,16 @@ struct kin_node {
     void *down_join, *down_join_mon;
     kin__watch *w_down_join, *w_down_join_mon;
     struct kin__joins *joins; /* join.c, the master's pending joins */
+    /* A master admitting tcp joiners by certificate: the allowed store,
+     * the key its join endpoint serves with, and the timer that drops
+     * joiners whose certificate went (broker). */
+    struct kin__certs *join_store;
+    kin__curve_key join_key;
+    uv_timer_t revoke_timer;
+    /* A joiner by certificate: the master's public key and its own pair
+     * (join_server empty: the tree key, curve). */
+    char join_server[KIN__KEY_LEN];
+    kin__curve_key join_own;
     /* The tree's log endpoint (under mu): a master's, as its logs layer
      * tells it (kin__node_set_log_endpoint); a joiner's, from the join
      * answer. Empty: none known. */

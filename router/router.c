@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <msgpack.h>
@@ -15,6 +16,7 @@
 #include "core/msg_internal.h"
 #include "core/pack_internal.h"
 #include "core/sockname.h"
+#include "router/certs.h"
 #include "router/join.h"
 #include "router/names.h"
 #include "router/node_impl.h"
@@ -262,7 +264,7 @@ kin__router_link_down(kin_node *n, uint32_t child)
 
 static void
 hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
-                 kin_msg *m)
+                 const char *key, kin_msg *m)
 {
     /* Body [id] for a context, [id, 1] for an operator (the kin command),
      * accepted only on the main ipc endpoint, whose 0700 directory admits
@@ -312,6 +314,8 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
     c->is_operator = as_operator;
     c->far = far;
     c->joined = joined;
+    snprintf(c->key, sizeof c->key, "%s", key ? key : "");
+    c->revoked = false;
     if (fd >= 0 && c->fd != fd) {
         if (c->fd >= 0)
             kin__u32map_del(&n->fds, (uint32_t)c->fd + 1);
@@ -577,6 +581,12 @@ on_down(void *sock, void *arg)
     uint32_t link = (uint32_t)r[0] | (uint32_t)r[1] << 8 |
                     (uint32_t)r[2] << 16 | (uint32_t)r[3] << 24;
     int fd = zmq_msg_get(&f[1], ZMQ_SRCFD);
+    /* A joiner's certificate key, as the ZAP handler named it. */
+    char key[KIN__KEY_LEN] = "";
+    const char *uid =
+        sock == n->down_join ? zmq_msg_gets(&f[1], "User-Id") : NULL;
+    if (uid && strlen(uid) == KIN__KEY_LEN - 1)
+        memcpy(key, uid, KIN__KEY_LEN);
     size_t big;
     kin_msg *m = decode(n, &f[1], &f[2], &big);
     close_frames(f, 3);
@@ -593,7 +603,7 @@ on_down(void *sock, void *arg)
             return true;
         }
         hello_from_child(n, link, fd, sock == n->down_far, sock == n->down_join,
-                         m);
+                         key, m);
         return true;
     }
     /* Reverse-path check: a link speaks only for its own subtree (an
@@ -734,6 +744,12 @@ on_up_event(void *sock, void *arg)
             send_up(n, hello);
         return true;
     }
+    if (got > 0 && ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+        KIN_WARN("context %u: %s refused this context's certificate "
+                 "(revoked?); trying again later",
+                 n->id, n->parent_endpoint);
+        return true;
+    }
     if (got <= 0 || ev != ZMQ_EVENT_DISCONNECTED || n->parent_lost)
         return got != 0;
     n->parent_lost = true;
@@ -829,8 +845,13 @@ open_router(kin_node *n, char *endpoint, size_t size, bool heartbeat,
     kin__zmq_set_int(*sock, ZMQ_LINGER, 200);
     if (heartbeat)
         set_heartbeat(n, *sock);
-    if (kin__endpoint_is_tcp(endpoint) && (e = secure(n, *sock, true)))
+    if (sock == &n->down_join && n->join_store) {
+        /* Joiners by certificate (certs.c), not by the tree's key. */
+        if ((e = kin__curve_server_certs(*sock, &n->join_key, n->join_store)))
+            return e;
+    } else if (kin__endpoint_is_tcp(endpoint) && (e = secure(n, *sock, true))) {
         return e;
+    }
     if (zmq_bind(*sock, endpoint)) {
         e = -errno;
         KIN_ERROR("context %u: cannot bind %s: %s", n->id, endpoint,
@@ -901,6 +922,34 @@ kin__router_far_endpoint(kin_node *n, char *out, size_t size)
     return r.result;
 }
 
+/* How often a master admitting joiners by certificate checks that theirs
+ * are still allowed: the bound on how long a revoked joiner stays. */
+#define REVOKE_CHECK_MS 1000
+
+/* Broker: drops the joiners whose certificate left the allowed directory.
+ * libzmq cannot close one peer of a ROUTER; shutting the connection's
+ * socket down makes it see the peer gone (DISCONNECTED, then
+ * kin__router_link_down as for any lost link), and a reconnect is
+ * refused in the handshake. */
+static void
+check_revoked(uv_timer_t *t)
+{
+    kin_node *n = t->data;
+    void *val;
+    uint32_t id;
+    for (size_t it = 0; kin__u32map_next(&n->children, &it, &id, &val);) {
+        kin__child *c = val;
+        if (!c->joined || !c->key[0] || c->revoked || c->fd < 0 ||
+            kin__certs_allow(n->join_store, c->key, NULL, 0))
+            continue;
+        c->revoked = true;
+        KIN_WARN("context %u: certificate %s of joined context %u was "
+                 "revoked: dropping its link",
+                 n->id, c->key, id);
+        shutdown(c->fd, SHUT_RDWR);
+    }
+}
+
 kin_err
 kin__router_open(kin_node *n)
 {
@@ -913,6 +962,12 @@ kin__router_open(kin_node *n)
                          kin__endpoint_is_tcp(n->endpoint), &n->down,
                          &n->down_mon, &n->w_down, &n->w_down_mon)))
         return e;
+    if (n->join_store) {
+        uv_timer_init(kin__broker_loop(n->broker), &n->revoke_timer);
+        n->revoke_timer.data = n;
+        uv_timer_start(&n->revoke_timer, check_revoked, REVOKE_CHECK_MS,
+                       REVOKE_CHECK_MS);
+    }
     if (n->join_bind[0]) {
         if (kin__join_endpoint_live(n->join_bind)) {
             KIN_ERROR("context %u: a tree already accepts joins at %s", n->id,
@@ -940,16 +995,22 @@ up:
     kin__zmq_set_int(n->up, ZMQ_LINGER, 200);
     if (n->hb_up)
         set_heartbeat(n, n->up);
-    if ((n->curve_up || kin__endpoint_is_tcp(n->parent_endpoint)) &&
-        (e = secure(n, n->up, false)))
+    if (n->join_server[0]) {
+        if ((e = kin__curve_client_as(n->up, n->join_server, &n->join_own)))
+            return e;
+    } else if ((n->curve_up || kin__endpoint_is_tcp(n->parent_endpoint)) &&
+               (e = secure(n, n->up, false))) {
         return e;
+    }
     if (n->joined) {
         /* Rejoining: libzmq retries the connection, backing off from
          * 100 ms to 5 s between attempts. */
         kin__zmq_set_int(n->up, ZMQ_RECONNECT_IVL, 100);
         kin__zmq_set_int(n->up, ZMQ_RECONNECT_IVL_MAX, 5000);
     }
-    int events = ZMQ_EVENT_DISCONNECTED | (n->joined ? ZMQ_EVENT_CONNECTED : 0);
+    int events =
+        ZMQ_EVENT_DISCONNECTED |
+        (n->joined ? ZMQ_EVENT_CONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH : 0);
     if (!(n->up_mon = monitor_pair(n, n->up, "up", events)))
         return -errno;
     if ((e = kin__broker_watch(n->broker, n->up, on_up, n, &n->w_up)) ||

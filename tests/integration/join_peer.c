@@ -1,11 +1,11 @@
 /* A process that test_join starts itself (never through kin_spawn):
  *   join_peer master JOIN_ENDPOINT
  *       a master accepting joins there; prints "ready PID"
- *   join_peer joiner JOIN_ENDPOINT NAME
- *       joins the tree as NAME and offers the service "peer" (peer.pid
- *       answers its pid, peer.name its name); prints "joined ID", or
- *       "error CODE TEXT" and exits 2
- * Either ends (kin_node_destroy, exit 0) when its stdin closes. */
+ *   join_peer joiner JOIN_ENDPOINT NAME [CERT_SECRET SERVER_CERT]
+ *       joins the tree as NAME (over tcp with the certificates) and offers the
+ * service "peer" (peer.pid answers its pid, peer.name its name); prints "joined
+ * ID", or "error CODE TEXT" and exits 2 Either ends (kin_node_destroy, exit 0)
+ * when its stdin closes. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,12 +54,16 @@ main(int argc, char **argv)
             return 2;
         }
         printf("ready %d\n", (int)getpid());
-    } else if (!strcmp(argv[1], "joiner") && argc == 4) {
+    } else if (!strcmp(argv[1], "joiner") && (argc == 4 || argc == 6)) {
         snprintf(my_name, sizeof my_name, "%s", argv[3]);
         kin_export("peer.pid", peer_pid, NULL, KIN_POLICY_ANY);
         kin_export("peer.name", peer_name, NULL, KIN_POLICY_ANY);
         o.join = argv[2];
         o.name = argv[3];
+        if (argc == 6) {
+            o.join_cert = argv[4];
+            o.join_server_cert = argv[5];
+        }
         o.connect_timeout_ms = 5000;
         kin_err e = kin_node_new(&n, &o);
         if (!e)

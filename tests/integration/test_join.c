@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,10 +37,11 @@ static peer *live[PEERS_MAX];
 static char dir[64];     /* holds the join sockets */
 static char rundir[256]; /* $XDG_RUNTIME_DIR/kin */
 
-/* Starts join_peer with args; its first line is in p->line (or "" when it
- * said nothing within 10 s). */
+/* Starts join_peer with its arguments (up to 5, NULL after the last);
+ * its first line is in p->line (or "" when it said nothing within 10 s). */
 static void
-peer_start(peer *p, const char *a1, const char *a2, const char *a3)
+peer_startv(peer *p, const char *a1, const char *a2, const char *a3,
+            const char *a4, const char *a5)
 {
     int in[2], out[2];
     assert_int_equal(pipe(in), 0);
@@ -53,7 +55,9 @@ peer_start(peer *p, const char *a1, const char *a2, const char *a3)
         close(in[1]);
         close(out[0]);
         close(out[1]);
-        execl(JOIN_PEER, "join_peer", a1, a2, a3, (char *)NULL);
+        char *args[] = {"join_peer", (char *)a1, (char *)a2, (char *)a3,
+                        (char *)a4,  (char *)a5, NULL};
+        execv(JOIN_PEER, args);
         _exit(127);
     }
     close(in[0]);
@@ -78,6 +82,12 @@ peer_start(peer *p, const char *a1, const char *a2, const char *a3)
         len++;
     }
     p->line[len] = 0;
+}
+
+static void
+peer_start(peer *p, const char *a1, const char *a2, const char *a3)
+{
+    peer_startv(p, a1, a2, a3, NULL, NULL);
 }
 
 /* Removes the sockets a SIGKILLed process left in the runtime dir. */
@@ -371,6 +381,125 @@ joiners_come_back_to_a_new_master(void **state)
     peer_stop(&m2, false);
 }
 
+/* --- certificates ---------------------------------------------------------
+ */
+
+static atomic_int refusals; /* "refused a joiner" diagnostics seen */
+
+static void
+count_refusals(kin_log_level level, const char *file, int line, const char *msg,
+               void *arg)
+{
+    (void)level, (void)file, (void)line, (void)arg;
+    if (strstr(msg, "refused a joiner"))
+        atomic_fetch_add(&refusals, 1);
+    if (getenv("KIN_TEST_VERBOSE"))
+        fprintf(stderr, "kin: %s\n", msg);
+}
+
+static void
+keygen(const char *name, const char *role)
+{
+    int st;
+    char *out = harness_run(&st, "%s keygen %s/%s --host test-host --role %s",
+                            KIN_CLI, dir, name, role);
+    assert_int_equal(st, 0);
+    assert_int_equal(strlen(out), 41); /* the public key and a newline */
+    free(out);
+}
+
+static void
+path(char *out, size_t size, const char *name)
+{
+    snprintf(out, size, "%s/%s", dir, name);
+}
+
+/* Over tcp with certificates from `kin keygen`: an unknown one never gets
+ * in; an allowed one serves until its file is removed from the allowed
+ * directory, then its link is dropped and its reconnects are refused. */
+static void
+certificates_admit_and_revoke(void **state)
+{
+    (void)state;
+    keygen("master", "master");
+    keygen("alpha", "joiner");
+    keygen("rogue", "joiner");
+    char allowed[128], cert[128], mcert[128], msecret[128], asecret[128],
+        rsecret[128], revoked[128];
+    path(allowed, sizeof allowed, "allowed");
+    assert_int_equal(mkdir(allowed, 0700), 0);
+    path(cert, sizeof cert, "alpha");
+    path(revoked, sizeof revoked, "allowed/alpha");
+    path(mcert, sizeof mcert, "master");
+    path(msecret, sizeof msecret, "master_secret");
+    path(asecret, sizeof asecret, "alpha_secret");
+    path(rsecret, sizeof rsecret, "rogue_secret");
+    assert_int_equal(link(cert, revoked), 0);
+
+    kin_diag_set_handler(count_refusals, NULL, KIN_LOG_WARNING);
+    kin_node *m = NULL;
+    char why[256];
+    kin_node_opts o = {.join_bind = "tcp://127.0.0.1:*",
+                       .join_certs = allowed,
+                       .join_cert = msecret,
+                       .errbuf = why,
+                       .errbuf_size = sizeof why};
+    assert_int_equal(kin_node_new(&m, &o), KIN_OK);
+    const char *ep = kin_node_join_endpoint(m);
+    assert_non_null(strstr(ep, "tcp://127.0.0.1:"));
+
+    peer r, a;
+    peer_startv(&r, "joiner", ep, "rogue", rsecret, mcert);
+    int code = 0;
+    assert_int_equal(sscanf(r.line, "error %d", &code), 1);
+    assert_int_equal(code, KIN_EREFUSED);
+    assert_non_null(strstr(r.line, "refused this context's certificate"));
+    peer_stop(&r, false);
+    assert_true(atomic_load(&refusals) >= 1);
+
+    peer_startv(&a, "joiner", ep, "alpha", asecret, mcert);
+    uint32_t id = joined_id(&a);
+    kin_msg *rep = NULL;
+    int pid = 0;
+    assert_int_equal(call_when_offered(m, "peer.pid", 5000, &rep), KIN_OK);
+    assert_int_equal(kin_msg_unpack(rep, "i", &pid), KIN_OK);
+    kin_msg_destroy(&rep);
+    assert_int_equal(pid, a.pid);
+    uint32_t found = 0;
+    assert_int_equal(kin_node_lookup(m, "alpha", &found, 0), KIN_OK);
+    assert_int_equal(found, id);
+
+    /* Revoke: its link goes within the check interval (1 s). */
+    int before = atomic_load(&refusals);
+    double t0 = harness_now_ms();
+    assert_int_equal(unlink(revoked), 0);
+    assert_true(name_gone(m, "alpha", 10000));
+    fprintf(stderr, "# revoked joiner dropped %.0f ms after its file went\n",
+            harness_now_ms() - t0);
+    assert_int_equal(kin_service_call(m, "peer.pid", 5000, &rep, ""),
+                     KIN_ENOPROVIDER);
+    /* It tries again (it still runs) and is refused each time. */
+    double end = harness_now_ms() + 15000;
+    while (atomic_load(&refusals) == before && harness_now_ms() < end)
+        poll(NULL, 0, 20);
+    assert_true(atomic_load(&refusals) > before);
+    assert_true(harness_pid_alive(a.pid));
+    assert_int_equal(kin_node_lookup(m, "alpha", &found, 0), -ENOENT);
+
+    peer_stop(&a, false);
+    kin_node_destroy(&m);
+    kin_diag_set_handler(NULL, NULL, KIN_LOG_WARNING);
+    harness_log_setup();
+    const char *files[] = {"master",       "master_secret", "alpha",
+                           "alpha_secret", "rogue",         "rogue_secret"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char p[128];
+        path(p, sizeof p, files[i]);
+        unlink(p);
+    }
+    rmdir(allowed);
+}
+
 int
 main(void)
 {
@@ -384,6 +513,8 @@ main(void)
         cmocka_unit_test_setup_teardown(join_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(joiners_come_back_to_a_new_master,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(certificates_admit_and_revoke, setup,
+                                        teardown),
     };
     return harness_run_group(tests);
 }
