@@ -326,7 +326,8 @@ kin__join_on_request(kin_node *n, void *sock, const void *rid, size_t rid_len,
     }
     char nm[64];
     snprintf(nm, sizeof nm, "%.*s", (int)(len < 63 ? len : 63), name);
-    kin_msg_destroy(&m);
+    bool name_ok = len && len <= 63 && !memchr(name, 0, len);
+    kin_msg_destroy(&m); /* name pointed into it */
     expire(j);
     if (version != KIN_PROTO_VERSION) {
         snprintf(text, sizeof text,
@@ -335,7 +336,7 @@ kin__join_on_request(kin_node *n, void *sock, const void *rid, size_t rid_len,
         answer(n, sock, rid, rid_len, KIN_EBADVERSION, 0, text);
         return;
     }
-    if (!len || len > 63 || memchr(name, 0, len)) {
+    if (!name_ok) {
         answer(n, sock, rid, rid_len, -EINVAL, 0,
                "a joiner needs a name of 1 to 63 bytes");
         return;
