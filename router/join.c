@@ -144,6 +144,8 @@ read_answer(void *sock, void *mon, int timeout_ms, uint32_t *id,
     if (!e)
         e = kin__msg_decode(&m, zmq_msg_data(&f[0]), zmq_msg_size(&f[0]),
                             zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), 0);
+    unsigned theirs =
+        zmq_msg_size(&f[0]) > 2 ? ((const uint8_t *)zmq_msg_data(&f[0]))[2] : 0;
     zmq_msg_close(&f[0]);
     zmq_msg_close(&f[1]);
     int code = 0;
@@ -154,7 +156,12 @@ read_answer(void *sock, void *mon, int timeout_ms, uint32_t *id,
         e = KIN_EBADMSG;
     if (!e)
         snprintf(log_ep, log_size, "%.*s", (int)log_len, log);
-    if (e) {
+    if (e == KIN_EBADVERSION) {
+        say(why, why_size,
+            "%s answered in kin protocol version %u; this build speaks "
+            "version %u",
+            endpoint, theirs, KIN_PROTO_VERSION);
+    } else if (e) {
         say(why, why_size, "the answer to the join request from %s: %s",
             endpoint, kin_strerror(e));
     } else if (code) {
@@ -364,6 +371,19 @@ kin__join_on_request(kin_node *n, void *sock, const void *rid, size_t rid_len,
     p->until = kin__now_ns() + (uint64_t)n->connect_timeout_ms * 1000000u;
     KIN_INFO("context %u: '%s' joins as context %u", n->id, nm, p->id);
     answer(n, sock, rid, rid_len, KIN_OK, p->id, "");
+}
+
+void
+kin__join_refuse_version(kin_node *n, void *sock, const void *rid,
+                         size_t rid_len, unsigned theirs)
+{
+    char text[160];
+    snprintf(text, sizeof text,
+             "the joiner speaks kin protocol version %u, this tree version "
+             "%u",
+             theirs, KIN_PROTO_VERSION);
+    KIN_WARN("context %u: join refused: %s", n->id, text);
+    answer(n, sock, rid, rid_len, KIN_EBADVERSION, 0, text);
 }
 
 void

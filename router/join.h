@@ -49,6 +49,11 @@ void kin__join_free(kin_node *n);
 void kin__join_on_request(kin_node *n, void *sock, const void *rid,
                           size_t rid_len, kin_msg *m);
 
+/* Master, broker thread: answers a JOIN request whose header says protocol
+ * version theirs with KIN_EBADVERSION, naming both versions. */
+void kin__join_refuse_version(kin_node *n, void *sock, const void *rid,
+                              size_t rid_len, unsigned theirs);
+
 /* Master, broker thread: joined context id said HELLO (its pending entry
  * goes). */
 void kin__join_linked(kin_node *n, uint32_t id);

@@ -545,6 +545,17 @@ on_join_request(kin_node *n, void *sock, zmq_msg_t *f)
 {
     uint8_t rid[256];
     size_t rid_len = zmq_msg_size(&f[0]);
+    const uint8_t *h = zmq_msg_data(&f[1]);
+    if (rid_len <= sizeof rid && zmq_msg_size(&f[1]) >= 4 &&
+        (h[0] | h[1] << 8) == KIN_MAGIC && h[2] != KIN_PROTO_VERSION) {
+        /* A joiner of another build: told so at once, both versions
+         * named, rather than dropped as malformed. */
+        memcpy(rid, zmq_msg_data(&f[0]), rid_len);
+        unsigned theirs = h[2];
+        close_frames(f, 3);
+        kin__join_refuse_version(n, sock, rid, rid_len, theirs);
+        return;
+    }
     size_t big;
     kin_msg *m = rid_len <= sizeof rid ? decode(n, &f[1], &f[2], &big) : NULL;
     if (m)

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <zmq.h>
 
 #include "integration/harness.h"
 
@@ -381,6 +382,62 @@ joiners_come_back_to_a_new_master(void **state)
     peer_stop(&m2, false);
 }
 
+/* A joiner speaking another protocol version gets an answer at once that
+ * names both versions (a raw ZMQ peer plays the other build). */
+static void
+other_version_is_told_at_once(void **state)
+{
+    (void)state;
+    char ep[128];
+    endpoint(ep, sizeof ep);
+    kin_node *m = NULL;
+    kin_node_opts o = {.join_bind = ep};
+    assert_int_equal(kin_node_new(&m, &o), KIN_OK);
+    void *ctx = zmq_ctx_new();
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_connect(s, ep), 0);
+    uint8_t hdr[KIN_HDR_SIZE] = {0};
+    hdr[0] = KIN_MAGIC & 0xff;
+    hdr[1] = KIN_MAGIC >> 8;
+    hdr[2] = KIN_PROTO_VERSION + 1;
+    hdr[16] = KIN_HANDLE_JOIN;
+    kin_buf b = {0};
+    assert_int_equal(kin_pack(&b, "us", KIN_PROTO_VERSION + 1, "newer"), 0);
+    zmq_send(s, hdr, sizeof hdr, ZMQ_SNDMORE);
+    zmq_send(s, b.data, b.len, 0);
+    kin_buf_release(&b);
+    zmq_pollitem_t it = {.socket = s, .events = ZMQ_POLLIN};
+    assert_int_equal(zmq_poll(&it, 1, 5000), 1);
+    zmq_msg_t f[2];
+    zmq_msg_init(&f[0]);
+    zmq_msg_init(&f[1]);
+    assert_true(zmq_msg_recv(&f[0], s, 0) >= 0);
+    assert_true(zmq_msg_recv(&f[1], s, 0) >= 0);
+    int code = 0;
+    uint32_t id, parent;
+    const char *text;
+    size_t len;
+    assert_int_equal(kin_unpack_buf(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]),
+                                    "iuuS", &code, &id, &parent, &text, &len),
+                     KIN_OK);
+    assert_int_equal(code, KIN_EBADVERSION);
+    char t[200];
+    snprintf(t, sizeof t, "%.*s", (int)len, text);
+    char want[100];
+    snprintf(want, sizeof want, "version %u, this tree version %u",
+             KIN_PROTO_VERSION + 1, KIN_PROTO_VERSION);
+    if (!strstr(t, want))
+        fprintf(stderr, "answer: %s\n", t);
+    assert_non_null(strstr(t, want));
+    zmq_msg_close(&f[0]);
+    zmq_msg_close(&f[1]);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    kin_node_destroy(&m);
+}
+
 /* --- certificates ---------------------------------------------------------
  */
 
@@ -514,6 +571,8 @@ main(void)
         cmocka_unit_test_setup_teardown(joiners_come_back_to_a_new_master,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(certificates_admit_and_revoke, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(other_version_is_told_at_once, setup,
                                         teardown),
     };
     return harness_run_group(tests);
