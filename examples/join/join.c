@@ -80,16 +80,24 @@ main(int argc, char **argv)
     /* An outside process: started here, but not by kin. */
     int in[2];
     pid_t pid;
+    if (pipe(in)) {
+        kin_node_destroy(&m);
+        rmdir(dir);
+        return fail("pipe", -errno);
+    }
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
-    if (pipe(in))
-        return 1;
     posix_spawn_file_actions_adddup2(&fa, in[0], 0);
     posix_spawn_file_actions_addclose(&fa, in[1]);
     char *args[] = {argv[0], "greeter", ep, NULL};
-    if (posix_spawn(&pid, argv[0], &fa, NULL, args, environ))
-        return 1;
+    int spawned = posix_spawn(&pid, argv[0], &fa, NULL, args, environ);
+    posix_spawn_file_actions_destroy(&fa);
     close(in[0]);
+    if (spawned) {
+        kin_node_destroy(&m);
+        rmdir(dir);
+        return fail("posix_spawn", -spawned);
+    }
 
     uint32_t id;
     int rc = 1;
