@@ -73,6 +73,11 @@ struct kin_node {
      * (join_server empty: the tree key, curve). */
     char join_server[KIN__KEY_LEN];
     kin__curve_key join_own;
+    /* A joiner refused in the handshake: libzmq gives up on that
+     * connection, so this timer connects again (broker). */
+    uv_timer_t retry_timer;
+    bool retry_inited;
+    int retry_ms; /* the next pause: 1 s doubling up to 5 s */
     /* The tree's log endpoint (under mu): a master's, as its logs layer
      * tells it (kin__node_set_log_endpoint); a joiner's, from the join
      * answer. Empty: none known. */

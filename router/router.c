@@ -382,6 +382,7 @@ hello_from_parent(kin_node *n, kin_msg *m)
         /* Back in a tree (its master restarted, or the network came
          * back): the subtree and its offers are announced again. */
         n->parent_lost = false;
+        n->retry_ms = 1000;
         KIN_INFO("context %u: joined its tree again", n->id);
         size_t cap = n->routes.len, len = 0;
         uint32_t *ids = malloc((cap + 1) * sizeof *ids);
@@ -738,6 +739,41 @@ on_down_event(void *sock, void *arg)
     return true;
 }
 
+static void
+on_retry(uv_timer_t *t)
+{
+    kin_node *n = t->data;
+    if (!n->parent_lost)
+        return;
+    /* The refused connection's session is gone: a fresh one. */
+    zmq_disconnect(n->up, n->parent_endpoint);
+    if (zmq_connect(n->up, n->parent_endpoint))
+        KIN_WARN("context %u: cannot connect to %s again: %s", n->id,
+                 n->parent_endpoint, zmq_strerror(errno));
+}
+
+/* A joiner refused in the CURVE handshake (its certificate revoked, or
+ * not yet allowed): libzmq does not retry a connection that failed
+ * authentication, so it is made again after a pause (1 s, doubling up to
+ * 5 s), until the master lets it in. */
+static void
+rejoin_later(kin_node *n)
+{
+    if (!n->joined || kin__broker_stopping(n->broker))
+        return;
+    if (!n->retry_inited) {
+        uv_timer_init(kin__broker_loop(n->broker), &n->retry_timer);
+        n->retry_timer.data = n;
+        n->retry_inited = true;
+        n->retry_ms = 1000;
+    }
+    KIN_WARN("context %u: %s refused this context's certificate (not "
+             "allowed, or revoked); trying again in %d ms",
+             n->id, n->parent_endpoint, n->retry_ms);
+    uv_timer_start(&n->retry_timer, on_retry, (uint64_t)n->retry_ms, 0);
+    n->retry_ms = n->retry_ms < 2500 ? 2 * n->retry_ms : 5000;
+}
+
 static bool
 on_up_event(void *sock, void *arg)
 {
@@ -745,9 +781,12 @@ on_up_event(void *sock, void *arg)
     uint16_t ev;
     uint32_t fd;
     int got = read_event(sock, &ev, &fd);
-    if (got > 0 && ev == ZMQ_EVENT_CONNECTED && n->joined && n->parent_lost) {
+    if (got > 0 && ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && n->joined &&
+        n->parent_lost) {
         /* A joiner's link is back (libzmq reconnects, with backoff):
-         * HELLO again; the answer ends the loss (hello_from_parent). */
+         * HELLO again; the answer ends the loss (hello_from_parent). Not
+         * on CONNECTED: a connection refused in the CURVE handshake would
+         * leave a HELLO queued each time. */
         KIN_INFO("context %u: link to %s back; saying HELLO", n->id,
                  n->parent_endpoint);
         kin_msg *hello = hello_msg(n);
@@ -755,10 +794,9 @@ on_up_event(void *sock, void *arg)
             send_up(n, hello);
         return true;
     }
-    if (got > 0 && ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
-        KIN_WARN("context %u: %s refused this context's certificate "
-                 "(revoked?); trying again later",
-                 n->id, n->parent_endpoint);
+    if (got > 0 && (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+                    ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)) {
+        rejoin_later(n);
         return true;
     }
     if (got <= 0 || ev != ZMQ_EVENT_DISCONNECTED || n->parent_lost)
@@ -1019,9 +1057,11 @@ up:
         kin__zmq_set_int(n->up, ZMQ_RECONNECT_IVL, 100);
         kin__zmq_set_int(n->up, ZMQ_RECONNECT_IVL_MAX, 5000);
     }
-    int events =
-        ZMQ_EVENT_DISCONNECTED |
-        (n->joined ? ZMQ_EVENT_CONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH : 0);
+    int events = ZMQ_EVENT_DISCONNECTED |
+                 (n->joined ? ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                                  ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                                  ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+                            : 0);
     if (!(n->up_mon = monitor_pair(n, n->up, "up", events)))
         return -errno;
     if ((e = kin__broker_watch(n->broker, n->up, on_up, n, &n->w_up)) ||

@@ -543,6 +543,14 @@ certificates_admit_and_revoke(void **state)
     assert_true(harness_pid_alive(a.pid));
     assert_int_equal(kin_node_lookup(m, "alpha", &found, 0), -ENOENT);
 
+    /* Allowed again: it comes back by itself, same id, and serves. */
+    assert_int_equal(link(cert, revoked), 0);
+    assert_int_equal(kin_node_lookup(m, "alpha", &found, 20000), KIN_OK);
+    assert_int_equal(found, id);
+    assert_int_equal(call_when_offered(m, "peer.pid", 5000, &rep), KIN_OK);
+    kin_msg_destroy(&rep);
+    unlink(revoked);
+
     peer_stop(&a, false);
     kin_node_destroy(&m);
     kin_diag_set_handler(NULL, NULL, KIN_LOG_WARNING);
