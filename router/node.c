@@ -575,6 +575,8 @@ kin__router_free(kin_node *n)
         ipc_path_release(n);
     if (n->far_path[0])
         unlink(n->far_path);
+    if (n->join_bound && !strncmp(n->join_bind, "ipc://", 6))
+        unlink(n->join_bind + 6); /* libzmq leaves the socket file */
     uint32_t key;
     void *val;
     for (size_t it = 0; kin__u32map_next(&n->handles, &it, &key, &val);)

@@ -61,6 +61,7 @@ struct kin_node {
      * (kin_node_opts.join_bind); empty join_bind: none. */
     char join_bind[256];
     void *down_join, *down_join_mon;
+    bool join_bound; /* bound here: an ipc socket file to remove */
     kin__watch *w_down_join, *w_down_join_mon;
     struct kin__joins *joins; /* join.c, the master's pending joins */
     /* A master admitting tcp joiners by certificate: the allowed store,

@@ -1028,6 +1028,7 @@ kin__router_open(kin_node *n)
                              &n->down_join_mon, &n->w_down_join,
                              &n->w_down_join_mon)))
             return e;
+        n->join_bound = true;
     }
 
 up:

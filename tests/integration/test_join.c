@@ -35,7 +35,10 @@ typedef struct peer {
 
 #define PEERS_MAX 8
 static peer *live[PEERS_MAX];
-static char dir[64];     /* holds the join sockets */
+static char dir[64]; /* holds the join sockets */
+/* The test's own nodes (masters, and itself as a joiner): destroyed by
+ * teardown when a test fails before it destroys them. */
+static kin_node *m, *m2, *me;
 static char rundir[256]; /* $XDG_RUNTIME_DIR/kin */
 
 /* Starts join_peer with its arguments (up to 5, NULL after the last);
@@ -168,12 +171,22 @@ teardown(void **state)
     for (int i = 0; i < PEERS_MAX; i++)
         if (live[i])
             peer_stop(live[i], true);
+    /* Everything a test may leave, even when it failed half-way. */
+    kin_node_destroy(&me);
+    kin_node_destroy(&m2);
+    kin_node_destroy(&m);
+    kin_diag_set_handler(NULL, NULL, KIN_LOG_WARNING); /* count_refusals */
+    harness_log_setup();
     char path[128];
-    const char *names[] = {"tree.sock", "none.sock"};
+    const char *names[] = {"tree.sock",     "none.sock",    "master",
+                           "master_secret", "alpha",        "alpha_secret",
+                           "rogue",         "rogue_secret", "allowed/alpha"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         unlink(path);
     }
+    snprintf(path, sizeof path, "%s/allowed", dir);
+    rmdir(path);
     rmdir(dir);
     return 0;
 }
@@ -222,7 +235,6 @@ joiner_serves_and_goes(void **state)
     (void)state;
     char ep[128];
     endpoint(ep, sizeof ep);
-    kin_node *m = NULL;
     kin_node_opts o = {.join_bind = ep};
     assert_int_equal(kin_node_new(&m, &o), KIN_OK);
 
@@ -273,7 +285,6 @@ name_clash_is_refused(void **state)
     (void)state;
     char ep[128];
     endpoint(ep, sizeof ep);
-    kin_node *m = NULL;
     kin_node_opts o = {.join_bind = ep};
     assert_int_equal(kin_node_new(&m, &o), KIN_OK);
 
@@ -323,7 +334,6 @@ join_errors(void **state)
     assert_int_equal(kin_node_new(&n, &o), -EINVAL);
 
     endpoint(ep, sizeof ep);
-    kin_node *m = NULL, *m2 = NULL;
     kin_node_opts mo = {.join_bind = ep};
     assert_int_equal(kin_node_new(&m, &mo), KIN_OK);
     assert_int_equal(kin_node_new(&m2, &mo), -EADDRINUSE);
@@ -345,7 +355,6 @@ joiners_come_back_to_a_new_master(void **state)
     peer_start(&a, "joiner", ep, "alpha");
     uint32_t id = joined_id(&a);
 
-    kin_node *me = NULL;
     char why[256];
     kin_node_opts o = {
         .join = ep, .name = "caller", .errbuf = why, .errbuf_size = sizeof why};
@@ -390,7 +399,6 @@ other_version_is_told_at_once(void **state)
     (void)state;
     char ep[128];
     endpoint(ep, sizeof ep);
-    kin_node *m = NULL;
     kin_node_opts o = {.join_bind = ep};
     assert_int_equal(kin_node_new(&m, &o), KIN_OK);
     void *ctx = zmq_ctx_new();
@@ -494,7 +502,6 @@ certificates_admit_and_revoke(void **state)
     assert_int_equal(link(cert, revoked), 0);
 
     kin_diag_set_handler(count_refusals, NULL, KIN_LOG_WARNING);
-    kin_node *m = NULL;
     char why[256];
     kin_node_opts o = {.join_bind = "tcp://127.0.0.1:*",
                        .join_certs = allowed,
@@ -554,15 +561,7 @@ certificates_admit_and_revoke(void **state)
     peer_stop(&a, false);
     kin_node_destroy(&m);
     kin_diag_set_handler(NULL, NULL, KIN_LOG_WARNING);
-    harness_log_setup();
-    const char *files[] = {"master",       "master_secret", "alpha",
-                           "alpha_secret", "rogue",         "rogue_secret"};
-    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
-        char p[128];
-        path(p, sizeof p, files[i]);
-        unlink(p);
-    }
-    rmdir(allowed);
+    /* teardown removes the files */
 }
 
 int
