@@ -257,8 +257,9 @@ kin__cli_tree(int argc, char **argv)
             depth++;
             k = p < count ? p : 0;
         }
-        wl = max_int(wl, snprintf(NULL, 0, "%*s%u %s", depth * 2, "", all[i].id,
-                                  all[i].name));
+        wl = max_int(wl,
+                     snprintf(NULL, 0, "%*s%u %s%s", depth * 2, "", all[i].id,
+                              all[i].name, all[i].joined ? " (joined)" : ""));
     }
     /* HOST: the host name, and the exec channel behind which the context
      * runs, if any ("web-1 [podman:web]"). */
@@ -280,19 +281,20 @@ kin__cli_tree(int argc, char **argv)
         kin_ctx_info *c = &all[stack[--top]];
         char label[160], up[32], host[160];
         host_label(c, host, sizeof host);
-        snprintf(label, sizeof label, "%*s%u %s", depth * 2, "", c->id,
-                 c->name);
+        snprintf(label, sizeof label, "%*s%u %s%s", depth * 2, "", c->id,
+                 c->name, c->joined ? " (joined)" : "");
         fmt_ms(up, sizeof up, c->uptime_ms);
-        if (o.json)
-            json_array_append_new(
-                arr,
-                json_pack("{s:i,s:s,s:s,s:s,s:i,s:o,s:i,s:I,s:f}", "id", c->id,
-                          "name", c->name, "host", c->host, "where", c->where,
-                          "pid", c->pid, "parent",
-                          depth ? json_integer(c->parent) : json_null(),
-                          "tasks", c->tasks, "rss_kib", (json_int_t)c->rss_kib,
-                          "uptime_ms", c->uptime_ms));
-        else
+        if (o.json) {
+            json_t *row = json_pack(
+                "{s:i,s:s,s:s,s:s,s:i,s:o,s:i,s:I,s:f}", "id", c->id, "name",
+                c->name, "host", c->host, "where", c->where, "pid", c->pid,
+                "parent", depth ? json_integer(c->parent) : json_null(),
+                "tasks", c->tasks, "rss_kib", (json_int_t)c->rss_kib,
+                "uptime_ms", c->uptime_ms);
+            if (row && c->joined) /* only joiners have the key */
+                json_object_set_new(row, "joined", json_true());
+            json_array_append_new(arr, row);
+        } else
             printf("%-*s %-*s %7d %6u %7.1fMi %8s\n", wl, label, wh, host,
                    c->pid, c->tasks, (double)c->rss_kib / 1024.0, up);
         for (size_t i = count; i-- > 1;) {

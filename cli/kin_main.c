@@ -4,21 +4,63 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <kin/kin.h>
+
 #include "cli/cli.h"
 #include "context/tool.h"
 
-/* A key pair for kin_node_opts.curve_key and KIN_CURVE_KEY: a tree whose
- * processes are not all started by kin (a standalone log forwarder, a
- * context made with kin_node_new) shares one this way. */
+/* kin keygen: a key pair for kin_node_opts.curve_key and KIN_CURVE_KEY (a
+ * tree whose processes are not all started by kin shares one this way);
+ * kin keygen PATH: a certificate for a host, as files in czmq's format
+ * (kin_cert_new), for joining over tcp. */
+static int
+keygen_usage(FILE *out)
+{
+    fprintf(out, "usage: kin keygen\n"
+                 "  prints a new CURVE key pair, PUBLIC:SECRET in Z85, for "
+                 "kin_node_opts.curve_key and KIN_CURVE_KEY\n"
+                 "usage: kin keygen PATH [--host HOST] [--role ROLE]\n"
+                 "  writes a new certificate in czmq's format: PATH (public, "
+                 "with the metadata: host, default this host's name, and role) "
+                 "and PATH_secret (mode 0600); copy PATH to a master's "
+                 "join_certs directory to let it join, remove it to revoke\n");
+    return out == stdout ? 0 : 2;
+}
+
 static int
 keygen(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "--help"))
+        return keygen_usage(stdout);
     if (argc > 1) {
-        FILE *out = strcmp(argv[1], "--help") ? stderr : stdout;
-        fprintf(out, "usage: kin keygen\n  prints a new CURVE key pair, "
-                     "PUBLIC:SECRET in Z85, for kin_node_opts.curve_key "
-                     "and KIN_CURVE_KEY\n");
-        return out == stdout ? 0 : 2;
+        const char *host = NULL, *role = NULL;
+        for (int i = 2; i < argc; i += 2) {
+            if (i + 1 >= argc)
+                return keygen_usage(stderr);
+            if (!strcmp(argv[i], "--host"))
+                host = argv[i + 1];
+            else if (!strcmp(argv[i], "--role"))
+                role = argv[i + 1];
+            else
+                return keygen_usage(stderr);
+        }
+        if (argv[1][0] == '-')
+            return keygen_usage(stderr);
+        char pub[KIN_CERT_KEY_LEN];
+        kin_err e = kin_cert_new(argv[1], host, role, pub);
+        if (e) {
+            fprintf(stderr, "kin keygen: %s: %s\n", argv[1],
+                    e == KIN_EEXISTS ? "a certificate is there already (or "
+                                       "its _secret file); nothing written"
+                                     : kin_strerror(e));
+            return 1;
+        }
+        printf("%s\n", pub);
+        fprintf(stderr,
+                "kin keygen: wrote %s (public) and %s_secret (keep it on "
+                "this host)\n",
+                argv[1], argv[1]);
+        return 0;
     }
     char text[128];
     if (kin__tool_keygen(text, sizeof text)) {
@@ -69,7 +111,8 @@ static const kin__cli_cmd cmds[] = {
      "show the log records of a running tree", kin__cli_logs},
     {"log-forwarder", "--backend EP --frontend EP",
      "run a standalone log forwarder", kin__cli_log_forwarder},
-    {"keygen", "", "print a new CURVE key pair for a tree (PUBLIC:SECRET)",
+    {"keygen", "[PATH [--host HOST] [--role ROLE]]",
+     "a CURVE key pair for a tree, or a certificate file pair for a host",
      keygen},
 };
 

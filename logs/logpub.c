@@ -936,6 +936,12 @@ kin__logs_start(kin_node *n, const kin_node_opts *opts, bool curve)
     if (!opts)
         opts = &none;
     const char *ep = opts->log_endpoint;
+    /* A joiner publishes where the master told it to (join answer). */
+    char joined_ep[256] = "";
+    if (!ep && kin__node_joined(n)) {
+        kin__node_log_endpoint(n, joined_ep, sizeof joined_ep);
+        ep = joined_ep[0] ? joined_ep : NULL;
+    }
     if (kin__node_is_operator(n) || (ep && !*ep) ||
         (kin__node_has_parent(n) && !ep))
         return KIN_OK;
@@ -969,6 +975,8 @@ kin__logs_start(kin_node *n, const kin_node_opts *opts, bool curve)
     }
     if (!e) {
         snprintf(p->endpoint, sizeof p->endpoint, "%s", ep);
+        if (!kin__node_has_parent(n)) /* passed on to joiners */
+            kin__node_set_log_endpoint(n, ep);
         e = run_job(p, open_job, 0);
     }
     if (e) {

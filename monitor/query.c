@@ -435,6 +435,8 @@ kin_monitor_info(kin_node *n, uint32_t ctx, int timeout_ms, kin_ctx_info *info)
                 copy(info->where, sizeof info->where, s, sl);
         } else if (!strcmp(key, "pid")) {
             e = kin_unpack(&rd, "i", &info->pid);
+        } else if (!strcmp(key, "joined")) {
+            e = kin_unpack(&rd, "b", &info->joined);
         } else if (!strcmp(key, "workers")) {
             e = kin_unpack(&rd, "i", &info->workers);
         } else if (!strcmp(key, "tasks")) {

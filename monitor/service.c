@@ -453,7 +453,12 @@ cmd_info(kin_node *n, msgpack_packer *pk)
     char host[256] = "";
     gethostname(host, sizeof host - 1);
     const char *where = getenv(KIN__ENV_WHERE);
-    msgpack_pack_map(pk, 14);
+    msgpack_pack_map(pk, 15);
+    pack_key(pk, "joined");
+    if (kin__node_joined(n))
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
     pack_key(pk, "host");
     pack_str(pk, host);
     pack_key(pk, "where");

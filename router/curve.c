@@ -18,6 +18,7 @@
 
 #include "core/log_internal.h"
 #include "core/sync.h"
+#include "router/certs.h"
 #include "router/zctx.h"
 
 #define DOMAIN_PREFIX "kin:"
@@ -27,6 +28,16 @@
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static bool zap_running;
 
+/* Join endpoints admitting by certificate: their ZAP domain
+ * ("kinj:" + a number) and store (under mu). */
+#define CERT_DOMAIN_PREFIX "kinj:"
+#define STORES_MAX 16
+static struct {
+    char domain[24];
+    kin__certs *certs;
+} stores[STORES_MAX];
+static unsigned stores_seq;
+
 static void
 forget_in_child(void)
 {
@@ -34,6 +45,7 @@ forget_in_child(void)
      * forgotten too (zctx.c), so a child starts its own on demand. */
     pthread_mutex_init(&mu, NULL);
     zap_running = false;
+    memset(stores, 0, sizeof stores);
 }
 
 bool
@@ -100,14 +112,66 @@ key_matches(zmq_msg_t *domain, zmq_msg_t *credential)
            memcmp(key, zmq_msg_data(credential), 32) == 0;
 }
 
+/* A join endpoint's domain: whether the client's certificate (the
+ * credential) is in its store; user gets the key in Z85. */
+static bool
+cert_allowed(zmq_msg_t *domain, zmq_msg_t *credential, char *user,
+             const char *addr)
+{
+    size_t len = zmq_msg_size(domain);
+    if (zmq_msg_size(credential) != 32)
+        return false;
+    zmq_z85_encode(user, zmq_msg_data(credential), 32);
+    bool ok = false, known = false;
+    char who[160] = "";
+    pthread_mutex_lock(&mu);
+    for (int i = 0; i < STORES_MAX; i++) {
+        if (stores[i].certs && strlen(stores[i].domain) == len &&
+            !memcmp(stores[i].domain, zmq_msg_data(domain), len)) {
+            known = true;
+            ok = kin__certs_allow(stores[i].certs, user, who, sizeof who);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&mu);
+    if (ok)
+        KIN_INFO("admitted a joiner from %s with certificate %s (%s)", addr,
+                 user, who);
+    else if (known)
+        KIN_WARN("refused a joiner from %s: certificate %s is not in the "
+                 "allowed directory (unknown or revoked)",
+                 addr, user);
+    return ok;
+}
+
+static bool
+is_cert_domain(zmq_msg_t *domain)
+{
+    size_t n = strlen(CERT_DOMAIN_PREFIX);
+    return zmq_msg_size(domain) > n &&
+           !memcmp(zmq_msg_data(domain), CERT_DOMAIN_PREFIX, n);
+}
+
 /* Frames: version, request id, domain, address, routing id, mechanism,
  * then the mechanism's credentials (CURVE: the client's public key). */
 static void
 answer(void *sock, zmq_msg_t *f, int count)
 {
-    bool ok = count == 7 && frame_is(&f[0], "1.0") &&
-              frame_is(&f[5], "CURVE") && key_matches(&f[2], &f[6]);
-    if (!ok) {
+    char user[KIN__KEY_LEN] = "";
+    bool by_cert = count == 7 && is_cert_domain(&f[2]);
+    bool ok = count == 7 && frame_is(&f[0], "1.0") && frame_is(&f[5], "CURVE");
+    if (ok && by_cert) {
+        char addr[64] = "?";
+        size_t len = zmq_msg_size(&f[3]);
+        if (len >= sizeof addr)
+            len = sizeof addr - 1;
+        memcpy(addr, zmq_msg_data(&f[3]), len);
+        addr[len] = 0;
+        ok = cert_allowed(&f[2], &f[6], user, addr);
+    } else if (ok) {
+        ok = key_matches(&f[2], &f[6]);
+    }
+    if (!ok && !by_cert) {
         char addr[64] = "?";
         if (count > 3) {
             size_t len = zmq_msg_size(&f[3]);
@@ -128,8 +192,8 @@ answer(void *sock, zmq_msg_t *f, int count)
     zmq_send(sock, ok ? "200" : "400", 3, ZMQ_SNDMORE);
     const char *text = ok ? "OK" : "unknown key";
     zmq_send(sock, text, strlen(text), ZMQ_SNDMORE);
-    zmq_send(sock, "", 0, ZMQ_SNDMORE); /* user id */
-    zmq_send(sock, "", 0, 0);           /* metadata */
+    zmq_send(sock, user, strlen(user), ZMQ_SNDMORE); /* user id */
+    zmq_send(sock, "", 0, 0);                        /* metadata */
 }
 
 static void *
@@ -220,4 +284,58 @@ kin__curve_client(void *sock, const kin__curve_key *k)
         zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, k->sec, KIN__KEY_LEN - 1))
         return -errno;
     return KIN_OK;
+}
+
+kin_err
+kin__curve_client_as(void *sock, const char *server_pub,
+                     const kin__curve_key *own)
+{
+    if (!zmq_has("curve"))
+        return -ENOTSUP;
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, server_pub,
+                       KIN__KEY_LEN - 1) ||
+        zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, own->pub, KIN__KEY_LEN - 1) ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, own->sec, KIN__KEY_LEN - 1))
+        return -errno;
+    return KIN_OK;
+}
+
+kin_err
+kin__curve_server_certs(void *sock, const kin__curve_key *k,
+                        struct kin__certs *certs)
+{
+    if (!zmq_has("curve"))
+        return -ENOTSUP;
+    kin_err e = zap_start();
+    if (e)
+        return e;
+    char domain[24] = "";
+    pthread_mutex_lock(&mu);
+    for (int i = 0; i < STORES_MAX && !domain[0]; i++) {
+        if (!stores[i].certs) {
+            snprintf(stores[i].domain, sizeof stores[i].domain,
+                     CERT_DOMAIN_PREFIX "%u", stores_seq++);
+            stores[i].certs = certs;
+            memcpy(domain, stores[i].domain, sizeof domain);
+        }
+    }
+    pthread_mutex_unlock(&mu);
+    if (!domain[0])
+        return -ENOMEM;
+    int one = 1;
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one) ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, k->sec, KIN__KEY_LEN - 1) ||
+        zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, domain, strlen(domain)))
+        return -errno;
+    return KIN_OK;
+}
+
+void
+kin__curve_forget(struct kin__certs *certs)
+{
+    pthread_mutex_lock(&mu);
+    for (int i = 0; i < STORES_MAX; i++)
+        if (stores[i].certs == certs)
+            stores[i].certs = NULL;
+    pthread_mutex_unlock(&mu);
 }

@@ -36,4 +36,21 @@ kin_err kin__curve_server(void *sock, const kin__curve_key *k);
 /* Makes sock a CURVE client of a server holding k, presenting k. */
 kin_err kin__curve_client(void *sock, const kin__curve_key *k);
 
+/* Makes sock a CURVE client of the server whose public key is server_pub
+ * (Z85), presenting own. */
+kin_err kin__curve_client_as(void *sock, const char *server_pub,
+                             const kin__curve_key *own);
+
+struct kin__certs;
+
+/* Makes sock a CURVE server with k that admits only clients whose public
+ * certificate is in certs (looked up at each handshake) until
+ * kin__curve_forget(certs). The ZAP answer's user id is the client's public
+ * key in Z85: messages from it carry it as "User-Id" (zmq_msg_gets).
+ * Errors: as kin__curve_server, -ENOMEM (16 stores registered). */
+kin_err kin__curve_server_certs(void *sock, const kin__curve_key *k,
+                                struct kin__certs *certs);
+/* The ZAP handler stops looking at certs (before it is closed). */
+void kin__curve_forget(struct kin__certs *certs);
+
 #endif

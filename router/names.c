@@ -224,6 +224,14 @@ kin__names_linked(kin_node *n, uint32_t child, const char *name, size_t len)
     kin_buf_release(&b);
 }
 
+uint32_t
+kin__names_find(kin_node *n, const char *name)
+{
+    if (n->has_parent || !N(n))
+        return KIN_NO_CTX;
+    return newest(N(n), name);
+}
+
 void
 kin__names_gone(kin_node *n, const uint32_t *ids, size_t count)
 {

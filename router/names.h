@@ -19,6 +19,10 @@ void kin__names_free(kin_node *n);
 void kin__names_linked(kin_node *n, uint32_t child, const char *name,
                        size_t len);
 
+/* Master, broker thread: the live context that announced name last, or
+ * KIN_NO_CTX (also anywhere but at the master). */
+uint32_t kin__names_find(kin_node *n, const char *name);
+
 /* Broker thread: the contexts ids are gone; the master forgets them. */
 void kin__names_gone(kin_node *n, const uint32_t *ids, size_t count);
 

@@ -21,6 +21,8 @@
 #include "core/task.h"
 #include "kin/call.h"
 #include "router/call_impl.h"
+#include "router/certs.h"
+#include "router/join.h"
 #include "router/metrics.h"
 #include "router/names.h"
 #include "router/node_impl.h"
@@ -292,6 +294,95 @@ on_stop(void *arg)
     KIN_DEBUG("context %u stopping", n->id);
 }
 
+/* A master admitting tcp joiners by certificate: its store and key. */
+static kin_err
+open_certs(kin_node *n, const kin_node_opts *opts)
+{
+    if (!opts->join_certs || n->has_parent)
+        return opts->join_certs ? -EINVAL : KIN_OK;
+    kin_err e;
+    if (!opts->join_cert || !kin__endpoint_is_tcp(n->join_bind)) {
+        explain(opts->errbuf, opts->errbuf_size,
+                "join_certs: needs a tcp join_bind and join_cert");
+        return -EINVAL;
+    }
+    if ((e = kin__cert_load(opts->join_cert, true, &n->join_key))) {
+        explain(opts->errbuf, opts->errbuf_size, "join_cert %s: %s",
+                opts->join_cert,
+                e == -EINVAL ? "not a certificate with a secret key"
+                             : kin_strerror(e));
+        return e;
+    }
+    if ((e = kin__certs_open(&n->join_store, opts->join_certs)))
+        explain(opts->errbuf, opts->errbuf_size, "join_certs %s: %s",
+                opts->join_certs, kin_strerror(e));
+    return e;
+}
+
+/* kin_node_opts.join and join_bind: checks them and, to join, asks the
+ * master for an id (before the node exists: its id names its files). */
+static kin_err
+check_join(const kin_node_opts *opts, uint32_t *id, uint32_t *parent,
+           char *log_ep, size_t log_size, char *server_pub, kin__curve_key *own)
+{
+    if (opts->join_bind && (opts->parent_endpoint || opts->join ||
+                            strlen(opts->join_bind) >= 256 ||
+                            (strncmp(opts->join_bind, "ipc://", 6) &&
+                             !kin__endpoint_is_tcp(opts->join_bind)))) {
+        explain(opts->errbuf, opts->errbuf_size,
+                "join_bind: a master's ipc:// or tcp:// endpoint");
+        return -EINVAL;
+    }
+    if (!opts->join)
+        return KIN_OK;
+    if (opts->parent_endpoint || opts->operator_link || opts->id ||
+        opts->parent_id || !opts->name || !opts->name[0] ||
+        strlen(opts->name) > 63 || strlen(opts->join) >= 256) {
+        explain(opts->errbuf, opts->errbuf_size,
+                "join: needs a name of 1 to 63 bytes and no "
+                "parent_endpoint, id, parent_id or operator_link");
+        return -EINVAL;
+    }
+    kin__curve_key key = {{0}, {0}};
+    if (opts->curve_key && kin__curve_parse(&key, opts->curve_key)) {
+        explain(opts->errbuf, opts->errbuf_size,
+                "curve_key is not \"PUBLIC:SECRET\" in Z85 with a "
+                "matching pair");
+        return -EINVAL;
+    }
+    kin_err e;
+    if (!opts->join_cert != !opts->join_server_cert) {
+        explain(opts->errbuf, opts->errbuf_size,
+                "join: join_cert and join_server_cert go together");
+        return -EINVAL;
+    }
+    if (opts->join_cert) {
+        kin__curve_key server;
+        if ((e = kin__cert_load(opts->join_cert, true, own)) ||
+            (e = kin__cert_load(opts->join_server_cert, false, &server))) {
+            explain(opts->errbuf, opts->errbuf_size, "join: cannot load %s: %s",
+                    own->sec[0] ? opts->join_server_cert : opts->join_cert,
+                    e == -EINVAL ? "not a certificate (with a secret key "
+                                   "for join_cert)"
+                                 : kin_strerror(e));
+            return e;
+        }
+        memcpy(server_pub, server.pub, KIN__KEY_LEN);
+    } else {
+        *own = key;
+        memcpy(server_pub, key.pub, KIN__KEY_LEN);
+    }
+    char why[384] = "";
+    int timeout =
+        opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 30000;
+    e = kin__join_ask(opts->join, opts->name, server_pub, own, timeout, id,
+                      parent, log_ep, log_size, why, sizeof why);
+    if (e)
+        explain(opts->errbuf, opts->errbuf_size, "joining as '%s': %s",
+                opts->name, why);
+    return e;
+}
+
 kin_err
 kin__router_new(kin_node **out, const kin_node_opts *opts,
                 const kin__router_hooks *hooks)
@@ -304,16 +395,32 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
         (opts->id == KIN_MASTER_ID || opts->id == opts->parent_id ||
          strlen(opts->parent_endpoint) >= 256))
         return -EINVAL;
+    uint32_t join_id = 0, join_parent = 0;
+    char log_ep[256] = "";
+    char server_pub[KIN__KEY_LEN] = "";
+    kin__curve_key own = {{0}, {0}};
+    kin_err e = check_join(opts, &join_id, &join_parent, log_ep, sizeof log_ep,
+                           server_pub, &own);
+    if (e)
+        return e;
     kin_node *n = calloc(1, sizeof *n);
     if (!n)
         return -ENOMEM;
-    n->has_parent = opts->parent_endpoint != NULL;
+    n->joined = opts->join != NULL;
+    n->has_parent = opts->parent_endpoint != NULL || n->joined;
     n->is_operator = n->has_parent && opts->operator_link;
-    n->id = n->has_parent ? opts->id : KIN_MASTER_ID;
-    n->parent_id = opts->parent_id;
+    n->id = n->joined ? join_id : n->has_parent ? opts->id : KIN_MASTER_ID;
+    n->parent_id = n->joined ? join_parent : opts->parent_id;
     if (n->has_parent)
         snprintf(n->parent_endpoint, sizeof n->parent_endpoint, "%s",
-                 opts->parent_endpoint);
+                 n->joined ? opts->join : opts->parent_endpoint);
+    if (opts->join_bind)
+        snprintf(n->join_bind, sizeof n->join_bind, "%s", opts->join_bind);
+    snprintf(n->tree_log, sizeof n->tree_log, "%s", log_ep);
+    if (opts->join_cert && n->joined) {
+        memcpy(n->join_server, server_pub, sizeof n->join_server);
+        n->join_own = own;
+    }
     if (opts->name)
         snprintf(n->name, sizeof n->name, "%s", opts->name);
     else if (n->has_parent)
@@ -331,9 +438,9 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
         opts->heartbeat_timeout_ms ? opts->heartbeat_timeout_ms : 5000;
     if (n->hb_ivl_ms < 0 || n->hb_timeout_ms < 0)
         n->hb_ivl_ms = n->hb_timeout_ms = 0;
-    n->hb_up = n->has_parent && !n->is_operator &&
-               ((hooks && hooks->remote) ||
-                kin__endpoint_is_tcp(opts->parent_endpoint));
+    n->hb_up =
+        n->has_parent && !n->is_operator &&
+        ((hooks && hooks->remote) || kin__endpoint_is_tcp(n->parent_endpoint));
     pthread_mutex_init(&n->mu, NULL);
     pthread_cond_init(&n->cond, NULL);
     kin__mutex_init_fast(&n->hmu);
@@ -349,7 +456,6 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
     /* Without it calls are not counted, nothing else changes. */
     n->metrics = kin__fn_metrics_new();
 
-    kin_err e = KIN_OK;
     if (opts->curve_key) {
         if ((e = kin__curve_parse(&n->curve, opts->curve_key))) {
             explain(opts->errbuf, opts->errbuf_size,
@@ -362,6 +468,8 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
         /* Without CURVE in libzmq, tcp binds fail later and say why. */
         kin__curve_generate(&n->curve);
     }
+    if ((e = open_certs(n, opts)))
+        goto fail;
     if (n->is_operator) {
         /* binds nothing */
     } else if (opts->bind) {
@@ -401,6 +509,8 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
     if ((e = kin__services_start(n)))
         goto fail;
     if ((e = kin__names_start(n)))
+        goto fail;
+    if (!n->has_parent && (e = kin__join_start(n)))
         goto fail;
     if ((e = kin__broker_new(&n->broker, on_stop, n)))
         goto fail;
@@ -455,6 +565,11 @@ kin__router_stop(kin_node *n)
     kin__calls_free(n);
     kin__services_free(n);
     kin__names_free(n);
+    kin__join_free(n);
+    if (n->join_store) {
+        kin__curve_forget(n->join_store);
+        kin__certs_close(&n->join_store);
+    }
 }
 
 void
@@ -464,6 +579,8 @@ kin__router_free(kin_node *n)
         ipc_path_release(n);
     if (n->far_path[0])
         unlink(n->far_path);
+    if (n->join_bound && !strncmp(n->join_bind, "ipc://", 6))
+        unlink(n->join_bind + 6); /* libzmq leaves the socket file */
     uint32_t key;
     void *val;
     for (size_t it = 0; kin__u32map_next(&n->handles, &it, &key, &val);)
@@ -611,6 +728,28 @@ kin__node_each_child(kin_node *n, void (*fn)(void *arg, uint32_t id), void *arg)
             fn(arg, id);
 }
 
+bool
+kin__node_joined(const kin_node *n)
+{
+    return n->joined;
+}
+
+void
+kin__node_log_endpoint(kin_node *n, char *out, size_t size)
+{
+    pthread_mutex_lock(&n->mu);
+    snprintf(out, size, "%s", n->tree_log);
+    pthread_mutex_unlock(&n->mu);
+}
+
+void
+kin__node_set_log_endpoint(kin_node *n, const char *endpoint)
+{
+    pthread_mutex_lock(&n->mu);
+    snprintf(n->tree_log, sizeof n->tree_log, "%s", endpoint ? endpoint : "");
+    pthread_mutex_unlock(&n->mu);
+}
+
 int
 kin__node_workers(kin_node *n)
 {
@@ -633,6 +772,12 @@ const char *
 kin_node_endpoint(const kin_node *n)
 {
     return n->endpoint;
+}
+
+const char *
+kin_node_join_endpoint(const kin_node *n)
+{
+    return n->join_bind;
 }
 
 kin_err

@@ -6,6 +6,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include <uv.h>
+
 #include <kin/node.h>
 
 #include "core/u32map.h"
@@ -18,6 +20,9 @@ typedef struct kin__child {
     int fd;           /* the connection's fd on our ROUTER, -1 until known */
     bool is_operator; /* a kin command attached over ipc, not a context */
     bool far;         /* linked through down_far (another host) */
+    bool joined;      /* linked through down_join: it joined from outside */
+    bool revoked;     /* its certificate went: its connection is shut */
+    char key[KIN__KEY_LEN]; /* a joiner's certificate key (Z85), or "" */
 } kin__child;
 
 struct kin_node {
@@ -25,6 +30,9 @@ struct kin_node {
     uint32_t parent_id;
     bool has_parent;
     bool is_operator; /* attached by the kin command: no children */
+    /* This context joined a running tree (kin_node_opts.join): its link
+     * comes back by itself when it drops. */
+    bool joined;
     char name[64];
     size_t max_msg;
     int connect_timeout_ms;
@@ -49,6 +57,32 @@ struct kin_node {
     void *down_far, *down_far_mon;
     kin__watch *w_down_far, *w_down_far_mon;
     char far_path[200];
+    /* A master's ROUTER for processes joining from outside
+     * (kin_node_opts.join_bind); empty join_bind: none. */
+    char join_bind[256];
+    void *down_join, *down_join_mon;
+    bool join_bound; /* bound here: an ipc socket file to remove */
+    kin__watch *w_down_join, *w_down_join_mon;
+    struct kin__joins *joins; /* join.c, the master's pending joins */
+    /* A master admitting tcp joiners by certificate: the allowed store,
+     * the key its join endpoint serves with, and the timer that drops
+     * joiners whose certificate went (broker). */
+    struct kin__certs *join_store;
+    kin__curve_key join_key;
+    uv_timer_t revoke_timer;
+    /* A joiner by certificate: the master's public key and its own pair
+     * (join_server empty: the tree key, curve). */
+    char join_server[KIN__KEY_LEN];
+    kin__curve_key join_own;
+    /* A joiner refused in the handshake: libzmq gives up on that
+     * connection, so this timer connects again (broker). */
+    uv_timer_t retry_timer;
+    bool retry_inited;
+    int retry_ms; /* the next pause: 1 s doubling up to 5 s */
+    /* The tree's log endpoint (under mu): a master's, as its logs layer
+     * tells it (kin__node_set_log_endpoint); a joiner's, from the join
+     * answer. Empty: none known. */
+    char tree_log[256];
     kin__u32map routes;    /* dst id -> next-hop child id + 1 */
     kin__u32map children;  /* child id -> kin__child */
     kin__u32map fds;       /* fd + 1 -> child id + 1 */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <msgpack.h>
@@ -15,6 +16,8 @@
 #include "core/msg_internal.h"
 #include "core/pack_internal.h"
 #include "core/sockname.h"
+#include "router/certs.h"
+#include "router/join.h"
 #include "router/names.h"
 #include "router/node_impl.h"
 #include "router/service.h"
@@ -46,11 +49,22 @@ send_frames(void *sock, const uint32_t *rid, const kin_msg *m)
 static void
 send_down(kin_node *n, uint32_t child, kin_msg *m)
 {
-    /* Children on other hosts hang off the far ROUTER. */
-    kin__child *c = n->down_far ? kin__u32map_get(&n->children, child) : NULL;
-    bool far = c && c->far;
-    int rc = send_frames(far ? n->down_far : n->down, &child, m);
-    kin__broker_touch(far ? n->w_down_far : n->w_down);
+    /* Children on other hosts hang off the far ROUTER, joiners off the
+     * join ROUTER. */
+    kin__child *c = n->down_far || n->down_join
+                        ? kin__u32map_get(&n->children, child)
+                        : NULL;
+    void *sock = n->down;
+    kin__watch *w = n->w_down;
+    if (c && c->far) {
+        sock = n->down_far;
+        w = n->w_down_far;
+    } else if (c && c->joined) {
+        sock = n->down_join;
+        w = n->w_down_join;
+    }
+    int rc = send_frames(sock, &child, m);
+    kin__broker_touch(w);
     if (rc) {
         char why[80];
         snprintf(why, sizeof why, "context %u cannot reach %u: %s", n->id,
@@ -249,7 +263,8 @@ kin__router_link_down(kin_node *n, uint32_t child)
  */
 
 static void
-hello_from_child(kin_node *n, uint32_t link, int fd, bool far, kin_msg *m)
+hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
+                 const char *key, kin_msg *m)
 {
     /* Body [id] for a context, [id, 1] for an operator (the kin command),
      * accepted only on the main ipc endpoint, whose 0700 directory admits
@@ -261,8 +276,18 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, kin_msg *m)
     const char *name;
     size_t name_len;
     kin__hello_read(m->body, m->len, &as_operator, &name, &name_len);
-    if (as_operator && (!n->ipc_path[0] || far)) {
+    if (as_operator && (!n->ipc_path[0] || far || joined)) {
         atomic_fetch_add(&n->stats.forged, 1);
+        kin_msg_destroy(&m);
+        return;
+    }
+    /* The join endpoint admits only ids from the joined range: a joiner's
+     * own (kin__join_on_request gave it), or one it comes back with after
+     * this master restarted. */
+    if (joined != kin__join_id_ok(link)) {
+        atomic_fetch_add(&n->stats.forged, 1);
+        KIN_WARN("context %u: HELLO from %u on the %s endpoint refused", n->id,
+                 link, joined ? "join" : "children's");
         kin_msg_destroy(&m);
         return;
     }
@@ -288,6 +313,9 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, kin_msg *m)
     }
     c->is_operator = as_operator;
     c->far = far;
+    c->joined = joined;
+    snprintf(c->key, sizeof c->key, "%s", key ? key : "");
+    c->revoked = false;
     if (fd >= 0 && c->fd != fd) {
         if (c->fd >= 0)
             kin__u32map_del(&n->fds, (uint32_t)c->fd + 1);
@@ -319,6 +347,11 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, kin_msg *m)
     announce_up(n, KIN_HANDLE_ADD_ROUTE, &link, 1);
     if (!as_operator && name)
         kin__names_linked(n, link, name, name_len);
+    if (joined) {
+        kin__join_linked(n, link);
+        KIN_INFO("context %u: context %u '%.*s' joined", n->id, link,
+                 (int)name_len, name ? name : "");
+    }
     kin_msg_destroy(&m);
 
     pthread_mutex_lock(&n->mu);
@@ -345,6 +378,23 @@ hello_from_parent(kin_node *n, kin_msg *m)
     n->up_ready = true;
     pthread_cond_broadcast(&n->cond);
     pthread_mutex_unlock(&n->mu);
+    if (n->joined && n->parent_lost) {
+        /* Back in a tree (its master restarted, or the network came
+         * back): the subtree and its offers are announced again. */
+        n->parent_lost = false;
+        n->retry_ms = 1000;
+        KIN_INFO("context %u: joined its tree again", n->id);
+        size_t cap = n->routes.len, len = 0;
+        uint32_t *ids = malloc((cap + 1) * sizeof *ids);
+        uint32_t id;
+        for (size_t it = 0;
+             ids && len < cap && kin__u32map_next(&n->routes, &it, &id, NULL);)
+            ids[len++] = id;
+        if (ids)
+            announce_up(n, KIN_HANDLE_ADD_ROUTE, ids, len);
+        free(ids);
+        kin__join_relinked(n);
+    }
 }
 
 static void
@@ -366,6 +416,7 @@ add_route(kin_node *n, uint32_t link, kin_msg *m)
             continue;
         }
         kin__u32map_put(&n->routes, ids[i], LINK(link));
+        kin__join_id_seen(n, ids[i]);
         ids[ok++] = ids[i];
     }
     announce_up(n, KIN_HANDLE_ADD_ROUTE, ids, (size_t)ok);
@@ -489,6 +540,36 @@ behind(kin_node *n, uint32_t id, uint32_t link)
     return via && UNLINK(via) == link;
 }
 
+/* A JOIN request: frames routing id, header, body (closed here). */
+static void
+on_join_request(kin_node *n, void *sock, zmq_msg_t *f)
+{
+    uint8_t rid[256];
+    size_t rid_len = zmq_msg_size(&f[0]);
+    const uint8_t *h = zmq_msg_data(&f[1]);
+    if (rid_len <= sizeof rid && zmq_msg_size(&f[1]) >= 4 &&
+        (h[0] | h[1] << 8) == KIN_MAGIC && h[2] != KIN_PROTO_VERSION) {
+        /* A joiner of another build: told so at once, both versions
+         * named, rather than dropped as malformed. */
+        memcpy(rid, zmq_msg_data(&f[0]), rid_len);
+        unsigned theirs = h[2];
+        close_frames(f, 3);
+        kin__join_refuse_version(n, sock, rid, rid_len, theirs);
+        return;
+    }
+    size_t big;
+    kin_msg *m = rid_len <= sizeof rid ? decode(n, &f[1], &f[2], &big) : NULL;
+    if (m)
+        memcpy(rid, zmq_msg_data(&f[0]), rid_len);
+    close_frames(f, 3);
+    if (m && big) {
+        atomic_fetch_add(&n->stats.malformed, 1);
+        kin_msg_destroy(&m);
+    }
+    if (m)
+        kin__join_on_request(n, sock, rid, rid_len, m);
+}
+
 static bool
 on_down(void *sock, void *arg)
 {
@@ -497,6 +578,11 @@ on_down(void *sock, void *arg)
     int got = recv_frames(sock, f, 3);
     if (got == 0)
         return false; /* nothing there */
+    if (got == 3 && sock == n->down_join && zmq_msg_size(&f[0]) != 4) {
+        /* A joiner without an id yet: its JOIN request. */
+        on_join_request(n, sock, f);
+        return true;
+    }
     if (got < 0 || zmq_msg_size(&f[0]) != 4) {
         if (got > 0)
             close_frames(f, got);
@@ -507,6 +593,12 @@ on_down(void *sock, void *arg)
     uint32_t link = (uint32_t)r[0] | (uint32_t)r[1] << 8 |
                     (uint32_t)r[2] << 16 | (uint32_t)r[3] << 24;
     int fd = zmq_msg_get(&f[1], ZMQ_SRCFD);
+    /* A joiner's certificate key, as the ZAP handler named it. */
+    char key[KIN__KEY_LEN] = "";
+    const char *uid =
+        sock == n->down_join ? zmq_msg_gets(&f[1], "User-Id") : NULL;
+    if (uid && strlen(uid) == KIN__KEY_LEN - 1)
+        memcpy(key, uid, KIN__KEY_LEN);
     size_t big;
     kin_msg *m = decode(n, &f[1], &f[2], &big);
     close_frames(f, 3);
@@ -522,7 +614,8 @@ on_down(void *sock, void *arg)
             kin_msg_destroy(&m);
             return true;
         }
-        hello_from_child(n, link, fd, sock == n->down_far, m);
+        hello_from_child(n, link, fd, sock == n->down_far, sock == n->down_join,
+                         key, m);
         return true;
     }
     /* Reverse-path check: a link speaks only for its own subtree (an
@@ -646,6 +739,41 @@ on_down_event(void *sock, void *arg)
     return true;
 }
 
+static void
+on_retry(uv_timer_t *t)
+{
+    kin_node *n = t->data;
+    if (!n->parent_lost)
+        return;
+    /* The refused connection's session is gone: a fresh one. */
+    zmq_disconnect(n->up, n->parent_endpoint);
+    if (zmq_connect(n->up, n->parent_endpoint))
+        KIN_WARN("context %u: cannot connect to %s again: %s", n->id,
+                 n->parent_endpoint, zmq_strerror(errno));
+}
+
+/* A joiner refused in the CURVE handshake (its certificate revoked, or
+ * not yet allowed): libzmq does not retry a connection that failed
+ * authentication, so it is made again after a pause (1 s, doubling up to
+ * 5 s), until the master lets it in. */
+static void
+rejoin_later(kin_node *n)
+{
+    if (!n->joined || kin__broker_stopping(n->broker))
+        return;
+    if (!n->retry_inited) {
+        uv_timer_init(kin__broker_loop(n->broker), &n->retry_timer);
+        n->retry_timer.data = n;
+        n->retry_inited = true;
+        n->retry_ms = 1000;
+    }
+    KIN_WARN("context %u: %s refused this context's certificate (not "
+             "allowed, or revoked); trying again in %d ms",
+             n->id, n->parent_endpoint, n->retry_ms);
+    uv_timer_start(&n->retry_timer, on_retry, (uint64_t)n->retry_ms, 0);
+    n->retry_ms = n->retry_ms < 2500 ? 2 * n->retry_ms : 5000;
+}
+
 static bool
 on_up_event(void *sock, void *arg)
 {
@@ -653,6 +781,24 @@ on_up_event(void *sock, void *arg)
     uint16_t ev;
     uint32_t fd;
     int got = read_event(sock, &ev, &fd);
+    if (got > 0 && ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && n->joined &&
+        n->parent_lost) {
+        /* A joiner's link is back (libzmq reconnects, with backoff):
+         * HELLO again; the answer ends the loss (hello_from_parent). Not
+         * on CONNECTED: a connection refused in the CURVE handshake would
+         * leave a HELLO queued each time. */
+        KIN_INFO("context %u: link to %s back; saying HELLO", n->id,
+                 n->parent_endpoint);
+        kin_msg *hello = hello_msg(n);
+        if (hello)
+            send_up(n, hello);
+        return true;
+    }
+    if (got > 0 && (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+                    ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)) {
+        rejoin_later(n);
+        return true;
+    }
     if (got <= 0 || ev != ZMQ_EVENT_DISCONNECTED || n->parent_lost)
         return got != 0;
     n->parent_lost = true;
@@ -665,6 +811,11 @@ on_up_event(void *sock, void *arg)
         if (n->ancestors[i] != n->parent_id)
             ids[count++] = n->ancestors[i];
     kin__handles_peer_gone(n, ids, (size_t)count);
+    if (n->joined) {
+        KIN_WARN("context %u: will join %s again when it answers", n->id,
+                 n->parent_endpoint);
+        return true;
+    }
     if (n->on_parent_lost)
         n->on_parent_lost(n, n->on_parent_lost_arg);
     return true;
@@ -674,7 +825,7 @@ on_up_event(void *sock, void *arg)
  */
 
 static void *
-monitor_pair(kin_node *n, void *sock, const char *tag)
+monitor_pair(kin_node *n, void *sock, const char *tag, int events)
 {
     /* Named by a counter, not by n's address: a node allocated where a
      * destroyed one lived would find that one's inproc endpoint still
@@ -683,7 +834,7 @@ monitor_pair(kin_node *n, void *sock, const char *tag)
     char ep[96];
     snprintf(ep, sizeof ep, "inproc://kin-mon-%u-%u-%s",
              atomic_fetch_add(&seq, 1), n->id, tag);
-    if (zmq_socket_monitor(sock, ep, ZMQ_EVENT_DISCONNECTED))
+    if (zmq_socket_monitor(sock, ep, events))
         return NULL;
     void *pair = zmq_socket(kin__zctx(), ZMQ_PAIR);
     if (pair && zmq_connect(pair, ep)) {
@@ -743,8 +894,13 @@ open_router(kin_node *n, char *endpoint, size_t size, bool heartbeat,
     kin__zmq_set_int(*sock, ZMQ_LINGER, 200);
     if (heartbeat)
         set_heartbeat(n, *sock);
-    if (kin__endpoint_is_tcp(endpoint) && (e = secure(n, *sock, true)))
+    if (sock == &n->down_join && n->join_store) {
+        /* Joiners by certificate (certs.c), not by the tree's key. */
+        if ((e = kin__curve_server_certs(*sock, &n->join_key, n->join_store)))
+            return e;
+    } else if (kin__endpoint_is_tcp(endpoint) && (e = secure(n, *sock, true))) {
         return e;
+    }
     if (zmq_bind(*sock, endpoint)) {
         e = -errno;
         KIN_ERROR("context %u: cannot bind %s: %s", n->id, endpoint,
@@ -752,7 +908,7 @@ open_router(kin_node *n, char *endpoint, size_t size, bool heartbeat,
         return e;
     }
     zmq_getsockopt(*sock, ZMQ_LAST_ENDPOINT, endpoint, &size);
-    if (!(*mon = monitor_pair(n, *sock, "down")))
+    if (!(*mon = monitor_pair(n, *sock, "down", ZMQ_EVENT_DISCONNECTED)))
         return -errno;
     if ((e = kin__broker_watch(n->broker, *sock, on_down, n, w)) ||
         (e = kin__broker_watch(n->broker, *mon, on_down_event, n, wmon)))
@@ -815,6 +971,34 @@ kin__router_far_endpoint(kin_node *n, char *out, size_t size)
     return r.result;
 }
 
+/* How often a master admitting joiners by certificate checks that theirs
+ * are still allowed: the bound on how long a revoked joiner stays. */
+#define REVOKE_CHECK_MS 1000
+
+/* Broker: drops the joiners whose certificate left the allowed directory.
+ * libzmq cannot close one peer of a ROUTER; shutting the connection's
+ * socket down makes it see the peer gone (DISCONNECTED, then
+ * kin__router_link_down as for any lost link), and a reconnect is
+ * refused in the handshake. */
+static void
+check_revoked(uv_timer_t *t)
+{
+    kin_node *n = t->data;
+    void *val;
+    uint32_t id;
+    for (size_t it = 0; kin__u32map_next(&n->children, &it, &id, &val);) {
+        kin__child *c = val;
+        if (!c->joined || !c->key[0] || c->revoked || c->fd < 0 ||
+            kin__certs_allow(n->join_store, c->key, NULL, 0))
+            continue;
+        c->revoked = true;
+        KIN_WARN("context %u: certificate %s of joined context %u was "
+                 "revoked: dropping its link",
+                 n->id, c->key, id);
+        shutdown(c->fd, SHUT_RDWR);
+    }
+}
+
 kin_err
 kin__router_open(kin_node *n)
 {
@@ -827,6 +1011,25 @@ kin__router_open(kin_node *n)
                          kin__endpoint_is_tcp(n->endpoint), &n->down,
                          &n->down_mon, &n->w_down, &n->w_down_mon)))
         return e;
+    if (n->join_store) {
+        uv_timer_init(kin__broker_loop(n->broker), &n->revoke_timer);
+        n->revoke_timer.data = n;
+        uv_timer_start(&n->revoke_timer, check_revoked, REVOKE_CHECK_MS,
+                       REVOKE_CHECK_MS);
+    }
+    if (n->join_bind[0]) {
+        if (kin__join_endpoint_live(n->join_bind)) {
+            KIN_ERROR("context %u: a tree already accepts joins at %s", n->id,
+                      n->join_bind);
+            return -EADDRINUSE;
+        }
+        if ((e = open_router(n, n->join_bind, sizeof n->join_bind,
+                             kin__endpoint_is_tcp(n->join_bind), &n->down_join,
+                             &n->down_join_mon, &n->w_down_join,
+                             &n->w_down_join_mon)))
+            return e;
+        n->join_bound = true;
+    }
 
 up:
     if (!n->has_parent)
@@ -842,10 +1045,25 @@ up:
     kin__zmq_set_int(n->up, ZMQ_LINGER, 200);
     if (n->hb_up)
         set_heartbeat(n, n->up);
-    if ((n->curve_up || kin__endpoint_is_tcp(n->parent_endpoint)) &&
-        (e = secure(n, n->up, false)))
+    if (n->join_server[0]) {
+        if ((e = kin__curve_client_as(n->up, n->join_server, &n->join_own)))
+            return e;
+    } else if ((n->curve_up || kin__endpoint_is_tcp(n->parent_endpoint)) &&
+               (e = secure(n, n->up, false))) {
         return e;
-    if (!(n->up_mon = monitor_pair(n, n->up, "up")))
+    }
+    if (n->joined) {
+        /* Rejoining: libzmq retries the connection, backing off from
+         * 100 ms to 5 s between attempts. */
+        kin__zmq_set_int(n->up, ZMQ_RECONNECT_IVL, 100);
+        kin__zmq_set_int(n->up, ZMQ_RECONNECT_IVL_MAX, 5000);
+    }
+    int events = ZMQ_EVENT_DISCONNECTED |
+                 (n->joined ? ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                                  ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                                  ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+                            : 0);
+    if (!(n->up_mon = monitor_pair(n, n->up, "up", events)))
         return -errno;
     if ((e = kin__broker_watch(n->broker, n->up, on_up, n, &n->w_up)) ||
         (e = kin__broker_watch(n->broker, n->up_mon, on_up_event, n,
@@ -867,6 +1085,14 @@ kin__router_close(kin_node *n)
     /* The broker has closed the watches with the rest of its handles. */
     n->w_up = n->w_down = n->w_up_mon = n->w_down_mon = NULL;
     n->w_down_far = n->w_down_far_mon = NULL;
+    n->w_down_join = n->w_down_join_mon = NULL;
+    if (n->down_join) {
+        zmq_socket_monitor(n->down_join, NULL, 0);
+        zmq_close(n->down_join);
+    }
+    if (n->down_join_mon)
+        zmq_close(n->down_join_mon);
+    n->down_join = n->down_join_mon = NULL;
     if (n->down_far) {
         zmq_socket_monitor(n->down_far, NULL, 0);
         zmq_close(n->down_far);

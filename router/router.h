@@ -115,6 +115,13 @@ kin__tasktab *kin__node_tasks(kin_node *n);
  * links left out). */
 void kin__node_each_child(kin_node *n, void (*fn)(void *arg, uint32_t id),
                           void *arg);
+/* Joined a running tree from outside (kin_node_opts.join). */
+bool kin__node_joined(const kin_node *n);
+/* The tree's log endpoint: what a master's logs layer set (and the join
+ * answer passes on to joiners), or what a joiner was told; "" when none.
+ * Copied into out (size bytes). Any thread. */
+void kin__node_log_endpoint(kin_node *n, char *out, size_t size);
+void kin__node_set_log_endpoint(kin_node *n, const char *endpoint);
 /* The worker pool's size. */
 int kin__node_workers(kin_node *n);
 

@@ -8,7 +8,7 @@
 set -euo pipefail
 
 build=(build-essential cmake pkg-config
-       libzmq3-dev libmsgpack-dev libuv1-dev
+       libzmq3-dev libczmq-dev libmsgpack-dev libuv1-dev
        libunwind-dev libdw-dev libjansson-dev libedit-dev libncurses-dev
        libmicrohttpd-dev libxxhash-dev)
 # cmocka: the unit and integration tests; clang and its runtime: the fuzz

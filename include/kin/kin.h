@@ -3,6 +3,7 @@
 #define KIN_KIN_H
 
 #include <kin/call.h>
+#include <kin/cert.h>
 #include <kin/defs.h>
 #include <kin/diag.h>
 #include <kin/err.h>

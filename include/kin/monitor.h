@@ -82,6 +82,9 @@ typedef struct kin_ctx_info {
                                the tree's embedded forwarder) */
     uint32_t children[256]; /* its child contexts (operators excluded) */
     int n_children;
+    /* It joined the tree from outside (kin_node_opts.join): no one above
+     * supervises its process. */
+    bool joined;
 } kin_ctx_info;
 
 /* Asks context ctx about itself. Errors: those of a call, KIN_EBADMSG.

@@ -32,7 +32,10 @@ enum kin_handle {
     KIN_HANDLE_ALLOCATE_ID = 7, /* ask the master for a block of ids */
     KIN_HANDLE_SHUTDOWN = 8,    /* parent -> child: shut down */
     KIN_HANDLE_PING = 9,        /* echo */
-    KIN_HANDLE_DYNAMIC = 1000,  /* first dynamically allocated handle */
+    /* A process outside the tree asks a master's join endpoint for an id
+     * (kin_node_opts.join); only on that endpoint, never routed. */
+    KIN_HANDLE_JOIN = 24,
+    KIN_HANDLE_DYNAMIC = 1000, /* first dynamically allocated handle */
 };
 
 enum kin_msg_flag {

@@ -73,6 +73,44 @@ typedef struct kin_node_opts {
      * values. Negative: no heartbeats. */
     int heartbeat_ms;
     int heartbeat_timeout_ms;
+    /* Master: also accept contexts joining from outside the tree
+     * (processes kin did not spawn, see kin_node_opts.join) at this
+     * endpoint: "ipc:///path" (the socket file's directory decides who
+     * may join: keep it 0700 for the same user only) or "tcp://HOST:PORT"
+     * (CURVE with the tree's key, curve_key). NULL: joins are refused.
+     * A live master already serving joins at an ipc path: -EADDRINUSE. */
+    const char *join_bind;
+    /* Keys per host for tcp joins (kin/cert.h, docs/remote.md). Master
+     * with a tcp join_bind: join_certs is a directory of the public
+     * certificates of the joiners it admits (czmq's format; read again
+     * when it changes), and join_cert the secret certificate its join
+     * endpoint serves with. A joiner presenting a certificate not in the
+     * directory is refused in the CURVE handshake; removing a file
+     * revokes it: new connections with it are refused at once, and a
+     * joiner linked with it is dropped within 1 s (the master checks its
+     * joiners' certificates every second). Joiner over tcp: join_cert is
+     * its own secret certificate, join_server_cert the master's public
+     * one (instead of curve_key). Unreadable or not a certificate:
+     * -ENOENT / -EINVAL, errbuf naming the file. */
+    const char *join_certs;
+    const char *join_cert;
+    const char *join_server_cert;
+    /* Join the running tree whose master accepts joins at this endpoint
+     * (its join_bind), from a process kin did not spawn: the master gives
+     * this context an id and it links as the master's child under `name`
+     * (required, 1 to 63 bytes, and not the name of a live context of the
+     * tree: KIN_EEXISTS, errbuf naming the holder). parent_endpoint, id
+     * and parent_id must be unset. Over tcp it presents curve_key. No one
+     * supervises its process: its exit (or kin_node_destroy) drops its
+     * link, which removes its routes and service offers at once. When the
+     * link drops (the master restarts, the network fails) the context
+     * keeps running and links again by itself when the endpoint answers
+     * (retries back off from 100 ms to 5 s), keeping its id, and offers
+     * its services again; callers meanwhile get KIN_ENOROUTE or
+     * KIN_EPEERGONE. Errors of kin_node_new: -ENOENT (no socket at an
+     * ipc endpoint), KIN_ETIMEOUT (no answer in connect_timeout_ms),
+     * KIN_EEXISTS, KIN_EBADVERSION, -EINVAL; errbuf says which. */
+    const char *join;
     /* Optional: when kin_node_new (or kin_init) fails, a sentence for the
      * user saying why, e.g. which runtime directory was refused, what is
      * wrong with it and what to do ("remove it, or set XDG_RUNTIME_DIR");
@@ -108,6 +146,11 @@ KIN_EXPORT const char *kin_node_name(const kin_node *n);
 
 /* The endpoint children connect to (owned by n). */
 KIN_EXPORT const char *kin_node_endpoint(const kin_node *n);
+
+/* The endpoint joiners connect to: kin_node_opts.join_bind as bound (a tcp
+ * port given as 0 or * is the one chosen); "" when n accepts no joins.
+ * Owned by n. Any thread. */
+KIN_EXPORT const char *kin_node_join_endpoint(const kin_node *n);
 
 /* Allocates a context id unique in the whole tree (the master hands out
  * blocks). Errors: whatever the call to the master fails with. Any thread. */

@@ -1,0 +1,129 @@
+/* Certificates as files with czmq (zcert, zcertstore): loading a key pair
+ * or a public key, the store of allowed certificates (czmq reads the
+ * directory again on a lookup once it changed, so removing a file revokes
+ * it for the next lookup), and kin_cert_new, which `kin keygen` calls.
+ * czmq's sockets and zsys are not used: kin keeps its own ZMQ context. */
+#include "router/certs.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <czmq.h>
+
+#include <kin/cert.h>
+
+struct kin__certs {
+    pthread_mutex_t mu; /* zcertstore is not thread-safe */
+    zcertstore_t *store;
+};
+
+kin_err
+kin__certs_open(kin__certs **out, const char *dir)
+{
+    *out = NULL;
+    struct stat st;
+    if (stat(dir, &st))
+        return -errno;
+    if (!S_ISDIR(st.st_mode))
+        return -ENOTDIR;
+    kin__certs *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    if (!(c->store = zcertstore_new(dir))) {
+        free(c);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&c->mu, NULL);
+    *out = c;
+    return KIN_OK;
+}
+
+void
+kin__certs_close(kin__certs **cp)
+{
+    if (!cp || !*cp)
+        return;
+    kin__certs *c = *cp;
+    zcertstore_destroy(&c->store);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+    *cp = NULL;
+}
+
+bool
+kin__certs_allow(kin__certs *c, const char *pub, char *who, size_t who_size)
+{
+    pthread_mutex_lock(&c->mu);
+    zcert_t *cert = zcertstore_lookup(c->store, pub);
+    if (cert && who && who_size) {
+        const char *host = zcert_meta(cert, "host");
+        const char *role = zcert_meta(cert, "role");
+        snprintf(who, who_size, "%s/%s", host ? host : "?", role ? role : "?");
+    }
+    pthread_mutex_unlock(&c->mu);
+    return cert != NULL;
+}
+
+kin_err
+kin__cert_load(const char *path, bool need_secret, kin__curve_key *k)
+{
+    memset(k, 0, sizeof *k);
+    if (access(path, R_OK))
+        return -errno;
+    /* zcert_load takes the public file's name and reads "_secret" next to
+     * it; given the secret file itself, it finds both keys in it. */
+    zcert_t *cert = zcert_load(path);
+    if (!cert)
+        return -EINVAL;
+    const char *pub = zcert_public_txt(cert);
+    const char *sec = zcert_secret_txt(cert);
+    kin_err e = KIN_OK;
+    if (!pub || strlen(pub) != KIN__KEY_LEN - 1)
+        e = -EINVAL;
+    else if (need_secret &&
+             (!sec || strlen(sec) != KIN__KEY_LEN - 1 ||
+              !strcmp(sec, "0000000000000000000000000000000000000000")))
+        e = -EINVAL;
+    if (!e) {
+        memcpy(k->pub, pub, KIN__KEY_LEN);
+        if (need_secret)
+            memcpy(k->sec, sec, KIN__KEY_LEN);
+    }
+    zcert_destroy(&cert);
+    return e;
+}
+
+kin_err
+kin_cert_new(const char *path, const char *host, const char *role, char *pub)
+{
+    if (!path || !*path)
+        return -EINVAL;
+    char secret[4096];
+    if (snprintf(secret, sizeof secret, "%s_secret", path) >=
+        (int)sizeof secret)
+        return -ENAMETOOLONG;
+    if (!access(path, F_OK) || !access(secret, F_OK))
+        return KIN_EEXISTS;
+    char me[256] = "";
+    if (!host || !*host) {
+        gethostname(me, sizeof me - 1);
+        host = me;
+    }
+    zcert_t *cert = zcert_new();
+    if (!cert)
+        return zmq_has("curve") ? -ENOMEM : -ENOTSUP;
+    zcert_set_meta(cert, "host", "%s", host);
+    if (role && *role)
+        zcert_set_meta(cert, "role", "%s", role);
+    kin_err e = zcert_save(cert, path) ? -EIO : KIN_OK;
+    if (!e && chmod(secret, 0600))
+        e = -errno;
+    if (!e && pub)
+        snprintf(pub, KIN__KEY_LEN, "%s", zcert_public_txt(cert));
+    zcert_destroy(&cert);
+    return e;
+}

@@ -1,0 +1,426 @@
+/* Joining a running tree from outside: the joiner's JOIN request (made on
+ * a socket of its own before its node runs), the master's answer (an id
+ * from the joined range, the name checked against the live contexts'),
+ * and the joiner's announcements when its link to a master comes back. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include <kin/pack.h>
+
+#include "core/log_internal.h"
+#include "core/msg_internal.h"
+#include "core/task.h"
+#include "router/join.h"
+#include "router/names.h"
+#include "router/node_impl.h"
+#include "router/service_impl.h"
+#include "router/zctx.h"
+
+#define PENDING_MAX 64
+#define ID_BLOCK 64u /* as node.c hands them out */
+
+/* An id given to a joiner that has not said HELLO yet: neither the id nor
+ * the name goes to another joiner meanwhile. */
+typedef struct join_pending {
+    uint32_t id;
+    char name[64];
+    uint64_t until; /* monotonic ns */
+} join_pending;
+
+struct kin__joins {
+    join_pending items[PENDING_MAX];
+    int len;
+    uint64_t rng;
+};
+
+/* --- the joiner's request ------------------------------------------------- */
+
+static void say(char *why, size_t size, const char *fmt, ...) KIN_PRINTF(3, 4);
+
+static void
+say(char *why, size_t size, const char *fmt, ...)
+{
+    if (!why || !size)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, size, fmt, ap);
+    va_end(ap);
+}
+
+/* Sends m as header + body frames, after a routing frame when rid. */
+static int
+send_msg(void *sock, const void *rid, size_t rid_len, const kin_msg *m)
+{
+    uint8_t hdr[KIN_HDR_SIZE];
+    kin__msg_header_encode(m, hdr);
+    if (rid && zmq_send(sock, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return -errno;
+    if (zmq_send(sock, hdr, sizeof hdr, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_send(sock, m->body, m->len, ZMQ_DONTWAIT) < 0)
+        return -errno;
+    return 0;
+}
+
+bool
+kin__join_endpoint_live(const char *endpoint)
+{
+    if (strncmp(endpoint, "ipc://", 6))
+        return false;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(endpoint + 6) >= sizeof sa.sun_path)
+        return false;
+    strcpy(sa.sun_path, endpoint + 6);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    bool live = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return live;
+}
+
+/* A PAIR that hears of sock's handshakes refused by the server. */
+static void *
+refusal_watch(void *sock)
+{
+    static atomic_uint seq;
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://kin-join-ask-%u",
+             atomic_fetch_add(&seq, 1));
+    if (zmq_socket_monitor(sock, ep,
+                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL))
+        return NULL;
+    void *pair = zmq_socket(kin__zctx(), ZMQ_PAIR);
+    if (pair && zmq_connect(pair, ep)) {
+        zmq_close(pair);
+        pair = NULL;
+    }
+    return pair;
+}
+
+/* Reads the answer [code, id, parent, text, log endpoint]. */
+static kin_err
+read_answer(void *sock, void *mon, int timeout_ms, uint32_t *id,
+            uint32_t *parent, char *log_ep, size_t log_size, char *why,
+            size_t why_size, const char *endpoint)
+{
+    zmq_pollitem_t it[2] = {{.socket = sock, .events = ZMQ_POLLIN},
+                            {.socket = mon, .events = ZMQ_POLLIN}};
+    int rc = zmq_poll(it, mon ? 2 : 1, timeout_ms);
+    if (rc > 0 && !(it[0].revents & ZMQ_POLLIN)) {
+        say(why, why_size,
+            "%s refused this context's certificate in the CURVE handshake "
+            "(not in the master's allowed directory, revoked, or the "
+            "wrong server key)",
+            endpoint);
+        return KIN_EREFUSED;
+    }
+    if (rc <= 0) {
+        say(why, why_size,
+            "no answer to the join request from %s within %d ms (is a "
+            "master accepting joins there? kin_node_opts.join_bind)",
+            endpoint, timeout_ms);
+        return rc < 0 ? -errno : KIN_ETIMEOUT;
+    }
+    zmq_msg_t f[2];
+    zmq_msg_init(&f[0]);
+    zmq_msg_init(&f[1]);
+    kin_err e = KIN_OK;
+    if (zmq_msg_recv(&f[0], sock, 0) < 0 || !zmq_msg_more(&f[0]) ||
+        zmq_msg_recv(&f[1], sock, 0) < 0 || zmq_msg_more(&f[1]))
+        e = KIN_EBADMSG;
+    kin_msg *m = NULL;
+    if (!e)
+        e = kin__msg_decode(&m, zmq_msg_data(&f[0]), zmq_msg_size(&f[0]),
+                            zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), 0);
+    unsigned theirs =
+        zmq_msg_size(&f[0]) > 2 ? ((const uint8_t *)zmq_msg_data(&f[0]))[2] : 0;
+    zmq_msg_close(&f[0]);
+    zmq_msg_close(&f[1]);
+    int code = 0;
+    const char *text = "", *log = "";
+    size_t len = 0, log_len = 0;
+    if (!e && kin_unpack_buf(m->body, m->len, "iuuSS", &code, id, parent, &text,
+                             &len, &log, &log_len))
+        e = KIN_EBADMSG;
+    if (!e)
+        snprintf(log_ep, log_size, "%.*s", (int)log_len, log);
+    if (e == KIN_EBADVERSION) {
+        say(why, why_size,
+            "%s answered in kin protocol version %u; this build speaks "
+            "version %u",
+            endpoint, theirs, KIN_PROTO_VERSION);
+    } else if (e) {
+        say(why, why_size, "the answer to the join request from %s: %s",
+            endpoint, kin_strerror(e));
+    } else if (code) {
+        e = code;
+        say(why, why_size, "%s refused the join: %.*s", endpoint, (int)len,
+            text);
+    }
+    kin_msg_destroy(&m);
+    return e;
+}
+
+kin_err
+kin__join_ask(const char *endpoint, const char *name, const char *server_pub,
+              const kin__curve_key *own, int timeout_ms, uint32_t *id,
+              uint32_t *parent, char *log_ep, size_t log_size, char *why,
+              size_t why_size)
+{
+    bool tcp = kin__endpoint_is_tcp(endpoint);
+    if (!tcp && strncmp(endpoint, "ipc://", 6)) {
+        say(why, why_size, "join endpoint %s: ipc:// or tcp:// only", endpoint);
+        return -EINVAL;
+    }
+    struct stat st;
+    if (!tcp && stat(endpoint + 6, &st)) {
+        kin_err e = -errno;
+        say(why, why_size, "no tree accepts joins at %s: %s", endpoint,
+            strerror(errno));
+        return e;
+    }
+    if (tcp && (!server_pub[0] || !own->sec[0])) {
+        say(why, why_size,
+            "joining over tcp needs keys: join_cert and join_server_cert "
+            "(or the tree's curve_key)");
+        return -EINVAL;
+    }
+    void *s = zmq_socket(kin__zctx(), ZMQ_DEALER);
+    if (!s)
+        return -errno;
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    kin_err e = tcp ? kin__curve_client_as(s, server_pub, own) : KIN_OK;
+    void *mon = NULL;
+    if (!e && tcp)
+        mon = refusal_watch(s);
+    if (!e && zmq_connect(s, endpoint))
+        e = -errno;
+    kin_buf b = {0};
+    kin_msg *m = NULL;
+    if (!e && !(e = kin_pack(&b, "us", (uint32_t)KIN_PROTO_VERSION, name)) &&
+        !(e = kin_msg_new_copy(&m, b.data, b.len))) {
+        m->handle = KIN_HANDLE_JOIN;
+        m->dst = KIN_MASTER_ID;
+        e = send_msg(s, NULL, 0, m);
+        kin_msg_destroy(&m);
+    }
+    kin_buf_release(&b);
+    if (e)
+        say(why, why_size, "cannot send a join request to %s: %s", endpoint,
+            kin_strerror(e));
+    else
+        e = read_answer(s, mon, timeout_ms, id, parent, log_ep, log_size, why,
+                        why_size, endpoint);
+    if (mon) {
+        zmq_socket_monitor(s, NULL, 0);
+        zmq_close(mon);
+    }
+    zmq_close(s);
+    if (!e && !kin__join_id_ok(*id)) {
+        say(why, why_size, "%s gave an id out of the joined range: %u",
+            endpoint, *id);
+        e = KIN_EBADMSG;
+    }
+    return e;
+}
+
+/* --- the master's answer -------------------------------------------------- */
+
+kin_err
+kin__join_start(kin_node *n)
+{
+    struct kin__joins *j = calloc(1, sizeof *j);
+    if (!j)
+        return -ENOMEM;
+    j->rng = kin__now_ns() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15u;
+    if (!j->rng)
+        j->rng = 1;
+    n->joins = j;
+    return KIN_OK;
+}
+
+void
+kin__join_free(kin_node *n)
+{
+    free(n->joins);
+    n->joins = NULL;
+}
+
+static void
+answer(kin_node *n, void *sock, const void *rid, size_t rid_len, kin_err code,
+       uint32_t id, const char *text)
+{
+    kin_buf b = {0};
+    kin_msg *m = NULL;
+    pthread_mutex_lock(&n->mu);
+    char log[sizeof n->tree_log];
+    memcpy(log, n->tree_log, sizeof log);
+    pthread_mutex_unlock(&n->mu);
+    if (!kin_pack(&b, "iuuss", (int)code, id, n->id, text, log) &&
+        !kin_msg_new_copy(&m, b.data, b.len)) {
+        m->src = m->auth = n->id;
+        m->handle = KIN_HANDLE_JOIN;
+        send_msg(sock, rid, rid_len, m);
+        kin__broker_touch(n->w_down_join);
+    }
+    kin_msg_destroy(&m);
+    kin_buf_release(&b);
+}
+
+static void
+expire(struct kin__joins *j)
+{
+    uint64_t now = kin__now_ns();
+    for (int i = 0; i < j->len;)
+        if (j->items[i].until <= now)
+            j->items[i] = j->items[--j->len];
+        else
+            i++;
+}
+
+static bool
+pending_has(struct kin__joins *j, uint32_t id, const char *name)
+{
+    for (int i = 0; i < j->len; i++)
+        if (j->items[i].id == id || (name && !strcmp(j->items[i].name, name)))
+            return true;
+    return false;
+}
+
+static uint32_t
+draw_id(kin_node *n)
+{
+    struct kin__joins *j = n->joins;
+    for (;;) {
+        j->rng ^= j->rng << 13;
+        j->rng ^= j->rng >> 7;
+        j->rng ^= j->rng << 17;
+        uint32_t id =
+            KIN__JOIN_ID_FIRST +
+            (uint32_t)(j->rng % (KIN__JOIN_ID_LAST - KIN__JOIN_ID_FIRST + 1u));
+        if (!kin__u32map_has(&n->routes, id) && !pending_has(j, id, NULL))
+            return id;
+    }
+}
+
+void
+kin__join_on_request(kin_node *n, void *sock, const void *rid, size_t rid_len,
+                     kin_msg *m)
+{
+    struct kin__joins *j = n->joins;
+    uint32_t version = 0;
+    const char *name = NULL;
+    size_t len = 0;
+    char text[192];
+    if (m->handle != KIN_HANDLE_JOIN || !j ||
+        kin_unpack_buf(m->body, m->len, "uS", &version, &name, &len)) {
+        atomic_fetch_add(&n->stats.malformed, 1);
+        kin_msg_destroy(&m);
+        return;
+    }
+    char nm[64];
+    snprintf(nm, sizeof nm, "%.*s", (int)(len < 63 ? len : 63), name);
+    bool name_ok = len && len <= 63 && !memchr(name, 0, len);
+    kin_msg_destroy(&m); /* name pointed into it */
+    expire(j);
+    if (version != KIN_PROTO_VERSION) {
+        snprintf(text, sizeof text,
+                 "protocol version %u asked, this tree speaks version %u",
+                 version, KIN_PROTO_VERSION);
+        answer(n, sock, rid, rid_len, KIN_EBADVERSION, 0, text);
+        return;
+    }
+    if (!name_ok) {
+        answer(n, sock, rid, rid_len, -EINVAL, 0,
+               "a joiner needs a name of 1 to 63 bytes");
+        return;
+    }
+    uint32_t holder = kin__names_find(n, nm);
+    if (holder != KIN_NO_CTX || !strcmp(nm, n->name) ||
+        pending_has(j, UINT32_MAX, nm)) {
+        snprintf(text, sizeof text,
+                 "the name '%s' is taken by context %u of the tree", nm,
+                 holder != KIN_NO_CTX   ? holder
+                 : !strcmp(nm, n->name) ? n->id
+                                        : UINT32_MAX);
+        KIN_WARN("context %u: join as '%s' refused: name taken", n->id, nm);
+        answer(n, sock, rid, rid_len, KIN_EEXISTS, 0, text);
+        return;
+    }
+    if (j->len == PENDING_MAX) {
+        answer(n, sock, rid, rid_len, KIN_EBUSY, 0,
+               "too many joins under way; try again");
+        return;
+    }
+    join_pending *p = &j->items[j->len++];
+    p->id = draw_id(n);
+    snprintf(p->name, sizeof p->name, "%s", nm);
+    p->until = kin__now_ns() + (uint64_t)n->connect_timeout_ms * 1000000u;
+    KIN_INFO("context %u: '%s' joins as context %u", n->id, nm, p->id);
+    answer(n, sock, rid, rid_len, KIN_OK, p->id, "");
+}
+
+void
+kin__join_refuse_version(kin_node *n, void *sock, const void *rid,
+                         size_t rid_len, unsigned theirs)
+{
+    char text[160];
+    snprintf(text, sizeof text,
+             "the joiner speaks kin protocol version %u, this tree version "
+             "%u",
+             theirs, KIN_PROTO_VERSION);
+    KIN_WARN("context %u: join refused: %s", n->id, text);
+    answer(n, sock, rid, rid_len, KIN_EBADVERSION, 0, text);
+}
+
+void
+kin__join_linked(kin_node *n, uint32_t id)
+{
+    struct kin__joins *j = n->joins;
+    for (int i = 0; j && i < j->len; i++)
+        if (j->items[i].id == id) {
+            j->items[i] = j->items[--j->len];
+            return;
+        }
+}
+
+void
+kin__join_id_seen(kin_node *n, uint32_t id)
+{
+    if (n->has_parent || kin__join_id_ok(id) || id >= KIN__JOIN_ID_FIRST)
+        return;
+    pthread_mutex_lock(&n->mu);
+    if (id >= n->id_next) /* blocks are [64k + 1, 64k + 64] */
+        n->id_next = ((id - 1u) / ID_BLOCK + 1u) * ID_BLOCK + 1u;
+    pthread_mutex_unlock(&n->mu);
+}
+
+/* --- the joiner, back ----------------------------------------------------- */
+
+void
+kin__join_relinked(kin_node *n)
+{
+    struct kin__services *ss = n->svc;
+    for (int i = 0; ss && i < ss->len; i++) {
+        svc *s = ss->items[i];
+        for (int k = 0; k < s->nprov; k++) {
+            prov p = s->provs[k];
+            kin__svc_provider_add(n, s, p.ctx, p.via, p.hops, p.bound);
+        }
+        if (kin__svc_holds(s))
+            kin__svc_announce_hold(n, s);
+    }
+}

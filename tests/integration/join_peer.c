@@ -1,0 +1,83 @@
+/* A process that test_join starts itself (never through kin_spawn):
+ *   join_peer master JOIN_ENDPOINT
+ *       a master accepting joins there; prints "ready PID"
+ *   join_peer joiner JOIN_ENDPOINT NAME [CERT_SECRET SERVER_CERT]
+ *       joins the tree as NAME (over tcp with the certificates) and offers the
+ * service "peer" (peer.pid answers its pid, peer.name its name); prints "joined
+ * ID", or "error CODE TEXT" and exits 2 Either ends (kin_node_destroy, exit 0)
+ * when its stdin closes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <kin/kin.h>
+
+static char my_name[64];
+
+static kin_err
+peer_pid(kin_call *c, void *arg)
+{
+    (void)arg;
+    return kin_call_return(c, "i", (int)getpid());
+}
+
+static kin_err
+peer_name(kin_call *c, void *arg)
+{
+    (void)arg;
+    return kin_call_return(c, "s", my_name);
+}
+
+static void
+wait_stdin_closed(void)
+{
+    char buf[64];
+    while (read(0, buf, sizeof buf) > 0)
+        ;
+}
+
+int
+main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc < 3)
+        return 64;
+    char why[512] = "";
+    kin_node_opts o = {.errbuf = why, .errbuf_size = sizeof why};
+    kin_node *n = NULL;
+    if (!strcmp(argv[1], "master")) {
+        o.join_bind = argv[2];
+        kin_err e = kin_node_new(&n, &o);
+        if (e) {
+            printf("error %d %s\n", e, why);
+            return 2;
+        }
+        printf("ready %d\n", (int)getpid());
+    } else if (!strcmp(argv[1], "joiner") && (argc == 4 || argc == 6)) {
+        snprintf(my_name, sizeof my_name, "%s", argv[3]);
+        kin_export("peer.pid", peer_pid, NULL, KIN_POLICY_ANY);
+        kin_export("peer.name", peer_name, NULL, KIN_POLICY_ANY);
+        o.join = argv[2];
+        o.name = argv[3];
+        if (argc == 6) {
+            o.join_cert = argv[4];
+            o.join_server_cert = argv[5];
+        }
+        o.connect_timeout_ms = 5000;
+        kin_err e = kin_node_new(&n, &o);
+        if (!e)
+            e = kin_service_offer(n, "peer", NULL);
+        if (e) {
+            printf("error %d %s\n", e, why);
+            kin_node_destroy(&n);
+            return 2;
+        }
+        printf("joined %u\n", kin_node_id(n));
+    } else {
+        return 64;
+    }
+    wait_stdin_closed();
+    kin_node_destroy(&n);
+    return 0;
+}

@@ -1,0 +1,586 @@
+/* Joining a running tree from outside, with real processes that the test
+ * starts itself (join_peer, never kin_spawn): a joiner offers a service
+ * the master calls, shows in `kin tree` as joined, its name is checked,
+ * its service goes the moment it is killed, and it comes back by itself
+ * to a master restarted at the same endpoint. */
+#include <dirent.h>
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <zmq.h>
+
+#include "integration/harness.h"
+
+/* --- peers: processes started here, always reaped -------------------------
+ */
+
+typedef struct peer {
+    pid_t pid;
+    int in;  /* its stdin: closing it ends the peer */
+    int out; /* its stdout */
+    char line[512];
+} peer;
+
+#define PEERS_MAX 8
+static peer *live[PEERS_MAX];
+static char dir[64]; /* holds the join sockets */
+/* The test's own nodes (masters, and itself as a joiner): destroyed by
+ * teardown when a test fails before it destroys them. */
+static kin_node *m, *m2, *me;
+static char rundir[256]; /* $XDG_RUNTIME_DIR/kin */
+
+/* Starts join_peer with its arguments (up to 5, NULL after the last);
+ * its first line is in p->line (or "" when it said nothing within 10 s). */
+static void
+peer_startv(peer *p, const char *a1, const char *a2, const char *a3,
+            const char *a4, const char *a5)
+{
+    int in[2], out[2];
+    assert_int_equal(pipe(in), 0);
+    assert_int_equal(pipe(out), 0);
+    p->pid = fork();
+    assert_true(p->pid >= 0);
+    if (!p->pid) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[0]);
+        close(in[1]);
+        close(out[0]);
+        close(out[1]);
+        char *args[] = {"join_peer", (char *)a1, (char *)a2, (char *)a3,
+                        (char *)a4,  (char *)a5, NULL};
+        execv(JOIN_PEER, args);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    p->in = in[1];
+    p->out = out[0];
+    for (int i = 0; i < PEERS_MAX; i++)
+        if (!live[i]) {
+            live[i] = p;
+            break;
+        }
+    size_t len = 0;
+    double end = harness_now_ms() + 10000;
+    p->line[0] = 0;
+    while (len + 1 < sizeof p->line && harness_now_ms() < end) {
+        struct pollfd pf = {.fd = p->out, .events = POLLIN};
+        if (poll(&pf, 1, 100) <= 0)
+            continue;
+        ssize_t got = read(p->out, p->line + len, 1);
+        if (got <= 0 || p->line[len] == '\n')
+            break;
+        len++;
+    }
+    p->line[len] = 0;
+}
+
+static void
+peer_start(peer *p, const char *a1, const char *a2, const char *a3)
+{
+    peer_startv(p, a1, a2, a3, NULL, NULL);
+}
+
+/* Removes the sockets a SIGKILLed process left in the runtime dir. */
+static void
+sweep_sockets(pid_t pid)
+{
+    char prefix[32];
+    int plen = snprintf(prefix, sizeof prefix, "%d-", (int)pid);
+    DIR *d = opendir(rundir);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (strncmp(de->d_name, prefix, (size_t)plen))
+            continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", rundir, de->d_name);
+        unlink(path);
+    }
+    if (d)
+        closedir(d);
+}
+
+/* Ends p: SIGKILL when kill, else closes its stdin (it destroys its node
+ * and exits); reaped either way (SIGKILL after 10 s). Returns its wait
+ * status. */
+static int
+peer_stop(peer *p, bool kill_it)
+{
+    if (!p->pid)
+        return 0;
+    if (kill_it)
+        kill(p->pid, SIGKILL);
+    close(p->in);
+    int st = 0;
+    double end = harness_now_ms() + 10000;
+    while (waitpid(p->pid, &st, WNOHANG) == 0) {
+        if (harness_now_ms() > end) {
+            kill(p->pid, SIGKILL);
+            waitpid(p->pid, &st, 0);
+            break;
+        }
+        poll(NULL, 0, 10);
+    }
+    close(p->out);
+    if (kill_it || !WIFEXITED(st))
+        sweep_sockets(p->pid);
+    for (int i = 0; i < PEERS_MAX; i++)
+        if (live[i] == p)
+            live[i] = NULL;
+    p->pid = 0;
+    return st;
+}
+
+static uint32_t
+joined_id(const peer *p)
+{
+    unsigned id = 0;
+    assert_int_equal(sscanf(p->line, "joined %u", &id), 1);
+    return id;
+}
+
+static int
+setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/kin-join-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    snprintf(rundir, sizeof rundir, "%s/kin",
+             xdg && *xdg ? xdg : "/tmp/kin-unknown");
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < PEERS_MAX; i++)
+        if (live[i])
+            peer_stop(live[i], true);
+    /* Everything a test may leave, even when it failed half-way. */
+    kin_node_destroy(&me);
+    kin_node_destroy(&m2);
+    kin_node_destroy(&m);
+    kin_diag_set_handler(NULL, NULL, KIN_LOG_WARNING); /* count_refusals */
+    harness_log_setup();
+    char path[128];
+    const char *names[] = {"tree.sock",     "none.sock",    "master",
+                           "master_secret", "alpha",        "alpha_secret",
+                           "rogue",         "rogue_secret", "allowed/alpha"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    snprintf(path, sizeof path, "%s/allowed", dir);
+    rmdir(path);
+    rmdir(dir);
+    return 0;
+}
+
+static void
+endpoint(char *out, size_t size)
+{
+    snprintf(out, size, "ipc://%s/tree.sock", dir);
+}
+
+/* Waits until no live context is named name (at the master). */
+static bool
+name_gone(kin_node *n, const char *name, int timeout_ms)
+{
+    double end = harness_now_ms() + timeout_ms;
+    uint32_t id;
+    while (kin_node_lookup(n, name, &id, 0) == KIN_OK)
+        if (harness_now_ms() > end)
+            return false;
+        else
+            poll(NULL, 0, 5);
+    return true;
+}
+
+/* Calls fn as a service, again while it has no provider yet (a joiner's
+ * offer reaches the master a moment after its kin_service_offer
+ * returned), for up to timeout_ms. */
+static kin_err
+call_when_offered(kin_node *n, const char *fn, int timeout_ms, kin_msg **r)
+{
+    double end = harness_now_ms() + timeout_ms;
+    kin_err e;
+    while ((e = kin_service_call(n, fn, 2000, r, "")) && harness_now_ms() < end)
+        poll(NULL, 0, 10);
+    return e;
+}
+
+/* --- tests -----------------------------------------------------------------
+ */
+
+/* A joiner offers a service the master calls, shows in `kin tree` as
+ * joined; killed, its service is gone at once. */
+static void
+joiner_serves_and_goes(void **state)
+{
+    (void)state;
+    char ep[128];
+    endpoint(ep, sizeof ep);
+    kin_node_opts o = {.join_bind = ep};
+    assert_int_equal(kin_node_new(&m, &o), KIN_OK);
+
+    peer a;
+    peer_start(&a, "joiner", ep, "alpha");
+    uint32_t id = joined_id(&a);
+    assert_true(id >= 0x40000000u);
+
+    kin_msg *r = NULL;
+    int pid = 0;
+    assert_int_equal(call_when_offered(m, "peer.pid", 5000, &r), KIN_OK);
+    assert_int_equal(kin_msg_unpack(r, "i", &pid), KIN_OK);
+    kin_msg_destroy(&r);
+    assert_int_equal(pid, a.pid);
+
+    kin_ctx_info info;
+    assert_int_equal(kin_monitor_info(m, id, 5000, &info), KIN_OK);
+    assert_true(info.joined);
+    assert_string_equal(info.name, "alpha");
+    assert_int_equal(info.parent, KIN_MASTER_ID);
+    assert_int_equal(info.pid, a.pid);
+    uint32_t found = 0;
+    assert_int_equal(kin_node_lookup(m, "alpha", &found, 0), KIN_OK);
+    assert_int_equal(found, id);
+
+    int st;
+    char *out = harness_run(&st, "%s tree %d", KIN_CLI, (int)getpid());
+    char want[64];
+    snprintf(want, sizeof want, "%u alpha (joined)", id);
+    if (!strstr(out, want))
+        fprintf(stderr, "kin tree said:\n%s", out);
+    assert_non_null(strstr(out, want));
+    free(out);
+
+    peer_stop(&a, true);
+    assert_true(name_gone(m, "alpha", 5000));
+    assert_int_equal(kin_service_call(m, "peer.pid", 5000, &r, ""),
+                     KIN_ENOPROVIDER);
+    assert_null(r);
+    kin_node_destroy(&m);
+}
+
+/* A name already in the tree is refused with KIN_EEXISTS; leaving frees
+ * it. */
+static void
+name_clash_is_refused(void **state)
+{
+    (void)state;
+    char ep[128];
+    endpoint(ep, sizeof ep);
+    kin_node_opts o = {.join_bind = ep};
+    assert_int_equal(kin_node_new(&m, &o), KIN_OK);
+
+    peer a, b, c;
+    peer_start(&a, "joiner", ep, "alpha");
+    joined_id(&a);
+    peer_start(&b, "joiner", ep, "alpha");
+    int code = 0;
+    int at = 0;
+    assert_int_equal(sscanf(b.line, "error %d %n", &code, &at), 1);
+    assert_int_equal(code, KIN_EEXISTS);
+    assert_non_null(strstr(b.line, "'alpha' is taken by context"));
+    assert_int_equal(WEXITSTATUS(peer_stop(&b, false)), 2);
+
+    peer_start(&c, "joiner", ep, "master");
+    assert_int_equal(sscanf(c.line, "error %d", &code), 1);
+    assert_int_equal(code, KIN_EEXISTS);
+    peer_stop(&c, false);
+
+    /* Leaving (kin_node_destroy) frees the name at once. */
+    assert_int_equal(WEXITSTATUS(peer_stop(&a, false)), 0);
+    assert_true(name_gone(m, "alpha", 5000));
+    peer_start(&b, "joiner", ep, "alpha");
+    joined_id(&b);
+    peer_stop(&b, false);
+    kin_node_destroy(&m);
+}
+
+/* Joining where no tree listens fails at once, and a second master cannot
+ * take a live join endpoint. */
+static void
+join_errors(void **state)
+{
+    (void)state;
+    char ep[128], why[256];
+    snprintf(ep, sizeof ep, "ipc://%s/none.sock", dir);
+    kin_node *n = NULL;
+    kin_node_opts o = {
+        .join = ep, .name = "x", .errbuf = why, .errbuf_size = sizeof why};
+    double t0 = harness_now_ms();
+    assert_int_equal(kin_node_new(&n, &o), -ENOENT);
+    assert_true(harness_now_ms() - t0 < 2000);
+    assert_non_null(strstr(why, "no tree accepts joins"));
+    assert_null(n);
+
+    o.name = NULL; /* a joiner needs a name */
+    assert_int_equal(kin_node_new(&n, &o), -EINVAL);
+
+    endpoint(ep, sizeof ep);
+    kin_node_opts mo = {.join_bind = ep};
+    assert_int_equal(kin_node_new(&m, &mo), KIN_OK);
+    assert_int_equal(kin_node_new(&m2, &mo), -EADDRINUSE);
+    kin_node_destroy(&m);
+}
+
+/* SIGKILL the master and start another on the same endpoint: the joiners
+ * (a peer process and this one) come back and the service answers
+ * again. */
+static void
+joiners_come_back_to_a_new_master(void **state)
+{
+    (void)state;
+    char ep[128];
+    endpoint(ep, sizeof ep);
+    peer m1, m2, a;
+    peer_start(&m1, "master", ep, NULL);
+    assert_non_null(strstr(m1.line, "ready"));
+    peer_start(&a, "joiner", ep, "alpha");
+    uint32_t id = joined_id(&a);
+
+    char why[256];
+    kin_node_opts o = {
+        .join = ep, .name = "caller", .errbuf = why, .errbuf_size = sizeof why};
+    assert_int_equal(kin_node_new(&me, &o), KIN_OK);
+    uint32_t my_id = kin_node_id(me);
+    kin_msg *r = NULL;
+    char *name = NULL;
+    assert_int_equal(call_when_offered(me, "peer.name", 5000, &r), KIN_OK);
+    assert_int_equal(kin_msg_unpack(r, "s", &name), KIN_OK);
+    assert_string_equal(name, "alpha");
+    free(name);
+    kin_msg_destroy(&r);
+
+    peer_stop(&m1, true);
+    double t0 = harness_now_ms();
+    peer_start(&m2, "master", ep, NULL);
+    assert_non_null(strstr(m2.line, "ready"));
+    /* Generous: the figure is a benchmark's business. */
+    assert_int_equal(call_when_offered(me, "peer.name", 30000, &r), KIN_OK);
+    fprintf(stderr, "# service back %.0f ms after the new master started\n",
+            harness_now_ms() - t0);
+    assert_int_equal(kin_msg_unpack(r, "s", &name), KIN_OK);
+    assert_string_equal(name, "alpha");
+    free(name);
+    kin_msg_destroy(&r);
+    /* Same ids as before, under the new master. */
+    assert_int_equal(kin_node_id(me), my_id);
+    uint32_t found = 0;
+    assert_int_equal(kin_node_lookup(me, "alpha", &found, 5000), KIN_OK);
+    assert_int_equal(found, id);
+
+    kin_node_destroy(&me);
+    peer_stop(&a, false);
+    peer_stop(&m2, false);
+}
+
+/* A joiner speaking another protocol version gets an answer at once that
+ * names both versions (a raw ZMQ peer plays the other build). */
+static void
+other_version_is_told_at_once(void **state)
+{
+    (void)state;
+    char ep[128];
+    endpoint(ep, sizeof ep);
+    kin_node_opts o = {.join_bind = ep};
+    assert_int_equal(kin_node_new(&m, &o), KIN_OK);
+    void *ctx = zmq_ctx_new();
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_connect(s, ep), 0);
+    uint8_t hdr[KIN_HDR_SIZE] = {0};
+    hdr[0] = KIN_MAGIC & 0xff;
+    hdr[1] = KIN_MAGIC >> 8;
+    hdr[2] = KIN_PROTO_VERSION + 1;
+    hdr[16] = KIN_HANDLE_JOIN;
+    kin_buf b = {0};
+    assert_int_equal(kin_pack(&b, "us", KIN_PROTO_VERSION + 1, "newer"), 0);
+    zmq_send(s, hdr, sizeof hdr, ZMQ_SNDMORE);
+    zmq_send(s, b.data, b.len, 0);
+    kin_buf_release(&b);
+    zmq_pollitem_t it = {.socket = s, .events = ZMQ_POLLIN};
+    assert_int_equal(zmq_poll(&it, 1, 5000), 1);
+    zmq_msg_t f[2];
+    zmq_msg_init(&f[0]);
+    zmq_msg_init(&f[1]);
+    assert_true(zmq_msg_recv(&f[0], s, 0) >= 0);
+    assert_true(zmq_msg_recv(&f[1], s, 0) >= 0);
+    int code = 0;
+    uint32_t id, parent;
+    const char *text;
+    size_t len;
+    assert_int_equal(kin_unpack_buf(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]),
+                                    "iuuS", &code, &id, &parent, &text, &len),
+                     KIN_OK);
+    assert_int_equal(code, KIN_EBADVERSION);
+    char t[200];
+    snprintf(t, sizeof t, "%.*s", (int)len, text);
+    char want[100];
+    snprintf(want, sizeof want, "version %u, this tree version %u",
+             KIN_PROTO_VERSION + 1, KIN_PROTO_VERSION);
+    if (!strstr(t, want))
+        fprintf(stderr, "answer: %s\n", t);
+    assert_non_null(strstr(t, want));
+    zmq_msg_close(&f[0]);
+    zmq_msg_close(&f[1]);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    kin_node_destroy(&m);
+}
+
+/* --- certificates ---------------------------------------------------------
+ */
+
+static atomic_int refusals; /* "refused a joiner" diagnostics seen */
+
+static void
+count_refusals(kin_log_level level, const char *file, int line, const char *msg,
+               void *arg)
+{
+    (void)level, (void)file, (void)line, (void)arg;
+    if (strstr(msg, "refused a joiner"))
+        atomic_fetch_add(&refusals, 1);
+    if (getenv("KIN_TEST_VERBOSE"))
+        fprintf(stderr, "kin: %s\n", msg);
+}
+
+static void
+keygen(const char *name, const char *role)
+{
+    int st;
+    char *out = harness_run(&st, "%s keygen %s/%s --host test-host --role %s",
+                            KIN_CLI, dir, name, role);
+    assert_int_equal(st, 0);
+    assert_int_equal(strlen(out), 41); /* the public key and a newline */
+    free(out);
+}
+
+static void
+path(char *out, size_t size, const char *name)
+{
+    snprintf(out, size, "%s/%s", dir, name);
+}
+
+/* Over tcp with certificates from `kin keygen`: an unknown one never gets
+ * in; an allowed one serves until its file is removed from the allowed
+ * directory, then its link is dropped and its reconnects are refused. */
+static void
+certificates_admit_and_revoke(void **state)
+{
+    (void)state;
+    keygen("master", "master");
+    keygen("alpha", "joiner");
+    keygen("rogue", "joiner");
+    char allowed[128], cert[128], mcert[128], msecret[128], asecret[128],
+        rsecret[128], revoked[128];
+    path(allowed, sizeof allowed, "allowed");
+    assert_int_equal(mkdir(allowed, 0700), 0);
+    path(cert, sizeof cert, "alpha");
+    path(revoked, sizeof revoked, "allowed/alpha");
+    path(mcert, sizeof mcert, "master");
+    path(msecret, sizeof msecret, "master_secret");
+    path(asecret, sizeof asecret, "alpha_secret");
+    path(rsecret, sizeof rsecret, "rogue_secret");
+    assert_int_equal(link(cert, revoked), 0);
+
+    kin_diag_set_handler(count_refusals, NULL, KIN_LOG_WARNING);
+    char why[256];
+    kin_node_opts o = {.join_bind = "tcp://127.0.0.1:*",
+                       .join_certs = allowed,
+                       .join_cert = msecret,
+                       .errbuf = why,
+                       .errbuf_size = sizeof why};
+    assert_int_equal(kin_node_new(&m, &o), KIN_OK);
+    const char *ep = kin_node_join_endpoint(m);
+    assert_non_null(strstr(ep, "tcp://127.0.0.1:"));
+
+    peer r, a;
+    peer_startv(&r, "joiner", ep, "rogue", rsecret, mcert);
+    int code = 0;
+    assert_int_equal(sscanf(r.line, "error %d", &code), 1);
+    assert_int_equal(code, KIN_EREFUSED);
+    assert_non_null(strstr(r.line, "refused this context's certificate"));
+    peer_stop(&r, false);
+    assert_true(atomic_load(&refusals) >= 1);
+
+    peer_startv(&a, "joiner", ep, "alpha", asecret, mcert);
+    uint32_t id = joined_id(&a);
+    kin_msg *rep = NULL;
+    int pid = 0;
+    assert_int_equal(call_when_offered(m, "peer.pid", 5000, &rep), KIN_OK);
+    assert_int_equal(kin_msg_unpack(rep, "i", &pid), KIN_OK);
+    kin_msg_destroy(&rep);
+    assert_int_equal(pid, a.pid);
+    uint32_t found = 0;
+    assert_int_equal(kin_node_lookup(m, "alpha", &found, 0), KIN_OK);
+    assert_int_equal(found, id);
+
+    /* Revoke: its link goes within the check interval (1 s). */
+    int before = atomic_load(&refusals);
+    double t0 = harness_now_ms();
+    assert_int_equal(unlink(revoked), 0);
+    assert_true(name_gone(m, "alpha", 10000));
+    fprintf(stderr, "# revoked joiner dropped %.0f ms after its file went\n",
+            harness_now_ms() - t0);
+    assert_int_equal(kin_service_call(m, "peer.pid", 5000, &rep, ""),
+                     KIN_ENOPROVIDER);
+    /* It tries again (it still runs) and is refused each time. */
+    double end = harness_now_ms() + 15000;
+    while (atomic_load(&refusals) == before && harness_now_ms() < end)
+        poll(NULL, 0, 20);
+    assert_true(atomic_load(&refusals) > before);
+    assert_true(harness_pid_alive(a.pid));
+    assert_int_equal(kin_node_lookup(m, "alpha", &found, 0), -ENOENT);
+
+    /* Allowed again: it comes back by itself, same id, and serves. */
+    assert_int_equal(link(cert, revoked), 0);
+    assert_int_equal(kin_node_lookup(m, "alpha", &found, 20000), KIN_OK);
+    assert_int_equal(found, id);
+    assert_int_equal(call_when_offered(m, "peer.pid", 5000, &rep), KIN_OK);
+    kin_msg_destroy(&rep);
+    unlink(revoked);
+
+    peer_stop(&a, false);
+    kin_node_destroy(&m);
+    kin_diag_set_handler(NULL, NULL, KIN_LOG_WARNING);
+    /* teardown removes the files */
+}
+
+int
+main(void)
+{
+    harness_log_setup();
+    if (getenv("KIN_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("KIN_TEST_FILTER"));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(joiner_serves_and_goes, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(name_clash_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(join_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(joiners_come_back_to_a_new_master,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(certificates_admit_and_revoke, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(other_version_is_told_at_once, setup,
+                                        teardown),
+    };
+    return harness_run_group(tests);
+}
