@@ -8,9 +8,11 @@
 # missing or not root.
 set -euo pipefail
 cache=${KIN_TEST_CACHE:-/var/cache/kin-test}
-# Bump when the package list changes: a new directory is made.
-name=podman-rootfs-bookworm-1
-libs=libzmq5,libuv1,libmsgpackc2,libunwind8,libdw1,libcmocka0
+# The libraries libkin and the test program link (ldd build/libkin.so):
+# a library added to libkin must be added here.
+libs=libzmq5,libczmq4,libuv1,libmsgpackc2,libunwind8,libdw1,libcmocka0
+# Named by the package list, so a changed list makes a new directory.
+name=podman-rootfs-bookworm-$(echo "$libs" | md5sum | cut -c1-8)
 if [ "$(id -u)" != 0 ]; then
     echo "podman rootfs: needs root (rootful podman)" >&2
     exit 77
