@@ -73,10 +73,15 @@ flood(kin_call *c, void *arg)
     return kin_call_return(c, "iU", count, st.dropped[1]);
 }
 
+/* [n]: logs "probe N", so the subscriber can tell which probe came last. */
 static kin_err
 probe(kin_call *c, void *arg)
 {
-    KIN_LOGI("probe");
+    int n = 0;
+    kin_err e = kin_call_args(c, "i", &n);
+    if (e)
+        return e;
+    KIN_LOGF(KIN_LOG_INFO, "probe %d", n);
     return KIN_OK;
 }
 
@@ -84,6 +89,7 @@ probe(kin_call *c, void *arg)
 
 typedef struct counts {
     uint64_t bench, probes, dropped, lost;
+    int last_probe; /* the number of the last probe seen */
 } counts;
 
 typedef struct subscriber {
@@ -139,8 +145,9 @@ sub_main(void *arg)
                         s->first = t;
                     s->last = t;
                     c->bench++;
-                } else if (!strcmp(r->msg, "probe")) {
+                } else if (r->msg_len > 6 && !strncmp(r->msg, "probe ", 6)) {
                     c->probes++;
+                    c->last_probe = atoi(r->msg + 6);
                 }
                 break;
             }
@@ -150,24 +157,28 @@ sub_main(void *arg)
     return NULL;
 }
 
-/* Probes publisher i until one arrives; returns the probes logged, -1 on
- * timeout. */
+/* Probes publisher i until the last probe sent arrives; returns the probes
+ * logged, -1 on timeout. Records of one publisher arrive in order, so when
+ * its last probe is seen every record before it has come or shows as a
+ * gap: nothing of it is still on its way. (Waiting for any probe was not
+ * enough: a probe sent after an earlier slow one could still be on its way
+ * when the count was taken, and showed as one unreported record.) */
 static int
 probe_until_seen(kin_node *n, subscriber *s, int i)
 {
-    pthread_mutex_lock(&s->mu);
-    uint64_t before = s->c[i].probes;
-    pthread_mutex_unlock(&s->mu);
+    static int next_probe = 1;
     double end = now_s() + DEADLINE_MS / 1e3;
     int sent = 0;
     while (now_s() < end) {
+        int no = next_probe++;
         kin_msg *r = NULL;
-        if (kin_call_sync(n, s->ids[i], "bench.probe", 5000, &r, "") == KIN_OK)
+        if (kin_call_sync(n, s->ids[i], "bench.probe", 5000, &r, "i", no) ==
+            KIN_OK)
             sent++;
         kin_msg_destroy(&r);
         for (int k = 0; k < 20; k++) {
             pthread_mutex_lock(&s->mu);
-            bool seen = s->c[i].probes > before;
+            bool seen = s->c[i].last_probe == no;
             pthread_mutex_unlock(&s->mu);
             if (seen)
                 return sent;
