@@ -1,0 +1,40 @@
+/* A local child's resource limits, working directory and extra environment
+ * (kin_spawn_opts.rlimits, cwd, env): checked in the parent before the
+ * fork, applied in the child between fork and exec. */
+#ifndef KIN_PROCESS_LIMITS_H
+#define KIN_PROCESS_LIMITS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <kin/process.h>
+
+/* What the child failed at before exec, told to the parent with errno. */
+enum {
+    KIN__STAGE_EXEC = 0,
+    KIN__STAGE_RLIMIT = 1, /* + the index of the limit, from here */
+    KIN__STAGE_CWD = 1000,
+};
+
+/* Whether opts asks for any of rlimits, cwd or env. */
+bool kin__limits_wanted(const kin_spawn_opts *opts);
+
+/* Checks them before anything is started: -EINVAL (a bad limit or
+ * variable, or with a factory other than fork + exec), -ENOENT / -ENOTDIR /
+ * -EACCES (cwd), with errbuf (optional) saying which. */
+kin_err kin__limits_check(const kin_spawn_opts *opts, char *errbuf,
+                          size_t errbuf_size);
+
+/* Whether the environment entry "NAME=..." is replaced by one of env. */
+bool kin__env_replaced(const char *entry, char *const *env);
+
+/* In the child after fork: sets the limits and changes directory with
+ * async-signal-safe calls only. 0, or errno with *stage telling where. */
+int kin__limits_apply(const kin_spawn_opts *opts, int *stage);
+
+/* The parent's errbuf text for a child that failed at stage with errno
+ * err (as from kin__limits_apply). */
+void kin__limits_describe(const kin_spawn_opts *opts, int stage, int err,
+                          char *buf, size_t size);
+
+#endif
