@@ -61,7 +61,7 @@ ask_limits(kin_node *n, uint32_t id, seen *s)
 {
     kin_msg *r = NULL;
     kin_err e = kin_call_sync(n, id, "t.limits", 5000, &r, NULL);
-    const char *cwd, *color, *home;
+    char *cwd = NULL, *color = NULL, *home = NULL;
     if (!e)
         e = kin_msg_unpack(r, "IIsss", &s->soft, &s->hard, &cwd, &color, &home);
     if (!e) {
@@ -69,6 +69,9 @@ ask_limits(kin_node *n, uint32_t id, seen *s)
         snprintf(s->color, sizeof s->color, "%s", color);
         snprintf(s->home, sizeof s->home, "%s", home);
     }
+    free(cwd);
+    free(color);
+    free(home);
     kin_msg_destroy(&r);
     return e;
 }
