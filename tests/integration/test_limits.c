@@ -2,17 +2,22 @@
  * (kin_spawn_opts.rlimits, cwd, env) seen by real child processes, the
  * errors for bad ones, their survival across supervisor restarts, and
  * exhaustion: the fd limit reached while spawning gives -EMFILE and the
- * node keeps serving. The test binary is also every child program
- * (kin_init) and the exhausted master (--role=fd-exhaust). */
+ * node keeps serving; the log sink rotating by size, and a full disk
+ * (a small tmpfs in a mount namespace of its own) under it losing only
+ * counted records. The test binary is also every child program (kin_init)
+ * and the exhausted masters (--role=fd-exhaust, --role=disk-full). */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -49,6 +54,37 @@ static kin_err
 fn_exit(kin_call *c, void *arg)
 {
     _exit(5);
+}
+
+/* Logs n records "flood" (i = 0..n-1) with a pad of `pad` bytes. */
+static kin_err
+fn_flood(kin_call *c, void *arg)
+{
+    int n, pad;
+    kin_err e = kin_call_args(c, "ii", &n, &pad);
+    if (e)
+        return e;
+    char *p = malloc((size_t)pad + 1);
+    if (!p)
+        return -ENOMEM;
+    memset(p, 'p', (size_t)pad);
+    p[pad] = 0;
+    for (int i = 0; i < n; i++)
+        KIN_LOGI("flood", KIN_FINT("i", i), KIN_FSTR("pad", p));
+    free(p);
+    return kin_call_return(c, "");
+}
+
+/* Logs one record "mark" with m = the argument. */
+static kin_err
+fn_mark(kin_call *c, void *arg)
+{
+    char *m = NULL;
+    kin_err e = kin_call_args(c, "s", &m);
+    if (!e)
+        KIN_LOGI("mark", KIN_FSTR("m", m));
+    free(m);
+    return e ? e : kin_call_return(c, "");
 }
 
 typedef struct seen {
@@ -308,6 +344,310 @@ fd_limit_reached_while_spawning_is_emfile(void **state)
     assert_true(said);
 }
 
+/* --- log files: rotation and a full disk -------------------------------------
+ */
+
+/* t.mark and t.flood on child id of n, the reply dropped. */
+static kin_err
+mark(kin_node *n, uint32_t id, const char *m)
+{
+    kin_msg *r = NULL;
+    kin_err e = kin_call_sync(n, id, "t.mark", 5000, &r, "s", m);
+    kin_msg_destroy(&r);
+    return e;
+}
+
+static kin_err
+flood(kin_node *n, uint32_t id, int count, int pad)
+{
+    kin_msg *r = NULL;
+    kin_err e = kin_call_sync(n, id, "t.flood", 10000, &r, "ii", count, pad);
+    kin_msg_destroy(&r);
+    return e;
+}
+
+/* Whether every line of path is a whole JSON object; *lines gets their
+ * number, *dropped the "dropped" lines and *dropped_count the sum of their
+ * counts. False when the file cannot be read. */
+static bool
+whole_lines(const char *path, size_t *lines, size_t *dropped,
+            uint64_t *dropped_count)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    bool ok = true;
+    *lines = 0;
+    if (dropped)
+        *dropped = 0;
+    if (dropped_count)
+        *dropped_count = 0;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        (*lines)++;
+        if (len < 3 || line[0] != '{' || line[len - 1] != '\n' ||
+            line[len - 2] != '}')
+            ok = false;
+        const char *k = strstr(line, "\"kind\":\"dropped\"");
+        const char *c = strstr(line, "\"count\":");
+        if (k && c && dropped) {
+            (*dropped)++;
+            *dropped_count += strtoull(c + 8, NULL, 10);
+        }
+    }
+    free(line);
+    fclose(f);
+    return ok;
+}
+
+/* Marks until the sink wrote one (subscriptions take a moment to reach
+ * the publishers), within 10 s. */
+static bool
+sink_joined(kin_node *n, uint32_t child, kin_logsink *k)
+{
+    double end = harness_now_ms() + 10000;
+    kin_logsink_stats st;
+    do {
+        if (mark(n, child, "join"))
+            return false;
+        usleep(50 * 1000);
+        kin_logsink_stats_get(k, &st);
+    } while (!st.written && harness_now_ms() < end);
+    return st.written > 0;
+}
+
+/* Waits up to 20 s until path holds needle. */
+static bool
+file_holds(const char *path, const char *needle)
+{
+    double end = harness_now_ms() + 20000;
+    while (!harness_count_in_file(path, needle))
+        if (harness_now_ms() > end)
+            return false;
+        else
+            usleep(20 * 1000);
+    return true;
+}
+
+static off_t
+file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) ? -1 : st.st_size;
+}
+
+static void
+log_sink_rotates_by_size_keeping_n_files(void **state)
+{
+    char dir[] = "/tmp/kin-limits-rot-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128], p1[160], p2[160], p3[160];
+    snprintf(path, sizeof path, "%s/sink.jsonl", dir);
+    snprintf(p1, sizeof p1, "%s.1", path);
+    snprintf(p2, sizeof p2, "%s.2", path);
+    snprintf(p3, sizeof p3, "%s.3", path);
+    kin_child *c = NULL;
+    kin_logsink *k = NULL;
+    kin_logsink_opts so = {.endpoint = kin_logs_frontend(master),
+                           .format = KIN_LOGSINK_JSON,
+                           .min_level = KIN_LOG_INFO,
+                           .path = path,
+                           .max_bytes = 4096,
+                           .keep = 2};
+    kin_err spawned = kin_spawn(master, NULL, &c);
+    kin_err made = spawned ? spawned : kin_logsink_new(&k, &so);
+    bool joined = !made && sink_joined(master, kin_child_id(c), k);
+    kin_err flooded =
+        joined ? flood(master, kin_child_id(c), 100, 300) : KIN_ETIMEOUT;
+    bool last = !flooded && file_holds(path, "\"i\":99,");
+    kin_logsink_stats st = {0};
+    if (k)
+        kin_logsink_stats_get(k, &st);
+    kin_logsink_destroy(&k);
+    kin_child_destroy(&c);
+    off_t s0 = file_size(path), s1 = file_size(p1), s2 = file_size(p2);
+    bool absent3 = file_size(p3) < 0;
+    size_t l0 = 0, l1 = 0, l2 = 0;
+    bool whole = whole_lines(path, &l0, NULL, NULL) &&
+                 whole_lines(p1, &l1, NULL, NULL) &&
+                 whole_lines(p2, &l2, NULL, NULL);
+    unlink(path);
+    unlink(p1);
+    unlink(p2);
+    unlink(p3);
+    rmdir(dir);
+    assert_int_equal(spawned, KIN_OK);
+    assert_int_equal(made, KIN_OK);
+    assert_true(joined);
+    assert_int_equal(flooded, KIN_OK);
+    assert_true(last);
+    /* 100 records of some 500 bytes in 4 KiB files: about a dozen. */
+    assert_true(st.rotations >= 8);
+    assert_int_equal(st.lost, 0);
+    assert_true(s0 > 0 && s0 <= 4096);
+    assert_true(s1 > 3000 && s1 <= 4096);
+    assert_true(s2 > 3000 && s2 <= 4096);
+    assert_true(absent3);
+    assert_true(whole);
+}
+
+static void
+node_log_file_rotates_by_size(void **state)
+{
+    char dir[] = "/tmp/kin-limits-nrot-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128], p1[160], p2[160];
+    snprintf(path, sizeof path, "%s/node.jsonl", dir);
+    snprintf(p1, sizeof p1, "%s.1", path);
+    snprintf(p2, sizeof p2, "%s.2", path);
+    kin_node_opts o = {.name = "rot-master",
+                       .log_file = path,
+                       .log_file_max_bytes = 8192,
+                       .log_file_keep = 1};
+    kin_node *n = NULL;
+    kin_child *c = NULL;
+    kin_err made = kin_node_new(&n, &o);
+    kin_err spawned = made ? made : kin_spawn(n, NULL, &c);
+    kin_err flooded = spawned ? spawned : flood(n, kin_child_id(c), 100, 300);
+    bool last = !flooded && file_holds(path, "\"i\":99,");
+    kin_child_destroy(&c);
+    kin_node_destroy(&n);
+    off_t s0 = file_size(path), s1 = file_size(p1);
+    bool absent2 = file_size(p2) < 0;
+    unlink(path);
+    unlink(p1);
+    unlink(p2);
+    rmdir(dir);
+    assert_int_equal(made, KIN_OK);
+    assert_int_equal(spawned, KIN_OK);
+    assert_int_equal(flooded, KIN_OK);
+    assert_true(last);
+    assert_true(s0 > 0 && s0 <= 8192);
+    assert_true(s1 > 6000 && s1 <= 8192);
+    assert_true(absent2);
+}
+
+/* In a mount namespace of its own, a 512 KiB tmpfs: a ballast file leaves
+ * 64 KiB, a child floods a sink on it until the disk is full. Then the
+ * tree still serves; the sink counts what it lost (ENOSPC); with the
+ * ballast gone the file takes writes again, the first a "dropped" line
+ * for exactly the lost records, and no line is torn. Exits 77 when it
+ * cannot make the namespace or the mount. */
+static int
+disk_full_role(void)
+{
+    if (unshare(CLONE_NEWNS) ||
+        mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) {
+        SAY("skip: no private mount namespace here (%s)\n", strerror(errno));
+        return 77;
+    }
+    char dir[] = "/tmp/kin-limits-tmpfs-XXXXXX";
+    if (!mkdtemp(dir))
+        return 2;
+    if (mount("kin-limits", dir, "tmpfs", 0, "size=512k,mode=0700")) {
+        SAY("skip: cannot mount a tmpfs (%s)\n", strerror(errno));
+        rmdir(dir);
+        return 77;
+    }
+    int bad = 0;
+    char path[128], ballast[128];
+    snprintf(path, sizeof path, "%s/sink.jsonl", dir);
+    snprintf(ballast, sizeof ballast, "%s/ballast", dir);
+    int fd = open(ballast, O_WRONLY | O_CREAT, 0600);
+    char block[4096];
+    memset(block, 'b', sizeof block);
+    for (int i = 0; fd >= 0 && i < 112; i++) /* 448 KiB */
+        if (write(fd, block, sizeof block) != (ssize_t)sizeof block)
+            bad++, SAY("ballast write failed\n");
+    if (fd >= 0)
+        close(fd);
+    kin_node *n = NULL;
+    kin_child *c = NULL;
+    kin_logsink *k = NULL;
+    kin_logsink_stats st = {0};
+    if (kin_init(&n, NULL) || kin_spawn(n, NULL, &c)) {
+        SAY("setup failed\n");
+        bad++;
+        goto out;
+    }
+    kin_logsink_opts so = {.endpoint = kin_logs_frontend(n),
+                           .format = KIN_LOGSINK_JSON,
+                           .min_level = KIN_LOG_INFO,
+                           .path = path};
+    if (kin_logsink_new(&k, &so) || !sink_joined(n, kin_child_id(c), k)) {
+        SAY("sink did not start\n");
+        bad++;
+        goto out;
+    }
+    /* 300 records of some 700 bytes: 210 KiB into 64 KiB. */
+    kin_err e = flood(n, kin_child_id(c), 300, 500);
+    double end = harness_now_ms() + 20000;
+    do {
+        kin_logsink_stats_get(k, &st);
+        if (st.lost)
+            break;
+        usleep(20 * 1000);
+    } while (harness_now_ms() < end);
+    SAY("flood: %s; lost %llu, written %llu, error %s\n", kin_strerror(e),
+        (unsigned long long)st.lost, (unsigned long long)st.written,
+        kin_strerror(st.last_error));
+    if (e || !st.lost || st.last_error != -ENOSPC)
+        bad++;
+    seen s;
+    e = ask_limits(n, kin_child_id(c), &s);
+    SAY("call with the disk full: %s\n", kin_strerror(e));
+    if (e)
+        bad++;
+    unlink(ballast);
+    if (mark(n, kin_child_id(c), "after"))
+        bad++;
+    bool after = file_holds(path, "\"m\":\"after\"");
+    kin_logsink_stats_get(k, &st);
+    kin_logsink_destroy(&k);
+    size_t lines = 0, dropped = 0;
+    uint64_t told = 0;
+    bool whole = whole_lines(path, &lines, &dropped, &told);
+    SAY("after: %s; %zu lines, %zu dropped lines telling %llu, whole %s; "
+        "written %llu, lost %llu\n",
+        after ? "written" : "missing", lines, dropped, (unsigned long long)told,
+        whole ? "yes" : "no", (unsigned long long)st.written,
+        (unsigned long long)st.lost);
+    if (!after || !whole || !dropped || told != st.lost ||
+        lines != st.written + dropped)
+        bad++;
+out:
+    kin_child_destroy(&c);
+    kin_node_destroy(&n);
+    umount2(dir, MNT_DETACH);
+    rmdir(dir);
+    return bad ? 1 : 0;
+}
+
+static void
+full_disk_under_the_log_sink_loses_counted_records(void **state)
+{
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    assert_true(len > 0);
+    self[len] = 0;
+    int status = -1;
+    char *out = harness_run(&status, "'%s' --role=disk-full 2>&1", self);
+    if (status == 77) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", out);
+        free(out);
+        harness_skip("%s", why);
+    }
+    if (status != 0)
+        print_error("disk-full said:\n%s\n", out);
+    bool said = strstr(out, "error No space left on device") != NULL;
+    free(out);
+    assert_int_equal(status, 0);
+    assert_true(said);
+}
+
 /* --- main ------------------------------------------------------------------
  */
 
@@ -317,8 +657,12 @@ main(int argc, char **argv)
     kin_export("t.limits", fn_limits, NULL, KIN_POLICY_PARENT);
     kin_export("t.pid", fn_pid, NULL, KIN_POLICY_PARENT);
     kin_export("t.exit", fn_exit, NULL, KIN_POLICY_PARENT);
+    kin_export("t.flood", fn_flood, NULL, KIN_POLICY_PARENT);
+    kin_export("t.mark", fn_mark, NULL, KIN_POLICY_PARENT);
     if (argc > 1 && !strcmp(argv[1], "--role=fd-exhaust"))
         return fd_exhaust_role();
+    if (argc > 1 && !strcmp(argv[1], "--role=disk-full"))
+        return disk_full_role();
     harness_log_setup();
     kin_err e = kin_init(&master, NULL);
     if (e) {
@@ -333,6 +677,9 @@ main(int argc, char **argv)
         cmocka_unit_test(supervised_child_keeps_its_limits_across_restarts),
         cmocka_unit_test(supervisor_refuses_a_bad_limit_at_once),
         cmocka_unit_test(fd_limit_reached_while_spawning_is_emfile),
+        cmocka_unit_test(log_sink_rotates_by_size_keeping_n_files),
+        cmocka_unit_test(node_log_file_rotates_by_size),
+        cmocka_unit_test(full_disk_under_the_log_sink_loses_counted_records),
     };
     int rc = harness_run_group(tests);
     kin_node_destroy(&master);
