@@ -160,6 +160,7 @@ reaped(kin_child *c, int status)
         KIN_INFO("child %s (%u, pid %d) exited with %d", c->name, c->id,
                  (int)c->pid, WEXITSTATUS(status));
     kin__ev_child_exit(c->name, c->id, c->pid, status);
+    kin__cgroup_remove(&c->cgroup);
     /* Callers waiting on it learn now, not after some heartbeat. */
     kin__router_link_down(n, c->id);
     /* A child that was killed could not remove its socket file. */
@@ -219,6 +220,7 @@ typedef struct spawn_req {
     int out_fd; /* its stdout instead of the pipe (an exec channel), or -1 */
     bool fork;  /* from the node's zygote (zygote.c), not fork + exec */
     const kin_spawn_opts *opts; /* rlimits and cwd (limits.c) */
+    int cgroup_fd;              /* its memory cgroup's cgroup.procs, or -1 */
     int fail_stage;             /* where the child failed (KIN__STAGE_*) */
     kin_err result;
     bool done;
@@ -246,7 +248,7 @@ child_side(spawn_req *r, pid_t parent, int errfd, int out_w, int err_w)
     if (r->in_fd >= 0)
         dup2(r->in_fd, STDIN_FILENO);
     int why[2] = {0, KIN__STAGE_EXEC}; /* errno, stage */
-    if (!(why[0] = kin__limits_apply(r->opts, &why[1]))) {
+    if (!(why[0] = kin__limits_apply(r->opts, r->cgroup_fd, &why[1]))) {
         execve(r->path, r->argv, r->envp);
         why[0] = errno;
         why[1] = KIN__STAGE_EXEC;
@@ -828,7 +830,8 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
                    .argv = argv,
                    .in_fd = -1,
                    .out_fd = -1,
-                   .opts = opts};
+                   .opts = opts,
+                   .cgroup_fd = -1};
     char *sudo_argv[64];
     char where[512];
     kin__ssh_plan ssh = {0};
@@ -879,9 +882,15 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
             p, opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 30000,
             opts->errbuf, opts->errbuf_size);
     }
+    if (!e && opts->memory_max)
+        e = kin__cgroup_make(opts, c->id, &c->cgroup, &r.cgroup_fd,
+                             opts->errbuf, opts->errbuf_size);
     if (!e)
         e = kin__broker_defer(kin__node_broker(n), spawn_job, &r, NULL);
     if (e) {
+        if (r.cgroup_fd >= 0)
+            close(r.cgroup_fd);
+        kin__cgroup_remove(&c->cgroup);
         free_env(r.envp);
         kin__ssh_plan_free(&ssh);
         kin__exec_plan_free(&xp);
@@ -900,6 +909,8 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         pthread_cond_wait(&p->cond, &p->mu);
     e = r.result;
     pthread_mutex_unlock(&p->mu);
+    if (r.cgroup_fd >= 0)
+        close(r.cgroup_fd);
     if (boot[1] >= 0)
         close(boot[1]);
     if (xp.argv) {
@@ -951,6 +962,7 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         } else {
             if (c->channel_fd >= 0)
                 close(c->channel_fd);
+            kin__cgroup_remove(&c->cgroup);
             free(c);
         }
         size_t len = strlen(tail);
@@ -1077,6 +1089,7 @@ kin_child_destroy(kin_child **cp)
     }
     if (c->channel_fd >= 0)
         close(c->channel_fd);
+    kin__cgroup_remove(&c->cgroup); /* reaped: gone already */
     free(c);
     *cp = NULL;
 }

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/resource.h>
 #include <sys/types.h>
 
@@ -134,6 +135,16 @@ typedef struct kin_spawn_opts {
      * rlimits, cwd and env are for a child this process forks and execs:
      * with fork, user, host, exec, container or via: -EINVAL. */
     char *const *env;
+    /* A memory cgroup of its own for the child, limited to memory_max
+     * bytes (and as much memory plus swap): when it allocates past that,
+     * its cgroup's OOM killer ends it with SIGKILL (an exit like any
+     * other; never the machine's global OOM killer). Made under this
+     * process's own memory cgroup (cgroup v1 memory controller) as
+     * kin-PID-ID before the fork, joined by the child before exec,
+     * removed when the child is reaped. No memory controller here:
+     * -ENOTSUP; no right to make one: -EACCES / -EPERM, at once. As rlimits
+     * for the factories. 0: none. */
+    uint64_t memory_max;
     /* Optional: on failure, a description ending with the tail of the
      * child's stderr. */
     char *errbuf;

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -54,6 +56,20 @@ static kin_err
 fn_exit(kin_call *c, void *arg)
 {
     _exit(5);
+}
+
+/* Allocates and touches 1 MiB after another; gives up (exit 9) at 512 MiB,
+ * so a missing limit cannot hurt the machine. */
+static kin_err
+fn_hog(kin_call *c, void *arg)
+{
+    for (int mib = 0; mib < 512; mib++) {
+        char *p = malloc(1 << 20);
+        if (!p)
+            _exit(8);
+        memset(p, mib, 1 << 20);
+    }
+    _exit(9);
 }
 
 /* Logs n records "flood" (i = 0..n-1) with a pad of `pad` bytes. */
@@ -648,6 +664,76 @@ full_disk_under_the_log_sink_loses_counted_records(void **state)
     assert_true(said);
 }
 
+/* --- a memory cgroup ---------------------------------------------------------
+ */
+
+/* The memory cgroup line of /proc/PID/cgroup ("" if none). */
+static void
+memcg_of(pid_t pid, char *out, size_t size)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/cgroup", (int)pid);
+    out[0] = 0;
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f))
+        if (strstr(line, ":memory:"))
+            snprintf(out, size, "%s", strstr(line, ":memory:") + 8);
+    if (f)
+        fclose(f);
+    out[strcspn(out, "\n")] = 0;
+}
+
+static void
+child_past_its_memory_cgroup_is_oom_killed(void **state)
+{
+    char why[512] = "";
+    kin_spawn_opts o = {.name = "hog",
+                        .memory_max = 64u << 20,
+                        .errbuf = why,
+                        .errbuf_size = sizeof why};
+    kin_child *hog = NULL, *calm = NULL;
+    kin_err e = kin_spawn(master, &o, &hog);
+    if (e == -ENOTSUP || e == -EACCES || e == -EPERM || e == -EROFS)
+        harness_skip("no memory cgroup for a child here: %s", why);
+    kin_err e2 = e ? e : kin_spawn(master, NULL, &calm);
+    char mine[512] = "", its[512] = "", dir[700] = "";
+    pid_t pid = hog ? kin_child_pid(hog) : 0;
+    if (!e2) {
+        memcg_of(getpid(), mine, sizeof mine);
+        memcg_of(pid, its, sizeof its);
+        snprintf(dir, sizeof dir, "/sys/fs/cgroup/memory%s", its);
+    }
+    struct stat st;
+    bool made = *dir && !stat(dir, &st);
+    int status = 0;
+    kin_err waited = KIN_ETIMEOUT;
+    if (!e2 && !kin_call_nowait(master, kin_child_id(hog), "t.hog", ""))
+        waited = kin_child_wait(hog, 30000, &status);
+    seen s;
+    kin_err asked = calm ? ask_limits(master, kin_child_id(calm), &s) : e2;
+    bool gone = *dir && stat(dir, &st) && errno == ENOENT;
+    kin_child_destroy(&hog);
+    kin_child_destroy(&calm);
+    if (e || e2)
+        print_error("spawn: %s / %s: %s\n", kin_strerror(e), kin_strerror(e2),
+                    why);
+    assert_int_equal(e, KIN_OK);
+    assert_int_equal(e2, KIN_OK);
+    /* Its own cgroup, under ours. */
+    assert_true(strlen(its) > strlen(mine));
+    assert_memory_equal(its, mine, strlen(mine));
+    assert_non_null(strstr(its, "/kin-"));
+    assert_true(made);
+    assert_int_equal(waited, KIN_OK);
+    if (!WIFSIGNALED(status))
+        print_error("hog exited with %d\n", WEXITSTATUS(status));
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGKILL);
+    /* The sibling and the master serve on; the cgroup went with it. */
+    assert_int_equal(asked, KIN_OK);
+    assert_true(gone);
+}
+
 /* --- main ------------------------------------------------------------------
  */
 
@@ -659,6 +745,7 @@ main(int argc, char **argv)
     kin_export("t.exit", fn_exit, NULL, KIN_POLICY_PARENT);
     kin_export("t.flood", fn_flood, NULL, KIN_POLICY_PARENT);
     kin_export("t.mark", fn_mark, NULL, KIN_POLICY_PARENT);
+    kin_export("t.hog", fn_hog, NULL, KIN_POLICY_PARENT);
     if (argc > 1 && !strcmp(argv[1], "--role=fd-exhaust"))
         return fd_exhaust_role();
     if (argc > 1 && !strcmp(argv[1], "--role=disk-full"))
@@ -680,6 +767,7 @@ main(int argc, char **argv)
         cmocka_unit_test(log_sink_rotates_by_size_keeping_n_files),
         cmocka_unit_test(node_log_file_rotates_by_size),
         cmocka_unit_test(full_disk_under_the_log_sink_loses_counted_records),
+        cmocka_unit_test(child_past_its_memory_cgroup_is_oom_killed),
     };
     int rc = harness_run_group(tests);
     kin_node_destroy(&master);
