@@ -4,8 +4,10 @@
  * exhaustion: the fd limit reached while spawning gives -EMFILE and the
  * node keeps serving; the log sink rotating by size, and a full disk
  * (a small tmpfs in a mount namespace of its own) under it losing only
- * counted records. The test binary is also every child program (kin_init)
- * and the exhausted masters (--role=fd-exhaust, --role=disk-full). */
+ * counted records; and a child past its own memory cgroup's limit killed
+ * by that cgroup's OOM killer (SIGKILL, a child.exit record) while the rest
+ * serves. The test binary is also every child program (kin_init) and the
+ * exhausted masters (--role=fd-exhaust, --role=disk-full). */
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -691,34 +693,56 @@ child_past_its_memory_cgroup_is_oom_killed(void **state)
                         .memory_max = 64u << 20,
                         .errbuf = why,
                         .errbuf_size = sizeof why};
+    char logdir[] = "/tmp/kin-limits-oom-XXXXXX";
+    assert_non_null(mkdtemp(logdir));
+    char path[128];
+    snprintf(path, sizeof path, "%s/events.jsonl", logdir);
+    /* A sibling without a limit, and a sink for the child.exit record. */
     kin_child *hog = NULL, *calm = NULL;
-    kin_err e = kin_spawn(master, &o, &hog);
-    if (e == -ENOTSUP || e == -EACCES || e == -EPERM || e == -EROFS)
+    kin_logsink *k = NULL;
+    kin_logsink_opts so = {.endpoint = kin_logs_frontend(master),
+                           .format = KIN_LOGSINK_JSON,
+                           .min_level = KIN_LOG_INFO,
+                           .path = path};
+    kin_err e0 = kin_spawn(master, NULL, &calm);
+    if (!e0)
+        e0 = kin_logsink_new(&k, &so);
+    if (!e0 && !sink_joined(master, kin_child_id(calm), k))
+        e0 = KIN_ETIMEOUT;
+    kin_err e = e0 ? e0 : kin_spawn(master, &o, &hog);
+    if (e == -ENOTSUP || e == -EACCES || e == -EPERM || e == -EROFS) {
+        kin_logsink_destroy(&k);
+        kin_child_destroy(&calm);
+        unlink(path);
+        rmdir(logdir);
         harness_skip("no memory cgroup for a child here: %s", why);
-    kin_err e2 = e ? e : kin_spawn(master, NULL, &calm);
+    }
     char mine[512] = "", its[512] = "", dir[700] = "";
-    pid_t pid = hog ? kin_child_pid(hog) : 0;
-    if (!e2) {
+    if (!e) {
         memcg_of(getpid(), mine, sizeof mine);
-        memcg_of(pid, its, sizeof its);
+        memcg_of(kin_child_pid(hog), its, sizeof its);
         snprintf(dir, sizeof dir, "/sys/fs/cgroup/memory%s", its);
     }
     struct stat st;
     bool made = *dir && !stat(dir, &st);
     int status = 0;
     kin_err waited = KIN_ETIMEOUT;
-    if (!e2 && !kin_call_nowait(master, kin_child_id(hog), "t.hog", ""))
+    if (!e && !kin_call_nowait(master, kin_child_id(hog), "t.hog", ""))
         waited = kin_child_wait(hog, 30000, &status);
+    bool told = !waited && file_holds(path, "\"signal_name\":\"KILL\"") &&
+                harness_count_in_file(path, "\"child\":\"hog\"");
     seen s;
-    kin_err asked = calm ? ask_limits(master, kin_child_id(calm), &s) : e2;
+    kin_err asked = calm ? ask_limits(master, kin_child_id(calm), &s) : e0;
     bool gone = *dir && stat(dir, &st) && errno == ENOENT;
+    kin_logsink_destroy(&k);
     kin_child_destroy(&hog);
     kin_child_destroy(&calm);
-    if (e || e2)
-        print_error("spawn: %s / %s: %s\n", kin_strerror(e), kin_strerror(e2),
-                    why);
+    unlink(path);
+    rmdir(logdir);
+    if (e)
+        print_error("spawn: %s: %s\n", kin_strerror(e), why);
+    assert_int_equal(e0, KIN_OK);
     assert_int_equal(e, KIN_OK);
-    assert_int_equal(e2, KIN_OK);
     /* Its own cgroup, under ours. */
     assert_true(strlen(its) > strlen(mine));
     assert_memory_equal(its, mine, strlen(mine));
@@ -729,7 +753,9 @@ child_past_its_memory_cgroup_is_oom_killed(void **state)
         print_error("hog exited with %d\n", WEXITSTATUS(status));
     assert_true(WIFSIGNALED(status));
     assert_int_equal(WTERMSIG(status), SIGKILL);
-    /* The sibling and the master serve on; the cgroup went with it. */
+    /* A child.exit record says so; the sibling and the master serve on;
+     * the cgroup went with the child. */
+    assert_true(told);
     assert_int_equal(asked, KIN_OK);
     assert_true(gone);
 }
