@@ -70,12 +70,13 @@ say(kin_err e, char *buf, size_t size, const char *fmt, ...)
 }
 
 kin_err
-kin__limits_check(const kin_spawn_opts *opts, char *errbuf, size_t errbuf_size)
+kin__limits_check(const kin_spawn_opts *opts, bool via_other, char *errbuf,
+                  size_t errbuf_size)
 {
     if (!kin__limits_wanted(opts))
         return KIN_OK;
     if (opts->fork || opts->user || opts->host || kin__exec_wanted(opts) ||
-        opts->via)
+        via_other)
         return say(-EINVAL, errbuf, errbuf_size,
                    "rlimits, cwd, env and memory_max are for a child forked "
                    "and exec'd here");

@@ -22,9 +22,10 @@ bool kin__limits_wanted(const kin_spawn_opts *opts);
 
 /* Checks them before anything is started: -EINVAL (a bad limit or
  * variable, or with a factory other than fork + exec), -ENOENT / -ENOTDIR /
- * -EACCES (cwd), with errbuf (optional) saying which. */
-kin_err kin__limits_check(const kin_spawn_opts *opts, char *errbuf,
-                          size_t errbuf_size);
+ * -EACCES (cwd), with errbuf (optional) saying which. via_other: opts->via
+ * names another context than the spawning one. */
+kin_err kin__limits_check(const kin_spawn_opts *opts, bool via_other,
+                          char *errbuf, size_t errbuf_size);
 
 /* Whether the environment entry "NAME=..." is replaced by one of env. */
 bool kin__env_replaced(const char *entry, char *const *env);

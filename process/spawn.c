@@ -780,7 +780,9 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     if (kin__exec_wanted(opts) && (opts->host || opts->user ||
                                    (opts->via && opts->via != kin_node_id(n))))
         return -EINVAL;
-    kin_err bad = kin__limits_check(opts, opts->errbuf, opts->errbuf_size);
+    kin_err bad =
+        kin__limits_check(opts, opts->via && opts->via != kin_node_id(n),
+                          opts->errbuf, opts->errbuf_size);
     if (bad)
         return bad;
     if (opts->via && opts->via != kin_node_id(n))

@@ -807,7 +807,7 @@ kin_supervisor_add(kin_supervisor *s, const kin_child_spec *spec)
             return -EINVAL;
     /* A bad limit or variable is bad at every start; a missing cwd may
      * yet appear, and fails the start that finds it missing. */
-    if (kin__limits_check(&spec->spawn, NULL, 0) == -EINVAL)
+    if (kin__limits_check(&spec->spawn, false, NULL, 0) == -EINVAL)
         return -EINVAL;
     slot *x = make_slot(s, spec);
     if (!x)
