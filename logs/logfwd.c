@@ -373,9 +373,10 @@ fwd_main(void *arg)
     void *xsub = zmq_socket(ctx, ZMQ_XSUB);
     void *xpub = zmq_socket(ctx, ZMQ_XPUB);
     void *ctl = zmq_socket(ctx, ZMQ_PULL);
-    void *cap = f->o.sink_fd >= 0 ? zmq_socket(ctx, ZMQ_PUB) : NULL;
+    bool sink = f->o.sink_fd >= 0 || f->o.sink_path;
+    void *cap = sink ? zmq_socket(ctx, ZMQ_PUB) : NULL;
     kin_err e = KIN_OK;
-    if (!xsub || !xpub || !ctl || (f->o.sink_fd >= 0 && !cap))
+    if (!xsub || !xpub || !ctl || (sink && !cap))
         e = errno ? -errno : -ENOMEM;
     void *socks[] = {xsub, xpub, ctl, cap};
     for (size_t i = 0; i < 4; i++)
@@ -521,9 +522,12 @@ kin__logfwd_start(kin__logfwd **out, const kin__logfwd_opts *opts)
         pthread_cond_wait(&f->cond, &f->mu);
     kin_err e = f->err;
     pthread_mutex_unlock(&f->mu);
-    if (!e && f->o.sink_fd >= 0) {
+    if (!e && (f->o.sink_fd >= 0 || f->o.sink_path)) {
         kin_logsink_opts so = {.endpoint = f->cap_ep,
                                .fd = f->o.sink_fd,
+                               .path = f->o.sink_path,
+                               .max_bytes = f->o.sink_max_bytes,
+                               .keep = f->o.sink_keep,
                                .format = f->o.sink_format,
                                .min_level = f->o.sink_level};
         e = kin__logsink_new_all(&f->sink, &so);

@@ -24,6 +24,9 @@ typedef struct kin__logfwd_opts {
     /* Optional sink fed inside the process, set up before the first record
      * can flow, so it misses nothing (fd < 0: none). */
     int sink_fd;
+    const char *sink_path; /* instead of sink_fd: a file the sink opens */
+    size_t sink_max_bytes; /* with sink_path: rotation (kin_logsink_opts) */
+    int sink_keep;
     kin_logsink_format sink_format;
     int sink_level;
     /* The CURVE key for tcp:// endpoints (both sides are CURVE servers

@@ -917,11 +917,11 @@ start_forwarder(struct kin__logs *p, const kin_node_opts *opts)
                            .curve = kin__node_curve(p->n)};
     history_from_env(&fo);
     if (opts->log_file) {
-        p->sink_fd = open(opts->log_file,
-                          O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        if (p->sink_fd < 0)
-            return -errno;
-        fo.sink_fd = p->sink_fd;
+        /* The sink opens it: whole lines only, rotation, lost records
+         * counted (logfile.c). */
+        fo.sink_path = opts->log_file;
+        fo.sink_max_bytes = opts->log_file_max_bytes;
+        fo.sink_keep = opts->log_file_keep;
         fo.sink_format = KIN_LOGSINK_JSON;
         fo.sink_level =
             opts->log_file_level ? opts->log_file_level : KIN_LOG_INFO;

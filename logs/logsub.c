@@ -17,6 +17,7 @@
 #include "core/buf.h"
 #include "core/log_internal.h"
 #include "core/task.h"
+#include "logs/logfile.h"
 #include "router/zctx.h"
 
 #define MAX_CTXS 64
@@ -431,23 +432,9 @@ struct kin_logsink {
     pthread_t thread;
     kin_logsub *sub;
     kin_logsink_opts o;
+    kin__logfile file;
     atomic_bool stop;
 };
-
-static void
-write_all(int fd, kin_buf *b)
-{
-    size_t off = 0;
-    while (off < b->len) {
-        ssize_t n = write(fd, b->data + off, b->len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break; /* nowhere to report it: the sink is the reporter */
-        off += (size_t)n;
-    }
-    b->len = 0;
-}
 
 static void
 append_line(kin_logsink *k, kin_buf *b, const kin_logrec *r)
@@ -464,12 +451,23 @@ append_line(kin_logsink *k, kin_buf *b, const kin_logrec *r)
     kin__buf_add(b, "\n", 1);
 }
 
+/* Writes the first len bytes of b (records whole lines) and keeps the
+ * rest. */
+static void
+flush(kin_logsink *k, kin_buf *b, size_t len, uint64_t records)
+{
+    kin__logfile_write(&k->file, b->data, len, records);
+    memmove(b->data, b->data + len, b->len - len);
+    b->len -= len;
+}
+
 static void *
 sink_main(void *arg)
 {
     kin_logsink *k = arg;
     kin_buf b;
     kin_buf_init(&b);
+    uint64_t records = 0; /* in b */
     for (;;) {
         bool stop = atomic_load(&k->stop);
         /* Write as soon as nothing more is waiting. */
@@ -478,16 +476,31 @@ sink_main(void *arg)
         kin_err e = kin_logsub_next(k->sub, timeout, &r);
         if (e) {
             if (b.len)
-                write_all(k->o.fd, &b);
+                flush(k, &b, b.len, records);
             else if (stop)
                 break;
+            records = 0;
             continue;
         }
         if (r->level < k->o.min_level)
             continue;
+        size_t before = b.len;
         append_line(k, &b, r);
-        if (b.len >= 64 * 1024)
-            write_all(k->o.fd, &b);
+        if (b.len == before)
+            continue;
+        records++;
+        if (kin__logfile_full(&k->file, before, b.len)) {
+            /* This line starts the next file. */
+            if (before)
+                flush(k, &b, before, records - 1);
+            records = 1;
+            if (k->file.size)
+                kin__logfile_rotate(&k->file);
+        }
+        if (b.len >= 64 * 1024) {
+            flush(k, &b, b.len, records);
+            records = 0;
+        }
     }
     kin_buf_release(&b);
     return NULL;
@@ -496,17 +509,24 @@ sink_main(void *arg)
 static kin_err
 sink_new(kin_logsink **out, const kin_logsink_opts *o, bool all)
 {
-    if (!o || o->fd < 0)
+    if (!o)
         return -EINVAL;
     kin_logsink *k = calloc(1, sizeof *k);
     if (!k)
         return -ENOMEM;
+    kin_err fe = kin__logfile_open(&k->file, o);
+    if (fe) {
+        free(k);
+        return fe;
+    }
     k->o = *o;
+    k->o.path = NULL; /* the file's copy is the one kept */
     kin_logsub_opts so = {.endpoint = o->endpoint,
                           .min_level = o->min_level,
                           .rcvhwm = all ? 100000 : 0};
     kin_err e = sub_new(&k->sub, &so, all);
     if (e) {
+        kin__logfile_close(&k->file);
         free(k);
         return e;
     }
@@ -516,6 +536,7 @@ sink_new(kin_logsink **out, const kin_logsink_opts *o, bool all)
         pthread_setname_np(k->thread, "kin-logsink");
     if (rc) {
         kin_logsub_destroy(&k->sub);
+        kin__logfile_close(&k->file);
         free(k);
         return -rc;
     }
@@ -544,6 +565,13 @@ kin_logsink_destroy(kin_logsink **kp)
     atomic_store(&k->stop, true);
     pthread_join(k->thread, NULL);
     kin_logsub_destroy(&k->sub);
+    kin__logfile_close(&k->file);
     free(k);
     *kp = NULL;
+}
+
+void
+kin_logsink_stats_get(kin_logsink *s, kin_logsink_stats *out)
+{
+    kin__logfile_stats(&s->file, out);
 }

@@ -43,7 +43,8 @@ struct kin_child {
     int pidfd;      /* broker thread; -1 once reaped */
     int channel_fd; /* ssh's stdin, held open while the child lives */
     int stop_timeout_ms;
-    int workers; /* the child's pool size, 0: its default */
+    int workers;  /* the child's pool size, 0: its default */
+    char *cgroup; /* its memory cgroup (limits.c), removed when reaped */
     kin_child_exit_fn on_exit;
     void *on_exit_arg;
     uv_poll_t exit_poll;

@@ -28,6 +28,7 @@
 #include "process/child.h"
 #include "process/events.h"
 #include "process/exec_channel.h"
+#include "process/limits.h"
 #include "process/procs.h"
 #include "process/ssh.h"
 #include "process/stdio_relay.h"
@@ -159,6 +160,7 @@ reaped(kin_child *c, int status)
         KIN_INFO("child %s (%u, pid %d) exited with %d", c->name, c->id,
                  (int)c->pid, WEXITSTATUS(status));
     kin__ev_child_exit(c->name, c->id, c->pid, status);
+    kin__cgroup_remove(&c->cgroup);
     /* Callers waiting on it learn now, not after some heartbeat. */
     kin__router_link_down(n, c->id);
     /* A child that was killed could not remove its socket file. */
@@ -217,6 +219,9 @@ typedef struct spawn_req {
     int in_fd;  /* the child's stdin (ssh's boot channel), or -1 */
     int out_fd; /* its stdout instead of the pipe (an exec channel), or -1 */
     bool fork;  /* from the node's zygote (zygote.c), not fork + exec */
+    const kin_spawn_opts *opts; /* rlimits and cwd (limits.c) */
+    int cgroup_fd;              /* its memory cgroup's cgroup.procs, or -1 */
+    int fail_stage;             /* where the child failed (KIN__STAGE_*) */
     kin_err result;
     bool done;
 } spawn_req;
@@ -242,9 +247,13 @@ child_side(spawn_req *r, pid_t parent, int errfd, int out_w, int err_w)
     dup2(err_w, STDERR_FILENO);
     if (r->in_fd >= 0)
         dup2(r->in_fd, STDIN_FILENO);
-    execve(r->path, r->argv, r->envp);
-    int e = errno;
-    if (write(errfd, &e, sizeof e) < 0)
+    int why[2] = {0, KIN__STAGE_EXEC}; /* errno, stage */
+    if (!(why[0] = kin__limits_apply(r->opts, r->cgroup_fd, &why[1]))) {
+        execve(r->path, r->argv, r->envp);
+        why[0] = errno;
+        why[1] = KIN__STAGE_EXEC;
+    }
+    if (write(errfd, why, sizeof why) < 0)
         _exit(126);
     _exit(127);
 }
@@ -280,14 +289,15 @@ spawn_job(void *arg, void *unused)
     close(op[1]);
     close(xp[1]);
     ep[1] = op[1] = xp[1] = -1;
-    int child_errno = 0;
+    int why[2] = {0, 0}; /* errno, stage */
     ssize_t got;
     do
-        got = read(ep[0], &child_errno, sizeof child_errno);
+        got = read(ep[0], why, sizeof why);
     while (got < 0 && errno == EINTR);
-    if (got == (ssize_t)sizeof child_errno) {
+    if (got == (ssize_t)sizeof why) {
         waitpid(pid, NULL, 0);
-        e = -child_errno;
+        e = -why[0];
+        r->fail_stage = why[1];
         goto out;
     }
     int pidfd = pidfd_open(pid, 0);
@@ -380,20 +390,27 @@ oom:
  * settings for a local child (with_vars), or without them for the ssh
  * client, which sends them over its stdin instead. */
 static char **
-child_env(kin_node *n, kin_child *c, bool with_vars, bool sudo)
+child_env(kin_node *n, kin_child *c, bool with_vars, bool sudo,
+          char *const *extra)
 {
-    size_t count = 0;
+    size_t count = 0, more = 0;
     while (environ[count])
         count++;
-    char **env = calloc(count + KIN__CHILD_VARS_MAX + 1, sizeof *env);
+    while (extra && extra[more])
+        more++;
+    char **env = calloc(count + more + KIN__CHILD_VARS_MAX + 1, sizeof *env);
     if (!env)
         return NULL;
     size_t k = 0;
     for (size_t i = 0; i < count; i++) {
         if (strncmp(environ[i], KIN__ENV_PREFIX, strlen(KIN__ENV_PREFIX)) &&
+            !kin__env_replaced(environ[i], extra) &&
             !(env[k++] = strdup(environ[i])))
             goto oom;
     }
+    for (size_t i = 0; i < more; i++)
+        if (!(env[k++] = strdup(extra[i])))
+            goto oom;
     kin__child_link l = {.id = c->id,
                          .name = c->name,
                          .workers = c->workers,
@@ -763,6 +780,11 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     if (kin__exec_wanted(opts) && (opts->host || opts->user ||
                                    (opts->via && opts->via != kin_node_id(n))))
         return -EINVAL;
+    kin_err bad =
+        kin__limits_check(opts, opts->via && opts->via != kin_node_id(n),
+                          opts->errbuf, opts->errbuf_size);
+    if (bad)
+        return bad;
     if (opts->via && opts->via != kin_node_id(n))
         return spawn_via(n, opts, out);
     kin_child *c = calloc(1, sizeof *c);
@@ -809,7 +831,9 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
                    .path = opts->program ? path : "/proc/self/exe",
                    .argv = argv,
                    .in_fd = -1,
-                   .out_fd = -1};
+                   .out_fd = -1,
+                   .opts = opts,
+                   .cgroup_fd = -1};
     char *sudo_argv[64];
     char where[512];
     kin__ssh_plan ssh = {0};
@@ -850,7 +874,8 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         path = where;
     }
     bool vars_in_env = !opts->host && !kin__exec_wanted(opts);
-    if (!e && !(r.envp = child_env(n, c, vars_in_env, opts->user != NULL)))
+    if (!e &&
+        !(r.envp = child_env(n, c, vars_in_env, opts->user != NULL, opts->env)))
         e = -ENOMEM;
     if (!e && opts->fork) {
         r.fork = true;
@@ -859,9 +884,15 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
             p, opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 30000,
             opts->errbuf, opts->errbuf_size);
     }
+    if (!e && opts->memory_max)
+        e = kin__cgroup_make(opts, c->id, &c->cgroup, &r.cgroup_fd,
+                             opts->errbuf, opts->errbuf_size);
     if (!e)
         e = kin__broker_defer(kin__node_broker(n), spawn_job, &r, NULL);
     if (e) {
+        if (r.cgroup_fd >= 0)
+            close(r.cgroup_fd);
+        kin__cgroup_remove(&c->cgroup);
         free_env(r.envp);
         kin__ssh_plan_free(&ssh);
         kin__exec_plan_free(&xp);
@@ -880,6 +911,8 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         pthread_cond_wait(&p->cond, &p->mu);
     e = r.result;
     pthread_mutex_unlock(&p->mu);
+    if (r.cgroup_fd >= 0)
+        close(r.cgroup_fd);
     if (boot[1] >= 0)
         close(boot[1]);
     if (xp.argv) {
@@ -931,6 +964,7 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         } else {
             if (c->channel_fd >= 0)
                 close(c->channel_fd);
+            kin__cgroup_remove(&c->cgroup);
             free(c);
         }
         size_t len = strlen(tail);
@@ -939,7 +973,11 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         /* execve's words for a text file without #! do not say so. */
         const char *hint =
             e == -ENOEXEC ? " (not a program: a script needs a #! line)" : "";
-        if (opts->errbuf && opts->errbuf_size)
+        char stage[600] = "";
+        kin__limits_describe(opts, r.fail_stage, -e, stage, sizeof stage);
+        if (opts->errbuf && opts->errbuf_size && *stage)
+            snprintf(opts->errbuf, opts->errbuf_size, "%s: %s", path, stage);
+        else if (opts->errbuf && opts->errbuf_size)
             snprintf(opts->errbuf, opts->errbuf_size, "%s: %s%s%s%s", path,
                      kin_strerror(e), hint, *tail ? "; stderr: " : "", tail);
         KIN_ERROR("spawning %s failed: %s%s%s", path, kin_strerror(e),
@@ -1053,6 +1091,7 @@ kin_child_destroy(kin_child **cp)
     }
     if (c->channel_fd >= 0)
         close(c->channel_fd);
+    kin__cgroup_remove(&c->cgroup); /* reaped: gone already */
     free(c);
     *cp = NULL;
 }

@@ -17,6 +17,7 @@
 #include "core/task.h"
 #include "process/child.h"
 #include "process/events.h"
+#include "process/limits.h"
 #include "process/procs.h"
 #include "process/restart_policy.h"
 #include "router/service.h"
@@ -29,6 +30,9 @@ typedef struct slot {
     char name[64];
     char *ctx_name, *program;
     char **argv;
+    char *cwd;
+    char **env;
+    kin_rlimit *rlimits;
     kin_spawn_opts spawn;
     kin_restart restart;
     int shutdown_ms;
@@ -97,6 +101,11 @@ free_slot(slot *x)
     for (size_t i = 0; x->argv && x->argv[i]; i++)
         free(x->argv[i]);
     free(x->argv);
+    free(x->cwd);
+    for (size_t i = 0; x->env && x->env[i]; i++)
+        free(x->env[i]);
+    free(x->env);
+    free(x->rlimits);
     free(x);
 }
 
@@ -715,6 +724,22 @@ dup_or_null(const char *p, bool *failed)
     return d;
 }
 
+/* A copy of the NULL-terminated v (NULL: NULL). */
+static char **
+dup_strv(char *const *v, bool *failed)
+{
+    if (!v)
+        return NULL;
+    size_t count = 0;
+    while (v[count])
+        count++;
+    char **d = calloc(count + 1, sizeof *d);
+    *failed |= !d;
+    for (size_t i = 0; d && i < count; i++)
+        d[i] = dup_or_null(v[i], failed);
+    return d;
+}
+
 static slot *
 make_slot(kin_supervisor *s, const kin_child_spec *spec)
 {
@@ -728,14 +753,14 @@ make_slot(kin_supervisor *s, const kin_child_spec *spec)
     x->ctx_name =
         dup_or_null(spec->spawn.name ? spec->spawn.name : spec->name, &failed);
     x->program = dup_or_null(spec->spawn.program, &failed);
-    if (spec->spawn.argv) {
-        size_t argc = 0;
-        while (spec->spawn.argv[argc])
-            argc++;
-        x->argv = calloc(argc + 1, sizeof *x->argv);
-        failed |= !x->argv;
-        for (size_t i = 0; x->argv && i < argc; i++)
-            x->argv[i] = dup_or_null(spec->spawn.argv[i], &failed);
+    x->argv = dup_strv(spec->spawn.argv, &failed);
+    x->cwd = dup_or_null(spec->spawn.cwd, &failed);
+    x->env = dup_strv(spec->spawn.env, &failed);
+    if (spec->spawn.rlimits && spec->spawn.n_rlimits) {
+        size_t size = spec->spawn.n_rlimits * sizeof *x->rlimits;
+        if ((x->rlimits = malloc(size)))
+            memcpy(x->rlimits, spec->spawn.rlimits, size);
+        failed |= !x->rlimits;
     }
     if (failed) {
         free_slot(x);
@@ -744,6 +769,9 @@ make_slot(kin_supervisor *s, const kin_child_spec *spec)
     x->spawn.name = x->ctx_name;
     x->spawn.program = x->program;
     x->spawn.argv = x->argv;
+    x->spawn.cwd = x->cwd;
+    x->spawn.env = x->env;
+    x->spawn.rlimits = x->rlimits;
     x->spawn.errbuf = NULL;
     x->spawn.errbuf_size = 0;
     x->restart = spec->restart;
@@ -777,6 +805,10 @@ kin_supervisor_add(kin_supervisor *s, const kin_child_spec *spec)
         if (i == KIN_CHILD_SERVICES_MAX ||
             !kin__service_name_ok(spec->services[i], strlen(spec->services[i])))
             return -EINVAL;
+    /* A bad limit or variable is bad at every start; a missing cwd may
+     * yet appear, and fails the start that finds it missing. */
+    if (kin__limits_check(&spec->spawn, false, NULL, 0) == -EINVAL)
+        return -EINVAL;
     slot *x = make_slot(s, spec);
     if (!x)
         return -ENOMEM;

@@ -322,17 +322,42 @@ typedef enum kin_logsink_format {
 
 typedef struct kin_logsink_opts {
     const char *endpoint; /* the forwarder's frontend */
-    int fd;               /* not closed by the sink */
+    int fd;               /* not closed by the sink; ignored with path */
     kin_logsink_format format;
     int min_level;       /* 0: all */
     unsigned text_flags; /* KIN_LOGFMT_* for TEXT */
+    /* A file the sink opens itself (appending, created 0600) instead of
+     * fd. Records go to it whole or not at all: a write that fails (a full
+     * disk: -ENOSPC) is cut back to the last whole line, its records are
+     * counted as lost (kin_logsink_stats), the sink goes on, and once a
+     * write succeeds again a KIN_LOGREC_DROPPED line saying how many records
+     * are missing and why comes first. NULL: fd. */
+    const char *path;
+    /* With path: rotate by size. A record that would take the file past
+     * max_bytes first moves it to PATH.1 (PATH.1 to PATH.2, and so on; the
+     * one past PATH.keep is deleted) and starts an empty PATH; a single
+     * record larger than max_bytes still goes whole into a file of its
+     * own. 0: never rotate. keep: rotated files kept, 0: 1. */
+    size_t max_bytes;
+    int keep;
 } kin_logsink_opts;
 
 /* Starts a sink; the fd stays the caller's and must outlive the sink.
- * Errors: -EINVAL (fd < 0), as kin_logsub_new, -errno from pthread_create.
- * Any thread. */
+ * Errors: -EINVAL (fd < 0 without path, max_bytes or keep without path,
+ * keep < 0 or over 1000), -errno from open(path), as kin_logsub_new,
+ * -errno from pthread_create. Any thread. */
 KIN_EXPORT kin_err kin_logsink_new(kin_logsink **out,
                                    const kin_logsink_opts *opts);
+
+typedef struct kin_logsink_stats {
+    uint64_t written;   /* records written */
+    uint64_t lost;      /* records whose write failed */
+    uint64_t rotations; /* times the file was rotated */
+    kin_err last_error; /* of the last failed write or rotation; KIN_OK */
+} kin_logsink_stats;
+
+/* What s has done so far. Any thread. */
+KIN_EXPORT void kin_logsink_stats_get(kin_logsink *s, kin_logsink_stats *out);
 
 /* Writes what has arrived, stops the thread and frees the sink; *s = NULL.
  * NULL-safe. Any thread but the sink's. */

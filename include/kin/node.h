@@ -54,9 +54,16 @@ typedef struct kin_node_opts {
     const char *log_endpoint;
     /* Master with the embedded forwarder: also append every record at
      * log_file_level (0: KIN_LOG_INFO) and above to this file, one JSON
-     * object per line (created 0600). NULL: no file. */
+     * object per line (created 0600). NULL: no file. A full disk loses
+     * records, counted and told in the file once it takes writes again
+     * (kin_logsink_opts.path says how). */
     const char *log_file;
     int log_file_level;
+    /* Rotate log_file by size: past log_file_max_bytes it moves to
+     * LOG_FILE.1 and so on, keeping log_file_keep of them (0: 1), as
+     * kin_logsink_opts.max_bytes and keep. 0: never rotate. */
+    size_t log_file_max_bytes;
+    int log_file_keep;
     /* The tree's CURVE key pair, "PUBLIC:SECRET" in Z85 (40 + 1 + 40
      * characters). Every tcp:// link uses it: a context bound on tcp is a
      * CURVE server that admits only peers proving they hold this key, and

@@ -7,6 +7,9 @@
 #define KIN_PROCESS_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <kin/defs.h>
@@ -27,6 +30,15 @@ typedef struct kin_child kin_child;
  * kin_spawn, kin_child_stop, kin_child_wait or kin_child_destroy. Never
  * called for a kin_spawn that failed. */
 typedef void (*kin_child_exit_fn)(kin_child *c, int status, void *arg);
+
+/* A resource limit for a child (kin_spawn_opts.rlimits): setrlimit(resource,
+ * {soft, hard}) in the child after fork, before exec. resource is an
+ * RLIMIT_* constant; RLIM_INFINITY means no limit. */
+typedef struct kin_rlimit {
+    int resource;
+    rlim_t soft;
+    rlim_t hard;
+} kin_rlimit;
 
 typedef struct kin_spawn_opts {
     const char *name;    /* default "ctx-ID" */
@@ -105,6 +117,34 @@ typedef struct kin_spawn_opts {
      * one on via's host. A context running as another user than its
      * parent (user) refuses (KIN_EREFUSED). 0: n itself. */
     uint32_t via;
+    /* Resource limits set in the child before exec (n_rlimits of them;
+     * each as setrlimit takes it, so a hard limit above this process's
+     * needs CAP_SYS_RESOURCE). A resource out of range or soft > hard:
+     * -EINVAL at once; a limit the kernel refuses: -EPERM or -EINVAL
+     * from the child, with errbuf naming the resource. */
+    const kin_rlimit *rlimits;
+    size_t n_rlimits;
+    /* The child's working directory (chdir before exec). Missing: -ENOENT
+     * at once, not a directory: -ENOTDIR, errbuf saying which. NULL: this
+     * process's. */
+    const char *cwd;
+    /* More environment variables for the child, "NAME=VALUE" each,
+     * NULL-terminated: they replace this process's variables of the same
+     * name. An entry without '=' or an empty name, or one naming a
+     * KIN_CHILD_* variable: -EINVAL. NULL: none.
+     * rlimits, cwd and env are for a child this process forks and execs:
+     * with fork, user, host, exec, container or via: -EINVAL. */
+    char *const *env;
+    /* A memory cgroup of its own for the child, limited to memory_max
+     * bytes (and as much memory plus swap): when it allocates past that,
+     * its cgroup's OOM killer ends it with SIGKILL (an exit like any
+     * other; never the machine's global OOM killer). Made under this
+     * process's own memory cgroup (cgroup v1 memory controller) as
+     * kin-PID-ID before the fork, joined by the child before exec,
+     * removed when the child is reaped. No memory controller here:
+     * -ENOTSUP; no right to make one: -EACCES / -EPERM, at once. As rlimits
+     * for the factories. 0: none. */
+    uint64_t memory_max;
     /* Optional: on failure, a description ending with the tail of the
      * child's stderr. */
     char *errbuf;

@@ -73,8 +73,9 @@ typedef enum kin_child_state {
 typedef struct kin_child_spec {
     const char *name; /* unique in the supervisor, 1..63 bytes; also the
                          context's name unless spawn.name is set */
-    /* How to start it, as for kin_spawn. errbuf and on_exit are ignored
-     * (the supervisor keeps the last start error in kin_child_info). */
+    /* How to start it, as for kin_spawn (argv, cwd, env and rlimits are
+     * copied). errbuf and on_exit are ignored (the supervisor keeps the
+     * last start error in kin_child_info). */
     kin_spawn_opts spawn;
     kin_restart restart;
     /* How long a stop waits before SIGKILL; 0: spawn.stop_timeout_ms, and
@@ -163,9 +164,10 @@ KIN_EXPORT kin_err kin_supervisor_new(kin_supervisor **out, kin_node *n,
  * When the supervisor runs, the child is started at once and the call
  * returns that start's result; as with OTP's start_child, a spec whose
  * start failed is not kept. Errors: -EINVAL (no name, name too long, a bad
- * service name, bad restart type), KIN_EEXISTS (name taken), -ENOMEM, a start
- * error as kin_spawn, KIN_EEMERGENCY, KIN_ESHUTDOWN (the node was destroyed),
- * -EDEADLK (from the supervisor's own thread). Any thread. */
+ * service name, bad restart type, a bad rlimit or env entry of spawn, or
+ * these with a factory that cannot take them), KIN_EEXISTS (name taken),
+ * -ENOMEM, a start error as kin_spawn, KIN_EEMERGENCY, KIN_ESHUTDOWN (the node
+ * was destroyed), -EDEADLK (from the supervisor's own thread). Any thread. */
 KIN_EXPORT kin_err kin_supervisor_add(kin_supervisor *s,
                                       const kin_child_spec *spec);
 
