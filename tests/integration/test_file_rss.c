@@ -26,7 +26,8 @@
 
 /* ASan keeps freed memory in a quarantine (256 MiB by default), which
  * would count here as resident; the child runs this executable too. */
-const char *__asan_default_options(void);
+__attribute__((visibility("default"), used)) const char *
+__asan_default_options(void);
 const char *
 __asan_default_options(void)
 {
