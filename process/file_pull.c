@@ -24,8 +24,9 @@
 
 #define CHUNK_DEFAULT (256 * 1024)
 #define CHUNK_MAX (4 * 1024 * 1024)
-/* kin.file_read calls in flight (answered in order): see file_push.c. */
-#define WINDOW 4
+/* kin.file_read calls in flight (answered in order): one, for the
+ * reason given in file_push.c. */
+#define WINDOW 1
 
 /* Opens path for a served step; fails the call with the reason. */
 static int
@@ -236,7 +237,7 @@ kin_pull_file(kin_node *n, uint32_t ctx, const char *src, const char *dst,
     /* Up to WINDOW reads in flight, a ring of their receivers, the
      * oldest at head; each chunk is written as its answer comes. */
     kin_receiver *rx[WINDOW] = {0};
-    unsigned wants[WINDOW], head = 0, count = 0;
+    unsigned wants[WINDOW] = {0}, head = 0, count = 0;
     while (!e && (asked < total || count)) {
         if (asked < total && count < WINDOW) {
             unsigned want = (unsigned)(total - asked < chunk ? total - asked
