@@ -24,6 +24,9 @@
 
 #define CHUNK_DEFAULT (256 * 1024)
 #define CHUNK_MAX (4 * 1024 * 1024)
+/* kin.file_read calls in flight (answered in order): one, for the
+ * reason given in file_push.c. */
+#define WINDOW 1
 
 /* Opens path for a served step; fails the call with the reason. */
 static int
@@ -230,18 +233,33 @@ kin_pull_file(kin_node *n, uint32_t ctx, const char *src, const char *dst,
     XXH3_state_t *hash = XXH3_createState();
     if (!e && (!hash || XXH3_64bits_reset(hash) == XXH_ERROR))
         e = -ENOMEM;
-    uint64_t got = 0;
-    while (!e && got < total) {
-        unsigned want =
-            (unsigned)(total - got < chunk ? total - got : (uint64_t)chunk);
-        e = kin_call_sync(n, ctx, "kin.file_read", timeout, &r, "sUu", src, got,
-                          want);
+    uint64_t got = 0, asked = 0;
+    /* Up to WINDOW reads in flight, a ring of their receivers, the
+     * oldest at head; each chunk is written as its answer comes. */
+    kin_receiver *rx[WINDOW] = {0};
+    unsigned wants[WINDOW] = {0}, head = 0, count = 0;
+    while (!e && (asked < total || count)) {
+        if (asked < total && count < WINDOW) {
+            unsigned want = (unsigned)(total - asked < chunk ? total - asked
+                                                             : (uint64_t)chunk);
+            unsigned slot = (head + count) % WINDOW;
+            e = kin_call_async(n, ctx, "kin.file_read", &rx[slot], "sUu", src,
+                               asked, want);
+            if ((e = kin__file_step(ctx, "kin.file_read", &r, o, e)))
+                break;
+            wants[slot] = want;
+            asked += want;
+            count++;
+            continue;
+        }
+        e = kin_call_wait(rx[head], timeout, &r);
+        kin_receiver_destroy(&rx[head]);
         const void *p = NULL;
         size_t len = 0;
         if (!(e = kin__file_step(ctx, "kin.file_read", &r, o, e)))
             e = kin_msg_unpack(r, "B", &p, &len);
-        if (!e && (len == 0 || len > want))
-            e = -EIO; /* shrunk (or grew) while being pulled */
+        if (!e && len != wants[head])
+            e = -EIO; /* shrunk while being pulled */
         if (!e && !write_all(fd, p, len))
             e = -errno;
         if (!e) {
@@ -251,7 +269,11 @@ kin_pull_file(kin_node *n, uint32_t ctx, const char *src, const char *dst,
                 o->progress(got, total, o->progress_arg);
         }
         kin_msg_destroy(&r);
+        head = (head + 1) % WINDOW;
+        count--;
     }
+    for (unsigned i = 0; i < WINDOW; i++)
+        kin_receiver_destroy(&rx[i]);
     uint64_t sum = 0;
     if (!e) {
         e = kin_call_sync(n, ctx, "kin.file_hash", timeout, &r, "sU", src,

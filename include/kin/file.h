@@ -12,8 +12,8 @@
 #include <kin/err.h>
 #include <kin/node.h>
 
-/* Told how far a push got: sent of total bytes, after each chunk the
- * target has written. Runs on the pushing thread. */
+/* Told how far a transfer got: sent of total bytes, after each chunk the
+ * target has written (a pull: this side). Runs on the calling thread. */
 typedef void (*kin_file_progress_fn)(uint64_t sent, uint64_t total, void *arg);
 
 typedef struct kin_file_opts {
