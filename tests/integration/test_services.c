@@ -685,6 +685,11 @@ typedef struct storm {
     int thread;
 } storm;
 
+/* A storm call's deadline: a sanitizer build runs several times slower,
+ * and a restart under it takes longer than 3 s on a loaded 2-core machine
+ * (seen: 4 idempotent calls of 644 timed out there). */
+#define STORM_CALL_MS (KIN_TEST_ASAN ? 10000 : 3000)
+
 static void *
 storm_caller(void *arg)
 {
@@ -694,9 +699,9 @@ storm_caller(void *arg)
     for (int64_t i = 0; !atomic_load(&st->stop); i++) {
         kin_msg *r = NULL;
         double t0 = harness_now_ms();
-        kin_err e =
-            kin_service_call(master, "primes.who", 3000, &r, "I", (int64_t)2);
-        if (harness_now_ms() - t0 > 3000 + 500)
+        kin_err e = kin_service_call(master, "primes.who", STORM_CALL_MS, &r,
+                                     "I", (int64_t)2);
+        if (harness_now_ms() - t0 > STORM_CALL_MS + 500)
             atomic_fetch_add(&st->overdue, 1);
         kin_msg_destroy(&r);
         if (e) {
@@ -708,8 +713,8 @@ storm_caller(void *arg)
             atomic_fetch_add(&st->idem_ok, 1);
         }
         int64_t token = (int64_t)me * 1000000 + i;
-        e = kin_service_call(master, "primes.once", 3000, &r, "Is", token,
-                             st->path);
+        e = kin_service_call(master, "primes.once", STORM_CALL_MS, &r, "Is",
+                             token, st->path);
         kin_msg_destroy(&r);
         if (!e)
             atomic_fetch_add(&st->once_ok, 1);
@@ -816,7 +821,9 @@ kill_storm_loses_no_idempotent_call(void **state)
             atomic_load(&st.once_ok), atomic_load(&st.once_failed),
             atomic_load(&st.once_odd), lines, dup);
     unlink(st.path);
-    assert_true(kills >= seconds * 5);
+    /* A tick whose pick is still restarting kills nothing; restarts are
+     * slower under a sanitizer. */
+    assert_true(kills >= seconds * (KIN_TEST_ASAN ? 2 : 5));
     assert_int_equal(atomic_load(&st.idem_failed), 0);
     assert_true(atomic_load(&st.idem_ok) > 0);
     assert_true(retried > 0);
