@@ -32,6 +32,13 @@
 /* Providers of the "bench" service in the throughput figure (the first is
  * the latency figures' one provider, the call figures' child). */
 #define SVC_PROVIDERS 4
+/* The join figure: providers of the "join" service before the new one,
+ * threads calling it, and calls each keeps in flight. */
+#define JOIN_PROVIDERS 2
+#define JOIN_CALLERS 4
+#define JOIN_WINDOW 8
+/* Replies before a provider joins: every caller's window twice over. */
+#define JOIN_STEADY (2 * JOIN_CALLERS * JOIN_WINDOW)
 
 /* Which kin figures to measure (--only); each comes with its baseline
  * unless --no-zmq. */
@@ -40,7 +47,8 @@ enum phase {
     PH_RTT2 = 1 << 1,  /* call round trip, two hops */
     PH_PIPE = 1 << 2,  /* pipelined calls */
     PH_SPAWN = 1 << 3, /* spawn-to-first-call, idle RSS, fan-out */
-    PH_ALL = (1 << 4) - 1,
+    PH_SVC = 1 << 4,   /* a provider joining a loaded service */
+    PH_ALL = (1 << 5) - 1,
 };
 
 typedef struct config {
@@ -58,6 +66,7 @@ typedef struct config {
     int window;    /* outstanding messages / calls */
     int spawns;    /* spawn-to-first-call repetitions */
     int fanout;    /* children in the fan-out figure */
+    int joins;     /* provider-join repetitions */
     char self[PATH_MAX];
 } config;
 
@@ -77,6 +86,8 @@ typedef struct results {
     double zygote_start_ms, fork_ms, fork_first_call_ms;
     double fork_idle_rss_kib, fork_idle_pss_kib, fork_idle_uss_kib;
     double fork100_ms, fork100_start_ms, fork100_stop_ms;
+    /* A provider joining a service under load, and that load. */
+    double svc_join_ms, svc_join_max_ms, svc_join_load_calls_per_s;
 } results;
 
 /* Every figure by its JSON key, in output order. */
@@ -126,6 +137,9 @@ static const struct figure {
     {"fork100_ms", offsetof(results, fork100_ms)},
     {"fork100_start_ms", offsetof(results, fork100_start_ms)},
     {"fork100_stop_ms", offsetof(results, fork100_stop_ms)},
+    {"svc_join_ms", offsetof(results, svc_join_ms)},
+    {"svc_join_max_ms", offsetof(results, svc_join_max_ms)},
+    {"svc_join_load_calls_per_s", offsetof(results, svc_join_load_calls_per_s)},
 };
 #define N_FIGURES (sizeof figures / sizeof figures[0])
 
@@ -380,6 +394,32 @@ offer_bench(kin_call *c, void *arg)
         e = kin_service_offer(kin_call_node(c), "bench",
                               &(kin_service_opts){.bound = (int)bound});
     return e ? e : kin_call_return(c, "u", 0u);
+}
+
+/* Offers service [name] here with [bound]; -> the CLOCK_MONOTONIC time
+ * (ns; one clock for every process on the machine) at which it called
+ * kin_service_offer. (Not when that returned: on a busy machine this
+ * thread may run again only after the first call was served here.) */
+static kin_err
+offer_at(kin_call *c, void *arg)
+{
+    (void)arg;
+    const char *name = NULL;
+    int64_t bound = 0;
+    kin_err e = kin_call_args(c, "sI", &name, &bound);
+    uint64_t from = now_ns();
+    if (!e)
+        e = kin_service_offer(kin_call_node(c), name,
+                              &(kin_service_opts){.bound = (int)bound});
+    return e ? e : kin_call_return(c, "U", from);
+}
+
+/* -> the id of the context serving the call. */
+static kin_err
+who(kin_call *c, void *arg)
+{
+    (void)arg;
+    return kin_call_return(c, "u", kin_node_id(kin_call_node(c)));
 }
 
 static kin_err
@@ -1001,6 +1041,199 @@ run_spawns(bench *b)
     return e;
 }
 
+/* --- a provider joining a loaded service ---------------------------------- */
+
+/* The callers keeping "join" loaded, and what they watch for. */
+typedef struct join_load {
+    kin_node *master;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint32_t target;  /* the joining provider (0: none yet) */
+    uint64_t seen_at; /* when its first reply came back (0: not yet) */
+    uint64_t calls;   /* replies received */
+    bool stop;
+    kin_err e; /* the first caller's failure */
+} join_load;
+
+/* One caller: JOIN_WINDOW service calls of join.who in flight, waiting for
+ * the oldest first, until told to stop; then it waits for the rest. */
+static void *
+join_caller(void *arg)
+{
+    join_load *l = arg;
+    kin_receiver *ring[JOIN_WINDOW] = {NULL};
+    kin_err e = KIN_OK;
+    bool stop = false;
+    for (int head = 0; !e && !stop; head = (head + 1) % JOIN_WINDOW) {
+        if (ring[head]) {
+            kin_msg *m = NULL;
+            uint32_t id = 0;
+            e = kin_call_wait(ring[head], IO_TIMEOUT, &m);
+            if (!e)
+                e = kin_msg_unpack(m, "u", &id);
+            uint64_t at = now_ns();
+            kin_msg_destroy(&m);
+            kin_receiver_destroy(&ring[head]);
+            pthread_mutex_lock(&l->mu);
+            bool wake = ++l->calls == JOIN_STEADY;
+            if (!e && id && id == l->target && !l->seen_at) {
+                l->seen_at = at;
+                wake = true;
+            }
+            if (wake)
+                pthread_cond_broadcast(&l->cv);
+            stop = l->stop;
+            pthread_mutex_unlock(&l->mu);
+        }
+        if (!e && !stop)
+            e = kin_service_call_async(l->master, "join.who", IO_TIMEOUT,
+                                       &ring[head], NULL);
+    }
+    for (int i = 0; i < JOIN_WINDOW; i++) {
+        kin_msg *m = NULL;
+        if (ring[i] && !e)
+            e = kin_call_wait(ring[i], IO_TIMEOUT, &m);
+        kin_msg_destroy(&m);
+        kin_receiver_destroy(&ring[i]);
+    }
+    pthread_mutex_lock(&l->mu);
+    if (e && !l->e)
+        l->e = e;
+    l->stop = true; /* one caller's failure ends the figure */
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+/* Waits up to IO_TIMEOUT for done(l) (l->mu held) or a caller's failure. */
+static kin_err
+join_wait(join_load *l, bool (*done)(const join_load *))
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += IO_TIMEOUT / 1000;
+    kin_err e = KIN_OK;
+    pthread_mutex_lock(&l->mu);
+    while (!done(l) && !l->stop && !e)
+        if (pthread_cond_timedwait(&l->cv, &l->mu, &dl) == ETIMEDOUT)
+            e = KIN_ETIMEOUT;
+    if (!done(l) && !e)
+        e = l->e ? l->e : KIN_ECANCELLED;
+    pthread_mutex_unlock(&l->mu);
+    return e;
+}
+
+/* Every caller has had a full window answered: the load is steady. */
+static bool
+join_loaded(const join_load *l)
+{
+    return l->calls >= JOIN_STEADY;
+}
+
+static bool
+join_seen(const join_load *l)
+{
+    return l->seen_at != 0;
+}
+
+/* Offers "join" in context ctx; *from gets when kin_service_offer was
+ * called there. */
+static kin_err
+offer_join(kin_node *n, uint32_t ctx, uint64_t *from)
+{
+    kin_msg *r = NULL;
+    kin_err e = kin_call_sync(n, ctx, "bench.offer_at", IO_TIMEOUT, &r, "sI",
+                              "join", (int64_t)0);
+    if (!e)
+        e = kin_msg_unpack(r, "U", from);
+    kin_msg_destroy(&r);
+    return e;
+}
+
+/* One repetition: the callers load "join" (offered by provs), a new child
+ * offers it, *ns gets the time from its kin_service_offer call to the
+ * callers' first reply from it, *calls and *load_ns what the callers did
+ * meanwhile. The load stops before the new child is destroyed. */
+static kin_err
+join_once(bench *b, uint64_t *ns, uint64_t *calls, uint64_t *load_ns)
+{
+    kin_child *c = NULL;
+    pthread_t th[JOIN_CALLERS];
+    int started = 0;
+    join_load l = {.master = b->master,
+                   .mu = PTHREAD_MUTEX_INITIALIZER,
+                   .cv = PTHREAD_COND_INITIALIZER};
+    kin_err e = kin_spawn(b->master, NULL, &c);
+    for (; started < JOIN_CALLERS && !e; started++)
+        if (pthread_create(&th[started], NULL, join_caller, &l))
+            e = -EAGAIN;
+    uint64_t t0 = now_ns(), from = 0;
+    if (!e)
+        e = join_wait(&l, join_loaded);
+    if (!e) {
+        pthread_mutex_lock(&l.mu);
+        l.target = kin_child_id(c);
+        pthread_mutex_unlock(&l.mu);
+        e = offer_join(b->master, kin_child_id(c), &from);
+    }
+    if (!e)
+        e = join_wait(&l, join_seen);
+    pthread_mutex_lock(&l.mu);
+    l.stop = true;
+    pthread_mutex_unlock(&l.mu);
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    *load_ns = now_ns() - t0;
+    if (!e && l.e)
+        e = l.e;
+    if (!e && l.seen_at <= from)
+        e = KIN_EBADMSG; /* one clock: cannot happen */
+    if (!e)
+        *ns = l.seen_at - from;
+    *calls = l.calls;
+    kin_child_destroy(&c);
+    return e;
+}
+
+/* svc_join_ms: JOIN_PROVIDERS children offer "join"; `joins` times,
+ * JOIN_CALLERS threads load it and a new provider joins. */
+static kin_err
+run_join(bench *b)
+{
+    size_t k = (size_t)b->cfg->joins;
+    kin_child *provs[JOIN_PROVIDERS] = {NULL};
+    uint64_t *ns = calloc(k, sizeof *ns);
+    uint64_t calls = 0, load_ns = 0;
+    const char *what = "provider";
+    kin_err e = ns ? KIN_OK : -ENOMEM;
+    for (int i = 0; i < JOIN_PROVIDERS && !e; i++) {
+        uint64_t from;
+        e = kin_spawn(b->master, NULL, &provs[i]);
+        if (!e)
+            e = offer_join(b->master, kin_child_id(provs[i]), &from);
+    }
+    if (!e)
+        what = "provider join";
+    for (size_t i = 0; i < k && !e; i++) {
+        uint64_t c = 0, t = 0;
+        e = join_once(b, &ns[i], &c, &t);
+        calls += c;
+        load_ns += t;
+    }
+    if (e) {
+        fprintf(stderr, "kin-bench: %s: %s\n", what, kin_strerror(e));
+    } else {
+        b->res->svc_join_ms = quantile(ns, k, 0.5) / 1e6;
+        b->res->svc_join_max_ms = quantile(ns, k, 1.0) / 1e6;
+        b->res->svc_join_load_calls_per_s =
+            (double)calls / ((double)load_ns / 1e9);
+    }
+    for (int i = 0; i < JOIN_PROVIDERS; i++)
+        kin_child_destroy(&provs[i]);
+    free(ns);
+    return e;
+}
+
 /* Sets up the peers the phases need, runs the phases, tears everything
  * down (every process started here is reaped). */
 static int
@@ -1066,6 +1299,8 @@ run(const config *cfg, results *res)
         goto out;
     if ((cfg->phases & PH_SPAWN) && run_spawns(&b))
         goto out;
+    if ((cfg->phases & PH_SVC) && run_join(&b))
+        goto out;
     rc = 0;
 out:
     zpeer_stop(&b.z, &b.peer);
@@ -1090,9 +1325,9 @@ static void
 print_json(const config *cfg, results *r)
 {
     printf("{\"quick\":%s,\"samples\":%d,\"pipelined\":%d,\"window\":%d,"
-           "\"spawns\":%d,\"fanout\":%d,\"payload\":%d",
+           "\"spawns\":%d,\"fanout\":%d,\"joins\":%d,\"payload\":%d",
            cfg->quick ? "true" : "false", cfg->samples, cfg->pipelined,
-           cfg->window, cfg->spawns, cfg->fanout, PAYLOAD);
+           cfg->window, cfg->spawns, cfg->fanout, cfg->joins, PAYLOAD);
     for (size_t i = 0; i < N_FIGURES; i++) {
         double v = *figure(r, i);
         if (isnan(v))
@@ -1170,6 +1405,7 @@ print_table(const config *cfg, const results *r)
         false);
     row("fork: idle child RSS (KiB)", r->fork_idle_rss_kib, r->zmq_peer_rss_kib,
         NAN, NAN, false);
+    row("svc: provider join (ms)", r->svc_join_ms, NAN, NAN, NAN, false);
     printf("\nFork (baseline column: exec): the zygote started in %.1f ms, "
            "kin_spawn alone %.2f ms; idle forked child PSS %.0f KiB, USS %.0f "
            "KiB; 100 forked children: start %.0f ms, stop %.0f ms.\n",
@@ -1181,6 +1417,11 @@ print_table(const config *cfg, const results *r)
            r->spawn_ms, r->idle_rss_anon_kib, r->idle_rss_file_kib,
            r->idle_pss_kib, r->idle_uss_kib, r->idle_threads, cfg->fanout,
            FANOUT_THREADS, r->spawn100_start_ms, r->spawn100_stop_ms);
+    printf("\nProvider join: %d repetitions, slowest %.2f ms; %d providers "
+           "before it, %d caller threads x %d calls in flight: %.0f service "
+           "calls/s.\n",
+           cfg->joins, r->svc_join_max_ms, JOIN_PROVIDERS, JOIN_CALLERS,
+           JOIN_WINDOW, r->svc_join_load_calls_per_s);
 }
 
 /* --- main ----------------------------------------------------------------- */
@@ -1190,7 +1431,7 @@ usage(FILE *f)
 {
     fprintf(f, "usage: kin-bench [--quick] [--json] [--samples N] [--rounds N] "
                "[--no-zmq] "
-               "[--only rtt,rtt2,pipe,spawn] [--kind direct|svc]\n");
+               "[--only rtt,rtt2,pipe,spawn,svc] [--kind direct|svc]\n");
 }
 
 static unsigned
@@ -1202,7 +1443,8 @@ parse_phases(const char *list)
     } names[] = {{"rtt", PH_RTT},
                  {"rtt2", PH_RTT2},
                  {"pipe", PH_PIPE},
-                 {"spawn", PH_SPAWN}};
+                 {"spawn", PH_SPAWN},
+                 {"svc", PH_SVC}};
     unsigned bits = 0;
     char buf[128];
     snprintf(buf, sizeof buf, "%s", list);
@@ -1231,7 +1473,8 @@ parse_args(int argc, char **argv, config *cfg)
                     .pipelined = 100000,
                     .window = 256,
                     .spawns = 20,
-                    .fanout = 100};
+                    .fanout = 100,
+                    .joins = 15};
     int samples = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) {
@@ -1269,6 +1512,7 @@ parse_args(int argc, char **argv, config *cfg)
         cfg->warmup = 200;
         cfg->pipelined = 10000;
         cfg->spawns = 3;
+        cfg->joins = 3;
     }
     if (samples)
         cfg->samples = samples;
@@ -1294,6 +1538,8 @@ main(int argc, char **argv)
                KIN_POLICY_PARENT);
     kin_export("bench.stop_grandchild", stop_grandchild, &g, KIN_POLICY_PARENT);
     kin_export("bench.offer", offer_bench, NULL, KIN_POLICY_PARENT);
+    kin_export("bench.offer_at", offer_at, NULL, KIN_POLICY_PARENT);
+    kin_export("join.who", who, NULL, KIN_POLICY_PARENT);
     if (kin_started_as_child()) {
         kin_node *n;
         return kin_init(&n, NULL) ? 1 : 0;
