@@ -126,10 +126,10 @@ on_spin(uv_idle_t *i)
     /* Being active keeps the loop from blocking in its poll while a socket
      * still has input; on_recheck does the draining. */
     kin__broker *b = i->data;
-    bool starved = false;
+    bool pending = false;
     for (kin__watch *w = b->watches; w; w = w->next)
-        starved |= w->starved;
-    if (!starved)
+        pending |= w->starved || w->dirty;
+    if (!pending)
         uv_idle_stop(i);
 }
 
@@ -137,15 +137,20 @@ static void
 on_recheck(uv_prepare_t *p)
 {
     kin__broker *b = p->data;
-    bool starved = false;
     /* Only sockets used since their last drain can hold input whose
      * ZMQ_FD edge was consumed; the others wake the loop on their own. */
-    for (kin__watch *w = b->watches; w; w = w->next) {
+    for (kin__watch *w = b->watches; w; w = w->next)
         if (w->dirty || w->starved)
             drain_socket(w);
-        starved |= w->starved;
-    }
-    if (starved)
+    /* Draining one socket routes into others and so may consume the edge
+     * of a socket this pass has left behind (a child's reply sent up while
+     * the parent's next request waits in the up socket): the loop must not
+     * block while any is dirty or starved. The spin makes its next poll
+     * return at once, and this runs again before it. */
+    bool pending = false;
+    for (kin__watch *w = b->watches; w; w = w->next)
+        pending |= w->starved || w->dirty;
+    if (pending)
         uv_idle_start(&b->spin, on_spin);
     maybe_finish(b);
 }

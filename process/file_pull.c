@@ -26,7 +26,7 @@
 #define CHUNK_MAX (4 * 1024 * 1024)
 /* kin.file_read calls in flight (answered in order): one, for the
  * reason given in file_push.c. */
-#define WINDOW 1
+#define WINDOW 4
 
 /* Opens path for a served step; fails the call with the reason. */
 static int

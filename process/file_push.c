@@ -36,7 +36,7 @@
  * (tests/bench/file_bench.c), but through an exec channel two hops away a
  * transfer then stalled about once in 60 runs of test_exec under load
  * (kin.file_write timed out; not yet understood), so one it stays. */
-#define WINDOW 1
+#define WINDOW 4
 /* Chunks a target holds that arrived ahead of the one it writes next (its
  * workers may start them out of order); more is a sender's error. */
 #define AHEAD_MAX 8

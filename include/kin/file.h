@@ -27,8 +27,9 @@ typedef struct kin_file_opts {
 } kin_file_opts;
 
 /* Copies the regular file src (on this host) to dst (an absolute path on
- * the host where context ctx runs), as ctx's user. One chunk is in flight
- * at a time, so neither side holds more than a chunk or two in memory.
+ * the host where context ctx runs), as ctx's user. Four chunks are in
+ * flight at a time, so neither side holds more than a few chunks in
+ * memory.
  * The target writes a hidden temporary file in dst's directory and, once
  * the size and the XXH3-64 checksum match, sets src's mode bits (07777)
  * and renames it over dst; on any failure it removes the temporary file,
@@ -45,7 +46,7 @@ KIN_EXPORT kin_err kin_push_file(kin_node *n, uint32_t ctx, const char *src,
                                  const char *dst, const kin_file_opts *opts);
 
 /* Copies the regular file src (an absolute path on the host where context
- * ctx runs, read as ctx's user) to dst on this host: chunk by chunk, one
+ * ctx runs, read as ctx's user) to dst on this host: chunk by chunk, four
  * in flight, into a hidden temporary file beside dst, renamed over dst
  * once its size and XXH3-64 checksum match the source's (read again at
  * the end by ctx), with src's mode bits (07777). On any failure the
