@@ -158,9 +158,13 @@ setup(void **state)
     (void)state;
     snprintf(dir, sizeof dir, "/tmp/kin-join-XXXXXX");
     assert_non_null(mkdtemp(dir));
+    /* Where kin puts its sockets (kin/node.h): $XDG_RUNTIME_DIR/kin, or
+     * /tmp/kin-UID without XDG_RUNTIME_DIR (as in CI). */
     const char *xdg = getenv("XDG_RUNTIME_DIR");
-    snprintf(rundir, sizeof rundir, "%s/kin",
-             xdg && *xdg ? xdg : "/tmp/kin-unknown");
+    if (xdg && *xdg)
+        snprintf(rundir, sizeof rundir, "%s/kin", xdg);
+    else
+        snprintf(rundir, sizeof rundir, "/tmp/kin-%u", (unsigned)getuid());
     return 0;
 }
 
