@@ -103,82 +103,72 @@ family(out *o, const char *name, const char *type, const char *help)
     put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* One value per answering context. */
-typedef double (*getter)(const row *r);
+/* The per-context gauges and counters: one value each per answering context,
+ * in the order values() fills them. */
+static const struct {
+    const char *name, *type, *help;
+} scalars[] = {
+    {"kin_tasks_ended_total", "counter",
+     "tasks ended since the context started"},
+    {"kin_workers", "gauge", "worker pool size"},
+    {"kin_workers_busy", "gauge", "workers held by running or waiting tasks"},
+    {"kin_queue_length", "gauge",
+     "calls and spawned tasks waiting for a worker"},
+    {"kin_resident_memory_bytes", "gauge",
+     "resident set size of the context's process"},
+    {"kin_cpu_seconds_total", "counter",
+     "user and system CPU time of the context's process"},
+    {"kin_uptime_seconds", "gauge", "time since the context started"},
+    {"kin_child_restarts_total", "counter",
+     "children the context's supervisors restarted"},
+    {"kin_log_records_total", "counter", "log records the context sent"},
+    {"kin_log_records_dropped_total", "counter",
+     "log records dropped because the context's queue was full"},
+    {"kin_calls_unknown_total", "counter",
+     "calls of no exported function, or malformed"},
+    {"kin_calls_uncounted_total", "counter",
+     "calls of functions past the context's table of 64"},
+};
+#define NSCALARS (sizeof scalars / sizeof scalars[0])
 
 static void
-per_ctx(out *o, const row *rows, size_t count, const char *name,
-        const char *type, const char *help, getter get)
+values(const row *r, double v[NSCALARS])
 {
-    family(o, name, type, help);
-    for (size_t i = 0; i < count; i++) {
-        if (rows[i].err)
-            continue;
-        char labels[400], v[40];
-        ctx_labels(&rows[i], labels, sizeof labels);
-        put(o, "%s{%s} %s\n", name, labels, num(get(&rows[i]), v, sizeof v));
-    }
+    const double filled[] = {
+        (double)r->m.tasks_ended,
+        r->m.workers,
+        r->m.workers_busy,
+        r->m.tasks_pending,
+        (double)r->m.rss_kib * 1024.0,
+        r->m.cpu_s,
+        r->m.uptime_s,
+        (double)r->m.child_restarts,
+        (double)r->m.log_records,
+        (double)r->m.log_dropped,
+        (double)r->m.calls_unknown,
+        (double)r->m.calls_uncounted,
+    };
+    _Static_assert(sizeof filled / sizeof filled[0] == NSCALARS,
+                   "one value per entry of scalars[]");
+    memcpy(v, filled, sizeof filled);
 }
 
-static double
-g_ended(const row *r)
+static void
+per_ctx(out *o, const row *rows, size_t count)
 {
-    return (double)r->m.tasks_ended;
-}
-static double
-g_workers(const row *r)
-{
-    return r->m.workers;
-}
-static double
-g_busy(const row *r)
-{
-    return r->m.workers_busy;
-}
-static double
-g_queue(const row *r)
-{
-    return r->m.tasks_pending;
-}
-static double
-g_rss(const row *r)
-{
-    return (double)r->m.rss_kib * 1024.0;
-}
-static double
-g_cpu(const row *r)
-{
-    return r->m.cpu_s;
-}
-static double
-g_uptime(const row *r)
-{
-    return r->m.uptime_s;
-}
-static double
-g_restarts(const row *r)
-{
-    return (double)r->m.child_restarts;
-}
-static double
-g_logs(const row *r)
-{
-    return (double)r->m.log_records;
-}
-static double
-g_drops(const row *r)
-{
-    return (double)r->m.log_dropped;
-}
-static double
-g_unknown(const row *r)
-{
-    return (double)r->m.calls_unknown;
-}
-static double
-g_uncounted(const row *r)
-{
-    return (double)r->m.calls_uncounted;
+    for (size_t k = 0; k < NSCALARS; k++) {
+        family(o, scalars[k].name, scalars[k].type, scalars[k].help);
+        for (size_t i = 0; i < count; i++) {
+            if (rows[i].err)
+                continue;
+            char labels[400], n[40];
+            double v[NSCALARS];
+            values(&rows[i], v);
+            ctx_labels(&rows[i], labels, sizeof labels);
+            put(o, "%s{%s} %s\n", scalars[k].name, labels,
+                num(v[k], n, sizeof n));
+        }
+    }
 }
 
 static void
@@ -213,31 +203,7 @@ contexts(out *o, const row *rows, size_t count)
         for (int s = 0; s < 3; s++)
             put(o, "kin_tasks{%s,state=\"%s\"} %u\n", labels, states[s], v[s]);
     }
-    per_ctx(o, rows, count, "kin_tasks_ended_total", "counter",
-            "tasks ended since the context started", g_ended);
-    per_ctx(o, rows, count, "kin_workers", "gauge", "worker pool size",
-            g_workers);
-    per_ctx(o, rows, count, "kin_workers_busy", "gauge",
-            "workers held by running or waiting tasks", g_busy);
-    per_ctx(o, rows, count, "kin_queue_length", "gauge",
-            "calls and spawned tasks waiting for a worker", g_queue);
-    per_ctx(o, rows, count, "kin_resident_memory_bytes", "gauge",
-            "resident set size of the context's process", g_rss);
-    per_ctx(o, rows, count, "kin_cpu_seconds_total", "counter",
-            "user and system CPU time of the context's process", g_cpu);
-    per_ctx(o, rows, count, "kin_uptime_seconds", "gauge",
-            "time since the context started", g_uptime);
-    per_ctx(o, rows, count, "kin_child_restarts_total", "counter",
-            "children the context's supervisors restarted", g_restarts);
-    per_ctx(o, rows, count, "kin_log_records_total", "counter",
-            "log records the context sent", g_logs);
-    per_ctx(o, rows, count, "kin_log_records_dropped_total", "counter",
-            "log records dropped because the context's queue was full",
-            g_drops);
-    per_ctx(o, rows, count, "kin_calls_unknown_total", "counter",
-            "calls of no exported function, or malformed", g_unknown);
-    per_ctx(o, rows, count, "kin_calls_uncounted_total", "counter",
-            "calls of functions past the context's table of 64", g_uncounted);
+    per_ctx(o, rows, count);
 }
 
 static void

@@ -8,90 +8,13 @@ set -u
 
 kin=$1
 target=$2
-timeout_ms=${KIN_TUI_TIMEOUT_MS:-5000}
-
-if ! command -v tmux >/dev/null 2>&1; then
-    echo "SKIP: tmux is not installed (scripts/setup.sh installs it)"
-    exit 77
-fi
-
-tmp=$(mktemp -d)
-sock=kin-top-test-$$
-session=kin-top-test-$$
-tpid=
-pane_pid=
-
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-
-# Our own tmux server (-L), so a user's tmux is never touched. fd 7 (the
-# target's stdin) is closed for it, or the server would keep it open.
-tm() { tmux -L "$sock" -f "$tmp/tmux.conf" "$@" 7>&-; }
-
-cleanup() {
-    local rc=$?
-    # The pane's process group (kin monitor, and an ASan leak checker's
-    # tracer) goes with it, even if it hangs on its way out.
-    if [ -n "$pane_pid" ] &&
-        [ "$(tm display-message -p -t "$session" '#{pane_dead}' 2>/dev/null)" = 0 ]; then
-        kill -KILL -- "-$pane_pid" 2>/dev/null
-    fi
-    tmux -L "$sock" kill-server >/dev/null 2>&1
-    exec 7>&- # EOF on the target's stdin: it exits on its own
-    if [ -n "$tpid" ]; then
-        local end=$(($(now_ms) + 5000))
-        while kill -0 "$tpid" 2>/dev/null && [ "$(now_ms)" -lt "$end" ]; do
-            sleep 0.05
-        done
-        kill -KILL "$tpid" 2>/dev/null
-        wait "$tpid" 2>/dev/null
-    fi
-    rm -rf "$tmp"
-    exit "$rc"
-}
-trap cleanup EXIT
-
-# -J joins wrapped lines but keeps trailing blanks: strip them.
-screen() { tm capture-pane -p -J -S - -t "$session" 2>/dev/null | sed 's/ *$//'; }
-
-
-fail() {
-    echo "FAIL: $*"
-    echo "--- screen:"
-    screen
-    echo "--- target stderr:"
-    cat "$tmp/target.err" 2>/dev/null
-    exit 1
-}
-
-# wait_screen WHAT REGEX [COUNT]: until COUNT screen lines match.
-wait_screen() {
-    local what=$1 re=$2 count=${3:-1} end=$(($(now_ms) + timeout_ms)) n
-    while :; do
-        n=$(screen | grep -cE -- "$re")
-        [ "$n" -ge "$count" ] && return 0
-        [ "$(now_ms)" -gt "$end" ] && fail "$what: want $count line(s) matching '$re', got $n"
-        sleep 0.05
-    done
-}
-
+tui_name=kin-top-test
+# shellcheck source=tests/integration/tui_lib.sh
+. "$(dirname "$0")/tui_lib.sh"
 
 # --- the target: a master, a child blocked in t.block, custom "hello" ---
 
-mkfifo "$tmp/in"
-"$target" <"$tmp/in" >"$tmp/target.out" 2>"$tmp/target.err" &
-tpid=$!
-exec 7>"$tmp/in"
-end=$(($(now_ms) + 30000))
-pid=
-while [ -z "$pid" ]; do
-    read -r pid <"$tmp/target.out" 2>/dev/null
-    if ! kill -0 "$tpid" 2>/dev/null; then
-        fail "the target exited before printing its pid"
-    fi
-    [ "$(now_ms)" -gt "$end" ] && fail "the target did not start"
-    [ -z "$pid" ] && sleep 0.05
-done
-[ "$pid" = "$tpid" ] || fail "the target printed pid '$pid', started $tpid"
+start_target
 
 # --- live, in tmux ---------------------------------------------------------
 

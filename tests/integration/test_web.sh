@@ -174,9 +174,10 @@ fi
 outdir=$extra
 mkdir -p "$outdir"
 # A browser that outlives its job is killed (one was seen to linger after
-# writing its screenshot on a loaded machine).
+# writing its screenshot on a loaded machine). Its dconf cache goes to the
+# test's own directory, not the caller's runtime directory.
 chrome() {
-    timeout -k 5 90 chromium --headless --no-sandbox --disable-gpu \
+    XDG_RUNTIME_DIR="$tmp" timeout -k 5 90 chromium --headless --no-sandbox --disable-gpu \
         --disable-crash-reporter \
         --disable-background-networking --disable-component-update \
         --disable-sync --no-first-run --user-data-dir="$tmp/profile-$1" \
