@@ -343,7 +343,7 @@ check_join(const kin_node_opts *opts, uint32_t *id, uint32_t *parent,
                 "parent_endpoint, id, parent_id or operator_link");
         return -EINVAL;
     }
-    kin__curve_key key = {{0}, {0}};
+    kin__curve_key key = {{0}, {0}, {0}};
     if (opts->curve_key && kin__curve_parse(&key, opts->curve_key)) {
         explain(opts->errbuf, opts->errbuf_size,
                 "curve_key is not \"PUBLIC:SECRET\" in Z85 with a "
@@ -370,7 +370,7 @@ check_join(const kin_node_opts *opts, uint32_t *id, uint32_t *parent,
         memcpy(server_pub, server.pub, KIN__KEY_LEN);
     } else {
         *own = key;
-        memcpy(server_pub, key.pub, KIN__KEY_LEN);
+        memcpy(server_pub, key.server[0] ? key.server : key.pub, KIN__KEY_LEN);
     }
     char why[384] = "";
     int timeout =
@@ -398,7 +398,7 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
     uint32_t join_id = 0, join_parent = 0;
     char log_ep[256] = "";
     char server_pub[KIN__KEY_LEN] = "";
-    kin__curve_key own = {{0}, {0}};
+    kin__curve_key own = {{0}, {0}, {0}};
     kin_err e = check_join(opts, &join_id, &join_parent, log_ep, sizeof log_ep,
                            server_pub, &own);
     if (e)

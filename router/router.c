@@ -17,6 +17,7 @@
 #include "core/pack_internal.h"
 #include "core/sockname.h"
 #include "router/certs.h"
+#include "router/child_certs.h"
 #include "router/join.h"
 #include "router/names.h"
 #include "router/node_impl.h"
@@ -593,10 +594,14 @@ on_down(void *sock, void *arg)
     uint32_t link = (uint32_t)r[0] | (uint32_t)r[1] << 8 |
                     (uint32_t)r[2] << 16 | (uint32_t)r[3] << 24;
     int fd = zmq_msg_get(&f[1], ZMQ_SRCFD);
-    /* A joiner's certificate key, as the ZAP handler named it. */
+    /* A joiner's certificate key, or a child's on a tcp ROUTER, as the
+     * ZAP handler named it ("" for the tree's key). */
     char key[KIN__KEY_LEN] = "";
     const char *uid =
-        sock == n->down_join ? zmq_msg_gets(&f[1], "User-Id") : NULL;
+        sock == n->down_join ||
+                (sock == n->down && kin__endpoint_is_tcp(n->endpoint))
+            ? zmq_msg_gets(&f[1], "User-Id")
+            : NULL;
     if (uid && strlen(uid) == KIN__KEY_LEN - 1)
         memcpy(key, uid, KIN__KEY_LEN);
     size_t big;
@@ -614,6 +619,17 @@ on_down(void *sock, void *arg)
             kin_msg_destroy(&m);
             return true;
         }
+        uint32_t owner;
+        if (sock == n->down && key[0] &&
+            (!kin__child_cert_owner(key, &owner) || owner != link)) {
+            /* A child's certificate admits the child it was issued to. */
+            atomic_fetch_add(&n->stats.forged, 1);
+            KIN_WARN("context %u: refused HELLO from %u: its certificate %s "
+                     "was issued to another context",
+                     n->id, link, key);
+            kin_msg_destroy(&m);
+            return true;
+        }
         hello_from_child(n, link, fd, sock == n->down_far, sock == n->down_join,
                          key, m);
         return true;
@@ -621,7 +637,8 @@ on_down(void *sock, void *arg)
     /* Reverse-path check: a link speaks only for its own subtree (an
      * operator may also carry this context's authority). */
     kin__child *c = kin__u32map_get(&n->children, link);
-    if (!c || !behind(n, m->src, link) ||
+    if (!c || (sock == n->down && strcmp(c->key, key)) ||
+        !behind(n, m->src, link) ||
         !(behind(n, m->auth, link) || (c->is_operator && m->auth == n->id))) {
         atomic_fetch_add(&n->stats.forged, 1);
         KIN_DEBUG("context %u: dropped message claiming %u/%u from link %u",
