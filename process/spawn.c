@@ -969,12 +969,19 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
             KIN_ERROR("cannot start the boot writer for %s", c->name);
         c->channel_fd = boot[0];
     }
+    /* A child of another protocol version is told so by the router,
+     * which wakes us at once (version below). */
+    char version[160] = "";
     pthread_mutex_lock(&p->mu);
-    while (!e && !kin__node_child_linked(n, c->id) && !c->exited)
+    while (!e && !kin__node_child_linked(n, c->id) && !c->exited &&
+           !kin__node_child_bad_version(n, c->id, NULL, 0))
         if (pthread_cond_timedwait(&p->cond, &p->mu, &dl) == ETIMEDOUT)
             break;
     if (!e && kin__node_child_linked(n, c->id) && !c->exited)
         c->armed = true; /* from here on, its exit is reported */
+    else if (!e &&
+             kin__node_child_bad_version(n, c->id, version, sizeof version))
+        e = KIN_EBADVERSION;
     else if (!e)
         e = c->exited ? KIN_ESPAWN : KIN_ETIMEOUT;
     if (e && p->tripped)
@@ -987,6 +994,9 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     if (e) {
         char tail[1024] = "";
         if (c->pid > 0) {
+            /* Told why, it ends by itself: its own words reach stderr. */
+            if (e == KIN_EBADVERSION)
+                kin_child_wait(c, c->stop_timeout_ms, NULL);
             kin_child_stop(c, NULL);
             kin_child_stderr_tail(c, tail, sizeof tail);
             kin_child_destroy(&c);
@@ -1007,6 +1017,9 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         kin__limits_describe(opts, r.fail_stage, -e, stage, sizeof stage);
         if (opts->errbuf && opts->errbuf_size && *stage)
             snprintf(opts->errbuf, opts->errbuf_size, "%s: %s", path, stage);
+        else if (opts->errbuf && opts->errbuf_size && *version)
+            snprintf(opts->errbuf, opts->errbuf_size, "%s: %s%s%s", path,
+                     version, *tail ? "; stderr: " : "", tail);
         else if (opts->errbuf && opts->errbuf_size)
             snprintf(opts->errbuf, opts->errbuf_size, "%s: %s%s%s%s", path,
                      kin_strerror(e), hint, *tail ? "; stderr: " : "", tail);

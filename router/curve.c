@@ -61,6 +61,7 @@ kin__endpoint_is_tcp(const char *endpoint)
 kin_err
 kin__curve_generate(kin__curve_key *k)
 {
+    memset(k, 0, sizeof *k);
     if (!zmq_has("curve"))
         return -ENOTSUP;
     return zmq_curve_keypair(k->pub, k->sec) ? -errno : KIN_OK;

@@ -537,10 +537,14 @@ kin__router_start(kin_node *n, char *errbuf, size_t errbuf_size)
     if (!e && n->has_parent) {
         struct timespec dl;
         kin__deadline(&dl, CLOCK_REALTIME, n->connect_timeout_ms);
-        while (!n->up_ready && !e)
+        while (!n->up_ready && !n->up_err && !e)
             if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT)
                 e = n->up_ready ? KIN_OK : KIN_ETIMEOUT;
-        if (e)
+        if (!n->up_ready && n->up_err) {
+            e = n->up_err;
+            explain(errbuf, errbuf_size, "context %u: parent %u at %s: %s",
+                    n->id, n->parent_id, n->parent_endpoint, n->up_why);
+        } else if (e)
             explain(errbuf, errbuf_size,
                     "context %u: parent %u at %s did not answer HELLO in "
                     "%d ms",
@@ -593,6 +597,7 @@ kin__router_free(kin_node *n)
     kin__u32map_fini(&n->fds);
     kin__u32map_fini(&n->stale_fds);
     kin__u32map_fini(&n->ready);
+    kin__u32map_fini(&n->bad_version);
     kin__adopt_node_gone(n);
     kin__tasktab_fini(&n->tasks);
     kin__fn_metrics_free(&n->metrics);

@@ -23,6 +23,7 @@
 
 #include <kin/kin.h>
 
+#include "core/msg_internal.h"
 #include "integration/harness.h"
 #include "logs/logrec.h"
 #include "router/child_certs.h"
@@ -324,14 +325,65 @@ an_expired_certificate_admits_no_new_connection(void **state)
     echo_ok(f, "an established link stays");
 }
 
+/* A child of another kin build (its protocol version forced to the next
+ * one, TEST_PROTO in its environment, through `env` as the exec channel):
+ * the spawn fails at once with
+ * KIN_EBADVERSION, not a timeout, and the error names both versions on
+ * both sides: the parent's sentence, then the child's own words on its
+ * stderr. Through a master on tcp (its ROUTER) and one on ipc (its far
+ * ROUTER). */
+static void
+another_version_fails_the_spawn_at_once(void **state)
+{
+    fixture *f = *state;
+    kin_node *ipc_master = NULL;
+    assert_int_equal(kin_node_new(&ipc_master, NULL), KIN_OK);
+    kin_node *masters[] = {f->n, ipc_master};
+    char env[32];
+    snprintf(env, sizeof env, "TEST_PROTO=%u", KIN_PROTO_VERSION + 1);
+    char *with_env[] = {"env", env, NULL};
+    char want[128];
+    snprintf(want, sizeof want,
+             "speaks kin protocol version %u, its parent 0 "
+             "version %u",
+             KIN_PROTO_VERSION + 1, KIN_PROTO_VERSION);
+    for (int i = 0; i < 2; i++) {
+        char err[2048] = "";
+        kin_spawn_opts o = {.name = "newer",
+                            .exec = with_env,
+                            .connect_timeout_ms = 30000,
+                            .errbuf = err,
+                            .errbuf_size = sizeof err};
+        kin_child *c = NULL;
+        kin_err e = kin_spawn(masters[i], &o, &c);
+        if (e != KIN_EBADVERSION || !strstr(err, want) ||
+            !strstr(strstr(err, want) + 1, want))
+            print_error("%s: %s\n", kin_strerror(e), err);
+        if (getenv("KIN_TEST_VERBOSE"))
+            fprintf(stderr, "spawn error: %s\n", err);
+        assert_int_equal(e, KIN_EBADVERSION);
+        assert_null(c);
+        const char *parent_says = strstr(err, want);
+        assert_non_null(parent_says);
+        /* The child's words, after the parent's. */
+        const char *child_says = strstr(parent_says + 1, "cannot reach parent");
+        assert_non_null(child_says);
+        assert_non_null(strstr(child_says, want));
+    }
+    kin_node_destroy(&ipc_master);
+}
+
 int
 main(void)
 {
     kin_export("echo", fn_echo, NULL, KIN_POLICY_ANY);
     kin_export("key", fn_key, NULL, KIN_POLICY_PARENT);
     kin_export("log", fn_log, NULL, KIN_POLICY_ANY);
-    if (kin_started_as_child())
+    if (kin_started_as_child()) {
+        if (getenv("TEST_PROTO"))
+            kin__proto_version_set((unsigned)atoi(getenv("TEST_PROTO")));
         return kin_init(NULL, NULL);
+    }
     kin_diag_set_handler(on_log, NULL, KIN_LOG_DEBUG);
     if (zmq_curve_keypair(tree_pub, tree_sec)) {
         fprintf(stderr, "libzmq without CURVE\n");
@@ -347,6 +399,8 @@ main(void)
             a_child_certificate_admits_its_child_only, setup, teardown),
         cmocka_unit_test_setup_teardown(
             an_expired_certificate_admits_no_new_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(another_version_fails_the_spawn_at_once,
+                                        setup, teardown),
     };
     return harness_run_group(tests);
 }
