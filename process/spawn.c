@@ -994,9 +994,14 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     if (e) {
         char tail[1024] = "";
         if (c->pid > 0) {
-            /* Told why, it ends by itself: its own words reach stderr. */
-            if (e == KIN_EBADVERSION)
-                kin_child_wait(c, c->stop_timeout_ms, NULL);
+            /* Told why, it ends by itself (its own words reach stderr),
+             * within what is left of the connect timeout. */
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            int64_t left = (dl.tv_sec - now.tv_sec) * 1000 +
+                           (dl.tv_nsec - now.tv_nsec) / 1000000;
+            if (e == KIN_EBADVERSION && left > 0)
+                kin_child_wait(c, (int)left, NULL);
             kin_child_stop(c, NULL);
             kin_child_stderr_tail(c, tail, sizeof tail);
             kin_child_destroy(&c);

@@ -581,6 +581,8 @@ on_join_request(kin_node *n, void *sock, zmq_msg_t *f)
  * parent, text, log endpoint] (as a JOIN answer's): builds of different
  * versions can always tell each other which versions they speak. */
 
+#define BAD_VERSION_MAX 256
+
 static void
 version_text(char *out, size_t size, uint32_t child, unsigned theirs,
              uint32_t parent, unsigned ours)
@@ -598,9 +600,13 @@ refuse_child_version(kin_node *n, void *sock, uint32_t link, unsigned theirs)
 {
     char text[160];
     version_text(text, sizeof text, link, theirs, n->id, kin__proto_version());
+    /* Still a message this version cannot read: counted as malformed. */
+    atomic_fetch_add(&n->stats.malformed, 1);
     pthread_mutex_lock(&n->mu);
     bool told = kin__u32map_has(&n->bad_version, link);
-    if (!told)
+    /* Kept until the child's link is reported down (its spawn failed):
+     * bounded, since ids nobody spawned are never reported. */
+    if (!told && n->bad_version.len < BAD_VERSION_MAX)
         kin__u32map_put(&n->bad_version, link, (void *)(uintptr_t)(theirs + 1));
     pthread_mutex_unlock(&n->mu);
     if (!told)
