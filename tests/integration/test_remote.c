@@ -432,8 +432,9 @@ tcp_parent(const char *bind, const char *want, char **ssh_args)
                   !kin__curve_parse(&k, key) &&
                   !strcmp(k.server, kin__node_curve(tn)->pub) &&
                   strcmp(k.pub, kin__node_curve(tn)->pub),
-              "d holds %s, not a certificate of its own for tree key %s",
-              key ? key : "?", kin__node_curve(tn)->pub);
+              "d holds public key %s (server %s), not a certificate of "
+              "its own for tree key %s",
+              k.pub, k.server, kin__node_curve(tn)->pub);
         free(key);
         kin_msg_destroy(&reply);
         kin_logsub_opts so = {.endpoint = kin_logs_frontend(tn),
