@@ -387,7 +387,7 @@ main(void)
             kin__proto_version_set((unsigned)atoi(getenv("TEST_PROTO")));
         return kin_init(NULL, NULL);
     }
-    kin_diag_set_handler(on_log, NULL, KIN_LOG_DEBUG);
+    kin_diag_set_handler(on_log, NULL, KIN_LOG_INFO);
     if (zmq_curve_keypair(tree_pub, tree_sec)) {
         fprintf(stderr, "libzmq without CURVE\n");
         return 1;
