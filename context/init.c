@@ -184,14 +184,20 @@ kin_init(kin_node **out, const kin_node_opts *opts)
         if (o.log_endpoint)
             o.log_endpoint = logs;
     }
+    char why[512] = "";
+    if (!o.errbuf || !o.errbuf_size) {
+        o.errbuf = why;
+        o.errbuf_size = sizeof why;
+    }
     kin_err e = kin__context_new(&n, &o, &hooks);
     memset(key, 0, sizeof key);
     pthread_mutex_lock(&mu);
     linked = true;
     pthread_mutex_unlock(&mu);
     if (e) {
-        fprintf(stderr, "kin child %u: cannot reach parent at %s: %s\n", o.id,
-                o.parent_endpoint, kin_strerror(e));
+        fprintf(stderr, "kin child %u: cannot reach parent at %s: %s%s%s\n",
+                o.id, o.parent_endpoint, kin_strerror(e), *o.errbuf ? ": " : "",
+                o.errbuf);
         exit(1);
     }
     kin__procs_on_trip_exit(n, on_emergency);

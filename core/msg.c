@@ -63,6 +63,20 @@ get32(const uint8_t *p)
            (uint32_t)p[3] << 24;
 }
 
+static uint8_t proto_version = KIN_PROTO_VERSION;
+
+unsigned
+kin__proto_version(void)
+{
+    return proto_version;
+}
+
+void
+kin__proto_version_set(unsigned v)
+{
+    proto_version = (uint8_t)v;
+}
+
 /* Layout: magic u16 | version u8 | flags u8 | dst | src | auth | handle |
  * reply_to (u32 each), all little-endian. */
 void
@@ -70,7 +84,7 @@ kin__msg_header_encode(const kin_msg *m, uint8_t out[KIN_HDR_SIZE])
 {
     out[0] = (uint8_t)KIN_MAGIC;
     out[1] = (uint8_t)(KIN_MAGIC >> 8);
-    out[2] = KIN_PROTO_VERSION;
+    out[2] = proto_version;
     out[3] = (uint8_t)m->flags;
     put32(out + 4, m->dst);
     put32(out + 8, m->src);
@@ -87,7 +101,7 @@ kin__msg_header_decode(kin_msg *m, const void *hdr, size_t len)
         return KIN_ESHORT;
     if ((p[0] | p[1] << 8) != KIN_MAGIC)
         return KIN_EBADMAGIC;
-    if (p[2] != KIN_PROTO_VERSION)
+    if (p[2] != proto_version)
         return KIN_EBADVERSION;
     if (len < KIN_HDR_SIZE)
         return KIN_ESHORT;

@@ -20,6 +20,12 @@
 kin_err kin__msg_check_size(uint32_t handle, uint32_t flags, const void *body,
                             size_t len, size_t max);
 
+/* The protocol version this process writes in headers and accepts:
+ * KIN_PROTO_VERSION. Tests set another, before any node exists, to play a
+ * peer of another kin build (test_childcert). */
+unsigned kin__proto_version(void);
+void kin__proto_version_set(unsigned v);
+
 /* Writes the 24-byte wire header of m to out. Any thread. */
 void kin__msg_header_encode(const kin_msg *m, uint8_t out[KIN_HDR_SIZE]);
 

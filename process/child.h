@@ -42,6 +42,9 @@ struct kin_child {
     pid_t pid;
     int pidfd;      /* broker thread; -1 once reaped */
     int channel_fd; /* ssh's stdin, held open while the child lives */
+    /* The public key of the certificate it was issued (ssh and exec
+     * children, router/child_certs.h), revoked once it is gone; "": none. */
+    char cert_pub[41];
     int stop_timeout_ms;
     int workers;  /* the child's pool size, 0: its default */
     char *cgroup; /* its memory cgroup (limits.c), removed when reaped */

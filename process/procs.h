@@ -98,6 +98,9 @@ typedef struct kin__child_link {
     /* Started through an exec channel (exec_channel.c): its links ride
      * the channel's stdio, through the relay in the child. */
     bool stdio;
+    /* The certificate issued to it (router/child_certs.h), which it gets
+     * instead of this context's key; NULL: this context's key. */
+    const struct kin__curve_key *cert;
 } kin__child_link;
 
 /* The environment a parent gives a child and kin_init reads: the one

@@ -33,6 +33,7 @@
 #include "process/ssh.h"
 #include "process/stdio_relay.h"
 #include "process/zygote.h"
+#include "router/child_certs.h"
 #include "router/router.h"
 
 #ifndef P_PIDFD
@@ -161,6 +162,7 @@ reaped(kin_child *c, int status)
                  (int)c->pid, WEXITSTATUS(status));
     kin__ev_child_exit(c->name, c->id, c->pid, status);
     kin__cgroup_remove(&c->cgroup);
+    kin__child_cert_revoke(c->cert_pub);
     /* Callers waiting on it learn now, not after some heartbeat. */
     kin__router_link_down(n, c->id);
     /* A child that was killed could not remove its socket file. */
@@ -344,7 +346,7 @@ int
 kin__child_vars(kin_node *n, const kin__child_link *l,
                 char *out[KIN__CHILD_VARS_MAX])
 {
-    char key[2 * KIN__KEY_LEN];
+    char key[KIN__KEY_TEXT_LEN];
     int k = 0;
 #define ADD(...)                                                               \
     do {                                                                       \
@@ -364,8 +366,9 @@ kin__child_vars(kin_node *n, const kin__child_link *l,
         hb_ivl ? hb_timeout : -1);
     if (l->log_endpoint[0])
         ADD(KIN__ENV_LOG_ENDPOINT "=%s", l->log_endpoint);
-    if (kin__node_curve(n)->pub[0]) {
-        kin__curve_format(kin__node_curve(n), key);
+    const kin__curve_key *own = l->cert ? l->cert : kin__node_curve(n);
+    if (own->pub[0]) {
+        kin__curve_format(own, key);
         ADD(KIN__ENV_CURVE "=%s", key);
     }
     if (l->curve_up)
@@ -725,6 +728,26 @@ refused_early(const char *why)
 static kin_err spawn_once(kin_node *n, const kin_spawn_opts *opts,
                           kin_child **out);
 
+/* A child started over ssh or exec gets a certificate of its own instead
+ * of the tree's secret, from the master (whose process holds the tree's
+ * CURVE servers: its tcp ROUTER and log backend). Elsewhere *cert stays
+ * NULL: the child gets this context's key, as a local child does. */
+static kin_err
+issue_cert(kin_node *n, kin_child *c, const char *host, kin__curve_key *key,
+           const kin__curve_key **cert)
+{
+    const kin__curve_key *tree = kin__node_curve(n);
+    *cert = NULL;
+    if (kin__node_has_parent(n) || !tree->pub[0] || tree->server[0])
+        return KIN_OK;
+    kin_err e = kin__child_cert_issue(tree, c->id, c->name, host, key);
+    if (e)
+        return e;
+    snprintf(c->cert_pub, sizeof c->cert_pub, "%s", key->pub);
+    *cert = key;
+    return KIN_OK;
+}
+
 kin_err
 kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
 {
@@ -838,6 +861,7 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     char where[512];
     kin__ssh_plan ssh = {0};
     kin__exec_plan xp = {0};
+    kin__curve_key cert = {{0}, {0}, {0}};
     int boot[2] = {-1, -1}; /* ssh's stdin: ours, the child's */
     c->workers = opts->workers > 0 ? opts->workers : 0;
     if (opts->user && opts->host) {
@@ -851,7 +875,8 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     } else if (opts->host) {
         kin__child_link l = {
             .id = c->id, .name = c->name, .workers = c->workers};
-        if (!(e = kin__ssh_prepare(n, opts, &l, &ssh)) &&
+        if (!(e = issue_cert(n, c, opts->host, &cert, &l.cert)) &&
+            !(e = kin__ssh_prepare(n, opts, &l, &ssh)) &&
             socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, boot))
             e = -errno;
         r.path = ssh.path;
@@ -863,7 +888,9 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     } else if (kin__exec_wanted(opts)) {
         kin__child_link l = {
             .id = c->id, .name = c->name, .workers = c->workers};
-        if (!(e = kin__exec_prepare(n, opts, &l, &xp)) &&
+        const char *host = opts->container ? opts->container : opts->exec[0];
+        if (!(e = issue_cert(n, c, host, &cert, &l.cert)) &&
+            !(e = kin__exec_prepare(n, opts, &l, &xp)) &&
             socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, boot))
             e = -errno;
         r.path = xp.path;
@@ -899,6 +926,7 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         for (int i = 0; i < 2; i++)
             if (boot[i] >= 0)
                 close(boot[i]);
+        kin__child_cert_revoke(c->cert_pub);
         free(c);
         return e;
     }
@@ -941,12 +969,19 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
             KIN_ERROR("cannot start the boot writer for %s", c->name);
         c->channel_fd = boot[0];
     }
+    /* A child of another protocol version is told so by the router,
+     * which wakes us at once (version below). */
+    char version[160] = "";
     pthread_mutex_lock(&p->mu);
-    while (!e && !kin__node_child_linked(n, c->id) && !c->exited)
+    while (!e && !kin__node_child_linked(n, c->id) && !c->exited &&
+           !kin__node_child_bad_version(n, c->id, NULL, 0))
         if (pthread_cond_timedwait(&p->cond, &p->mu, &dl) == ETIMEDOUT)
             break;
     if (!e && kin__node_child_linked(n, c->id) && !c->exited)
         c->armed = true; /* from here on, its exit is reported */
+    else if (!e &&
+             kin__node_child_bad_version(n, c->id, version, sizeof version))
+        e = KIN_EBADVERSION;
     else if (!e)
         e = c->exited ? KIN_ESPAWN : KIN_ETIMEOUT;
     if (e && p->tripped)
@@ -955,9 +990,18 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     free_env(r.envp);
     kin__ssh_plan_free(&ssh);
     kin__exec_plan_free(&xp);
+    memset(&cert, 0, sizeof cert);
     if (e) {
         char tail[1024] = "";
         if (c->pid > 0) {
+            /* Told why, it ends by itself (its own words reach stderr),
+             * within what is left of the connect timeout. */
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            int64_t left = (dl.tv_sec - now.tv_sec) * 1000 +
+                           (dl.tv_nsec - now.tv_nsec) / 1000000;
+            if (e == KIN_EBADVERSION && left > 0)
+                kin_child_wait(c, (int)left, NULL);
             kin_child_stop(c, NULL);
             kin_child_stderr_tail(c, tail, sizeof tail);
             kin_child_destroy(&c);
@@ -965,6 +1009,7 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
             if (c->channel_fd >= 0)
                 close(c->channel_fd);
             kin__cgroup_remove(&c->cgroup);
+            kin__child_cert_revoke(c->cert_pub);
             free(c);
         }
         size_t len = strlen(tail);
@@ -977,6 +1022,9 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         kin__limits_describe(opts, r.fail_stage, -e, stage, sizeof stage);
         if (opts->errbuf && opts->errbuf_size && *stage)
             snprintf(opts->errbuf, opts->errbuf_size, "%s: %s", path, stage);
+        else if (opts->errbuf && opts->errbuf_size && *version)
+            snprintf(opts->errbuf, opts->errbuf_size, "%s: %s%s%s", path,
+                     version, *tail ? "; stderr: " : "", tail);
         else if (opts->errbuf && opts->errbuf_size)
             snprintf(opts->errbuf, opts->errbuf_size, "%s: %s%s%s%s", path,
                      kin_strerror(e), hint, *tail ? "; stderr: " : "", tail);
@@ -1092,6 +1140,7 @@ kin_child_destroy(kin_child **cp)
     if (c->channel_fd >= 0)
         close(c->channel_fd);
     kin__cgroup_remove(&c->cgroup); /* reaped: gone already */
+    kin__child_cert_revoke(c->cert_pub);
     free(c);
     *cp = NULL;
 }

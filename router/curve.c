@@ -5,7 +5,10 @@
  * tree key, which the server names in its ZAP domain ("kin:" + the public
  * key in Z85). So a peer needs the tree's secret to get in, trees sharing a
  * process stay apart, and nothing is kept per tree; anyone else is refused
- * during the handshake, before a single message is read. */
+ * during the handshake, before a single message is read. Children started
+ * over ssh or exec hold a certificate of their own instead of the tree's
+ * secret (child_certs.c): the handler admits those too, for the tree they
+ * were issued for, while they are valid. */
 #include "router/curve.h"
 
 #include <errno.h>
@@ -19,6 +22,7 @@
 #include "core/log_internal.h"
 #include "core/sync.h"
 #include "router/certs.h"
+#include "router/child_certs.h"
 #include "router/zctx.h"
 
 #define DOMAIN_PREFIX "kin:"
@@ -57,6 +61,7 @@ kin__endpoint_is_tcp(const char *endpoint)
 kin_err
 kin__curve_generate(kin__curve_key *k)
 {
+    memset(k, 0, sizeof *k);
     if (!zmq_has("curve"))
         return -ENOTSUP;
     return zmq_curve_keypair(k->pub, k->sec) ? -errno : KIN_OK;
@@ -65,25 +70,36 @@ kin__curve_generate(kin__curve_key *k)
 kin_err
 kin__curve_parse(kin__curve_key *k, const char *text)
 {
-    /* Z85 has ':' in its alphabet: the separator is found by position. */
-    if (!text || strlen(text) != 2 * KIN__KEY_LEN - 1 ||
-        text[KIN__KEY_LEN - 1] != ':')
+    memset(k, 0, sizeof *k);
+    /* Z85 has ':' in its alphabet: the separators are found by position. */
+    size_t len = text ? strlen(text) : 0;
+    bool child = len == 3 * KIN__KEY_LEN - 1;
+    if ((len != 2 * KIN__KEY_LEN - 1 && !child) ||
+        text[KIN__KEY_LEN - 1] != ':' ||
+        (child && text[2 * KIN__KEY_LEN - 1] != ':'))
         return -EINVAL;
     memcpy(k->pub, text, KIN__KEY_LEN - 1);
-    k->pub[KIN__KEY_LEN - 1] = 0;
-    memcpy(k->sec, text + KIN__KEY_LEN, KIN__KEY_LEN);
+    memcpy(k->sec, text + KIN__KEY_LEN, KIN__KEY_LEN - 1);
+    if (child)
+        memcpy(k->server, text + 2 * KIN__KEY_LEN, KIN__KEY_LEN - 1);
     uint8_t raw[32];
     char derived[KIN__KEY_LEN];
     if (!zmq_z85_decode(raw, k->pub) || !zmq_z85_decode(raw, k->sec) ||
-        zmq_curve_public(derived, k->sec) || strcmp(derived, k->pub))
+        (child && !zmq_z85_decode(raw, k->server)) ||
+        zmq_curve_public(derived, k->sec) || strcmp(derived, k->pub)) {
+        memset(k, 0, sizeof *k);
         return -EINVAL;
+    }
     return KIN_OK;
 }
 
 void
 kin__curve_format(const kin__curve_key *k, char *out)
 {
-    snprintf(out, 2 * KIN__KEY_LEN, "%s:%s", k->pub, k->sec);
+    if (k->server[0])
+        snprintf(out, KIN__KEY_TEXT_LEN, "%s:%s:%s", k->pub, k->sec, k->server);
+    else
+        snprintf(out, KIN__KEY_TEXT_LEN, "%s:%s", k->pub, k->sec);
 }
 
 /* --- the ZAP handler (RFC 27) ---------------------------------------------
@@ -96,9 +112,12 @@ frame_is(zmq_msg_t *f, const char *s)
     return zmq_msg_size(f) == len && memcmp(zmq_msg_data(f), s, len) == 0;
 }
 
-/* Whether the client's key (credential) is the key the domain names. */
+/* Whether the client's key (credential) is the key the domain names, or a
+ * valid certificate issued here to a child of that tree (user gets its
+ * public key then, and the refusal of an expired one is logged here). */
 static bool
-key_matches(zmq_msg_t *domain, zmq_msg_t *credential)
+key_matches(zmq_msg_t *domain, zmq_msg_t *credential, char *user,
+            const char *addr, bool *said)
 {
     if (zmq_msg_size(domain) != DOMAIN_LEN ||
         memcmp(zmq_msg_data(domain), DOMAIN_PREFIX, 4) ||
@@ -108,8 +127,26 @@ key_matches(zmq_msg_t *domain, zmq_msg_t *credential)
     memcpy(text, (char *)zmq_msg_data(domain) + 4, KIN__KEY_LEN - 1);
     text[KIN__KEY_LEN - 1] = 0;
     uint8_t key[32];
-    return zmq_z85_decode(key, text) &&
-           memcmp(key, zmq_msg_data(credential), 32) == 0;
+    if (!zmq_z85_decode(key, text))
+        return false;
+    if (memcmp(key, zmq_msg_data(credential), 32) == 0)
+        return true;
+    bool expired;
+    char who[160];
+    if (kin__child_cert_admit(text, zmq_msg_data(credential), &expired, who,
+                              sizeof who)) {
+        zmq_z85_encode(user, zmq_msg_data(credential), 32);
+        return true;
+    }
+    if (expired) {
+        char pub[KIN__KEY_LEN];
+        zmq_z85_encode(pub, zmq_msg_data(credential), 32);
+        KIN_WARN("refused a connection from %s: the certificate %s of child "
+                 "%s has expired",
+                 addr, pub, who);
+        *said = true;
+    }
+    return false;
 }
 
 /* A join endpoint's domain: whether the client's certificate (the
@@ -158,30 +195,24 @@ static void
 answer(void *sock, zmq_msg_t *f, int count)
 {
     char user[KIN__KEY_LEN] = "";
-    bool by_cert = count == 7 && is_cert_domain(&f[2]);
-    bool ok = count == 7 && frame_is(&f[0], "1.0") && frame_is(&f[5], "CURVE");
-    if (ok && by_cert) {
-        char addr[64] = "?";
+    char addr[64] = "?";
+    if (count > 3) {
         size_t len = zmq_msg_size(&f[3]);
         if (len >= sizeof addr)
             len = sizeof addr - 1;
         memcpy(addr, zmq_msg_data(&f[3]), len);
         addr[len] = 0;
-        ok = cert_allowed(&f[2], &f[6], user, addr);
-    } else if (ok) {
-        ok = key_matches(&f[2], &f[6]);
     }
-    if (!ok && !by_cert) {
-        char addr[64] = "?";
-        if (count > 3) {
-            size_t len = zmq_msg_size(&f[3]);
-            if (len >= sizeof addr)
-                len = sizeof addr - 1;
-            memcpy(addr, zmq_msg_data(&f[3]), len);
-            addr[len] = 0;
-        }
+    bool by_cert = count == 7 && is_cert_domain(&f[2]);
+    bool ok = count == 7 && frame_is(&f[0], "1.0") && frame_is(&f[5], "CURVE");
+    bool said = false;
+    if (ok && by_cert)
+        ok = cert_allowed(&f[2], &f[6], user, addr);
+    else if (ok)
+        ok = key_matches(&f[2], &f[6], user, addr, &said);
+    if (!ok && !by_cert && !said) {
         KIN_WARN("refused a connection from %s: it does not hold this "
-                 "tree's CURVE key",
+                 "tree's CURVE key (nor a live certificate of a child)",
                  addr);
     }
     zmq_send(sock, "1.0", 3, ZMQ_SNDMORE);
@@ -279,7 +310,8 @@ kin__curve_client(void *sock, const kin__curve_key *k)
 {
     if (!zmq_has("curve"))
         return -ENOTSUP;
-    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, k->pub, KIN__KEY_LEN - 1) ||
+    const char *server = k->server[0] ? k->server : k->pub;
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, server, KIN__KEY_LEN - 1) ||
         zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, k->pub, KIN__KEY_LEN - 1) ||
         zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, k->sec, KIN__KEY_LEN - 1))
         return -errno;

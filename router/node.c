@@ -343,7 +343,7 @@ check_join(const kin_node_opts *opts, uint32_t *id, uint32_t *parent,
                 "parent_endpoint, id, parent_id or operator_link");
         return -EINVAL;
     }
-    kin__curve_key key = {{0}, {0}};
+    kin__curve_key key = {{0}, {0}, {0}};
     if (opts->curve_key && kin__curve_parse(&key, opts->curve_key)) {
         explain(opts->errbuf, opts->errbuf_size,
                 "curve_key is not \"PUBLIC:SECRET\" in Z85 with a "
@@ -370,7 +370,7 @@ check_join(const kin_node_opts *opts, uint32_t *id, uint32_t *parent,
         memcpy(server_pub, server.pub, KIN__KEY_LEN);
     } else {
         *own = key;
-        memcpy(server_pub, key.pub, KIN__KEY_LEN);
+        memcpy(server_pub, key.server[0] ? key.server : key.pub, KIN__KEY_LEN);
     }
     char why[384] = "";
     int timeout =
@@ -398,7 +398,7 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
     uint32_t join_id = 0, join_parent = 0;
     char log_ep[256] = "";
     char server_pub[KIN__KEY_LEN] = "";
-    kin__curve_key own = {{0}, {0}};
+    kin__curve_key own = {{0}, {0}, {0}};
     kin_err e = check_join(opts, &join_id, &join_parent, log_ep, sizeof log_ep,
                            server_pub, &own);
     if (e)
@@ -537,10 +537,14 @@ kin__router_start(kin_node *n, char *errbuf, size_t errbuf_size)
     if (!e && n->has_parent) {
         struct timespec dl;
         kin__deadline(&dl, CLOCK_REALTIME, n->connect_timeout_ms);
-        while (!n->up_ready && !e)
+        while (!n->up_ready && !n->up_err && !e)
             if (pthread_cond_timedwait(&n->cond, &n->mu, &dl) == ETIMEDOUT)
                 e = n->up_ready ? KIN_OK : KIN_ETIMEOUT;
-        if (e)
+        if (!n->up_ready && n->up_err) {
+            e = n->up_err;
+            explain(errbuf, errbuf_size, "context %u: parent %u at %s: %s",
+                    n->id, n->parent_id, n->parent_endpoint, n->up_why);
+        } else if (e)
             explain(errbuf, errbuf_size,
                     "context %u: parent %u at %s did not answer HELLO in "
                     "%d ms",
@@ -593,6 +597,7 @@ kin__router_free(kin_node *n)
     kin__u32map_fini(&n->fds);
     kin__u32map_fini(&n->stale_fds);
     kin__u32map_fini(&n->ready);
+    kin__u32map_fini(&n->bad_version);
     kin__adopt_node_gone(n);
     kin__tasktab_fini(&n->tasks);
     kin__fn_metrics_free(&n->metrics);

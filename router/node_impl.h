@@ -96,7 +96,14 @@ struct kin_node {
     pthread_mutex_t mu; /* guards ready, up_ready, id block */
     pthread_cond_t cond;
     kin__u32map ready; /* children whose HELLO arrived */
+    /* child id -> its protocol version + 1: its HELLO spoke another
+     * version, and it was told so (kin__node_child_bad_version) */
+    kin__u32map bad_version;
     bool up_ready;
+    /* The parent refused this context's HELLO (another protocol
+     * version): the error and the parent's sentence. */
+    kin_err up_err;
+    char up_why[256];
     uint32_t id_next, id_end;
 
     pthread_mutex_t hmu; /* guards handles, next_handle */

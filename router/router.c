@@ -17,6 +17,7 @@
 #include "core/pack_internal.h"
 #include "core/sockname.h"
 #include "router/certs.h"
+#include "router/child_certs.h"
 #include "router/join.h"
 #include "router/names.h"
 #include "router/node_impl.h"
@@ -223,6 +224,9 @@ link_changed(kin_node *n, uint32_t child, bool up)
 void
 kin__router_link_down(kin_node *n, uint32_t child)
 {
+    pthread_mutex_lock(&n->mu);
+    kin__u32map_del(&n->bad_version, child);
+    pthread_mutex_unlock(&n->mu);
     kin__child *c = kin__u32map_del(&n->children, child);
     if (!c)
         return;
@@ -548,7 +552,7 @@ on_join_request(kin_node *n, void *sock, zmq_msg_t *f)
     size_t rid_len = zmq_msg_size(&f[0]);
     const uint8_t *h = zmq_msg_data(&f[1]);
     if (rid_len <= sizeof rid && zmq_msg_size(&f[1]) >= 4 &&
-        (h[0] | h[1] << 8) == KIN_MAGIC && h[2] != KIN_PROTO_VERSION) {
+        (h[0] | h[1] << 8) == KIN_MAGIC && h[2] != kin__proto_version()) {
         /* A joiner of another build: told so at once, both versions
          * named, rather than dropped as malformed. */
         memcpy(rid, zmq_msg_data(&f[0]), rid_len);
@@ -568,6 +572,106 @@ on_join_request(kin_node *n, void *sock, zmq_msg_t *f)
     }
     if (m)
         kin__join_on_request(n, sock, rid, rid_len, m);
+}
+
+/* --- peers of another protocol version -----------------------------------
+ *
+ * The first four header bytes (magic, version) stay the same in every
+ * version, and so does the shape of the refusal's body, [code, id,
+ * parent, text, log endpoint] (as a JOIN answer's): builds of different
+ * versions can always tell each other which versions they speak. */
+
+#define BAD_VERSION_MAX 256
+
+static void
+version_text(char *out, size_t size, uint32_t child, unsigned theirs,
+             uint32_t parent, unsigned ours)
+{
+    snprintf(out, size,
+             "child %u speaks kin protocol version %u, its parent %u "
+             "version %u",
+             child, theirs, parent, ours);
+}
+
+/* Broker: a child linking with a HELLO of another version is answered at
+ * once in this version's framing, and whoever spawns it is woken. */
+static void
+refuse_child_version(kin_node *n, void *sock, uint32_t link, unsigned theirs)
+{
+    char text[160];
+    version_text(text, sizeof text, link, theirs, n->id, kin__proto_version());
+    /* Still a message this version cannot read: counted as malformed. */
+    atomic_fetch_add(&n->stats.malformed, 1);
+    pthread_mutex_lock(&n->mu);
+    bool told = kin__u32map_has(&n->bad_version, link);
+    /* Kept until the child's link is reported down (its spawn failed):
+     * bounded, since ids nobody spawned are never reported. */
+    if (!told && n->bad_version.len < BAD_VERSION_MAX)
+        kin__u32map_put(&n->bad_version, link, (void *)(uintptr_t)(theirs + 1));
+    pthread_mutex_unlock(&n->mu);
+    if (!told)
+        KIN_WARN("context %u: refused a child's HELLO: %s", n->id, text);
+    kin_buf b = {0};
+    kin_msg *m = NULL;
+    if (!kin_pack(&b, "iuuss", (int)KIN_EBADVERSION, link, n->id, text, "") &&
+        !kin_msg_new_copy(&m, b.data, b.len)) {
+        m->dst = link;
+        m->src = m->auth = n->id;
+        m->handle = KIN_HANDLE_HELLO;
+        send_frames(sock, &link, m);
+        kin__broker_touch(sock == n->down_far ? n->w_down_far : n->w_down);
+    }
+    kin_msg_destroy(&m);
+    kin_buf_release(&b);
+    if (!told)
+        link_changed(n, link, false);
+}
+
+bool
+kin__node_child_bad_version(kin_node *n, uint32_t id, char *why,
+                            size_t why_size)
+{
+    pthread_mutex_lock(&n->mu);
+    uintptr_t v = (uintptr_t)kin__u32map_get(&n->bad_version, id);
+    pthread_mutex_unlock(&n->mu);
+    if (v && why && why_size)
+        version_text(why, why_size, id, (unsigned)(v - 1), n->id,
+                     kin__proto_version());
+    return v != 0;
+}
+
+/* Broker, in a child: its parent answered HELLO in another version. */
+static void
+parent_refused_version(kin_node *n, zmq_msg_t *hdr, zmq_msg_t *body)
+{
+    unsigned theirs = ((const uint8_t *)zmq_msg_data(hdr))[2];
+    int code = 0;
+    uint32_t id, parent;
+    const char *text = NULL;
+    size_t len = 0;
+    char why[sizeof n->up_why];
+    if (!kin_unpack_buf(zmq_msg_data(body), zmq_msg_size(body), "iuuS", &code,
+                        &id, &parent, &text, &len) &&
+        code == KIN_EBADVERSION)
+        snprintf(why, sizeof why, "%.*s", (int)len, text);
+    else
+        version_text(why, sizeof why, n->id, kin__proto_version(), n->parent_id,
+                     theirs);
+    KIN_ERROR("context %u: its parent refused its HELLO: %s", n->id, why);
+    pthread_mutex_lock(&n->mu);
+    n->up_err = KIN_EBADVERSION;
+    memcpy(n->up_why, why, sizeof why);
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mu);
+}
+
+/* Whether a header frame is kin's, of another protocol version. */
+static bool
+other_version(zmq_msg_t *hdr)
+{
+    const uint8_t *h = zmq_msg_data(hdr);
+    return zmq_msg_size(hdr) >= 4 && (h[0] | h[1] << 8) == KIN_MAGIC &&
+           h[2] != kin__proto_version();
 }
 
 static bool
@@ -592,11 +696,24 @@ on_down(void *sock, void *arg)
     const uint8_t *r = zmq_msg_data(&f[0]);
     uint32_t link = (uint32_t)r[0] | (uint32_t)r[1] << 8 |
                     (uint32_t)r[2] << 16 | (uint32_t)r[3] << 24;
+    if (sock != n->down_join && other_version(&f[1]) &&
+        !kin__u32map_has(&n->children, link)) {
+        /* A child of another kin build: told so at once, both versions
+         * named, rather than dropped as malformed until a timeout. */
+        unsigned theirs = ((const uint8_t *)zmq_msg_data(&f[1]))[2];
+        close_frames(f, 3);
+        refuse_child_version(n, sock, link, theirs);
+        return true;
+    }
     int fd = zmq_msg_get(&f[1], ZMQ_SRCFD);
-    /* A joiner's certificate key, as the ZAP handler named it. */
+    /* A joiner's certificate key, or a child's on a tcp ROUTER, as the
+     * ZAP handler named it ("" for the tree's key). */
     char key[KIN__KEY_LEN] = "";
     const char *uid =
-        sock == n->down_join ? zmq_msg_gets(&f[1], "User-Id") : NULL;
+        sock == n->down_join ||
+                (sock == n->down && kin__endpoint_is_tcp(n->endpoint))
+            ? zmq_msg_gets(&f[1], "User-Id")
+            : NULL;
     if (uid && strlen(uid) == KIN__KEY_LEN - 1)
         memcpy(key, uid, KIN__KEY_LEN);
     size_t big;
@@ -614,6 +731,17 @@ on_down(void *sock, void *arg)
             kin_msg_destroy(&m);
             return true;
         }
+        uint32_t owner;
+        if (sock == n->down && key[0] &&
+            (!kin__child_cert_owner(key, &owner) || owner != link)) {
+            /* A child's certificate admits the child it was issued to. */
+            atomic_fetch_add(&n->stats.forged, 1);
+            KIN_WARN("context %u: refused HELLO from %u: its certificate %s "
+                     "was issued to another context",
+                     n->id, link, key);
+            kin_msg_destroy(&m);
+            return true;
+        }
         hello_from_child(n, link, fd, sock == n->down_far, sock == n->down_join,
                          key, m);
         return true;
@@ -621,7 +749,8 @@ on_down(void *sock, void *arg)
     /* Reverse-path check: a link speaks only for its own subtree (an
      * operator may also carry this context's authority). */
     kin__child *c = kin__u32map_get(&n->children, link);
-    if (!c || !behind(n, m->src, link) ||
+    if (!c || (sock == n->down && strcmp(c->key, key)) ||
+        !behind(n, m->src, link) ||
         !(behind(n, m->auth, link) || (c->is_operator && m->auth == n->id))) {
         atomic_fetch_add(&n->stats.forged, 1);
         KIN_DEBUG("context %u: dropped message claiming %u/%u from link %u",
@@ -665,6 +794,11 @@ on_up(void *sock, void *arg)
         return false; /* nothing there */
     if (got < 0) {
         atomic_fetch_add(&n->stats.malformed, 1);
+        return true;
+    }
+    if (!n->up_ready && other_version(&f[0])) {
+        parent_refused_version(n, &f[0], &f[1]);
+        close_frames(f, 2);
         return true;
     }
     size_t big;

@@ -194,6 +194,12 @@ bool kin__policy_allows(kin_node *n, kin_policy policy, const kin_msg *m);
  * thread. */
 bool kin__node_child_linked(kin_node *n, uint32_t id);
 
+/* Whether child id said HELLO in another protocol version (it was told
+ * so at once, and not linked); why (may be NULL) gets the sentence both
+ * sides show, naming both versions. Any thread. */
+bool kin__node_child_bad_version(kin_node *n, uint32_t id, char *why,
+                                 size_t why_size);
+
 /* Whether id is this node, or an ancestor of it. */
 bool kin__is_ancestor_or_self(kin_node *n, uint32_t id);
 

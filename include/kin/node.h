@@ -69,7 +69,10 @@ typedef struct kin_node_opts {
      * CURVE server that admits only peers proving they hold this key, and
      * a child whose parent_endpoint is tcp:// presents it. NULL: a master
      * generates one; a child started by kin_spawn gets its parent's
-     * through the spawn channel (never argv). Wrong format: -EINVAL. */
+     * through the spawn channel (never argv), or, started by the master
+     * over ssh or exec, a certificate of its own, "PUBLIC:SECRET:SERVER"
+     * (SERVER: the tree's public key; docs/remote.md). Wrong format:
+     * -EINVAL. */
     const char *curve_key;
     /* Keepalive on links to other hosts (tcp links, and children started
      * over ssh): a ZMQ heartbeat every heartbeat_ms (0: 1000), and a link

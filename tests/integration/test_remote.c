@@ -21,6 +21,8 @@
 #include <kin/kin.h>
 
 #include "integration/harness.h"
+#include "router/curve.h"
+#include "router/router.h"
 
 #define HB_MS 200
 #define HB_TIMEOUT_MS 1500
@@ -64,6 +66,15 @@ static kin_err
 fn_parent_endpoint(kin_call *c, void *arg)
 {
     return kin_call_return(c, "s", getenv("KIN_CHILD_ENDPOINT"));
+}
+
+/* The CURVE key this context holds, as kin__curve_format writes it. */
+static kin_err
+fn_key(kin_call *c, void *arg)
+{
+    char text[KIN__KEY_TEXT_LEN];
+    kin__curve_format(kin__node_curve(kin_call_node(c)), text);
+    return kin_call_return(c, "s", text);
 }
 
 static kin_err
@@ -412,6 +423,20 @@ tcp_parent(const char *bind, const char *want, char **ssh_args)
               "d's parent endpoint is %s, not %s...", pe ? pe : "?", want);
         free(pe);
         kin_msg_destroy(&reply);
+        /* d holds a certificate of its own, whose server is the tree's
+         * key, not the tree's secret. */
+        char *key = NULL;
+        kin__curve_key k = {{0}, {0}, {0}};
+        e = kin_call_sync(tn, kin_child_id(d), "key", 10000, &reply, "");
+        CHECK(!e && !kin_msg_unpack(reply, "s", &key) && key &&
+                  !kin__curve_parse(&k, key) &&
+                  !strcmp(k.server, kin__node_curve(tn)->pub) &&
+                  strcmp(k.pub, kin__node_curve(tn)->pub),
+              "d holds public key %s (server %s), not a certificate of "
+              "its own for tree key %s",
+              k.pub, k.server, kin__node_curve(tn)->pub);
+        free(key);
+        kin_msg_destroy(&reply);
         kin_logsub_opts so = {.endpoint = kin_logs_frontend(tn),
                               .min_level = KIN_LOG_INFO};
         CHECK(kin_logsub_new(&ds, &so) == KIN_OK, "subscribing at tn");
@@ -455,6 +480,7 @@ main(int argc, char **argv)
     kin_export("log", fn_log, NULL, KIN_POLICY_ANY);
     kin_export("relay", fn_relay, NULL, KIN_POLICY_ANY);
     kin_export("parent_endpoint", fn_parent_endpoint, NULL, KIN_POLICY_ANY);
+    kin_export("key", fn_key, NULL, KIN_POLICY_ANY);
     if (kin_started_as_child())
         return kin_init(NULL, NULL); /* never returns */
     if (argc != 3) {
