@@ -2,8 +2,10 @@
  * children: a table under one lock, looked up by the ZAP handler at each
  * CURVE handshake and by the router when a child says HELLO (a key admits
  * the id it was issued to only). An entry goes when its child is gone
- * (kin__child_cert_revoke); an expired one is kept, refused, until then,
- * so the refusal can say whose it was. */
+ * (kin__child_cert_revoke). A certificate not presented within its
+ * lifetime has expired: it is kept, refused, until its child is gone, so
+ * the refusal can say whose it was; one presented in time lives as long
+ * as its child. */
 #include "router/child_certs.h"
 
 #include <errno.h>
@@ -25,6 +27,7 @@ typedef struct entry {
     char name[64];
     char host[64];
     uint64_t issued_ns; /* kin__now_ns() clock */
+    bool used;          /* admitted once: no expiry from then on */
 } entry;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -116,8 +119,10 @@ kin__child_cert_admit(const char *tree_pub, const uint8_t key[32],
         if (memcmp(en->raw, key, 32) || strcmp(en->tree, tree_pub))
             continue;
         found = true;
-        *expired = now - en->issued_ns >= (uint64_t)lifetime_ms * 1000000u;
+        *expired = !en->used &&
+                   now - en->issued_ns >= (uint64_t)lifetime_ms * 1000000u;
         ok = !*expired;
+        en->used = ok;
         if (who && who_size)
             snprintf(who, who_size, "%s (id %u, %s)", en->name, en->id,
                      en->host);
