@@ -171,6 +171,13 @@ kin__zygote_serve(void)
      * child. */
     getprotobyname("tcp");
     endprotoent();
+    /* libsodium (libzmq's, for CURVE) picks its implementations from the
+     * CPU's features on first use: cpuid, slow under a hypervisor. Its
+     * random numbers come from the kernel (getrandom), not from state the
+     * children would share. */
+    int (*sodium)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "sodium_init");
+    if (sodium)
+        sodium();
     int threads = thread_count();
     char why = off < 0 ? 'N' : threads != 1 ? 'T' : 'R';
     fflush(NULL);
