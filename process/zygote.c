@@ -125,11 +125,12 @@ become_child(char *req, size_t len, int ctl, int out, int err, int back,
              pid_t parent)
 {
     close(ctl);
-    /* The child answers for itself: should the zygote die right after
-     * the clone, the node still learns of (and reaps) this child. */
-    reply(back, (int32_t)getpid());
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    /* The child answers for itself (in its own group already, which the
+     * node signals): should the zygote die right after the clone, the
+     * node still learns of, and reaps, this child. */
+    reply(back, (int32_t)getpid());
     if (getppid() != parent)
         _exit(127);
     dup2(out, STDOUT_FILENO);
