@@ -217,35 +217,9 @@ kin__cli_log_endpoint(int pid, char *ep, size_t size)
 int
 kin__cli_contexts(kin_node *n, kin_ctx_info **out, size_t *count)
 {
-    size_t cap = 16, len = 0;
-    kin_ctx_info *all = malloc(cap * sizeof *all);
-    if (!all)
-        return -ENOMEM;
-    kin_err e = kin__cli_info(n, KIN_MASTER_ID, &all[0]);
-    if (e) {
-        free(all);
-        return e;
-    }
-    len = 1;
-    /* Breadth first; a context that died meanwhile is skipped. */
-    for (size_t i = 0; i < len; i++) {
-        for (int c = 0; c < all[i].n_children; c++) {
-            if (len == cap) {
-                kin_ctx_info *more = realloc(all, 2 * cap * sizeof *all);
-                if (!more)
-                    break;
-                all = more;
-                cap *= 2;
-            }
-            if (kin__cli_info(n, all[i].children[c], &all[len]) == KIN_OK) {
-                all[len].parent = all[i].id;
-                len++;
-            }
-        }
-    }
-    *out = all;
-    *count = len;
-    return KIN_OK;
+    /* Breadth first, each level asked at once; a context that died
+     * meanwhile is skipped. */
+    return kin_monitor_contexts(n, TIMEOUT_MS, out, count);
 }
 
 int

@@ -9,6 +9,36 @@
 
 #include <kin/monitor.h>
 
+#include "monitor/query.h"
+
+/* Appends ctx's children to *ids (parents[k]: the index in all of the
+ * context it was found under). */
+static kin_err
+add_children(const kin_ctx_info *all, size_t i, uint32_t **ids,
+             size_t **parents, size_t *len, size_t *cap)
+{
+    for (int c = 0; c < all[i].n_children; c++) {
+        if (*len == *cap) {
+            size_t want = *cap ? 2 * *cap : 64;
+            uint32_t *mi = realloc(*ids, want * sizeof *mi);
+            if (mi)
+                *ids = mi;
+            size_t *mp = realloc(*parents, want * sizeof *mp);
+            if (mp)
+                *parents = mp;
+            if (!mi || !mp)
+                return -ENOMEM;
+            *cap = want;
+        }
+        (*ids)[*len] = all[i].children[c];
+        (*parents)[(*len)++] = i;
+    }
+    return KIN_OK;
+}
+
+/* Level by level: every context of a level is asked at once
+ * (kin__monitor_info_many), so a tree costs about its depth in round
+ * trips; the order is breadth first, as asking one at a time gave. */
 kin_err
 kin_monitor_contexts(kin_node *n, int timeout_ms, kin_ctx_info **out,
                      size_t *count)
@@ -18,27 +48,54 @@ kin_monitor_contexts(kin_node *n, int timeout_ms, kin_ctx_info **out,
     if (!all)
         return -ENOMEM;
     kin_err e = kin_monitor_info(n, KIN_MASTER_ID, timeout_ms, &all[0]);
+    uint32_t *ids = NULL;
+    size_t *parents = NULL, ids_cap = 0;
+    kin_ctx_info *got = NULL;
+    kin_err *errs = NULL;
+    for (size_t level = 0; !e && level < len;) {
+        size_t end = len, want = 0;
+        for (size_t i = level; !e && i < end; i++)
+            e = add_children(all, i, &ids, &parents, &want, &ids_cap);
+        level = end;
+        if (e || !want)
+            break;
+        kin_ctx_info *g = realloc(got, want * sizeof *g);
+        kin_err *er = g ? realloc(errs, want * sizeof *er) : NULL;
+        if (g)
+            got = g;
+        if (er)
+            errs = er;
+        if (!g || !er ||
+            (e = kin__monitor_info_many(n, ids, want, timeout_ms, got, errs))) {
+            e = e ? e : -ENOMEM;
+            break;
+        }
+        if (len + want > cap) {
+            while (len + want > cap)
+                cap *= 2;
+            kin_ctx_info *more = realloc(all, cap * sizeof *all);
+            if (!more) {
+                e = -ENOMEM;
+                break;
+            }
+            all = more;
+        }
+        /* A context that died meanwhile is left out. */
+        for (size_t k = 0; k < want; k++) {
+            if (errs[k])
+                continue;
+            all[len] = got[k];
+            all[len].parent = all[parents[k]].id;
+            len++;
+        }
+    }
+    free(ids);
+    free(parents);
+    free(got);
+    free(errs);
     if (e) {
         free(all);
         return e;
-    }
-    for (size_t i = 0; i < len; i++) {
-        for (int c = 0; c < all[i].n_children; c++) {
-            if (len == cap) {
-                kin_ctx_info *more = realloc(all, 2 * cap * sizeof *all);
-                if (!more) {
-                    free(all);
-                    return -ENOMEM;
-                }
-                all = more;
-                cap *= 2;
-            }
-            if (kin_monitor_info(n, all[i].children[c], timeout_ms,
-                                 &all[len]) == KIN_OK) {
-                all[len].parent = all[i].id;
-                len++;
-            }
-        }
     }
     *out = all;
     *count = len;
@@ -313,6 +370,47 @@ find_cycles(kin_graph *g)
     return KIN_OK;
 }
 
+/* kin_monitor_graph's gathering: each context's tasks become nodes. */
+typedef struct gather {
+    kin_graph *g;
+    const size_t *idx; /* the ctxs index of each context asked */
+    size_t cap;        /* of g->nodes */
+    kin_err e;         /* -ENOMEM: the graph is incomplete */
+} gather;
+
+static void
+on_tasks(size_t i, kin_err e, kin_task_info *ts, size_t count, void *arg)
+{
+    gather *gt = arg;
+    kin_graph *g = gt->g;
+    size_t ci = gt->idx[i];
+    if ((g->ctx_errors[ci] = e) || gt->e) {
+        free(ts);
+        return;
+    }
+    if (g->n_nodes + count > gt->cap) {
+        size_t want = gt->cap ? gt->cap : 64;
+        while (want < g->n_nodes + count)
+            want *= 2;
+        kin_graph_node *more = realloc(g->nodes, want * sizeof *more);
+        if (!more) {
+            free(ts);
+            gt->e = -ENOMEM;
+            return;
+        }
+        g->nodes = more;
+        gt->cap = want;
+    }
+    for (size_t k = 0; k < count; k++)
+        g->nodes[g->n_nodes++] = (kin_graph_node){
+            .kind = KIN_GRAPH_TASK,
+            .ctx = g->ctxs[ci].id,
+            .ctx_index = ci,
+            .task = ts[k],
+        };
+    free(ts);
+}
+
 kin_err
 kin_monitor_graph(kin_node *n, uint32_t ctx, int timeout_ms, kin_graph **out)
 {
@@ -331,38 +429,26 @@ kin_monitor_graph(kin_node *n, uint32_t ctx, int timeout_ms, kin_graph **out)
     if (!g->ctx_errors)
         e = -ENOMEM;
     bool found = ctx == KIN_NO_CTX;
-    size_t cap = 0;
+    uint32_t *ids =
+        e ? NULL : malloc((g->n_ctxs ? g->n_ctxs : 1) * sizeof *ids);
+    size_t *idx = e ? NULL : malloc((g->n_ctxs ? g->n_ctxs : 1) * sizeof *idx);
+    if (!e && (!ids || !idx))
+        e = -ENOMEM;
+    size_t want = 0;
     for (size_t i = 0; !e && i < g->n_ctxs; i++) {
         if (ctx != KIN_NO_CTX && g->ctxs[i].id != ctx)
             continue;
         found = true;
-        kin_task_info *ts;
-        size_t count;
-        if ((g->ctx_errors[i] = kin_monitor_ps(n, g->ctxs[i].id, NULL, false,
-                                               timeout_ms, &ts, &count)))
-            continue;
-        if (g->n_nodes + count > cap) {
-            size_t want = cap ? cap : 64;
-            while (want < g->n_nodes + count)
-                want *= 2;
-            kin_graph_node *more = realloc(g->nodes, want * sizeof *more);
-            if (!more) {
-                free(ts);
-                e = -ENOMEM;
-                break;
-            }
-            g->nodes = more;
-            cap = want;
-        }
-        for (size_t k = 0; k < count; k++)
-            g->nodes[g->n_nodes++] = (kin_graph_node){
-                .kind = KIN_GRAPH_TASK,
-                .ctx = g->ctxs[i].id,
-                .ctx_index = i,
-                .task = ts[k],
-            };
-        free(ts);
+        ids[want] = g->ctxs[i].id;
+        idx[want++] = i;
     }
+    /* Every context asked at once: one round trip, not one per context. */
+    gather gt = {.g = g, .idx = idx};
+    if (!e && want &&
+        !(e = kin__monitor_ps_many(n, ids, want, timeout_ms, on_tasks, &gt)))
+        e = gt.e;
+    free(ids);
+    free(idx);
     if (!e && !found)
         e = -ENOENT;
     size_t ntasks = g->n_nodes;

@@ -11,6 +11,7 @@
 
 #include "core/pack_internal.h"
 #include "core/task.h"
+#include "monitor/query.h"
 #include "router/router.h"
 
 /* Whether a reply is an error: a map whose first key is "error". Read from
@@ -394,13 +395,11 @@ kin_monitor_operator_pid(uint32_t id, int *pid)
     return true;
 }
 
-kin_err
-kin_monitor_info(kin_node *n, uint32_t ctx, int timeout_ms, kin_ctx_info *info)
+/* Decodes an info reply into *info and destroys it. */
+static kin_err
+read_info(kin_msg *reply, uint32_t ctx, kin_ctx_info *info)
 {
-    kin_msg *reply;
-    kin_err e = request(n, ctx, timeout_ms, &reply, "info", NULL);
-    if (e)
-        return e;
+    kin_err e;
     memset(info, 0, sizeof *info);
     info->id = ctx;
     info->parent = KIN_NO_CTX;
@@ -467,6 +466,155 @@ kin_monitor_info(kin_node *n, uint32_t ctx, int timeout_ms, kin_ctx_info *info)
     kin_reader_release(&rd);
     kin_msg_destroy(&reply);
     return e ? KIN_EBADMSG : KIN_OK;
+}
+
+kin_err
+kin_monitor_info(kin_node *n, uint32_t ctx, int timeout_ms, kin_ctx_info *info)
+{
+    kin_msg *reply;
+    kin_err e = request(n, ctx, timeout_ms, &reply, "info", NULL);
+    return e ? e : read_info(reply, ctx, info);
+}
+
+/* --- many contexts at once ------------------------------------------------
+ */
+
+/* One request in flight. */
+typedef struct pending {
+    kin_receiver *r;
+    uint64_t deadline_ns;
+    kin_err e; /* of sending */
+} pending;
+
+static kin_err
+send_one(kin_node *n, uint32_t ctx, const kin_buf *request, int timeout_ms,
+         pending *p)
+{
+    p->r = NULL;
+    p->deadline_ns =
+        kin__now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000u;
+    kin_err e = kin_receiver_new(&p->r, n, 0, KIN_POLICY_ANY, ctx);
+    kin_msg *m = NULL;
+    if (!e && !(e = kin_msg_new_copy(&m, request->data, request->len))) {
+        m->dst = ctx;
+        m->handle = KIN_HANDLE_MONITOR;
+        m->reply_to = kin_receiver_handle(p->r);
+        e = kin_node_send(n, &m);
+        kin_msg_destroy(&m);
+    }
+    if (e)
+        kin_receiver_destroy(&p->r);
+    return p->e = e;
+}
+
+/* The reply to p (as `request` returns it: an error reply turned into its
+ * code), its receiver destroyed. */
+static kin_err
+take_one(pending *p, int timeout_ms, kin_msg **reply)
+{
+    *reply = NULL;
+    if (p->e)
+        return p->e;
+    kin_err e;
+    if (timeout_ms < 0) {
+        e = kin_receiver_get(p->r, -1, reply);
+    } else {
+        uint64_t now = kin__now_ns();
+        int left = now >= p->deadline_ns
+                       ? 0
+                       : (int)((p->deadline_ns - now + 999999u) / 1000000u);
+        e = kin_receiver_get(p->r, left, reply);
+    }
+    kin_receiver_destroy(&p->r);
+    if (!e && is_error_reply(*reply)) {
+        e = error_code(*reply);
+        kin_msg_destroy(reply);
+    }
+    return e;
+}
+
+typedef void (*reply_fn)(size_t i, kin_err e, kin_msg *reply, void *arg);
+
+/* Sends request to each of ctxs, at most KIN__MONITOR_WINDOW in flight,
+ * and hands each reply (or error) to fn in the order of ctxs; fn owns the
+ * reply. */
+static kin_err
+request_many(kin_node *n, const uint32_t *ctxs, size_t count,
+             const kin_buf *request, int timeout_ms, reply_fn fn, void *arg)
+{
+    size_t window = count < KIN__MONITOR_WINDOW ? count : KIN__MONITOR_WINDOW;
+    pending *ps = calloc(window ? window : 1, sizeof *ps);
+    if (!ps)
+        return -ENOMEM;
+    size_t sent = 0;
+    for (size_t done = 0; done < count; done++) {
+        for (; sent < count && sent - done < window; sent++)
+            send_one(n, ctxs[sent], request, timeout_ms, &ps[sent % window]);
+        kin_msg *reply;
+        kin_err e = take_one(&ps[done % window], timeout_ms, &reply);
+        fn(done, e, reply, arg);
+    }
+    free(ps);
+    return KIN_OK;
+}
+
+typedef struct info_many {
+    const uint32_t *ctxs;
+    kin_ctx_info *infos;
+    kin_err *errs;
+} info_many;
+
+static void
+on_info(size_t i, kin_err e, kin_msg *reply, void *arg)
+{
+    info_many *im = arg;
+    im->errs[i] = e ? e : read_info(reply, im->ctxs[i], &im->infos[i]);
+}
+
+kin_err
+kin__monitor_info_many(kin_node *n, const uint32_t *ctxs, size_t count,
+                       int timeout_ms, kin_ctx_info *infos, kin_err *errs)
+{
+    kin_buf b = {0};
+    kin_err e = kin_pack(&b, "s", "info");
+    info_many im = {.ctxs = ctxs, .infos = infos, .errs = errs};
+    if (!e)
+        e = request_many(n, ctxs, count, &b, timeout_ms, on_info, &im);
+    kin_buf_release(&b);
+    return e;
+}
+
+typedef struct ps_many {
+    const uint32_t *ctxs;
+    kin__monitor_ps_fn fn;
+    void *arg;
+} ps_many;
+
+static void
+on_ps(size_t i, kin_err e, kin_msg *reply, void *arg)
+{
+    ps_many *pm = arg;
+    kin_task_info *ts = NULL;
+    size_t count = 0;
+    if (!e) {
+        e = read_tasks(reply, false, pm->ctxs[i], &ts, &count);
+        kin_msg_destroy(&reply);
+    }
+    pm->fn(i, e, e ? NULL : ts, e ? 0 : count, pm->arg);
+}
+
+kin_err
+kin__monitor_ps_many(kin_node *n, const uint32_t *ctxs, size_t count,
+                     int timeout_ms, kin__monitor_ps_fn fn, void *arg)
+{
+    kin_buf b = {0};
+    /* What kin_monitor_ps(n, ctx, NULL, false, ...) sends. */
+    kin_err e = kin_pack(&b, "sMsssb", "ps", 2, "filter", "", "persistent", 0);
+    ps_many pm = {.ctxs = ctxs, .fn = fn, .arg = arg};
+    if (!e)
+        e = request_many(n, ctxs, count, &b, timeout_ms, on_ps, &pm);
+    kin_buf_release(&b);
+    return e;
 }
 
 /* One provider row of a services reply: [ctx, hops, bound, outstanding,

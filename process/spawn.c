@@ -218,9 +218,11 @@ typedef struct spawn_req {
     const char *path;
     char *const *argv;
     char **envp;
-    int in_fd;  /* the child's stdin (ssh's boot channel), or -1 */
-    int out_fd; /* its stdout instead of the pipe (an exec channel), or -1 */
-    bool fork;  /* from the node's zygote (zygote.c), not fork + exec */
+    int in_fd;    /* the child's stdin (ssh's boot channel), or -1 */
+    int out_fd;   /* its stdout instead of the pipe (an exec channel), or -1 */
+    bool fork;    /* from the node's zygote (zygote.c), not fork + exec */
+    pid_t forked; /* fork: the child the zygote made, or -errno */
+    int forked_out[2]; /* fork: its stdout and stderr pipes' read ends */
     const kin_spawn_opts *opts; /* rlimits and cwd (limits.c) */
     int cgroup_fd;              /* its memory cgroup's cgroup.procs, or -1 */
     int fail_stage;             /* where the child failed (KIN__STAGE_*) */
@@ -275,12 +277,19 @@ spawn_job(void *arg, void *unused)
         e = KIN_EEMERGENCY;
         goto out;
     }
-    if (pipe2(ep, O_CLOEXEC) || pipe2(op, O_CLOEXEC) || pipe2(xp, O_CLOEXEC)) {
+    if (r->fork) {
+        /* Forked already, on the spawning thread (zygote_fork below). */
+        op[0] = r->forked_out[0];
+        xp[0] = r->forked_out[1];
+        r->forked_out[0] = r->forked_out[1] = -1;
+    } else if (pipe2(ep, O_CLOEXEC) || pipe2(op, O_CLOEXEC) ||
+               pipe2(xp, O_CLOEXEC)) {
         e = -errno;
         goto out;
     }
     pid_t parent = getpid();
-    pid_t pid = r->fork ? kin__zygote_fork(p, r->envp, op[1], xp[1]) : fork();
+    pid_t pid = r->fork ? r->forked : fork();
+    r->forked = 0; /* ours now, whatever happens */
     if (pid < 0) {
         e = r->fork ? pid : -errno;
         goto out;
@@ -292,10 +301,10 @@ spawn_job(void *arg, void *unused)
     close(xp[1]);
     ep[1] = op[1] = xp[1] = -1;
     int why[2] = {0, 0}; /* errno, stage */
-    ssize_t got;
-    do
-        got = read(ep[0], why, sizeof why);
-    while (got < 0 && errno == EINTR);
+    ssize_t got = 0;
+    while (ep[0] >= 0 && (got = read(ep[0], why, sizeof why)) < 0 &&
+           errno == EINTR)
+        ;
     if (got == (ssize_t)sizeof why) {
         waitpid(pid, NULL, 0);
         e = -why[0];
@@ -781,6 +790,61 @@ kin_spawn(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     }
 }
 
+/* Undoes zygote_fork for a child spawn_job did not take in. */
+static void
+unfork(spawn_req *r)
+{
+    if (r->forked > 0) {
+        kill(r->forked, SIGKILL);
+        while (waitpid(r->forked, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    r->forked = 0;
+    for (int i = 0; i < 2; i++) {
+        if (r->forked_out[i] >= 0)
+            close(r->forked_out[i]);
+        r->forked_out[i] = -1;
+    }
+}
+
+/* The spawning thread asks the zygote itself (kin__zygote_fork waits for
+ * its own answer), so the broker never waits on a fork and spawns from
+ * several threads reach the zygote together; spawn_job then only takes the
+ * child in. */
+static kin_err
+zygote_fork(kin__procs *p, spawn_req *r)
+{
+    int op[2], xp[2] = {-1, -1};
+    if (pipe2(op, O_CLOEXEC))
+        return -errno;
+    if (pipe2(xp, O_CLOEXEC)) {
+        kin_err e = -errno;
+        close(op[0]);
+        close(op[1]);
+        return e;
+    }
+    r->forked = kin__zygote_fork(p, r->envp, op[1], xp[1]);
+    if (r->forked == -EPIPE) {
+        /* It died under us (killed, or crashed): once more, with a new
+         * one. */
+        const kin_spawn_opts *o = r->opts;
+        kin_err e = kin__zygote_ensure(
+            p, o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 30000,
+            o->errbuf, o->errbuf_size);
+        r->forked = e ? e : kin__zygote_fork(p, r->envp, op[1], xp[1]);
+    }
+    close(op[1]);
+    close(xp[1]);
+    r->forked_out[0] = op[0];
+    r->forked_out[1] = xp[0];
+    if (r->forked < 0) {
+        kin_err e = r->forked;
+        unfork(r);
+        return e;
+    }
+    return KIN_OK;
+}
+
 static kin_err
 spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
 {
@@ -914,9 +978,13 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     if (!e && opts->memory_max)
         e = kin__cgroup_make(opts, c->id, &c->cgroup, &r.cgroup_fd,
                              opts->errbuf, opts->errbuf_size);
+    r.forked_out[0] = r.forked_out[1] = -1;
+    if (!e && r.fork)
+        e = zygote_fork(p, &r);
     if (!e)
         e = kin__broker_defer(kin__node_broker(n), spawn_job, &r, NULL);
     if (e) {
+        unfork(&r);
         if (r.cgroup_fd >= 0)
             close(r.cgroup_fd);
         kin__cgroup_remove(&c->cgroup);
@@ -939,6 +1007,8 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         pthread_cond_wait(&p->cond, &p->mu);
     e = r.result;
     pthread_mutex_unlock(&p->mu);
+    if (e && c->pid <= 0)
+        unfork(&r); /* forked, but refused (a trip came meanwhile) */
     if (r.cgroup_fd >= 0)
         close(r.cgroup_fd);
     if (boot[1] >= 0)

@@ -32,14 +32,18 @@
 extern char **environ;
 
 #define REQ_MAX 65536      /* a request: the child's settings */
+#define FDS 3              /* with it: stdout, stderr, the reply socket */
 #define REPLY_WAIT_MS 5000 /* the zygote answers in well under 1 ms */
 
-/* Everything here but mu belongs to the broker thread, which alone starts
- * a zygote, asks it for children and ends it; ensure() reads pidfd after
- * its own job ran. */
+/* The broker thread alone starts and ends a zygote (so it and the
+ * children it forks die with that thread), always while a caller holds mu
+ * (ensure, stop, a stuck fork); spawning threads send their requests on fd
+ * under mu. ensure() reads pidfd after its own job ran. */
 struct kin__zygote {
-    pthread_mutex_t mu; /* serialises ensure() and stop() */
+    pthread_mutex_t mu; /* serialises ensure(), stop() and sends on fd */
     pid_t pid;          /* 0: none */
+    unsigned gen;       /* bumped by each start */
+    bool broken;        /* a request found it gone: replace it */
     int pidfd;          /* -1: none */
     int fd;             /* our end of the control socket; -1: none */
 };
@@ -104,15 +108,29 @@ reseed(void)
     seed48(s);
 }
 
+/* Answers on the request's own reply socket, and closes it. */
+static void
+reply(int back, int32_t v)
+{
+    while (send(back, &v, sizeof v, MSG_NOSIGNAL) < 0 && errno == EINTR)
+        ;
+    close(back);
+}
+
 /* The forked child: its own process group, death with the broker thread
  * that started the zygote (its real parent too), its output pipes, and its
  * settings in the environment. */
 static void
-become_child(char *req, size_t len, int ctl, int out, int err, pid_t parent)
+become_child(char *req, size_t len, int ctl, int out, int err, int back,
+             pid_t parent)
 {
     close(ctl);
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    /* The child answers for itself (in its own group already, which the
+     * node signals): should the zygote die right after the clone, the
+     * node still learns of, and reaps, this child. */
+    reply(back, (int32_t)getpid());
     if (getppid() != parent)
         _exit(127);
     dup2(out, STDOUT_FILENO);
@@ -131,13 +149,6 @@ become_child(char *req, size_t len, int ctl, int out, int err, pid_t parent)
         i += l + 1;
     }
     reseed();
-}
-
-static void
-reply(int ctl, int32_t v)
-{
-    while (send(ctl, &v, sizeof v, MSG_NOSIGNAL) < 0 && errno == EINTR)
-        ;
 }
 
 void
@@ -161,6 +172,13 @@ kin__zygote_serve(void)
      * child. */
     getprotobyname("tcp");
     endprotoent();
+    /* libsodium (libzmq's, for CURVE) picks its implementations from the
+     * CPU's features on first use: cpuid, slow under a hypervisor. Its
+     * random numbers come from the kernel (getrandom), not from state the
+     * children would share. */
+    int (*sodium)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "sodium_init");
+    if (sodium)
+        sodium();
     int threads = thread_count();
     char why = off < 0 ? 'N' : threads != 1 ? 'T' : 'R';
     fflush(NULL);
@@ -174,7 +192,7 @@ kin__zygote_serve(void)
     for (;;) {
         union {
             struct cmsghdr h;
-            char buf[CMSG_SPACE(2 * sizeof(int))];
+            char buf[CMSG_SPACE(FDS * sizeof(int))];
         } cm;
         struct iovec iov = {req, sizeof req - 1};
         struct msghdr mh = {.msg_iov = &iov,
@@ -187,28 +205,33 @@ kin__zygote_serve(void)
         if (got <= 0)
             _exit(0); /* the node let us go */
         req[got] = 0;
-        int fds[2] = {-1, -1};
+        int fds[FDS] = {-1, -1, -1}; /* stdout, stderr, reply */
         struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
         if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-            c->cmsg_len == CMSG_LEN(2 * sizeof(int)))
+            c->cmsg_len == CMSG_LEN(FDS * sizeof(int)))
             memcpy(fds, CMSG_DATA(c), sizeof fds);
-        if (fds[0] < 0 || fds[1] < 0 || (mh.msg_flags & MSG_TRUNC)) {
-            for (int i = 0; i < 2; i++)
-                if (fds[i] >= 0)
+        if (fds[0] < 0 || fds[1] < 0 || fds[2] < 0 ||
+            (mh.msg_flags & MSG_TRUNC)) {
+            for (int i = 0; i < FDS; i++)
+                if (fds[i] >= 0 && i != 2)
                     close(fds[i]);
-            reply(ctl, -EINVAL);
-            continue;
+            if (fds[2] >= 0)
+                reply(fds[2], -EINVAL);
+            continue; /* without a reply socket the asker times out */
         }
         fflush(NULL);
         pid_t pid = clone_sibling(off);
         if (pid == 0) {
-            become_child(req, (size_t)got, ctl, fds[0], fds[1], parent);
+            become_child(req, (size_t)got, ctl, fds[0], fds[1], fds[2], parent);
             return; /* on into kin_init, as a child */
         }
-        int32_t r = pid < 0 ? -errno : pid;
+        int32_t r = -errno;
         close(fds[0]);
         close(fds[1]);
-        reply(ctl, r);
+        if (pid < 0)
+            reply(fds[2], r);
+        else
+            close(fds[2]); /* the child answers */
     }
 }
 
@@ -286,6 +309,8 @@ start_job(void *arg, void *unused)
         } else {
             z->pid = pid;
             z->pidfd = pidfd;
+            z->gen++;
+            z->broken = false;
             z->fd = r->ours;
             r->ours = -1;
         }
@@ -475,7 +500,7 @@ kin__zygote_ensure(kin__procs *p, int timeout_ms, char *errbuf,
     errbuf[0] = 0;
     pthread_mutex_lock(&z->mu);
     kin_err e = KIN_OK;
-    if (!alive(z)) {
+    if (z->broken || !alive(z)) {
         if (z->pid > 0) {
             KIN_WARN("zygote (pid %d) is gone: starting another", (int)z->pid);
             e = retire_sync(p);
@@ -487,35 +512,20 @@ kin__zygote_ensure(kin__procs *p, int timeout_ms, char *errbuf,
     return e;
 }
 
-pid_t
-kin__zygote_fork(kin__procs *p, char *const *envp, int out_fd, int err_fd)
+/* Sends one request on the shared control socket (a SOCK_SEQPACKET
+ * message is atomic, so spawning threads need no lock to send), with its
+ * own reply socket: each asker waits for its own answer while the zygote
+ * works through the requests in order. */
+static kin_err
+send_request(kin__zygote *z, const char *req, size_t len, const int fds[FDS],
+             unsigned *gen)
 {
-    kin__zygote *z = p->zygote;
-    if (!z || z->fd < 0)
-        return -EPIPE;
-    size_t len = 0;
-    for (size_t i = 0; envp[i]; i++)
-        if (!strncmp(envp[i], KIN__ENV_PREFIX, strlen(KIN__ENV_PREFIX)))
-            len += strlen(envp[i]) + 1;
-    if (len >= REQ_MAX)
-        return -E2BIG;
-    char *req = malloc(len + 1);
-    if (!req)
-        return -ENOMEM;
-    len = 0;
-    for (size_t i = 0; envp[i]; i++) {
-        if (strncmp(envp[i], KIN__ENV_PREFIX, strlen(KIN__ENV_PREFIX)))
-            continue;
-        size_t l = strlen(envp[i]) + 1;
-        memcpy(req + len, envp[i], l);
-        len += l;
-    }
     union {
         struct cmsghdr h;
-        char buf[CMSG_SPACE(2 * sizeof(int))];
+        char buf[CMSG_SPACE(FDS * sizeof(int))];
     } cm;
     memset(&cm, 0, sizeof cm);
-    struct iovec iov = {req, len};
+    struct iovec iov = {(void *)req, len};
     struct msghdr mh = {.msg_iov = &iov,
                         .msg_iovlen = 1,
                         .msg_control = cm.buf,
@@ -523,31 +533,109 @@ kin__zygote_fork(kin__procs *p, char *const *envp, int out_fd, int err_fd)
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(2 * sizeof(int));
-    int fds[2] = {out_fd, err_fd};
-    memcpy(CMSG_DATA(c), fds, sizeof fds);
-    ssize_t sent;
-    while ((sent = sendmsg(z->fd, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
-        ;
-    free(req);
+    c->cmsg_len = CMSG_LEN(FDS * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, FDS * sizeof(int));
+    /* Under z->mu only to read z->fd: a retire (stop, or a zygote
+     * replaced) closes it under the same lock. */
+    pthread_mutex_lock(&z->mu);
+    ssize_t sent = -1;
+    errno = EPIPE;
+    *gen = z->gen;
+    if (z->fd >= 0)
+        while ((sent = sendmsg(z->fd, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+            ;
+    pthread_mutex_unlock(&z->mu);
     if (sent < 0)
         return errno == ECONNRESET ? -EPIPE : -errno;
-    struct pollfd pf = {.fd = z->fd, .events = POLLIN};
+    return KIN_OK;
+}
+
+/* The zygote of generation gen hung up on a request: it is dying (its
+ * pidfd may not say so yet), so the next ensure() replaces it. */
+static kin_err
+gone(kin__zygote *z, unsigned gen)
+{
+    pthread_mutex_lock(&z->mu);
+    if (z->gen == gen)
+        z->broken = true;
+    pthread_mutex_unlock(&z->mu);
+    return -EPIPE;
+}
+
+/* The KIN_CHILD_* entries of envp, each with its NUL: the request. */
+static char *
+pack_request(char *const *envp, size_t *len)
+{
+    size_t n = 0;
+    for (size_t i = 0; envp[i]; i++)
+        if (!strncmp(envp[i], KIN__ENV_PREFIX, strlen(KIN__ENV_PREFIX)))
+            n += strlen(envp[i]) + 1;
+    if (n >= REQ_MAX) {
+        errno = E2BIG;
+        return NULL;
+    }
+    char *req = malloc(n + 1);
+    if (!req)
+        return NULL;
+    n = 0;
+    for (size_t i = 0; envp[i]; i++) {
+        if (strncmp(envp[i], KIN__ENV_PREFIX, strlen(KIN__ENV_PREFIX)))
+            continue;
+        size_t l = strlen(envp[i]) + 1;
+        memcpy(req + n, envp[i], l);
+        n += l;
+    }
+    *len = n;
+    return req;
+}
+
+pid_t
+kin__zygote_fork(kin__procs *p, char *const *envp, int out_fd, int err_fd)
+{
+    pthread_mutex_lock(&p->mu);
+    kin__zygote *z = p->zygote;
+    pthread_mutex_unlock(&p->mu);
+    if (!z)
+        return -EPIPE;
+    size_t len = 0;
+    char *req = pack_request(envp, &len);
+    if (!req)
+        return -errno;
+    int back[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, back)) {
+        free(req);
+        return -errno;
+    }
+    int fds[FDS] = {out_fd, err_fd, back[1]};
+    unsigned gen;
+    kin_err e = send_request(z, req, len, fds, &gen);
+    free(req);
+    close(back[1]); /* the zygote has its copy: our end sees EOF if it dies */
+    if (e) {
+        close(back[0]);
+        return e == -EPIPE ? gone(z, gen) : e;
+    }
+    struct pollfd pf = {.fd = back[0], .events = POLLIN};
     int ready;
     while ((ready = poll(&pf, 1, REPLY_WAIT_MS)) < 0 && errno == EINTR)
         ;
+    int32_t r = 0;
+    ssize_t got = 0;
+    if (ready > 0)
+        while ((got = recv(back[0], &r, sizeof r, 0)) < 0 && errno == EINTR)
+            ;
+    close(back[0]);
     if (ready == 0) {
-        KIN_ERROR("zygote (pid %d) did not answer within %d ms: killing it",
-                  (int)z->pid, REPLY_WAIT_MS);
-        retire(z);
+        KIN_ERROR("zygote did not answer within %d ms: replacing it",
+                  REPLY_WAIT_MS);
+        pthread_mutex_lock(&z->mu);
+        if (retire_sync(p))
+            retire(z);
+        pthread_mutex_unlock(&z->mu);
         return -ETIMEDOUT;
     }
-    int32_t r = 0;
-    ssize_t got;
-    while ((got = recv(z->fd, &r, sizeof r, 0)) < 0 && errno == EINTR)
-        ;
     if (got != (ssize_t)sizeof r)
-        return -EPIPE;
+        return gone(z, gen);
     return r;
 }
 

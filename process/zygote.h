@@ -35,10 +35,15 @@ void kin__zygote_serve(void);
 kin_err kin__zygote_ensure(kin__procs *p, int timeout_ms, char *errbuf,
                            size_t errbuf_size);
 
-/* Broker thread (spawn.c's spawn_job): asks the zygote for a child whose
- * settings are the KIN_CHILD_* entries of envp and whose stdout and stderr
- * are out_fd and err_fd (the caller keeps its copies). Returns the new
- * pid, a child of this process, or -errno (-EPIPE: the zygote is gone). */
+/* Asks the zygote for a child whose settings are the KIN_CHILD_* entries
+ * of envp and whose stdout and stderr are out_fd and err_fd (the caller
+ * keeps its copies), and waits for its answer on a reply socket of its
+ * own: several threads may ask at once, the zygote forks in the order the
+ * requests arrive. Returns the new pid, a child of this process that the
+ * caller must take in (spawn.c's spawn_job) or kill and reap, or -errno
+ * (-EPIPE: the zygote is gone; -ETIMEDOUT: it did not answer in 5 s and
+ * was killed). Any thread except the broker's (a stuck zygote is retired
+ * through it). */
 pid_t kin__zygote_fork(kin__procs *p, char *const *envp, int out_fd,
                        int err_fd);
 

@@ -149,9 +149,10 @@ KIN_EXPORT kin_err kin_monitor_services(kin_node *n, uint32_t ctx,
 
 /* Every context of the tree, breadth first from the master (each one's
  * parent is the context it was found under; one that dies meanwhile is
- * left out). On success *out is a malloc'd array of *count entries
- * (free()). Errors: those of asking the master (kin_monitor_info),
- * -ENOMEM. Any thread. */
+ * left out). The contexts of each level are asked at once (up to 128
+ * requests in flight), so a tree costs about its depth in round trips. On
+ * success *out is a malloc'd array of *count entries (free()). Errors: those of
+ * asking the master (kin_monitor_info), -ENOMEM. Any thread. */
 KIN_EXPORT kin_err kin_monitor_contexts(kin_node *n, int timeout_ms,
                                         kin_ctx_info **out, size_t *count);
 
@@ -321,7 +322,8 @@ typedef struct kin_graph {
 } kin_graph;
 
 /* Builds the await graph of the whole tree (ctx KIN_NO_CTX) or of one
- * context's tasks, asking every context for its tasks (kin_monitor_ps). A
+ * context's tasks, asking every context for its tasks (kin_monitor_ps; all
+ * contexts at once, up to 128 requests in flight). A
  * context that does not answer is listed with its error in ctx_errors and
  * contributes no nodes. On success *out is the graph (free with
  * kin_monitor_graph_destroy). Errors: those of listing the contexts,

@@ -179,17 +179,18 @@ KIN_EXPORT bool kin_started_as_child(void);
  * id, and become log records (KIN_LOGREC_STDOUT at info, KIN_LOGREC_STDERR
  * at warning) when n publishes logs. The fork runs on n's broker thread,
  * which waits until the child has exec'd: concurrent spawns of one node
- * are serialised there. Errors: -ENOENT / -EACCES (program missing or not
- * executable: at once), -ENOEXEC (a file the kernel cannot run, such as an
- * executable text file without a #! line: at once), KIN_ESPAWN (the child
- * exited before HELLO), KIN_ETIMEOUT (no HELLO within connect_timeout_ms; the
- * child is stopped), KIN_EEMERGENCY (n is in an emergency stop), -EDEADLK
- * (called on n's broker thread), those of kin_node_alloc_id (a child context
- * asks the master for ids), -ENOMEM, -errno from fork/pipe/pidfd_open and from
- * readlink("/proc/self/exe"). opts->errbuf then
- * says why, ending with the child's last stderr lines. On error *out is NULL,
- * no process remains and on_exit never runs. On success the caller owns *out
- * (kin_child_destroy). Any thread except n's broker thread. */
+ * are serialised there (a forked spawn asks the zygote from the calling
+ * thread instead: concurrent ones meet in the zygote). Errors: -ENOENT /
+ * -EACCES (program missing or not executable: at once), -ENOEXEC (a file the
+ * kernel cannot run, such as an executable text file without a #! line: at
+ * once), KIN_ESPAWN (the child exited before HELLO), KIN_ETIMEOUT (no HELLO
+ * within connect_timeout_ms; the child is stopped), KIN_EEMERGENCY (n is in an
+ * emergency stop), -EDEADLK (called on n's broker thread), those of
+ * kin_node_alloc_id (a child context asks the master for ids), -ENOMEM, -errno
+ * from fork/pipe/pidfd_open and from readlink("/proc/self/exe"). opts->errbuf
+ * then says why, ending with the child's last stderr lines. On error *out is
+ * NULL, no process remains and on_exit never runs. On success the caller owns
+ * *out (kin_child_destroy). Any thread except n's broker thread. */
 KIN_EXPORT kin_err kin_spawn(kin_node *n, const kin_spawn_opts *opts,
                              kin_child **out);
 

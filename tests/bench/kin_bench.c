@@ -1,6 +1,7 @@
 /* kin-bench: kin's call, spawn and memory figures next to a raw libzmq
  * baseline taken in the same run (docs/performance.md). The executable is
  * also its peers: a zmq echo peer (--zmq-peer EP) and a kin child. */
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -85,6 +86,9 @@ typedef struct results {
     /* The fork factory (kin_spawn_opts.fork), beside the exec figures. */
     double zygote_start_ms, fork_ms, fork_first_call_ms;
     double fork_idle_rss_kib, fork_idle_pss_kib, fork_idle_uss_kib;
+    /* CPU the child burned from its start to answering its first call:
+     * less bound to the machine's load than the wall clock. */
+    double spawn_child_cpu_us, fork_child_cpu_us;
     double fork100_ms, fork100_start_ms, fork100_stop_ms;
     /* A provider joining a service under load, and that load. */
     double svc_join_ms, svc_join_max_ms, svc_join_load_calls_per_s;
@@ -134,6 +138,8 @@ static const struct figure {
     {"fork_idle_rss_kib", offsetof(results, fork_idle_rss_kib)},
     {"fork_idle_pss_kib", offsetof(results, fork_idle_pss_kib)},
     {"fork_idle_uss_kib", offsetof(results, fork_idle_uss_kib)},
+    {"spawn_child_cpu_us", offsetof(results, spawn_child_cpu_us)},
+    {"fork_child_cpu_us", offsetof(results, fork_child_cpu_us)},
     {"fork100_ms", offsetof(results, fork100_ms)},
     {"fork100_start_ms", offsetof(results, fork100_start_ms)},
     {"fork100_stop_ms", offsetof(results, fork100_stop_ms)},
@@ -177,6 +183,33 @@ proc_status(pid_t pid, const char *field)
 /* Proportional and unique (private) set size in kB from
  * /proc/PID/smaps_rollup: what a process costs once shared libraries are
  * split among their users, and what its exit would free. */
+/* The run time of every thread of pid so far (schedstat), in µs. */
+static double
+proc_cpu_us(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return NAN;
+    double us = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char p[300];
+        unsigned long long ns = 0;
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof p, "%s/%s/schedstat", path, de->d_name);
+        FILE *f = fopen(p, "r");
+        if (f && fscanf(f, "%llu", &ns) == 1)
+            us += (double)ns / 1e3;
+        if (f)
+            fclose(f);
+    }
+    closedir(d);
+    return us;
+}
+
 static void
 proc_pss_uss(pid_t pid, double *pss, double *uss)
 {
@@ -809,7 +842,7 @@ zmq_spawn_first(bench *b, uint64_t *ns, uint64_t *rss)
  * memory after it. */
 static kin_err
 kin_spawn_first(bench *b, bool fork, uint64_t *spawn_ns, uint64_t *first_ns,
-                uint64_t *rss)
+                uint64_t *rss, uint64_t *cpu_ns)
 {
     kin_child *c = NULL;
     kin_spawn_opts o = {.fork = fork};
@@ -823,6 +856,7 @@ kin_spawn_first(bench *b, bool fork, uint64_t *spawn_ns, uint64_t *first_ns,
         /* Idle: it started and answered one call, nothing since. */
         pid_t pid = kin_child_pid(c);
         *rss = (uint64_t)proc_status(pid, "VmRSS");
+        *cpu_ns = (uint64_t)(proc_cpu_us(pid) * 1e3);
         if (fork) {
             proc_pss_uss(pid, &b->res->fork_idle_pss_kib,
                          &b->res->fork_idle_uss_kib);
@@ -963,12 +997,14 @@ run_forks(bench *b)
     uint64_t *spawn_ns = calloc(k, sizeof *spawn_ns);
     uint64_t *first_ns = calloc(k, sizeof *first_ns);
     uint64_t *rss = calloc(k, sizeof *rss);
-    uint64_t zs = 0, zf = 0, zr = 0;
-    kin_err e = spawn_ns && first_ns && rss ? KIN_OK : -ENOMEM;
+    uint64_t *cpu = calloc(k, sizeof *cpu);
+    uint64_t zs = 0, zf = 0, zr = 0, zc = 0;
+    kin_err e = spawn_ns && first_ns && rss && cpu ? KIN_OK : -ENOMEM;
     if (!e)
-        e = kin_spawn_first(b, true, &zs, &zf, &zr);
+        e = kin_spawn_first(b, true, &zs, &zf, &zr, &zc);
     for (size_t i = 0; i < k && !e; i++)
-        e = kin_spawn_first(b, true, &spawn_ns[i], &first_ns[i], &rss[i]);
+        e = kin_spawn_first(b, true, &spawn_ns[i], &first_ns[i], &rss[i],
+                            &cpu[i]);
     double start = NAN, stop = NAN;
     if (!e)
         e = kin_fanout(b, FANOUT_THREADS, true, &start, &stop);
@@ -977,10 +1013,12 @@ run_forks(bench *b)
         b->res->fork_ms = quantile(spawn_ns, k, 0.5) / 1e6;
         b->res->fork_first_call_ms = quantile(first_ns, k, 0.5) / 1e6;
         b->res->fork_idle_rss_kib = quantile(rss, k, 0.5);
+        b->res->fork_child_cpu_us = quantile(cpu, k, 0.5) / 1e3;
         b->res->fork100_ms = start + stop;
         b->res->fork100_start_ms = start;
         b->res->fork100_stop_ms = stop;
     }
+    free(cpu);
     free(rss);
     free(first_ns);
     free(spawn_ns);
@@ -997,14 +1035,17 @@ run_spawns(bench *b)
     uint64_t *first_ns = calloc(k, sizeof *first_ns);
     uint64_t *rss = calloc(k, sizeof *rss);
     uint64_t *zrss = calloc(k, sizeof *zrss);
-    kin_err e = zns && spawn_ns && first_ns && rss && zrss ? KIN_OK : -ENOMEM;
+    uint64_t *cpu = calloc(k, sizeof *cpu);
+    kin_err e =
+        zns && spawn_ns && first_ns && rss && zrss && cpu ? KIN_OK : -ENOMEM;
     const char *what = "spawn-to-first-call";
     for (size_t i = 0; i < k && !e; i++) {
         if (cfg->zmq && zmq_spawn_first(b, &zns[i], &zrss[i])) {
             what = "zmq peer start";
             e = zerr();
         } else {
-            e = kin_spawn_first(b, false, &spawn_ns[i], &first_ns[i], &rss[i]);
+            e = kin_spawn_first(b, false, &spawn_ns[i], &first_ns[i], &rss[i],
+                                &cpu[i]);
         }
     }
     if (!e && cfg->zmq && zmq_fanout(b)) {
@@ -1028,11 +1069,13 @@ run_spawns(bench *b)
         b->res->spawn_ms = quantile(spawn_ns, k, 0.5) / 1e6;
         b->res->spawn_first_call_ms = quantile(first_ns, k, 0.5) / 1e6;
         b->res->idle_rss_kib = quantile(rss, k, 0.5);
+        b->res->spawn_child_cpu_us = quantile(cpu, k, 0.5) / 1e3;
         b->res->spawn100_ms = start + stop;
         b->res->spawn100_start_ms = start;
         b->res->spawn100_stop_ms = stop;
         b->res->spawn100_seq_ms = seq_start + seq_stop;
     }
+    free(cpu);
     free(zrss);
     free(rss);
     free(first_ns);
@@ -1411,6 +1454,9 @@ print_table(const config *cfg, const results *r)
            "KiB; 100 forked children: start %.0f ms, stop %.0f ms.\n",
            r->zygote_start_ms, r->fork_ms, r->fork_idle_pss_kib,
            r->fork_idle_uss_kib, r->fork100_start_ms, r->fork100_stop_ms);
+    printf("CPU a child burns to its first call (all threads): exec'd %.0f "
+           "us, forked %.0f us.\n",
+           r->spawn_child_cpu_us, r->fork_child_cpu_us);
     printf("\nkin_spawn alone %.2f ms. Idle child: anon %.0f KiB, file %.0f "
            "KiB, PSS %.0f KiB, USS %.0f KiB, %.0f threads. %d children from "
            "%d threads: start %.0f ms, stop %.0f ms.\n",

@@ -306,31 +306,23 @@ api_ps(kin_node *n, uint32_t ctx, size_t *count)
     return e;
 }
 
-/* What `kin ps` asks over the C API: every context's info, found breadth
- * first from the master, then every context's tasks. *tasks gets the
- * total. */
+/* What `kin ps` asks over the C API (kin_monitor_graph). *nctx gets the
+ * contexts, *tasks the total of their tasks. */
 static kin_err
 api_ps_tree(kin_node *n, size_t *nctx, size_t *tasks)
 {
-    uint32_t ids[MAX_CONTEXTS];
-    size_t len = 1;
-    ids[0] = KIN_MASTER_ID;
-    kin_ctx_info *info = malloc(sizeof *info);
-    kin_err e = info ? KIN_OK : -ENOMEM;
-    for (size_t i = 0; i < len && !e; i++) {
-        if ((e = kin_monitor_info(n, ids[i], IO_TIMEOUT, info)))
-            break;
-        for (int c = 0; c < info->n_children && len < MAX_CONTEXTS; c++)
-            ids[len++] = info->children[c];
+    kin_graph *g = NULL;
+    kin_err e = kin_monitor_graph(n, KIN_NO_CTX, IO_TIMEOUT, &g);
+    *nctx = *tasks = 0;
+    for (size_t i = 0; !e && i < g->n_ctxs; i++)
+        if (g->ctx_errors[i])
+            e = g->ctx_errors[i];
+    if (!e) {
+        *nctx = g->n_ctxs;
+        for (size_t i = 0; i < g->n_nodes; i++)
+            *tasks += g->nodes[i].kind == KIN_GRAPH_TASK;
     }
-    free(info);
-    *tasks = 0;
-    for (size_t i = 0; i < len && !e; i++) {
-        size_t count = 0;
-        e = api_ps(n, ids[i], &count);
-        *tasks += count;
-    }
-    *nctx = len;
+    kin_monitor_graph_destroy(&g);
     return e;
 }
 

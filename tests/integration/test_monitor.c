@@ -151,6 +151,23 @@ select8(kin_call *c, void *arg)
     return e;
 }
 
+/* grow(k): forks k children of this context (kept until it stops). */
+#define GROW_MAX 64
+static kin_child *grown[GROW_MAX];
+static int n_grown;
+
+static kin_err
+grow(kin_call *c, void *arg)
+{
+    uint32_t k;
+    kin_err e = kin_call_args(c, "u", &k);
+    kin_spawn_opts o = {.fork = true, .workers = 1};
+    for (uint32_t i = 0; !e && i < k && n_grown < GROW_MAX; i++)
+        if (!(e = kin_spawn(kin_call_node(c), &o, &grown[n_grown])))
+            n_grown++;
+    return e;
+}
+
 /* --- helpers ------------------------------------------------------------- */
 
 /* Runs `kin ARGS...` and returns its stdout (malloc'd) and exit status. */
@@ -1119,6 +1136,112 @@ spawn2_deep(void **state)
     return 0;
 }
 
+/* More contexts on one level than the monitor keeps requests in flight
+ * (KIN__MONITOR_WINDOW, 128): 3 forked children with 45 forked children
+ * each. kin_monitor_contexts lists all 139 once each, breadth first, under
+ * the right parents; kin_monitor_graph puts each context's tasks under it
+ * (a call blocked in the very last grandchild); `kin tree` has a row for
+ * every one. */
+#define WIDE_KIDS 45
+
+static int
+spawn3_forked(void **state)
+{
+    tree *t = calloc(1, sizeof *t);
+    kin_spawn_opts o = {.fork = true};
+    for (int i = 0; i < 3; i++)
+        if (kin_spawn(master, &o, &t->c[i]))
+            return -1;
+    *state = t;
+    return 0;
+}
+
+static void
+wide_tree_is_listed_whole(void **state)
+{
+    tree *t = *state;
+    kin_receiver *r[3] = {NULL};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(kin_call_async(master, kin_child_id(t->c[i]), "t.grow",
+                                        &r[i], "u", WIDE_KIDS),
+                         KIN_OK);
+    for (int i = 0; i < 3; i++) {
+        kin_msg *m = NULL;
+        assert_int_equal(kin_receiver_get(r[i], 60000, &m), KIN_OK);
+        kin_msg_destroy(&m);
+        kin_receiver_destroy(&r[i]);
+    }
+    /* The oracle: each child's own list of children, asked one by one. */
+    uint32_t kids[3][WIDE_KIDS];
+    for (int i = 0; i < 3; i++) {
+        kin_ctx_info ci;
+        assert_int_equal(
+            kin_monitor_info(master, kin_child_id(t->c[i]), 5000, &ci), KIN_OK);
+        assert_int_equal(ci.n_children, WIDE_KIDS);
+        memcpy(kids[i], ci.children, sizeof kids[i]);
+    }
+    uint32_t last = kids[2][WIDE_KIDS - 1];
+    kin_receiver *blocked = NULL;
+    assert_int_equal(kin_call_async(master, last, "t.block", &blocked, NULL),
+                     KIN_OK);
+    wait_task(last, "t.block", "waiting");
+
+    kin_ctx_info *all;
+    size_t count;
+    assert_int_equal(kin_monitor_contexts(master, 10000, &all, &count), KIN_OK);
+    assert_int_equal(count, 1 + 3 + 3 * WIDE_KIDS);
+    assert_int_equal(all[0].id, KIN_MASTER_ID);
+    for (size_t k = 1; k < count; k++) {
+        for (size_t j = 0; j < k; j++)
+            if (all[j].id == all[k].id)
+                fail_msg("context %u listed twice", all[k].id);
+        bool found = false;
+        if (k <= 3) { /* the first level first */
+            assert_int_equal(all[k].parent, KIN_MASTER_ID);
+            for (int i = 0; i < 3; i++)
+                found |= all[k].id == kin_child_id(t->c[i]);
+        } else {
+            for (int i = 0; i < 3; i++)
+                for (int c = 0; c < WIDE_KIDS; c++)
+                    found |= all[k].id == kids[i][c] &&
+                             all[k].parent == kin_child_id(t->c[i]);
+        }
+        if (!found)
+            fail_msg("context %u under %u is not in the tree there", all[k].id,
+                     all[k].parent);
+    }
+    free(all);
+
+    kin_graph *g = NULL;
+    assert_int_equal(kin_monitor_graph(master, KIN_NO_CTX, 10000, &g), KIN_OK);
+    assert_int_equal(g->n_ctxs, 1 + 3 + 3 * WIDE_KIDS);
+    bool seen = false;
+    for (size_t i = 0; i < g->n_ctxs; i++)
+        assert_int_equal(g->ctx_errors[i], KIN_OK);
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        if (g->nodes[i].kind != KIN_GRAPH_TASK)
+            continue;
+        assert_int_equal(g->nodes[i].ctx, g->ctxs[g->nodes[i].ctx_index].id);
+        assert_int_equal(g->nodes[i].task.ctx, g->nodes[i].ctx);
+        seen |=
+            g->nodes[i].ctx == last && !strcmp(g->nodes[i].task.fn, "t.block");
+    }
+    kin_monitor_graph_destroy(&g);
+    if (!seen)
+        fail_msg("the graph lacks t.block in context %u", last);
+
+    int st;
+    char *out = run_kin(&st, "tree %d", (int)getpid());
+    assert_int_equal(st, 0);
+    size_t lines = 0;
+    for (const char *p = out; *p; p++)
+        lines += *p == '\n';
+    free(out);
+    assert_int_equal(lines, 1 + 1 + 3 + 3 * WIDE_KIDS); /* header, rows */
+    kin_call_cancel(blocked);
+    kin_receiver_destroy(&blocked);
+}
+
 int
 main(void)
 {
@@ -1130,6 +1253,7 @@ main(void)
     kin_export("t.ring", ring, NULL, KIN_POLICY_ANY);
     kin_export("t.deep", deep, NULL, KIN_POLICY_ANY);
     kin_export("t.select8", select8, NULL, KIN_POLICY_ANY);
+    kin_export("t.grow", grow, NULL, KIN_POLICY_ANY);
     harness_log_setup();
     if (kin_init(&master, NULL)) {
         fprintf(stderr, "kin_init failed\n");
@@ -1160,6 +1284,8 @@ main(void)
                                         spawn3_default, stop3),
         cmocka_unit_test_setup_teardown(deep_chain_loses_no_hop, spawn2_deep,
                                         stop3),
+        cmocka_unit_test_setup_teardown(wide_tree_is_listed_whole,
+                                        spawn3_forked, stop3),
         cmocka_unit_test(request_with_a_nul_inside_is_malformed),
     };
     if (getenv("KIN_TEST_FILTER"))

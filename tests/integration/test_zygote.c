@@ -365,6 +365,104 @@ dead_zygote_is_replaced(void **state)
     assert_int_equal(children_left(), 0); /* the dead one was reaped too */
 }
 
+/* 8 threads fork 4 children each at once: the requests meet in the
+ * zygote, each thread gets its own answer (32 distinct pids, each the pid
+ * of the child that answers under that id); then the zygote is killed
+ * while 8 threads are asking again: a spawn that finds it gone starts
+ * another and asks that one, so all 32 succeed, and nothing is left once
+ * the node is gone. */
+#define FAN_THREADS 8
+#define FAN_EACH 4
+
+typedef struct fan {
+    kin_node *node;
+    kin_child *kids[FAN_EACH];
+    kin_err e[FAN_EACH];
+    pthread_t thread;
+} fan;
+
+static void *
+fan_spawn(void *arg)
+{
+    fan *a = arg;
+    kin_spawn_opts o = {.fork = true};
+    for (int i = 0; i < FAN_EACH; i++)
+        a->e[i] = kin_spawn(a->node, &o, &a->kids[i]);
+    return NULL;
+}
+
+static void
+fan_out(fx *f, fan *fs)
+{
+    for (int t = 0; t < FAN_THREADS; t++) {
+        fs[t] = (fan){.node = f->node};
+        assert_int_equal(pthread_create(&fs[t].thread, NULL, fan_spawn, &fs[t]),
+                         0);
+    }
+}
+
+static void
+fan_in(fan *fs)
+{
+    for (int t = 0; t < FAN_THREADS; t++)
+        pthread_join(fs[t].thread, NULL);
+}
+
+static void
+fan_destroy(fan *fs)
+{
+    for (int t = 0; t < FAN_THREADS; t++)
+        for (int i = 0; i < FAN_EACH; i++)
+            kin_child_destroy(&fs[t].kids[i]);
+}
+
+static void
+forks_from_many_threads_at_once(void **state)
+{
+    fx *f = *state;
+    fan fs[FAN_THREADS];
+    fan_out(f, fs);
+    fan_in(fs);
+    pid_t pids[FAN_THREADS * FAN_EACH];
+    int n = 0;
+    for (int t = 0; t < FAN_THREADS; t++) {
+        for (int i = 0; i < FAN_EACH; i++) {
+            if (fs[t].e[i])
+                fail_msg("spawn %d of thread %d: %s", i, t,
+                         kin_strerror(fs[t].e[i]));
+            int cpid, pgrp, ppid;
+            call_getpids(f, kin_child_id(fs[t].kids[i]), &cpid, &pgrp, &ppid);
+            assert_int_equal(cpid, kin_child_pid(fs[t].kids[i]));
+            assert_int_equal(ppid, getpid());
+            for (int k = 0; k < n; k++)
+                if (pids[k] == cpid)
+                    fail_msg("pid %d handed out twice", cpid);
+            pids[n++] = cpid;
+        }
+    }
+    fan_destroy(fs);
+    /* The zygote dies under 8 askers. */
+    pid_t z = find_zygote(f);
+    assert_true(z > 0);
+    fan_out(f, fs);
+    kill(z, SIGKILL);
+    fan_in(fs);
+    for (int t = 0; t < FAN_THREADS; t++)
+        for (int i = 0; i < FAN_EACH; i++)
+            if (fs[t].e[i])
+                fail_msg("spawn %d of thread %d across the kill: %s", i, t,
+                         kin_strerror(fs[t].e[i]));
+    fan_destroy(fs);
+    assert_int_equal(spawn_forked(f, 0), KIN_OK);
+    int cpid, pgrp, ppid;
+    call_getpids(f, kin_child_id(f->kids[0]), &cpid, &pgrp, &ppid);
+    assert_int_equal(cpid, kin_child_pid(f->kids[0]));
+    kin_child_destroy(&f->kids[0]);
+    kin_node_destroy(&f->node);
+    assert_int_equal(children_left(), 0);
+    assert_int_equal(runtime_files(pids, n), 0);
+}
+
 /* On tcp every link is CURVE: the child can only link up if the tree's
  * key reached it through the zygote's request. */
 static void
@@ -521,6 +619,8 @@ main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(bad_fork_options_are_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(dead_zygote_is_replaced, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(forks_from_many_threads_at_once, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(forked_child_links_over_curve, setup,
                                         teardown),
