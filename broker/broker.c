@@ -66,9 +66,16 @@ drain_socket(kin__watch *w)
     /* Receive until EAGAIN: a receive that finds nothing has processed the
      * socket's commands (re-arming ZMQ_FD's edge) as a ZMQ_EVENTS query
      * would, without costing one more query per message. */
-    for (int n = 0; n < DRAIN_BUDGET; n++)
-        if (!w->fn(w->sock, w->arg))
+    for (int n = 0; n < DRAIN_BUDGET; n++) {
+        if (!w->fn(w->sock, w->arg)) {
+            /* That EAGAIN came after every send this drain made on the
+             * socket itself (a reply going back where its request came
+             * from): those sends cannot have taken an edge it still needs.
+             * Only a later use (draining another socket) dirties it again. */
+            w->dirty = false;
             return;
+        }
+    }
     w->starved = true;
 }
 

@@ -1,6 +1,11 @@
-/* The broker: one I/O thread per context running a libuv loop. It owns every
- * ZMQ socket of the context (watched through uv_poll on ZMQ_FD), runs timers,
- * and runs work deferred from other threads. Internal to kin. */
+/* The broker: one I/O thread per context running a libuv loop. It watches
+ * every ZMQ socket of the context (uv_poll on ZMQ_FD) and is the only
+ * thread to receive on them, runs timers, and runs work deferred from
+ * other threads. A socket's owner may let other threads send on it under
+ * a lock of its own (the router's up and down sockets, docs/design.md
+ * "Direct sends"); such a sender must then check ZMQ_EVENTS and, on
+ * POLLIN, have kin__broker_touch called on the broker thread (a defer),
+ * for its send may have consumed the ZMQ_FD edge. Internal to kin. */
 #ifndef KIN_BROKER_H
 #define KIN_BROKER_H
 

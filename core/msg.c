@@ -188,37 +188,14 @@ kin__msg_new_dead(kin_msg **out, const kin_msg *orig, uint32_t from_ctx,
     return KIN_OK;
 }
 
-/* Reads a msgpack integer at *p; only the encodings a negative code can
- * use. Returns false on anything else. */
+/* Reads a msgpack integer at *p (a negative code is checked by the
+ * caller). Returns false on anything else. */
 static bool
 read_code(const uint8_t **p, const uint8_t *end, int64_t *v)
 {
-    const uint8_t *q = *p;
-    if (q >= end)
-        return false;
-    uint8_t t = *q++;
-    int bytes = t == 0xd0   ? 1
-                : t == 0xd1 ? 2
-                : t == 0xd2 ? 4
-                : t == 0xd3 ? 8
-                            : 0;
-    if (t >= 0xe0) {
-        *v = (int8_t)t; /* negative fixint */
-    } else if (bytes) {
-        if (end - q < bytes)
-            return false;
-        uint64_t u = 0;
-        for (int i = 0; i < bytes; i++)
-            u = u << 8 | q[i];
-        /* Sign-extend from the encoded width. */
-        int shift = 64 - 8 * bytes;
-        *v = (int64_t)(u << shift) >> shift;
-        q += bytes;
-    } else {
-        return false;
-    }
-    *p = q;
-    return true;
+    size_t k = kin__mp_int(*p, (size_t)(end - *p), v, NULL);
+    *p += k;
+    return k != 0;
 }
 
 /* Reads a msgpack str header at *p: its length. */

@@ -66,6 +66,16 @@ scan_one(const void *data, size_t len, size_t *framing)
         int lenbytes = 0;
         if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3)
             continue;
+        if (t >= 0xcc && t <= 0xd3) {
+            /* An integer: all value; big ones are as good as the others. */
+            int64_t v;
+            bool big;
+            size_t k = kin__mp_int(p + pos - 1, len - pos + 1, &v, &big);
+            if (!k)
+                return 0;
+            pos += k - 1;
+            continue;
+        }
         /* Numbers are all value; the rest have a header to count. */
         if (t <= 0xbf || (t >= 0xc4 && t <= 0xc9) || t >= 0xd9)
             *framing += 1;
@@ -105,22 +115,10 @@ scan_one(const void *data, size_t len, size_t *framing)
                 lenbytes = 4;
                 skip = 1;
                 break;
-            case 0xcc:
-            case 0xd0:
-                skip = 1;
-                break;
-            case 0xcd:
-            case 0xd1:
-                skip = 2;
-                break;
-            case 0xca:
-            case 0xce:
-            case 0xd2:
+            case 0xca: /* float 32 */
                 skip = 4;
                 break;
-            case 0xcb:
-            case 0xcf:
-            case 0xd3:
+            case 0xcb: /* float 64 */
                 skip = 8;
                 break;
             case 0xd4:

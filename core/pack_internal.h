@@ -3,6 +3,7 @@
 #define KIN_CORE_PACK_INTERNAL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,49 @@ typedef enum kin__mp_kind {
  * against the bytes left (kin__msgpack_scan does that). */
 size_t kin__mp_header(const void *p, size_t len, kin__mp_kind kind,
                       uint32_t *n);
+
+/* The one decoder of msgpack integers for the code that reads bodies by
+ * hand (call headers, dead messages, the scan here): a positive or
+ * negative fixint, uint 8/16/32/64 or int 8/16/32/64 at p (len bytes
+ * readable). Sets *v and returns the integer's length; 0 when p holds no
+ * complete integer. A uint 64 above INT64_MAX does not fit *v: with big
+ * given, *big is set (and *v is INT64_MAX); without, it is refused (0).
+ * Inline: every call's header goes through it. */
+static inline size_t
+kin__mp_int(const void *p, size_t len, int64_t *v, bool *big)
+{
+    const uint8_t *b = p;
+    if (big)
+        *big = false;
+    if (!len)
+        return 0;
+    uint8_t t = b[0];
+    if (t <= 0x7f || t >= 0xe0) {
+        *v = (int8_t)t; /* a fixint is its own int8 */
+        return 1;
+    }
+    if (t < 0xcc || t > 0xd3)
+        return 0;
+    /* 0xcc..0xcf uint, 0xd0..0xd3 int; the low two bits give the width. */
+    size_t w = (size_t)1 << (t & 3);
+    if (len - 1 < w)
+        return 0;
+    uint64_t u = 0;
+    for (size_t i = 1; i <= w; i++)
+        u = u << 8 | b[i];
+    if (t >= 0xd0) {
+        unsigned shift = (unsigned)(64 - 8 * w); /* sign-extend */
+        *v = (int64_t)(u << shift) >> shift;
+    } else if (u > INT64_MAX) {
+        if (!big)
+            return 0;
+        *big = true;
+        *v = INT64_MAX;
+    } else {
+        *v = (int64_t)u;
+    }
+    return 1 + w;
+}
 
 /* kin_unpack_buf with a va_list. */
 kin_err kin__vunpack_buf(const void *data, size_t len, const char *picture,

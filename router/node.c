@@ -444,11 +444,13 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
     pthread_mutex_init(&n->mu, NULL);
     pthread_cond_init(&n->cond, NULL);
     kin__mutex_init_fast(&n->hmu);
+    kin__mutex_init_fast(&n->smu);
     n->started_ns = kin__now_ns();
     if (kin__tasktab_init(&n->tasks, n->id, opts->task_history)) {
         pthread_mutex_destroy(&n->mu);
         pthread_cond_destroy(&n->cond);
         pthread_mutex_destroy(&n->hmu);
+        pthread_mutex_destroy(&n->smu);
         free(n);
         return -ENOMEM;
     }
@@ -604,6 +606,7 @@ kin__router_free(kin_node *n)
     pthread_mutex_destroy(&n->mu);
     pthread_cond_destroy(&n->cond);
     pthread_mutex_destroy(&n->hmu);
+    pthread_mutex_destroy(&n->smu);
     free(n);
 }
 
@@ -828,6 +831,11 @@ kin_node_send(kin_node *n, kin_msg **mp)
         /* System handlers answer from the broker: no hop to ourselves. */
         *mp = NULL;
         kin__route(n, m);
+        return KIN_OK;
+    }
+    if (kin__route_direct(n, m)) {
+        /* Sent on the socket from this thread: no wake-up of the broker. */
+        *mp = NULL;
         return KIN_OK;
     }
     e = kin__broker_defer(n->broker, route_job, n, m);

@@ -89,6 +89,14 @@ struct kin_node {
     kin__u32map stale_fds; /* fd + 1 -> DISCONNECTED events to ignore */
     bool parent_lost;
 
+    /* Direct sends (kin__route_direct): any thread may send on up and down,
+     * one at a time. smu serializes every use of those two sockets (the
+     * broker's receives and sends included) and guards the broker's writes
+     * of routes, parent_lost, down_far and direct, which other threads read
+     * under it (the broker reads them without: it is the only writer). */
+    pthread_mutex_t smu;
+    bool direct; /* open for direct sends: the router is up, not closed */
+
     /* Set once the parent's HELLO answer arrived (under mu). */
     uint32_t ancestors[KIN_MAX_DEPTH];
     int n_ancestors;

@@ -64,7 +64,9 @@ send_down(kin_node *n, uint32_t child, kin_msg *m)
         sock = n->down_join;
         w = n->w_down_join;
     }
+    pthread_mutex_lock(&n->smu);
     int rc = send_frames(sock, &child, m);
+    pthread_mutex_unlock(&n->smu);
     kin__broker_touch(w);
     if (rc) {
         char why[80];
@@ -80,7 +82,9 @@ send_down(kin_node *n, uint32_t child, kin_msg *m)
 static void
 send_up(kin_node *n, kin_msg *m)
 {
+    pthread_mutex_lock(&n->smu);
     int rc = send_frames(n->up, NULL, m);
+    pthread_mutex_unlock(&n->smu);
     kin__broker_touch(n->w_up);
     if (rc) {
         kin__reply_dead(n, m, KIN_EPEERGONE, "parent link unavailable");
@@ -109,6 +113,70 @@ kin__route(kin_node *n, kin_msg *m)
     char why[64];
     snprintf(why, sizeof why, "no route to context %u from %u", m->dst, n->id);
     kin__reply_dead(n, m, KIN_ENOROUTE, why);
+}
+
+static void
+open_direct(kin_node *n, bool open)
+{
+    pthread_mutex_lock(&n->smu);
+    n->direct = open;
+    pthread_mutex_unlock(&n->smu);
+}
+
+/* After a direct send found input on a socket: the broker drains it before
+ * it next blocks (the watch is looked up there, where it lives). */
+static void
+drain_up_job(void *node, void *unused)
+{
+    kin_node *n = node;
+    kin__broker_touch(n->w_up);
+}
+
+static void
+drain_down_job(void *node, void *unused)
+{
+    kin_node *n = node;
+    kin__broker_touch(n->w_down);
+}
+
+bool
+kin__route_direct(kin_node *n, kin_msg *m)
+{
+    pthread_mutex_lock(&n->smu);
+    void *sock = NULL;
+    uint32_t child = 0;
+    if (n->direct && !kin__broker_stopping(n->broker)) {
+        void *via = kin__u32map_get(&n->routes, m->dst);
+        if (via && !n->down_far && !n->down_join) {
+            sock = n->down; /* every child is on it */
+            child = UNLINK(via);
+        } else if (!via && n->up && !n->parent_lost) {
+            sock = n->up;
+        }
+    }
+    bool up = sock && sock == n->up;
+    int rc = -1;
+    int events = 0;
+    if (sock) {
+        rc = send_frames(sock, sock == n->down ? &child : NULL, m);
+        /* libzmq may have processed the socket's commands in that send,
+         * reading its ZMQ_FD's signal: input the broker has not seen
+         * would then not wake it. ZMQ_EVENTS processes what is left and
+         * says whether there is input; the broker drains it (a spare
+         * drain when it was woken anyway). */
+        size_t size = sizeof events;
+        if (zmq_getsockopt(sock, ZMQ_EVENTS, &events, &size))
+            events = ZMQ_POLLIN; /* cannot tell: let the broker look */
+    }
+    pthread_mutex_unlock(&n->smu);
+    if (events & ZMQ_POLLIN)
+        kin__broker_defer(n->broker, up ? drain_up_job : drain_down_job, n,
+                          NULL);
+    if (rc)
+        return false;
+    atomic_fetch_add(&n->stats.routed, 1);
+    kin_msg_destroy(&m);
+    return true;
 }
 
 /* A system message with a msgpack array of ids as its body. */
@@ -250,8 +318,10 @@ kin__router_link_down(kin_node *n, uint32_t child)
         }
         ids[count++] = id;
     }
+    pthread_mutex_lock(&n->smu);
     for (size_t i = 0; i < count; i++)
         kin__u32map_del(&n->routes, ids[i]);
+    pthread_mutex_unlock(&n->smu);
     KIN_INFO("context %u: link to child %u down (%zu contexts gone)", n->id,
              child, count);
     pthread_mutex_lock(&n->mu);
@@ -337,7 +407,9 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
         c->fd = fd;
         kin__u32map_put(&n->fds, (uint32_t)fd + 1, LINK(link));
     }
+    pthread_mutex_lock(&n->smu);
     kin__u32map_put(&n->routes, link, LINK(link));
+    pthread_mutex_unlock(&n->smu);
 
     /* Answer with our id and ancestors, so the child knows its authority
      * chain, then tell the tree above. */
@@ -385,7 +457,9 @@ hello_from_parent(kin_node *n, kin_msg *m)
     if (n->joined && n->parent_lost) {
         /* Back in a tree (its master restarted, or the network came
          * back): the subtree and its offers are announced again. */
+        pthread_mutex_lock(&n->smu);
         n->parent_lost = false;
+        pthread_mutex_unlock(&n->smu);
         n->retry_ms = 1000;
         KIN_INFO("context %u: joined its tree again", n->id);
         size_t cap = n->routes.len, len = 0;
@@ -419,7 +493,9 @@ add_route(kin_node *n, uint32_t link, kin_msg *m)
             atomic_fetch_add(&n->stats.forged, 1);
             continue;
         }
+        pthread_mutex_lock(&n->smu);
         kin__u32map_put(&n->routes, ids[i], LINK(link));
+        pthread_mutex_unlock(&n->smu);
         kin__join_id_seen(n, ids[i]);
         ids[ok++] = ids[i];
     }
@@ -442,8 +518,11 @@ del_route(kin_node *n, uint32_t link, bool from_parent, kin_msg *m)
         void *via = kin__u32map_get(&n->routes, ids[i]);
         if (from_parent ? via != NULL : (!via || UNLINK(via) != link))
             continue; /* not the sender's to withdraw */
-        if (!from_parent)
+        if (!from_parent) {
+            pthread_mutex_lock(&n->smu);
             kin__u32map_del(&n->routes, ids[i]);
+            pthread_mutex_unlock(&n->smu);
+        }
         ids[ok++] = ids[i];
     }
     if (from_parent) {
@@ -679,7 +758,9 @@ on_down(void *sock, void *arg)
 {
     kin_node *n = arg;
     zmq_msg_t f[3];
+    pthread_mutex_lock(&n->smu);
     int got = recv_frames(sock, f, 3);
+    pthread_mutex_unlock(&n->smu);
     if (got == 0)
         return false; /* nothing there */
     if (got == 3 && sock == n->down_join && zmq_msg_size(&f[0]) != 4) {
@@ -789,7 +870,9 @@ on_up(void *sock, void *arg)
 {
     kin_node *n = arg;
     zmq_msg_t f[2];
+    pthread_mutex_lock(&n->smu);
     int got = recv_frames(sock, f, 2);
+    pthread_mutex_unlock(&n->smu);
     if (got == 0)
         return false; /* nothing there */
     if (got < 0) {
@@ -880,8 +963,11 @@ on_retry(uv_timer_t *t)
     if (!n->parent_lost)
         return;
     /* The refused connection's session is gone: a fresh one. */
+    pthread_mutex_lock(&n->smu);
     zmq_disconnect(n->up, n->parent_endpoint);
-    if (zmq_connect(n->up, n->parent_endpoint))
+    int rc = zmq_connect(n->up, n->parent_endpoint);
+    pthread_mutex_unlock(&n->smu);
+    if (rc)
         KIN_WARN("context %u: cannot connect to %s again: %s", n->id,
                  n->parent_endpoint, zmq_strerror(errno));
 }
@@ -935,7 +1021,9 @@ on_up_event(void *sock, void *arg)
     }
     if (got <= 0 || ev != ZMQ_EVENT_DISCONNECTED || n->parent_lost)
         return got != 0;
+    pthread_mutex_lock(&n->smu);
     n->parent_lost = true;
+    pthread_mutex_unlock(&n->smu);
     KIN_WARN("context %u: lost the link to its parent %u", n->id, n->parent_id);
     /* Everything not in our subtree is unreachable now. */
     uint32_t ids[KIN_MAX_DEPTH + 1];
@@ -1068,8 +1156,11 @@ far_job(void *arg, void *unused)
         unlink(n->far_path);
         char ep[256];
         snprintf(ep, sizeof ep, "ipc://%s", n->far_path);
+        /* Under smu: direct senders look at down_far. */
+        pthread_mutex_lock(&n->smu);
         e = open_router(n, ep, sizeof ep, n->hb_ivl_ms > 0, &n->down_far,
                         &n->down_far_mon, &n->w_down_far, &n->w_down_far_mon);
+        pthread_mutex_unlock(&n->smu);
         if (e) {
             /* Closed with the others at the node's end; not used. */
             n->far_path[0] = 0;
@@ -1166,8 +1257,10 @@ kin__router_open(kin_node *n)
     }
 
 up:
-    if (!n->has_parent)
+    if (!n->has_parent) {
+        open_direct(n, true);
         return KIN_OK;
+    }
     n->up = zmq_socket(ctx, ZMQ_DEALER);
     if (!n->up)
         return -errno;
@@ -1210,12 +1303,16 @@ up:
     if (!hello)
         return -ENOMEM;
     send_up(n, hello);
+    open_direct(n, true);
     return KIN_OK;
 }
 
 void
 kin__router_close(kin_node *n)
 {
+    /* A direct send under way ends before the sockets close; later ones
+     * find the router closed. */
+    open_direct(n, false);
     /* The broker has closed the watches with the rest of its handles. */
     n->w_up = n->w_down = n->w_up_mon = n->w_down_mon = NULL;
     n->w_down_far = n->w_down_far_mon = NULL;

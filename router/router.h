@@ -146,6 +146,16 @@ void kin__reply_send(kin_node *n, kin_msg *m);
 /* Routes m toward its dst (broker thread). Takes ownership. */
 void kin__route(kin_node *n, kin_msg *m);
 
+/* Sends m (src and auth set, dst not this context) on the up or down
+ * socket from the calling thread, under the node's socket lock, when its
+ * route is a local child or the parent: then takes ownership and returns
+ * true. False (m untouched) when the broker must route it: no such route,
+ * a child on the far or join ROUTER, the router closed or stopping, or the
+ * send failed (the broker answers that with a dead message). When the
+ * socket holds input after the send (which may have consumed its ZMQ_FD
+ * edge), the broker is told to drain it. Any thread but the broker's. */
+bool kin__route_direct(kin_node *n, kin_msg *m);
+
 /* Answers m with a dead message (if it wants replies) and frees it. */
 void kin__reply_dead(kin_node *n, kin_msg *m, kin_err reason, const char *text);
 

@@ -3,9 +3,11 @@
  * replies, and cancellation reaching the remote task. The test binary is
  * also the child program (kin_init serves when started as a child). */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -590,6 +592,83 @@ thousand_concurrent_calls_all_answered(void **state)
     free(got);
 }
 
+/* Callers on many threads at once, for seconds: kin_node_send sends on
+ * the up and down sockets from the calling thread, and such a send can
+ * take the ZMQ_FD signal of input the broker has not seen yet (after
+ * which that link's later messages raise no signal either): every call
+ * must still be answered within its deadline. Half the threads call the
+ * child, the others have the child call back up (its workers send on its
+ * up socket while the replies come down it). */
+enum { STORM_THREADS = 8, STORM_MS = 3000 };
+
+typedef struct storm {
+    kin_child *c;
+    int index;
+    double end;
+    long calls;
+    kin_err first_error;
+    char what[96];
+} storm;
+
+static void *
+storm_caller(void *arg)
+{
+    storm *s = arg;
+    bool up = s->index % 2;
+    for (int64_t i = 0; harness_now_ms() < s->end; i++) {
+        kin_msg *r = NULL;
+        int64_t want = up ? 42 : i + s->index;
+        kin_err e =
+            up ? kin_call_sync(master, kin_child_id(s->c), "t.call_parent",
+                               10000, &r, "s", "t.add_child")
+               : kin_call_sync(master, kin_child_id(s->c), "t.add", 10000, &r,
+                               "II", i, (int64_t)s->index);
+        int64_t v = -1;
+        int err = KIN_OK;
+        if (!e)
+            e = up ? kin_msg_unpack(r, "iI", &err, &v)
+                   : kin_msg_unpack(r, "I", &v);
+        if (!e)
+            e = err;
+        kin_msg_destroy(&r);
+        if (!e && v != want)
+            e = KIN_EBADMSG;
+        if (e) {
+            s->first_error = e;
+            snprintf(s->what, sizeof s->what, "thread %d call %lld: %s",
+                     s->index, (long long)i, kin_strerror(e));
+            break;
+        }
+        s->calls++;
+    }
+    return NULL;
+}
+
+static void
+concurrent_callers_never_lose_a_wakeup(void **state)
+{
+    storm s[STORM_THREADS];
+    pthread_t t[STORM_THREADS];
+    double end = harness_now_ms() + STORM_MS;
+    for (int i = 0; i < STORM_THREADS; i++) {
+        s[i] = (storm){.c = *state, .index = i, .end = end};
+        assert_int_equal(pthread_create(&t[i], NULL, storm_caller, &s[i]), 0);
+    }
+    long calls = 0;
+    for (int i = 0; i < STORM_THREADS; i++) {
+        pthread_join(t[i], NULL);
+        if (s[i].first_error)
+            print_error("%s\n", s[i].what);
+        calls += s[i].calls;
+    }
+    for (int i = 0; i < STORM_THREADS; i++) {
+        assert_int_equal(s[i].first_error, KIN_OK);
+        assert_true(s[i].calls > 0);
+    }
+    print_message("%ld calls from %d threads in %d ms\n", calls, STORM_THREADS,
+                  STORM_MS);
+}
+
 static void
 killed_callee_gives_peer_gone_quickly(void **state)
 {
@@ -820,6 +899,8 @@ main(void)
         cmocka_unit_test_setup_teardown(grandchild_is_routed_through_child,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(thousand_concurrent_calls_all_answered,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(concurrent_callers_never_lose_a_wakeup,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(killed_callee_gives_peer_gone_quickly,
                                         setup, teardown),

@@ -160,6 +160,56 @@ mp_header_reads_each_width_and_refuses_short_ones(void **state)
     assert_int_equal(kin__mp_header(arr32, 0, KIN__MP_ARRAY, &n), 0);
 }
 
+/* Every integer encoding reads back its value, signed ones sign-extended;
+ * a cut-short integer, a non-integer and (unless asked for) a uint 64 above
+ * INT64_MAX are refused. */
+static void
+mp_int_reads_every_encoding(void **state)
+{
+    (void)state;
+    static const struct {
+        unsigned char b[9];
+        size_t len;
+        int64_t v;
+    } ok[] = {
+        {{0x05}, 1, 5},
+        {{0x7f}, 1, 127},
+        {{0xe0}, 1, -32},
+        {{0xff}, 1, -1},
+        {{0xcc, 0xc8}, 2, 200},
+        {{0xcd, 0x12, 0x34}, 3, 0x1234},
+        {{0xce, 0x89, 0xab, 0xcd, 0xef}, 5, 0x89abcdef},
+        {{0xcf, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 9, INT64_MAX},
+        {{0xd0, 0x80}, 2, -128},
+        {{0xd0, 0x7f}, 2, 127},
+        {{0xd1, 0xff, 0x38}, 3, -200},
+        {{0xd2, 0x80, 0, 0, 0}, 5, INT32_MIN},
+        {{0xd2, 0x7f, 0xff, 0xff, 0xff}, 5, INT32_MAX},
+        {{0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0}, 9, INT64_MIN},
+        {{0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe}, 9, -2},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        int64_t v = 42;
+        bool big = true;
+        assert_int_equal(kin__mp_int(ok[i].b, ok[i].len, &v, &big), ok[i].len);
+        assert_true(v == ok[i].v);
+        assert_false(big);
+        assert_int_equal(kin__mp_int(ok[i].b, ok[i].len, &v, NULL), ok[i].len);
+        /* One byte short of the whole integer. */
+        assert_int_equal(kin__mp_int(ok[i].b, ok[i].len - 1, &v, NULL), 0);
+    }
+    const unsigned char huge[] = {0xcf, 0xff, 0xff, 0xff, 0xff,
+                                  0xff, 0xff, 0xff, 0xff};
+    int64_t v = 0;
+    bool big = false;
+    assert_int_equal(kin__mp_int(huge, sizeof huge, &v, NULL), 0);
+    assert_int_equal(kin__mp_int(huge, sizeof huge, &v, &big), 9);
+    assert_true(big);
+    const unsigned char other[] = {0xc0, 0xc3, 0xca, 0xcb, 0xa1, 0x90, 0xd4};
+    for (size_t i = 0; i < sizeof other; i++)
+        assert_int_equal(kin__mp_int(&other[i], sizeof other - i, &v, NULL), 0);
+}
+
 /* A buffer started in caller storage writes there until it is full, then
  * moves to the heap with what it held; release leaves the storage alone. */
 static void
@@ -1207,6 +1257,7 @@ main(void)
         cmocka_unit_test(buf_release_frees_and_resets),
         cmocka_unit_test(buf_moves_from_fixed_storage_to_heap),
         cmocka_unit_test(mp_header_reads_each_width_and_refuses_short_ones),
+        cmocka_unit_test(mp_int_reads_every_encoding),
         cmocka_unit_test(pack_writes_msgpack_bytes),
         cmocka_unit_test(scalars_round_trip),
         cmocka_unit_test(integers_cross_sizes_within_range),
