@@ -697,7 +697,9 @@ refuse_child_version(kin_node *n, void *sock, uint32_t link, unsigned theirs)
         m->dst = link;
         m->src = m->auth = n->id;
         m->handle = KIN_HANDLE_HELLO;
+        pthread_mutex_lock(&n->smu); /* direct senders share n->down */
         send_frames(sock, &link, m);
+        pthread_mutex_unlock(&n->smu);
         kin__broker_touch(sock == n->down_far ? n->w_down_far : n->w_down);
     }
     kin_msg_destroy(&m);
