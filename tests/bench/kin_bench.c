@@ -49,7 +49,8 @@ enum phase {
     PH_PIPE = 1 << 2,  /* pipelined calls */
     PH_SPAWN = 1 << 3, /* spawn-to-first-call, idle RSS, fan-out */
     PH_SVC = 1 << 4,   /* a provider joining a loaded service */
-    PH_ALL = (1 << 5) - 1,
+    PH_BIG = 1 << 5,   /* big payloads echoed: 1, 8 and 64 MiB */
+    PH_ALL = (1 << 6) - 1,
 };
 
 typedef struct config {
@@ -60,14 +61,15 @@ typedef struct config {
     /* --kind: 0 every figure; else only the direct one-hop call (1) or
      * only the service call (2), for profiling one path alone. */
     int kind;
-    int samples;   /* round trips per latency figure */
-    int rounds;    /* latency rounds: zmq, kin, kin 2-hop take turns */
-    int warmup;    /* round trips before the latency figures */
-    int pipelined; /* messages / calls per throughput figure */
-    int window;    /* outstanding messages / calls */
-    int spawns;    /* spawn-to-first-call repetitions */
-    int fanout;    /* children in the fan-out figure */
-    int joins;     /* provider-join repetitions */
+    int samples;    /* round trips per latency figure */
+    int rounds;     /* latency rounds: zmq, kin, kin 2-hop take turns */
+    int warmup;     /* round trips before the latency figures */
+    int pipelined;  /* messages / calls per throughput figure */
+    int window;     /* outstanding messages / calls */
+    int spawns;     /* spawn-to-first-call repetitions */
+    int fanout;     /* children in the fan-out figure */
+    int joins;      /* provider-join repetitions */
+    int big_rounds; /* echoes of each big payload (median taken) */
     char self[PATH_MAX];
 } config;
 
@@ -92,6 +94,10 @@ typedef struct results {
     double fork100_ms, fork100_start_ms, fork100_stop_ms;
     /* A provider joining a service under load, and that load. */
     double svc_join_ms, svc_join_max_ms, svc_join_load_calls_per_s;
+    /* Big payloads echoed by a child's function, and the same bytes
+     * echoed by the raw zmq peer (ms, median). */
+    double big1_rtt_ms, big8_rtt_ms, big_rtt_ms;
+    double zmq_big1_rtt_ms, zmq_big8_rtt_ms, zmq_big_rtt_ms;
 } results;
 
 /* Every figure by its JSON key, in output order. */
@@ -146,6 +152,12 @@ static const struct figure {
     {"svc_join_ms", offsetof(results, svc_join_ms)},
     {"svc_join_max_ms", offsetof(results, svc_join_max_ms)},
     {"svc_join_load_calls_per_s", offsetof(results, svc_join_load_calls_per_s)},
+    {"big1_rtt_ms", offsetof(results, big1_rtt_ms)},
+    {"big8_rtt_ms", offsetof(results, big8_rtt_ms)},
+    {"big_rtt_ms", offsetof(results, big_rtt_ms)},
+    {"zmq_big1_rtt_ms", offsetof(results, zmq_big1_rtt_ms)},
+    {"zmq_big8_rtt_ms", offsetof(results, zmq_big8_rtt_ms)},
+    {"zmq_big_rtt_ms", offsetof(results, zmq_big_rtt_ms)},
 };
 #define N_FIGURES (sizeof figures / sizeof figures[0])
 
@@ -1279,13 +1291,125 @@ run_join(bench *b)
 
 /* Sets up the peers the phases need, runs the phases, tears everything
  * down (every process started here is reaped). */
+/* --- big payloads ----------------------------------------------------------
+ */
+
+#define BIG_MAX (64u << 20) /* the largest big payload: KIN_MAX_MSG_DEFAULT */
+#define BIG_TIMEOUT 60000   /* ms: a big echo on a loaded machine */
+
+static void
+no_free(void *data, void *hint)
+{
+    (void)data;
+    (void)hint;
+}
+
+/* The raw zmq floor: len bytes sent from buf without a copy
+ * (zmq_msg_init_data) and the echo received into a zmq message, as a zmq
+ * program moving big buffers would. */
+static kin_err
+zmq_big_echo(bench *b, const uint8_t *buf, size_t len)
+{
+    zmq_msg_t m;
+    uint8_t rid[RID_MAX];
+    if (zmq_send(b->z.router, b->peer.rid, b->peer.rid_len, ZMQ_SNDMORE) < 0 ||
+        zmq_msg_init_data(&m, (void *)buf, len, no_free, NULL))
+        return zerr();
+    if (zmq_msg_send(&m, b->z.router, 0) < 0) {
+        zmq_msg_close(&m);
+        return zerr();
+    }
+    if (zmq_recv(b->z.router, rid, sizeof rid, 0) < 0)
+        return zerr();
+    zmq_msg_init(&m);
+    int n = zmq_msg_recv(&m, b->z.router, 0);
+    size_t got = zmq_msg_size(&m);
+    zmq_msg_close(&m);
+    if (n < 0)
+        return zerr();
+    return got == len ? KIN_OK : KIN_EBADMSG;
+}
+
+/* A kin call echoing len bytes of buf; the reply is read in place ('B'),
+ * and compared with buf when check. */
+static kin_err
+kin_big_echo(bench *b, const uint8_t *buf, size_t len, bool check)
+{
+    kin_msg *r = NULL;
+    kin_err e = kin_call_sync(b->master, kin_child_id(b->child), "bench.echo",
+                              BIG_TIMEOUT, &r, "B", buf, len);
+    const void *back = NULL;
+    size_t got = 0;
+    if (!e)
+        e = kin_msg_unpack(r, "B", &back, &got);
+    if (!e && (got != len || (check && memcmp(back, buf, len))))
+        e = KIN_EBADMSG;
+    kin_msg_destroy(&r);
+    return e;
+}
+
+static kin_err
+run_big(bench *b)
+{
+    static const size_t sizes[] = {1u << 20, 8u << 20, BIG_MAX};
+    double *kin_ms[] = {&b->res->big1_rtt_ms, &b->res->big8_rtt_ms,
+                        &b->res->big_rtt_ms};
+    double *zmq_ms[] = {&b->res->zmq_big1_rtt_ms, &b->res->zmq_big8_rtt_ms,
+                        &b->res->zmq_big_rtt_ms};
+    int rounds = b->cfg->big_rounds;
+    uint8_t *buf = malloc(BIG_MAX);
+    uint64_t *kns = calloc((size_t)rounds, sizeof *kns);
+    uint64_t *zns = calloc((size_t)rounds, sizeof *zns);
+    kin_err e = buf && kns && zns ? KIN_OK : -ENOMEM;
+    const char *what = "kin";
+    if (!e)
+        for (size_t i = 0; i < BIG_MAX; i++)
+            buf[i] = (uint8_t)(i * 131 + (i >> 12));
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0] && !e; s++) {
+        size_t len = sizes[s];
+        /* Once untimed: the echo is intact, and pages are touched. */
+        if ((e = kin_big_echo(b, buf, len, true)))
+            break;
+        if (b->cfg->zmq && (e = zmq_big_echo(b, buf, len))) {
+            what = "zmq";
+            break;
+        }
+        /* Turns, so that a burst of load on the machine hits both. */
+        for (int r = 0; r < rounds && !e; r++) {
+            uint64_t t0 = now_ns();
+            what = "kin";
+            e = kin_big_echo(b, buf, len, false);
+            kns[r] = now_ns() - t0;
+            if (!e && b->cfg->zmq) {
+                what = "zmq";
+                t0 = now_ns();
+                e = zmq_big_echo(b, buf, len);
+                zns[r] = now_ns() - t0;
+            }
+        }
+        if (!e) {
+            *kin_ms[s] = quantile(kns, (size_t)rounds, 0.5) / 1e6;
+            if (b->cfg->zmq)
+                *zmq_ms[s] = quantile(zns, (size_t)rounds, 0.5) / 1e6;
+        }
+    }
+    if (e)
+        fprintf(stderr, "kin-bench: big echo (%s): %s\n", what,
+                kin_strerror(e));
+    free(buf);
+    free(kns);
+    free(zns);
+    return e;
+}
+
 static int
 run(const config *cfg, results *res)
 {
     bench b = {.cfg = cfg, .res = res};
     memset(b.payload, 'k', sizeof b.payload);
-    bool calls = cfg->phases & (PH_RTT | PH_RTT2 | PH_PIPE);
-    bool zpeer = cfg->zmq && (cfg->phases & (PH_RTT | PH_RTT2 | PH_PIPE));
+    bool calls = cfg->phases & (PH_RTT | PH_RTT2 | PH_PIPE | PH_BIG);
+    bool zpeer =
+        cfg->zmq && (cfg->phases & (PH_RTT | PH_RTT2 | PH_PIPE | PH_BIG));
     int rc = 1;
     kin_err e = kin_init(&b.master, NULL);
     if (e) {
@@ -1343,6 +1467,8 @@ run(const config *cfg, results *res)
     if ((cfg->phases & PH_SPAWN) && run_spawns(&b))
         goto out;
     if ((cfg->phases & PH_SVC) && run_join(&b))
+        goto out;
+    if ((cfg->phases & PH_BIG) && run_big(&b))
         goto out;
     rc = 0;
 out:
@@ -1463,6 +1589,12 @@ print_table(const config *cfg, const results *r)
            r->spawn_ms, r->idle_rss_anon_kib, r->idle_rss_file_kib,
            r->idle_pss_kib, r->idle_uss_kib, r->idle_threads, cfg->fanout,
            FANOUT_THREADS, r->spawn100_start_ms, r->spawn100_stop_ms);
+    printf("\nBig payloads echoed (median of %d; raw zmq sends without a "
+           "copy and receives into a zmq message):\n",
+           cfg->big_rounds);
+    row("1 MiB echo (ms)", r->big1_rtt_ms, r->zmq_big1_rtt_ms, NAN, NAN, false);
+    row("8 MiB echo (ms)", r->big8_rtt_ms, r->zmq_big8_rtt_ms, NAN, NAN, false);
+    row("64 MiB echo (ms)", r->big_rtt_ms, r->zmq_big_rtt_ms, 1.3, NAN, false);
     printf("\nProvider join: %d repetitions, slowest %.2f ms; %d providers "
            "before it, %d caller threads x %d calls in flight: %.0f service "
            "calls/s.\n",
@@ -1477,7 +1609,7 @@ usage(FILE *f)
 {
     fprintf(f, "usage: kin-bench [--quick] [--json] [--samples N] [--rounds N] "
                "[--no-zmq] "
-               "[--only rtt,rtt2,pipe,spawn,svc] [--kind direct|svc]\n");
+               "[--only rtt,rtt2,pipe,spawn,svc,big] [--kind direct|svc]\n");
 }
 
 static unsigned
@@ -1486,11 +1618,8 @@ parse_phases(const char *list)
     static const struct {
         const char *name;
         unsigned bit;
-    } names[] = {{"rtt", PH_RTT},
-                 {"rtt2", PH_RTT2},
-                 {"pipe", PH_PIPE},
-                 {"spawn", PH_SPAWN},
-                 {"svc", PH_SVC}};
+    } names[] = {{"rtt", PH_RTT},     {"rtt2", PH_RTT2}, {"pipe", PH_PIPE},
+                 {"spawn", PH_SPAWN}, {"svc", PH_SVC},   {"big", PH_BIG}};
     unsigned bits = 0;
     char buf[128];
     snprintf(buf, sizeof buf, "%s", list);
@@ -1520,7 +1649,8 @@ parse_args(int argc, char **argv, config *cfg)
                     .window = 256,
                     .spawns = 20,
                     .fanout = 100,
-                    .joins = 15};
+                    .joins = 15,
+                    .big_rounds = 7};
     int samples = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) {
@@ -1559,6 +1689,7 @@ parse_args(int argc, char **argv, config *cfg)
         cfg->pipelined = 10000;
         cfg->spawns = 3;
         cfg->joins = 3;
+        cfg->big_rounds = 3;
     }
     if (samples)
         cfg->samples = samples;
