@@ -3,7 +3,9 @@
 #include <kin/msg.h>
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,17 +16,45 @@
 
 #define KNOWN_FLAGS (KIN_MSG_DEAD | KIN_MSG_CANCEL | KIN_MSG_ERROR)
 
+/* Every message is allocated in a block that starts with what only kin
+ * sees: a count of holders (the message's owner, and libzmq while it sends
+ * the body without copying it) and, for a body kin did not allocate
+ * itself (a received zmq frame, a packed buffer taken over), the function
+ * that frees it. */
+typedef struct msg_block {
+    atomic_uint refs;
+    void (*release)(void *hint); /* NULL: the body follows the block */
+    void *hint;
+    kin_msg m;
+} msg_block;
+
+static msg_block *
+block_of(const kin_msg *m)
+{
+    return (msg_block *)((char *)m - offsetof(msg_block, m));
+}
+
+static kin_msg *
+block_new(size_t len)
+{
+    msg_block *b = malloc(sizeof *b + len);
+    if (!b)
+        return NULL;
+    memset(b, 0, sizeof *b);
+    atomic_init(&b->refs, 1u);
+    b->m.len = len;
+    b->m.body = (uint8_t *)(b + 1);
+    return &b->m;
+}
+
 kin_err
 kin_msg_new(kin_msg **out, size_t len)
 {
-    if (len > SIZE_MAX - sizeof(kin_msg))
+    if (len > SIZE_MAX - sizeof(msg_block))
         return -ENOMEM;
-    kin_msg *m = malloc(sizeof *m + len);
+    kin_msg *m = block_new(len);
     if (!m)
         return -ENOMEM;
-    memset(m, 0, sizeof *m);
-    m->len = len;
-    m->body = (uint8_t *)(m + 1);
     *out = m;
     return KIN_OK;
 }
@@ -38,11 +68,57 @@ kin_msg_new_copy(kin_msg **out, const void *body, size_t len)
     return e;
 }
 
+kin_err
+kin__msg_new_outside(kin_msg **out, void *body, size_t len,
+                     void (*release)(void *hint), void *hint)
+{
+    kin_msg *m = block_new(0);
+    if (!m)
+        return -ENOMEM;
+    msg_block *b = block_of(m);
+    b->release = release;
+    b->hint = hint;
+    m->body = body;
+    m->len = len;
+    *out = m;
+    return KIN_OK;
+}
+
+kin_err
+kin__msg_from_buf(kin_msg **out, kin_buf *b)
+{
+    if (b->len < KIN__MSG_OUTSIDE_MIN || !b->data || b->data == b->fixed_)
+        return kin_msg_new_copy(out, b->data, b->len);
+    kin_err e = kin__msg_new_outside(out, b->data, b->len, free, b->data);
+    if (e == KIN_OK)
+        kin_buf_init(b); /* the message frees the memory now */
+    return e;
+}
+
+void
+kin__msg_hold(const kin_msg *m)
+{
+    atomic_fetch_add_explicit(&block_of(m)->refs, 1u, memory_order_relaxed);
+}
+
+void
+kin__msg_unhold(kin_msg *m)
+{
+    msg_block *b = block_of(m);
+    /* One holder left: it is the caller, and nobody else can add one. */
+    if (atomic_load_explicit(&b->refs, memory_order_acquire) != 1u &&
+        atomic_fetch_sub_explicit(&b->refs, 1u, memory_order_acq_rel) != 1u)
+        return;
+    if (b->release)
+        b->release(b->hint);
+    free(b);
+}
+
 void
 kin_msg_destroy(kin_msg **m)
 {
     if (m && *m) {
-        free(*m);
+        kin__msg_unhold(*m);
         *m = NULL;
     }
 }
@@ -139,6 +215,15 @@ kin_err
 kin__msg_decode(kin_msg **out, const void *hdr, size_t hdr_len,
                 const void *body, size_t body_len, size_t max_size)
 {
+    return kin__msg_decode_outside(out, hdr, hdr_len, (void *)body, body_len,
+                                   max_size, NULL, NULL);
+}
+
+kin_err
+kin__msg_decode_outside(kin_msg **out, const void *hdr, size_t hdr_len,
+                        void *body, size_t body_len, size_t max_size,
+                        void (*release)(void *hint), void *hint)
+{
     kin_msg h;
     kin_err e = kin__msg_header_decode(&h, hdr, hdr_len);
     if (e)
@@ -146,7 +231,9 @@ kin__msg_decode(kin_msg **out, const void *hdr, size_t hdr_len,
     if ((e = kin__msg_check_size(h.handle, h.flags, body, body_len, max_size)))
         return e;
     kin_msg *m;
-    if ((e = kin_msg_new_copy(&m, body, body_len)))
+    e = release ? kin__msg_new_outside(&m, body, body_len, release, hint)
+                : kin_msg_new_copy(&m, body, body_len);
+    if (e)
         return e;
     m->flags = h.flags;
     m->dst = h.dst;

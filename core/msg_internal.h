@@ -10,6 +10,33 @@
 
 #include <kin/err.h>
 #include <kin/msg.h>
+#include <kin/pack.h>
+
+/* Bodies from this size up are not copied between a message and zmq: a
+ * received frame becomes the body (kin__msg_decode_outside), a packed
+ * buffer is taken over (kin__msg_from_buf), and the sender hands the body
+ * to zmq_msg_init_data while holding the message (kin__msg_hold). Smaller
+ * ones are copied: a copy costs less than the allocations and atomics. */
+#define KIN__MSG_OUTSIDE_MIN (64u << 10)
+
+/* A message whose body is len bytes at body, which the message does not
+ * copy: release(hint) is called when the message is freed (by its last
+ * holder). On error (-ENOMEM) the body stays the caller's and release is
+ * not called. Any thread. */
+kin_err kin__msg_new_outside(kin_msg **out, void *body, size_t len,
+                             void (*release)(void *hint), void *hint);
+
+/* A message whose body is what b holds: b's heap memory is taken over
+ * (b is left empty) when it holds KIN__MSG_OUTSIDE_MIN bytes or more, else
+ * copied (b unchanged). Errors: -ENOMEM (b unchanged). */
+kin_err kin__msg_from_buf(kin_msg **out, kin_buf *b);
+
+/* One more holder of m (m must stay readable until kin__msg_unhold): a
+ * zmq message that sends m's body without copying it. The body is never
+ * written while held. kin_msg_destroy drops the owner's hold; the memory
+ * goes with the last one. Any thread. */
+void kin__msg_hold(const kin_msg *m);
+void kin__msg_unhold(kin_msg *m);
 
 /* Whether a body for handle with flags fits a context's limit max (0:
  * KIN_MAX_MSG_DEFAULT): its payload -- the body without its envelope (a
@@ -44,6 +71,13 @@ kin_err kin__msg_header_decode(kin_msg *m, const void *hdr, size_t len);
  * untouched. Any thread. */
 kin_err kin__msg_decode(kin_msg **out, const void *hdr, size_t hdr_len,
                         const void *body, size_t body_len, size_t max_size);
+
+/* kin__msg_decode, but with release non-NULL the body is not copied: the
+ * message points at body and calls release(hint) when freed. On error
+ * nothing is released: the body stays the caller's. */
+kin_err kin__msg_decode_outside(kin_msg **out, const void *hdr, size_t hdr_len,
+                                void *body, size_t body_len, size_t max_size,
+                                void (*release)(void *hint), void *hint);
 
 /* A dead message answering orig: addressed to orig's src and reply_to, from
  * from_ctx, flagged KIN_MSG_DEAD, body the msgpack array [reason, text].

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/buf.h"
+#include "core/msg_internal.h"
 #include "core/pack_internal.h"
 #include "core/task.h"
 #include "router/call_impl.h"
@@ -21,7 +22,7 @@ send_buf(kin_node *n, kin_buf *b, kin_err e, uint32_t ctx, uint32_t handle,
 {
     kin_msg *m = NULL;
     if (!e)
-        e = kin_msg_new_copy(&m, b->data, b->len);
+        e = kin__msg_from_buf(&m, b);
     kin_buf_release(b);
     if (e)
         return e;

@@ -267,7 +267,7 @@ send_reply(kin_node *n, const kin_msg *req, uint32_t flags, kin_buf *body)
     if (!req->reply_to)
         return;
     kin_msg *r;
-    if (kin_msg_new_copy(&r, body->data, body->len))
+    if (kin__msg_from_buf(&r, body))
         return;
     r->flags = flags;
     r->dst = req->src;

@@ -29,6 +29,36 @@
 
 /* --- sending -------------------------------------------------------------- */
 
+/* zmq is done with a body it sent without copying (any zmq thread). */
+static void
+unhold_body(void *data, void *hint)
+{
+    (void)data;
+    kin__msg_unhold(hint);
+}
+
+/* Sends m's body as the last frame. A big body goes to zmq without a copy:
+ * m is held until zmq has sent it (the caller may destroy m at once). */
+static int
+send_body(void *sock, const kin_msg *m)
+{
+    if (m->len < KIN__MSG_OUTSIDE_MIN)
+        return zmq_send(sock, m->body, m->len, ZMQ_DONTWAIT) < 0 ? -errno : 0;
+    zmq_msg_t f;
+    kin__msg_hold(m);
+    if (zmq_msg_init_data(&f, m->body, m->len, unhold_body, (void *)m)) {
+        int err = errno;
+        kin__msg_unhold((kin_msg *)m);
+        return -err;
+    }
+    if (zmq_msg_send(&f, sock, ZMQ_DONTWAIT) < 0) {
+        int err = errno;
+        zmq_msg_close(&f); /* drops zmq's hold: m stays the caller's */
+        return -err;
+    }
+    return 0;
+}
+
 static int
 send_frames(void *sock, const uint32_t *rid, const kin_msg *m)
 {
@@ -42,9 +72,7 @@ send_frames(void *sock, const uint32_t *rid, const kin_msg *m)
     }
     if (zmq_send(sock, hdr, sizeof hdr, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
         return -errno;
-    if (zmq_send(sock, m->body, m->len, ZMQ_DONTWAIT) < 0)
-        return -errno;
-    return 0;
+    return send_body(sock, m);
 }
 
 static void
@@ -582,14 +610,33 @@ close_frames(zmq_msg_t *f, int count)
 /* Validates header and size. An oversized body comes back as its header with
  * an empty body and *big set to the body's size: it is answered with a dead
  * reply only once the caller has checked where it came from. */
+static void
+free_frame(void *frame)
+{
+    zmq_msg_close(frame);
+    free(frame);
+}
+
 static kin_msg *
 decode(kin_node *n, zmq_msg_t *hdr, zmq_msg_t *body, size_t *big)
 {
     *big = 0;
     kin_msg *m = NULL;
-    kin_err e =
-        kin__msg_decode(&m, zmq_msg_data(hdr), zmq_msg_size(hdr),
-                        zmq_msg_data(body), zmq_msg_size(body), n->max_msg);
+    /* A big body stays in its frame, which the message keeps. */
+    zmq_msg_t *keep = NULL;
+    if (zmq_msg_size(body) >= KIN__MSG_OUTSIDE_MIN &&
+        (keep = malloc(sizeof *keep))) {
+        zmq_msg_init(keep);
+        zmq_msg_move(keep, body);
+    }
+    zmq_msg_t *f = keep ? keep : body;
+    kin_err e = kin__msg_decode_outside(
+        &m, zmq_msg_data(hdr), zmq_msg_size(hdr), zmq_msg_data(f),
+        zmq_msg_size(f), n->max_msg, keep ? free_frame : NULL, keep);
+    if (keep && e) {
+        zmq_msg_move(body, keep); /* the caller closes it, as before */
+        free_frame(keep);
+    }
     if (e == KIN_ETOOBIG) {
         if (kin_msg_new(&m, 0))
             return NULL;

@@ -639,6 +639,129 @@ destroy_is_null_safe_and_nulls(void **state)
     assert_null(m);
 }
 
+/* --- bodies kin does not copy ----------------------------------------------
+ */
+
+static int released;
+
+static void
+count_release(void *hint)
+{
+    released++;
+    free(hint);
+}
+
+static void
+outside_body_is_released_with_its_message(void **state)
+{
+    released = 0;
+    char *body = malloc(5);
+    memcpy(body, "hello", 5);
+    kin_msg *m = NULL;
+    assert_int_equal(kin__msg_new_outside(&m, body, 5, count_release, body),
+                     KIN_OK);
+    assert_ptr_equal(m->body, body); /* not copied */
+    assert_int_equal(m->len, 5);
+    assert_int_equal(m->flags | m->dst | m->src | m->handle, 0);
+    assert_int_equal(released, 0);
+    kin_msg_destroy(&m);
+    assert_int_equal(released, 1);
+}
+
+/* What a zero-copy send does: zmq holds the message while it writes the
+ * body, and the owner may destroy it first. */
+static void
+held_message_lives_until_the_last_holder(void **state)
+{
+    released = 0;
+    char *body = malloc(3);
+    kin_msg *m = NULL;
+    assert_int_equal(kin__msg_new_outside(&m, body, 3, count_release, body),
+                     KIN_OK);
+    kin__msg_hold(m);
+    kin_msg *zmq_side = m;
+    kin_msg_destroy(&m);
+    assert_int_equal(released, 0);
+    memset(zmq_side->body, 'z', zmq_side->len); /* still there (ASan) */
+    kin__msg_unhold(zmq_side);
+    assert_int_equal(released, 1);
+    /* The other order: the holder lets go first. */
+    assert_int_equal(kin_msg_new_copy(&m, "abc", 3), KIN_OK);
+    kin__msg_hold(m);
+    kin__msg_unhold(m);
+    assert_memory_equal(m->body, "abc", 3);
+    kin_msg_destroy(&m);
+}
+
+static void
+decode_outside_keeps_the_body_or_leaves_it(void **state)
+{
+    kin_msg h = {.flags = 0, .dst = 3, .src = 4, .handle = 1000};
+    uint8_t hdr[KIN_HDR_SIZE];
+    kin__msg_header_encode(&h, hdr);
+    released = 0;
+    char *body = malloc(16);
+    memset(body, 0xc0, 16); /* msgpack nil x 16 */
+    kin_msg *m = NULL;
+    assert_int_equal(kin__msg_decode_outside(&m, hdr, sizeof hdr, body, 16, 0,
+                                             count_release, body),
+                     KIN_OK);
+    assert_ptr_equal(m->body, body);
+    assert_int_equal(m->dst, 3);
+    assert_int_equal(m->handle, 1000);
+    kin_msg_destroy(&m);
+    assert_int_equal(released, 1);
+    /* Refused: too big, or a bad header. The body stays the caller's and
+     * nothing is released. */
+    released = 0;
+    body = malloc(16);
+    memset(body, 0xc0, 16);
+    assert_int_equal(kin__msg_decode_outside(&m, hdr, sizeof hdr, body, 16, 8,
+                                             count_release, body),
+                     KIN_ETOOBIG);
+    assert_int_equal(
+        kin__msg_decode_outside(&m, hdr, 3, body, 16, 0, count_release, body),
+        KIN_ESHORT);
+    assert_null(m);
+    assert_int_equal(released, 0);
+    free(body);
+}
+
+static void
+big_buffers_are_taken_small_ones_copied(void **state)
+{
+    kin_buf b = {0};
+    assert_int_equal(kin_pack(&b, "B", "xy", (size_t)2), KIN_OK);
+    char *small = b.data;
+    kin_msg *m = NULL;
+    assert_int_equal(kin__msg_from_buf(&m, &b), KIN_OK);
+    assert_ptr_not_equal(m->body, small);
+    assert_ptr_equal(b.data, small); /* still the buffer's */
+    assert_memory_equal(m->body, small, b.len);
+    kin_msg_destroy(&m);
+    kin_buf_release(&b);
+
+    size_t len = KIN__MSG_OUTSIDE_MIN;
+    char *payload = malloc(len);
+    memset(payload, 'p', len);
+    assert_int_equal(kin_pack(&b, "B", payload, len), KIN_OK);
+    char *big = b.data;
+    size_t big_len = b.len;
+    assert_int_equal(kin__msg_from_buf(&m, &b), KIN_OK);
+    assert_ptr_equal(m->body, big); /* taken, not copied */
+    assert_int_equal(m->len, big_len);
+    assert_null(b.data);
+    assert_int_equal(b.len, 0);
+    kin_buf_release(&b); /* frees nothing: the message has it */
+    const void *p;
+    size_t n;
+    assert_int_equal(kin_msg_unpack(m, "B", &p, &n), KIN_OK);
+    assert_int_equal(n, len);
+    assert_memory_equal(p, payload, len);
+    kin_msg_destroy(&m); /* ASan: freed once, here */
+    free(payload);
+}
+
 int
 main(void)
 {
@@ -662,6 +785,10 @@ main(void)
         cmocka_unit_test(dead_reason_of_live_message_is_einval),
         cmocka_unit_test(dead_reason_rejects_garbage_body),
         cmocka_unit_test(destroy_is_null_safe_and_nulls),
+        cmocka_unit_test(outside_body_is_released_with_its_message),
+        cmocka_unit_test(held_message_lives_until_the_last_holder),
+        cmocka_unit_test(decode_outside_keeps_the_body_or_leaves_it),
+        cmocka_unit_test(big_buffers_are_taken_small_ones_copied),
     };
     return harness_run_group(tests);
 }
