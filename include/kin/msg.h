@@ -44,9 +44,13 @@ enum kin_msg_flag {
     KIN_MSG_ERROR = 1u << 2,  /* call reply: [code, message, ctx, fn] */
 };
 
-/* A message. Header fields are plain data; body points into the same
- * allocation (len bytes, not NUL-terminated). Created with kin_msg_new*,
- * released with kin_msg_destroy; whoever holds the pointer owns it. */
+/* A message. Header fields are plain data; body is len bytes (not
+ * NUL-terminated) that live exactly as long as the message: in the same
+ * allocation, or, for a big body kin received or packed, the frame or
+ * buffer it arrived in, which kin does not copy. Pointers into the body
+ * (kin_msg_unpack's 'S', 'B' and 'm') are valid until kin_msg_destroy.
+ * Created with kin_msg_new*, released with kin_msg_destroy; whoever holds
+ * the pointer owns it. */
 typedef struct kin_msg {
     uint32_t flags;
     uint32_t dst;      /* destination context id */
