@@ -847,6 +847,14 @@ kin_node_send(kin_node *n, kin_msg **mp)
 kin_err
 kin__node_send_raw(kin_node *n, kin_msg **mp)
 {
+    /* Off the broker thread a message leaves by the same way as
+     * kin_node_send's, so a thread's messages to one destination stay in
+     * order; one to this context itself is the broker's to deliver. */
+    if ((*mp)->dst != n->id && !kin__broker_on_thread(n->broker) &&
+        kin__route_direct(n, *mp)) {
+        *mp = NULL;
+        return KIN_OK;
+    }
     kin_err e = kin__broker_defer(n->broker, route_job, n, *mp);
     if (e == KIN_OK)
         *mp = NULL;

@@ -176,8 +176,9 @@ void kin__receiver_target(kin_receiver *r, kin_node **n, uint32_t *respondent);
 const char *kin__receiver_fn(kin_receiver *r);
 void kin__receiver_set_fn(kin_receiver *r, const char *fn);
 
-/* Routes *m as is, src and auth included (tests forge messages with it).
- * Takes ownership on success. Any thread. */
+/* Routes *m as is, src and auth included (tests forge messages with it),
+ * in order with the calling thread's kin_node_send to the same
+ * destination. Takes ownership on success. Any thread. */
 kin_err kin__node_send_raw(kin_node *n, kin_msg **m);
 
 /* Adopts the calling application thread as a task of n (once) and makes it
