@@ -11,6 +11,7 @@
 #include <kin/node.h>
 
 #include "core/u32map.h"
+#include "router/join.h"
 #include "router/router.h"
 
 #define KIN_MAX_DEPTH 64
@@ -23,6 +24,7 @@ typedef struct kin__child {
     bool joined;      /* linked through down_join: it joined from outside */
     bool revoked;     /* its certificate went: its connection is shut */
     char key[KIN__KEY_LEN]; /* a joiner's certificate key (Z85), or "" */
+    kin__join_peer peer;    /* a joiner's process and certificate */
 } kin__child;
 
 struct kin_node {
@@ -113,6 +115,8 @@ struct kin_node {
         kin__link_fn fn;
         void *arg;
     } link_hooks[4];
+    kin__join_fn join_hook; /* kin__node_on_join */
+    void *join_hook_arg;
     void (*on_parent_lost)(kin_node *n, void *arg);
     void *on_parent_lost_arg;
 

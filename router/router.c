@@ -228,6 +228,8 @@ kin__router_link_down(kin_node *n, uint32_t child)
         return;
     if (c->fd >= 0)
         kin__u32map_del(&n->fds, (uint32_t)c->fd + 1);
+    if (c->joined)
+        kin__join_left(n, c);
     free(c);
     /* The child and everything routed through it. */
     size_t cap = 16, count = 0;
@@ -288,6 +290,8 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
         atomic_fetch_add(&n->stats.forged, 1);
         KIN_WARN("context %u: HELLO from %u on the %s endpoint refused", n->id,
                  link, joined ? "join" : "children's");
+        if (joined)
+            kin__join_hello_refused(n, link, fd);
         kin_msg_destroy(&m);
         return;
     }
@@ -316,7 +320,8 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
     c->joined = joined;
     snprintf(c->key, sizeof c->key, "%s", key ? key : "");
     c->revoked = false;
-    if (fd >= 0 && c->fd != fd) {
+    bool new_conn = fd >= 0 && c->fd != fd;
+    if (new_conn) {
         if (c->fd >= 0)
             kin__u32map_del(&n->fds, (uint32_t)c->fd + 1);
         void *prev = kin__u32map_get(&n->fds, (uint32_t)fd + 1);
@@ -348,7 +353,7 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
     if (!as_operator && name)
         kin__names_linked(n, link, name, name_len);
     if (joined) {
-        kin__join_linked(n, link);
+        kin__join_linked(n, c, name, name_len, new_conn);
         KIN_INFO("context %u: context %u '%.*s' joined", n->id, link,
                  (int)name_len, name ? name : "");
     }
@@ -547,6 +552,7 @@ on_join_request(kin_node *n, void *sock, zmq_msg_t *f)
     uint8_t rid[256];
     size_t rid_len = zmq_msg_size(&f[0]);
     const uint8_t *h = zmq_msg_data(&f[1]);
+    int fd = zmq_msg_get(&f[1], ZMQ_SRCFD);
     if (rid_len <= sizeof rid && zmq_msg_size(&f[1]) >= 4 &&
         (h[0] | h[1] << 8) == KIN_MAGIC && h[2] != KIN_PROTO_VERSION) {
         /* A joiner of another build: told so at once, both versions
@@ -554,7 +560,7 @@ on_join_request(kin_node *n, void *sock, zmq_msg_t *f)
         memcpy(rid, zmq_msg_data(&f[0]), rid_len);
         unsigned theirs = h[2];
         close_frames(f, 3);
-        kin__join_refuse_version(n, sock, rid, rid_len, theirs);
+        kin__join_refuse_version(n, sock, rid, rid_len, fd, theirs);
         return;
     }
     size_t big;
@@ -567,7 +573,7 @@ on_join_request(kin_node *n, void *sock, zmq_msg_t *f)
         kin_msg_destroy(&m);
     }
     if (m)
-        kin__join_on_request(n, sock, rid, rid_len, m);
+        kin__join_on_request(n, sock, rid, rid_len, fd, m);
 }
 
 static bool
@@ -642,6 +648,12 @@ on_down(void *sock, void *arg)
         return true;
     }
     if (m->dst == n->id && m->src == link) {
+        if (m->handle == KIN_HANDLE_JOIN && c->joined) {
+            /* A joiner says it leaves: its disconnect follows. */
+            kin__join_leaving(c);
+            kin_msg_destroy(&m);
+            return true;
+        }
         if (m->handle == KIN_HANDLE_ADD_ROUTE) {
             add_route(n, link, m);
             return true;
@@ -992,6 +1004,7 @@ check_revoked(uv_timer_t *t)
             kin__certs_allow(n->join_store, c->key, NULL, 0))
             continue;
         c->revoked = true;
+        kin__join_revoked(n, c);
         KIN_WARN("context %u: certificate %s of joined context %u was "
                  "revoked: dropping its link",
                  n->id, c->key, id);

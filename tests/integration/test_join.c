@@ -228,6 +228,66 @@ call_when_offered(kin_node *n, const char *fn, int timeout_ms, kin_msg **r)
     return e;
 }
 
+/* Waits up to 10 s for a record in `kin logs` at the master of process
+ * pid (the real log path, as an operator reads it) holding each of the
+ * strings after pid (NULL after the last). On failure, prints the log. */
+static bool
+logged(pid_t pid, ...)
+{
+    const char *want[12];
+    int count = 0;
+    va_list ap;
+    va_start(ap, pid);
+    for (const char *w; count < 12 && (w = va_arg(ap, const char *));)
+        want[count++] = w;
+    va_end(ap);
+    double end = harness_now_ms() + 10000;
+    char *out = NULL;
+    for (;;) {
+        int st;
+        free(out);
+        out = harness_run(&st, "%s logs %d -n all --json", KIN_CLI, (int)pid);
+        char *save = NULL;
+        for (char *l = strtok_r(out, "\n", &save); l;
+             l = strtok_r(NULL, "\n", &save)) {
+            int i = 0;
+            while (i < count && strstr(l, want[i]))
+                i++;
+            if (i == count) {
+                free(out);
+                return true;
+            }
+        }
+        if (harness_now_ms() > end)
+            break;
+        poll(NULL, 0, 50);
+    }
+    free(out);
+    int st;
+    out = harness_run(&st, "%s logs %d -n all --json", KIN_CLI, (int)pid);
+    fprintf(stderr, "no record with");
+    for (int i = 0; i < count; i++)
+        fprintf(stderr, " %s", want[i]);
+    fprintf(stderr, " in:\n%s", out);
+    free(out);
+    return false;
+}
+
+/* "\"key\":value" for a record's field. */
+static const char *
+field_u(char *buf, size_t size, const char *key, unsigned long v)
+{
+    snprintf(buf, size, "\"%s\":%lu", key, v);
+    return buf;
+}
+
+static const char *
+field_s(char *buf, size_t size, const char *key, const char *v)
+{
+    snprintf(buf, size, "\"%s\":\"%s\"", key, v);
+    return buf;
+}
+
 /* --- tests -----------------------------------------------------------------
  */
 
@@ -273,8 +333,24 @@ joiner_serves_and_goes(void **state)
     assert_non_null(strstr(out, want));
     free(out);
 
+    /* The audit trail: who joined, by pid and uid (SO_PEERCRED). */
+    char f1[64], f2[64], f3[64];
+    pid_t me_pid = getpid();
+    assert_true(logged(
+        me_pid, "\"msg\":\"join.accept\"", "\"event\":\"join.accept\"",
+        field_u(f1, sizeof f1, "joiner_ctx", id),
+        field_u(f2, sizeof f2, "joiner_pid", (unsigned)a.pid),
+        field_u(f3, sizeof f3, "joiner_uid", getuid()), "\"joiner\":\"alpha\"",
+        "\"transport\":\"ipc\"", "\"rejoin\":false", NULL));
+
+    pid_t a_pid = a.pid;
     peer_stop(&a, true);
     assert_true(name_gone(m, "alpha", 5000));
+    /* Killed: its leave is a lost link, not an explicit one. */
+    assert_true(logged(me_pid, "\"join.leave\"",
+                       field_u(f1, sizeof f1, "joiner_ctx", id),
+                       field_u(f2, sizeof f2, "joiner_pid", (unsigned)a_pid),
+                       "\"how\":\"link_lost\"", "\"joiner\":\"alpha\"", NULL));
     assert_int_equal(kin_service_call(m, "peer.pid", 5000, &r, ""),
                      KIN_ENOPROVIDER);
     assert_null(r);
@@ -301,16 +377,29 @@ name_clash_is_refused(void **state)
     assert_int_equal(sscanf(b.line, "error %d %n", &code, &at), 1);
     assert_int_equal(code, KIN_EEXISTS);
     assert_non_null(strstr(b.line, "'alpha' is taken by context"));
+    pid_t b_pid = b.pid;
     assert_int_equal(WEXITSTATUS(peer_stop(&b, false)), 2);
+    char f1[64], f2[64];
+    assert_true(logged(getpid(), "\"msg\":\"join.refused\"",
+                       "\"reason\":\"name_taken\"", "\"joiner\":\"alpha\"",
+                       field_u(f1, sizeof f1, "joiner_pid", (unsigned)b_pid),
+                       field_u(f2, sizeof f2, "joiner_uid", getuid()),
+                       "is taken by context", NULL));
 
     peer_start(&c, "joiner", ep, "master");
     assert_int_equal(sscanf(c.line, "error %d", &code), 1);
     assert_int_equal(code, KIN_EEXISTS);
     peer_stop(&c, false);
 
-    /* Leaving (kin_node_destroy) frees the name at once. */
+    /* Leaving (kin_node_destroy) frees the name at once, and is logged
+     * as an explicit leave. */
+    pid_t a_pid = a.pid;
     assert_int_equal(WEXITSTATUS(peer_stop(&a, false)), 0);
     assert_true(name_gone(m, "alpha", 5000));
+    assert_true(logged(getpid(), "\"msg\":\"join.leave\"", "\"how\":\"left\"",
+                       "\"joiner\":\"alpha\"",
+                       field_u(f1, sizeof f1, "joiner_pid", (unsigned)a_pid),
+                       NULL));
     peer_start(&b, "joiner", ep, "alpha");
     joined_id(&b);
     peer_stop(&b, false);
@@ -447,6 +536,14 @@ other_version_is_told_at_once(void **state)
     zmq_msg_close(&f[1]);
     zmq_close(s);
     zmq_ctx_term(ctx);
+    /* Logged at the master, with both versions and who asked (this
+     * process, the raw peer). */
+    char f1[64], f2[64], f3[64];
+    assert_true(logged(
+        getpid(), "\"msg\":\"join.refused\"", "\"reason\":\"protocol_version\"",
+        field_u(f1, sizeof f1, "their_version", KIN_PROTO_VERSION + 1),
+        field_u(f2, sizeof f2, "our_version", KIN_PROTO_VERSION),
+        field_u(f3, sizeof f3, "joiner_pid", (unsigned)getpid()), NULL));
     kin_node_destroy(&m);
 }
 
@@ -466,14 +563,18 @@ count_refusals(kin_log_level level, const char *file, int line, const char *msg,
         fprintf(stderr, "kin: %s\n", msg);
 }
 
+/* Writes certificate name in dir; key (41 bytes, may be NULL) gets its
+ * public key. */
 static void
-keygen(const char *name, const char *role)
+keygen(const char *name, const char *role, char *key)
 {
     int st;
     char *out = harness_run(&st, "%s keygen %s/%s --host test-host --role %s",
                             KIN_CLI, dir, name, role);
     assert_int_equal(st, 0);
     assert_int_equal(strlen(out), 41); /* the public key and a newline */
+    if (key)
+        snprintf(key, 41, "%.40s", out);
     free(out);
 }
 
@@ -490,9 +591,10 @@ static void
 certificates_admit_and_revoke(void **state)
 {
     (void)state;
-    keygen("master", "master");
-    keygen("alpha", "joiner");
-    keygen("rogue", "joiner");
+    char akey[41], rkey[41];
+    keygen("master", "master", NULL);
+    keygen("alpha", "joiner", akey);
+    keygen("rogue", "joiner", rkey);
     char allowed[128], cert[128], mcert[128], msecret[128], asecret[128],
         rsecret[128], revoked[128];
     path(allowed, sizeof allowed, "allowed");
@@ -524,6 +626,14 @@ certificates_admit_and_revoke(void **state)
     assert_non_null(strstr(r.line, "refused this context's certificate"));
     peer_stop(&r, false);
     assert_true(atomic_load(&refusals) >= 1);
+    /* The refusal is a record naming the certificate and the address. */
+    char f1[80], f2[80];
+    pid_t me_pid = getpid();
+    assert_true(logged(me_pid, "\"msg\":\"join.refused\"",
+                       "\"reason\":\"unknown_certificate\"",
+                       field_s(f1, sizeof f1, "certificate", rkey),
+                       "\"address\":\"127.0.0.1\"", "\"transport\":\"tcp\"",
+                       NULL));
 
     peer_startv(&a, "joiner", ep, "alpha", asecret, mcert);
     uint32_t id = joined_id(&a);
@@ -536,6 +646,13 @@ certificates_admit_and_revoke(void **state)
     uint32_t found = 0;
     assert_int_equal(kin_node_lookup(m, "alpha", &found, 0), KIN_OK);
     assert_int_equal(found, id);
+    /* Admitted: the certificate and its metadata name the host. */
+    assert_true(logged(me_pid, "\"msg\":\"join.accept\"",
+                       field_u(f1, sizeof f1, "joiner_ctx", id),
+                       field_s(f2, sizeof f2, "certificate", akey),
+                       "\"cert_host\":\"test-host\"",
+                       "\"cert_role\":\"joiner\"",
+                       "\"address\":\"127.0.0.1:", "\"rejoin\":false", NULL));
 
     /* Revoke: its link goes within the check interval (1 s). */
     int before = atomic_load(&refusals);
@@ -546,6 +663,16 @@ certificates_admit_and_revoke(void **state)
             harness_now_ms() - t0);
     assert_int_equal(kin_service_call(m, "peer.pid", 5000, &rep, ""),
                      KIN_ENOPROVIDER);
+    /* Revoked and dropped: two records, with the metadata the certificate
+     * had. */
+    assert_true(logged(me_pid, "\"msg\":\"join.revoked\"",
+                       field_u(f1, sizeof f1, "joiner_ctx", id),
+                       field_s(f2, sizeof f2, "certificate", akey),
+                       "\"joiner\":\"alpha\"", "\"cert_host\":\"test-host\"",
+                       NULL));
+    assert_true(logged(me_pid, "\"msg\":\"join.leave\"",
+                       field_u(f1, sizeof f1, "joiner_ctx", id),
+                       "\"how\":\"revoked\"", NULL));
     /* It tries again (it still runs) and is refused each time. */
     double end = harness_now_ms() + 15000;
     while (atomic_load(&refusals) == before && harness_now_ms() < end)
@@ -558,6 +685,13 @@ certificates_admit_and_revoke(void **state)
     assert_int_equal(link(cert, revoked), 0);
     assert_int_equal(kin_node_lookup(m, "alpha", &found, 20000), KIN_OK);
     assert_int_equal(found, id);
+    /* Its reconnects were refused by certificate; now it is back. */
+    assert_true(logged(me_pid, "\"msg\":\"join.refused\"",
+                       field_s(f1, sizeof f1, "certificate", akey),
+                       "\"reason\":\"unknown_certificate\"", NULL));
+    assert_true(logged(me_pid, "\"msg\":\"join.accept\"",
+                       field_u(f2, sizeof f2, "joiner_ctx", id),
+                       "\"rejoin\":true", NULL));
     assert_int_equal(call_when_offered(m, "peer.pid", 5000, &rep), KIN_OK);
     kin_msg_destroy(&rep);
     unlink(revoked);
