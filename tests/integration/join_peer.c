@@ -3,7 +3,8 @@
  *       a master accepting joins there; prints "ready PID"
  *   join_peer joiner JOIN_ENDPOINT NAME [CERT_SECRET SERVER_CERT]
  *       joins the tree as NAME (over tcp with the certificates) and offers the
- * service "peer" (peer.pid answers its pid, peer.name its name); prints "joined
+ * service "peer" (peer.pid answers its pid, peer.name its name, peer.sleep MS
+ * waits); prints "joined
  * ID", or "error CODE TEXT" and exits 2 Either ends (kin_node_destroy, exit 0)
  * when its stdin closes. */
 #include <stdio.h>
@@ -27,6 +28,18 @@ peer_name(kin_call *c, void *arg)
 {
     (void)arg;
     return kin_call_return(c, "s", my_name);
+}
+
+/* peer.sleep MS: a task that waits MS ms (or its cancellation). */
+static kin_err
+peer_sleep(kin_call *c, void *arg)
+{
+    (void)arg;
+    int ms = 0;
+    kin_err e = kin_call_args(c, "i", &ms);
+    if (!e)
+        e = kin_task_sleep(ms);
+    return e ? e : kin_call_return(c, "");
 }
 
 static void
@@ -58,6 +71,7 @@ main(int argc, char **argv)
         snprintf(my_name, sizeof my_name, "%s", argv[3]);
         kin_export("peer.pid", peer_pid, NULL, KIN_POLICY_ANY);
         kin_export("peer.name", peer_name, NULL, KIN_POLICY_ANY);
+        kin_export("peer.sleep", peer_sleep, NULL, KIN_POLICY_ANY);
         o.join = argv[2];
         o.name = argv[3];
         if (argc == 6) {

@@ -333,6 +333,44 @@ joiner_serves_and_goes(void **state)
     assert_non_null(strstr(out, want));
     free(out);
 
+    /* kin ps marks the joiner's tasks as kin tree does, in text and JSON;
+     * the master's own tasks (this thread, waiting) are not marked. */
+    kin_receiver *sleeping = NULL;
+    assert_int_equal(kin_call_async(m, id, "peer.sleep", &sleeping, "i", 30000),
+                     KIN_OK);
+    bool shown = false;
+    double until = harness_now_ms() + 10000;
+    while (!shown && harness_now_ms() < until) {
+        out = harness_run(&st, "%s ps %d", KIN_CLI, (int)getpid());
+        assert_int_equal(st, 0);
+        shown = strstr(out, " alpha (joined) ") && strstr(out, "peer.sleep");
+        if (!shown)
+            poll(NULL, 0, 20);
+        free(out);
+    }
+    assert_true(shown);
+    out = harness_run(&st, "%s ps %d --json", KIN_CLI, (int)getpid());
+    assert_int_equal(st, 0);
+    /* One row, alpha's, carries "joined". */
+    const char *row = strstr(out, "\"fn\": \"peer.sleep\"");
+    if (!row)
+        fprintf(stderr, "kin ps --json said:\n%s", out);
+    assert_non_null(row);
+    const char *end_row = strchr(row, '}');
+    const char *joined = strstr(out, "\"joined\": true");
+    assert_non_null(joined);
+    assert_null(strstr(joined + 1, "\"joined\""));
+    const char *start_row = row;
+    while (start_row > out && *start_row != '{')
+        start_row--;
+    assert_true(joined > start_row && joined < end_row);
+    free(out);
+    assert_int_equal(kin_call_cancel(sleeping), KIN_OK);
+    kin_msg *gone = NULL;
+    kin_call_wait(sleeping, 5000, &gone);
+    kin_msg_destroy(&gone);
+    kin_receiver_destroy(&sleeping);
+
     /* The audit trail: who joined, by pid and uid (SO_PEERCRED). */
     char f1[64], f2[64], f3[64];
     pid_t me_pid = getpid();
