@@ -611,6 +611,7 @@ kin__join_say_leave(kin_node *n)
 void
 kin__join_relinked(kin_node *n)
 {
+    kin__names_relinked(n);
     struct kin__services *ss = n->svc;
     for (int i = 0; ss && i < ss->len; i++) {
         svc *s = ss->items[i];

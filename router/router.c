@@ -663,6 +663,8 @@ on_down(void *sock, void *arg)
             return true;
         }
     }
+    if (n->joined && m->handle == KIN_HANDLE_NAME)
+        kin__names_passing(n, m); /* kept for a restarted master */
     kin__route(n, m);
     return true;
 }
