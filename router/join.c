@@ -343,14 +343,32 @@ refused(kin_node *n, int fd, const char *how, const char *text,
 }
 
 void
-kin__join_hello_refused(kin_node *n, uint32_t id, int fd)
+kin__join_hello_refused(kin_node *n, uint32_t id, int fd, const char *how,
+                        const char *key)
 {
-    char text[96];
-    snprintf(text, sizeof text,
-             "HELLO from %u, not an id of the joined range, on the join "
-             "endpoint",
-             id);
-    refused(n, fd, "bad_id", text, NULL, 0);
+    char text[128];
+    if (!strcmp(how, "id_taken"))
+        snprintf(text, sizeof text,
+                 "HELLO as joined context %u, which another certificate "
+                 "holds",
+                 id);
+    else
+        snprintf(text, sizeof text,
+                 "HELLO from %u, not an id of the joined range, on the join "
+                 "endpoint",
+                 id);
+    kin__join_peer p = {0};
+    kin__join_peer_of(fd, &p);
+    kin__join_event ev = {.what = KIN__JOIN_REFUSED,
+                          .id = id,
+                          .transport = p.transport,
+                          .pid = p.pid,
+                          .uid = p.uid,
+                          .address = p.address,
+                          .key = key,
+                          .how = how,
+                          .error = text};
+    tell(n, &ev);
 }
 
 void

@@ -79,9 +79,12 @@ void kin__join_refuse_version(kin_node *n, void *sock, const void *rid,
 void kin__join_linked(kin_node *n, struct kin__child *c, const char *name,
                       size_t name_len, bool new_conn);
 
-/* Master, broker thread: a HELLO on the join endpoint claiming id, which
- * is not one of the joined range, over connection fd: refused. */
-void kin__join_hello_refused(kin_node *n, uint32_t id, int fd);
+/* Master, broker thread: a HELLO on the join endpoint claiming id over
+ * connection fd (with certificate key, "" when none) refused: how is
+ * "bad_id" (not of the joined range) or "id_taken" (a joiner of another
+ * certificate holds it). */
+void kin__join_hello_refused(kin_node *n, uint32_t id, int fd, const char *how,
+                             const char *key);
 
 /* Master, broker thread: joined context c says it leaves (a JOIN message
  * on its link); its disconnect follows. */

@@ -291,7 +291,7 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
         KIN_WARN("context %u: HELLO from %u on the %s endpoint refused", n->id,
                  link, joined ? "join" : "children's");
         if (joined)
-            kin__join_hello_refused(n, link, fd);
+            kin__join_hello_refused(n, link, fd, "bad_id", key);
         kin_msg_destroy(&m);
         return;
     }
@@ -302,6 +302,20 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
         atomic_fetch_add(&n->stats.forged, 1);
         KIN_WARN("context %u: HELLO from %u, which is routed via %u", n->id,
                  link, UNLINK(via));
+        kin_msg_destroy(&m);
+        return;
+    }
+    if (c && joined && c->joined && c->key[0] &&
+        strcmp(c->key, key ? key : "")) {
+        /* The id of a joiner admitted by another certificate: not its to
+         * take over. Its connection is shut (libzmq handed the id to it). */
+        atomic_fetch_add(&n->stats.forged, 1);
+        KIN_WARN("context %u: HELLO as joined context %u with another "
+                 "certificate (%s) refused",
+                 n->id, link, key);
+        kin__join_hello_refused(n, link, fd, "id_taken", key);
+        if (fd >= 0)
+            shutdown(fd, SHUT_RDWR);
         kin_msg_destroy(&m);
         return;
     }
@@ -627,6 +641,13 @@ on_down(void *sock, void *arg)
     /* Reverse-path check: a link speaks only for its own subtree (an
      * operator may also carry this context's authority). */
     kin__child *c = kin__u32map_get(&n->children, link);
+    if (c && c->joined && fd >= 0 && c->fd >= 0 && fd != c->fd) {
+        /* Not the connection that said HELLO as link: a stale one, or one
+         * that took its id over without saying HELLO. */
+        atomic_fetch_add(&n->stats.forged, 1);
+        kin_msg_destroy(&m);
+        return true;
+    }
     if (!c || !behind(n, m->src, link) ||
         !(behind(n, m->auth, link) || (c->is_operator && m->auth == n->id))) {
         atomic_fetch_add(&n->stats.forged, 1);
@@ -908,6 +929,12 @@ open_router(kin_node *n, char *endpoint, size_t size, bool heartbeat,
     kin__zmq_set_int(*sock, ZMQ_LINGER, 200);
     if (heartbeat)
         set_heartbeat(n, *sock);
+    /* A joiner coming back with its id over a new connection takes it
+     * over from the one the master still holds (a tcp link broken on the
+     * joiner's side is seen here only at the heartbeat timeout); its HELLO
+     * then moves the link to the new connection (hello_from_child). */
+    if (sock == &n->down_join)
+        kin__zmq_set_int(*sock, ZMQ_ROUTER_HANDOVER, 1);
     if (sock == &n->down_join && n->join_store) {
         /* Joiners by certificate (certs.c), not by the tree's key. */
         if ((e = kin__curve_server_certs(*sock, &n->join_key, n->join_store)))

@@ -3,9 +3,12 @@
  * the master calls, shows in `kin tree` as joined, its name is checked,
  * its service goes the moment it is killed, and it comes back by itself
  * to a master restarted at the same endpoint. */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -14,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,7 +43,8 @@ static char dir[64]; /* holds the join sockets */
 /* The test's own nodes (masters, and itself as a joiner): destroyed by
  * teardown when a test fails before it destroys them. */
 static kin_node *m, *m2, *me;
-static char rundir[256]; /* $XDG_RUNTIME_DIR/kin */
+static char rundir[256];          /* $XDG_RUNTIME_DIR/kin */
+static void proxy_stop_all(void); /* stops the test's tcp proxy, if any */
 
 /* Starts join_peer with its arguments (up to 5, NULL after the last);
  * its first line is in p->line (or "" when it said nothing within 10 s). */
@@ -179,6 +184,7 @@ teardown(void **state)
     kin_node_destroy(&me);
     kin_node_destroy(&m2);
     kin_node_destroy(&m);
+    proxy_stop_all();
     kin_diag_set_handler(NULL, NULL, KIN_LOG_WARNING); /* count_refusals */
     harness_log_setup();
     char path[128];
@@ -902,6 +908,229 @@ certificates_admit_and_revoke(void **state)
     /* teardown removes the files */
 }
 
+/* --- a tcp proxy that cuts one side only ----------------------------------
+ *
+ * Forwards 127.0.0.1:port to the master's join endpoint. A cut closes the
+ * joiner's side of every connection and leaves the master's side open but
+ * silent, as a network failure the master has not noticed yet would. */
+
+#define PAIRS_MAX 16
+
+typedef struct proxy {
+    int lfd, port, target_port;
+    int cl[PAIRS_MAX], sv[PAIRS_MAX]; /* -1: none; sv of a cut pair stays */
+    bool cut[PAIRS_MAX];
+    atomic_bool stop, cut_now;
+    atomic_int cuts_done;
+    pthread_t thread;
+} proxy;
+
+static void
+proxy_cut_all(proxy *x)
+{
+    for (int i = 0; i < PAIRS_MAX; i++)
+        if (x->cl[i] >= 0 && !x->cut[i]) {
+            close(x->cl[i]);
+            x->cl[i] = -1;
+            x->cut[i] = true; /* x->sv[i] open, never read again */
+        }
+    atomic_fetch_add(&x->cuts_done, 1);
+}
+
+static bool
+forward(int from, int to)
+{
+    char buf[16384];
+    ssize_t got = read(from, buf, sizeof buf);
+    if (got <= 0)
+        return false;
+    for (ssize_t off = 0; off < got;) {
+        ssize_t put = write(to, buf + off, (size_t)(got - off));
+        if (put <= 0)
+            return false;
+        off += put;
+    }
+    return true;
+}
+
+static void *
+proxy_main(void *arg)
+{
+    proxy *x = arg;
+    while (!atomic_load(&x->stop)) {
+        if (atomic_exchange(&x->cut_now, false))
+            proxy_cut_all(x);
+        struct pollfd pf[1 + 2 * PAIRS_MAX];
+        int map[1 + 2 * PAIRS_MAX], np = 0;
+        pf[np] = (struct pollfd){.fd = x->lfd, .events = POLLIN};
+        map[np++] = -1;
+        for (int i = 0; i < PAIRS_MAX; i++) {
+            if (x->cl[i] < 0)
+                continue;
+            pf[np] = (struct pollfd){.fd = x->cl[i], .events = POLLIN};
+            map[np++] = i;
+            pf[np] = (struct pollfd){.fd = x->sv[i], .events = POLLIN};
+            map[np++] = PAIRS_MAX + i;
+        }
+        if (poll(pf, (nfds_t)np, 20) <= 0)
+            continue;
+        if (pf[0].revents & POLLIN) {
+            int c = accept(x->lfd, NULL, NULL);
+            int slot = -1;
+            for (int i = 0; i < PAIRS_MAX && slot < 0; i++)
+                if (x->cl[i] < 0 && !x->cut[i])
+                    slot = i;
+            int sv = c >= 0 && slot >= 0 ? socket(AF_INET, SOCK_STREAM, 0) : -1;
+            struct sockaddr_in to = {.sin_family = AF_INET,
+                                     .sin_port =
+                                         htons((uint16_t)x->target_port),
+                                     .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+            if (sv >= 0 && !connect(sv, (struct sockaddr *)&to, sizeof to)) {
+                x->cl[slot] = c;
+                x->sv[slot] = sv;
+            } else {
+                if (sv >= 0)
+                    close(sv);
+                if (c >= 0)
+                    close(c);
+            }
+        }
+        for (int k = 1; k < np; k++) {
+            if (!(pf[k].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            int i = map[k] % PAIRS_MAX;
+            if (x->cl[i] < 0)
+                continue; /* closed earlier in this round */
+            bool ok = map[k] < PAIRS_MAX ? forward(x->cl[i], x->sv[i])
+                                         : forward(x->sv[i], x->cl[i]);
+            if (!ok) { /* either side closed: both go */
+                close(x->cl[i]);
+                close(x->sv[i]);
+                x->cl[i] = x->sv[i] = -1;
+            }
+        }
+    }
+    for (int i = 0; i < PAIRS_MAX; i++) {
+        if (x->cl[i] >= 0)
+            close(x->cl[i]);
+        if (x->sv[i] >= 0)
+            close(x->sv[i]);
+    }
+    return NULL;
+}
+
+static void
+proxy_start(proxy *x, int target_port)
+{
+    memset(x, 0, sizeof *x);
+    for (int i = 0; i < PAIRS_MAX; i++)
+        x->cl[i] = x->sv[i] = -1;
+    x->target_port = target_port;
+    x->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(x->lfd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(x->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(x->lfd, 16), 0);
+    assert_int_equal(getsockname(x->lfd, (struct sockaddr *)&a, &len), 0);
+    x->port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&x->thread, NULL, proxy_main, x), 0);
+}
+
+static void
+proxy_stop(proxy *x)
+{
+    if (!x->lfd)
+        return;
+    atomic_store(&x->stop, true);
+    pthread_join(x->thread, NULL);
+    close(x->lfd);
+    x->lfd = 0;
+}
+
+static proxy px; /* stopped by teardown too */
+
+static void
+proxy_stop_all(void)
+{
+    proxy_stop(&px);
+}
+
+/* Over tcp, a joiner whose connection broke on its side only comes back
+ * at once: its new connection replaces the one the master still holds,
+ * rather than waiting for the master's heartbeat timeout (set to a minute
+ * here, longer than the test waits). */
+static void
+rejoin_replaces_a_stale_connection(void **state)
+{
+    (void)state;
+    char allowed[128], cert[128], mcert[128], msecret[128], asecret[128],
+        in_dir[128];
+    keygen("master", "master", NULL);
+    keygen("alpha", "joiner", NULL);
+    path(allowed, sizeof allowed, "allowed");
+    assert_int_equal(mkdir(allowed, 0700), 0);
+    path(cert, sizeof cert, "alpha");
+    path(in_dir, sizeof in_dir, "allowed/alpha");
+    path(mcert, sizeof mcert, "master");
+    path(msecret, sizeof msecret, "master_secret");
+    path(asecret, sizeof asecret, "alpha_secret");
+    assert_int_equal(link(cert, in_dir), 0);
+    char why[256];
+    kin_node_opts o = {.join_bind = "tcp://127.0.0.1:*",
+                       .join_certs = allowed,
+                       .join_cert = msecret,
+                       .heartbeat_timeout_ms = 60000,
+                       .errbuf = why,
+                       .errbuf_size = sizeof why};
+    assert_int_equal(kin_node_new(&m, &o), KIN_OK);
+    int port = 0;
+    assert_int_equal(
+        sscanf(kin_node_join_endpoint(m), "tcp://127.0.0.1:%d", &port), 1);
+    proxy_start(&px, port);
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", px.port);
+
+    static peer a; /* static: teardown stops it after a failure */
+    peer_startv(&a, "joiner", ep, "alpha", asecret, mcert);
+    uint32_t id = joined_id(&a);
+    kin_msg *r = NULL;
+    assert_int_equal(call_when_offered(m, "peer.pid", 5000, &r), KIN_OK);
+    kin_msg_destroy(&r);
+
+    double t0 = harness_now_ms();
+    atomic_store(&px.cut_now, true);
+    while (!atomic_load(&px.cuts_done))
+        poll(NULL, 0, 5);
+    /* Back through a new connection, well within the heartbeat timeout;
+     * calls meanwhile may go to the stale one and time out. */
+    kin_err e;
+    double end = harness_now_ms() + 30000;
+    while ((e = kin_call_sync(m, id, "peer.pid", 1000, &r, NULL)) &&
+           harness_now_ms() < end)
+        poll(NULL, 0, 20);
+    assert_int_equal(e, KIN_OK);
+    fprintf(stderr, "# joiner answered again %.0f ms after its side was cut\n",
+            harness_now_ms() - t0);
+    int pid = 0;
+    assert_int_equal(kin_msg_unpack(r, "i", &pid), KIN_OK);
+    kin_msg_destroy(&r);
+    assert_int_equal(pid, a.pid);
+    /* The same context: its id and name, never left. */
+    uint32_t found = 0;
+    assert_int_equal(kin_node_lookup(m, "alpha", &found, 0), KIN_OK);
+    assert_int_equal(found, id);
+    char f1[64];
+    assert_true(logged(getpid(), "\"msg\":\"join.accept\"",
+                       field_u(f1, sizeof f1, "joiner_ctx", id),
+                       "\"rejoin\":true", NULL));
+
+    peer_stop(&a, false);
+    kin_node_destroy(&m);
+    proxy_stop(&px);
+}
+
 int
 main(void)
 {
@@ -921,6 +1150,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(joiners_children_come_back, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(rejoin_replaces_a_stale_connection,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(other_version_is_told_at_once, setup,
                                         teardown),
     };
