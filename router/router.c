@@ -932,8 +932,11 @@ open_router(kin_node *n, char *endpoint, size_t size, bool heartbeat,
     /* A joiner coming back with its id over a new connection takes it
      * over from the one the master still holds (a tcp link broken on the
      * joiner's side is seen here only at the heartbeat timeout); its HELLO
-     * then moves the link to the new connection (hello_from_child). */
-    if (sock == &n->down_join)
+     * then moves the link to the new connection (hello_from_child). Not
+     * with certificates: libzmq hands the id over before kin sees who
+     * connects, so any allowed certificate could take a joiner's id (and
+     * receive what is sent to it); there, the first connection keeps it. */
+    if (sock == &n->down_join && !n->join_store)
         kin__zmq_set_int(*sock, ZMQ_ROUTER_HANDOVER, 1);
     if (sock == &n->down_join && n->join_store) {
         /* Joiners by certificate (certs.c), not by the tree's key. */

@@ -6,7 +6,7 @@
  *       program again, serving peer.pid, peer.name and peer.spawn NAME,
  *       which spawns a child of its own); prints "joined ID
  *       child ID"
- *   join_peer joiner JOIN_ENDPOINT NAME [CERT_SECRET SERVER_CERT]
+ *   join_peer joiner JOIN_ENDPOINT NAME [CERT_SECRET SERVER_CERT | key KEY]
  *       joins the tree as NAME (over tcp with the certificates) and offers the
  * service "peer" (peer.pid answers its pid, peer.name its name, peer.sleep MS
  * waits); prints "joined
@@ -102,7 +102,9 @@ main(int argc, char **argv)
         snprintf(my_name, sizeof my_name, "%s", argv[3]);
         o.join = argv[2];
         o.name = argv[3];
-        if (argc == 6) {
+        if (argc == 6 && !strcmp(argv[4], "key")) {
+            o.curve_key = argv[5]; /* the tree's key, "PUBLIC:SECRET" */
+        } else if (argc == 6) {
             o.join_cert = argv[4];
             o.join_server_cert = argv[5];
         }
