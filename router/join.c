@@ -22,6 +22,7 @@
 
 #include "core/log_internal.h"
 #include "core/msg_internal.h"
+#include "core/sync.h"
 #include "core/task.h"
 #include "router/certs.h"
 #include "router/join.h"
@@ -603,27 +604,53 @@ kin__join_id_seen(kin_node *n, uint32_t id)
 
 /* --- the joiner, back ----------------------------------------------------- */
 
+void
+kin__join_leave_acked(kin_node *n)
+{
+    pthread_mutex_lock(&n->mu);
+    n->leave_acked = true;
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mu);
+}
+
 static void
 leave_job(void *arg, void *data)
 {
     (void)data;
     kin_node *n = arg;
-    if (!n->up || n->parent_lost)
-        return;
     kin_msg *m = NULL;
-    if (kin_msg_new_copy(&m, "", 0))
+    if (!n->up || n->parent_lost || kin_msg_new_copy(&m, "", 0)) {
+        kin__join_leave_acked(n); /* nobody to tell */
         return;
+    }
     m->src = m->auth = n->id;
     m->dst = n->parent_id;
     m->handle = KIN_HANDLE_JOIN;
     kin__route(n, m);
 }
 
+/* How long a leaving joiner waits for the master to hear it. */
+#define LEAVE_WAIT_MS 500
+
 void
 kin__join_say_leave(kin_node *n)
 {
-    if (n->joined && n->broker)
-        kin__broker_defer(n->broker, leave_job, n, NULL);
+    if (!n->joined || !n->broker)
+        return;
+    pthread_mutex_lock(&n->mu);
+    n->leave_acked = false;
+    pthread_mutex_unlock(&n->mu);
+    if (kin__broker_defer(n->broker, leave_job, n, NULL))
+        return;
+    /* The process may exit right after kin_node_destroy, and libzmq's I/O
+     * thread with it: the notice must have left before. */
+    struct timespec ts;
+    kin__deadline(&ts, CLOCK_REALTIME, LEAVE_WAIT_MS);
+    pthread_mutex_lock(&n->mu);
+    while (!n->leave_acked &&
+           pthread_cond_timedwait(&n->cond, &n->mu, &ts) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&n->mu);
 }
 
 void

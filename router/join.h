@@ -87,7 +87,7 @@ void kin__join_hello_refused(kin_node *n, uint32_t id, int fd, const char *how,
                              const char *key);
 
 /* Master, broker thread: joined context c says it leaves (a JOIN message
- * on its link); its disconnect follows. */
+ * on its link, which the caller acknowledges); its disconnect follows. */
 void kin__join_leaving(struct kin__child *c);
 
 /* Master, broker thread: joined context c's link went (c is about to be
@@ -104,8 +104,11 @@ void kin__join_cert_refused(void *node, const char *pub, const char *addr);
 
 /* Joiner, any thread but the broker's, as its node stops: tells the
  * master that it leaves (so its leave is logged as such, not as a lost
- * link). */
+ * link) and waits (up to 500 ms) for the master's acknowledgement. */
 void kin__join_say_leave(kin_node *n);
+
+/* Joiner, broker thread: the master acknowledged its leave notice. */
+void kin__join_leave_acked(kin_node *n);
 
 /* Master, broker thread: a route to id was announced; blocks of spawn ids
  * handed out later start past id's block (a joiner coming back to a

@@ -95,11 +95,12 @@ struct kin_node {
     uint32_t ancestors[KIN_MAX_DEPTH];
     int n_ancestors;
 
-    pthread_mutex_t mu; /* guards ready, up_ready, id block */
+    pthread_mutex_t mu; /* guards ready, up_ready, id block, leave_acked */
     pthread_cond_t cond;
     kin__u32map ready; /* children whose HELLO arrived */
     bool up_ready;
     uint32_t id_next, id_end;
+    bool leave_acked; /* a joiner: the master heard it leave */
 
     pthread_mutex_t hmu; /* guards handles, next_handle */
     kin__u32map handles; /* handle -> kin__handler */

@@ -670,9 +670,12 @@ on_down(void *sock, void *arg)
     }
     if (m->dst == n->id && m->src == link) {
         if (m->handle == KIN_HANDLE_JOIN && c->joined) {
-            /* A joiner says it leaves: its disconnect follows. */
+            /* A joiner says it leaves: acknowledged (it waits for that
+             * before closing); its disconnect follows. */
             kin__join_leaving(c);
-            kin_msg_destroy(&m);
+            m->dst = link;
+            m->src = m->auth = n->id;
+            send_down(n, link, m);
             return true;
         }
         if (m->handle == KIN_HANDLE_ADD_ROUTE) {
@@ -722,6 +725,11 @@ on_up(void *sock, void *arg)
             hello_from_parent(n, m);
             return true;
         }
+        if (m->handle == KIN_HANDLE_JOIN && n->joined) {
+            kin_msg_destroy(&m); /* its leave notice was heard */
+            kin__join_leave_acked(n);
+            return true;
+        }
         if (m->handle == KIN_HANDLE_DEL_ROUTE) {
             del_route(n, n->parent_id, true, m);
             return true;
@@ -768,6 +776,13 @@ on_down_event(void *sock, void *arg)
             kin__u32map_del(&n->stale_fds, fd + 1);
         return true;
     }
+    /* What a joiner sent before its connection closed comes first (its
+     * leave notice): the data socket is read apart from this one. */
+    for (int i = 0;
+         sock == n->down_join_mon && kin__u32map_has(&n->fds, fd + 1) &&
+         i < 512 && on_down(n->down_join, n);
+         i++)
+        ;
     void *link = kin__u32map_get(&n->fds, fd + 1);
     if (link)
         kin__router_link_down(n, UNLINK(link));
