@@ -342,6 +342,16 @@ ctx_of(const kin_graph *g, size_t node)
     return &g->ctxs[g->nodes[node].ctx_index];
 }
 
+/* kin ps's CONTEXT: the name, and "(joined)" after a context that joined
+ * from outside, as kin tree writes it. */
+static const char *
+ctx_label(const kin_graph *g, size_t node, char *out, size_t size)
+{
+    const kin_ctx_info *c = ctx_of(g, node);
+    snprintf(out, size, "%s%s", c->name, c->joined ? " (joined)" : "");
+    return out;
+}
+
 static void
 describe_wait(const kin_graph *g, size_t node, char *out, size_t size)
 {
@@ -409,6 +419,8 @@ node_json(const kin_graph *g, size_t node)
         }
         if (t->n_awaits)
             json_object_set_new(j, "await_calls", json_integer(t->n_awaits));
+        if (ctx_of(g, node)->joined) /* only joiners' tasks have the key */
+            json_object_set_new(j, "joined", json_true());
     }
     if (v->deadlocked)
         json_object_set_new(j, "deadlocked", json_true());
@@ -465,7 +477,8 @@ kin__cli_ps(int argc, char **argv)
         if (!shown_in_ps(g, i, &o))
             continue;
         const kin_task_info *t = &g->nodes[i].task;
-        wc = max_int(wc, (int)strlen(ctx_of(g, i)->name));
+        char label[96];
+        wc = max_int(wc, (int)strlen(ctx_label(g, i, label, sizeof label)));
         wn = max_int(wn, (int)strlen(t->name));
         wf = max_int(wf, (int)strlen(t->fn));
     }
@@ -480,13 +493,14 @@ kin__cli_ps(int argc, char **argv)
             json_array_append_new(arr, node_json(g, i));
             continue;
         }
-        char id[24], age[16], wait[96];
+        char id[24], age[16], wait[96], label[96];
         snprintf(id, sizeof id, "%u:%u", t->ctx, t->id);
         fmt_ms(age, sizeof age, t->age_ms);
         describe_wait(g, i, wait, sizeof wait);
-        printf("%-9s %-*s %-*s %-*s %-9s %7s  %s\n", id, wc, ctx_of(g, i)->name,
-               wn, t->name, wf, t->fn[0] ? t->fn : "-",
-               kin_task_state_name(t->state), age, wait);
+        printf("%-9s %-*s %-*s %-*s %-9s %7s  %s\n", id, wc,
+               ctx_label(g, i, label, sizeof label), wn, t->name, wf,
+               t->fn[0] ? t->fn : "-", kin_task_state_name(t->state), age,
+               wait);
     }
     finish_json("tasks", arr, o.json);
     kin_monitor_graph_destroy(&g);

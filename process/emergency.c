@@ -54,6 +54,8 @@ kin__procs_attach(kin_node *n, bool other_user)
     p->node = n;
     p->spawn_refused = other_user;
     kin_err e = kin__node_on_link(n, on_link, p);
+    if (!e) /* the join records (a master's: only it has a join endpoint) */
+        e = kin__node_on_join(n, kin__ev_join, NULL);
     if (!e)
         e = kin__node_attach(n, &procs_layer, p);
     if (e) {

@@ -9,6 +9,7 @@
 
 #include <kin/logs.h>
 #include <kin/monitor.h>
+#include <kin/msg.h>
 
 #include "process/child.h"
 
@@ -147,4 +148,56 @@ kin__ev_op_command(uint32_t from, const char *command, const char *args,
     };
     who(&f[5], from);
     kin_logs_emit(KIN_LOG_INFO, __FILE__, __LINE__, KIN__EV_OP_COMMAND, f);
+}
+
+/* The join records' fields: whichever of the joiner's facts are known. */
+void
+kin__ev_join(void *arg, const kin__join_event *ev)
+{
+    (void)arg;
+    static const char *const names[] = {
+        [KIN__JOIN_ACCEPT] = KIN__EV_JOIN_ACCEPT,
+        [KIN__JOIN_LEAVE] = KIN__EV_JOIN_LEAVE,
+        [KIN__JOIN_REFUSED] = KIN__EV_JOIN_REFUSED,
+        [KIN__JOIN_REVOKED] = KIN__EV_JOIN_REVOKED,
+    };
+    const char *name = names[ev->what];
+    int level = ev->what == KIN__JOIN_REFUSED || ev->what == KIN__JOIN_REVOKED
+                    ? KIN_LOG_WARNING
+                    : KIN_LOG_INFO;
+    if (!kin_logs_enabled(level))
+        return;
+    kin_field f[20];
+    int i = 0;
+    f[i++] = KIN_FSTR("event", name);
+    if (ev->id)
+        f[i++] = KIN_FUINT("joiner_ctx", ev->id);
+    if (ev->name[0])
+        f[i++] = KIN_FSTR("joiner", ev->name);
+    if (ev->how[0])
+        f[i++] =
+            KIN_FSTR(ev->what == KIN__JOIN_REFUSED ? "reason" : "how", ev->how);
+    if (ev->error[0])
+        f[i++] = KIN_FSTR("error", ev->error);
+    if (ev->what == KIN__JOIN_ACCEPT)
+        f[i++] = KIN_FBOOL("rejoin", ev->rejoin);
+    f[i++] = KIN_FSTR("transport", ev->transport);
+    if (ev->pid >= 0)
+        f[i++] = KIN_FINT("joiner_pid", ev->pid);
+    if (ev->uid >= 0)
+        f[i++] = KIN_FUINT("joiner_uid", (uint32_t)ev->uid);
+    if (ev->address[0])
+        f[i++] = KIN_FSTR("address", ev->address);
+    if (ev->key[0])
+        f[i++] = KIN_FSTR("certificate", ev->key);
+    if (ev->cert_host[0])
+        f[i++] = KIN_FSTR("cert_host", ev->cert_host);
+    if (ev->cert_role[0])
+        f[i++] = KIN_FSTR("cert_role", ev->cert_role);
+    if (ev->their_version) {
+        f[i++] = KIN_FUINT("their_version", ev->their_version);
+        f[i++] = KIN_FUINT("our_version", KIN_PROTO_VERSION);
+    }
+    f[i] = KIN__FEND;
+    kin_logs_emit(level, __FILE__, __LINE__, name, f);
 }

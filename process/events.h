@@ -11,6 +11,8 @@
 
 #include <kin/err.h>
 
+#include "router/router.h"
+
 #define KIN__EV_CHILD_EXIT "child.exit"
 #define KIN__EV_CHILD_START "child.start"
 #define KIN__EV_CHILD_RESTART "child.restart"
@@ -21,6 +23,10 @@
 #define KIN__EV_OP_CANCEL "operator.cancel"
 #define KIN__EV_OP_SIGNAL "operator.signal"
 #define KIN__EV_OP_COMMAND "operator.command"
+#define KIN__EV_JOIN_ACCEPT "join.accept"
+#define KIN__EV_JOIN_LEAVE "join.leave"
+#define KIN__EV_JOIN_REFUSED "join.refused"
+#define KIN__EV_JOIN_REVOKED "join.revoked"
 
 /* A child process was reaped: wait status as waitpid gave it. */
 void kin__ev_child_exit(const char *name, uint32_t ctx, pid_t pid, int status);
@@ -47,5 +53,9 @@ void kin__ev_op_cancel(uint32_t from, uint32_t from_task, uint32_t task,
 void kin__ev_op_signal(uint32_t from, int sig);
 void kin__ev_op_command(uint32_t from, const char *command, const char *args,
                         kin_err error);
+
+/* What happened at a master's join endpoint (a kin__join_fn: the router's
+ * event made a record of the master's; arg unused). */
+void kin__ev_join(void *arg, const kin__join_event *ev);
 
 #endif

@@ -19,6 +19,8 @@
 struct kin__certs {
     pthread_mutex_t mu; /* zcertstore is not thread-safe */
     zcertstore_t *store;
+    kin__certs_refused_fn refused; /* set before the first handshake */
+    void *refused_arg;
 };
 
 kin_err
@@ -66,6 +68,39 @@ kin__certs_allow(kin__certs *c, const char *pub, char *who, size_t who_size)
     }
     pthread_mutex_unlock(&c->mu);
     return cert != NULL;
+}
+
+bool
+kin__certs_meta(kin__certs *c, const char *pub, char *host, char *role)
+{
+    host[0] = role[0] = 0;
+    pthread_mutex_lock(&c->mu);
+    zcert_t *cert = zcertstore_lookup(c->store, pub);
+    if (cert) {
+        const char *h = zcert_meta(cert, "host");
+        const char *r = zcert_meta(cert, "role");
+        snprintf(host, 64, "%s", h ? h : "");
+        snprintf(role, 64, "%s", r ? r : "");
+    }
+    pthread_mutex_unlock(&c->mu);
+    return cert != NULL;
+}
+
+void
+kin__certs_on_refused(kin__certs *c, kin__certs_refused_fn fn, void *arg)
+{
+    c->refused = fn;
+    c->refused_arg = arg;
+}
+
+bool
+kin__certs_admit(kin__certs *c, const char *pub, const char *addr, char *who,
+                 size_t who_size)
+{
+    bool ok = kin__certs_allow(c, pub, who, who_size);
+    if (!ok && c->refused)
+        c->refused(c->refused_arg, pub, addr ? addr : "");
+    return ok;
 }
 
 kin_err

@@ -27,6 +27,22 @@ void kin__certs_close(kin__certs **c);
 bool kin__certs_allow(kin__certs *c, const char *pub, char *who,
                       size_t who_size);
 
+/* The certificate's "host" and "role" metadata (each "" when absent, up
+ * to 63 bytes), while it is in the store: false when it is not. Any
+ * thread (locked). */
+bool kin__certs_meta(kin__certs *c, const char *pub, char *host, char *role);
+
+/* What kin__certs_admit calls on a refusal (the ZAP handler's thread, no
+ * certs lock held): pub, the refused key (Z85); addr, the peer's. */
+typedef void (*kin__certs_refused_fn)(void *arg, const char *pub,
+                                      const char *addr);
+/* Sets it (before any handshake can ask: the node's assembly). */
+void kin__certs_on_refused(kin__certs *c, kin__certs_refused_fn fn, void *arg);
+/* kin__certs_allow for a handshake from addr: a refusal is also told to
+ * the kin__certs_on_refused hook, for the audit trail. */
+bool kin__certs_admit(kin__certs *c, const char *pub, const char *addr,
+                      char *who, size_t who_size);
+
 /* Loads a certificate file: its public key and, when need_secret, its
  * secret (from path, or from path + "_secret" when path is the public
  * one). Errors: -ENOENT (no such file), -EINVAL (not a certificate, or no

@@ -166,7 +166,7 @@ cert_allowed(zmq_msg_t *domain, zmq_msg_t *credential, char *user,
         if (stores[i].certs && strlen(stores[i].domain) == len &&
             !memcmp(stores[i].domain, zmq_msg_data(domain), len)) {
             known = true;
-            ok = kin__certs_allow(stores[i].certs, user, who, sizeof who);
+            ok = kin__certs_admit(stores[i].certs, user, addr, who, sizeof who);
             break;
         }
     }

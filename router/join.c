@@ -13,13 +13,18 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <zmq.h>
 
 #include <kin/pack.h>
 
 #include "core/log_internal.h"
 #include "core/msg_internal.h"
+#include "core/sync.h"
 #include "core/task.h"
+#include "router/certs.h"
 #include "router/join.h"
 #include "router/names.h"
 #include "router/node_impl.h"
@@ -237,6 +242,174 @@ kin__join_ask(const char *endpoint, const char *name, const char *server_pub,
     return e;
 }
 
+/* --- the audit trail ------------------------------------------------------ */
+
+void
+kin__join_peer_of(int fd, kin__join_peer *p)
+{
+    p->pid = p->uid = -1;
+    p->address[0] = 0;
+    snprintf(p->transport, sizeof p->transport, "?");
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len))
+        return;
+    if (ss.ss_family == AF_UNIX) {
+        snprintf(p->transport, sizeof p->transport, "ipc");
+        struct ucred cr;
+        socklen_t cl = sizeof cr;
+        if (!getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl)) {
+            p->pid = (int)cr.pid;
+            p->uid = (int)cr.uid;
+        }
+        return;
+    }
+    snprintf(p->transport, sizeof p->transport, "tcp");
+    len = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &len))
+        return;
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        port = ntohs(a->sin_port);
+        snprintf(p->address, sizeof p->address, "%s:%u", host, port);
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 a6;
+        memcpy(&a6, &ss, sizeof a6);
+        inet_ntop(AF_INET6, &a6.sin6_addr, host, sizeof host);
+        port = ntohs(a6.sin6_port);
+        snprintf(p->address, sizeof p->address, "[%s]:%u", host, port);
+    }
+}
+
+static const char *
+or_empty(const char *s)
+{
+    return s ? s : "";
+}
+
+/* Hands ev to the layer above (kin__node_on_join), every string set. */
+static void
+tell(kin_node *n, kin__join_event *ev)
+{
+    if (!n->join_hook)
+        return;
+    ev->name = or_empty(ev->name);
+    ev->transport = or_empty(ev->transport);
+    ev->address = or_empty(ev->address);
+    ev->key = or_empty(ev->key);
+    ev->cert_host = or_empty(ev->cert_host);
+    ev->cert_role = or_empty(ev->cert_role);
+    ev->how = or_empty(ev->how);
+    ev->error = or_empty(ev->error);
+    n->join_hook(n->join_hook_arg, ev);
+}
+
+/* An event about joined context c, from what the master knows of it. */
+static kin__join_event
+about(const kin__child *c, kin__join_what what)
+{
+    return (kin__join_event){.what = what,
+                             .id = c->id,
+                             .name = c->peer.name,
+                             .transport = c->peer.transport,
+                             .pid = c->peer.pid,
+                             .uid = c->peer.uid,
+                             .address = c->peer.address,
+                             .key = c->key,
+                             .cert_host = c->peer.host,
+                             .cert_role = c->peer.role};
+}
+
+/* A join request refused: how (a reason code), text (what the peer was
+ * told), name (asked for, may be NULL), over connection fd. */
+static void
+refused(kin_node *n, int fd, const char *how, const char *text,
+        const char *name, unsigned their_version)
+{
+    kin__join_peer p = {0};
+    kin__join_peer_of(fd, &p);
+    kin__join_event ev = {.what = KIN__JOIN_REFUSED,
+                          .name = name,
+                          .transport = p.transport,
+                          .pid = p.pid,
+                          .uid = p.uid,
+                          .address = p.address,
+                          .how = how,
+                          .error = text,
+                          .their_version = their_version};
+    tell(n, &ev);
+}
+
+void
+kin__join_hello_refused(kin_node *n, uint32_t id, int fd, const char *how,
+                        const char *key)
+{
+    char text[128];
+    if (!strcmp(how, "id_taken"))
+        snprintf(text, sizeof text,
+                 "HELLO as joined context %u, which another certificate "
+                 "holds",
+                 id);
+    else
+        snprintf(text, sizeof text,
+                 "HELLO from %u, not an id of the joined range, on the join "
+                 "endpoint",
+                 id);
+    kin__join_peer p = {0};
+    kin__join_peer_of(fd, &p);
+    kin__join_event ev = {.what = KIN__JOIN_REFUSED,
+                          .id = id,
+                          .transport = p.transport,
+                          .pid = p.pid,
+                          .uid = p.uid,
+                          .address = p.address,
+                          .key = key,
+                          .how = how,
+                          .error = text};
+    tell(n, &ev);
+}
+
+void
+kin__join_leaving(kin__child *c)
+{
+    c->peer.leaving = true;
+}
+
+void
+kin__join_left(kin_node *n, const kin__child *c)
+{
+    kin__join_event ev = about(c, KIN__JOIN_LEAVE);
+    ev.how = c->revoked ? "revoked" : c->peer.leaving ? "left" : "link_lost";
+    tell(n, &ev);
+}
+
+void
+kin__join_revoked(kin_node *n, const kin__child *c)
+{
+    kin__join_event ev = about(c, KIN__JOIN_REVOKED);
+    tell(n, &ev);
+}
+
+void
+kin__join_cert_refused(void *node, const char *pub, const char *addr)
+{
+    kin_node *n = node;
+    kin__join_event ev = {
+        .what = KIN__JOIN_REFUSED,
+        .transport = "tcp",
+        .pid = -1,
+        .uid = -1,
+        .address = addr,
+        .key = pub,
+        .how = "unknown_certificate",
+        .error = "the certificate is not in the allowed directory (unknown "
+                 "or revoked)"};
+    tell(n, &ev);
+}
+
 /* --- the master's answer -------------------------------------------------- */
 
 kin_err
@@ -318,7 +491,7 @@ draw_id(kin_node *n)
 
 void
 kin__join_on_request(kin_node *n, void *sock, const void *rid, size_t rid_len,
-                     kin_msg *m)
+                     int fd, kin_msg *m)
 {
     struct kin__joins *j = n->joins;
     uint32_t version = 0;
@@ -340,12 +513,14 @@ kin__join_on_request(kin_node *n, void *sock, const void *rid, size_t rid_len,
         snprintf(text, sizeof text,
                  "protocol version %u asked, this tree speaks version %u",
                  version, KIN_PROTO_VERSION);
+        refused(n, fd, "protocol_version", text, nm, version);
         answer(n, sock, rid, rid_len, KIN_EBADVERSION, 0, text);
         return;
     }
     if (!name_ok) {
-        answer(n, sock, rid, rid_len, -EINVAL, 0,
-               "a joiner needs a name of 1 to 63 bytes");
+        const char *why = "a joiner needs a name of 1 to 63 bytes";
+        refused(n, fd, "bad_name", why, nm, 0);
+        answer(n, sock, rid, rid_len, -EINVAL, 0, why);
         return;
     }
     uint32_t holder = kin__names_find(n, nm);
@@ -357,12 +532,14 @@ kin__join_on_request(kin_node *n, void *sock, const void *rid, size_t rid_len,
                  : !strcmp(nm, n->name) ? n->id
                                         : UINT32_MAX);
         KIN_WARN("context %u: join as '%s' refused: name taken", n->id, nm);
+        refused(n, fd, "name_taken", text, nm, 0);
         answer(n, sock, rid, rid_len, KIN_EEXISTS, 0, text);
         return;
     }
     if (j->len == PENDING_MAX) {
-        answer(n, sock, rid, rid_len, KIN_EBUSY, 0,
-               "too many joins under way; try again");
+        const char *why = "too many joins under way; try again";
+        refused(n, fd, "busy", why, nm, 0);
+        answer(n, sock, rid, rid_len, KIN_EBUSY, 0, why);
         return;
     }
     join_pending *p = &j->items[j->len++];
@@ -375,7 +552,7 @@ kin__join_on_request(kin_node *n, void *sock, const void *rid, size_t rid_len,
 
 void
 kin__join_refuse_version(kin_node *n, void *sock, const void *rid,
-                         size_t rid_len, unsigned theirs)
+                         size_t rid_len, int fd, unsigned theirs)
 {
     char text[160];
     snprintf(text, sizeof text,
@@ -383,18 +560,35 @@ kin__join_refuse_version(kin_node *n, void *sock, const void *rid,
              "%u",
              theirs, KIN_PROTO_VERSION);
     KIN_WARN("context %u: join refused: %s", n->id, text);
+    refused(n, fd, "protocol_version", text, NULL, theirs);
     answer(n, sock, rid, rid_len, KIN_EBADVERSION, 0, text);
 }
 
 void
-kin__join_linked(kin_node *n, uint32_t id)
+kin__join_linked(kin_node *n, kin__child *c, const char *name, size_t name_len,
+                 bool new_conn)
 {
     struct kin__joins *j = n->joins;
+    bool given = false;
     for (int i = 0; j && i < j->len; i++)
-        if (j->items[i].id == id) {
+        if (j->items[i].id == c->id) {
             j->items[i] = j->items[--j->len];
-            return;
+            given = true;
+            break;
         }
+    if (!new_conn)
+        return;
+    kin__join_peer *p = &c->peer;
+    kin__join_peer_of(c->fd, p);
+    snprintf(p->name, sizeof p->name, "%.*s",
+             (int)(name_len < 63 ? name_len : 63), name ? name : "");
+    p->host[0] = p->role[0] = 0;
+    if (c->key[0] && n->join_store)
+        kin__certs_meta(n->join_store, c->key, p->host, p->role);
+    p->leaving = false;
+    kin__join_event ev = about(c, KIN__JOIN_ACCEPT);
+    ev.rejoin = !given;
+    tell(n, &ev);
 }
 
 void
@@ -411,8 +605,58 @@ kin__join_id_seen(kin_node *n, uint32_t id)
 /* --- the joiner, back ----------------------------------------------------- */
 
 void
+kin__join_leave_acked(kin_node *n)
+{
+    pthread_mutex_lock(&n->mu);
+    n->leave_acked = true;
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mu);
+}
+
+static void
+leave_job(void *arg, void *data)
+{
+    (void)data;
+    kin_node *n = arg;
+    kin_msg *m = NULL;
+    if (!n->up || n->parent_lost || kin_msg_new_copy(&m, "", 0)) {
+        kin__join_leave_acked(n); /* nobody to tell */
+        return;
+    }
+    m->src = m->auth = n->id;
+    m->dst = n->parent_id;
+    m->handle = KIN_HANDLE_JOIN;
+    kin__route(n, m);
+}
+
+/* How long a leaving joiner waits for the master to hear it. */
+#define LEAVE_WAIT_MS 500
+
+void
+kin__join_say_leave(kin_node *n)
+{
+    if (!n->joined || !n->broker)
+        return;
+    pthread_mutex_lock(&n->mu);
+    n->leave_acked = false;
+    pthread_mutex_unlock(&n->mu);
+    if (kin__broker_defer(n->broker, leave_job, n, NULL))
+        return;
+    /* The process may exit right after kin_node_destroy, and libzmq's I/O
+     * thread with it: the notice must have left before. */
+    struct timespec ts;
+    kin__deadline(&ts, CLOCK_REALTIME, LEAVE_WAIT_MS);
+    pthread_mutex_lock(&n->mu);
+    while (!n->leave_acked &&
+           pthread_cond_timedwait(&n->cond, &n->mu, &ts) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&n->mu);
+}
+
+void
 kin__join_relinked(kin_node *n)
 {
+    kin__names_relinked(n);
     struct kin__services *ss = n->svc;
     for (int i = 0; ss && i < ss->len; i++) {
         svc *s = ss->items[i];

@@ -13,6 +13,19 @@
 
 #include "router/curve.h"
 
+/* What a master knows of a joiner's process and certificate, for the
+ * audit trail (kin__join_event). */
+typedef struct kin__join_peer {
+    int pid, uid;      /* SO_PEERCRED over ipc; -1 over tcp */
+    char transport[4]; /* "ipc", "tcp" */
+    char address[64];  /* a tcp peer's "HOST:PORT", else "" */
+    char name[64];
+    char host[64], role[64]; /* its certificate's metadata */
+    bool leaving;            /* it said it leaves (kin_node_destroy) */
+} kin__join_peer;
+
+struct kin__child;
+
 /* Joined contexts get ids in a range of their own: a master restarted at
  * the same join endpoint starts its spawn ids from 1 again, and a joiner
  * coming back keeps its id, which must not be one of those. Ids are drawn
@@ -44,19 +57,58 @@ kin_err kin__join_ask(const char *endpoint, const char *name,
 kin_err kin__join_start(kin_node *n);
 void kin__join_free(kin_node *n);
 
+/* The peer process at the other end of connection fd: pid and uid over a
+ * unix socket, address over tcp (p->name and the certificate's fields are
+ * left alone). */
+void kin__join_peer_of(int fd, kin__join_peer *p);
+
 /* Master, broker thread: a JOIN request from the peer with routing id
- * rid (rid_len bytes) on sock, the join ROUTER. Answers it. Takes m. */
+ * rid (rid_len bytes) on sock, the join ROUTER, over connection fd (-1:
+ * unknown). Answers it; a refusal is a join.refused event. Takes m. */
 void kin__join_on_request(kin_node *n, void *sock, const void *rid,
-                          size_t rid_len, kin_msg *m);
+                          size_t rid_len, int fd, kin_msg *m);
 
 /* Master, broker thread: answers a JOIN request whose header says protocol
  * version theirs with KIN_EBADVERSION, naming both versions. */
 void kin__join_refuse_version(kin_node *n, void *sock, const void *rid,
-                              size_t rid_len, unsigned theirs);
+                              size_t rid_len, int fd, unsigned theirs);
 
-/* Master, broker thread: joined context id said HELLO (its pending entry
- * goes). */
-void kin__join_linked(kin_node *n, uint32_t id);
+/* Master, broker thread: joined context c said HELLO as name (name_len
+ * bytes) over c->fd (its pending entry goes). new_conn: on a connection
+ * not seen before, an accept event (not for a HELLO said again). */
+void kin__join_linked(kin_node *n, struct kin__child *c, const char *name,
+                      size_t name_len, bool new_conn);
+
+/* Master, broker thread: a HELLO on the join endpoint claiming id over
+ * connection fd (with certificate key, "" when none) refused: how is
+ * "bad_id" (not of the joined range) or "id_taken" (a joiner of another
+ * certificate holds it). */
+void kin__join_hello_refused(kin_node *n, uint32_t id, int fd, const char *how,
+                             const char *key);
+
+/* Master, broker thread: joined context c says it leaves (a JOIN message
+ * on its link, which the caller acknowledges); its disconnect follows. */
+void kin__join_leaving(struct kin__child *c);
+
+/* Master, broker thread: joined context c's link went (c is about to be
+ * freed): a leave event. */
+void kin__join_left(kin_node *n, const struct kin__child *c);
+
+/* Master, broker thread: joined context c's certificate went from the
+ * allowed store; its connection is being shut. */
+void kin__join_revoked(kin_node *n, const struct kin__child *c);
+
+/* The ZAP handler's thread (kin__certs_on_refused, node is the master):
+ * a tcp handshake from addr with certificate pub refused. */
+void kin__join_cert_refused(void *node, const char *pub, const char *addr);
+
+/* Joiner, any thread but the broker's, as its node stops: tells the
+ * master that it leaves (so its leave is logged as such, not as a lost
+ * link) and waits (up to 500 ms) for the master's acknowledgement. */
+void kin__join_say_leave(kin_node *n);
+
+/* Joiner, broker thread: the master acknowledged its leave notice. */
+void kin__join_leave_acked(kin_node *n);
 
 /* Master, broker thread: a route to id was announced; blocks of spawn ids
  * handed out later start past id's block (a joiner coming back to a

@@ -4,7 +4,9 @@
  * removes them, as it removes routes) and answers LOOKUP with the id that
  * announced the name last, or holds the lookup until such a context
  * appears or its wait ends. Everything here runs on the master's broker
- * thread, except kin_node_lookup. */
+ * thread, except kin_node_lookup. A joined context keeps its subtree's
+ * names too (the NAMEs it sends or passes up), to announce them again to a
+ * master restarted at its join endpoint. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +39,7 @@ typedef struct waiter {
 } waiter;
 
 struct kin__names {
-    kin__u32map ids; /* context id -> entry */
+    kin__u32map ids; /* context id -> entry (a joiner: its subtree's) */
     uint64_t seq;
     waiter waiters[WAITERS_MAX];
     int nwaiters;
@@ -204,15 +206,10 @@ on_lookup(kin_node *n, kin_msg *m, void *arg)
     wake(n); /* sets the timer for it */
 }
 
-void
-kin__names_linked(kin_node *n, uint32_t child, const char *name, size_t len)
+/* Sends NAME [child, name] to the master. */
+static void
+send_name(kin_node *n, uint32_t child, const char *name, size_t len)
 {
-    if (!len || len > NAME_MAX_LEN)
-        return;
-    if (!n->has_parent) {
-        put(n, child, name, len);
-        return;
-    }
     kin_buf b = {0};
     kin_msg *m = NULL;
     if (kin_pack(&b, "uS", child, name, len) == KIN_OK &&
@@ -222,6 +219,42 @@ kin__names_linked(kin_node *n, uint32_t child, const char *name, size_t len)
         kin__reply_send(n, m);
     }
     kin_buf_release(&b);
+}
+
+void
+kin__names_linked(kin_node *n, uint32_t child, const char *name, size_t len)
+{
+    if (!len || len > NAME_MAX_LEN)
+        return;
+    if (!n->has_parent || n->joined)
+        put(n, child, name, len); /* the master's table, a joiner's copy */
+    if (n->has_parent)
+        send_name(n, child, name, len);
+}
+
+void
+kin__names_passing(kin_node *n, const kin_msg *m)
+{
+    const char *name;
+    size_t len;
+    uint32_t id;
+    if (n->joined && N(n) && m->handle == KIN_HANDLE_NAME &&
+        kin__name_read(m->body, m->len, &id, &name, &len) == KIN_OK && len &&
+        len <= NAME_MAX_LEN && kin__u32map_has(&n->routes, id))
+        put(n, id, name, len);
+}
+
+void
+kin__names_relinked(kin_node *n)
+{
+    struct kin__names *ns = N(n);
+    uint32_t id;
+    void *val;
+    for (size_t it = 0; ns && kin__u32map_next(&ns->ids, &it, &id, &val);) {
+        entry *e = val;
+        if (kin__u32map_has(&n->routes, id))
+            send_name(n, id, e->name, strlen(e->name));
+    }
 }
 
 uint32_t
@@ -236,7 +269,7 @@ void
 kin__names_gone(kin_node *n, const uint32_t *ids, size_t count)
 {
     struct kin__names *ns = N(n);
-    if (!ns || n->has_parent)
+    if (!ns || (n->has_parent && !n->joined))
         return;
     for (size_t i = 0; i < count; i++)
         free(kin__u32map_del(&ns->ids, ids[i]));

@@ -316,6 +316,8 @@ open_certs(kin_node *n, const kin_node_opts *opts)
     if ((e = kin__certs_open(&n->join_store, opts->join_certs)))
         explain(opts->errbuf, opts->errbuf_size, "join_certs %s: %s",
                 opts->join_certs, kin_strerror(e));
+    else
+        kin__certs_on_refused(n->join_store, kin__join_cert_refused, n);
     return e;
 }
 
@@ -566,6 +568,7 @@ kin__router_stop_calls(kin_node *n)
 void
 kin__router_stop(kin_node *n)
 {
+    kin__join_say_leave(n);
     kin__broker_destroy(&n->broker, 1000);
     kin__router_close(n);
     kin__calls_free(n);
@@ -657,6 +660,16 @@ kin__node_on_link(kin_node *n, kin__link_fn fn, void *arg)
         }
     }
     return -ENOMEM;
+}
+
+kin_err
+kin__node_on_join(kin_node *n, kin__join_fn fn, void *arg)
+{
+    if (n->join_hook)
+        return KIN_EEXISTS;
+    n->join_hook = fn;
+    n->join_hook_arg = arg;
+    return KIN_OK;
 }
 
 uint32_t

@@ -11,6 +11,7 @@
 #include <kin/node.h>
 
 #include "core/u32map.h"
+#include "router/join.h"
 #include "router/router.h"
 
 #define KIN_MAX_DEPTH 64
@@ -23,6 +24,7 @@ typedef struct kin__child {
     bool joined;      /* linked through down_join: it joined from outside */
     bool revoked;     /* its certificate went: its connection is shut */
     char key[KIN__KEY_LEN]; /* a joiner's certificate key (Z85), or "" */
+    kin__join_peer peer;    /* a joiner's process and certificate */
 } kin__child;
 
 struct kin_node {
@@ -101,7 +103,7 @@ struct kin_node {
     uint32_t ancestors[KIN_MAX_DEPTH];
     int n_ancestors;
 
-    pthread_mutex_t mu; /* guards ready, up_ready, id block */
+    pthread_mutex_t mu; /* guards ready, up_ready, id block, leave_acked */
     pthread_cond_t cond;
     kin__u32map ready; /* children whose HELLO arrived */
     /* child id -> its protocol version + 1: its HELLO spoke another
@@ -113,6 +115,7 @@ struct kin_node {
     kin_err up_err;
     char up_why[256];
     uint32_t id_next, id_end;
+    bool leave_acked; /* a joiner: the master heard it leave */
 
     pthread_mutex_t hmu; /* guards handles, next_handle */
     kin__u32map handles; /* handle -> kin__handler */
@@ -128,6 +131,8 @@ struct kin_node {
         kin__link_fn fn;
         void *arg;
     } link_hooks[4];
+    kin__join_fn join_hook; /* kin__node_on_join */
+    void *join_hook_arg;
     void (*on_parent_lost)(kin_node *n, void *arg);
     void *on_parent_lost_arg;
 

@@ -328,6 +328,8 @@ kin__router_link_down(kin_node *n, uint32_t child)
         return;
     if (c->fd >= 0)
         kin__u32map_del(&n->fds, (uint32_t)c->fd + 1);
+    if (c->joined)
+        kin__join_left(n, c);
     free(c);
     /* The child and everything routed through it. */
     size_t cap = 16, count = 0;
@@ -390,6 +392,8 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
         atomic_fetch_add(&n->stats.forged, 1);
         KIN_WARN("context %u: HELLO from %u on the %s endpoint refused", n->id,
                  link, joined ? "join" : "children's");
+        if (joined)
+            kin__join_hello_refused(n, link, fd, "bad_id", key);
         kin_msg_destroy(&m);
         return;
     }
@@ -400,6 +404,20 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
         atomic_fetch_add(&n->stats.forged, 1);
         KIN_WARN("context %u: HELLO from %u, which is routed via %u", n->id,
                  link, UNLINK(via));
+        kin_msg_destroy(&m);
+        return;
+    }
+    if (c && joined && c->joined && c->key[0] &&
+        strcmp(c->key, key ? key : "")) {
+        /* The id of a joiner admitted by another certificate: not its to
+         * take over. Its connection is shut (libzmq handed the id to it). */
+        atomic_fetch_add(&n->stats.forged, 1);
+        KIN_WARN("context %u: HELLO as joined context %u with another "
+                 "certificate (%s) refused",
+                 n->id, link, key);
+        kin__join_hello_refused(n, link, fd, "id_taken", key);
+        if (fd >= 0)
+            shutdown(fd, SHUT_RDWR);
         kin_msg_destroy(&m);
         return;
     }
@@ -418,7 +436,8 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
     c->joined = joined;
     snprintf(c->key, sizeof c->key, "%s", key ? key : "");
     c->revoked = false;
-    if (fd >= 0 && c->fd != fd) {
+    bool new_conn = fd >= 0 && c->fd != fd;
+    if (new_conn) {
         if (c->fd >= 0)
             kin__u32map_del(&n->fds, (uint32_t)c->fd + 1);
         void *prev = kin__u32map_get(&n->fds, (uint32_t)fd + 1);
@@ -452,7 +471,7 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
     if (!as_operator && name)
         kin__names_linked(n, link, name, name_len);
     if (joined) {
-        kin__join_linked(n, link);
+        kin__join_linked(n, c, name, name_len, new_conn);
         KIN_INFO("context %u: context %u '%.*s' joined", n->id, link,
                  (int)name_len, name ? name : "");
     }
@@ -677,6 +696,7 @@ on_join_request(kin_node *n, void *sock, zmq_msg_t *f)
     uint8_t rid[256];
     size_t rid_len = zmq_msg_size(&f[0]);
     const uint8_t *h = zmq_msg_data(&f[1]);
+    int fd = zmq_msg_get(&f[1], ZMQ_SRCFD);
     if (rid_len <= sizeof rid && zmq_msg_size(&f[1]) >= 4 &&
         (h[0] | h[1] << 8) == KIN_MAGIC && h[2] != kin__proto_version()) {
         /* A joiner of another build: told so at once, both versions
@@ -684,7 +704,7 @@ on_join_request(kin_node *n, void *sock, zmq_msg_t *f)
         memcpy(rid, zmq_msg_data(&f[0]), rid_len);
         unsigned theirs = h[2];
         close_frames(f, 3);
-        kin__join_refuse_version(n, sock, rid, rid_len, theirs);
+        kin__join_refuse_version(n, sock, rid, rid_len, fd, theirs);
         return;
     }
     size_t big;
@@ -697,7 +717,7 @@ on_join_request(kin_node *n, void *sock, zmq_msg_t *f)
         kin_msg_destroy(&m);
     }
     if (m)
-        kin__join_on_request(n, sock, rid, rid_len, m);
+        kin__join_on_request(n, sock, rid, rid_len, fd, m);
 }
 
 /* --- peers of another protocol version -----------------------------------
@@ -879,6 +899,13 @@ on_down(void *sock, void *arg)
     /* Reverse-path check: a link speaks only for its own subtree (an
      * operator may also carry this context's authority). */
     kin__child *c = kin__u32map_get(&n->children, link);
+    if (c && c->joined && fd >= 0 && c->fd >= 0 && fd != c->fd) {
+        /* Not the connection that said HELLO as link: a stale one, or one
+         * that took its id over without saying HELLO. */
+        atomic_fetch_add(&n->stats.forged, 1);
+        kin_msg_destroy(&m);
+        return true;
+    }
     if (!c || (sock == n->down && strcmp(c->key, key)) ||
         !behind(n, m->src, link) ||
         !(behind(n, m->auth, link) || (c->is_operator && m->auth == n->id))) {
@@ -901,6 +928,15 @@ on_down(void *sock, void *arg)
         return true;
     }
     if (m->dst == n->id && m->src == link) {
+        if (m->handle == KIN_HANDLE_JOIN && c->joined) {
+            /* A joiner says it leaves: acknowledged (it waits for that
+             * before closing); its disconnect follows. */
+            kin__join_leaving(c);
+            m->dst = link;
+            m->src = m->auth = n->id;
+            send_down(n, link, m);
+            return true;
+        }
         if (m->handle == KIN_HANDLE_ADD_ROUTE) {
             add_route(n, link, m);
             return true;
@@ -910,6 +946,8 @@ on_down(void *sock, void *arg)
             return true;
         }
     }
+    if (n->joined && m->handle == KIN_HANDLE_NAME)
+        kin__names_passing(n, m); /* kept for a restarted master */
     kin__route(n, m);
     return true;
 }
@@ -951,6 +989,11 @@ on_up(void *sock, void *arg)
     if (m->dst == n->id && m->src == n->parent_id) {
         if (m->handle == KIN_HANDLE_HELLO) {
             hello_from_parent(n, m);
+            return true;
+        }
+        if (m->handle == KIN_HANDLE_JOIN && n->joined) {
+            kin_msg_destroy(&m); /* its leave notice was heard */
+            kin__join_leave_acked(n);
             return true;
         }
         if (m->handle == KIN_HANDLE_DEL_ROUTE) {
@@ -999,6 +1042,13 @@ on_down_event(void *sock, void *arg)
             kin__u32map_del(&n->stale_fds, fd + 1);
         return true;
     }
+    /* What a joiner sent before its connection closed comes first (its
+     * leave notice): the data socket is read apart from this one. */
+    for (int i = 0;
+         sock == n->down_join_mon && kin__u32map_has(&n->fds, fd + 1) &&
+         i < 512 && on_down(n->down_join, n);
+         i++)
+        ;
     void *link = kin__u32map_get(&n->fds, fd + 1);
     if (link)
         kin__router_link_down(n, UNLINK(link));
@@ -1165,6 +1215,15 @@ open_router(kin_node *n, char *endpoint, size_t size, bool heartbeat,
     kin__zmq_set_int(*sock, ZMQ_LINGER, 200);
     if (heartbeat)
         set_heartbeat(n, *sock);
+    /* A joiner coming back with its id over a new connection takes it
+     * over from the one the master still holds (a tcp link broken on the
+     * joiner's side is seen here only at the heartbeat timeout); its HELLO
+     * then moves the link to the new connection (hello_from_child). Not
+     * with certificates: libzmq hands the id over before kin sees who
+     * connects, so any allowed certificate could take a joiner's id (and
+     * receive what is sent to it); there, the first connection keeps it. */
+    if (sock == &n->down_join && !n->join_store)
+        kin__zmq_set_int(*sock, ZMQ_ROUTER_HANDOVER, 1);
     if (sock == &n->down_join && n->join_store) {
         /* Joiners by certificate (certs.c), not by the tree's key. */
         if ((e = kin__curve_server_certs(*sock, &n->join_key, n->join_store)))
@@ -1266,6 +1325,7 @@ check_revoked(uv_timer_t *t)
             kin__certs_allow(n->join_store, c->key, NULL, 0))
             continue;
         c->revoked = true;
+        kin__join_revoked(n, c);
         KIN_WARN("context %u: certificate %s of joined context %u was "
                  "revoked: dropping its link",
                  n->id, c->key, id);

@@ -92,6 +92,42 @@ typedef void (*kin__link_fn)(void *arg, uint32_t child, bool up);
 /* Adds a hook (assembly only). Errors: -ENOMEM (no slot left). */
 kin_err kin__node_on_link(kin_node *n, kin__link_fn fn, void *arg);
 
+/* --- joins, for the audit trail ------------------------------------------ */
+
+/* What happened at a master's join endpoint (docs/logs.md, "Event
+ * records": the process layer makes the join.* records of them). */
+typedef enum kin__join_what {
+    KIN__JOIN_ACCEPT,  /* a joiner's HELLO: it is a context of the tree */
+    KIN__JOIN_LEAVE,   /* a joiner's link went (how says why) */
+    KIN__JOIN_REFUSED, /* a join request or a connection refused */
+    KIN__JOIN_REVOKED, /* a joiner's certificate left the allowed store */
+} kin__join_what;
+
+typedef struct kin__join_event {
+    kin__join_what what;
+    uint32_t id;           /* the joiner's context id; 0 when it has none */
+    const char *name;      /* its name (refused: the name asked); "" */
+    const char *transport; /* "ipc" or "tcp" */
+    int pid, uid;          /* the peer process's (SO_PEERCRED, ipc); -1 */
+    const char *address;   /* a tcp peer's address, "HOST:PORT"; "" */
+    const char *key;       /* its certificate's public key (Z85); "" */
+    const char *cert_host, *cert_role; /* that certificate's metadata; "" */
+    /* leave: "left" (kin_node_destroy), "link_lost" (exit, kill, a
+     * network failure), "revoked"; refused: "unknown_certificate",
+     * "name_taken", "protocol_version", "bad_name", "busy", "bad_id". */
+    const char *how;
+    const char *error;      /* refused: the sentence the peer was told; "" */
+    unsigned their_version; /* refused for its version: the peer's; 0 */
+    bool rejoin; /* accept: it came back with an id it had (not one this
+                  * master has just given it) */
+} kin__join_event;
+
+/* The broker thread (the ZAP handler's for "unknown_certificate"), no
+ * router lock held. */
+typedef void (*kin__join_fn)(void *arg, const kin__join_event *ev);
+/* Sets the hook (assembly only; one). Errors: KIN_EEXISTS (set already). */
+kin_err kin__node_on_join(kin_node *n, kin__join_fn fn, void *arg);
+
 /* --- what the node is ----------------------------------------------------- */
 
 uint32_t kin__node_parent_id(const kin_node *n);

@@ -21,6 +21,7 @@
 #include <cmocka.h>
 #include <zmq.h>
 
+#include "integration/cut_proxy.h"
 #include "integration/harness.h"
 
 /* --- peers: processes started here, always reaped -------------------------
@@ -39,7 +40,8 @@ static char dir[64]; /* holds the join sockets */
 /* The test's own nodes (masters, and itself as a joiner): destroyed by
  * teardown when a test fails before it destroys them. */
 static kin_node *m, *m2, *me;
-static char rundir[256]; /* $XDG_RUNTIME_DIR/kin */
+static char rundir[256];          /* $XDG_RUNTIME_DIR/kin */
+static void proxy_stop_all(void); /* stops the test's tcp proxy, if any */
 
 /* Starts join_peer with its arguments (up to 5, NULL after the last);
  * its first line is in p->line (or "" when it said nothing within 10 s). */
@@ -179,12 +181,14 @@ teardown(void **state)
     kin_node_destroy(&me);
     kin_node_destroy(&m2);
     kin_node_destroy(&m);
+    proxy_stop_all();
     kin_diag_set_handler(NULL, NULL, KIN_LOG_WARNING); /* count_refusals */
     harness_log_setup();
     char path[128];
     const char *names[] = {"tree.sock",     "none.sock",    "master",
                            "master_secret", "alpha",        "alpha_secret",
-                           "rogue",         "rogue_secret", "allowed/alpha"};
+                           "rogue",         "rogue_secret", "allowed/alpha",
+                           "allowed/rogue"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         unlink(path);
@@ -226,6 +230,66 @@ call_when_offered(kin_node *n, const char *fn, int timeout_ms, kin_msg **r)
     while ((e = kin_service_call(n, fn, 2000, r, "")) && harness_now_ms() < end)
         poll(NULL, 0, 10);
     return e;
+}
+
+/* Waits up to 10 s for a record in `kin logs` at the master of process
+ * pid (the real log path, as an operator reads it) holding each of the
+ * strings after pid (NULL after the last). On failure, prints the log. */
+static bool
+logged(pid_t pid, ...)
+{
+    const char *want[12];
+    int count = 0;
+    va_list ap;
+    va_start(ap, pid);
+    for (const char *w; count < 12 && (w = va_arg(ap, const char *));)
+        want[count++] = w;
+    va_end(ap);
+    double end = harness_now_ms() + 10000;
+    char *out = NULL;
+    for (;;) {
+        int st;
+        free(out);
+        out = harness_run(&st, "%s logs %d -n all --json", KIN_CLI, (int)pid);
+        char *save = NULL;
+        for (char *l = strtok_r(out, "\n", &save); l;
+             l = strtok_r(NULL, "\n", &save)) {
+            int i = 0;
+            while (i < count && strstr(l, want[i]))
+                i++;
+            if (i == count) {
+                free(out);
+                return true;
+            }
+        }
+        if (harness_now_ms() > end)
+            break;
+        poll(NULL, 0, 50);
+    }
+    free(out);
+    int st;
+    out = harness_run(&st, "%s logs %d -n all --json", KIN_CLI, (int)pid);
+    fprintf(stderr, "no record with");
+    for (int i = 0; i < count; i++)
+        fprintf(stderr, " %s", want[i]);
+    fprintf(stderr, " in:\n%s", out);
+    free(out);
+    return false;
+}
+
+/* "\"key\":value" for a record's field. */
+static const char *
+field_u(char *buf, size_t size, const char *key, unsigned long v)
+{
+    snprintf(buf, size, "\"%s\":%lu", key, v);
+    return buf;
+}
+
+static const char *
+field_s(char *buf, size_t size, const char *key, const char *v)
+{
+    snprintf(buf, size, "\"%s\":\"%s\"", key, v);
+    return buf;
 }
 
 /* --- tests -----------------------------------------------------------------
@@ -273,8 +337,62 @@ joiner_serves_and_goes(void **state)
     assert_non_null(strstr(out, want));
     free(out);
 
+    /* kin ps marks the joiner's tasks as kin tree does, in text and JSON;
+     * the master's own tasks (this thread, waiting) are not marked. */
+    kin_receiver *sleeping = NULL;
+    assert_int_equal(kin_call_async(m, id, "peer.sleep", &sleeping, "i", 30000),
+                     KIN_OK);
+    bool shown = false;
+    double until = harness_now_ms() + 10000;
+    while (!shown && harness_now_ms() < until) {
+        out = harness_run(&st, "%s ps %d", KIN_CLI, (int)getpid());
+        assert_int_equal(st, 0);
+        shown = strstr(out, " alpha (joined) ") && strstr(out, "peer.sleep");
+        if (!shown)
+            poll(NULL, 0, 20);
+        free(out);
+    }
+    assert_true(shown);
+    out = harness_run(&st, "%s ps %d --json", KIN_CLI, (int)getpid());
+    assert_int_equal(st, 0);
+    /* One row, alpha's, carries "joined". */
+    const char *row = strstr(out, "\"fn\": \"peer.sleep\"");
+    if (!row)
+        fprintf(stderr, "kin ps --json said:\n%s", out);
+    assert_non_null(row);
+    const char *end_row = strchr(row, '}');
+    const char *joined = strstr(out, "\"joined\": true");
+    assert_non_null(joined);
+    assert_null(strstr(joined + 1, "\"joined\""));
+    const char *start_row = row;
+    while (start_row > out && *start_row != '{')
+        start_row--;
+    assert_true(joined > start_row && joined < end_row);
+    free(out);
+    assert_int_equal(kin_call_cancel(sleeping), KIN_OK);
+    kin_msg *gone = NULL;
+    kin_call_wait(sleeping, 5000, &gone);
+    kin_msg_destroy(&gone);
+    kin_receiver_destroy(&sleeping);
+
+    /* The audit trail: who joined, by pid and uid (SO_PEERCRED). */
+    char f1[64], f2[64], f3[64];
+    pid_t me_pid = getpid();
+    assert_true(logged(
+        me_pid, "\"msg\":\"join.accept\"", "\"event\":\"join.accept\"",
+        field_u(f1, sizeof f1, "joiner_ctx", id),
+        field_u(f2, sizeof f2, "joiner_pid", (unsigned)a.pid),
+        field_u(f3, sizeof f3, "joiner_uid", getuid()), "\"joiner\":\"alpha\"",
+        "\"transport\":\"ipc\"", "\"rejoin\":false", NULL));
+
+    pid_t a_pid = a.pid;
     peer_stop(&a, true);
     assert_true(name_gone(m, "alpha", 5000));
+    /* Killed: its leave is a lost link, not an explicit one. */
+    assert_true(logged(me_pid, "\"join.leave\"",
+                       field_u(f1, sizeof f1, "joiner_ctx", id),
+                       field_u(f2, sizeof f2, "joiner_pid", (unsigned)a_pid),
+                       "\"how\":\"link_lost\"", "\"joiner\":\"alpha\"", NULL));
     assert_int_equal(kin_service_call(m, "peer.pid", 5000, &r, ""),
                      KIN_ENOPROVIDER);
     assert_null(r);
@@ -301,16 +419,29 @@ name_clash_is_refused(void **state)
     assert_int_equal(sscanf(b.line, "error %d %n", &code, &at), 1);
     assert_int_equal(code, KIN_EEXISTS);
     assert_non_null(strstr(b.line, "'alpha' is taken by context"));
+    pid_t b_pid = b.pid;
     assert_int_equal(WEXITSTATUS(peer_stop(&b, false)), 2);
+    char f1[64], f2[64];
+    assert_true(logged(getpid(), "\"msg\":\"join.refused\"",
+                       "\"reason\":\"name_taken\"", "\"joiner\":\"alpha\"",
+                       field_u(f1, sizeof f1, "joiner_pid", (unsigned)b_pid),
+                       field_u(f2, sizeof f2, "joiner_uid", getuid()),
+                       "is taken by context", NULL));
 
     peer_start(&c, "joiner", ep, "master");
     assert_int_equal(sscanf(c.line, "error %d", &code), 1);
     assert_int_equal(code, KIN_EEXISTS);
     peer_stop(&c, false);
 
-    /* Leaving (kin_node_destroy) frees the name at once. */
+    /* Leaving (kin_node_destroy) frees the name at once, and is logged
+     * as an explicit leave. */
+    pid_t a_pid = a.pid;
     assert_int_equal(WEXITSTATUS(peer_stop(&a, false)), 0);
     assert_true(name_gone(m, "alpha", 5000));
+    assert_true(logged(getpid(), "\"msg\":\"join.leave\"", "\"how\":\"left\"",
+                       "\"joiner\":\"alpha\"",
+                       field_u(f1, sizeof f1, "joiner_pid", (unsigned)a_pid),
+                       NULL));
     peer_start(&b, "joiner", ep, "alpha");
     joined_id(&b);
     peer_stop(&b, false);
@@ -395,6 +526,168 @@ joiners_come_back_to_a_new_master(void **state)
     peer_stop(&m2, false);
 }
 
+static void
+parent_ids(const peer *p, uint32_t *id, uint32_t *kid)
+{
+    unsigned a = 0, b = 0;
+    if (sscanf(p->line, "joined %u child %u", &a, &b) != 2)
+        fprintf(stderr, "parent said: %s\n", p->line);
+    assert_int_equal(sscanf(p->line, "joined %u child %u", &a, &b), 2);
+    *id = a;
+    *kid = b;
+}
+
+/* Whether `kin tree PID` lists "ID NAME" indented under the line of
+ * context parent (whose label starts with "PARENT "). */
+static bool
+tree_has_child(pid_t pid, uint32_t parent, uint32_t id, const char *name)
+{
+    int st;
+    char *out = harness_run(&st, "%s tree %d", KIN_CLI, (int)pid);
+    char want_p[32], want_c[96];
+    snprintf(want_p, sizeof want_p, "%u ", parent);
+    snprintf(want_c, sizeof want_c, "%u %s ", id, name);
+    bool ok = false;
+    int parent_indent = -1;
+    char *save = NULL;
+    for (char *l = strtok_r(out, "\n", &save); l && !ok;
+         l = strtok_r(NULL, "\n", &save)) {
+        int indent = (int)strspn(l, " ");
+        if (!strncmp(l + indent, want_p, strlen(want_p)))
+            parent_indent = indent;
+        else if (parent_indent >= 0 && indent == parent_indent + 2 &&
+                 !strncmp(l + indent, want_c, strlen(want_c)))
+            ok = true;
+        else if (parent_indent >= 0 && indent <= parent_indent)
+            parent_indent = -1;
+    }
+    if (!ok) {
+        free(out);
+        out = harness_run(&st, "%s tree %d", KIN_CLI, (int)pid);
+        fprintf(stderr, "kin tree said:\n%s", out);
+    }
+    free(out);
+    return ok;
+}
+
+/* A joined context spawns a child of its own: the master sees it under
+ * the joiner in kin tree, finds it by name and calls it. */
+static void
+joiner_spawns_children(void **state)
+{
+    (void)state;
+    char ep[128];
+    endpoint(ep, sizeof ep);
+    kin_node_opts o = {.join_bind = ep};
+    assert_int_equal(kin_node_new(&m, &o), KIN_OK);
+    static peer b; /* static: teardown stops it after a failure */
+    peer_start(&b, "parent", ep, "beta");
+    uint32_t id, kid;
+    parent_ids(&b, &id, &kid);
+    assert_true(kid != id);
+    assert_true(tree_has_child(getpid(), id, kid, "beta-kid"));
+    uint32_t found = 0;
+    assert_int_equal(kin_node_lookup(m, "beta-kid", &found, 5000), KIN_OK);
+    assert_int_equal(found, kid);
+    kin_msg *r = NULL;
+    int pid = 0;
+    assert_int_equal(kin_call_sync(m, kid, "peer.pid", 5000, &r, NULL), KIN_OK);
+    assert_int_equal(kin_msg_unpack(r, "i", &pid), KIN_OK);
+    kin_msg_destroy(&r);
+    assert_true(pid > 0 && pid != b.pid);
+    kin_ctx_info info;
+    assert_int_equal(kin_monitor_info(m, kid, 5000, &info), KIN_OK);
+    assert_int_equal(info.parent, id);
+    assert_int_equal(info.pid, pid);
+    /* Leaving takes its children along: the name goes. */
+    assert_int_equal(WEXITSTATUS(peer_stop(&b, false)), 0);
+    assert_true(name_gone(m, "beta-kid", 5000));
+    kin_node_destroy(&m);
+}
+
+/* A joiner's children come back with it to a restarted master: their
+ * names are registered again and a sibling calls them by name. */
+static void
+joiners_children_come_back(void **state)
+{
+    (void)state;
+    char ep[128];
+    endpoint(ep, sizeof ep);
+    static peer m1, m2, b; /* static: teardown stops them after a failure */
+    peer_start(&m1, "master", ep, NULL);
+    assert_non_null(strstr(m1.line, "ready"));
+    peer_start(&b, "parent", ep, "beta");
+    uint32_t id, kid;
+    parent_ids(&b, &id, &kid);
+
+    char why[256];
+    kin_node_opts o = {.join = ep,
+                       .name = "sibling",
+                       .errbuf = why,
+                       .errbuf_size = sizeof why};
+    assert_int_equal(kin_node_new(&me, &o), KIN_OK);
+    uint32_t found = 0;
+    assert_int_equal(kin_node_lookup(me, "beta-kid", &found, 5000), KIN_OK);
+    assert_int_equal(found, kid);
+    kin_msg *r = NULL;
+    int pid = 0, pid2 = 0;
+    assert_int_equal(kin_call_sync(me, kid, "peer.pid", 5000, &r, NULL),
+                     KIN_OK);
+    assert_int_equal(kin_msg_unpack(r, "i", &pid), KIN_OK);
+    kin_msg_destroy(&r);
+    assert_true(tree_has_child(m1.pid, id, kid, "beta-kid"));
+    /* A grandchild of the joiner too: its name reaches the master
+     * through the joiner. */
+    uint32_t grand = 0;
+    assert_int_equal(
+        kin_call_sync(me, kid, "peer.spawn", 10000, &r, "s", "beta-grandkid"),
+        KIN_OK);
+    assert_int_equal(kin_msg_unpack(r, "u", &grand), KIN_OK);
+    kin_msg_destroy(&r);
+    assert_int_equal(kin_node_lookup(me, "beta-grandkid", &found, 5000),
+                     KIN_OK);
+    assert_int_equal(found, grand);
+
+    peer_stop(&m1, true);
+    double t0 = harness_now_ms();
+    peer_start(&m2, "master", ep, NULL);
+    assert_non_null(strstr(m2.line, "ready"));
+    /* Generous deadlines: the figure is printed, not judged. Until this
+     * joiner is back itself, its lookups fail (KIN_ENOROUTE). */
+    kin_err e;
+    double end = harness_now_ms() + 30000;
+    while ((e = kin_node_lookup(me, "beta-kid", &found, 1000)) &&
+           harness_now_ms() < end)
+        poll(NULL, 0, 20);
+    assert_int_equal(e, KIN_OK);
+    assert_int_equal(found, kid);
+    double dt = harness_now_ms() - t0;
+    end = harness_now_ms() + 30000;
+    while ((e = kin_call_sync(me, kid, "peer.pid", 2000, &r, NULL)) &&
+           harness_now_ms() < end)
+        poll(NULL, 0, 20);
+    assert_int_equal(e, KIN_OK);
+    fprintf(stderr,
+            "# joiner's child found by name %.0f ms, called %.0f ms after "
+            "the new master started\n",
+            dt, harness_now_ms() - t0);
+    assert_int_equal(kin_msg_unpack(r, "i", &pid2), KIN_OK);
+    kin_msg_destroy(&r);
+    assert_int_equal(pid2, pid); /* the same process, not a restart */
+    assert_true(tree_has_child(m2.pid, id, kid, "beta-kid"));
+    assert_true(tree_has_child(m2.pid, kid, grand, "beta-grandkid"));
+    assert_int_equal(kin_node_lookup(me, "beta-grandkid", &found, 5000),
+                     KIN_OK);
+    assert_int_equal(found, grand);
+    assert_int_equal(kin_call_sync(me, grand, "peer.pid", 5000, &r, NULL),
+                     KIN_OK);
+    kin_msg_destroy(&r);
+
+    kin_node_destroy(&me);
+    peer_stop(&b, false);
+    peer_stop(&m2, false);
+}
+
 /* A joiner speaking another protocol version gets an answer at once that
  * names both versions (a raw ZMQ peer plays the other build). */
 static void
@@ -447,6 +740,14 @@ other_version_is_told_at_once(void **state)
     zmq_msg_close(&f[1]);
     zmq_close(s);
     zmq_ctx_term(ctx);
+    /* Logged at the master, with both versions and who asked (this
+     * process, the raw peer). */
+    char f1[64], f2[64], f3[64];
+    assert_true(logged(
+        getpid(), "\"msg\":\"join.refused\"", "\"reason\":\"protocol_version\"",
+        field_u(f1, sizeof f1, "their_version", KIN_PROTO_VERSION + 1),
+        field_u(f2, sizeof f2, "our_version", KIN_PROTO_VERSION),
+        field_u(f3, sizeof f3, "joiner_pid", (unsigned)getpid()), NULL));
     kin_node_destroy(&m);
 }
 
@@ -466,14 +767,18 @@ count_refusals(kin_log_level level, const char *file, int line, const char *msg,
         fprintf(stderr, "kin: %s\n", msg);
 }
 
+/* Writes certificate name in dir; key (41 bytes, may be NULL) gets its
+ * public key. */
 static void
-keygen(const char *name, const char *role)
+keygen(const char *name, const char *role, char *key)
 {
     int st;
     char *out = harness_run(&st, "%s keygen %s/%s --host test-host --role %s",
                             KIN_CLI, dir, name, role);
     assert_int_equal(st, 0);
     assert_int_equal(strlen(out), 41); /* the public key and a newline */
+    if (key)
+        snprintf(key, 41, "%.40s", out);
     free(out);
 }
 
@@ -490,9 +795,10 @@ static void
 certificates_admit_and_revoke(void **state)
 {
     (void)state;
-    keygen("master", "master");
-    keygen("alpha", "joiner");
-    keygen("rogue", "joiner");
+    char akey[41], rkey[41];
+    keygen("master", "master", NULL);
+    keygen("alpha", "joiner", akey);
+    keygen("rogue", "joiner", rkey);
     char allowed[128], cert[128], mcert[128], msecret[128], asecret[128],
         rsecret[128], revoked[128];
     path(allowed, sizeof allowed, "allowed");
@@ -524,6 +830,14 @@ certificates_admit_and_revoke(void **state)
     assert_non_null(strstr(r.line, "refused this context's certificate"));
     peer_stop(&r, false);
     assert_true(atomic_load(&refusals) >= 1);
+    /* The refusal is a record naming the certificate and the address. */
+    char f1[80], f2[80];
+    pid_t me_pid = getpid();
+    assert_true(logged(me_pid, "\"msg\":\"join.refused\"",
+                       "\"reason\":\"unknown_certificate\"",
+                       field_s(f1, sizeof f1, "certificate", rkey),
+                       "\"address\":\"127.0.0.1\"", "\"transport\":\"tcp\"",
+                       NULL));
 
     peer_startv(&a, "joiner", ep, "alpha", asecret, mcert);
     uint32_t id = joined_id(&a);
@@ -536,6 +850,13 @@ certificates_admit_and_revoke(void **state)
     uint32_t found = 0;
     assert_int_equal(kin_node_lookup(m, "alpha", &found, 0), KIN_OK);
     assert_int_equal(found, id);
+    /* Admitted: the certificate and its metadata name the host. */
+    assert_true(logged(me_pid, "\"msg\":\"join.accept\"",
+                       field_u(f1, sizeof f1, "joiner_ctx", id),
+                       field_s(f2, sizeof f2, "certificate", akey),
+                       "\"cert_host\":\"test-host\"",
+                       "\"cert_role\":\"joiner\"",
+                       "\"address\":\"127.0.0.1:", "\"rejoin\":false", NULL));
 
     /* Revoke: its link goes within the check interval (1 s). */
     int before = atomic_load(&refusals);
@@ -546,6 +867,16 @@ certificates_admit_and_revoke(void **state)
             harness_now_ms() - t0);
     assert_int_equal(kin_service_call(m, "peer.pid", 5000, &rep, ""),
                      KIN_ENOPROVIDER);
+    /* Revoked and dropped: two records, with the metadata the certificate
+     * had. */
+    assert_true(logged(me_pid, "\"msg\":\"join.revoked\"",
+                       field_u(f1, sizeof f1, "joiner_ctx", id),
+                       field_s(f2, sizeof f2, "certificate", akey),
+                       "\"joiner\":\"alpha\"", "\"cert_host\":\"test-host\"",
+                       NULL));
+    assert_true(logged(me_pid, "\"msg\":\"join.leave\"",
+                       field_u(f1, sizeof f1, "joiner_ctx", id),
+                       "\"how\":\"revoked\"", NULL));
     /* It tries again (it still runs) and is refused each time. */
     double end = harness_now_ms() + 15000;
     while (atomic_load(&refusals) == before && harness_now_ms() < end)
@@ -558,6 +889,13 @@ certificates_admit_and_revoke(void **state)
     assert_int_equal(link(cert, revoked), 0);
     assert_int_equal(kin_node_lookup(m, "alpha", &found, 20000), KIN_OK);
     assert_int_equal(found, id);
+    /* Its reconnects were refused by certificate; now it is back. */
+    assert_true(logged(me_pid, "\"msg\":\"join.refused\"",
+                       field_s(f1, sizeof f1, "certificate", akey),
+                       "\"reason\":\"unknown_certificate\"", NULL));
+    assert_true(logged(me_pid, "\"msg\":\"join.accept\"",
+                       field_u(f2, sizeof f2, "joiner_ctx", id),
+                       "\"rejoin\":true", NULL));
     assert_int_equal(call_when_offered(m, "peer.pid", 5000, &rep), KIN_OK);
     kin_msg_destroy(&rep);
     unlink(revoked);
@@ -566,6 +904,201 @@ certificates_admit_and_revoke(void **state)
     kin_node_destroy(&m);
     kin_diag_set_handler(NULL, NULL, KIN_LOG_WARNING);
     /* teardown removes the files */
+}
+
+/* The key (Z85) on the line "KEY-key = ..." of certificate file path. */
+static void
+cert_key(const char *path, const char *which, char out[41])
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[256], want[32];
+    snprintf(want, sizeof want, "%s-key = \"", which);
+    out[0] = 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, want))
+            snprintf(out, 41, "%.40s", strstr(line, want) + strlen(want));
+    fclose(f);
+    assert_int_equal(strlen(out), 40);
+}
+
+/* Another allowed certificate cannot take a joiner's id over: a raw ZMQ
+ * peer with the joiner's routing id, saying HELLO as it, gets nothing
+ * (with certificates the join endpoint does not hand ids over), and the
+ * joiner keeps its link and answers. */
+static void
+another_certificate_cannot_take_an_id(void **state)
+{
+    (void)state;
+    char allowed[128], mcert[128], msecret[128], asecret[128], rsecret[128],
+        p1[128], p2[128], cert[128];
+    keygen("master", "master", NULL);
+    keygen("alpha", "joiner", NULL);
+    char rkey[41];
+    keygen("rogue", "joiner", rkey);
+    path(allowed, sizeof allowed, "allowed");
+    assert_int_equal(mkdir(allowed, 0700), 0);
+    path(cert, sizeof cert, "alpha");
+    path(p1, sizeof p1, "allowed/alpha");
+    assert_int_equal(link(cert, p1), 0);
+    path(cert, sizeof cert, "rogue");
+    path(p2, sizeof p2, "allowed/rogue");
+    assert_int_equal(link(cert, p2), 0);
+    path(mcert, sizeof mcert, "master");
+    path(msecret, sizeof msecret, "master_secret");
+    path(asecret, sizeof asecret, "alpha_secret");
+    path(rsecret, sizeof rsecret, "rogue_secret");
+    kin_node_opts o = {.join_bind = "tcp://127.0.0.1:*",
+                       .join_certs = allowed,
+                       .join_cert = msecret};
+    assert_int_equal(kin_node_new(&m, &o), KIN_OK);
+    const char *ep = kin_node_join_endpoint(m);
+    static peer a; /* static: teardown stops it after a failure */
+    peer_startv(&a, "joiner", ep, "alpha", asecret, mcert);
+    uint32_t id = joined_id(&a);
+    kin_msg *r = NULL;
+    assert_int_equal(call_when_offered(m, "peer.pid", 5000, &r), KIN_OK);
+    kin_msg_destroy(&r);
+
+    char server[41], pub[41], sec[41];
+    cert_key(mcert, "public", server);
+    cert_key(rsecret, "public", pub);
+    cert_key(rsecret, "secret", sec);
+    void *ctx = zmq_ctx_new();
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    uint8_t rid[4] = {id & 0xff, id >> 8 & 0xff, id >> 16 & 0xff, id >> 24};
+    zmq_setsockopt(s, ZMQ_ROUTING_ID, rid, sizeof rid);
+    zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, server, 40);
+    zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, pub, 40);
+    zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 40);
+    assert_int_equal(zmq_connect(s, ep), 0);
+    uint8_t hdr[KIN_HDR_SIZE] = {0};
+    hdr[0] = KIN_MAGIC & 0xff;
+    hdr[1] = KIN_MAGIC >> 8;
+    hdr[2] = KIN_PROTO_VERSION;
+    memcpy(hdr + 8, rid, 4);  /* src */
+    memcpy(hdr + 12, rid, 4); /* auth */
+    hdr[16] = KIN_HANDLE_HELLO;
+    uint8_t body[] = {0x91,
+                      0xce,
+                      id >> 24,
+                      id >> 16 & 0xff,
+                      id >> 8 & 0xff,
+                      id & 0xff,
+                      0xa5,
+                      'r',
+                      'o',
+                      'g',
+                      'u',
+                      'e'};
+    zmq_send(s, hdr, sizeof hdr, ZMQ_SNDMORE);
+    zmq_send(s, body, sizeof body, 0);
+    /* Its handshake goes through (an allowed certificate) and it tries
+     * for a while; nothing comes back to it. */
+    zmq_pollitem_t it = {.socket = s, .events = ZMQ_POLLIN};
+    assert_int_equal(zmq_poll(&it, 1, 1500), 0);
+    /* The joiner is still alpha, the same process, answering, and calls
+     * made meanwhile reach it. */
+    kin_msg *mid = NULL;
+    assert_int_equal(kin_call_sync(m, id, "peer.pid", 5000, &mid, NULL),
+                     KIN_OK);
+    kin_msg_destroy(&mid);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    uint32_t found = 0;
+    assert_int_equal(kin_node_lookup(m, "alpha", &found, 20000), KIN_OK);
+    assert_int_equal(found, id);
+    kin_err e;
+    double end = harness_now_ms() + 30000;
+    while ((e = kin_call_sync(m, id, "peer.pid", 1000, &r, NULL)) &&
+           harness_now_ms() < end)
+        poll(NULL, 0, 20);
+    assert_int_equal(e, KIN_OK);
+    int pid = 0;
+    assert_int_equal(kin_msg_unpack(r, "i", &pid), KIN_OK);
+    kin_msg_destroy(&r);
+    assert_int_equal(pid, a.pid);
+    unlink(p1);
+    unlink(p2);
+    peer_stop(&a, false);
+    kin_node_destroy(&m);
+}
+
+/* --- a stale tcp connection -----------------------------------------------
+ */
+
+static proxy px; /* stopped by teardown too */
+
+static void
+proxy_stop_all(void)
+{
+    proxy_stop(&px);
+}
+
+/* Over tcp (with the tree's key), a joiner whose connection broke on its
+ * side only comes back at once: its new connection replaces the one the
+ * master still holds, rather than waiting for the master's heartbeat
+ * timeout (set to a minute here, longer than the test waits). */
+static void
+rejoin_replaces_a_stale_connection(void **state)
+{
+    (void)state;
+    char pub[41], sec[41], key[82];
+    assert_int_equal(zmq_curve_keypair(pub, sec), 0);
+    snprintf(key, sizeof key, "%s:%s", pub, sec);
+    char why[256];
+    kin_node_opts o = {.join_bind = "tcp://127.0.0.1:*",
+                       .curve_key = key,
+                       .heartbeat_timeout_ms = 60000,
+                       .errbuf = why,
+                       .errbuf_size = sizeof why};
+    assert_int_equal(kin_node_new(&m, &o), KIN_OK);
+    int port = 0;
+    assert_int_equal(
+        sscanf(kin_node_join_endpoint(m), "tcp://127.0.0.1:%d", &port), 1);
+    proxy_start(&px, port);
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", px.port);
+
+    static peer a; /* static: teardown stops it after a failure */
+    peer_startv(&a, "joiner", ep, "alpha", "key", key);
+    uint32_t id = joined_id(&a);
+    kin_msg *r = NULL;
+    assert_int_equal(call_when_offered(m, "peer.pid", 5000, &r), KIN_OK);
+    kin_msg_destroy(&r);
+
+    double t0 = harness_now_ms();
+    atomic_store(&px.cut_now, true);
+    while (!atomic_load(&px.cuts_done))
+        poll(NULL, 0, 5);
+    /* Back through a new connection, well within the heartbeat timeout;
+     * calls meanwhile may go to the stale one and time out. */
+    kin_err e;
+    double end = harness_now_ms() + 30000;
+    while ((e = kin_call_sync(m, id, "peer.pid", 1000, &r, NULL)) &&
+           harness_now_ms() < end)
+        poll(NULL, 0, 20);
+    assert_int_equal(e, KIN_OK);
+    fprintf(stderr, "# joiner answered again %.0f ms after its side was cut\n",
+            harness_now_ms() - t0);
+    int pid = 0;
+    assert_int_equal(kin_msg_unpack(r, "i", &pid), KIN_OK);
+    kin_msg_destroy(&r);
+    assert_int_equal(pid, a.pid);
+    /* The same context: its id and name, never left. */
+    uint32_t found = 0;
+    assert_int_equal(kin_node_lookup(m, "alpha", &found, 0), KIN_OK);
+    assert_int_equal(found, id);
+    char f1[64];
+    assert_true(logged(getpid(), "\"msg\":\"join.accept\"",
+                       field_u(f1, sizeof f1, "joiner_ctx", id),
+                       "\"rejoin\":true", NULL));
+
+    peer_stop(&a, false);
+    kin_node_destroy(&m);
+    proxy_stop(&px);
 }
 
 int
@@ -583,6 +1116,14 @@ main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(certificates_admit_and_revoke, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(joiner_spawns_children, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(joiners_children_come_back, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(rejoin_replaces_a_stale_connection,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(another_certificate_cannot_take_an_id,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(other_version_is_told_at_once, setup,
                                         teardown),
     };
