@@ -22,6 +22,9 @@ typedef struct prov {
     /* Our router could not reach it (its link gone, not yet noticed):
      * not picked before this (monotonic ns; 0: reachable). */
     uint64_t unreachable_until;
+    /* It refused a call unrun (withdrawn or stopping): not picked until it
+     * offers again (SVC_ADD) or its SVC_DEL or route deletion removes it. */
+    bool refusing;
     uint32_t lat[KIN_SERVICE_LAT_BUCKETS];
 } prov;
 

@@ -128,7 +128,8 @@ next_rand(struct kin__services *ss)
 static bool
 usable(const svc *s, const prov *p, uint32_t avoid)
 {
-    return p->outstanding < p->bound && (p->ctx != avoid || s->nprov == 1) &&
+    return p->outstanding < p->bound && !p->refusing &&
+           (p->ctx != avoid || s->nprov == 1) &&
            !(p->unreachable_until && p->unreachable_until > kin__now_ns());
 }
 
@@ -375,10 +376,13 @@ void
 kin__svc_pump(kin_node *n, svc *s)
 {
     while (s->qhead) {
-        bool none = !s->nprov && !kin__svc_holds(s);
-        if (!none && !pick(n, s, NO_PROV))
-            return;
         pending *p = s->qhead;
+        /* The head goes only where dispatch would send it (its own
+         * provider to avoid): taking it out for a provider dispatch then
+         * refuses would put it back, round and round, on the broker. */
+        bool none = !s->nprov && !kin__svc_holds(s);
+        if (!none && !pick(n, s, p->avoid))
+            return;
         s->qhead = p->next;
         if (!s->qhead)
             s->qtail = NULL;
@@ -418,10 +422,11 @@ outcome(kin_node *n, pending *p, kin_msg **mp)
     kin_err reason = KIN_OK;
     if ((m->flags & KIN_MSG_DEAD) &&
         kin_msg_dead_reason(m, &reason, NULL, 0) == KIN_OK &&
-        (reason == KIN_ENOPROVIDER || reason == KIN_EPEERGONE ||
-         reason == KIN_ENOROUTE)) {
+        (reason == KIN_ENOPROVIDER || reason == KIN_ESHUTDOWN ||
+         reason == KIN_EPEERGONE || reason == KIN_ENOROUTE)) {
         kin_msg_destroy(mp);
-        if (n->svc->routing == p && reason != KIN_ENOPROVIDER) {
+        if (n->svc->routing == p &&
+            (reason == KIN_EPEERGONE || reason == KIN_ENOROUTE)) {
             /* Our own router could not hand it over (the link to the
              * provider is gone, its route not yet deleted): it never left
              * this process, so it is no attempt, and no late reply can
@@ -433,9 +438,15 @@ outcome(kin_node *n, pending *p, kin_msg **mp)
                 v->unreachable_until = kin__now_ns() + UNREACHABLE_NS;
             p->avoid = was;
             dispatch(n, p);
-        } else if (reason == KIN_ENOPROVIDER) {
-            /* Withdrawn there before it heard: nothing ran, so no attempt
-             * is used up; another provider is tried first. */
+        } else if (reason == KIN_ENOPROVIDER || reason == KIN_ESHUTDOWN) {
+            /* Refused unrun: withdrawn there before it heard (its SVC_DEL
+             * is on the way), or the provider is stopping and the call
+             * never started (kin__service_stopped) or never got into its
+             * queue. Nothing ran, so no attempt is used up, whatever the
+             * function; that provider gets no more calls until it offers
+             * again, and another is tried first. */
+            if (v)
+                v->refusing = true;
             if (p->bounces < BOUNCES_MAX) {
                 p->attempts--;
                 p->bounces++;
@@ -443,6 +454,8 @@ outcome(kin_node *n, pending *p, kin_msg **mp)
             }
             dispatch(n, p);
         } else {
+            /* The provider's link or process went, or it stopped while the
+             * call ran (kin__service_stopped): it may have run. */
             p->provider = was;
             retire_proxy(n, p);
             provider_lost(n, p, v);

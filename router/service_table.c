@@ -145,6 +145,9 @@ add_prov(svc *s, uint32_t ctx, uint32_t via, uint32_t hops, int bound,
     v->via = via;
     v->hops = hops;
     v->bound = bound;
+    /* Offered again: it takes calls. */
+    v->refusing = false;
+    v->unreachable_until = 0;
     *out = v;
     return KIN_OK;
 }
