@@ -42,7 +42,8 @@ typedef struct pending {
     struct svc *s;
     kin_msg *req;    /* the SVC_CALL as it came (src, reply_to: the caller) */
     size_t args_off; /* where the arguments start in req's body */
-    char fn[64];
+    const char *fn;  /* "service.function", in req's body */
+    size_t fn_len;
     uint32_t provider; /* NO_PROV while queued */
     /* The handle its reply comes back to (0: none yet). It outlives the
      * call in the pool; an attempt that ends without its reply (provider
@@ -64,6 +65,7 @@ typedef struct pending {
 /* A service as this context knows it (broker thread). */
 typedef struct svc {
     char name[KIN_SERVICE_NAME_MAX + 1];
+    size_t name_len;
     prov *provs;
     int nprov, cap;
     hold *holds;
@@ -97,8 +99,11 @@ struct kin__services {
     kin__u32map direct; /* caller's reply handle -> its direct call */
     /* The last function whose export was looked up (see idempotent). */
     char idem_fn[64];
+    size_t idem_len;
     bool idem;
     uint64_t idem_gen;
+    svc *last;               /* the service the last call was to */
+    uint32_t passing_handle; /* the reply kin__svc_claim hands on (0: none) */
     /* under mu */
     pthread_mutex_t mu;
     pthread_cond_t cond;
@@ -144,6 +149,10 @@ void kin__svc_on_hold(kin_node *n, kin_msg *m, void *arg);
  * provider is left and none is restarting. */
 void kin__svc_pump(kin_node *n, svc *s);
 void kin__svc_on_call(kin_node *n, kin_msg *m, void *arg);
+/* kin__svc_on_call of a call made in this process, whose head
+ * kin__svc_head_own reads (svc_len: its service name's length; 0: not
+ * known, read it all). */
+void kin__svc_resolve(kin_node *n, kin_msg *m, size_t svc_len);
 /* The calls running at the contexts ids (gone) are retried or failed. */
 void kin__svc_calls_gone(kin_node *n, const uint32_t *ids, size_t count);
 /* Frees every call entry; the broker has stopped. */

@@ -35,7 +35,7 @@
 /* --- the resolver ----------------------------------------------------------
  */
 
-static void dispatch(kin_node *n, pending *p);
+static void dispatch(kin_node *n, pending *p, uint64_t now);
 
 /* An entry for a new call: from the pool, or a new one (NULL: no memory). */
 static pending *
@@ -155,8 +155,9 @@ pick(kin_node *n, svc *s, uint32_t avoid)
     }
     if (!room)
         return NULL;
-    int a = (int)(next_rand(n->svc) % (uint64_t)room);
-    int b = room > 1 ? (int)(next_rand(n->svc) % (uint64_t)room) : a;
+    uint64_t r = next_rand(n->svc);
+    int a = (int)((r & 0xffffffffu) % (uint64_t)room);
+    int b = room > 1 ? (int)((r >> 32) % (uint64_t)room) : a;
     prov *pa = NULL, *pb = NULL;
     for (int i = 0, k = 0; i < s->nprov; i++) {
         prov *p = &s->provs[i];
@@ -210,50 +211,19 @@ kin_service_latency_us(const uint32_t *latency, double q)
     return 0;
 }
 
-/* --- the call's header, written by hand: [fn, task, ms left] (read by
- * kin__call_head): kin_pack would cost more than the rest of send_to. */
-
-/* Writes SVC_RUN's header [fn, 0, left] (fn under 64 bytes, left -1 or
- * more) to out (at least 80 bytes); returns its length. */
-static size_t
-put_head(uint8_t *out, const char *fn, size_t fn_len, int64_t left)
-{
-    size_t off = 0;
-    if (fn_len < 32) {
-        out[off++] = (uint8_t)(0xa0 | fn_len);
-    } else {
-        out[off++] = 0xd9;
-        out[off++] = (uint8_t)fn_len;
-    }
-    memcpy(out + off, fn, fn_len);
-    off += fn_len;
-    out[off++] = 0x00; /* no caller task: the resolver's own call */
-    if (left < 0) {
-        out[off++] = 0xff; /* -1: no deadline */
-    } else if (left <= 0x7f) {
-        out[off++] = (uint8_t)left;
-    } else {
-        uint64_t u = (uint64_t)left;
-        out[off++] = 0xcf;
-        for (int i = 7; i >= 0; i--)
-            out[off++] = (uint8_t)(u >> (8 * i));
-    }
-    return off;
-}
-
-/* Sends p's request to provider v, under a reply handle of its own. */
+/* Sends p's request to provider v (now: the monotonic clock), under a
+ * reply handle of its own. */
 static bool
-send_to(kin_node *n, pending *p, prov *v)
+send_to(kin_node *n, pending *p, prov *v, uint64_t now)
 {
     int64_t left = -1;
-    if (p->deadline) {
-        uint64_t now = kin__now_ns();
+    if (p->deadline)
         left =
             p->deadline > now ? (int64_t)((p->deadline - now) / 1000000u) : 0;
-    }
-    /* One message of header + args. */
-    uint8_t head[96];
-    size_t hlen = put_head(head, p->fn, strlen(p->fn), left);
+    /* One message of header + args; the header by hand (no caller task:
+     * the resolver's own call). */
+    uint8_t head[KIN__SVC_HEAD_MAX];
+    size_t hlen = kin__svc_head_put(head, p->fn, p->fn_len, 0, left);
     const kin_msg *req = p->req;
     size_t args = req->len > p->args_off ? req->len - p->args_off : 0;
     kin_msg *m = NULL;
@@ -280,7 +250,7 @@ send_to(kin_node *n, pending *p, prov *v)
         ss->inflight->iprev = p;
     ss->inflight = p;
     p->provider = v->ctx;
-    p->sent_ns = kin__now_ns();
+    p->sent_ns = now;
     p->attempts++;
     v->outstanding++;
     m->dst = v->ctx;
@@ -332,23 +302,23 @@ enqueue(pending *p)
 }
 
 static bool
-expired(const pending *p)
+expired(const pending *p, uint64_t now)
 {
-    return p->deadline && kin__now_ns() >= p->deadline;
+    return p->deadline && now >= p->deadline;
 }
 
-/* Sends p on, queues it, or fails it. */
+/* Sends p on, queues it, or fails it (now: the monotonic clock). */
 static void
-dispatch(kin_node *n, pending *p)
+dispatch(kin_node *n, pending *p, uint64_t now)
 {
     svc *s = p->s;
     char why[128];
-    if (expired(p)) {
+    if (expired(p, now)) {
         fail(n, p, KIN_ETIMEOUT, "deadline passed at the resolver");
         return;
     }
     prov *v = pick(n, s, p->avoid);
-    if (v && send_to(n, p, v))
+    if (v && send_to(n, p, v, now))
         return;
     if (v) {
         fail(n, p, -ENOMEM, "out of memory at the resolver");
@@ -375,6 +345,7 @@ dispatch(kin_node *n, pending *p)
 void
 kin__svc_pump(kin_node *n, svc *s)
 {
+    uint64_t now = s->qhead ? kin__now_ns() : 0;
     while (s->qhead) {
         pending *p = s->qhead;
         /* The head goes only where dispatch would send it (its own
@@ -387,7 +358,7 @@ kin__svc_pump(kin_node *n, svc *s)
         if (!s->qhead)
             s->qtail = NULL;
         s->queued--;
-        dispatch(n, p);
+        dispatch(n, p, now);
     }
 }
 
@@ -395,11 +366,13 @@ kin__svc_pump(kin_node *n, svc *s)
 static void
 provider_lost(kin_node *n, pending *p, prov *v)
 {
-    if (p->idempotent && p->attempts <= KIN_SERVICE_RETRIES && !expired(p)) {
+    uint64_t now = kin__now_ns();
+    if (p->idempotent && p->attempts <= KIN_SERVICE_RETRIES &&
+        !expired(p, now)) {
         p->s->retried++;
         if (v)
             v->retried++;
-        dispatch(n, p);
+        dispatch(n, p, now);
         return;
     }
     char why[128];
@@ -420,6 +393,7 @@ outcome(kin_node *n, pending *p, kin_msg **mp)
     uint32_t was = p->provider;
     prov *v = release(n, p);
     kin_err reason = KIN_OK;
+    uint64_t now = kin__now_ns();
     if ((m->flags & KIN_MSG_DEAD) &&
         kin_msg_dead_reason(m, &reason, NULL, 0) == KIN_OK &&
         (reason == KIN_ENOPROVIDER || reason == KIN_ESHUTDOWN ||
@@ -435,9 +409,9 @@ outcome(kin_node *n, pending *p, kin_msg **mp)
              * the queue for the link-downs); another gets it. */
             p->attempts--;
             if (v)
-                v->unreachable_until = kin__now_ns() + UNREACHABLE_NS;
+                v->unreachable_until = now + UNREACHABLE_NS;
             p->avoid = was;
-            dispatch(n, p);
+            dispatch(n, p, now);
         } else if (reason == KIN_ENOPROVIDER || reason == KIN_ESHUTDOWN) {
             /* Refused unrun: withdrawn there before it heard (its SVC_DEL
              * is on the way), or the provider is stopping and the call
@@ -452,7 +426,7 @@ outcome(kin_node *n, pending *p, kin_msg **mp)
                 p->bounces++;
                 p->avoid = was;
             }
-            dispatch(n, p);
+            dispatch(n, p, now);
         } else {
             /* The provider's link or process went, or it stopped while the
              * call ran (kin__service_stopped): it may have run. */
@@ -466,7 +440,7 @@ outcome(kin_node *n, pending *p, kin_msg **mp)
         v->served++;
         if (m->flags & (KIN_MSG_ERROR | KIN_MSG_DEAD))
             v->errors++;
-        v->lat[lat_bucket(kin__now_ns() - p->sent_ns)]++;
+        v->lat[lat_bucket(now - p->sent_ns)]++;
     }
     return true;
 }
@@ -496,7 +470,7 @@ bool
 kin__svc_claim(kin_node *n, kin_msg **mp)
 {
     struct kin__services *ss = n->svc;
-    if (!ss || !ss->direct.len)
+    if (!ss || !ss->direct.len || (*mp)->handle == ss->passing_handle)
         return false;
     kin_msg *m = *mp;
     pending *p = kin__u32map_get(&ss->direct, m->handle);
@@ -516,7 +490,9 @@ kin__svc_claim(kin_node *n, kin_msg **mp)
         uint32_t handle = p->caller_handle;
         bool retried = p->attempts > 1;
         put_pending(n, p); /* out of the map: m now goes to the receiver */
+        ss->passing_handle = handle; /* not looked up again on its way */
         kin__deliver(n, *mp);
+        ss->passing_handle = 0;
         *mp = NULL;
         if (retried)
             kin__handles_seal(n, handle);
@@ -528,10 +504,9 @@ kin__svc_claim(kin_node *n, kin_msg **mp)
 /* Fails the calls whose deadline passed (at most every SWEEP_NS): the
  * caller has given up on them; a running one is cancelled. */
 static void
-sweep(kin_node *n)
+sweep(kin_node *n, uint64_t now)
 {
     struct kin__services *ss = n->svc;
-    uint64_t now = kin__now_ns();
     if (now < ss->next_sweep)
         return;
     ss->next_sweep = now + SWEEP_NS;
@@ -541,7 +516,7 @@ sweep(kin_node *n)
     pending *late[64];
     int count = 0;
     for (pending *p = ss->inflight; p && count < 64; p = p->inext)
-        if (expired(p))
+        if (expired(p, now))
             late[count++] = p;
     for (int i = 0; i < count; i++) {
         pending *p = late[i];
@@ -567,7 +542,7 @@ sweep(kin_node *n)
         pending **pp = &s->qhead, *prev = NULL;
         while (*pp) {
             pending *p = *pp;
-            if (!expired(p)) {
+            if (!expired(p, now)) {
                 prev = p;
                 pp = &p->next;
                 continue;
@@ -584,12 +559,15 @@ sweep(kin_node *n)
 /* Whether fn is exported here as idempotent: the export table is looked
  * up once per function and export change, not per call. */
 static bool
-idempotent(struct kin__services *ss, const char *fn)
+idempotent(struct kin__services *ss, const char *fn, size_t len)
 {
     uint64_t gen = kin__exports_gen();
-    if (gen != ss->idem_gen || strcmp(fn, ss->idem_fn)) {
-        ss->idem = kin__export_idempotent(fn);
-        snprintf(ss->idem_fn, sizeof ss->idem_fn, "%s", fn);
+    if (gen != ss->idem_gen || len != ss->idem_len ||
+        memcmp(fn, ss->idem_fn, len)) {
+        memcpy(ss->idem_fn, fn, len); /* len under 64 */
+        ss->idem_fn[len] = 0;
+        ss->idem_len = len;
+        ss->idem = kin__export_idempotent(ss->idem_fn);
         ss->idem_gen = gen;
     }
     return ss->idem;
@@ -602,9 +580,17 @@ void
 kin__svc_on_call(kin_node *n, kin_msg *m, void *arg)
 {
     (void)arg;
-    sweep(n);
+    kin__svc_resolve(n, m, 0);
+}
+
+void
+kin__svc_resolve(kin_node *n, kin_msg *m, size_t svc_len)
+{
+    uint64_t now = kin__now_ns();
+    sweep(n, now);
     kin__svc_call_head h;
-    if (kin__svc_call_read(m->body, m->len, &h)) {
+    if (!(svc_len && kin__svc_head_own(m->body, m->len, svc_len, &h)) &&
+        kin__svc_call_read(m->body, m->len, &h)) {
         n->svc->bad++;
         kin__reply_dead(n, m, KIN_EBADMSG, "malformed service call");
         return;
@@ -632,10 +618,11 @@ kin__svc_on_call(kin_node *n, kin_msg *m, void *arg)
     p->s = s;
     p->req = m;
     p->args_off = h.args_off;
-    memcpy(p->fn, h.fn, h.fn_len);
+    p->fn = h.fn;
+    p->fn_len = h.fn_len;
     p->provider = NO_PROV;
-    p->deadline = h.left >= 0 ? kin__now_ns() + (uint64_t)h.left * 1000000u : 0;
-    p->idempotent = idempotent(n->svc, p->fn);
+    p->deadline = h.left >= 0 ? now + (uint64_t)h.left * 1000000u : 0;
+    p->idempotent = idempotent(n->svc, h.fn, h.fn_len);
     if (m->src == n->id && m->reply_to &&
         !kin__u32map_has(&n->svc->direct, m->reply_to) &&
         kin__u32map_put(&n->svc->direct, m->reply_to, p) == 0) {
@@ -643,7 +630,7 @@ kin__svc_on_call(kin_node *n, kin_msg *m, void *arg)
         p->caller_handle = m->reply_to;
     }
     s->resolved++;
-    dispatch(n, p);
+    dispatch(n, p, now);
 }
 
 uint32_t

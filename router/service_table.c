@@ -20,10 +20,16 @@ svc *
 kin__svc_find(kin_node *n, const char *name, size_t len)
 {
     struct kin__services *ss = n->svc;
-    for (int i = 0; i < ss->len; i++)
-        if (strlen(ss->items[i]->name) == len &&
-            !memcmp(ss->items[i]->name, name, len))
-            return ss->items[i];
+    /* Calls come in runs to one service: the last one first (entries are
+     * never freed while the node lives). */
+    svc *s = ss->last;
+    if (s && s->name_len == len && !memcmp(s->name, name, len))
+        return s;
+    for (int i = 0; i < ss->len; i++) {
+        s = ss->items[i];
+        if (s->name_len == len && !memcmp(s->name, name, len))
+            return ss->last = s;
+    }
     return NULL;
 }
 
@@ -45,6 +51,7 @@ kin__svc_find_or_add(kin_node *n, const char *name, size_t len)
     if (!(s = calloc(1, sizeof *s)))
         return NULL;
     memcpy(s->name, name, len);
+    s->name_len = len;
     ss->items[ss->len++] = s;
     return s;
 }

@@ -101,3 +101,58 @@ kin__lookup_read(const void *body, size_t size, const char **name, size_t *len,
         *wait_ms = INT32_MAX;
     return e;
 }
+
+size_t
+kin__svc_head_put(uint8_t *out, const char *fn, size_t fn_len, uint32_t task,
+                  int64_t left)
+{
+    size_t off = 0;
+    if (fn_len < 32) {
+        out[off++] = (uint8_t)(0xa0 | fn_len);
+    } else {
+        out[off++] = 0xd9;
+        out[off++] = (uint8_t)fn_len;
+    }
+    memcpy(out + off, fn, fn_len);
+    off += fn_len;
+    out[off++] = 0xce;
+    for (int i = 3; i >= 0; i--)
+        out[off++] = (uint8_t)(task >> (8 * i));
+    out[off++] = 0xd3;
+    uint64_t u = (uint64_t)left;
+    for (int i = 7; i >= 0; i--)
+        out[off++] = (uint8_t)(u >> (8 * i));
+    return off;
+}
+
+bool
+kin__svc_head_own(const void *body, size_t size, size_t svc_len,
+                  kin__svc_call_head *out)
+{
+    const uint8_t *p = body;
+    if (size < 1)
+        return false;
+    size_t off = 1, fn_len = p[0] & 0x1f;
+    if ((p[0] & 0xe0) != 0xa0) {
+        if (p[0] != 0xd9 || size < 2)
+            return false;
+        fn_len = p[1];
+        off = 2;
+    }
+    if (fn_len > KIN__SVC_FN_MAX || svc_len >= fn_len ||
+        size < off + fn_len + 14 || p[off + svc_len] != '.' ||
+        p[off + fn_len] != 0xce || p[off + fn_len + 5] != 0xd3)
+        return false;
+    out->fn = (const char *)p + off;
+    out->fn_len = fn_len;
+    out->svc_len = svc_len;
+    const uint8_t *q = p + off + fn_len + 1;
+    out->task = (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 |
+                (uint32_t)q[2] << 8 | q[3];
+    uint64_t u = 0;
+    for (int i = 0; i < 8; i++)
+        u = u << 8 | q[5 + i];
+    out->left = (int64_t)u;
+    out->args_off = off + fn_len + 14;
+    return true;
+}
