@@ -14,6 +14,7 @@
 #include "router/service_wire.h"
 
 #define NO_PROV UINT32_MAX
+#define KIN__SVC_DSLOTS 256
 
 typedef struct prov {
     uint32_t ctx, via, hops;
@@ -59,6 +60,9 @@ typedef struct pending {
      * caller's receiver (caller_handle, in the resolver's `direct` map),
      * and kin__svc_claim sees each reply on its way there. */
     bool direct;
+    /* req's head is as kin__svc_head_put writes it, with task 0: an
+     * SVC_RUN is req's body with the time left written in. */
+    bool own_head;
     uint32_t caller_handle;
 } pending;
 
@@ -94,9 +98,17 @@ struct kin__services {
     int npool;
     uint64_t next_sweep;
     uint64_t rng;
-    uint64_t bad;       /* offers and calls dropped as malformed */
-    pending *routing;   /* the call send_to is routing right now */
-    kin__u32map direct; /* caller's reply handle -> its direct call */
+    uint64_t bad;     /* offers and calls dropped as malformed */
+    pending *routing; /* the call send_to is routing right now */
+    /* Caller's reply handle -> its direct call: in slot handle % DSLOTS
+     * when free (handles come in sequence, so they rarely collide), else
+     * in the map. */
+    struct {
+        uint32_t handle;
+        pending *p;
+    } dslot[KIN__SVC_DSLOTS];
+    kin__u32map direct;
+    int ndirect;
     /* The last function whose export was looked up (see idempotent). */
     char idem_fn[64];
     size_t idem_len;

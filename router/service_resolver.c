@@ -56,6 +56,48 @@ get_pending(struct kin__services *ss)
     return p;
 }
 
+/* --- the direct calls by their caller's reply handle ---------------------- */
+
+static pending *
+direct_get(struct kin__services *ss, uint32_t handle)
+{
+    if (!ss->ndirect)
+        return NULL;
+    unsigned i = handle % KIN__SVC_DSLOTS;
+    if (ss->dslot[i].handle == handle)
+        return ss->dslot[i].p;
+    return ss->direct.len ? kin__u32map_get(&ss->direct, handle) : NULL;
+}
+
+/* Errors: KIN_EEXISTS (handle taken), -ENOMEM. */
+static int
+direct_put(struct kin__services *ss, uint32_t handle, pending *p)
+{
+    if (direct_get(ss, handle))
+        return KIN_EEXISTS;
+    unsigned i = handle % KIN__SVC_DSLOTS;
+    if (!ss->dslot[i].handle) {
+        ss->dslot[i].handle = handle;
+        ss->dslot[i].p = p;
+    } else if (kin__u32map_put(&ss->direct, handle, p)) {
+        return -ENOMEM;
+    }
+    ss->ndirect++;
+    return 0;
+}
+
+static void
+direct_del(struct kin__services *ss, uint32_t handle)
+{
+    unsigned i = handle % KIN__SVC_DSLOTS;
+    if (ss->dslot[i].handle == handle) {
+        ss->dslot[i].handle = 0;
+        ss->ndirect--;
+    } else if (kin__u32map_del(&ss->direct, handle)) {
+        ss->ndirect--;
+    }
+}
+
 /* The call's reply handle can no longer be trusted to mean this call. */
 static void
 retire_proxy(kin_node *n, pending *p)
@@ -71,7 +113,7 @@ end_direct(kin_node *n, pending *p)
 {
     if (!p->direct)
         return;
-    kin__u32map_del(&n->svc->direct, p->caller_handle);
+    direct_del(n->svc, p->caller_handle);
     p->direct = false;
 }
 
@@ -125,50 +167,51 @@ next_rand(struct kin__services *ss)
     return ss->rng;
 }
 
-static bool
-usable(const svc *s, const prov *p, uint32_t avoid)
-{
-    return p->outstanding < p->bound && !p->refusing &&
-           (p->ctx != avoid || s->nprov == 1) &&
-           !(p->unreachable_until && p->unreachable_until > kin__now_ns());
-}
-
 /* The provider to send to: among those below their bound and nearest, the
  * less loaded of two picked at random; `avoid` (one our router could not
  * reach a moment ago: its link gone, not yet noticed) only when it is the
- * only one. NULL when none has room. */
+ * only one. NULL when none has room. One pass over the providers. */
 static prov *
 pick(kin_node *n, svc *s, uint32_t avoid)
 {
+    enum { CAND = 32 };
+    prov *cand[CAND];
     uint32_t near = UINT32_MAX;
     int room = 0;
+    uint64_t now = 0;
     for (int i = 0; i < s->nprov; i++) {
         prov *p = &s->provs[i];
-        if (!usable(s, p, avoid))
+        if (p->outstanding >= p->bound || p->refusing || p->hops > near ||
+            (p->ctx == avoid && s->nprov > 1))
             continue;
+        if (p->unreachable_until) {
+            if (!now)
+                now = kin__now_ns();
+            if (p->unreachable_until > now)
+                continue;
+        }
         if (p->hops < near) {
             near = p->hops;
             room = 0;
         }
-        if (p->hops == near)
-            room++;
+        /* Past CAND, one of the candidates is replaced at random, so
+         * that every one stays as likely (a reservoir). */
+        if (room < CAND) {
+            cand[room] = p;
+        } else {
+            uint64_t k = next_rand(n->svc) % (uint64_t)(room + 1);
+            if (k < CAND)
+                cand[k] = p;
+        }
+        room++;
     }
     if (!room)
         return NULL;
+    if (room > CAND)
+        room = CAND;
     uint64_t r = next_rand(n->svc);
-    int a = (int)((r & 0xffffffffu) % (uint64_t)room);
-    int b = room > 1 ? (int)((r >> 32) % (uint64_t)room) : a;
-    prov *pa = NULL, *pb = NULL;
-    for (int i = 0, k = 0; i < s->nprov; i++) {
-        prov *p = &s->provs[i];
-        if (!usable(s, p, avoid) || p->hops != near)
-            continue;
-        if (k == a)
-            pa = p;
-        if (k == b)
-            pb = p;
-        k++;
-    }
+    prov *pa = cand[(r & 0xffffffffu) % (uint64_t)room];
+    prov *pb = room > 1 ? cand[(r >> 32) % (uint64_t)room] : pa;
     return pb->outstanding < pa->outstanding ? pb : pa;
 }
 
@@ -222,16 +265,24 @@ send_to(kin_node *n, pending *p, prov *v, uint64_t now)
             p->deadline > now ? (int64_t)((p->deadline - now) / 1000000u) : 0;
     /* One message of header + args; the header by hand (no caller task:
      * the resolver's own call). */
-    uint8_t head[KIN__SVC_HEAD_MAX];
-    size_t hlen = kin__svc_head_put(head, p->fn, p->fn_len, 0, left);
-    const kin_msg *req = p->req;
-    size_t args = req->len > p->args_off ? req->len - p->args_off : 0;
+    kin_msg *req = p->req;
     kin_msg *m = NULL;
-    kin_err e = kin_msg_new(&m, hlen + args);
-    if (!e) {
-        memcpy(m->body, head, hlen);
-        if (args)
-            memcpy(m->body + hlen, req->body + p->args_off, args);
+    kin_err e;
+    if (p->own_head) {
+        /* Laid out already: the time left goes in, then one copy. */
+        uint64_t be = __builtin_bswap64((uint64_t)left);
+        memcpy(req->body + p->args_off - 8, &be, 8);
+        e = kin_msg_new_copy(&m, req->body, req->len);
+    } else {
+        uint8_t head[KIN__SVC_HEAD_MAX];
+        size_t hlen = kin__svc_head_put(head, p->fn, p->fn_len, 0, left);
+        size_t args = req->len > p->args_off ? req->len - p->args_off : 0;
+        e = kin_msg_new(&m, hlen + args);
+        if (!e) {
+            memcpy(m->body, head, hlen);
+            if (args)
+                memcpy(m->body + hlen, req->body + p->args_off, args);
+        }
     }
     kin__handler h = {.policy = KIN_POLICY_ANY,
                       .respondent = KIN_NO_CTX,
@@ -470,10 +521,10 @@ bool
 kin__svc_claim(kin_node *n, kin_msg **mp)
 {
     struct kin__services *ss = n->svc;
-    if (!ss || !ss->direct.len || (*mp)->handle == ss->passing_handle)
+    if (!ss || !ss->ndirect || (*mp)->handle == ss->passing_handle)
         return false;
     kin_msg *m = *mp;
-    pending *p = kin__u32map_get(&ss->direct, m->handle);
+    pending *p = direct_get(ss, m->handle);
     if (!p)
         return false;
     /* Between attempts, or a reply of an earlier attempt's provider (the
@@ -589,8 +640,8 @@ kin__svc_resolve(kin_node *n, kin_msg *m, size_t svc_len)
     uint64_t now = kin__now_ns();
     sweep(n, now);
     kin__svc_call_head h;
-    if (!(svc_len && kin__svc_head_own(m->body, m->len, svc_len, &h)) &&
-        kin__svc_call_read(m->body, m->len, &h)) {
+    bool own = svc_len && kin__svc_head_own(m->body, m->len, svc_len, &h);
+    if (!own && kin__svc_call_read(m->body, m->len, &h)) {
         n->svc->bad++;
         kin__reply_dead(n, m, KIN_EBADMSG, "malformed service call");
         return;
@@ -618,14 +669,18 @@ kin__svc_resolve(kin_node *n, kin_msg *m, size_t svc_len)
     p->s = s;
     p->req = m;
     p->args_off = h.args_off;
+    if (own) {
+        /* No caller task in an SVC_RUN (the resolver's own call). */
+        memset(m->body + h.args_off - 13, 0, 4);
+        p->own_head = true;
+    }
     p->fn = h.fn;
     p->fn_len = h.fn_len;
     p->provider = NO_PROV;
     p->deadline = h.left >= 0 ? now + (uint64_t)h.left * 1000000u : 0;
     p->idempotent = idempotent(n->svc, h.fn, h.fn_len);
     if (m->src == n->id && m->reply_to &&
-        !kin__u32map_has(&n->svc->direct, m->reply_to) &&
-        kin__u32map_put(&n->svc->direct, m->reply_to, p) == 0) {
+        direct_put(n->svc, m->reply_to, p) == 0) {
         p->direct = true;
         p->caller_handle = m->reply_to;
     }
@@ -639,7 +694,7 @@ kin__svc_call_provider(kin_node *n, uint32_t handle)
     struct kin__services *ss = n->svc;
     if (!ss || !n->broker || !kin__broker_on_thread(n->broker))
         return KIN_NO_CTX;
-    pending *p = kin__u32map_get(&ss->direct, handle);
+    pending *p = direct_get(ss, handle);
     return p && p->provider != NO_PROV ? p->provider : KIN_NO_CTX;
 }
 

@@ -106,23 +106,23 @@ size_t
 kin__svc_head_put(uint8_t *out, const char *fn, size_t fn_len, uint32_t task,
                   int64_t left)
 {
-    size_t off = 0;
+    size_t off = 1;
     if (fn_len < 32) {
-        out[off++] = (uint8_t)(0xa0 | fn_len);
+        out[0] = (uint8_t)(0xa0 | fn_len);
     } else {
-        out[off++] = 0xd9;
-        out[off++] = (uint8_t)fn_len;
+        out[0] = 0xd9;
+        out[1] = (uint8_t)fn_len;
+        off = 2;
     }
     memcpy(out + off, fn, fn_len);
     off += fn_len;
-    out[off++] = 0xce;
-    for (int i = 3; i >= 0; i--)
-        out[off++] = (uint8_t)(task >> (8 * i));
-    out[off++] = 0xd3;
-    uint64_t u = (uint64_t)left;
-    for (int i = 7; i >= 0; i--)
-        out[off++] = (uint8_t)(u >> (8 * i));
-    return off;
+    uint32_t t = __builtin_bswap32(task);
+    uint64_t l = __builtin_bswap64((uint64_t)left);
+    out[off] = 0xce;
+    memcpy(out + off + 1, &t, 4);
+    out[off + 5] = 0xd3;
+    memcpy(out + off + 6, &l, 8);
+    return off + 14;
 }
 
 bool
@@ -146,13 +146,12 @@ kin__svc_head_own(const void *body, size_t size, size_t svc_len,
     out->fn = (const char *)p + off;
     out->fn_len = fn_len;
     out->svc_len = svc_len;
-    const uint8_t *q = p + off + fn_len + 1;
-    out->task = (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 |
-                (uint32_t)q[2] << 8 | q[3];
-    uint64_t u = 0;
-    for (int i = 0; i < 8; i++)
-        u = u << 8 | q[5 + i];
-    out->left = (int64_t)u;
+    uint32_t t;
+    uint64_t l;
+    memcpy(&t, p + off + fn_len + 1, 4);
+    memcpy(&l, p + off + fn_len + 6, 8);
+    out->task = __builtin_bswap32(t);
+    out->left = (int64_t)__builtin_bswap64(l);
     out->args_off = off + fn_len + 14;
     return true;
 }
