@@ -72,6 +72,7 @@ typedef struct svc {
     size_t name_len;
     prov *provs;
     int nprov, cap;
+    bool same_hops; /* every provider as near (kin__svc_provs_changed) */
     hold *holds;
     int nholds, hcap;
     int own_hold; /* this context's supervisors' restarting count */
@@ -143,6 +144,8 @@ svc *kin__svc_find(kin_node *n, const char *name, size_t len);
 /* NULL: out of memory. */
 svc *kin__svc_find_or_add(kin_node *n, const char *name, size_t len);
 prov *kin__svc_find_prov(svc *s, uint32_t ctx);
+/* s's providers were added, removed or moved: same_hops again. */
+void kin__svc_provs_changed(svc *s);
 /* Providers of s restarting in the subtree and here. */
 int kin__svc_holds(const svc *s);
 /* Tells the parent how many providers of s restart here. */

@@ -167,13 +167,33 @@ next_rand(struct kin__services *ss)
     return ss->rng;
 }
 
+/* Whether p may get a call now (see pick). */
+static bool
+usable(const svc *s, const prov *p, uint32_t avoid)
+{
+    return p->outstanding < p->bound && !p->refusing &&
+           (p->ctx != avoid || s->nprov == 1) &&
+           !(p->unreachable_until && p->unreachable_until > kin__now_ns());
+}
+
 /* The provider to send to: among those below their bound and nearest, the
  * less loaded of two picked at random; `avoid` (one our router could not
  * reach a moment ago: its link gone, not yet noticed) only when it is the
- * only one. NULL when none has room. One pass over the providers. */
+ * only one. NULL when none has room. One pass over the providers, or none
+ * when they are all as near and the two picked may take it. */
 static prov *
 pick(kin_node *n, svc *s, uint32_t avoid)
 {
+    if (s->same_hops && s->nprov > 1) {
+        uint64_t r = next_rand(n->svc);
+        prov *pa = &s->provs[(r & 0xffffffffu) % (uint64_t)s->nprov];
+        prov *pb = &s->provs[(r >> 32) % (uint64_t)s->nprov];
+        bool ua = usable(s, pa, avoid), ub = usable(s, pb, avoid);
+        if (ua && ub)
+            return pb->outstanding < pa->outstanding ? pb : pa;
+        if (ua || ub)
+            return ua ? pa : pb;
+    }
     enum { CAND = 32 };
     prov *cand[CAND];
     uint32_t near = UINT32_MAX;

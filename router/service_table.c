@@ -65,6 +65,14 @@ kin__svc_find_prov(svc *s, uint32_t ctx)
     return NULL;
 }
 
+void
+kin__svc_provs_changed(svc *s)
+{
+    s->same_hops = true;
+    for (int i = 1; i < s->nprov && s->same_hops; i++)
+        s->same_hops = s->provs[i].hops == s->provs[0].hops;
+}
+
 int
 kin__svc_holds(const svc *s)
 {
@@ -155,6 +163,7 @@ add_prov(svc *s, uint32_t ctx, uint32_t via, uint32_t hops, int bound,
     /* Offered again: it takes calls. */
     v->refusing = false;
     v->unreachable_until = 0;
+    kin__svc_provs_changed(s);
     *out = v;
     return KIN_OK;
 }
@@ -179,6 +188,7 @@ kin__svc_provider_del(kin_node *n, svc *s, uint32_t ctx)
         return;
     /* Calls running there finish; their replies find no provider entry. */
     *v = s->provs[--s->nprov];
+    kin__svc_provs_changed(s);
     send_up(n, KIN_HANDLE_SVC_DEL, "su", s->name, ctx);
     kin__svc_pump(n, s);
 }
@@ -285,6 +295,7 @@ kin__services_gone(kin_node *n, const uint32_t *ids, size_t count)
             else
                 k++;
         }
+        kin__svc_provs_changed(s);
         for (int k = 0; k < s->nholds;) {
             bool gone = false;
             for (size_t j = 0; j < count && !gone; j++)
