@@ -848,8 +848,9 @@ kill_storm_loses_no_idempotent_call(void **state)
             atomic_load(&st.once_odd), lines, dup);
     unlink(st.path);
     /* A tick whose pick is still restarting kills nothing; restarts are
-     * slower under a sanitizer. */
-    assert_true(kills >= seconds * (KIN_TEST_ASAN ? 2 : 5));
+     * slower under a sanitizer (5 kills in 3 s seen there at a load of
+     * 17 on the 2-vCPU machine). That kills landed mid-call: retried. */
+    assert_true(kills >= seconds * (KIN_TEST_ASAN ? 1 : 5));
     assert_int_equal(atomic_load(&st.idem_failed), 0);
     assert_true(atomic_load(&st.idem_ok) > 0);
     assert_true(retried > 0);
