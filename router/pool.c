@@ -389,7 +389,11 @@ run_call(kin_node *n, kin_msg *m, const exported *found)
         /* Ended before the reply, so a caller that then asks for the
          * terminated tasks finds it. */
         kin__tasktab_end(&n->tasks, t, state, e);
-        reply_error(n, m, e, why, name, name_len);
+        if (svc && state == KIN_TASK_CANCELLED &&
+            kin_latch_closed(n->calls->queue))
+            kin__service_stopped(n, m, false); /* may run elsewhere */
+        else
+            reply_error(n, m, e, why, name, name_len);
         goto done;
     }
 
@@ -416,8 +420,11 @@ run_call(kin_node *n, kin_msg *m, const exported *found)
         kin__tasktab_end(&n->tasks, t,
                          cancelled ? KIN_TASK_CANCELLED : KIN_TASK_FAILED,
                          code);
-        reply_failed(n, m, code, text, x, c.fail_pcs,
-                     c.fail_code ? c.fail_npcs : 0);
+        if (svc && cancelled && kin_latch_closed(n->calls->queue))
+            kin__service_stopped(n, m, true); /* as if it died */
+        else
+            reply_failed(n, m, code, text, x, c.fail_pcs,
+                         c.fail_code ? c.fail_npcs : 0);
     }
 done:
     kin__fn_metrics_record(n->metrics, name, name_len,

@@ -37,6 +37,13 @@ bool kin__svc_claim(kin_node *n, kin_msg **mp);
  * thread. */
 uint32_t kin__svc_call_provider(kin_node *n, uint32_t handle);
 
+/* Worker or broker thread: the service call m (SVC_RUN, kept) ends without
+ * its function's answer because this context is stopping: its resolver gets
+ * a dead reply it acts on. started false: it never started (KIN_ENOPROVIDER,
+ * sent elsewhere whatever the function); true: it was cut while it ran
+ * (KIN_EPEERGONE, as if the provider died: retried when idempotent). */
+void kin__service_stopped(kin_node *n, const kin_msg *m, bool started);
+
 /* Worker or broker thread: a service call admitted by on_svc_run ended. */
 void kin__service_run_done(kin_node *n, const char *fn, size_t fn_len);
 

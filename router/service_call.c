@@ -17,7 +17,10 @@
 static void
 resolve_job(void *node, void *msg)
 {
-    kin__svc_on_call(node, msg, NULL);
+    kin_msg *m = msg;
+    size_t svc_len = (size_t)(uintptr_t)m->local;
+    m->local = NULL;
+    kin__svc_resolve(node, m, svc_len);
 }
 
 static kin_err
@@ -37,8 +40,10 @@ vservice_async(kin_node *n, const char *fn, int timeout_ms, kin_receiver **out,
     char mem[512];
     kin_buf b;
     kin__buf_init_fixed(&b, mem, sizeof mem);
-    e = kin_pack(&b, "suI", fn, kin__call_self_task(n),
-                 (int64_t)(timeout_ms < 0 ? -1 : timeout_ms));
+    /* The head by hand, as the resolver reads it (kin__svc_head_own). */
+    b.len = kin__svc_head_put((uint8_t *)mem, fn, strlen(fn),
+                              kin__call_self_task(n),
+                              timeout_ms < 0 ? -1 : timeout_ms);
     if (!e && picture && *picture)
         e = kin_vpack(&b, picture, ap);
     kin_msg *m = NULL;
@@ -54,6 +59,8 @@ vservice_async(kin_node *n, const char *fn, int timeout_ms, kin_receiver **out,
         m->dst = m->src = m->auth = n->id;
         m->handle = KIN_HANDLE_SVC_CALL;
         m->reply_to = kin_receiver_handle(r);
+        /* Tells resolve_job where the head's fields are. */
+        m->local = (void *)(uintptr_t)(dot - fn);
         e = kin__broker_defer(n->broker, resolve_job, n, m);
         if (!e)
             m = NULL;

@@ -14,6 +14,7 @@
 #include "router/service_wire.h"
 
 #define NO_PROV UINT32_MAX
+#define KIN__SVC_DSLOTS 256
 
 typedef struct prov {
     uint32_t ctx, via, hops;
@@ -22,6 +23,9 @@ typedef struct prov {
     /* Our router could not reach it (its link gone, not yet noticed):
      * not picked before this (monotonic ns; 0: reachable). */
     uint64_t unreachable_until;
+    /* It refused a call unrun (withdrawn or stopping): not picked until it
+     * offers again (SVC_ADD) or its SVC_DEL or route deletion removes it. */
+    bool refusing;
     uint32_t lat[KIN_SERVICE_LAT_BUCKETS];
 } prov;
 
@@ -39,7 +43,8 @@ typedef struct pending {
     struct svc *s;
     kin_msg *req;    /* the SVC_CALL as it came (src, reply_to: the caller) */
     size_t args_off; /* where the arguments start in req's body */
-    char fn[64];
+    const char *fn;  /* "service.function", in req's body */
+    size_t fn_len;
     uint32_t provider; /* NO_PROV while queued */
     /* The handle its reply comes back to (0: none yet). It outlives the
      * call in the pool; an attempt that ends without its reply (provider
@@ -55,14 +60,19 @@ typedef struct pending {
      * caller's receiver (caller_handle, in the resolver's `direct` map),
      * and kin__svc_claim sees each reply on its way there. */
     bool direct;
+    /* req's head is as kin__svc_head_put writes it, with task 0: an
+     * SVC_RUN is req's body with the time left written in. */
+    bool own_head;
     uint32_t caller_handle;
 } pending;
 
 /* A service as this context knows it (broker thread). */
 typedef struct svc {
     char name[KIN_SERVICE_NAME_MAX + 1];
+    size_t name_len;
     prov *provs;
     int nprov, cap;
+    bool same_hops; /* every provider as near (kin__svc_provs_changed) */
     hold *holds;
     int nholds, hcap;
     int own_hold; /* this context's supervisors' restarting count */
@@ -89,13 +99,24 @@ struct kin__services {
     int npool;
     uint64_t next_sweep;
     uint64_t rng;
-    uint64_t bad;       /* offers and calls dropped as malformed */
-    pending *routing;   /* the call send_to is routing right now */
-    kin__u32map direct; /* caller's reply handle -> its direct call */
+    uint64_t bad;     /* offers and calls dropped as malformed */
+    pending *routing; /* the call send_to is routing right now */
+    /* Caller's reply handle -> its direct call: in slot handle % DSLOTS
+     * when free (handles come in sequence, so they rarely collide), else
+     * in the map. */
+    struct {
+        uint32_t handle;
+        pending *p;
+    } dslot[KIN__SVC_DSLOTS];
+    kin__u32map direct;
+    int ndirect;
     /* The last function whose export was looked up (see idempotent). */
     char idem_fn[64];
+    size_t idem_len;
     bool idem;
     uint64_t idem_gen;
+    svc *last;               /* the service the last call was to */
+    uint32_t passing_handle; /* the reply kin__svc_claim hands on (0: none) */
     /* under mu */
     pthread_mutex_t mu;
     pthread_cond_t cond;
@@ -123,6 +144,8 @@ svc *kin__svc_find(kin_node *n, const char *name, size_t len);
 /* NULL: out of memory. */
 svc *kin__svc_find_or_add(kin_node *n, const char *name, size_t len);
 prov *kin__svc_find_prov(svc *s, uint32_t ctx);
+/* s's providers were added, removed or moved: same_hops again. */
+void kin__svc_provs_changed(svc *s);
 /* Providers of s restarting in the subtree and here. */
 int kin__svc_holds(const svc *s);
 /* Tells the parent how many providers of s restart here. */
@@ -141,6 +164,10 @@ void kin__svc_on_hold(kin_node *n, kin_msg *m, void *arg);
  * provider is left and none is restarting. */
 void kin__svc_pump(kin_node *n, svc *s);
 void kin__svc_on_call(kin_node *n, kin_msg *m, void *arg);
+/* kin__svc_on_call of a call made in this process, whose head
+ * kin__svc_head_own reads (svc_len: its service name's length; 0: not
+ * known, read it all). */
+void kin__svc_resolve(kin_node *n, kin_msg *m, size_t svc_len);
 /* The calls running at the contexts ids (gone) are retried or failed. */
 void kin__svc_calls_gone(kin_node *n, const uint32_t *ids, size_t count);
 /* Frees every call entry; the broker has stopped. */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/msg_internal.h"
 #include "core/sync.h"
 #include "router/call_impl.h"
 #include "router/service_impl.h"
@@ -68,6 +69,26 @@ kin__svc_on_run(kin_node *n, kin_msg *m, void *arg)
         return;
     }
     kin__calls_dispatch(n, m);
+}
+
+void
+kin__service_stopped(kin_node *n, const kin_msg *m, bool started)
+{
+    kin_msg *d = NULL;
+    if (!m->reply_to ||
+        kin__msg_new_dead(&d, m, n->id,
+                          started ? KIN_EPEERGONE : KIN_ENOPROVIDER,
+                          started ? "provider stopped during the call"
+                                  : "provider stopped before the call started"))
+        return;
+    atomic_fetch_add(&n->stats.dead_sent, 1);
+    d->src = d->auth = n->id;
+    /* To the resolver's broker thread even when it is this context's: its
+     * bookkeeping sees the reply there (kin__svc_claim). */
+    if (kin__broker_on_thread(n->broker))
+        kin__route(n, d);
+    else if (kin__node_send_raw(n, &d))
+        kin_msg_destroy(&d);
 }
 
 void

@@ -35,7 +35,7 @@
 /* --- the resolver ----------------------------------------------------------
  */
 
-static void dispatch(kin_node *n, pending *p);
+static void dispatch(kin_node *n, pending *p, uint64_t now);
 
 /* An entry for a new call: from the pool, or a new one (NULL: no memory). */
 static pending *
@@ -56,6 +56,48 @@ get_pending(struct kin__services *ss)
     return p;
 }
 
+/* --- the direct calls by their caller's reply handle ---------------------- */
+
+static pending *
+direct_get(struct kin__services *ss, uint32_t handle)
+{
+    if (!ss->ndirect)
+        return NULL;
+    unsigned i = handle % KIN__SVC_DSLOTS;
+    if (ss->dslot[i].handle == handle)
+        return ss->dslot[i].p;
+    return ss->direct.len ? kin__u32map_get(&ss->direct, handle) : NULL;
+}
+
+/* Errors: KIN_EEXISTS (handle taken), -ENOMEM. */
+static int
+direct_put(struct kin__services *ss, uint32_t handle, pending *p)
+{
+    if (direct_get(ss, handle))
+        return KIN_EEXISTS;
+    unsigned i = handle % KIN__SVC_DSLOTS;
+    if (!ss->dslot[i].handle) {
+        ss->dslot[i].handle = handle;
+        ss->dslot[i].p = p;
+    } else if (kin__u32map_put(&ss->direct, handle, p)) {
+        return -ENOMEM;
+    }
+    ss->ndirect++;
+    return 0;
+}
+
+static void
+direct_del(struct kin__services *ss, uint32_t handle)
+{
+    unsigned i = handle % KIN__SVC_DSLOTS;
+    if (ss->dslot[i].handle == handle) {
+        ss->dslot[i].handle = 0;
+        ss->ndirect--;
+    } else if (kin__u32map_del(&ss->direct, handle)) {
+        ss->ndirect--;
+    }
+}
+
 /* The call's reply handle can no longer be trusted to mean this call. */
 static void
 retire_proxy(kin_node *n, pending *p)
@@ -71,7 +113,7 @@ end_direct(kin_node *n, pending *p)
 {
     if (!p->direct)
         return;
-    kin__u32map_del(&n->svc->direct, p->caller_handle);
+    direct_del(n->svc, p->caller_handle);
     p->direct = false;
 }
 
@@ -125,48 +167,71 @@ next_rand(struct kin__services *ss)
     return ss->rng;
 }
 
+/* Whether p may get a call now (see pick). */
 static bool
 usable(const svc *s, const prov *p, uint32_t avoid)
 {
-    return p->outstanding < p->bound && (p->ctx != avoid || s->nprov == 1) &&
+    return p->outstanding < p->bound && !p->refusing &&
+           (p->ctx != avoid || s->nprov == 1) &&
            !(p->unreachable_until && p->unreachable_until > kin__now_ns());
 }
 
 /* The provider to send to: among those below their bound and nearest, the
  * less loaded of two picked at random; `avoid` (one our router could not
  * reach a moment ago: its link gone, not yet noticed) only when it is the
- * only one. NULL when none has room. */
+ * only one. NULL when none has room. One pass over the providers, or none
+ * when they are all as near and the two picked may take it. */
 static prov *
 pick(kin_node *n, svc *s, uint32_t avoid)
 {
+    if (s->same_hops && s->nprov > 1) {
+        uint64_t r = next_rand(n->svc);
+        prov *pa = &s->provs[(r & 0xffffffffu) % (uint64_t)s->nprov];
+        prov *pb = &s->provs[(r >> 32) % (uint64_t)s->nprov];
+        bool ua = usable(s, pa, avoid), ub = usable(s, pb, avoid);
+        if (ua && ub)
+            return pb->outstanding < pa->outstanding ? pb : pa;
+        if (ua || ub)
+            return ua ? pa : pb;
+    }
+    enum { CAND = 32 };
+    prov *cand[CAND];
     uint32_t near = UINT32_MAX;
     int room = 0;
+    uint64_t now = 0;
     for (int i = 0; i < s->nprov; i++) {
         prov *p = &s->provs[i];
-        if (!usable(s, p, avoid))
+        if (p->outstanding >= p->bound || p->refusing || p->hops > near ||
+            (p->ctx == avoid && s->nprov > 1))
             continue;
+        if (p->unreachable_until) {
+            if (!now)
+                now = kin__now_ns();
+            if (p->unreachable_until > now)
+                continue;
+        }
         if (p->hops < near) {
             near = p->hops;
             room = 0;
         }
-        if (p->hops == near)
-            room++;
+        /* Past CAND, one of the candidates is replaced at random, so
+         * that every one stays as likely (a reservoir). */
+        if (room < CAND) {
+            cand[room] = p;
+        } else {
+            uint64_t k = next_rand(n->svc) % (uint64_t)(room + 1);
+            if (k < CAND)
+                cand[k] = p;
+        }
+        room++;
     }
     if (!room)
         return NULL;
-    int a = (int)(next_rand(n->svc) % (uint64_t)room);
-    int b = room > 1 ? (int)(next_rand(n->svc) % (uint64_t)room) : a;
-    prov *pa = NULL, *pb = NULL;
-    for (int i = 0, k = 0; i < s->nprov; i++) {
-        prov *p = &s->provs[i];
-        if (!usable(s, p, avoid) || p->hops != near)
-            continue;
-        if (k == a)
-            pa = p;
-        if (k == b)
-            pb = p;
-        k++;
-    }
+    if (room > CAND)
+        room = CAND;
+    uint64_t r = next_rand(n->svc);
+    prov *pa = cand[(r & 0xffffffffu) % (uint64_t)room];
+    prov *pb = room > 1 ? cand[(r >> 32) % (uint64_t)room] : pa;
     return pb->outstanding < pa->outstanding ? pb : pa;
 }
 
@@ -209,58 +274,35 @@ kin_service_latency_us(const uint32_t *latency, double q)
     return 0;
 }
 
-/* --- the call's header, written by hand: [fn, task, ms left] (read by
- * kin__call_head): kin_pack would cost more than the rest of send_to. */
-
-/* Writes SVC_RUN's header [fn, 0, left] (fn under 64 bytes, left -1 or
- * more) to out (at least 80 bytes); returns its length. */
-static size_t
-put_head(uint8_t *out, const char *fn, size_t fn_len, int64_t left)
-{
-    size_t off = 0;
-    if (fn_len < 32) {
-        out[off++] = (uint8_t)(0xa0 | fn_len);
-    } else {
-        out[off++] = 0xd9;
-        out[off++] = (uint8_t)fn_len;
-    }
-    memcpy(out + off, fn, fn_len);
-    off += fn_len;
-    out[off++] = 0x00; /* no caller task: the resolver's own call */
-    if (left < 0) {
-        out[off++] = 0xff; /* -1: no deadline */
-    } else if (left <= 0x7f) {
-        out[off++] = (uint8_t)left;
-    } else {
-        uint64_t u = (uint64_t)left;
-        out[off++] = 0xcf;
-        for (int i = 7; i >= 0; i--)
-            out[off++] = (uint8_t)(u >> (8 * i));
-    }
-    return off;
-}
-
-/* Sends p's request to provider v, under a reply handle of its own. */
+/* Sends p's request to provider v (now: the monotonic clock), under a
+ * reply handle of its own. */
 static bool
-send_to(kin_node *n, pending *p, prov *v)
+send_to(kin_node *n, pending *p, prov *v, uint64_t now)
 {
     int64_t left = -1;
-    if (p->deadline) {
-        uint64_t now = kin__now_ns();
+    if (p->deadline)
         left =
             p->deadline > now ? (int64_t)((p->deadline - now) / 1000000u) : 0;
-    }
-    /* One message of header + args. */
-    uint8_t head[96];
-    size_t hlen = put_head(head, p->fn, strlen(p->fn), left);
-    const kin_msg *req = p->req;
-    size_t args = req->len > p->args_off ? req->len - p->args_off : 0;
+    /* One message of header + args; the header by hand (no caller task:
+     * the resolver's own call). */
+    kin_msg *req = p->req;
     kin_msg *m = NULL;
-    kin_err e = kin_msg_new(&m, hlen + args);
-    if (!e) {
-        memcpy(m->body, head, hlen);
-        if (args)
-            memcpy(m->body + hlen, req->body + p->args_off, args);
+    kin_err e;
+    if (p->own_head) {
+        /* Laid out already: the time left goes in, then one copy. */
+        uint64_t be = __builtin_bswap64((uint64_t)left);
+        memcpy(req->body + p->args_off - 8, &be, 8);
+        e = kin_msg_new_copy(&m, req->body, req->len);
+    } else {
+        uint8_t head[KIN__SVC_HEAD_MAX];
+        size_t hlen = kin__svc_head_put(head, p->fn, p->fn_len, 0, left);
+        size_t args = req->len > p->args_off ? req->len - p->args_off : 0;
+        e = kin_msg_new(&m, hlen + args);
+        if (!e) {
+            memcpy(m->body, head, hlen);
+            if (args)
+                memcpy(m->body + hlen, req->body + p->args_off, args);
+        }
     }
     kin__handler h = {.policy = KIN_POLICY_ANY,
                       .respondent = KIN_NO_CTX,
@@ -279,7 +321,7 @@ send_to(kin_node *n, pending *p, prov *v)
         ss->inflight->iprev = p;
     ss->inflight = p;
     p->provider = v->ctx;
-    p->sent_ns = kin__now_ns();
+    p->sent_ns = now;
     p->attempts++;
     v->outstanding++;
     m->dst = v->ctx;
@@ -331,23 +373,23 @@ enqueue(pending *p)
 }
 
 static bool
-expired(const pending *p)
+expired(const pending *p, uint64_t now)
 {
-    return p->deadline && kin__now_ns() >= p->deadline;
+    return p->deadline && now >= p->deadline;
 }
 
-/* Sends p on, queues it, or fails it. */
+/* Sends p on, queues it, or fails it (now: the monotonic clock). */
 static void
-dispatch(kin_node *n, pending *p)
+dispatch(kin_node *n, pending *p, uint64_t now)
 {
     svc *s = p->s;
     char why[128];
-    if (expired(p)) {
+    if (expired(p, now)) {
         fail(n, p, KIN_ETIMEOUT, "deadline passed at the resolver");
         return;
     }
     prov *v = pick(n, s, p->avoid);
-    if (v && send_to(n, p, v))
+    if (v && send_to(n, p, v, now))
         return;
     if (v) {
         fail(n, p, -ENOMEM, "out of memory at the resolver");
@@ -374,16 +416,20 @@ dispatch(kin_node *n, pending *p)
 void
 kin__svc_pump(kin_node *n, svc *s)
 {
+    uint64_t now = s->qhead ? kin__now_ns() : 0;
     while (s->qhead) {
-        bool none = !s->nprov && !kin__svc_holds(s);
-        if (!none && !pick(n, s, NO_PROV))
-            return;
         pending *p = s->qhead;
+        /* The head goes only where dispatch would send it (its own
+         * provider to avoid): taking it out for a provider dispatch then
+         * refuses would put it back, round and round, on the broker. */
+        bool none = !s->nprov && !kin__svc_holds(s);
+        if (!none && !pick(n, s, p->avoid))
+            return;
         s->qhead = p->next;
         if (!s->qhead)
             s->qtail = NULL;
         s->queued--;
-        dispatch(n, p);
+        dispatch(n, p, now);
     }
 }
 
@@ -391,11 +437,13 @@ kin__svc_pump(kin_node *n, svc *s)
 static void
 provider_lost(kin_node *n, pending *p, prov *v)
 {
-    if (p->idempotent && p->attempts <= KIN_SERVICE_RETRIES && !expired(p)) {
+    uint64_t now = kin__now_ns();
+    if (p->idempotent && p->attempts <= KIN_SERVICE_RETRIES &&
+        !expired(p, now)) {
         p->s->retried++;
         if (v)
             v->retried++;
-        dispatch(n, p);
+        dispatch(n, p, now);
         return;
     }
     char why[128];
@@ -416,12 +464,14 @@ outcome(kin_node *n, pending *p, kin_msg **mp)
     uint32_t was = p->provider;
     prov *v = release(n, p);
     kin_err reason = KIN_OK;
+    uint64_t now = kin__now_ns();
     if ((m->flags & KIN_MSG_DEAD) &&
         kin_msg_dead_reason(m, &reason, NULL, 0) == KIN_OK &&
-        (reason == KIN_ENOPROVIDER || reason == KIN_EPEERGONE ||
-         reason == KIN_ENOROUTE)) {
+        (reason == KIN_ENOPROVIDER || reason == KIN_ESHUTDOWN ||
+         reason == KIN_EPEERGONE || reason == KIN_ENOROUTE)) {
         kin_msg_destroy(mp);
-        if (n->svc->routing == p && reason != KIN_ENOPROVIDER) {
+        if (n->svc->routing == p &&
+            (reason == KIN_EPEERGONE || reason == KIN_ENOROUTE)) {
             /* Our own router could not hand it over (the link to the
              * provider is gone, its route not yet deleted): it never left
              * this process, so it is no attempt, and no late reply can
@@ -430,19 +480,27 @@ outcome(kin_node *n, pending *p, kin_msg **mp)
              * the queue for the link-downs); another gets it. */
             p->attempts--;
             if (v)
-                v->unreachable_until = kin__now_ns() + UNREACHABLE_NS;
+                v->unreachable_until = now + UNREACHABLE_NS;
             p->avoid = was;
-            dispatch(n, p);
-        } else if (reason == KIN_ENOPROVIDER) {
-            /* Withdrawn there before it heard: nothing ran, so no attempt
-             * is used up; another provider is tried first. */
+            dispatch(n, p, now);
+        } else if (reason == KIN_ENOPROVIDER || reason == KIN_ESHUTDOWN) {
+            /* Refused unrun: withdrawn there before it heard (its SVC_DEL
+             * is on the way), or the provider is stopping and the call
+             * never started (kin__service_stopped) or never got into its
+             * queue. Nothing ran, so no attempt is used up, whatever the
+             * function; that provider gets no more calls until it offers
+             * again, and another is tried first. */
+            if (v)
+                v->refusing = true;
             if (p->bounces < BOUNCES_MAX) {
                 p->attempts--;
                 p->bounces++;
                 p->avoid = was;
             }
-            dispatch(n, p);
+            dispatch(n, p, now);
         } else {
+            /* The provider's link or process went, or it stopped while the
+             * call ran (kin__service_stopped): it may have run. */
             p->provider = was;
             retire_proxy(n, p);
             provider_lost(n, p, v);
@@ -453,7 +511,7 @@ outcome(kin_node *n, pending *p, kin_msg **mp)
         v->served++;
         if (m->flags & (KIN_MSG_ERROR | KIN_MSG_DEAD))
             v->errors++;
-        v->lat[lat_bucket(kin__now_ns() - p->sent_ns)]++;
+        v->lat[lat_bucket(now - p->sent_ns)]++;
     }
     return true;
 }
@@ -483,10 +541,10 @@ bool
 kin__svc_claim(kin_node *n, kin_msg **mp)
 {
     struct kin__services *ss = n->svc;
-    if (!ss || !ss->direct.len)
+    if (!ss || !ss->ndirect || (*mp)->handle == ss->passing_handle)
         return false;
     kin_msg *m = *mp;
-    pending *p = kin__u32map_get(&ss->direct, m->handle);
+    pending *p = direct_get(ss, m->handle);
     if (!p)
         return false;
     /* Between attempts, or a reply of an earlier attempt's provider (the
@@ -503,7 +561,9 @@ kin__svc_claim(kin_node *n, kin_msg **mp)
         uint32_t handle = p->caller_handle;
         bool retried = p->attempts > 1;
         put_pending(n, p); /* out of the map: m now goes to the receiver */
+        ss->passing_handle = handle; /* not looked up again on its way */
         kin__deliver(n, *mp);
+        ss->passing_handle = 0;
         *mp = NULL;
         if (retried)
             kin__handles_seal(n, handle);
@@ -515,10 +575,9 @@ kin__svc_claim(kin_node *n, kin_msg **mp)
 /* Fails the calls whose deadline passed (at most every SWEEP_NS): the
  * caller has given up on them; a running one is cancelled. */
 static void
-sweep(kin_node *n)
+sweep(kin_node *n, uint64_t now)
 {
     struct kin__services *ss = n->svc;
-    uint64_t now = kin__now_ns();
     if (now < ss->next_sweep)
         return;
     ss->next_sweep = now + SWEEP_NS;
@@ -528,7 +587,7 @@ sweep(kin_node *n)
     pending *late[64];
     int count = 0;
     for (pending *p = ss->inflight; p && count < 64; p = p->inext)
-        if (expired(p))
+        if (expired(p, now))
             late[count++] = p;
     for (int i = 0; i < count; i++) {
         pending *p = late[i];
@@ -554,7 +613,7 @@ sweep(kin_node *n)
         pending **pp = &s->qhead, *prev = NULL;
         while (*pp) {
             pending *p = *pp;
-            if (!expired(p)) {
+            if (!expired(p, now)) {
                 prev = p;
                 pp = &p->next;
                 continue;
@@ -571,12 +630,15 @@ sweep(kin_node *n)
 /* Whether fn is exported here as idempotent: the export table is looked
  * up once per function and export change, not per call. */
 static bool
-idempotent(struct kin__services *ss, const char *fn)
+idempotent(struct kin__services *ss, const char *fn, size_t len)
 {
     uint64_t gen = kin__exports_gen();
-    if (gen != ss->idem_gen || strcmp(fn, ss->idem_fn)) {
-        ss->idem = kin__export_idempotent(fn);
-        snprintf(ss->idem_fn, sizeof ss->idem_fn, "%s", fn);
+    if (gen != ss->idem_gen || len != ss->idem_len ||
+        memcmp(fn, ss->idem_fn, len)) {
+        memcpy(ss->idem_fn, fn, len); /* len under 64 */
+        ss->idem_fn[len] = 0;
+        ss->idem_len = len;
+        ss->idem = kin__export_idempotent(ss->idem_fn);
         ss->idem_gen = gen;
     }
     return ss->idem;
@@ -589,9 +651,17 @@ void
 kin__svc_on_call(kin_node *n, kin_msg *m, void *arg)
 {
     (void)arg;
-    sweep(n);
+    kin__svc_resolve(n, m, 0);
+}
+
+void
+kin__svc_resolve(kin_node *n, kin_msg *m, size_t svc_len)
+{
+    uint64_t now = kin__now_ns();
+    sweep(n, now);
     kin__svc_call_head h;
-    if (kin__svc_call_read(m->body, m->len, &h)) {
+    bool own = svc_len && kin__svc_head_own(m->body, m->len, svc_len, &h);
+    if (!own && kin__svc_call_read(m->body, m->len, &h)) {
         n->svc->bad++;
         kin__reply_dead(n, m, KIN_EBADMSG, "malformed service call");
         return;
@@ -619,18 +689,23 @@ kin__svc_on_call(kin_node *n, kin_msg *m, void *arg)
     p->s = s;
     p->req = m;
     p->args_off = h.args_off;
-    memcpy(p->fn, h.fn, h.fn_len);
+    if (own) {
+        /* No caller task in an SVC_RUN (the resolver's own call). */
+        memset(m->body + h.args_off - 13, 0, 4);
+        p->own_head = true;
+    }
+    p->fn = h.fn;
+    p->fn_len = h.fn_len;
     p->provider = NO_PROV;
-    p->deadline = h.left >= 0 ? kin__now_ns() + (uint64_t)h.left * 1000000u : 0;
-    p->idempotent = idempotent(n->svc, p->fn);
+    p->deadline = h.left >= 0 ? now + (uint64_t)h.left * 1000000u : 0;
+    p->idempotent = idempotent(n->svc, h.fn, h.fn_len);
     if (m->src == n->id && m->reply_to &&
-        !kin__u32map_has(&n->svc->direct, m->reply_to) &&
-        kin__u32map_put(&n->svc->direct, m->reply_to, p) == 0) {
+        direct_put(n->svc, m->reply_to, p) == 0) {
         p->direct = true;
         p->caller_handle = m->reply_to;
     }
     s->resolved++;
-    dispatch(n, p);
+    dispatch(n, p, now);
 }
 
 uint32_t
@@ -639,7 +714,7 @@ kin__svc_call_provider(kin_node *n, uint32_t handle)
     struct kin__services *ss = n->svc;
     if (!ss || !n->broker || !kin__broker_on_thread(n->broker))
         return KIN_NO_CTX;
-    pending *p = kin__u32map_get(&ss->direct, handle);
+    pending *p = direct_get(ss, handle);
     return p && p->provider != NO_PROV ? p->provider : KIN_NO_CTX;
 }
 

@@ -20,10 +20,16 @@ svc *
 kin__svc_find(kin_node *n, const char *name, size_t len)
 {
     struct kin__services *ss = n->svc;
-    for (int i = 0; i < ss->len; i++)
-        if (strlen(ss->items[i]->name) == len &&
-            !memcmp(ss->items[i]->name, name, len))
-            return ss->items[i];
+    /* Calls come in runs to one service: the last one first (entries are
+     * never freed while the node lives). */
+    svc *s = ss->last;
+    if (s && s->name_len == len && !memcmp(s->name, name, len))
+        return s;
+    for (int i = 0; i < ss->len; i++) {
+        s = ss->items[i];
+        if (s->name_len == len && !memcmp(s->name, name, len))
+            return ss->last = s;
+    }
     return NULL;
 }
 
@@ -45,6 +51,7 @@ kin__svc_find_or_add(kin_node *n, const char *name, size_t len)
     if (!(s = calloc(1, sizeof *s)))
         return NULL;
     memcpy(s->name, name, len);
+    s->name_len = len;
     ss->items[ss->len++] = s;
     return s;
 }
@@ -56,6 +63,14 @@ kin__svc_find_prov(svc *s, uint32_t ctx)
         if (s->provs[i].ctx == ctx)
             return &s->provs[i];
     return NULL;
+}
+
+void
+kin__svc_provs_changed(svc *s)
+{
+    s->same_hops = true;
+    for (int i = 1; i < s->nprov && s->same_hops; i++)
+        s->same_hops = s->provs[i].hops == s->provs[0].hops;
 }
 
 int
@@ -145,6 +160,10 @@ add_prov(svc *s, uint32_t ctx, uint32_t via, uint32_t hops, int bound,
     v->via = via;
     v->hops = hops;
     v->bound = bound;
+    /* Offered again: it takes calls. */
+    v->refusing = false;
+    v->unreachable_until = 0;
+    kin__svc_provs_changed(s);
     *out = v;
     return KIN_OK;
 }
@@ -169,6 +188,7 @@ kin__svc_provider_del(kin_node *n, svc *s, uint32_t ctx)
         return;
     /* Calls running there finish; their replies find no provider entry. */
     *v = s->provs[--s->nprov];
+    kin__svc_provs_changed(s);
     send_up(n, KIN_HANDLE_SVC_DEL, "su", s->name, ctx);
     kin__svc_pump(n, s);
 }
@@ -275,6 +295,7 @@ kin__services_gone(kin_node *n, const uint32_t *ids, size_t count)
             else
                 k++;
         }
+        kin__svc_provs_changed(s);
         for (int k = 0; k < s->nholds;) {
             bool gone = false;
             for (size_t j = 0; j < count && !gone; j++)

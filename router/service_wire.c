@@ -101,3 +101,57 @@ kin__lookup_read(const void *body, size_t size, const char **name, size_t *len,
         *wait_ms = INT32_MAX;
     return e;
 }
+
+size_t
+kin__svc_head_put(uint8_t *out, const char *fn, size_t fn_len, uint32_t task,
+                  int64_t left)
+{
+    size_t off = 1;
+    if (fn_len < 32) {
+        out[0] = (uint8_t)(0xa0 | fn_len);
+    } else {
+        out[0] = 0xd9;
+        out[1] = (uint8_t)fn_len;
+        off = 2;
+    }
+    memcpy(out + off, fn, fn_len);
+    off += fn_len;
+    uint32_t t = __builtin_bswap32(task);
+    uint64_t l = __builtin_bswap64((uint64_t)left);
+    out[off] = 0xce;
+    memcpy(out + off + 1, &t, 4);
+    out[off + 5] = 0xd3;
+    memcpy(out + off + 6, &l, 8);
+    return off + 14;
+}
+
+bool
+kin__svc_head_own(const void *body, size_t size, size_t svc_len,
+                  kin__svc_call_head *out)
+{
+    const uint8_t *p = body;
+    if (size < 1)
+        return false;
+    size_t off = 1, fn_len = p[0] & 0x1f;
+    if ((p[0] & 0xe0) != 0xa0) {
+        if (p[0] != 0xd9 || size < 2)
+            return false;
+        fn_len = p[1];
+        off = 2;
+    }
+    if (fn_len > KIN__SVC_FN_MAX || svc_len >= fn_len ||
+        size < off + fn_len + 14 || p[off + svc_len] != '.' ||
+        p[off + fn_len] != 0xce || p[off + fn_len + 5] != 0xd3)
+        return false;
+    out->fn = (const char *)p + off;
+    out->fn_len = fn_len;
+    out->svc_len = svc_len;
+    uint32_t t;
+    uint64_t l;
+    memcpy(&t, p + off + fn_len + 1, 4);
+    memcpy(&l, p + off + fn_len + 6, 8);
+    out->task = __builtin_bswap32(t);
+    out->left = (int64_t)__builtin_bswap64(l);
+    out->args_off = off + fn_len + 14;
+    return true;
+}

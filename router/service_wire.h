@@ -9,6 +9,7 @@
 #ifndef KIN_ROUTER_SERVICE_WIRE_H
 #define KIN_ROUTER_SERVICE_WIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,6 +52,24 @@ typedef struct kin__svc_call_head {
 
 kin_err kin__svc_call_read(const void *body, size_t size,
                            kin__svc_call_head *out);
+
+/* The head written the one way this process writes it (SVC_CALL from a
+ * caller here, SVC_RUN from a resolver here): fn as a msgpack str, task as
+ * a uint 32 (0xce), ms left as an int 64 (0xd3), so kin__svc_call_read
+ * reads it too, and a reader that knows where it came from finds each
+ * field at its place (kin__svc_head_own). */
+#define KIN__SVC_HEAD_MAX (2 + KIN__SVC_FN_MAX + 5 + 9)
+
+/* Writes the head of fn (fn_len under 64 bytes) to out (at least
+ * KIN__SVC_HEAD_MAX bytes); returns its length. */
+size_t kin__svc_head_put(uint8_t *out, const char *fn, size_t fn_len,
+                         uint32_t task, int64_t left);
+
+/* Reads a head kin__svc_head_put wrote in this process, of a fn whose
+ * service name has svc_len bytes (checked when it was written); false
+ * when the body is not laid out so. */
+bool kin__svc_head_own(const void *body, size_t size, size_t svc_len,
+                       kin__svc_call_head *out);
 
 /* NAME [id, name]: a context's name (KIN__CTX_NAME_MAX). */
 kin_err kin__name_read(const void *body, size_t size, uint32_t *id,

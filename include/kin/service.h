@@ -102,8 +102,10 @@ KIN_EXPORT kin_err kin_service_drain(kin_node *n, const char *name,
  * provider makes on its behalf end by the same deadline. Errors: as
  * kin_call_sync, and KIN_ENOPROVIDER (no provider and none restarting: at
  * once), KIN_EBUSY (every provider at its bound and the resolver's queue
- * full), KIN_EPEERGONE (the provider went away during a call not exported
- * idempotent, or during the last attempt of one that was), KIN_EREFUSED
+ * full), KIN_EPEERGONE (the provider went away, or stopped
+ * and cut the call, during a call not exported idempotent, or during the
+ * last attempt of one that was; a call it had not started when it stopped
+ * goes to another provider), KIN_EREFUSED
  * (the service's policy). Any thread. */
 KIN_EXPORT kin_err kin_service_call(kin_node *n, const char *fn, int timeout_ms,
                                     kin_msg **reply, const char *picture, ...);
