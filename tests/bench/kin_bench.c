@@ -263,14 +263,15 @@ start_peer(const config *cfg, const char *endpoint)
 
 /* --- the raw zmq peer ----------------------------------------------------- */
 
-/* DEALER: says hello, echoes every message, stops at an empty one. */
+/* DEALER: says hello, echoes every message, stops at an empty one. It
+ * waits as long as it takes: the phases between its uses (spawns under a
+ * sanitizer) can take minutes, and it dies with the bench (PDEATHSIG). */
 static int
 zmq_peer(const char *endpoint)
 {
     void *ctx = zmq_ctx_new();
     void *s = zmq_socket(ctx, ZMQ_DEALER);
-    int timeout = 30000, linger = 1000;
-    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    int linger = 1000;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     int rc = 1;
     if (zmq_connect(s, endpoint) || zmq_send(s, "H", 1, 0) != 1)
