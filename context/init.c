@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "context/context.h"
@@ -53,11 +54,21 @@ static bool linked; /* under mu: kin__context_new has returned */
 
 /* A relay thread: the exec channel ended. Before the link is up nothing
  * would notice (the parent is gone, or the channel carried something
- * else): the child gives up at once. */
+ * else): the child gives up, unless the link attempt ends first. */
 static void
 on_channel_lost(void)
 {
+    /* A parent that refuses this child (another protocol version) closes
+     * the link's stream right after its answer: kin__context_new gets up
+     * to 2 s to read that answer and say why, instead of racing it to the
+     * exit with the words below. */
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 2;
     pthread_mutex_lock(&mu);
+    while (!linked)
+        if (pthread_cond_timedwait(&cond, &mu, &dl) == ETIMEDOUT)
+            break;
     bool up = linked;
     pthread_mutex_unlock(&mu);
     if (!up) {
@@ -193,6 +204,7 @@ kin_init(kin_node **out, const kin_node_opts *opts)
     memset(key, 0, sizeof key);
     pthread_mutex_lock(&mu);
     linked = true;
+    pthread_cond_broadcast(&cond);
     pthread_mutex_unlock(&mu);
     if (e) {
         fprintf(stderr, "kin child %u: cannot reach parent at %s: %s%s%s\n",

@@ -685,12 +685,12 @@ killed_callee_gives_peer_gone_quickly(void **state)
     double t0 = harness_now_ms();
     kill(kin_child_pid(c), SIGKILL);
     kin_msg *m = NULL;
-    assert_int_equal(kin_call_wait(r, 30000, &m), KIN_EPEERGONE);
+    assert_int_equal(kin_call_wait(r, 5000, &m), KIN_EPEERGONE);
     double dt = harness_now_ms() - t0;
+    /* Within the wait's deadline, from the exit: a local link has no
+     * heartbeat, so without it the call would wait forever. How fast is
+     * printed, not asserted (a loaded machine is no benchmark). */
     print_message("peer gone after %.1f ms\n", dt);
-    /* Told by the child's exit, not by the wait's deadline: well inside
-     * it even on a loaded machine (the speed itself is no test's). */
-    assert_true(dt < 10000.0);
     kin_receiver_destroy(&r);
     int status = 0;
     assert_int_equal(kin_child_wait(c, 5000, &status), KIN_OK);

@@ -204,6 +204,14 @@ teardown(void **state)
     return 0;
 }
 
+/* The stop timeout of the children the tests stop: kin_child_stop asks
+ * first and sends SIGTERM after a quarter of it, which the bootstrap turns
+ * into exit 143 and which leaves a push's temporary file behind. The
+ * default (2 s: 500 ms to stop) is too short on a loaded machine for a
+ * child that first stops a grandchild of its own (500 ms too) and ends an
+ * exec channel; the tests check the graceful path, not its speed. */
+#define STOP_MS 20000
+
 static kin_err
 spawn_through(fx *f, char *const *prefix, const char *name)
 {
@@ -211,6 +219,7 @@ spawn_through(fx *f, char *const *prefix, const char *name)
     kin_spawn_opts o = {.name = name,
                         .exec = prefix,
                         .connect_timeout_ms = 30000,
+                        .stop_timeout_ms = STOP_MS,
                         .errbuf = err,
                         .errbuf_size = sizeof err};
     kin_err e = kin_spawn(master, &o, &f->kid);
@@ -478,6 +487,7 @@ podman_context_end_to_end(void **state)
     char err[2048] = "";
     kin_spawn_opts o = {.name = "in-podman",
                         .container = preset,
+                        .stop_timeout_ms = STOP_MS,
                         .errbuf = err,
                         .errbuf_size = sizeof err};
     kin_err e = kin_spawn(master, &o, &f->kid);
