@@ -165,7 +165,13 @@ static kin_err
 spawn_forked(fx *f, int i)
 {
     char why[512] = "";
-    kin_spawn_opts o = {.fork = true, .errbuf = why, .errbuf_size = sizeof why};
+    /* A graceful stop gets 5 s before SIGTERM (a quarter of the stop
+     * timeout): on a loaded machine 500 ms, the default's, was seen to
+     * end a stopping child with 143 in test_exec. */
+    kin_spawn_opts o = {.fork = true,
+                        .stop_timeout_ms = 20000,
+                        .errbuf = why,
+                        .errbuf_size = sizeof why};
     kin_err e = kin_spawn(f->node, &o, &f->kids[i]);
     if (e)
         fprintf(stderr, "spawn: %s (%s)\n", kin_strerror(e), why);
