@@ -167,8 +167,22 @@ drain_down_job(void *node, void *unused)
     kin__broker_touch(n->w_down);
 }
 
+static bool route_direct(kin_node *n, kin_msg *m, bool up_too);
+
 bool
 kin__route_direct(kin_node *n, kin_msg *m)
+{
+    return route_direct(n, m, true);
+}
+
+bool
+kin__route_direct_down(kin_node *n, kin_msg *m)
+{
+    return route_direct(n, m, false);
+}
+
+static bool
+route_direct(kin_node *n, kin_msg *m, bool up_too)
 {
     pthread_mutex_lock(&n->smu);
     void *sock = NULL;
@@ -178,7 +192,7 @@ kin__route_direct(kin_node *n, kin_msg *m)
         if (via && !n->down_far && !n->down_join) {
             sock = n->down; /* every child is on it */
             child = UNLINK(via);
-        } else if (!via && n->up && !n->parent_lost) {
+        } else if (!via && up_too && n->up && !n->parent_lost) {
             sock = n->up;
         }
     }

@@ -191,6 +191,9 @@ void kin__route(kin_node *n, kin_msg *m);
  * socket holds input after the send (which may have consumed its ZMQ_FD
  * edge), the broker is told to drain it. Any thread but the broker's. */
 bool kin__route_direct(kin_node *n, kin_msg *m);
+/* kin__route_direct to a context with a route down only (never the
+ * parent): false also when m->dst has no route here. */
+bool kin__route_direct_down(kin_node *n, kin_msg *m);
 
 /* Answers m with a dead message (if it wants replies) and frees it. */
 void kin__reply_dead(kin_node *n, kin_msg *m, kin_err reason, const char *text);

@@ -792,7 +792,9 @@ kin__svc_fast_send(kin_node *n, kin_msg *m, size_t svc_len)
     run->reply_to = m->reply_to;
     /* Sent under rmu (a send on the socket never waits: ZMQ_DONTWAIT), so
      * the broker's claim of its reply waits for the entry below. */
-    if (!kin__route_direct(n, run)) {
+    /* Down only: a provider with no route here is going (its deletion
+     * waits for rmu); the broker bounces such a call to another one. */
+    if (!kin__route_direct_down(n, run)) {
         kin_msg_destroy(&run);
         put_pending(n, p);
         goto broker;
