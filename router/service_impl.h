@@ -105,6 +105,7 @@ struct kin__services {
     pending *pool;     /* ended, for reuse (next) */
     int npool;
     uint64_t next_sweep;
+    bool sweep_asked; /* a call went to the broker for the sweep due */
     uint64_t rng;
     uint64_t bad;     /* offers and calls dropped as malformed */
     pending *routing; /* the call send_to is routing right now */

@@ -602,6 +602,7 @@ sweep(kin_node *n, uint64_t now)
     if (now < ss->next_sweep)
         return;
     ss->next_sweep = now + SWEEP_NS;
+    ss->sweep_asked = false;
     /* Providers out of reach for a while may be back. */
     for (int i = 0; i < ss->len; i++)
         kin__svc_pump(n, ss->items[i]);
@@ -763,12 +764,18 @@ kin__svc_fast_send(kin_node *n, kin_msg *m, size_t svc_len)
     prov *v = NULL;
     pending *p = NULL;
     kin_msg *run = NULL;
-    /* Anything but the usual case is the broker's: deadlines to sweep,
-     * calls queued (they go first), no provider with room (queue, hold,
-     * none), a provider in this context (delivered by the broker). */
-    if (now >= ss->next_sweep || !(s = kin__svc_find(n, h.fn, h.svc_len)) ||
-        s->qhead || !s->nprov || !(v = pick(n, s, NO_PROV)) ||
-        v->ctx == n->id || !(p = get_pending(ss)))
+    /* Anything but the usual case is the broker's: deadlines to sweep
+     * (one call takes the broker's way then), calls queued (they go first), no
+     * provider with room (queue, hold, none), a provider in this context
+     * (delivered by the broker). */
+    if (now >= ss->next_sweep && !ss->sweep_asked) {
+        /* This call goes by the broker, whose resolver sweeps first; the
+         * calls made before it gets there need not. */
+        ss->sweep_asked = true;
+        goto broker;
+    }
+    if (!(s = kin__svc_find(n, h.fn, h.svc_len)) || s->qhead || !s->nprov ||
+        !(v = pick(n, s, NO_PROV)) || v->ctx == n->id || !(p = get_pending(ss)))
         goto broker;
     if (direct_put(ss, m->reply_to, p)) {
         put_pending(n, p); /* p->req is NULL: back to the pool */
