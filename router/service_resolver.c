@@ -11,6 +11,7 @@
  * that reply on its way and does the same bookkeeping in the same pass, so
  * neither a second message nor a second handle lookup is made. */
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -837,7 +838,12 @@ kin__svc_call_provider(kin_node *n, uint32_t handle)
     struct kin__services *ss = n->svc;
     if (!ss || !n->broker || !kin__broker_on_thread(n->broker))
         return KIN_NO_CTX;
-    kin__svc_lock(n);
+    /* The monitor asks with a task's mu held, and the broker takes task
+     * locks under rmu (a call to this context itself): rmu is only tried
+     * here. Its other holders, callers sending (kin__svc_fast_send), wait
+     * for no task lock and let it go after one send. */
+    while (pthread_mutex_trylock(&ss->rmu))
+        sched_yield();
     pending *p = direct_get(ss, handle);
     uint32_t at = p && p->provider != NO_PROV ? p->provider : KIN_NO_CTX;
     kin__svc_unlock(n);
