@@ -208,6 +208,11 @@ kin_err kin__router_far_endpoint(kin_node *n, char *out, size_t size);
 /* Broker thread: a child's link is gone (socket disconnect or process
  * exit); idempotent. */
 void kin__router_link_down(kin_node *n, uint32_t child);
+/* Broker: child's process ended (reaped). Its link goes down when its
+ * connection's DISCONNECTED event comes, after what it sent last was read
+ * from the data socket (a reply, a refused call: else counted as lost
+ * with the child), or 250 ms later at the latest. */
+void kin__router_child_exited(kin_node *n, uint32_t child);
 
 /* The node and respondent a receiver was made with. */
 void kin__receiver_target(kin_receiver *r, kin_node **n, uint32_t *respondent);
