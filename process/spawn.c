@@ -163,8 +163,9 @@ reaped(kin_child *c, int status)
     kin__ev_child_exit(c->name, c->id, c->pid, status);
     kin__cgroup_remove(&c->cgroup);
     kin__child_cert_revoke(c->cert_pub);
-    /* Callers waiting on it learn now, not after some heartbeat. */
-    kin__router_link_down(n, c->id);
+    /* Callers waiting on it learn now (after what it sent last), not
+     * after some heartbeat. */
+    kin__router_child_exited(n, c->id);
     /* A child that was killed could not remove its socket file. */
     char dir[160], sock[256];
     if (kin__runtime_dir(dir, sizeof dir) == KIN_OK &&

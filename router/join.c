@@ -658,6 +658,8 @@ kin__join_relinked(kin_node *n)
 {
     kin__names_relinked(n);
     struct kin__services *ss = n->svc;
+    if (ss)
+        kin__svc_lock(n);
     for (int i = 0; ss && i < ss->len; i++) {
         svc *s = ss->items[i];
         for (int k = 0; k < s->nprov; k++) {
@@ -667,4 +669,6 @@ kin__join_relinked(kin_node *n)
         if (kin__svc_holds(s))
             kin__svc_announce_hold(n, s);
     }
+    if (ss)
+        kin__svc_unlock(n);
 }

@@ -80,6 +80,12 @@ struct kin_node {
      * connection, so this timer connects again (broker). */
     uv_timer_t retry_timer;
     bool retry_inited;
+    /* Children whose process ended before their connection's DISCONNECTED
+     * event: child id -> when their link goes down anyway (uv_now ms), and
+     * the timer that sees to it (broker). */
+    kin__u32map exited;
+    uv_timer_t exit_timer;
+    bool exit_inited;
     int retry_ms; /* the next pause: 1 s doubling up to 5 s */
     /* The tree's log endpoint (under mu): a master's, as its logs layer
      * tells it (kin__node_set_log_endpoint); a joiner's, from the join

@@ -167,8 +167,22 @@ drain_down_job(void *node, void *unused)
     kin__broker_touch(n->w_down);
 }
 
+static bool route_direct(kin_node *n, kin_msg *m, bool up_too);
+
 bool
 kin__route_direct(kin_node *n, kin_msg *m)
+{
+    return route_direct(n, m, true);
+}
+
+bool
+kin__route_direct_down(kin_node *n, kin_msg *m)
+{
+    return route_direct(n, m, false);
+}
+
+static bool
+route_direct(kin_node *n, kin_msg *m, bool up_too)
 {
     pthread_mutex_lock(&n->smu);
     void *sock = NULL;
@@ -178,7 +192,7 @@ kin__route_direct(kin_node *n, kin_msg *m)
         if (via && !n->down_far && !n->down_join) {
             sock = n->down; /* every child is on it */
             child = UNLINK(via);
-        } else if (!via && n->up && !n->parent_lost) {
+        } else if (!via && up_too && n->up && !n->parent_lost) {
             sock = n->up;
         }
     }
@@ -323,6 +337,7 @@ kin__router_link_down(kin_node *n, uint32_t child)
     pthread_mutex_lock(&n->mu);
     kin__u32map_del(&n->bad_version, child);
     pthread_mutex_unlock(&n->mu);
+    kin__u32map_del(&n->exited, child);
     kin__child *c = kin__u32map_del(&n->children, child);
     if (!c)
         return;
@@ -361,6 +376,60 @@ kin__router_link_down(kin_node *n, uint32_t child)
     if (ids)
         forget_ids(n, ids, count, child);
     free(ids);
+}
+
+/* How long a child's link may outlive its process: the connection's
+ * DISCONNECTED event normally comes at once, but a process the child
+ * forked may hold the connection open. */
+#define EXIT_GRACE_MS 250
+
+static void
+on_exit_grace(uv_timer_t *t)
+{
+    kin_node *n = t->data;
+    uint64_t now = uv_now(t->loop), next = 0;
+    uint32_t due[64];
+    size_t count = 0;
+    uint32_t id;
+    void *when;
+    for (size_t it = 0;
+         count < 64 && kin__u32map_next(&n->exited, &it, &id, &when);) {
+        if ((uint64_t)(uintptr_t)when <= now)
+            due[count++] = id;
+        else if (!next || (uint64_t)(uintptr_t)when < next)
+            next = (uint64_t)(uintptr_t)when;
+    }
+    for (size_t i = 0; i < count; i++)
+        kin__router_link_down(n, due[i]);
+    if (count == 64)
+        next = now; /* more were due */
+    if (next)
+        uv_timer_start(&n->exit_timer, on_exit_grace,
+                       next > now ? next - now : 0, 0);
+}
+
+void
+kin__router_child_exited(kin_node *n, uint32_t child)
+{
+    kin__child *c = kin__u32map_get(&n->children, child);
+    if (!c || c->fd < 0 || c->far || c->joined ||
+        kin__broker_stopping(n->broker)) {
+        kin__router_link_down(n, child);
+        return;
+    }
+    uv_loop_t *loop = kin__broker_loop(n->broker);
+    if (!n->exit_inited) {
+        uv_timer_init(loop, &n->exit_timer);
+        n->exit_timer.data = n;
+        n->exit_inited = true;
+    }
+    uint64_t when = uv_now(loop) + EXIT_GRACE_MS;
+    if (kin__u32map_put(&n->exited, child, (void *)(uintptr_t)when)) {
+        kin__router_link_down(n, child);
+        return;
+    }
+    if (!uv_is_active((uv_handle_t *)&n->exit_timer))
+        uv_timer_start(&n->exit_timer, on_exit_grace, EXIT_GRACE_MS, 0);
 }
 
 /* --- system handlers -------------------------------------------------------
@@ -1042,11 +1111,14 @@ on_down_event(void *sock, void *arg)
             kin__u32map_del(&n->stale_fds, fd + 1);
         return true;
     }
-    /* What a joiner sent before its connection closed comes first (its
-     * leave notice): the data socket is read apart from this one. */
-    for (int i = 0;
-         sock == n->down_join_mon && kin__u32map_has(&n->fds, fd + 1) &&
-         i < 512 && on_down(n->down_join, n);
+    /* What a child or joiner sent before its connection closed comes
+     * first (a joiner's leave notice, a provider's last replies and
+     * refused calls): the data socket is read apart from this one. */
+    void *data = sock == n->down_join_mon ? n->down_join
+                 : sock == n->down_mon    ? n->down
+                                          : NULL;
+    for (int i = 0; data && kin__u32map_has(&n->fds, fd + 1) && i < 512 &&
+                    on_down(data, n);
          i++)
         ;
     void *link = kin__u32map_get(&n->fds, fd + 1);

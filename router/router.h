@@ -191,6 +191,9 @@ void kin__route(kin_node *n, kin_msg *m);
  * socket holds input after the send (which may have consumed its ZMQ_FD
  * edge), the broker is told to drain it. Any thread but the broker's. */
 bool kin__route_direct(kin_node *n, kin_msg *m);
+/* kin__route_direct to a context with a route down only (never the
+ * parent): false also when m->dst has no route here. */
+bool kin__route_direct_down(kin_node *n, kin_msg *m);
 
 /* Answers m with a dead message (if it wants replies) and frees it. */
 void kin__reply_dead(kin_node *n, kin_msg *m, kin_err reason, const char *text);
@@ -205,6 +208,11 @@ kin_err kin__router_far_endpoint(kin_node *n, char *out, size_t size);
 /* Broker thread: a child's link is gone (socket disconnect or process
  * exit); idempotent. */
 void kin__router_link_down(kin_node *n, uint32_t child);
+/* Broker: child's process ended (reaped). Its link goes down when its
+ * connection's DISCONNECTED event comes, after what it sent last was read
+ * from the data socket (a reply, a refused call: else counted as lost
+ * with the child), or 250 ms later at the latest. */
+void kin__router_child_exited(kin_node *n, uint32_t child);
 
 /* The node and respondent a receiver was made with. */
 void kin__receiver_target(kin_receiver *r, kin_node **n, uint32_t *respondent);

@@ -59,6 +59,7 @@ for_job(void *arg, void *unused)
     (void)unused;
     job *j = arg;
     kin_node *n = j->n;
+    kin__svc_lock(n);
     for (size_t i = 0; j->names && j->names[i]; i++) {
         size_t len = strlen(j->names[i]);
         if (!kin__service_name_ok(j->names[i], len))
@@ -76,6 +77,7 @@ for_job(void *arg, void *unused)
         }
         kin__svc_pump(n, s);
     }
+    kin__svc_unlock(n);
     kin__svc_job_done(j);
 }
 
@@ -97,6 +99,20 @@ kin__service_hold(kin_node *n, const char *const *names, int delta)
 /* --- set up ----------------------------------------------------------------
  */
 
+/* The table's handlers, under rmu (see kin__svc_fast_send). */
+#define LOCKED(name)                                                           \
+    static void locked_##name(kin_node *n, kin_msg *m, void *arg)              \
+    {                                                                          \
+        kin__svc_lock(n);                                                      \
+        kin__svc_##name(n, m, arg);                                            \
+        kin__svc_unlock(n);                                                    \
+    }
+LOCKED(on_add)
+LOCKED(on_del)
+LOCKED(on_hold)
+LOCKED(on_call)
+#undef LOCKED
+
 kin_err
 kin__services_start(kin_node *n)
 {
@@ -104,6 +120,11 @@ kin__services_start(kin_node *n)
     if (!ss)
         return -ENOMEM;
     pthread_mutex_init(&ss->mu, NULL);
+    pthread_mutexattr_t ra;
+    pthread_mutexattr_init(&ra);
+    pthread_mutexattr_settype(&ra, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&ss->rmu, &ra);
+    pthread_mutexattr_destroy(&ra);
     pthread_cond_init(&ss->cond, NULL);
     ss->rng = 0x9e3779b97f4a7c15u ^ ((uint64_t)n->id << 17) ^ kin__now_ns();
     if (!ss->rng)
@@ -114,12 +135,12 @@ kin__services_start(kin_node *n)
         kin_policy policy;
         kin__handle_fn fn;
     } hs[] = {
-        {KIN_HANDLE_SVC_ADD, KIN_POLICY_CHILD, kin__svc_on_add},
-        {KIN_HANDLE_SVC_DEL, KIN_POLICY_CHILD, kin__svc_on_del},
-        {KIN_HANDLE_SVC_HOLD, KIN_POLICY_CHILD, kin__svc_on_hold},
+        {KIN_HANDLE_SVC_ADD, KIN_POLICY_CHILD, locked_on_add},
+        {KIN_HANDLE_SVC_DEL, KIN_POLICY_CHILD, locked_on_del},
+        {KIN_HANDLE_SVC_HOLD, KIN_POLICY_CHILD, locked_on_hold},
         /* Operators are refused where they attach (router.c); the
          * service's own policy is checked by its provider. */
-        {KIN_HANDLE_SVC_CALL, KIN_POLICY_ANY, kin__svc_on_call},
+        {KIN_HANDLE_SVC_CALL, KIN_POLICY_ANY, locked_on_call},
         {KIN_HANDLE_SVC_RUN, KIN_POLICY_ANY, kin__svc_on_run},
     };
     for (size_t i = 0; i < sizeof hs / sizeof *hs; i++) {
@@ -152,6 +173,7 @@ kin__services_free(kin_node *n)
     free(ss->offers);
     pthread_cond_destroy(&ss->cond);
     pthread_mutex_destroy(&ss->mu);
+    pthread_mutex_destroy(&ss->rmu);
     free(ss);
     n->svc = NULL;
 }

@@ -54,16 +54,22 @@ vservice_async(kin_node *n, const char *fn, int timeout_ms, kin_receiver **out,
         e = kin__msg_check_size(KIN_HANDLE_SVC_CALL, 0, m->body, m->len,
                                 n->max_msg);
     if (!e) {
-        /* The table is the broker's: resolve there, never on this thread
-         * (kin_node_send delivers a message to n itself right here). */
+        /* Never through kin_node_send, which delivers a message to n
+         * itself right here. */
         m->dst = m->src = m->auth = n->id;
         m->handle = KIN_HANDLE_SVC_CALL;
         m->reply_to = kin_receiver_handle(r);
-        /* Tells resolve_job where the head's fields are. */
-        m->local = (void *)(uintptr_t)(dot - fn);
-        e = kin__broker_defer(n->broker, resolve_job, n, m);
-        if (!e)
+        /* The usual case resolves and sends here, as a direct call does
+         * (kin__svc_fast_send); the rest is the broker's. */
+        if (kin__svc_fast_send(n, m, (size_t)(dot - fn))) {
             m = NULL;
+        } else {
+            /* Tells resolve_job where the head's fields are. */
+            m->local = (void *)(uintptr_t)(dot - fn);
+            e = kin__broker_defer(n->broker, resolve_job, n, m);
+            if (!e)
+                m = NULL;
+        }
     }
     kin_msg_destroy(&m);
     if (e) {

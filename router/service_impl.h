@@ -1,7 +1,9 @@
 /* What the service files share (service.c, service_table.c,
  * service_resolver.c, service_provider.c): a context's service state, the
  * table's entries, the resolver's calls, and the functions one file offers
- * the others. Everything marked "broker" is the broker thread's alone. */
+ * the others. Everything marked "broker" is written by the broker thread
+ * under `rmu`, and by a calling thread under `rmu` on the fast path
+ * (kin__svc_fast_send); the broker reads it under rmu too. */
 #ifndef KIN_ROUTER_SERVICE_IMPL_H
 #define KIN_ROUTER_SERVICE_IMPL_H
 
@@ -91,6 +93,11 @@ typedef struct offer {
 } offer;
 
 struct kin__services {
+    /* Guards everything marked broker (recursive: the broker's service
+     * code nests through the router). Taken by the broker at each entry
+     * into the service code and by a caller on the fast path; smu, hmu and
+     * n->mu may be taken under it, never it under them (docs/design.md). */
+    pthread_mutex_t rmu;
     /* broker */
     svc **items;
     int len, cap;
@@ -98,6 +105,7 @@ struct kin__services {
     pending *pool;     /* ended, for reuse (next) */
     int npool;
     uint64_t next_sweep;
+    bool sweep_asked; /* a call went to the broker for the sweep due */
     uint64_t rng;
     uint64_t bad;     /* offers and calls dropped as malformed */
     pending *routing; /* the call send_to is routing right now */
@@ -168,6 +176,14 @@ void kin__svc_on_call(kin_node *n, kin_msg *m, void *arg);
  * kin__svc_head_own reads (svc_len: its service name's length; 0: not
  * known, read it all). */
 void kin__svc_resolve(kin_node *n, kin_msg *m, size_t svc_len);
+/* Any thread but the broker: resolves and sends the call m (made in this
+ * context, head by kin__svc_head_put) itself when the usual case holds (a
+ * provider with room, nothing queued, no sweep due, a direct send
+ * possible); true when m was taken. False: m is untouched, the broker's
+ * resolver must take it. */
+bool kin__svc_fast_send(kin_node *n, kin_msg *m, size_t svc_len);
+void kin__svc_lock(kin_node *n);
+void kin__svc_unlock(kin_node *n);
 /* The calls running at the contexts ids (gone) are retried or failed. */
 void kin__svc_calls_gone(kin_node *n, const uint32_t *ids, size_t count);
 /* Frees every call entry; the broker has stopped. */

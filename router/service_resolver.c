@@ -11,6 +11,7 @@
  * that reply on its way and does the same bookkeeping in the same pass, so
  * neither a second message nor a second handle lookup is made. */
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -519,9 +520,8 @@ outcome(kin_node *n, pending *p, kin_msg **mp)
 /* The provider's reply to a call from another context, or a dead message
  * about it: relayed to the caller. */
 static void
-on_reply(kin_node *n, kin_msg *m, void *arg)
+on_reply_locked(kin_node *n, kin_msg *m, pending *p)
 {
-    pending *p = arg;
     if (p->provider == NO_PROV || m->handle != p->proxy) {
         kin_msg_destroy(&m);
         return;
@@ -537,11 +537,19 @@ on_reply(kin_node *n, kin_msg *m, void *arg)
     kin__svc_pump(n, s);
 }
 
-bool
-kin__svc_claim(kin_node *n, kin_msg **mp)
+static void
+on_reply(kin_node *n, kin_msg *m, void *arg)
+{
+    kin__svc_lock(n);
+    on_reply_locked(n, m, arg);
+    kin__svc_unlock(n);
+}
+
+static bool
+claim_locked(kin_node *n, kin_msg **mp)
 {
     struct kin__services *ss = n->svc;
-    if (!ss || !ss->ndirect || (*mp)->handle == ss->passing_handle)
+    if (!ss->ndirect || (*mp)->handle == ss->passing_handle)
         return false;
     kin_msg *m = *mp;
     pending *p = direct_get(ss, m->handle);
@@ -572,6 +580,20 @@ kin__svc_claim(kin_node *n, kin_msg **mp)
     return true;
 }
 
+bool
+kin__svc_claim(kin_node *n, kin_msg **mp)
+{
+    if (!n->svc)
+        return false;
+    /* Always under rmu, even to see that no direct call is out: a caller
+     * on the fast path holds it from its send until the call is entered,
+     * so a reply never overtakes its call's entry. */
+    kin__svc_lock(n);
+    bool taken = claim_locked(n, mp);
+    kin__svc_unlock(n);
+    return taken;
+}
+
 /* Fails the calls whose deadline passed (at most every SWEEP_NS): the
  * caller has given up on them; a running one is cancelled. */
 static void
@@ -581,6 +603,7 @@ sweep(kin_node *n, uint64_t now)
     if (now < ss->next_sweep)
         return;
     ss->next_sweep = now + SWEEP_NS;
+    ss->sweep_asked = false;
     /* Providers out of reach for a while may be back. */
     for (int i = 0; i < ss->len; i++)
         kin__svc_pump(n, ss->items[i]);
@@ -654,8 +677,8 @@ kin__svc_on_call(kin_node *n, kin_msg *m, void *arg)
     kin__svc_resolve(n, m, 0);
 }
 
-void
-kin__svc_resolve(kin_node *n, kin_msg *m, size_t svc_len)
+static void
+resolve_locked(kin_node *n, kin_msg *m, size_t svc_len)
 {
     uint64_t now = kin__now_ns();
     sweep(n, now);
@@ -708,14 +731,123 @@ kin__svc_resolve(kin_node *n, kin_msg *m, size_t svc_len)
     dispatch(n, p, now);
 }
 
+void
+kin__svc_resolve(kin_node *n, kin_msg *m, size_t svc_len)
+{
+    kin__svc_lock(n);
+    resolve_locked(n, m, svc_len);
+    kin__svc_unlock(n);
+}
+
+void
+kin__svc_lock(kin_node *n)
+{
+    pthread_mutex_lock(&n->svc->rmu);
+}
+
+void
+kin__svc_unlock(kin_node *n)
+{
+    pthread_mutex_unlock(&n->svc->rmu);
+}
+
+bool
+kin__svc_fast_send(kin_node *n, kin_msg *m, size_t svc_len)
+{
+    struct kin__services *ss = n->svc;
+    kin__svc_call_head h;
+    if (!ss || !m->reply_to || kin__broker_on_thread(n->broker) ||
+        !kin__svc_head_own(m->body, m->len, svc_len, &h))
+        return false;
+    kin__svc_lock(n);
+    uint64_t now = kin__now_ns();
+    svc *s = NULL;
+    prov *v = NULL;
+    pending *p = NULL;
+    kin_msg *run = NULL;
+    /* Anything but the usual case is the broker's: deadlines to sweep
+     * (one call takes the broker's way then), calls queued (they go first), no
+     * provider with room (queue, hold, none), a provider in this context
+     * (delivered by the broker). */
+    if (now >= ss->next_sweep && !ss->sweep_asked) {
+        /* This call goes by the broker, whose resolver sweeps first; the
+         * calls made before it gets there need not. */
+        ss->sweep_asked = true;
+        goto broker;
+    }
+    if (!(s = kin__svc_find(n, h.fn, h.svc_len)) || s->qhead || !s->nprov ||
+        !(v = pick(n, s, NO_PROV)) || v->ctx == n->id || !(p = get_pending(ss)))
+        goto broker;
+    if (direct_put(ss, m->reply_to, p)) {
+        put_pending(n, p); /* p->req is NULL: back to the pool */
+        goto broker;
+    }
+    p->direct = true;
+    p->caller_handle = m->reply_to;
+    int64_t left = h.left;
+    /* As send_to's own-head SVC_RUN: no caller task, the time left. */
+    memset(m->body + h.args_off - 13, 0, 4);
+    uint64_t be = __builtin_bswap64((uint64_t)left);
+    memcpy(m->body + h.args_off - 8, &be, 8);
+    if (kin_msg_new_copy(&run, m->body, m->len)) {
+        put_pending(n, p);
+        goto broker;
+    }
+    run->dst = v->ctx;
+    run->src = n->id;
+    run->auth = m->auth;
+    run->handle = KIN_HANDLE_SVC_RUN;
+    run->reply_to = m->reply_to;
+    /* Sent under rmu (a send on the socket never waits: ZMQ_DONTWAIT), so
+     * the broker's claim of its reply waits for the entry below. */
+    /* Down only: a provider with no route here is going (its deletion
+     * waits for rmu); the broker bounces such a call to another one. */
+    if (!kin__route_direct_down(n, run)) {
+        kin_msg_destroy(&run);
+        put_pending(n, p);
+        goto broker;
+    }
+    p->s = s;
+    p->req = m;
+    p->args_off = h.args_off;
+    p->own_head = true;
+    p->fn = h.fn;
+    p->fn_len = h.fn_len;
+    p->deadline = left >= 0 ? now + (uint64_t)left * 1000000u : 0;
+    p->idempotent = idempotent(ss, h.fn, h.fn_len);
+    p->iprev = NULL;
+    p->inext = ss->inflight;
+    if (ss->inflight)
+        ss->inflight->iprev = p;
+    ss->inflight = p;
+    p->provider = v->ctx;
+    p->sent_ns = now;
+    p->attempts = 1;
+    v->outstanding++;
+    s->resolved++;
+    kin__svc_unlock(n);
+    return true;
+broker:
+    kin__svc_unlock(n);
+    return false;
+}
+
 uint32_t
 kin__svc_call_provider(kin_node *n, uint32_t handle)
 {
     struct kin__services *ss = n->svc;
     if (!ss || !n->broker || !kin__broker_on_thread(n->broker))
         return KIN_NO_CTX;
+    /* The monitor asks with a task's mu held, and the broker takes task
+     * locks under rmu (a call to this context itself): rmu is only tried
+     * here. Its other holders, callers sending (kin__svc_fast_send), wait
+     * for no task lock and let it go after one send. */
+    while (pthread_mutex_trylock(&ss->rmu))
+        sched_yield();
     pending *p = direct_get(ss, handle);
-    return p && p->provider != NO_PROV ? p->provider : KIN_NO_CTX;
+    uint32_t at = p && p->provider != NO_PROV ? p->provider : KIN_NO_CTX;
+    kin__svc_unlock(n);
+    return at;
 }
 
 void
@@ -757,6 +889,7 @@ void
 kin__svc_calls_free(kin_node *n)
 {
     struct kin__services *ss = n->svc;
+    kin__svc_lock(n);
     /* The broker has stopped: the handles go with the node's table. */
     while (ss->inflight) {
         pending *p = ss->inflight;
@@ -778,4 +911,5 @@ kin__svc_calls_free(kin_node *n)
             free(p);
         }
     }
+    kin__svc_unlock(n);
 }

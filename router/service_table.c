@@ -284,6 +284,7 @@ kin__services_gone(kin_node *n, const uint32_t *ids, size_t count)
     struct kin__services *ss = n->svc;
     if (!ss || !count)
         return;
+    kin__svc_lock(n);
     for (int i = 0; i < ss->len; i++) {
         svc *s = ss->items[i];
         for (int k = 0; k < s->nprov;) {
@@ -307,6 +308,7 @@ kin__services_gone(kin_node *n, const uint32_t *ids, size_t count)
         }
     }
     kin__svc_calls_gone(n, ids, count);
+    kin__svc_unlock(n);
 }
 
 /* --- listing ---------------------------------------------------------------
@@ -317,6 +319,7 @@ kin__services_snapshot(kin_node *n, kin_service_info *out, int max,
                        kin_service_provider *pv, int prov_max)
 {
     struct kin__services *ss = n->svc;
+    kin__svc_lock(n);
     for (int i = 0; i < ss->len && i < max; i++) {
         svc *s = ss->items[i];
         kin_service_info *o = &out[i];
@@ -343,7 +346,9 @@ kin__services_snapshot(kin_node *n, kin_service_info *out, int max,
             o->providers = k + 1;
         }
     }
-    return ss->len;
+    int len = ss->len;
+    kin__svc_unlock(n);
+    return len;
 }
 
 static void
