@@ -423,6 +423,17 @@ kin__router_child_exited(kin_node *n, uint32_t child)
         n->exit_timer.data = n;
         n->exit_inited = true;
     }
+    /* Its name (and its subtree's) goes now: a context that ended is not
+     * found, even while its last messages are awaited. */
+    uint32_t ids[64];
+    size_t count = 0;
+    uint32_t id;
+    void *via;
+    for (size_t it = 0;
+         count < 64 && kin__u32map_next(&n->routes, &it, &id, &via);)
+        if (UNLINK(via) == child)
+            ids[count++] = id;
+    kin__names_gone(n, ids, count);
     uint64_t when = uv_now(loop) + EXIT_GRACE_MS;
     if (kin__u32map_put(&n->exited, child, (void *)(uintptr_t)when)) {
         kin__router_link_down(n, child);
