@@ -323,20 +323,23 @@ about(const kin__child *c, kin__join_what what)
                              .cert_role = c->peer.role};
 }
 
-/* A join request refused: how (a reason code), text (what the peer was
- * told), name (asked for, may be NULL), over connection fd. */
+/* A join refused: how (a reason code), text (what the peer was told),
+ * name (asked for) or id (claimed in a HELLO), the certificate key, over
+ * connection fd. */
 static void
 refused(kin_node *n, int fd, const char *how, const char *text,
-        const char *name, unsigned their_version)
+        const char *name, uint32_t id, const char *key, unsigned their_version)
 {
     kin__join_peer p = {0};
     kin__join_peer_of(fd, &p);
     kin__join_event ev = {.what = KIN__JOIN_REFUSED,
+                          .id = id,
                           .name = name,
                           .transport = p.transport,
                           .pid = p.pid,
                           .uid = p.uid,
                           .address = p.address,
+                          .key = key,
                           .how = how,
                           .error = text,
                           .their_version = their_version};
@@ -358,18 +361,7 @@ kin__join_hello_refused(kin_node *n, uint32_t id, int fd, const char *how,
                  "HELLO from %u, not an id of the joined range, on the join "
                  "endpoint",
                  id);
-    kin__join_peer p = {0};
-    kin__join_peer_of(fd, &p);
-    kin__join_event ev = {.what = KIN__JOIN_REFUSED,
-                          .id = id,
-                          .transport = p.transport,
-                          .pid = p.pid,
-                          .uid = p.uid,
-                          .address = p.address,
-                          .key = key,
-                          .how = how,
-                          .error = text};
-    tell(n, &ev);
+    refused(n, fd, how, text, NULL, id, key, 0);
 }
 
 void
@@ -513,13 +505,13 @@ kin__join_on_request(kin_node *n, void *sock, const void *rid, size_t rid_len,
         snprintf(text, sizeof text,
                  "protocol version %u asked, this tree speaks version %u",
                  version, KIN_PROTO_VERSION);
-        refused(n, fd, "protocol_version", text, nm, version);
+        refused(n, fd, "protocol_version", text, nm, 0, NULL, version);
         answer(n, sock, rid, rid_len, KIN_EBADVERSION, 0, text);
         return;
     }
     if (!name_ok) {
         const char *why = "a joiner needs a name of 1 to 63 bytes";
-        refused(n, fd, "bad_name", why, nm, 0);
+        refused(n, fd, "bad_name", why, nm, 0, NULL, 0);
         answer(n, sock, rid, rid_len, -EINVAL, 0, why);
         return;
     }
@@ -532,13 +524,13 @@ kin__join_on_request(kin_node *n, void *sock, const void *rid, size_t rid_len,
                  : !strcmp(nm, n->name) ? n->id
                                         : UINT32_MAX);
         KIN_WARN("context %u: join as '%s' refused: name taken", n->id, nm);
-        refused(n, fd, "name_taken", text, nm, 0);
+        refused(n, fd, "name_taken", text, nm, 0, NULL, 0);
         answer(n, sock, rid, rid_len, KIN_EEXISTS, 0, text);
         return;
     }
     if (j->len == PENDING_MAX) {
         const char *why = "too many joins under way; try again";
-        refused(n, fd, "busy", why, nm, 0);
+        refused(n, fd, "busy", why, nm, 0, NULL, 0);
         answer(n, sock, rid, rid_len, KIN_EBUSY, 0, why);
         return;
     }
@@ -560,7 +552,7 @@ kin__join_refuse_version(kin_node *n, void *sock, const void *rid,
              "%u",
              theirs, KIN_PROTO_VERSION);
     KIN_WARN("context %u: join refused: %s", n->id, text);
-    refused(n, fd, "protocol_version", text, NULL, theirs);
+    refused(n, fd, "protocol_version", text, NULL, 0, NULL, theirs);
     answer(n, sock, rid, rid_len, KIN_EBADVERSION, 0, text);
 }
 
