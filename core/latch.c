@@ -5,6 +5,7 @@
 #include "core/sync.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -74,18 +75,12 @@ kin_latch_new(kin_latch **out)
         return -ENOMEM;
     }
     l->cap = RING_MIN;
+    atomic_init(&l->refs, 1);
     int rc = kin__mutex_init_fast(&l->mu);
     if (rc) {
         free(l->ring);
         free(l);
         return -rc;
-    }
-    rc = kin__cond_init_monotonic(&l->cv);
-    if (rc) {
-        pthread_mutex_destroy(&l->mu);
-        free(l->ring);
-        free(l);
-        return rc;
     }
     *out = l;
     return KIN_OK;
@@ -96,6 +91,31 @@ kin__latch_set_call(kin_latch *l, uint32_t ctx, uint32_t handle)
 {
     atomic_store_explicit(&l->call_ctx, ctx, memory_order_relaxed);
     atomic_store_explicit(&l->call_handle, handle, memory_order_relaxed);
+}
+
+static void
+latch_free(kin_latch *l)
+{
+    for (size_t i = 0; i < l->len; i++) {
+        kin_msg *m = l->ring[(l->head + i) & (l->cap - 1)];
+        kin_msg_destroy(&m);
+    }
+    free(l->ring);
+    pthread_mutex_destroy(&l->mu);
+    free(l);
+}
+
+void
+kin__latch_ref(kin_latch *l)
+{
+    atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed);
+}
+
+void
+kin__latch_unref(kin_latch *l)
+{
+    if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1)
+        latch_free(l);
 }
 
 void
@@ -112,14 +132,12 @@ kin_latch_destroy(kin_latch **lp)
     if (s)
         kin_select_remove(s, l);
 
-    for (size_t i = 0; i < l->len; i++) {
-        kin_msg *m = l->ring[(l->head + i) & (l->cap - 1)];
-        kin_msg_destroy(&m);
-    }
-    free(l->ring);
-    pthread_cond_destroy(&l->cv);
-    pthread_mutex_destroy(&l->mu);
-    free(l);
+    /* A put still waking a waiter holds a reference: it frees the latch
+     * if it finishes last. Puts from now on are refused. */
+    pthread_mutex_lock(&l->mu);
+    l->closed = true;
+    pthread_mutex_unlock(&l->mu);
+    kin__latch_unref(l);
     *lp = NULL;
 }
 
@@ -180,11 +198,23 @@ kin_latch_put(kin_latch *l, kin_msg **m)
     l->ring[(l->head + l->len) & (l->cap - 1)] = *m;
     l->len++;
     *m = NULL;
-    if (l->waiters)
-        pthread_cond_signal(&l->cv);
+    /* The waiter is woken after mu is released: woken while mu is still
+     * held, it would block on mu at once (on one CPU it runs first and
+     * sleeps again until the putter unlocks: two more switches). The
+     * reference keeps the latch alive if the woken reader destroys it
+     * before the signal returns. */
+    bool wake = l->waiters != 0;
+    if (wake) {
+        atomic_fetch_add_explicit(&l->seq, 1, memory_order_relaxed);
+        kin__latch_ref(l);
+    }
     if (l->sel)
         kin__select_notify(l->sel);
     pthread_mutex_unlock(&l->mu);
+    if (wake) {
+        kin__futex_wake(&l->seq, 1);
+        kin__latch_unref(l);
+    }
     return KIN_OK;
 }
 
@@ -207,6 +237,16 @@ take(kin_latch *l, kin_task *t, uint64_t deadline, kin_msg **out)
     return MUST_WAIT;
 }
 
+/* Wakes every getter asleep on l (mu held). */
+static void
+wake_all(kin_latch *l)
+{
+    if (!l->waiters)
+        return;
+    atomic_fetch_add_explicit(&l->seq, 1, memory_order_relaxed);
+    kin__futex_wake(&l->seq, INT_MAX);
+}
+
 /* Called by kin__task_cancel with the task's mu held (lock order 1 then 3).
  * Broadcast: the latch's other waiters go back to sleep. */
 static void
@@ -214,7 +254,7 @@ latch_wake(void *obj)
 {
     kin_latch *l = obj;
     pthread_mutex_lock(&l->mu);
-    pthread_cond_broadcast(&l->cv);
+    wake_all(l);
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -240,7 +280,10 @@ kin_latch_get(kin_latch *l, int timeout_ms, kin_msg **out)
     pthread_mutex_lock(&l->mu);
     while ((rc = take(l, t, deadline, out)) == MUST_WAIT) {
         l->waiters++;
-        kin__cond_wait_until(&l->cv, &l->mu, deadline);
+        uint32_t seen = atomic_load_explicit(&l->seq, memory_order_relaxed);
+        pthread_mutex_unlock(&l->mu);
+        kin__futex_wait_until(&l->seq, seen, deadline);
+        pthread_mutex_lock(&l->mu);
         l->waiters--;
     }
     pthread_mutex_unlock(&l->mu);
@@ -256,7 +299,7 @@ kin_latch_close(kin_latch *l)
     pthread_mutex_lock(&l->mu);
     if (!l->closed) {
         l->closed = true;
-        pthread_cond_broadcast(&l->cv);
+        wake_all(l);
         if (l->sel)
             kin__select_notify(l->sel);
     }

@@ -36,12 +36,17 @@
 
 struct kin_latch {
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* getters of this latch wait here */
-    kin_msg **ring;    /* cap slots, cap a power of two */
-    size_t cap, head;  /* head: index of the oldest message */
-    size_t len;        /* number of queued messages */
-    unsigned waiters;  /* threads blocked on cv; put signals only if > 0 */
-    bool closed;
+    _Atomic uint32_t seq; /* getters sleep on it (futex); bumped to wake */
+    kin_msg **ring;       /* cap slots, cap a power of two */
+    size_t cap, head;     /* head: index of the oldest message */
+    size_t len;           /* number of queued messages */
+    unsigned waiters;     /* threads asleep on seq; put wakes only if > 0 */
+    bool closed;          /* also set by kin_latch_destroy */
+
+    /* 1 for the owner until kin_latch_destroy, +1 for each holder that must
+     * outlive it: a put waking a waiter after unlocking mu, a delivery
+     * between finding the latch and putting to it. The last one frees. */
+    atomic_uint refs;
 
     /* Membership. sel and tag are written with both sel->lock and mu held
      * and read under mu (put, close) or, by the select that owns the latch,

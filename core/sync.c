@@ -3,8 +3,11 @@
  * each module registers a function instead of an atfork pair of its own. */
 #include "core/sync.h"
 
+#include <linux/futex.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define FORGET_MAX 16
 
@@ -52,4 +55,26 @@ kin__forget_in_child(void (*fn)(void))
         atomic_store_explicit(&forget_n, n + 1, memory_order_release);
     }
     pthread_mutex_unlock(&forget_mu);
+}
+
+void
+kin__futex_wait_until(_Atomic uint32_t *word, uint32_t expected,
+                      uint64_t deadline)
+{
+    /* FUTEX_WAIT_BITSET takes an absolute time on CLOCK_MONOTONIC. */
+    struct timespec ts, *tsp = NULL;
+    if (deadline != UINT64_MAX) {
+        ts.tv_sec = (time_t)(deadline / 1000000000u);
+        ts.tv_nsec = (long)(deadline % 1000000000u);
+        tsp = &ts;
+    }
+    syscall(SYS_futex, word, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected,
+            tsp, NULL, FUTEX_BITSET_MATCH_ANY);
+}
+
+void
+kin__futex_wake(_Atomic uint32_t *word, int count)
+{
+    syscall(SYS_futex, word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, count, NULL, NULL,
+            0);
 }

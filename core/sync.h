@@ -3,7 +3,9 @@
 #define KIN_CORE_SYNC_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <time.h>
 
 /* A mutex for short critical sections on hot paths (queues, tables): it
@@ -48,6 +50,18 @@ kin__cond_wait_dl(pthread_cond_t *c, pthread_mutex_t *m,
 {
     return dl ? pthread_cond_timedwait(c, m, dl) : pthread_cond_wait(c, m);
 }
+
+/* A wait on a 32-bit word (Linux futex, process-private): sleeps while
+ * *word == expected, until kin__futex_wake on word, the monotonic deadline
+ * (ns; UINT64_MAX: none) or a spurious wake-up. Callers re-check their
+ * condition. Used instead of a condition variable where the waiter re-takes
+ * a mutex: after pthread_cond_wait glibc marks that mutex contended, so its
+ * next unlock costs a system call even when nobody waits. */
+void kin__futex_wait_until(_Atomic uint32_t *word, uint32_t expected,
+                           uint64_t deadline);
+
+/* Wakes up to count threads sleeping on word (INT_MAX: all). */
+void kin__futex_wake(_Atomic uint32_t *word, int count);
 
 /* The calling thread's kernel id, cached (gettid is a system call). */
 int kin__gettid(void);

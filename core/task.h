@@ -58,6 +58,13 @@ void kin__task_await_calls(kin_task *t, const uint32_t (*calls)[2], uint32_t n);
  * handle, so that a select over it records the awaited call. */
 void kin__latch_set_call(kin_latch *l, uint32_t ctx, uint32_t handle);
 
+/* Keeps l's memory alive past a concurrent kin_latch_destroy until the
+ * matching kin__latch_unref, which frees it if it was the last holder. A
+ * reference must be taken while l is known to be alive (e.g. under the lock
+ * that guards the table it was found in). */
+void kin__latch_ref(kin_latch *l);
+void kin__latch_unref(kin_latch *l);
+
 /* Records what call t waits for (ctx:handle running fn), or clears it
  * (ctx KIN_NO_CTX). t may be NULL. */
 void kin__task_await_call(kin_task *t, uint32_t ctx, uint32_t handle,

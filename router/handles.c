@@ -2,12 +2,12 @@
  * messages addressed to each handle of this context, and under which policy.
  * Also local delivery and dead replies. */
 #include <errno.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "core/log_internal.h"
 #include "core/msg_internal.h"
+#include "core/task.h"
 #include "router/node_impl.h"
 #include "router/service.h"
 
@@ -18,7 +18,6 @@ kin__handles_add(kin_node *n, const kin__handler *h, uint32_t *handle)
     if (!copy)
         return -ENOMEM;
     *copy = *h;
-    atomic_init(&copy->refs, 1);
     pthread_mutex_lock(&n->hmu);
     uint32_t id = h->handle;
     if (!id) {
@@ -50,11 +49,8 @@ kin__handles_remove(kin_node *n, uint32_t handle)
     pthread_mutex_lock(&n->hmu);
     kin__handler *h = kin__u32map_del(&n->handles, handle);
     pthread_mutex_unlock(&n->hmu);
-    if (!h)
-        return;
-    /* A delivery may still be putting into the latch: it is short. */
-    while (atomic_load(&h->refs) > 1)
-        sched_yield();
+    /* A delivery still putting to h's latch holds a reference to the
+     * latch, not to h: the receiver may go at once. */
     free(h);
 }
 
@@ -147,6 +143,12 @@ kin__deliver(kin_node *n, kin_msg *m)
     if (n->svc && n->broker && kin__broker_on_thread(n->broker) &&
         kin__svc_claim(n, &m))
         return;
+    kin__deliver_handle(n, m);
+}
+
+void
+kin__deliver_handle(kin_node *n, kin_msg *m)
+{
     pthread_mutex_lock(&n->hmu);
     kin__handler *h = kin__u32map_get(&n->handles, m->handle);
     if (h && h->sealed) {
@@ -174,12 +176,14 @@ kin__deliver(kin_node *n, kin_msg *m)
     }
     atomic_fetch_add(&n->stats.delivered, 1);
     if (h->latch) {
-        /* The reference keeps the receiver alive without holding hmu
-         * across the put, which may wake (and yield to) its reader. */
-        atomic_fetch_add(&h->refs, 1);
+        /* The reference keeps the latch alive, without holding hmu across
+         * the put, if its receiver is destroyed meanwhile (the put then
+         * fails: the latch is closed). */
+        kin_latch *l = h->latch;
+        kin__latch_ref(l);
         pthread_mutex_unlock(&n->hmu);
-        kin_err e = kin_latch_put(h->latch, &m);
-        atomic_fetch_sub(&h->refs, 1);
+        kin_err e = kin_latch_put(l, &m);
+        kin__latch_unref(l);
         if (e)
             kin__reply_dead(n, m, KIN_ENOHANDLE, "receiver closed");
         return;

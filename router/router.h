@@ -22,7 +22,6 @@ typedef struct kin__handler kin__handler;
 typedef void (*kin__handle_fn)(kin_node *n, kin_msg *m, void *arg);
 
 struct kin__handler {
-    atomic_int refs; /* 1 for the table, +1 per delivery in progress */
     uint32_t handle;
     kin_policy policy;
     uint32_t respondent;
@@ -171,6 +170,10 @@ void kin__handles_seal(kin_node *n, uint32_t handle);
 /* Delivers m (dst == this node) to its handle, or answers with a dead
  * message. Takes ownership. Any thread. */
 void kin__deliver(kin_node *n, kin_msg *m);
+
+/* kin__deliver without the service resolver's look at m (for the reply
+ * the resolver itself hands on). */
+void kin__deliver_handle(kin_node *n, kin_msg *m);
 
 /* Puts a dead message for every receiver bound to one of ids. Any thread. */
 void kin__handles_peer_gone(kin_node *n, const uint32_t *ids, size_t count);

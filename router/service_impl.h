@@ -123,8 +123,7 @@ struct kin__services {
     size_t idem_len;
     bool idem;
     uint64_t idem_gen;
-    svc *last;               /* the service the last call was to */
-    uint32_t passing_handle; /* the reply kin__svc_claim hands on (0: none) */
+    svc *last; /* the service the last call was to */
     /* under mu */
     pthread_mutex_t mu;
     pthread_cond_t cond;

@@ -545,11 +545,17 @@ on_reply(kin_node *n, kin_msg *m, void *arg)
     kin__svc_unlock(n);
 }
 
+/* m's call, when m is the reply of a direct call out from here: m is
+ * consumed and true returned; *out is then the message to hand to the
+ * caller's receiver (NULL: none, the call goes on or has failed), with its
+ * handle to seal after it (0: none). rmu held. */
 static bool
-claim_locked(kin_node *n, kin_msg **mp)
+claim_locked(kin_node *n, kin_msg **mp, kin_msg **out, uint32_t *seal)
 {
     struct kin__services *ss = n->svc;
-    if (!ss->ndirect || (*mp)->handle == ss->passing_handle)
+    *out = NULL;
+    *seal = 0;
+    if (!ss->ndirect)
         return false;
     kin_msg *m = *mp;
     pending *p = direct_get(ss, m->handle);
@@ -566,15 +572,11 @@ claim_locked(kin_node *n, kin_msg **mp)
     }
     svc *s = p->s;
     if (outcome(n, p, mp)) {
-        uint32_t handle = p->caller_handle;
-        bool retried = p->attempts > 1;
+        if (p->attempts > 1)
+            *seal = p->caller_handle;
         put_pending(n, p); /* out of the map: m now goes to the receiver */
-        ss->passing_handle = handle; /* not looked up again on its way */
-        kin__deliver(n, *mp);
-        ss->passing_handle = 0;
+        *out = *mp;
         *mp = NULL;
-        if (retried)
-            kin__handles_seal(n, handle);
     }
     kin__svc_pump(n, s);
     return true;
@@ -589,8 +591,16 @@ kin__svc_claim(kin_node *n, kin_msg **mp)
      * on the fast path holds it from its send until the call is entered,
      * so a reply never overtakes its call's entry. */
     kin__svc_lock(n);
-    bool taken = claim_locked(n, mp);
+    kin_msg *reply;
+    uint32_t seal;
+    bool taken = claim_locked(n, mp, &reply, &seal);
     kin__svc_unlock(n);
+    /* Handed on after rmu is let go: the woken caller's next call takes
+     * rmu at once (on one CPU it runs before this thread goes on). */
+    if (reply)
+        kin__deliver_handle(n, reply);
+    if (seal)
+        kin__handles_seal(n, seal);
     return taken;
 }
 

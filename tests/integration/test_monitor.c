@@ -639,11 +639,12 @@ stacktrace_shows_every_thread(void **state)
     const char *next = thread_block(b + 1, "");
     const char *uv = strstr(b, "uv_run");
     assert_true(uv && (!next || uv < next));
-    /* A worker that waits for work: the first frames are libc's wait, not
-     * the signal trampoline ("#0 ??"), then kin's latch. */
+    /* A worker that waits for work: the first frames are libc's futex
+     * system call, not the signal trampoline ("#0 ??"), then kin's latch. */
     const char *w = thread_block(out, "(kin-worker)");
     assert_non_null(w);
-    assert_non_null(strstr(w, "#1  pthread_cond_"));
+    assert_non_null(strstr(w, "#0  syscall"));
+    assert_non_null(strstr(w, "kin__futex_wait_until"));
     assert_non_null(strstr(w, "kin_latch_get"));
     /* The blocked call's worker, down to the served function. */
     assert_non_null(strstr(out, "block"));

@@ -3,6 +3,7 @@
  * for "thread is blocked" look at the waiter counts in core/latch_impl.h. */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -435,6 +436,41 @@ producers_and_consumers_deliver_each_message_once(void **state)
     assert_int_equal(kin_latch_size(pc->l), 0);
     kin_latch_destroy(&pc->l);
     free(pc);
+}
+
+/* One message from a thread to a waiting reader, which destroys the latch
+ * as soon as it has it: the putter may still be waking it. */
+#define HANDOFFS 20000
+
+static void *
+handoff_putter(void *arg)
+{
+    kin_latch *l = arg;
+    /* Until the reader sleeps (bounded: it may be slow to get there). */
+    uint64_t t0 = kin__now_ns();
+    while (latch_waiters(l) < 1 && elapsed_ms(t0) < WAIT_MS)
+        sched_yield();
+    kin_msg *m = msg(7);
+    if (kin_latch_put(l, &m))
+        kin_msg_destroy(&m); /* the reader's get then fails */
+    return NULL;
+}
+
+static void
+reader_may_destroy_the_latch_it_was_woken_for(void **state)
+{
+    for (int i = 0; i < HANDOFFS; i++) {
+        kin_latch *l = NULL;
+        assert_int_equal(kin_latch_new(&l), KIN_OK);
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, handoff_putter, l), 0);
+        kin_msg *m = NULL;
+        assert_int_equal(kin_latch_get(l, 10000, &m), KIN_OK);
+        assert_int_equal(m->handle, 7);
+        kin_msg_destroy(&m);
+        kin_latch_destroy(&l); /* the putter may not have returned yet */
+        join_within(th, 10000);
+    }
 }
 
 /* ---- select ---- */
@@ -876,6 +912,7 @@ main(void)
         cmocka_unit_test(cancel_wakes_latch_get),
         cmocka_unit_test(cancel_wakes_select_get),
         cmocka_unit_test(queued_message_beats_pending_cancel),
+        cmocka_unit_test(reader_may_destroy_the_latch_it_was_woken_for),
     };
     return harness_run_group(tests);
 }
