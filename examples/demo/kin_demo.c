@@ -697,8 +697,11 @@ run(demo *d, int n_jobs, uint64_t limit, bool linger)
     show_logs(d);
     clear_bar(d);
 
-    printf("\n%sThe tree now%s (%s is a new process):\n", BOLD, RESET,
-           d->victim[0] ? d->victim : "no worker was killed: none");
+    if (d->victim[0])
+        printf("\n%sThe tree now%s (%s is a new process):\n", BOLD, RESET,
+               d->victim);
+    else
+        printf("\n%sThe tree now%s:\n", BOLD, RESET);
     print_tree(d);
 
     unsigned restarts = 0;
