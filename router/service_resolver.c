@@ -693,7 +693,7 @@ resolve_locked(kin_node *n, kin_msg *m, size_t svc_len)
     uint64_t now = kin__now_ns();
     sweep(n, now);
     kin__svc_call_head h;
-    bool own = svc_len && kin__svc_head_own(m->body, m->len, svc_len, &h);
+    bool own = svc_len && !kin__svc_head_own(m->body, m->len, svc_len, &h);
     if (!own && kin__svc_call_read(m->body, m->len, &h)) {
         n->svc->bad++;
         kin__reply_dead(n, m, KIN_EBADMSG, "malformed service call");
@@ -767,7 +767,7 @@ kin__svc_fast_send(kin_node *n, kin_msg *m, size_t svc_len)
     struct kin__services *ss = n->svc;
     kin__svc_call_head h;
     if (!ss || !m->reply_to || kin__broker_on_thread(n->broker) ||
-        !kin__svc_head_own(m->body, m->len, svc_len, &h))
+        kin__svc_head_own(m->body, m->len, svc_len, &h))
         return false;
     kin__svc_lock(n);
     uint64_t now = kin__now_ns();

@@ -125,25 +125,34 @@ kin__svc_head_put(uint8_t *out, const char *fn, size_t fn_len, uint32_t task,
     return off + 14;
 }
 
-bool
+kin_err
 kin__svc_head_own(const void *body, size_t size, size_t svc_len,
                   kin__svc_call_head *out)
 {
     const uint8_t *p = body;
-    if (size < 1)
-        return false;
+    memset(out, 0, sizeof *out);
+    if (size < 2)
+        return KIN_EBADMSG;
     size_t off = 1, fn_len = p[0] & 0x1f;
     if ((p[0] & 0xe0) != 0xa0) {
-        if (p[0] != 0xd9 || size < 2)
-            return false;
+        if (p[0] != 0xd9)
+            return KIN_EBADMSG;
         fn_len = p[1];
         off = 2;
     }
+    /* Every byte read below lies before off + fn_len + 14 <= size. */
     if (fn_len > KIN__SVC_FN_MAX || svc_len >= fn_len ||
-        size < off + fn_len + 14 || p[off + svc_len] != '.' ||
+        size - off < fn_len + 14 || p[off + svc_len] != '.' ||
         p[off + fn_len] != 0xce || p[off + fn_len + 5] != 0xd3)
-        return false;
-    out->fn = (const char *)p + off;
+        return KIN_EBADMSG;
+    /* The rules kin__svc_call_read keeps, so that this reader never takes
+     * a head that one refuses: a few dozen bytes, checked again here
+     * because the body is only as good as whoever built it. */
+    const char *fn = (const char *)p + off;
+    if (!kin__service_name_ok(fn, svc_len) ||
+        memchr(fn + svc_len + 1, 0, fn_len - svc_len - 1))
+        return KIN_EBADMSG;
+    out->fn = fn;
     out->fn_len = fn_len;
     out->svc_len = svc_len;
     uint32_t t;
@@ -153,5 +162,5 @@ kin__svc_head_own(const void *body, size_t size, size_t svc_len,
     out->task = __builtin_bswap32(t);
     out->left = (int64_t)__builtin_bswap64(l);
     out->args_off = off + fn_len + 14;
-    return true;
+    return KIN_OK;
 }

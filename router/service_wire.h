@@ -65,11 +65,16 @@ kin_err kin__svc_call_read(const void *body, size_t size,
 size_t kin__svc_head_put(uint8_t *out, const char *fn, size_t fn_len,
                          uint32_t task, int64_t left);
 
-/* Reads a head kin__svc_head_put wrote in this process, of a fn whose
- * service name has svc_len bytes (checked when it was written); false
- * when the body is not laid out so. */
-bool kin__svc_head_own(const void *body, size_t size, size_t svc_len,
-                       kin__svc_call_head *out);
+/* Reads a head laid out as kin__svc_head_put writes it (fn as a fixstr or
+ * str 8), of a fn whose service name has svc_len bytes, at fixed places:
+ * the resolver's way for a call made in this process. Any bytes and any
+ * svc_len may be given: it reads nothing outside body[0..size), and what
+ * it accepts kin__svc_call_read accepts with the same fields (fuzzed,
+ * tests/fuzz/fuzz_service.c). Errors: KIN_EBADMSG when the body is not so
+ * laid out or its fn breaks kin__svc_call_read's rules (*out zeroed); the
+ * caller then reads it with kin__svc_call_read. */
+kin_err kin__svc_head_own(const void *body, size_t size, size_t svc_len,
+                          kin__svc_call_head *out);
 
 /* NAME [id, name]: a context's name (KIN__CTX_NAME_MAX). */
 kin_err kin__name_read(const void *body, size_t size, uint32_t *id,

@@ -1,11 +1,12 @@
 /* kin-demo: a small multi-process service, end to end. The master starts a
  * supervised tree of workers (one of them, the hub, supervises workers of
  * its own), fans prime-counting jobs out to them, gets results streamed
- * back, shows the workers' logs and a progress bar, kills a worker on
- * purpose and retries its lost job after the supervisor restarted it, then
- * prints the tree, the tasks and a summary. Every process but the master is
- * supervised, so killing any of them heals. The same executable is every
- * worker. */
+ * back, shows the workers' logs and a progress bar, makes one job hang in
+ * its worker on purpose and kills that worker mid-job (the service layer
+ * runs the job again on another worker; the supervisor restarts the killed
+ * one), then prints the tree, the tasks and a summary. Every process but
+ * the master is supervised, so killing any of them heals. The same
+ * executable is every worker. */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -156,17 +157,41 @@ count_fn(kin_call *call, void *arg)
     return kin_call_return(call, "Ud", total, cpu_ms);
 }
 
-/* demo.job(id, lo, hi, to_ctx, to_handle): counts and streams the result
- * [id, primes, ms, cpu_ms] back to the master's receiver (a sender). */
+/* Whether this worker, running a job sent with hang set, is the one that
+ * hangs: the master (the caller) says yes once, to the first worker that
+ * asks (not the hub), so the job's retry on another worker runs. */
+static bool
+told_to_hang(kin_call *call)
+{
+    kin_node *n = kin_call_node(call);
+    kin_msg *m = NULL;
+    bool yes = false;
+    if (kin_call_sync(n, kin_call_caller(call), "demo.hang", CALL_MS, &m, "s",
+                      kin_node_name(n)) == KIN_OK &&
+        kin_msg_unpack(m, "b", &yes) != KIN_OK)
+        yes = false;
+    kin_msg_destroy(&m);
+    return yes;
+}
+
+/* demo.job(id, lo, hi, to_ctx, to_handle, hang): counts and streams the
+ * result [id, primes, ms, cpu_ms] back to the master's receiver (a
+ * sender). With hang set, the worker may be the one told to hang in the
+ * job until the master kills it. */
 static kin_err
 job_fn(kin_call *call, void *arg)
 {
     uint32_t id, to_ctx, to_handle;
     uint64_t lo, hi;
-    kin_err e =
-        kin_call_args(call, "uUUuu", &id, &lo, &hi, &to_ctx, &to_handle);
+    bool hang;
+    kin_err e = kin_call_args(call, "uUUuub", &id, &lo, &hi, &to_ctx,
+                              &to_handle, &hang);
     if (e)
         return e;
+    /* Until SIGKILL: `kin ps` would show this task waiting on a sleep. If
+     * the master never kills us, the call's deadline cancels the sleep. */
+    if (hang && told_to_hang(call))
+        return kin_task_sleep(KIN_FOREVER);
     double t0 = now_ms();
     kin_msg *m = NULL;
     uint64_t primes = 0;
@@ -241,6 +266,44 @@ grow_fn(kin_call *call, void *arg)
 /* --- the master's side -----------------------------------------------------
  */
 
+/* The worker that hangs on purpose, by name, once one was told to (empty
+ * before). Set by demo.hang on a worker thread of the master, read by the
+ * master's main loop. */
+static pthread_mutex_t hang_mu = PTHREAD_MUTEX_INITIALIZER;
+static char hang_who[64];
+
+/* demo.hang(name) -> bool: yes to the first worker asking but the hub
+ * (killing it would take its leaves along), no after. */
+static kin_err
+hang_fn(kin_call *call, void *arg)
+{
+    const char *name;
+    size_t len;
+    kin_err e = kin_call_args(call, "S", &name, &len);
+    if (e)
+        return e;
+    pthread_mutex_lock(&hang_mu);
+    bool yes = !hang_who[0] && len > 0 && len < sizeof hang_who &&
+               !(len == 3 && !memcmp(name, "hub", 3));
+    if (yes) {
+        memcpy(hang_who, name, len);
+        hang_who[len] = 0;
+    }
+    pthread_mutex_unlock(&hang_mu);
+    return kin_call_return(call, "b", yes);
+}
+
+/* Copies the name of the worker hanging on purpose to who; false while
+ * none is. */
+static bool
+hanging_worker(char *who, size_t size)
+{
+    pthread_mutex_lock(&hang_mu);
+    snprintf(who, size, "%s", hang_who);
+    pthread_mutex_unlock(&hang_mu);
+    return who[0] != 0;
+}
+
 typedef struct job {
     uint32_t id;
     uint64_t lo, hi;
@@ -260,7 +323,8 @@ typedef struct demo {
     int per_worker[N_WORKERS]; /* jobs finished */
     uint64_t primes;
     double t0, cpu_ms; /* CPU time the finished jobs took, all workers */
-    bool killed;
+    uint32_t hang_job; /* from this job on, one may hang (see demo.hang) */
+    char victim[64];   /* the worker killed mid-job (empty: none yet) */
     bool tty;
     int bar_shown;
 } demo;
@@ -387,8 +451,9 @@ dispatch(demo *d)
     while (d->in_flight < N_WORKERS && d->next < d->n_jobs) {
         job *j = &d->jobs[d->next];
         kin_err e = kin_service_call_async(
-            d->node, "demo.job", CALL_MS, &j->call, "uUUuu", j->id, j->lo,
-            j->hi, kin_node_id(d->node), kin_receiver_handle(d->results));
+            d->node, "demo.job", CALL_MS, &j->call, "uUUuub", j->id, j->lo,
+            j->hi, kin_node_id(d->node), kin_receiver_handle(d->results),
+            j->id >= d->hang_job && !d->victim[0]);
         if (e)
             return e;
         kin_select_add(d->sel, kin_receiver_latch(j->call), j);
@@ -538,6 +603,7 @@ static int
 run(demo *d, int n_jobs, uint64_t limit, bool linger)
 {
     d->n_jobs = n_jobs;
+    d->hang_job = (uint32_t)n_jobs / 3;
     d->jobs = calloc((size_t)n_jobs, sizeof *d->jobs);
     uint64_t span = limit / (uint64_t)n_jobs;
     for (int i = 0; i < n_jobs; i++)
@@ -592,15 +658,15 @@ run(demo *d, int n_jobs, uint64_t limit, bool linger)
         }
         step(d);
         show_logs(d);
-        if (!d->killed && d->done >= d->n_jobs / 3) {
-            kin_child_info info;
-            kin_supervisor_child(d->sup, "worker-2", &info);
+        kin_child_info info;
+        if (!d->victim[0] && hanging_worker(d->victim, sizeof d->victim) &&
+            kin_supervisor_child(d->sup, d->victim, &info) == KIN_OK &&
+            info.pid > 0) {
             say(d,
-                "%smaster: killing worker-2 (pid %d) on purpose, "
-                "mid-job%s\n",
-                YELLOW, (int)info.pid, RESET);
+                "%smaster: a job hangs in %s (pid %d): killing it on "
+                "purpose, mid-job%s\n",
+                YELLOW, d->victim, (int)info.pid, RESET);
             kill(info.pid, SIGKILL);
-            d->killed = true;
         }
         if (!shown_ps && d->done >= d->n_jobs / 2) {
             say(d,
@@ -618,12 +684,12 @@ run(demo *d, int n_jobs, uint64_t limit, bool linger)
         }
     }
     double wall = now_ms() - d->t0;
-    /* With few jobs the work can finish before worker-2 is back: wait for
-     * the supervisor (with a deadline) so the tree below shows it. */
-    for (double end = now_ms() + 10000; now_ms() < end;) {
+    /* The work can finish before the killed worker is back: wait for the
+     * supervisor (with a deadline) so the tree below shows it. */
+    for (double end = now_ms() + 10000; d->victim[0] && now_ms() < end;) {
         uint64_t seen = kin_supervisor_changes(d->sup);
         kin_child_info info;
-        if (kin_supervisor_child(d->sup, "worker-2", &info) == KIN_OK &&
+        if (kin_supervisor_child(d->sup, d->victim, &info) == KIN_OK &&
             info.restarts > 0 && info.state == KIN_CHILD_RUNNING)
             break;
         kin_supervisor_wait(d->sup, seen, 200, NULL);
@@ -631,7 +697,11 @@ run(demo *d, int n_jobs, uint64_t limit, bool linger)
     show_logs(d);
     clear_bar(d);
 
-    printf("\n%sThe tree now%s (worker-2 is a new process):\n", BOLD, RESET);
+    if (d->victim[0])
+        printf("\n%sThe tree now%s (%s is a new process):\n", BOLD, RESET,
+               d->victim);
+    else
+        printf("\n%sThe tree now%s:\n", BOLD, RESET);
     print_tree(d);
 
     unsigned restarts = 0;
@@ -698,8 +768,8 @@ usage(FILE *f)
                "[--no-color]\n"
                "  Runs a small supervised tree of worker processes, fans jobs "
                "out to them,\n"
-               "  kills one on purpose and shows the restart, then prints a "
-               "summary.\n"
+               "  kills one on purpose mid-job and shows the job retried and "
+               "the worker\n  restarted, then prints a summary.\n"
                "  --linger   stay up afterwards and print kin commands to try\n"
                "  --jobs N   number of jobs (default 60)\n"
                "  --limit N  count primes below N (default 24000000)\n");
@@ -714,6 +784,8 @@ main(int argc, char **argv)
     kin_export_flags("demo.job", job_fn, NULL, KIN_POLICY_PARENT,
                      KIN_EXPORT_IDEMPOTENT);
     kin_export("demo.grow", grow_fn, NULL, KIN_POLICY_PARENT);
+    /* Served by the master, asked by its children. */
+    kin_export("demo.hang", hang_fn, NULL, KIN_POLICY_CHILD);
 
     bool linger = false;
     int jobs = 60;

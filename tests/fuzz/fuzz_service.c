@@ -1,14 +1,20 @@
 /* libFuzzer target for the service and name messages' bodies
  * (router/service_wire.c): SVC_ADD, SVC_DEL, SVC_HOLD, SVC_CALL/SVC_RUN,
- * NAME and LOOKUP, which any context of the tree may send. Input: byte 0
- * picks the decoder (mod 6), the rest is the body (an exact-size
- * allocation). Properties: an error is a kin code; an accepted body's
+ * NAME and LOOKUP, which any context of the tree may send, and the
+ * resolver's fixed-offset reader of a call's head (kin__svc_head_own).
+ * Input: byte 0 picks the decoder (mod 7), the rest is the body (an
+ * exact-size allocation); for the fixed-offset reader byte 1 is the
+ * service name's length it is told and the body starts at byte 2.
+ * Properties: an error is a kin code; an accepted body's
  * strings lie inside it and keep the rules (a valid service name, a
  * function part without NUL, a context name of 1..63 bytes without NUL,
  * counts and hops in range, the arguments' offset within the body); and
  * the same input spells a well-formed body, packed as kin's senders pack
  * it, which must read back with the same values, and with a NUL put into
- * its name must be refused with KIN_EBADMSG. */
+ * its name must be refused with KIN_EBADMSG. The fixed-offset reader
+ * takes only what kin__svc_call_read takes, with the same fields, and
+ * reads back a head kin__svc_head_put wrote; told a wrong service name
+ * length, or with a NUL in its function part, it refuses it. */
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,10 +23,11 @@
 
 #include <kin/pack.h>
 
+#include "core/buf.h"
 #include "router/service.h"
 #include "router/service_wire.h"
 
-enum { ADD, DEL, HOLD, CALL, NAME, LOOKUP, KINDS };
+enum { ADD, DEL, HOLD, CALL, NAME, LOOKUP, OWN, KINDS };
 
 static void
 check_err(kin_err e)
@@ -55,6 +62,36 @@ typedef struct vals {
     kin__svc_call_head h;
 } vals;
 
+static bool
+same_head(const kin__svc_call_head *a, const kin__svc_call_head *b)
+{
+    return a->fn == b->fn && a->fn_len == b->fn_len &&
+           a->svc_len == b->svc_len && a->task == b->task &&
+           a->left == b->left && a->args_off == b->args_off;
+}
+
+/* The fixed-offset reader on body, told svc_len: KIN_OK or KIN_EBADMSG;
+ * what it accepts lies inside the body and kin__svc_call_read reads the
+ * same; what it refuses leaves *out zeroed. */
+static kin_err
+own(const uint8_t *body, size_t size, size_t svc_len, kin__svc_call_head *out)
+{
+    kin_err e = kin__svc_head_own(body, size, svc_len, out);
+    if (e) {
+        static const kin__svc_call_head zero;
+        if (e != KIN_EBADMSG || memcmp(out, &zero, sizeof zero))
+            abort(); /* another error, or a half-filled head */
+        return e;
+    }
+    if (out->svc_len != svc_len || out->args_off > size)
+        abort();
+    inside(body, size, out->fn, out->fn_len);
+    kin__svc_call_head full;
+    if (kin__svc_call_read(body, size, &full) || !same_head(out, &full))
+        abort(); /* taken here, refused or read otherwise by the full reader */
+    return e;
+}
+
 static kin_err
 decode(int kind, const uint8_t *body, size_t size, vals *v)
 {
@@ -85,6 +122,9 @@ decode(int kind, const uint8_t *body, size_t size, vals *v)
                 memchr(v->h.fn, 0, v->h.fn_len) || v->h.args_off > size)
                 abort(); /* a function name or offset out of its rules */
             inside(body, size, v->h.fn, v->h.fn_len);
+            /* Whatever the fixed-offset reader makes of it agrees. */
+            kin__svc_call_head h;
+            own(body, size, v->h.svc_len, &h);
         }
         break;
     case NAME:
@@ -92,16 +132,26 @@ decode(int kind, const uint8_t *body, size_t size, vals *v)
         if (!e && !ctx_name_ok(v->name, v->len))
             abort();
         break;
-    default:
+    case LOOKUP:
         e = kin__lookup_read(body, size, &v->name, &v->len, &v->i);
         if (!e && (!ctx_name_ok(v->name, v->len) || v->i > INT32_MAX))
             abort();
+        break;
+    default: /* OWN: body[0] is the service name's length it is told */
+        if (!size)
+            return KIN_EBADMSG;
+        e = own(body + 1, size - 1, body[0], &v->h);
+        if (!e) {
+            v->name = v->h.fn;
+            v->len = v->h.svc_len;
+        }
         break;
     }
     check_err(e);
     if (!e) {
         inside(body, size, v->name, v->len);
-        if (kind <= CALL && !kin__service_name_ok(v->name, v->len))
+        if ((kind <= CALL || kind == OWN) &&
+            !kin__service_name_ok(v->name, v->len))
             abort(); /* an invalid service name accepted */
     }
     return e;
@@ -116,6 +166,19 @@ decode_exact(int kind, const kin_buf *b, vals *v, uint8_t **keep)
     memcpy(copy, b->data, b->len);
     *keep = copy;
     return decode(kind, copy, b->len, v);
+}
+
+/* A body for OWN: the service name's length the reader is told, then the
+ * head as a caller here writes it and two arguments. */
+static kin_err
+put_own(kin_buf *b, size_t svc_len, const char *fn, size_t fn_len, uint32_t x,
+        int64_t ms, uint32_t y)
+{
+    uint8_t head[1 + KIN__SVC_HEAD_MAX];
+    head[0] = (uint8_t)svc_len;
+    size_t len = 1 + kin__svc_head_put(head + 1, fn, fn_len, x, ms);
+    kin_err e = kin__buf_add(b, head, len);
+    return e ? e : kin_pack(b, "si", "arg", (int)y);
 }
 
 static const char alphabet[] =
@@ -165,8 +228,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case NAME:
         e = kin_pack(&b, "us", x, name);
         break;
-    default:
+    case LOOKUP:
         e = kin_pack(&b, "sI", name, ms);
+        break;
+    default:
+        e = put_own(&b, nlen, fn, strlen(fn), x, ms, y);
         break;
     }
     if (e)
@@ -174,7 +240,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t *keep;
     e = decode_exact(kind, &b, &v, &keep);
     bool same = !e;
-    if (same && kind == CALL)
+    if (same && (kind == CALL || kind == OWN))
         same = v.h.fn_len == strlen(fn) && !memcmp(v.h.fn, fn, v.h.fn_len) &&
                v.h.svc_len == nlen && v.h.task == x && v.h.left == ms &&
                v.h.args_off < b.len;
@@ -188,13 +254,29 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort(); /* a well-formed body does not read back */
     free(keep);
 
+    /* Told the wrong length of its service name, the fixed-offset reader
+     * refuses it. */
+    for (int d = -1; kind == OWN && d <= 1; d += 2) {
+        kin_buf_release(&b);
+        kin_buf_init(&b);
+        if (put_own(&b, nlen + d, fn, strlen(fn), x, ms, y))
+            abort();
+        if (decode_exact(kind, &b, &v, &keep) != KIN_EBADMSG)
+            abort(); /* a head read at the wrong places */
+        free(keep);
+    }
+
     /* With a NUL in its name it is refused. */
-    size_t at = kind == CALL ? strlen(fn) - 1 : nlen - 1;
+    bool in_fn = kind == CALL || kind == OWN;
+    size_t flen = strlen(fn), at = in_fn ? flen - 1 : nlen - 1;
     kin_buf_release(&b);
     kin_buf_init(&b);
     if (kind == CALL) {
         fn[at] = 0;
         e = kin_pack(&b, "SuI", fn, strlen(fn) + 1, x, ms);
+    } else if (kind == OWN) {
+        fn[at] = 0;
+        e = put_own(&b, nlen, fn, flen, x, ms, y);
     } else {
         name[at] = 0;
         switch (kind) {
@@ -210,7 +292,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case NAME:
             e = kin_pack(&b, "uS", x, name, nlen);
             break;
-        default:
+        default: /* LOOKUP */
             e = kin_pack(&b, "SI", name, nlen, ms);
             break;
         }

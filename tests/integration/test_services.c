@@ -183,10 +183,15 @@ export_all(void)
 
 #define KIDS 4
 
+typedef struct load load;
+
 typedef struct fx {
     kin_child *kids[KIDS];
     kin_supervisor *sup;
+    load *load; /* the callers load_begin started (owned) */
 } fx;
+
+static void load_end(fx *f);
 
 static int
 setup(void **state)
@@ -199,6 +204,9 @@ static int
 teardown(void **state)
 {
     fx *f = *state;
+    /* The callers first: a test that failed midway left them running. */
+    load_end(f);
+    free(f->load);
     kin_supervisor_destroy(&f->sup);
     for (int i = 0; i < KIDS; i++) {
         if (f->kids[i]) {
@@ -708,7 +716,6 @@ typedef struct storm {
     int first_fail;
     double first_fail_ms; /* how long the first failed call took */
     char path[256];
-    int thread;
 } storm;
 
 /* A storm call's deadline: a sanitizer build runs several times slower,
@@ -860,77 +867,28 @@ kill_storm_loses_no_idempotent_call(void **state)
     assert_int_equal(atomic_load(&st.overdue), 0);
 }
 
-static void *
-rolling_caller(void *arg)
-{
-    storm *st = arg;
-    for (int64_t i = 0; !atomic_load(&st->stop); i++) {
-        kin_msg *r = NULL;
-        kin_err e =
-            kin_service_call(master, "primes.once", 3000, &r, "Is",
-                             (int64_t)st->thread * 1000000 + i, st->path);
-        kin_msg_destroy(&r);
-        if (e) {
-            if (!atomic_fetch_add(&st->once_failed, 1))
-                st->first_fail = e;
-        } else {
-            atomic_fetch_add(&st->once_ok, 1);
-        }
-    }
-    return NULL;
-}
-
-/* Each of 4 providers in turn is drained, stopped and replaced under load:
- * not one call fails, not even a non-idempotent one. */
-static void
-rolling_restart_fails_no_call(void **state)
-{
-    fx *f = *state;
-    for (int i = 0; i < KIDS; i++)
-        offer_in(spawn(f, i), "primes", 0);
-    wait_providers("primes", KIDS);
-    storm st = {0};
-    snprintf(st.path, sizeof st.path, "/tmp/kin-svc-roll-%d", (int)getpid());
-    unlink(st.path);
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, rolling_caller, &st), 0);
-    for (int i = 0; i < KIDS; i++) {
-        kin_msg *r = NULL;
-        kin_err e = kin_call_sync(master, kin_child_id(f->kids[i]), "t.drain",
-                                  5000, &r, "sI", "primes", (int64_t)3000);
-        kin_msg_destroy(&r);
-        assert_int_equal(e, KIN_OK);
-        kin_child_stop(f->kids[i], NULL);
-        kin_child_destroy(&f->kids[i]);
-        offer_in(spawn(f, i), "primes", 0);
-        wait_providers("primes", KIDS);
-    }
-    atomic_store(&st.stop, true);
-    pthread_join(th, NULL);
-    unlink(st.path);
-    fprintf(stderr, "rolling: %d ok, %d failed (first %s)\n",
-            atomic_load(&st.once_ok), atomic_load(&st.once_failed),
-            kin_err_name(st.first_fail));
-    assert_true(atomic_load(&st.once_ok) > 0);
-    assert_int_equal(atomic_load(&st.once_failed), 0);
-}
-
 /* --- pipelined load while providers leave ------------------------------- */
 
 /* Calls each caller thread keeps in flight. */
 #define LOAD_WINDOW 8
 #define LOAD_CALL_MS (KIN_TEST_ASAN ? 10000 : 5000)
 
-/* What the callers saw: idempotent calls (primes.work) must all succeed;
- * non-idempotent ones (primes.once) succeed or fail with KIN_EPEERGONE. */
-typedef struct load {
+/* The fixture of the scenarios where providers leave under load (rolling
+ * restart, drain, stop): callers on the primes service and what they saw.
+ * Idempotent calls (primes.work) must all succeed; non-idempotent ones
+ * (primes.once, which writes its token to the token file) succeed or, as
+ * a scenario allows, fail with KIN_EPEERGONE. */
+struct load {
     atomic_bool stop;
     atomic_int idem_ok, once_ok, once_gone, failed, overdue;
     atomic_int first_fail;
     atomic_bool first_once; /* the first failure was a primes.once */
     int64_t work_ms;        /* each primes.work call's */
-    char path[256];
-} load;
+    char path[256];         /* the token file */
+    pthread_t th[4];
+    int threads;   /* callers running (0: none, or load_end joined them) */
+    int runs, dup; /* the token file's lines and tokens seen twice */
+};
 
 static void
 load_tally(load *l, bool once, kin_err e)
@@ -995,34 +953,87 @@ load_caller(void *arg)
     return NULL;
 }
 
-static void
-load_start(load *l, pthread_t *th, const char *tag, int work_ms)
+/* One primes.once at a time, 3 s deadline, until told to stop: every
+ * failure counts (the rolling restart may fail none). */
+static void *
+rolling_caller(void *arg)
 {
-    l->work_ms = work_ms;
-    snprintf(l->path, sizeof l->path, "/tmp/kin-svc-%s-%d", tag, (int)getpid());
-    unlink(l->path);
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(pthread_create(&th[i], NULL, load_caller, l), 0);
-    /* Steady before anything leaves (load_stop checks it got there). */
-    double until = harness_now_ms() + 10000;
-    while (atomic_load(&l->idem_ok) < 200 && !atomic_load(&l->failed) &&
-           harness_now_ms() < until)
-        sleep_ms(5);
+    load *l = arg;
+    for (int64_t i = 0; !atomic_load(&l->stop); i++) {
+        kin_msg *r = NULL;
+        kin_err e =
+            kin_service_call(master, "primes.once", 3000, &r, "Is", i, l->path);
+        kin_msg_destroy(&r);
+        if (e) {
+            if (!atomic_fetch_add(&l->failed, 1))
+                atomic_store(&l->first_fail, e);
+        } else {
+            atomic_fetch_add(&l->once_ok, 1);
+        }
+    }
+    return NULL;
 }
 
-/* Stops the load and checks what the callers saw; primes.once ran at most
- * once per call. Nothing between load_start and here may fail an assert:
- * the callers would go on with a load that is gone. */
-static void
-load_stop(load *l, pthread_t *th, const char *what, kin_err e)
+typedef struct load_opts {
+    int bound;               /* each provider's (0: its workers) */
+    const char *tag;         /* the token file is /tmp/kin-svc-TAG-PID */
+    void *(*caller)(void *); /* each caller thread's, given the load */
+    int threads;             /* 1..4 */
+    int work_ms;             /* each primes.work call's */
+    bool steady; /* wait for 200 idempotent calls answered (or a failure) */
+} load_opts;
+
+/* KIDS children of f offering primes with o->bound, all listed at the
+ * master; an empty token file; o->threads callers running o->caller on
+ * f->load, which it returns. Ended by load_end (teardown's, if the test
+ * fails first). */
+static load *
+load_begin(fx *f, const load_opts *o)
 {
-    atomic_store(&l->stop, true);
-    for (int i = 0; i < 4; i++)
-        pthread_join(th[i], NULL);
-    assert_int_equal(e, KIN_OK);
-    int runs = 0;
-    int dup = duplicates(l->path, &runs);
+    for (int i = 0; i < KIDS; i++)
+        offer_in(spawn(f, i), "primes", o->bound);
+    wait_providers("primes", KIDS);
+    load *l = f->load = calloc(1, sizeof *l);
+    assert_non_null(l);
+    l->work_ms = o->work_ms;
+    snprintf(l->path, sizeof l->path, "/tmp/kin-svc-%s-%d", o->tag,
+             (int)getpid());
     unlink(l->path);
+    for (; l->threads < o->threads; l->threads++)
+        assert_int_equal(pthread_create(&l->th[l->threads], NULL, o->caller, l),
+                         0);
+    /* Steady before anything leaves (load_stop checks it got there). */
+    double until = harness_now_ms() + 10000;
+    while (o->steady && atomic_load(&l->idem_ok) < 200 &&
+           !atomic_load(&l->failed) && harness_now_ms() < until)
+        sleep_ms(5);
+    return l;
+}
+
+/* Stops and joins f's callers, counts the token file's lines and repeats
+ * (f->load->runs, ->dup) and removes it. Nothing when none run. */
+static void
+load_end(fx *f)
+{
+    load *l = f->load;
+    if (!l || !l->threads)
+        return;
+    atomic_store(&l->stop, true);
+    for (int i = 0; i < l->threads; i++)
+        pthread_join(l->th[i], NULL);
+    l->threads = 0;
+    l->dup = duplicates(l->path, &l->runs);
+    unlink(l->path);
+}
+
+/* Ends f's load (load_caller's) and checks what the callers saw; e is the
+ * scenario's own outcome; primes.once ran at most once per call. */
+static void
+load_stop(fx *f, const char *what, kin_err e)
+{
+    load *l = f->load;
+    load_end(f);
+    assert_int_equal(e, KIN_OK);
     kin_service_info info[8];
     int count = kin_service_list(master, info, 8, NULL, 0);
     uint64_t retried = 0;
@@ -1033,14 +1044,14 @@ load_stop(load *l, pthread_t *th, const char *what, kin_err e)
             "%s: idempotent %d ok; once %d ok %d peer gone, %d runs, %d "
             "twice; %d failed (first %s, %s); %d overdue; retried %llu\n",
             what, atomic_load(&l->idem_ok), atomic_load(&l->once_ok),
-            atomic_load(&l->once_gone), runs, dup, atomic_load(&l->failed),
-            kin_err_name(atomic_load(&l->first_fail)),
+            atomic_load(&l->once_gone), l->runs, l->dup,
+            atomic_load(&l->failed), kin_err_name(atomic_load(&l->first_fail)),
             atomic_load(&l->first_once) ? "primes.once" : "primes.work",
             atomic_load(&l->overdue), (unsigned long long)retried);
     assert_int_equal(atomic_load(&l->failed), 0);
     assert_int_equal(atomic_load(&l->overdue), 0);
-    assert_int_equal(dup, 0);
-    assert_true(runs >= atomic_load(&l->once_ok));
+    assert_int_equal(l->dup, 0);
+    assert_true(l->runs >= atomic_load(&l->once_ok));
     assert_true(atomic_load(&l->idem_ok) > 0);
 }
 
@@ -1066,6 +1077,33 @@ replace_kid(fx *f, int k, int bound)
     return e;
 }
 
+/* Each of 4 providers in turn is drained, stopped and replaced under load:
+ * not one call fails, not even a non-idempotent one. */
+static void
+rolling_restart_fails_no_call(void **state)
+{
+    fx *f = *state;
+    load *l = load_begin(
+        f, &(load_opts){.tag = "roll", .caller = rolling_caller, .threads = 1});
+    for (int i = 0; i < KIDS; i++) {
+        kin_msg *r = NULL;
+        kin_err e = kin_call_sync(master, kin_child_id(f->kids[i]), "t.drain",
+                                  5000, &r, "sI", "primes", (int64_t)3000);
+        kin_msg_destroy(&r);
+        assert_int_equal(e, KIN_OK);
+        kin_child_stop(f->kids[i], NULL);
+        kin_child_destroy(&f->kids[i]);
+        offer_in(spawn(f, i), "primes", 0);
+        wait_providers("primes", KIDS);
+    }
+    load_end(f);
+    fprintf(stderr, "rolling: %d ok, %d failed (first %s)\n",
+            atomic_load(&l->once_ok), atomic_load(&l->failed),
+            kin_err_name(atomic_load(&l->first_fail)));
+    assert_true(atomic_load(&l->once_ok) > 0);
+    assert_int_equal(atomic_load(&l->failed), 0);
+}
+
 /* Providers drained under pipelined load, each in turn: every other one
  * stays alive and offers again, the others are stopped right after the
  * drain and replaced. Calls that take no time and a bound of 4 per
@@ -1078,12 +1116,11 @@ static void
 drain_under_load_answers_every_call(void **state)
 {
     fx *f = *state;
-    for (int i = 0; i < KIDS; i++)
-        offer_in(spawn(f, i), "primes", 4);
-    wait_providers("primes", KIDS);
-    load l = {0};
-    pthread_t th[4];
-    load_start(&l, th, "drain", 0);
+    load *l = load_begin(f, &(load_opts){.bound = 4,
+                                         .tag = "drain",
+                                         .caller = load_caller,
+                                         .threads = 4,
+                                         .steady = true});
     const char *env = getenv("KIN_DRAIN_ROUNDS");
     int rounds = env ? atoi(env) : 64;
     kin_err e = KIN_OK;
@@ -1098,8 +1135,8 @@ drain_under_load_answers_every_call(void **state)
         if (!e && !providers_are("primes", KIDS))
             e = KIN_ETIMEOUT;
     }
-    load_stop(&l, th, "drain under load", e);
-    assert_int_equal(atomic_load(&l.once_gone), 0);
+    load_stop(f, "drain under load", e);
+    assert_int_equal(atomic_load(&l->once_gone), 0);
 }
 
 /* Providers stopped under pipelined load without a drain (their process
@@ -1111,19 +1148,19 @@ static void
 stop_under_load_retries_idempotent_calls(void **state)
 {
     fx *f = *state;
-    for (int i = 0; i < KIDS; i++)
-        offer_in(spawn(f, i), "primes", 8);
-    wait_providers("primes", KIDS);
-    load l = {0};
-    pthread_t th[4];
-    load_start(&l, th, "stop", 2);
+    load_begin(f, &(load_opts){.bound = 8,
+                               .tag = "stop",
+                               .caller = load_caller,
+                               .threads = 4,
+                               .work_ms = 2,
+                               .steady = true});
     kin_err e = KIN_OK;
     for (int round = 0; round < 2 * KIDS && !e; round++) {
         e = replace_kid(f, round % KIDS, 8);
         if (!e && !providers_are("primes", KIDS))
             e = KIN_ETIMEOUT;
     }
-    load_stop(&l, th, "stop under load", e);
+    load_stop(f, "stop under load", e);
 }
 
 /* The id worker `name` of f->sup runs under once RUNNING (and not `old`). */
