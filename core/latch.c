@@ -18,20 +18,6 @@
 /* take() result meaning "nothing to return yet: block". */
 #define MUST_WAIT 1
 
-int
-kin__cond_init_monotonic(pthread_cond_t *cv)
-{
-    pthread_condattr_t attr;
-    int rc = pthread_condattr_init(&attr);
-    if (rc)
-        return -rc;
-    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    if (!rc)
-        rc = pthread_cond_init(cv, &attr);
-    pthread_condattr_destroy(&attr);
-    return -rc;
-}
-
 uint64_t
 kin__deadline_ns(int timeout_ms)
 {
@@ -47,18 +33,6 @@ kin__deadline_passed(uint64_t deadline)
 {
     return deadline == 0 ||
            (deadline != UINT64_MAX && kin__now_ns() >= deadline);
-}
-
-void
-kin__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t deadline)
-{
-    if (deadline == UINT64_MAX) {
-        pthread_cond_wait(cv, mu);
-        return;
-    }
-    struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000u),
-                          .tv_nsec = (long)(deadline % 1000000000u)};
-    pthread_cond_timedwait(cv, mu, &ts);
 }
 
 kin_err

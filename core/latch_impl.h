@@ -70,21 +70,20 @@ struct kin_select {
     bool oneshot;
 
     pthread_mutex_t wake_mu; /* guards gen, waiters */
-    pthread_cond_t cv;
+    _Atomic uint32_t seq;    /* waiters sleep on it (futex); bumped to wake */
     uint64_t gen; /* bumped by every event a waiter must rescan for */
     unsigned waiters;
 };
 
 /* Bumps s's generation and wakes its waiters. Called with the putting or
- * closing latch's mu held (lock order 3 then 4), or with s->lock held. */
+ * closing latch's mu held (lock order 3 then 4), with s->lock held, or by
+ * a task's cancel (its mu held): any of them keeps s alive until it
+ * returns, which it does after the wake, itself after wake_mu is
+ * released. */
 void kin__select_notify(kin_select *s);
 
 /* Takes the oldest message of l, which must be non-empty; l->mu held. */
 kin_msg *kin__latch_pop(kin_latch *l);
-
-/* Initialises cv to time its waits against CLOCK_MONOTONIC. Returns 0 or
- * -errno. */
-int kin__cond_init_monotonic(pthread_cond_t *cv);
 
 /* The monotonic time timeout_ms from now: KIN_FOREVER (any negative value)
  * gives UINT64_MAX, 0 gives 0 (already past). */
@@ -92,10 +91,5 @@ uint64_t kin__deadline_ns(int timeout_ms);
 
 /* Whether deadline (from kin__deadline_ns) has passed. */
 bool kin__deadline_passed(uint64_t deadline);
-
-/* Waits on cv (mu held) until woken or deadline; spurious wakeups happen, so
- * callers re-check their condition. */
-void kin__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
-                          uint64_t deadline);
 
 #endif

@@ -4,8 +4,10 @@
 #include "core/latch_impl.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 
+#include "core/sync.h"
 #include "core/task.h"
 
 void
@@ -13,9 +15,14 @@ kin__select_notify(kin_select *s)
 {
     pthread_mutex_lock(&s->wake_mu);
     s->gen++;
-    if (s->waiters)
-        pthread_cond_broadcast(&s->cv);
+    bool wake = s->waiters != 0;
+    if (wake)
+        atomic_fetch_add_explicit(&s->seq, 1, memory_order_relaxed);
     pthread_mutex_unlock(&s->wake_mu);
+    /* After unlocking, as a latch's put: a woken waiter would block on
+     * wake_mu at once. */
+    if (wake)
+        kin__futex_wake(&s->seq, INT_MAX);
 }
 
 kin_err
@@ -37,13 +44,6 @@ kin_select_new(kin_select **out, bool oneshot)
         pthread_mutex_destroy(&s->lock);
         free(s);
         return -rc;
-    }
-    rc = kin__cond_init_monotonic(&s->cv);
-    if (rc) {
-        pthread_mutex_destroy(&s->wake_mu);
-        pthread_mutex_destroy(&s->lock);
-        free(s);
-        return rc;
     }
     *out = s;
     return KIN_OK;
@@ -87,7 +87,6 @@ kin_select_destroy(kin_select **sp)
         pthread_mutex_unlock(&l->mu);
     }
     pthread_mutex_unlock(&s->lock);
-    pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->wake_mu);
     pthread_mutex_destroy(&s->lock);
     free(s);
@@ -262,8 +261,12 @@ kin_select_get(kin_select *s, int timeout_ms, kin_msg **out, void **tag)
         }
         pthread_mutex_lock(&s->wake_mu);
         s->waiters++;
-        while (s->gen == g && !kin__deadline_passed(deadline))
-            kin__cond_wait_until(&s->cv, &s->wake_mu, deadline);
+        while (s->gen == g && !kin__deadline_passed(deadline)) {
+            uint32_t seen = atomic_load_explicit(&s->seq, memory_order_relaxed);
+            pthread_mutex_unlock(&s->wake_mu);
+            kin__futex_wait_until(&s->seq, seen, deadline);
+            pthread_mutex_lock(&s->wake_mu);
+        }
         s->waiters--;
         pthread_mutex_unlock(&s->wake_mu);
     }
