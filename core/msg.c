@@ -98,7 +98,9 @@ kin__msg_from_buf(kin_msg **out, kin_buf *b)
 void
 kin__msg_hold(const kin_msg *m)
 {
-    atomic_fetch_add_explicit(&block_of(m)->refs, 1u, memory_order_relaxed);
+    /* Release: the holder that lets go last (libzmq's I/O thread, when
+     * it is done sending a big body) frees memory this thread wrote. */
+    atomic_fetch_add_explicit(&block_of(m)->refs, 1u, memory_order_release);
 }
 
 void
