@@ -613,8 +613,6 @@ static void
 czmq_loads_on_first_certificate(void **state)
 {
     fx *f = *state;
-    char dir[] = "/tmp/kin-zyg-cert-XXXXXX";
-    assert_non_null(mkdtemp(dir));
     bool fork = false;
     for (int round = 0; round < 2; round++, fork = true) {
         kin_child **c = &f->kids[round];
@@ -626,8 +624,10 @@ czmq_loads_on_first_certificate(void **state)
         bool idle_czmq = maps_has(pid, "libczmq");
         bool idle_systemd = maps_has(pid, "libsystemd");
         bool idle_gcrypt = maps_has(pid, "libgcrypt");
+        char dir[] = "/tmp/kin-zyg-cert-XXXXXX";
+        assert_non_null(mkdtemp(dir));
         char path[128], secret[160];
-        snprintf(path, sizeof path, "%s/cert%d", dir, round);
+        snprintf(path, sizeof path, "%s/cert", dir);
         snprintf(secret, sizeof secret, "%s_secret", path);
         kin_msg *r = NULL;
         kin_err e = kin_call_sync(f->node, kin_child_id(*c), "z.keygen", 5000,
@@ -637,6 +637,7 @@ czmq_loads_on_first_certificate(void **state)
         bool written = access(path, R_OK) == 0 && access(secret, R_OK) == 0;
         unlink(path);
         unlink(secret);
+        rmdir(dir);
         kin_child_destroy(c);
         assert_false(idle_czmq);
         assert_false(idle_systemd);
@@ -645,7 +646,6 @@ czmq_loads_on_first_certificate(void **state)
         assert_true(loaded);
         assert_true(written);
     }
-    rmdir(dir);
 }
 
 int
