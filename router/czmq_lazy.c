@@ -20,8 +20,9 @@ static bool loaded;
 static void
 load_once(void)
 {
-    /* RTLD_LOCAL: czmq's symbols stay out of the global scope, where they
-     * could bind an application's own functions of the same names. */
+    /* RTLD_LOCAL: czmq's symbols stay out of the global scope, so nothing
+     * loaded later binds to them by accident; RTLD_NOW: a missing symbol
+     * fails here, not in the middle of a handshake. */
     void *lib = dlopen(KIN__CZMQ_LIB, RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
         const char *why = dlerror();
