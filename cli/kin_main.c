@@ -47,6 +47,8 @@ keygen(int argc, char **argv)
         if (argv[1][0] == '-')
             return keygen_usage(stderr);
         char pub[KIN_CERT_KEY_LEN];
+        /* Why czmq could not be loaded, should it come to that. */
+        kin_diag_set_handler(kin_diag_stderr, NULL, KIN_LOG_ERROR);
         kin_err e = kin_cert_new(argv[1], host, role, pub);
         if (e) {
             fprintf(stderr, "kin keygen: %s: %s\n", argv[1],

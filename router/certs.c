@@ -2,7 +2,8 @@
  * or a public key, the store of allowed certificates (czmq reads the
  * directory again on a lookup once it changed, so removing a file revokes
  * it for the next lookup), and kin_cert_new, which `kin keygen` calls.
- * czmq's sockets and zsys are not used: kin keeps its own ZMQ context. */
+ * czmq's sockets and zsys are not used: kin keeps its own ZMQ context.
+ * czmq is loaded by the first of these calls (czmq_lazy.h). */
 #include "router/certs.h"
 
 #include <errno.h>
@@ -12,12 +13,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <czmq.h>
+#include <zmq.h>
 
 #include <kin/cert.h>
 
+#include "router/czmq_lazy.h"
+
 struct kin__certs {
     pthread_mutex_t mu; /* zcertstore is not thread-safe */
+    const kin__czmq *z; /* loaded before the store was made */
     zcertstore_t *store;
     kin__certs_refused_fn refused; /* set before the first handshake */
     void *refused_arg;
@@ -32,10 +36,14 @@ kin__certs_open(kin__certs **out, const char *dir)
         return -errno;
     if (!S_ISDIR(st.st_mode))
         return -ENOTDIR;
+    const kin__czmq *z = kin__czmq_get();
+    if (!z)
+        return -ELIBACC;
     kin__certs *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
-    if (!(c->store = zcertstore_new(dir))) {
+    c->z = z;
+    if (!(c->store = z->certstore_new(dir))) {
         free(c);
         return -ENOMEM;
     }
@@ -50,7 +58,7 @@ kin__certs_close(kin__certs **cp)
     if (!cp || !*cp)
         return;
     kin__certs *c = *cp;
-    zcertstore_destroy(&c->store);
+    c->z->certstore_destroy(&c->store);
     pthread_mutex_destroy(&c->mu);
     free(c);
     *cp = NULL;
@@ -60,10 +68,10 @@ bool
 kin__certs_allow(kin__certs *c, const char *pub, char *who, size_t who_size)
 {
     pthread_mutex_lock(&c->mu);
-    zcert_t *cert = zcertstore_lookup(c->store, pub);
+    zcert_t *cert = c->z->certstore_lookup(c->store, pub);
     if (cert && who && who_size) {
-        const char *host = zcert_meta(cert, "host");
-        const char *role = zcert_meta(cert, "role");
+        const char *host = c->z->cert_meta(cert, "host");
+        const char *role = c->z->cert_meta(cert, "role");
         snprintf(who, who_size, "%s/%s", host ? host : "?", role ? role : "?");
     }
     pthread_mutex_unlock(&c->mu);
@@ -75,10 +83,10 @@ kin__certs_meta(kin__certs *c, const char *pub, char *host, char *role)
 {
     host[0] = role[0] = 0;
     pthread_mutex_lock(&c->mu);
-    zcert_t *cert = zcertstore_lookup(c->store, pub);
+    zcert_t *cert = c->z->certstore_lookup(c->store, pub);
     if (cert) {
-        const char *h = zcert_meta(cert, "host");
-        const char *r = zcert_meta(cert, "role");
+        const char *h = c->z->cert_meta(cert, "host");
+        const char *r = c->z->cert_meta(cert, "role");
         snprintf(host, 64, "%s", h ? h : "");
         snprintf(role, 64, "%s", r ? r : "");
     }
@@ -109,13 +117,16 @@ kin__cert_load(const char *path, bool need_secret, kin__curve_key *k)
     memset(k, 0, sizeof *k);
     if (access(path, R_OK))
         return -errno;
+    const kin__czmq *z = kin__czmq_get();
+    if (!z)
+        return -ELIBACC;
     /* zcert_load takes the public file's name and reads "_secret" next to
      * it; given the secret file itself, it finds both keys in it. */
-    zcert_t *cert = zcert_load(path);
+    zcert_t *cert = z->cert_load(path);
     if (!cert)
         return -EINVAL;
-    const char *pub = zcert_public_txt(cert);
-    const char *sec = zcert_secret_txt(cert);
+    const char *pub = z->cert_public_txt(cert);
+    const char *sec = z->cert_secret_txt(cert);
     kin_err e = KIN_OK;
     if (!pub || strlen(pub) != KIN__KEY_LEN - 1)
         e = -EINVAL;
@@ -128,7 +139,7 @@ kin__cert_load(const char *path, bool need_secret, kin__curve_key *k)
         if (need_secret)
             memcpy(k->sec, sec, KIN__KEY_LEN);
     }
-    zcert_destroy(&cert);
+    z->cert_destroy(&cert);
     return e;
 }
 
@@ -148,17 +159,28 @@ kin_cert_new(const char *path, const char *host, const char *role, char *pub)
         gethostname(me, sizeof me - 1);
         host = me;
     }
-    zcert_t *cert = zcert_new();
+    const kin__czmq *z = kin__czmq_get();
+    if (!z)
+        return -ELIBACC;
+    zcert_t *cert = z->cert_new();
     if (!cert)
         return zmq_has("curve") ? -ENOMEM : -ENOTSUP;
-    zcert_set_meta(cert, "host", "%s", host);
+    z->cert_set_meta(cert, "host", "%s", host);
     if (role && *role)
-        zcert_set_meta(cert, "role", "%s", role);
-    kin_err e = zcert_save(cert, path) ? -EIO : KIN_OK;
+        z->cert_set_meta(cert, "role", "%s", role);
+    kin_err e = z->cert_save(cert, path) ? -EIO : KIN_OK;
     if (!e && chmod(secret, 0600))
         e = -errno;
     if (!e && pub)
-        snprintf(pub, KIN__KEY_LEN, "%s", zcert_public_txt(cert));
-    zcert_destroy(&cert);
+        snprintf(pub, KIN__KEY_LEN, "%s", z->cert_public_txt(cert));
+    z->cert_destroy(&cert);
     return e;
+}
+
+const char *
+kin__certs_strerror(kin_err e)
+{
+    return e == -ELIBACC ? KIN__CZMQ_LIB " (Debian package libczmq4), which "
+                                         "certificates need, cannot be loaded"
+                         : kin_strerror(e);
 }

@@ -1,7 +1,7 @@
 /* Certificates as files (czmq's zcert format) and the directory of
  * allowed public certificates a master admits tcp joiners by (a
  * zcertstore, read again whenever the directory changed). Only this file
- * pair calls czmq. */
+ * pair calls czmq, through czmq_lazy.h. */
 #ifndef KIN_ROUTER_CERTS_H
 #define KIN_ROUTER_CERTS_H
 
@@ -14,8 +14,11 @@
 
 typedef struct kin__certs kin__certs;
 
+/* Every function here that reads or writes a certificate loads czmq the
+ * first time (czmq_lazy.h) and fails with -ELIBACC when it cannot. */
+
 /* Opens the store of allowed public certificates in dir. Errors: -ENOENT
- * or -ENOTDIR (no such directory), -ENOMEM. */
+ * or -ENOTDIR (no such directory), -ELIBACC (czmq missing), -ENOMEM. */
 kin_err kin__certs_open(kin__certs **out, const char *dir);
 /* NULL-safe; *c = NULL. */
 void kin__certs_close(kin__certs **c);
@@ -46,7 +49,11 @@ bool kin__certs_admit(kin__certs *c, const char *pub, const char *addr,
 /* Loads a certificate file: its public key and, when need_secret, its
  * secret (from path, or from path + "_secret" when path is the public
  * one). Errors: -ENOENT (no such file), -EINVAL (not a certificate, or no
- * secret key where one is needed). */
+ * secret key where one is needed), -ELIBACC (czmq missing). */
 kin_err kin__cert_load(const char *path, bool need_secret, kin__curve_key *k);
+
+/* kin_strerror(e), except that -ELIBACC names the library certificates
+ * need and its package. Static string. Any thread. */
+const char *kin__certs_strerror(kin_err e);
 
 #endif

@@ -310,12 +310,12 @@ open_certs(kin_node *n, const kin_node_opts *opts)
         explain(opts->errbuf, opts->errbuf_size, "join_cert %s: %s",
                 opts->join_cert,
                 e == -EINVAL ? "not a certificate with a secret key"
-                             : kin_strerror(e));
+                             : kin__certs_strerror(e));
         return e;
     }
     if ((e = kin__certs_open(&n->join_store, opts->join_certs)))
         explain(opts->errbuf, opts->errbuf_size, "join_certs %s: %s",
-                opts->join_certs, kin_strerror(e));
+                opts->join_certs, kin__certs_strerror(e));
     else
         kin__certs_on_refused(n->join_store, kin__join_cert_refused, n);
     return e;
@@ -366,7 +366,7 @@ check_join(const kin_node_opts *opts, uint32_t *id, uint32_t *parent,
                     own->sec[0] ? opts->join_server_cert : opts->join_cert,
                     e == -EINVAL ? "not a certificate (with a secret key "
                                    "for join_cert)"
-                                 : kin_strerror(e));
+                                 : kin__certs_strerror(e));
             return e;
         }
         memcpy(server_pub, server.pub, KIN__KEY_LEN);

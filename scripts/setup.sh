@@ -7,8 +7,10 @@
 #                            (the default; scripts/test.sh, scripts/fuzz.sh)
 set -euo pipefail
 
+# libczmq4: kin loads it with dlopen on the first certificate (no linker
+# asks for it), so it is named here beside its -dev package.
 build=(build-essential cmake pkg-config
-       libzmq3-dev libczmq-dev libmsgpack-dev libuv1-dev
+       libzmq3-dev libczmq-dev libczmq4 libmsgpack-dev libuv1-dev
        libunwind-dev libdw-dev libjansson-dev libedit-dev libncurses-dev
        libmicrohttpd-dev libxxhash-dev)
 # cmocka: the unit and integration tests; clang and its runtime: the fuzz

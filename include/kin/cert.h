@@ -17,9 +17,12 @@
  * left out when NULL or empty), path + "_secret" also the secret key
  * (mode 0600). Copy path alone to the master's allowed directory; keep
  * the secret file on the host it names. pub (KIN_CERT_KEY_LEN bytes, may
- * be NULL) gets the public key in Z85. Errors: KIN_EEXISTS (either file
- * exists: nothing is overwritten), -EINVAL (empty path), -ENOTSUP
- * (libzmq without CURVE), -EIO (cannot write), -errno. Any thread. */
+ * be NULL) gets the public key in Z85. czmq (libczmq.so.4) is loaded by
+ * the first certificate a process reads or writes, not before. Errors:
+ * KIN_EEXISTS (either file exists: nothing is overwritten), -EINVAL
+ * (empty path), -ENOTSUP (libzmq without CURVE), -ELIBACC (libczmq.so.4
+ * cannot be loaded: the reason goes to the diagnostics hook), -EIO
+ * (cannot write), -errno. Any thread. */
 KIN_EXPORT kin_err kin_cert_new(const char *path, const char *host,
                                 const char *role, char *pub);
 

@@ -78,6 +78,7 @@ typedef struct results {
     double zmq_rtt_us, zmq_rtt_p99_us, zmq_msgs_per_s;
     double zmq_rtt2_us, zmq_rtt2_p99_us;
     double zmq_spawn_first_ms, zmq_spawn100_ms, zmq_peer_rss_kib;
+    double zmq_peer_pss_kib, zmq_peer_uss_kib;
     double call_rtt_us, call_rtt_p99_us, call2_rtt_us, call2_rtt_p99_us;
     double icall_rtt_us, icall_rtt_p99_us, icall2_rtt_us, icall2_rtt_p99_us;
     double calls_per_s, calls_per_s_select, calls_per_s_inline;
@@ -114,6 +115,8 @@ static const struct figure {
     {"zmq_spawn_first_ms", offsetof(results, zmq_spawn_first_ms)},
     {"zmq_spawn100_ms", offsetof(results, zmq_spawn100_ms)},
     {"zmq_peer_rss_kib", offsetof(results, zmq_peer_rss_kib)},
+    {"zmq_peer_pss_kib", offsetof(results, zmq_peer_pss_kib)},
+    {"zmq_peer_uss_kib", offsetof(results, zmq_peer_uss_kib)},
     {"call_rtt_us", offsetof(results, call_rtt_us)},
     {"call_rtt_p99_us", offsetof(results, call_rtt_p99_us)},
     {"call2_rtt_us", offsetof(results, call2_rtt_us)},
@@ -949,8 +952,11 @@ zmq_spawn_first(bench *b, uint64_t *ns, uint64_t *rss)
     int rc =
         zpeer_start(b->cfg, &b->z, &p, false) || zping(&b->z, &p, buf) ? -1 : 0;
     *ns = now_ns() - t0;
-    if (!rc)
+    if (!rc) {
         *rss = (uint64_t)proc_status(p.pid, "VmRSS");
+        proc_pss_uss(p.pid, &b->res->zmq_peer_pss_kib,
+                     &b->res->zmq_peer_uss_kib);
+    }
     zpeer_stop(&b->z, &p);
     return rc;
 }
@@ -1677,6 +1683,10 @@ print_table(const config *cfg, const results *r)
     row("spawn-to-first-call (ms)", r->spawn_first_call_ms,
         r->zmq_spawn_first_ms, NAN, 5, false);
     row("idle child RSS (KiB)", r->idle_rss_kib, r->zmq_peer_rss_kib, NAN, 4096,
+        false);
+    row("idle child PSS (KiB)", r->idle_pss_kib, r->zmq_peer_pss_kib, NAN, 1536,
+        false);
+    row("idle child USS (KiB)", r->idle_uss_kib, r->zmq_peer_uss_kib, NAN, 512,
         false);
     row("100 children (ms)", r->spawn100_ms, r->zmq_spawn100_ms, NAN, 1000,
         false);

@@ -788,6 +788,38 @@ path(char *out, size_t size, const char *name)
     snprintf(out, size, "%s/%s", dir, name);
 }
 
+/* Where libczmq.so.4 cannot be loaded (here: /dev/null mounted over it
+ * in a mount namespace of this test's own), `kin keygen` fails, names the
+ * library and its package, and writes nothing. */
+static void
+missing_czmq_is_named(void **state)
+{
+    (void)state;
+    int st;
+    free(harness_run(&st, "unshare -rm true 2>/dev/null"));
+    if (st != 0)
+        harness_skip("unshare -rm (a user and mount namespace) is not "
+                     "allowed here");
+    char *out =
+        harness_run(&st,
+                    "unshare -rm sh -c 'for f in /lib/*/libczmq.so.4 "
+                    "/usr/lib/*/libczmq.so.4; do [ -e \"$f\" ] && "
+                    "mount --bind /dev/null \"$(readlink -f \"$f\")\"; done; "
+                    "exec %s keygen %s/master' 2>&1",
+                    KIN_CLI, dir);
+    assert_int_equal(st, 1);
+    if (!strstr(out, "libczmq.so.4") || !strstr(out, "libczmq4"))
+        fprintf(stderr, "kin keygen said: %s\n", out);
+    assert_non_null(strstr(out, "libczmq.so.4"));
+    assert_non_null(strstr(out, "libczmq4"));
+    free(out);
+    char file[128];
+    path(file, sizeof file, "master");
+    assert_int_equal(access(file, F_OK), -1);
+    /* The same command, czmq in place, works. */
+    keygen("master", "master", NULL);
+}
+
 /* Over tcp with certificates from `kin keygen`: an unknown one never gets
  * in; an allowed one serves until its file is removed from the allowed
  * directory, then its link is dropped and its reconnects are refused. */
@@ -1114,6 +1146,7 @@ main(void)
         cmocka_unit_test_setup_teardown(join_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(joiners_come_back_to_a_new_master,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(missing_czmq_is_named, setup, teardown),
         cmocka_unit_test_setup_teardown(certificates_admit_and_revoke, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(joiner_spawns_children, setup,

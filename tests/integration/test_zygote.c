@@ -45,6 +45,22 @@ linger(kin_call *c, void *arg)
     return KIN_OK;
 }
 
+/* Writes a certificate at the path given (kin keygen's call). */
+static kin_err
+keygen(kin_call *c, void *arg)
+{
+    const char *path;
+    size_t len;
+    char buf[512];
+    kin_err e = kin_call_args(c, "S", &path, &len);
+    if (e)
+        return e;
+    if (len >= sizeof buf)
+        return -ENAMETOOLONG;
+    snprintf(buf, sizeof buf, "%.*s", (int)len, path);
+    return kin_cert_new(buf, "zygote-test", NULL, NULL);
+}
+
 /* --- helpers ------------------------------------------------------------- */
 
 /* Pids of this process's children (live or zombie), up to max. */
@@ -589,12 +605,56 @@ stack_symbolizer_loads_on_first_stack(void **state)
     }
 }
 
+/* Neither an exec'd nor a forked idle child maps czmq or what it alone
+ * pulls in (libsystemd, libgcrypt: every library mapped costs each process
+ * its written pages); the first certificate it writes loads czmq, and
+ * works. */
+static void
+czmq_loads_on_first_certificate(void **state)
+{
+    fx *f = *state;
+    bool fork = false;
+    for (int round = 0; round < 2; round++, fork = true) {
+        kin_child **c = &f->kids[round];
+        kin_spawn_opts o = {.fork = fork};
+        assert_int_equal(kin_spawn(f->node, &o, c), KIN_OK);
+        pid_t pid = kin_child_pid(*c);
+        int cpid, pgrp, ppid;
+        call_getpids(f, kin_child_id(*c), &cpid, &pgrp, &ppid); /* idle */
+        bool idle_czmq = maps_has(pid, "libczmq");
+        bool idle_systemd = maps_has(pid, "libsystemd");
+        bool idle_gcrypt = maps_has(pid, "libgcrypt");
+        char dir[] = "/tmp/kin-zyg-cert-XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        char path[128], secret[160];
+        snprintf(path, sizeof path, "%s/cert", dir);
+        snprintf(secret, sizeof secret, "%s_secret", path);
+        kin_msg *r = NULL;
+        kin_err e = kin_call_sync(f->node, kin_child_id(*c), "z.keygen", 5000,
+                                  &r, "s", path);
+        kin_msg_destroy(&r);
+        bool loaded = maps_has(pid, "libczmq");
+        bool written = access(path, R_OK) == 0 && access(secret, R_OK) == 0;
+        unlink(path);
+        unlink(secret);
+        rmdir(dir);
+        kin_child_destroy(c);
+        assert_false(idle_czmq);
+        assert_false(idle_systemd);
+        assert_false(idle_gcrypt);
+        assert_int_equal(e, KIN_OK);
+        assert_true(loaded);
+        assert_true(written);
+    }
+}
+
 int
 main(int argc, char **argv)
 {
     kin_export("z.getpids", getpids, NULL, KIN_POLICY_PARENT);
     kin_export("z.draw", draw, NULL, KIN_POLICY_PARENT);
     kin_export("z.linger", linger, NULL, KIN_POLICY_PARENT);
+    kin_export("z.keygen", keygen, NULL, KIN_POLICY_PARENT);
     harness_log_setup();
     const char *before = getenv("ZYG_TEST_BEFORE_INIT");
     if (before && kin_started_as_child() && !strcmp(before, "exit"))
@@ -634,6 +694,8 @@ main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(stack_symbolizer_loads_on_first_stack,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(czmq_loads_on_first_certificate, setup,
+                                        teardown),
     };
     return harness_run_group(tests);
 }
