@@ -5,6 +5,7 @@
 
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 
 #define FORGET_MAX 16
 
@@ -52,4 +53,10 @@ kin__forget_in_child(void (*fn)(void))
         atomic_store_explicit(&forget_n, n + 1, memory_order_release);
     }
     pthread_mutex_unlock(&forget_mu);
+}
+
+void
+kin__thread_name(const char *name)
+{
+    prctl(PR_SET_NAME, name, 0, 0, 0);
 }
