@@ -199,6 +199,7 @@ static void *
 thread_main(void *arg)
 {
     kin__broker *b = arg;
+    kin__thread_name("kin-broker");
     kin__task_set_self(NULL);
     uv_run(&b->loop, UV_RUN_DEFAULT);
     /* Work deferred before the stop still runs (it is non-blocking broker
@@ -251,8 +252,6 @@ kin__broker_new(kin__broker **out, kin__stop_fn on_stop, void *arg)
     uv_timer_init(&b->loop, &b->grace);
     b->grace.data = b;
     rc = pthread_create(&b->thread, NULL, thread_main, b);
-    if (!rc)
-        pthread_setname_np(b->thread, "kin-broker");
     if (rc) {
         uv_walk(&b->loop, close_handle, NULL);
         uv_run(&b->loop, UV_RUN_DEFAULT);

@@ -15,6 +15,7 @@
 #include "context/context.h"
 #include "context/tool.h"
 #include "core/log_internal.h"
+#include "core/sync.h"
 #include "process/exec_channel.h"
 #include "process/procs.h"
 #include "process/stdio_relay.h"
@@ -86,6 +87,7 @@ on_channel_lost(void)
 static void *
 watch_channel(void *unused)
 {
+    kin__thread_name("kin-channel");
     char buf[256];
     for (;;) {
         ssize_t got = read(STDIN_FILENO, buf, sizeof buf);
@@ -215,10 +217,8 @@ kin_init(kin_node **out, const kin_node_opts *opts)
     kin__procs_on_trip_exit(n, on_emergency);
     pthread_t watcher;
     if (hooks.remote && !stdio &&
-        !pthread_create(&watcher, NULL, watch_channel, NULL)) {
-        pthread_setname_np(watcher, "kin-channel");
+        !pthread_create(&watcher, NULL, watch_channel, NULL))
         pthread_detach(watcher);
-    }
 
     pthread_mutex_lock(&mu);
     while (stop_reason == SERVING)

@@ -21,6 +21,7 @@
 
 #include "broker/broker.h"
 #include "core/log_internal.h"
+#include "core/sync.h"
 #include "core/task.h"
 #include "router/zctx.h"
 
@@ -369,6 +370,7 @@ static void *
 fwd_main(void *arg)
 {
     kin__logfwd *f = arg;
+    kin__thread_name("kin-logfwd");
     void *ctx = kin__zctx();
     void *xsub = zmq_socket(ctx, ZMQ_XSUB);
     void *xpub = zmq_socket(ctx, ZMQ_XPUB);
@@ -507,8 +509,6 @@ kin__logfwd_start(kin__logfwd **out, const kin__logfwd_opts *opts)
     pthread_cond_init(&f->cond, NULL);
     atomic_store(&f->last_ns, kin__now_ns());
     int rc = pthread_create(&f->thread, NULL, fwd_main, f);
-    if (!rc)
-        pthread_setname_np(f->thread, "kin-logfwd");
     if (rc) {
         pthread_mutex_destroy(&f->mu);
         pthread_cond_destroy(&f->cond);

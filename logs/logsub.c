@@ -16,6 +16,7 @@
 
 #include "core/buf.h"
 #include "core/log_internal.h"
+#include "core/sync.h"
 #include "core/task.h"
 #include "logs/logfile.h"
 #include "router/zctx.h"
@@ -465,6 +466,7 @@ static void *
 sink_main(void *arg)
 {
     kin_logsink *k = arg;
+    kin__thread_name("kin-logsink");
     kin_buf b;
     kin_buf_init(&b);
     uint64_t records = 0; /* in b */
@@ -532,8 +534,6 @@ sink_new(kin_logsink **out, const kin_logsink_opts *o, bool all)
     }
     k->o.endpoint = NULL; /* not needed any more, and not ours */
     int rc = pthread_create(&k->thread, NULL, sink_main, k);
-    if (!rc)
-        pthread_setname_np(k->thread, "kin-logsink");
     if (rc) {
         kin_logsub_destroy(&k->sub);
         kin__logfile_close(&k->file);

@@ -16,6 +16,7 @@
 #include <kin/monitor.h>
 
 #include "core/log_internal.h"
+#include "core/sync.h"
 #include "logs/logs.h"
 #include "monitor/errstack.h"
 #include "monitor/metrics.h"
@@ -594,7 +595,7 @@ stack_thread(void *arg)
 {
     stack_job *j = arg;
     struct kin__monitor *mon = monitor_of(j->n);
-    pthread_setname_np(pthread_self(), "kin-monitor");
+    kin__thread_name("kin-monitor");
     answer(j->n, j->m, &j->r, true);
     free(j);
     pthread_mutex_lock(&mon->mu);

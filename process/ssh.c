@@ -30,6 +30,7 @@
 
 #include "core/buf.h"
 #include "core/log_internal.h"
+#include "core/sync.h"
 #include "logs/logs.h"
 #include "router/router.h"
 
@@ -405,6 +406,7 @@ static void *
 boot_main(void *arg)
 {
     boot_job *j = arg;
+    kin__thread_name("kin-sshboot");
     bool ok = send_all(j->fd, j->boot, j->len);
     int exe = ok && j->stream_self
                   ? open("/proc/self/exe", O_RDONLY | O_CLOEXEC)
@@ -452,6 +454,5 @@ kin__ssh_boot(kin__ssh_plan *p, int fd)
         free(j);
         return -EAGAIN;
     }
-    pthread_setname_np(t, "kin-sshboot");
     return KIN_OK;
 }

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "core/log_internal.h"
+#include "core/sync.h"
 
 /* The child's first bytes on the channel: anything else there (a tool
  * printing to stdout) is reported instead of being taken for frames. */
@@ -254,6 +255,7 @@ static void *
 in_main(void *arg)
 {
     relay *r = arg;
+    kin__thread_name("kin-exec-in");
     char *buf = malloc(CHUNK);
     if (r->parent && buf) {
         char m[sizeof magic];
@@ -389,6 +391,7 @@ static void *
 out_main(void *arg)
 {
     relay *r = arg;
+    kin__thread_name("kin-exec-out");
     char *buf = malloc(CHUNK);
     bool ok = buf && (!r->parent || write_boot(r));
     if (!r->parent && ok)
@@ -499,14 +502,9 @@ relay_run(relay *r)
     pthread_t t;
     r->refs = 2;
     int rc = pthread_create(&t, &attr, out_main, r);
-    if (!rc)
-        pthread_setname_np(t, "kin-exec-out");
-    else
+    if (rc)
         r->refs = 1;
     int rc2 = rc ? -1 : pthread_create(&t, &attr, in_main, r);
-    if (!rc2) {
-        pthread_setname_np(t, "kin-exec-in");
-    }
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc2) {

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "core/log_internal.h"
+#include "core/sync.h"
 #include "core/task.h"
 #include "process/child.h"
 #include "process/events.h"
@@ -571,6 +572,7 @@ static void *
 sup_main(void *arg)
 {
     kin_supervisor *s = arg;
+    kin__thread_name("kin-supervisor");
     pthread_mutex_lock(&s->mu);
     for (;;) {
         if (s->cmd != CMD_NONE && !s->cmd_done) {
@@ -694,8 +696,6 @@ kin_supervisor_new(kin_supervisor **out, kin_node *n,
     kin_err e = kin__procs_watch(n, &s->watcher);
     if (!e) {
         int rc = pthread_create(&s->thread, NULL, sup_main, s);
-        if (!rc)
-            pthread_setname_np(s->thread, "kin-supervisor");
         if (rc) {
             kin__procs_unwatch(n, &s->watcher);
             e = -rc;

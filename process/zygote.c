@@ -179,6 +179,14 @@ kin__zygote_serve(void)
     int (*sodium)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "sodium_init");
     if (sodium)
         sodium();
+    /* libzmq built with OpenPGM calls pgm_init in every zmq_ctx_new: on
+     * the first call it reads the protocol database and the CPU count and
+     * sets up its clocks (~50 us of each child's start). Done once here,
+     * the children's call only counts a reference. kin never uses pgm://,
+     * so its state (its random generator's too) matters to no child. */
+    bool (*pgm)(void **) = (bool (*)(void **))dlsym(RTLD_DEFAULT, "pgm_init");
+    if (pgm)
+        pgm(NULL);
     int threads = thread_count();
     char why = off < 0 ? 'N' : threads != 1 ? 'T' : 'R';
     fflush(NULL);

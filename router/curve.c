@@ -230,6 +230,7 @@ answer(void *sock, zmq_msg_t *f, int count)
 static void *
 zap_main(void *sock)
 {
+    kin__thread_name("kin-zap");
     for (;;) {
         zmq_msg_t f[8];
         int count = 0;
@@ -273,7 +274,6 @@ zap_start(void)
         } else if (pthread_create(&t, NULL, zap_main, sock)) {
             e = -EAGAIN;
         } else {
-            pthread_setname_np(t, "kin-zap");
             pthread_detach(t);
             zap_running = true;
         }

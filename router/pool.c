@@ -1,6 +1,7 @@
 /* The callee side of calls: the process-wide export table, the worker pool
  * that runs every incoming call as a task, and CANCEL. */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,10 +64,22 @@ kin__calls_set_stack_fmt(kin__errstack_fmt fmt)
     atomic_store(&stack_fmt, fmt);
 }
 
+/* The pool starts one worker and grows on demand up to its size: each
+ * worker a process never needs is a thread its start-up and its exit pay
+ * for (docs/performance.md, "Forked children"). */
 struct kin__calls {
-    kin_latch *queue; /* incoming CALL messages */
-    pthread_t *threads;
-    int workers;
+    kin_latch *queue; /* incoming CALL messages and spawned tasks */
+    int bound;        /* the pool's size: at most this many workers */
+    /* Calls and tasks queued or running: put in before they are queued,
+     * taken out when they end. More demand than workers started means a
+     * queued one has no worker to take it: one more is started. */
+    _Atomic int demand;
+    _Atomic int started; /* workers started; only grows, under grow_mu */
+    pthread_mutex_t grow_mu;
+    bool stopping;      /* under grow_mu: no more workers */
+    pthread_t *threads; /* bound entries, started in order */
+    sigset_t mask;      /* every worker's signal mask: the creator's */
+    kin_node *node;
 };
 
 static kin_err
@@ -469,6 +482,85 @@ run_job(kin_node *n, kin_msg *m)
     kin__tasktab_end(&n->tasks, t, state, e);
 }
 
+static void *
+worker_main(void *arg)
+{
+    kin_node *n = arg;
+    struct kin__calls *cs = n->calls;
+    kin__thread_name("kin-worker");
+    kin_msg *m;
+    while (kin_latch_get(cs->queue, KIN_FOREVER, &m) == KIN_OK) {
+        if (m->handle == 0)
+            run_job(n, m);
+        else
+            run_call(n, m, ((kin_task *)m->local)->entry);
+        atomic_fetch_sub(&cs->demand, 1);
+    }
+    return NULL;
+}
+
+/* Under grow_mu. */
+static int
+start_worker(struct kin__calls *cs)
+{
+    pthread_attr_t a;
+    int rc = pthread_attr_init(&a);
+    if (rc)
+        return rc;
+    /* Grown from whichever thread queued the call (the broker's, which
+     * blocks no signals of its own): a worker gets the pool creator's mask
+     * as the first workers did. */
+    rc = pthread_attr_setsigmask_np(&a, &cs->mask);
+    int started = atomic_load(&cs->started);
+    if (!rc)
+        rc = pthread_create(&cs->threads[started], &a, worker_main, cs->node);
+    pthread_attr_destroy(&a);
+    if (!rc)
+        atomic_store(&cs->started, started + 1);
+    return rc;
+}
+
+/* A call or task was queued with demand already counting it: while more
+ * are queued or running than workers started, start another (up to the
+ * pool's size). Any thread. */
+static void
+grow(struct kin__calls *cs)
+{
+    /* demand and started are sequentially consistent: of two threads that
+     * queue at once, the later sees both counted, and only grow_mu's
+     * holder adds to started. */
+    if (atomic_load(&cs->demand) <= atomic_load(&cs->started) ||
+        atomic_load(&cs->started) >= cs->bound)
+        return;
+    pthread_mutex_lock(&cs->grow_mu);
+    while (!cs->stopping && atomic_load(&cs->started) < cs->bound &&
+           atomic_load(&cs->started) < atomic_load(&cs->demand)) {
+        int rc = start_worker(cs);
+        if (rc) {
+            /* The call waits for a worker already running. */
+            KIN_WARN("cannot start a worker: %s", strerror(rc));
+            break;
+        }
+    }
+    pthread_mutex_unlock(&cs->grow_mu);
+}
+
+/* kin_latch_put for the pool's queue, counting the demand first (so a
+ * worker that takes it at once never counts below zero), and growing the
+ * pool for it. */
+static kin_err
+enqueue(struct kin__calls *cs, kin_msg **m)
+{
+    atomic_fetch_add(&cs->demand, 1);
+    kin_err e = kin_latch_put(cs->queue, m);
+    if (e) {
+        atomic_fetch_sub(&cs->demand, 1);
+        return e;
+    }
+    grow(cs);
+    return KIN_OK;
+}
+
 kin_err
 kin_task_spawn_at(kin_node *n, const kin_task_opts *opts, kin_task_fn fn,
                   void *arg, uint32_t *id, const char *file, int line)
@@ -497,7 +589,7 @@ kin_task_spawn_at(kin_node *n, const kin_task_opts *opts, kin_task_fn fn,
     }
     uint32_t tid = t->id;
     m->local = t;
-    if ((e = kin_latch_put(n->calls->queue, &m))) {
+    if ((e = enqueue(n->calls, &m))) {
         kin__tasktab_end(&n->tasks, t, KIN_TASK_FAILED, KIN_ESHUTDOWN);
         kin_msg_destroy(&m);
         return KIN_ESHUTDOWN;
@@ -505,20 +597,6 @@ kin_task_spawn_at(kin_node *n, const kin_task_opts *opts, kin_task_fn fn,
     if (id)
         *id = tid;
     return KIN_OK;
-}
-
-static void *
-worker_main(void *arg)
-{
-    kin_node *n = arg;
-    kin_msg *m;
-    while (kin_latch_get(n->calls->queue, KIN_FOREVER, &m) == KIN_OK) {
-        if (m->handle == 0)
-            run_job(n, m);
-        else
-            run_call(n, m, ((kin_task *)m->local)->entry);
-    }
-    return NULL;
 }
 
 /* Broker thread: queue the call for the pool (no decoding here, so the
@@ -570,7 +648,7 @@ kin__calls_dispatch(kin_node *n, kin_msg *m)
         run_call(n, m, x);
         return;
     }
-    if (kin_latch_put(n->calls->queue, &m)) {
+    if (enqueue(n->calls, &m)) {
         if (m->handle == KIN_HANDLE_SVC_RUN)
             kin__service_run_done(n, fn, strlen(fn));
         kin__tasktab_end(&n->tasks, t, KIN_TASK_FAILED, KIN_ESHUTDOWN);
@@ -612,6 +690,10 @@ kin__calls_start(kin_node *n, int workers)
     if (!cs)
         return -ENOMEM;
     n->calls = cs;
+    cs->node = n;
+    cs->bound = workers;
+    pthread_mutex_init(&cs->grow_mu, NULL);
+    pthread_sigmask(SIG_SETMASK, NULL, &cs->mask);
     kin_err e = kin_latch_new(&cs->queue);
     if (e)
         return e;
@@ -628,15 +710,11 @@ kin__calls_start(kin_node *n, int workers)
     cs->threads = calloc((size_t)workers, sizeof *cs->threads);
     if (!cs->threads)
         return -ENOMEM;
-    for (int i = 0; i < workers; i++) {
-        int rc = pthread_create(&cs->threads[i], NULL, worker_main, n);
-        if (!rc)
-            pthread_setname_np(cs->threads[i], "kin-worker");
-        if (rc)
-            return -rc;
-        cs->workers++;
-    }
-    return KIN_OK;
+    /* One now; the rest when calls need them (grow). */
+    pthread_mutex_lock(&cs->grow_mu);
+    int rc = start_worker(cs);
+    pthread_mutex_unlock(&cs->grow_mu);
+    return -rc;
 }
 
 void
@@ -652,15 +730,19 @@ kin__calls_stop(kin_node *n)
     for (size_t it = 0; kin__u32map_next(&tab->live, &it, NULL, &val);)
         kin__task_cancel(val, n->id, 0);
     pthread_mutex_unlock(&tab->mu);
-    for (int i = 0; i < cs->workers; i++)
+    pthread_mutex_lock(&cs->grow_mu);
+    cs->stopping = true; /* no worker starts after this */
+    int started = atomic_load(&cs->started);
+    pthread_mutex_unlock(&cs->grow_mu);
+    for (int i = 0; i < started; i++)
         pthread_join(cs->threads[i], NULL);
-    cs->workers = 0;
+    atomic_store(&cs->started, 0);
 }
 
 int
 kin__calls_workers(kin_node *n)
 {
-    return n->calls ? n->calls->workers : 0;
+    return n->calls ? n->calls->bound : 0;
 }
 
 void
@@ -670,6 +752,7 @@ kin__calls_free(kin_node *n)
     if (!cs)
         return;
     kin_latch_destroy(&cs->queue);
+    pthread_mutex_destroy(&cs->grow_mu);
     free(cs->threads);
     free(cs);
     n->calls = NULL;

@@ -40,7 +40,10 @@ typedef struct kin_node_opts {
     /* Largest payload of a message (bytes; the envelope comes on top, see
      * KIN_MAX_MSG_DEFAULT in kin/msg.h); 0: KIN_MAX_MSG_DEFAULT. */
     size_t max_msg_size;
-    int workers;            /* worker pool size; 0: 4 */
+    /* Worker pool size: at most this many tasks run at once. One worker
+     * starts with the node, the others when calls or tasks wait with every
+     * worker busy. 0: 4. */
+    int workers;
     int connect_timeout_ms; /* children: wait for the parent; 0: 30000 */
     size_t task_history;    /* terminated tasks kept for the monitor; 0: 1000 */
     /* Attach to parent_endpoint as an operator (what the kin command

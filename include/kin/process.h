@@ -51,7 +51,7 @@ typedef struct kin_spawn_opts {
     char *const *argv;
     int connect_timeout_ms; /* HELLO must arrive within; 0: 30000 */
     int stop_timeout_ms;    /* stop request to SIGKILL; 0: 2000 */
-    int workers;            /* the child's worker pool size; 0: default */
+    int workers;            /* the child's kin_node_opts.workers; 0: default */
     /* The fork factory: start the child by forking n's zygote, a warm copy
      * of this executable that stays single-threaded inside kin_init and
      * forks on request, instead of fork + exec (no exec, no dynamic
