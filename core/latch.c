@@ -176,9 +176,12 @@ kin_latch_put(kin_latch *l, kin_msg **m)
      * held, it would block on mu at once (on one CPU it runs first and
      * sleeps again until the putter unlocks: two more switches). The
      * reference keeps the latch alive if the woken reader destroys it
-     * before the signal returns. */
-    bool wake = l->waiters != 0;
+     * before the wake returns. One wake per sleeping getter: a burst of
+     * puts made before the woken ones run (on one CPU, all of it) wakes
+     * each once, not once per put. */
+    bool wake = l->waiters > l->wakes;
     if (wake) {
+        l->wakes++;
         atomic_fetch_add_explicit(&l->seq, 1, memory_order_relaxed);
         kin__latch_ref(l);
     }
@@ -217,6 +220,7 @@ wake_all(kin_latch *l)
 {
     if (!l->waiters)
         return;
+    l->wakes = l->waiters;
     atomic_fetch_add_explicit(&l->seq, 1, memory_order_relaxed);
     kin__futex_wake(&l->seq, INT_MAX);
 }
@@ -259,6 +263,8 @@ kin_latch_get(kin_latch *l, int timeout_ms, kin_msg **out)
         kin__futex_wait_until(&l->seq, seen, deadline);
         pthread_mutex_lock(&l->mu);
         l->waiters--;
+        if (l->wakes)
+            l->wakes--; /* this one, or one still on its way: harmless */
     }
     pthread_mutex_unlock(&l->mu);
     kin__task_wait_end(t);

@@ -40,7 +40,9 @@ struct kin_latch {
     kin_msg **ring;       /* cap slots, cap a power of two */
     size_t cap, head;     /* head: index of the oldest message */
     size_t len;           /* number of queued messages */
-    unsigned waiters;     /* threads asleep on seq; put wakes only if > 0 */
+    unsigned waiters;     /* threads asleep on seq */
+    unsigned wakes;       /* of them, woken and not yet back: put wakes one more
+                             only while waiters > wakes */
     bool closed;          /* also set by kin_latch_destroy */
 
     /* 1 for the owner until kin_latch_destroy, +1 for each holder that must
