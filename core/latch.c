@@ -1,6 +1,7 @@
-/* Latches: a mutex, a condition variable and a growable ring of messages.
- * put and get allocate nothing in the steady state: the ring doubles when
- * full and shrinks back once a large burst has drained. */
+/* Latches: a mutex, a futex word getters sleep on, a reference count and a
+ * growable ring of messages. put and get allocate nothing in the steady
+ * state: the ring doubles when full and shrinks back once a large burst
+ * has drained. */
 #include "core/latch_impl.h"
 #include "core/sync.h"
 

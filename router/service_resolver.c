@@ -548,13 +548,16 @@ on_reply(kin_node *n, kin_msg *m, void *arg)
 /* m's call, when m is the reply of a direct call out from here: m is
  * consumed and true returned; *out is then the message to hand to the
  * caller's receiver (NULL: none, the call goes on or has failed), with its
- * handle to seal after it (0: none). rmu held. */
+ * handle to seal after it (0: none) and the service whose queue to pump
+ * after it (NULL: none, or pumped already). rmu held. */
 static bool
-claim_locked(kin_node *n, kin_msg **mp, kin_msg **out, uint32_t *seal)
+claim_locked(kin_node *n, kin_msg **mp, kin_msg **out, uint32_t *seal,
+             svc **pump)
 {
     struct kin__services *ss = n->svc;
     *out = NULL;
     *seal = 0;
+    *pump = NULL;
     if (!ss->ndirect)
         return false;
     kin_msg *m = *mp;
@@ -577,6 +580,9 @@ claim_locked(kin_node *n, kin_msg **mp, kin_msg **out, uint32_t *seal)
         put_pending(n, p); /* out of the map: m now goes to the receiver */
         *out = *mp;
         *mp = NULL;
+        /* The queue waits for the reply: the caller first. */
+        *pump = s->qhead ? s : NULL;
+        return true;
     }
     kin__svc_pump(n, s);
     return true;
@@ -593,14 +599,22 @@ kin__svc_claim(kin_node *n, kin_msg **mp)
     kin__svc_lock(n);
     kin_msg *reply;
     uint32_t seal;
-    bool taken = claim_locked(n, mp, &reply, &seal);
+    svc *pump;
+    bool taken = claim_locked(n, mp, &reply, &seal, &pump);
     kin__svc_unlock(n);
-    /* Handed on after rmu is let go: the woken caller's next call takes
-     * rmu at once (on one CPU it runs before this thread goes on). */
+    /* Handed on after rmu is let go (unless this runs inside another
+     * holder of rmu: a bounce's dead reply): the woken caller's next call
+     * takes rmu at once (on one CPU it runs before this thread goes on).
+     * Services live on this thread, so s is still there after. */
     if (reply)
         kin__deliver_handle(n, reply);
     if (seal)
         kin__handles_seal(n, seal);
+    if (pump) {
+        kin__svc_lock(n);
+        kin__svc_pump(n, pump);
+        kin__svc_unlock(n);
+    }
     return taken;
 }
 

@@ -19,13 +19,14 @@ typedef struct kin_select kin_select;
 /* A new, open, empty latch. Errors: -ENOMEM. Any thread. */
 KIN_EXPORT kin_err kin_latch_new(kin_latch **out);
 
-/* Closes the latch, frees messages still queued, frees it and sets *l to
+/* Closes the latch, frees it and the messages still queued, and sets *l to
  * NULL. NULL-safe. If l still belongs to a select it is removed from it
  * first (that select must not be destroyed concurrently). No thread may be
- * waiting on it. A reader may destroy it as soon as it has taken the message
- * it waited for: a kin_latch_put that queued that message and is still
- * waking the reader finishes first (the memory goes with the last of them).
- * No kin_latch_put may start after the destroy. */
+ * waiting on it, and no kin_latch_put may be in progress or start, with one
+ * exception: a reader may destroy it as soon as it has taken the message it
+ * waited for, while the put that queued that message is still waking it
+ * (the memory, and any message queued meanwhile, then goes when that put
+ * returns). */
 KIN_EXPORT void kin_latch_destroy(kin_latch **l);
 
 /* Appends *m and takes ownership (sets *m to NULL) on success. Wakes one
