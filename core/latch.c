@@ -108,7 +108,8 @@ kin_latch_destroy(kin_latch **lp)
         kin_select_remove(s, l);
 
     /* A put still waking a waiter holds a reference: it frees the latch
-     * if it finishes last. Puts from now on are refused. */
+     * if it finishes last. Closed, so that a put through a reference taken
+     * earlier (a delivery's) is refused rather than queued for nobody. */
     pthread_mutex_lock(&l->mu);
     l->closed = true;
     pthread_mutex_unlock(&l->mu);
