@@ -275,6 +275,22 @@ kin_service_latency_us(const uint32_t *latency, double q)
     return 0;
 }
 
+/* p's attempt at provider v starts (now: the monotonic clock): in flight
+ * there, counted against its bound. */
+static void
+enter(struct kin__services *ss, pending *p, prov *v, uint64_t now)
+{
+    p->iprev = NULL;
+    p->inext = ss->inflight;
+    if (ss->inflight)
+        ss->inflight->iprev = p;
+    ss->inflight = p;
+    p->provider = v->ctx;
+    p->sent_ns = now;
+    p->attempts++;
+    v->outstanding++;
+}
+
 /* Sends p's request to provider v (now: the monotonic clock), under a
  * reply handle of its own. */
 static bool
@@ -316,15 +332,7 @@ send_to(kin_node *n, pending *p, prov *v, uint64_t now)
         return false;
     }
     struct kin__services *ss = n->svc;
-    p->iprev = NULL;
-    p->inext = ss->inflight;
-    if (ss->inflight)
-        ss->inflight->iprev = p;
-    ss->inflight = p;
-    p->provider = v->ctx;
-    p->sent_ns = now;
-    p->attempts++;
-    v->outstanding++;
+    enter(ss, p, v, now);
     m->dst = v->ctx;
     m->src = n->id;
     m->auth = req->auth; /* the caller's authority, for the policy */
@@ -839,15 +847,7 @@ kin__svc_fast_send(kin_node *n, kin_msg *m, size_t svc_len)
     p->fn_len = h.fn_len;
     p->deadline = left >= 0 ? now + (uint64_t)left * 1000000u : 0;
     p->idempotent = idempotent(ss, h.fn, h.fn_len);
-    p->iprev = NULL;
-    p->inext = ss->inflight;
-    if (ss->inflight)
-        ss->inflight->iprev = p;
-    ss->inflight = p;
-    p->provider = v->ctx;
-    p->sent_ns = now;
-    p->attempts = 1;
-    v->outstanding++;
+    enter(ss, p, v, now); /* its first attempt: p is fresh from the pool */
     s->resolved++;
     kin__svc_unlock(n);
     return true;
