@@ -721,6 +721,18 @@ typedef struct storm {
     char path[256];
 } storm;
 
+/* The calls of the primes service the resolver retried so far. */
+static uint64_t
+primes_retried(void)
+{
+    kin_service_info info[8];
+    int count = kin_service_list(master, info, 8, NULL, 0);
+    for (int i = 0; i < count && i < 8; i++)
+        if (!strcmp(info[i].name, "primes"))
+            return info[i].retried;
+    return 0;
+}
+
 /* A storm call's deadline: a sanitizer build runs several times slower,
  * and a restart under it takes longer than 3 s on a loaded 2-core machine
  * (seen: 4 idempotent calls of 644 timed out there). */
@@ -839,12 +851,7 @@ kill_storm_loses_no_idempotent_call(void **state)
     for (int i = 0; i < 4; i++)
         pthread_join(th[i], NULL);
 
-    kin_service_info info[8];
-    int count = kin_service_list(master, info, 8, NULL, 0);
-    uint64_t retried = 0;
-    for (int i = 0; i < count && i < 8; i++)
-        if (!strcmp(info[i].name, "primes"))
-            retried = info[i].retried;
+    uint64_t retried = primes_retried();
     int lines = 0;
     int dup = duplicates(st.path, &lines);
     fprintf(stderr,
@@ -1037,12 +1044,7 @@ load_stop(fx *f, const char *what, kin_err e)
     load *l = f->load;
     load_end(f);
     assert_int_equal(e, KIN_OK);
-    kin_service_info info[8];
-    int count = kin_service_list(master, info, 8, NULL, 0);
-    uint64_t retried = 0;
-    for (int i = 0; i < count && i < 8; i++)
-        if (!strcmp(info[i].name, "primes"))
-            retried = info[i].retried;
+    uint64_t retried = primes_retried();
     fprintf(stderr,
             "%s: idempotent %d ok; once %d ok %d peer gone, %d runs, %d "
             "twice; %d failed (first %s, %s); %d overdue; retried %llu\n",
