@@ -226,3 +226,28 @@ harness_has_debug_info(const char *file)
     close(fd);
     return found;
 }
+
+bool
+harness_log_arrives(kin_node *n, uint32_t ctx, const char *fn, const char *msg,
+                    int timeout_ms)
+{
+    kin_logsub_opts so = {.endpoint = kin_logs_frontend(n),
+                          .min_level = KIN_LOG_WARNING};
+    kin_logsub *s = NULL;
+    if (kin_logsub_new(&s, &so) != KIN_OK)
+        return false;
+    bool found = false;
+    double end = harness_now_ms() + timeout_ms;
+    while (!found && harness_now_ms() < end) {
+        kin_msg *reply = NULL;
+        if (kin_call_sync(n, ctx, fn, 5000, &reply, "") != KIN_OK)
+            break;
+        kin_msg_destroy(&reply);
+        const kin_logrec *r;
+        while (!found && kin_logsub_next(s, 50, &r) == KIN_OK)
+            found = r->kind == KIN_LOGREC_LOG && !strcmp(r->msg, msg) &&
+                    r->ctx == ctx;
+    }
+    kin_logsub_destroy(&s);
+    return found;
+}

@@ -19,6 +19,12 @@ bool harness_pid_alive(pid_t pid);
 /* Waits until pid is gone (or a zombie) or timeout_ms passes. */
 bool harness_wait_gone(pid_t pid, int timeout_ms);
 
+/* Calls fn (no arguments) in context ctx until a log record of that
+ * context with message msg reaches a subscriber of n's log frontend (at
+ * WARNING and above), or timeout_ms passes: whether it did. */
+bool harness_log_arrives(kin_node *n, uint32_t ctx, const char *fn,
+                         const char *msg, int timeout_ms);
+
 /* Sets a stderr log handler when KIN_TEST_VERBOSE is set. */
 void harness_log_setup(void);
 

@@ -258,26 +258,9 @@ exec_child_links_with_a_certificate_of_its_own(void **state)
     assert_string_not_equal(k.sec, tree_sec);
     assert_string_equal(k.server, tree_pub);
 
-    kin_logsub_opts so = {.endpoint = kin_logs_frontend(f->n),
-                          .min_level = KIN_LOG_WARNING};
-    kin_logsub *s = NULL;
-    assert_int_equal(kin_logsub_new(&s, &so), KIN_OK);
-    bool found = false;
-    double end = harness_now_ms() + 10000;
-    while (!found && harness_now_ms() < end) {
-        kin_msg *reply = NULL;
-        assert_int_equal(
-            kin_call_sync(f->n, kin_child_id(f->c), "log", 5000, &reply, ""),
-            KIN_OK);
-        kin_msg_destroy(&reply);
-        const kin_logrec *r;
-        while (!found && kin_logsub_next(s, 50, &r) == KIN_OK)
-            found = r->kind == KIN_LOGREC_LOG &&
-                    !strcmp(r->msg, "from the child with a certificate") &&
-                    r->ctx == kin_child_id(f->c);
-    }
-    kin_logsub_destroy(&s);
-    assert_true(found);
+    assert_true(harness_log_arrives(f->n, kin_child_id(f->c), "log",
+                                    "from the child with a certificate",
+                                    10000));
 }
 
 /* The certificate admits its own child only: another process holding it
