@@ -19,9 +19,9 @@ prompt_line() {
         sed 's/ *$//'
 }
 
-# wait_prompt WHAT REGEX: until the line being typed matches.
+# wait_prompt WHAT REGEX [MS]: until the line being typed matches.
 wait_prompt() {
-    local what=$1 re=$2 end=$(($(now_ms) + timeout_ms))
+    local what=$1 re=$2 end=$(($(now_ms) + ${3:-$timeout_ms}))
     until prompt_line | grep -qE -- "$re"; do
         [ "$(now_ms)" -gt "$end" ] && fail "$what: the input line is '$(prompt_line)', want '$re'"
         sleep 0.05
@@ -48,7 +48,7 @@ cmd=$(printf 'env XDG_STATE_HOME=%q %q monitor %q; echo $? >%q' \
 tm new-session -d -s "$session" -x 200 -y 50 "$cmd" ||
     fail "tmux new-session failed"
 pane_pid=$(tm display-message -p -t "$session" '#{pane_pid}')
-wait_prompt "the prompt" "^kin $pid>\$"
+wait_prompt "the prompt" "^kin $pid>\$" "$start_ms"
 
 # Tab completes a command name: "he" is ambiguous (help, hello: the
 # target's custom command), so the common part, then both are offered.

@@ -30,7 +30,7 @@ tm new-session -d -s "$session" -x 160 -y 40 "$cmd" ||
     fail "tmux new-session failed"
 pane_pid=$(tm display-message -p -t "$session" '#{pane_pid}')
 
-wait_screen "the master's row" '^ +0 master +[^ ]+ +[0-9]+ '
+wait_screen "the master's row" '^ +0 master +[^ ]+ +[0-9]+ ' 1 "$start_ms"
 wait_screen "the worker's row (1/1 workers busy)" '^ +1 worker +[^ ]+ +[0-9]+ .* 1/1 '
 wait_screen "the header" '^ +CTX NAME +HOST +PID +CPU% +RSS MiB +TASKS +BUSY +QUEUE +CALLS/S +P99 +RESTARTS +DROPS'
 # It refreshes by itself: the sample number climbs.

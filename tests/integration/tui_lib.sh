@@ -5,6 +5,10 @@
 # shellcheck shell=bash
 
 timeout_ms=${KIN_TUI_TIMEOUT_MS:-5000}
+# The first screen of a command: its start attaches to the target (up to
+# 10 s before it gives up with a message), so its deadline is longer than a
+# keystroke's, long enough to show that message.
+start_ms=$((timeout_ms > 20000 ? timeout_ms : 20000))
 
 if ! command -v tmux >/dev/null 2>&1; then
     echo "SKIP: tmux is not installed (scripts/setup.sh installs it)"
@@ -49,18 +53,36 @@ trap tui_cleanup EXIT
 # -J joins wrapped lines but keeps trailing blanks: strip them.
 screen() { tm capture-pane -p -J -S - -t "$session" 2>/dev/null | sed 's/ *$//'; }
 
+# Where every thread of the processes under test waits: the command in the
+# pane (its process group), the target and its children. A failure that
+# shows only a blank screen says nothing of which side was stuck.
+stacks() {
+    local p pids
+    pids="$( ([ -n "$pane_pid" ] && pgrep -g "$pane_pid") 2>/dev/null) $tpid"
+    [ -n "$tpid" ] && pids="$pids $(pgrep -P "$tpid" 2>/dev/null)"
+    for p in $pids; do
+        [ -r "/proc/$p/cmdline" ] || continue
+        echo "--- process $p: $(tr '\0' ' ' <"/proc/$p/cmdline")"
+        grep -E '^(State|Threads):' "/proc/$p/status" 2>/dev/null
+        command -v gdb >/dev/null 2>&1 &&
+            timeout 30 gdb -p "$p" -batch -nx -ex 'thread apply all bt' \
+                </dev/null 2>&1 | grep -E '^(Thread |#)'
+    done
+}
+
 fail() {
     echo "FAIL: $*"
     echo "--- screen:"
     screen
     echo "--- target stderr:"
     cat "$tmp/target.err" 2>/dev/null
+    stacks
     exit 1
 }
 
-# wait_screen WHAT REGEX [COUNT]: until COUNT screen lines match.
+# wait_screen WHAT REGEX [COUNT [MS]]: until COUNT screen lines match.
 wait_screen() {
-    local what=$1 re=$2 count=${3:-1} end=$(($(now_ms) + timeout_ms)) n
+    local what=$1 re=$2 count=${3:-1} end=$(($(now_ms) + ${4:-$timeout_ms})) n
     while :; do
         n=$(screen | grep -cE -- "$re")
         [ "$n" -ge "$count" ] && return 0
