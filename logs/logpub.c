@@ -46,6 +46,16 @@ typedef struct entry {
 /* Work per wake-up before the loop gets a turn for other sockets. */
 #define PUMP_ROUNDS 4
 
+/* A publisher links to the forwarder at its first record, or this long
+ * after it started: the link's handshake and the forwarder's subscriptions
+ * cost a new context ~0.3 ms of CPU, which its first calls then do not
+ * wait behind (docs/performance.md §14). Until the subscriptions
+ * are known every level is produced and queued, as before. */
+#define LINK_DELAY_MS 100
+
+/* How long a stop waits for the subscriptions of a link made late. */
+#define STOP_SYNC_MS 1000
+
 typedef struct sub {
     unsigned char *topic;
     size_t len;
@@ -92,8 +102,8 @@ struct kin__logs {
     void *sock;
     kin__watch *w;
     uv_async_t wake;
-    uv_timer_t sync_timer, retry_timer;
-    bool synced, blocked;
+    uv_timer_t sync_timer, retry_timer; /* sync_timer: the link's, first */
+    bool linked, synced, blocked;
     char *draining; /* the buffer being sent */
     size_t drain_len, drain_off;
     bool notices_due; /* some stream has unannounced drops */
@@ -565,9 +575,35 @@ pump(struct kin__logs *p, int rounds)
     uv_async_send(&p->wake);
 }
 
+static void on_sync_timeout(uv_timer_t *t);
+
+/* Connects to the forwarder, once. Broker thread. */
+static void
+link_up(struct kin__logs *p)
+{
+    if (p->linked || !p->sock)
+        return;
+    p->linked = true;
+    if (zmq_connect(p->sock, p->endpoint)) {
+        /* The endpoint was checked at the start (endpoint_ok). */
+        fprintf(stderr, "kin: context %u: logs cannot connect to %s: %s\n",
+                p->id, p->endpoint, zmq_strerror(errno));
+        return;
+    }
+    uv_timer_start(&p->sync_timer, on_sync_timeout,
+                   (uint64_t)p->tune.sync_timeout_ms, 0);
+}
+
+static void
+on_link_due(uv_timer_t *t)
+{
+    link_up(t->data);
+}
+
 static void
 on_wake(uv_async_t *a)
 {
+    link_up(a->data); /* a record is queued */
     pump(a->data, PUMP_ROUNDS);
 }
 
@@ -704,6 +740,21 @@ job_finish(struct kin__logs *p, kin_err e)
     pthread_mutex_unlock(&p->mu);
 }
 
+/* What zmq_connect would refuse at once, told at the start rather than at
+ * the deferred link: a transport kin's publisher uses, an address after it,
+ * and a tcp port. */
+static bool
+endpoint_ok(const char *ep)
+{
+    const char *a;
+    if (!strncmp(ep, "ipc://", 6) || !strncmp(ep, "inproc://", 9))
+        return strchr(ep, '/')[2] != 0;
+    if (strncmp(ep, "tcp://", 6))
+        return false;
+    a = strrchr(ep + 6, ':');
+    return a && a > ep + 6 && a[1];
+}
+
 static void
 open_job(void *arg, void *unused)
 {
@@ -729,10 +780,8 @@ open_job(void *arg, void *unused)
         job_finish(p, e);
         return;
     }
-    if (zmq_connect(p->sock, p->endpoint) ||
-        (e = kin__broker_watch(kin__node_broker(n), p->sock, on_subscription, p,
+    if ((e = kin__broker_watch(kin__node_broker(n), p->sock, on_subscription, p,
                                &p->w))) {
-        e = e ? e : -errno;
         zmq_close(p->sock);
         p->sock = NULL;
         job_finish(p, e);
@@ -745,8 +794,8 @@ open_job(void *arg, void *unused)
     p->sync_timer.data = p;
     uv_timer_init(loop, &p->retry_timer);
     p->retry_timer.data = p;
-    uv_timer_start(&p->sync_timer, on_sync_timeout,
-                   (uint64_t)p->tune.sync_timeout_ms, 0);
+    /* Linked at the first record, or LINK_DELAY_MS from now. */
+    uv_timer_start(&p->sync_timer, on_link_due, LINK_DELAY_MS, 0);
     job_finish(p, KIN_OK);
 }
 
@@ -765,10 +814,18 @@ stop_job(void *arg, void *unused)
 {
     struct kin__logs *p = arg;
     /* Send everything still queued; g_list no longer has p, so nothing new
-     * arrives. Allow the socket a little time if it is full. */
-    p->synced = true;
+     * arrives. A link made just now gets a little time for the forwarder's
+     * subscriptions (an XPUB drops what nobody subscribed to yet), and the
+     * socket a little time if it is full. */
     atomic_store(&p->held, false);
     uint64_t deadline = kin__now_ns() + 500 * 1000000ull;
+    uint64_t sync_by = kin__now_ns() + STOP_SYNC_MS * 1000000ull;
+    if (p->active_len || p->drain_off < p->drain_len)
+        link_up(p);
+    while (p->linked && !p->synced && kin__now_ns() < sync_by)
+        if (!on_subscription(p->sock, p))
+            nanosleep(&(struct timespec){0, 1000000}, NULL);
+    p->synced = true;
     for (;;) {
         if (send_pending(p)) {
             if (!swap_queue(p))
@@ -973,6 +1030,8 @@ kin__logs_start(kin_node *n, const kin_node_opts *opts, bool curve)
         if (!(e = start_forwarder(p, opts)))
             ep = kin__logfwd_backend(p->fwd);
     }
+    if (!e && !endpoint_ok(ep))
+        e = -EINVAL;
     if (!e) {
         snprintf(p->endpoint, sizeof p->endpoint, "%s", ep);
         if (!kin__node_has_parent(n)) /* passed on to joiners */

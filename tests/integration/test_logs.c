@@ -423,6 +423,44 @@ warning_subscriber_gets_no_info_and_none_is_sent(void **state)
 /* A process forked from one that logs has none of its publisher's
  * threads: logging there is off (instead of queueing records that no
  * thread sends, behind a lock the parent may have held at the fork). */
+/* A context links its publisher to the forwarder at its first record (or
+ * 100 ms after it started): a child that logs once and is stopped at once
+ * still delivers the record, its stop waiting for the forwarder's
+ * subscriptions. A first child proves the subscription reached the
+ * forwarder; each new child then logs and stops within milliseconds. */
+static void
+last_words_of_a_short_lived_child_arrive(void **state)
+{
+    kin_logsub *s = subscribe(KIN_LOG_INFO, KIN_NO_CTX, 0);
+    kin_child *warm = spawn("warm");
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    bool subscribed = false;
+    const kin_logrec *x;
+    while (!subscribed && harness_now_ms() < end) {
+        log_in(kin_child_id(warm), KIN_LOG_INFO, 1, "probe", NULL);
+        while (!subscribed && kin_logsub_next(s, 30, &x) == KIN_OK)
+            subscribed = x->kind == KIN_LOGREC_LOG && !strcmp(x->msg, "probe");
+    }
+    assert_true(subscribed);
+    kin_child_destroy(&warm);
+    for (int round = 0; round < 5; round++) {
+        kin_child *c = spawn("brief");
+        uint32_t id = kin_child_id(c);
+        log_in(id, KIN_LOG_INFO, 1, "last words", NULL);
+        kin_child_destroy(&c);
+        bool found = false;
+        end = harness_now_ms() + 5000;
+        while (!found && harness_now_ms() < end)
+            while (!found && kin_logsub_next(s, 50, &x) == KIN_OK)
+                found = x->kind == KIN_LOGREC_LOG && x->ctx == id &&
+                        !strcmp(x->msg, "last words");
+        if (!found)
+            fail_msg("round %d: the record of child %u never arrived", round,
+                     id);
+    }
+    kin_logsub_destroy(&s);
+}
+
 static void
 forked_process_does_not_log_through_the_parents_publisher(void **state)
 {
@@ -1391,6 +1429,7 @@ main(void)
         cmocka_unit_test(warning_subscriber_gets_no_info_and_none_is_sent),
         cmocka_unit_test(
             forked_process_does_not_log_through_the_parents_publisher),
+        cmocka_unit_test(last_words_of_a_short_lived_child_arrive),
         cmocka_unit_test(queue_overflow_is_counted_exactly),
         cmocka_unit_test(subscriber_overflow_is_counted_exactly),
         cmocka_unit_test(late_joiner_sees_the_gap),
