@@ -461,6 +461,21 @@ last_words_of_a_short_lived_child_arrive(void **state)
     kin_logsub_destroy(&s);
 }
 
+/* The publisher connects late, but a log endpoint libzmq would refuse is
+ * refused when the node starts. */
+static void
+malformed_log_endpoint_is_refused(void **state)
+{
+    const char *bad[] = {"tcp://127.0.0.1", "udp://127.0.0.1:5", "ipc://",
+                         "nonsense"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        kin_node *n = NULL;
+        kin_node_opts o = {.name = "bad-logs", .log_endpoint = bad[i]};
+        assert_int_equal(kin_node_new(&n, &o), -EINVAL);
+        assert_null(n);
+    }
+}
+
 static void
 forked_process_does_not_log_through_the_parents_publisher(void **state)
 {
@@ -1430,6 +1445,7 @@ main(void)
         cmocka_unit_test(
             forked_process_does_not_log_through_the_parents_publisher),
         cmocka_unit_test(last_words_of_a_short_lived_child_arrive),
+        cmocka_unit_test(malformed_log_endpoint_is_refused),
         cmocka_unit_test(queue_overflow_is_counted_exactly),
         cmocka_unit_test(subscriber_overflow_is_counted_exactly),
         cmocka_unit_test(late_joiner_sees_the_gap),
