@@ -15,7 +15,9 @@
  *                        forks; the child connects, says hello, echoes
  *                        once: the floor of fork_first_call_ms;
  *   zmq_fork100_ms       100 such children started and stopped at once:
- *                        the floor of fork100_ms. */
+ *                        the floor of fork100_ms;
+ *   zmq_fork_child_cpu_us the CPU such a child burns to its first echo:
+ *                        the floor of fork_child_cpu_us. */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -119,7 +121,7 @@ typedef struct results {
     /* The raw zmq floors (zmq_floor.h). */
     double zmq_handoff_rtt_us, zmq_handoff_rtt_p99_us;
     double zmq_handoff1_rtt_us, zmq_handoff1_rtt_p99_us;
-    double zmq_fork_first_ms, zmq_fork100_ms;
+    double zmq_fork_first_ms, zmq_fork100_ms, zmq_fork_child_cpu_us;
 } results;
 
 /* Every figure by its JSON key, in output order. */
@@ -190,6 +192,7 @@ static const struct figure {
     {"zmq_handoff1_rtt_p99_us", offsetof(results, zmq_handoff1_rtt_p99_us)},
     {"zmq_fork_first_ms", offsetof(results, zmq_fork_first_ms)},
     {"zmq_fork100_ms", offsetof(results, zmq_fork100_ms)},
+    {"zmq_fork_child_cpu_us", offsetof(results, zmq_fork_child_cpu_us)},
 };
 #define N_FIGURES (sizeof figures / sizeof figures[0])
 
@@ -227,33 +230,6 @@ proc_status(pid_t pid, const char *field)
 /* Proportional and unique (private) set size in kB from
  * /proc/PID/smaps_rollup: what a process costs once shared libraries are
  * split among their users, and what its exit would free. */
-/* The run time of every thread of pid so far (schedstat), in µs. */
-static double
-proc_cpu_us(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return NAN;
-    double us = 0;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        char p[300];
-        unsigned long long ns = 0;
-        if (de->d_name[0] == '.')
-            continue;
-        snprintf(p, sizeof p, "%s/%s/schedstat", path, de->d_name);
-        FILE *f = fopen(p, "r");
-        if (f && fscanf(f, "%llu", &ns) == 1)
-            us += (double)ns / 1e3;
-        if (f)
-            fclose(f);
-    }
-    closedir(d);
-    return us;
-}
-
 static void
 proc_pss_uss(pid_t pid, double *pss, double *uss)
 {
@@ -1238,7 +1214,8 @@ run_spawns(bench *b)
         what = "fork";
     if (!e && cfg->zmq &&
         zfloor_fork(cfg->self, cfg->spawns, cfg->fanout, IO_TIMEOUT,
-                    &b->res->zmq_fork_first_ms, &b->res->zmq_fork100_ms)) {
+                    &b->res->zmq_fork_first_ms, &b->res->zmq_fork_child_cpu_us,
+                    &b->res->zmq_fork100_ms)) {
         what = "zmq fork floor";
         e = zerr();
     }
@@ -1785,6 +1762,8 @@ print_table(const config *cfg, const results *r)
         NAN, NAN, false);
     row("fork: 100 children (ms)", r->fork100_ms, r->zmq_fork100_ms, NAN, NAN,
         false);
+    row("fork: child CPU to 1st (us)", r->fork_child_cpu_us,
+        r->zmq_fork_child_cpu_us, NAN, NAN, false);
     printf("Floors vs plain zmq: 2 hand-offs %.2fx, 1 hand-off %.2fx the "
            "round trip.\n",
            r->zmq_handoff_rtt_us / r->zmq_rtt_us,
@@ -1827,9 +1806,9 @@ usage(FILE *f)
                "Raw zmq baselines in the same run unless --no-zmq; with rtt "
                "and spawn also\nthe floors of zmq_floor.c: "
                "zmq_handoff_rtt_us (call's two thread hand-offs),\n"
-               "zmq_handoff1_rtt_us (inline's one), zmq_fork_first_ms and "
-               "zmq_fork100_ms (a warm\nsingle-threaded zygote forks "
-               "zmq children).\n");
+               "zmq_handoff1_rtt_us (inline's one), zmq_fork_first_ms, "
+               "zmq_fork100_ms and\nzmq_fork_child_cpu_us (a warm "
+               "single-threaded zygote forks zmq children).\n");
 }
 
 static unsigned

@@ -471,15 +471,17 @@ out:
 
 /* --- the fork of a warm zygote -------------------------------------------- */
 
-/* The forked child: context, DEALER, hello, echoes until an empty one. */
+/* The forked child: context, DEALER, hello (its pid), echoes until an
+ * empty one. */
 static int
 fork_child(const char *endpoint)
 {
     void *ctx = zmq_ctx_new();
     void *s = zmq_socket(ctx, ZMQ_DEALER);
     int linger = 1000, rc = 1;
+    int32_t pid = (int32_t)getpid();
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    if (zmq_connect(s, endpoint) || zmq_send(s, "H", 1, 0) != 1)
+    if (zmq_connect(s, endpoint) || zmq_send(s, &pid, sizeof pid, 0) != 4)
         goto out;
     for (;;) {
         zmq_msg_t m;
@@ -576,8 +578,8 @@ zygote_round(zrouter *r, int sv, int32_t k, bool ping, int timeout_ms,
     if (!rc && write(sv, &k, sizeof k) != sizeof k)
         rc = -1;
     for (; !rc && said < k; said++) {
-        char h;
-        if (zrouter_recv(r, rids[said], &lens[said], &h, 1) != 1)
+        int32_t pid;
+        if (zrouter_recv(r, rids[said], &lens[said], &pid, sizeof pid) != 4)
             rc = -1;
     }
     if (!rc && ping) {
@@ -604,15 +606,16 @@ zygote_round(zrouter *r, int sv, int32_t k, bool ping, int timeout_ms,
 
 int
 zfloor_fork(const char *self, int reps, int fanout, int timeout_ms,
-            double *first_ms, double *fanout_ms)
+            double *first_ms, double *child_cpu_us, double *fanout_ms)
 {
     zrouter r = {0};
     int sv[2] = {-1, -1};
     pid_t zygote = -1;
     uint64_t *ns = calloc((size_t)reps, sizeof *ns);
+    uint64_t *cpu = calloc((size_t)reps, sizeof *cpu);
     const char *what = "bind";
     int rc = -1;
-    if (!ns || zrouter_open(&r, timeout_ms))
+    if (!ns || !cpu || zrouter_open(&r, timeout_ms))
         goto out;
     what = "zygote start";
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) ||
@@ -629,19 +632,20 @@ zfloor_fork(const char *self, int reps, int fanout, int timeout_ms,
     for (int i = 0; i < reps; i++) {
         /* The figure stops at the echo: that child's stop is not in it. */
         uint64_t t0 = now_ns();
-        int32_t one = 1, ok = -1;
+        int32_t one = 1, ok = -1, pid = 0;
         uint8_t rid[RID_CAP], buf[64], back[64];
         size_t rid_len, l2;
-        char h;
         memset(buf, 'z', sizeof buf);
         if (write(sv[0], &one, sizeof one) != sizeof one ||
-            zrouter_recv(&r, rid, &rid_len, &h, 1) != 1 ||
+            zrouter_recv(&r, rid, &rid_len, &pid, sizeof pid) != 4 ||
             zrouter_send(&r, rid, rid_len, buf, sizeof buf) ||
             zrouter_recv(&r, (uint8_t[RID_CAP]){0}, &l2, back, sizeof back) !=
                 sizeof back ||
             memcmp(buf, back, sizeof buf))
             goto out;
         ns[i] = now_ns() - t0;
+        /* The child, idle now: the CPU of all its threads so far. */
+        cpu[i] = (uint64_t)(proc_cpu_us(pid) * 1e3);
         if (zrouter_send(&r, rid, rid_len, "", 0) ||
             read_full(sv[0], &ok, sizeof ok, timeout_ms) || ok != 1)
             goto out;
@@ -650,6 +654,7 @@ zfloor_fork(const char *self, int reps, int fanout, int timeout_ms,
     if (zygote_round(&r, sv[0], fanout, false, timeout_ms, &t))
         goto out;
     *first_ms = quantile(ns, (size_t)reps, 0.5) / 1e6;
+    *child_cpu_us = quantile(cpu, (size_t)reps, 0.5) / 1e3;
     *fanout_ms = (double)t / 1e6;
     rc = 0;
 out:
@@ -664,6 +669,7 @@ out:
     if (zygote > 0)
         bench_reap(zygote, rc ? 0 : timeout_ms);
     zrouter_close(&r);
+    free(cpu);
     free(ns);
     errno = err;
     return rc;

@@ -43,10 +43,11 @@ int zfloor_handoff_peer_main(const char *endpoint, int handoffs);
 int zfloor_zygote_main(const char *endpoint);
 
 /* The fork floor: starts a zygote, then `reps` times (after one warm-up)
- * request -> hello -> one echo (ms: *first_ms, the median), then `fanout`
- * children at once, started (each said hello) and stopped (each exited):
- * *fanout_ms. Returns 0 or -1 (the reason on stderr). */
+ * request -> hello -> one echo (ms: *first_ms, the median; the CPU the
+ * child's threads burned until then: *child_cpu_us, the median), then
+ * `fanout` children at once, started (each said hello) and stopped (each
+ * exited): *fanout_ms. Returns 0 or -1 (the reason on stderr). */
 int zfloor_fork(const char *self, int reps, int fanout, int timeout_ms,
-                double *first_ms, double *fanout_ms);
+                double *first_ms, double *child_cpu_us, double *fanout_ms);
 
 #endif
