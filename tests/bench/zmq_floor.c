@@ -254,10 +254,10 @@ zfloor_rtt_open(const char *self, int handoffs, int timeout_ms)
         goto fail;
     f->owner_started = true;
     return f;
-fail:
-    fprintf(stderr, "kin-bench: zmq hand-off floor: %s: %s\n", what,
-            strerror(errno));
+fail:;
     int err = errno;
+    fprintf(stderr, "kin-bench: zmq hand-off floor: %s: %s\n", what,
+            strerror(err));
     zfloor_rtt_close(&f);
     errno = err;
     return NULL;
@@ -657,11 +657,11 @@ zfloor_fork(const char *self, int reps, int fanout, int timeout_ms,
     *child_cpu_us = quantile(cpu, (size_t)reps, 0.5) / 1e3;
     *fanout_ms = (double)t / 1e6;
     rc = 0;
-out:
+out:;
+    int err = errno;
     if (rc)
         fprintf(stderr, "kin-bench: zmq fork floor: %s: %s\n", what,
-                strerror(errno));
-    int err = errno;
+                strerror(err));
     if (sv[0] >= 0)
         close(sv[0]); /* EOF: the zygote ends */
     if (sv[1] >= 0)
