@@ -2,11 +2,13 @@
 #ifndef KIN_BENCH_STATS_H
 #define KIN_BENCH_STATS_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/pidfd.h>
 #include <sys/wait.h>
@@ -69,6 +71,33 @@ bench_reap(pid_t pid, int timeout_ms)
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     return rc <= 0 ? -1 : status;
+}
+
+/* The run time of every thread of pid so far (schedstat), in µs. */
+static inline double
+proc_cpu_us(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return NAN;
+    double us = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char p[300];
+        unsigned long long ns = 0;
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof p, "%s/%s/schedstat", path, de->d_name);
+        FILE *f = fopen(p, "r");
+        if (f && fscanf(f, "%llu", &ns) == 1)
+            us += (double)ns / 1e3;
+        if (f)
+            fclose(f);
+    }
+    closedir(d);
+    return us;
 }
 
 #endif

@@ -1,6 +1,23 @@
 /* kin-bench: kin's call, spawn and memory figures next to a raw libzmq
  * baseline taken in the same run (docs/performance.md). The executable is
- * also its peers: a zmq echo peer (--zmq-peer EP) and a kin child. */
+ * also its peers: a zmq echo peer (--zmq-peer EP) and a kin child.
+ *
+ * Raw zmq floors (tests/bench/zmq_floor.c, no kin code), for the goals the
+ * plain baseline cannot say are reachable:
+ *   zmq_handoff_rtt_us   the echo with a worker pool's two thread
+ *                        hand-offs (the caller sleeps until the socket's
+ *                        owner thread wakes it; the peer's owner hands the
+ *                        request to a worker, which sends the reply under
+ *                        the socket's lock): the floor of call_rtt_us;
+ *   zmq_handoff1_rtt_us  the caller's hand-off only (the peer's owner
+ *                        answers): the floor of icall_rtt_us;
+ *   zmq_fork_first_ms    a warm single-threaded zygote with libzmq loaded
+ *                        forks; the child connects, says hello, echoes
+ *                        once: the floor of fork_first_call_ms;
+ *   zmq_fork100_ms       100 such children started and stopped at once:
+ *                        the floor of fork100_ms;
+ *   zmq_fork_child_cpu_us the CPU such a child burns to its first echo:
+ *                        the floor of fork_child_cpu_us. */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -24,6 +41,7 @@
 #include <kin/kin.h>
 
 #include "tests/bench/bench_stats.h"
+#include "tests/bench/zmq_floor.h"
 
 #define PAYLOAD 64       /* bytes per message / call argument */
 #define RID_MAX 256      /* a ZMQ routing id is at most 255 bytes */
@@ -100,6 +118,10 @@ typedef struct results {
      * echoed by the raw zmq peer (ms, median). */
     double big1_rtt_ms, big8_rtt_ms, big_rtt_ms;
     double zmq_big1_rtt_ms, zmq_big8_rtt_ms, zmq_big_rtt_ms;
+    /* The raw zmq floors (zmq_floor.h). */
+    double zmq_handoff_rtt_us, zmq_handoff_rtt_p99_us;
+    double zmq_handoff1_rtt_us, zmq_handoff1_rtt_p99_us;
+    double zmq_fork_first_ms, zmq_fork100_ms, zmq_fork_child_cpu_us;
 } results;
 
 /* Every figure by its JSON key, in output order. */
@@ -164,6 +186,13 @@ static const struct figure {
     {"zmq_big1_rtt_ms", offsetof(results, zmq_big1_rtt_ms)},
     {"zmq_big8_rtt_ms", offsetof(results, zmq_big8_rtt_ms)},
     {"zmq_big_rtt_ms", offsetof(results, zmq_big_rtt_ms)},
+    {"zmq_handoff_rtt_us", offsetof(results, zmq_handoff_rtt_us)},
+    {"zmq_handoff_rtt_p99_us", offsetof(results, zmq_handoff_rtt_p99_us)},
+    {"zmq_handoff1_rtt_us", offsetof(results, zmq_handoff1_rtt_us)},
+    {"zmq_handoff1_rtt_p99_us", offsetof(results, zmq_handoff1_rtt_p99_us)},
+    {"zmq_fork_first_ms", offsetof(results, zmq_fork_first_ms)},
+    {"zmq_fork100_ms", offsetof(results, zmq_fork100_ms)},
+    {"zmq_fork_child_cpu_us", offsetof(results, zmq_fork_child_cpu_us)},
 };
 #define N_FIGURES (sizeof figures / sizeof figures[0])
 
@@ -201,33 +230,6 @@ proc_status(pid_t pid, const char *field)
 /* Proportional and unique (private) set size in kB from
  * /proc/PID/smaps_rollup: what a process costs once shared libraries are
  * split among their users, and what its exit would free. */
-/* The run time of every thread of pid so far (schedstat), in µs. */
-static double
-proc_cpu_us(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return NAN;
-    double us = 0;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        char p[300];
-        unsigned long long ns = 0;
-        if (de->d_name[0] == '.')
-            continue;
-        snprintf(p, sizeof p, "%s/%s/schedstat", path, de->d_name);
-        FILE *f = fopen(p, "r");
-        if (f && fscanf(f, "%llu", &ns) == 1)
-            us += (double)ns / 1e3;
-        if (f)
-            fclose(f);
-    }
-    closedir(d);
-    return us;
-}
-
 static void
 proc_pss_uss(pid_t pid, double *pss, double *uss)
 {
@@ -604,13 +606,26 @@ typedef struct bench {
     zbench z;
     zpeer peer;  /* echoes the baseline's round trips */
     zpeer relay; /* passes the two-hop baseline's on to a peer of its own */
+    /* The hand-off floors: 2 hand-offs (worker pool) and 1 (inline). */
+    zfloor_rtt *handoff2, *handoff1;
     uint8_t payload[PAYLOAD];
 } bench;
 
 /* The kinds of round trip, measured alternately: the baseline, a call on
  * the callee's worker pool and one served on its broker thread
- * (kin_export_inline), each over one hop and two. */
-enum { M_ZMQ, M_KIN, M_KIN2, M_KINI, M_KIN2I, M_SVC, M_ZMQ2, M_COUNT };
+ * (kin_export_inline), each over one hop and two; the hand-off floors. */
+enum {
+    M_ZMQ,
+    M_KIN,
+    M_KIN2,
+    M_KINI,
+    M_KIN2I,
+    M_SVC,
+    M_ZMQ2,
+    M_ZH2,
+    M_ZH1,
+    M_COUNT
+};
 
 static kin_err
 call_echo(kin_node *n, uint32_t ctx, const uint8_t *payload, bool on_broker)
@@ -638,6 +653,12 @@ round_trip(bench *b, int method)
         return zping(&b->z, &b->peer, b->payload) ? zerr() : KIN_OK;
     case M_ZMQ2:
         return zping(&b->z, &b->relay, b->payload) ? zerr() : KIN_OK;
+    case M_ZH2:
+    case M_ZH1:
+        return zfloor_rtt_ping(method == M_ZH2 ? b->handoff2 : b->handoff1,
+                               b->payload, PAYLOAD)
+                   ? zerr()
+                   : KIN_OK;
     case M_KIN:
     case M_KINI:
         return call_echo(b->master, kin_child_id(b->child), b->payload,
@@ -671,11 +692,15 @@ check_echo(kin_node *n, uint32_t ctx, const uint8_t *payload)
     return e;
 }
 
-static const char *method_names[M_COUNT] = {
-    "zmq round trip",        "call",
-    "two-hop call",          "inline call",
-    "two-hop inline call",   "service call",
-    "zmq two-hop round trip"};
+static const char *method_names[M_COUNT] = {"zmq round trip",
+                                            "call",
+                                            "two-hop call",
+                                            "inline call",
+                                            "two-hop inline call",
+                                            "service call",
+                                            "zmq two-hop round trip",
+                                            "zmq 2 hand-off round trip",
+                                            "zmq 1 hand-off round trip"};
 
 static kin_err
 run_latency(bench *b)
@@ -687,7 +712,9 @@ run_latency(bench *b)
                         cfg->phases & PH_RTT,
                         cfg->phases & PH_RTT2,
                         cfg->phases & PH_RTT,
-                        cfg->zmq && (cfg->phases & PH_RTT2)};
+                        cfg->zmq && (cfg->phases & PH_RTT2),
+                        cfg->zmq && (cfg->phases & PH_RTT),
+                        cfg->zmq && (cfg->phases & PH_RTT)};
     if (cfg->kind)
         for (int k = M_KIN; k < M_ZMQ2; k++)
             on[k] = on[k] && k == (cfg->kind == 1 ? M_KIN : M_SVC);
@@ -723,15 +750,18 @@ run_latency(bench *b)
         fprintf(stderr, "kin-bench: %s: %s\n", method_names[cur],
                 kin_strerror(e));
     } else {
-        double *med[M_COUNT] = {&b->res->zmq_rtt_us,    &b->res->call_rtt_us,
-                                &b->res->call2_rtt_us,  &b->res->icall_rtt_us,
-                                &b->res->icall2_rtt_us, &b->res->svc_rtt_us,
-                                &b->res->zmq_rtt2_us};
+        double *med[M_COUNT] = {
+            &b->res->zmq_rtt_us,         &b->res->call_rtt_us,
+            &b->res->call2_rtt_us,       &b->res->icall_rtt_us,
+            &b->res->icall2_rtt_us,      &b->res->svc_rtt_us,
+            &b->res->zmq_rtt2_us,        &b->res->zmq_handoff_rtt_us,
+            &b->res->zmq_handoff1_rtt_us};
         double *p99[M_COUNT] = {
-            &b->res->zmq_rtt_p99_us,    &b->res->call_rtt_p99_us,
-            &b->res->call2_rtt_p99_us,  &b->res->icall_rtt_p99_us,
-            &b->res->icall2_rtt_p99_us, &b->res->svc_rtt_p99_us,
-            &b->res->zmq_rtt2_p99_us};
+            &b->res->zmq_rtt_p99_us,         &b->res->call_rtt_p99_us,
+            &b->res->call2_rtt_p99_us,       &b->res->icall_rtt_p99_us,
+            &b->res->icall2_rtt_p99_us,      &b->res->svc_rtt_p99_us,
+            &b->res->zmq_rtt2_p99_us,        &b->res->zmq_handoff_rtt_p99_us,
+            &b->res->zmq_handoff1_rtt_p99_us};
         for (m = 0; m < M_COUNT; m++) {
             if (!on[m])
                 continue;
@@ -1182,6 +1212,13 @@ run_spawns(bench *b)
         what = "sequential fan-out";
     if (!e && (e = run_forks(b)))
         what = "fork";
+    if (!e && cfg->zmq &&
+        zfloor_fork(cfg->self, cfg->spawns, cfg->fanout, IO_TIMEOUT,
+                    &b->res->zmq_fork_first_ms, &b->res->zmq_fork_child_cpu_us,
+                    &b->res->zmq_fork100_ms)) {
+        what = "zmq fork floor";
+        e = zerr();
+    }
     if (e) {
         fprintf(stderr, "kin-bench: %s: %s\n", what, kin_strerror(e));
     } else {
@@ -1541,6 +1578,10 @@ run(const config *cfg, results *res)
         fprintf(stderr, "kin-bench: the zmq relay did not say hello\n");
         goto out;
     }
+    if (cfg->zmq && (cfg->phases & PH_RTT) &&
+        (!(b.handoff2 = zfloor_rtt_open(cfg->self, 2, IO_TIMEOUT)) ||
+         !(b.handoff1 = zfloor_rtt_open(cfg->self, 1, IO_TIMEOUT))))
+        goto out;
     if (calls && (e = kin_spawn(b.master, NULL, &b.child))) {
         fprintf(stderr, "kin-bench: spawn: %s\n", kin_strerror(e));
         goto out;
@@ -1591,6 +1632,8 @@ out:
     zpeer_stop(&b.z, &b.peer);
     zpeer_stop(&b.z, &b.relay);
     zbench_close(&b.z);
+    zfloor_rtt_close(&b.handoff2);
+    zfloor_rtt_close(&b.handoff1);
     if (b.gc) {
         kin_msg *r = NULL;
         kin_call_sync(b.master, kin_child_id(b.child), "bench.stop_grandchild",
@@ -1705,6 +1748,26 @@ print_table(const config *cfg, const results *r)
     row("fork: idle child RSS (KiB)", r->fork_idle_rss_kib, r->zmq_peer_rss_kib,
         NAN, NAN, false);
     row("svc: provider join (ms)", r->svc_join_ms, NAN, NAN, NAN, false);
+    printf("\nAgainst the raw zmq floors (zmq_floor.c: the same thread "
+           "hand-offs, the same fork of a warm zygote; no goal):\n");
+    row("call vs 2 hand-offs (us)", r->call_rtt_us, r->zmq_handoff_rtt_us, NAN,
+        NAN, false);
+    row("  p99 (us)", r->call_rtt_p99_us, r->zmq_handoff_rtt_p99_us, NAN, NAN,
+        false);
+    row("inline vs 1 hand-off (us)", r->icall_rtt_us, r->zmq_handoff1_rtt_us,
+        NAN, NAN, false);
+    row("  p99 (us)", r->icall_rtt_p99_us, r->zmq_handoff1_rtt_p99_us, NAN, NAN,
+        false);
+    row("fork: first call (ms)", r->fork_first_call_ms, r->zmq_fork_first_ms,
+        NAN, NAN, false);
+    row("fork: 100 children (ms)", r->fork100_ms, r->zmq_fork100_ms, NAN, NAN,
+        false);
+    row("fork: child CPU to 1st (us)", r->fork_child_cpu_us,
+        r->zmq_fork_child_cpu_us, NAN, NAN, false);
+    printf("Floors vs plain zmq: 2 hand-offs %.2fx, 1 hand-off %.2fx the "
+           "round trip.\n",
+           r->zmq_handoff_rtt_us / r->zmq_rtt_us,
+           r->zmq_handoff1_rtt_us / r->zmq_rtt_us);
     printf("\nFork (baseline column: exec): the zygote started in %.1f ms, "
            "kin_spawn alone %.2f ms; idle forked child PSS %.0f KiB, USS %.0f "
            "KiB; 100 forked children: start %.0f ms, stop %.0f ms.\n",
@@ -1739,7 +1802,13 @@ usage(FILE *f)
 {
     fprintf(f, "usage: kin-bench [--quick] [--json] [--samples N] [--rounds N] "
                "[--no-zmq] "
-               "[--only rtt,rtt2,pipe,spawn,svc,big] [--kind direct|svc]\n");
+               "[--only rtt,rtt2,pipe,spawn,svc,big] [--kind direct|svc]\n"
+               "Raw zmq baselines in the same run unless --no-zmq; with rtt "
+               "and spawn also\nthe floors of zmq_floor.c: "
+               "zmq_handoff_rtt_us (call's two thread hand-offs),\n"
+               "zmq_handoff1_rtt_us (inline's one), zmq_fork_first_ms, "
+               "zmq_fork100_ms and\nzmq_fork_child_cpu_us (a warm "
+               "single-threaded zygote forks zmq children).\n");
 }
 
 static unsigned
@@ -1837,6 +1906,10 @@ main(int argc, char **argv)
         return zmq_peer(argv[2]);
     if (argc == 3 && !strcmp(argv[1], "--zmq-relay"))
         return zmq_relay(argv[2]);
+    if (argc == 4 && !strcmp(argv[1], "--zmq-handoff-peer"))
+        return zfloor_handoff_peer_main(argv[2], atoi(argv[3]));
+    if (argc == 3 && !strcmp(argv[1], "--zmq-zygote"))
+        return zfloor_zygote_main(argv[2]);
 
     /* Every context serves these. A kin child never returns from kin_init,
      * so g lives as long as the process does. */

@@ -1,0 +1,676 @@
+/* Raw libzmq + pthread floors for kin-bench: the hand-off round trips and
+ * the fork of a warm zygote (see zmq_floor.h). No kin code here. */
+#include "tests/bench/zmq_floor.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "tests/bench/bench_stats.h"
+
+#define RID_CAP 256 /* a ZMQ routing id is at most 255 bytes */
+
+/* --- shared pieces -------------------------------------------------------- */
+
+/* A ROUTER bound over ipc in a private directory. */
+typedef struct zrouter {
+    void *ctx;
+    void *sock;
+    char dir[64];
+    char ep[128];
+} zrouter;
+
+static int
+zrouter_open(zrouter *r, int timeout_ms)
+{
+    *r = (zrouter){0};
+    snprintf(r->dir, sizeof r->dir, "/tmp/kin-floor-XXXXXX");
+    if (!mkdtemp(r->dir)) {
+        r->dir[0] = 0;
+        return -1;
+    }
+    snprintf(r->ep, sizeof r->ep, "ipc://%s/zmq.sock", r->dir);
+    r->ctx = zmq_ctx_new();
+    r->sock = r->ctx ? zmq_socket(r->ctx, ZMQ_ROUTER) : NULL;
+    if (!r->sock)
+        return -1;
+    int one = 1, linger = 0;
+    zmq_setsockopt(r->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(r->sock, ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms);
+    zmq_setsockopt(r->sock, ZMQ_SNDTIMEO, &timeout_ms, sizeof timeout_ms);
+    zmq_setsockopt(r->sock, ZMQ_LINGER, &linger, sizeof linger);
+    return zmq_bind(r->sock, r->ep);
+}
+
+static void
+zrouter_close(zrouter *r)
+{
+    if (r->sock)
+        zmq_close(r->sock);
+    if (r->ctx)
+        zmq_ctx_term(r->ctx);
+    r->sock = r->ctx = NULL;
+    if (r->dir[0]) {
+        char path[128];
+        snprintf(path, sizeof path, "%s/zmq.sock", r->dir);
+        unlink(path);
+        rmdir(r->dir);
+        r->dir[0] = 0;
+    }
+}
+
+/* [rid][body] from the ROUTER (blocking up to its timeout): the body's
+ * size, or -1. */
+static int
+zrouter_recv(zrouter *r, uint8_t *rid, size_t *rid_len, void *body, size_t cap)
+{
+    int n = zmq_recv(r->sock, rid, RID_CAP, 0);
+    if (n < 0)
+        return -1;
+    *rid_len = (size_t)n;
+    int more = 0;
+    size_t sz = sizeof more;
+    zmq_getsockopt(r->sock, ZMQ_RCVMORE, &more, &sz);
+    if (!more)
+        return -1;
+    return zmq_recv(r->sock, body, cap, 0);
+}
+
+static int
+zrouter_send(zrouter *r, const uint8_t *rid, size_t rid_len, const void *body,
+             size_t len)
+{
+    if (zmq_send(r->sock, rid, rid_len, ZMQ_SNDMORE) < 0 ||
+        zmq_send(r->sock, body, len, 0) < 0)
+        return -1;
+    return 0;
+}
+
+/* Starts `self argv1 ep [arg]` (fd 0: fd0 when >= 0), dying with us. */
+static pid_t
+start_self(const char *self, const char *argv1, const char *ep, const char *arg,
+           int fd0)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    /* Only async-signal-safe calls between fork and exec. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127);
+    if (fd0 >= 0 && dup2(fd0, 0) < 0)
+        _exit(127);
+    char *argv[] = {"kin-bench", (char *)argv1, (char *)ep, (char *)arg, NULL};
+    execv(self, argv);
+    _exit(127);
+}
+
+static void
+wake(int fd)
+{
+    uint64_t one = 1;
+    while (write(fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
+static void
+unwake(int fd)
+{
+    uint64_t n;
+    while (read(fd, &n, sizeof n) < 0 && errno == EINTR)
+        ;
+}
+
+/* After a send from a thread other than the owner (under the socket's
+ * lock): libzmq may have processed the socket's commands in that send and
+ * so read the ZMQ_FD signal of input the owner has not seen; ZMQ_EVENTS
+ * says whether input waits. True: the owner must be woken. */
+static bool
+input_waiting(void *sock)
+{
+    int events = 0;
+    size_t sz = sizeof events;
+    if (zmq_getsockopt(sock, ZMQ_EVENTS, &events, &sz))
+        return true; /* cannot tell: let the owner look */
+    return events & ZMQ_POLLIN;
+}
+
+/* Blocks until the socket's ZMQ_FD or the eventfd is readable. */
+static void
+owner_wait(int zfd, int wake_fd)
+{
+    struct pollfd p[2] = {{.fd = zfd, .events = POLLIN},
+                          {.fd = wake_fd, .events = POLLIN}};
+    if (poll(p, 2, -1) > 0 && (p[1].revents & POLLIN))
+        unwake(wake_fd);
+}
+
+/* --- the hand-off round trip: the caller's side --------------------------- */
+
+struct zfloor_rtt {
+    zrouter r;
+    pid_t pid;
+    uint8_t rid[RID_CAP];
+    size_t rid_len;
+    int timeout_ms;
+    pthread_mutex_t smu; /* the socket: one thread at a time */
+    int wake_fd;         /* the owner re-drains the socket */
+    atomic_bool stop;
+    pthread_t owner;
+    bool owner_started;
+    /* The reply's hand-off from the owner to the waiting caller. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint8_t *dst;
+    size_t cap, got;
+    bool have;
+};
+
+/* The caller's side of the socket: receives every reply and wakes the
+ * caller waiting for it. */
+static void *
+rtt_owner(void *arg)
+{
+    zfloor_rtt *f = arg;
+    int zfd = -1;
+    size_t sz = sizeof zfd;
+    zmq_getsockopt(f->r.sock, ZMQ_FD, &zfd, &sz);
+    uint8_t rid[RID_CAP];
+    while (!atomic_load(&f->stop)) {
+        /* Receive until EAGAIN: that receive processed the socket's
+         * commands, so its ZMQ_FD signals the next input. */
+        for (;;) {
+            zmq_msg_t m;
+            zmq_msg_init(&m);
+            pthread_mutex_lock(&f->smu);
+            bool got =
+                zmq_recv(f->r.sock, rid, sizeof rid, ZMQ_DONTWAIT) >= 0 &&
+                zmq_msg_recv(&m, f->r.sock, ZMQ_DONTWAIT) >= 0;
+            pthread_mutex_unlock(&f->smu);
+            if (got) {
+                pthread_mutex_lock(&f->mu);
+                if (f->dst && !f->have) {
+                    f->got = zmq_msg_size(&m);
+                    memcpy(f->dst, zmq_msg_data(&m),
+                           f->got < f->cap ? f->got : f->cap);
+                    f->have = true;
+                    pthread_cond_signal(&f->cv);
+                }
+                pthread_mutex_unlock(&f->mu);
+            }
+            zmq_msg_close(&m);
+            if (!got)
+                break;
+        }
+        owner_wait(zfd, f->wake_fd);
+    }
+    return NULL;
+}
+
+zfloor_rtt *
+zfloor_rtt_open(const char *self, int handoffs, int timeout_ms)
+{
+    zfloor_rtt *f = calloc(1, sizeof *f);
+    if (!f)
+        return NULL;
+    f->timeout_ms = timeout_ms;
+    f->wake_fd = -1;
+    pthread_mutex_init(&f->smu, NULL);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&f->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    char n[8], h;
+    snprintf(n, sizeof n, "%d", handoffs);
+    const char *what = "bind";
+    if (zrouter_open(&f->r, timeout_ms))
+        goto fail;
+    what = "eventfd";
+    if ((f->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+        goto fail;
+    what = "hand-off peer start";
+    if ((f->pid = start_self(self, "--zmq-handoff-peer", f->r.ep, n, -1)) < 0 ||
+        zrouter_recv(&f->r, f->rid, &f->rid_len, &h, 1) != 1)
+        goto fail;
+    what = "owner thread";
+    if ((errno = pthread_create(&f->owner, NULL, rtt_owner, f)))
+        goto fail;
+    f->owner_started = true;
+    return f;
+fail:;
+    int err = errno;
+    fprintf(stderr, "kin-bench: zmq hand-off floor: %s: %s\n", what,
+            strerror(err));
+    zfloor_rtt_close(&f);
+    errno = err;
+    return NULL;
+}
+
+int
+zfloor_rtt_ping(zfloor_rtt *f, uint8_t *buf, size_t len)
+{
+    pthread_mutex_lock(&f->mu);
+    f->dst = buf;
+    f->cap = len;
+    f->have = false;
+    pthread_mutex_unlock(&f->mu);
+    /* The caller sends itself, under the socket's lock. */
+    pthread_mutex_lock(&f->smu);
+    int rc = zmq_send(f->r.sock, f->rid, f->rid_len, ZMQ_SNDMORE) < 0 ||
+                     zmq_send(f->r.sock, buf, len, 0) < 0
+                 ? -1
+                 : 0;
+    int err = errno;
+    bool kick = input_waiting(f->r.sock);
+    pthread_mutex_unlock(&f->smu);
+    if (kick)
+        wake(f->wake_fd);
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += f->timeout_ms / 1000;
+    until.tv_nsec += (long)(f->timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&f->mu);
+    while (!rc && !f->have)
+        if (pthread_cond_timedwait(&f->cv, &f->mu, &until) == ETIMEDOUT) {
+            rc = -1;
+            err = ETIMEDOUT;
+        }
+    if (!rc && f->got != len) {
+        rc = -1;
+        err = EBADMSG;
+    }
+    f->dst = NULL;
+    pthread_mutex_unlock(&f->mu);
+    errno = err;
+    return rc;
+}
+
+void
+zfloor_rtt_close(zfloor_rtt **fp)
+{
+    zfloor_rtt *f = fp ? *fp : NULL;
+    if (!f)
+        return;
+    bool asked = false;
+    if (f->pid > 0 && f->rid_len) {
+        pthread_mutex_lock(&f->smu);
+        asked = zrouter_send(&f->r, f->rid, f->rid_len, "", 0) == 0;
+        pthread_mutex_unlock(&f->smu);
+    }
+    if (f->owner_started) {
+        atomic_store(&f->stop, true);
+        wake(f->wake_fd);
+        pthread_join(f->owner, NULL);
+    }
+    if (f->pid > 0)
+        bench_reap(f->pid, asked ? f->timeout_ms : 0);
+    zrouter_close(&f->r);
+    if (f->wake_fd >= 0)
+        close(f->wake_fd);
+    pthread_cond_destroy(&f->cv);
+    pthread_mutex_destroy(&f->mu);
+    pthread_mutex_destroy(&f->smu);
+    free(f);
+    *fp = NULL;
+}
+
+/* --- the hand-off round trip: the peer ------------------------------------ */
+
+typedef struct job {
+    zmq_msg_t m;
+    struct job *next;
+} job;
+
+typedef struct hpeer {
+    void *sock;
+    pthread_mutex_t smu; /* the socket: one thread at a time */
+    int wake_fd;
+    /* The worker's queue. */
+    pthread_mutex_t qmu;
+    pthread_cond_t qcv;
+    job *head, *tail;
+    bool stop;
+} hpeer;
+
+/* The worker: takes a request off the queue and sends the reply itself,
+ * under the socket's lock. */
+static void *
+hpeer_worker(void *arg)
+{
+    hpeer *p = arg;
+    for (;;) {
+        pthread_mutex_lock(&p->qmu);
+        while (!p->head && !p->stop)
+            pthread_cond_wait(&p->qcv, &p->qmu);
+        job *j = p->head;
+        if (j && !(p->head = j->next))
+            p->tail = NULL;
+        pthread_mutex_unlock(&p->qmu);
+        if (!j)
+            return NULL;
+        pthread_mutex_lock(&p->smu);
+        if (zmq_msg_send(&j->m, p->sock, 0) < 0)
+            zmq_msg_close(&j->m);
+        bool kick = input_waiting(p->sock);
+        pthread_mutex_unlock(&p->smu);
+        if (kick)
+            wake(p->wake_fd);
+        free(j);
+    }
+}
+
+static void
+hpeer_push(hpeer *p, job *j)
+{
+    j->next = NULL;
+    pthread_mutex_lock(&p->qmu);
+    if (p->tail)
+        p->tail->next = j;
+    else
+        p->head = j;
+    p->tail = j;
+    pthread_mutex_unlock(&p->qmu);
+    pthread_cond_signal(&p->qcv);
+}
+
+/* A DEALER that says hello and echoes every message until an empty one;
+ * the main thread owns the socket; with handoffs == 2 a worker replies. */
+int
+zfloor_handoff_peer_main(const char *endpoint, int handoffs)
+{
+    hpeer p = {.qmu = PTHREAD_MUTEX_INITIALIZER,
+               .smu = PTHREAD_MUTEX_INITIALIZER,
+               .qcv = PTHREAD_COND_INITIALIZER};
+    void *ctx = zmq_ctx_new();
+    p.sock = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 1000, rc = 1, zfd = -1;
+    size_t sz = sizeof zfd;
+    zmq_setsockopt(p.sock, ZMQ_LINGER, &linger, sizeof linger);
+    pthread_t worker;
+    bool started = false;
+    p.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (p.wake_fd < 0 || zmq_getsockopt(p.sock, ZMQ_FD, &zfd, &sz) ||
+        zmq_connect(p.sock, endpoint) || zmq_send(p.sock, "H", 1, 0) != 1)
+        goto out;
+    if (handoffs == 2) {
+        if (pthread_create(&worker, NULL, hpeer_worker, &p))
+            goto out;
+        started = true;
+    }
+    for (bool done = false; !done;) {
+        for (;;) {
+            job *j = malloc(sizeof *j);
+            if (!j)
+                goto out;
+            zmq_msg_init(&j->m);
+            pthread_mutex_lock(&p.smu);
+            bool got = zmq_msg_recv(&j->m, p.sock, ZMQ_DONTWAIT) >= 0;
+            bool stop = got && zmq_msg_size(&j->m) == 0;
+            bool inl = got && !stop && handoffs != 2;
+            /* Inline: the owner answers (its own send cannot take an
+             * edge it needs: it receives until EAGAIN after it). */
+            if (inl && zmq_msg_send(&j->m, p.sock, 0) < 0)
+                zmq_msg_close(&j->m);
+            pthread_mutex_unlock(&p.smu);
+            if (!got || stop || inl) {
+                zmq_msg_close(&j->m);
+                free(j);
+                if (stop) {
+                    rc = 0;
+                    done = true;
+                }
+                if (!got || stop)
+                    break;
+                continue;
+            }
+            hpeer_push(&p, j);
+        }
+        if (!done)
+            owner_wait(zfd, p.wake_fd);
+    }
+out:
+    if (started) {
+        pthread_mutex_lock(&p.qmu);
+        p.stop = true;
+        pthread_mutex_unlock(&p.qmu);
+        pthread_cond_broadcast(&p.qcv);
+        pthread_join(worker, NULL);
+    }
+    for (job *j = p.head, *next; j; j = next) {
+        next = j->next;
+        zmq_msg_close(&j->m);
+        free(j);
+    }
+    if (p.wake_fd >= 0)
+        close(p.wake_fd);
+    zmq_close(p.sock);
+    zmq_ctx_term(ctx);
+    return rc;
+}
+
+/* --- the fork of a warm zygote -------------------------------------------- */
+
+/* The forked child: context, DEALER, hello (its pid), echoes until an
+ * empty one. */
+static int
+fork_child(const char *endpoint)
+{
+    void *ctx = zmq_ctx_new();
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 1000, rc = 1;
+    int32_t pid = (int32_t)getpid();
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(s, endpoint) || zmq_send(s, &pid, sizeof pid, 0) != 4)
+        goto out;
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, s, 0) < 0 || zmq_msg_size(&m) == 0 ||
+            zmq_msg_send(&m, s, 0) < 0) {
+            rc = zmq_msg_size(&m) == 0 ? 0 : 1;
+            zmq_msg_close(&m);
+            break;
+        }
+    }
+out:
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    return rc;
+}
+
+static int
+read_full(int fd, void *buf, size_t len, int timeout_ms)
+{
+    size_t off = 0;
+    while (off < len) {
+        if (timeout_ms >= 0) {
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            int n = poll(&p, 1, timeout_ms);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                errno = n ? errno : ETIMEDOUT;
+                return -1;
+            }
+        }
+        ssize_t n = read(fd, (char *)buf + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            errno = n ? errno : EPIPE;
+            return -1;
+        }
+        off += (size_t)n;
+    }
+    return 0;
+}
+
+/* Single-threaded; nothing done but what main() does before it. A request
+ * on fd 0 is a count k: fork k children, wait for them all to exit, answer
+ * with how many exited 0. EOF ends it. */
+int
+zfloor_zygote_main(const char *endpoint)
+{
+    pid_t self = getpid();
+    int32_t k;
+    while (read_full(0, &k, sizeof k, -1) == 0 && k > 0 && k <= 100000) {
+        pid_t *pids = calloc((size_t)k, sizeof *pids);
+        if (!pids)
+            return 1;
+        for (int32_t i = 0; i < k; i++) {
+            if ((pids[i] = fork()) == 0) {
+                close(0);
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                if (getppid() != self)
+                    _exit(127);
+                _exit(fork_child(endpoint));
+            }
+        }
+        int32_t ok = 0;
+        for (int32_t i = 0; i < k; i++) {
+            int status = 0;
+            if (pids[i] <= 0)
+                continue;
+            while (waitpid(pids[i], &status, 0) < 0 && errno == EINTR)
+                ;
+            ok += WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        }
+        free(pids);
+        if (write(0, &ok, sizeof ok) != sizeof ok)
+            return 1;
+    }
+    return 0;
+}
+
+/* k children from the zygote at once: each says hello (the first echoes
+ * once when ping), then all are stopped and the zygote counts their clean
+ * exits. *ns: from the request to that count. */
+static int
+zygote_round(zrouter *r, int sv, int32_t k, bool ping, int timeout_ms,
+             uint64_t *ns)
+{
+    uint8_t(*rids)[RID_CAP] = calloc((size_t)k, sizeof *rids);
+    size_t *lens = calloc((size_t)k, sizeof *lens);
+    int rc = rids && lens ? 0 : -1;
+    int32_t said = 0, ok = -1;
+    uint64_t t0 = now_ns();
+    if (!rc && write(sv, &k, sizeof k) != sizeof k)
+        rc = -1;
+    for (; !rc && said < k; said++) {
+        int32_t pid;
+        if (zrouter_recv(r, rids[said], &lens[said], &pid, sizeof pid) != 4)
+            rc = -1;
+    }
+    if (!rc && ping) {
+        uint8_t buf[64], back[64], rid[RID_CAP];
+        size_t rid_len;
+        memset(buf, 'z', sizeof buf);
+        if (zrouter_send(r, rids[0], lens[0], buf, sizeof buf) ||
+            zrouter_recv(r, rid, &rid_len, back, sizeof back) != sizeof back ||
+            memcmp(buf, back, sizeof buf))
+            rc = -1;
+    }
+    /* Those that said hello are asked to stop; the rest die with the
+     * zygote if this failed. */
+    for (int32_t i = 0; i < said; i++)
+        if (lens[i])
+            zrouter_send(r, rids[i], lens[i], "", 0);
+    if (!rc && (read_full(sv, &ok, sizeof ok, timeout_ms) || ok != k))
+        rc = -1;
+    *ns = now_ns() - t0;
+    free(lens);
+    free(rids);
+    return rc;
+}
+
+int
+zfloor_fork(const char *self, int reps, int fanout, int timeout_ms,
+            double *first_ms, double *child_cpu_us, double *fanout_ms)
+{
+    zrouter r = {0};
+    int sv[2] = {-1, -1};
+    pid_t zygote = -1;
+    uint64_t *ns = calloc((size_t)reps, sizeof *ns);
+    uint64_t *cpu = calloc((size_t)reps, sizeof *cpu);
+    const char *what = "bind";
+    int rc = -1;
+    if (!ns || !cpu || zrouter_open(&r, timeout_ms))
+        goto out;
+    what = "zygote start";
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) ||
+        (zygote = start_self(self, "--zmq-zygote", r.ep, NULL, sv[1])) < 0)
+        goto out;
+    close(sv[1]);
+    sv[1] = -1;
+    /* The first fork warms the zygote (and this side's ROUTER) up. */
+    uint64_t t;
+    what = "first fork";
+    if (zygote_round(&r, sv[0], 1, true, timeout_ms, &t))
+        goto out;
+    what = "forked child's first echo";
+    for (int i = 0; i < reps; i++) {
+        /* The figure stops at the echo: that child's stop is not in it. */
+        uint64_t t0 = now_ns();
+        int32_t one = 1, ok = -1, pid = 0;
+        uint8_t rid[RID_CAP], buf[64], back[64];
+        size_t rid_len, l2;
+        memset(buf, 'z', sizeof buf);
+        if (write(sv[0], &one, sizeof one) != sizeof one ||
+            zrouter_recv(&r, rid, &rid_len, &pid, sizeof pid) != 4 ||
+            zrouter_send(&r, rid, rid_len, buf, sizeof buf) ||
+            zrouter_recv(&r, (uint8_t[RID_CAP]){0}, &l2, back, sizeof back) !=
+                sizeof back ||
+            memcmp(buf, back, sizeof buf))
+            goto out;
+        ns[i] = now_ns() - t0;
+        /* The child, idle now: the CPU of all its threads so far. */
+        cpu[i] = (uint64_t)(proc_cpu_us(pid) * 1e3);
+        if (zrouter_send(&r, rid, rid_len, "", 0) ||
+            read_full(sv[0], &ok, sizeof ok, timeout_ms) || ok != 1)
+            goto out;
+    }
+    what = "fan-out";
+    if (zygote_round(&r, sv[0], fanout, false, timeout_ms, &t))
+        goto out;
+    *first_ms = quantile(ns, (size_t)reps, 0.5) / 1e6;
+    *child_cpu_us = quantile(cpu, (size_t)reps, 0.5) / 1e3;
+    *fanout_ms = (double)t / 1e6;
+    rc = 0;
+out:;
+    int err = errno;
+    if (rc)
+        fprintf(stderr, "kin-bench: zmq fork floor: %s: %s\n", what,
+                strerror(err));
+    if (sv[0] >= 0)
+        close(sv[0]); /* EOF: the zygote ends */
+    if (sv[1] >= 0)
+        close(sv[1]);
+    if (zygote > 0)
+        bench_reap(zygote, rc ? 0 : timeout_ms);
+    zrouter_close(&r);
+    free(cpu);
+    free(ns);
+    errno = err;
+    return rc;
+}

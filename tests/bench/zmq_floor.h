@@ -1,0 +1,53 @@
+/* Raw libzmq + pthread floors for kin-bench (tests/bench/zmq_floor.c): no
+ * kin code, the same work kin does with the same thread hand-offs.
+ *
+ * Hand-off round trip: one socket per side, owned by a thread that polls
+ * its ZMQ_FD and an eventfd and receives; other threads send on it under
+ * a mutex and then ask ZMQ_EVENTS, waking the owner when input is waiting
+ * (a send may have consumed the ZMQ_FD edge). The caller sends and sleeps
+ * on a condition variable until the owner hands it the reply; the peer's
+ * owner hands each request to a worker thread that sends the reply
+ * (2 hand-offs, as a worker-pool call), or answers it itself (1 hand-off,
+ * as an inline call).
+ *
+ * Fork: a single-threaded process with libzmq loaded and nothing else done
+ * (a zygote) forks on request; the child makes a context and a DEALER,
+ * connects over ipc, says hello and echoes until an empty message. */
+#ifndef KIN_BENCH_ZMQ_FLOOR_H
+#define KIN_BENCH_ZMQ_FLOOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct zfloor_rtt zfloor_rtt;
+
+/* Binds a ROUTER in a directory of its own, starts `self --zmq-handoff-peer
+ * EP 1|2` and waits for its hello, then starts the socket's owner thread.
+ * handoffs: 2 (the peer's worker replies) or 1 (its owner does). Returns
+ * NULL on failure (errno set, the message on stderr). */
+zfloor_rtt *zfloor_rtt_open(const char *self, int handoffs, int timeout_ms);
+
+/* One round trip of len bytes of buf, the echo written back into buf.
+ * Returns 0, or -1 with errno set (ETIMEDOUT past the timeout). */
+int zfloor_rtt_ping(zfloor_rtt *f, uint8_t *buf, size_t len);
+
+/* Stops the peer (reaped, killed if it does not stop), the owner thread,
+ * and removes the directory. NULL is fine. */
+void zfloor_rtt_close(zfloor_rtt **f);
+
+/* The peer process: argv "--zmq-handoff-peer EP N". */
+int zfloor_handoff_peer_main(const char *endpoint, int handoffs);
+
+/* The zygote process: argv "--zmq-zygote EP"; requests on fd 0. */
+int zfloor_zygote_main(const char *endpoint);
+
+/* The fork floor: starts a zygote, then `reps` times (after one warm-up)
+ * request -> hello -> one echo (ms: *first_ms, the median; the CPU the
+ * child's threads burned until then: *child_cpu_us, the median), then
+ * `fanout` children at once, started (each said hello) and stopped (each
+ * exited): *fanout_ms. Returns 0 or -1 (the reason on stderr). */
+int zfloor_fork(const char *self, int reps, int fanout, int timeout_ms,
+                double *first_ms, double *child_cpu_us, double *fanout_ms);
+
+#endif
