@@ -42,7 +42,10 @@ extern char **environ;
 
 typedef struct config {
     bool json, quick;
-    bool hold;    /* keep the task context up until stdin closes (profiling) */
+    bool hold; /* keep the task context up until stdin closes (profiling) */
+    /* the forked tree's inner contexts exec their zygotes
+     * (kin_spawn_opts.forks_children off): the A/B switch */
+    bool exec_zygotes;
     int tasks;    /* live tasks in the big context */
     int contexts; /* contexts in the tree, the master included */
     int tree;     /* contexts in the 3-level forked tree, the master not */
@@ -144,34 +147,39 @@ nop(kin_call *c, void *arg)
 static kin_child *subtree_kids[SUBTREE_MAX];
 static int subtree_count;
 
-static kin_err grow(kin_node *n, kin_child **kids, int count, int fan,
-                    int next);
+static kin_err grow(kin_node *n, kin_child **kids, int count, int fan, int next,
+                    bool sub);
 
-/* Forks `fan` children, then has each fork `next` of its own. */
+/* Forks `fan` children, then has each fork `next` of its own; sub: those
+ * that fork children get their zygotes at their start
+ * (kin_spawn_opts.forks_children). */
 static kin_err
 subtree(kin_call *c, void *arg)
 {
     int fan = 0, next = 0;
-    kin_err e = kin_call_args(c, "ii", &fan, &next);
+    bool sub = false;
+    kin_err e = kin_call_args(c, "iib", &fan, &next, &sub);
     if (e)
         return e;
     if (fan < 0 || fan > SUBTREE_MAX - subtree_count || next < 0)
         return -EINVAL;
     kin_node *n = kin_call_node(c);
-    kin_spawn_opts o = {.fork = true, .stop_timeout_ms = TREE_STOP_MS};
+    kin_spawn_opts o = {.fork = true,
+                        .forks_children = sub && next > 0,
+                        .stop_timeout_ms = TREE_STOP_MS};
     int first = subtree_count;
     for (int i = 0; i < fan && !e; i++)
         if (!(e = kin_spawn(n, &o, &subtree_kids[subtree_count])))
             subtree_count++;
     if (!e && next > 0)
-        e = grow(n, subtree_kids + first, subtree_count - first, next, 0);
+        e = grow(n, subtree_kids + first, subtree_count - first, next, 0, sub);
     return e ? kin_call_fail(c, e, "subtree: %s", kin_strerror(e)) : KIN_OK;
 }
 
 /* Asks every one of kids to grow a subtree (fan, next), all at once, and
  * waits for them all. */
 static kin_err
-grow(kin_node *n, kin_child **kids, int count, int fan, int next)
+grow(kin_node *n, kin_child **kids, int count, int fan, int next, bool sub)
 {
     kin_receiver **rs = calloc((size_t)count, sizeof *rs);
     if (!rs)
@@ -179,7 +187,7 @@ grow(kin_node *n, kin_child **kids, int count, int fan, int next)
     kin_err e = KIN_OK;
     for (int i = 0; i < count && !e; i++)
         e = kin_call_async(n, kin_child_id(kids[i]), "mbench.subtree", &rs[i],
-                           "ii", fan, next);
+                           "iib", fan, next, sub);
     for (int i = 0; i < count; i++) {
         kin_msg *r = NULL;
         kin_err w = rs[i] ? kin_call_wait(rs[i], 10 * IO_TIMEOUT, &r) : KIN_OK;
@@ -606,14 +614,16 @@ run_forked_tree(const config *cfg, kin_node *master, results *res)
     kin_err e = kids ? KIN_OK : -ENOMEM;
     const char *what = "spawn";
     int started = 0;
-    kin_spawn_opts o = {.fork = true, .stop_timeout_ms = TREE_STOP_MS};
+    bool sub = !cfg->exec_zygotes;
+    kin_spawn_opts o = {
+        .fork = true, .forks_children = sub, .stop_timeout_ms = TREE_STOP_MS};
     uint64_t t0 = now_ns();
     for (; started < a && !e; started++)
         e = kin_spawn(master, &o, &kids[started]);
     if (e)
         started--;
     if (!e)
-        e = grow(master, kids, started, b, c);
+        e = grow(master, kids, started, b, c, sub);
     if (!e)
         res->tree1000_spawn_ms = (double)(now_ns() - t0) / 1e6;
     /* kin tree: a header and a line per context; kin ps: at least the
@@ -757,9 +767,9 @@ static void
 print_json(const config *cfg, results *r)
 {
     printf("{\"quick\":%s,\"tasks\":%d,\"contexts\":%d,\"runs\":%d,"
-           "\"api_runs\":%d,\"samples\":%d",
+           "\"api_runs\":%d,\"samples\":%d,\"exec_zygotes\":%s",
            cfg->quick ? "true" : "false", cfg->tasks, cfg->contexts, cfg->runs,
-           cfg->api_runs, cfg->samples);
+           cfg->api_runs, cfg->samples, cfg->exec_zygotes ? "true" : "false");
     for (size_t i = 0; i < N_FIGURES; i++) {
         double v = *figure(r, i);
         if (isnan(v))
@@ -835,7 +845,8 @@ static void
 usage(FILE *f)
 {
     fprintf(f, "usage: kin-monitor-bench [--quick] [--json] [--tasks N] "
-               "[--contexts N] [--tree N] [--runs N] [--hold]\n");
+               "[--contexts N] [--tree N] [--runs N] [--hold] "
+               "[--exec-zygotes]\n");
 }
 
 static int
@@ -857,6 +868,8 @@ parse_args(int argc, char **argv, config *cfg)
             cfg->quick = true;
         } else if (!strcmp(argv[i], "--hold")) {
             cfg->hold = true;
+        } else if (!strcmp(argv[i], "--exec-zygotes")) {
+            cfg->exec_zygotes = true;
         } else if (!strcmp(argv[i], "--tasks") && i + 1 < argc) {
             if ((tasks = atoi(argv[++i])) < 2)
                 return -1;
@@ -882,6 +895,7 @@ parse_args(int argc, char **argv, config *cfg)
         *cfg = (config){.json = cfg->json,
                         .quick = true,
                         .hold = cfg->hold,
+                        .exec_zygotes = cfg->exec_zygotes,
                         .tasks = 1000,
                         .contexts = 6,
                         .tree = 48,
