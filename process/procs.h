@@ -121,6 +121,10 @@ typedef struct kin__child_link {
 #define KIN__ENV_REMOTE KIN__ENV_PREFIX "REMOTE"       /* set: "1" */
 #define KIN__ENV_OTHER_USER KIN__ENV_PREFIX "OTHER_USER" /* set: "1" */
 #define KIN__ENV_STDIO KIN__ENV_PREFIX "STDIO"           /* set: "1" */
+/* set: "1": a forked child that forks children of its own
+ * (kin_spawn_opts.forks_children): it forks its node's zygote at its start
+ * (process/zygote.c) */
+#define KIN__ENV_FORKS KIN__ENV_PREFIX "FORKS"
 /* Set by the exec factory's bootstrap: its private directory. */
 #define KIN__ENV_STDIO_DIR KIN__ENV_PREFIX "STDIO_DIR"
 /* Where a context runs, when an exec channel took it there ("podman:web");

@@ -411,7 +411,8 @@ child_env(kin_node *n, kin_child *c, bool with_vars, bool sudo,
         count++;
     while (extra && extra[more])
         more++;
-    char **env = calloc(count + more + KIN__CHILD_VARS_MAX + 1, sizeof *env);
+    /* + 1: add_forks_var's */
+    char **env = calloc(count + more + KIN__CHILD_VARS_MAX + 2, sizeof *env);
     if (!env)
         return NULL;
     size_t k = 0;
@@ -438,6 +439,17 @@ oom:
         free(env[j]);
     free(env);
     return NULL;
+}
+
+/* kin_spawn_opts.forks_children: the child forks its own zygote at its
+ * start (process/zygote.c). env has room for one more entry. */
+static kin_err
+add_forks_var(char **env)
+{
+    size_t k = 0;
+    while (env[k])
+        k++;
+    return (env[k] = strdup(KIN__ENV_FORKS "=1")) ? KIN_OK : -ENOMEM;
 }
 
 static void
@@ -860,6 +872,8 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
         return -ENOMEM;
     if (kin_emergency_stopped(n, NULL))
         return KIN_EEMERGENCY;
+    if (opts->forks_children && !opts->fork)
+        return -EINVAL;
     /* The zygote runs this executable, here, as us. */
     if (opts->fork &&
         (opts->program || opts->argv || opts->user || opts->host ||
@@ -969,6 +983,8 @@ spawn_once(kin_node *n, const kin_spawn_opts *opts, kin_child **out)
     if (!e &&
         !(r.envp = child_env(n, c, vars_in_env, opts->user != NULL, opts->env)))
         e = -ENOMEM;
+    if (!e && opts->forks_children)
+        e = add_forks_var(r.envp);
     if (!e && opts->fork) {
         r.fork = true;
         path = "zygote";

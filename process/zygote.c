@@ -117,12 +117,91 @@ reply(int back, int32_t v)
     close(back);
 }
 
-/* The forked child: its own process group, death with the broker thread
- * that started the zygote (its real parent too), its output pipes, and its
- * settings in the environment. */
+static void serve(int ctl, long off, pid_t parent);
+
+/* The zygote a forked child made for its own node (KIN__ENV_FORKS in its
+ * request), before it went on into kin_init; the node's first ensure()
+ * takes it. pid 0: none. */
+static pthread_mutex_t pending_mu = PTHREAD_MUTEX_INITIALIZER;
+static pid_t pending_pid;
+static int pending_pidfd = -1, pending_fd = -1;
+
+/* Does the request ask for a sub-zygote? */
+static bool
+wants_zygote(const char *req, size_t len)
+{
+    static const char key[] = KIN__ENV_FORKS "=1";
+    for (size_t i = 0; i < len;) {
+        size_t l = strnlen(req + i, len - i);
+        if (l == len - i)
+            break;
+        if (l == sizeof key - 1 && !memcmp(req + i, key, l))
+            return true;
+        i += l + 1;
+    }
+    return false;
+}
+
+/* The forked child, still single-threaded and before its own settings are
+ * in its environment, forks the zygote of its node: a copy of the zygote
+ * it came from (warm, every symbol bound), its own child, so the children
+ * it forks (CLONE_PARENT) are this node's. Returns true only in such a
+ * grandchild, set up already; in the child, false, with the sub-zygote in
+ * pending (or none: ensure() then execs one). */
+static bool
+sub_zygote(char *req, size_t len, int out, int err, long off)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv))
+        return false;
+    pid_t self = getpid();
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* Not the child's: its output pipes, and its settings (its ids,
+         * the tree's key) that its parent sent. */
+        close(sv[0]);
+        if (out > STDERR_FILENO)
+            close(out);
+        if (err > STDERR_FILENO)
+            close(err);
+        memset(req, 0, len);
+        /* A group of its own (the child's stop signals the child's group),
+         * death with the child's main thread, which stays in kin_init
+         * until the process exits; so do the grandchildren, whose parent
+         * is that thread too. */
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != self)
+            _exit(0);
+        serve(sv[1], off, self);
+        return true;
+    }
+    close(sv[1]);
+    int pidfd = pid > 0 ? pidfd_open(pid, 0) : -1;
+    if (pidfd < 0) {
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        }
+        close(sv[0]);
+        return false;
+    }
+    pthread_mutex_lock(&pending_mu);
+    pending_pid = pid;
+    pending_pidfd = pidfd;
+    pending_fd = sv[0];
+    pthread_mutex_unlock(&pending_mu);
+    return false;
+}
+
+/* The forked child: its own process group, death with the thread that
+ * started its zygote (its real parent too), a zygote of its own when
+ * asked, its output pipes, and its settings in the environment. */
 static void
 become_child(char *req, size_t len, int ctl, int out, int err, int back,
-             pid_t parent)
+             pid_t parent, long off)
 {
     close(ctl);
     setpgid(0, 0);
@@ -133,6 +212,8 @@ become_child(char *req, size_t len, int ctl, int out, int err, int back,
     reply(back, (int32_t)getpid());
     if (getppid() != parent)
         _exit(127);
+    if (wants_zygote(req, len) && sub_zygote(req, len, out, err, off))
+        return; /* a child of the sub-zygote, on its way into kin_init */
     dup2(out, STDOUT_FILENO);
     dup2(err, STDERR_FILENO);
     if (out > STDERR_FILENO)
@@ -149,6 +230,59 @@ become_child(char *req, size_t len, int ctl, int out, int err, int back,
         i += l + 1;
     }
     reseed();
+}
+
+/* Forks a child per request on ctl (children of parent, ours) until ctl
+ * is closed; returns only in a child, on its way into kin_init. */
+static void
+serve(int ctl, long off, pid_t parent)
+{
+    static char req[REQ_MAX];
+    for (;;) {
+        union {
+            struct cmsghdr h;
+            char buf[CMSG_SPACE(FDS * sizeof(int))];
+        } cm;
+        struct iovec iov = {req, sizeof req - 1};
+        struct msghdr mh = {.msg_iov = &iov,
+                            .msg_iovlen = 1,
+                            .msg_control = cm.buf,
+                            .msg_controllen = sizeof cm.buf};
+        ssize_t got = recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            _exit(0); /* the node let us go */
+        req[got] = 0;
+        int fds[FDS] = {-1, -1, -1}; /* stdout, stderr, reply */
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+            c->cmsg_len == CMSG_LEN(FDS * sizeof(int)))
+            memcpy(fds, CMSG_DATA(c), sizeof fds);
+        if (fds[0] < 0 || fds[1] < 0 || fds[2] < 0 ||
+            (mh.msg_flags & MSG_TRUNC)) {
+            for (int i = 0; i < FDS; i++)
+                if (fds[i] >= 0 && i != 2)
+                    close(fds[i]);
+            if (fds[2] >= 0)
+                reply(fds[2], -EINVAL);
+            continue; /* without a reply socket the asker times out */
+        }
+        fflush(NULL);
+        pid_t pid = clone_sibling(off);
+        if (pid == 0) {
+            become_child(req, (size_t)got, ctl, fds[0], fds[1], fds[2], parent,
+                         off);
+            return; /* on into kin_init, as a child */
+        }
+        int32_t r = -errno;
+        close(fds[0]);
+        close(fds[1]);
+        if (pid < 0)
+            reply(fds[2], r);
+        else
+            close(fds[2]); /* the child answers */
+    }
 }
 
 void
@@ -195,52 +329,7 @@ kin__zygote_serve(void)
     close(ready);
     if (why != 'R')
         _exit(1);
-    pid_t parent = getppid();
-    static char req[REQ_MAX];
-    for (;;) {
-        union {
-            struct cmsghdr h;
-            char buf[CMSG_SPACE(FDS * sizeof(int))];
-        } cm;
-        struct iovec iov = {req, sizeof req - 1};
-        struct msghdr mh = {.msg_iov = &iov,
-                            .msg_iovlen = 1,
-                            .msg_control = cm.buf,
-                            .msg_controllen = sizeof cm.buf};
-        ssize_t got = recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            _exit(0); /* the node let us go */
-        req[got] = 0;
-        int fds[FDS] = {-1, -1, -1}; /* stdout, stderr, reply */
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-            c->cmsg_len == CMSG_LEN(FDS * sizeof(int)))
-            memcpy(fds, CMSG_DATA(c), sizeof fds);
-        if (fds[0] < 0 || fds[1] < 0 || fds[2] < 0 ||
-            (mh.msg_flags & MSG_TRUNC)) {
-            for (int i = 0; i < FDS; i++)
-                if (fds[i] >= 0 && i != 2)
-                    close(fds[i]);
-            if (fds[2] >= 0)
-                reply(fds[2], -EINVAL);
-            continue; /* without a reply socket the asker times out */
-        }
-        fflush(NULL);
-        pid_t pid = clone_sibling(off);
-        if (pid == 0) {
-            become_child(req, (size_t)got, ctl, fds[0], fds[1], fds[2], parent);
-            return; /* on into kin_init, as a child */
-        }
-        int32_t r = -errno;
-        close(fds[0]);
-        close(fds[1]);
-        if (pid < 0)
-            reply(fds[2], r);
-        else
-            close(fds[2]); /* the child answers */
-    }
+    serve(ctl, off, getppid());
 }
 
 /* --- the node's side
@@ -487,6 +576,43 @@ out:
     return e;
 }
 
+/* Takes the sub-zygote this process forked at its start, if any (once:
+ * a zygote replaced later is exec'd). */
+static bool
+adopt(kin__zygote *z)
+{
+    pthread_mutex_lock(&pending_mu);
+    bool got = pending_pid > 0;
+    if (got) {
+        z->pid = pending_pid;
+        z->pidfd = pending_pidfd;
+        z->fd = pending_fd;
+        z->gen++;
+        z->broken = false;
+        pending_pid = 0;
+        pending_pidfd = pending_fd = -1;
+    }
+    pthread_mutex_unlock(&pending_mu);
+    return got;
+}
+
+/* A sub-zygote no node took: ended with the first node stopped. */
+static void
+drop_pending(void)
+{
+    pthread_mutex_lock(&pending_mu);
+    if (pending_pid > 0) {
+        close(pending_fd); /* it exits on its own; the kill makes sure */
+        kill(pending_pid, SIGKILL);
+        while (waitpid(pending_pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        close(pending_pidfd);
+    }
+    pending_pid = 0;
+    pending_pidfd = pending_fd = -1;
+    pthread_mutex_unlock(&pending_mu);
+}
+
 kin_err
 kin__zygote_ensure(kin__procs *p, int timeout_ms, char *errbuf,
                    size_t errbuf_size)
@@ -513,7 +639,7 @@ kin__zygote_ensure(kin__procs *p, int timeout_ms, char *errbuf,
             KIN_WARN("zygote (pid %d) is gone: starting another", (int)z->pid);
             e = retire_sync(p);
         }
-        if (!e)
+        if (!e && !adopt(z))
             e = start(p, timeout_ms, errbuf, errbuf_size);
     }
     pthread_mutex_unlock(&z->mu);
@@ -650,6 +776,7 @@ kin__zygote_fork(kin__procs *p, char *const *envp, int out_fd, int err_fd)
 void
 kin__zygote_stop(kin__procs *p)
 {
+    drop_pending();
     kin__zygote *z = p->zygote;
     if (!z)
         return;

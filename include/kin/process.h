@@ -69,6 +69,14 @@ typedef struct kin_spawn_opts {
      * KIN_ESPAWN when the program exits or starts a thread before reaching
      * kin_init, -ENOSYS when the C library does not allow it. false: exec. */
     bool fork;
+    /* With fork: the child will fork children of its own (spawn with fork
+     * itself). It then forks its node's zygote from its own start, while
+     * it is still single-threaded (a copy of n's zygote, warm already),
+     * instead of starting one by exec on its first forked spawn (an exec
+     * and dynamic loading, ~5 ms of CPU). Costs one idle process beside
+     * the child (ended with it); docs/supervision.md says what it
+     * inherits. Without fork: -EINVAL. */
+    bool forks_children;
     /* Run the child as this user, through `sudo -n -u USER` (the sudo
      * factory). The parent must be bound on tcp (kin_node_opts.bind): the
      * default ipc endpoint lives in a 0700 directory another user cannot

@@ -3,6 +3,7 @@
  * tasks and `kin ps` over a tree of 50 contexts, end to end (the kin
  * command, spawn to exit) and through the C API, and what task tracing adds
  * to a call round trip. The executable is also its kin children. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -42,7 +43,13 @@ extern char **environ;
 
 typedef struct config {
     bool json, quick;
-    bool hold;    /* keep the task context up until stdin closes (profiling) */
+    bool hold; /* keep the task context up until stdin closes (profiling) */
+    /* the forked tree's inner contexts exec their zygotes
+     * (kin_spawn_opts.forks_children off): the A/B switch */
+    bool exec_zygotes;
+    /* measure tree1000_spawn_cpu_ms: reading every thread's schedstat
+     * around the spawn was seen to slow the tree's stop that follows */
+    bool tree_cpu;
     int tasks;    /* live tasks in the big context */
     int contexts; /* contexts in the tree, the master included */
     int tree;     /* contexts in the 3-level forked tree, the master not */
@@ -61,7 +68,7 @@ typedef struct results {
     double ps_idle_cli_ms, ps_10k_reply_kib, ps_10k_lines, pstree_10k_lines;
     double ps_tree50_lines, stacktrace_cli_ms;
     double tree1000_spawn_ms, tree1000_tree_ms, tree1000_ps_ms;
-    double tree1000_stop_ms, tree1000_contexts;
+    double tree1000_stop_ms, tree1000_contexts, tree1000_spawn_cpu_ms;
 } results;
 
 static const struct figure {
@@ -89,6 +96,7 @@ static const struct figure {
     {"tree1000_ps_ms", offsetof(results, tree1000_ps_ms)},
     {"tree1000_stop_ms", offsetof(results, tree1000_stop_ms)},
     {"tree1000_contexts", offsetof(results, tree1000_contexts)},
+    {"tree1000_spawn_cpu_ms", offsetof(results, tree1000_spawn_cpu_ms)},
 };
 #define N_FIGURES (sizeof figures / sizeof figures[0])
 
@@ -144,34 +152,39 @@ nop(kin_call *c, void *arg)
 static kin_child *subtree_kids[SUBTREE_MAX];
 static int subtree_count;
 
-static kin_err grow(kin_node *n, kin_child **kids, int count, int fan,
-                    int next);
+static kin_err grow(kin_node *n, kin_child **kids, int count, int fan, int next,
+                    bool sub);
 
-/* Forks `fan` children, then has each fork `next` of its own. */
+/* Forks `fan` children, then has each fork `next` of its own; sub: those
+ * that fork children get their zygotes at their start
+ * (kin_spawn_opts.forks_children). */
 static kin_err
 subtree(kin_call *c, void *arg)
 {
     int fan = 0, next = 0;
-    kin_err e = kin_call_args(c, "ii", &fan, &next);
+    bool sub = false;
+    kin_err e = kin_call_args(c, "iib", &fan, &next, &sub);
     if (e)
         return e;
     if (fan < 0 || fan > SUBTREE_MAX - subtree_count || next < 0)
         return -EINVAL;
     kin_node *n = kin_call_node(c);
-    kin_spawn_opts o = {.fork = true, .stop_timeout_ms = TREE_STOP_MS};
+    kin_spawn_opts o = {.fork = true,
+                        .forks_children = sub && next > 0,
+                        .stop_timeout_ms = TREE_STOP_MS};
     int first = subtree_count;
     for (int i = 0; i < fan && !e; i++)
         if (!(e = kin_spawn(n, &o, &subtree_kids[subtree_count])))
             subtree_count++;
     if (!e && next > 0)
-        e = grow(n, subtree_kids + first, subtree_count - first, next, 0);
+        e = grow(n, subtree_kids + first, subtree_count - first, next, 0, sub);
     return e ? kin_call_fail(c, e, "subtree: %s", kin_strerror(e)) : KIN_OK;
 }
 
 /* Asks every one of kids to grow a subtree (fan, next), all at once, and
  * waits for them all. */
 static kin_err
-grow(kin_node *n, kin_child **kids, int count, int fan, int next)
+grow(kin_node *n, kin_child **kids, int count, int fan, int next, bool sub)
 {
     kin_receiver **rs = calloc((size_t)count, sizeof *rs);
     if (!rs)
@@ -179,7 +192,7 @@ grow(kin_node *n, kin_child **kids, int count, int fan, int next)
     kin_err e = KIN_OK;
     for (int i = 0; i < count && !e; i++)
         e = kin_call_async(n, kin_child_id(kids[i]), "mbench.subtree", &rs[i],
-                           "ii", fan, next);
+                           "iib", fan, next, sub);
     for (int i = 0; i < count; i++) {
         kin_msg *r = NULL;
         kin_err w = rs[i] ? kin_call_wait(rs[i], 10 * IO_TIMEOUT, &r) : KIN_OK;
@@ -589,6 +602,104 @@ tree_shape(int total, int *a, int *b, int *c)
         *c = 1;
 }
 
+/* The parent of pid from /proc/PID/stat; -1 if gone. */
+static pid_t
+ppid_of(const char *pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%s/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t got = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[got] = 0;
+    char *rp = strrchr(buf, ')');
+    int ppid = -1;
+    if (!rp || sscanf(rp + 2, "%*c %d", &ppid) != 1)
+        return -1;
+    return ppid;
+}
+
+/* Nanoseconds on a CPU so far of every thread of pid (the first field of
+ * /proc/PID/task/TID/schedstat). */
+static double
+threads_cpu_ns(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    double ns = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char file[128];
+        snprintf(file, sizeof file, "/proc/%d/task/%s/schedstat", (int)pid,
+                 de->d_name);
+        FILE *f = fopen(file, "r");
+        unsigned long long run = 0;
+        if (f && fscanf(f, "%llu", &run) == 1)
+            ns += (double)run;
+        if (f)
+            fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return ns;
+}
+
+/* CPU time run so far by this process and all its descendants (their live
+ * threads): the forked tree's spawn takes the difference, a figure the
+ * machine's other load does not inflate as it does the wall time. */
+static double
+tree_cpu_ns(void)
+{
+    size_t cap = 4096, n = 0;
+    pid_t(*procs)[2] = malloc(cap * sizeof *procs); /* pid, ppid */
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    while (procs && d && (de = readdir(d))) {
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+            continue;
+        pid_t pp = ppid_of(de->d_name);
+        if (pp < 0)
+            continue;
+        if (n == cap) {
+            void *more = realloc(procs, 2 * cap * sizeof *procs);
+            if (!more)
+                break;
+            procs = more;
+            cap *= 2;
+        }
+        procs[n][0] = atoi(de->d_name);
+        procs[n][1] = pp;
+        n++;
+    }
+    if (d)
+        closedir(d);
+    bool *ours = calloc(n ? n : 1, sizeof *ours);
+    double ns = threads_cpu_ns(getpid());
+    /* Marks descendants level by level until no more are found. */
+    for (bool more = ours != NULL; more;) {
+        more = false;
+        for (size_t i = 0; i < n; i++) {
+            if (ours[i])
+                continue;
+            bool up = procs[i][1] == getpid();
+            for (size_t j = 0; !up && j < n; j++)
+                up = ours[j] && procs[j][0] == procs[i][1];
+            if (up) {
+                ours[i] = more = true;
+                ns += threads_cpu_ns(procs[i][0]);
+            }
+        }
+    }
+    free(ours);
+    free(procs);
+    return ns;
+}
+
 static void *
 destroy_child(void *arg)
 {
@@ -606,16 +717,21 @@ run_forked_tree(const config *cfg, kin_node *master, results *res)
     kin_err e = kids ? KIN_OK : -ENOMEM;
     const char *what = "spawn";
     int started = 0;
-    kin_spawn_opts o = {.fork = true, .stop_timeout_ms = TREE_STOP_MS};
+    bool sub = !cfg->exec_zygotes;
+    kin_spawn_opts o = {
+        .fork = true, .forks_children = sub, .stop_timeout_ms = TREE_STOP_MS};
+    double cpu0 = cfg->tree_cpu ? tree_cpu_ns() : 0;
     uint64_t t0 = now_ns();
     for (; started < a && !e; started++)
         e = kin_spawn(master, &o, &kids[started]);
     if (e)
         started--;
     if (!e)
-        e = grow(master, kids, started, b, c);
+        e = grow(master, kids, started, b, c, sub);
     if (!e)
         res->tree1000_spawn_ms = (double)(now_ns() - t0) / 1e6;
+    if (!e && cfg->tree_cpu)
+        res->tree1000_spawn_cpu_ms = (tree_cpu_ns() - cpu0) / 1e6;
     /* kin tree: a header and a line per context; kin ps: at least the
      * header. */
     if (!e && (e = time_cli(cfg, "tree", (size_t)total + 1,
@@ -757,9 +873,9 @@ static void
 print_json(const config *cfg, results *r)
 {
     printf("{\"quick\":%s,\"tasks\":%d,\"contexts\":%d,\"runs\":%d,"
-           "\"api_runs\":%d,\"samples\":%d",
+           "\"api_runs\":%d,\"samples\":%d,\"exec_zygotes\":%s",
            cfg->quick ? "true" : "false", cfg->tasks, cfg->contexts, cfg->runs,
-           cfg->api_runs, cfg->samples);
+           cfg->api_runs, cfg->samples, cfg->exec_zygotes ? "true" : "false");
     for (size_t i = 0; i < N_FIGURES; i++) {
         double v = *figure(r, i);
         if (isnan(v))
@@ -809,6 +925,9 @@ print_table(const config *cfg, const results *r)
     snprintf(name, sizeof name, "forked tree of %.0f: spawn (ms)",
              r->tree1000_contexts);
     row(name, r->tree1000_spawn_ms, 1500);
+    snprintf(name, sizeof name, "forked tree of %.0f: spawn CPU (ms)",
+             r->tree1000_contexts);
+    row(name, r->tree1000_spawn_cpu_ms, NAN);
     snprintf(name, sizeof name, "forked tree of %.0f: kin tree (ms)",
              r->tree1000_contexts);
     row(name, r->tree1000_tree_ms, 500);
@@ -835,7 +954,8 @@ static void
 usage(FILE *f)
 {
     fprintf(f, "usage: kin-monitor-bench [--quick] [--json] [--tasks N] "
-               "[--contexts N] [--tree N] [--runs N] [--hold]\n");
+               "[--contexts N] [--tree N] [--runs N] [--hold] "
+               "[--exec-zygotes] [--tree-cpu]\n");
 }
 
 static int
@@ -857,6 +977,10 @@ parse_args(int argc, char **argv, config *cfg)
             cfg->quick = true;
         } else if (!strcmp(argv[i], "--hold")) {
             cfg->hold = true;
+        } else if (!strcmp(argv[i], "--exec-zygotes")) {
+            cfg->exec_zygotes = true;
+        } else if (!strcmp(argv[i], "--tree-cpu")) {
+            cfg->tree_cpu = true;
         } else if (!strcmp(argv[i], "--tasks") && i + 1 < argc) {
             if ((tasks = atoi(argv[++i])) < 2)
                 return -1;
@@ -882,6 +1006,8 @@ parse_args(int argc, char **argv, config *cfg)
         *cfg = (config){.json = cfg->json,
                         .quick = true,
                         .hold = cfg->hold,
+                        .exec_zygotes = cfg->exec_zygotes,
+                        .tree_cpu = cfg->tree_cpu,
                         .tasks = 1000,
                         .contexts = 6,
                         .tree = 48,

@@ -61,11 +61,54 @@ keygen(kin_call *c, void *arg)
     return kin_cert_new(buf, "zygote-test", NULL, NULL);
 }
 
+/* Forks 2 children of this context (with fork: grandchildren of the test)
+ * and returns, for each, what z.getpids and z.envforks answer, once it
+ * answers: pid, pgrp, ppid, whether it sees KIN_CHILD_FORKS. They stop
+ * with this context. */
+#define GRAND 2
+static kin_child *grand[GRAND];
+
+static kin_err
+envforks(kin_call *c, void *arg)
+{
+    return kin_call_return(c, "b", getenv("KIN_CHILD_FORKS") != NULL);
+}
+
+static kin_err
+grow(kin_call *c, void *arg)
+{
+    kin_node *n = kin_call_node(c);
+    int v[GRAND][4];
+    for (int i = 0; i < GRAND; i++) {
+        kin_spawn_opts o = {.fork = true, .stop_timeout_ms = 20000};
+        kin_err e = grand[i] ? KIN_OK : kin_spawn(n, &o, &grand[i]);
+        kin_msg *r = NULL;
+        bool forks = true;
+        if (!e)
+            e = kin_call_sync(n, kin_child_id(grand[i]), "z.getpids", 5000, &r,
+                              NULL);
+        if (!e)
+            e = kin_msg_unpack(r, "iii", &v[i][0], &v[i][1], &v[i][2]);
+        kin_msg_destroy(&r);
+        if (!e)
+            e = kin_call_sync(n, kin_child_id(grand[i]), "z.envforks", 5000, &r,
+                              NULL);
+        if (!e)
+            e = kin_msg_unpack(r, "b", &forks);
+        kin_msg_destroy(&r);
+        if (e)
+            return kin_call_fail(c, e, "grandchild %d: %s", i, kin_strerror(e));
+        v[i][3] = forks;
+    }
+    return kin_call_return(c, "iiiiiiii", v[0][0], v[0][1], v[0][2], v[0][3],
+                           v[1][0], v[1][1], v[1][2], v[1][3]);
+}
+
 /* --- helpers ------------------------------------------------------------- */
 
-/* Pids of this process's children (live or zombie), up to max. */
+/* Pids of parent's children (live or zombie), up to max. */
 static int
-our_children(pid_t *out, int max)
+children_of(pid_t parent, pid_t *out, int max)
 {
     int n = 0;
     DIR *d = opendir("/proc");
@@ -85,12 +128,18 @@ our_children(pid_t *out, int max)
         buf[got] = 0;
         char *rp = strrchr(buf, ')');
         int ppid = 0;
-        if (rp && sscanf(rp + 2, "%*c %d", &ppid) == 1 && ppid == getpid() &&
+        if (rp && sscanf(rp + 2, "%*c %d", &ppid) == 1 && ppid == parent &&
             n < max)
             out[n++] = atoi(de->d_name);
     }
     closedir(d);
     return n;
+}
+
+static int
+our_children(pid_t *out, int max)
+{
+    return children_of(getpid(), out, max);
 }
 
 /* Waits (up to 5 s) until this process has no child left. */
@@ -217,6 +266,24 @@ maps_has(pid_t pid, const char *lib)
     if (f)
         fclose(f);
     return found;
+}
+
+/* Where pid's C library is mapped (its first line in /proc/PID/maps): a
+ * forked process keeps its parent's, an exec'd one gets another (address
+ * space randomisation). 0: not found. */
+static unsigned long
+libc_base(pid_t pid)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+    FILE *f = fopen(path, "r");
+    unsigned long base = 0;
+    while (f && !base && fgets(line, sizeof line, f))
+        if (strstr(line, "/libc.so"))
+            base = strtoul(line, NULL, 16);
+    if (f)
+        fclose(f);
+    return base;
 }
 
 /* --- tests ---------------------------------------------------------------- */
@@ -363,6 +430,106 @@ find_zygote(fx *f)
             return kids[i];
     }
     return 0;
+}
+
+/* A child spawned with forks_children has its node's zygote from its
+ * start: a process of its own, there before it forks anything, and a fork
+ * of it (not exec'd: the same library mappings). The grandchildren it
+ * forks are its children, answer calls and do not see its settings; once
+ * it is stopped, none of them (nor its zygote) is left, and nothing in the
+ * runtime dir. */
+static void
+forked_child_forks_grandchildren_without_exec(void **state)
+{
+    fx *f = *state;
+    kin_spawn_opts o = {
+        .fork = true, .forks_children = true, .stop_timeout_ms = 20000};
+    assert_int_equal(kin_spawn(f->node, &o, &f->kids[0]), KIN_OK);
+    pid_t c = kin_child_pid(f->kids[0]);
+    uint32_t id = kin_child_id(f->kids[0]);
+    int cpid, pgrp, ppid;
+    call_getpids(f, id, &cpid, &pgrp, &ppid); /* up */
+    pid_t kids[8];
+    assert_int_equal(children_of(c, kids, 8), 1);
+    pid_t z = kids[0];
+    char arg0[64];
+    cmdline0(z, arg0, sizeof arg0);
+    assert_string_equal(arg0, "kin-zygote");
+    unsigned long base = libc_base(c);
+    assert_true(base != 0);
+    assert_true(libc_base(z) == base);
+    kin_msg *r = NULL;
+    assert_int_equal(kin_call_sync(f->node, id, "z.grow", 10000, &r, NULL),
+                     KIN_OK);
+    int v[GRAND][4];
+    assert_int_equal(kin_msg_unpack(r, "iiiiiiii", &v[0][0], &v[0][1], &v[0][2],
+                                    &v[0][3], &v[1][0], &v[1][1], &v[1][2],
+                                    &v[1][3]),
+                     KIN_OK);
+    kin_msg_destroy(&r);
+    pid_t all[GRAND + 2] = {c, z};
+    for (int i = 0; i < GRAND; i++) {
+        pid_t g = v[i][0];
+        all[i + 2] = g;
+        assert_int_equal(v[i][2], c);      /* the child's child */
+        assert_int_equal(v[i][1], g);      /* in a group of its own */
+        assert_int_equal(v[i][3], false);  /* not the child's settings */
+        assert_true(libc_base(g) == base); /* forked from z, no exec */
+    }
+    /* Still the one zygote: the grandchildren came from it. */
+    assert_int_equal(children_of(c, kids, 8), GRAND + 1);
+    assert_int_equal(kin_call_sync(f->node, id, "z.grow", 10000, &r, NULL),
+                     KIN_OK); /* they still answer */
+    kin_msg_destroy(&r);
+    kin_child_destroy(&f->kids[0]);
+    for (int i = 0; i < GRAND + 2; i++)
+        assert_true(harness_wait_gone(all[i], 5000));
+    kin_node_destroy(&f->node);
+    assert_int_equal(children_left(), 0);
+    assert_int_equal(runtime_files(all, GRAND + 2), 0);
+}
+
+/* Killed, such a child takes its zygote and its grandchildren with it
+ * (they die with its main thread): no process is left, and once another
+ * master has started, no socket file. */
+static void
+killed_forking_child_leaves_no_process(void **state)
+{
+    fx *f = *state;
+    kin_spawn_opts o = {
+        .fork = true, .forks_children = true, .stop_timeout_ms = 20000};
+    assert_int_equal(kin_spawn(f->node, &o, &f->kids[0]), KIN_OK);
+    pid_t c = kin_child_pid(f->kids[0]);
+    uint32_t id = kin_child_id(f->kids[0]);
+    kin_msg *r = NULL;
+    assert_int_equal(kin_call_sync(f->node, id, "z.grow", 10000, &r, NULL),
+                     KIN_OK);
+    kin_msg_destroy(&r);
+    pid_t kids[8];
+    int n = children_of(c, kids, 8);
+    assert_int_equal(n, GRAND + 1);
+    assert_int_equal(kill(c, SIGKILL), 0);
+    int st = 0;
+    assert_int_equal(kin_child_wait(f->kids[0], 5000, &st), KIN_OK);
+    assert_true(WIFSIGNALED(st));
+    for (int i = 0; i < n; i++)
+        assert_true(harness_wait_gone(kids[i], 5000));
+    kin_child_destroy(&f->kids[0]);
+    kin_node_destroy(&f->node);
+    assert_int_equal(children_left(), 0);
+    /* The grandchildren, killed, could not remove their sockets: the next
+     * master started removes those of processes gone (reaped by init, no
+     * longer zombies), as for any context killed. */
+    for (int i = 0; i < n; i++) {
+        double dl = harness_now_ms() + 5000;
+        while (!(kill(kids[i], 0) && errno == ESRCH) && harness_now_ms() < dl)
+            usleep(2000);
+    }
+    kin_node_opts mo = {.name = "zygote-sweeper"};
+    assert_int_equal(kin_node_new(&f->node, &mo), KIN_OK);
+    kin_node_destroy(&f->node);
+    kids[n] = c;
+    assert_int_equal(runtime_files(kids, n + 1), 0);
 }
 
 static void
@@ -548,6 +715,8 @@ bad_fork_options_are_refused(void **state)
     assert_int_equal(kin_spawn(f->node, &o, &c), -EINVAL);
     o = (kin_spawn_opts){.fork = true, .via = 42, .host = "localhost"};
     assert_int_equal(kin_spawn(f->node, &o, &c), -EINVAL);
+    o = (kin_spawn_opts){.forks_children = true}; /* and exec? no */
+    assert_int_equal(kin_spawn(f->node, &o, &c), -EINVAL);
     assert_null(c);
     assert_int_equal(children_left(), 0); /* no zygote for nothing */
 }
@@ -655,6 +824,8 @@ main(int argc, char **argv)
     kin_export("z.draw", draw, NULL, KIN_POLICY_PARENT);
     kin_export("z.linger", linger, NULL, KIN_POLICY_PARENT);
     kin_export("z.keygen", keygen, NULL, KIN_POLICY_PARENT);
+    kin_export("z.grow", grow, NULL, KIN_POLICY_PARENT);
+    kin_export("z.envforks", envforks, NULL, KIN_POLICY_PARENT);
     harness_log_setup();
     const char *before = getenv("ZYG_TEST_BEFORE_INIT");
     if (before && kin_started_as_child() && !strcmp(before, "exit"))
@@ -686,6 +857,10 @@ main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(dead_zygote_is_replaced, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            forked_child_forks_grandchildren_without_exec, setup, teardown),
+        cmocka_unit_test_setup_teardown(killed_forking_child_leaves_no_process,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(forks_from_many_threads_at_once, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(forked_child_links_over_curve, setup,
