@@ -820,9 +820,10 @@ stop_job(void *arg, void *unused)
     atomic_store(&p->held, false);
     uint64_t deadline = kin__now_ns() + 500 * 1000000ull;
     uint64_t sync_by = kin__now_ns() + STOP_SYNC_MS * 1000000ull;
-    if (p->active_len || p->drain_off < p->drain_len)
+    bool queued = p->active_len || p->drain_off < p->drain_len;
+    if (queued)
         link_up(p);
-    while (p->linked && !p->synced && kin__now_ns() < sync_by)
+    while (queued && p->linked && !p->synced && kin__now_ns() < sync_by)
         if (!on_subscription(p->sock, p))
             nanosleep(&(struct timespec){0, 1000000}, NULL);
     p->synced = true;
