@@ -11,6 +11,13 @@
  *                        the socket's lock): the floor of call_rtt_us;
  *   zmq_handoff1_rtt_us  the caller's hand-off only (the peer's owner
  *                        answers): the floor of icall_rtt_us;
+ *   zmq_handoff_msgs_per_s the two hand-offs pipelined as calls_per_s is
+ *                        (same count, window and payload; the owner hands
+ *                        the caller every reply it read in one wake, the
+ *                        peer's owner queues requests for BENCH_WORKERS
+ *                        worker threads): the floor of calls_per_s;
+ *   zmq_handoff1_msgs_per_s the same, the peer's owner answering: the
+ *                        floor of calls_per_s_inline;
  *   zmq_fork_first_ms    a warm single-threaded zygote with libzmq loaded
  *                        forks; the child connects, says hello, echoes
  *                        once: the floor of fork_first_call_ms;
@@ -48,6 +55,10 @@
 #define IO_TIMEOUT 5000  /* ms: any single wait longer than this is a fault */
 #define PIPE_ROUNDS 10   /* throughput rounds: zmq, kin, kin select */
 #define FANOUT_THREADS 8 /* threads starting (and stopping) the fan-out */
+/* The bench child's worker pool: kin_spawn(NULL) leaves
+ * kin_node_opts.workers 0, which is 4; the pipelined hand-off floor's peer
+ * has as many worker threads. */
+#define BENCH_WORKERS 4
 /* Providers of the "bench" service in the throughput figure (the first is
  * the latency figures' one provider, the call figures' child). */
 #define SVC_PROVIDERS 4
@@ -121,6 +132,7 @@ typedef struct results {
     /* The raw zmq floors (zmq_floor.h). */
     double zmq_handoff_rtt_us, zmq_handoff_rtt_p99_us;
     double zmq_handoff1_rtt_us, zmq_handoff1_rtt_p99_us;
+    double zmq_handoff_msgs_per_s, zmq_handoff1_msgs_per_s;
     double zmq_fork_first_ms, zmq_fork100_ms, zmq_fork_child_cpu_us;
 } results;
 
@@ -190,6 +202,8 @@ static const struct figure {
     {"zmq_handoff_rtt_p99_us", offsetof(results, zmq_handoff_rtt_p99_us)},
     {"zmq_handoff1_rtt_us", offsetof(results, zmq_handoff1_rtt_us)},
     {"zmq_handoff1_rtt_p99_us", offsetof(results, zmq_handoff1_rtt_p99_us)},
+    {"zmq_handoff_msgs_per_s", offsetof(results, zmq_handoff_msgs_per_s)},
+    {"zmq_handoff1_msgs_per_s", offsetof(results, zmq_handoff1_msgs_per_s)},
     {"zmq_fork_first_ms", offsetof(results, zmq_fork_first_ms)},
     {"zmq_fork100_ms", offsetof(results, zmq_fork100_ms)},
     {"zmq_fork_child_cpu_us", offsetof(results, zmq_fork_child_cpu_us)},
@@ -608,6 +622,8 @@ typedef struct bench {
     zpeer relay; /* passes the two-hop baseline's on to a peer of its own */
     /* The hand-off floors: 2 hand-offs (worker pool) and 1 (inline). */
     zfloor_rtt *handoff2, *handoff1;
+    /* The same pipelined (BENCH_WORKERS workers, inline). */
+    zfloor_pipe *pipe2, *pipe1;
     uint8_t payload[PAYLOAD];
 } bench;
 
@@ -936,6 +952,7 @@ run_throughput(bench *b)
     if (per < 1)
         per = 1;
     uint64_t zns = 0, kns = 0, sns = 0, ins = 0, vns = 0, dns = 0;
+    uint64_t h2ns = 0, h1ns = 0;
     kin_err e = KIN_OK;
     for (int r = 0; r < PIPE_ROUNDS && !e; r++) {
         if (!e && cfg->kind != 1)
@@ -946,6 +963,18 @@ run_throughput(bench *b)
             continue; /* those two alone */
         if (cfg->zmq && zmq_pipelined(b, per, &zns))
             e = zerr();
+        if (!e && cfg->zmq &&
+            zfloor_pipe_run(b->pipe2, b->payload, PAYLOAD, per, &h2ns)) {
+            fprintf(stderr, "kin-bench: zmq pipelined 2 hand-offs: %s\n",
+                    strerror(errno));
+            e = zerr();
+        }
+        if (!e && cfg->zmq &&
+            zfloor_pipe_run(b->pipe1, b->payload, PAYLOAD, per, &h1ns)) {
+            fprintf(stderr, "kin-bench: zmq pipelined 1 hand-off: %s\n",
+                    strerror(errno));
+            e = zerr();
+        }
         if (!e)
             e = kin_pipelined(b, per, &kns);
         if (!e)
@@ -960,8 +989,11 @@ run_throughput(bench *b)
     double total = (double)per * PIPE_ROUNDS;
     /* A figure not taken (--kind) stays NAN. */
 #define RATE(ns) ((ns) ? total / ((double)(ns) / 1e9) : NAN)
-    if (cfg->zmq)
+    if (cfg->zmq) {
         b->res->zmq_msgs_per_s = RATE(zns);
+        b->res->zmq_handoff_msgs_per_s = RATE(h2ns);
+        b->res->zmq_handoff1_msgs_per_s = RATE(h1ns);
+    }
     b->res->calls_per_s = RATE(kns);
     b->res->calls_per_s_select = RATE(sns);
     b->res->calls_per_s_inline = RATE(ins);
@@ -1592,6 +1624,12 @@ run(const config *cfg, results *res)
         (!(b.handoff2 = zfloor_rtt_open(cfg->self, 2, IO_TIMEOUT)) ||
          !(b.handoff1 = zfloor_rtt_open(cfg->self, 1, IO_TIMEOUT))))
         goto out;
+    if (cfg->zmq && (cfg->phases & PH_PIPE) && !cfg->kind &&
+        (!(b.pipe2 = zfloor_pipe_open(cfg->self, 2, BENCH_WORKERS, cfg->window,
+                                      IO_TIMEOUT)) ||
+         !(b.pipe1 =
+               zfloor_pipe_open(cfg->self, 1, 1, cfg->window, IO_TIMEOUT))))
+        goto out;
     if (calls && (e = kin_spawn(b.master, NULL, &b.child))) {
         fprintf(stderr, "kin-bench: spawn: %s\n", kin_strerror(e));
         goto out;
@@ -1644,6 +1682,8 @@ out:
     zbench_close(&b.z);
     zfloor_rtt_close(&b.handoff2);
     zfloor_rtt_close(&b.handoff1);
+    zfloor_pipe_close(&b.pipe2);
+    zfloor_pipe_close(&b.pipe1);
     if (b.gc) {
         kin_msg *r = NULL;
         kin_call_sync(b.master, kin_child_id(b.child), "bench.stop_grandchild",
@@ -1768,6 +1808,10 @@ print_table(const config *cfg, const results *r)
         NAN, NAN, false);
     row("  p99 (us)", r->icall_rtt_p99_us, r->zmq_handoff1_rtt_p99_us, NAN, NAN,
         false);
+    row("calls/s vs 2 hand-offs", r->calls_per_s, r->zmq_handoff_msgs_per_s,
+        NAN, NAN, true);
+    row("inline calls/s vs 1 hand-off", r->calls_per_s_inline,
+        r->zmq_handoff1_msgs_per_s, NAN, NAN, true);
     row("fork: first call (ms)", r->fork_first_call_ms, r->zmq_fork_first_ms,
         NAN, NAN, false);
     row("fork: 100 children (ms)", r->fork100_ms, r->zmq_fork100_ms, NAN, NAN,
@@ -1775,9 +1819,11 @@ print_table(const config *cfg, const results *r)
     row("fork: child CPU to 1st (us)", r->fork_child_cpu_us,
         r->zmq_fork_child_cpu_us, NAN, NAN, false);
     printf("Floors vs plain zmq: 2 hand-offs %.2fx, 1 hand-off %.2fx the "
-           "round trip.\n",
+           "round trip; pipelined %.2fx, %.2fx its msgs/s.\n",
            r->zmq_handoff_rtt_us / r->zmq_rtt_us,
-           r->zmq_handoff1_rtt_us / r->zmq_rtt_us);
+           r->zmq_handoff1_rtt_us / r->zmq_rtt_us,
+           r->zmq_handoff_msgs_per_s / r->zmq_msgs_per_s,
+           r->zmq_handoff1_msgs_per_s / r->zmq_msgs_per_s);
     printf("\nFork (baseline column: exec): the zygote started in %.1f ms, "
            "kin_spawn alone %.2f ms; idle forked child PSS %.0f KiB, USS %.0f "
            "KiB; 100 forked children: start %.0f ms, stop %.0f ms.\n",
@@ -1813,11 +1859,13 @@ usage(FILE *f)
     fprintf(f, "usage: kin-bench [--quick] [--json] [--samples N] [--rounds N] "
                "[--no-zmq] "
                "[--only rtt,rtt2,pipe,spawn,svc,big] [--kind direct|svc]\n"
-               "Raw zmq baselines in the same run unless --no-zmq; with rtt "
-               "and spawn also\nthe floors of zmq_floor.c: "
+               "Raw zmq baselines in the same run unless --no-zmq; with rtt, "
+               "pipe and spawn\nalso the floors of zmq_floor.c: "
                "zmq_handoff_rtt_us (call's two thread hand-offs),\n"
-               "zmq_handoff1_rtt_us (inline's one), zmq_fork_first_ms, "
-               "zmq_fork100_ms and\nzmq_fork_child_cpu_us (a warm "
+               "zmq_handoff1_rtt_us (inline's one), zmq_handoff_msgs_per_s "
+               "and\nzmq_handoff1_msgs_per_s (the same pipelined as "
+               "calls_per_s and calls_per_s_inline),\nzmq_fork_first_ms, "
+               "zmq_fork100_ms and zmq_fork_child_cpu_us (a warm\n"
                "single-threaded zygote forks zmq children).\n");
 }
 
@@ -1916,8 +1964,9 @@ main(int argc, char **argv)
         return zmq_peer(argv[2]);
     if (argc == 3 && !strcmp(argv[1], "--zmq-relay"))
         return zmq_relay(argv[2]);
-    if (argc == 4 && !strcmp(argv[1], "--zmq-handoff-peer"))
-        return zfloor_handoff_peer_main(argv[2], atoi(argv[3]));
+    if ((argc == 4 || argc == 5) && !strcmp(argv[1], "--zmq-handoff-peer"))
+        return zfloor_handoff_peer_main(argv[2], atoi(argv[3]),
+                                        argc == 5 ? atoi(argv[4]) : 1);
     if (argc == 3 && !strcmp(argv[1], "--zmq-zygote"))
         return zfloor_zygote_main(argv[2]);
 

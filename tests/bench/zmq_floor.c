@@ -22,7 +22,8 @@
 
 #include "tests/bench/bench_stats.h"
 
-#define RID_CAP 256 /* a ZMQ routing id is at most 255 bytes */
+#define RID_CAP 256         /* a ZMQ routing id is at most 255 bytes */
+#define PEER_WORKERS_MAX 16 /* a hand-off peer's worker threads */
 
 /* --- shared pieces -------------------------------------------------------- */
 
@@ -100,10 +101,11 @@ zrouter_send(zrouter *r, const uint8_t *rid, size_t rid_len, const void *body,
     return 0;
 }
 
-/* Starts `self argv1 ep [arg]` (fd 0: fd0 when >= 0), dying with us. */
+/* Starts `self argv1 ep [arg [arg2]]` (fd 0: fd0 when >= 0), dying with
+ * us. */
 static pid_t
 start_self(const char *self, const char *argv1, const char *ep, const char *arg,
-           int fd0)
+           const char *arg2, int fd0)
 {
     pid_t parent = getpid();
     pid_t pid = fork();
@@ -115,7 +117,8 @@ start_self(const char *self, const char *argv1, const char *ep, const char *arg,
         _exit(127);
     if (fd0 >= 0 && dup2(fd0, 0) < 0)
         _exit(127);
-    char *argv[] = {"kin-bench", (char *)argv1, (char *)ep, (char *)arg, NULL};
+    char *argv[] = {"kin-bench", (char *)argv1, (char *)ep,
+                    (char *)arg, (char *)arg2,  NULL};
     execv(self, argv);
     _exit(127);
 }
@@ -246,7 +249,8 @@ zfloor_rtt_open(const char *self, int handoffs, int timeout_ms)
     if ((f->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
         goto fail;
     what = "hand-off peer start";
-    if ((f->pid = start_self(self, "--zmq-handoff-peer", f->r.ep, n, -1)) < 0 ||
+    if ((f->pid = start_self(self, "--zmq-handoff-peer", f->r.ep, n, NULL,
+                             -1)) < 0 ||
         zrouter_recv(&f->r, f->rid, &f->rid_len, &h, 1) != 1)
         goto fail;
     what = "owner thread";
@@ -335,6 +339,275 @@ zfloor_rtt_close(zfloor_rtt **fp)
     *fp = NULL;
 }
 
+/* --- the pipelined hand-off: the caller's side ---------------------------- */
+
+#define PIPE_BATCH 32 /* replies the owner reads per lock of the socket */
+
+struct zfloor_pipe {
+    zrouter r;
+    pid_t pid;
+    uint8_t rid[RID_CAP];
+    size_t rid_len;
+    int timeout_ms;
+    int window;
+    pthread_mutex_t smu; /* the socket: one thread at a time */
+    bool draining;       /* under smu: as hpeer's */
+    int wake_fd;         /* the owner re-drains the socket */
+    atomic_bool stop;
+    pthread_t owner;
+    bool owner_started;
+    /* The replies' hand-off: the owner moves each into the slot its
+     * sequence number names and wakes the caller when the slot it waits
+     * for is filled (once per batch read). */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int want; /* the slot the caller sleeps on; -1: not sleeping */
+    zmq_msg_t *reply;
+    bool *done;
+};
+
+/* A request's or reply's sequence number: its first 4 bytes. */
+static uint32_t
+seq_of(const void *body)
+{
+    uint32_t seq;
+    memcpy(&seq, body, sizeof seq);
+    return seq;
+}
+
+/* The caller's side of the socket: reads the replies in batches and hands
+ * every batch over under one lock with at most one wake. */
+static void *
+pipe_owner(void *arg)
+{
+    zfloor_pipe *f = arg;
+    int zfd = -1;
+    size_t sz = sizeof zfd;
+    zmq_getsockopt(f->r.sock, ZMQ_FD, &zfd, &sz);
+    uint8_t rid[RID_CAP];
+    zmq_msg_t batch[PIPE_BATCH];
+    for (int i = 0; i < PIPE_BATCH; i++)
+        zmq_msg_init(&batch[i]);
+    while (!atomic_load(&f->stop)) {
+        int n = 0;
+        bool empty = false;
+        pthread_mutex_lock(&f->smu);
+        while (n < PIPE_BATCH) {
+            if (zmq_recv(f->r.sock, rid, sizeof rid, ZMQ_DONTWAIT) < 0) {
+                empty = true;
+                break;
+            }
+            if (zmq_msg_recv(&batch[n], f->r.sock, ZMQ_DONTWAIT) >= 0)
+                n++;
+        }
+        /* Until the EAGAIN it receives again: no sender need wake it. */
+        f->draining = !empty;
+        pthread_mutex_unlock(&f->smu);
+        if (n) {
+            bool signal = false;
+            pthread_mutex_lock(&f->mu);
+            for (int i = 0; i < n; i++) {
+                if (zmq_msg_size(&batch[i]) < sizeof(uint32_t))
+                    continue; /* the caller times out on its slot */
+                int slot = (int)(seq_of(zmq_msg_data(&batch[i])) %
+                                 (uint32_t)f->window);
+                if (f->done[slot])
+                    continue; /* a duplicate: dropped */
+                zmq_msg_move(&f->reply[slot], &batch[i]);
+                f->done[slot] = true;
+                signal |= slot == f->want;
+            }
+            pthread_mutex_unlock(&f->mu);
+            if (signal)
+                pthread_cond_signal(&f->cv);
+            for (int i = 0; i < n; i++) {
+                zmq_msg_close(&batch[i]);
+                zmq_msg_init(&batch[i]);
+            }
+        }
+        if (empty)
+            owner_wait(zfd, f->wake_fd);
+    }
+    for (int i = 0; i < PIPE_BATCH; i++)
+        zmq_msg_close(&batch[i]);
+    return NULL;
+}
+
+zfloor_pipe *
+zfloor_pipe_open(const char *self, int handoffs, int workers, int window,
+                 int timeout_ms)
+{
+    if (window < 1 || (handoffs != 1 && handoffs != 2) || workers < 1 ||
+        workers > PEER_WORKERS_MAX) {
+        errno = EINVAL;
+        return NULL;
+    }
+    zfloor_pipe *f = calloc(1, sizeof *f);
+    if (!f)
+        return NULL;
+    f->timeout_ms = timeout_ms;
+    f->window = window;
+    f->want = -1;
+    f->wake_fd = -1;
+    pthread_mutex_init(&f->smu, NULL);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&f->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    char n[8], w[8], h;
+    snprintf(n, sizeof n, "%d", handoffs);
+    snprintf(w, sizeof w, "%d", workers);
+    const char *what = "allocation";
+    if (!(f->reply = calloc((size_t)window, sizeof *f->reply)) ||
+        !(f->done = calloc((size_t)window, sizeof *f->done)))
+        goto fail;
+    for (int i = 0; i < window; i++)
+        zmq_msg_init(&f->reply[i]);
+    what = "bind";
+    if (zrouter_open(&f->r, timeout_ms))
+        goto fail;
+    what = "eventfd";
+    if ((f->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+        goto fail;
+    what = "hand-off peer start";
+    if ((f->pid = start_self(self, "--zmq-handoff-peer", f->r.ep, n, w, -1)) <
+            0 ||
+        zrouter_recv(&f->r, f->rid, &f->rid_len, &h, 1) != 1)
+        goto fail;
+    what = "owner thread";
+    if ((errno = pthread_create(&f->owner, NULL, pipe_owner, f)))
+        goto fail;
+    f->owner_started = true;
+    return f;
+fail:;
+    int err = errno;
+    fprintf(stderr, "kin-bench: zmq pipelined hand-off floor: %s: %s\n", what,
+            strerror(err));
+    zfloor_pipe_close(&f);
+    errno = err;
+    return NULL;
+}
+
+/* The caller sends request seq itself, under the socket's lock. */
+static int
+pipe_send(zfloor_pipe *f, uint8_t *buf, size_t len, uint32_t seq)
+{
+    memcpy(buf, &seq, sizeof seq);
+    pthread_mutex_lock(&f->smu);
+    int rc = zmq_send(f->r.sock, f->rid, f->rid_len, ZMQ_SNDMORE) < 0 ||
+                     zmq_send(f->r.sock, buf, len, 0) < 0
+                 ? -1
+                 : 0;
+    int err = errno;
+    bool kick = !f->draining && input_waiting(f->r.sock);
+    pthread_mutex_unlock(&f->smu);
+    if (kick)
+        wake(f->wake_fd);
+    errno = err;
+    return rc;
+}
+
+/* Waits (up to the timeout) for request seq's reply and checks it. */
+static int
+pipe_wait(zfloor_pipe *f, uint32_t seq, size_t len)
+{
+    int slot = (int)(seq % (uint32_t)f->window), rc = 0, err = 0;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += f->timeout_ms / 1000;
+    until.tv_nsec += (long)(f->timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&f->mu);
+    f->want = slot;
+    while (!f->done[slot])
+        if (pthread_cond_timedwait(&f->cv, &f->mu, &until) == ETIMEDOUT) {
+            rc = -1;
+            err = ETIMEDOUT;
+            break;
+        }
+    f->want = -1;
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (f->done[slot]) {
+        zmq_msg_move(&m, &f->reply[slot]);
+        f->done[slot] = false;
+    }
+    pthread_mutex_unlock(&f->mu);
+    if (!rc && (zmq_msg_size(&m) != len || seq_of(zmq_msg_data(&m)) != seq)) {
+        rc = -1;
+        err = EBADMSG;
+    }
+    zmq_msg_close(&m);
+    errno = err;
+    return rc;
+}
+
+int
+zfloor_pipe_run(zfloor_pipe *f, const uint8_t *payload, size_t len, int total,
+                uint64_t *ns)
+{
+    uint8_t buf[256];
+    if (len < sizeof(uint32_t) || len > sizeof buf || total < 1) {
+        errno = EINVAL;
+        return -1;
+    }
+    memcpy(buf, payload, len);
+    int window = f->window < total ? f->window : total;
+    uint32_t issued = 0, done = 0;
+    uint64_t t0 = now_ns();
+    for (; issued < (uint32_t)window; issued++)
+        if (pipe_send(f, buf, len, issued))
+            return -1;
+    /* The oldest first, as kin-bench's calls_per_s waits for them. */
+    while (done < (uint32_t)total) {
+        if (pipe_wait(f, done, len))
+            return -1;
+        done++;
+        if (issued < (uint32_t)total && pipe_send(f, buf, len, issued++))
+            return -1;
+    }
+    *ns += now_ns() - t0;
+    return 0;
+}
+
+void
+zfloor_pipe_close(zfloor_pipe **fp)
+{
+    zfloor_pipe *f = fp ? *fp : NULL;
+    if (!f)
+        return;
+    bool asked = false;
+    if (f->pid > 0 && f->rid_len) {
+        pthread_mutex_lock(&f->smu);
+        asked = zrouter_send(&f->r, f->rid, f->rid_len, "", 0) == 0;
+        pthread_mutex_unlock(&f->smu);
+    }
+    if (f->owner_started) {
+        atomic_store(&f->stop, true);
+        wake(f->wake_fd);
+        pthread_join(f->owner, NULL);
+    }
+    if (f->pid > 0)
+        bench_reap(f->pid, asked ? f->timeout_ms : 0);
+    zrouter_close(&f->r);
+    if (f->wake_fd >= 0)
+        close(f->wake_fd);
+    for (int i = 0; f->reply && i < f->window; i++)
+        zmq_msg_close(&f->reply[i]);
+    free(f->reply);
+    free(f->done);
+    pthread_cond_destroy(&f->cv);
+    pthread_mutex_destroy(&f->mu);
+    pthread_mutex_destroy(&f->smu);
+    free(f);
+    *fp = NULL;
+}
+
 /* --- the hand-off round trip: the peer ------------------------------------ */
 
 typedef struct job {
@@ -345,6 +618,10 @@ typedef struct job {
 typedef struct hpeer {
     void *sock;
     pthread_mutex_t smu; /* the socket: one thread at a time */
+    /* Under smu: the owner is between its first receive and the EAGAIN
+     * that ends its drain, so it receives again after any send; a sender
+     * need not wake it. */
+    bool draining;
     int wake_fd;
     /* The worker's queue. */
     pthread_mutex_t qmu;
@@ -372,7 +649,7 @@ hpeer_worker(void *arg)
         pthread_mutex_lock(&p->smu);
         if (zmq_msg_send(&j->m, p->sock, 0) < 0)
             zmq_msg_close(&j->m);
-        bool kick = input_waiting(p->sock);
+        bool kick = !p->draining && input_waiting(p->sock);
         pthread_mutex_unlock(&p->smu);
         if (kick)
             wake(p->wake_fd);
@@ -395,10 +672,13 @@ hpeer_push(hpeer *p, job *j)
 }
 
 /* A DEALER that says hello and echoes every message until an empty one;
- * the main thread owns the socket; with handoffs == 2 a worker replies. */
+ * the main thread owns the socket; with handoffs == 2 one of `workers`
+ * threads (taking requests off one queue) replies. */
 int
-zfloor_handoff_peer_main(const char *endpoint, int handoffs)
+zfloor_handoff_peer_main(const char *endpoint, int handoffs, int workers)
 {
+    if (workers < 1 || workers > PEER_WORKERS_MAX)
+        return 2;
     hpeer p = {.qmu = PTHREAD_MUTEX_INITIALIZER,
                .smu = PTHREAD_MUTEX_INITIALIZER,
                .qcv = PTHREAD_COND_INITIALIZER};
@@ -407,17 +687,15 @@ zfloor_handoff_peer_main(const char *endpoint, int handoffs)
     int linger = 1000, rc = 1, zfd = -1;
     size_t sz = sizeof zfd;
     zmq_setsockopt(p.sock, ZMQ_LINGER, &linger, sizeof linger);
-    pthread_t worker;
-    bool started = false;
+    pthread_t worker[PEER_WORKERS_MAX];
+    int started = 0;
     p.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (p.wake_fd < 0 || zmq_getsockopt(p.sock, ZMQ_FD, &zfd, &sz) ||
         zmq_connect(p.sock, endpoint) || zmq_send(p.sock, "H", 1, 0) != 1)
         goto out;
-    if (handoffs == 2) {
-        if (pthread_create(&worker, NULL, hpeer_worker, &p))
+    for (; handoffs == 2 && started < workers; started++)
+        if (pthread_create(&worker[started], NULL, hpeer_worker, &p))
             goto out;
-        started = true;
-    }
     for (bool done = false; !done;) {
         for (;;) {
             job *j = malloc(sizeof *j);
@@ -426,6 +704,7 @@ zfloor_handoff_peer_main(const char *endpoint, int handoffs)
             zmq_msg_init(&j->m);
             pthread_mutex_lock(&p.smu);
             bool got = zmq_msg_recv(&j->m, p.sock, ZMQ_DONTWAIT) >= 0;
+            p.draining = got;
             bool stop = got && zmq_msg_size(&j->m) == 0;
             bool inl = got && !stop && handoffs != 2;
             /* Inline: the owner answers (its own send cannot take an
@@ -455,7 +734,8 @@ out:
         p.stop = true;
         pthread_mutex_unlock(&p.qmu);
         pthread_cond_broadcast(&p.qcv);
-        pthread_join(worker, NULL);
+        while (started > 0)
+            pthread_join(worker[--started], NULL);
     }
     for (job *j = p.head, *next; j; j = next) {
         next = j->next;
@@ -619,7 +899,8 @@ zfloor_fork(const char *self, int reps, int fanout, int timeout_ms,
         goto out;
     what = "zygote start";
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) ||
-        (zygote = start_self(self, "--zmq-zygote", r.ep, NULL, sv[1])) < 0)
+        (zygote = start_self(self, "--zmq-zygote", r.ep, NULL, NULL, sv[1])) <
+            0)
         goto out;
     close(sv[1]);
     sv[1] = -1;

@@ -10,6 +10,14 @@
  * (2 hand-offs, as a worker-pool call), or answers it itself (1 hand-off,
  * as an inline call).
  *
+ * Pipelined hand-off: the same sockets and hand-offs with the caller keeping
+ * a window of requests in flight and waiting for the oldest first; the
+ * owner reads the replies in batches, moves each into the slot its sequence
+ * number (the payload's first 4 bytes) names and wakes the caller once per
+ * batch; the peer's owner queues each request for a pool of worker threads
+ * (or answers it itself). A thread sending on the socket need not wake the
+ * owner while the owner is still draining it (it receives again anyway).
+ *
  * Fork: a single-threaded process with libzmq loaded and nothing else done
  * (a zygote) forks on request; the child makes a context and a DEALER,
  * connects over ipc, says hello and echoes until an empty message. */
@@ -36,8 +44,25 @@ int zfloor_rtt_ping(zfloor_rtt *f, uint8_t *buf, size_t len);
  * and removes the directory. NULL is fine. */
 void zfloor_rtt_close(zfloor_rtt **f);
 
-/* The peer process: argv "--zmq-handoff-peer EP N". */
-int zfloor_handoff_peer_main(const char *endpoint, int handoffs);
+typedef struct zfloor_pipe zfloor_pipe;
+
+/* As zfloor_rtt_open, the peer with `workers` worker threads (1..16; used
+ * with handoffs 2), for at most `window` requests in flight. */
+zfloor_pipe *zfloor_pipe_open(const char *self, int handoffs, int workers,
+                              int window, int timeout_ms);
+
+/* total requests of len bytes (4..256) of payload, at most the window in
+ * flight, each reply checked (length, sequence number); the time taken is
+ * added to *ns. Returns 0, or -1 with errno set (ETIMEDOUT, EBADMSG). */
+int zfloor_pipe_run(zfloor_pipe *f, const uint8_t *payload, size_t len,
+                    int total, uint64_t *ns);
+
+/* As zfloor_rtt_close. NULL is fine. */
+void zfloor_pipe_close(zfloor_pipe **f);
+
+/* The peer process: argv "--zmq-handoff-peer EP N [WORKERS]" (WORKERS: 1
+ * unless given). Returns 2 for a bad WORKERS. */
+int zfloor_handoff_peer_main(const char *endpoint, int handoffs, int workers);
 
 /* The zygote process: argv "--zmq-zygote EP"; requests on fd 0. */
 int zfloor_zygote_main(const char *endpoint);
