@@ -965,15 +965,15 @@ run_throughput(bench *b)
             e = zerr();
         if (!e && cfg->zmq &&
             zfloor_pipe_run(b->pipe2, b->payload, PAYLOAD, per, &h2ns)) {
-            fprintf(stderr, "kin-bench: zmq pipelined 2 hand-offs: %s\n",
-                    strerror(errno));
             e = zerr();
+            fprintf(stderr, "kin-bench: zmq pipelined 2 hand-offs: %s\n",
+                    kin_strerror(e));
         }
         if (!e && cfg->zmq &&
             zfloor_pipe_run(b->pipe1, b->payload, PAYLOAD, per, &h1ns)) {
-            fprintf(stderr, "kin-bench: zmq pipelined 1 hand-off: %s\n",
-                    strerror(errno));
             e = zerr();
+            fprintf(stderr, "kin-bench: zmq pipelined 1 hand-off: %s\n",
+                    kin_strerror(e));
         }
         if (!e)
             e = kin_pipelined(b, per, &kns);
