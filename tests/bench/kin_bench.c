@@ -49,9 +49,10 @@
 
 #include "tests/bench/bench_stats.h"
 #include "tests/bench/zmq_floor.h"
+#include "tests/bench/zrouter.h"
 
-#define PAYLOAD 64       /* bytes per message / call argument */
-#define RID_MAX 256      /* a ZMQ routing id is at most 255 bytes */
+#define PAYLOAD 64 /* bytes per message / call argument */
+#define RID_MAX ZROUTER_RID_MAX
 #define IO_TIMEOUT 5000  /* ms: any single wait longer than this is a fault */
 #define PIPE_ROUNDS 10   /* throughput rounds: zmq, kin, kin select */
 #define FANOUT_THREADS 8 /* threads starting (and stopping) the fan-out */
@@ -271,24 +272,8 @@ proc_pss_uss(pid_t pid, double *pss, double *uss)
 static pid_t
 start_process(const config *cfg, const char *endpoint, bool relay)
 {
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid != 0)
-        return pid; /* -1 on error */
-    /* Only async-signal-safe calls between fork and exec. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent)
-        _exit(127);
-    char *argv[] = {"kin-bench", relay ? "--zmq-relay" : "--zmq-peer",
-                    (char *)endpoint, NULL};
-    execv(cfg->self, argv);
-    _exit(127);
-}
-
-static pid_t
-start_peer(const config *cfg, const char *endpoint)
-{
-    return start_process(cfg, endpoint, false);
+    return zrouter_start_self(cfg->self, relay ? "--zmq-relay" : "--zmq-peer",
+                              endpoint, NULL, NULL, -1);
 }
 
 /* --- the raw zmq peer ----------------------------------------------------- */
@@ -357,7 +342,7 @@ zmq_relay(const char *endpoint)
         goto out;
     config pc = {0};
     memcpy(pc.self, self, (size_t)len + 1);
-    if ((peer = start_peer(&pc, down_ep)) < 0 ||
+    if ((peer = start_process(&pc, down_ep, false)) < 0 ||
         (rid_len = zmq_recv(down, rid, sizeof rid, 0)) < 0 ||
         zmq_recv(down, body, sizeof body, 0) != 1 ||
         zmq_send(up, "H", 1, 0) != 1)
@@ -421,91 +406,27 @@ typedef struct zpeer {
     size_t rid_len;
 } zpeer;
 
-typedef struct zbench {
-    void *ctx;
-    void *router;
-    char dir[64];
-    char endpoint[128];
-} zbench;
-
-/* One message from a peer: [rid][body], body up to cap bytes. Returns the
- * body size or -1. */
+/* [rid][body] to a peer. */
 static int
-zrecv(zbench *z, uint8_t *rid, size_t *rid_len, void *body, size_t cap)
+zsend(zrouter *z, const zpeer *p, const void *body, size_t len)
 {
-    int n = zmq_recv(z->router, rid, RID_MAX, 0);
-    if (n < 0)
-        return -1;
-    *rid_len = (size_t)n;
-    int more = 0;
-    size_t sz = sizeof more;
-    zmq_getsockopt(z->router, ZMQ_RCVMORE, &more, &sz);
-    if (!more)
-        return -1;
-    return zmq_recv(z->router, body, cap, 0);
-}
-
-static int
-zsend(zbench *z, const zpeer *p, const void *body, size_t len)
-{
-    if (zmq_send(z->router, p->rid, p->rid_len, ZMQ_SNDMORE) < 0 ||
-        zmq_send(z->router, body, len, 0) < 0)
-        return -1;
-    return 0;
-}
-
-static int
-zbench_open(zbench *z)
-{
-    snprintf(z->dir, sizeof z->dir, "/tmp/kin-bench-XXXXXX");
-    if (!mkdtemp(z->dir)) {
-        z->dir[0] = 0;
-        return -1;
-    }
-    snprintf(z->endpoint, sizeof z->endpoint, "ipc://%s/zmq.sock", z->dir);
-    z->ctx = zmq_ctx_new();
-    z->router = z->ctx ? zmq_socket(z->ctx, ZMQ_ROUTER) : NULL;
-    if (!z->router)
-        return -1;
-    int one = 1, timeout = IO_TIMEOUT, linger = 0;
-    zmq_setsockopt(z->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    zmq_setsockopt(z->router, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
-    zmq_setsockopt(z->router, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
-    zmq_setsockopt(z->router, ZMQ_LINGER, &linger, sizeof linger);
-    return zmq_bind(z->router, z->endpoint);
-}
-
-static void
-zbench_close(zbench *z)
-{
-    if (z->router)
-        zmq_close(z->router);
-    if (z->ctx)
-        zmq_ctx_term(z->ctx);
-    z->router = z->ctx = NULL;
-    if (z->dir[0]) {
-        char path[128];
-        snprintf(path, sizeof path, "%s/zmq.sock", z->dir);
-        unlink(path);
-        rmdir(z->dir);
-        z->dir[0] = 0;
-    }
+    return zrouter_send(z, p->rid, p->rid_len, body, len);
 }
 
 /* Starts a peer and waits for its hello (which carries its routing id). */
 static int
-zpeer_start(const config *cfg, zbench *z, zpeer *p, bool relay)
+zpeer_start(const config *cfg, zrouter *z, zpeer *p, bool relay)
 {
     *p = (zpeer){0};
-    if ((p->pid = start_process(cfg, z->endpoint, relay)) < 0)
+    if ((p->pid = start_process(cfg, z->ep, relay)) < 0)
         return -1;
     char h;
-    return zrecv(z, p->rid, &p->rid_len, &h, 1) == 1 ? 0 : -1;
+    return zrouter_recv(z, p->rid, &p->rid_len, &h, 1) == 1 ? 0 : -1;
 }
 
 /* Asks the peer to stop (if it said hello), kills it otherwise, reaps. */
 static void
-zpeer_stop(zbench *z, zpeer *p)
+zpeer_stop(zrouter *z, zpeer *p)
 {
     if (p->pid <= 0)
         return;
@@ -515,12 +436,12 @@ zpeer_stop(zbench *z, zpeer *p)
 }
 
 static int
-zping(zbench *z, const zpeer *p, uint8_t *buf)
+zping(zrouter *z, const zpeer *p, uint8_t *buf)
 {
     uint8_t rid[RID_MAX];
     size_t rid_len;
     if (zsend(z, p, buf, PAYLOAD) ||
-        zrecv(z, rid, &rid_len, buf, PAYLOAD) != PAYLOAD)
+        zrouter_recv(z, rid, &rid_len, buf, PAYLOAD) != PAYLOAD)
         return -1;
     return 0;
 }
@@ -617,7 +538,7 @@ typedef struct bench {
      * for the throughput figures. */
     kin_child *provs[SVC_PROVIDERS];
     uint32_t gc; /* its grandchild, 0 if none */
-    zbench z;
+    zrouter z;
     zpeer peer;  /* echoes the baseline's round trips */
     zpeer relay; /* passes the two-hop baseline's on to a peer of its own */
     /* The hand-off floors: 2 hand-offs (worker pool) and 1 (inline). */
@@ -805,7 +726,7 @@ zmq_pipelined(bench *b, int total, uint64_t *ns)
         if (zsend(&b->z, &b->peer, buf, PAYLOAD))
             return -1;
     while (got < total) {
-        if (zrecv(&b->z, rid, &rid_len, buf, PAYLOAD) != PAYLOAD)
+        if (zrouter_recv(&b->z, rid, &rid_len, buf, PAYLOAD) != PAYLOAD)
             return -1;
         got++;
         if (sent < total) {
@@ -1079,7 +1000,7 @@ zmq_fanout(bench *b)
     int rc = 0, started = 0;
     uint64_t t0 = now_ns();
     for (; started < count; started++)
-        if ((ps[started].pid = start_peer(b->cfg, b->z.endpoint)) < 0) {
+        if ((ps[started].pid = start_process(b->cfg, b->z.ep, false)) < 0) {
             rc = -1;
             break;
         }
@@ -1087,7 +1008,7 @@ zmq_fanout(bench *b)
      * stop), not which pid each belongs to. */
     for (int i = 0; i < started && !rc; i++) {
         char h;
-        if (zrecv(&b->z, ps[i].rid, &ps[i].rid_len, &h, 1) != 1)
+        if (zrouter_recv(&b->z, ps[i].rid, &ps[i].rid_len, &h, 1) != 1)
             rc = -1;
     }
     for (int i = 0; i < started; i++)
@@ -1502,17 +1423,17 @@ zmq_big_echo(bench *b, const uint8_t *buf, size_t len)
 {
     zmq_msg_t m;
     uint8_t rid[RID_MAX];
-    if (zmq_send(b->z.router, b->peer.rid, b->peer.rid_len, ZMQ_SNDMORE) < 0 ||
+    if (zmq_send(b->z.sock, b->peer.rid, b->peer.rid_len, ZMQ_SNDMORE) < 0 ||
         zmq_msg_init_data(&m, (void *)buf, len, no_free, NULL))
         return zerr();
-    if (zmq_msg_send(&m, b->z.router, 0) < 0) {
+    if (zmq_msg_send(&m, b->z.sock, 0) < 0) {
         zmq_msg_close(&m);
         return zerr();
     }
-    if (zmq_recv(b->z.router, rid, sizeof rid, 0) < 0)
+    if (zmq_recv(b->z.sock, rid, sizeof rid, 0) < 0)
         return zerr();
     zmq_msg_init(&m);
-    int n = zmq_msg_recv(&m, b->z.router, 0);
+    int n = zmq_msg_recv(&m, b->z.sock, 0);
     size_t got = zmq_msg_size(&m);
     zmq_msg_close(&m);
     if (n < 0)
@@ -1606,8 +1527,8 @@ run(const config *cfg, results *res)
         fprintf(stderr, "kin-bench: kin_init: %s\n", kin_strerror(e));
         return 1;
     }
-    if (cfg->zmq && zbench_open(&b.z)) {
-        fprintf(stderr, "kin-bench: zmq bind %s: %s\n", b.z.endpoint,
+    if (cfg->zmq && zrouter_open(&b.z, IO_TIMEOUT)) {
+        fprintf(stderr, "kin-bench: zmq bind %s: %s\n", b.z.ep,
                 zmq_strerror(errno));
         goto out;
     }
@@ -1679,7 +1600,7 @@ run(const config *cfg, results *res)
 out:
     zpeer_stop(&b.z, &b.peer);
     zpeer_stop(&b.z, &b.relay);
-    zbench_close(&b.z);
+    zrouter_close(&b.z);
     zfloor_rtt_close(&b.handoff2);
     zfloor_rtt_close(&b.handoff1);
     zfloor_pipe_close(&b.pipe2);

@@ -21,107 +21,12 @@
 #include <zmq.h>
 
 #include "tests/bench/bench_stats.h"
+#include "tests/bench/zrouter.h"
 
-#define RID_CAP 256         /* a ZMQ routing id is at most 255 bytes */
+#define RID_CAP ZROUTER_RID_MAX
 #define PEER_WORKERS_MAX 16 /* a hand-off peer's worker threads */
 
 /* --- shared pieces -------------------------------------------------------- */
-
-/* A ROUTER bound over ipc in a private directory. */
-typedef struct zrouter {
-    void *ctx;
-    void *sock;
-    char dir[64];
-    char ep[128];
-} zrouter;
-
-static int
-zrouter_open(zrouter *r, int timeout_ms)
-{
-    *r = (zrouter){0};
-    snprintf(r->dir, sizeof r->dir, "/tmp/kin-floor-XXXXXX");
-    if (!mkdtemp(r->dir)) {
-        r->dir[0] = 0;
-        return -1;
-    }
-    snprintf(r->ep, sizeof r->ep, "ipc://%s/zmq.sock", r->dir);
-    r->ctx = zmq_ctx_new();
-    r->sock = r->ctx ? zmq_socket(r->ctx, ZMQ_ROUTER) : NULL;
-    if (!r->sock)
-        return -1;
-    int one = 1, linger = 0;
-    zmq_setsockopt(r->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    zmq_setsockopt(r->sock, ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms);
-    zmq_setsockopt(r->sock, ZMQ_SNDTIMEO, &timeout_ms, sizeof timeout_ms);
-    zmq_setsockopt(r->sock, ZMQ_LINGER, &linger, sizeof linger);
-    return zmq_bind(r->sock, r->ep);
-}
-
-static void
-zrouter_close(zrouter *r)
-{
-    if (r->sock)
-        zmq_close(r->sock);
-    if (r->ctx)
-        zmq_ctx_term(r->ctx);
-    r->sock = r->ctx = NULL;
-    if (r->dir[0]) {
-        char path[128];
-        snprintf(path, sizeof path, "%s/zmq.sock", r->dir);
-        unlink(path);
-        rmdir(r->dir);
-        r->dir[0] = 0;
-    }
-}
-
-/* [rid][body] from the ROUTER (blocking up to its timeout): the body's
- * size, or -1. */
-static int
-zrouter_recv(zrouter *r, uint8_t *rid, size_t *rid_len, void *body, size_t cap)
-{
-    int n = zmq_recv(r->sock, rid, RID_CAP, 0);
-    if (n < 0)
-        return -1;
-    *rid_len = (size_t)n;
-    int more = 0;
-    size_t sz = sizeof more;
-    zmq_getsockopt(r->sock, ZMQ_RCVMORE, &more, &sz);
-    if (!more)
-        return -1;
-    return zmq_recv(r->sock, body, cap, 0);
-}
-
-static int
-zrouter_send(zrouter *r, const uint8_t *rid, size_t rid_len, const void *body,
-             size_t len)
-{
-    if (zmq_send(r->sock, rid, rid_len, ZMQ_SNDMORE) < 0 ||
-        zmq_send(r->sock, body, len, 0) < 0)
-        return -1;
-    return 0;
-}
-
-/* Starts `self argv1 ep [arg [arg2]]` (fd 0: fd0 when >= 0), dying with
- * us. */
-static pid_t
-start_self(const char *self, const char *argv1, const char *ep, const char *arg,
-           const char *arg2, int fd0)
-{
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid != 0)
-        return pid;
-    /* Only async-signal-safe calls between fork and exec. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent)
-        _exit(127);
-    if (fd0 >= 0 && dup2(fd0, 0) < 0)
-        _exit(127);
-    char *argv[] = {"kin-bench", (char *)argv1, (char *)ep,
-                    (char *)arg, (char *)arg2,  NULL};
-    execv(self, argv);
-    _exit(127);
-}
 
 static void
 wake(int fd)
@@ -163,22 +68,139 @@ owner_wait(int zfd, int wake_fd)
         unwake(wake_fd);
 }
 
-/* --- the hand-off round trip: the caller's side --------------------------- */
+/* --- the caller's side, one at a time or pipelined ------------------------ */
 
-struct zfloor_rtt {
+/* A ROUTER bound in a directory of its own, the hand-off peer process behind
+ * it, the socket's lock and the thread that owns the socket (woken through
+ * wake_fd), and the lock and condition variable of the replies' hand-off to
+ * the caller. */
+typedef struct zside {
     zrouter r;
     pid_t pid;
     uint8_t rid[RID_CAP];
     size_t rid_len;
     int timeout_ms;
     pthread_mutex_t smu; /* the socket: one thread at a time */
+    bool draining;       /* under smu: the owner receives again anyway */
     int wake_fd;         /* the owner re-drains the socket */
     atomic_bool stop;
     pthread_t owner;
     bool owner_started;
-    /* The reply's hand-off from the owner to the waiting caller. */
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv; /* on CLOCK_MONOTONIC */
+} zside;
+
+static void
+side_init(zside *s, int timeout_ms)
+{
+    s->timeout_ms = timeout_ms;
+    s->wake_fd = -1;
+    pthread_mutex_init(&s->smu, NULL);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+/* Binds, starts `self --zmq-handoff-peer EP handoffs [workers]`, waits for
+ * its hello and starts owner(arg). -1 with errno and *what on failure. */
+static int
+side_start(zside *s, const char *self, const char *handoffs,
+           const char *workers, void *(*owner)(void *), void *arg,
+           const char **what)
+{
+    char h;
+    *what = "bind";
+    if (zrouter_open(&s->r, s->timeout_ms))
+        return -1;
+    *what = "eventfd";
+    if ((s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+        return -1;
+    *what = "hand-off peer start";
+    if ((s->pid = zrouter_start_self(self, "--zmq-handoff-peer", s->r.ep,
+                                     handoffs, workers, -1)) < 0 ||
+        zrouter_recv(&s->r, s->rid, &s->rid_len, &h, 1) != 1)
+        return -1;
+    *what = "owner thread";
+    if ((errno = pthread_create(&s->owner, NULL, owner, arg)))
+        return -1;
+    s->owner_started = true;
+    return 0;
+}
+
+/* The caller sends len bytes of buf itself, under the socket's lock, and
+ * wakes the owner if its send took the socket's ZMQ_FD signal. */
+static int
+side_send(zside *s, const uint8_t *buf, size_t len)
+{
+    pthread_mutex_lock(&s->smu);
+    int rc = zrouter_send(&s->r, s->rid, s->rid_len, buf, len);
+    int err = errno;
+    bool kick = !s->draining && input_waiting(s->r.sock);
+    pthread_mutex_unlock(&s->smu);
+    if (kick)
+        wake(s->wake_fd);
+    errno = err;
+    return rc;
+}
+
+/* The caller's deadline for one reply. */
+static struct timespec
+side_deadline(const zside *s)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += s->timeout_ms / 1000;
+    t.tv_nsec += (long)(s->timeout_ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+/* Asks the peer to stop, stops the owner, reaps the peer, unbinds. */
+static void
+side_fini(zside *s)
+{
+    bool asked = false;
+    if (s->pid > 0 && s->rid_len) {
+        pthread_mutex_lock(&s->smu);
+        asked = zrouter_send(&s->r, s->rid, s->rid_len, "", 0) == 0;
+        pthread_mutex_unlock(&s->smu);
+    }
+    if (s->owner_started) {
+        atomic_store(&s->stop, true);
+        wake(s->wake_fd);
+        pthread_join(s->owner, NULL);
+    }
+    if (s->pid > 0)
+        bench_reap(s->pid, asked ? s->timeout_ms : 0);
+    zrouter_close(&s->r);
+    if (s->wake_fd >= 0)
+        close(s->wake_fd);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->smu);
+}
+
+/* The socket's ZMQ_FD, which the owner polls. */
+static int
+side_fd(zside *s)
+{
+    int zfd = -1;
+    size_t sz = sizeof zfd;
+    zmq_getsockopt(s->r.sock, ZMQ_FD, &zfd, &sz);
+    return zfd;
+}
+
+/* --- the hand-off round trip: the caller's side --------------------------- */
+
+struct zfloor_rtt {
+    zside s;
+    /* The reply, under s.mu. */
     uint8_t *dst;
     size_t cap, got;
     bool have;
@@ -190,37 +212,36 @@ static void *
 rtt_owner(void *arg)
 {
     zfloor_rtt *f = arg;
-    int zfd = -1;
-    size_t sz = sizeof zfd;
-    zmq_getsockopt(f->r.sock, ZMQ_FD, &zfd, &sz);
+    zside *s = &f->s;
+    int zfd = side_fd(s);
     uint8_t rid[RID_CAP];
-    while (!atomic_load(&f->stop)) {
+    while (!atomic_load(&s->stop)) {
         /* Receive until EAGAIN: that receive processed the socket's
          * commands, so its ZMQ_FD signals the next input. */
         for (;;) {
             zmq_msg_t m;
             zmq_msg_init(&m);
-            pthread_mutex_lock(&f->smu);
+            pthread_mutex_lock(&s->smu);
             bool got =
-                zmq_recv(f->r.sock, rid, sizeof rid, ZMQ_DONTWAIT) >= 0 &&
-                zmq_msg_recv(&m, f->r.sock, ZMQ_DONTWAIT) >= 0;
-            pthread_mutex_unlock(&f->smu);
+                zmq_recv(s->r.sock, rid, sizeof rid, ZMQ_DONTWAIT) >= 0 &&
+                zmq_msg_recv(&m, s->r.sock, ZMQ_DONTWAIT) >= 0;
+            pthread_mutex_unlock(&s->smu);
             if (got) {
-                pthread_mutex_lock(&f->mu);
+                pthread_mutex_lock(&s->mu);
                 if (f->dst && !f->have) {
                     f->got = zmq_msg_size(&m);
                     memcpy(f->dst, zmq_msg_data(&m),
                            f->got < f->cap ? f->got : f->cap);
                     f->have = true;
-                    pthread_cond_signal(&f->cv);
+                    pthread_cond_signal(&s->cv);
                 }
-                pthread_mutex_unlock(&f->mu);
+                pthread_mutex_unlock(&s->mu);
             }
             zmq_msg_close(&m);
             if (!got)
                 break;
         }
-        owner_wait(zfd, f->wake_fd);
+        owner_wait(zfd, s->wake_fd);
     }
     return NULL;
 }
@@ -231,34 +252,12 @@ zfloor_rtt_open(const char *self, int handoffs, int timeout_ms)
     zfloor_rtt *f = calloc(1, sizeof *f);
     if (!f)
         return NULL;
-    f->timeout_ms = timeout_ms;
-    f->wake_fd = -1;
-    pthread_mutex_init(&f->smu, NULL);
-    pthread_mutex_init(&f->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&f->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    char n[8], h;
+    side_init(&f->s, timeout_ms);
+    char n[8];
     snprintf(n, sizeof n, "%d", handoffs);
-    const char *what = "bind";
-    if (zrouter_open(&f->r, timeout_ms))
-        goto fail;
-    what = "eventfd";
-    if ((f->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
-        goto fail;
-    what = "hand-off peer start";
-    if ((f->pid = start_self(self, "--zmq-handoff-peer", f->r.ep, n, NULL,
-                             -1)) < 0 ||
-        zrouter_recv(&f->r, f->rid, &f->rid_len, &h, 1) != 1)
-        goto fail;
-    what = "owner thread";
-    if ((errno = pthread_create(&f->owner, NULL, rtt_owner, f)))
-        goto fail;
-    f->owner_started = true;
-    return f;
-fail:;
+    const char *what;
+    if (!side_start(&f->s, self, n, NULL, rtt_owner, f, &what))
+        return f;
     int err = errno;
     fprintf(stderr, "kin-bench: zmq hand-off floor: %s: %s\n", what,
             strerror(err));
@@ -270,33 +269,17 @@ fail:;
 int
 zfloor_rtt_ping(zfloor_rtt *f, uint8_t *buf, size_t len)
 {
-    pthread_mutex_lock(&f->mu);
+    zside *s = &f->s;
+    pthread_mutex_lock(&s->mu);
     f->dst = buf;
     f->cap = len;
     f->have = false;
-    pthread_mutex_unlock(&f->mu);
-    /* The caller sends itself, under the socket's lock. */
-    pthread_mutex_lock(&f->smu);
-    int rc = zmq_send(f->r.sock, f->rid, f->rid_len, ZMQ_SNDMORE) < 0 ||
-                     zmq_send(f->r.sock, buf, len, 0) < 0
-                 ? -1
-                 : 0;
-    int err = errno;
-    bool kick = input_waiting(f->r.sock);
-    pthread_mutex_unlock(&f->smu);
-    if (kick)
-        wake(f->wake_fd);
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += f->timeout_ms / 1000;
-    until.tv_nsec += (long)(f->timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&f->mu);
+    pthread_mutex_unlock(&s->mu);
+    int rc = side_send(s, buf, len), err = errno;
+    struct timespec until = side_deadline(s);
+    pthread_mutex_lock(&s->mu);
     while (!rc && !f->have)
-        if (pthread_cond_timedwait(&f->cv, &f->mu, &until) == ETIMEDOUT) {
+        if (pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT) {
             rc = -1;
             err = ETIMEDOUT;
         }
@@ -305,7 +288,7 @@ zfloor_rtt_ping(zfloor_rtt *f, uint8_t *buf, size_t len)
         err = EBADMSG;
     }
     f->dst = NULL;
-    pthread_mutex_unlock(&f->mu);
+    pthread_mutex_unlock(&s->mu);
     errno = err;
     return rc;
 }
@@ -316,25 +299,7 @@ zfloor_rtt_close(zfloor_rtt **fp)
     zfloor_rtt *f = fp ? *fp : NULL;
     if (!f)
         return;
-    bool asked = false;
-    if (f->pid > 0 && f->rid_len) {
-        pthread_mutex_lock(&f->smu);
-        asked = zrouter_send(&f->r, f->rid, f->rid_len, "", 0) == 0;
-        pthread_mutex_unlock(&f->smu);
-    }
-    if (f->owner_started) {
-        atomic_store(&f->stop, true);
-        wake(f->wake_fd);
-        pthread_join(f->owner, NULL);
-    }
-    if (f->pid > 0)
-        bench_reap(f->pid, asked ? f->timeout_ms : 0);
-    zrouter_close(&f->r);
-    if (f->wake_fd >= 0)
-        close(f->wake_fd);
-    pthread_cond_destroy(&f->cv);
-    pthread_mutex_destroy(&f->mu);
-    pthread_mutex_destroy(&f->smu);
+    side_fini(&f->s);
     free(f);
     *fp = NULL;
 }
@@ -344,23 +309,11 @@ zfloor_rtt_close(zfloor_rtt **fp)
 #define PIPE_BATCH 32 /* replies the owner reads per lock of the socket */
 
 struct zfloor_pipe {
-    zrouter r;
-    pid_t pid;
-    uint8_t rid[RID_CAP];
-    size_t rid_len;
-    int timeout_ms;
+    zside s;
     int window;
-    pthread_mutex_t smu; /* the socket: one thread at a time */
-    bool draining;       /* under smu: as hpeer's */
-    int wake_fd;         /* the owner re-drains the socket */
-    atomic_bool stop;
-    pthread_t owner;
-    bool owner_started;
-    /* The replies' hand-off: the owner moves each into the slot its
-     * sequence number names and wakes the caller when the slot it waits
+    /* The replies' hand-off, under s.mu: the owner moves each into the slot
+     * its sequence number names and wakes the caller when the slot it waits
      * for is filled (once per batch read). */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
     int want; /* the slot the caller sleeps on; -1: not sleeping */
     zmq_msg_t *reply;
     bool *done;
@@ -381,31 +334,30 @@ static void *
 pipe_owner(void *arg)
 {
     zfloor_pipe *f = arg;
-    int zfd = -1;
-    size_t sz = sizeof zfd;
-    zmq_getsockopt(f->r.sock, ZMQ_FD, &zfd, &sz);
+    zside *s = &f->s;
+    int zfd = side_fd(s);
     uint8_t rid[RID_CAP];
     zmq_msg_t batch[PIPE_BATCH];
     for (int i = 0; i < PIPE_BATCH; i++)
         zmq_msg_init(&batch[i]);
-    while (!atomic_load(&f->stop)) {
+    while (!atomic_load(&s->stop)) {
         int n = 0;
         bool empty = false;
-        pthread_mutex_lock(&f->smu);
+        pthread_mutex_lock(&s->smu);
         while (n < PIPE_BATCH) {
-            if (zmq_recv(f->r.sock, rid, sizeof rid, ZMQ_DONTWAIT) < 0) {
+            if (zmq_recv(s->r.sock, rid, sizeof rid, ZMQ_DONTWAIT) < 0) {
                 empty = true;
                 break;
             }
-            if (zmq_msg_recv(&batch[n], f->r.sock, ZMQ_DONTWAIT) >= 0)
+            if (zmq_msg_recv(&batch[n], s->r.sock, ZMQ_DONTWAIT) >= 0)
                 n++;
         }
         /* Until the EAGAIN it receives again: no sender need wake it. */
-        f->draining = !empty;
-        pthread_mutex_unlock(&f->smu);
+        s->draining = !empty;
+        pthread_mutex_unlock(&s->smu);
         if (n) {
             bool signal = false;
-            pthread_mutex_lock(&f->mu);
+            pthread_mutex_lock(&s->mu);
             for (int i = 0; i < n; i++) {
                 if (zmq_msg_size(&batch[i]) < sizeof(uint32_t))
                     continue; /* the caller times out on its slot */
@@ -417,16 +369,16 @@ pipe_owner(void *arg)
                 f->done[slot] = true;
                 signal |= slot == f->want;
             }
-            pthread_mutex_unlock(&f->mu);
+            pthread_mutex_unlock(&s->mu);
             if (signal)
-                pthread_cond_signal(&f->cv);
+                pthread_cond_signal(&s->cv);
             for (int i = 0; i < n; i++) {
                 zmq_msg_close(&batch[i]);
                 zmq_msg_init(&batch[i]);
             }
         }
         if (empty)
-            owner_wait(zfd, f->wake_fd);
+            owner_wait(zfd, s->wake_fd);
     }
     for (int i = 0; i < PIPE_BATCH; i++)
         zmq_msg_close(&batch[i]);
@@ -445,43 +397,20 @@ zfloor_pipe_open(const char *self, int handoffs, int workers, int window,
     zfloor_pipe *f = calloc(1, sizeof *f);
     if (!f)
         return NULL;
-    f->timeout_ms = timeout_ms;
+    side_init(&f->s, timeout_ms);
     f->window = window;
     f->want = -1;
-    f->wake_fd = -1;
-    pthread_mutex_init(&f->smu, NULL);
-    pthread_mutex_init(&f->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&f->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    char n[8], w[8], h;
+    char n[8], w[8];
     snprintf(n, sizeof n, "%d", handoffs);
     snprintf(w, sizeof w, "%d", workers);
     const char *what = "allocation";
-    if (!(f->reply = calloc((size_t)window, sizeof *f->reply)) ||
-        !(f->done = calloc((size_t)window, sizeof *f->done)))
-        goto fail;
-    for (int i = 0; i < window; i++)
-        zmq_msg_init(&f->reply[i]);
-    what = "bind";
-    if (zrouter_open(&f->r, timeout_ms))
-        goto fail;
-    what = "eventfd";
-    if ((f->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
-        goto fail;
-    what = "hand-off peer start";
-    if ((f->pid = start_self(self, "--zmq-handoff-peer", f->r.ep, n, w, -1)) <
-            0 ||
-        zrouter_recv(&f->r, f->rid, &f->rid_len, &h, 1) != 1)
-        goto fail;
-    what = "owner thread";
-    if ((errno = pthread_create(&f->owner, NULL, pipe_owner, f)))
-        goto fail;
-    f->owner_started = true;
-    return f;
-fail:;
+    if ((f->reply = calloc((size_t)window, sizeof *f->reply)) &&
+        (f->done = calloc((size_t)window, sizeof *f->done))) {
+        for (int i = 0; i < window; i++)
+            zmq_msg_init(&f->reply[i]);
+        if (!side_start(&f->s, self, n, w, pipe_owner, f, &what))
+            return f;
+    }
     int err = errno;
     fprintf(stderr, "kin-bench: zmq pipelined hand-off floor: %s: %s\n", what,
             strerror(err));
@@ -490,42 +419,17 @@ fail:;
     return NULL;
 }
 
-/* The caller sends request seq itself, under the socket's lock. */
-static int
-pipe_send(zfloor_pipe *f, uint8_t *buf, size_t len, uint32_t seq)
-{
-    memcpy(buf, &seq, sizeof seq);
-    pthread_mutex_lock(&f->smu);
-    int rc = zmq_send(f->r.sock, f->rid, f->rid_len, ZMQ_SNDMORE) < 0 ||
-                     zmq_send(f->r.sock, buf, len, 0) < 0
-                 ? -1
-                 : 0;
-    int err = errno;
-    bool kick = !f->draining && input_waiting(f->r.sock);
-    pthread_mutex_unlock(&f->smu);
-    if (kick)
-        wake(f->wake_fd);
-    errno = err;
-    return rc;
-}
-
 /* Waits (up to the timeout) for request seq's reply and checks it. */
 static int
 pipe_wait(zfloor_pipe *f, uint32_t seq, size_t len)
 {
+    zside *s = &f->s;
     int slot = (int)(seq % (uint32_t)f->window), rc = 0, err = 0;
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += f->timeout_ms / 1000;
-    until.tv_nsec += (long)(f->timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&f->mu);
+    struct timespec until = side_deadline(s);
+    pthread_mutex_lock(&s->mu);
     f->want = slot;
     while (!f->done[slot])
-        if (pthread_cond_timedwait(&f->cv, &f->mu, &until) == ETIMEDOUT) {
+        if (pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT) {
             rc = -1;
             err = ETIMEDOUT;
             break;
@@ -537,7 +441,7 @@ pipe_wait(zfloor_pipe *f, uint32_t seq, size_t len)
         zmq_msg_move(&m, &f->reply[slot]);
         f->done[slot] = false;
     }
-    pthread_mutex_unlock(&f->mu);
+    pthread_mutex_unlock(&s->mu);
     if (!rc && (zmq_msg_size(&m) != len || seq_of(zmq_msg_data(&m)) != seq)) {
         rc = -1;
         err = EBADMSG;
@@ -545,6 +449,14 @@ pipe_wait(zfloor_pipe *f, uint32_t seq, size_t len)
     zmq_msg_close(&m);
     errno = err;
     return rc;
+}
+
+/* Request seq: its number in the payload's first 4 bytes, then sent. */
+static int
+pipe_send(zfloor_pipe *f, uint8_t *buf, size_t len, uint32_t seq)
+{
+    memcpy(buf, &seq, sizeof seq);
+    return side_send(&f->s, buf, len);
 }
 
 int
@@ -581,29 +493,11 @@ zfloor_pipe_close(zfloor_pipe **fp)
     zfloor_pipe *f = fp ? *fp : NULL;
     if (!f)
         return;
-    bool asked = false;
-    if (f->pid > 0 && f->rid_len) {
-        pthread_mutex_lock(&f->smu);
-        asked = zrouter_send(&f->r, f->rid, f->rid_len, "", 0) == 0;
-        pthread_mutex_unlock(&f->smu);
-    }
-    if (f->owner_started) {
-        atomic_store(&f->stop, true);
-        wake(f->wake_fd);
-        pthread_join(f->owner, NULL);
-    }
-    if (f->pid > 0)
-        bench_reap(f->pid, asked ? f->timeout_ms : 0);
-    zrouter_close(&f->r);
-    if (f->wake_fd >= 0)
-        close(f->wake_fd);
+    side_fini(&f->s);
     for (int i = 0; f->reply && i < f->window; i++)
         zmq_msg_close(&f->reply[i]);
     free(f->reply);
     free(f->done);
-    pthread_cond_destroy(&f->cv);
-    pthread_mutex_destroy(&f->mu);
-    pthread_mutex_destroy(&f->smu);
     free(f);
     *fp = NULL;
 }
@@ -899,8 +793,8 @@ zfloor_fork(const char *self, int reps, int fanout, int timeout_ms,
         goto out;
     what = "zygote start";
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) ||
-        (zygote = start_self(self, "--zmq-zygote", r.ep, NULL, NULL, sv[1])) <
-            0)
+        (zygote = zrouter_start_self(self, "--zmq-zygote", r.ep, NULL, NULL,
+                                     sv[1])) < 0)
         goto out;
     close(sv[1]);
     sv[1] = -1;
