@@ -284,34 +284,7 @@ start_process(const config *cfg, const char *endpoint, bool relay)
 static int
 zmq_peer(const char *endpoint)
 {
-    void *ctx = zmq_ctx_new();
-    void *s = zmq_socket(ctx, ZMQ_DEALER);
-    int linger = 1000;
-    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    int rc = 1;
-    if (zmq_connect(s, endpoint) || zmq_send(s, "H", 1, 0) != 1)
-        goto out;
-    for (;;) {
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, s, 0) < 0) {
-            zmq_msg_close(&m);
-            break;
-        }
-        if (zmq_msg_size(&m) == 0) {
-            zmq_msg_close(&m);
-            rc = 0;
-            break;
-        }
-        if (zmq_msg_send(&m, s, 0) < 0) {
-            zmq_msg_close(&m);
-            break;
-        }
-    }
-out:
-    zmq_close(s);
-    zmq_ctx_term(ctx);
-    return rc;
+    return zrouter_echo_peer(endpoint, "H", 1);
 }
 
 /* A raw zmq relay, the baseline of a two-hop call: a DEALER connected to

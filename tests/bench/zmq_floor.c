@@ -650,27 +650,8 @@ out:
 static int
 fork_child(const char *endpoint)
 {
-    void *ctx = zmq_ctx_new();
-    void *s = zmq_socket(ctx, ZMQ_DEALER);
-    int linger = 1000, rc = 1;
     int32_t pid = (int32_t)getpid();
-    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    if (zmq_connect(s, endpoint) || zmq_send(s, &pid, sizeof pid, 0) != 4)
-        goto out;
-    for (;;) {
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, s, 0) < 0 || zmq_msg_size(&m) == 0 ||
-            zmq_msg_send(&m, s, 0) < 0) {
-            rc = zmq_msg_size(&m) == 0 ? 0 : 1;
-            zmq_msg_close(&m);
-            break;
-        }
-    }
-out:
-    zmq_close(s);
-    zmq_ctx_term(ctx);
-    return rc;
+    return zrouter_echo_peer(endpoint, &pid, sizeof pid);
 }
 
 static int

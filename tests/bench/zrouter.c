@@ -96,3 +96,28 @@ zrouter_start_self(const char *self, const char *argv1, const char *ep,
     execv(self, argv);
     _exit(127);
 }
+
+int
+zrouter_echo_peer(const char *endpoint, const void *hello, size_t len)
+{
+    void *ctx = zmq_ctx_new();
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 1000, rc = 1;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(s, endpoint) || zmq_send(s, hello, len, 0) != (int)len)
+        goto out;
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, s, 0) < 0 || zmq_msg_size(&m) == 0 ||
+            zmq_msg_send(&m, s, 0) < 0) {
+            rc = zmq_msg_size(&m) == 0 ? 0 : 1;
+            zmq_msg_close(&m);
+            break;
+        }
+    }
+out:
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    return rc;
+}

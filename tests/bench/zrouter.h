@@ -41,4 +41,9 @@ int zrouter_send(zrouter *r, const uint8_t *rid, size_t rid_len,
 pid_t zrouter_start_self(const char *self, const char *argv1, const char *ep,
                          const char *arg, const char *arg2, int fd0);
 
+/* A DEALER connected to endpoint, in a context of its own: says hello (len
+ * bytes), echoes every message, stops at an empty one. It waits as long as
+ * it takes. 0 after the empty message, 1 on an error. */
+int zrouter_echo_peer(const char *endpoint, const void *hello, size_t len);
+
 #endif
