@@ -75,6 +75,10 @@ typedef struct svc {
     prov *provs;
     int nprov, cap;
     bool same_hops; /* every provider as near (kin__svc_provs_changed) */
+    /* The provider pick returned last (at provs[warm_i] if still there)
+     * and how many calls in a row it got idle. */
+    uint32_t warm;
+    int warm_i, warm_run;
     hold *holds;
     int nholds, hcap;
     int own_hold; /* this context's supervisors' restarting count */

@@ -183,7 +183,7 @@ usable(const svc *s, const prov *p, uint32_t avoid)
  * only one. NULL when none has room. One pass over the providers, or none
  * when they are all as near and the two picked may take it. */
 static prov *
-pick(kin_node *n, svc *s, uint32_t avoid)
+pick_any(kin_node *n, svc *s, uint32_t avoid)
 {
     if (s->same_hops && s->nprov > 1) {
         uint64_t r = next_rand(n->svc);
@@ -234,6 +234,34 @@ pick(kin_node *n, svc *s, uint32_t avoid)
     prov *pa = cand[(r & 0xffffffffu) % (uint64_t)room];
     prov *pb = room > 1 ? cand[(r >> 32) % (uint64_t)room] : pa;
     return pb->outstanding < pa->outstanding ? pb : pa;
+}
+
+/* Calls in a row an idle provider gets before another one takes over. */
+#define WARM_RUN 16
+
+/* pick_any, but an idle provider that got the last call gets the next one
+ * (none can be less loaded than idle), up to WARM_RUN in a row: calls one
+ * at a time then mostly find a process whose threads and caches are warm,
+ * as a direct call does, and still go round every provider. With calls in
+ * flight the random choices balance as before. */
+static prov *
+pick(kin_node *n, svc *s, uint32_t avoid)
+{
+    prov *w = s->warm_i < s->nprov ? &s->provs[s->warm_i] : NULL;
+    if (w && w->ctx == s->warm && !w->outstanding && s->same_hops) {
+        if (s->warm_run < WARM_RUN && usable(s, w, avoid)) {
+            s->warm_run++;
+            return w;
+        }
+        if (avoid == NO_PROV)
+            avoid = w->ctx; /* its run is over: another one, if any */
+    }
+    if ((w = pick_any(n, s, avoid))) {
+        s->warm_run = w->ctx == s->warm ? s->warm_run + 1 : 1;
+        s->warm = w->ctx;
+        s->warm_i = (int)(w - s->provs);
+    }
+    return w;
 }
 
 static void on_reply(kin_node *n, kin_msg *m, void *arg);

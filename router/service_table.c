@@ -52,6 +52,7 @@ kin__svc_find_or_add(kin_node *n, const char *name, size_t len)
         return NULL;
     memcpy(s->name, name, len);
     s->name_len = len;
+    s->warm = NO_PROV;
     ss->items[ss->len++] = s;
     return s;
 }
