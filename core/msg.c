@@ -11,6 +11,7 @@
 
 #include <msgpack.h>
 
+#include "core/msg_cache.h"
 #include "core/msg_internal.h"
 #include "core/pack_internal.h"
 
@@ -23,6 +24,7 @@
  * that frees it. */
 typedef struct msg_block {
     atomic_uint refs;
+    bool cached; /* from kin__msg_cache_get, KIN__MSG_CACHE_BLOCK bytes */
     void (*release)(void *hint); /* NULL: the body follows the block */
     void *hint;
     kin_msg m;
@@ -37,10 +39,12 @@ block_of(const kin_msg *m)
 static kin_msg *
 block_new(size_t len)
 {
-    msg_block *b = malloc(sizeof *b + len);
+    bool small = len <= KIN__MSG_CACHE_BLOCK - sizeof(msg_block);
+    msg_block *b = small ? kin__msg_cache_get() : malloc(sizeof *b + len);
     if (!b)
         return NULL;
     memset(b, 0, sizeof *b);
+    b->cached = small;
     atomic_init(&b->refs, 1u);
     b->m.len = len;
     b->m.body = (uint8_t *)(b + 1);
@@ -113,7 +117,10 @@ kin__msg_unhold(kin_msg *m)
         return;
     if (b->release)
         b->release(b->hint);
-    free(b);
+    if (b->cached)
+        kin__msg_cache_put(b);
+    else
+        free(b);
 }
 
 void

@@ -104,6 +104,10 @@ struct kin_node {
      * under it (the broker reads them without: it is the only writer). */
     pthread_mutex_t smu;
     bool direct; /* open for direct sends: the router is up, not closed */
+    /* A drain of up [1] or down [0] is queued on the broker and has not
+     * started: a direct send that leaves input unread need not queue
+     * another (route_direct). */
+    atomic_bool drain_due[2];
 
     /* Set once the parent's HELLO answer arrived (under mu). */
     uint32_t ancestors[KIN_MAX_DEPTH];

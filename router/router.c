@@ -157,6 +157,9 @@ static void
 drain_up_job(void *node, void *unused)
 {
     kin_node *n = node;
+    /* Cleared before the drain: input a send leaves after this point gets
+     * a drain of its own. */
+    atomic_store(&n->drain_due[1], false);
     kin__broker_touch(n->w_up);
 }
 
@@ -164,6 +167,7 @@ static void
 drain_down_job(void *node, void *unused)
 {
     kin_node *n = node;
+    atomic_store(&n->drain_due[0], false);
     kin__broker_touch(n->w_down);
 }
 
@@ -211,9 +215,13 @@ route_direct(kin_node *n, kin_msg *m, bool up_too)
             events = ZMQ_POLLIN; /* cannot tell: let the broker look */
     }
     pthread_mutex_unlock(&n->smu);
-    if (events & ZMQ_POLLIN)
+    /* One drain queued at a time: under load most sends find one due
+     * (a job, its allocation and the broker's wake saved). A drain whose
+     * job could not be queued (shutting down) is not due. */
+    if ((events & ZMQ_POLLIN) && !atomic_exchange(&n->drain_due[up], true) &&
         kin__broker_defer(n->broker, up ? drain_up_job : drain_down_job, n,
-                          NULL);
+                          NULL))
+        atomic_store(&n->drain_due[up], false);
     if (rc)
         return false;
     atomic_fetch_add(&n->stats.routed, 1);

@@ -2,8 +2,10 @@
  * every way a header or body is rejected, the size limit, and dead messages.
  * Network input must fail with its specific code and leave outputs alone. */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -762,6 +764,108 @@ big_buffers_are_taken_small_ones_copied(void **state)
     free(payload);
 }
 
+/* Messages made on one thread and freed on another (a reply made by the
+ * broker, destroyed by its caller) go back to the block cache
+ * (core/msg_cache.c) from many threads at once: no block may ever be handed
+ * to two owners. Each thread keeps messages stamped with its own pattern
+ * alive while the others make and free theirs, checks them, then passes
+ * them on to be checked and freed by the next thread. */
+enum { CT_THREADS = 4, CT_HOLD = 32, CT_ROUNDS = 3000 };
+
+typedef struct ct_box {
+    pthread_mutex_t mu;
+    kin_msg *q[CT_THREADS * CT_HOLD * 2];
+    int len;
+} ct_box;
+
+static ct_box ct_boxes[CT_THREADS];
+static atomic_int ct_bad;
+
+static void
+ct_stamp(kin_msg *m, int t, int r, int i)
+{
+    uint8_t v = (uint8_t)(t * 61 + r * 7 + i);
+    memset(m->body, v, m->len);
+    m->dst = (uint32_t)t;
+    m->handle = (uint32_t)r;
+    m->reply_to = (uint32_t)i;
+}
+
+static void
+ct_check(const kin_msg *m)
+{
+    uint8_t v = (uint8_t)(m->dst * 61 + m->handle * 7 + m->reply_to);
+    for (size_t k = 0; k < m->len; k++)
+        if (m->body[k] != v) {
+            atomic_fetch_add(&ct_bad, 1);
+            return;
+        }
+}
+
+static void *
+ct_thread(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    kin_msg *held[CT_HOLD] = {NULL};
+    ct_box *next = &ct_boxes[(t + 1) % CT_THREADS], *mine = &ct_boxes[t];
+    for (int r = 0; r < CT_ROUNDS; r++) {
+        for (int i = 0; i < CT_HOLD; i++) {
+            if (held[i]) {
+                ct_check(held[i]);
+                pthread_mutex_lock(&next->mu);
+                if (next->len < (int)(sizeof next->q / sizeof next->q[0]))
+                    next->q[next->len++] = held[i];
+                else
+                    kin_msg_destroy(&held[i]);
+                pthread_mutex_unlock(&next->mu);
+                held[i] = NULL;
+            }
+            /* Sizes on both sides of the cached block's. */
+            size_t len = (size_t)((r * 13 + i * 29) % 420);
+            if (kin_msg_new(&held[i], len) == KIN_OK)
+                ct_stamp(held[i], t, r, i);
+        }
+        pthread_mutex_lock(&mine->mu);
+        int n = mine->len;
+        kin_msg *got[sizeof mine->q / sizeof mine->q[0]];
+        memcpy(got, mine->q, (size_t)n * sizeof got[0]);
+        mine->len = 0;
+        pthread_mutex_unlock(&mine->mu);
+        for (int k = 0; k < n; k++) {
+            ct_check(got[k]);
+            kin_msg_destroy(&got[k]);
+        }
+    }
+    for (int i = 0; i < CT_HOLD; i++) {
+        if (held[i])
+            ct_check(held[i]);
+        kin_msg_destroy(&held[i]);
+    }
+    return NULL;
+}
+
+static void
+messages_freed_on_other_threads_are_never_shared(void **state)
+{
+    (void)state;
+    pthread_t th[CT_THREADS];
+    for (int t = 0; t < CT_THREADS; t++)
+        pthread_mutex_init(&ct_boxes[t].mu, NULL);
+    for (int t = 0; t < CT_THREADS; t++)
+        assert_int_equal(
+            pthread_create(&th[t], NULL, ct_thread, (void *)(intptr_t)t), 0);
+    for (int t = 0; t < CT_THREADS; t++)
+        pthread_join(th[t], NULL);
+    for (int t = 0; t < CT_THREADS; t++) {
+        for (int k = 0; k < ct_boxes[t].len; k++) {
+            ct_check(ct_boxes[t].q[k]);
+            kin_msg_destroy(&ct_boxes[t].q[k]);
+        }
+        pthread_mutex_destroy(&ct_boxes[t].mu);
+    }
+    assert_int_equal(atomic_load(&ct_bad), 0);
+}
+
 int
 main(void)
 {
@@ -789,6 +893,7 @@ main(void)
         cmocka_unit_test(held_message_lives_until_the_last_holder),
         cmocka_unit_test(decode_outside_keeps_the_body_or_leaves_it),
         cmocka_unit_test(big_buffers_are_taken_small_ones_copied),
+        cmocka_unit_test(messages_freed_on_other_threads_are_never_shared),
     };
     return harness_run_group(tests);
 }
