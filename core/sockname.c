@@ -52,6 +52,15 @@ kin__sockname_any(const char *name, int *pid)
     }
     if (!strncmp(rest, ".far", 4))
         rest += 4;
+    else if (!strncmp(rest, ".t", 2) && rest[2] >= '0' && rest[2] <= '9') {
+        /* a tcp-bound master's log frontend: ".t<N>-logs.sock" */
+        end = 0;
+        if (sscanf(rest, ".t%u%n", &seq, &end) != 1 || !end ||
+            strcmp(rest + end, "-logs.sock"))
+            return false;
+        rest = ".sock";
+    } else if (!strcmp(rest, "-logs.sock") || !strcmp(rest, "-logs-in.sock"))
+        rest = ".sock"; /* the embedded log forwarder's (logs/logpub.c) */
     if (strcmp(rest, ".sock"))
         return false;
     *pid = p;

@@ -24,8 +24,10 @@ bool kin__sockname_parse(const char *name, int *pid, uint32_t *id);
 int kin__sockname_far(char *out, size_t size, const char *ipc_path);
 
 /* Whether a file name (no directory) is any socket file a context makes:
- * "<pid>-<id>.sock", "<pid>-<id>.<seq>.sock", or the far socket of
- * either; sets *pid when it is. For sweeping the files of dead pids. */
+ * "<pid>-<id>.sock", "<pid>-<id>.<seq>.sock", the far socket of either,
+ * or the embedded log forwarder's next to them ("...-logs.sock",
+ * "...-logs-in.sock", "<pid>-<id>.t<N>-logs.sock"); sets *pid when it is.
+ * For sweeping the files of dead pids. */
 bool kin__sockname_any(const char *name, int *pid);
 
 #endif

@@ -14,6 +14,7 @@
 #include "process/child.h"
 #include "process/events.h"
 #include "process/procs.h"
+#include "process/runtime_sweep.h"
 #include "router/router.h"
 
 /* The key of the process layer's state in its node. */
@@ -76,6 +77,7 @@ kin__procs_free(kin_node *n)
     if (!p)
         return;
     kin__node_detach(n, &procs_layer);
+    kin__sweep_free(p);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cond);
     free(p);

@@ -41,6 +41,8 @@ typedef struct kin__procs {
     /* init.c: a serving child turns a trip into its own exit. */
     void (*on_trip_exit)(void);
     struct kin__zygote *zygote; /* zygote.c's, for kin_spawn_opts.fork */
+    /* runtime_sweep.c's sweeps after reaps (broker thread only). */
+    struct kin__sweeper *sweeper;
     /* Children its supervisors restarted (not under mu). */
     atomic_uint_fast64_t restarts;
 } kin__procs;

@@ -30,6 +30,7 @@
 #include "process/exec_channel.h"
 #include "process/limits.h"
 #include "process/procs.h"
+#include "process/runtime_sweep.h"
 #include "process/ssh.h"
 #include "process/stdio_relay.h"
 #include "process/zygote.h"
@@ -166,12 +167,8 @@ reaped(kin_child *c, int status)
     /* Callers waiting on it learn now (after what it sent last), not
      * after some heartbeat. */
     kin__router_child_exited(n, c->id);
-    /* A child that was killed could not remove its socket file. */
-    char dir[160], sock[256];
-    if (kin__runtime_dir(dir, sizeof dir) == KIN_OK &&
-        snprintf(sock, sizeof sock, "%s/%d-%u.sock", dir, (int)c->pid, c->id) <
-            (int)sizeof sock)
-        unlink(sock);
+    /* Nor could its children, killed with it: sweeps find their files. */
+    kin__sweep_after_reap(p);
     pthread_mutex_lock(&p->mu);
     c->status = status;
     bool armed = c->armed;
@@ -201,6 +198,9 @@ on_exit_ready(uv_poll_t *h, int status, int events)
         !si.si_pid)
         return;
     kill(-c->pid, SIGKILL);
+    /* A child that was killed could not remove its socket files; while
+     * it is a zombie, no other process can have the pid that names them. */
+    kin__sweep_child_files(c->pid, c->id);
     si = (siginfo_t){0};
     if (waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED | WNOHANG) || !si.si_pid)
         return;

@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -122,25 +124,80 @@ kin__runtime_dir(char *out, size_t size)
     return runtime_dir_why(out, size, NULL, 0);
 }
 
-/* Contexts killed without cleaning up leave "<pid>-..." sockets behind;
- * a master removes those of processes that no longer exist (a live pid
- * may be a recycled one: its files are left alone). */
-static void
+/* Whether something listens at the unix socket path. A nonblocking
+ * connect: a full backlog (EAGAIN) counts as listening, and so does a path
+ * too long to try. */
+static bool
+listening(const char *path)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    size_t len = strlen(path);
+    if (len >= sizeof a.sun_path)
+        return true;
+    memcpy(a.sun_path, path, len + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return true;
+    bool yes = !connect(fd, (struct sockaddr *)&a, sizeof a) ||
+               (errno != ECONNREFUSED && errno != ENOENT);
+    close(fd);
+    return yes;
+}
+
+/* Whether process pid is gone: it does not exist, or it is a zombie (dead,
+ * its files closed, waiting for its parent or init to reap it; a slow init
+ * can take seconds). */
+static bool
+pid_gone(int pid)
+{
+    if (kill((pid_t)pid, 0))
+        return errno == ESRCH;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* "pid (comm) S ...": comm may hold anything, the state follows the
+     * last ')'. */
+    const char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
+/* Contexts killed without cleaning up leave "<pid>-..." sockets behind.
+ * Removes those whose process is gone (pid_gone) and on which nothing
+ * listens: a live pid may be a recycled one, and a listener may be a
+ * context in another pid namespace sharing the directory (whose pid means
+ * nothing here), or a process whose main thread ended while others serve
+ * (it shows as a zombie); their files are left alone. Returns how many
+ * went. */
+static int
 sweep_stale(const char *dir)
 {
     DIR *d = opendir(dir);
     struct dirent *de;
+    int removed = 0;
     while (d && (de = readdir(d))) {
         int pid;
-        if (!kin__sockname_any(de->d_name, &pid) ||
-            !(kill((pid_t)pid, 0) && errno == ESRCH))
+        if (!kin__sockname_any(de->d_name, &pid) || !pid_gone(pid))
             continue;
         char path[512];
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        unlink(path);
+        if (!listening(path) && !unlink(path))
+            removed++;
     }
     if (d)
         closedir(d);
+    return removed;
+}
+
+int
+kin__runtime_sweep(void)
+{
+    char dir[160];
+    return runtime_dir_why(dir, sizeof dir, NULL, 0) ? 0 : sweep_stale(dir);
 }
 
 /* The socket paths this process's nodes hold: "PID-ID.sock" (what the kin

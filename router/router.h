@@ -244,6 +244,12 @@ void kin__adopt_node_gone(kin_node *n);
  * 0700, -errno. */
 kin_err kin__runtime_dir(char *out, size_t size);
 
+/* Removes the socket files of dead contexts from the runtime directory:
+ * those whose process no longer exists or is a zombie, and on which
+ * nothing listens (what a master does when it starts). One readdir;
+ * returns how many files went. Any thread. */
+int kin__runtime_sweep(void);
+
 /* Whether m's authority passes policy here (handles and exported
  * functions share the rules). Any thread. */
 bool kin__policy_allows(kin_node *n, kin_policy policy, const kin_msg *m);

@@ -2,7 +2,8 @@
 # The lingering demo heals: SIGKILL a leaf, the hub, a worker, one at a
 # time, and each time the tree regains its full size (the same six
 # contexts, the killed one replaced, no process too many); prints how long
-# each heal took. Then SIGKILL of the master leaves no process of the tree.
+# each heal took, and that no socket file of a killed process is left. Then
+# SIGKILL of the master leaves no process of the tree.
 # Usage: heal_test.sh KIN_DEMO KIN
 set -u
 demo=$1
@@ -54,6 +55,15 @@ full() {
     [ "$(echo "$procs" | wc -l)" = 6 ]
 }
 
+# Whether the runtime directory holds no socket file of any pid given.
+no_files_of() {
+    local p
+    for p in "$@"; do
+        ls "$rt/kin" | grep -q "^$p-" && return 1
+    done
+    return 0
+}
+
 "$demo" --linger --jobs 6 --limit 60000 --no-color >"$out" 2>&1 &
 master=$!
 wait_for 120000 grep -q "Still running" "$out" ||
@@ -87,6 +97,11 @@ for victim in leaf-1 hub worker-1; do
             "in 60 s: $(tree | tr '\n' ' '); processes: $(tree_procs | wc -l)"
     echo "SIGKILL $victim (pid $pid): healed in $(($(now_ms) - t0)) ms," \
         "now pid $(pid_of "$victim")"
+    # The killed ones could not remove their socket files: the tree does
+    # (docs/supervision.md, "Socket files of killed contexts").
+    wait_for 15000 no_files_of $gone ||
+        fail "after SIGKILL of $victim, files of dead pids are left:" \
+            "$(ls "$rt/kin" | tr '\n' ' ')"
 done
 
 pids=$(tree_procs | tr '\n' ' ')

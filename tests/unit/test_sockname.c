@@ -38,7 +38,8 @@ written_names_parse_back_and_others_do_not(void **state)
 }
 
 /* The sweep of a master removes every socket file a dead process left,
- * second nodes' and far sockets included, and nothing else. */
+ * second nodes', far and log forwarder sockets included, and nothing
+ * else. */
 static void
 every_socket_file_a_context_makes_is_recognised_for_sweeping(void **state)
 {
@@ -48,8 +49,10 @@ every_socket_file_a_context_makes_is_recognised_for_sweeping(void **state)
     assert_true(kin__sockname_far(far, sizeof far, path) > 0);
     assert_string_equal(far, "/run/kin/4321-7.3.far.sock");
     assert_int_equal(kin__sockname_far(far, sizeof far, "/run/kin/x"), -1);
-    static const char *ours[] = {"4321-7.sock", "4321-7.3.sock",
-                                 "4321-7.far.sock", "4321-7.3.far.sock"};
+    static const char *ours[] = {"4321-7.sock",        "4321-7.3.sock",
+                                 "4321-7.far.sock",    "4321-7.3.far.sock",
+                                 "4321-0-logs.sock",   "4321-0-logs-in.sock",
+                                 "4321-0.1-logs.sock", "4321-0.t2-logs.sock"};
     for (size_t i = 0; i < sizeof ours / sizeof *ours; i++) {
         int pid = 0;
         if (!kin__sockname_any(ours[i], &pid) || pid != 4321)
@@ -57,7 +60,9 @@ every_socket_file_a_context_makes_is_recognised_for_sweeping(void **state)
     }
     static const char *other[] = {"4321-logs.sock", "4321-7.sockx",
                                   "4321-7.x.sock",  "0-7.sock",
-                                  "4321-7.3",       "x-7.sock"};
+                                  "4321-7.3",       "x-7.sock",
+                                  "4321-0-logs",    "4321-0.t-logs.sock",
+                                  "4321-0.t2.sock", "4321-0-logsx.sock"};
     int pid;
     for (size_t i = 0; i < sizeof other / sizeof *other; i++)
         if (kin__sockname_any(other[i], &pid))
