@@ -385,6 +385,128 @@ zone_ready(kin_reader *r)
     return KIN_OK;
 }
 
+/* Big-endian integers of n bytes at p. */
+static uint64_t
+be(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* A signed value as msgpack-c gives it: positive when it is not negative,
+ * whatever its encoding. */
+static void
+signed_obj(int64_t v, msgpack_object *obj)
+{
+    if (v >= 0) {
+        obj->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+        obj->via.u64 = (uint64_t)v;
+    } else {
+        obj->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+        obj->via.i64 = v;
+    }
+}
+
+/* A str or bin of n bytes after a header of h bytes at p. */
+static void
+bytes_obj(msgpack_object_type type, const uint8_t *p, int h, uint64_t n,
+          msgpack_object *obj)
+{
+    /* msgpack-c gives an empty str no pointer. */
+    const char *at =
+        n || type == MSGPACK_OBJECT_BIN ? (const char *)p + h : NULL;
+    obj->type = type;
+    if (type == MSGPACK_OBJECT_STR) {
+        obj->via.str.size = (uint32_t)n;
+        obj->via.str.ptr = at;
+    } else {
+        obj->via.bin.size = (uint32_t)n;
+        obj->via.bin.ptr = at;
+    }
+}
+
+/* The top-level object at p (complete: kin__msgpack_scan said so) read
+ * without msgpack-c when it is a scalar (nil, boolean, number, str, bin),
+ * into the msgpack_object msgpack_unpack would make of it. False for
+ * arrays, maps and exts, which msgpack_unpack reads into the zone. */
+static bool
+scalar(const uint8_t *p, msgpack_object *obj)
+{
+    uint8_t c = p[0];
+    memset(obj, 0, sizeof *obj);
+    if (c <= 0x7f) {
+        obj->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+        obj->via.u64 = c;
+    } else if (c >= 0xe0) {
+        signed_obj((int8_t)c, obj);
+    } else if (c >= 0xa0 && c <= 0xbf) {
+        bytes_obj(MSGPACK_OBJECT_STR, p, 1, c & 0x1fu, obj);
+    } else {
+        switch (c) {
+        case 0xc0:
+            obj->type = MSGPACK_OBJECT_NIL;
+            break;
+        case 0xc2:
+        case 0xc3:
+            obj->type = MSGPACK_OBJECT_BOOLEAN;
+            obj->via.boolean = c == 0xc3;
+            break;
+        case 0xcc:
+        case 0xcd:
+        case 0xce:
+        case 0xcf:
+            obj->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+            obj->via.u64 = be(p + 1, 1 << (c - 0xcc));
+            break;
+        case 0xd0:
+            signed_obj((int8_t)p[1], obj);
+            break;
+        case 0xd1:
+            signed_obj((int16_t)be(p + 1, 2), obj);
+            break;
+        case 0xd2:
+            signed_obj((int32_t)be(p + 1, 4), obj);
+            break;
+        case 0xd3:
+            signed_obj((int64_t)be(p + 1, 8), obj);
+            break;
+        case 0xca: {
+            uint32_t u = (uint32_t)be(p + 1, 4);
+            float f;
+            memcpy(&f, &u, sizeof f);
+            obj->type = MSGPACK_OBJECT_FLOAT32;
+            obj->via.f64 = f;
+            break;
+        }
+        case 0xcb: {
+            uint64_t u = be(p + 1, 8);
+            double d;
+            memcpy(&d, &u, sizeof d);
+            obj->type = MSGPACK_OBJECT_FLOAT64;
+            obj->via.f64 = d;
+            break;
+        }
+        case 0xd9:
+        case 0xda:
+        case 0xdb:
+            bytes_obj(MSGPACK_OBJECT_STR, p, 1 + (1 << (c - 0xd9)),
+                      be(p + 1, 1 << (c - 0xd9)), obj);
+            break;
+        case 0xc4:
+        case 0xc5:
+        case 0xc6:
+            bytes_obj(MSGPACK_OBJECT_BIN, p, 1 + (1 << (c - 0xc4)),
+                      be(p + 1, 1 << (c - 0xc4)), obj);
+            break;
+        default:
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Takes the next item: the next element of the innermost open array or map,
  * or else the next top-level object, whose bytes begin at *start. A nested
  * item is taken from the top-level object msgpack-c already parsed. */
@@ -404,17 +526,22 @@ take(kin_reader *r, msgpack_object *obj, size_t *start)
     }
     if (r->off >= r->len)
         return KIN_ESHORT;
-    kin_err e = zone_ready(r);
-    if (e != KIN_OK)
-        return e;
-    /* msgpack_unpack leaves str and bin pointing into r->data: that is what
-     * makes 'S', 'B' and 'm' borrowed rather than copied. */
     size_t off = r->off;
     size_t scanned = kin__msgpack_scan(r->data + off, r->len - off);
     if (scanned == SIZE_MAX)
         return KIN_EBADMSG;
     if (!scanned)
         return KIN_ESHORT;
+    if (scalar((const uint8_t *)r->data + off, obj)) {
+        *start = off;
+        r->off = off + scanned;
+        return KIN_OK;
+    }
+    kin_err e = zone_ready(r);
+    if (e != KIN_OK)
+        return e;
+    /* msgpack_unpack leaves str and bin pointing into r->data: that is what
+     * makes 'S', 'B' and 'm' borrowed rather than copied. */
     msgpack_unpack_return ret =
         msgpack_unpack(r->data, r->len, &off, &r->zone, obj);
     if (!unpacked(ret))

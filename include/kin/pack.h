@@ -117,7 +117,8 @@ typedef struct kin_reader {
 } kin_reader;
 
 /* Starts reading len bytes at data (not copied). Cannot fail: scratch
- * memory is allocated by the first read. Any thread. */
+ * memory is allocated by the first read of an array, map or ext (scalars
+ * are read without it). Any thread. */
 KIN_EXPORT void kin_reader_init(kin_reader *r, const void *data, size_t len);
 
 /* Frees r's scratch memory and leaves r reading an empty body. NULL-safe;

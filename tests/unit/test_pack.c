@@ -1250,6 +1250,122 @@ reader_release_is_null_safe_and_repeatable(void **state)
     kin_reader_release(&r);
 }
 
+/* The reader reads scalars itself (no msgpack-c, no scratch memory) and
+ * everything else through msgpack_unpack: each scalar encoding, at the
+ * edges of its range, must come out as the msgpack_object msgpack_unpack
+ * makes of the same bytes, str and bin pointing into the body. */
+static void
+check_scalar_like_msgpack_c(const char *bytes, size_t len)
+{
+    kin_reader r;
+    kin_reader_init(&r, bytes, len);
+    msgpack_object ours;
+    assert_int_equal(kin_reader_next(&r, &ours), KIN_OK);
+    assert_true(kin_reader_done(&r));
+    msgpack_zone zone;
+    assert_true(msgpack_zone_init(&zone, 256));
+    msgpack_object theirs;
+    size_t off = 0;
+    assert_int_equal(msgpack_unpack(bytes, len, &off, &zone, &theirs),
+                     MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(off, len);
+    assert_int_equal(ours.type, theirs.type);
+    switch (ours.type) {
+    case MSGPACK_OBJECT_BOOLEAN:
+        assert_int_equal(ours.via.boolean, theirs.via.boolean);
+        break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        assert_true(ours.via.u64 == theirs.via.u64);
+        break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        assert_true(ours.via.i64 == theirs.via.i64);
+        break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        assert_memory_equal(&ours.via.f64, &theirs.via.f64, sizeof(double));
+        break;
+    case MSGPACK_OBJECT_STR:
+        assert_int_equal(ours.via.str.size, theirs.via.str.size);
+        assert_ptr_equal(ours.via.str.ptr, theirs.via.str.ptr);
+        break;
+    case MSGPACK_OBJECT_BIN:
+        assert_int_equal(ours.via.bin.size, theirs.via.bin.size);
+        /* An empty bin's pointer is msgpack-c's whim (one byte into its
+         * header): nothing may be read there. */
+        if (ours.via.bin.size)
+            assert_ptr_equal(ours.via.bin.ptr, theirs.via.bin.ptr);
+        break;
+    default:
+        break;
+    }
+    msgpack_zone_destroy(&zone);
+    kin_reader_release(&r);
+}
+
+static void
+scalars_read_as_msgpack_c_reads_them(void **state)
+{
+    (void)state;
+    static const int64_t ints[] = {
+        0,         1,      127,    128,          255,
+        256,       65535,  65536,  4294967295LL, 4294967296LL,
+        INT64_MAX, -1,     -32,    -33,          -128,
+        -129,      -32768, -32769, INT32_MIN,    (int64_t)INT32_MIN - 1,
+        INT64_MIN};
+    static const size_t sizes[] = {0, 1, 31, 32, 255, 256, 65535, 65536};
+    char *big = calloc(1, 70000);
+    assert_non_null(big);
+    for (int pass = 0; pass < 6; pass++) {
+        size_t count = pass < 2   ? sizeof ints / sizeof *ints
+                       : pass < 4 ? sizeof sizes / sizeof *sizes
+                                  : 1;
+        for (size_t i = 0; i < count; i++) {
+            kin_buf b;
+            kin_buf_init(&b);
+            msgpack_packer pk;
+            kin_buf_packer(&b, &pk);
+            if (pass == 0)
+                msgpack_pack_int64(&pk, ints[i]);
+            else if (pass == 1)
+                msgpack_pack_uint64(&pk, (uint64_t)ints[i]);
+            else if (pass == 2)
+                msgpack_pack_str_with_body(&pk, big, sizes[i]);
+            else if (pass == 3)
+                msgpack_pack_bin_with_body(&pk, big, sizes[i]);
+            else if (pass == 4) {
+                msgpack_pack_nil(&pk);
+                msgpack_pack_true(&pk);
+                msgpack_pack_false(&pk);
+                msgpack_pack_float(&pk, 1.5f);
+                msgpack_pack_double(&pk, -0.25);
+                msgpack_pack_double(&pk, NAN);
+            }
+            if (pass < 4) {
+                check_scalar_like_msgpack_c(b.data, b.len);
+            } else if (pass == 4) {
+                /* Six objects: each by itself. */
+                size_t at = 0;
+                for (int k = 0; k < 6; k++) {
+                    size_t n = kin__msgpack_scan(b.data + at, b.len - at);
+                    check_scalar_like_msgpack_c(b.data + at, n);
+                    at += n;
+                }
+            }
+            kin_buf_release(&b);
+        }
+    }
+    /* Signed encodings of values that are not negative, and the widest
+     * unsigned one of a small value: msgpack-c calls them positive. */
+    static const char *odd[] = {"\xd0\x05", "\xd1\x00\x05",
+                                "\xd2\x7f\xff\xff\xff",
+                                "\xd3\x00\x00\x00\x00\x00\x00\x00\x00",
+                                "\xcf\x00\x00\x00\x00\x00\x00\x00\x07"};
+    static const size_t odd_len[] = {2, 3, 5, 9, 9};
+    for (size_t i = 0; i < 5; i++)
+        check_scalar_like_msgpack_c(odd[i], odd_len[i]);
+    free(big);
+}
+
 int
 main(void)
 {
@@ -1291,6 +1407,7 @@ main(void)
         cmocka_unit_test(huge_claims_are_refused_without_allocating),
         cmocka_unit_test(unpack_buf_reads_and_releases),
         cmocka_unit_test(reader_release_is_null_safe_and_repeatable),
+        cmocka_unit_test(scalars_read_as_msgpack_c_reads_them),
     };
     return harness_run_group(tests);
 }
