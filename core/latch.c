@@ -13,8 +13,10 @@
 
 #include "core/task.h"
 
-#define RING_MIN 8     /* slots of a new latch */
+#define RING_MIN 8     /* slots of a new latch: its `small` ring */
 #define RING_KEEP 1024 /* an emptied ring larger than this shrinks */
+_Static_assert(sizeof((kin_latch *)0)->small == RING_MIN * sizeof(kin_msg *),
+               "the small ring holds RING_MIN slots");
 
 /* take() result meaning "nothing to return yet: block". */
 #define MUST_WAIT 1
@@ -44,16 +46,11 @@ kin_latch_new(kin_latch **out)
     kin_latch *l = calloc(1, sizeof *l);
     if (!l)
         return -ENOMEM;
-    l->ring = malloc(RING_MIN * sizeof *l->ring);
-    if (!l->ring) {
-        free(l);
-        return -ENOMEM;
-    }
+    l->ring = l->small;
     l->cap = RING_MIN;
     atomic_init(&l->refs, 1);
     int rc = kin__mutex_init_fast(&l->mu);
     if (rc) {
-        free(l->ring);
         free(l);
         return -rc;
     }
@@ -75,7 +72,8 @@ latch_free(kin_latch *l)
         kin_msg *m = l->ring[(l->head + i) & (l->cap - 1)];
         kin_msg_destroy(&m);
     }
-    free(l->ring);
+    if (l->ring != l->small)
+        free(l->ring);
     pthread_mutex_destroy(&l->mu);
     free(l);
 }
@@ -100,19 +98,23 @@ kin_latch_destroy(kin_latch **lp)
         return;
     kin_latch *l = *lp;
 
-    /* A member would leave a dangling pointer in its select's list. */
+    /* A member would leave a dangling pointer in its select's list: it
+     * leaves first (the select's lock is taken before mu, so not under
+     * it). A put still waking a waiter holds a reference: it frees the
+     * latch if it finishes last. Closed, so that a put through a reference
+     * taken earlier (a delivery's) is refused rather than queued for
+     * nobody. */
     pthread_mutex_lock(&l->mu);
     kin_select *s = l->sel;
+    if (!s)
+        l->closed = true;
     pthread_mutex_unlock(&l->mu);
-    if (s)
+    if (s) {
         kin_select_remove(s, l);
-
-    /* A put still waking a waiter holds a reference: it frees the latch
-     * if it finishes last. Closed, so that a put through a reference taken
-     * earlier (a delivery's) is refused rather than queued for nobody. */
-    pthread_mutex_lock(&l->mu);
-    l->closed = true;
-    pthread_mutex_unlock(&l->mu);
+        pthread_mutex_lock(&l->mu);
+        l->closed = true;
+        pthread_mutex_unlock(&l->mu);
+    }
     kin__latch_unref(l);
     *lp = NULL;
 }
@@ -126,7 +128,13 @@ grow(kin_latch *l)
     if (l->cap > SIZE_MAX / 2 / sizeof *l->ring)
         return -ENOMEM;
     size_t cap = l->cap * 2;
-    kin_msg **ring = realloc(l->ring, cap * sizeof *ring);
+    kin_msg **ring;
+    if (l->ring == l->small) {
+        if ((ring = malloc(cap * sizeof *ring)))
+            memcpy(ring, l->small, sizeof l->small);
+    } else {
+        ring = realloc(l->ring, cap * sizeof *ring);
+    }
     if (!ring)
         return -ENOMEM;
     memcpy(ring + l->cap, ring, l->head * sizeof *ring);
@@ -143,12 +151,10 @@ kin__latch_pop(kin_latch *l)
     if (--l->len == 0) {
         l->head = 0;
         if (l->cap > RING_KEEP) {
-            /* Give a drained burst's memory back; on failure keep it. */
-            kin_msg **ring = realloc(l->ring, RING_MIN * sizeof *ring);
-            if (ring) {
-                l->ring = ring;
-                l->cap = RING_MIN;
-            }
+            /* Give a drained burst's memory back. */
+            free(l->ring);
+            l->ring = l->small;
+            l->cap = RING_MIN;
         }
     }
     return m;

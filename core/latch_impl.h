@@ -37,7 +37,7 @@
 struct kin_latch {
     pthread_mutex_t mu;
     _Atomic uint32_t seq; /* getters sleep on it (futex); bumped to wake */
-    kin_msg **ring;       /* cap slots, cap a power of two */
+    kin_msg **ring;       /* cap slots, cap a power of two: first `small` */
     size_t cap, head;     /* head: index of the oldest message */
     size_t len;           /* number of queued messages */
     unsigned waiters;     /* threads asleep on seq */
@@ -49,6 +49,10 @@ struct kin_latch {
      * outlive it: a put waking a waiter after unlocking mu, a delivery
      * between finding the latch and putting to it. The last one frees. */
     atomic_uint refs;
+
+    /* The ring while it has its first capacity (latch.c's RING_MIN): a
+     * latch is one allocation until a burst grows it. */
+    kin_msg *small[8];
 
     /* Membership. sel and tag are written with both sel->lock and mu held
      * and read under mu (put, close) or, by the select that owns the latch,
