@@ -209,9 +209,13 @@ route_direct(kin_node *n, kin_msg *m, bool up_too)
          * reading its ZMQ_FD's signal: input the broker has not seen
          * would then not wake it. ZMQ_EVENTS processes what is left and
          * says whether there is input; the broker drains it (a spare
-         * drain when it was woken anyway). */
+         * drain when it was woken anyway). Unless a drain is due: it
+         * starts after this (it clears the flag first), so it reads
+         * whatever this send left. */
         size_t size = sizeof events;
-        if (zmq_getsockopt(sock, ZMQ_EVENTS, &events, &size))
+        if (atomic_load(&n->drain_due[up]))
+            events = 0;
+        else if (zmq_getsockopt(sock, ZMQ_EVENTS, &events, &size))
             events = ZMQ_POLLIN; /* cannot tell: let the broker look */
     }
     pthread_mutex_unlock(&n->smu);
