@@ -268,10 +268,10 @@ proc_pss_uss(pid_t pid, double *pss, double *uss)
     *uss = priv;
 }
 
-/* --smaps DIR: the process's /proc/PID/smaps as DIR/NAME.smaps and its
- * threads' names as DIR/NAME.threads (pid and time: DIR/NAME.when), for
- * the per-mapping account of
- * docs/performance.md §15. Best effort: a failure is only reported. */
+/* --smaps DIR: the process's /proc/PID/smaps as DIR/NAME.smaps, its
+ * threads' names as DIR/NAME.threads, pid and time as DIR/NAME.when, for
+ * the per-mapping account of docs/performance.md §15. Best effort: a
+ * failure is only reported. */
 static void
 save_smaps(const char *dir, pid_t pid, const char *name)
 {
