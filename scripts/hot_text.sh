@@ -1,10 +1,11 @@
 #!/bin/sh
 # Regenerates cmake/hot_text.txt: the libkin functions an idle exec'd child
-# has run by the time kin-bench reads its memory (docs/performance.md §15).
+# has run by the time kin-bench reads its memory, then those an idle child
+# forked from the zygote ran besides (docs/performance.md §15).
 # Builds kin-bench with -finstrument-functions and scripts/hot_text_hook.c
 # in BUILD_DIR (default build-hot), runs `kin-bench --only spawn --quick
-# --smaps`, and keeps, in the order first run, the functions the idle child
-# entered before the read, less kin-bench's own.
+# --smaps`, and keeps, in the order first run, the functions the idle
+# children entered before the read, less kin-bench's own.
 # Usage: scripts/hot_text.sh [BUILD_DIR]
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,26 +20,18 @@ cmake --build "$build" -j2 --target kin-bench >/dev/null
 bench=$build/tests/bench/kin-bench
 mkdir -p "$work/trace" "$work/maps" "$work/rt"
 chmod 700 "$work/rt"
-# The run may fail after the exec'd children: a zygote refuses to fork
-# once it has a thread, and the recorder's is one. Their maps are enough.
 XDG_RUNTIME_DIR=$work/rt KIN_HOT_TRACE_DIR=$work/trace \
-    "$bench" --only spawn --quick --no-zmq --smaps "$work/maps" \
-    >/dev/null 2>&1 || true
-test -s "$work/maps/child.when" || {
-    echo "hot_text.sh: kin-bench saved no idle child" >&2
-    exit 1
-}
+    "$bench" --only spawn --quick --no-zmq --smaps "$work/maps" >/dev/null
 sleep 0.1 # the last dump of each process
-read -r pid when <"$work/maps/child.when"
 # kin-bench's own functions (its objects, not libkin's) are left out.
 nm --defined-only "$build"/tests/bench/CMakeFiles/kin-bench.dir/*.o \
     >"$work/own"
 nm --defined-only "$bench" >"$work/syms"
 out=$src/cmake/hot_text.txt
 sed -n '/^#/p' "$out" >"$work/head"
-python3 - "$work" "$pid" "$when" >"$work/names" <<'PY'
+python3 - "$work" >"$work/names" <<'PY'
 import sys
-work, pid, when = sys.argv[1], sys.argv[2], int(sys.argv[3])
+work = sys.argv[1]
 def text_syms(path):
     for line in open(path):
         f = line.split()
@@ -47,11 +40,15 @@ def text_syms(path):
 own = {name for _, name in text_syms(work + "/own")}
 sym = dict(text_syms(work + "/syms"))
 seen = []
-for line in sorted(open("%s/trace/%s" % (work, pid)), key=lambda l: int(l.split()[1])):
-    off, ns = line.split()
-    name = sym.get(int(off, 16))
-    if int(ns) <= when and name and name not in own and name not in seen:
-        seen.append(name)
+# The exec'd child's functions first, then those only the forked one ran.
+for who in ("child", "fork_child"):
+    pid, when = open("%s/maps/%s.when" % (work, who)).read().split()
+    trace = open("%s/trace/%s" % (work, pid)).read().splitlines()
+    for line in sorted(trace, key=lambda l: int(l.split()[1])):
+        off, ns = line.split()
+        name = sym.get(int(off, 16))
+        if int(ns) <= int(when) and name and name not in own and name not in seen:
+            seen.append(name)
 print("\n".join(seen))
 PY
 cat "$work/head" "$work/names" >"$out"
