@@ -91,15 +91,16 @@ typedef struct config {
     /* --kind: 0 every figure; else only the direct one-hop call (1) or
      * only the service call (2), for profiling one path alone. */
     int kind;
-    int samples;    /* round trips per latency figure */
-    int rounds;     /* latency rounds: zmq, kin, kin 2-hop take turns */
-    int warmup;     /* round trips before the latency figures */
-    int pipelined;  /* messages / calls per throughput figure */
-    int window;     /* outstanding messages / calls */
-    int spawns;     /* spawn-to-first-call repetitions */
-    int fanout;     /* children in the fan-out figure */
-    int joins;      /* provider-join repetitions */
-    int big_rounds; /* echoes of each big payload (median taken) */
+    int samples;           /* round trips per latency figure */
+    int rounds;            /* latency rounds: zmq, kin, kin 2-hop take turns */
+    int warmup;            /* round trips before the latency figures */
+    int pipelined;         /* messages / calls per throughput figure */
+    int window;            /* outstanding messages / calls */
+    int spawns;            /* spawn-to-first-call repetitions */
+    int fanout;            /* children in the fan-out figure */
+    int joins;             /* provider-join repetitions */
+    int big_rounds;        /* echoes of each big payload (median taken) */
+    const char *smaps_dir; /* --smaps: where the idle processes' maps go */
     char self[PATH_MAX];
 } config;
 
@@ -265,6 +266,56 @@ proc_pss_uss(pid_t pid, double *pss, double *uss)
     }
     fclose(f);
     *uss = priv;
+}
+
+/* --smaps DIR: the process's /proc/PID/smaps as DIR/NAME.smaps, its
+ * threads' names as DIR/NAME.threads, pid and time as DIR/NAME.when, for
+ * the per-mapping account of docs/performance.md §15. Best effort: a
+ * failure is only reported. */
+static void
+save_smaps(const char *dir, pid_t pid, const char *name)
+{
+    if (!dir)
+        return;
+    char src[64], dst[PATH_MAX], line[512];
+    snprintf(src, sizeof src, "/proc/%d/smaps", (int)pid);
+    snprintf(dst, sizeof dst, "%s/%s.smaps", dir, name);
+    FILE *in = fopen(src, "r"), *out = in ? fopen(dst, "w") : NULL;
+    while (out && fgets(line, sizeof line, in))
+        fputs(line, out);
+    if (!out)
+        fprintf(stderr, "kin-bench: --smaps %s: %s\n", dst, strerror(errno));
+    if (out)
+        fclose(out);
+    if (in)
+        fclose(in);
+    snprintf(src, sizeof src, "/proc/%d/task", (int)pid);
+    snprintf(dst, sizeof dst, "%s/%s.threads", dir, name);
+    DIR *d = opendir(src);
+    out = d ? fopen(dst, "w") : NULL;
+    for (struct dirent *de; out && (de = readdir(d));) {
+        if (de->d_name[0] == '.')
+            continue;
+        char comm[96];
+        snprintf(comm, sizeof comm, "/proc/%d/task/%s/comm", (int)pid,
+                 de->d_name);
+        FILE *c = fopen(comm, "r");
+        if (c && fgets(line, sizeof line, c))
+            fprintf(out, "%s %s", de->d_name, line);
+        if (c)
+            fclose(c);
+    }
+    if (out)
+        fclose(out);
+    if (d)
+        closedir(d);
+    /* Which process, and when (CLOCK_MONOTONIC, shared by all): what
+     * scripts/hot_text.sh needs to take the functions it had run by then. */
+    snprintf(dst, sizeof dst, "%s/%s.when", dir, name);
+    if ((out = fopen(dst, "w"))) {
+        fprintf(out, "%d %llu\n", (int)pid, (unsigned long long)now_ns());
+        fclose(out);
+    }
 }
 
 /* Starts this executable as a raw zmq peer (or, with relay, a relay with
@@ -912,6 +963,7 @@ zmq_spawn_first(bench *b, uint64_t *ns, uint64_t *rss)
         *rss = (uint64_t)proc_status(p.pid, "VmRSS");
         proc_pss_uss(p.pid, &b->res->zmq_peer_pss_kib,
                      &b->res->zmq_peer_uss_kib);
+        save_smaps(b->cfg->smaps_dir, p.pid, "zmq_peer");
     }
     zpeer_stop(&b->z, &p);
     return rc;
@@ -919,16 +971,17 @@ zmq_spawn_first(bench *b, uint64_t *ns, uint64_t *rss)
 
 /* How long a child idles after its first call before its memory is read. */
 #define IDLE_SETTLE_MS 150
+/* Idle children whose memory is read, the median taken: each process's
+ * libraries are loaded at addresses random to the page, so which of their
+ * pages the kernel's 64 KiB fault-around maps with each fault, and so a
+ * single process's RSS, varies by ±100 KiB (docs/performance.md §15). */
+#define IDLE_CHILDREN 5
 
 /* kin_spawn (fork: from the zygote), then the first call; the CPU the child
- * burned until then. With rss, the idle child's memory too, once it has
- * settled: a context's log publisher links to the forwarder 100 ms after
- * the start when nothing was logged (docs/logs.md), and a long-idle child
- * has. Only one child a kind waits for that: the timed ones follow each
- * other without a pause, as before (an idle pause cools the CPU). */
+ * burned until then. */
 static kin_err
 kin_spawn_first(bench *b, bool fork, uint64_t *spawn_ns, uint64_t *first_ns,
-                uint64_t *rss, uint64_t *cpu_ns)
+                uint64_t *cpu_ns)
 {
     kin_child *c = NULL;
     kin_spawn_opts o = {.fork = fork};
@@ -938,28 +991,63 @@ kin_spawn_first(bench *b, bool fork, uint64_t *spawn_ns, uint64_t *first_ns,
     if (!e)
         e = call_echo(b->master, kin_child_id(c), b->payload, false);
     *first_ns = now_ns() - t0;
-    if (!e) {
-        pid_t pid = kin_child_pid(c);
-        *cpu_ns = (uint64_t)(proc_cpu_us(pid) * 1e3);
-        if (!rss) {
-            kin_child_destroy(&c);
-            return e;
-        }
-        nanosleep(&(struct timespec){0, IDLE_SETTLE_MS * 1000000L}, NULL);
-        *rss = (uint64_t)proc_status(pid, "VmRSS");
-        if (fork) {
-            proc_pss_uss(pid, &b->res->fork_idle_pss_kib,
-                         &b->res->fork_idle_uss_kib);
-            kin_child_destroy(&c);
-            return e;
-        }
-        b->res->idle_rss_anon_kib = proc_status(pid, "RssAnon");
-        b->res->idle_rss_file_kib = proc_status(pid, "RssFile");
-        b->res->idle_threads = proc_status(pid, "Threads");
-        proc_pss_uss(pid, &b->res->idle_pss_kib, &b->res->idle_uss_kib);
-    }
+    if (!e)
+        *cpu_ns = (uint64_t)(proc_cpu_us(kin_child_pid(c)) * 1e3);
     kin_child_destroy(&c);
     return e;
+}
+
+/* The memory of IDLE_CHILDREN children (fork: from the zygote), each
+ * started and called once, read together once they have settled: a
+ * context's log publisher links to the forwarder 100 ms after the start
+ * when nothing was logged (docs/logs.md), and a long-idle child has. Only
+ * these wait for that: the timed children follow each other without a
+ * pause, as before (an idle pause cools the CPU). Medians. */
+static kin_err
+idle_memory(bench *b, bool fork)
+{
+    kin_child *c[IDLE_CHILDREN] = {0};
+    kin_err e = KIN_OK;
+    for (int i = 0; i < IDLE_CHILDREN && !e; i++) {
+        kin_spawn_opts o = {.fork = fork};
+        if (!(e = kin_spawn(b->master, &o, &c[i])))
+            e = call_echo(b->master, kin_child_id(c[i]), b->payload, false);
+    }
+    if (!e)
+        nanosleep(&(struct timespec){0, IDLE_SETTLE_MS * 1000000L}, NULL);
+    enum { RSS, ANON, FILE_, PSS, USS, THREADS, FIGURES };
+    uint64_t v[FIGURES][IDLE_CHILDREN];
+    for (int i = 0; i < IDLE_CHILDREN && !e; i++) {
+        pid_t pid = kin_child_pid(c[i]);
+        double pss, uss;
+        v[RSS][i] = (uint64_t)proc_status(pid, "VmRSS");
+        v[ANON][i] = (uint64_t)proc_status(pid, "RssAnon");
+        v[FILE_][i] = (uint64_t)proc_status(pid, "RssFile");
+        v[THREADS][i] = (uint64_t)proc_status(pid, "Threads");
+        proc_pss_uss(pid, &pss, &uss);
+        v[PSS][i] = (uint64_t)pss;
+        v[USS][i] = (uint64_t)uss;
+        if (!i)
+            save_smaps(b->cfg->smaps_dir, pid, fork ? "fork_child" : "child");
+    }
+    for (int i = 0; i < IDLE_CHILDREN; i++)
+        kin_child_destroy(&c[i]);
+    if (e)
+        return e;
+    results *r = b->res;
+    if (fork) {
+        r->fork_idle_rss_kib = median(v[RSS], IDLE_CHILDREN);
+        r->fork_idle_pss_kib = median(v[PSS], IDLE_CHILDREN);
+        r->fork_idle_uss_kib = median(v[USS], IDLE_CHILDREN);
+        return KIN_OK;
+    }
+    r->idle_rss_kib = median(v[RSS], IDLE_CHILDREN);
+    r->idle_rss_anon_kib = median(v[ANON], IDLE_CHILDREN);
+    r->idle_rss_file_kib = median(v[FILE_], IDLE_CHILDREN);
+    r->idle_threads = median(v[THREADS], IDLE_CHILDREN);
+    r->idle_pss_kib = median(v[PSS], IDLE_CHILDREN);
+    r->idle_uss_kib = median(v[USS], IDLE_CHILDREN);
+    return KIN_OK;
 }
 
 /* Starts fanout peers, waits for every hello, stops and reaps them all. */
@@ -1087,14 +1175,14 @@ run_forks(bench *b)
     uint64_t *spawn_ns = calloc(k, sizeof *spawn_ns);
     uint64_t *first_ns = calloc(k, sizeof *first_ns);
     uint64_t *cpu = calloc(k, sizeof *cpu);
-    uint64_t zs = 0, zf = 0, zc = 0, idle_rss = 0, x = 0;
+    uint64_t zs = 0, zf = 0, zc = 0;
     kin_err e = spawn_ns && first_ns && cpu ? KIN_OK : -ENOMEM;
     if (!e)
-        e = kin_spawn_first(b, true, &zs, &zf, NULL, &zc);
+        e = kin_spawn_first(b, true, &zs, &zf, &zc);
     for (size_t i = 0; i < k && !e; i++)
-        e = kin_spawn_first(b, true, &spawn_ns[i], &first_ns[i], NULL, &cpu[i]);
+        e = kin_spawn_first(b, true, &spawn_ns[i], &first_ns[i], &cpu[i]);
     if (!e)
-        e = kin_spawn_first(b, true, &x, &x, &idle_rss, &x);
+        e = idle_memory(b, true);
     double start = NAN, stop = NAN;
     if (!e)
         e = kin_fanout(b, FANOUT_THREADS, true, &start, &stop);
@@ -1102,7 +1190,6 @@ run_forks(bench *b)
         b->res->zygote_start_ms = (double)zs / 1e6;
         b->res->fork_ms = quantile(spawn_ns, k, 0.5) / 1e6;
         b->res->fork_first_call_ms = quantile(first_ns, k, 0.5) / 1e6;
-        b->res->fork_idle_rss_kib = (double)idle_rss;
         b->res->fork_child_cpu_us = quantile(cpu, k, 0.5) / 1e3;
         b->res->fork100_ms = start + stop;
         b->res->fork100_start_ms = start;
@@ -1131,12 +1218,10 @@ run_spawns(bench *b)
             what = "zmq peer start";
             e = zerr();
         } else {
-            e = kin_spawn_first(b, false, &spawn_ns[i], &first_ns[i], NULL,
-                                &cpu[i]);
+            e = kin_spawn_first(b, false, &spawn_ns[i], &first_ns[i], &cpu[i]);
         }
     }
-    uint64_t idle_rss = 0, x = 0;
-    if (!e && (e = kin_spawn_first(b, false, &x, &x, &idle_rss, &x)))
+    if (!e && (e = idle_memory(b, false)))
         what = "idle child";
     if (!e && cfg->zmq && zmq_fanout(b)) {
         what = "zmq fan-out";
@@ -1165,7 +1250,6 @@ run_spawns(bench *b)
         }
         b->res->spawn_ms = quantile(spawn_ns, k, 0.5) / 1e6;
         b->res->spawn_first_call_ms = quantile(first_ns, k, 0.5) / 1e6;
-        b->res->idle_rss_kib = (double)idle_rss;
         b->res->spawn_child_cpu_us = quantile(cpu, k, 0.5) / 1e3;
         b->res->spawn100_ms = start + stop;
         b->res->spawn100_start_ms = start;
@@ -1753,6 +1837,7 @@ usage(FILE *f)
     fprintf(f, "usage: kin-bench [--quick] [--json] [--samples N] [--rounds N] "
                "[--no-zmq] "
                "[--only rtt,rtt2,pipe,spawn,svc,big] [--kind direct|svc]\n"
+               "[--smaps DIR]\n"
                "Raw zmq baselines in the same run unless --no-zmq; with rtt, "
                "pipe and spawn\nalso the floors of zmq_floor.c: "
                "zmq_handoff_rtt_us (call's two thread hand-offs),\n"
@@ -1760,7 +1845,10 @@ usage(FILE *f)
                "and\nzmq_handoff1_msgs_per_s (the same pipelined as "
                "calls_per_s and calls_per_s_inline),\nzmq_fork_first_ms, "
                "zmq_fork100_ms and zmq_fork_child_cpu_us (a warm\n"
-               "single-threaded zygote forks zmq children).\n");
+               "single-threaded zygote forks zmq children).\n"
+               "--smaps DIR: with spawn, the /proc/PID/smaps and thread names "
+               "of the\nidle zmq peer, exec'd child and forked child "
+               "(DIR/NAME.smaps, .threads).\n");
 }
 
 static unsigned
@@ -1824,6 +1912,8 @@ parse_args(int argc, char **argv, config *cfg)
                 cfg->kind = 2;
             else
                 return -1;
+        } else if (!strcmp(argv[i], "--smaps") && i + 1 < argc) {
+            cfg->smaps_dir = argv[++i];
         } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
             if (!(cfg->phases = parse_phases(argv[++i])))
                 return -1;
