@@ -23,7 +23,7 @@
 #endif
 
 /* Blocks a thread keeps for itself, and all threads together in the shared
- * list: at most (64 + 1024) * 384 bytes beyond what is in use. */
+ * list: at most (64 per thread + 1024) * 384 bytes beyond what is in use. */
 #define MINE_MAX 64
 #define SHARED_MAX 1024
 
@@ -57,7 +57,8 @@ push_shared(node *b)
         &shared, &head, b, memory_order_release, memory_order_relaxed));
 }
 
-/* A thread's own blocks go to the shared list when it ends. */
+/* A thread's own blocks go to the shared list when it ends. A block
+ * freed by a later destructor registers the thread again. */
 static void
 on_thread_exit(void *unused)
 {
@@ -68,6 +69,7 @@ on_thread_exit(void *unused)
         push_shared(b);
     }
     mine_n = 0;
+    registered = false;
 }
 
 static void
@@ -76,21 +78,56 @@ make_key(void)
     pthread_key_create(&exit_key, on_thread_exit);
 }
 
+/* This thread's blocks will go back when it ends. */
+static bool
+registered_for_exit(void)
+{
+    if (!registered) {
+        pthread_once(&exit_once, make_key);
+        registered = !pthread_setspecific(exit_key, (void *)1);
+    }
+    return registered;
+}
+
+/* Takes up to MINE_MAX blocks of the shared list for this thread; the rest
+ * goes back as one chain (private to this thread until then: no ABA). */
+static void
+refill(void)
+{
+    if (!atomic_load_explicit(&shared, memory_order_relaxed) ||
+        !registered_for_exit())
+        return;
+    /* Acquire: the blocks' links were written by the threads that pushed
+     * them. */
+    node *l = atomic_exchange_explicit(&shared, NULL, memory_order_acquire);
+    node *last = NULL;
+    int k = 0;
+    for (node *b = l; b && k < MINE_MAX; b = b->next, k++)
+        last = b;
+    if (!k)
+        return;
+    node *rest = last->next;
+    last->next = NULL;
+    atomic_fetch_sub_explicit(&shared_n, k, memory_order_relaxed);
+    mine = l;
+    mine_n = k;
+    if (rest) {
+        node *tail = rest;
+        while (tail->next)
+            tail = tail->next;
+        node *head = atomic_load_explicit(&shared, memory_order_relaxed);
+        do
+            tail->next = head;
+        while (!atomic_compare_exchange_weak_explicit(
+            &shared, &head, rest, memory_order_release, memory_order_relaxed));
+    }
+}
+
 void *
 kin__msg_cache_get(void)
 {
-    if (KEEP && !mine) {
-        /* Acquire: the blocks' links were written by the threads that
-         * pushed them. */
-        node *l = atomic_exchange_explicit(&shared, NULL, memory_order_acquire);
-        int k = 0;
-        for (node *b = l; b; b = b->next)
-            k++;
-        if (k)
-            atomic_fetch_sub_explicit(&shared_n, k, memory_order_relaxed);
-        mine = l;
-        mine_n = k;
-    }
+    if (KEEP && !mine)
+        refill();
     if (KEEP && mine) {
         node *b = mine;
         mine = b->next;
@@ -108,17 +145,9 @@ kin__msg_cache_put(void *block)
         free(b);
         return;
     }
-    if (mine_n >= MINE_MAX) {
+    if (mine_n >= MINE_MAX || !registered_for_exit()) {
         push_shared(b);
         return;
-    }
-    if (!registered) {
-        pthread_once(&exit_once, make_key);
-        registered = !pthread_setspecific(exit_key, (void *)1);
-        if (!registered) {
-            push_shared(b);
-            return;
-        }
     }
     b->next = mine;
     mine = b;

@@ -32,6 +32,11 @@ typedef struct kin__tasktab {
     kin__ended *kept; /* persistent terminated tasks */
     size_t kept_len, kept_cap;
     uint64_t ended_total;
+    /* Ended tasks' memory for the next ones: a call's task is made on the
+     * broker and ended on a worker, a free glibc's per-thread caches do
+     * not absorb. */
+    kin_task *spare[32];
+    unsigned nspare;
 } kin__tasktab;
 
 /* history: terminated tasks kept (0: 1000). Returns 0 or -ENOMEM. */

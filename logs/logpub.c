@@ -53,8 +53,11 @@ typedef struct entry {
  * are known every level is produced and queued, as before. */
 #define LINK_DELAY_MS 100
 
-/* How long a stop waits for the subscriptions of a link made late. */
-#define STOP_SYNC_MS 1000
+/* How long a stop waits for the subscriptions of a link made late (as
+ * long as a publisher waits for them otherwise, sync_timeout_ms). A child
+ * stopped by its parent gets SIGTERM after a quarter of its
+ * stop_timeout_ms (500 ms by default), which ends the wait sooner. */
+#define STOP_SYNC_MS 2000
 
 typedef struct sub {
     unsigned char *topic;

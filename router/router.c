@@ -221,7 +221,9 @@ route_direct(kin_node *n, kin_msg *m, bool up_too)
     pthread_mutex_unlock(&n->smu);
     /* One drain queued at a time: under load most sends find one due
      * (a job, its allocation and the broker's wake saved). A drain whose
-     * job could not be queued (shutting down) is not due. */
+     * job could not be queued is not due: shutting down, or out of memory,
+     * when a send that found the flag set in the meantime loses its drain
+     * with this one (as a failed job always lost its own). */
     if ((events & ZMQ_POLLIN) && !atomic_exchange(&n->drain_due[up], true) &&
         kin__broker_defer(n->broker, up ? drain_up_job : drain_down_job, n,
                           NULL))

@@ -248,20 +248,25 @@ static prov *
 pick(kin_node *n, svc *s, uint32_t avoid)
 {
     prov *w = s->warm_i < s->nprov ? &s->provs[s->warm_i] : NULL;
+    prov *v = NULL;
     if (w && w->ctx == s->warm && !w->outstanding && s->same_hops) {
         if (s->warm_run < WARM_RUN && usable(s, w, avoid)) {
             s->warm_run++;
             return w;
         }
+        /* Its run is over: another one, if any has room. */
         if (avoid == NO_PROV)
-            avoid = w->ctx; /* its run is over: another one, if any */
+            v = pick_any(n, s, w->ctx);
     }
-    if ((w = pick_any(n, s, avoid))) {
-        s->warm_run = w->ctx == s->warm ? s->warm_run + 1 : 1;
-        s->warm = w->ctx;
-        s->warm_i = (int)(w - s->provs);
-    }
-    return w;
+    if (!v && !(v = pick_any(n, s, avoid)))
+        return NULL;
+    if (v->ctx != s->warm)
+        s->warm_run = 0;
+    if (s->warm_run < WARM_RUN) /* saturates: calls in flight all along */
+        s->warm_run++;
+    s->warm = v->ctx;
+    s->warm_i = (int)(v - s->provs);
+    return v;
 }
 
 static void on_reply(kin_node *n, kin_msg *m, void *arg);

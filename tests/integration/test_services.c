@@ -381,6 +381,44 @@ saturation_is_busy_at_the_bound(void **state)
     kin_child_destroy(&f->kids[0]);
 }
 
+/* Calls one at a time stay on an idle provider for a while, then move on;
+ * when no other provider has room (here: the other is held at its bound
+ * by a long call), they stay, and none waits for the held one. */
+static void
+idle_provider_serves_while_the_other_is_held(void **state)
+{
+    fx *f = *state;
+    uint32_t a = spawn(f, 0), b = spawn(f, 1);
+    offer_in(a, "slow", 1);
+    offer_in(b, "slow", 1);
+    wait_providers("slow", 2);
+    kin_receiver *held = NULL;
+    assert_int_equal(
+        kin_service_call_async(master, "slow.hold", 10000, &held, ""), KIN_OK);
+    /* Whichever took the hold is at its bound from now on. */
+    uint32_t other = 0;
+    double t0 = harness_now_ms();
+    for (int i = 0; i < 40; i++) {
+        kin_msg *r = NULL;
+        kin_err e = kin_service_call(master, "slow.who", 1000, &r, "");
+        uint32_t id = 0;
+        if (!e)
+            e = kin_msg_unpack(r, "u", &id);
+        kin_msg_destroy(&r);
+        assert_int_equal(e, KIN_OK);
+        if (!other)
+            other = id;
+        assert_int_equal(id, other); /* never the held one */
+    }
+    /* All 40 well before the hold's 3 s end. */
+    assert_true(harness_now_ms() - t0 < 2500);
+    assert_true(other == a || other == b);
+    kin_msg *r = NULL;
+    assert_int_equal(kin_call_wait(held, 10000, &r), KIN_OK);
+    kin_msg_destroy(&r);
+    kin_receiver_destroy(&held);
+}
+
 /* The master's resident memory in KiB (0: unknown). */
 static long
 rss_kib(void)
@@ -1392,6 +1430,8 @@ main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(saturation_is_busy_at_the_bound, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            idle_provider_serves_while_the_other_is_held, setup, teardown),
         cmocka_unit_test_setup_teardown(overload_keeps_master_memory_flat,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(late_reply_answers_no_later_call, setup,
