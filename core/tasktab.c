@@ -4,21 +4,34 @@
 #include "core/sync.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* How many ended tasks' blocks are kept; none under AddressSanitizer, so a
- * task used after its end is still caught. */
+/* Whether an ended task's block is kept: up to the spare array's size,
+ * none under AddressSanitizer, so a task used after its end is still
+ * caught. */
 #if defined(__SANITIZE_ADDRESS__)
-#define SPARE_MAX 0u
+#define KEEP_SPARES 0
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
-#define SPARE_MAX 0u
+#define KEEP_SPARES 0
 #endif
 #endif
-#ifndef SPARE_MAX
-#define SPARE_MAX (sizeof((kin__tasktab *)0)->spare / sizeof(kin_task *))
+#ifndef KEEP_SPARES
+#define KEEP_SPARES 1
 #endif
+
+static bool
+spare_room(const kin__tasktab *tab)
+{
+#if KEEP_SPARES
+    return tab->nspare < sizeof tab->spare / sizeof tab->spare[0];
+#else
+    (void)tab;
+    return false;
+#endif
+}
 
 int
 kin__tasktab_init(kin__tasktab *tab, uint32_t ctx, size_t history)
@@ -129,7 +142,7 @@ kin__tasktab_end(kin__tasktab *tab, kin_task *t, int state, int result)
     }
     /* Out of the live map: nobody finds t any more. */
     kin__task_fini(t);
-    if (tab->nspare < SPARE_MAX) {
+    if (spare_room(tab)) {
         tab->spare[tab->nspare++] = t;
         t = NULL;
     }
