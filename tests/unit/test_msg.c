@@ -918,7 +918,13 @@ exiting_threads_give_their_blocks_back(void **state)
     long after = vm_rss_kib();
     free(ms);
     assert_true(before > 0);
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    /* ASan keeps no blocks (and quarantines freed memory), TSan maps shadow
+     * memory for what the threads touch: RSS says nothing there. */
+    (void)after;
+#else
     assert_true(after - before < 4096);
+#endif
 }
 
 int
