@@ -9,8 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <kin/call.h>
@@ -21,26 +19,9 @@
 
 #define TIMEOUT_MS KIN_CLI_TIMEOUT_MS
 
-/* Whether something listens at the unix socket path. A context killed
- * without cleaning up leaves its socket file behind, and pids come round
- * again, so "<pid>-<id>.sock" may be a dead context's. */
-static bool
-listening(const char *path)
-{
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof a.sun_path)
-        return true; /* cannot tell: let the attach try */
-    memcpy(a.sun_path, path, strlen(path) + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return true;
-    bool yes = !connect(fd, (struct sockaddr *)&a, sizeof a) ||
-               (errno != ECONNREFUSED && errno != ENOENT);
-    close(fd);
-    return yes;
-}
-
-/* The socket of pid's context: "<pid>-<id>.sock" with a listener. */
+/* The socket of pid's context: "<pid>-<id>.sock" with a listener (a context
+ * killed without cleaning up leaves its socket file behind, and pids come
+ * round again, so the file may be a dead context's). */
 static kin_err
 find_socket(int pid, char *path, size_t size, uint32_t *ctx)
 {
@@ -53,7 +34,7 @@ find_socket(int pid, char *path, size_t size, uint32_t *ctx)
      * thousands of files there (docs/performance.md, "Monitor"). */
     char file[512];
     kin__tool_sock_path(file, sizeof file, dir, pid, KIN_MASTER_ID);
-    if (!access(file, F_OK) && listening(file)) {
+    if (!access(file, F_OK) && kin__tool_sock_listening(file)) {
         snprintf(path, size, "ipc://%s", file);
         *ctx = KIN_MASTER_ID;
         return KIN_OK;
@@ -69,7 +50,7 @@ find_socket(int pid, char *path, size_t size, uint32_t *ctx)
         if (!kin__tool_sock_parse(de->d_name, &p, &id) || p != pid)
             continue;
         snprintf(file, sizeof file, "%s/%s", dir, de->d_name);
-        if (!listening(file))
+        if (!kin__tool_sock_listening(file))
             continue;
         snprintf(path, size, "ipc://%s", file);
         *ctx = id;

@@ -20,6 +20,12 @@ kin__tool_runtime_dir(char *out, size_t size)
     return kin__runtime_dir(out, size);
 }
 
+bool
+kin__tool_sock_listening(const char *path)
+{
+    return kin__sockname_listening(path);
+}
+
 int
 kin__tool_sock_path(char *out, size_t size, const char *dir, int pid,
                     uint32_t id)

@@ -25,6 +25,10 @@ kin_err kin__tool_runtime_dir(char *out, size_t size);
 int kin__tool_sock_path(char *out, size_t size, const char *dir, int pid,
                         uint32_t id);
 
+/* Whether something listens on the socket file at path (a connect that
+ * does not wait); true when it cannot tell. */
+bool kin__tool_sock_listening(const char *path);
+
 /* Whether a file name in the runtime directory is a context's socket,
  * "<pid>-<id>.sock"; sets *pid and *id when it is. */
 bool kin__tool_sock_parse(const char *name, int *pid, uint32_t *id);

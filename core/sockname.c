@@ -1,8 +1,12 @@
 /* Contexts' socket file names (core/sockname.h). */
 #include "core/sockname.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 int
 kin__sockname(char *out, size_t size, const char *dir, int pid, uint32_t id,
@@ -65,4 +69,21 @@ kin__sockname_any(const char *name, int *pid)
         return false;
     *pid = p;
     return true;
+}
+
+bool
+kin__sockname_listening(const char *path)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    size_t len = strlen(path);
+    if (len >= sizeof a.sun_path)
+        return true;
+    memcpy(a.sun_path, path, len + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return true;
+    bool yes = !connect(fd, (struct sockaddr *)&a, sizeof a) ||
+               (errno != ECONNREFUSED && errno != ENOENT);
+    close(fd);
+    return yes;
 }

@@ -30,4 +30,9 @@ int kin__sockname_far(char *out, size_t size, const char *ipc_path);
  * For sweeping the files of dead pids. */
 bool kin__sockname_any(const char *name, int *pid);
 
+/* Whether something listens on the unix socket at path: a non-blocking
+ * connect. A full backlog, a path too long to try and a socket that cannot
+ * be made count as listening (cannot tell). */
+bool kin__sockname_listening(const char *path);
+
 #endif

@@ -8,9 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -124,26 +122,6 @@ kin__runtime_dir(char *out, size_t size)
     return runtime_dir_why(out, size, NULL, 0);
 }
 
-/* Whether something listens at the unix socket path. A nonblocking
- * connect: a full backlog (EAGAIN) counts as listening, and so does a path
- * too long to try. */
-static bool
-listening(const char *path)
-{
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    size_t len = strlen(path);
-    if (len >= sizeof a.sun_path)
-        return true;
-    memcpy(a.sun_path, path, len + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return true;
-    bool yes = !connect(fd, (struct sockaddr *)&a, sizeof a) ||
-               (errno != ECONNREFUSED && errno != ENOENT);
-    close(fd);
-    return yes;
-}
-
 /* Whether process pid is gone: it does not exist, or it is a zombie (dead,
  * its files closed, waiting for its parent or init to reap it; a slow init
  * can take seconds). */
@@ -185,7 +163,7 @@ sweep_stale(const char *dir)
             continue;
         char path[512];
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        if (!listening(path) && !unlink(path))
+        if (!kin__sockname_listening(path) && !unlink(path))
             removed++;
     }
     if (d)
