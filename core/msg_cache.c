@@ -11,16 +11,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define KEEP 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define KEEP 0
-#endif
-#endif
-#ifndef KEEP
-#define KEEP 1
-#endif
+#include "core/sync.h"
+
+#define KEEP KIN__KEEP_FREED
 
 /* Blocks a thread keeps for itself, and all threads together in the shared
  * list: at most (64 per thread + 1024) * 384 bytes beyond what is in use. */

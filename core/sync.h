@@ -8,6 +8,20 @@
 #include <stdint.h>
 #include <time.h>
 
+/* KIN__KEEP_FREED: 1 unless built with AddressSanitizer. Caches that keep
+ * freed blocks for reuse (message blocks, ended tasks) keep nothing under
+ * ASan, so a use after free is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define KIN__KEEP_FREED 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KIN__KEEP_FREED 0
+#endif
+#endif
+#ifndef KIN__KEEP_FREED
+#define KIN__KEEP_FREED 1
+#endif
+
 /* A mutex for short critical sections on hot paths (queues, tables): it
  * spins briefly before sleeping, which saves the futex wait/wake pair when
  * the holder is about to release it. Returns 0 or an errno value. */

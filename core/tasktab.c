@@ -11,16 +11,7 @@
 /* Whether an ended task's block is kept: up to the spare array's size,
  * none under AddressSanitizer, so a task used after its end is still
  * caught. */
-#if defined(__SANITIZE_ADDRESS__)
-#define KEEP_SPARES 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define KEEP_SPARES 0
-#endif
-#endif
-#ifndef KEEP_SPARES
-#define KEEP_SPARES 1
-#endif
+#define KEEP_SPARES KIN__KEEP_FREED
 
 static bool
 spare_room(const kin__tasktab *tab)
