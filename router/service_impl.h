@@ -58,6 +58,10 @@ typedef struct pending {
     int bounces;    /* sends that never reached a provider (see on_reply) */
     uint32_t avoid; /* the provider that bounced last: picked last */
     bool idempotent;
+    /* Which attempt this is, unique in the context (enter): a caller that
+     * sent outside rmu finds out by it whether its attempt is still the
+     * one in flight (kin__svc_fast_send). */
+    uint64_t attempt;
     /* The caller is this context: its provider replies straight to the
      * caller's receiver (caller_handle, in the resolver's `direct` map),
      * and kin__svc_claim sees each reply on its way there. */
@@ -111,8 +115,9 @@ struct kin__services {
     uint64_t next_sweep;
     bool sweep_asked; /* a call went to the broker for the sweep due */
     uint64_t rng;
-    uint64_t bad;     /* offers and calls dropped as malformed */
-    pending *routing; /* the call send_to is routing right now */
+    uint64_t bad;      /* offers and calls dropped as malformed */
+    pending *routing;  /* the call send_to is routing right now */
+    uint64_t attempts; /* attempts entered so far (pending.attempt) */
     /* Caller's reply handle -> its direct call: in slot handle % DSLOTS
      * when free (handles come in sequence, so they rarely collide), else
      * in the map. */

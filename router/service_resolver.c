@@ -321,6 +321,7 @@ enter(struct kin__services *ss, pending *p, prov *v, uint64_t now)
     p->provider = v->ctx;
     p->sent_ns = now;
     p->attempts++;
+    p->attempt = ++ss->attempts;
     v->outstanding++;
 }
 
@@ -824,12 +825,21 @@ kin__svc_fast_send(kin_node *n, kin_msg *m, size_t svc_len)
     if (!ss || !m->reply_to || kin__broker_on_thread(n->broker) ||
         kin__svc_head_own(m->body, m->len, svc_len, &h))
         return false;
+    /* The SVC_RUN is laid out before rmu is taken: as send_to's own-head
+     * one, with no caller task (the broker's way would clear it too). */
+    memset(m->body + h.args_off - 13, 0, 4);
+    kin_msg *run = NULL;
+    if (kin_msg_new_copy(&run, m->body, m->len))
+        return false;
+    run->src = n->id;
+    run->auth = m->auth;
+    run->handle = KIN_HANDLE_SVC_RUN;
+    run->reply_to = m->reply_to;
     kin__svc_lock(n);
     uint64_t now = kin__now_ns();
     svc *s = NULL;
     prov *v = NULL;
     pending *p = NULL;
-    kin_msg *run = NULL;
     /* Anything but the usual case is the broker's: deadlines to sweep
      * (one call takes the broker's way then), calls queued (they go first), no
      * provider with room (queue, hold, none), a provider in this context
@@ -849,43 +859,49 @@ kin__svc_fast_send(kin_node *n, kin_msg *m, size_t svc_len)
     }
     p->direct = true;
     p->caller_handle = m->reply_to;
-    int64_t left = h.left;
-    /* As send_to's own-head SVC_RUN: no caller task, the time left. */
-    memset(m->body + h.args_off - 13, 0, 4);
-    uint64_t be = __builtin_bswap64((uint64_t)left);
-    memcpy(m->body + h.args_off - 8, &be, 8);
-    if (kin_msg_new_copy(&run, m->body, m->len)) {
-        put_pending(n, p);
-        goto broker;
-    }
-    run->dst = v->ctx;
-    run->src = n->id;
-    run->auth = m->auth;
-    run->handle = KIN_HANDLE_SVC_RUN;
-    run->reply_to = m->reply_to;
-    /* Sent under rmu (a send on the socket never waits: ZMQ_DONTWAIT), so
-     * the broker's claim of its reply waits for the entry below. */
-    /* Down only: a provider with no route here is going (its deletion
-     * waits for rmu); the broker bounces such a call to another one. */
-    if (!kin__route_direct_down(n, run)) {
-        kin_msg_destroy(&run);
-        put_pending(n, p);
-        goto broker;
-    }
     p->s = s;
     p->req = m;
     p->args_off = h.args_off;
     p->own_head = true;
     p->fn = h.fn;
     p->fn_len = h.fn_len;
-    p->deadline = left >= 0 ? now + (uint64_t)left * 1000000u : 0;
+    p->deadline = h.left >= 0 ? now + (uint64_t)h.left * 1000000u : 0;
     p->idempotent = idempotent(ss, h.fn, h.fn_len);
     enter(ss, p, v, now); /* its first attempt: p is fresh from the pool */
     s->resolved++;
+    uint64_t attempt = p->attempt;
+    uint32_t handle = m->reply_to, at = v->ctx;
+    run->dst = at;
+    /* Entered, then sent after rmu is let go: the broker, which takes rmu
+     * for each reply, never waits for this send, and the reply, which
+     * comes after the send, finds its call entered. Until the send the
+     * call is the resolver's like any in flight: a provider lost or a
+     * deadline swept meanwhile retries or fails it as one that may have
+     * run (this SVC_RUN then goes to a gone provider, or late). */
     kin__svc_unlock(n);
-    return true;
+    /* Down only: a provider with no route here is going. */
+    if (kin__route_direct_down(n, run))
+        return true;
+    kin_msg_destroy(&run);
+    /* Not sent. Still this attempt (found by its handle, so never a
+     * freed entry): undone, and the call goes the broker's way, which
+     * tries another provider. Otherwise the resolver took it over (a
+     * retry, or the caller answered), with m. */
+    kin__svc_lock(n);
+    p = direct_get(ss, handle);
+    if (!p || p->attempt != attempt || p->provider != at) {
+        kin__svc_unlock(n);
+        return true;
+    }
+    release(n, p);
+    p->s->resolved--;
+    p->req = NULL;
+    put_pending(n, p);
+    kin__svc_unlock(n);
+    return false;
 broker:
     kin__svc_unlock(n);
+    kin_msg_destroy(&run);
     return false;
 }
 
@@ -897,8 +913,9 @@ kin__svc_call_provider(kin_node *n, uint32_t handle)
         return KIN_NO_CTX;
     /* The monitor asks with a task's mu held, and the broker takes task
      * locks under rmu (a call to this context itself): rmu is only tried
-     * here. Its other holders, callers sending (kin__svc_fast_send), wait
-     * for no task lock and let it go after one send. */
+     * here. Its other holders, callers entering a call
+     * (kin__svc_fast_send), wait for no task lock and let it go before
+     * they send. */
     while (pthread_mutex_trylock(&ss->rmu))
         sched_yield();
     pending *p = direct_get(ss, handle);
