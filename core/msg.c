@@ -11,7 +11,7 @@
 
 #include <msgpack.h>
 
-#include "core/msg_cache.h"
+#include "core/block_cache.h"
 #include "core/msg_internal.h"
 #include "core/pack_internal.h"
 
@@ -24,7 +24,7 @@
  * that frees it. */
 typedef struct msg_block {
     atomic_uint refs;
-    bool cached; /* from kin__msg_cache_get, KIN__MSG_CACHE_BLOCK bytes */
+    bool cached; /* from kin__block_get, KIN__BLOCK_SIZE bytes */
     void (*release)(void *hint); /* NULL: the body follows the block */
     void *hint;
     kin_msg m;
@@ -39,8 +39,8 @@ block_of(const kin_msg *m)
 static kin_msg *
 block_new(size_t len)
 {
-    bool small = len <= KIN__MSG_CACHE_BLOCK - sizeof(msg_block);
-    msg_block *b = small ? kin__msg_cache_get() : malloc(sizeof *b + len);
+    bool small = len <= KIN__BLOCK_SIZE - sizeof(msg_block);
+    msg_block *b = small ? kin__block_get() : malloc(sizeof *b + len);
     if (!b)
         return NULL;
     memset(b, 0, sizeof *b);
@@ -118,7 +118,7 @@ kin__msg_unhold(kin_msg *m)
     if (b->release)
         b->release(b->hint);
     if (b->cached)
-        kin__msg_cache_put(b);
+        kin__block_put(b);
     else
         free(b);
 }

@@ -767,7 +767,7 @@ big_buffers_are_taken_small_ones_copied(void **state)
 
 /* Messages made on one thread and freed on another (a reply made by the
  * broker, destroyed by its caller) go back to the block cache
- * (core/msg_cache.c) from many threads at once: no block may ever be handed
+ * (core/block_cache.c) from many threads at once: no block may ever be handed
  * to two owners. Each thread keeps messages stamped with its own pattern
  * alive while the others make and free theirs, checks them, then passes
  * them on to be checked and freed by the next thread. */

@@ -1,10 +1,10 @@
-/* The cache of small message blocks (core/msg_cache.h): each thread's own
+/* The cache of small blocks (core/block_cache.h): each thread's own
  * list, and a shared one. Pushing to the shared list is a compare-and-swap
  * on its head; taking from it is an exchange of the whole list with
  * nothing, so no block is ever taken out from under another thread (no
  * ABA). Under AddressSanitizer nothing is kept: every block is malloc'd
  * and freed, so a use after free is still caught. */
-#include "core/msg_cache.h"
+#include "core/block_cache.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -117,7 +117,7 @@ refill(void)
 }
 
 void *
-kin__msg_cache_get(void)
+kin__block_get(void)
 {
     if (KEEP && !mine)
         refill();
@@ -127,11 +127,11 @@ kin__msg_cache_get(void)
         mine_n--;
         return b;
     }
-    return malloc(KIN__MSG_CACHE_BLOCK);
+    return malloc(KIN__BLOCK_SIZE);
 }
 
 void
-kin__msg_cache_put(void *block)
+kin__block_put(void *block)
 {
     node *b = block;
     if (!KEEP || !b) {
