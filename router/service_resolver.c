@@ -269,6 +269,17 @@ pick(kin_node *n, svc *s, uint32_t avoid)
     return v;
 }
 
+/* Whether pick would return a provider, without picking (no random draw,
+ * no step in the warm run). */
+static bool
+has_room(const svc *s, uint32_t avoid)
+{
+    for (int i = 0; i < s->nprov; i++)
+        if (usable(s, &s->provs[i], avoid))
+            return true;
+    return false;
+}
+
 static void on_reply(kin_node *n, kin_msg *m, void *arg);
 
 /* The latency bucket of a round trip of ns (see KIN_SERVICE_LAT_BUCKETS):
@@ -466,7 +477,7 @@ kin__svc_pump(kin_node *n, svc *s)
          * provider to avoid): taking it out for a provider dispatch then
          * refuses would put it back, round and round, on the broker. */
         bool none = !s->nprov && !kin__svc_holds(s);
-        if (!none && !pick(n, s, p->avoid))
+        if (!none && !has_room(s, p->avoid))
             return;
         s->qhead = p->next;
         if (!s->qhead)
