@@ -54,7 +54,8 @@ static char rundir[256];          /* $XDG_RUNTIME_DIR/kin */
 static void proxy_stop_all(void); /* stops the test's tcp proxy, if any */
 
 /* Starts join_peer with its arguments (up to 5, NULL after the last);
- * its first line is in p->line (or "" when it said nothing within 10 s). */
+ * its first line is in p->line (or "" when it said nothing within
+ * ARRIVE_MS). */
 static void
 peer_startv(peer *p, const char *a1, const char *a2, const char *a3,
             const char *a4, const char *a5)
@@ -86,7 +87,7 @@ peer_startv(peer *p, const char *a1, const char *a2, const char *a3,
             break;
         }
     size_t len = 0;
-    double end = harness_now_ms() + 10000;
+    double end = harness_now_ms() + ARRIVE_MS;
     p->line[0] = 0;
     while (len + 1 < sizeof p->line && harness_now_ms() < end) {
         struct pollfd pf = {.fd = p->out, .events = POLLIN};
@@ -160,6 +161,8 @@ static uint32_t
 joined_id(const peer *p)
 {
     unsigned id = 0;
+    if (sscanf(p->line, "joined %u", &id) != 1)
+        fprintf(stderr, "join_peer said: '%s'\n", p->line);
     assert_int_equal(sscanf(p->line, "joined %u", &id), 1);
     return id;
 }
@@ -426,6 +429,8 @@ name_clash_is_refused(void **state)
     peer_start(&b, "joiner", ep, "alpha");
     int code = 0;
     int at = 0;
+    if (sscanf(b.line, "error %d %n", &code, &at) != 1)
+        fprintf(stderr, "the second alpha said: '%s'\n", b.line);
     assert_int_equal(sscanf(b.line, "error %d %n", &code, &at), 1);
     assert_int_equal(code, KIN_EEXISTS);
     assert_non_null(strstr(b.line, "'alpha' is taken by context"));
