@@ -1,8 +1,10 @@
 /* Test helpers shared by the integration tests (see harness.h). */
 #include "integration/harness.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <elfutils/libdw.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -10,9 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "monitor/stack.h"
 
 double
 harness_now_ms(void)
@@ -250,4 +255,96 @@ harness_log_arrives(kin_node *n, uint32_t ctx, const char *fn, const char *msg,
     }
     kin_logsub_destroy(&s);
     return found;
+}
+
+/* --- stacks on abort ------------------------------------------------------
+ */
+
+static void
+print_frames(const kin__frame *f, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (f[i].file[0])
+            fprintf(stderr, "  #%-2d %s at %s:%d\n", i, f[i].fn, f[i].file,
+                    f[i].line);
+        else
+            fprintf(stderr, "  #%-2d %s (0x%lx)\n", i, f[i].fn,
+                    (unsigned long)f[i].addr);
+}
+
+static void
+thread_name(int tid, char *out, size_t size)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/comm", tid);
+    out[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fgets(out, (int)size, f))
+            out[strcspn(out, "\n")] = 0;
+        fclose(f);
+    }
+}
+
+/* Not async-signal-safe past the unwinding (symbols are read with malloc,
+ * stdio prints them): the process is dying anyway, and an alarm ends it
+ * should the heap it aborted on be locked. Its name ends in "on_signal" as
+ * kin's own capture handler's does: kin__sym_frames leaves it and the
+ * signal trampoline out of the stack. */
+static void
+abort_on_signal(int sig)
+{
+    (void)sig;
+    int self = (int)syscall(SYS_gettid);
+    uintptr_t ips[KIN_STACK_MAX];
+    int count = kin__stack_capture_raw(self, ips, KIN_STACK_MAX, 0);
+    alarm(30);
+    fflush(stdout);
+    char name[32];
+    thread_name(self, name, sizeof name);
+    fprintf(stderr, "\n=== SIGABRT in thread %d (%s) of process %d:\n", self,
+            name, (int)getpid());
+    kin__frame frames[KIN_STACK_MAX];
+    kin__symbolizer *sym = kin__sym_open();
+    if (count > 0)
+        print_frames(frames,
+                     kin__sym_frames(sym, ips, count, frames, KIN_STACK_MAX));
+    else
+        fprintf(stderr, "  (no stack: %s)\n", strerror(-count));
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        int tid = atoi(de->d_name);
+        if (tid <= 0 || tid == self)
+            continue;
+        thread_name(tid, name, sizeof name);
+        fprintf(stderr, "=== thread %d (%s):\n", tid, name);
+        int n = kin__stack_capture_raw(tid, ips, KIN_STACK_MAX, 1000);
+        if (n > 0)
+            print_frames(frames,
+                         kin__sym_frames(sym, ips, n, frames, KIN_STACK_MAX));
+        else
+            fprintf(stderr, "  (no stack: %s)\n",
+                    n == -EPERM ? "it blocks the capture signal"
+                                : strerror(-n));
+    }
+    if (d)
+        closedir(d);
+    kin__sym_close(sym);
+    fprintf(stderr, "=== end of stacks\n");
+    /* SA_RESETHAND made the action the default: dies of it once this
+     * handler returns, whether abort() or a kill sent it. */
+    raise(SIGABRT);
+}
+
+void
+harness_stacks_on_abort(void)
+{
+    /* Loads the unwinder and the symbolizer now, not in the handler. */
+    uintptr_t ips[4];
+    kin__stack_capture_raw((int)syscall(SYS_gettid), ips, 4, 0);
+    kin__sym_close(kin__sym_open());
+    struct sigaction sa = {.sa_handler = abort_on_signal,
+                           .sa_flags = SA_RESETHAND};
+    sigaction(SIGABRT, &sa, NULL);
 }

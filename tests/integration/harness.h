@@ -66,6 +66,16 @@ void harness_note_skip(const char *fmt, ...)
     harness_group_status(cmocka_run_group_tests(tests, NULL, NULL))
 int harness_group_status(int failed);
 
+/* From now on, an abort (SIGABRT: a libzmq or libuv assertion, glibc's
+ * heap checks, abort()) prints to stderr, before the process dies of it,
+ * where every thread of this process was: the aborting thread first, then
+ * the others kin can unwind (libzmq's own threads block the signal kin
+ * uses and are only named), function and file:line, as `kin where` shows
+ * tasks. stdout is flushed first, so cmocka's last "[ RUN ]" line shows
+ * which test it was. The process still dies of SIGABRT (CTest: "Subprocess
+ * aborted"). */
+void harness_stacks_on_abort(void);
+
 /* Whether this executable carries DWARF debug info for the source file
  * `file` (pass __FILE__), i.e. whether kin can print file:line for frames in
  * it: true in Debug and RelWithDebInfo builds (or any build with -g), false
