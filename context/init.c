@@ -20,6 +20,7 @@
 #include "process/procs.h"
 #include "process/stdio_relay.h"
 #include "process/zygote.h"
+#include "router/zctx.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
@@ -226,6 +227,10 @@ kin_init(kin_node **out, const kin_node_opts *opts)
     pthread_mutex_unlock(&mu);
     /* Stops this context's children (and supervisors) before it goes. */
     kin_node_destroy(&n);
+    /* Its sockets are closed, but libzmq's I/O thread may not have written
+     * what the log socket took last: exit once it has (the context ends
+     * when its lingering sockets are done), or a second from now. */
+    kin__zctx_end(1000);
     pthread_mutex_lock(&mu);
     int reason = stop_reason; /* an emergency may have come meanwhile */
     pthread_mutex_unlock(&mu);

@@ -3,7 +3,9 @@
  * fork forgets it and makes its own on first use. */
 #include "router/zctx.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <time.h>
 
 #include <zmq.h>
 
@@ -34,4 +36,48 @@ kin__zctx(void)
     void *c = ctx;
     pthread_mutex_unlock(&mu);
     return c;
+}
+
+static pthread_cond_t ended_cond = PTHREAD_COND_INITIALIZER;
+static bool ended;
+
+static void *
+end_main(void *c)
+{
+    zmq_ctx_term(c);
+    pthread_mutex_lock(&mu);
+    ended = true;
+    pthread_cond_broadcast(&ended_cond);
+    pthread_mutex_unlock(&mu);
+    return NULL;
+}
+
+bool
+kin__zctx_end(int timeout_ms)
+{
+    pthread_mutex_lock(&mu);
+    void *c = ctx;
+    pthread_mutex_unlock(&mu);
+    if (!c)
+        return true;
+    /* zmq_ctx_term waits without a bound while a socket is open: on a
+     * thread of its own, waited for here with one. */
+    pthread_t t;
+    if (pthread_create(&t, NULL, end_main, c))
+        return false;
+    pthread_detach(t);
+    struct timespec by;
+    clock_gettime(CLOCK_REALTIME, &by);
+    by.tv_sec += timeout_ms / 1000;
+    by.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (by.tv_nsec >= 1000000000L) {
+        by.tv_sec++;
+        by.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&mu);
+    while (!ended && pthread_cond_timedwait(&ended_cond, &mu, &by) != ETIMEDOUT)
+        ;
+    bool done = ended;
+    pthread_mutex_unlock(&mu);
+    return done;
 }
