@@ -842,8 +842,9 @@ stop_job(void *arg, void *unused)
         nanosleep(&(struct timespec){0, 1000000}, NULL);
     }
     kin__broker_unwatch(&p->w);
-    /* The context is never terminated: a linger lets its I/O thread
-     * deliver what the socket still holds. */
+    /* A linger lets the I/O thread deliver what the socket still holds;
+     * a child's exit waits for that by ending the context
+     * (context/init.c). */
     int linger = 500;
     zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_close(p->sock);
