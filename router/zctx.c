@@ -66,13 +66,7 @@ kin__zctx_end(int timeout_ms)
     if (pthread_create(&t, NULL, end_main, c))
         return false;
     struct timespec by;
-    clock_gettime(CLOCK_REALTIME, &by);
-    by.tv_sec += timeout_ms / 1000;
-    by.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (by.tv_nsec >= 1000000000L) {
-        by.tv_sec++;
-        by.tv_nsec -= 1000000000L;
-    }
+    kin__deadline(&by, CLOCK_REALTIME, timeout_ms);
     pthread_mutex_lock(&mu);
     while (!ended && pthread_cond_timedwait(&ended_cond, &mu, &by) != ETIMEDOUT)
         ;
