@@ -16,6 +16,7 @@
 #include "context/tool.h"
 #include "core/log_internal.h"
 #include "core/sync.h"
+#include "logs/logs.h"
 #include "process/exec_channel.h"
 #include "process/procs.h"
 #include "process/stdio_relay.h"
@@ -228,9 +229,11 @@ kin_init(kin_node **out, const kin_node_opts *opts)
     /* Stops this context's children (and supervisors) before it goes. */
     kin_node_destroy(&n);
     /* Its sockets are closed, but libzmq's I/O thread may not have written
-     * what the log socket took last: exit once it has (the context ends
-     * when its lingering sockets are done), or a second from now. */
-    kin__zctx_end(1000);
+     * what the log socket took last: once a record went out, exit only
+     * when it has (the context ends when its lingering sockets are done),
+     * or a second from now. A child that never logged does not wait. */
+    if (kin__logs_published())
+        kin__zctx_end(1000);
     pthread_mutex_lock(&mu);
     int reason = stop_reason; /* an emergency may have come meanwhile */
     pthread_mutex_unlock(&mu);

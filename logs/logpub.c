@@ -382,6 +382,15 @@ bstream_for(struct kin__logs *p, uint32_t ctx)
     return s;
 }
 
+/* A record was handed to a socket (kin__logs_published). */
+static atomic_bool g_published;
+
+bool
+kin__logs_published(void)
+{
+    return atomic_load_explicit(&g_published, memory_order_relaxed);
+}
+
 /* 0: sent or not wanted (done with it); -EAGAIN: the socket is full.
  * new_drops: drops this record announces (notices only). */
 static int
@@ -434,6 +443,8 @@ publish(struct kin__logs *p, int bucket, kin_logrec_kind kind, uint32_t ctx,
         atomic_fetch_add(&p->unwanted[bucket], 1);
         return 0;
     }
+    if (!atomic_load_explicit(&g_published, memory_order_relaxed))
+        atomic_store_explicit(&g_published, true, memory_order_relaxed);
     bs->seq[bucket] += numbered;
     atomic_fetch_add(&p->sent[bucket], 1);
     return 0;

@@ -25,6 +25,11 @@ kin_err kin__logs_start(kin_node *n, const kin_node_opts *opts, bool curve);
  * no publisher. Called by kin_node_destroy while the broker still runs. */
 void kin__logs_stop(kin_node *n);
 
+/* Whether a publisher of this process ever handed a record to its socket:
+ * libzmq's I/O thread may then still hold some when the process exits
+ * (context/init.c waits for them). Any thread. */
+bool kin__logs_published(void);
+
 /* A line (without its newline) a child process wrote to stdout or stderr,
  * published as a record about that child (kind STDOUT at INFO, STDERR at
  * WARNING). Any thread; meant for the broker thread's pipe reader. */
