@@ -46,12 +46,15 @@ typedef struct entry {
 /* Work per wake-up before the loop gets a turn for other sockets. */
 #define PUMP_ROUNDS 4
 
-/* A publisher links to the forwarder at its first record, or this long
- * after it started: the link's handshake and the forwarder's subscriptions
- * cost a new context ~0.3 ms of CPU, which its first calls then do not
- * wait behind (docs/performance.md §14). Until the subscriptions
- * are known every level is produced and queued, as before. */
-#define LINK_DELAY_MS 100
+/* A publisher makes its socket and links to the forwarder at its first
+ * record, or this long after it started: the socket, the link's handshake
+ * and the forwarder's subscriptions cost a new context ~0.3 ms of CPU,
+ * which its first calls then do not wait behind (docs/performance.md §14),
+ * and a short-lived child that never logs does not pay them at all (§18:
+ * most of 100 forked children started and stopped at once live 100-300
+ * ms). Until the subscriptions are known every level is produced and
+ * queued, as before. */
+#define LINK_DELAY_MS 1000
 
 /* How long a stop waits for the subscriptions of a link made late (as
  * long as a publisher waits for them otherwise, sync_timeout_ms). A child
@@ -591,13 +594,53 @@ pump(struct kin__logs *p, int rounds)
 
 static void on_sync_timeout(uv_timer_t *t);
 
-/* Connects to the forwarder, once. Broker thread. */
+static bool on_subscription(void *sock, void *arg);
+
+/* Whether the link needs CURVE with the tree's key. */
+static bool
+needs_curve(const struct kin__logs *p)
+{
+    return p->curve || kin__endpoint_is_tcp(p->endpoint);
+}
+
+/* The publisher's XPUB, watched on the broker. Broker thread. */
+static kin_err
+open_sock(struct kin__logs *p)
+{
+    kin_node *n = p->n;
+    kin_err e = KIN_OK;
+    int hwm = p->tune.pub_hwm, one = 1, zero = 0;
+    void *sock = zmq_socket(kin__zctx(), ZMQ_XPUB);
+    if (!sock)
+        return -errno;
+    zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(sock, ZMQ_XPUB_NODROP, &one, sizeof one);
+    zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
+    if ((needs_curve(p) && (e = kin__curve_client(sock, kin__node_curve(n)))) ||
+        (e = kin__broker_watch(kin__node_broker(n), sock, on_subscription, p,
+                               &p->w))) {
+        zmq_close(sock);
+        return e;
+    }
+    p->sock = sock;
+    return KIN_OK;
+}
+
+/* Makes the socket and connects it to the forwarder, once. Broker
+ * thread. */
 static void
 link_up(struct kin__logs *p)
 {
-    if (p->linked || !p->sock)
+    if (p->linked)
         return;
     p->linked = true;
+    kin_err e = open_sock(p);
+    if (e) {
+        fprintf(stderr,
+                "kin: context %u: logs cannot open a socket for %s: %s\n",
+                p->id, p->endpoint, kin_strerror(e));
+        return;
+    }
     if (zmq_connect(p->sock, p->endpoint)) {
         /* The endpoint was checked at the start (endpoint_ok). */
         fprintf(stderr, "kin: context %u: logs cannot connect to %s: %s\n",
@@ -774,30 +817,15 @@ open_job(void *arg, void *unused)
 {
     struct kin__logs *p = arg;
     kin_node *n = p->n;
-    kin_err e = KIN_OK;
-    int hwm = p->tune.pub_hwm, one = 1, zero = 0;
-    p->sock = zmq_socket(kin__zctx(), ZMQ_XPUB);
-    if (!p->sock) {
-        job_finish(p, -errno);
-        return;
-    }
-    zmq_setsockopt(p->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
-    zmq_setsockopt(p->sock, ZMQ_XPUB_NODROP, &one, sizeof one);
-    zmq_setsockopt(p->sock, ZMQ_LINGER, &zero, sizeof zero);
-    const kin__curve_key *key = kin__node_curve(n);
-    if ((p->curve || kin__endpoint_is_tcp(p->endpoint)) &&
-        (e = key->pub[0] ? kin__curve_client(p->sock, key) : -EINVAL)) {
+    /* What the link will need is checked now: a context that cannot
+     * publish fails at its start, not at its first record. */
+    kin_err e = !needs_curve(p)               ? KIN_OK
+                : !zmq_has("curve")           ? -ENOTSUP
+                : !kin__node_curve(n)->pub[0] ? -EINVAL
+                                              : KIN_OK;
+    if (e) {
         KIN_ERROR("context %u: logs to %s need the tree's CURVE key: %s", p->id,
                   p->endpoint, kin_strerror(e));
-        zmq_close(p->sock);
-        p->sock = NULL;
-        job_finish(p, e);
-        return;
-    }
-    if ((e = kin__broker_watch(kin__node_broker(n), p->sock, on_subscription, p,
-                               &p->w))) {
-        zmq_close(p->sock);
-        p->sock = NULL;
         job_finish(p, e);
         return;
     }
@@ -808,7 +836,8 @@ open_job(void *arg, void *unused)
     p->sync_timer.data = p;
     uv_timer_init(loop, &p->retry_timer);
     p->retry_timer.data = p;
-    /* Linked at the first record, or LINK_DELAY_MS from now. */
+    /* The socket is made and linked at the first record, or LINK_DELAY_MS
+     * from now. */
     uv_timer_start(&p->sync_timer, on_link_due, LINK_DELAY_MS, 0);
     job_finish(p, KIN_OK);
 }
@@ -837,11 +866,11 @@ stop_job(void *arg, void *unused)
     bool queued = p->active_len || p->drain_off < p->drain_len;
     if (queued)
         link_up(p);
-    while (queued && p->linked && !p->synced && kin__now_ns() < sync_by)
+    while (queued && p->sock && !p->synced && kin__now_ns() < sync_by)
         if (!on_subscription(p->sock, p))
             nanosleep(&(struct timespec){0, 1000000}, NULL);
     p->synced = true;
-    for (;;) {
+    for (; p->sock;) {
         if (send_pending(p)) {
             if (!swap_queue(p))
                 break;
@@ -852,14 +881,16 @@ stop_job(void *arg, void *unused)
         /* An XPUB always polls writable; wait a little instead. */
         nanosleep(&(struct timespec){0, 1000000}, NULL);
     }
-    kin__broker_unwatch(&p->w);
-    /* A linger lets the I/O thread deliver what the socket still holds;
-     * a child's exit waits for that by ending the context
-     * (context/init.c). */
-    int linger = 500;
-    zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_close(p->sock);
-    p->sock = NULL;
+    if (p->sock) {
+        kin__broker_unwatch(&p->w);
+        /* A linger lets the I/O thread deliver what the socket still
+         * holds; a child's exit waits for that by ending the context
+         * (context/init.c). */
+        int linger = 500;
+        zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(p->sock);
+        p->sock = NULL;
+    }
     uv_close((uv_handle_t *)&p->wake, on_closed);
     uv_close((uv_handle_t *)&p->sync_timer, on_closed);
     uv_close((uv_handle_t *)&p->retry_timer, on_closed);

@@ -9,6 +9,7 @@
  * of delays after the latest reap. */
 #include "process/runtime_sweep.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 
 #include "core/log_internal.h"
 #include "core/sockname.h"
+#include "process/child.h"
 #include "router/router.h"
 
 /* When to sweep, in ms after the latest reap: most orphans are gone by
@@ -29,6 +31,7 @@ static const uint64_t ladder[] = {10, 100, 1000, 5000};
 
 typedef struct kin__sweeper {
     uv_timer_t timer;
+    kin__procs *procs;
     uint64_t reaped_at; /* uv_now of the latest reap */
     uint64_t last;      /* uv_now of the latest sweep; 0: none yet */
     size_t step;        /* the next rung of the ladder */
@@ -68,11 +71,26 @@ arm(kin__sweeper *s)
     uv_timer_start(&s->timer, on_sweep, in, 0);
 }
 
+/* A child of ours not reaped yet: alive, or a zombie whose files go by
+ * name at its reap (kin__sweep_child_files). Either way the sweep leaves
+ * its files alone, and need not read /proc to know it. */
+static bool
+our_child(int pid, void *arg)
+{
+    kin__procs *p = arg;
+    pthread_mutex_lock(&p->mu);
+    bool ours = false;
+    for (kin_child *c = p->children; c && !ours; c = c->next)
+        ours = c->pid == (pid_t)pid;
+    pthread_mutex_unlock(&p->mu);
+    return ours;
+}
+
 static void
 on_sweep(uv_timer_t *t)
 {
     kin__sweeper *s = (kin__sweeper *)t;
-    int removed = kin__runtime_sweep();
+    int removed = kin__runtime_sweep(our_child, s->procs);
     if (removed)
         KIN_DEBUG("runtime directory: removed %d socket files of dead "
                   "contexts",
@@ -95,6 +113,7 @@ kin__sweep_after_reap(kin__procs *p)
         if (!(s = calloc(1, sizeof *s)))
             return; /* the next master's sweep will do */
         uv_timer_init(kin__broker_loop(kin__node_broker(p->node)), &s->timer);
+        s->procs = p;
         p->sweeper = s;
     }
     s->reaped_at = uv_now(s->timer.loop);

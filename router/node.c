@@ -153,14 +153,16 @@ pid_gone(int pid)
  * (it shows as a zombie); their files are left alone. Returns how many
  * went. */
 static int
-sweep_stale(const char *dir)
+sweep_stale(const char *dir, bool (*live)(int pid, void *arg), void *arg)
 {
     DIR *d = opendir(dir);
     struct dirent *de;
     int removed = 0;
+    int self = (int)getpid();
     while (d && (de = readdir(d))) {
         int pid;
-        if (!kin__sockname_any(de->d_name, &pid) || !pid_gone(pid))
+        if (!kin__sockname_any(de->d_name, &pid) || pid == self ||
+            (live && live(pid, arg)) || !pid_gone(pid))
             continue;
         char path[512];
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
@@ -173,10 +175,12 @@ sweep_stale(const char *dir)
 }
 
 int
-kin__runtime_sweep(void)
+kin__runtime_sweep(bool (*live)(int pid, void *arg), void *arg)
 {
     char dir[160];
-    return runtime_dir_why(dir, sizeof dir, NULL, 0) ? 0 : sweep_stale(dir);
+    return runtime_dir_why(dir, sizeof dir, NULL, 0)
+               ? 0
+               : sweep_stale(dir, live, arg);
 }
 
 /* The socket paths this process's nodes hold: "PID-ID.sock" (what the kin
@@ -527,7 +531,7 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
         }
         snprintf(n->endpoint, sizeof n->endpoint, "ipc://%s", n->ipc_path);
         if (!n->has_parent)
-            sweep_stale(dir);
+            sweep_stale(dir, NULL, NULL);
     }
 
     if ((e = add_system(n, KIN_HANDLE_PING, KIN_POLICY_ANY, on_ping)))

@@ -247,8 +247,11 @@ kin_err kin__runtime_dir(char *out, size_t size);
 /* Removes the socket files of dead contexts from the runtime directory:
  * those whose process no longer exists or is a zombie, and on which
  * nothing listens (what a master does when it starts). One readdir;
- * returns how many files went. Any thread. */
-int kin__runtime_sweep(void);
+ * returns how many files went. Files of a pid for which live(pid, arg)
+ * says true are left without a look at the process (a parent's own
+ * unreaped children: their files go by name at the reap); live may be
+ * NULL. Any thread. */
+int kin__runtime_sweep(bool (*live)(int pid, void *arg), void *arg);
 
 /* Whether m's authority passes policy here (handles and exported
  * functions share the rules). Any thread. */

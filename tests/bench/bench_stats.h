@@ -10,7 +10,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/pidfd.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -98,6 +100,48 @@ proc_cpu_us(pid_t pid)
     }
     closedir(d);
     return us;
+}
+
+/* The CPU (user + system) of process pid and of the children it reaped
+ * (/proc/PID/stat utime, stime, cutime, cstime), in ms, to the clock
+ * tick; NAN when it cannot be read. */
+static inline double
+proc_tree_cpu_ms(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NAN;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the command may hold anything */
+    unsigned long ut, st;
+    long cut, cst;
+    if (!p || sscanf(p + 1,
+                     " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu "
+                     "%ld %ld",
+                     &ut, &st, &cut, &cst) != 4)
+        return NAN;
+    return (double)(ut + st + (unsigned long)cut + (unsigned long)cst) *
+           1000.0 / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* The CPU (user + system) of this process's threads and of the children
+ * it reaped so far (getrusage), in ms. */
+static inline double
+self_tree_cpu_ms(void)
+{
+    struct rusage a, b;
+    getrusage(RUSAGE_SELF, &a);
+    getrusage(RUSAGE_CHILDREN, &b);
+    double us = 0;
+    const struct rusage *r[2] = {&a, &b};
+    for (int i = 0; i < 2; i++)
+        us += (double)(r[i]->ru_utime.tv_sec + r[i]->ru_stime.tv_sec) * 1e6 +
+              (double)(r[i]->ru_utime.tv_usec + r[i]->ru_stime.tv_usec);
+    return us / 1e3;
 }
 
 #endif

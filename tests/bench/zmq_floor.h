@@ -71,8 +71,11 @@ int zfloor_zygote_main(const char *endpoint);
  * request -> hello -> one echo (ms: *first_ms, the median; the CPU the
  * child's threads burned until then: *child_cpu_us, the median), then
  * `fanout` children at once, started (each said hello) and stopped (each
- * exited): *fanout_ms. Returns 0 or -1 (the reason on stderr). */
+ * exited): *fanout_ms, and the CPU that burned in this process, the
+ * zygote and the children: *fanout_cpu_ms. Returns 0 or -1 (the reason on
+ * stderr). */
 int zfloor_fork(const char *self, int reps, int fanout, int timeout_ms,
-                double *first_ms, double *child_cpu_us, double *fanout_ms);
+                double *first_ms, double *child_cpu_us, double *fanout_ms,
+                double *fanout_cpu_ms);
 
 #endif

@@ -424,7 +424,7 @@ warning_subscriber_gets_no_info_and_none_is_sent(void **state)
  * threads: logging there is off (instead of queueing records that no
  * thread sends, behind a lock the parent may have held at the fork). */
 /* A context links its publisher to the forwarder at its first record (or
- * 100 ms after it started): a child that logs once and is stopped at once
+ * 1 s after it started): a child that logs once and is stopped at once
  * still delivers the record, its stop waiting for the forwarder's
  * subscriptions (up to 2 s, or until its parent's SIGTERM). A first child
  * proves the subscription reached the forwarder; each new child then logs and
