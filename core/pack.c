@@ -1,6 +1,6 @@
 /* Picture-string packing and reading of msgpack bodies (kin/pack.h): a
- * msgpack-c packer that appends to a kin_buf (core/buf.c), and a reader that
- * walks top-level objects and the arrays and maps opened inside them. */
+ * writer of msgpack into a kin_buf (core/buf.c), and a reader that walks
+ * top-level objects and the arrays and maps opened inside them. */
 #include <kin/pack.h>
 
 #include "core/buf.h"
@@ -246,79 +246,174 @@ check_one_object(const void *p, size_t len)
     return -EINVAL;
 }
 
+/* kin_pack writes msgpack itself, the bytes msgpack-c's packer would
+ * write (the smallest form that holds each value; str 8 included), which
+ * tests/unit/test_pack.c compares byte for byte. A call packs its
+ * arguments here, and msgpack-c's packer writes each header and body
+ * through a callback of its own. */
+
+/* v big-endian in bytes bytes at out. */
+static void
+put_be(uint8_t *out, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        out[i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
+}
+
+/* A tag and then v in bytes bytes; returns the length. */
+static size_t
+put_tagged(uint8_t *out, uint8_t tag, uint64_t v, int bytes)
+{
+    out[0] = tag;
+    put_be(out + 1, v, bytes);
+    return 1 + (size_t)bytes;
+}
+
+static size_t
+put_uint(uint8_t *out, uint64_t v)
+{
+    if (v < 128) {
+        out[0] = (uint8_t)v;
+        return 1;
+    }
+    if (v < 256)
+        return put_tagged(out, 0xcc, v, 1);
+    if (v < 65536)
+        return put_tagged(out, 0xcd, v, 2);
+    if (v <= UINT32_MAX)
+        return put_tagged(out, 0xce, v, 4);
+    return put_tagged(out, 0xcf, v, 8);
+}
+
+/* A non-negative int is written as an unsigned one, as msgpack-c does. */
+static size_t
+put_int(uint8_t *out, int64_t v)
+{
+    if (v >= -32) {
+        if (v >= 0)
+            return put_uint(out, (uint64_t)v);
+        out[0] = (uint8_t)v; /* a negative fixint */
+        return 1;
+    }
+    if (v >= INT8_MIN)
+        return put_tagged(out, 0xd0, (uint64_t)v, 1);
+    if (v >= INT16_MIN)
+        return put_tagged(out, 0xd1, (uint64_t)v, 2);
+    if (v >= INT32_MIN)
+        return put_tagged(out, 0xd2, (uint64_t)v, 4);
+    return put_tagged(out, 0xd3, (uint64_t)v, 8);
+}
+
+/* An array's or a map's header: fix is 0x90 or 0x80, tag16 0xdc or 0xde
+ * (tag16 + 1 is the 32-bit one). */
+static size_t
+put_count(uint8_t *out, uint32_t n, uint8_t fix, uint8_t tag16)
+{
+    if (n < 16) {
+        out[0] = (uint8_t)(fix | n);
+        return 1;
+    }
+    if (n < 65536)
+        return put_tagged(out, tag16, n, 2);
+    return put_tagged(out, (uint8_t)(tag16 + 1), n, 4);
+}
+
+/* h (hn bytes), then len bytes of p, appended to b. */
 static kin_err
-pack_raw(msgpack_packer *pk, char type, const void *p, size_t len)
+append2(kin_buf *b, const uint8_t *h, size_t hn, const void *p, size_t len)
+{
+    uint8_t *at = (uint8_t *)kin__buf_extend(b, hn + len);
+    if (!at)
+        return -ENOMEM;
+    memcpy(at, h, hn);
+    if (len)
+        memcpy(at + hn, p, len);
+    return KIN_OK;
+}
+
+/* A str or bin of len bytes at p. */
+static kin_err
+pack_raw(kin_buf *b, char type, const void *p, size_t len)
 {
     if (!p && len)
         return -EINVAL;
-    /* msgpack-c would silently truncate the length in the header. */
+    /* A header holds at most a 32-bit length. */
     if (len > UINT32_MAX)
         return KIN_ETOOBIG;
-    int rc;
-    if (type == 'B')
-        rc = msgpack_pack_bin(pk, len) || msgpack_pack_bin_body(pk, p, len);
-    else
-        rc = msgpack_pack_str(pk, len) || msgpack_pack_str_body(pk, p, len);
-    return rc ? -ENOMEM : KIN_OK;
+    uint8_t h[5];
+    size_t hn;
+    bool bin = type == 'B';
+    if (!bin && len < 32) {
+        h[0] = (uint8_t)(0xa0 | len);
+        hn = 1;
+    } else if (len < 256) {
+        hn = put_tagged(h, bin ? 0xc4 : 0xd9, len, 1);
+    } else if (len < 65536) {
+        hn = put_tagged(h, bin ? 0xc5 : 0xda, len, 2);
+    } else {
+        hn = put_tagged(h, bin ? 0xc6 : 0xdb, len, 4);
+    }
+    return append2(b, h, hn, p, len);
 }
 
 static kin_err
-pack_one(msgpack_packer *pk, char c, va_list *ap)
+pack_one(kin_buf *b, char c, va_list *ap)
 {
-    int rc = 0;
+    uint8_t h[9];
+    size_t hn = 1;
     switch (c) {
     case 'i':
-        rc = msgpack_pack_int(pk, va_arg(*ap, int));
+        hn = put_int(h, va_arg(*ap, int));
         break;
     case 'I':
-        rc = msgpack_pack_int64(pk, va_arg(*ap, int64_t));
+        hn = put_int(h, va_arg(*ap, int64_t));
         break;
     case 'u':
-        rc = msgpack_pack_unsigned_int(pk, va_arg(*ap, unsigned));
+        hn = put_uint(h, va_arg(*ap, unsigned));
         break;
     case 'U':
-        rc = msgpack_pack_uint64(pk, va_arg(*ap, uint64_t));
+        hn = put_uint(h, va_arg(*ap, uint64_t));
         break;
-    case 'd':
-        rc = msgpack_pack_double(pk, va_arg(*ap, double));
+    case 'd': {
+        double d = va_arg(*ap, double);
+        uint64_t bits;
+        memcpy(&bits, &d, sizeof bits);
+        hn = put_tagged(h, 0xcb, bits, 8);
         break;
+    }
     case 'b':
-        rc = va_arg(*ap, int) ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+        h[0] = va_arg(*ap, int) ? 0xc3 : 0xc2;
         break;
     case 's': {
         const char *s = va_arg(*ap, const char *);
-        if (!s) {
-            rc = msgpack_pack_nil(pk);
-            break;
-        }
-        return pack_raw(pk, 'S', s, strlen(s));
+        if (s)
+            return pack_raw(b, 'S', s, strlen(s));
+        h[0] = 0xc0;
+        break;
     }
     case 'S':
     case 'B': {
         const void *p = va_arg(*ap, const void *);
         size_t len = va_arg(*ap, size_t);
-        return pack_raw(pk, c, p, len);
+        return pack_raw(b, c, p, len);
     }
     case 'n':
-        rc = msgpack_pack_nil(pk);
+        h[0] = 0xc0;
         break;
     case 'a':
-        rc = msgpack_pack_array(pk, va_arg(*ap, uint32_t));
+        hn = put_count(h, va_arg(*ap, uint32_t), 0x90, 0xdc);
         break;
     case 'M':
-        rc = msgpack_pack_map(pk, va_arg(*ap, uint32_t));
+        hn = put_count(h, va_arg(*ap, uint32_t), 0x80, 0xde);
         break;
     case 'm': {
         const void *p = va_arg(*ap, const void *);
         size_t len = va_arg(*ap, size_t);
         kin_err e = check_one_object(p, len);
-        if (e != KIN_OK)
-            return e;
-        rc = pk->callback(pk->data, p, len);
-        break;
+        return e ? e : append2(b, NULL, 0, p, len);
     }
     }
-    return rc ? -ENOMEM : KIN_OK;
+    return append2(b, h, hn, NULL, 0);
 }
 
 kin_err
@@ -327,8 +422,6 @@ kin_vpack(kin_buf *b, const char *picture, va_list ap)
     /* Checked up front so that a typo costs no half-packed work. */
     if (!b || !picture || picture[strspn(picture, PACK_CHARS)])
         return -EINVAL;
-    msgpack_packer pk;
-    kin_buf_packer(b, &pk);
     size_t len0 = b->len;
     /* A va_list parameter may be an array type, whose address is not a
      * va_list *; a local copy's address is. */
@@ -336,7 +429,7 @@ kin_vpack(kin_buf *b, const char *picture, va_list ap)
     va_copy(args, ap);
     kin_err e = KIN_OK;
     for (const char *p = picture; *p && e == KIN_OK; p++)
-        e = pack_one(&pk, *p, &args);
+        e = pack_one(b, *p, &args);
     va_end(args);
     if (e != KIN_OK)
         b->len = len0;

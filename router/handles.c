@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/block_cache.h"
 #include "core/log_internal.h"
 #include "core/msg_internal.h"
 #include "core/task.h"
@@ -14,7 +15,11 @@
 kin_err
 kin__handles_add(kin_node *n, const kin__handler *h, uint32_t *handle)
 {
-    kin__handler *copy = malloc(sizeof *copy);
+    /* A cached block (core/block_cache.h): every call's receiver adds one,
+     * and the broker may be the thread that last saw it. */
+    _Static_assert(sizeof(kin__handler) <= KIN__BLOCK_SIZE,
+                   "a handler is small");
+    kin__handler *copy = kin__block_get();
     if (!copy)
         return -ENOMEM;
     *copy = *h;
@@ -28,14 +33,14 @@ kin__handles_add(kin_node *n, const kin__handler *h, uint32_t *handle)
         } while (kin__u32map_has(&n->handles, id));
     } else if (kin__u32map_has(&n->handles, id)) {
         pthread_mutex_unlock(&n->hmu);
-        free(copy);
+        kin__block_put(copy);
         return KIN_EEXISTS;
     }
     copy->handle = id;
     int rc = kin__u32map_put(&n->handles, id, copy);
     pthread_mutex_unlock(&n->hmu);
     if (rc) {
-        free(copy);
+        kin__block_put(copy);
         return rc;
     }
     if (handle)
@@ -51,7 +56,7 @@ kin__handles_remove(kin_node *n, uint32_t handle)
     pthread_mutex_unlock(&n->hmu);
     /* A delivery still putting to h's latch holds a reference to the
      * latch, not to h: the receiver may go at once. */
-    free(h);
+    kin__block_put(h);
 }
 
 void

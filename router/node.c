@@ -633,7 +633,7 @@ kin__router_free(kin_node *n)
     uint32_t key;
     void *val;
     for (size_t it = 0; kin__u32map_next(&n->handles, &it, &key, &val);)
-        free(val);
+        kin__block_put(val); /* kin__handles_add's */
     for (size_t it = 0; kin__u32map_next(&n->children, &it, &key, &val);)
         free(val);
     kin__u32map_fini(&n->handles);

@@ -27,9 +27,9 @@ static kin_err
 vservice_async(kin_node *n, const char *fn, int timeout_ms, kin_receiver **out,
                const char *picture, va_list ap)
 {
-    const char *dot = fn ? strchr(fn, '.') : NULL;
-    if (!n || !out || !dot || !dot[1] || strlen(fn) >= 64 ||
-        !kin__service_name_ok(fn, (size_t)(dot - fn)))
+    size_t fn_len = fn ? strlen(fn) : 0, svc_len = 0;
+    if (!n || !out || fn_len > KIN__SVC_FN_MAX ||
+        !kin__svc_fn_split(fn, fn_len, &svc_len) || svc_len + 1 == fn_len)
         return -EINVAL;
     timeout_ms = kin__call_clamp(timeout_ms);
     kin_receiver *r;
@@ -41,9 +41,12 @@ vservice_async(kin_node *n, const char *fn, int timeout_ms, kin_receiver **out,
     kin_buf b;
     kin__buf_init_fixed(&b, mem, sizeof mem);
     /* The head by hand, as the resolver reads it (kin__svc_head_own). */
-    b.len = kin__svc_head_put((uint8_t *)mem, fn, strlen(fn),
-                              kin__call_self_task(n),
-                              timeout_ms < 0 ? -1 : timeout_ms);
+    kin__svc_call_head h = {.fn_len = fn_len,
+                            .svc_len = svc_len,
+                            .task = kin__call_self_task(n),
+                            .left = timeout_ms < 0 ? -1 : timeout_ms};
+    b.len = kin__svc_head_put((uint8_t *)mem, fn, fn_len, h.task, h.left);
+    h.args_off = b.len;
     if (!e && picture && *picture)
         e = kin_vpack(&b, picture, ap);
     kin_msg *m = NULL;
@@ -61,11 +64,13 @@ vservice_async(kin_node *n, const char *fn, int timeout_ms, kin_receiver **out,
         m->reply_to = kin_receiver_handle(r);
         /* The usual case resolves and sends here, as a direct call does
          * (kin__svc_fast_send); the rest is the broker's. */
-        if (kin__svc_fast_send(n, m, (size_t)(dot - fn))) {
+        /* Where the head's fields are: no need to read them back. */
+        h.fn = (const char *)m->body + h.args_off - KIN__SVC_HEAD_TAIL - fn_len;
+        if (kin__svc_fast_send(n, m, &h)) {
             m = NULL;
         } else {
             /* Tells resolve_job where the head's fields are. */
-            m->local = (void *)(uintptr_t)(dot - fn);
+            m->local = (void *)(uintptr_t)svc_len;
             e = kin__broker_defer(n->broker, resolve_job, n, m);
             if (!e)
                 m = NULL;

@@ -185,11 +185,13 @@ void kin__svc_on_call(kin_node *n, kin_msg *m, void *arg);
  * known, read it all). */
 void kin__svc_resolve(kin_node *n, kin_msg *m, size_t svc_len);
 /* Any thread but the broker: resolves and sends the call m (made in this
- * context, head by kin__svc_head_put) itself when the usual case holds (a
- * provider with room, nothing queued, no sweep due, a direct send
- * possible); true when m was taken. False: m is untouched, the broker's
- * resolver must take it. */
-bool kin__svc_fast_send(kin_node *n, kin_msg *m, size_t svc_len);
+ * context, head by kin__svc_head_put, whose fields h gives, h->fn pointing
+ * into m's body) itself when the usual case holds (a provider with room,
+ * nothing queued, no sweep due, a direct send possible); true when m was
+ * taken. False: m's body is as it was but for its caller task, cleared
+ * (the resolver clears it in any case); the broker's resolver must take
+ * it. */
+bool kin__svc_fast_send(kin_node *n, kin_msg *m, const kin__svc_call_head *h);
 void kin__svc_lock(kin_node *n);
 void kin__svc_unlock(kin_node *n);
 /* The calls running at the contexts ids (gone) are retried or failed. */

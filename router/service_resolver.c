@@ -829,13 +829,12 @@ kin__svc_unlock(kin_node *n)
 }
 
 bool
-kin__svc_fast_send(kin_node *n, kin_msg *m, size_t svc_len)
+kin__svc_fast_send(kin_node *n, kin_msg *m, const kin__svc_call_head *hp)
 {
     struct kin__services *ss = n->svc;
-    kin__svc_call_head h;
-    if (!ss || !m->reply_to || kin__broker_on_thread(n->broker) ||
-        kin__svc_head_own(m->body, m->len, svc_len, &h))
+    if (!ss || !m->reply_to || kin__broker_on_thread(n->broker))
         return false;
+    kin__svc_call_head h = *hp;
     /* The SVC_RUN is laid out before rmu is taken: as send_to's own-head
      * one, with no caller task (the broker's way would clear it too). */
     memset(m->body + h.args_off - 13, 0, 4);

@@ -9,17 +9,22 @@
 #include "router/node_impl.h"
 #include "router/service.h"
 
+/* What a service name is made of. */
+static inline bool
+name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || c == '_' || c == '-';
+}
+
 bool
 kin__service_name_ok(const char *name, size_t len)
 {
     if (!name || !len || len > KIN_SERVICE_NAME_MAX)
         return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '_' || c == '-'))
+    for (size_t i = 0; i < len; i++)
+        if (!name_char(name[i]))
             return false;
-    }
     return true;
 }
 
@@ -71,13 +76,27 @@ kin__svc_call_read(const void *body, size_t size, kin__svc_call_head *out)
     if (!kin__call_head(&m, true, &out->fn, &out->fn_len, &out->task,
                         &out->left, &out->args_off))
         return KIN_EBADMSG;
-    const char *dot = memchr(out->fn, '.', out->fn_len);
-    if (!dot || out->fn_len > KIN__SVC_FN_MAX ||
-        memchr(out->fn, 0, out->fn_len) ||
-        !kin__service_name_ok(out->fn, (size_t)(dot - out->fn)))
+    if (out->fn_len > KIN__SVC_FN_MAX ||
+        !kin__svc_fn_split(out->fn, out->fn_len, &out->svc_len))
         return KIN_EBADMSG;
-    out->svc_len = (size_t)(dot - out->fn);
     return KIN_OK;
+}
+
+bool
+kin__svc_fn_split(const char *fn, size_t len, size_t *svc_len)
+{
+    /* One pass: kin__service_name_ok's rules up to the dot, then no NUL. */
+    size_t i = 0;
+    for (; i < len && fn[i] != '.'; i++)
+        if (!name_char(fn[i]))
+            return false;
+    if (i == len || i == 0 || i > KIN_SERVICE_NAME_MAX)
+        return false;
+    *svc_len = i;
+    for (i++; i < len; i++)
+        if (!fn[i])
+            return false;
+    return true;
 }
 
 kin_err
@@ -122,7 +141,7 @@ kin__svc_head_put(uint8_t *out, const char *fn, size_t fn_len, uint32_t task,
     memcpy(out + off + 1, &t, 4);
     out[off + 5] = 0xd3;
     memcpy(out + off + 6, &l, 8);
-    return off + 14;
+    return off + KIN__SVC_HEAD_TAIL;
 }
 
 kin_err

@@ -53,12 +53,19 @@ typedef struct kin__svc_call_head {
 kin_err kin__svc_call_read(const void *body, size_t size,
                            kin__svc_call_head *out);
 
+/* The "service.function" rules of a call's fn (len bytes): a valid service
+ * name up to the first dot, no NUL after it. Sets *svc_len (the service
+ * name's length) when they hold. */
+bool kin__svc_fn_split(const char *fn, size_t len, size_t *svc_len);
+
 /* The head written the one way this process writes it (SVC_CALL from a
  * caller here, SVC_RUN from a resolver here): fn as a msgpack str, task as
  * a uint 32 (0xce), ms left as an int 64 (0xd3), so kin__svc_call_read
  * reads it too, and a reader that knows where it came from finds each
  * field at its place (kin__svc_head_own). */
 #define KIN__SVC_HEAD_MAX (2 + KIN__SVC_FN_MAX + 5 + 9)
+/* The bytes of such a head after fn: the task's 5 and the ms left's 9. */
+#define KIN__SVC_HEAD_TAIL 14
 
 /* Writes the head of fn (fn_len under 64 bytes) to out (at least
  * KIN__SVC_HEAD_MAX bytes); returns its length. */

@@ -79,12 +79,14 @@ KIN_EXPORT void kin_buf_init(kin_buf *b);
 /* Frees b's memory and re-initialises it. NULL-safe. */
 KIN_EXPORT void kin_buf_release(kin_buf *b);
 
-/* Appends one msgpack object per picture character (table above). On error b
- * keeps its length from before the call. Errors: -EINVAL (unknown picture
- * character, NULL b or picture, NULL 'S'/'B' pointer with a length, 'm'
- * bytes that are not exactly one msgpack object), KIN_ETOOBIG (a string or
- * bin over 2^32-1 bytes, an 'm' object nested deeper than msgpack-c's limit
- * of 32), -ENOMEM. Any thread (one buffer per thread at a time). */
+/* Appends one msgpack object per picture character (table above), each in
+ * its smallest msgpack form: the bytes msgpack-c's packer writes for it
+ * (str 8 included). On error b keeps its length from before the call. Errors:
+ * -EINVAL (unknown picture character, NULL b or picture, NULL 'S'/'B' pointer
+ * with a length, 'm' bytes that are not exactly one msgpack object),
+ * KIN_ETOOBIG (a string or bin over 2^32-1 bytes, an 'm' object nested deeper
+ * than msgpack-c's limit of 32), -ENOMEM. Any thread (one buffer per thread at
+ * a time). */
 KIN_EXPORT kin_err kin_pack(kin_buf *b, const char *picture, ...);
 KIN_EXPORT kin_err kin_vpack(kin_buf *b, const char *picture, va_list ap);
 

@@ -270,6 +270,103 @@ pack_writes_msgpack_bytes(void **state)
     EXPECT_BYTES("", "");
 }
 
+/* kin_pack writes a str's and a bin's header itself: byte for byte what
+ * msgpack-c writes, at each length where the header changes form. */
+static void
+str_and_bin_headers_are_msgpack_c_ones(void **state)
+{
+    (void)state;
+    static const size_t lens[] = {0,   1,     31,    32,    255,
+                                  256, 65535, 65536, 70000, 1u << 20};
+    char *body = calloc(1, 1u << 20);
+    assert_non_null(body);
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        for (int bin = 0; bin < 2; bin++) {
+            kin_buf mine, theirs;
+            kin_buf_init(&mine);
+            kin_buf_init(&theirs);
+            msgpack_packer pk;
+            kin_buf_packer(&theirs, &pk);
+            if (bin) {
+                assert_int_equal(kin_pack(&mine, "B", body, lens[i]), KIN_OK);
+                assert_int_equal(msgpack_pack_bin_with_body(&pk, body, lens[i]),
+                                 0);
+            } else {
+                assert_int_equal(kin_pack(&mine, "S", body, lens[i]), KIN_OK);
+                assert_int_equal(msgpack_pack_str_with_body(&pk, body, lens[i]),
+                                 0);
+            }
+            assert_int_equal(mine.len, theirs.len);
+            assert_memory_equal(mine.data, theirs.data, mine.len);
+            kin_buf_release(&mine);
+            kin_buf_release(&theirs);
+        }
+    }
+    free(body);
+}
+
+/* The same for every other picture character: integers at each boundary
+ * of their forms, doubles, booleans, nil, array and map headers. */
+static void
+scalar_bytes_are_msgpack_c_ones(void **state)
+{
+    (void)state;
+    static const int64_t ints[] = {
+        0,         1,          31,        32,        127,
+        128,       255,        256,       65535,     65536,
+        INT32_MAX, UINT32_MAX, INT64_MAX, -1,        -31,
+        -32,       -33,        -127,      -128,      -129,
+        -32767,    -32768,     -32769,    INT32_MIN, -2147483649LL,
+        INT64_MIN};
+    static const uint32_t counts[] = {0, 15, 16, 65535, 65536, UINT32_MAX};
+    static const double ds[] = {0.0, -0.0, 1.5, -2.25e300, INFINITY};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0] + 12 + 5 + 1; i++) {
+        kin_buf mine, theirs;
+        kin_buf_init(&mine);
+        kin_buf_init(&theirs);
+        msgpack_packer pk;
+        kin_buf_packer(&theirs, &pk);
+        size_t n = sizeof ints / sizeof ints[0];
+        if (i < n) {
+            int64_t v = ints[i];
+            assert_int_equal(kin_pack(&mine, "I", v), KIN_OK);
+            assert_int_equal(msgpack_pack_int64(&pk, v), 0);
+            if (v >= INT_MIN && v <= INT_MAX) {
+                assert_int_equal(kin_pack(&mine, "i", (int)v), KIN_OK);
+                assert_int_equal(msgpack_pack_int(&pk, (int)v), 0);
+            }
+            if (v >= 0) {
+                assert_int_equal(kin_pack(&mine, "U", (uint64_t)v), KIN_OK);
+                assert_int_equal(msgpack_pack_uint64(&pk, (uint64_t)v), 0);
+            }
+            if (v >= 0 && v <= UINT_MAX) {
+                assert_int_equal(kin_pack(&mine, "u", (unsigned)v), KIN_OK);
+                assert_int_equal(msgpack_pack_unsigned_int(&pk, (unsigned)v),
+                                 0);
+            }
+        } else if (i < n + 12) {
+            uint32_t c = counts[(i - n) % 6];
+            bool map = i - n >= 6;
+            assert_int_equal(kin_pack(&mine, map ? "M" : "a", c), KIN_OK);
+            assert_int_equal(
+                map ? msgpack_pack_map(&pk, c) : msgpack_pack_array(&pk, c), 0);
+        } else if (i < n + 17) {
+            double d = ds[i - n - 12];
+            assert_int_equal(kin_pack(&mine, "d", d), KIN_OK);
+            assert_int_equal(msgpack_pack_double(&pk, d), 0);
+        } else {
+            assert_int_equal(kin_pack(&mine, "nbb", 1, 0), KIN_OK);
+            assert_int_equal(msgpack_pack_nil(&pk), 0);
+            assert_int_equal(msgpack_pack_true(&pk), 0);
+            assert_int_equal(msgpack_pack_false(&pk), 0);
+        }
+        assert_int_equal(mine.len, theirs.len);
+        assert_memory_equal(mine.data, theirs.data, mine.len);
+        kin_buf_release(&mine);
+        kin_buf_release(&theirs);
+    }
+}
+
 static void
 scalars_round_trip(void **state)
 {
@@ -1375,6 +1472,8 @@ main(void)
         cmocka_unit_test(mp_header_reads_each_width_and_refuses_short_ones),
         cmocka_unit_test(mp_int_reads_every_encoding),
         cmocka_unit_test(pack_writes_msgpack_bytes),
+        cmocka_unit_test(str_and_bin_headers_are_msgpack_c_ones),
+        cmocka_unit_test(scalar_bytes_are_msgpack_c_ones),
         cmocka_unit_test(scalars_round_trip),
         cmocka_unit_test(integers_cross_sizes_within_range),
         cmocka_unit_test(strings_round_trip),
