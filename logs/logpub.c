@@ -56,6 +56,12 @@ typedef struct entry {
  * queued, as before. */
 #define LINK_DELAY_MS 1000
 
+/* A socket that could not be made (out of fds or memory) is tried again
+ * this long after the failure, the wait doubling up to LINK_RETRY_MAX_MS;
+ * meanwhile records queue, bounded, and the overflow counts as dropped. */
+#define LINK_RETRY_MS 1000
+#define LINK_RETRY_MAX_MS 30000
+
 /* How long a stop waits for the subscriptions of a link made late (as
  * long as a publisher waits for them otherwise, sync_timeout_ms). A child
  * stopped by its parent gets SIGTERM after a quarter of its
@@ -110,6 +116,10 @@ struct kin__logs {
     uv_async_t wake;
     uv_timer_t sync_timer, retry_timer; /* sync_timer: the link's, first */
     bool linked, synced, blocked;
+    /* The link failed: 0 before any failure, else the wait before the
+     * next attempt (sync_timer runs it while link_retrying). */
+    unsigned link_backoff_ms;
+    bool link_retrying;
     char *draining; /* the buffer being sent */
     size_t drain_len, drain_off;
     bool notices_due; /* some stream has unannounced drops */
@@ -120,7 +130,7 @@ struct kin__logs {
 
     atomic_bool held;
     atomic_uint_fast64_t sent[KIN__LOG_BUCKETS], unwanted[KIN__LOG_BUCKETS];
-    atomic_uint_fast64_t notices, blocked_count;
+    atomic_uint_fast64_t notices, blocked_count, link_failures;
     atomic_bool synced_flag;
 
     /* Start and stop handshakes with the broker thread. */
@@ -626,27 +636,55 @@ open_sock(struct kin__logs *p)
     return KIN_OK;
 }
 
-/* Makes the socket and connects it to the forwarder, once. Broker
- * thread. */
+static void on_link_due(uv_timer_t *t);
+
+/* The socket could not be made or connected: says so once, and tries
+ * again later. Broker thread. */
+static void
+link_failed(struct kin__logs *p, const char *what, const char *why)
+{
+    if (p->sock) {
+        kin__broker_unwatch(&p->w);
+        zmq_close(p->sock);
+        p->sock = NULL;
+    }
+    p->linked = false;
+    atomic_fetch_add(&p->link_failures, 1);
+    if (!p->link_backoff_ms) {
+        fprintf(stderr,
+                "kin: context %u: logs cannot %s %s: %s; trying again, "
+                "records queue meanwhile\n",
+                p->id, what, p->endpoint, why);
+        p->link_backoff_ms = LINK_RETRY_MS;
+    } else if ((p->link_backoff_ms *= 2) > LINK_RETRY_MAX_MS) {
+        p->link_backoff_ms = LINK_RETRY_MAX_MS;
+    }
+    p->link_retrying = true;
+    uv_timer_start(&p->sync_timer, on_link_due, p->link_backoff_ms, 0);
+}
+
+/* Makes the socket and connects it to the forwarder, once it works; a
+ * failure waits for its retry (link_failed). Broker thread. */
 static void
 link_up(struct kin__logs *p)
 {
-    if (p->linked)
+    if (p->linked || p->link_retrying)
         return;
     p->linked = true;
     kin_err e = open_sock(p);
     if (e) {
-        fprintf(stderr,
-                "kin: context %u: logs cannot open a socket for %s: %s\n",
-                p->id, p->endpoint, kin_strerror(e));
+        link_failed(p, "open a socket for", kin_strerror(e));
         return;
     }
     if (zmq_connect(p->sock, p->endpoint)) {
         /* The endpoint was checked at the start (endpoint_ok). */
-        fprintf(stderr, "kin: context %u: logs cannot connect to %s: %s\n",
-                p->id, p->endpoint, zmq_strerror(errno));
+        link_failed(p, "connect to", zmq_strerror(errno));
         return;
     }
+    if (p->link_backoff_ms)
+        fprintf(stderr, "kin: context %u: logs linked to %s after all\n", p->id,
+                p->endpoint);
+    p->link_backoff_ms = 0;
     uv_timer_start(&p->sync_timer, on_sync_timeout,
                    (uint64_t)p->tune.sync_timeout_ms, 0);
 }
@@ -654,7 +692,9 @@ link_up(struct kin__logs *p)
 static void
 on_link_due(uv_timer_t *t)
 {
-    link_up(t->data);
+    struct kin__logs *p = t->data;
+    p->link_retrying = false;
+    link_up(p);
 }
 
 static void
@@ -864,6 +904,10 @@ stop_job(void *arg, void *unused)
     uint64_t deadline = kin__now_ns() + 500 * 1000000ull;
     uint64_t sync_by = kin__now_ns() + STOP_SYNC_MS * 1000000ull;
     bool queued = p->active_len || p->drain_off < p->drain_len;
+    if (queued && p->link_retrying) { /* one last try, now */
+        uv_timer_stop(&p->sync_timer);
+        p->link_retrying = false;
+    }
     if (queued)
         link_up(p);
     while (queued && p->sock && !p->synced && kin__now_ns() < sync_by)
@@ -1147,6 +1191,7 @@ kin__logs_stats_get(kin_node *n, kin__logs_stats *out)
         }
         out->notices = atomic_load(&p->notices);
         out->blocked = atomic_load(&p->blocked_count);
+        out->link_failures = atomic_load(&p->link_failures);
         out->synced = atomic_load(&p->synced_flag);
         out->min_level = p->subs_floor > g_floor ? p->subs_floor : g_floor;
     }

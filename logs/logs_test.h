@@ -20,8 +20,9 @@ typedef struct kin__logs_stats {
     uint64_t dropped[KIN__LOG_BUCKETS];  /* queue full */
     uint64_t notices;                    /* "dropped N" records sent */
     uint64_t blocked;                    /* socket at its high-water mark */
-    int min_level;                       /* lowest level produced now */
-    bool synced; /* the forwarder's subscription set is known */
+    uint64_t link_failures; /* the socket or link could not be made */
+    int min_level;          /* lowest level produced now */
+    bool synced;            /* the forwarder's subscription set is known */
 } kin__logs_stats;
 
 /* A snapshot; zeros when n has no publisher. Any thread. */

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -125,6 +126,37 @@ reap_gc_fn(kin_call *c, void *arg)
     return KIN_OK;
 }
 
+/* Makes every new fd of this process fail (RLIMIT_NOFILE at the lowest
+ * free one), logs msg, waits until the publisher has failed to make its
+ * socket for it, and lifts the limit again. Returns the failures seen. */
+static kin_err
+fdless_log_fn(kin_call *c, void *arg)
+{
+    char *msg = NULL;
+    kin_err e = kin_call_args(c, "s", &msg);
+    if (e)
+        return e;
+    struct rlimit old;
+    if (getrlimit(RLIMIT_NOFILE, &old))
+        return kin_call_fail(c, -errno, "getrlimit");
+    int low = 0;
+    while (fcntl(low, F_GETFD) != -1)
+        low++;
+    struct rlimit tight = {(rlim_t)low, old.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &tight))
+        return kin_call_fail(c, -errno, "setrlimit");
+    KIN_LOG(KIN_LOG_INFO, msg);
+    kin__logs_stats st;
+    double end = harness_now_ms() + 5000;
+    do {
+        usleep(1000);
+        kin__logs_stats_get(kin_call_node(c), &st);
+    } while (!st.link_failures && harness_now_ms() < end);
+    setrlimit(RLIMIT_NOFILE, &old);
+    free(msg);
+    return kin_call_return(c, "U", st.link_failures);
+}
+
 static void
 export_all(void)
 {
@@ -134,6 +166,7 @@ export_all(void)
     kin_export("l.output", output_fn, NULL, KIN_POLICY_PARENT);
     kin_export("l.spawn_gc", spawn_gc_fn, NULL, KIN_POLICY_PARENT);
     kin_export("l.reap_gc", reap_gc_fn, NULL, KIN_POLICY_PARENT);
+    kin_export("l.fdless_log", fdless_log_fn, NULL, KIN_POLICY_PARENT);
 }
 
 /* --- helpers -------------------------------------------------------------- */
@@ -495,6 +528,48 @@ forked_process_does_not_log_through_the_parents_publisher(void **state)
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_true(kin_logs_enabled(KIN_LOG_CRITICAL));
+}
+
+/* A child out of fds cannot make its log socket at its first record; it
+ * says so once on stderr, tries again a second later, when the fds are
+ * back, says that too, and the record logged meanwhile arrives. */
+static void
+a_log_socket_that_failed_is_made_later(void **state)
+{
+    kin_logsub *s = subscribe(KIN_LOG_INFO, KIN_NO_CTX, 0);
+    kin_child *c = spawn("fdless");
+    uint32_t id = kin_child_id(c);
+    kin_msg *r = NULL;
+    /* Called at once: the child has not linked its publisher yet (it
+     * links at its first record, or a second after its start). */
+    assert_int_equal(kin_call_sync(master, id, "l.fdless_log", 10000, &r, "s",
+                                   "logged without fds"),
+                     KIN_OK);
+    uint64_t failures = 0;
+    assert_int_equal(kin_msg_unpack(r, "U", &failures), KIN_OK);
+    kin_msg_destroy(&r);
+    assert_int_equal(failures, 1);
+    bool seen = false;
+    int failed_lines = 0, recovered_lines = 0;
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    const kin_logrec *rec;
+    while ((!seen || !recovered_lines) && harness_now_ms() < end) {
+        if (kin_logsub_next(s, 100, &rec) || rec->ctx != id)
+            continue;
+        if (rec->kind == KIN_LOGREC_LOG)
+            seen |= !strcmp(rec->msg, "logged without fds");
+        else if (rec->kind == KIN_LOGREC_STDERR &&
+                 strstr(rec->msg, "logs cannot open a socket"))
+            failed_lines++;
+        else if (rec->kind == KIN_LOGREC_STDERR &&
+                 strstr(rec->msg, "after all"))
+            recovered_lines++;
+    }
+    kin_logsub_destroy(&s);
+    kin_child_destroy(&c);
+    assert_true(seen);
+    assert_int_equal(failed_lines, 1);
+    assert_int_equal(recovered_lines, 1);
 }
 
 /* The publisher's queue overflows (it is held while records are logged):
@@ -1451,6 +1526,7 @@ main(void)
             forked_process_does_not_log_through_the_parents_publisher),
         cmocka_unit_test(last_words_of_a_short_lived_child_arrive),
         cmocka_unit_test(malformed_log_endpoint_is_refused),
+        cmocka_unit_test(a_log_socket_that_failed_is_made_later),
         cmocka_unit_test(queue_overflow_is_counted_exactly),
         cmocka_unit_test(subscriber_overflow_is_counted_exactly),
         cmocka_unit_test(late_joiner_sees_the_gap),
