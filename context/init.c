@@ -23,6 +23,13 @@
 #include "process/zygote.h"
 #include "router/zctx.h"
 
+/* The longest a stopping child that logged waits for libzmq to write its
+ * last records: well under a quarter of the default stop timeout (2 s),
+ * when the parent sends SIGTERM, so that a socket the application left
+ * open (which keeps the ZMQ context from ending) delays the exit, not
+ * fails it. The writing itself took under 50 ms in the suite under load. */
+#define END_WAIT_MS 250
+
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
 enum { SERVING, STOP_ASKED, PARENT_LOST, EMERGENCY };
@@ -231,9 +238,9 @@ kin_init(kin_node **out, const kin_node_opts *opts)
     /* Its sockets are closed, but libzmq's I/O thread may not have written
      * what the log socket took last: once a record went out, exit only
      * when it has (the context ends when its lingering sockets are done),
-     * or a second from now. A child that never logged does not wait. */
+     * or END_WAIT_MS from now. A child that never logged does not wait. */
     if (kin__logs_published())
-        kin__zctx_end(1000);
+        kin__zctx_end(END_WAIT_MS);
     pthread_mutex_lock(&mu);
     int reason = stop_reason; /* an emergency may have come meanwhile */
     pthread_mutex_unlock(&mu);

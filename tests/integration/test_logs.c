@@ -157,6 +157,23 @@ fdless_log_fn(kin_call *c, void *arg)
     return kin_call_return(c, "U", st.link_failures);
 }
 
+/* A subscriber the child's code makes and never destroys: it keeps the
+ * process's ZMQ context from ending at the child's exit. */
+static kin_logsub *left_open;
+
+static kin_err
+leave_sub_fn(kin_call *c, void *arg)
+{
+    char *ep = NULL;
+    kin_err e = kin_call_args(c, "s", &ep);
+    if (e)
+        return e;
+    kin_logsub_opts o = {.endpoint = ep, .min_level = KIN_LOG_ERROR};
+    e = kin_logsub_new(&left_open, &o);
+    free(ep);
+    return e;
+}
+
 static void
 export_all(void)
 {
@@ -167,6 +184,7 @@ export_all(void)
     kin_export("l.spawn_gc", spawn_gc_fn, NULL, KIN_POLICY_PARENT);
     kin_export("l.reap_gc", reap_gc_fn, NULL, KIN_POLICY_PARENT);
     kin_export("l.fdless_log", fdless_log_fn, NULL, KIN_POLICY_PARENT);
+    kin_export("l.leave_sub", leave_sub_fn, NULL, KIN_POLICY_PARENT);
 }
 
 /* --- helpers -------------------------------------------------------------- */
@@ -497,6 +515,41 @@ last_words_of_a_short_lived_child_arrive(void **state)
                      id);
     }
     kin_logsub_destroy(&s);
+}
+
+/* A child that logged waits at its exit for libzmq to write its last
+ * records, and a socket its code left open keeps that wait from ending
+ * early: the wait is bounded under the SIGTERM a default stop sends, so
+ * such a child still exits by itself, with status 0. */
+static void
+a_socket_left_open_does_not_get_a_child_killed(void **state)
+{
+    kin_logsub *s = subscribe(KIN_LOG_INFO, KIN_NO_CTX, 0);
+    kin_child *c = spawn("leaves-a-socket");
+    uint32_t id = kin_child_id(c);
+    kin_msg *r = NULL;
+    assert_int_equal(kin_call_sync(master, id, "l.leave_sub", 10000, &r, "s",
+                                   kin_logs_frontend(master)),
+                     KIN_OK);
+    kin_msg_destroy(&r);
+    /* Its record arrives: it has published, so it waits at its exit. */
+    bool seen = false;
+    double end = harness_now_ms() + PROBE_DEADLINE_MS;
+    const kin_logrec *x;
+    while (!seen && harness_now_ms() < end) {
+        log_in(id, KIN_LOG_INFO, 1, "before the stop", NULL);
+        while (!seen && kin_logsub_next(s, 50, &x) == KIN_OK)
+            seen = x->kind == KIN_LOGREC_LOG && x->ctx == id &&
+                   !strcmp(x->msg, "before the stop");
+    }
+    assert_true(seen);
+    int status = -1;
+    assert_int_equal(kin_child_stop(c, &status), KIN_OK);
+    kin_child_destroy(&c);
+    kin_logsub_destroy(&s);
+    if (!WIFEXITED(status) || WEXITSTATUS(status))
+        fail_msg("the child ended with status %#x (signal %d), not exit 0",
+                 status, WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
 /* The publisher connects late, but a log endpoint libzmq would refuse is
@@ -1525,6 +1578,7 @@ main(void)
         cmocka_unit_test(
             forked_process_does_not_log_through_the_parents_publisher),
         cmocka_unit_test(last_words_of_a_short_lived_child_arrive),
+        cmocka_unit_test(a_socket_left_open_does_not_get_a_child_killed),
         cmocka_unit_test(malformed_log_endpoint_is_refused),
         cmocka_unit_test(a_log_socket_that_failed_is_made_later),
         cmocka_unit_test(queue_overflow_is_counted_exactly),
