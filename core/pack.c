@@ -325,7 +325,8 @@ append2(kin_buf *b, const uint8_t *h, size_t hn, const void *p, size_t len)
     uint8_t *at = (uint8_t *)kin__buf_extend(b, hn + len);
     if (!at)
         return -ENOMEM;
-    memcpy(at, h, hn);
+    if (hn)
+        memcpy(at, h, hn);
     if (len)
         memcpy(at + hn, p, len);
     return KIN_OK;
