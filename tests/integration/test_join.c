@@ -52,6 +52,7 @@ static char dir[64]; /* holds the join sockets */
 static kin_node *m, *m2, *me;
 static char rundir[256];          /* $XDG_RUNTIME_DIR/kin */
 static void proxy_stop_all(void); /* stops the test's tcp proxy, if any */
+static void held_close(void);     /* closes the raw JOIN socket, if open */
 
 /* Starts join_peer with its arguments (up to 5, NULL after the last);
  * its first line is in p->line (or "" when it said nothing within
@@ -196,6 +197,7 @@ teardown(void **state)
     kin_node_destroy(&m);
     proxy_stop_all();
     kin_diag_set_handler(NULL, NULL, KIN_LOG_WARNING); /* count_refusals */
+    held_close();
     harness_log_setup();
     char path[128];
     const char *names[] = {"tree.sock",     "none.sock",    "master",
@@ -467,6 +469,116 @@ name_clash_is_refused(void **state)
     peer_start(&b, "joiner", ep, "alpha");
     joined_id(&b);
     peer_stop(&b, false);
+    kin_node_destroy(&m);
+}
+
+/* A raw JOIN request's socket, sent on by hold_broker only (on the
+ * master's broker thread), closed by the test or by teardown. */
+static void *held_ctx, *held_sock;
+static atomic_int held;      /* hold_broker held the broker up */
+static atomic_int held_asks; /* the requests it sent */
+
+/* Sends a JOIN request asking for name on s (as kin__join_ask does). */
+static void
+send_join(void *s, const char *name)
+{
+    uint8_t hdr[KIN_HDR_SIZE] = {0};
+    hdr[0] = KIN_MAGIC & 0xff;
+    hdr[1] = KIN_MAGIC >> 8;
+    hdr[2] = KIN_PROTO_VERSION;
+    hdr[16] = KIN_HANDLE_JOIN;
+    kin_buf b = {0};
+    assert_int_equal(kin_pack(&b, "us", KIN_PROTO_VERSION, name), 0);
+    zmq_send(s, hdr, sizeof hdr, ZMQ_SNDMORE);
+    zmq_send(s, b.data, b.len, 0);
+    kin_buf_release(&b);
+}
+
+/* Holds the master's broker up between alpha's JOIN answer and its
+ * HELLO, as a loaded machine does now and then: answering alpha, it finds
+ * the request for "held-N" queued behind, whose log line waits here a
+ * second, while alpha closes its request's connection and links on a new
+ * one (over ipc, on the descriptor number the closed one had). */
+static void
+hold_broker(kin_log_level level, const char *file, int line, const char *msg,
+            void *arg)
+{
+    (void)level, (void)file, (void)line, (void)arg;
+    if (strstr(msg, "'alpha' joins as context")) {
+        char name[32]; /* a pending join keeps its name a while */
+        snprintf(name, sizeof name, "held-%d", atomic_fetch_add(&held_asks, 1));
+        send_join(held_sock, name);
+        poll(NULL, 0, 100); /* queued at the master before alpha's answer */
+    } else if (strstr(msg, "'held-") && strstr(msg, "joins as context")) {
+        poll(NULL, 0, 1000);
+        atomic_store(&held, 1);
+    }
+}
+
+static void
+held_close(void)
+{
+    if (held_sock)
+        zmq_close(held_sock);
+    if (held_ctx)
+        zmq_ctx_term(held_ctx);
+    held_sock = held_ctx = NULL;
+}
+
+/* A joiner whose HELLO the master reads before it has seen the joiner's
+ * JOIN request connection close (the broker held up in between, as under
+ * load) stays joined: its service answers, its name is found and refused
+ * to a second joiner. The new connection gets the closed one's descriptor
+ * number in about half the joins (whether the joiner's libzmq closes the
+ * old one before it connects anew), so the join is made several times. */
+#define HELD_ROUNDS 6
+static void
+joiner_stays_when_its_request_closes_late(void **state)
+{
+    (void)state;
+    char ep[128];
+    endpoint(ep, sizeof ep);
+    kin_node_opts o = {.join_bind = ep};
+    assert_int_equal(kin_node_new(&m, &o), KIN_OK);
+    held_ctx = zmq_ctx_new();
+    held_sock = zmq_socket(held_ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(held_sock, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_connect(held_sock, ep), 0);
+    static peer a, b; /* static: teardown stops them after a failure */
+    for (int round = 0; round < HELD_ROUNDS; round++) {
+        atomic_store(&held, 0);
+        kin_diag_set_handler(hold_broker, NULL, KIN_LOG_INFO);
+        peer_start(&a, "joiner", ep, "alpha");
+        uint32_t id = joined_id(&a);
+        kin_msg *r = NULL;
+        int pid = 0;
+        kin_err e = call_when_offered(m, "peer.pid", ARRIVE_MS, &r);
+        kin_diag_set_handler(NULL, NULL, KIN_LOG_WARNING);
+        harness_log_setup();
+        assert_int_equal(atomic_load(&held), 1); /* the broker was held */
+        if (e)
+            fprintf(stderr, "round %d: alpha's service: %s\n", round,
+                    kin_strerror(e));
+        assert_int_equal(e, KIN_OK);
+        assert_int_equal(kin_msg_unpack(r, "i", &pid), KIN_OK);
+        kin_msg_destroy(&r);
+        assert_int_equal(pid, a.pid);
+        uint32_t found = 0;
+        assert_int_equal(kin_node_lookup(m, "alpha", &found, 0), KIN_OK);
+        assert_int_equal(found, id);
+        peer_start(&b, "joiner", ep, "alpha");
+        if (strncmp(b.line, "error ", 6))
+            fprintf(stderr, "round %d: the second alpha said: '%s'\n", round,
+                    b.line);
+        int code = 0;
+        assert_int_equal(sscanf(b.line, "error %d", &code), 1);
+        assert_int_equal(code, KIN_EEXISTS);
+        assert_int_equal(WEXITSTATUS(peer_stop(&b, false)), 2);
+        assert_int_equal(WEXITSTATUS(peer_stop(&a, false)), 0);
+        assert_true(name_gone(m, "alpha", ARRIVE_MS));
+    }
+    held_close();
     kin_node_destroy(&m);
 }
 
@@ -1167,6 +1279,8 @@ main(void)
         cmocka_unit_test_setup_teardown(joiner_serves_and_goes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(name_clash_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            joiner_stays_when_its_request_closes_late, setup, teardown),
         cmocka_unit_test_setup_teardown(join_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(joiners_come_back_to_a_new_master,
                                         setup, teardown),
