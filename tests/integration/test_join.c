@@ -5,6 +5,7 @@
  * to a master restarted at the same endpoint. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -62,8 +63,10 @@ peer_startv(peer *p, const char *a1, const char *a2, const char *a3,
             const char *a4, const char *a5)
 {
     int in[2], out[2];
-    assert_int_equal(pipe(in), 0);
-    assert_int_equal(pipe(out), 0);
+    /* Close-on-exec: a peer started later (a second master) must not hold
+     * this one's stdin open, or closing it would not end this one. */
+    assert_int_equal(pipe2(in, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
     p->pid = fork();
     assert_true(p->pid >= 0);
     if (!p->pid) {
@@ -656,7 +659,7 @@ joiners_come_back_to_a_new_master(void **state)
     assert_int_equal(found, id);
 
     kin_node_destroy(&me);
-    peer_stop(&a, false);
+    assert_int_equal(peer_stop(&a, false), 0); /* it ends when told */
     peer_stop(&m2, false);
 }
 
@@ -819,7 +822,8 @@ joiners_children_come_back(void **state)
     kin_msg_destroy(&r);
 
     kin_node_destroy(&me);
-    peer_stop(&b, false);
+    /* It ends when told, and its children with it (their sockets gone). */
+    assert_int_equal(peer_stop(&b, false), 0);
     peer_stop(&m2, false);
 }
 
