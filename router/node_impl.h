@@ -95,6 +95,9 @@ struct kin_node {
     kin__u32map children;  /* child id -> kin__child */
     kin__u32map fds;       /* fd + 1 -> child id + 1 */
     kin__u32map stale_fds; /* fd + 1 -> DISCONNECTED events to ignore */
+    /* fd + 1 -> the connection of a JOIN request on it (router.c's
+     * ask_conn) until that connection's DISCONNECTED is read. */
+    kin__u32map ask_fds;
     bool parent_lost;
 
     /* Direct sends (kin__route_direct): any thread may send on up and down,

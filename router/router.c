@@ -460,6 +460,19 @@ kin__router_child_exited(kin_node *n, uint32_t child)
 /* --- system handlers -------------------------------------------------------
  */
 
+/* The connection that had descriptor fd has closed and fd serves another
+ * one now: the old connection's DISCONNECTED event, which may still be
+ * queued on the monitor socket (the broker reads the data socket and the
+ * monitor apart, and under load a new connection's first message can come
+ * first), must not be taken for the new one's. */
+static void
+fd_reused(kin_node *n, int fd)
+{
+    uintptr_t stale =
+        (uintptr_t)kin__u32map_get(&n->stale_fds, (uint32_t)fd + 1);
+    kin__u32map_put(&n->stale_fds, (uint32_t)fd + 1, (void *)(stale + 1));
+}
+
 static void
 hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
                  const char *key, kin_msg *m)
@@ -534,15 +547,13 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
     if (new_conn) {
         if (c->fd >= 0)
             kin__u32map_del(&n->fds, (uint32_t)c->fd + 1);
+        /* A joiner's JOIN request came on another connection, closed
+         * since; over ipc this one often has its descriptor number. */
+        if (kin__u32map_del(&n->ask_fds, (uint32_t)fd + 1))
+            fd_reused(n, fd);
         void *prev = kin__u32map_get(&n->fds, (uint32_t)fd + 1);
         if (prev && UNLINK(prev) != link) {
-            /* The fd was reused: its earlier connection has closed and
-             * its DISCONNECTED event, still queued on the monitor socket,
-             * must not be taken for this link's. */
-            uintptr_t stale =
-                (uintptr_t)kin__u32map_get(&n->stale_fds, (uint32_t)fd + 1);
-            kin__u32map_put(&n->stale_fds, (uint32_t)fd + 1,
-                            (void *)(stale + 1));
+            fd_reused(n, fd);
             kin__router_link_down(n, UNLINK(prev));
         }
         c->fd = fd;
@@ -783,6 +794,39 @@ behind(kin_node *n, uint32_t id, uint32_t link)
     return via && UNLINK(via) == link;
 }
 
+/* Which connection a JOIN request came on: its routing id (libzmq's own,
+ * 5 bytes, unique per connection; never the 4 bytes of a link's id),
+ * hashed, never 0. */
+static uintptr_t
+ask_conn(const zmq_msg_t *rid)
+{
+    const uint8_t *p = zmq_msg_data((zmq_msg_t *)rid);
+    uint64_t h = 14695981039346656037u;
+    for (size_t i = 0; i < zmq_msg_size((zmq_msg_t *)rid); i++)
+        h = (h ^ p[i]) * 1099511628211u;
+    return (uintptr_t)h | 1u;
+}
+
+/* A JOIN request on fd: the descriptor is that request's connection's
+ * until its DISCONNECTED is read (on_down_event), or until a HELLO comes
+ * on another connection with the same number (hello_from_child). A link's
+ * connection that had the number has closed. */
+static void
+ask_seen(kin_node *n, int fd, uintptr_t conn)
+{
+    if (fd < 0)
+        return;
+    uintptr_t prev = (uintptr_t)kin__u32map_get(&n->ask_fds, (uint32_t)fd + 1);
+    if (prev == conn)
+        return; /* the same connection asking again */
+    void *link = kin__u32map_get(&n->fds, (uint32_t)fd + 1);
+    if (prev || link)
+        fd_reused(n, fd);
+    if (link)
+        kin__router_link_down(n, UNLINK(link));
+    kin__u32map_put(&n->ask_fds, (uint32_t)fd + 1, (void *)conn);
+}
+
 /* A JOIN request: frames routing id, header, body (closed here). */
 static void
 on_join_request(kin_node *n, void *sock, zmq_msg_t *f)
@@ -791,6 +835,7 @@ on_join_request(kin_node *n, void *sock, zmq_msg_t *f)
     size_t rid_len = zmq_msg_size(&f[0]);
     const uint8_t *h = zmq_msg_data(&f[1]);
     int fd = zmq_msg_get(&f[1], ZMQ_SRCFD);
+    ask_seen(n, fd, ask_conn(&f[0]));
     if (rid_len <= sizeof rid && zmq_msg_size(&f[1]) >= 4 &&
         (h[0] | h[1] << 8) == KIN_MAGIC && h[2] != kin__proto_version()) {
         /* A joiner of another build: told so at once, both versions
@@ -1136,6 +1181,8 @@ on_down_event(void *sock, void *arg)
             kin__u32map_del(&n->stale_fds, fd + 1);
         return true;
     }
+    if (kin__u32map_del(&n->ask_fds, fd + 1))
+        return true; /* a JOIN request's connection, no link's */
     /* What a child or joiner sent before its connection closed comes
      * first (a joiner's leave notice, a provider's last replies and
      * refused calls): the data socket is read apart from this one. */
