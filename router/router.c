@@ -345,6 +345,19 @@ link_changed(kin_node *n, uint32_t child, bool up)
         n->link_hooks[i].fn(n->link_hooks[i].arg, child, up);
 }
 
+/* The connection that had descriptor fd has closed and fd serves another
+ * one now: the old connection's DISCONNECTED event, which may still be
+ * queued on the monitor socket (the broker reads the data socket and the
+ * monitor apart, and under load a new connection's first message can come
+ * first), must not be taken for the new one's. */
+static void
+fd_reused(kin_node *n, int fd)
+{
+    uintptr_t stale =
+        (uintptr_t)kin__u32map_get(&n->stale_fds, (uint32_t)fd + 1);
+    kin__u32map_put(&n->stale_fds, (uint32_t)fd + 1, (void *)(stale + 1));
+}
+
 void
 kin__router_link_down(kin_node *n, uint32_t child)
 {
@@ -355,8 +368,15 @@ kin__router_link_down(kin_node *n, uint32_t child)
     kin__child *c = kin__u32map_del(&n->children, child);
     if (!c)
         return;
-    if (c->fd >= 0)
+    /* Still mapped: the connection's DISCONNECTED has not been read (a
+     * process gone past its grace, a link replaced), and it must not be
+     * taken for a later connection's that gets the same descriptor. */
+    void *mapped =
+        c->fd >= 0 ? kin__u32map_get(&n->fds, (uint32_t)c->fd + 1) : NULL;
+    if (mapped && UNLINK(mapped) == child) {
         kin__u32map_del(&n->fds, (uint32_t)c->fd + 1);
+        fd_reused(n, c->fd);
+    }
     if (c->joined)
         kin__join_left(n, c);
     free(c);
@@ -460,19 +480,6 @@ kin__router_child_exited(kin_node *n, uint32_t child)
 /* --- system handlers -------------------------------------------------------
  */
 
-/* The connection that had descriptor fd has closed and fd serves another
- * one now: the old connection's DISCONNECTED event, which may still be
- * queued on the monitor socket (the broker reads the data socket and the
- * monitor apart, and under load a new connection's first message can come
- * first), must not be taken for the new one's. */
-static void
-fd_reused(kin_node *n, int fd)
-{
-    uintptr_t stale =
-        (uintptr_t)kin__u32map_get(&n->stale_fds, (uint32_t)fd + 1);
-    kin__u32map_put(&n->stale_fds, (uint32_t)fd + 1, (void *)(stale + 1));
-}
-
 static void
 hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
                  const char *key, kin_msg *m)
@@ -545,17 +552,18 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
     c->revoked = false;
     bool new_conn = fd >= 0 && c->fd != fd;
     if (new_conn) {
-        if (c->fd >= 0)
-            kin__u32map_del(&n->fds, (uint32_t)c->fd + 1);
+        /* The link's earlier connection: its DISCONNECTED is to come. */
+        if (c->fd >= 0 && kin__u32map_del(&n->fds, (uint32_t)c->fd + 1))
+            fd_reused(n, c->fd);
         /* A joiner's JOIN request came on another connection, closed
          * since; over ipc this one often has its descriptor number. */
         if (kin__u32map_del(&n->ask_fds, (uint32_t)fd + 1))
             fd_reused(n, fd);
+        /* Another link's connection had the number: closed (its link
+         * goes, and its DISCONNECTED is marked stale there). */
         void *prev = kin__u32map_get(&n->fds, (uint32_t)fd + 1);
-        if (prev && UNLINK(prev) != link) {
-            fd_reused(n, fd);
+        if (prev && UNLINK(prev) != link)
             kin__router_link_down(n, UNLINK(prev));
-        }
         c->fd = fd;
         kin__u32map_put(&n->fds, (uint32_t)fd + 1, LINK(link));
     }
@@ -820,10 +828,10 @@ ask_seen(kin_node *n, int fd, uintptr_t conn)
     if (prev == conn)
         return; /* the same connection asking again */
     void *link = kin__u32map_get(&n->fds, (uint32_t)fd + 1);
-    if (prev || link)
-        fd_reused(n, fd);
     if (link)
-        kin__router_link_down(n, UNLINK(link));
+        kin__router_link_down(n, UNLINK(link)); /* marks fd stale */
+    else if (prev)
+        fd_reused(n, fd);
     kin__u32map_put(&n->ask_fds, (uint32_t)fd + 1, (void *)conn);
 }
 
@@ -1193,7 +1201,8 @@ on_down_event(void *sock, void *arg)
                     on_down(data, n);
          i++)
         ;
-    void *link = kin__u32map_get(&n->fds, fd + 1);
+    /* Unmapped first: this is the DISCONNECTED its link down awaits. */
+    void *link = kin__u32map_del(&n->fds, fd + 1);
     if (link)
         kin__router_link_down(n, UNLINK(link));
     return true;
