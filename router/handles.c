@@ -3,7 +3,6 @@
  * Also local delivery and dead replies. */
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 
 #include "core/block_cache.h"
 #include "core/log_internal.h"

@@ -188,9 +188,9 @@ void kin__svc_resolve(kin_node *n, kin_msg *m, size_t svc_len);
  * context, head by kin__svc_head_put, whose fields h gives, h->fn pointing
  * into m's body) itself when the usual case holds (a provider with room,
  * nothing queued, no sweep due, a direct send possible); true when m was
- * taken. False: m's body is as it was but for its caller task, cleared
- * (the resolver clears it in any case); the broker's resolver must take
- * it. */
+ * taken. False: the broker's resolver must take m, whose body is as it
+ * was but that its caller task may have been cleared (the resolver clears
+ * it in any case). */
 bool kin__svc_fast_send(kin_node *n, kin_msg *m, const kin__svc_call_head *h);
 void kin__svc_lock(kin_node *n);
 void kin__svc_unlock(kin_node *n);
