@@ -604,6 +604,13 @@ static void
 a_log_socket_that_failed_is_made_later(void **state)
 {
     kin_logsub *s = subscribe(KIN_LOG_INFO, KIN_NO_CTX, 0);
+    /* The subscription reaches the forwarder after a while; the failure
+     * line comes during the call below, so another child's probe first
+     * shows it is in place (the fdless child must not log before). */
+    kin_child *sync = spawn("fdless-sync");
+    tally t = {0};
+    probe(s, kin_child_id(sync), KIN_LOG_INFO, "probe-sync", &t);
+    kin_child_destroy(&sync);
     kin_child *c = spawn("fdless");
     uint32_t id = kin_child_id(c);
     kin_msg *r = NULL;
@@ -631,6 +638,8 @@ a_log_socket_that_failed_is_made_later(void **state)
         else if (rec->kind == KIN_LOGREC_STDERR &&
                  strstr(rec->msg, "after all"))
             recovered_lines++;
+        else if (rec->kind == KIN_LOGREC_STDERR)
+            print_message("fdless child's stderr: %s\n", rec->msg);
     }
     kin_logsub_destroy(&s);
     kin_child_destroy(&c);
