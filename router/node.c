@@ -640,8 +640,7 @@ kin__router_free(kin_node *n)
     kin__u32map_fini(&n->children);
     kin__u32map_fini(&n->routes);
     kin__u32map_fini(&n->fds);
-    kin__u32map_fini(&n->stale_fds);
-    kin__u32map_fini(&n->ask_fds);
+    free(n->evq);
     kin__u32map_fini(&n->exited);
     kin__u32map_fini(&n->ready);
     kin__u32map_fini(&n->bad_version);

@@ -91,13 +91,14 @@ struct kin_node {
      * tells it (kin__node_set_log_endpoint); a joiner's, from the join
      * answer. Empty: none known. */
     char tree_log[256];
-    kin__u32map routes;    /* dst id -> next-hop child id + 1 */
-    kin__u32map children;  /* child id -> kin__child */
-    kin__u32map fds;       /* fd + 1 -> child id + 1 */
-    kin__u32map stale_fds; /* fd + 1 -> DISCONNECTED events to ignore */
-    /* fd + 1 -> the connection of a JOIN request on it (router.c's
-     * ask_conn) until that connection's DISCONNECTED is read. */
-    kin__u32map ask_fds;
+    kin__u32map routes;   /* dst id -> next-hop child id + 1 */
+    kin__u32map children; /* child id -> kin__child */
+    kin__u32map fds;      /* fd + 1 -> child id + 1 */
+    /* Events of the down monitors read ahead of their turn (router.c's
+     * settle_fd), handled in order before the monitors are read again. */
+    struct kin__down_ev *evq;
+    size_t evq_head, evq_len, evq_cap;
+    bool evq_deferred;
     bool parent_lost;
 
     /* Direct sends (kin__route_direct): any thread may send on up and down,

@@ -345,19 +345,6 @@ link_changed(kin_node *n, uint32_t child, bool up)
         n->link_hooks[i].fn(n->link_hooks[i].arg, child, up);
 }
 
-/* The connection that had descriptor fd has closed and fd serves another
- * one now: the old connection's DISCONNECTED event, which may still be
- * queued on the monitor socket (the broker reads the data socket and the
- * monitor apart, and under load a new connection's first message can come
- * first), must not be taken for the new one's. */
-static void
-fd_reused(kin_node *n, int fd)
-{
-    uintptr_t stale =
-        (uintptr_t)kin__u32map_get(&n->stale_fds, (uint32_t)fd + 1);
-    kin__u32map_put(&n->stale_fds, (uint32_t)fd + 1, (void *)(stale + 1));
-}
-
 void
 kin__router_link_down(kin_node *n, uint32_t child)
 {
@@ -369,14 +356,13 @@ kin__router_link_down(kin_node *n, uint32_t child)
     if (!c)
         return;
     /* Still mapped: the connection's DISCONNECTED has not been read (a
-     * process gone past its grace, a link replaced), and it must not be
-     * taken for a later connection's that gets the same descriptor. */
+     * process gone past its grace, a link replaced); read later, it finds
+     * the descriptor unmapped, or dropped by settle_fd if a new
+     * connection's HELLO came first. */
     void *mapped =
         c->fd >= 0 ? kin__u32map_get(&n->fds, (uint32_t)c->fd + 1) : NULL;
-    if (mapped && UNLINK(mapped) == child) {
+    if (mapped && UNLINK(mapped) == child)
         kin__u32map_del(&n->fds, (uint32_t)c->fd + 1);
-        fd_reused(n, c->fd);
-    }
     if (c->joined)
         kin__join_left(n, c);
     free(c);
@@ -480,6 +466,8 @@ kin__router_child_exited(kin_node *n, uint32_t child)
 /* --- system handlers -------------------------------------------------------
  */
 
+static void settle_fd(kin_node *n, void *mon, int fd);
+
 static void
 hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
                  const char *key, kin_msg *m)
@@ -552,15 +540,19 @@ hello_from_child(kin_node *n, uint32_t link, int fd, bool far, bool joined,
     c->revoked = false;
     bool new_conn = fd >= 0 && c->fd != fd;
     if (new_conn) {
-        /* The link's earlier connection: its DISCONNECTED is to come. */
-        if (c->fd >= 0 && kin__u32map_del(&n->fds, (uint32_t)c->fd + 1))
-            fd_reused(n, c->fd);
-        /* A joiner's JOIN request came on another connection, closed
-         * since; over ipc this one often has its descriptor number. */
-        if (kin__u32map_del(&n->ask_fds, (uint32_t)fd + 1))
-            fd_reused(n, fd);
-        /* Another link's connection had the number: closed (its link
-         * goes, and its DISCONNECTED is marked stale there). */
+        /* Earlier connections' DISCONNECTEDs for this number are dropped
+         * before it is mapped to this one. */
+        settle_fd(n,
+                  far      ? n->down_far_mon
+                  : joined ? n->down_join_mon
+                           : n->down_mon,
+                  fd);
+        /* The link's earlier connection: its DISCONNECTED, to come, will
+         * find the number unmapped (or dropped as above). */
+        if (c->fd >= 0)
+            kin__u32map_del(&n->fds, (uint32_t)c->fd + 1);
+        /* Another link's connection had the number: closed, so its link
+         * goes (its DISCONNECTED was just dropped, or is to come). */
         void *prev = kin__u32map_get(&n->fds, (uint32_t)fd + 1);
         if (prev && UNLINK(prev) != link)
             kin__router_link_down(n, UNLINK(prev));
@@ -802,37 +794,15 @@ behind(kin_node *n, uint32_t id, uint32_t link)
     return via && UNLINK(via) == link;
 }
 
-/* Which connection a JOIN request came on: its routing id (libzmq's own,
- * 5 bytes, unique per connection; never the 4 bytes of a link's id),
- * hashed, never 0. */
-static uintptr_t
-ask_conn(const zmq_msg_t *rid)
-{
-    const uint8_t *p = zmq_msg_data((zmq_msg_t *)rid);
-    uint64_t h = 14695981039346656037u;
-    for (size_t i = 0; i < zmq_msg_size((zmq_msg_t *)rid); i++)
-        h = (h ^ p[i]) * 1099511628211u;
-    return (uintptr_t)h | 1u;
-}
-
-/* A JOIN request on fd: the descriptor is that request's connection's
- * until its DISCONNECTED is read (on_down_event), or until a HELLO comes
- * on another connection with the same number (hello_from_child). A link's
- * connection that had the number has closed. */
+/* A JOIN request on fd: a link's connection that had the number has
+ * closed. (The request's own DISCONNECTED, read later, finds the number
+ * unmapped, or is dropped by settle_fd at a HELLO on it.) */
 static void
-ask_seen(kin_node *n, int fd, uintptr_t conn)
+ask_seen(kin_node *n, int fd)
 {
-    if (fd < 0)
-        return;
-    uintptr_t prev = (uintptr_t)kin__u32map_get(&n->ask_fds, (uint32_t)fd + 1);
-    if (prev == conn)
-        return; /* the same connection asking again */
-    void *link = kin__u32map_get(&n->fds, (uint32_t)fd + 1);
+    void *link = fd >= 0 ? kin__u32map_get(&n->fds, (uint32_t)fd + 1) : NULL;
     if (link)
-        kin__router_link_down(n, UNLINK(link)); /* marks fd stale */
-    else if (prev)
-        fd_reused(n, fd);
-    kin__u32map_put(&n->ask_fds, (uint32_t)fd + 1, (void *)conn);
+        kin__router_link_down(n, UNLINK(link));
 }
 
 /* A JOIN request: frames routing id, header, body (closed here). */
@@ -843,7 +813,7 @@ on_join_request(kin_node *n, void *sock, zmq_msg_t *f)
     size_t rid_len = zmq_msg_size(&f[0]);
     const uint8_t *h = zmq_msg_data(&f[1]);
     int fd = zmq_msg_get(&f[1], ZMQ_SRCFD);
-    ask_seen(n, fd, ask_conn(&f[0]));
+    ask_seen(n, fd);
     if (rid_len <= sizeof rid && zmq_msg_size(&f[1]) >= 4 &&
         (h[0] | h[1] << 8) == KIN_MAGIC && h[2] != kin__proto_version()) {
         /* A joiner of another build: told so at once, both versions
@@ -1171,41 +1141,135 @@ read_event(void *sock, uint16_t *event, uint32_t *value)
     return ok ? 1 : -1;
 }
 
+/* A down monitor's event, read ahead of its turn by settle_fd. ev 0: one
+ * settle_fd dropped (an earlier connection's, of a number reused). */
+struct kin__down_ev {
+    void *mon;
+    uint32_t fd;
+    uint16_t ev;
+};
+
+/* A DISCONNECTED from mon (one of the down monitors): the link whose
+ * connection had fd goes, after what it sent before it closed. */
+static void
+down_event(kin_node *n, void *mon, uint32_t fd)
+{
+    void *link = kin__u32map_get(&n->fds, fd + 1);
+    if (!link)
+        return;
+    /* What a child or joiner sent before its connection closed comes
+     * first (a joiner's leave notice, a provider's last replies and
+     * refused calls): the data socket is read apart from this one. It
+     * may hold a HELLO from a new connection that took the number (the
+     * link then went there): this event is not that one's. */
+    void *data = mon == n->down_join_mon ? n->down_join
+                 : mon == n->down_mon    ? n->down
+                                         : NULL;
+    for (int i = 0; data && kin__u32map_get(&n->fds, fd + 1) == link &&
+                    i < 512 && on_down(data, n);
+         i++)
+        ;
+    /* Unmapped first: this is the DISCONNECTED its link down awaits. */
+    if (kin__u32map_get(&n->fds, fd + 1) != link)
+        return;
+    kin__u32map_del(&n->fds, fd + 1);
+    kin__router_link_down(n, UNLINK(link));
+}
+
+/* Handles the events settle_fd read ahead, in order; each may read more
+ * ahead (a HELLO read before a link goes), appended behind. */
+static void
+run_queued(kin_node *n)
+{
+    while (n->evq_head < n->evq_len) {
+        struct kin__down_ev e = n->evq[n->evq_head++];
+        bool open =
+            e.mon && (e.mon == n->down_mon || e.mon == n->down_join_mon ||
+                      e.mon == n->down_far_mon);
+        if (open && e.ev == ZMQ_EVENT_DISCONNECTED)
+            down_event(n, e.mon, e.fd);
+    }
+    n->evq_head = n->evq_len = 0;
+}
+
+static void
+run_queued_deferred(void *arg, void *unused)
+{
+    (void)unused;
+    kin_node *n = arg;
+    n->evq_deferred = false;
+    run_queued(n);
+}
+
+/* Reads every event waiting on mon into the queue; false if one could not
+ * be kept (no memory: the rest stay on the socket). */
+static bool
+read_ahead(kin_node *n, void *mon)
+{
+    for (;;) {
+        if (n->evq_len == n->evq_cap) {
+            size_t cap = n->evq_cap ? 2 * n->evq_cap : 16;
+            struct kin__down_ev *q = realloc(n->evq, cap * sizeof *q);
+            if (!q)
+                return false;
+            n->evq = q;
+            n->evq_cap = cap;
+        }
+        uint16_t ev;
+        uint32_t fd;
+        int got = read_event(mon, &ev, &fd);
+        if (got == 0)
+            return true;
+        if (got > 0)
+            n->evq[n->evq_len++] = (struct kin__down_ev){mon, fd, ev};
+    }
+}
+
+/* A HELLO came on a connection with descriptor fd of mon's socket. The
+ * broker reads the data sockets and their monitors apart, so the
+ * DISCONNECTED of an earlier connection with the same number (any down
+ * socket's: a link's, a JOIN request's, one that never spoke) may still be
+ * waiting to be read, and must not be taken for this one's. libzmq queues
+ * a connection's DISCONNECTED before it closes the descriptor and a new
+ * one's ACCEPTED before its first message, so every event of the number's
+ * earlier connections is on the monitors now: read them all, and drop each
+ * DISCONNECTED of fd that came before this connection's ACCEPTED (on
+ * another socket's monitor: every one). The rest are handled in order, on
+ * the broker's next turn. */
+static void
+settle_fd(kin_node *n, void *mon, int fd)
+{
+    void *mons[] = {n->down_mon, n->down_join_mon, n->down_far_mon};
+    for (size_t i = 0; i < sizeof mons / sizeof *mons; i++)
+        if (mons[i])
+            read_ahead(n, mons[i]);
+    size_t accepted = n->evq_head;
+    for (size_t i = n->evq_head; i < n->evq_len; i++)
+        if (n->evq[i].mon == mon && n->evq[i].fd == (uint32_t)fd &&
+            n->evq[i].ev == ZMQ_EVENT_ACCEPTED)
+            accepted = i;
+    for (size_t i = n->evq_head; i < n->evq_len; i++) {
+        struct kin__down_ev *e = &n->evq[i];
+        if (e->fd == (uint32_t)fd && e->ev == ZMQ_EVENT_DISCONNECTED &&
+            (e->mon != mon || i < accepted))
+            e->ev = 0;
+    }
+    if (n->evq_head < n->evq_len && !n->evq_deferred &&
+        !kin__broker_defer(n->broker, run_queued_deferred, n, NULL))
+        n->evq_deferred = true;
+}
+
 static bool
 on_down_event(void *sock, void *arg)
 {
     kin_node *n = arg;
+    run_queued(n); /* older than anything still on the monitors */
     uint16_t ev;
     uint32_t fd;
     int got = read_event(sock, &ev, &fd);
-    if (got <= 0 || ev != ZMQ_EVENT_DISCONNECTED)
-        return got != 0;
-    uintptr_t stale = (uintptr_t)kin__u32map_get(&n->stale_fds, fd + 1);
-    if (stale) {
-        /* The old connection of a reused fd (see hello_from_child). */
-        if (stale > 1)
-            kin__u32map_put(&n->stale_fds, fd + 1, (void *)(stale - 1));
-        else
-            kin__u32map_del(&n->stale_fds, fd + 1);
-        return true;
-    }
-    if (kin__u32map_del(&n->ask_fds, fd + 1))
-        return true; /* a JOIN request's connection, no link's */
-    /* What a child or joiner sent before its connection closed comes
-     * first (a joiner's leave notice, a provider's last replies and
-     * refused calls): the data socket is read apart from this one. */
-    void *data = sock == n->down_join_mon ? n->down_join
-                 : sock == n->down_mon    ? n->down
-                                          : NULL;
-    for (int i = 0; data && kin__u32map_has(&n->fds, fd + 1) && i < 512 &&
-                    on_down(data, n);
-         i++)
-        ;
-    /* Unmapped first: this is the DISCONNECTED its link down awaits. */
-    void *link = kin__u32map_del(&n->fds, fd + 1);
-    if (link)
-        kin__router_link_down(n, UNLINK(link));
-    return true;
+    if (got > 0 && ev == ZMQ_EVENT_DISCONNECTED)
+        down_event(n, sock, fd);
+    return got != 0;
 }
 
 static void
@@ -1311,6 +1375,10 @@ monitor_pair(kin_node *n, void *sock, const char *tag, int events)
     if (zmq_socket_monitor(sock, ep, events))
         return NULL;
     void *pair = zmq_socket(kin__zctx(), ZMQ_PAIR);
+    /* No high-water mark: libzmq's monitor would block its I/O thread on a
+     * full pipe, and a lost DISCONNECTED would leave a link up. */
+    if (pair)
+        kin__zmq_set_int(pair, ZMQ_RCVHWM, 0);
     if (pair && zmq_connect(pair, ep)) {
         zmq_close(pair);
         return NULL;
@@ -1391,7 +1459,8 @@ open_router(kin_node *n, char *endpoint, size_t size, bool heartbeat,
         return e;
     }
     zmq_getsockopt(*sock, ZMQ_LAST_ENDPOINT, endpoint, &size);
-    if (!(*mon = monitor_pair(n, *sock, "down", ZMQ_EVENT_DISCONNECTED)))
+    if (!(*mon = monitor_pair(n, *sock, "down",
+                              ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED)))
         return -errno;
     if ((e = kin__broker_watch(n->broker, *sock, on_down, n, w)) ||
         (e = kin__broker_watch(n->broker, *mon, on_down_event, n, wmon)))

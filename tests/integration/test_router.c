@@ -2,6 +2,7 @@
  * in a role, no kin_spawn): routing through a tree, the reverse-path check,
  * dead messages, garbage on the wire and shutdown with work in flight. */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -12,11 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <zmq.h>
+
+#include <kin/monitor.h>
 
 #include "core/msg_internal.h"
 #include "integration/harness.h"
@@ -1360,6 +1365,123 @@ many_masters_get_distinct_sockets_and_remove_them(void **state)
     assert_int_equal(left, 0);
 }
 
+/* Holds the thread that logs a diagnostic containing hold_on until
+ * released, at most 2 s: what a loaded machine does to a broker at the
+ * worst moment. */
+static atomic_int holding, release_hold;
+static char hold_on[64];
+
+static void
+hold_where_logged(kin_log_level level, const char *file, int line,
+                  const char *msg, void *arg)
+{
+    (void)level, (void)file, (void)line, (void)arg;
+    if (!strstr(msg, hold_on))
+        return;
+    atomic_store(&holding, 1);
+    double end = harness_now_ms() + 2000;
+    while (!atomic_load(&release_hold) && harness_now_ms() < end)
+        poll(NULL, 0, 1);
+    atomic_store(&holding, 0);
+}
+
+/* Connects to the unix socket at path and closes at once, never speaking
+ * (kin's own command probes a context's socket that way before it
+ * attaches). */
+static void
+silent_connection(const char *path)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    close(fd);
+}
+
+typedef struct attach_job {
+    const char *ep;
+    uint32_t id;
+    kin_node *op;
+    kin_err e;
+} attach_job;
+
+static void *
+attach_thread(void *arg)
+{
+    attach_job *j = arg;
+    kin_node_opts o = {.name = "op",
+                       .parent_endpoint = j->ep,
+                       .parent_id = KIN_MASTER_ID,
+                       .id = j->id,
+                       .operator_link = true,
+                       .workers = 1,
+                       .connect_timeout_ms = 10000};
+    j->e = kin_node_new(&j->op, &o);
+    return NULL;
+}
+
+/* A connection that never spoke closes, and an operator's connection
+ * gets its descriptor number; the master reads the operator's HELLO
+ * before it has seen the silent one close (its broker held up meanwhile
+ * in the middle of reading its ROUTER, as under load). The operator stays
+ * linked: the master answers it. The broker is held where it drops a
+ * message a third operator forged. */
+#define SILENT_ROUNDS 10
+static void
+a_link_on_a_silent_connections_number_stays(void **state)
+{
+    (void)state;
+    kin_node *m = NULL, *hook = NULL;
+    assert_int_equal(kin_node_new(&m, NULL), KIN_OK);
+    const char *ep = kin_node_endpoint(m);
+    assert_int_equal(strncmp(ep, "ipc://", 6), 0);
+    attach_job h = {.ep = ep,
+                    .id = kin_monitor_operator_id((int)getpid(), 254)};
+    attach_thread(&h);
+    assert_int_equal(h.e, KIN_OK);
+    hook = h.op;
+    snprintf(hold_on, sizeof hold_on, "from link %u", h.id);
+    int answered = 0;
+    for (int round = 0; round < SILENT_ROUNDS; round++) {
+        atomic_store(&release_hold, 0);
+        kin_diag_set_handler(hold_where_logged, NULL, KIN_LOG_DEBUG);
+        kin_msg *f = NULL;
+        assert_int_equal(kin_msg_new(&f, 1), KIN_OK);
+        f->dst = KIN_MASTER_ID;
+        f->src = f->auth = 0x7ffffff0u; /* not behind the hook's link */
+        f->handle = 77;
+        assert_int_equal(kin__node_send_raw(hook, &f), KIN_OK);
+        double end = harness_now_ms() + 5000;
+        while (!atomic_load(&holding) && harness_now_ms() < end)
+            poll(NULL, 0, 1);
+        assert_int_equal(atomic_load(&holding), 1);
+        silent_connection(ep + 6);
+        poll(NULL, 0, 20); /* closed at the master: its number free */
+        attach_job j = {
+            .ep = ep,
+            .id = kin_monitor_operator_id((int)getpid(), (unsigned)round)};
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, attach_thread, &j), 0);
+        poll(NULL, 0, 100); /* connected, its HELLO sent */
+        atomic_store(&release_hold, 1);
+        pthread_join(t, NULL);
+        kin_diag_set_handler(NULL, NULL, KIN_LOG_WARNING);
+        harness_log_setup();
+        assert_int_equal(j.e, KIN_OK);
+        kin_ctx_info info;
+        kin_err e = kin_monitor_info(j.op, KIN_MASTER_ID, 3000, &info);
+        if (e)
+            print_error("round %d: the master does not answer: %s\n", round,
+                        kin_strerror(e));
+        answered += !e;
+        kin_node_destroy(&j.op);
+    }
+    kin_node_destroy(&hook);
+    kin_node_destroy(&m);
+    assert_int_equal(answered, SILENT_ROUNDS);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1392,6 +1514,7 @@ main(int argc, char **argv)
             destroy_with_work_in_flight_is_bounded, setup_tree, teardown_tree,
             &plain),
         cmocka_unit_test(many_masters_get_distinct_sockets_and_remove_them),
+        cmocka_unit_test(a_link_on_a_silent_connections_number_stays),
     };
     return harness_run_group(tests);
 }
