@@ -50,7 +50,8 @@ static const char logs_usage[] =
     "                     contain TEXT (losses are always shown)\n"
     "  -f, --follow       keep going until interrupted or until the tree\n"
     "                     ends (a last line says so)\n"
-    "  -w, --window MS    without -f, listen this long (default 1000)\n"
+    "  -w, --window MS    without -f, listen this long after the kept records\n"
+    "                     (default 1000)\n"
     "      --json         one JSON object per line\n"
     "      --color WHEN   auto (default: when stdout is a terminal), always,\n"
     "                     never\n"
@@ -473,6 +474,7 @@ kin__cli_logs(int argc, char **argv)
     sigaction(SIGPIPE, &ign, &old_pipe);
 
     uint64_t end = now_ns() + (uint64_t)window * 1000000u;
+    bool history = true;
     uint64_t drain_end = 0; /* the tree ended: drain until then */
     int rc = 0;
     while (!stop) {
@@ -491,6 +493,13 @@ kin__cli_logs(int argc, char **argv)
             break;
         }
         uint64_t now = now_ns();
+        if (!follow && history) {
+            /* The window starts once the kept records are out. */
+            kin_logsub_stats hs;
+            kin_logsub_stats_get(s, &hs);
+            history = hs.history_pending;
+            end = now + (uint64_t)window * 1000000u;
+        }
         if (!follow && now >= end)
             break;
         int wait = 200;

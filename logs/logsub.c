@@ -215,6 +215,7 @@ void
 kin_logsub_stats_get(const kin_logsub *s, kin_logsub_stats *out)
 {
     *out = s->st;
+    out->history_pending = s->hist == HIST_WAIT;
 }
 
 /* What a record implies beside itself, in the order a reader should see

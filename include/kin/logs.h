@@ -298,6 +298,9 @@ typedef struct kin_logsub_stats {
     uint64_t lost;      /* records they account for */
     uint64_t dropped;   /* sum of DROPPED records' counts */
     uint64_t malformed; /* messages skipped */
+    /* The history asked for (kin_logsub_opts.history, since_ns) has not
+     * all come yet: its end is awaited, at most 3 s. */
+    bool history_pending;
 } kin_logsub_stats;
 
 /* What s returned so far. The thread that uses s. */
