@@ -1516,5 +1516,7 @@ main(int argc, char **argv)
         cmocka_unit_test(many_masters_get_distinct_sockets_and_remove_them),
         cmocka_unit_test(a_link_on_a_silent_connections_number_stays),
     };
+    if (getenv("KIN_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("KIN_TEST_FILTER"));
     return harness_run_group(tests);
 }
