@@ -11,6 +11,10 @@
  *                        the socket's lock): the floor of call_rtt_us;
  *   zmq_handoff1_rtt_us  the caller's hand-off only (the peer's owner
  *                        answers): the floor of icall_rtt_us;
+ *   zmq_handoff_peer_rtt_us the peer's worker hand-off only (the caller
+ *                        receives its reply itself): the floor of a
+ *                        worker-pool call whose caller reads its own reply
+ *                        (leader/follower; kin does not do that yet);
  *   zmq_handoff_msgs_per_s the two hand-offs pipelined as calls_per_s is
  *                        (same count, window and payload; the owner hands
  *                        the caller every reply it read in one wake, the
@@ -141,6 +145,7 @@ typedef struct results {
     /* The raw zmq floors (zmq_floor.h). */
     double zmq_handoff_rtt_us, zmq_handoff_rtt_p99_us;
     double zmq_handoff1_rtt_us, zmq_handoff1_rtt_p99_us;
+    double zmq_handoff_peer_rtt_us, zmq_handoff_peer_rtt_p99_us;
     double zmq_handoff_msgs_per_s, zmq_handoff1_msgs_per_s;
     double zmq_fork_first_ms, zmq_fork100_ms, zmq_fork_child_cpu_us;
     double zmq_fork100_cpu_ms;
@@ -213,6 +218,9 @@ static const struct figure {
     {"zmq_handoff_rtt_p99_us", offsetof(results, zmq_handoff_rtt_p99_us)},
     {"zmq_handoff1_rtt_us", offsetof(results, zmq_handoff1_rtt_us)},
     {"zmq_handoff1_rtt_p99_us", offsetof(results, zmq_handoff1_rtt_p99_us)},
+    {"zmq_handoff_peer_rtt_us", offsetof(results, zmq_handoff_peer_rtt_us)},
+    {"zmq_handoff_peer_rtt_p99_us",
+     offsetof(results, zmq_handoff_peer_rtt_p99_us)},
     {"zmq_handoff_msgs_per_s", offsetof(results, zmq_handoff_msgs_per_s)},
     {"zmq_handoff1_msgs_per_s", offsetof(results, zmq_handoff1_msgs_per_s)},
     {"zmq_fork_first_ms", offsetof(results, zmq_fork_first_ms)},
@@ -576,7 +584,7 @@ typedef struct bench {
     zpeer peer;  /* echoes the baseline's round trips */
     zpeer relay; /* passes the two-hop baseline's on to a peer of its own */
     /* The hand-off floors: 2 hand-offs (worker pool) and 1 (inline). */
-    zfloor_rtt *handoff2, *handoff1;
+    zfloor_rtt *handoff2, *handoff1, *handoff_peer;
     /* The same pipelined (BENCH_WORKERS workers, inline). */
     zfloor_pipe *pipe2, *pipe1;
     uint8_t payload[PAYLOAD];
@@ -595,6 +603,7 @@ enum {
     M_ZMQ2,
     M_ZH2,
     M_ZH1,
+    M_ZHP,
     M_COUNT
 };
 
@@ -626,7 +635,10 @@ round_trip(bench *b, int method)
         return zping(&b->z, &b->relay, b->payload) ? zerr() : KIN_OK;
     case M_ZH2:
     case M_ZH1:
-        return zfloor_rtt_ping(method == M_ZH2 ? b->handoff2 : b->handoff1,
+    case M_ZHP:
+        return zfloor_rtt_ping(method == M_ZH2   ? b->handoff2
+                               : method == M_ZH1 ? b->handoff1
+                                                 : b->handoff_peer,
                                b->payload, PAYLOAD)
                    ? zerr()
                    : KIN_OK;
@@ -671,7 +683,8 @@ static const char *method_names[M_COUNT] = {"zmq round trip",
                                             "service call",
                                             "zmq two-hop round trip",
                                             "zmq 2 hand-off round trip",
-                                            "zmq 1 hand-off round trip"};
+                                            "zmq 1 hand-off round trip",
+                                            "zmq peer's hand-off round trip"};
 
 static kin_err
 run_latency(bench *b)
@@ -684,6 +697,7 @@ run_latency(bench *b)
                         cfg->phases & PH_RTT2,
                         cfg->phases & PH_RTT,
                         cfg->zmq && (cfg->phases & PH_RTT2),
+                        cfg->zmq && (cfg->phases & PH_RTT),
                         cfg->zmq && (cfg->phases & PH_RTT),
                         cfg->zmq && (cfg->phases & PH_RTT)};
     if (cfg->kind)
@@ -722,17 +736,21 @@ run_latency(bench *b)
                 kin_strerror(e));
     } else {
         double *med[M_COUNT] = {
-            &b->res->zmq_rtt_us,         &b->res->call_rtt_us,
-            &b->res->call2_rtt_us,       &b->res->icall_rtt_us,
-            &b->res->icall2_rtt_us,      &b->res->svc_rtt_us,
-            &b->res->zmq_rtt2_us,        &b->res->zmq_handoff_rtt_us,
-            &b->res->zmq_handoff1_rtt_us};
-        double *p99[M_COUNT] = {
-            &b->res->zmq_rtt_p99_us,         &b->res->call_rtt_p99_us,
-            &b->res->call2_rtt_p99_us,       &b->res->icall_rtt_p99_us,
-            &b->res->icall2_rtt_p99_us,      &b->res->svc_rtt_p99_us,
-            &b->res->zmq_rtt2_p99_us,        &b->res->zmq_handoff_rtt_p99_us,
-            &b->res->zmq_handoff1_rtt_p99_us};
+            &b->res->zmq_rtt_us,          &b->res->call_rtt_us,
+            &b->res->call2_rtt_us,        &b->res->icall_rtt_us,
+            &b->res->icall2_rtt_us,       &b->res->svc_rtt_us,
+            &b->res->zmq_rtt2_us,         &b->res->zmq_handoff_rtt_us,
+            &b->res->zmq_handoff1_rtt_us, &b->res->zmq_handoff_peer_rtt_us};
+        double *p99[M_COUNT] = {&b->res->zmq_rtt_p99_us,
+                                &b->res->call_rtt_p99_us,
+                                &b->res->call2_rtt_p99_us,
+                                &b->res->icall_rtt_p99_us,
+                                &b->res->icall2_rtt_p99_us,
+                                &b->res->svc_rtt_p99_us,
+                                &b->res->zmq_rtt2_p99_us,
+                                &b->res->zmq_handoff_rtt_p99_us,
+                                &b->res->zmq_handoff1_rtt_p99_us,
+                                &b->res->zmq_handoff_peer_rtt_p99_us};
         for (m = 0; m < M_COUNT; m++) {
             if (!on[m])
                 continue;
@@ -1660,7 +1678,8 @@ run(const config *cfg, results *res)
     }
     if (cfg->zmq && (cfg->phases & PH_RTT) &&
         (!(b.handoff2 = zfloor_rtt_open(cfg->self, 2, IO_TIMEOUT)) ||
-         !(b.handoff1 = zfloor_rtt_open(cfg->self, 1, IO_TIMEOUT))))
+         !(b.handoff1 = zfloor_rtt_open(cfg->self, 1, IO_TIMEOUT)) ||
+         !(b.handoff_peer = zfloor_rtt_open_self_recv(cfg->self, IO_TIMEOUT))))
         goto out;
     if (cfg->zmq && (cfg->phases & PH_PIPE) && !cfg->kind &&
         (!(b.pipe2 = zfloor_pipe_open(cfg->self, 2, BENCH_WORKERS, cfg->window,
@@ -1720,6 +1739,7 @@ out:
     zrouter_close(&b.z);
     zfloor_rtt_close(&b.handoff2);
     zfloor_rtt_close(&b.handoff1);
+    zfloor_rtt_close(&b.handoff_peer);
     zfloor_pipe_close(&b.pipe2);
     zfloor_pipe_close(&b.pipe1);
     if (b.gc) {
@@ -1846,6 +1866,8 @@ print_table(const config *cfg, const results *r)
         NAN, NAN, false);
     row("  p99 (us)", r->icall_rtt_p99_us, r->zmq_handoff1_rtt_p99_us, NAN, NAN,
         false);
+    row("call vs peer's hand-off (us)", r->call_rtt_us,
+        r->zmq_handoff_peer_rtt_us, NAN, NAN, false);
     row("calls/s vs 2 hand-offs", r->calls_per_s, r->zmq_handoff_msgs_per_s,
         NAN, NAN, true);
     row("inline calls/s vs 1 hand-off", r->calls_per_s_inline,
@@ -1858,10 +1880,12 @@ print_table(const config *cfg, const results *r)
         r->zmq_fork_child_cpu_us, NAN, NAN, false);
     row("fork: 100 children, CPU (ms)", r->fork100_cpu_ms,
         r->zmq_fork100_cpu_ms, NAN, NAN, false);
-    printf("Floors vs plain zmq: 2 hand-offs %.2fx, 1 hand-off %.2fx the "
-           "round trip; pipelined %.2fx, %.2fx its msgs/s.\n",
+    printf("Floors vs plain zmq: 2 hand-offs %.2fx, 1 hand-off %.2fx, the "
+           "peer's hand-off %.2fx the round trip; pipelined %.2fx, %.2fx its "
+           "msgs/s.\n",
            r->zmq_handoff_rtt_us / r->zmq_rtt_us,
            r->zmq_handoff1_rtt_us / r->zmq_rtt_us,
+           r->zmq_handoff_peer_rtt_us / r->zmq_rtt_us,
            r->zmq_handoff_msgs_per_s / r->zmq_msgs_per_s,
            r->zmq_handoff1_msgs_per_s / r->zmq_msgs_per_s);
     printf("\nFork (baseline column: exec): the zygote started in %.1f ms, "
@@ -1903,7 +1927,8 @@ usage(FILE *f)
                "Raw zmq baselines in the same run unless --no-zmq; with rtt, "
                "pipe and spawn\nalso the floors of zmq_floor.c: "
                "zmq_handoff_rtt_us (call's two thread hand-offs),\n"
-               "zmq_handoff1_rtt_us (inline's one), zmq_handoff_msgs_per_s "
+               "zmq_handoff1_rtt_us (inline's one), zmq_handoff_peer_rtt_us "
+               "(the peer's\nworker hand-off only), zmq_handoff_msgs_per_s "
                "and\nzmq_handoff1_msgs_per_s (the same pipelined as "
                "calls_per_s and calls_per_s_inline),\nzmq_fork_first_ms, "
                "zmq_fork100_ms and zmq_fork_child_cpu_us (a warm\n"

@@ -124,6 +124,8 @@ side_start(zside *s, const char *self, const char *handoffs,
         zrouter_recv(&s->r, s->rid, &s->rid_len, &h, 1) != 1)
         return -1;
     *what = "owner thread";
+    if (!owner)
+        return 0; /* the caller receives itself */
     if ((errno = pthread_create(&s->owner, NULL, owner, arg)))
         return -1;
     s->owner_started = true;
@@ -200,6 +202,7 @@ side_fd(zside *s)
 
 struct zfloor_rtt {
     zside s;
+    bool self_recv; /* no owner thread: the caller receives */
     /* The reply, under s.mu. */
     uint8_t *dst;
     size_t cap, got;
@@ -246,17 +249,19 @@ rtt_owner(void *arg)
     return NULL;
 }
 
-zfloor_rtt *
-zfloor_rtt_open(const char *self, int handoffs, int timeout_ms)
+static zfloor_rtt *
+rtt_open(const char *self, int handoffs, bool self_recv, int timeout_ms)
 {
     zfloor_rtt *f = calloc(1, sizeof *f);
     if (!f)
         return NULL;
     side_init(&f->s, timeout_ms);
+    f->self_recv = self_recv;
     char n[8];
     snprintf(n, sizeof n, "%d", handoffs);
     const char *what;
-    if (!side_start(&f->s, self, n, NULL, rtt_owner, f, &what))
+    if (!side_start(&f->s, self, n, NULL, self_recv ? NULL : rtt_owner, f,
+                    &what))
         return f;
     int err = errno;
     fprintf(stderr, "kin-bench: zmq hand-off floor: %s: %s\n", what,
@@ -266,10 +271,36 @@ zfloor_rtt_open(const char *self, int handoffs, int timeout_ms)
     return NULL;
 }
 
+zfloor_rtt *
+zfloor_rtt_open(const char *self, int handoffs, int timeout_ms)
+{
+    return rtt_open(self, handoffs, false, timeout_ms);
+}
+
+zfloor_rtt *
+zfloor_rtt_open_self_recv(const char *self, int timeout_ms)
+{
+    return rtt_open(self, 2, true, timeout_ms);
+}
+
 int
 zfloor_rtt_ping(zfloor_rtt *f, uint8_t *buf, size_t len)
 {
     zside *s = &f->s;
+    if (f->self_recv) {
+        uint8_t rid[RID_CAP];
+        size_t rid_len;
+        if (zrouter_send(&s->r, s->rid, s->rid_len, buf, len))
+            return -1;
+        int got = zrouter_recv(&s->r, rid, &rid_len, buf, len);
+        if (got < 0)
+            return -1;
+        if ((size_t)got != len) {
+            errno = EBADMSG;
+            return -1;
+        }
+        return 0;
+    }
     pthread_mutex_lock(&s->mu);
     f->dst = buf;
     f->cap = len;

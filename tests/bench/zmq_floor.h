@@ -36,6 +36,11 @@ typedef struct zfloor_rtt zfloor_rtt;
  * NULL on failure (errno set, the message on stderr). */
 zfloor_rtt *zfloor_rtt_open(const char *self, int handoffs, int timeout_ms);
 
+/* As zfloor_rtt_open with handoffs 2 on the peer, but no owner thread on
+ * this side: the caller receives its reply from the socket itself, as a
+ * caller that reads its own reply (leader/follower) would. */
+zfloor_rtt *zfloor_rtt_open_self_recv(const char *self, int timeout_ms);
+
 /* One round trip of len bytes of buf, the echo written back into buf.
  * Returns 0, or -1 with errno set (ETIMEDOUT past the timeout). */
 int zfloor_rtt_ping(zfloor_rtt *f, uint8_t *buf, size_t len);
