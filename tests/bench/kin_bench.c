@@ -20,6 +20,8 @@
  *                        the caller every reply it read in one wake, the
  *                        peer's owner queues requests for BENCH_WORKERS
  *                        worker threads): the floor of calls_per_s;
+ *   zmq_handoff_peer_msgs_per_s the two hand-offs' peer pipelined, the
+ *                        caller receiving its replies itself;
  *   zmq_handoff1_msgs_per_s the same, the peer's owner answering: the
  *                        floor of calls_per_s_inline;
  *   zmq_fork_first_ms    a warm single-threaded zygote with libzmq loaded
@@ -147,6 +149,7 @@ typedef struct results {
     double zmq_handoff1_rtt_us, zmq_handoff1_rtt_p99_us;
     double zmq_handoff_peer_rtt_us, zmq_handoff_peer_rtt_p99_us;
     double zmq_handoff_msgs_per_s, zmq_handoff1_msgs_per_s;
+    double zmq_handoff_peer_msgs_per_s;
     double zmq_fork_first_ms, zmq_fork100_ms, zmq_fork_child_cpu_us;
     double zmq_fork100_cpu_ms;
 } results;
@@ -223,6 +226,8 @@ static const struct figure {
      offsetof(results, zmq_handoff_peer_rtt_p99_us)},
     {"zmq_handoff_msgs_per_s", offsetof(results, zmq_handoff_msgs_per_s)},
     {"zmq_handoff1_msgs_per_s", offsetof(results, zmq_handoff1_msgs_per_s)},
+    {"zmq_handoff_peer_msgs_per_s",
+     offsetof(results, zmq_handoff_peer_msgs_per_s)},
     {"zmq_fork_first_ms", offsetof(results, zmq_fork_first_ms)},
     {"zmq_fork100_ms", offsetof(results, zmq_fork100_ms)},
     {"zmq_fork_child_cpu_us", offsetof(results, zmq_fork_child_cpu_us)},
@@ -586,7 +591,7 @@ typedef struct bench {
     /* The hand-off floors: 2 hand-offs (worker pool) and 1 (inline). */
     zfloor_rtt *handoff2, *handoff1, *handoff_peer;
     /* The same pipelined (BENCH_WORKERS workers, inline). */
-    zfloor_pipe *pipe2, *pipe1;
+    zfloor_pipe *pipe2, *pipe1, *pipe_peer;
     uint8_t payload[PAYLOAD];
 } bench;
 
@@ -925,7 +930,7 @@ run_throughput(bench *b)
     if (per < 1)
         per = 1;
     uint64_t zns = 0, kns = 0, sns = 0, ins = 0, vns = 0, dns = 0;
-    uint64_t h2ns = 0, h1ns = 0;
+    uint64_t h2ns = 0, h1ns = 0, hpns = 0;
     kin_err e = KIN_OK;
     for (int r = 0; r < PIPE_ROUNDS && !e; r++) {
         if (!e && cfg->kind != 1)
@@ -948,6 +953,12 @@ run_throughput(bench *b)
             fprintf(stderr, "kin-bench: zmq pipelined 1 hand-off: %s\n",
                     kin_strerror(e));
         }
+        if (!e && cfg->zmq &&
+            zfloor_pipe_run(b->pipe_peer, b->payload, PAYLOAD, per, &hpns)) {
+            e = zerr();
+            fprintf(stderr, "kin-bench: zmq pipelined peer's hand-off: %s\n",
+                    kin_strerror(e));
+        }
         if (!e)
             e = kin_pipelined(b, per, &kns);
         if (!e)
@@ -966,6 +977,7 @@ run_throughput(bench *b)
         b->res->zmq_msgs_per_s = RATE(zns);
         b->res->zmq_handoff_msgs_per_s = RATE(h2ns);
         b->res->zmq_handoff1_msgs_per_s = RATE(h1ns);
+        b->res->zmq_handoff_peer_msgs_per_s = RATE(hpns);
     }
     b->res->calls_per_s = RATE(kns);
     b->res->calls_per_s_select = RATE(sns);
@@ -1685,7 +1697,9 @@ run(const config *cfg, results *res)
         (!(b.pipe2 = zfloor_pipe_open(cfg->self, 2, BENCH_WORKERS, cfg->window,
                                       IO_TIMEOUT)) ||
          !(b.pipe1 =
-               zfloor_pipe_open(cfg->self, 1, 1, cfg->window, IO_TIMEOUT))))
+               zfloor_pipe_open(cfg->self, 1, 1, cfg->window, IO_TIMEOUT)) ||
+         !(b.pipe_peer = zfloor_pipe_open_self_recv(cfg->self, BENCH_WORKERS,
+                                                    cfg->window, IO_TIMEOUT))))
         goto out;
     if (calls && (e = kin_spawn(b.master, NULL, &b.child))) {
         fprintf(stderr, "kin-bench: spawn: %s\n", kin_strerror(e));
@@ -1742,6 +1756,7 @@ out:
     zfloor_rtt_close(&b.handoff_peer);
     zfloor_pipe_close(&b.pipe2);
     zfloor_pipe_close(&b.pipe1);
+    zfloor_pipe_close(&b.pipe_peer);
     if (b.gc) {
         kin_msg *r = NULL;
         kin_call_sync(b.master, kin_child_id(b.child), "bench.stop_grandchild",
@@ -1872,6 +1887,8 @@ print_table(const config *cfg, const results *r)
         NAN, NAN, true);
     row("inline calls/s vs 1 hand-off", r->calls_per_s_inline,
         r->zmq_handoff1_msgs_per_s, NAN, NAN, true);
+    row("calls/s vs peer's hand-off", r->calls_per_s,
+        r->zmq_handoff_peer_msgs_per_s, NAN, NAN, true);
     row("fork: first call (ms)", r->fork_first_call_ms, r->zmq_fork_first_ms,
         NAN, NAN, false);
     row("fork: 100 children (ms)", r->fork100_ms, r->zmq_fork100_ms, NAN, NAN,
@@ -1928,7 +1945,8 @@ usage(FILE *f)
                "pipe and spawn\nalso the floors of zmq_floor.c: "
                "zmq_handoff_rtt_us (call's two thread hand-offs),\n"
                "zmq_handoff1_rtt_us (inline's one), zmq_handoff_peer_rtt_us "
-               "(the peer's\nworker hand-off only), zmq_handoff_msgs_per_s "
+               "(the peer's\nworker hand-off only; pipelined: "
+               "zmq_handoff_peer_msgs_per_s), zmq_handoff_msgs_per_s "
                "and\nzmq_handoff1_msgs_per_s (the same pipelined as "
                "calls_per_s and calls_per_s_inline),\nzmq_fork_first_ms, "
                "zmq_fork100_ms and zmq_fork_child_cpu_us (a warm\n"

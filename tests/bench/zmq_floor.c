@@ -86,6 +86,7 @@ typedef struct zside {
     atomic_bool stop;
     pthread_t owner;
     bool owner_started;
+    bool self_recv; /* no owner: the caller receives from the socket */
     pthread_mutex_t mu;
     pthread_cond_t cv; /* on CLOCK_MONOTONIC */
 } zside;
@@ -124,8 +125,10 @@ side_start(zside *s, const char *self, const char *handoffs,
         zrouter_recv(&s->r, s->rid, &s->rid_len, &h, 1) != 1)
         return -1;
     *what = "owner thread";
-    if (!owner)
-        return 0; /* the caller receives itself */
+    if (!owner) {
+        s->self_recv = true; /* the caller receives itself */
+        return 0;
+    }
     if ((errno = pthread_create(&s->owner, NULL, owner, arg)))
         return -1;
     s->owner_started = true;
@@ -140,7 +143,7 @@ side_send(zside *s, const uint8_t *buf, size_t len)
     pthread_mutex_lock(&s->smu);
     int rc = zrouter_send(&s->r, s->rid, s->rid_len, buf, len);
     int err = errno;
-    bool kick = !s->draining && input_waiting(s->r.sock);
+    bool kick = !s->self_recv && !s->draining && input_waiting(s->r.sock);
     pthread_mutex_unlock(&s->smu);
     if (kick)
         wake(s->wake_fd);
@@ -202,7 +205,6 @@ side_fd(zside *s)
 
 struct zfloor_rtt {
     zside s;
-    bool self_recv; /* no owner thread: the caller receives */
     /* The reply, under s.mu. */
     uint8_t *dst;
     size_t cap, got;
@@ -256,7 +258,6 @@ rtt_open(const char *self, int handoffs, bool self_recv, int timeout_ms)
     if (!f)
         return NULL;
     side_init(&f->s, timeout_ms);
-    f->self_recv = self_recv;
     char n[8];
     snprintf(n, sizeof n, "%d", handoffs);
     const char *what;
@@ -287,7 +288,7 @@ int
 zfloor_rtt_ping(zfloor_rtt *f, uint8_t *buf, size_t len)
 {
     zside *s = &f->s;
-    if (f->self_recv) {
+    if (s->self_recv) {
         uint8_t rid[RID_CAP];
         size_t rid_len;
         if (zrouter_send(&s->r, s->rid, s->rid_len, buf, len))
@@ -416,9 +417,9 @@ pipe_owner(void *arg)
     return NULL;
 }
 
-zfloor_pipe *
-zfloor_pipe_open(const char *self, int handoffs, int workers, int window,
-                 int timeout_ms)
+static zfloor_pipe *
+pipe_open(const char *self, int handoffs, int workers, bool self_recv,
+          int window, int timeout_ms)
 {
     if (window < 1 || (handoffs != 1 && handoffs != 2) || workers < 1 ||
         workers > PEER_WORKERS_MAX) {
@@ -439,7 +440,8 @@ zfloor_pipe_open(const char *self, int handoffs, int workers, int window,
         (f->done = calloc((size_t)window, sizeof *f->done))) {
         for (int i = 0; i < window; i++)
             zmq_msg_init(&f->reply[i]);
-        if (!side_start(&f->s, self, n, w, pipe_owner, f, &what))
+        if (!side_start(&f->s, self, n, w, self_recv ? NULL : pipe_owner, f,
+                        &what))
             return f;
     }
     int err = errno;
@@ -450,12 +452,58 @@ zfloor_pipe_open(const char *self, int handoffs, int workers, int window,
     return NULL;
 }
 
+zfloor_pipe *
+zfloor_pipe_open(const char *self, int handoffs, int workers, int window,
+                 int timeout_ms)
+{
+    return pipe_open(self, handoffs, workers, false, window, timeout_ms);
+}
+
+zfloor_pipe *
+zfloor_pipe_open_self_recv(const char *self, int workers, int window,
+                           int timeout_ms)
+{
+    return pipe_open(self, 2, workers, true, window, timeout_ms);
+}
+
+/* Without an owner: receives replies (each into the slot its number
+ * names) until slot's is there. */
+static int
+pipe_recv_until(zfloor_pipe *f, int slot)
+{
+    zside *s = &f->s;
+    while (!f->done[slot]) {
+        uint8_t rid[RID_CAP];
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_recv(s->r.sock, rid, sizeof rid, 0) < 0 ||
+            zmq_msg_recv(&m, s->r.sock, 0) < 0) {
+            int err = errno == EAGAIN ? ETIMEDOUT : errno;
+            zmq_msg_close(&m);
+            errno = err;
+            return -1;
+        }
+        if (zmq_msg_size(&m) < sizeof(uint32_t)) {
+            zmq_msg_close(&m);
+            errno = EBADMSG;
+            return -1;
+        }
+        int at = (int)(seq_of(zmq_msg_data(&m)) % (uint32_t)f->window);
+        zmq_msg_move(&f->reply[at], &m);
+        zmq_msg_close(&m);
+        f->done[at] = true;
+    }
+    return 0;
+}
+
 /* Waits (up to the timeout) for request seq's reply and checks it. */
 static int
 pipe_wait(zfloor_pipe *f, uint32_t seq, size_t len)
 {
     zside *s = &f->s;
     int slot = (int)(seq % (uint32_t)f->window), rc = 0, err = 0;
+    if (s->self_recv && pipe_recv_until(f, slot))
+        return -1;
     struct timespec until = side_deadline(s);
     pthread_mutex_lock(&s->mu);
     f->want = slot;

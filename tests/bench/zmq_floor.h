@@ -56,6 +56,11 @@ typedef struct zfloor_pipe zfloor_pipe;
 zfloor_pipe *zfloor_pipe_open(const char *self, int handoffs, int workers,
                               int window, int timeout_ms);
 
+/* As zfloor_pipe_open with handoffs 2, but no owner thread on this side:
+ * the caller receives the replies from the socket itself. */
+zfloor_pipe *zfloor_pipe_open_self_recv(const char *self, int workers,
+                                        int window, int timeout_ms);
+
 /* total requests of len bytes (4..256) of payload, at most the window in
  * flight, each reply checked (length, sequence number); the time taken is
  * added to *ns. Returns 0, or -1 with errno set (ETIMEDOUT, EBADMSG). */
