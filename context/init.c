@@ -21,6 +21,7 @@
 #include "process/procs.h"
 #include "process/stdio_relay.h"
 #include "process/zygote.h"
+#include "router/router.h"
 #include "router/zctx.h"
 
 /* The longest a stopping child that logged waits for libzmq to write its
@@ -229,17 +230,28 @@ kin_init(kin_node **out, const kin_node_opts *opts)
         !pthread_create(&watcher, NULL, watch_channel, NULL))
         pthread_detach(watcher);
 
+    /* Messages sent on this context's links from now on. */
+    kin_node_stats st;
+    kin_node_stats_get(n, &st);
+    uint64_t routed = st.routed;
+
     pthread_mutex_lock(&mu);
     while (stop_reason == SERVING)
         pthread_cond_wait(&cond, &mu);
     pthread_mutex_unlock(&mu);
+    kin_node_stats_get(n, &st);
+    bool sent = st.routed != routed;
     /* Stops this context's children (and supervisors) before it goes. */
     kin_node_destroy(&n);
     /* Its sockets are closed, but libzmq's I/O thread may not have written
-     * what the log socket took last: once a record went out, exit only
-     * when it has (the context ends when its lingering sockets are done),
-     * or END_WAIT_MS from now. A child that never logged does not wait. */
-    if (kin__logs_published())
+     * what they took last: a log record, or on the link a reply or a
+     * refused call that its caller then never sees (a provider that
+     * refused a call just before its stop request, as a drained one does,
+     * failed that call with KIN_EPEERGONE). Once a record or a message
+     * after the link's start went out, exit only when they are written
+     * (the context ends when its lingering sockets are done), or
+     * END_WAIT_MS from now. A child that did neither does not wait. */
+    if (sent || kin__logs_published())
         kin__zctx_end(END_WAIT_MS);
     pthread_mutex_lock(&mu);
     int reason = stop_reason; /* an emergency may have come meanwhile */

@@ -879,30 +879,24 @@ kin__svc_fast_send(kin_node *n, kin_msg *m, const kin__svc_call_head *hp)
     p->idempotent = idempotent(ss, h.fn, h.fn_len);
     enter(ss, p, v, now); /* its first attempt: p is fresh from the pool */
     s->resolved++;
-    uint64_t attempt = p->attempt;
-    uint32_t handle = m->reply_to, at = v->ctx;
-    run->dst = at;
-    /* Entered, then sent after rmu is let go: the broker, which takes rmu
-     * for each reply, never waits for this send, and the reply, which
-     * comes after the send, finds its call entered. Until the send the
-     * call is the resolver's like any in flight: a provider lost or a
-     * deadline swept meanwhile retries or fails it as one that may have
-     * run (this SVC_RUN then goes to a gone provider, or late). */
-    kin__svc_unlock(n);
-    /* Down only: a provider with no route here is going. */
-    if (kin__route_direct_down(n, run))
-        return true;
-    kin_msg_destroy(&run);
-    /* Not sent. Still this attempt (found by its handle, so never a
-     * freed entry): undone, and the call goes the broker's way, which
-     * tries another provider. Otherwise the resolver took it over (a
-     * retry, or the caller answered), with m. */
-    kin__svc_lock(n);
-    p = direct_get(ss, handle);
-    if (!p || p->attempt != attempt || p->provider != at) {
+    run->dst = v->ctx;
+    /* Sent before rmu is let go. A provider's SVC_DEL is taken under rmu,
+     * so a call entered before it is on the wire before it too, and
+     * before whatever follows it: the reply of the provider's drain, then
+     * the request that stops it. The provider reads the call first and
+     * answers it (run before it withdrew, or refused unrun), so a drained
+     * provider stops without failing a call. Sent after rmu, a caller
+     * held up between entry and send (5 ms will do) sent it after the
+     * stop request, the provider went with it unread, and a
+     * non-idempotent call failed with KIN_EPEERGONE though it never ran.
+     * Down only: a provider with no route here is going. */
+    if (kin__route_direct_down(n, run)) {
         kin__svc_unlock(n);
         return true;
     }
+    kin_msg_destroy(&run);
+    /* Not sent: undone (still ours, under rmu all along), and the call
+     * goes the broker's way, which tries another provider. */
     release(n, p);
     p->s->resolved--;
     p->req = NULL;
@@ -923,9 +917,9 @@ kin__svc_call_provider(kin_node *n, uint32_t handle)
         return KIN_NO_CTX;
     /* The monitor asks with a task's mu held, and the broker takes task
      * locks under rmu (a call to this context itself): rmu is only tried
-     * here. Its other holders, callers entering a call
-     * (kin__svc_fast_send), wait for no task lock and let it go before
-     * they send. */
+     * here. Its other holders, callers entering and sending a call
+     * (kin__svc_fast_send), wait for no task lock (their send waits for
+     * smu only). */
     while (pthread_mutex_trylock(&ss->rmu))
         sched_yield();
     pending *p = direct_get(ss, handle);
