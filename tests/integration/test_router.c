@@ -1482,6 +1482,65 @@ a_link_on_a_silent_connections_number_stays(void **state)
     assert_int_equal(answered, SILENT_ROUNDS);
 }
 
+/* Holds the broker thread it is deferred to, as hold_where_logged does. */
+static void
+hold_deferred(void *arg, void *data)
+{
+    (void)arg, (void)data;
+    hold_where_logged(KIN_LOG_DEBUG, NULL, 0, hold_on, NULL);
+}
+
+/* An operator detaches, and the next one's connection gets its descriptor
+ * number while the master's broker is held; released, the broker handles
+ * the first one's disconnect and, reading what that link sent last, finds
+ * the new one's HELLO there. Only the link that went goes: the new
+ * operator stays linked, and the master answers it. */
+#define TAKEN_ROUNDS 10
+static void
+a_link_that_takes_a_closing_links_number_stays(void **state)
+{
+    (void)state;
+    kin_node *m = NULL;
+    assert_int_equal(kin_node_new(&m, NULL), KIN_OK);
+    const char *ep = kin_node_endpoint(m);
+    snprintf(hold_on, sizeof hold_on, "held");
+    int answered = 0;
+    for (int round = 0; round < TAKEN_ROUNDS; round++) {
+        attach_job first = {
+            .ep = ep,
+            .id = kin_monitor_operator_id((int)getpid(), (unsigned)round)};
+        attach_thread(&first);
+        assert_int_equal(first.e, KIN_OK);
+        kin_node_destroy(&first.op);
+        atomic_store(&release_hold, 0);
+        assert_int_equal(
+            kin__broker_defer(kin__node_broker(m), hold_deferred, NULL, NULL),
+            KIN_OK);
+        double end = harness_now_ms() + 5000;
+        while (!atomic_load(&holding) && harness_now_ms() < end)
+            poll(NULL, 0, 1);
+        assert_int_equal(atomic_load(&holding), 1);
+        attach_job j = {.ep = ep,
+                        .id = kin_monitor_operator_id((int)getpid(),
+                                                      (unsigned)round + 100)};
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, attach_thread, &j), 0);
+        poll(NULL, 0, 100); /* connected, its HELLO sent */
+        atomic_store(&release_hold, 1);
+        pthread_join(t, NULL);
+        assert_int_equal(j.e, KIN_OK);
+        kin_ctx_info info;
+        kin_err e = kin_monitor_info(j.op, KIN_MASTER_ID, 3000, &info);
+        if (e)
+            print_error("round %d: the master does not answer: %s\n", round,
+                        kin_strerror(e));
+        answered += !e;
+        kin_node_destroy(&j.op);
+    }
+    kin_node_destroy(&m);
+    assert_int_equal(answered, TAKEN_ROUNDS);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1515,6 +1574,7 @@ main(int argc, char **argv)
             &plain),
         cmocka_unit_test(many_masters_get_distinct_sockets_and_remove_them),
         cmocka_unit_test(a_link_on_a_silent_connections_number_stays),
+        cmocka_unit_test(a_link_that_takes_a_closing_links_number_stays),
     };
     if (getenv("KIN_TEST_FILTER"))
         cmocka_set_test_filter(getenv("KIN_TEST_FILTER"));
