@@ -474,8 +474,8 @@ kin__cli_logs(int argc, char **argv)
     sigaction(SIGPIPE, &ign, &old_pipe);
 
     uint64_t end = now_ns() + (uint64_t)window * 1000000u;
-    bool history = true;
-    uint64_t drain_end = 0; /* the tree ended: drain until then */
+    bool hist_pending = true; /* the kept records are not all out yet */
+    uint64_t drain_end = 0;   /* the tree ended: drain until then */
     int rc = 0;
     while (!stop) {
         if (pidfd >= 0 && !drain_end) {
@@ -493,11 +493,11 @@ kin__cli_logs(int argc, char **argv)
             break;
         }
         uint64_t now = now_ns();
-        if (!follow && history) {
+        if (!follow && hist_pending) {
             /* The window starts once the kept records are out. */
             kin_logsub_stats hs;
             kin_logsub_stats_get(s, &hs);
-            history = hs.history_pending;
+            hist_pending = hs.history_pending;
             end = now + (uint64_t)window * 1000000u;
         }
         if (!follow && now >= end)

@@ -1201,9 +1201,9 @@ run_queued_deferred(void *arg, void *unused)
     run_queued(n);
 }
 
-/* Reads every event waiting on mon into the queue; false if one could not
- * be kept (no memory: the rest stay on the socket). */
-static bool
+/* Reads every event waiting on mon into the queue (short of memory, the
+ * rest stay on the socket, read in their turn). */
+static void
 read_ahead(kin_node *n, void *mon)
 {
     for (;;) {
@@ -1211,7 +1211,7 @@ read_ahead(kin_node *n, void *mon)
             size_t cap = n->evq_cap ? 2 * n->evq_cap : 16;
             struct kin__down_ev *q = realloc(n->evq, cap * sizeof *q);
             if (!q)
-                return false;
+                return;
             n->evq = q;
             n->evq_cap = cap;
         }
@@ -1219,7 +1219,7 @@ read_ahead(kin_node *n, void *mon)
         uint32_t fd;
         int got = read_event(mon, &ev, &fd);
         if (got == 0)
-            return true;
+            return;
         if (got > 0)
             n->evq[n->evq_len++] = (struct kin__down_ev){mon, fd, ev};
     }
