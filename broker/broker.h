@@ -61,6 +61,31 @@ bool kin__broker_stopping(const kin__broker *b);
 kin_err kin__broker_watch(kin__broker *b, void *sock, kin__readable_fn fn,
                           void *arg, kin__watch **out);
 
+/* Like kin__broker_watch, for a socket another thread may also read from,
+ * one at a time with the broker (under a lock of the owner's): such a
+ * thread can *borrow* the watch, so that the socket's input wakes it and
+ * not the broker (docs/design.md, "A caller that reads its own reply").
+ * The broker polls an epoll set holding the socket's ZMQ_FD. Errors:
+ * -errno. Broker thread only. */
+kin_err kin__broker_watch_lendable(kin__broker *b, void *sock,
+                                   kin__readable_fn fn, void *arg,
+                                   kin__watch **out);
+
+/* Lends w (made by kin__broker_watch_lendable): until kin__watch_return,
+ * input on its socket no longer wakes the broker, which still drains the
+ * socket when touched or deferred to. The borrower polls the socket's
+ * ZMQ_FD (kin__watch_fd) itself and must see that all input gets read: its
+ * own receives until EAGAIN, or a drain deferred to the broker. Errors:
+ * -EINVAL (not lendable), -errno. Any thread, under the owner's lock, and
+ * only while the broker runs (the watch goes with it). */
+kin_err kin__watch_lend(kin__watch *w);
+/* Gives a lent w back: input from now on wakes the broker again (a signal
+ * still pending on ZMQ_FD wakes it at once). The returner must then check
+ * ZMQ_EVENTS and defer a drain on POLLIN, as a direct sender does. */
+void kin__watch_return(kin__watch *w);
+/* w's socket's ZMQ_FD. Any thread. */
+int kin__watch_fd(const kin__watch *w);
+
 /* Marks w's socket as used (sent on): the broker re-checks its input
  * before the loop next blocks, since the send may have consumed the
  * ZMQ_FD edge. Broker thread only. */

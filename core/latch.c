@@ -8,10 +8,15 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "core/latch_lead.h"
 #include "core/task.h"
 
 #define RING_MIN 8     /* slots of a new latch: its `small` ring */
@@ -199,6 +204,8 @@ kin_latch_put(kin_latch *l, kin_msg **m)
     }
     if (l->sel)
         kin__select_notify(l->sel);
+    if (l->wake_fd1)
+        kin__fd_wake(l->wake_fd1 - 1);
     pthread_mutex_unlock(&l->mu);
     if (wake) {
         kin__futex_wake(&l->seq, 1);
@@ -230,6 +237,8 @@ take(kin_latch *l, kin_task *t, uint64_t deadline, kin_msg **out)
 static void
 wake_all(kin_latch *l)
 {
+    if (l->wake_fd1)
+        kin__fd_wake(l->wake_fd1 - 1);
     if (!l->waiters)
         return;
     l->wakes = l->waiters;
@@ -248,6 +257,32 @@ latch_wake(void *obj)
     pthread_mutex_unlock(&l->mu);
 }
 
+/* Sleeps on l until take() has a result (the slow half of get). Inlined,
+ * so that a stack shows the get that waits (kin where, kin stacktrace). */
+static inline __attribute__((always_inline)) kin_err
+wait_taken(kin_latch *l, kin_task *t, uint64_t deadline, kin_msg **out)
+{
+    /* Register before looking again: a cancel from now on either is seen by
+     * take() or wakes the wait below (kin__task_cancel sets the flag first
+     * and latch_wake takes mu, which the waiter holds until it sleeps). */
+    kin__task_wait_begin(t, latch_wake, l, "receiver");
+    pthread_mutex_lock(&l->mu);
+    int rc;
+    while ((rc = take(l, t, deadline, out)) == MUST_WAIT) {
+        l->waiters++;
+        uint32_t seen = atomic_load_explicit(&l->seq, memory_order_relaxed);
+        pthread_mutex_unlock(&l->mu);
+        kin__futex_wait_until(&l->seq, seen, deadline);
+        pthread_mutex_lock(&l->mu);
+        l->waiters--;
+        if (l->wakes)
+            l->wakes--; /* this one, or one still on its way: harmless */
+    }
+    pthread_mutex_unlock(&l->mu);
+    kin__task_wait_end(t);
+    return rc;
+}
+
 kin_err
 kin_latch_get(kin_latch *l, int timeout_ms, kin_msg **out)
 {
@@ -261,25 +296,115 @@ kin_latch_get(kin_latch *l, int timeout_ms, kin_msg **out)
     pthread_mutex_unlock(&l->mu);
     if (rc != KIN_ETIMEOUT || timeout_ms == 0)
         return rc;
+    return wait_taken(l, t, kin__deadline_ns(timeout_ms), out);
+}
 
-    /* Register before looking again: a cancel from now on either is seen by
-     * take() or wakes the wait below (kin__task_cancel sets the flag first
-     * and latch_wake takes mu, which the waiter holds until it sleeps). */
+/* --- gets led by their getter ------------------------------------------- */
+
+static __thread int thread_fd = -1;
+static pthread_key_t thread_fd_key;
+static pthread_once_t thread_fd_once = PTHREAD_ONCE_INIT;
+
+static void
+close_thread_fd(void *fd1)
+{
+    close((int)(intptr_t)fd1 - 1);
+}
+
+/* A forked child's thread is not the parent's: its eventfd is shared with
+ * the parent's, so it gets its own when it first needs one. */
+static void
+forget_thread_fd(void)
+{
+    if (thread_fd >= 0)
+        close(thread_fd);
+    thread_fd = -1;
+    pthread_setspecific(thread_fd_key, NULL);
+}
+
+static void
+make_thread_fd_key(void)
+{
+    pthread_key_create(&thread_fd_key, close_thread_fd);
+}
+
+int
+kin__thread_wake_fd(void)
+{
+    if (thread_fd >= 0)
+        return thread_fd;
+    pthread_once(&thread_fd_once, make_thread_fd_key);
+    kin__forget_in_child(forget_thread_fd);
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (pthread_setspecific(thread_fd_key, (void *)(intptr_t)(fd + 1))) {
+        close(fd);
+        return -ENOMEM;
+    }
+    return thread_fd = fd;
+}
+
+void
+kin__fd_wake(int fd)
+{
+    uint64_t one = 1;
+    while (write(fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
+int
+kin__fd_sleep(int fd, int other_fd, uint64_t deadline)
+{
+    int ms = -1;
+    if (deadline != UINT64_MAX) {
+        uint64_t now = kin__now_ns();
+        ms = deadline > now ? (int)((deadline - now + 999999u) / 1000000u) : 0;
+    }
+    struct pollfd p[2] = {{.fd = fd, .events = POLLIN},
+                          {.fd = other_fd, .events = POLLIN}};
+    int rc = poll(p, other_fd >= 0 ? 2 : 1, ms);
+    if (rc > 0 && p[0].revents) {
+        uint64_t v;
+        if (read(fd, &v, sizeof v) < 0 && errno != EAGAIN)
+            return -errno;
+    }
+    return rc < 0 && errno != EINTR ? -errno : 0;
+}
+
+kin_err
+kin__latch_get_led(kin_latch *l, int timeout_ms, kin_msg **out,
+                   kin__lead_fn lead, void *arg)
+{
+    kin_task *t = kin_task_self();
+    pthread_mutex_lock(&l->mu);
+    int rc = take(l, t, 0, out);
+    pthread_mutex_unlock(&l->mu);
+    if (rc != KIN_ETIMEOUT || timeout_ms == 0)
+        return rc;
     uint64_t deadline = kin__deadline_ns(timeout_ms);
+    int fd = kin__thread_wake_fd();
+    if (fd < 0)
+        return wait_taken(l, t, deadline, out);
+
     kin__task_wait_begin(t, latch_wake, l, "receiver");
     pthread_mutex_lock(&l->mu);
+    l->wake_fd1 = fd + 1;
+    int led = 0;
     while ((rc = take(l, t, deadline, out)) == MUST_WAIT) {
-        l->waiters++;
-        uint32_t seen = atomic_load_explicit(&l->seq, memory_order_relaxed);
         pthread_mutex_unlock(&l->mu);
-        kin__futex_wait_until(&l->seq, seen, deadline);
+        led = lead(arg, fd, deadline, out);
         pthread_mutex_lock(&l->mu);
-        l->waiters--;
-        if (l->wakes)
-            l->wakes--; /* this one, or one still on its way: harmless */
+        if (led)
+            break;
     }
+    l->wake_fd1 = 0;
     pthread_mutex_unlock(&l->mu);
     kin__task_wait_end(t);
+    if (led > 0)
+        return KIN_OK;
+    if (led < 0)
+        return wait_taken(l, t, deadline, out);
     return rc;
 }
 

@@ -44,6 +44,10 @@ struct kin_latch {
     unsigned wakes;       /* of them, woken and not yet back: put wakes one more
                              only while waiters > wakes */
     bool closed;          /* also set by kin_latch_destroy */
+    /* A getter that reads its reply itself (kin__latch_get_led) sleeps in
+     * poll on this eventfd, + 1 (0: none), instead of on seq: put, close
+     * and a cancel write it, under mu. */
+    int wake_fd1;
 
     /* 1 for the owner until kin_latch_destroy, +1 for each holder that must
      * outlive it: a put waking a waiter after unlocking mu, a delivery

@@ -11,6 +11,7 @@
 #include "core/pack_internal.h"
 #include "core/task.h"
 #include "router/call_impl.h"
+#include "router/lead.h"
 #include "router/node_impl.h"
 #include "router/service.h"
 
@@ -136,7 +137,8 @@ wait_reply(kin_receiver *r, int timeout_ms, kin_msg **reply, const char *fn)
     else
         kin__task_await_call(t, ctx, kin_receiver_handle(r), fn);
     kin_msg *m;
-    kin_err e = kin_latch_get(kin_receiver_latch(r), timeout_ms, &m);
+    kin_err e = kin__lead_get(n, ctx, kin_receiver_handle(r),
+                              kin_receiver_latch(r), timeout_ms, &m);
     kin__task_await_call(t, KIN_NO_CTX, 0, NULL);
     kin__adopt_end(t);
     if (e)

@@ -26,6 +26,7 @@
 #include "router/join.h"
 #include "router/metrics.h"
 #include "router/names.h"
+#include "router/lead.h"
 #include "router/node_impl.h"
 #include "router/service.h"
 
@@ -487,12 +488,14 @@ kin__router_new(kin_node **out, const kin_node_opts *opts,
     pthread_cond_init(&n->cond, NULL);
     kin__mutex_init_fast(&n->hmu);
     kin__mutex_init_fast(&n->smu);
+    pthread_cond_init(&n->lead_cv, NULL);
     n->started_ns = kin__now_ns();
     if (kin__tasktab_init(&n->tasks, n->id, opts->task_history)) {
         pthread_mutex_destroy(&n->mu);
         pthread_cond_destroy(&n->cond);
         pthread_mutex_destroy(&n->hmu);
         pthread_mutex_destroy(&n->smu);
+        pthread_cond_destroy(&n->lead_cv);
         free(n);
         return -ENOMEM;
     }
@@ -608,6 +611,7 @@ kin__router_stop_calls(kin_node *n)
 void
 kin__router_stop(kin_node *n)
 {
+    kin__lead_stop(n);
     kin__join_say_leave(n);
     kin__broker_destroy(&n->broker, 1000);
     kin__router_close(n);
@@ -651,6 +655,7 @@ kin__router_free(kin_node *n)
     pthread_cond_destroy(&n->cond);
     pthread_mutex_destroy(&n->hmu);
     pthread_mutex_destroy(&n->smu);
+    pthread_cond_destroy(&n->lead_cv);
     free(n);
 }
 

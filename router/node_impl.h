@@ -112,6 +112,20 @@ struct kin_node {
      * started: a direct send that leaves input unread need not queue
      * another (route_direct). */
     atomic_bool drain_due[2];
+    /* Callers that read their own reply (lead.c), under smu: whether down
+     * [0] or up [1] is lent to one, that thread's wake eventfd, and the
+     * messages it read that were not its reply, oldest first, which the
+     * broker takes before the socket's (on_down, on_up). lead_cv: a
+     * socket given back (kin__lead_stop waits for that). */
+    bool leading[2];
+    bool lead_off; /* no more: the node is being destroyed */
+    /* The broker took a message from down [0] / up [1] and has not
+     * finished handling it (set under smu, cleared after): a reader keeps
+     * its reply behind it. */
+    atomic_bool handling[2];
+    int lead_fd[2];
+    struct kin__held *held[2], *held_tail[2];
+    pthread_cond_t lead_cv;
 
     /* Set once the parent's HELLO answer arrived (under mu). */
     uint32_t ancestors[KIN_MAX_DEPTH];

@@ -19,6 +19,7 @@
 #include "router/certs.h"
 #include "router/child_certs.h"
 #include "router/join.h"
+#include "router/lead.h"
 #include "router/names.h"
 #include "router/node_impl.h"
 #include "router/service.h"
@@ -171,6 +172,20 @@ drain_down_job(void *node, void *unused)
     kin__broker_touch(n->w_down);
 }
 
+void
+kin__drain_later(kin_node *n, bool up)
+{
+    /* One drain queued at a time: under load most sends find one due
+     * (a job, its allocation and the broker's wake saved). A drain whose
+     * job could not be queued is not due: shutting down, or out of memory,
+     * when a send that found the flag set in the meantime loses its drain
+     * with this one (as a failed job always lost its own). */
+    if (!atomic_exchange(&n->drain_due[up], true) &&
+        kin__broker_defer(n->broker, up ? drain_up_job : drain_down_job, n,
+                          NULL))
+        atomic_store(&n->drain_due[up], false);
+}
+
 static bool route_direct(kin_node *n, kin_msg *m, bool up_too);
 
 bool
@@ -219,15 +234,8 @@ route_direct(kin_node *n, kin_msg *m, bool up_too)
             events = ZMQ_POLLIN; /* cannot tell: let the broker look */
     }
     pthread_mutex_unlock(&n->smu);
-    /* One drain queued at a time: under load most sends find one due
-     * (a job, its allocation and the broker's wake saved). A drain whose
-     * job could not be queued is not due: shutting down, or out of memory,
-     * when a send that found the flag set in the meantime loses its drain
-     * with this one (as a failed job always lost its own). */
-    if ((events & ZMQ_POLLIN) && !atomic_exchange(&n->drain_due[up], true) &&
-        kin__broker_defer(n->broker, up ? drain_up_job : drain_down_job, n,
-                          NULL))
-        atomic_store(&n->drain_due[up], false);
+    if (events & ZMQ_POLLIN)
+        kin__drain_later(n, up);
     if (rc)
         return false;
     atomic_fetch_add(&n->stats.routed, 1);
@@ -691,8 +699,8 @@ del_route(kin_node *n, uint32_t link, bool from_parent, kin_msg *m)
 
 /* Reads one multipart message of up to `want` frames. Returns the frame
  * count, or -1 when it had a different count (the rest is drained). */
-static int
-recv_frames(void *sock, zmq_msg_t *f, int want)
+int
+kin__recv_frames(void *sock, zmq_msg_t *f, int want)
 {
     int got = 0;
     int more = 1;
@@ -741,8 +749,8 @@ free_frame(void *frame)
     free(frame);
 }
 
-static kin_msg *
-decode(kin_node *n, zmq_msg_t *hdr, zmq_msg_t *body, size_t *big)
+kin_msg *
+kin__decode(kin_node *n, zmq_msg_t *hdr, zmq_msg_t *body, size_t *big)
 {
     *big = 0;
     kin_msg *m = NULL;
@@ -787,8 +795,8 @@ reply_too_big(kin_node *n, kin_msg *m, size_t size)
 }
 
 /* Whether id lives in the subtree behind child link `link`. */
-static bool
-behind(kin_node *n, uint32_t id, uint32_t link)
+bool
+kin__behind(kin_node *n, uint32_t id, uint32_t link)
 {
     void *via = kin__u32map_get(&n->routes, id);
     return via && UNLINK(via) == link;
@@ -825,7 +833,8 @@ on_join_request(kin_node *n, void *sock, zmq_msg_t *f)
         return;
     }
     size_t big;
-    kin_msg *m = rid_len <= sizeof rid ? decode(n, &f[1], &f[2], &big) : NULL;
+    kin_msg *m =
+        rid_len <= sizeof rid ? kin__decode(n, &f[1], &f[2], &big) : NULL;
     if (m)
         memcpy(rid, zmq_msg_data(&f[0]), rid_len);
     close_frames(f, 3);
@@ -939,26 +948,37 @@ other_version(zmq_msg_t *hdr)
            h[2] != kin__proto_version();
 }
 
+static void down_frames(kin_node *n, void *sock, zmq_msg_t *f, int got);
+
 static bool
 on_down(void *sock, void *arg)
 {
     kin_node *n = arg;
     zmq_msg_t f[3];
     pthread_mutex_lock(&n->smu);
-    int got = recv_frames(sock, f, 3);
+    int got = kin__lead_take(n, sock, f, 3);
     pthread_mutex_unlock(&n->smu);
     if (got == 0)
         return false; /* nothing there */
+    down_frames(n, sock, f, got);
+    kin__lead_handled(n, sock);
+    return true;
+}
+
+/* One message from a ROUTER (a child's, an operator's or a joiner's). */
+static void
+down_frames(kin_node *n, void *sock, zmq_msg_t *f, int got)
+{
     if (got == 3 && sock == n->down_join && zmq_msg_size(&f[0]) != 4) {
         /* A joiner without an id yet: its JOIN request. */
         on_join_request(n, sock, f);
-        return true;
+        return;
     }
     if (got < 0 || zmq_msg_size(&f[0]) != 4) {
         if (got > 0)
             close_frames(f, got);
         atomic_fetch_add(&n->stats.malformed, 1);
-        return true;
+        return;
     }
     const uint8_t *r = zmq_msg_data(&f[0]);
     uint32_t link = (uint32_t)r[0] | (uint32_t)r[1] << 8 |
@@ -970,7 +990,7 @@ on_down(void *sock, void *arg)
         unsigned theirs = ((const uint8_t *)zmq_msg_data(&f[1]))[2];
         close_frames(f, 3);
         refuse_child_version(n, sock, link, theirs);
-        return true;
+        return;
     }
     int fd = zmq_msg_get(&f[1], ZMQ_SRCFD);
     /* A joiner's certificate key, or a child's on a tcp ROUTER, as the
@@ -984,10 +1004,10 @@ on_down(void *sock, void *arg)
     if (uid && strlen(uid) == KIN__KEY_LEN - 1)
         memcpy(key, uid, KIN__KEY_LEN);
     size_t big;
-    kin_msg *m = decode(n, &f[1], &f[2], &big);
+    kin_msg *m = kin__decode(n, &f[1], &f[2], &big);
     close_frames(f, 3);
     if (!m)
-        return true;
+        return;
 
     if (m->handle == KIN_HANDLE_HELLO && m->dst == n->id && !big) {
         /* A link is named after the id it claims; this context's own id
@@ -996,7 +1016,7 @@ on_down(void *sock, void *arg)
             kin__is_ancestor_or_self(n, link)) {
             atomic_fetch_add(&n->stats.forged, 1);
             kin_msg_destroy(&m);
-            return true;
+            return;
         }
         uint32_t owner;
         if (sock == n->down && key[0] &&
@@ -1007,11 +1027,11 @@ on_down(void *sock, void *arg)
                      "was issued to another context",
                      n->id, link, key);
             kin_msg_destroy(&m);
-            return true;
+            return;
         }
         hello_from_child(n, link, fd, sock == n->down_far, sock == n->down_join,
                          key, m);
-        return true;
+        return;
     }
     /* Reverse-path check: a link speaks only for its own subtree (an
      * operator may also carry this context's authority). */
@@ -1021,20 +1041,21 @@ on_down(void *sock, void *arg)
          * that took its id over without saying HELLO. */
         atomic_fetch_add(&n->stats.forged, 1);
         kin_msg_destroy(&m);
-        return true;
+        return;
     }
     if (!c || (sock == n->down && strcmp(c->key, key)) ||
-        !behind(n, m->src, link) ||
-        !(behind(n, m->auth, link) || (c->is_operator && m->auth == n->id))) {
+        !kin__behind(n, m->src, link) ||
+        !(kin__behind(n, m->auth, link) ||
+          (c->is_operator && m->auth == n->id))) {
         atomic_fetch_add(&n->stats.forged, 1);
         KIN_DEBUG("context %u: dropped message claiming %u/%u from link %u",
                   n->id, m->src, m->auth, link);
         kin_msg_destroy(&m);
-        return true;
+        return;
     }
     if (big) {
         reply_too_big(n, m, big);
-        return true;
+        return;
     }
     if (c->is_operator && kin__is_service_handle(m->handle)) {
         /* Services admit the contexts of the tree, which an operator
@@ -1042,7 +1063,7 @@ on_down(void *sock, void *arg)
         kin__reply_dead(n, m, KIN_EREFUSED,
                         "services do not admit operators (not a context of "
                         "the tree)");
-        return true;
+        return;
     }
     if (m->dst == n->id && m->src == link) {
         if (m->handle == KIN_HANDLE_JOIN && c->joined) {
@@ -1052,22 +1073,24 @@ on_down(void *sock, void *arg)
             m->dst = link;
             m->src = m->auth = n->id;
             send_down(n, link, m);
-            return true;
+            return;
         }
         if (m->handle == KIN_HANDLE_ADD_ROUTE) {
             add_route(n, link, m);
-            return true;
+            return;
         }
         if (m->handle == KIN_HANDLE_DEL_ROUTE) {
             del_route(n, link, false, m);
-            return true;
+            return;
         }
     }
     if (n->joined && m->handle == KIN_HANDLE_NAME)
         kin__names_passing(n, m); /* kept for a restarted master */
     kin__route(n, m);
-    return true;
+    return;
 }
+
+static void up_frames(kin_node *n, zmq_msg_t *f, int got);
 
 static bool
 on_up(void *sock, void *arg)
@@ -1075,51 +1098,59 @@ on_up(void *sock, void *arg)
     kin_node *n = arg;
     zmq_msg_t f[2];
     pthread_mutex_lock(&n->smu);
-    int got = recv_frames(sock, f, 2);
+    int got = kin__lead_take(n, sock, f, 2);
     pthread_mutex_unlock(&n->smu);
     if (got == 0)
         return false; /* nothing there */
+    up_frames(n, f, got);
+    kin__lead_handled(n, sock);
+    return true;
+}
+
+/* One message from the parent. */
+static void
+up_frames(kin_node *n, zmq_msg_t *f, int got)
+{
     if (got < 0) {
         atomic_fetch_add(&n->stats.malformed, 1);
-        return true;
+        return;
     }
     if (!n->up_ready && other_version(&f[0])) {
         parent_refused_version(n, &f[0], &f[1]);
         close_frames(f, 2);
-        return true;
+        return;
     }
     size_t big;
-    kin_msg *m = decode(n, &f[0], &f[1], &big);
+    kin_msg *m = kin__decode(n, &f[0], &f[1], &big);
     close_frames(f, 2);
     if (!m)
-        return true;
+        return;
     /* From above, nobody may speak for us or our subtree. */
     if (m->src == n->id || kin__u32map_has(&n->routes, m->src)) {
         atomic_fetch_add(&n->stats.forged, 1);
         kin_msg_destroy(&m);
-        return true;
+        return;
     }
     if (big) {
         reply_too_big(n, m, big);
-        return true;
+        return;
     }
     if (m->dst == n->id && m->src == n->parent_id) {
         if (m->handle == KIN_HANDLE_HELLO) {
             hello_from_parent(n, m);
-            return true;
+            return;
         }
         if (m->handle == KIN_HANDLE_JOIN && n->joined) {
             kin_msg_destroy(&m); /* its leave notice was heard */
             kin__join_leave_acked(n);
-            return true;
+            return;
         }
         if (m->handle == KIN_HANDLE_DEL_ROUTE) {
             del_route(n, n->parent_id, true, m);
-            return true;
+            return;
         }
     }
     kin__route(n, m);
-    return true;
 }
 
 /* Socket monitor events: 2 frames, the first u16 event + u32 value.
@@ -1128,7 +1159,7 @@ static int
 read_event(void *sock, uint16_t *event, uint32_t *value)
 {
     zmq_msg_t f[2];
-    int got = recv_frames(sock, f, 2);
+    int got = kin__recv_frames(sock, f, 2);
     if (got != 2)
         return got == 0 ? 0 : -1;
     bool ok = zmq_msg_size(&f[0]) >= 6;
@@ -1462,7 +1493,9 @@ open_router(kin_node *n, char *endpoint, size_t size, bool heartbeat,
     if (!(*mon = monitor_pair(n, *sock, "down",
                               ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED)))
         return -errno;
-    if ((e = kin__broker_watch(n->broker, *sock, on_down, n, w)) ||
+    /* The node's own ROUTER may be lent to a caller reading its reply. */
+    if ((e = (w == &n->w_down ? kin__broker_watch_lendable : kin__broker_watch)(
+             n->broker, *sock, on_down, n, w)) ||
         (e = kin__broker_watch(n->broker, *mon, on_down_event, n, wmon)))
         return e;
     return KIN_OK;
@@ -1623,7 +1656,8 @@ up:
                             : 0);
     if (!(n->up_mon = monitor_pair(n, n->up, "up", events)))
         return -errno;
-    if ((e = kin__broker_watch(n->broker, n->up, on_up, n, &n->w_up)) ||
+    if ((e = kin__broker_watch_lendable(n->broker, n->up, on_up, n,
+                                        &n->w_up)) ||
         (e = kin__broker_watch(n->broker, n->up_mon, on_up_event, n,
                                &n->w_up_mon)))
         return e;
@@ -1675,4 +1709,5 @@ kin__router_close(kin_node *n)
     if (n->down_mon)
         zmq_close(n->down_mon);
     n->up = n->down = n->up_mon = n->down_mon = NULL;
+    kin__lead_free(n);
 }

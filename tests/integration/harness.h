@@ -61,9 +61,13 @@ void harness_note_skip(const char *fmt, ...)
 
 /* Runs a cmocka group and returns the exit status for main: the number of
  * failed tests, or 77 (CTest's SKIP_RETURN_CODE) when none failed but one
- * was skipped with harness_skip. */
+ * was skipped with harness_skip. Runs only the cases KIN_TEST_FILTER
+ * matches (a cmocka pattern such as 'grandchild*') when it is set. */
 #define harness_run_group(tests)                                               \
-    harness_group_status(cmocka_run_group_tests(tests, NULL, NULL))
+    (getenv("KIN_TEST_FILTER")                                                 \
+         ? cmocka_set_test_filter(getenv("KIN_TEST_FILTER"))                   \
+         : (void)0,                                                            \
+     harness_group_status(cmocka_run_group_tests(tests, NULL, NULL)))
 int harness_group_status(int failed);
 
 /* From now on, an abort (SIGABRT: a libzmq or libuv assertion, glibc's

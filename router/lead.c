@@ -1,0 +1,286 @@
+/* A caller that reads its own reply. While a thread waits for the reply of
+ * a call it sent on the up or down socket, it borrows that socket's watch
+ * from the broker (kin__watch_lend: its input stops waking the broker) and
+ * receives from the socket itself under smu, as the broker would: its own
+ * reply it takes at once; anything else it holds, in order, for the broker,
+ * which takes held messages before the socket's. A put into its latch (a
+ * reply the broker read after all, a dead message), a cancel and
+ * kin__lead_stop wake it through its thread's eventfd. One reader per
+ * socket at a time; other callers wait on their latches as before. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "core/latch_lead.h"
+#include "core/log_internal.h"
+#include "core/msg_internal.h"
+#include "router/lead.h"
+#include "router/node_impl.h"
+
+/* Messages one round reads before it looks at its latch again. */
+#define LEAD_BUDGET 64
+
+typedef struct kin__held {
+    struct kin__held *next;
+    int got;
+    zmq_msg_t f[3];
+} kin__held;
+
+typedef struct lead {
+    kin_node *n;
+    uint32_t ctx, handle;
+    bool claimed;
+    bool clean; /* its last receive found nothing (and processed commands) */
+    int k;      /* 0: down, 1: up */
+    void *sock;
+    kin__watch *w;
+    int zfd;
+} lead;
+
+/* Which socket the reply from ctx comes on, and borrows it. smu held. */
+static bool
+claim(lead *L, int wake_fd)
+{
+    kin_node *n = L->n;
+    if (!n->direct || n->lead_off || kin__broker_stopping(n->broker))
+        return false;
+    void *via = kin__u32map_get(&n->routes, L->ctx);
+    /* As route_direct sends: every child on down, or else up. A tcp
+     * ROUTER's links are checked by certificate key, which only the
+     * broker knows. */
+    if (via && n->down && !n->down_far && !n->down_join &&
+        !kin__endpoint_is_tcp(n->endpoint)) {
+        L->k = 0;
+        L->sock = n->down;
+        L->w = n->w_down;
+    } else if (!via && n->up && !n->parent_lost) {
+        L->k = 1;
+        L->sock = n->up;
+        L->w = n->w_up;
+    } else {
+        return false;
+    }
+    if (n->leading[L->k] || kin__watch_lend(L->w))
+        return false;
+    n->leading[L->k] = true;
+    n->lead_fd[L->k] = wake_fd;
+    L->zfd = kin__watch_fd(L->w);
+    L->claimed = true;
+    return true;
+}
+
+/* Gives the socket back. smu held; returns whether the broker must drain
+ * it (input the reader left). */
+static bool
+give_back(lead *L)
+{
+    kin_node *n = L->n;
+    kin__watch_return(L->w);
+    int events = 0;
+    size_t size = sizeof events;
+    /* A last receive that found nothing processed the socket's commands:
+     * whatever came since signalled ZMQ_FD, which now wakes the broker.
+     * Otherwise ZMQ_EVENTS tells (as after a direct send). */
+    if (!L->clean && zmq_getsockopt(L->sock, ZMQ_EVENTS, &events, &size))
+        events = ZMQ_POLLIN;
+    n->leading[L->k] = false;
+    L->claimed = false;
+    pthread_cond_broadcast(&n->lead_cv);
+    return (events & ZMQ_POLLIN) != 0;
+}
+
+/* Whether frames f (want of them, received on L's socket) are L's reply
+ * and pass the checks the broker's receive makes. smu held (routes). */
+static bool
+is_reply(lead *L, zmq_msg_t *f, int want)
+{
+    kin_node *n = L->n;
+    zmq_msg_t *hdr = &f[want - 2], *body = &f[want - 1];
+    kin_msg h;
+    if (kin__msg_header_decode(&h, zmq_msg_data(hdr), zmq_msg_size(hdr)) ||
+        h.dst != n->id || h.handle != L->handle ||
+        kin__msg_check_size(h.handle, h.flags, zmq_msg_data(body),
+                            zmq_msg_size(body), n->max_msg))
+        return false;
+    if (L->k == 1) /* from above, nobody may speak for us or our subtree */
+        return h.src != n->id && !kin__u32map_has(&n->routes, h.src);
+    if (zmq_msg_size(&f[0]) != 4)
+        return false;
+    const uint8_t *r = zmq_msg_data(&f[0]);
+    uint32_t link = (uint32_t)r[0] | (uint32_t)r[1] << 8 |
+                    (uint32_t)r[2] << 16 | (uint32_t)r[3] << 24;
+    /* The reverse-path check: a link speaks for its own subtree only. */
+    return kin__behind(n, h.src, link) && kin__behind(n, h.auth, link);
+}
+
+/* Queues frames f for the broker. smu held. */
+static void
+hold(kin_node *n, int k, zmq_msg_t *f, int got)
+{
+    kin__held *h = malloc(sizeof *h);
+    if (!h) {
+        for (int i = 0; i < got; i++)
+            zmq_msg_close(&f[i]);
+        atomic_fetch_add(&n->stats.dropped, 1);
+        KIN_WARN("context %u: out of memory: a message was lost", n->id);
+        return;
+    }
+    h->next = NULL;
+    h->got = got;
+    for (int i = 0; i < got; i++) {
+        zmq_msg_init(&h->f[i]);
+        zmq_msg_move(&h->f[i], &f[i]);
+    }
+    if (n->held_tail[k])
+        n->held_tail[k]->next = h;
+    else
+        n->held[k] = h;
+    n->held_tail[k] = h;
+}
+
+int
+kin__lead_take(kin_node *n, void *sock, zmq_msg_t *f, int want)
+{
+    int k = sock == n->down ? 0 : sock == n->up ? 1 : -1;
+    kin__held *h = k >= 0 ? n->held[k] : NULL;
+    if (!h) {
+        int got = kin__recv_frames(sock, f, want);
+        if (got && k >= 0)
+            atomic_store_explicit(&n->handling[k], true, memory_order_relaxed);
+        return got;
+    }
+    atomic_store_explicit(&n->handling[k], true, memory_order_relaxed);
+    if (!(n->held[k] = h->next))
+        n->held_tail[k] = NULL;
+    int got = h->got;
+    for (int i = 0; i < got; i++) {
+        zmq_msg_init(&f[i]);
+        zmq_msg_move(&f[i], &h->f[i]);
+    }
+    free(h);
+    return got;
+}
+
+void
+kin__lead_handled(kin_node *n, void *sock)
+{
+    int k = sock == n->down ? 0 : sock == n->up ? 1 : -1;
+    if (k >= 0)
+        atomic_store_explicit(&n->handling[k], false, memory_order_release);
+}
+
+/* One round (kin__lead_fn): read what L's socket has, then sleep on it and
+ * the thread's eventfd. */
+static int
+lead_round(void *arg, int wake_fd, uint64_t deadline, kin_msg **out)
+{
+    lead *L = arg;
+    kin_node *n = L->n;
+    int want = 0;
+    zmq_msg_t mine[3];
+    bool held = false, drain = false;
+    pthread_mutex_lock(&n->smu);
+    if (!L->claimed && !claim(L, wake_fd)) {
+        pthread_mutex_unlock(&n->smu);
+        return -1;
+    }
+    if (n->lead_off) {
+        drain = give_back(L);
+        pthread_mutex_unlock(&n->smu);
+        if (drain)
+            kin__drain_later(n, L->k);
+        return -1;
+    }
+    L->clean = false;
+    for (int i = 0; i < LEAD_BUDGET; i++) {
+        zmq_msg_t f[3];
+        int nf = L->k ? 2 : 3;
+        int got = kin__recv_frames(L->sock, f, nf);
+        if (got == 0) {
+            L->clean = true;
+            break;
+        }
+        /* The reply goes past the broker only when the broker has handled
+         * everything that came before it on the socket (a route it
+         * announces, say): otherwise it queues behind those, and the
+         * broker puts it into the latch. */
+        if (got == nf && !n->held[L->k] &&
+            !atomic_load_explicit(&n->handling[L->k], memory_order_acquire) &&
+            is_reply(L, f, nf)) {
+            for (int j = 0; j < nf; j++) {
+                zmq_msg_init(&mine[j]);
+                zmq_msg_move(&mine[j], &f[j]);
+            }
+            want = nf;
+            break;
+        }
+        if (got < 0) { /* the wrong frame count: the broker's count */
+            atomic_fetch_add(&n->stats.malformed, 1);
+            continue;
+        }
+        hold(n, L->k, f, got);
+        held = true;
+    }
+    pthread_mutex_unlock(&n->smu);
+    if (held)
+        kin__drain_later(n, L->k);
+    if (want) {
+        size_t big;
+        kin_msg *m = kin__decode(n, &mine[want - 2], &mine[want - 1], &big);
+        for (int j = 0; j < want; j++)
+            zmq_msg_close(&mine[j]);
+        if (!m)
+            return 0; /* counted malformed (or out of memory) */
+        atomic_fetch_add(&n->stats.delivered, 1);
+        *out = m;
+        return 1;
+    }
+    if (L->clean)
+        kin__fd_sleep(wake_fd, L->zfd, deadline);
+    return 0;
+}
+
+kin_err
+kin__lead_get(kin_node *n, uint32_t ctx, uint32_t handle, kin_latch *l,
+              int timeout_ms, kin_msg **out)
+{
+    if (ctx == KIN_NO_CTX || ctx == n->id || kin__broker_on_thread(n->broker))
+        return kin_latch_get(l, timeout_ms, out);
+    lead L = {.n = n, .ctx = ctx, .handle = handle};
+    kin_err e = kin__latch_get_led(l, timeout_ms, out, lead_round, &L);
+    if (L.claimed) {
+        pthread_mutex_lock(&n->smu);
+        bool drain = give_back(&L);
+        pthread_mutex_unlock(&n->smu);
+        if (drain)
+            kin__drain_later(n, L.k);
+    }
+    return e;
+}
+
+void
+kin__lead_stop(kin_node *n)
+{
+    pthread_mutex_lock(&n->smu);
+    n->lead_off = true;
+    for (int k = 0; k < 2; k++)
+        if (n->leading[k])
+            kin__fd_wake(n->lead_fd[k]);
+    while (n->leading[0] || n->leading[1])
+        pthread_cond_wait(&n->lead_cv, &n->smu);
+    pthread_mutex_unlock(&n->smu);
+}
+
+void
+kin__lead_free(kin_node *n)
+{
+    for (int k = 0; k < 2; k++) {
+        while (n->held[k]) {
+            kin__held *h = n->held[k];
+            n->held[k] = h->next;
+            for (int i = 0; i < h->got; i++)
+                zmq_msg_close(&h->f[i]);
+            free(h);
+        }
+        n->held_tail[k] = NULL;
+    }
+}

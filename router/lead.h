@@ -1,0 +1,53 @@
+/* A caller that reads its own reply (docs/design.md): while a thread waits
+ * for the reply of a call it sent itself, it borrows the watch of the
+ * socket the reply comes on and receives from it, so that neither the
+ * broker nor a latch hand-off stands between the reply and the caller.
+ * Internal to the router. */
+#ifndef KIN_ROUTER_LEAD_H
+#define KIN_ROUTER_LEAD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <zmq.h>
+
+#include <kin/latch.h>
+#include <kin/node.h>
+
+/* Waits up to timeout_ms for a message on l, the latch of the receiver
+ * with handle `handle` whose reply comes from context ctx, as
+ * kin_latch_get does; when the reply would come on the up or down socket
+ * and no other thread reads that one, the calling thread reads it itself
+ * meanwhile. Any thread but the broker's (which gets as kin_latch_get). */
+kin_err kin__lead_get(kin_node *n, uint32_t ctx, uint32_t handle, kin_latch *l,
+                      int timeout_ms, kin_msg **out);
+
+/* Receives one message of up to `want` frames from sock for the broker:
+ * first what a reading caller held for it (down and up only), then the
+ * socket's. As recv_frames: the frame count, 0 for none, -1 for a message
+ * of another count. smu held. */
+int kin__lead_take(kin_node *n, void *sock, zmq_msg_t *f, int want);
+
+/* The broker has handled the message kin__lead_take gave it from sock:
+ * a caller may take its reply past the broker again. */
+void kin__lead_handled(kin_node *n, void *sock);
+
+/* Ends reading callers for good (they go back to their latches) and waits
+ * until none reads; frees nothing. Before the broker stops. */
+void kin__lead_stop(kin_node *n);
+
+/* Frees messages held for the broker that it never took. After the broker
+ * has stopped. */
+void kin__lead_free(kin_node *n);
+
+/* From router.c, shared with lead.c. */
+int kin__recv_frames(void *sock, zmq_msg_t *f, int want);
+kin_msg *kin__decode(kin_node *n, zmq_msg_t *hdr, zmq_msg_t *body, size_t *big);
+/* Has the broker drain up (or down) before it next blocks, unless such a
+ * drain is already due. Any thread. */
+void kin__drain_later(kin_node *n, bool up);
+/* Whether id lives in the subtree behind child link `link` (routes: the
+ * broker, or smu held). */
+bool kin__behind(kin_node *n, uint32_t id, uint32_t link);
+
+#endif
