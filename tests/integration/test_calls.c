@@ -877,6 +877,97 @@ child_streams_results_back(void **state)
     kin_receiver_destroy(&stream_to);
 }
 
+/* A caller waiting for its reply reads the socket itself (docs/design.md,
+ * "A caller that reads its own reply"): what it reads for others goes to
+ * the broker, which must deliver it in the order it came, none lost, while
+ * the callers' replies pass it. One thread takes 5 streams of 20,000 items
+ * from the child while four others make calls on the same link. */
+enum { PASS_CALLERS = 4, PASS_ITEMS = 20000, PASS_ROUNDS = 5 };
+
+typedef struct passer {
+    kin_child *c;
+    atomic_bool *done;
+    long calls;
+    kin_err first_error;
+} passer;
+
+static void *
+passing_caller(void *arg)
+{
+    passer *p = arg;
+    for (int64_t i = 0; !atomic_load(p->done); i++) {
+        kin_msg *r = NULL;
+        kin_err e = kin_call_sync(master, kin_child_id(p->c), "t.add", 10000,
+                                  &r, "II", i, (int64_t)1);
+        int64_t v = -1;
+        if (!e)
+            e = kin_msg_unpack(r, "I", &v);
+        kin_msg_destroy(&r);
+        if (!e && v != i + 1)
+            e = KIN_EBADMSG;
+        if (e) {
+            p->first_error = e;
+            break;
+        }
+        p->calls++;
+    }
+    return NULL;
+}
+
+static void
+replies_read_by_their_callers_keep_the_order_of_others(void **state)
+{
+    kin_child *c = *state;
+    kin_receiver *items, *call = NULL;
+    assert_int_equal(
+        kin_receiver_new(&items, master, 0, KIN_POLICY_CHILD, kin_child_id(c)),
+        KIN_OK);
+    atomic_bool done = false;
+    passer p[PASS_CALLERS];
+    pthread_t t[PASS_CALLERS];
+    for (int i = 0; i < PASS_CALLERS; i++) {
+        p[i] = (passer){.c = c, .done = &done};
+        assert_int_equal(pthread_create(&t[i], NULL, passing_caller, &p[i]), 0);
+    }
+    int i = 0, round = 0;
+    kin_err e = KIN_OK;
+    for (; !e && round < PASS_ROUNDS; round++) {
+        e = kin_call_async(master, kin_child_id(c), "t.stream", &call, "uui",
+                           kin_node_id(master), kin_receiver_handle(items),
+                           PASS_ITEMS);
+        for (i = 0; !e && i <= PASS_ITEMS; i++) {
+            kin_msg *m;
+            if ((e = kin_receiver_get(items, 10000, &m)))
+                break;
+            int v = -1;
+            /* the items, then a nil end marker */
+            e = i < PASS_ITEMS ? kin_msg_unpack(m, "i", &v)
+                               : kin_msg_unpack(m, "n");
+            kin_msg_destroy(&m);
+            if (!e && i < PASS_ITEMS && v != i * i)
+                e = KIN_EBADMSG;
+        }
+        kin_msg *m = NULL;
+        if (!e)
+            e = kin_call_wait(call, 10000, &m);
+        kin_msg_destroy(&m);
+        kin_receiver_destroy(&call);
+    }
+    atomic_store(&done, true);
+    long calls = 0;
+    for (int k = 0; k < PASS_CALLERS; k++) {
+        pthread_join(t[k], NULL);
+        assert_int_equal(p[k].first_error, KIN_OK);
+        calls += p[k].calls;
+    }
+    if (e)
+        print_error("round %d item %d: %s\n", round, i, kin_strerror(e));
+    assert_int_equal(e, KIN_OK);
+    kin_receiver_destroy(&items);
+    print_message("%d x %d items in order beside %ld calls\n", PASS_ROUNDS,
+                  PASS_ITEMS, calls);
+}
+
 int
 main(void)
 {
@@ -915,6 +1006,9 @@ main(void)
             task_sleep_is_a_cancellable_blocking_point, setup, teardown),
         cmocka_unit_test_setup_teardown(child_streams_results_back, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            replies_read_by_their_callers_keep_the_order_of_others, setup,
+            teardown),
     };
     int rc = harness_run_group(tests);
     kin_node_destroy(&master);
