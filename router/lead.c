@@ -15,6 +15,7 @@
 #include "core/msg_internal.h"
 #include "router/lead.h"
 #include "router/node_impl.h"
+#include "router/service.h"
 
 /* Messages one round reads before it looks at its latch again. */
 #define LEAD_BUDGET 64
@@ -28,6 +29,7 @@ typedef struct kin__held {
 typedef struct lead {
     kin_node *n;
     uint32_t ctx, handle;
+    bool svc; /* a service call's: the resolver must let it go */
     bool claimed;
     bool clean; /* its last receive found nothing (and processed commands) */
     int k;      /* 0: down, 1: up */
@@ -41,7 +43,8 @@ static bool
 claim(lead *L, int wake_fd)
 {
     kin_node *n = L->n;
-    if (!n->direct || n->lead_off || kin__broker_stopping(n->broker))
+    if (!n->direct || n->lead_off || kin__broker_stopping(n->broker) ||
+        atomic_load_explicit(&n->calls_out, memory_order_relaxed) > 1)
         return false;
     void *via = kin__u32map_get(&n->routes, L->ctx);
     /* As route_direct sends: every child on down, or else up. A tcp
@@ -102,14 +105,16 @@ is_reply(lead *L, zmq_msg_t *f, int want)
                             zmq_msg_size(body), n->max_msg))
         return false;
     if (L->k == 1) /* from above, nobody may speak for us or our subtree */
-        return h.src != n->id && !kin__u32map_has(&n->routes, h.src);
+        return h.src != n->id && !kin__u32map_has(&n->routes, h.src) &&
+               (!L->svc || kin__svc_take_own(n, &h));
     if (zmq_msg_size(&f[0]) != 4)
         return false;
     const uint8_t *r = zmq_msg_data(&f[0]);
     uint32_t link = (uint32_t)r[0] | (uint32_t)r[1] << 8 |
                     (uint32_t)r[2] << 16 | (uint32_t)r[3] << 24;
     /* The reverse-path check: a link speaks for its own subtree only. */
-    return kin__behind(n, h.src, link) && kin__behind(n, h.auth, link);
+    return kin__behind(n, h.src, link) && kin__behind(n, h.auth, link) &&
+           (!L->svc || kin__svc_take_own(n, &h));
 }
 
 /* Queues frames f for the broker. smu held. */
@@ -243,9 +248,16 @@ kin_err
 kin__lead_get(kin_node *n, uint32_t ctx, uint32_t handle, kin_latch *l,
               int timeout_ms, kin_msg **out)
 {
-    if (ctx == KIN_NO_CTX || ctx == n->id || kin__broker_on_thread(n->broker))
+    if (kin__broker_on_thread(n->broker) ||
+        atomic_load_explicit(&n->calls_out, memory_order_relaxed) > 1)
         return kin_latch_get(l, timeout_ms, out);
-    lead L = {.n = n, .ctx = ctx, .handle = handle};
+    /* A service call's reply comes from the provider it is at. */
+    bool svc = ctx == KIN_NO_CTX;
+    if (svc)
+        ctx = kin__svc_own_provider(n, handle);
+    if (ctx == KIN_NO_CTX || ctx == n->id)
+        return kin_latch_get(l, timeout_ms, out);
+    lead L = {.n = n, .ctx = ctx, .handle = handle, .svc = svc};
     kin_err e = kin__latch_get_led(l, timeout_ms, out, lead_round, &L);
     if (L.claimed) {
         pthread_mutex_lock(&n->smu);

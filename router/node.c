@@ -24,9 +24,9 @@
 #include "router/call_impl.h"
 #include "router/certs.h"
 #include "router/join.h"
+#include "router/lead.h"
 #include "router/metrics.h"
 #include "router/names.h"
-#include "router/lead.h"
 #include "router/node_impl.h"
 #include "router/service.h"
 
@@ -37,7 +37,8 @@ struct kin_receiver {
     uint32_t handle;
     uint32_t respondent;
     kin_latch *latch;
-    char fn[48]; /* the function a call's reply comes from, for the monitor */
+    char fn[48];  /* the function a call's reply comes from, for the monitor */
+    bool is_call; /* counted in the node's calls_out */
 };
 
 /* --- runtime directory -----------------------------------------------------
@@ -973,6 +974,8 @@ kin_receiver_destroy(kin_receiver **rp)
     if (!rp || !*rp)
         return;
     kin_receiver *r = *rp;
+    if (r->is_call)
+        atomic_fetch_sub_explicit(&r->node->calls_out, 1, memory_order_relaxed);
     kin__handles_remove(r->node, r->handle);
     kin_latch_destroy(&r->latch);
     kin__block_put(r);
@@ -997,6 +1000,10 @@ kin__receiver_set_fn(kin_receiver *r, const char *fn)
 {
     kin__str_copy(r->fn, sizeof r->fn, fn);
     kin__latch_set_call(r->latch, r->respondent, r->handle);
+    if (!r->is_call) {
+        r->is_call = true;
+        atomic_fetch_add_explicit(&r->node->calls_out, 1, memory_order_relaxed);
+    }
 }
 
 uint32_t

@@ -123,6 +123,11 @@ struct kin_node {
      * finished handling it (set under smu, cleared after): a reader keeps
      * its reply behind it. */
     atomic_bool handling[2];
+    /* Receivers of calls (and service calls) not yet destroyed: a caller
+     * reads its own reply only while its call is the one out, when every
+     * message it reads is most likely its reply (a pipelining caller's
+     * replies are better read by the broker, beside it). */
+    atomic_int calls_out;
     int lead_fd[2];
     struct kin__held *held[2], *held_tail[2];
     pthread_cond_t lead_cv;

@@ -31,6 +31,19 @@ kin__is_service_handle(uint32_t handle)
  * retry, a late reply) and returns true; false: not such a message. */
 bool kin__svc_claim(kin_node *n, kin_msg **mp);
 
+/* The provider at work on the service call this context made and
+ * resolves for itself, answered to reply handle `handle`; KIN_NO_CTX when
+ * there is none (queued, resolved elsewhere, over). Any thread. */
+uint32_t kin__svc_own_provider(kin_node *n, uint32_t handle);
+
+/* A caller that read a reply to its own service call (header h, to reply
+ * handle h->handle) off the socket (router/lead.c): when it ends the call
+ * as kin__svc_claim would hand it over (the first attempt's provider
+ * answering, nothing queued behind it), does the resolver's bookkeeping
+ * and returns true: the caller takes the reply. false: the broker must
+ * claim it. smu held; rmu is only tried. */
+bool kin__svc_take_own(kin_node *n, const kin_msg *h);
+
 /* Which provider the service call this context made and resolves for
  * itself, answered to reply handle `handle`, is at now; KIN_NO_CTX when it
  * is queued, resolved elsewhere, over, or when not called on the broker

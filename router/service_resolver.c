@@ -671,6 +671,49 @@ kin__svc_claim(kin_node *n, kin_msg **mp)
     return taken;
 }
 
+uint32_t
+kin__svc_own_provider(kin_node *n, uint32_t handle)
+{
+    struct kin__services *ss = n->svc;
+    if (!ss)
+        return KIN_NO_CTX;
+    kin__svc_lock(n);
+    pending *p = direct_get(ss, handle);
+    uint32_t at = p && p->provider != NO_PROV ? p->provider : KIN_NO_CTX;
+    kin__svc_unlock(n);
+    return at;
+}
+
+bool
+kin__svc_take_own(kin_node *n, const kin_msg *h)
+{
+    struct kin__services *ss = n->svc;
+    /* Only tried: the caller holds smu, which rmu's holders take. */
+    if (!ss || pthread_mutex_trylock(&ss->rmu))
+        return false;
+    pending *p = direct_get(ss, h->handle);
+    /* What claim_locked would hand to the caller at once: the answer of
+     * the provider at work on the call's first attempt, with no call
+     * queued behind it. The rest (dead messages, retries, the queue) is
+     * the broker's. */
+    bool take = p && p->provider != NO_PROV && ss->routing != p &&
+                !(h->flags & KIN_MSG_DEAD) && h->src == p->provider &&
+                p->attempts <= 1 && !p->s->qhead;
+    if (take) {
+        uint64_t now = kin__now_ns();
+        prov *v = release(n, p);
+        if (v) {
+            v->served++;
+            if (h->flags & KIN_MSG_ERROR)
+                v->errors++;
+            v->lat[lat_bucket(now - p->sent_ns)]++;
+        }
+        put_pending(n, p);
+    }
+    kin__svc_unlock(n);
+    return take;
+}
+
 /* Fails the calls whose deadline passed (at most every SWEEP_NS): the
  * caller has given up on them; a running one is cancelled. */
 static void
