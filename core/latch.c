@@ -309,6 +309,7 @@ static void
 close_thread_fd(void *fd1)
 {
     close((int)(intptr_t)fd1 - 1);
+    thread_fd = -1;
 }
 
 /* A forked child's thread is not the parent's: its eventfd is shared with
@@ -389,6 +390,13 @@ kin__latch_get_led(kin_latch *l, int timeout_ms, kin_msg **out,
 
     kin__task_wait_begin(t, latch_wake, l, "receiver");
     pthread_mutex_lock(&l->mu);
+    if (l->wake_fd1) {
+        /* Another thread leads a get of this latch (kin_call_wait may be
+         * called from any thread): this one sleeps on seq. */
+        pthread_mutex_unlock(&l->mu);
+        kin__task_wait_end(t);
+        return wait_taken(l, t, deadline, out);
+    }
     l->wake_fd1 = fd + 1;
     int led = 0;
     while ((rc = take(l, t, deadline, out)) == MUST_WAIT) {

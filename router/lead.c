@@ -71,9 +71,10 @@ claim(lead *L, int wake_fd)
     return true;
 }
 
-/* Gives the socket back. smu held; returns whether the broker must drain
- * it (input the reader left). */
-static bool
+/* Gives the socket back, and has the broker drain it if the reader may
+ * have left input unsignalled. smu held: the broker is still there (a
+ * destroy waits in kin__lead_stop until leading is cleared). */
+static void
 give_back(lead *L)
 {
     kin_node *n = L->n;
@@ -85,10 +86,11 @@ give_back(lead *L)
      * Otherwise ZMQ_EVENTS tells (as after a direct send). */
     if (!L->clean && zmq_getsockopt(L->sock, ZMQ_EVENTS, &events, &size))
         events = ZMQ_POLLIN;
+    if (events & ZMQ_POLLIN)
+        kin__drain_later(n, L->k); /* takes the broker's queue lock only */
     n->leading[L->k] = false;
     L->claimed = false;
     pthread_cond_broadcast(&n->lead_cv);
-    return (events & ZMQ_POLLIN) != 0;
 }
 
 /* Whether frames f (want of them, received on L's socket) are L's reply
@@ -105,20 +107,38 @@ is_reply(lead *L, zmq_msg_t *f, int want)
                             zmq_msg_size(body), n->max_msg))
         return false;
     if (L->k == 1) /* from above, nobody may speak for us or our subtree */
-        return h.src != n->id && !kin__u32map_has(&n->routes, h.src) &&
-               (!L->svc || kin__svc_take_own(n, &h));
+        return h.src != n->id && !kin__u32map_has(&n->routes, h.src);
     if (zmq_msg_size(&f[0]) != 4)
         return false;
     const uint8_t *r = zmq_msg_data(&f[0]);
     uint32_t link = (uint32_t)r[0] | (uint32_t)r[1] << 8 |
                     (uint32_t)r[2] << 16 | (uint32_t)r[3] << 24;
     /* The reverse-path check: a link speaks for its own subtree only. */
-    return kin__behind(n, h.src, link) && kin__behind(n, h.auth, link) &&
-           (!L->svc || kin__svc_take_own(n, &h));
+    return kin__behind(n, h.src, link) && kin__behind(n, h.auth, link);
 }
 
-/* Queues frames f for the broker. smu held. */
-static void
+/* L's reply decoded from frames f (want of them, which stay as they
+ * are), or NULL when it is the broker's after all: out of memory, or a
+ * service call's reply its resolver does not let go here (a big one is
+ * always the broker's: decoding would take its body frame). smu held, so
+ * that the resolver sees it before anything that came after it. */
+static kin_msg *
+take_reply(lead *L, zmq_msg_t *f, int want)
+{
+    kin_node *n = L->n;
+    zmq_msg_t *hdr = &f[want - 2], *body = &f[want - 1];
+    if (L->svc && zmq_msg_size(body) >= KIN__MSG_OUTSIDE_MIN)
+        return NULL;
+    size_t big;
+    kin_msg *m = kin__decode(n, hdr, body, &big);
+    if (m && L->svc && !kin__svc_take_own(n, m))
+        kin_msg_destroy(&m);
+    return m;
+}
+
+/* Queues frames f for the broker. smu held. false: out of memory, the
+ * message is lost (and counted). */
+static bool
 hold(kin_node *n, int k, zmq_msg_t *f, int got)
 {
     kin__held *h = malloc(sizeof *h);
@@ -126,8 +146,7 @@ hold(kin_node *n, int k, zmq_msg_t *f, int got)
         for (int i = 0; i < got; i++)
             zmq_msg_close(&f[i]);
         atomic_fetch_add(&n->stats.dropped, 1);
-        KIN_WARN("context %u: out of memory: a message was lost", n->id);
-        return;
+        return false;
     }
     h->next = NULL;
     h->got = got;
@@ -140,6 +159,7 @@ hold(kin_node *n, int k, zmq_msg_t *f, int got)
     else
         n->held[k] = h;
     n->held_tail[k] = h;
+    return true;
 }
 
 int
@@ -180,23 +200,20 @@ lead_round(void *arg, int wake_fd, uint64_t deadline, kin_msg **out)
 {
     lead *L = arg;
     kin_node *n = L->n;
-    int want = 0;
-    zmq_msg_t mine[3];
-    bool held = false, drain = false;
+    kin_msg *mine = NULL;
+    bool held = false, lost = false;
     pthread_mutex_lock(&n->smu);
     if (!L->claimed && !claim(L, wake_fd)) {
         pthread_mutex_unlock(&n->smu);
         return -1;
     }
     if (n->lead_off) {
-        drain = give_back(L);
+        give_back(L);
         pthread_mutex_unlock(&n->smu);
-        if (drain)
-            kin__drain_later(n, L->k);
         return -1;
     }
     L->clean = false;
-    for (int i = 0; i < LEAD_BUDGET; i++) {
+    for (int i = 0; i < LEAD_BUDGET && !mine; i++) {
         zmq_msg_t f[3];
         int nf = L->k ? 2 : 3;
         int got = kin__recv_frames(L->sock, f, nf);
@@ -204,39 +221,34 @@ lead_round(void *arg, int wake_fd, uint64_t deadline, kin_msg **out)
             L->clean = true;
             break;
         }
-        /* The reply goes past the broker only when the broker has handled
-         * everything that came before it on the socket (a route it
-         * announces, say): otherwise it queues behind those, and the
-         * broker puts it into the latch. */
-        if (got == nf && !n->held[L->k] &&
-            !atomic_load_explicit(&n->handling[L->k], memory_order_acquire) &&
-            is_reply(L, f, nf)) {
-            for (int j = 0; j < nf; j++) {
-                zmq_msg_init(&mine[j]);
-                zmq_msg_move(&mine[j], &f[j]);
-            }
-            want = nf;
-            break;
-        }
         if (got < 0) { /* the wrong frame count: the broker's count */
             atomic_fetch_add(&n->stats.malformed, 1);
             continue;
         }
-        hold(n, L->k, f, got);
-        held = true;
+        /* The reply goes past the broker only when the broker has handled
+         * everything that came before it on the socket (a route it
+         * announces, say): otherwise it queues behind those, and the
+         * broker puts it into the latch. */
+        if (!n->held[L->k] &&
+            !atomic_load_explicit(&n->handling[L->k], memory_order_acquire) &&
+            is_reply(L, f, nf) && (mine = take_reply(L, f, nf))) {
+            for (int j = 0; j < nf; j++)
+                zmq_msg_close(&f[j]);
+            break;
+        }
+        if (hold(n, L->k, f, got))
+            held = true;
+        else
+            lost = true;
     }
     pthread_mutex_unlock(&n->smu);
     if (held)
         kin__drain_later(n, L->k);
-    if (want) {
-        size_t big;
-        kin_msg *m = kin__decode(n, &mine[want - 2], &mine[want - 1], &big);
-        for (int j = 0; j < want; j++)
-            zmq_msg_close(&mine[j]);
-        if (!m)
-            return 0; /* counted malformed (or out of memory) */
+    if (lost)
+        KIN_WARN("context %u: out of memory: a message was lost", n->id);
+    if (mine) {
         atomic_fetch_add(&n->stats.delivered, 1);
-        *out = m;
+        *out = mine;
         return 1;
     }
     if (L->clean)
@@ -261,10 +273,8 @@ kin__lead_get(kin_node *n, uint32_t ctx, uint32_t handle, kin_latch *l,
     kin_err e = kin__latch_get_led(l, timeout_ms, out, lead_round, &L);
     if (L.claimed) {
         pthread_mutex_lock(&n->smu);
-        bool drain = give_back(&L);
+        give_back(&L);
         pthread_mutex_unlock(&n->smu);
-        if (drain)
-            kin__drain_later(n, L.k);
     }
     return e;
 }

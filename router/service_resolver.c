@@ -694,11 +694,12 @@ kin__svc_take_own(kin_node *n, const kin_msg *h)
     pending *p = direct_get(ss, h->handle);
     /* What claim_locked would hand to the caller at once: the answer of
      * the provider at work on the call's first attempt, with no call
-     * queued behind it. The rest (dead messages, retries, the queue) is
-     * the broker's. */
+     * queued behind it, and room in the pool for p (put_pending then
+     * takes no other lock). The rest (dead messages, retries, the queue)
+     * is the broker's. */
     bool take = p && p->provider != NO_PROV && ss->routing != p &&
                 !(h->flags & KIN_MSG_DEAD) && h->src == p->provider &&
-                p->attempts <= 1 && !p->s->qhead;
+                p->attempts <= 1 && !p->s->qhead && ss->npool < POOL_MAX;
     if (take) {
         uint64_t now = kin__now_ns();
         prov *v = release(n, p);

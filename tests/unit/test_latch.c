@@ -17,6 +17,7 @@
 #include <kin/latch.h>
 
 #include "core/latch_impl.h"
+#include "core/latch_lead.h"
 #include "core/task.h"
 
 #include "integration/harness.h"
@@ -473,6 +474,145 @@ reader_may_destroy_the_latch_it_was_woken_for(void **state)
     }
 }
 
+/* ---- gets led by their getter (core/latch_lead.h) ---- */
+
+/* A lead that reads nothing: it sleeps on the thread's eventfd until a
+ * put, close or cancel writes it (or the deadline), as router/lead.c's
+ * does between its reads. */
+static int
+sleeping_lead(void *arg, int wake_fd, uint64_t deadline, kin_msg **out)
+{
+    atomic_int *rounds = arg;
+    atomic_fetch_add(rounds, 1);
+    kin__fd_sleep(wake_fd, -1, deadline);
+    return 0;
+}
+
+/* A lead that cannot lead (another thread reads the socket). */
+static int
+refused_lead(void *arg, int wake_fd, uint64_t deadline, kin_msg **out)
+{
+    return -1;
+}
+
+/* A lead that finds its message itself. */
+static int
+finding_lead(void *arg, int wake_fd, uint64_t deadline, kin_msg **out)
+{
+    *out = msg(42);
+    return 1;
+}
+
+typedef struct led {
+    kin_latch *l;
+    int timeout_ms;
+    kin__lead_fn fn;
+    atomic_int rounds;
+    kin_err e;
+    uint32_t got;
+    atomic_bool done;
+} led;
+
+static void *
+led_getter(void *arg)
+{
+    led *g = arg;
+    kin_msg *m = NULL;
+    g->e = kin__latch_get_led(g->l, g->timeout_ms, &m, g->fn, &g->rounds);
+    g->got = m ? m->handle : 0;
+    kin_msg_destroy(&m);
+    atomic_store(&g->done, true);
+    return NULL;
+}
+
+static void
+led_get_is_woken_by_a_put(void **state)
+{
+    kin_latch *l = NULL;
+    assert_int_equal(kin_latch_new(&l), KIN_OK);
+    led g = {.l = l, .timeout_ms = WAIT_MS, .fn = sleeping_lead};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, led_getter, &g), 0);
+    uint64_t t0 = kin__now_ns();
+    while (atomic_load(&g.rounds) < 1 && elapsed_ms(t0) < WAIT_MS)
+        sched_yield();
+    put(l, 9);
+    join_within(th, WAIT_MS);
+    assert_int_equal(g.e, KIN_OK);
+    assert_int_equal(g.got, 9);
+    assert_true(elapsed_ms(t0) < WAIT_MS);
+    /* What a lead finds itself is the result; the latch is not read. */
+    put(l, 10);
+    kin_msg *m = NULL;
+    assert_int_equal(kin__latch_get_led(l, 0, &m, finding_lead, NULL), KIN_OK);
+    assert_int_equal(m->handle, 10); /* queued first: taken at once */
+    kin_msg_destroy(&m);
+    assert_int_equal(kin__latch_get_led(l, WAIT_MS, &m, finding_lead, NULL),
+                     KIN_OK);
+    assert_int_equal(m->handle, 42);
+    kin_msg_destroy(&m);
+    kin_latch_destroy(&l);
+}
+
+/* kin_call_wait may be called on one receiver from two threads: the second
+ * getter, which cannot lead, must not take the leading one's wake-up away
+ * (it used to clear the latch's eventfd as it left). */
+static void
+second_getter_leaves_the_leading_ones_wakeup(void **state)
+{
+    kin_latch *l = NULL;
+    assert_int_equal(kin_latch_new(&l), KIN_OK);
+    led a = {.l = l, .timeout_ms = WAIT_MS, .fn = sleeping_lead};
+    pthread_t ta;
+    assert_int_equal(pthread_create(&ta, NULL, led_getter, &a), 0);
+    uint64_t t0 = kin__now_ns();
+    while (atomic_load(&a.rounds) < 1 && elapsed_ms(t0) < WAIT_MS)
+        sched_yield();
+    /* b cannot lead and times out while a still waits. */
+    led b = {.l = l, .timeout_ms = 20, .fn = refused_lead};
+    pthread_t tb;
+    assert_int_equal(pthread_create(&tb, NULL, led_getter, &b), 0);
+    join_within(tb, WAIT_MS);
+    assert_int_equal(b.e, KIN_ETIMEOUT);
+    assert_false(atomic_load(&a.done));
+    uint64_t t1 = kin__now_ns();
+    put(l, 11);
+    join_within(ta, WAIT_MS);
+    assert_int_equal(a.e, KIN_OK);
+    assert_int_equal(a.got, 11);
+    /* Woken by the put, not by its deadline. */
+    assert_true(elapsed_ms(t1) < WAIT_MS - MARGIN_MS);
+    kin_latch_destroy(&l);
+}
+
+static void
+led_get_is_woken_by_close_and_times_out(void **state)
+{
+    kin_latch *l = NULL;
+    assert_int_equal(kin_latch_new(&l), KIN_OK);
+    led g = {.l = l, .timeout_ms = WAIT_MS, .fn = sleeping_lead};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, led_getter, &g), 0);
+    uint64_t t0 = kin__now_ns();
+    while (atomic_load(&g.rounds) < 1 && elapsed_ms(t0) < WAIT_MS)
+        sched_yield();
+    kin_latch_close(l);
+    join_within(th, WAIT_MS);
+    assert_int_equal(g.e, KIN_ECLOSED);
+    kin_latch_destroy(&l);
+
+    assert_int_equal(kin_latch_new(&l), KIN_OK);
+    kin_msg *m = NULL;
+    atomic_int rounds = 0;
+    t0 = kin__now_ns();
+    assert_int_equal(kin__latch_get_led(l, 30, &m, sleeping_lead, &rounds),
+                     KIN_ETIMEOUT);
+    assert_true(elapsed_ms(t0) >= 30);
+    assert_int_equal(kin__latch_get_led(l, 30, &m, refused_lead, NULL),
+                     KIN_ETIMEOUT);
+    kin_latch_destroy(&l);
+}
+
 /* ---- select ---- */
 
 static void
@@ -913,6 +1053,9 @@ main(void)
         cmocka_unit_test(cancel_wakes_select_get),
         cmocka_unit_test(queued_message_beats_pending_cancel),
         cmocka_unit_test(reader_may_destroy_the_latch_it_was_woken_for),
+        cmocka_unit_test(led_get_is_woken_by_a_put),
+        cmocka_unit_test(second_getter_leaves_the_leading_ones_wakeup),
+        cmocka_unit_test(led_get_is_woken_by_close_and_times_out),
     };
     return harness_run_group(tests);
 }
