@@ -1,11 +1,14 @@
 /* The broker: one I/O thread per context running a libuv loop. It watches
- * every ZMQ socket of the context (uv_poll on ZMQ_FD) and is the only
- * thread to receive on them, runs timers, and runs work deferred from
- * other threads. A socket's owner may let other threads send on it under
- * a lock of its own (the router's up and down sockets, docs/design.md
- * "Direct sends"); such a sender must then check ZMQ_EVENTS and, on
- * POLLIN, have kin__broker_touch called on the broker thread (a defer),
- * for its send may have consumed the ZMQ_FD edge. Internal to kin. */
+ * every ZMQ socket of the context (uv_poll on ZMQ_FD) and receives on
+ * them, runs timers, and runs work deferred from other threads. A
+ * socket's owner may let other threads send on it under a lock of its own
+ * (the router's up and down sockets, docs/design.md "Direct sends"); such
+ * a sender must then check ZMQ_EVENTS and, on POLLIN, have
+ * kin__broker_touch called on the broker thread (a defer), for its send
+ * may have consumed the ZMQ_FD edge. A watch made lendable may be
+ * borrowed by another thread that receives on the socket meanwhile
+ * (kin__watch_lend; docs/design.md "A caller that reads its own reply").
+ * Internal to kin. */
 #ifndef KIN_BROKER_H
 #define KIN_BROKER_H
 
