@@ -257,6 +257,17 @@ latch_wake(void *obj)
     pthread_mutex_unlock(&l->mu);
 }
 
+/* The fast path of a get: one look, no clock read, no task bookkeeping
+ * (KIN_ETIMEOUT: nothing yet). */
+static int
+take_now(kin_latch *l, kin_task *t, kin_msg **out)
+{
+    pthread_mutex_lock(&l->mu);
+    int rc = take(l, t, 0, out);
+    pthread_mutex_unlock(&l->mu);
+    return rc;
+}
+
 /* Sleeps on l until take() has a result (the slow half of get). Inlined,
  * so that a stack shows the get that waits (kin where, kin stacktrace). */
 static inline __attribute__((always_inline)) kin_err
@@ -289,11 +300,7 @@ kin_latch_get(kin_latch *l, int timeout_ms, kin_msg **out)
     if (!l || !out)
         return -EINVAL;
     kin_task *t = kin_task_self();
-
-    /* Fast path: no clock read and no task bookkeeping. */
-    pthread_mutex_lock(&l->mu);
-    int rc = take(l, t, 0, out);
-    pthread_mutex_unlock(&l->mu);
+    int rc = take_now(l, t, out);
     if (rc != KIN_ETIMEOUT || timeout_ms == 0)
         return rc;
     return wait_taken(l, t, kin__deadline_ns(timeout_ms), out);
@@ -378,9 +385,7 @@ kin__latch_get_led(kin_latch *l, int timeout_ms, kin_msg **out,
                    kin__lead_fn lead, void *arg)
 {
     kin_task *t = kin_task_self();
-    pthread_mutex_lock(&l->mu);
-    int rc = take(l, t, 0, out);
-    pthread_mutex_unlock(&l->mu);
+    int rc = take_now(l, t, out);
     if (rc != KIN_ETIMEOUT || timeout_ms == 0)
         return rc;
     uint64_t deadline = kin__deadline_ns(timeout_ms);

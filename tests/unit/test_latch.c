@@ -525,6 +525,16 @@ led_getter(void *arg)
     return NULL;
 }
 
+/* Starts g's getter and waits until it leads (bounded). */
+static void
+start_led(led *g, pthread_t *th)
+{
+    assert_int_equal(pthread_create(th, NULL, led_getter, g), 0);
+    uint64_t t0 = kin__now_ns();
+    while (atomic_load(&g->rounds) < 1 && elapsed_ms(t0) < WAIT_MS)
+        sched_yield();
+}
+
 static void
 led_get_is_woken_by_a_put(void **state)
 {
@@ -532,10 +542,8 @@ led_get_is_woken_by_a_put(void **state)
     assert_int_equal(kin_latch_new(&l), KIN_OK);
     led g = {.l = l, .timeout_ms = WAIT_MS, .fn = sleeping_lead};
     pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, led_getter, &g), 0);
     uint64_t t0 = kin__now_ns();
-    while (atomic_load(&g.rounds) < 1 && elapsed_ms(t0) < WAIT_MS)
-        sched_yield();
+    start_led(&g, &th);
     put(l, 9);
     join_within(th, WAIT_MS);
     assert_int_equal(g.e, KIN_OK);
@@ -564,10 +572,7 @@ second_getter_leaves_the_leading_ones_wakeup(void **state)
     assert_int_equal(kin_latch_new(&l), KIN_OK);
     led a = {.l = l, .timeout_ms = WAIT_MS, .fn = sleeping_lead};
     pthread_t ta;
-    assert_int_equal(pthread_create(&ta, NULL, led_getter, &a), 0);
-    uint64_t t0 = kin__now_ns();
-    while (atomic_load(&a.rounds) < 1 && elapsed_ms(t0) < WAIT_MS)
-        sched_yield();
+    start_led(&a, &ta);
     /* b cannot lead and times out while a still waits. */
     led b = {.l = l, .timeout_ms = 20, .fn = refused_lead};
     pthread_t tb;
@@ -592,10 +597,7 @@ led_get_is_woken_by_close_and_times_out(void **state)
     assert_int_equal(kin_latch_new(&l), KIN_OK);
     led g = {.l = l, .timeout_ms = WAIT_MS, .fn = sleeping_lead};
     pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, led_getter, &g), 0);
-    uint64_t t0 = kin__now_ns();
-    while (atomic_load(&g.rounds) < 1 && elapsed_ms(t0) < WAIT_MS)
-        sched_yield();
+    start_led(&g, &th);
     kin_latch_close(l);
     join_within(th, WAIT_MS);
     assert_int_equal(g.e, KIN_ECLOSED);
@@ -604,7 +606,7 @@ led_get_is_woken_by_close_and_times_out(void **state)
     assert_int_equal(kin_latch_new(&l), KIN_OK);
     kin_msg *m = NULL;
     atomic_int rounds = 0;
-    t0 = kin__now_ns();
+    uint64_t t0 = kin__now_ns();
     assert_int_equal(kin__latch_get_led(l, 30, &m, sleeping_lead, &rounds),
                      KIN_ETIMEOUT);
     assert_true(elapsed_ms(t0) >= 30);
