@@ -43,25 +43,17 @@ static bool
 claim(lead *L, int wake_fd)
 {
     kin_node *n = L->n;
-    if (!n->direct || n->lead_off || kin__broker_stopping(n->broker) ||
+    if (n->lead_off ||
         atomic_load_explicit(&n->calls_out, memory_order_relaxed) > 1)
         return false;
-    void *via = kin__u32map_get(&n->routes, L->ctx);
-    /* As route_direct sends: every child on down, or else up. A tcp
-     * ROUTER's links are checked by certificate key, which only the
-     * broker knows. */
-    if (via && n->down && !n->down_far && !n->down_join &&
-        !kin__endpoint_is_tcp(n->endpoint)) {
-        L->k = 0;
-        L->sock = n->down;
-        L->w = n->w_down;
-    } else if (!via && n->up && !n->parent_lost) {
-        L->k = 1;
-        L->sock = n->up;
-        L->w = n->w_up;
-    } else {
+    /* Where the call went, so where its reply comes from. A tcp ROUTER's
+     * links are checked by certificate key, which only the broker knows. */
+    uint32_t child;
+    L->sock = kin__direct_socket(n, L->ctx, true, &child);
+    if (!L->sock || (L->sock == n->down && kin__endpoint_is_tcp(n->endpoint)))
         return false;
-    }
+    L->k = L->sock == n->up;
+    L->w = L->k ? n->w_up : n->w_down;
     if (n->leading[L->k] || kin__watch_lend(L->w))
         return false;
     n->leading[L->k] = true;
@@ -110,9 +102,7 @@ is_reply(lead *L, zmq_msg_t *f, int want)
         return h.src != n->id && !kin__u32map_has(&n->routes, h.src);
     if (zmq_msg_size(&f[0]) != 4)
         return false;
-    const uint8_t *r = zmq_msg_data(&f[0]);
-    uint32_t link = (uint32_t)r[0] | (uint32_t)r[1] << 8 |
-                    (uint32_t)r[2] << 16 | (uint32_t)r[3] << 24;
+    uint32_t link = kin__link_of(&f[0]);
     /* The reverse-path check: a link speaks for its own subtree only. */
     return kin__behind(n, h.src, link) && kin__behind(n, h.auth, link);
 }

@@ -41,6 +41,20 @@ void kin__lead_stop(kin_node *n);
 void kin__lead_free(kin_node *n);
 
 /* From router.c, shared with lead.c. */
+/* The socket a message to dst goes out on from any thread (down, with
+ * *child the link, or, with up_too, up), or NULL when only the broker can
+ * route it (no route, a far or join ROUTER, the router closed or
+ * stopping). smu held. */
+void *kin__direct_socket(kin_node *n, uint32_t dst, bool up_too,
+                         uint32_t *child);
+/* The child link a ROUTER frame names (its 4-byte routing id). */
+static inline uint32_t
+kin__link_of(zmq_msg_t *rid)
+{
+    const uint8_t *r = zmq_msg_data(rid);
+    return (uint32_t)r[0] | (uint32_t)r[1] << 8 | (uint32_t)r[2] << 16 |
+           (uint32_t)r[3] << 24;
+}
 int kin__recv_frames(void *sock, zmq_msg_t *f, int want);
 kin_msg *kin__decode(kin_node *n, zmq_msg_t *hdr, zmq_msg_t *body, size_t *big);
 /* Has the broker drain up (or down) before it next blocks, unless such a

@@ -200,21 +200,27 @@ kin__route_direct_down(kin_node *n, kin_msg *m)
     return route_direct(n, m, false);
 }
 
+void *
+kin__direct_socket(kin_node *n, uint32_t dst, bool up_too, uint32_t *child)
+{
+    if (!n->direct || kin__broker_stopping(n->broker))
+        return NULL;
+    void *via = kin__u32map_get(&n->routes, dst);
+    if (via && !n->down_far && !n->down_join) {
+        *child = UNLINK(via);
+        return n->down; /* every child is on it */
+    }
+    if (!via && up_too && n->up && !n->parent_lost)
+        return n->up;
+    return NULL;
+}
+
 static bool
 route_direct(kin_node *n, kin_msg *m, bool up_too)
 {
     pthread_mutex_lock(&n->smu);
-    void *sock = NULL;
     uint32_t child = 0;
-    if (n->direct && !kin__broker_stopping(n->broker)) {
-        void *via = kin__u32map_get(&n->routes, m->dst);
-        if (via && !n->down_far && !n->down_join) {
-            sock = n->down; /* every child is on it */
-            child = UNLINK(via);
-        } else if (!via && up_too && n->up && !n->parent_lost) {
-            sock = n->up;
-        }
-    }
+    void *sock = kin__direct_socket(n, m->dst, up_too, &child);
     bool up = sock && sock == n->up;
     int rc = -1;
     int events = 0;
@@ -980,9 +986,7 @@ down_frames(kin_node *n, void *sock, zmq_msg_t *f, int got)
         atomic_fetch_add(&n->stats.malformed, 1);
         return;
     }
-    const uint8_t *r = zmq_msg_data(&f[0]);
-    uint32_t link = (uint32_t)r[0] | (uint32_t)r[1] << 8 |
-                    (uint32_t)r[2] << 16 | (uint32_t)r[3] << 24;
+    uint32_t link = kin__link_of(&f[0]);
     if (sock != n->down_join && other_version(&f[1]) &&
         !kin__u32map_has(&n->children, link)) {
         /* A child of another kin build: told so at once, both versions
