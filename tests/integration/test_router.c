@@ -1421,6 +1421,39 @@ attach_thread(void *arg)
     return NULL;
 }
 
+/* Waits (bounded) until the master's broker is held. */
+static void
+wait_held(void)
+{
+    double end = harness_now_ms() + 5000;
+    while (!atomic_load(&holding) && harness_now_ms() < end)
+        poll(NULL, 0, 1);
+    assert_int_equal(atomic_load(&holding), 1);
+}
+
+/* With the master's broker held: attaches an operator with id on a
+ * thread, gives it time to connect and send its HELLO, releases the
+ * broker and returns the operator once attached (the caller destroys
+ * it), after asking the master for its info: whether it answered. */
+static bool
+attach_while_held(const char *ep, uint32_t id, int round, kin_node **op)
+{
+    attach_job j = {.ep = ep, .id = id};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, attach_thread, &j), 0);
+    poll(NULL, 0, 100); /* connected, its HELLO sent */
+    atomic_store(&release_hold, 1);
+    pthread_join(t, NULL);
+    assert_int_equal(j.e, KIN_OK);
+    *op = j.op;
+    kin_ctx_info info;
+    kin_err e = kin_monitor_info(j.op, KIN_MASTER_ID, 3000, &info);
+    if (e)
+        print_error("round %d: the master does not answer: %s\n", round,
+                    kin_strerror(e));
+    return !e;
+}
+
 /* A connection that never spoke closes, and an operator's connection
  * gets its descriptor number; the master reads the operator's HELLO
  * before it has seen the silent one close (its broker held up meanwhile
@@ -1452,30 +1485,16 @@ a_link_on_a_silent_connections_number_stays(void **state)
         f->src = f->auth = 0x7ffffff0u; /* not behind the hook's link */
         f->handle = 77;
         assert_int_equal(kin__node_send_raw(hook, &f), KIN_OK);
-        double end = harness_now_ms() + 5000;
-        while (!atomic_load(&holding) && harness_now_ms() < end)
-            poll(NULL, 0, 1);
-        assert_int_equal(atomic_load(&holding), 1);
+        wait_held();
         silent_connection(ep + 6);
         poll(NULL, 0, 20); /* closed at the master: its number free */
-        attach_job j = {
-            .ep = ep,
-            .id = kin_monitor_operator_id((int)getpid(), (unsigned)round)};
-        pthread_t t;
-        assert_int_equal(pthread_create(&t, NULL, attach_thread, &j), 0);
-        poll(NULL, 0, 100); /* connected, its HELLO sent */
-        atomic_store(&release_hold, 1);
-        pthread_join(t, NULL);
+        kin_node *op = NULL;
+        answered += attach_while_held(
+            ep, kin_monitor_operator_id((int)getpid(), (unsigned)round), round,
+            &op);
         kin_diag_set_handler(NULL, NULL, KIN_LOG_WARNING);
         harness_log_setup();
-        assert_int_equal(j.e, KIN_OK);
-        kin_ctx_info info;
-        kin_err e = kin_monitor_info(j.op, KIN_MASTER_ID, 3000, &info);
-        if (e)
-            print_error("round %d: the master does not answer: %s\n", round,
-                        kin_strerror(e));
-        answered += !e;
-        kin_node_destroy(&j.op);
+        kin_node_destroy(&op);
     }
     kin_node_destroy(&hook);
     kin_node_destroy(&m);
@@ -1516,26 +1535,12 @@ a_link_that_takes_a_closing_links_number_stays(void **state)
         assert_int_equal(
             kin__broker_defer(kin__node_broker(m), hold_deferred, NULL, NULL),
             KIN_OK);
-        double end = harness_now_ms() + 5000;
-        while (!atomic_load(&holding) && harness_now_ms() < end)
-            poll(NULL, 0, 1);
-        assert_int_equal(atomic_load(&holding), 1);
-        attach_job j = {.ep = ep,
-                        .id = kin_monitor_operator_id((int)getpid(),
-                                                      (unsigned)round + 100)};
-        pthread_t t;
-        assert_int_equal(pthread_create(&t, NULL, attach_thread, &j), 0);
-        poll(NULL, 0, 100); /* connected, its HELLO sent */
-        atomic_store(&release_hold, 1);
-        pthread_join(t, NULL);
-        assert_int_equal(j.e, KIN_OK);
-        kin_ctx_info info;
-        kin_err e = kin_monitor_info(j.op, KIN_MASTER_ID, 3000, &info);
-        if (e)
-            print_error("round %d: the master does not answer: %s\n", round,
-                        kin_strerror(e));
-        answered += !e;
-        kin_node_destroy(&j.op);
+        wait_held();
+        kin_node *op = NULL;
+        answered += attach_while_held(
+            ep, kin_monitor_operator_id((int)getpid(), (unsigned)round + 100),
+            round, &op);
+        kin_node_destroy(&op);
     }
     kin_node_destroy(&m);
     assert_int_equal(answered, TAKEN_ROUNDS);
