@@ -14,6 +14,14 @@ int kin__calls_workers(kin_node *n);
 /* Broker thread: registers m (a CALL or an admitted SVC_RUN) as a task and
  * queues it for the pool (or runs an inline export). Takes ownership. */
 void kin__calls_dispatch(kin_node *n, kin_msg *m);
+/* For a worker that reads a CALL off the up socket itself (lead.c):
+ * whether the call with this body runs on a worker (its export is not
+ * inline, or there is none: run_call answers that), and *entry its export
+ * for kin__calls_accept. Any thread. */
+bool kin__calls_for_worker(const void *body, size_t size, const void **entry);
+/* Registers the decoded CALL m as kin__calls_dispatch does, for the worker
+ * that read it to run; false: out of memory (m is the caller's). */
+bool kin__calls_accept(kin_node *n, kin_msg *m, const void *entry);
 /* Whether fn is exported here with KIN_EXPORT_IDEMPOTENT. Any thread. */
 bool kin__export_idempotent(const char *fn);
 /* The header of a CALL [fn, task] or (with_left) SVC_CALL / SVC_RUN [fn,

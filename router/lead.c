@@ -13,6 +13,7 @@
 #include "core/latch_lead.h"
 #include "core/log_internal.h"
 #include "core/msg_internal.h"
+#include "router/call_impl.h"
 #include "router/lead.h"
 #include "router/node_impl.h"
 #include "router/service.h"
@@ -30,6 +31,11 @@ typedef struct lead {
     kin_node *n;
     uint32_t ctx, handle;
     bool svc; /* a service call's: the resolver must let it go */
+    /* An idle worker's (kin__lead_serve): it takes a call for the pool
+     * off the up socket, not a reply. queue: the pool's. */
+    bool serve;
+    kin_latch *queue;
+    kin_msg *refused; /* a call it took but could not register */
     bool claimed;
     bool clean; /* its last receive found nothing (and processed commands) */
     int k;      /* 0: down, 1: up */
@@ -38,25 +44,54 @@ typedef struct lead {
     int zfd;
 } lead;
 
+static int
+calls_out(kin_node *n)
+{
+    return atomic_load_explicit(&n->calls_out, memory_order_relaxed);
+}
+
+/* Whether an idle worker may read the up socket: in a context with no
+ * children (whatever else comes from the parent would only pass through
+ * the worker to the broker), with no call of its own out (its reply is
+ * its caller's to read), and unless what came last was not a call for the
+ * pool (service calls, inline exports' calls: the broker's). smu held. */
+static bool
+serves(kin_node *n)
+{
+    return !n->routes.len && !calls_out(n) &&
+           !atomic_load_explicit(&n->serve_miss, memory_order_relaxed);
+}
+
 /* Which socket the reply from ctx comes on, and borrows it. smu held. */
 static bool
 claim(lead *L, int wake_fd)
 {
     kin_node *n = L->n;
-    if (n->lead_off ||
-        atomic_load_explicit(&n->calls_out, memory_order_relaxed) > 1)
+    if (n->lead_off || (L->serve ? !serves(n) : calls_out(n) > 1))
         return false;
     /* Where the call went, so where its reply comes from. A tcp ROUTER's
-     * links are checked by certificate key, which only the broker knows. */
+     * links are checked by certificate key, which only the broker knows.
+     * A worker serves calls from the parent. */
     uint32_t child;
-    L->sock = kin__direct_socket(n, L->ctx, true, &child);
-    if (!L->sock || (L->sock == n->down && kin__endpoint_is_tcp(n->endpoint)))
+    L->sock =
+        kin__direct_socket(n, L->serve ? n->parent_id : L->ctx, true, &child);
+    if (!L->sock || (L->sock == n->down && kin__endpoint_is_tcp(n->endpoint)) ||
+        (L->serve && L->sock != n->up))
         return false;
     L->k = L->sock == n->up;
     L->w = L->k ? n->w_up : n->w_down;
-    if (n->leading[L->k] || kin__watch_lend(L->w))
+    if (n->leading[L->k]) {
+        /* A caller's reply comes before an idle worker's watch: the
+         * worker gives the socket back when it wakes (serves()), and this
+         * call's reply comes through the broker. */
+        if (!L->serve && n->serving)
+            kin__fd_wake(n->lead_fd[L->k]);
+        return false;
+    }
+    if (kin__watch_lend(L->w))
         return false;
     n->leading[L->k] = true;
+    n->serving = L->serve;
     n->lead_fd[L->k] = wake_fd;
     L->zfd = kin__watch_fd(L->w);
     L->claimed = true;
@@ -81,6 +116,7 @@ give_back(lead *L)
     if (events & ZMQ_POLLIN)
         kin__drain_later(n, L->k); /* takes the broker's queue lock only */
     n->leading[L->k] = false;
+    n->serving = false;
     L->claimed = false;
     pthread_cond_broadcast(&n->lead_cv);
 }
@@ -123,6 +159,45 @@ take_reply(lead *L, zmq_msg_t *f, int want)
     kin_msg *m = kin__decode(n, hdr, body, &big);
     if (m && L->svc && !kin__svc_take_own(n, m))
         kin_msg_destroy(&m);
+    return m;
+}
+
+/* For a serving worker: the call for the pool that frames f (header,
+ * body; which stay as they are) carry, decoded, admitted (a service
+ * call's) and registered as the broker's dispatch would, or NULL when the
+ * message is the broker's: not a small CALL or SVC_RUN to this context
+ * that passes the checks of the broker's receive (from above, nobody
+ * speaks for this context), an inline export's, one the service refuses,
+ * or calls are queued already (they go first). smu held, so the
+ * call is registered before anything that came after it is handled (a
+ * CANCEL finds it). */
+static kin_msg *
+take_call(lead *L, zmq_msg_t *f)
+{
+    kin_node *n = L->n;
+    zmq_msg_t *hdr = &f[0], *body = &f[1];
+    const void *entry;
+    kin_msg h;
+    if (kin__msg_header_decode(&h, zmq_msg_data(hdr), zmq_msg_size(hdr)) ||
+        h.dst != n->id ||
+        (h.handle != KIN_HANDLE_CALL && h.handle != KIN_HANDLE_SVC_RUN) ||
+        zmq_msg_size(body) >= KIN__MSG_OUTSIDE_MIN ||
+        kin__msg_check_size(h.handle, h.flags, zmq_msg_data(body),
+                            zmq_msg_size(body), n->max_msg) ||
+        h.src == n->id || kin__u32map_has(&n->routes, h.src) ||
+        kin_latch_size(L->queue) ||
+        !kin__calls_for_worker(zmq_msg_data(body), zmq_msg_size(body), &entry))
+        return NULL;
+    size_t big;
+    kin_msg *m = kin__decode(n, hdr, body, &big);
+    if (m && m->handle == KIN_HANDLE_SVC_RUN && !kin__svc_admit_here(n, m)) {
+        kin_msg_destroy(&m); /* the broker refuses it */
+        return NULL;
+    }
+    if (m && !kin__calls_accept(n, m, entry)) {
+        L->refused = m; /* answered once smu is let go */
+        return NULL;
+    }
     return m;
 }
 
@@ -191,13 +266,13 @@ lead_round(void *arg, int wake_fd, uint64_t deadline, kin_msg **out)
     lead *L = arg;
     kin_node *n = L->n;
     kin_msg *mine = NULL;
-    bool held = false, lost = false;
+    bool held = false, lost = false, gave_up = false;
     pthread_mutex_lock(&n->smu);
     if (!L->claimed && !claim(L, wake_fd)) {
         pthread_mutex_unlock(&n->smu);
         return -1;
     }
-    if (n->lead_off) {
+    if (n->lead_off || (L->serve && !serves(n))) {
         give_back(L);
         pthread_mutex_unlock(&n->smu);
         return -1;
@@ -221,7 +296,14 @@ lead_round(void *arg, int wake_fd, uint64_t deadline, kin_msg **out)
          * broker puts it into the latch. */
         if (!n->held[L->k] &&
             !atomic_load_explicit(&n->handling[L->k], memory_order_acquire) &&
-            is_reply(L, f, nf) && (mine = take_reply(L, f, nf))) {
+            (L->serve ? (mine = take_call(L, f)) != NULL
+                      : is_reply(L, f, nf) &&
+                            (mine = take_reply(L, f, nf)) != NULL)) {
+            for (int j = 0; j < nf; j++)
+                zmq_msg_close(&f[j]);
+            break;
+        }
+        if (L->refused) {
             for (int j = 0; j < nf; j++)
                 zmq_msg_close(&f[j]);
             break;
@@ -230,17 +312,33 @@ lead_round(void *arg, int wake_fd, uint64_t deadline, kin_msg **out)
             held = true;
         else
             lost = true;
+        if (L->serve) {
+            /* Not a call for it: a worker reading an inline export's
+             * calls, say, would only stand between them and the broker.
+             * It sleeps on the queue for the rest of this wait. */
+            atomic_store_explicit(&n->serve_miss, true, memory_order_relaxed);
+            give_back(L);
+            gave_up = true;
+            break;
+        }
     }
     pthread_mutex_unlock(&n->smu);
     if (held)
         kin__drain_later(n, L->k);
     if (lost)
         KIN_WARN("context %u: out of memory: a message was lost", n->id);
+    if (L->refused) {
+        kin__reply_dead(n, L->refused, -ENOMEM, "out of memory for the call");
+        L->refused = NULL;
+        return 0;
+    }
     if (mine) {
         atomic_fetch_add(&n->stats.delivered, 1);
         *out = mine;
         return 1;
     }
+    if (gave_up)
+        return -1;
     if (L->clean)
         kin__fd_sleep(wake_fd, L->zfd, deadline);
     return 0;
@@ -261,6 +359,21 @@ kin__lead_get(kin_node *n, uint32_t ctx, uint32_t handle, kin_latch *l,
         return kin_latch_get(l, timeout_ms, out);
     lead L = {.n = n, .ctx = ctx, .handle = handle, .svc = svc};
     kin_err e = kin__latch_get_led(l, timeout_ms, out, lead_round, &L);
+    if (L.claimed) {
+        pthread_mutex_lock(&n->smu);
+        give_back(&L);
+        pthread_mutex_unlock(&n->smu);
+    }
+    return e;
+}
+
+kin_err
+kin__lead_serve(kin_node *n, kin_latch *queue, kin_msg **out)
+{
+    if (!n->has_parent)
+        return kin_latch_get(queue, KIN_FOREVER, out);
+    lead L = {.n = n, .serve = true, .queue = queue};
+    kin_err e = kin__latch_get_led(queue, KIN_FOREVER, out, lead_round, &L);
     if (L.claimed) {
         pthread_mutex_lock(&n->smu);
         give_back(&L);

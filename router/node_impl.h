@@ -118,6 +118,10 @@ struct kin_node {
      * broker takes before the socket's (on_down, on_up). lead_cv: a
      * socket given back (kin__lead_stop waits for that). */
     bool leading[2];
+    bool serving; /* up is lent to an idle worker (lead.c kin__lead_serve) */
+    /* An idle worker read a message that was not a call for it: workers
+     * do not read up until the broker next hands a CALL to the pool. */
+    atomic_bool serve_miss;
     bool lead_off; /* no more: the node is being destroyed */
     /* The broker took a message from down [0] / up [1] and has not
      * finished handling it (set under smu, cleared after): a reader keeps

@@ -18,6 +18,7 @@
 #include "core/task.h"
 #include "core/tasktab.h"
 #include "router/call_impl.h"
+#include "router/lead.h"
 #include "router/metrics.h"
 #include "router/node_impl.h"
 #include "router/service.h"
@@ -482,6 +483,8 @@ run_job(kin_node *n, kin_msg *m)
     kin__tasktab_end(&n->tasks, t, state, e);
 }
 
+static void grow(struct kin__calls *cs);
+
 static void *
 worker_main(void *arg)
 {
@@ -489,7 +492,10 @@ worker_main(void *arg)
     struct kin__calls *cs = n->calls;
     kin__thread_name("kin-worker");
     kin_msg *m;
-    while (kin_latch_get(cs->queue, KIN_FOREVER, &m) == KIN_OK) {
+    /* Idle, a worker may read its next call off the socket itself
+     * (lead.c); one it took there counts in demand, so grow. */
+    while (kin__lead_serve(n, cs->queue, &m) == KIN_OK) {
+        grow(cs);
         if (m->handle == 0)
             run_job(n, m);
         else
@@ -599,55 +605,100 @@ kin_task_spawn_at(kin_node *n, const kin_task_opts *opts, kin_task_fn fn,
     return KIN_OK;
 }
 
-/* Broker thread: queue the call for the pool (no decoding here, so the
- * broker never waits on user data). */
 /* The function name at the head of a CALL body (a msgpack str), read
- * without allocating; "call" when it is not there. */
+ * without allocating. */
+static bool
+head_name(const uint8_t *p, size_t size, const char **name, size_t *len)
+{
+    const uint8_t *end = p + size;
+    if (p < end && (*p & 0xe0) == 0xa0) {
+        *len = *p++ & 0x1f;
+    } else if (p < end && *p == 0xd9 && end - p >= 2) {
+        *len = p[1];
+        p += 2;
+    } else {
+        return false;
+    }
+    *name = (const char *)p;
+    return (size_t)(end - p) >= *len;
+}
+
+/* The same copied into out; "call" when it is not there. */
 static void
 call_name(const kin_msg *m, char *out, size_t size)
 {
-    const uint8_t *p = m->body, *end = m->body + m->len;
-    size_t len = 0;
-    bool ok = p < end;
-    if (ok && (*p & 0xe0) == 0xa0) {
-        len = *p++ & 0x1f;
-    } else if (ok && *p == 0xd9 && end - p >= 2) {
-        len = p[1];
-        p += 2;
-    } else {
-        ok = false;
-    }
-    if (!ok || (size_t)(end - p) < len) {
+    const char *name;
+    size_t len;
+    if (head_name(m->body, m->len, &name, &len))
+        kin__str_copy_n(out, size, name, len);
+    else
         snprintf(out, size, "call");
-        return;
-    }
-    kin__str_copy_n(out, size, (const char *)p, len);
 }
 
+/* Registers call m as a task (pending), so that ps and the await graph see
+ * queued calls too (a full pool is how cross-process deadlocks happen).
+ * NULL: out of memory. */
+static kin_task *
+register_call(kin_node *n, kin_msg *m, const char *fn, const exported *x)
+{
+    kin_task *t = kin__tasktab_add(&n->tasks, fn, fn);
+    if (t) {
+        t->caller_ctx = m->src;
+        t->caller_handle = m->reply_to;
+        t->entry = x;
+        m->local = t;
+    }
+    return t;
+}
+
+bool
+kin__calls_for_worker(const void *body, size_t size, const void **entry)
+{
+    const char *name;
+    size_t len;
+    const exported *x =
+        head_name(body, size, &name, &len) ? find_export(name, len) : NULL;
+    *entry = x;
+    return !x || !x->on_broker;
+}
+
+bool
+kin__calls_accept(kin_node *n, kin_msg *m, const void *entry)
+{
+    char fn[64]; /* exported names have up to 63 bytes */
+    call_name(m, fn, sizeof fn);
+    if (!register_call(n, m, fn, entry)) {
+        if (m->handle == KIN_HANDLE_SVC_RUN)
+            kin__service_run_done(n, fn, strlen(fn));
+        return false;
+    }
+    atomic_fetch_add(&n->calls->demand, 1);
+    return true;
+}
+
+/* Broker thread: queue the call for the pool (no decoding here, so the
+ * broker never waits on user data). */
 void
 kin__calls_dispatch(kin_node *n, kin_msg *m)
 {
-    /* Registered now, so ps and the await graph see queued calls too (a
-     * full pool is how cross-process deadlocks happen). */
     char fn[64]; /* exported names have up to 63 bytes */
     call_name(m, fn, sizeof fn);
-    kin_task *t = kin__tasktab_add(&n->tasks, fn, fn);
+    const exported *x = find_export(fn, strlen(fn));
+    kin_task *t = register_call(n, m, fn, x);
     if (!t) {
         if (m->handle == KIN_HANDLE_SVC_RUN)
             kin__service_run_done(n, fn, strlen(fn));
         kin__reply_dead(n, m, -ENOMEM, "out of memory for the call");
         return;
     }
-    t->caller_ctx = m->src;
-    t->caller_handle = m->reply_to;
-    m->local = t;
-    const exported *x = find_export(fn, strlen(fn));
-    t->entry = x;
     if (x && x->on_broker) {
         /* Promised not to block: no hand-off to a worker and back. */
         run_call(n, m, x);
         return;
     }
+    /* A call an idle worker could have read itself: they read again. */
+    if (atomic_load_explicit(&n->serve_miss, memory_order_relaxed))
+        atomic_store_explicit(&n->serve_miss, false, memory_order_relaxed);
     if (enqueue(n->calls, &m)) {
         if (m->handle == KIN_HANDLE_SVC_RUN)
             kin__service_run_done(n, fn, strlen(fn));

@@ -57,6 +57,13 @@ uint32_t kin__svc_call_provider(kin_node *n, uint32_t handle);
  * (KIN_EPEERGONE, as if the provider died: retried when idempotent). */
 void kin__service_stopped(kin_node *n, const kin_msg *m, bool started);
 
+/* A worker that read the service call m (SVC_RUN) off the socket itself
+ * (router/lead.c): whether this context admits it as the broker's
+ * kin__svc_on_run would, counting it as running (kin__service_run_done
+ * ends that); false: the broker must see it (a refusal, a malformed call,
+ * the CHILD policy). smu may be held. */
+bool kin__svc_admit_here(kin_node *n, const kin_msg *m);
+
 /* Worker or broker thread: a service call admitted by on_svc_run ended. */
 void kin__service_run_done(kin_node *n, const char *fn, size_t fn_len);
 

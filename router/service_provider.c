@@ -26,6 +26,31 @@ find_offer(struct kin__services *ss, const char *name, size_t len)
     return NULL;
 }
 
+/* Whether this context admits the service call (fn, svc_len bytes of it
+ * the service) from auth: it has not withdrawn the service and its policy
+ * lets auth in; when it does, the offer counts the call as running.
+ * child_ok: whether auth is a linked child (asked only for the CHILD
+ * policy; NULL: it is not, without asking). *withdrawn: why not. */
+static bool
+admit(kin_node *n, const char *fn, size_t svc_len, uint32_t auth,
+      bool (*child_ok)(kin_node *, uint32_t), bool *withdrawn)
+{
+    struct kin__services *ss = n->svc;
+    pthread_mutex_lock(&ss->mu);
+    offer *o = find_offer(ss, fn, svc_len);
+    *withdrawn = o && o->withdrawn;
+    kin_service_policy policy = o ? o->policy : KIN_SERVICE_TREE;
+    bool allowed =
+        policy == KIN_SERVICE_TREE ||
+        (policy == KIN_SERVICE_PARENT && kin__is_ancestor_or_self(n, auth)) ||
+        (policy == KIN_SERVICE_CHILD && child_ok && child_ok(n, auth));
+    bool in = !*withdrawn && allowed;
+    if (o && in)
+        o->running++;
+    pthread_mutex_unlock(&ss->mu);
+    return in;
+}
+
 /* SVC_RUN [fn, 0, remaining ms, args...] from a resolver: admitted when
  * this context has not withdrawn the service and its policy lets the
  * caller (auth) in; then it runs as a call. */
@@ -42,18 +67,11 @@ kin__svc_on_run(kin_node *n, kin_msg *m, void *arg)
     }
     const char *fn = h.fn;
     size_t len = h.svc_len;
-    pthread_mutex_lock(&ss->mu);
-    offer *o = find_offer(ss, fn, len);
-    bool withdrawn = o && o->withdrawn;
-    kin_service_policy policy = o ? o->policy : KIN_SERVICE_TREE;
-    bool allowed =
-        policy == KIN_SERVICE_TREE ||
-        (policy == KIN_SERVICE_PARENT &&
-         kin__is_ancestor_or_self(n, m->auth)) ||
-        (policy == KIN_SERVICE_CHILD && kin__node_child_linked(n, m->auth));
-    if (o && !withdrawn && allowed)
-        o->running++;
-    pthread_mutex_unlock(&ss->mu);
+    bool withdrawn;
+    if (admit(n, fn, len, m->auth, kin__node_child_linked, &withdrawn)) {
+        kin__calls_dispatch(n, m);
+        return;
+    }
     char why[128];
     if (withdrawn) {
         snprintf(why, sizeof why, "'%.*s' withdrawn at context %u", (int)len,
@@ -61,14 +79,19 @@ kin__svc_on_run(kin_node *n, kin_msg *m, void *arg)
         kin__reply_dead(n, m, KIN_ENOPROVIDER, why);
         return;
     }
-    if (!allowed) {
-        snprintf(why, sizeof why,
-                 "context %u may not call '%.*s' at %u (service policy)",
-                 m->auth, (int)len, fn, n->id);
-        kin__reply_dead(n, m, KIN_EREFUSED, why);
-        return;
-    }
-    kin__calls_dispatch(n, m);
+    snprintf(why, sizeof why,
+             "context %u may not call '%.*s' at %u (service policy)", m->auth,
+             (int)len, fn, n->id);
+    kin__reply_dead(n, m, KIN_EREFUSED, why);
+}
+
+bool
+kin__svc_admit_here(kin_node *n, const kin_msg *m)
+{
+    kin__svc_call_head h;
+    bool withdrawn;
+    return n->svc && !kin__svc_call_read(m->body, m->len, &h) &&
+           admit(n, h.fn, h.svc_len, m->auth, NULL, &withdrawn);
 }
 
 void
