@@ -667,11 +667,19 @@ kin__calls_accept(kin_node *n, kin_msg *m, const void *entry)
 {
     char fn[64]; /* exported names have up to 63 bytes */
     call_name(m, fn, sizeof fn);
-    if (!register_call(n, m, fn, entry)) {
+    kin_task *t = register_call(n, m, fn, entry);
+    if (!t) {
         if (m->handle == KIN_HANDLE_SVC_RUN)
             kin__service_run_done(n, fn, strlen(fn));
         return false;
     }
+    /* kin__calls_stop closes the queue, then cancels the live tasks: a
+     * call the worker read after its last look at the queue but registered
+     * after that sweep would otherwise run uncancelled while the node
+     * waits for its workers. Registered before the sweep, the sweep
+     * cancels it; after, the queue is seen closed here. */
+    if (kin_latch_closed(n->calls->queue))
+        kin__task_cancel(t, n->id, 0);
     atomic_fetch_add(&n->calls->demand, 1);
     return true;
 }
