@@ -58,6 +58,14 @@ kin__tasktab_fini(kin__tasktab *tab)
 kin_task *
 kin__tasktab_add(kin__tasktab *tab, const char *name, const char *fn)
 {
+    return kin__tasktab_add_call(tab, name, fn, 0, 0, NULL);
+}
+
+kin_task *
+kin__tasktab_add_call(kin__tasktab *tab, const char *name, const char *fn,
+                      uint32_t caller_ctx, uint32_t caller_handle,
+                      const void *entry)
+{
     pthread_mutex_lock(&tab->mu);
     kin_task *t = tab->nspare ? tab->spare[--tab->nspare] : NULL;
     if (!t) {
@@ -72,6 +80,9 @@ kin__tasktab_add(kin__tasktab *tab, const char *name, const char *fn)
     kin__task_init(t, tab->ctx, id, name);
     if (fn)
         strncpy(t->fn, fn, sizeof t->fn - 1);
+    t->caller_ctx = caller_ctx;
+    t->caller_handle = caller_handle;
+    t->entry = entry;
     if (kin__u32map_put(&tab->live, id, t)) {
         pthread_mutex_unlock(&tab->mu);
         kin__task_fini(t);

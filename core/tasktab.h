@@ -46,6 +46,12 @@ void kin__tasktab_fini(kin__tasktab *tab);
 
 /* A new registered task (state pending). NULL on -ENOMEM. Any thread. */
 kin_task *kin__tasktab_add(kin__tasktab *tab, const char *name, const char *fn);
+/* The same for an incoming call, with who called (context, reply handle)
+ * and the export it names set before any other thread can see the task
+ * (the monitor and CANCEL read them): for calls registered on a worker. */
+kin_task *kin__tasktab_add_call(kin__tasktab *tab, const char *name,
+                                const char *fn, uint32_t caller_ctx,
+                                uint32_t caller_handle, const void *entry);
 
 /* Ends t: unregisters it, records it in the history with its final state
  * and result, frees it. Any thread. */

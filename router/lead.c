@@ -84,14 +84,15 @@ claim(lead *L, int wake_fd)
         /* A caller's reply comes before an idle worker's watch: the
          * worker gives the socket back when it wakes (serves()), and this
          * call's reply comes through the broker. */
-        if (!L->serve && n->serving)
+        if (!L->serve && L->k && n->serving)
             kin__fd_wake(n->lead_fd[L->k]);
         return false;
     }
     if (kin__watch_lend(L->w))
         return false;
     n->leading[L->k] = true;
-    n->serving = L->serve;
+    if (L->k)
+        n->serving = L->serve;
     n->lead_fd[L->k] = wake_fd;
     L->zfd = kin__watch_fd(L->w);
     L->claimed = true;
@@ -116,7 +117,8 @@ give_back(lead *L)
     if (events & ZMQ_POLLIN)
         kin__drain_later(n, L->k); /* takes the broker's queue lock only */
     n->leading[L->k] = false;
-    n->serving = false;
+    if (L->k)
+        n->serving = false;
     L->claimed = false;
     pthread_cond_broadcast(&n->lead_cv);
 }

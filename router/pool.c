@@ -641,13 +641,10 @@ call_name(const kin_msg *m, char *out, size_t size)
 static kin_task *
 register_call(kin_node *n, kin_msg *m, const char *fn, const exported *x)
 {
-    kin_task *t = kin__tasktab_add(&n->tasks, fn, fn);
-    if (t) {
-        t->caller_ctx = m->src;
-        t->caller_handle = m->reply_to;
-        t->entry = x;
+    kin_task *t =
+        kin__tasktab_add_call(&n->tasks, fn, fn, m->src, m->reply_to, x);
+    if (t)
         m->local = t;
-    }
     return t;
 }
 
