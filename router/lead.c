@@ -346,6 +346,19 @@ lead_round(void *arg, int wake_fd, uint64_t deadline, kin_msg **out)
     return 0;
 }
 
+/* kin__latch_get_led with L's rounds; the socket given back after. */
+static kin_err
+led_get(lead *L, kin_latch *l, int timeout_ms, kin_msg **out)
+{
+    kin_err e = kin__latch_get_led(l, timeout_ms, out, lead_round, L);
+    if (L->claimed) {
+        pthread_mutex_lock(&L->n->smu);
+        give_back(L);
+        pthread_mutex_unlock(&L->n->smu);
+    }
+    return e;
+}
+
 kin_err
 kin__lead_get(kin_node *n, uint32_t ctx, uint32_t handle, kin_latch *l,
               int timeout_ms, kin_msg **out)
@@ -360,13 +373,7 @@ kin__lead_get(kin_node *n, uint32_t ctx, uint32_t handle, kin_latch *l,
     if (ctx == KIN_NO_CTX || ctx == n->id)
         return kin_latch_get(l, timeout_ms, out);
     lead L = {.n = n, .ctx = ctx, .handle = handle, .svc = svc};
-    kin_err e = kin__latch_get_led(l, timeout_ms, out, lead_round, &L);
-    if (L.claimed) {
-        pthread_mutex_lock(&n->smu);
-        give_back(&L);
-        pthread_mutex_unlock(&n->smu);
-    }
-    return e;
+    return led_get(&L, l, timeout_ms, out);
 }
 
 kin_err
@@ -375,13 +382,7 @@ kin__lead_serve(kin_node *n, kin_latch *queue, kin_msg **out)
     if (!n->has_parent)
         return kin_latch_get(queue, KIN_FOREVER, out);
     lead L = {.n = n, .serve = true, .queue = queue};
-    kin_err e = kin__latch_get_led(queue, KIN_FOREVER, out, lead_round, &L);
-    if (L.claimed) {
-        pthread_mutex_lock(&n->smu);
-        give_back(&L);
-        pthread_mutex_unlock(&n->smu);
-    }
-    return e;
+    return led_get(&L, queue, KIN_FOREVER, out);
 }
 
 void
