@@ -172,6 +172,12 @@ kin__latch_pop(kin_latch *l)
 kin_err
 kin_latch_put(kin_latch *l, kin_msg **m)
 {
+    return kin__latch_put_then(l, m, NULL, NULL);
+}
+
+kin_err
+kin__latch_put_then(kin_latch *l, kin_msg **m, void (*then)(void *), void *arg)
+{
     if (!l || !m || !*m)
         return -EINVAL;
     pthread_mutex_lock(&l->mu);
@@ -189,6 +195,8 @@ kin_latch_put(kin_latch *l, kin_msg **m)
     l->ring[(l->head + l->len) & (l->cap - 1)] = *m;
     l->len++;
     *m = NULL;
+    if (then)
+        then(arg);
     /* The waiter is woken after mu is released: woken while mu is still
      * held, it would block on mu at once (on one CPU it runs first and
      * sleeps again until the putter unlocks: two more switches). The

@@ -24,6 +24,13 @@ typedef int (*kin__lead_fn)(void *arg, int wake_fd, uint64_t deadline,
 kin_err kin__latch_get_led(kin_latch *l, int timeout_ms, kin_msg **out,
                            kin__lead_fn lead, void *arg);
 
+/* kin_latch_put, calling then(arg) once the message is in the latch and
+ * before any getter is woken (with the latch's mutex held: then must take
+ * no lock). A woken getter may run at once, before the putter gets the CPU
+ * back: what it must see done, then does. */
+kin_err kin__latch_put_then(kin_latch *l, kin_msg **m, void (*then)(void *),
+                            void *arg);
+
 /* The calling thread's eventfd (non-blocking), made on first use and
  * closed when the thread ends; -errno if none can be made. */
 int kin__thread_wake_fd(void);

@@ -19,6 +19,10 @@ void kin__calls_dispatch(kin_node *n, kin_msg *m);
  * inline, or there is none: run_call answers that), and *entry its export
  * for kin__calls_accept. Any thread. */
 bool kin__calls_for_worker(const void *body, size_t size, const void **entry);
+/* Has an idle worker wait for its next call again: an empty job (handle
+ * 0, no task) it drops. For the first worker, which started before the
+ * router opened and so could not read the up socket (lead.c). */
+void kin__calls_kick(kin_node *n);
 /* Registers the decoded CALL m as kin__calls_dispatch does, for the worker
  * that read it to run; false: out of memory (m is the caller's). */
 bool kin__calls_accept(kin_node *n, kin_msg *m, const void *entry);

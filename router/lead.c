@@ -253,6 +253,14 @@ kin__lead_take(kin_node *n, void *sock, zmq_msg_t *f, int want)
 }
 
 void
+kin__lead_queued(void *node)
+{
+    kin_node *n = node;
+    atomic_store_explicit(&n->handling[0], false, memory_order_release);
+    atomic_store_explicit(&n->handling[1], false, memory_order_release);
+}
+
+void
 kin__lead_handled(kin_node *n, void *sock)
 {
     int k = sock == n->down ? 0 : sock == n->up ? 1 : -1;

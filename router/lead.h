@@ -39,6 +39,11 @@ int kin__lead_take(kin_node *n, void *sock, zmq_msg_t *f, int want);
  * a caller may take its reply past the broker again. */
 void kin__lead_handled(kin_node *n, void *sock);
 
+/* Broker: the call it is handling is on the pool's queue, which is all of
+ * its effect a reader must wait for (kin__lead_handled's, early). Called
+ * with the pool latch's mutex held; takes no lock. */
+void kin__lead_queued(void *node);
+
 /* Ends reading callers for good (they go back to their latches) and waits
  * until none reads; frees nothing. Before the broker stops. */
 void kin__lead_stop(kin_node *n);

@@ -600,6 +600,11 @@ kin__router_start(kin_node *n, char *errbuf, size_t errbuf_size)
                     n->connect_timeout_ms);
     }
     pthread_mutex_unlock(&n->mu);
+    /* The pool's first worker started before the router opened and found
+     * no socket to read: it looks again, so that it reads the first call
+     * too (lead.c). */
+    if (!e && n->has_parent)
+        kin__calls_kick(n);
     return e;
 }
 

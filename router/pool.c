@@ -10,6 +10,7 @@
 #include <unwind.h>
 
 #include "core/buf.h"
+#include "core/latch_lead.h"
 #include "core/log_internal.h"
 #include "core/msg_internal.h"
 #include "core/pack_internal.h"
@@ -496,7 +497,9 @@ worker_main(void *arg)
      * (lead.c); one it took there counts in demand, so grow. */
     while (kin__lead_serve(n, cs->queue, &m) == KIN_OK) {
         grow(cs);
-        if (m->handle == 0)
+        if (m->handle == 0 && !m->local)
+            kin_msg_destroy(&m); /* kin__calls_kick's: look again */
+        else if (m->handle == 0)
             run_job(n, m);
         else
             run_call(n, m, ((kin_task *)m->local)->entry);
@@ -555,10 +558,16 @@ grow(struct kin__calls *cs)
  * worker that takes it at once never counts below zero), and growing the
  * pool for it. */
 static kin_err
-enqueue(struct kin__calls *cs, kin_msg **m)
+enqueue(struct kin__calls *cs, kin_msg **m, bool on_broker)
 {
     atomic_fetch_add(&cs->demand, 1);
-    kin_err e = kin_latch_put(cs->queue, m);
+    /* A call the broker dispatches, once queued, no longer needs the
+     * broker to keep the order of its socket: an idle worker may read the
+     * next message (lead.c). Said before the put wakes a worker, which on
+     * one CPU runs at once and may read the next call before the broker
+     * runs again. */
+    kin_err e = kin__latch_put_then(
+        cs->queue, m, on_broker ? kin__lead_queued : NULL, cs->node);
     if (e) {
         atomic_fetch_sub(&cs->demand, 1);
         return e;
@@ -595,7 +604,7 @@ kin_task_spawn_at(kin_node *n, const kin_task_opts *opts, kin_task_fn fn,
     }
     uint32_t tid = t->id;
     m->local = t;
-    if ((e = enqueue(n->calls, &m))) {
+    if ((e = enqueue(n->calls, &m, false))) {
         kin__tasktab_end(&n->tasks, t, KIN_TASK_FAILED, KIN_ESHUTDOWN);
         kin_msg_destroy(&m);
         return KIN_ESHUTDOWN;
@@ -659,6 +668,17 @@ kin__calls_for_worker(const void *body, size_t size, const void **entry)
     return !x || !x->on_broker;
 }
 
+void
+kin__calls_kick(kin_node *n)
+{
+    kin_msg *m;
+    if (kin_msg_new(&m, 0))
+        return; /* the worker reads from the second call on */
+    m->local = NULL;
+    if (enqueue(n->calls, &m, false))
+        kin_msg_destroy(&m);
+}
+
 bool
 kin__calls_accept(kin_node *n, kin_msg *m, const void *entry)
 {
@@ -704,7 +724,7 @@ kin__calls_dispatch(kin_node *n, kin_msg *m)
     /* A call an idle worker could have read itself: they read again. */
     if (atomic_load_explicit(&n->serve_miss, memory_order_relaxed))
         atomic_store_explicit(&n->serve_miss, false, memory_order_relaxed);
-    if (enqueue(n->calls, &m)) {
+    if (enqueue(n->calls, &m, kin__broker_on_thread(n->broker))) {
         if (m->handle == KIN_HANDLE_SVC_RUN)
             kin__service_run_done(n, fn, strlen(fn));
         kin__tasktab_end(&n->tasks, t, KIN_TASK_FAILED, KIN_ESHUTDOWN);
