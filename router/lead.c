@@ -253,11 +253,43 @@ kin__lead_take(kin_node *n, void *sock, zmq_msg_t *f, int want)
 }
 
 void
+kin__lead_kick(kin_node *n)
+{
+    pthread_mutex_lock(&n->smu);
+    bool reading = n->leading[1];
+    pthread_mutex_unlock(&n->smu);
+    /* A worker reading up already would find the kick queued and leave
+     * the first call to the broker. */
+    if (!reading)
+        kin__calls_kick(n);
+}
+
+void
+kin__lead_route(kin_node *n, int k, kin_msg *m)
+{
+    bool call =
+        k >= 0 && m->dst == n->id &&
+        (m->handle == KIN_HANDLE_CALL || m->handle == KIN_HANDLE_SVC_RUN);
+    if (call) {
+        n->handling_call = m;
+        n->handling_k = k;
+    }
+    kin__route(n, m); /* m may be gone */
+    n->handling_call = NULL;
+}
+
+bool
+kin__lead_handling(kin_node *n, const kin_msg *m)
+{
+    return kin__broker_on_thread(n->broker) && m == n->handling_call;
+}
+
+void
 kin__lead_queued(void *node)
 {
     kin_node *n = node;
-    atomic_store_explicit(&n->handling[0], false, memory_order_release);
-    atomic_store_explicit(&n->handling[1], false, memory_order_release);
+    atomic_store_explicit(&n->handling[n->handling_k], false,
+                          memory_order_release);
 }
 
 void

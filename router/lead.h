@@ -39,9 +39,26 @@ int kin__lead_take(kin_node *n, void *sock, zmq_msg_t *f, int want);
  * a caller may take its reply past the broker again. */
 void kin__lead_handled(kin_node *n, void *sock);
 
-/* Broker: the call it is handling is on the pool's queue, which is all of
- * its effect a reader must wait for (kin__lead_handled's, early). Called
- * with the pool latch's mutex held; takes no lock. */
+/* Once the parent answered HELLO: unless a worker reads up already, has
+ * the pool's idle worker, which started before the router opened and so
+ * found nothing to read, look again (kin__calls_kick). */
+void kin__lead_kick(kin_node *n);
+
+/* Broker: kin__route(n, m) for a message it took from down (k 0) or up
+ * (1); -1: another socket. While it routes a CALL or SVC_RUN for this
+ * context, kin__lead_handling knows that message. */
+void kin__lead_route(kin_node *n, int k, kin_msg *m);
+
+/* Whether m is the call the broker took from down or up and is handling
+ * now (not one made meanwhile: a self-call of an inline export, an
+ * SVC_RUN its resolver sends to this context). Any thread: false but on
+ * the broker. */
+bool kin__lead_handling(kin_node *n, const kin_msg *m);
+
+/* Broker: the call kin__lead_handling named is on the pool's queue, which
+ * is all of its effect a reader must wait for: clears that socket's
+ * handling flag (kin__lead_handled's, early). Called with the pool
+ * latch's mutex held; takes no lock. */
 void kin__lead_queued(void *node);
 
 /* Ends reading callers for good (they go back to their latches) and waits

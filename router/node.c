@@ -604,7 +604,7 @@ kin__router_start(kin_node *n, char *errbuf, size_t errbuf_size)
      * no socket to read: it looks again, so that it reads the first call
      * too (lead.c). */
     if (!e && n->has_parent)
-        kin__calls_kick(n);
+        kin__lead_kick(n);
     return e;
 }
 

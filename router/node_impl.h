@@ -127,6 +127,10 @@ struct kin_node {
      * finished handling it (set under smu, cleared after): a reader keeps
      * its reply behind it. */
     atomic_bool handling[2];
+    /* Broker only: the CALL or SVC_RUN for this context it took from down
+     * [handling_k 0] or up [1] and is routing (kin__lead_route). */
+    const kin_msg *handling_call;
+    int handling_k;
     /* Receivers of calls (and service calls) not yet destroyed: a caller
      * reads its own reply only while its call is the one out, when every
      * message it reads is most likely its reply (a pipelining caller's

@@ -496,10 +496,12 @@ worker_main(void *arg)
     /* Idle, a worker may read its next call off the socket itself
      * (lead.c); one it took there counts in demand, so grow. */
     while (kin__lead_serve(n, cs->queue, &m) == KIN_OK) {
-        grow(cs);
-        if (m->handle == 0 && !m->local)
+        if (m->handle == 0 && !m->local) {
             kin_msg_destroy(&m); /* kin__calls_kick's: look again */
-        else if (m->handle == 0)
+            continue;
+        }
+        grow(cs);
+        if (m->handle == 0)
             run_job(n, m);
         else
             run_call(n, m, ((kin_task *)m->local)->entry);
@@ -675,7 +677,8 @@ kin__calls_kick(kin_node *n)
     if (kin_msg_new(&m, 0))
         return; /* the worker reads from the second call on */
     m->local = NULL;
-    if (enqueue(n->calls, &m, false))
+    /* Not counted in demand: no worker is needed for it. */
+    if (kin_latch_put(n->calls->queue, &m))
         kin_msg_destroy(&m);
 }
 
@@ -724,7 +727,7 @@ kin__calls_dispatch(kin_node *n, kin_msg *m)
     /* A call an idle worker could have read itself: they read again. */
     if (atomic_load_explicit(&n->serve_miss, memory_order_relaxed))
         atomic_store_explicit(&n->serve_miss, false, memory_order_relaxed);
-    if (enqueue(n->calls, &m, kin__broker_on_thread(n->broker))) {
+    if (enqueue(n->calls, &m, kin__lead_handling(n, m))) {
         if (m->handle == KIN_HANDLE_SVC_RUN)
             kin__service_run_done(n, fn, strlen(fn));
         kin__tasktab_end(&n->tasks, t, KIN_TASK_FAILED, KIN_ESHUTDOWN);

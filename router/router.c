@@ -1090,7 +1090,7 @@ down_frames(kin_node *n, void *sock, zmq_msg_t *f, int got)
     }
     if (n->joined && m->handle == KIN_HANDLE_NAME)
         kin__names_passing(n, m); /* kept for a restarted master */
-    kin__route(n, m);
+    kin__lead_route(n, sock == n->down ? 0 : -1, m);
     return;
 }
 
@@ -1154,7 +1154,7 @@ up_frames(kin_node *n, zmq_msg_t *f, int got)
             return;
         }
     }
-    kin__route(n, m);
+    kin__lead_route(n, 1, m);
 }
 
 /* Socket monitor events: 2 frames, the first u16 event + u32 value.
