@@ -50,15 +50,15 @@ calls_out(kin_node *n)
     return atomic_load_explicit(&n->calls_out, memory_order_relaxed);
 }
 
-/* Whether an idle worker may read the up socket: in a context with no
- * children (whatever else comes from the parent would only pass through
- * the worker to the broker), with no call of its own out (its reply is
- * its caller's to read), and unless what came last was not a call for the
- * pool (service calls, inline exports' calls: the broker's). smu held. */
+/* Whether an idle worker may read the up socket: with no call of its own
+ * out (its reply is its caller's to read), and unless what came last was
+ * neither a call for the pool nor a message it could pass down to the
+ * subtree (inline exports' calls, replies, system messages: the
+ * broker's). smu held. */
 static bool
 serves(kin_node *n)
 {
-    return !n->routes.len && !calls_out(n) &&
+    return !calls_out(n) &&
            !atomic_load_explicit(&n->serve_miss, memory_order_relaxed);
 }
 
@@ -201,6 +201,44 @@ take_call(lead *L, zmq_msg_t *f)
         return NULL;
     }
     return m;
+}
+
+/* For a serving worker in a context with children: forwards frames f
+ * (header, body, from up) down to the child link its destination's route
+ * names, as the broker's routing would, when the message is for the
+ * subtree, passes the from-above check and the size limit, and down takes
+ * direct sends (no far or join ROUTER). Then, as after any direct send,
+ * has the broker drain down if input waits there. smu held. true: sent,
+ * the frames are empty; false: untouched, the broker's. */
+static bool
+relay(lead *L, zmq_msg_t *f)
+{
+    kin_node *n = L->n;
+    kin_msg h;
+    uint32_t child;
+    if (kin__msg_header_decode(&h, zmq_msg_data(&f[0]), zmq_msg_size(&f[0])) ||
+        h.dst == n->id || h.src == n->id ||
+        kin__u32map_has(&n->routes, h.src) ||
+        kin__msg_check_size(h.handle, h.flags, zmq_msg_data(&f[1]),
+                            zmq_msg_size(&f[1]), n->max_msg) ||
+        kin__direct_socket(n, h.dst, false, &child) != n->down)
+        return false;
+    uint8_t rid[4] = {(uint8_t)child, (uint8_t)(child >> 8),
+                      (uint8_t)(child >> 16), (uint8_t)(child >> 24)};
+    /* A ROUTER takes the parts of a message whole once it took the first:
+     * a child gone (EHOSTUNREACH) or full fails here, untouched. */
+    if (zmq_send(n->down, rid, 4, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_msg_send(&f[0], n->down, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_msg_send(&f[1], n->down, ZMQ_DONTWAIT) < 0)
+        return false;
+    int events = 0;
+    size_t size = sizeof events;
+    if (!atomic_load(&n->drain_due[0]) &&
+        (zmq_getsockopt(n->down, ZMQ_EVENTS, &events, &size) ||
+         (events & ZMQ_POLLIN)))
+        kin__drain_later(n, false);
+    atomic_fetch_add(&n->stats.routed, 1);
+    return true;
 }
 
 /* Queues frames f for the broker. smu held. false: out of memory, the
@@ -349,6 +387,13 @@ lead_round(void *arg, int wake_fd, uint64_t deadline, kin_msg **out)
             for (int j = 0; j < nf; j++)
                 zmq_msg_close(&f[j]);
             break;
+        }
+        if (L->serve && !n->held[L->k] &&
+            !atomic_load_explicit(&n->handling[L->k], memory_order_acquire) &&
+            relay(L, f)) {
+            for (int j = 0; j < nf; j++)
+                zmq_msg_close(&f[j]);
+            continue;
         }
         if (hold(n, L->k, f, got))
             held = true;

@@ -23,10 +23,11 @@ kin_err kin__lead_get(kin_node *n, uint32_t ctx, uint32_t handle, kin_latch *l,
                       int timeout_ms, kin_msg **out);
 
 /* A worker's wait for its next call: kin_latch_get(queue, KIN_FOREVER,
- * out), but in a child with no children of its own and no call of its own
- * out, the first idle worker reads the up socket meanwhile and takes a
- * call for the pool from it itself (registered as kin__calls_dispatch
- * does), so that the broker does not hand it over. Workers only. */
+ * out), but in a child with no call of its own out, the first idle worker
+ * reads the up socket meanwhile and takes a call for the pool from it
+ * itself (registered as kin__calls_dispatch does), so that the broker
+ * does not hand it over; what comes for the subtree it passes down.
+ * Workers only. */
 kin_err kin__lead_serve(kin_node *n, kin_latch *queue, kin_msg **out);
 
 /* Receives one message of up to `want` frames from sock for the broker:

@@ -52,12 +52,11 @@ KIN_EXPORT kin_err kin_export(const char *name, kin_fn fn, void *arg,
  * block: called from another context, it runs on the callee's broker
  * thread, saving the hand-off from the broker to a worker (which a call
  * to a kin_export function pays unless an idle worker of the callee reads
- * the call itself: in a context with no children, while no call is
- * queued). Called by a context on itself (ctx is the caller's
- * own id), it runs on the calling thread instead, inside kin_call_sync,
- * kin_call_async or kin_call_nowait, before they return. It must not wait
- * on anything (no kin_call_sync, no receiver gets, no locks held long, no
- * I/O that may block): while it runs on the broker the context routes
+ * the call itself: while no call is queued). Called by a context on itself (ctx
+ * is the caller's own id), it runs on the calling thread instead, inside
+ * kin_call_sync, kin_call_async or kin_call_nowait, before they return. It must
+ * not wait on anything (no kin_call_sync, no receiver gets, no locks held long,
+ * no I/O that may block): while it runs on the broker the context routes
  * nothing and its monitor does not answer. It still shows in the monitor
  * as a task. */
 KIN_EXPORT kin_err kin_export_inline(const char *name, kin_fn fn, void *arg,
