@@ -62,6 +62,24 @@ serves(kin_node *n)
            !atomic_load_explicit(&n->serve_miss, memory_order_relaxed);
 }
 
+/* The header of frames hdr and body into *h, if it decodes and the body
+ * is within the size limit. */
+static bool
+head_ok(kin_node *n, zmq_msg_t *hdr, zmq_msg_t *body, kin_msg *h)
+{
+    return !kin__msg_header_decode(h, zmq_msg_data(hdr), zmq_msg_size(hdr)) &&
+           !kin__msg_check_size(h->handle, h->flags, zmq_msg_data(body),
+                                zmq_msg_size(body), n->max_msg);
+}
+
+/* The broker's check of what comes from above: nobody there may speak for
+ * this context or its subtree. smu held (routes). */
+static bool
+from_above_ok(kin_node *n, const kin_msg *h)
+{
+    return h->src != n->id && !kin__u32map_has(&n->routes, h->src);
+}
+
 /* Which socket the reply from ctx comes on, and borrows it. smu held. */
 static bool
 claim(lead *L, int wake_fd)
@@ -131,13 +149,10 @@ is_reply(lead *L, zmq_msg_t *f, int want)
     kin_node *n = L->n;
     zmq_msg_t *hdr = &f[want - 2], *body = &f[want - 1];
     kin_msg h;
-    if (kin__msg_header_decode(&h, zmq_msg_data(hdr), zmq_msg_size(hdr)) ||
-        h.dst != n->id || h.handle != L->handle ||
-        kin__msg_check_size(h.handle, h.flags, zmq_msg_data(body),
-                            zmq_msg_size(body), n->max_msg))
+    if (!head_ok(n, hdr, body, &h) || h.dst != n->id || h.handle != L->handle)
         return false;
-    if (L->k == 1) /* from above, nobody may speak for us or our subtree */
-        return h.src != n->id && !kin__u32map_has(&n->routes, h.src);
+    if (L->k == 1)
+        return from_above_ok(n, &h);
     if (zmq_msg_size(&f[0]) != 4)
         return false;
     uint32_t link = kin__link_of(&f[0]);
@@ -180,13 +195,9 @@ take_call(lead *L, zmq_msg_t *f)
     zmq_msg_t *hdr = &f[0], *body = &f[1];
     const void *entry;
     kin_msg h;
-    if (kin__msg_header_decode(&h, zmq_msg_data(hdr), zmq_msg_size(hdr)) ||
-        h.dst != n->id ||
+    if (!head_ok(n, hdr, body, &h) || h.dst != n->id ||
         (h.handle != KIN_HANDLE_CALL && h.handle != KIN_HANDLE_SVC_RUN) ||
-        zmq_msg_size(body) >= KIN__MSG_OUTSIDE_MIN ||
-        kin__msg_check_size(h.handle, h.flags, zmq_msg_data(body),
-                            zmq_msg_size(body), n->max_msg) ||
-        h.src == n->id || kin__u32map_has(&n->routes, h.src) ||
+        zmq_msg_size(body) >= KIN__MSG_OUTSIDE_MIN || !from_above_ok(n, &h) ||
         kin_latch_size(L->queue) ||
         !kin__calls_for_worker(zmq_msg_data(body), zmq_msg_size(body), &entry))
         return NULL;
@@ -207,38 +218,18 @@ take_call(lead *L, zmq_msg_t *f)
  * (header, body, from up) down to the child link its destination's route
  * names, as the broker's routing would, when the message is for the
  * subtree, passes the from-above check and the size limit, and down takes
- * direct sends (no far or join ROUTER). Then, as after any direct send,
- * has the broker drain down if input waits there. smu held. true: sent,
- * the frames are empty; false: untouched, the broker's. */
+ * direct sends (no far or join ROUTER). smu held. true: sent, the frames
+ * are empty; false: untouched, the broker's. */
 static bool
 relay(lead *L, zmq_msg_t *f)
 {
     kin_node *n = L->n;
     kin_msg h;
     uint32_t child;
-    if (kin__msg_header_decode(&h, zmq_msg_data(&f[0]), zmq_msg_size(&f[0])) ||
-        h.dst == n->id || h.src == n->id ||
-        kin__u32map_has(&n->routes, h.src) ||
-        kin__msg_check_size(h.handle, h.flags, zmq_msg_data(&f[1]),
-                            zmq_msg_size(&f[1]), n->max_msg) ||
-        kin__direct_socket(n, h.dst, false, &child) != n->down)
-        return false;
-    uint8_t rid[4] = {(uint8_t)child, (uint8_t)(child >> 8),
-                      (uint8_t)(child >> 16), (uint8_t)(child >> 24)};
-    /* A ROUTER takes the parts of a message whole once it took the first:
-     * a child gone (EHOSTUNREACH) or full fails here, untouched. */
-    if (zmq_send(n->down, rid, 4, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
-        zmq_msg_send(&f[0], n->down, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
-        zmq_msg_send(&f[1], n->down, ZMQ_DONTWAIT) < 0)
-        return false;
-    int events = 0;
-    size_t size = sizeof events;
-    if (!atomic_load(&n->drain_due[0]) &&
-        (zmq_getsockopt(n->down, ZMQ_EVENTS, &events, &size) ||
-         (events & ZMQ_POLLIN)))
-        kin__drain_later(n, false);
-    atomic_fetch_add(&n->stats.routed, 1);
-    return true;
+    return head_ok(n, &f[0], &f[1], &h) && h.dst != n->id &&
+           from_above_ok(n, &h) &&
+           kin__direct_socket(n, h.dst, false, &child) == n->down &&
+           kin__forward_down(n, child, &f[0], &f[1]) == 0;
 }
 
 /* Queues frames f for the broker. smu held. false: out of memory, the
@@ -370,29 +361,25 @@ lead_round(void *arg, int wake_fd, uint64_t deadline, kin_msg **out)
             atomic_fetch_add(&n->stats.malformed, 1);
             continue;
         }
-        /* The reply goes past the broker only when the broker has handled
+        /* A message goes past the broker only when the broker has handled
          * everything that came before it on the socket (a route it
          * announces, say): otherwise it queues behind those, and the
-         * broker puts it into the latch. */
-        if (!n->held[L->k] &&
-            !atomic_load_explicit(&n->handling[L->k], memory_order_acquire) &&
-            (L->serve ? (mine = take_call(L, f)) != NULL
-                      : is_reply(L, f, nf) &&
-                            (mine = take_reply(L, f, nf)) != NULL)) {
-            for (int j = 0; j < nf; j++)
-                zmq_msg_close(&f[j]);
-            break;
+         * broker puts it into the latch or the pool's queue. */
+        bool first =
+            !n->held[L->k] &&
+            !atomic_load_explicit(&n->handling[L->k], memory_order_acquire);
+        bool taken = false, sent = false;
+        if (first && L->serve) {
+            taken = (mine = take_call(L, f)) || L->refused;
+            sent = !taken && relay(L, f);
+        } else if (first) {
+            taken = is_reply(L, f, nf) && (mine = take_reply(L, f, nf));
         }
-        if (L->refused) {
+        if (taken || sent) {
             for (int j = 0; j < nf; j++)
                 zmq_msg_close(&f[j]);
-            break;
-        }
-        if (L->serve && !n->held[L->k] &&
-            !atomic_load_explicit(&n->handling[L->k], memory_order_acquire) &&
-            relay(L, f)) {
-            for (int j = 0; j < nf; j++)
-                zmq_msg_close(&f[j]);
+            if (taken)
+                break;
             continue;
         }
         if (hold(n, L->k, f, got))
@@ -448,8 +435,7 @@ kin_err
 kin__lead_get(kin_node *n, uint32_t ctx, uint32_t handle, kin_latch *l,
               int timeout_ms, kin_msg **out)
 {
-    if (kin__broker_on_thread(n->broker) ||
-        atomic_load_explicit(&n->calls_out, memory_order_relaxed) > 1)
+    if (kin__broker_on_thread(n->broker) || calls_out(n) > 1)
         return kin_latch_get(l, timeout_ms, out);
     /* A service call's reply comes from the provider it is at. */
     bool svc = ctx == KIN_NO_CTX;

@@ -86,6 +86,12 @@ kin__link_of(zmq_msg_t *rid)
            (uint32_t)r[3] << 24;
 }
 int kin__recv_frames(void *sock, zmq_msg_t *f, int want);
+/* Sends frames hdr and body (emptied when sent) down to child link `link`
+ * as the broker's routing would, from a thread that does not own down, and
+ * has the broker drain down if input waits there. 0, or -errno with
+ * nothing sent (the frames untouched). smu held. */
+int kin__forward_down(kin_node *n, uint32_t link, zmq_msg_t *hdr,
+                      zmq_msg_t *body);
 kin_msg *kin__decode(kin_node *n, zmq_msg_t *hdr, zmq_msg_t *body, size_t *big);
 /* Has the broker drain up (or down) before it next blocks, unless such a
  * drain is already due. Any thread. */

@@ -60,17 +60,24 @@ send_body(void *sock, const kin_msg *m)
     return 0;
 }
 
+/* Sends the first frame of a message to child link `link` on a ROUTER:
+ * its 4-byte routing id (kin__link_of reads it back). */
+static int
+send_link(void *sock, uint32_t link)
+{
+    uint8_t r[4] = {(uint8_t)link, (uint8_t)(link >> 8), (uint8_t)(link >> 16),
+                    (uint8_t)(link >> 24)};
+    return zmq_send(sock, r, 4, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ? -errno : 0;
+}
+
 static int
 send_frames(void *sock, const uint32_t *rid, const kin_msg *m)
 {
     uint8_t hdr[KIN_HDR_SIZE];
     kin__msg_header_encode(m, hdr);
-    if (rid) {
-        uint8_t r[4] = {(uint8_t)*rid, (uint8_t)(*rid >> 8),
-                        (uint8_t)(*rid >> 16), (uint8_t)(*rid >> 24)};
-        if (zmq_send(sock, r, 4, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
-            return -errno;
-    }
+    int rc = rid ? send_link(sock, *rid) : 0;
+    if (rc)
+        return rc;
     if (zmq_send(sock, hdr, sizeof hdr, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
         return -errno;
     return send_body(sock, m);
@@ -215,6 +222,42 @@ kin__direct_socket(kin_node *n, uint32_t dst, bool up_too, uint32_t *child)
     return NULL;
 }
 
+/* After a send from a thread that does not own sock (up, or down: `up`),
+ * smu held: whether the broker must drain it. libzmq may have processed
+ * the socket's commands in that send, reading its ZMQ_FD's signal: input
+ * the broker has not seen would then not wake it. ZMQ_EVENTS processes
+ * what is left and says whether there is input (a spare drain when the
+ * broker was woken anyway). Not when a drain is due: it starts after this
+ * (it clears the flag first), so it reads whatever this send left. */
+static bool
+left_input(kin_node *n, void *sock, bool up)
+{
+    int events = 0;
+    size_t size = sizeof events;
+    if (atomic_load(&n->drain_due[up]))
+        return false;
+    if (zmq_getsockopt(sock, ZMQ_EVENTS, &events, &size))
+        return true; /* cannot tell: let the broker look */
+    return (events & ZMQ_POLLIN) != 0;
+}
+
+int
+kin__forward_down(kin_node *n, uint32_t link, zmq_msg_t *hdr, zmq_msg_t *body)
+{
+    /* A ROUTER takes the parts of a message whole once it took the
+     * first: a link gone (EHOSTUNREACH) or full fails there, untouched. */
+    int rc = send_link(n->down, link);
+    if (!rc && (zmq_msg_send(hdr, n->down, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+                zmq_msg_send(body, n->down, ZMQ_DONTWAIT) < 0))
+        rc = -errno;
+    if (rc)
+        return rc;
+    if (left_input(n, n->down, false))
+        kin__drain_later(n, false);
+    atomic_fetch_add(&n->stats.routed, 1);
+    return 0;
+}
+
 static bool
 route_direct(kin_node *n, kin_msg *m, bool up_too)
 {
@@ -223,24 +266,13 @@ route_direct(kin_node *n, kin_msg *m, bool up_too)
     void *sock = kin__direct_socket(n, m->dst, up_too, &child);
     bool up = sock && sock == n->up;
     int rc = -1;
-    int events = 0;
+    bool drain = false;
     if (sock) {
         rc = send_frames(sock, sock == n->down ? &child : NULL, m);
-        /* libzmq may have processed the socket's commands in that send,
-         * reading its ZMQ_FD's signal: input the broker has not seen
-         * would then not wake it. ZMQ_EVENTS processes what is left and
-         * says whether there is input; the broker drains it (a spare
-         * drain when it was woken anyway). Unless a drain is due: it
-         * starts after this (it clears the flag first), so it reads
-         * whatever this send left. */
-        size_t size = sizeof events;
-        if (atomic_load(&n->drain_due[up]))
-            events = 0;
-        else if (zmq_getsockopt(sock, ZMQ_EVENTS, &events, &size))
-            events = ZMQ_POLLIN; /* cannot tell: let the broker look */
+        drain = left_input(n, sock, up);
     }
     pthread_mutex_unlock(&n->smu);
-    if (events & ZMQ_POLLIN)
+    if (drain)
         kin__drain_later(n, up);
     if (rc)
         return false;
